@@ -1,0 +1,204 @@
+//! Devices: enumeration, probing and selection.
+
+use std::fmt;
+
+use crate::error::{CallSite, CudaError, Result};
+use crate::host::HostDevice;
+use crate::sync::Arc;
+
+/// Which backend a device runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// The host backend: streams are worker threads, memory is aligned host memory.
+    Host,
+    /// An NVIDIA GPU through the CUDA driver API (cargo feature `cuda`).
+    Cuda,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Host => "host",
+            Self::Cuda => "cuda",
+        })
+    }
+}
+
+/// What a device is, as probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Backend of the device.
+    pub backend: BackendKind,
+    /// Ordinal within its backend.
+    pub ordinal: u32,
+    /// Human-readable name.
+    pub name: String,
+    /// Total memory in bytes (the configured capacity on the host backend).
+    pub total_memory: u64,
+    /// CUDA compute capability (major, minor); `None` on the host.
+    pub compute_capability: Option<(u32, u32)>,
+    /// Worker threads a host kernel may use by default; the SM count on CUDA.
+    pub parallelism: usize,
+}
+
+/// Options for a host device.
+#[derive(Debug, Clone)]
+pub struct HostDeviceOptions {
+    /// Memory capacity in bytes; allocations past it fail with [`CudaError::OutOfMemory`].
+    pub capacity: u64,
+    /// Threads a kernel may use (defaults to the machine's available parallelism).
+    pub threads: usize,
+}
+
+impl Default for HostDeviceOptions {
+    fn default() -> Self {
+        Self {
+            // The host "device" defaults to a quarter of a 64 GiB address budget; callers that
+            // care set it explicitly (tests do, to exercise exhaustion).
+            capacity: 16 << 30,
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        }
+    }
+}
+
+/// A device handle. Cheap to clone; all clones refer to the same device state (memory
+/// accounting, poisoning, fault injection).
+#[derive(Clone)]
+pub struct Device {
+    pub(crate) repr: DeviceRepr,
+}
+
+#[derive(Clone)]
+pub(crate) enum DeviceRepr {
+    Host(Arc<HostDevice>),
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Device").field("info", &self.info()).finish()
+    }
+}
+
+impl Device {
+    /// A host device with default options.
+    pub fn host() -> Self {
+        Self::host_with(HostDeviceOptions::default())
+    }
+
+    /// A host device with the given options.
+    pub fn host_with(options: HostDeviceOptions) -> Self {
+        Self { repr: DeviceRepr::Host(Arc::new(HostDevice::new(options))) }
+    }
+
+    /// CUDA device `ordinal`. Fails with [`CudaError::BackendUnavailable`] when this build has
+    /// no `cuda` feature or no driver/device is present.
+    #[track_caller]
+    pub fn cuda(ordinal: u32) -> Result<Self> {
+        let _ = CallSite::here();
+        Err(CudaError::BackendUnavailable {
+            call: "Device::cuda",
+            backend: "cuda",
+            reason: format!(
+                "device {ordinal}: this build has no CUDA backend (enable the `cuda` cargo feature)"
+            ),
+        })
+    }
+
+    /// Every device this process can use: the host device always, CUDA devices when the
+    /// `cuda` feature is on and a driver answers.
+    pub fn enumerate() -> Vec<DeviceInfo> {
+        vec![Self::host().info()]
+    }
+
+    /// Picks the first CUDA device if there is one, else a host device.
+    pub fn best_available() -> Self {
+        Self::cuda(0).unwrap_or_else(|_| Self::host())
+    }
+
+    /// Probed facts about this device.
+    pub fn info(&self) -> DeviceInfo {
+        match &self.repr {
+            DeviceRepr::Host(h) => h.info(),
+        }
+    }
+
+    /// Backend of this device.
+    pub fn backend(&self) -> BackendKind {
+        match &self.repr {
+            DeviceRepr::Host(_) => BackendKind::Host,
+        }
+    }
+
+    /// Bytes currently allocated on this device through AegisRT.
+    pub fn memory_used(&self) -> u64 {
+        match &self.repr {
+            DeviceRepr::Host(h) => h.used(),
+        }
+    }
+
+    /// Bytes still free.
+    pub fn memory_free(&self) -> u64 {
+        match &self.repr {
+            DeviceRepr::Host(h) => h.capacity().saturating_sub(h.used()),
+        }
+    }
+
+    /// The fatal error that poisoned this device, if any. A poisoned device refuses all work
+    /// until replaced by [`Device::rebuild`].
+    pub fn poisoned(&self) -> Option<CudaError> {
+        match &self.repr {
+            DeviceRepr::Host(h) => h.poison_cause(),
+        }
+    }
+
+    /// A fresh device on the same hardware with clean state (CUDA: a new primary context).
+    /// Handles made from the old device keep failing; everything must be re-created.
+    pub fn rebuild(&self) -> Result<Self> {
+        match &self.repr {
+            DeviceRepr::Host(h) => Ok(Self::host_with(h.options().clone())),
+        }
+    }
+
+    /// Makes the matching enqueued item fail (host backend only; a deterministic test hook).
+    #[track_caller]
+    pub fn inject_fault(&self, rule: FaultRule) -> Result<()> {
+        match &self.repr {
+            DeviceRepr::Host(h) => {
+                h.inject(rule);
+                Ok(())
+            }
+        }
+    }
+
+    /// True when both handles refer to the same device state.
+    pub fn same_as(&self, other: &Device) -> bool {
+        match (&self.repr, &other.repr) {
+            (DeviceRepr::Host(a), DeviceRepr::Host(b)) => Arc::ptr_eq(a, b),
+        }
+    }
+}
+}
+
+/// Which enqueued item an injected fault hits. Items are counted at enqueue time, so a rule
+/// hits the same item on every run of a deterministic program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultTrigger {
+    /// The `n`th item (0-based) enqueued on the device after the rule is installed, any stream.
+    NthItem(u64),
+    /// The `n`th work item (0-based) whose label equals `label`, counted from installation.
+    Label {
+        /// Work label to match.
+        label: String,
+        /// Which match to hit (0 = the first).
+        n: u64,
+    },
+}
+
+/// One injected fault: where it hits and what it does. It fires once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultRule {
+    /// Which item.
+    pub trigger: FaultTrigger,
+    /// Recoverable or sticky.
+    pub kind: crate::InjectedFaultKind,
+}

@@ -1,0 +1,45 @@
+//! # aegis-cuda — Layer 1 of AegisRT
+//!
+//! Owns the device: enumeration and selection, streams, events, device memory and enqueued
+//! work, behind one API with two backends:
+//!
+//! - the **host backend** (always built): every [`Stream`] is an asynchronous in-order queue
+//!   served by its own worker thread; an [`Event`] marks a point in a stream that other
+//!   streams and the host wait on; [`DeviceMemory`] is real, 256-byte aligned memory charged
+//!   against a capacity, so exhaustion returns the same [`CudaError::OutOfMemory`] a GPU
+//!   would. Overlapping concurrent access to memory is detected at run time
+//!   ([`CudaError::RaceDetected`]), so a missing event wait is a failing test, not a heisenbug.
+//!   Tests can inject deterministic faults ([`Device::inject_fault`]), including sticky ones
+//!   that poison the device until [`Device::rebuild`].
+//! - the **CUDA backend** over `cust`, behind the `cuda` cargo feature (off by default).
+//!
+//! It also defines the error model every layer uses: [`ErrorCategory`] and [`Categorized`].
+//!
+//! ## What this crate must never do
+//! - Know about graphs, tensors, models or scheduling: it moves bytes and runs work.
+//! - Let a raw handle or pointer escape: callers hold RAII types and cheap [`DeviceSlice`]
+//!   handles; host access goes through checked guards.
+//! - Hold `unsafe` outside the `raw` module, or call the driver without checking the result.
+//! - Block the caller on enqueue: only `synchronize` calls wait.
+//!
+//! ## Invariants
+//! - Work on one stream runs in enqueue order; a stream that waits on an event runs nothing
+//!   enqueued after the wait until the event's record point has been passed.
+//! - Every accepted item completes: errors and panics surface at the next synchronise, a
+//!   stream dropped with pending work drains it first, and events recorded on a poisoned
+//!   device still complete (carrying the error) so no waiter hangs.
+#![warn(missing_docs)]
+
+mod device;
+mod error;
+mod host;
+mod memory;
+mod raw;
+mod stream;
+pub mod sync;
+
+pub use device::{BackendKind, Device, DeviceInfo, FaultRule, FaultTrigger, HostDeviceOptions};
+pub use error::{CallSite, Categorized, CudaError, ErrorCategory, InjectedFaultKind, Result};
+pub use host::Label;
+pub use memory::{DeviceMemory, DeviceSlice, HostBuffer, HostRead, HostWrite, ALLOCATION_ALIGN};
+pub use stream::{Event, Stream, StreamPriority};

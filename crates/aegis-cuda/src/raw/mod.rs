@@ -1,0 +1,10 @@
+//! The only module in the workspace allowed to hold `unsafe` code (checked by `cargo xtask
+//! tidy`). Each unsafe block states why it is sound in a `// SAFETY:` comment.
+//!
+//! - [`host`]: host-backend "device" memory: an aligned heap block whose byte ranges are
+//!   lent out through a run-time borrow tracker, so concurrent streams can touch disjoint
+//!   ranges of one arena while an overlapping access (a missing event wait) is reported as
+//!   [`crate::CudaError::RaceDetected`] instead of being undefined behaviour.
+#![allow(unsafe_code)]
+
+pub(crate) mod host;

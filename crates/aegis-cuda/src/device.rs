@@ -56,7 +56,9 @@ impl Default for HostDeviceOptions {
             // The host "device" defaults to a quarter of a 64 GiB address budget; callers that
             // care set it explicitly (tests do, to exercise exhaustion).
             capacity: 16 << 30,
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 }
@@ -75,7 +77,9 @@ pub(crate) enum DeviceRepr {
 
 impl fmt::Debug for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Device").field("info", &self.info()).finish()
+        f.debug_struct("Device")
+            .field("info", &self.info())
+            .finish()
     }
 }
 
@@ -87,7 +91,9 @@ impl Device {
 
     /// A host device with the given options.
     pub fn host_with(options: HostDeviceOptions) -> Self {
-        Self { repr: DeviceRepr::Host(Arc::new(HostDevice::new(options))) }
+        Self {
+            repr: DeviceRepr::Host(Arc::new(HostDevice::new(options))),
+        }
     }
 
     /// CUDA device `ordinal`. Fails with [`CudaError::BackendUnavailable`] when this build has
@@ -176,7 +182,6 @@ impl Device {
             (DeviceRepr::Host(a), DeviceRepr::Host(b)) => Arc::ptr_eq(a, b),
         }
     }
-}
 }
 
 /// Which enqueued item an injected fault hits. Items are counted at enqueue time, so a rule

@@ -46,7 +46,10 @@ impl CallSite {
     #[track_caller]
     pub fn here() -> Self {
         let l = Location::caller();
-        Self { file: l.file(), line: l.line() }
+        Self {
+            file: l.file(),
+            line: l.line(),
+        }
     }
 }
 
@@ -213,7 +216,11 @@ impl CudaError {
     /// An [`CudaError::InvalidArgument`] naming the caller's call site.
     #[track_caller]
     pub fn invalid(call: &'static str, reason: impl Into<String>) -> Self {
-        Self::InvalidArgument { call, site: CallSite::here(), reason: reason.into() }
+        Self::InvalidArgument {
+            call,
+            site: CallSite::here(),
+            reason: reason.into(),
+        }
     }
 
     /// Wraps an upper layer's failure inside enqueued work, keeping its category.

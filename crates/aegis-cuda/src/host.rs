@@ -82,7 +82,11 @@ impl HostDevice {
 
     pub(crate) fn inject(&self, rule: FaultRule) {
         let base = self.items.load(Ordering::SeqCst);
-        lock(&self.rules).push(InstalledRule { rule, base, seen: 0 });
+        lock(&self.rules).push(InstalledRule {
+            rule,
+            base,
+            seen: 0,
+        });
         self.has_rules.store(true, Ordering::SeqCst);
     }
 
@@ -133,7 +137,10 @@ impl HostDevice {
                     capacity,
                 });
             };
-            match self.used.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .used
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return Ok(()),
                 Err(actual) => cur = actual,
             }
@@ -203,7 +210,12 @@ pub(crate) struct HostEvent {
 
 impl HostEvent {
     pub(crate) fn new(device: Arc<HostDevice>) -> Self {
-        Self { id: device.fresh_id(), device, inner: Mutex::new(EventInner::default()), cv: Condvar::new() }
+        Self {
+            id: device.fresh_id(),
+            device,
+            inner: Mutex::new(EventInner::default()),
+            cv: Condvar::new(),
+        }
     }
 
     /// Blocks until the latest record point at call time has been passed.
@@ -263,9 +275,20 @@ impl HostEvent {
 }
 
 enum Work {
-    Task { label: Label, f: HostWork, item: u64, fault: Option<InjectedFaultKind> },
-    Record { event: Arc<HostEvent>, generation: u64 },
-    Wait { event: Arc<HostEvent>, generation: u64 },
+    Task {
+        label: Label,
+        f: HostWork,
+        item: u64,
+        fault: Option<InjectedFaultKind>,
+    },
+    Record {
+        event: Arc<HostEvent>,
+        generation: u64,
+    },
+    Wait {
+        event: Arc<HostEvent>,
+        generation: u64,
+    },
 }
 
 #[derive(Default)]
@@ -295,7 +318,9 @@ pub(crate) struct HostStream {
 
 impl std::fmt::Debug for HostStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostStream").field("id", &self.shared.id).finish()
+        f.debug_struct("HostStream")
+            .field("id", &self.shared.id)
+            .finish()
     }
 }
 
@@ -312,12 +337,16 @@ impl HostStream {
             idle: Condvar::new(),
         });
         let s2 = Arc::clone(&shared);
-        let worker = spawn_worker(shared.id, move || worker_loop(&s2)).map_err(|e| CudaError::Spawn {
-            call: "Stream::new",
-            site,
-            reason: e.to_string(),
-        })?;
-        Ok(Self { shared, worker: Some(worker) })
+        let worker =
+            spawn_worker(shared.id, move || worker_loop(&s2)).map_err(|e| CudaError::Spawn {
+                call: "Stream::new",
+                site,
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            shared,
+            worker: Some(worker),
+        })
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -340,7 +369,12 @@ impl HostStream {
     pub(crate) fn enqueue(&self, label: Label, f: HostWork) -> Result<()> {
         self.shared.device.check_alive("Stream::enqueue")?;
         let (item, fault) = self.shared.device.classify(&label, true);
-        self.push(Work::Task { label, f, item, fault });
+        self.push(Work::Task {
+            label,
+            f,
+            item,
+            fault,
+        });
         Ok(())
     }
 
@@ -349,7 +383,10 @@ impl HostStream {
         self.shared.device.check_alive("Event::record")?;
         self.shared.device.classify("record", false);
         let generation = event.next_generation();
-        self.push(Work::Record { event: Arc::clone(event), generation });
+        self.push(Work::Record {
+            event: Arc::clone(event),
+            generation,
+        });
         Ok(())
     }
 
@@ -361,7 +398,10 @@ impl HostStream {
         // never recorded is already complete.
         let generation = event.current_generation();
         if generation > 0 {
-            self.push(Work::Wait { event: Arc::clone(event), generation });
+            self.push(Work::Wait {
+                event: Arc::clone(event),
+                generation,
+            });
         }
         Ok(())
     }
@@ -411,11 +451,16 @@ fn spawn_worker(
     id: u64,
     f: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("aegis-host-stream-{id}")).spawn(f)
+    std::thread::Builder::new()
+        .name(format!("aegis-host-stream-{id}"))
+        .spawn(f)
 }
 
 #[cfg(loom)]
-fn spawn_worker(_id: u64, f: impl FnOnce() + Send + 'static) -> std::io::Result<loom::thread::JoinHandle<()>> {
+fn spawn_worker(
+    _id: u64,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<loom::thread::JoinHandle<()>> {
     Ok(loom::thread::spawn(f))
 }
 
@@ -459,7 +504,12 @@ fn worker_loop(s: &StreamShared) {
 fn run_item(s: &StreamShared, work: Work) -> Option<CudaError> {
     let dev = &s.device;
     match work {
-        Work::Task { label, f, item, fault } => {
+        Work::Task {
+            label,
+            f,
+            item,
+            fault,
+        } => {
             if let Some(cause) = dev.poison_cause() {
                 // A poisoned context runs nothing more; the work is dropped (its closure and
                 // the buffers it holds are released) and the stream reports the poison.
@@ -473,7 +523,12 @@ fn run_item(s: &StreamShared, work: Work) -> Option<CudaError> {
             }
             if let Some(kind) = fault {
                 drop(f);
-                let err = CudaError::InjectedFault { label: label.into_owned(), stream: s.id, item, kind };
+                let err = CudaError::InjectedFault {
+                    label: label.into_owned(),
+                    stream: s.id,
+                    item,
+                    kind,
+                };
                 if kind == InjectedFaultKind::Sticky {
                     dev.poison_with(err.clone());
                 }

@@ -29,11 +29,18 @@ impl Drop for MemInner {
     }
 }
 
-fn alloc_inner(device: &Device, len: usize, charged: bool, call: &'static str, site: CallSite) -> Result<Arc<MemInner>> {
+fn alloc_inner(
+    device: &Device,
+    len: usize,
+    charged: bool,
+    call: &'static str,
+    site: CallSite,
+) -> Result<Arc<MemInner>> {
     let DeviceRepr::Host(h) = &device.repr;
     h.check_alive(call)?;
     if charged {
-        h.reserve(call, len as u64).map_err(|e| with_site(e, site))?;
+        h.reserve(call, len as u64)
+            .map_err(|e| with_site(e, site))?;
     }
     let id = h.fresh_id();
     let Some(block) = HostBlock::alloc(len, id) else {
@@ -48,14 +55,28 @@ fn alloc_inner(device: &Device, len: usize, charged: bool, call: &'static str, s
             capacity: h.capacity(),
         });
     };
-    Ok(Arc::new(MemInner { block, device: charged.then(|| Arc::clone(h)), owner: Arc::clone(h) }))
+    Ok(Arc::new(MemInner {
+        block,
+        device: charged.then(|| Arc::clone(h)),
+        owner: Arc::clone(h),
+    }))
 }
 
 fn with_site(e: CudaError, s: CallSite) -> CudaError {
     match e {
-        CudaError::OutOfMemory { call, requested, free, capacity, .. } => {
-            CudaError::OutOfMemory { call, site: s, requested, free, capacity }
-        }
+        CudaError::OutOfMemory {
+            call,
+            requested,
+            free,
+            capacity,
+            ..
+        } => CudaError::OutOfMemory {
+            call,
+            site: s,
+            requested,
+            free,
+            capacity,
+        },
         other => other,
     }
 }
@@ -69,7 +90,10 @@ pub struct DeviceMemory {
 
 impl fmt::Debug for DeviceMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeviceMemory").field("id", &self.inner.block.id()).field("len", &self.len()).finish()
+        f.debug_struct("DeviceMemory")
+            .field("id", &self.inner.block.id())
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -78,7 +102,9 @@ impl DeviceMemory {
     /// [`CudaError::OutOfMemory`] when the device's free memory is short.
     #[track_caller]
     pub fn alloc(device: &Device, len: usize) -> Result<Self> {
-        Ok(Self { inner: alloc_inner(device, len, true, "DeviceMemory::alloc", CallSite::here())? })
+        Ok(Self {
+            inner: alloc_inner(device, len, true, "DeviceMemory::alloc", CallSite::here())?,
+        })
     }
 
     /// Size in bytes.
@@ -93,7 +119,11 @@ impl DeviceMemory {
 
     /// The whole allocation as a slice.
     pub fn as_slice(&self) -> DeviceSlice {
-        DeviceSlice { mem: Arc::clone(&self.inner), start: 0, end: self.len() }
+        DeviceSlice {
+            mem: Arc::clone(&self.inner),
+            start: 0,
+            end: self.len(),
+        }
     }
 
     /// A sub-range; fails when it is out of bounds.
@@ -111,7 +141,9 @@ pub struct HostBuffer {
 
 impl fmt::Debug for HostBuffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HostBuffer").field("len", &self.inner.block.len()).finish()
+        f.debug_struct("HostBuffer")
+            .field("len", &self.inner.block.len())
+            .finish()
     }
 }
 
@@ -119,7 +151,9 @@ impl HostBuffer {
     /// Allocates `len` zeroed bytes of staging memory usable with `device`'s streams.
     #[track_caller]
     pub fn alloc(device: &Device, len: usize) -> Result<Self> {
-        Ok(Self { inner: alloc_inner(device, len, false, "HostBuffer::alloc", CallSite::here())? })
+        Ok(Self {
+            inner: alloc_inner(device, len, false, "HostBuffer::alloc", CallSite::here())?,
+        })
     }
 
     /// Size in bytes.
@@ -134,7 +168,11 @@ impl HostBuffer {
 
     /// The whole buffer as a slice usable in stream copies.
     pub fn as_slice(&self) -> DeviceSlice {
-        DeviceSlice { mem: Arc::clone(&self.inner), start: 0, end: self.len() }
+        DeviceSlice {
+            mem: Arc::clone(&self.inner),
+            start: 0,
+            end: self.len(),
+        }
     }
 
     /// Reads the buffer from the host (after the copies into it were synchronised).
@@ -159,7 +197,13 @@ pub struct DeviceSlice {
 
 impl fmt::Debug for DeviceSlice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DeviceSlice(alloc {}, {}..{})", self.mem.block.id(), self.start, self.end)
+        write!(
+            f,
+            "DeviceSlice(alloc {}, {}..{})",
+            self.mem.block.id(),
+            self.start,
+            self.end
+        )
     }
 }
 
@@ -191,10 +235,19 @@ impl DeviceSlice {
             return Err(CudaError::InvalidArgument {
                 call: "DeviceSlice::slice",
                 site: CallSite::here(),
-                reason: format!("range {}..{} outside a slice of {} bytes", range.start, range.end, self.len()),
+                reason: format!(
+                    "range {}..{} outside a slice of {} bytes",
+                    range.start,
+                    range.end,
+                    self.len()
+                ),
             });
         }
-        Ok(DeviceSlice { mem: Arc::clone(&self.mem), start: self.start + range.start, end: self.start + range.end })
+        Ok(DeviceSlice {
+            mem: Arc::clone(&self.mem),
+            start: self.start + range.start,
+            end: self.start + range.end,
+        })
     }
 
     /// True when both ranges share at least one byte of the same allocation.
@@ -215,7 +268,9 @@ impl DeviceSlice {
 
     /// Exclusive host access to the bytes (host backend); see [`DeviceSlice::host_read`].
     pub fn host_write(&self, label: &str) -> Result<HostWrite<'_>> {
-        Ok(HostWrite(self.mem.block.write(self.start, self.end, label)?))
+        Ok(HostWrite(
+            self.mem.block.write(self.start, self.end, label)?,
+        ))
     }
 }
 

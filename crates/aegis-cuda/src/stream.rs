@@ -30,7 +30,10 @@ pub struct Stream {
 
 impl fmt::Debug for Stream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Stream").field("id", &self.id()).field("priority", &self.priority).finish()
+        f.debug_struct("Stream")
+            .field("id", &self.id())
+            .field("priority", &self.priority)
+            .finish()
     }
 }
 
@@ -39,7 +42,11 @@ impl Stream {
     #[track_caller]
     pub fn new(device: &Device, priority: StreamPriority) -> Result<Self> {
         let DeviceRepr::Host(h) = &device.repr;
-        Ok(Self { inner: HostStream::new(Arc::clone(h))?, device: device.clone(), priority })
+        Ok(Self {
+            inner: HostStream::new(Arc::clone(h))?,
+            device: device.clone(),
+            priority,
+        })
     }
 
     /// Device-unique id.
@@ -66,7 +73,11 @@ impl Stream {
         if Arc::ptr_eq(s.owner(), self.inner.device()) {
             Ok(())
         } else {
-            Err(CudaError::InvalidArgument { call, site, reason: "memory belongs to another device".into() })
+            Err(CudaError::InvalidArgument {
+                call,
+                site,
+                reason: "memory belongs to another device".into(),
+            })
         }
     }
 
@@ -87,10 +98,13 @@ impl Stream {
     pub fn memset(&self, dst: &DeviceSlice, byte: u8) -> Result<()> {
         self.check_slice("Stream::memset", dst, CallSite::here())?;
         let dst = dst.clone();
-        self.inner.enqueue(Label::Borrowed("memset"), Box::new(move || {
-            dst.host_write("memset")?.fill(byte);
-            Ok(())
-        }))
+        self.inner.enqueue(
+            Label::Borrowed("memset"),
+            Box::new(move || {
+                dst.host_write("memset")?.fill(byte);
+                Ok(())
+            }),
+        )
     }
 
     /// Enqueues a copy between two equally long ranges (device↔device, or to/from a
@@ -108,14 +122,21 @@ impl Stream {
             });
         }
         if src.overlaps(dst) {
-            return Err(CudaError::InvalidArgument { call: "Stream::copy", site, reason: "ranges overlap".into() });
+            return Err(CudaError::InvalidArgument {
+                call: "Stream::copy",
+                site,
+                reason: "ranges overlap".into(),
+            });
         }
         let (src, dst) = (src.clone(), dst.clone());
-        self.inner.enqueue(Label::Borrowed("memcpy"), Box::new(move || {
-            let s = src.host_read("memcpy")?;
-            dst.host_write("memcpy")?.copy_from_slice(&s);
-            Ok(())
-        }))
+        self.inner.enqueue(
+            Label::Borrowed("memcpy"),
+            Box::new(move || {
+                let s = src.host_read("memcpy")?;
+                dst.host_write("memcpy")?.copy_from_slice(&s);
+                Ok(())
+            }),
+        )
     }
 
     /// Enqueues an upload of owned host bytes into `dst` (the bytes move into the stream, so
@@ -128,14 +149,21 @@ impl Stream {
             return Err(CudaError::InvalidArgument {
                 call: "Stream::upload",
                 site,
-                reason: format!("source has {} bytes, destination {}", data.as_ref().len(), dst.len()),
+                reason: format!(
+                    "source has {} bytes, destination {}",
+                    data.as_ref().len(),
+                    dst.len()
+                ),
             });
         }
         let dst = dst.clone();
-        self.inner.enqueue(Label::Borrowed("memcpyHtoD"), Box::new(move || {
-            dst.host_write("memcpyHtoD")?.copy_from_slice(data.as_ref());
-            Ok(())
-        }))
+        self.inner.enqueue(
+            Label::Borrowed("memcpyHtoD"),
+            Box::new(move || {
+                dst.host_write("memcpyHtoD")?.copy_from_slice(data.as_ref());
+                Ok(())
+            }),
+        )
     }
 
     /// Records `event` at this point of the stream.
@@ -157,7 +185,11 @@ impl Stream {
         if Arc::ptr_eq(&e.inner.device, self.inner.device()) {
             Ok(())
         } else {
-            Err(CudaError::InvalidArgument { call, site, reason: format!("event {} belongs to another device", e.inner.id) })
+            Err(CudaError::InvalidArgument {
+                call,
+                site,
+                reason: format!("event {} belongs to another device", e.inner.id),
+            })
         }
     }
 
@@ -187,7 +219,9 @@ impl Event {
     pub fn new(device: &Device) -> Result<Self> {
         let DeviceRepr::Host(h) = &device.repr;
         h.check_alive("Event::new")?;
-        Ok(Self { inner: Arc::new(HostEvent::new(Arc::clone(h))) })
+        Ok(Self {
+            inner: Arc::new(HostEvent::new(Arc::clone(h))),
+        })
     }
 
     /// Device-unique id.
@@ -211,7 +245,10 @@ impl Event {
         let site = CallSite::here();
         match (start.inner.completed_at(), self.inner.completed_at()) {
             (Some(a), Some(b)) => Ok(b.saturating_duration_since(a)),
-            _ => Err(CudaError::NotReady { call: "Event::elapsed_since", site }),
+            _ => Err(CudaError::NotReady {
+                call: "Event::elapsed_since",
+                site,
+            }),
         }
     }
 }

@@ -47,7 +47,12 @@ impl HostBlock {
         let layout = Layout::from_size_align(len.max(1), HOST_ALIGN).ok()?;
         // SAFETY: `layout` has a non-zero size and a valid power-of-two alignment.
         let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })?;
-        Some(Self { ptr, len, id, borrows: Mutex::new(Borrows::default()) })
+        Some(Self {
+            ptr,
+            len,
+            id,
+            borrows: Mutex::new(Borrows::default()),
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -58,11 +63,20 @@ impl HostBlock {
         self.id
     }
 
-    fn acquire(&self, start: usize, end: usize, write: bool, label: &str) -> Result<u64, CudaError> {
+    fn acquire(
+        &self,
+        start: usize,
+        end: usize,
+        write: bool,
+        label: &str,
+    ) -> Result<u64, CudaError> {
         if start > end || end > self.len {
             return Err(CudaError::invalid(
                 "host_access",
-                format!("range {start}..{end} outside allocation of {} bytes", self.len),
+                format!(
+                    "range {start}..{end} outside allocation of {} bytes",
+                    self.len
+                ),
             ));
         }
         let mut b = lock(&self.borrows);
@@ -83,7 +97,12 @@ impl HostBlock {
         }
         b.next_token += 1;
         let token = b.next_token;
-        b.active.push(Borrow { start, end, write, token });
+        b.active.push(Borrow {
+            start,
+            end,
+            write,
+            token,
+        });
         Ok(token)
     }
 
@@ -95,24 +114,43 @@ impl HostBlock {
     }
 
     /// Shared access to `start..end`; fails if any overlapping range is being written.
-    pub(crate) fn read(&self, start: usize, end: usize, label: &str) -> Result<ReadGuard<'_>, CudaError> {
+    pub(crate) fn read(
+        &self,
+        start: usize,
+        end: usize,
+        label: &str,
+    ) -> Result<ReadGuard<'_>, CudaError> {
         let token = self.acquire(start, end, false, label)?;
         // SAFETY: `start..end` lies inside the allocation (checked in `acquire`); the tracker
         // guarantees no live `WriteGuard` overlaps it until this guard releases its token, so no
         // `&mut` aliases these bytes for the slice's lifetime. The bytes are initialised (zeroed
         // at allocation).
-        let slice = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start), end - start) };
-        Ok(ReadGuard { block: self, token, slice })
+        let slice =
+            unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start), end - start) };
+        Ok(ReadGuard {
+            block: self,
+            token,
+            slice,
+        })
     }
 
     /// Exclusive access to `start..end`; fails if any overlapping range is in use.
-    pub(crate) fn write(&self, start: usize, end: usize, label: &str) -> Result<WriteGuard<'_>, CudaError> {
+    pub(crate) fn write(
+        &self,
+        start: usize,
+        end: usize,
+        label: &str,
+    ) -> Result<WriteGuard<'_>, CudaError> {
         let token = self.acquire(start, end, true, label)?;
         // SAFETY: as in `read`, and additionally no other guard of any kind overlaps
         // `start..end` while this one lives, so the `&mut` is unique.
         let slice =
             unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), end - start) };
-        Ok(WriteGuard { block: self, token, slice })
+        Ok(WriteGuard {
+            block: self,
+            token,
+            slice,
+        })
     }
 }
 

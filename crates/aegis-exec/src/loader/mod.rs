@@ -1,0 +1,1 @@
+//! ONNX loading: tract-onnx parses protobuf, our code builds the graph.

@@ -13,7 +13,9 @@
 //!   that poison the device until [`Device::rebuild`].
 //! - the **CUDA backend** over `cust`, behind the `cuda` cargo feature (off by default).
 //!
-//! It also defines the error model every layer uses: [`ErrorCategory`] and [`Categorized`].
+//! It also defines the error model every layer uses: [`ErrorCategory`] and [`Categorized`],
+//! and [`host_sgemm`], the checked host f32 matrix multiply (over the `gemm` crate) that upper
+//! layers' CPU kernels call, since only `raw` may hold `unsafe`.
 //!
 //! ## What this crate must never do
 //! - Know about graphs, tensors, models or scheduling: it moves bytes and runs work.
@@ -42,4 +44,5 @@ pub use device::{BackendKind, Device, DeviceInfo, FaultRule, FaultTrigger, HostD
 pub use error::{CallSite, Categorized, CudaError, ErrorCategory, InjectedFaultKind, Result};
 pub use host::Label;
 pub use memory::{DeviceMemory, DeviceSlice, HostBuffer, HostRead, HostWrite, ALLOCATION_ALIGN};
+pub use raw::gemm::{host_sgemm, HostMat, HostMatMut};
 pub use stream::{Event, Stream, StreamPriority};

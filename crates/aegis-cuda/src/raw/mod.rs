@@ -5,6 +5,9 @@
 //!   lent out through a run-time borrow tracker, so concurrent streams can touch disjoint
 //!   ranges of one arena while an overlapping access (a missing event wait) is reported as
 //!   [`crate::CudaError::RaceDetected`] instead of being undefined behaviour.
+//! - [`gemm`]: the bounds-checked call into the `gemm` crate's f32 matrix multiply that host
+//!   kernels in upper layers use ([`crate::host_sgemm`]).
 #![allow(unsafe_code)]
 
+pub(crate) mod gemm;
 pub(crate) mod host;

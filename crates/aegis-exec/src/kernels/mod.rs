@@ -1,1 +1,21 @@
 //! Host kernels (f32).
+
+mod broadcast;
+mod elementwise;
+mod error;
+mod par;
+
+pub use broadcast::{
+    broadcast_assign, broadcast_binary, broadcast_shape, broadcast_shapes, broadcast_ternary,
+};
+pub use elementwise::{
+    binary_f32, binary_i32, binary_i64, cast, compare, expand, unary_f32, unary_f32_inplace,
+    variadic_f32, where_select, BinaryOp, CastDst, CastSrc, CompareOp, GeluApprox, UnaryOp,
+    VariadicOp,
+};
+pub use error::{KernelError, KernelResult};
+
+#[cfg(test)]
+mod tests_elementwise;
+#[cfg(test)]
+mod testutil;

@@ -1,0 +1,604 @@
+//! Elementwise operators: binary arithmetic and comparison with broadcasting, Where, the
+//! variadic Sum/Max/Min/Mean, unary activations, and Cast.
+
+use super::broadcast::{
+    broadcast_assign, broadcast_binary, broadcast_shapes, broadcast_ternary, PAR_MIN_ELEMS,
+};
+use super::error::{check_len, invalid, numel, KernelError, KernelResult};
+use super::par::par_chunks;
+
+/// A broadcasting binary arithmetic operator.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BinaryOp {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+    /// `a / b` (integers truncate toward zero; integer division by zero is an error).
+    Div,
+    /// `a ^ b` (`powf` for floats; integers use repeated multiplication, wrapping, with
+    /// negative exponents giving `0` except for bases `1` and `-1`).
+    Pow,
+    /// ONNX `Mod`. `fmod: true` is C `fmod` (result takes the sign of the dividend);
+    /// `fmod: false` is Python/numpy `mod` (result takes the sign of the divisor). ONNX only
+    /// defines `fmod = 0` for integers; for floats it is accepted here with numpy semantics.
+    Mod {
+        /// The `fmod` attribute (default 0).
+        fmod: bool,
+    },
+    /// `max(a, b)` (binary form of the variadic Max).
+    Max,
+    /// `min(a, b)`.
+    Min,
+}
+
+impl BinaryOp {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Add => "Add",
+            Self::Sub => "Sub",
+            Self::Mul => "Mul",
+            Self::Div => "Div",
+            Self::Pow => "Pow",
+            Self::Mod { .. } => "Mod",
+            Self::Max => "Max",
+            Self::Min => "Min",
+        }
+    }
+}
+
+fn mod_f32(x: f32, y: f32, fmod: bool) -> f32 {
+    let r = x % y;
+    if !fmod && r != 0.0 && ((r < 0.0) != (y < 0.0)) {
+        r + y
+    } else {
+        r
+    }
+}
+
+macro_rules! int_ops {
+    ($t:ty, $mod_fn:ident, $pow_fn:ident) => {
+        fn $mod_fn(x: $t, y: $t, fmod: bool) -> $t {
+            let r = x.wrapping_rem(y);
+            if !fmod && r != 0 && ((r < 0) != (y < 0)) {
+                r.wrapping_add(y)
+            } else {
+                r
+            }
+        }
+        fn $pow_fn(x: $t, y: $t) -> $t {
+            if y < 0 {
+                return match x {
+                    1 => 1,
+                    -1 => {
+                        if y % 2 == 0 {
+                            1
+                        } else {
+                            -1
+                        }
+                    }
+                    _ => 0,
+                };
+            }
+            let (mut base, mut e, mut acc) = (x, y, 1 as $t);
+            while e > 0 {
+                if e & 1 == 1 {
+                    acc = acc.wrapping_mul(base);
+                }
+                base = base.wrapping_mul(base);
+                e >>= 1;
+            }
+            acc
+        }
+    };
+}
+int_ops!(i64, mod_i64, pow_i64);
+int_ops!(i32, mod_i32, pow_i32);
+
+/// Broadcasting f32 binary arithmetic: `out = op(a, b)`; `out` has the broadcast shape of
+/// `a_shape` and `b_shape` (numpy rules).
+///
+/// # Errors
+/// Non-broadcastable shapes or buffer lengths that disagree with their shapes.
+#[allow(clippy::too_many_arguments)]
+pub fn binary_f32(
+    op: BinaryOp,
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    let n = op.name();
+    match op {
+        BinaryOp::Add => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| x + y),
+        BinaryOp::Sub => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| x - y),
+        BinaryOp::Mul => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| x * y),
+        BinaryOp::Div => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| x / y),
+        BinaryOp::Pow => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| {
+            // x*x is what powf(x, 2) rounds to; it is the common LayerNorm-decomposition case.
+            if y == 2.0 {
+                x * x
+            } else {
+                x.powf(y)
+            }
+        }),
+        BinaryOp::Mod { fmod } => {
+            broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| {
+                mod_f32(x, y, fmod)
+            })
+        }
+        BinaryOp::Max => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, f32_max),
+        BinaryOp::Min => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, f32_min),
+    }
+}
+
+/// NaN-propagating max (ONNX Max returns NaN if any input is NaN).
+fn f32_max(x: f32, y: f32) -> f32 {
+    if x.is_nan() || y.is_nan() {
+        f32::NAN
+    } else {
+        x.max(y)
+    }
+}
+
+fn f32_min(x: f32, y: f32) -> f32 {
+    if x.is_nan() || y.is_nan() {
+        f32::NAN
+    } else {
+        x.min(y)
+    }
+}
+
+macro_rules! binary_int {
+    ($(#[$doc:meta])* $name:ident, $t:ty, $mod_fn:ident, $pow_fn:ident) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        pub fn $name(
+            op: BinaryOp,
+            a: &[$t],
+            a_shape: &[usize],
+            b: &[$t],
+            b_shape: &[usize],
+            out: &mut [$t],
+            threads: usize,
+        ) -> KernelResult<()> {
+            let n = op.name();
+            match op {
+                BinaryOp::Div | BinaryOp::Mod { .. } if b.contains(&0) => {
+                    return Err(KernelError::DivisionByZero { op: n });
+                }
+                _ => {}
+            }
+            match op {
+                BinaryOp::Add => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, <$t>::wrapping_add),
+                BinaryOp::Sub => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, <$t>::wrapping_sub),
+                BinaryOp::Mul => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, <$t>::wrapping_mul),
+                BinaryOp::Div => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, <$t>::wrapping_div),
+                BinaryOp::Pow => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, $pow_fn),
+                BinaryOp::Mod { fmod } => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| $mod_fn(x, y, fmod)),
+                BinaryOp::Max => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x: $t, y: $t| x.max(y)),
+                BinaryOp::Min => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x: $t, y: $t| x.min(y)),
+            }
+        }
+    };
+}
+
+binary_int!(
+    /// Broadcasting i64 binary arithmetic (wrapping on overflow, like C++ runtimes).
+    ///
+    /// # Errors
+    /// As [`binary_f32`], plus [`KernelError::DivisionByZero`] for Div/Mod with a zero divisor.
+    binary_i64, i64, mod_i64, pow_i64
+);
+binary_int!(
+    /// Broadcasting i32 binary arithmetic; see [`binary_i64`].
+    ///
+    /// # Errors
+    /// As [`binary_i64`].
+    binary_i32, i32, mod_i32, pow_i32
+);
+
+/// A broadcasting comparison; outputs are ONNX bools stored as `u8` (0 or 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    /// `a == b` (NaN is unequal to everything).
+    Equal,
+    /// `a < b`.
+    Less,
+    /// `a <= b`.
+    LessOrEqual,
+    /// `a > b`.
+    Greater,
+    /// `a >= b`.
+    GreaterOrEqual,
+}
+
+/// Broadcasting comparison of any ordered element type (f32, i64, i32, and bool as `u8`):
+/// `out[i] = (a op b) as u8`.
+///
+/// # Errors
+/// As [`binary_f32`].
+#[allow(clippy::too_many_arguments)]
+pub fn compare<T: Copy + PartialOrd + Sync>(
+    op: CompareOp,
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    out: &mut [u8],
+    threads: usize,
+) -> KernelResult<()> {
+    let n = "Compare";
+    match op {
+        CompareOp::Equal => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| {
+            u8::from(x == y)
+        }),
+        CompareOp::Less => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| {
+            u8::from(x < y)
+        }),
+        CompareOp::LessOrEqual => {
+            broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| {
+                u8::from(x <= y)
+            })
+        }
+        CompareOp::Greater => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| {
+            u8::from(x > y)
+        }),
+        CompareOp::GreaterOrEqual => {
+            broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| {
+                u8::from(x >= y)
+            })
+        }
+    }
+}
+
+/// ONNX `Where`: `out[i] = if cond[i] != 0 { x[i] } else { y[i] }`, three-way broadcasting.
+/// `cond` is a bool tensor stored as `u8`.
+///
+/// # Errors
+/// As [`binary_f32`].
+#[allow(clippy::too_many_arguments)]
+pub fn where_select<T: Copy + Send + Sync>(
+    cond: &[u8],
+    cond_shape: &[usize],
+    x: &[T],
+    x_shape: &[usize],
+    y: &[T],
+    y_shape: &[usize],
+    out: &mut [T],
+    threads: usize,
+) -> KernelResult<()> {
+    broadcast_ternary(
+        "Where",
+        cond,
+        cond_shape,
+        x,
+        x_shape,
+        y,
+        y_shape,
+        out,
+        threads,
+        |c, a, b| if c != 0 { a } else { b },
+    )
+}
+
+/// A variadic elementwise operator over broadcast inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VariadicOp {
+    /// ONNX `Sum`.
+    Sum,
+    /// ONNX `Mean` (the sum divided by the input count).
+    Mean,
+    /// ONNX `Max` (NaN-propagating).
+    Max,
+    /// ONNX `Min` (NaN-propagating).
+    Min,
+}
+
+/// ONNX `Sum`/`Mean`/`Max`/`Min` over one or more inputs `(data, shape)` broadcast together;
+/// `out` has the broadcast shape. Inputs are folded left to right (`((x0 + x1) + x2) ...`).
+///
+/// # Errors
+/// No inputs, non-broadcastable shapes, or buffer lengths that disagree with their shapes.
+pub fn variadic_f32(
+    op: VariadicOp,
+    inputs: &[(&[f32], &[usize])],
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    let name = "Sum";
+    let Some(((first, first_shape), rest)) = inputs.split_first() else {
+        return Err(invalid(name, "inputs", "at least one input is required"));
+    };
+    let shapes: Vec<&[usize]> = inputs.iter().map(|(_, s)| *s).collect();
+    let out_shape = broadcast_shapes(&shapes)?;
+    check_len(name, "output", out.len(), numel(name, &out_shape)?)?;
+    broadcast_assign(name, out, &out_shape, first, first_shape, threads, |_, y| y)?;
+    for (x, shape) in rest {
+        match op {
+            VariadicOp::Sum | VariadicOp::Mean => {
+                broadcast_assign(name, out, &out_shape, x, shape, threads, |o, y| o + y)?
+            }
+            VariadicOp::Max => broadcast_assign(name, out, &out_shape, x, shape, threads, f32_max)?,
+            VariadicOp::Min => broadcast_assign(name, out, &out_shape, x, shape, threads, f32_min)?,
+        }
+    }
+    if op == VariadicOp::Mean && inputs.len() > 1 {
+        let n = inputs.len() as f32;
+        map_inplace(out, threads, |v| v / n);
+    }
+    Ok(())
+}
+
+/// ONNX `Expand` (and the broadcast step of anything else): copies `x` broadcast to
+/// `out_shape`, which must be the numpy broadcast of `x_shape` with the requested shape
+/// (the caller computes it: `broadcast_shape(x_shape, shape_input)`).
+///
+/// # Errors
+/// `x_shape` does not broadcast to exactly `out_shape`, or lengths disagree.
+pub fn expand<T: Copy + Send + Sync>(
+    x: &[T],
+    x_shape: &[usize],
+    out: &mut [T],
+    out_shape: &[usize],
+    threads: usize,
+) -> KernelResult<()> {
+    broadcast_assign("Expand", out, out_shape, x, x_shape, threads, |_, y| y)
+}
+
+pub(crate) fn map_inplace(data: &mut [f32], threads: usize, f: impl Fn(f32) -> f32 + Sync) {
+    par_chunks(data, 1, threads, PAR_MIN_ELEMS, |_, piece| {
+        for v in piece {
+            *v = f(*v);
+        }
+    });
+}
+
+/// GELU variant (ONNX `Gelu` attribute `approximate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeluApprox {
+    /// `approximate = "none"`: `0.5 x (1 + erf(x / sqrt 2))`.
+    None,
+    /// `approximate = "tanh"`: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+    Tanh,
+}
+
+/// A unary f32 operator with its attributes (ONNX defaults noted per variant).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnaryOp {
+    /// `max(x, 0)`.
+    Relu,
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+    /// Gauss error function.
+    Erf,
+    /// `sqrt(x)` (NaN for negative x).
+    Sqrt,
+    /// ONNX `Gelu` (opset 20).
+    Gelu(GeluApprox),
+    /// `max(0, min(1, alpha x + beta))`; ONNX defaults `alpha = 0.2`, `beta = 0.5`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// `x * max(0, min(1, x / 6 + 0.5))`.
+    HardSwish,
+    /// `min(max(x, min), max)`; NaN passes through. Absent bounds are `f32::NEG_INFINITY` /
+    /// `f32::INFINITY` (opset < 11 attribute defaults are the f32 lowest/highest values,
+    /// which behave the same).
+    Clip {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
+    /// `x < 0 ? alpha x : x`; ONNX default `alpha = 0.01`.
+    LeakyRelu {
+        /// Negative slope.
+        alpha: f32,
+    },
+    /// `-x`.
+    Neg,
+    /// `|x|`.
+    Abs,
+    /// `exp(x)`.
+    Exp,
+    /// Natural log.
+    Log,
+    /// `1 / x`.
+    Reciprocal,
+    /// Round down.
+    Floor,
+    /// Round up.
+    Ceil,
+    /// Round half to even (ONNX `Round`).
+    Round,
+    /// Identity (a copy).
+    Identity,
+}
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+// sqrt(2 / pi)
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
+#[inline(always)]
+fn apply_unary(op: UnaryOp, x: f32) -> f32 {
+    match op {
+        UnaryOp::Relu => x.max(0.0),
+        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Erf => libm::erff(x),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Gelu(GeluApprox::None) => 0.5 * x * (1.0 + libm::erff(x * FRAC_1_SQRT_2)),
+        UnaryOp::Gelu(GeluApprox::Tanh) => {
+            0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+        }
+        UnaryOp::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+        UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        UnaryOp::Clip { min, max } => {
+            if x < min {
+                min
+            } else if x > max {
+                max
+            } else {
+                x
+            }
+        }
+        UnaryOp::LeakyRelu { alpha } => {
+            if x < 0.0 {
+                alpha * x
+            } else {
+                x
+            }
+        }
+        UnaryOp::Neg => -x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Reciprocal => 1.0 / x,
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
+        UnaryOp::Round => x.round_ties_even(),
+        UnaryOp::Identity => x,
+    }
+}
+
+fn check_unary(op: UnaryOp) -> KernelResult<()> {
+    if let UnaryOp::Clip { min, max } = op {
+        if min.is_nan() || max.is_nan() {
+            return Err(invalid(
+                "Clip",
+                "min/max",
+                format!("bounds must not be NaN (min {min}, max {max})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Applies `op` elementwise: `out[i] = op(x[i])`. `x` and `out` have the same length
+/// (any shape). Parallel over contiguous chunks; deterministic for any `threads`.
+///
+/// # Errors
+/// Length mismatch, or NaN Clip bounds.
+pub fn unary_f32(op: UnaryOp, x: &[f32], out: &mut [f32], threads: usize) -> KernelResult<()> {
+    check_len("Unary", "output", out.len(), x.len())?;
+    check_unary(op)?;
+    par_chunks(out, 1, threads, PAR_MIN_ELEMS, |first, piece| {
+        let src = &x[first..first + piece.len()];
+        // Each variant gets its own monomorphic loop so the cheap ones vectorise.
+        macro_rules! run {
+            ($($p:pat),*) => {
+                match op {
+                    $($p => for (o, &v) in piece.iter_mut().zip(src) { *o = apply_unary(op, v) },)*
+                }
+            };
+        }
+        match op {
+            UnaryOp::Relu => piece
+                .iter_mut()
+                .zip(src)
+                .for_each(|(o, &v)| *o = v.max(0.0)),
+            UnaryOp::Identity => piece.copy_from_slice(src),
+            _ => run!(_),
+        }
+    });
+    Ok(())
+}
+
+/// In-place form of [`unary_f32`] (fusing an activation into a producer's output).
+///
+/// # Errors
+/// NaN Clip bounds.
+pub fn unary_f32_inplace(op: UnaryOp, data: &mut [f32], threads: usize) -> KernelResult<()> {
+    check_unary(op)?;
+    if op == UnaryOp::Identity {
+        return Ok(());
+    }
+    map_inplace(data, threads, |v| apply_unary(op, v));
+    Ok(())
+}
+
+/// A typed read-only view for [`cast`] (bool is one byte per element, 0 or 1).
+#[derive(Debug, Clone, Copy)]
+pub enum CastSrc<'a> {
+    /// f32 elements.
+    F32(&'a [f32]),
+    /// f64 elements.
+    F64(&'a [f64]),
+    /// i64 elements.
+    I64(&'a [i64]),
+    /// i32 elements.
+    I32(&'a [i32]),
+    /// bool elements as `u8`.
+    Bool(&'a [u8]),
+}
+
+/// A typed writable view for [`cast`].
+#[derive(Debug)]
+pub enum CastDst<'a> {
+    /// f32 elements.
+    F32(&'a mut [f32]),
+    /// f64 elements.
+    F64(&'a mut [f64]),
+    /// i64 elements.
+    I64(&'a mut [i64]),
+    /// i32 elements.
+    I32(&'a mut [i32]),
+    /// bool elements as `u8`.
+    Bool(&'a mut [u8]),
+}
+
+/// ONNX `Cast` between f32, f64, i64, i32 and bool. Float to integer truncates toward zero
+/// and saturates (NaN becomes 0; ONNX leaves out-of-range values undefined); anything to bool
+/// is `x != 0` (NaN is true); bool to number is 0/1; integer narrowing wraps (two's
+/// complement, like C++ `static_cast`).
+///
+/// # Errors
+/// Source and destination lengths differ.
+pub fn cast(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
+    macro_rules! conv {
+        ($s:expr, $d:expr, $f:expr) => {{
+            check_len("Cast", "output", $d.len(), $s.len())?;
+            for (o, &v) in $d.iter_mut().zip($s.iter()) {
+                *o = $f(v);
+            }
+        }};
+    }
+    match (src, dst) {
+        (CastSrc::F32(s), CastDst::F32(d)) => conv!(s, d, |v: f32| v),
+        (CastSrc::F32(s), CastDst::F64(d)) => conv!(s, d, f64::from),
+        (CastSrc::F32(s), CastDst::I64(d)) => conv!(s, d, |v: f32| v as i64),
+        (CastSrc::F32(s), CastDst::I32(d)) => conv!(s, d, |v: f32| v as i32),
+        (CastSrc::F32(s), CastDst::Bool(d)) => conv!(s, d, |v: f32| u8::from(v != 0.0)),
+        (CastSrc::F64(s), CastDst::F32(d)) => conv!(s, d, |v: f64| v as f32),
+        (CastSrc::F64(s), CastDst::F64(d)) => conv!(s, d, |v: f64| v),
+        (CastSrc::F64(s), CastDst::I64(d)) => conv!(s, d, |v: f64| v as i64),
+        (CastSrc::F64(s), CastDst::I32(d)) => conv!(s, d, |v: f64| v as i32),
+        (CastSrc::F64(s), CastDst::Bool(d)) => conv!(s, d, |v: f64| u8::from(v != 0.0)),
+        (CastSrc::I64(s), CastDst::F32(d)) => conv!(s, d, |v: i64| v as f32),
+        (CastSrc::I64(s), CastDst::F64(d)) => conv!(s, d, |v: i64| v as f64),
+        (CastSrc::I64(s), CastDst::I64(d)) => conv!(s, d, |v: i64| v),
+        (CastSrc::I64(s), CastDst::I32(d)) => conv!(s, d, |v: i64| v as i32),
+        (CastSrc::I64(s), CastDst::Bool(d)) => conv!(s, d, |v: i64| u8::from(v != 0)),
+        (CastSrc::I32(s), CastDst::F32(d)) => conv!(s, d, |v: i32| v as f32),
+        (CastSrc::I32(s), CastDst::F64(d)) => conv!(s, d, f64::from),
+        (CastSrc::I32(s), CastDst::I64(d)) => conv!(s, d, i64::from),
+        (CastSrc::I32(s), CastDst::I32(d)) => conv!(s, d, |v: i32| v),
+        (CastSrc::I32(s), CastDst::Bool(d)) => conv!(s, d, |v: i32| u8::from(v != 0)),
+        (CastSrc::Bool(s), CastDst::F32(d)) => conv!(s, d, |v: u8| f32::from(u8::from(v != 0))),
+        (CastSrc::Bool(s), CastDst::F64(d)) => conv!(s, d, |v: u8| f64::from(u8::from(v != 0))),
+        (CastSrc::Bool(s), CastDst::I64(d)) => conv!(s, d, |v: u8| i64::from(v != 0)),
+        (CastSrc::Bool(s), CastDst::I32(d)) => conv!(s, d, |v: u8| i32::from(v != 0)),
+        (CastSrc::Bool(s), CastDst::Bool(d)) => conv!(s, d, |v: u8| u8::from(v != 0)),
+    }
+    Ok(())
+}

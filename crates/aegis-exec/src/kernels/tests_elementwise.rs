@@ -1,0 +1,488 @@
+// Tables of (op, reference closure) read best inline.
+#![allow(clippy::type_complexity)]
+
+use super::testutil::*;
+use super::*;
+use rstest::rstest;
+
+fn naive_binary(
+    a: &[f32],
+    ash: &[usize],
+    b: &[f32],
+    bsh: &[usize],
+    f: impl Fn(f32, f32) -> f32,
+) -> (Vec<f32>, Vec<usize>) {
+    let osh = broadcast_shape(ash, bsh).unwrap();
+    let n: usize = osh.iter().product();
+    let out = (0..n)
+        .map(|i| {
+            let idx = unravel(i, &osh);
+            f(a[bcast_index(&idx, ash)], b[bcast_index(&idx, bsh)])
+        })
+        .collect();
+    (out, osh)
+}
+
+#[rstest]
+#[case(&[2, 1, 3], &[4, 1])]
+#[case(&[2, 3, 4, 5], &[3, 1, 1])]
+#[case(&[5], &[])]
+#[case(&[], &[5])]
+#[case(&[3, 4], &[3, 4])]
+#[case(&[1, 4, 1], &[3, 1, 5])]
+#[case(&[2, 3, 1], &[1])]
+#[case(&[4, 1, 6], &[4, 5, 1])]
+#[case(&[0, 3], &[1, 3])]
+#[case(&[64, 1, 1024], &[1, 8, 1024])]
+fn binary_matches_naive(#[case] ash: &[usize], #[case] bsh: &[usize]) {
+    let a = rand_vec(ash.iter().product(), 1);
+    let b: Vec<f32> = rand_vec(bsh.iter().product(), 2)
+        .iter()
+        .map(|v| v + 2.0)
+        .collect();
+    let ops: [(BinaryOp, fn(f32, f32) -> f32); 6] = [
+        (BinaryOp::Add, |x, y| x + y),
+        (BinaryOp::Sub, |x, y| x - y),
+        (BinaryOp::Mul, |x, y| x * y),
+        (BinaryOp::Div, |x, y| x / y),
+        (BinaryOp::Max, f32::max),
+        (BinaryOp::Pow, |x: f32, y| x.abs().powf(y)),
+    ];
+    for (op, f) in ops {
+        let a_in: Vec<f32> = if op == BinaryOp::Pow {
+            a.iter().map(|v| v.abs()).collect()
+        } else {
+            a.clone()
+        };
+        let (want, osh) = naive_binary(&a_in, ash, &b, bsh, f);
+        for threads in [1, 3] {
+            let mut out = vec![f32::NAN; want.len()];
+            binary_f32(op, &a_in, ash, &b, bsh, &mut out, threads).unwrap();
+            assert_bits_eq(&out, &want);
+            let _ = &osh;
+        }
+    }
+}
+
+#[test]
+fn broadcast_shape_rules() {
+    assert_eq!(broadcast_shape(&[2, 1, 3], &[4, 1]).unwrap(), vec![2, 4, 3]);
+    assert_eq!(broadcast_shape(&[], &[3]).unwrap(), vec![3]);
+    assert!(matches!(
+        broadcast_shape(&[2, 3], &[4]),
+        Err(KernelError::ShapeMismatch { .. })
+    ));
+    let mut out = [0.0; 6];
+    let err = binary_f32(
+        BinaryOp::Add,
+        &[0.0; 6],
+        &[2, 3],
+        &[0.0; 2],
+        &[2],
+        &mut out,
+        1,
+    );
+    assert!(matches!(err, Err(KernelError::ShapeMismatch { .. })));
+    let err = binary_f32(
+        BinaryOp::Add,
+        &[0.0; 5],
+        &[2, 3],
+        &[0.0; 3],
+        &[3],
+        &mut out,
+        1,
+    );
+    assert!(matches!(err, Err(KernelError::LengthMismatch { .. })));
+}
+
+#[test]
+fn mod_follows_onnx_examples() {
+    // ONNX Mod examples: mixed signs with fmod = 0 (integers) and fmod = 1.
+    let x = [-4i64, 7, 5, 4, -7, 8];
+    let y = [2i64, -3, 8, -2, 3, 5];
+    let mut out = [0i64; 6];
+    binary_i64(
+        BinaryOp::Mod { fmod: false },
+        &x,
+        &[6],
+        &y,
+        &[6],
+        &mut out,
+        1,
+    )
+    .unwrap();
+    assert_eq!(out, [0, -2, 5, 0, 2, 3]);
+    binary_i64(
+        BinaryOp::Mod { fmod: true },
+        &x,
+        &[6],
+        &y,
+        &[6],
+        &mut out,
+        1,
+    )
+    .unwrap();
+    assert_eq!(out, [0, 1, 5, 0, -1, 3]);
+    let xf = [-4.3f32, 7.2, 5.0, 4.3, -7.2, 8.0];
+    let yf = [2.1f32, -3.4, 8.0, -2.1, 3.4, 5.0];
+    let mut of = [0.0f32; 6];
+    binary_f32(
+        BinaryOp::Mod { fmod: true },
+        &xf,
+        &[6],
+        &yf,
+        &[6],
+        &mut of,
+        1,
+    )
+    .unwrap();
+    assert_close(&of, &[-0.1, 0.4, 5.0, 0.1, -0.4, 3.0], 1e-5);
+    binary_f32(
+        BinaryOp::Mod { fmod: false },
+        &xf,
+        &[6],
+        &yf,
+        &[6],
+        &mut of,
+        1,
+    )
+    .unwrap();
+    assert_close(&of, &[2.0, -3.0, 5.0, -2.0, 3.0, 3.0], 1e-5);
+    let mut o32 = [0i32; 2];
+    binary_i32(
+        BinaryOp::Mod { fmod: false },
+        &[-3, 3],
+        &[2],
+        &[-2],
+        &[1],
+        &mut o32,
+        1,
+    )
+    .unwrap();
+    assert_eq!(o32, [-1, -1]);
+}
+
+#[test]
+fn integer_ops_and_division_by_zero() {
+    let mut out = [0i64; 4];
+    binary_i64(
+        BinaryOp::Div,
+        &[7, -7, 9, i64::MIN],
+        &[4],
+        &[2],
+        &[1],
+        &mut out,
+        1,
+    )
+    .unwrap();
+    assert_eq!(out, [3, -3, 4, i64::MIN / 2]);
+    binary_i64(
+        BinaryOp::Pow,
+        &[2, 3, -1, 5],
+        &[4],
+        &[10, 3, -3, -1],
+        &[4],
+        &mut out,
+        1,
+    )
+    .unwrap();
+    assert_eq!(out, [1024, 27, -1, 0]);
+    let err = binary_i64(BinaryOp::Div, &[1, 2], &[2], &[0], &[], &mut out[..2], 1);
+    assert!(matches!(err, Err(KernelError::DivisionByZero { .. })));
+    let err = binary_i32(
+        BinaryOp::Mod { fmod: true },
+        &[1],
+        &[1],
+        &[0],
+        &[1],
+        &mut [0],
+        1,
+    );
+    assert!(matches!(err, Err(KernelError::DivisionByZero { .. })));
+}
+
+#[test]
+fn compare_and_where() {
+    let mut m = [0u8; 6];
+    compare(
+        CompareOp::Equal,
+        &[1.0f32, 2.0, 3.0, 1.0, 5.0, 3.0],
+        &[2, 3],
+        &[1.0, 5.0, 3.0],
+        &[3],
+        &mut m,
+        1,
+    )
+    .unwrap();
+    assert_eq!(m, [1, 0, 1, 1, 1, 1]);
+    compare(
+        CompareOp::Less,
+        &[1i64, 5],
+        &[2, 1],
+        &[2, 3, 6],
+        &[3],
+        &mut m,
+        1,
+    )
+    .unwrap();
+    assert_eq!(m, [1, 1, 1, 0, 0, 1]);
+    compare(
+        CompareOp::Equal,
+        &[f32::NAN],
+        &[1],
+        &[f32::NAN],
+        &[1],
+        &mut m[..1],
+        1,
+    )
+    .unwrap();
+    assert_eq!(m[0], 0);
+    // ONNX Where example.
+    let mut out = [0.0f32; 4];
+    where_select(
+        &[1, 0, 1, 1],
+        &[2, 2],
+        &[1.0, 2.0, 3.0, 4.0],
+        &[2, 2],
+        &[9.0, 8.0, 7.0, 6.0],
+        &[2, 2],
+        &mut out,
+        1,
+    )
+    .unwrap();
+    assert_eq!(out, [1.0, 8.0, 3.0, 4.0]);
+    // Broadcast condition column against a row of x and a scalar y.
+    let mut out = [0i64; 6];
+    where_select(
+        &[1, 0],
+        &[2, 1],
+        &[1i64, 2, 3],
+        &[3],
+        &[-1],
+        &[],
+        &mut out,
+        1,
+    )
+    .unwrap();
+    assert_eq!(out, [1, 2, 3, -1, -1, -1]);
+}
+
+#[test]
+fn where_matches_naive_with_threads() {
+    let (csh, xsh, ysh) = ([8usize, 1, 4096], [1usize, 16, 4096], [16usize, 1]);
+    let c: Vec<u8> = rand_vec(8 * 4096, 3)
+        .iter()
+        .map(|v| u8::from(*v > 0.0))
+        .collect();
+    let x = rand_vec(16 * 4096, 4);
+    let y = rand_vec(16, 5);
+    let osh = [8, 16, 4096];
+    let want: Vec<f32> = (0..8 * 16 * 4096)
+        .map(|i| {
+            let idx = unravel(i, &osh);
+            if c[bcast_index(&idx, &csh)] != 0 {
+                x[bcast_index(&idx, &xsh)]
+            } else {
+                y[bcast_index(&idx, &ysh)]
+            }
+        })
+        .collect();
+    for threads in [1, 2] {
+        let mut out = vec![0.0; want.len()];
+        where_select(&c, &csh, &x, &xsh, &y, &ysh, &mut out, threads).unwrap();
+        assert_eq!(out, want);
+    }
+}
+
+#[test]
+fn variadic_sum_mean_max_min() {
+    let (a, b, c) = ([3.0f32, 0.0, 2.0], [1.0f32, 3.0, 4.0], [2.0f32, 6.0, 6.0]);
+    let ins: [(&[f32], &[usize]); 3] = [(&a, &[3]), (&b, &[3]), (&c, &[3])];
+    let mut out = [0.0; 3];
+    variadic_f32(VariadicOp::Sum, &ins, &mut out, 1).unwrap();
+    assert_eq!(out, [6.0, 9.0, 12.0]);
+    variadic_f32(VariadicOp::Mean, &ins, &mut out, 1).unwrap();
+    assert_eq!(out, [2.0, 3.0, 4.0]);
+    variadic_f32(VariadicOp::Max, &ins, &mut out, 1).unwrap();
+    assert_eq!(out, [3.0, 6.0, 6.0]);
+    variadic_f32(VariadicOp::Min, &ins, &mut out, 1).unwrap();
+    assert_eq!(out, [1.0, 0.0, 2.0]);
+    // Broadcast: [3] + [2,1] + [] -> [2,3]; a single input is a copy.
+    let ins: [(&[f32], &[usize]); 3] = [(&a, &[3]), (&[10.0, 20.0], &[2, 1]), (&[0.5], &[])];
+    let mut out = [0.0; 6];
+    variadic_f32(VariadicOp::Sum, &ins, &mut out, 1).unwrap();
+    assert_eq!(out, [13.5, 10.5, 12.5, 23.5, 20.5, 22.5]);
+    let mut one = [0.0; 3];
+    variadic_f32(VariadicOp::Sum, &[(&a, &[3])], &mut one, 1).unwrap();
+    assert_eq!(one, a);
+    assert!(variadic_f32(VariadicOp::Sum, &[], &mut one, 1).is_err());
+}
+
+#[test]
+fn expand_broadcasts_to_target() {
+    let mut out = [0i64; 6];
+    expand(&[1i64, 2, 3], &[3], &mut out, &[2, 3], 1).unwrap();
+    assert_eq!(out, [1, 2, 3, 1, 2, 3]);
+    expand(&[1i64, 2], &[2, 1], &mut out, &[2, 3], 1).unwrap();
+    assert_eq!(out, [1, 1, 1, 2, 2, 2]);
+    assert!(expand(&[1i64, 2], &[2], &mut out, &[2, 3], 1).is_err());
+}
+
+#[test]
+fn unary_ops_match_formulas() {
+    let x: Vec<f32> = rand_vec(4096, 7).iter().map(|v| v * 6.0).collect();
+    let cases: Vec<(UnaryOp, Box<dyn Fn(f32) -> f32>)> = vec![
+        (
+            UnaryOp::Relu,
+            Box::new(|v: f32| if v > 0.0 { v } else { 0.0 }),
+        ),
+        (
+            UnaryOp::Sigmoid,
+            Box::new(|v: f32| (1.0 / (1.0 + (-(v as f64)).exp())) as f32),
+        ),
+        (UnaryOp::Tanh, Box::new(|v: f32| (v as f64).tanh() as f32)),
+        (UnaryOp::Sqrt, Box::new(|v: f32| v.sqrt())),
+        (
+            UnaryOp::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+            Box::new(|v: f32| (0.2 * v + 0.5).clamp(0.0, 1.0)),
+        ),
+        (
+            UnaryOp::HardSwish,
+            Box::new(|v: f32| v * (v / 6.0 + 0.5).clamp(0.0, 1.0)),
+        ),
+        (
+            UnaryOp::Clip {
+                min: -1.0,
+                max: 2.0,
+            },
+            Box::new(|v: f32| v.clamp(-1.0, 2.0)),
+        ),
+        (
+            UnaryOp::LeakyRelu { alpha: 0.1 },
+            Box::new(|v: f32| if v < 0.0 { 0.1 * v } else { v }),
+        ),
+        (UnaryOp::Exp, Box::new(|v: f32| v.exp())),
+        (
+            UnaryOp::Gelu(GeluApprox::Tanh),
+            Box::new(|v: f32| {
+                let v = v as f64;
+                (0.5 * v
+                    * (1.0
+                        + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v))
+                            .tanh())) as f32
+            }),
+        ),
+    ];
+    for (op, f) in cases {
+        let want: Vec<f32> = x.iter().map(|&v| f(v)).collect();
+        for threads in [1, 2] {
+            let mut out = vec![0.0; x.len()];
+            unary_f32(op, &x, &mut out, threads).unwrap();
+            assert_close(&out, &want, 2e-6);
+            let mut inplace = x.clone();
+            unary_f32_inplace(op, &mut inplace, threads).unwrap();
+            assert_bits_eq(&inplace, &out);
+        }
+    }
+}
+
+#[test]
+fn erf_and_gelu_known_values() {
+    let x = [0.0f32, 0.5, 1.0, -1.0, 2.0, -3.0];
+    let mut out = [0.0; 6];
+    unary_f32(UnaryOp::Erf, &x, &mut out, 1).unwrap();
+    assert_close(
+        &out,
+        &[
+            0.0,
+            0.520_499_9,
+            0.842_700_8,
+            -0.842_700_8,
+            0.995_322_3,
+            -0.999_977_9,
+        ],
+        1e-6,
+    );
+    unary_f32(UnaryOp::Gelu(GeluApprox::None), &x, &mut out, 1).unwrap();
+    assert_close(
+        &out,
+        &[
+            0.0,
+            0.345_731_3,
+            0.841_344_7,
+            -0.158_655_3,
+            1.954_499_7,
+            -0.004_049_7,
+        ],
+        1e-5,
+    );
+    // ONNX HardSigmoid example (alpha 0.5, beta 0.6).
+    let mut o3 = [0.0; 3];
+    unary_f32(
+        UnaryOp::HardSigmoid {
+            alpha: 0.5,
+            beta: 0.6,
+        },
+        &[-1.0, 0.0, 1.0],
+        &mut o3,
+        1,
+    )
+    .unwrap();
+    assert_close(&o3, &[0.1, 0.6, 1.0], 1e-6);
+    unary_f32(UnaryOp::Round, &[0.5, 1.5, -2.5], &mut o3, 1).unwrap();
+    assert_eq!(o3, [0.0, 2.0, -2.0]);
+    unary_f32(
+        UnaryOp::Clip {
+            min: f32::NEG_INFINITY,
+            max: 1.0,
+        },
+        &[f32::NAN, -5.0, 5.0],
+        &mut o3,
+        1,
+    )
+    .unwrap();
+    assert!(o3[0].is_nan());
+    assert_eq!(&o3[1..], &[-5.0, 1.0]);
+    assert!(unary_f32(
+        UnaryOp::Clip {
+            min: f32::NAN,
+            max: 1.0
+        },
+        &[0.0],
+        &mut [0.0],
+        1
+    )
+    .is_err());
+    assert!(unary_f32(UnaryOp::Relu, &[0.0, 1.0], &mut [0.0], 1).is_err());
+}
+
+#[test]
+fn cast_between_types() {
+    let mut i = [0i64; 4];
+    cast(
+        CastSrc::F32(&[1.9, -1.9, f32::NAN, 1e20]),
+        CastDst::I64(&mut i),
+    )
+    .unwrap();
+    assert_eq!(i, [1, -1, 0, i64::MAX]);
+    let mut b = [9u8; 4];
+    cast(
+        CastSrc::F32(&[0.0, -0.0, 2.0, f32::NAN]),
+        CastDst::Bool(&mut b),
+    )
+    .unwrap();
+    assert_eq!(b, [0, 0, 1, 1]);
+    let mut f = [0.0f32; 3];
+    cast(CastSrc::Bool(&[1, 0, 1]), CastDst::F32(&mut f)).unwrap();
+    assert_eq!(f, [1.0, 0.0, 1.0]);
+    let mut n = [0i32; 2];
+    cast(CastSrc::I64(&[1 << 33 | 5, -7]), CastDst::I32(&mut n)).unwrap();
+    assert_eq!(n, [5, -7]);
+    let mut d = [0.0f64; 2];
+    cast(CastSrc::I32(&[3, -4]), CastDst::F64(&mut d)).unwrap();
+    assert_eq!(d, [3.0, -4.0]);
+    assert!(cast(CastSrc::I32(&[3, -4]), CastDst::F64(&mut [0.0])).is_err());
+}

@@ -1,0 +1,145 @@
+//! Per-model execution-time estimates: seeded at prepare time, refined online.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aegis_cuda::sync::Arc;
+
+/// A model's execution-time estimate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEstimate {
+    /// The model.
+    pub model: Arc<str>,
+    /// Exponentially weighted moving average of measured device time (seeded with the
+    /// workload's prepare-time estimate).
+    pub mean: Duration,
+    /// EWMA of the absolute deviation from the mean (like TCP's RTT variance).
+    pub deviation: Duration,
+    /// Measurements folded in so far.
+    pub samples: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    name: Arc<str>,
+    mean: f64,
+    dev: f64,
+    samples: u64,
+}
+
+/// EWMA estimator table. `bound = mean + factor × deviation` is what admission uses.
+#[derive(Debug)]
+pub(crate) struct Estimates {
+    alpha: f64,
+    factor: f64,
+    models: HashMap<Arc<str>, Entry>,
+    /// Per-request overhead beyond device time (dispatch, completion hop, collect), EWMA in ns.
+    overhead: f64,
+}
+
+fn ns(d: Duration) -> f64 {
+    d.as_nanos() as f64
+}
+
+fn dur(ns: f64) -> Duration {
+    Duration::from_nanos(if ns.is_finite() && ns > 0.0 {
+        ns as u64
+    } else {
+        0
+    })
+}
+
+impl Estimates {
+    pub(crate) fn new(alpha: f64, factor: f64) -> Self {
+        Self {
+            alpha,
+            factor,
+            models: HashMap::new(),
+            overhead: 0.0,
+        }
+    }
+
+    /// The model's (name, mean, bound), registering it with `initial` on first sight.
+    pub(crate) fn lookup(
+        &mut self,
+        model: &str,
+        initial: impl FnOnce() -> Duration,
+    ) -> (Arc<str>, Duration, Duration) {
+        let e = match self.models.get(model) {
+            Some(e) => e,
+            None => {
+                let name: Arc<str> = Arc::from(model);
+                let e = Entry {
+                    name: Arc::clone(&name),
+                    mean: ns(initial()),
+                    dev: 0.0,
+                    samples: 0,
+                };
+                self.models.entry(name).or_insert(e)
+            }
+        };
+        (
+            Arc::clone(&e.name),
+            dur(e.mean),
+            dur(e.mean + self.factor * e.dev),
+        )
+    }
+
+    /// Folds a measured device time into the model's estimate.
+    pub(crate) fn observe(&mut self, model: &str, measured: Duration) {
+        let alpha = self.alpha;
+        if let Some(e) = self.models.get_mut(model) {
+            let m = ns(measured);
+            let err = m - e.mean;
+            e.mean += alpha * err;
+            e.dev += alpha * (err.abs() - e.dev);
+            e.samples += 1;
+        }
+    }
+
+    /// Folds a measured per-request overhead in.
+    pub(crate) fn observe_overhead(&mut self, overhead: Duration) {
+        self.overhead += self.alpha * (ns(overhead) - self.overhead);
+    }
+
+    pub(crate) fn overhead(&self) -> Duration {
+        dur(self.overhead)
+    }
+
+    pub(crate) fn get(&self, model: &str) -> Option<ModelEstimate> {
+        self.models.get(model).map(|e| ModelEstimate {
+            model: Arc::clone(&e.name),
+            mean: dur(e.mean),
+            deviation: dur(e.dev),
+            samples: e.samples,
+        })
+    }
+
+    pub(crate) fn all(&self) -> Vec<ModelEstimate> {
+        let mut v: Vec<_> = self.models.keys().filter_map(|k| self.get(k)).collect();
+        v.sort_by(|a, b| a.model.cmp(&b.model));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ewma_moves_toward_measurements() {
+        let mut e = Estimates::new(0.5, 2.0);
+        let (_, mean, bound) = e.lookup("a", || Duration::from_millis(10));
+        assert_eq!(
+            (mean, bound),
+            (Duration::from_millis(10), Duration::from_millis(10))
+        );
+        e.observe("a", Duration::from_millis(20));
+        let (_, mean, bound) = e.lookup("a", || Duration::ZERO);
+        assert_eq!(mean, Duration::from_millis(15));
+        // dev = 0.5 * 10 ms = 5 ms; bound = 15 + 2 * 5.
+        assert_eq!(bound, Duration::from_millis(25));
+        assert_eq!(e.get("a").map(|m| m.samples), Some(1));
+        assert!(e.get("b").is_none());
+    }
+}

@@ -73,6 +73,21 @@ pub struct Device {
 #[derive(Clone)]
 pub(crate) enum DeviceRepr {
     Host(Arc<HostDevice>),
+    #[cfg(feature = "cuda")]
+    Cuda(Arc<crate::cuda::CudaDevice>),
+}
+
+impl DeviceRepr {
+    /// True when both refer to the same device state.
+    pub(crate) fn same(&self, other: &DeviceRepr) -> bool {
+        match (self, other) {
+            (Self::Host(a), Self::Host(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "cuda")]
+            (Self::Cuda(a), Self::Cuda(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "cuda")]
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Debug for Device {
@@ -100,20 +115,34 @@ impl Device {
     /// no `cuda` feature or no driver/device is present.
     #[track_caller]
     pub fn cuda(ordinal: u32) -> Result<Self> {
-        let _ = CallSite::here();
-        Err(CudaError::BackendUnavailable {
-            call: "Device::cuda",
-            backend: "cuda",
-            reason: format!(
-                "device {ordinal}: this build has no CUDA backend (enable the `cuda` cargo feature)"
-            ),
-        })
+        let site = CallSite::here();
+        #[cfg(feature = "cuda")]
+        {
+            Ok(Self {
+                repr: DeviceRepr::Cuda(crate::cuda::CudaDevice::open(ordinal, site)?),
+            })
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = site;
+            Err(CudaError::BackendUnavailable {
+                call: "Device::cuda",
+                backend: "cuda",
+                reason: format!(
+                    "device {ordinal}: this build has no CUDA backend (enable the `cuda` cargo feature)"
+                ),
+            })
+        }
     }
 
     /// Every device this process can use: the host device always, CUDA devices when the
     /// `cuda` feature is on and a driver answers.
     pub fn enumerate() -> Vec<DeviceInfo> {
-        vec![Self::host().info()]
+        #[allow(unused_mut)] // only CUDA builds add to it
+        let mut all = vec![Self::host().info()];
+        #[cfg(feature = "cuda")]
+        all.extend(crate::cuda::CudaDevice::probe_all());
+        all
     }
 
     /// Picks the first CUDA device if there is one, else a host device.
@@ -125,6 +154,8 @@ impl Device {
     pub fn info(&self) -> DeviceInfo {
         match &self.repr {
             DeviceRepr::Host(h) => h.info(),
+            #[cfg(feature = "cuda")]
+            DeviceRepr::Cuda(c) => c.info().clone(),
         }
     }
 
@@ -132,6 +163,8 @@ impl Device {
     pub fn backend(&self) -> BackendKind {
         match &self.repr {
             DeviceRepr::Host(_) => BackendKind::Host,
+            #[cfg(feature = "cuda")]
+            DeviceRepr::Cuda(_) => BackendKind::Cuda,
         }
     }
 
@@ -139,6 +172,8 @@ impl Device {
     pub fn memory_used(&self) -> u64 {
         match &self.repr {
             DeviceRepr::Host(h) => h.used(),
+            #[cfg(feature = "cuda")]
+            DeviceRepr::Cuda(c) => c.used(),
         }
     }
 
@@ -146,6 +181,8 @@ impl Device {
     pub fn memory_free(&self) -> u64 {
         match &self.repr {
             DeviceRepr::Host(h) => h.capacity().saturating_sub(h.used()),
+            #[cfg(feature = "cuda")]
+            DeviceRepr::Cuda(c) => c.free(),
         }
     }
 
@@ -154,14 +191,21 @@ impl Device {
     pub fn poisoned(&self) -> Option<CudaError> {
         match &self.repr {
             DeviceRepr::Host(h) => h.poison_cause(),
+            #[cfg(feature = "cuda")]
+            DeviceRepr::Cuda(c) => c.poison_cause(),
         }
     }
 
     /// A fresh device on the same hardware with clean state (CUDA: a new primary context).
     /// Handles made from the old device keep failing; everything must be re-created.
+    #[track_caller]
     pub fn rebuild(&self) -> Result<Self> {
         match &self.repr {
             DeviceRepr::Host(h) => Ok(Self::host_with(h.options().clone())),
+            #[cfg(feature = "cuda")]
+            DeviceRepr::Cuda(c) => Ok(Self {
+                repr: DeviceRepr::Cuda(c.rebuild(CallSite::here())?),
+            }),
         }
     }
 
@@ -173,14 +217,21 @@ impl Device {
                 h.inject(rule);
                 Ok(())
             }
+            #[cfg(feature = "cuda")]
+            DeviceRepr::Cuda(_) => {
+                let _ = rule;
+                Err(CudaError::WrongBackend {
+                    call: "Device::inject_fault",
+                    site: CallSite::here(),
+                    backend: "cuda",
+                })
+            }
         }
     }
 
     /// True when both handles refer to the same device state.
     pub fn same_as(&self, other: &Device) -> bool {
-        match (&self.repr, &other.repr) {
-            (DeviceRepr::Host(a), DeviceRepr::Host(b)) => Arc::ptr_eq(a, b),
-        }
+        self.repr.same(&other.repr)
     }
 }
 

@@ -11,7 +11,14 @@
 //!   ([`CudaError::RaceDetected`]), so a missing event wait is a failing test, not a heisenbug.
 //!   Tests can inject deterministic faults ([`Device::inject_fault`]), including sticky ones
 //!   that poison the device until [`Device::rebuild`].
-//! - the **CUDA backend** over `cust`, behind the `cuda` cargo feature (off by default).
+//! - the **CUDA backend** over `cust`, behind the `cuda` cargo feature (off by default): the
+//!   same API on a CUDA primary context, plus kernels (`Module` from PTX, `Stream::launch`
+//!   with arguments checked against the PTX signature), graph capture and replay, and run-time
+//!   CUDA C compilation (`nvrtc`). Every driver call goes through one checked wrapper in
+//!   `raw::cuda`, the only module that names `cust`; errors name the call and its call site,
+//!   sticky driver errors poison the device, and errors met in `Drop` are logged and returned
+//!   by the next fallible call. Host-only operations on CUDA objects (host access to device
+//!   memory, arbitrary host work in stream order) return [`CudaError::WrongBackend`].
 //!
 //! It also defines the error model every layer uses: [`ErrorCategory`] and [`Categorized`],
 //! and [`host_sgemm`], the checked host f32 matrix multiply (over the `gemm` crate) that upper
@@ -32,10 +39,13 @@
 //!   device still complete (carrying the error) so no waiter hangs.
 #![warn(missing_docs)]
 
+mod cuda;
 mod device;
 mod error;
 mod host;
 mod memory;
+#[cfg(feature = "cuda")]
+pub mod nvrtc;
 mod raw;
 mod stream;
 pub mod sync;
@@ -46,3 +56,6 @@ pub use host::Label;
 pub use memory::{DeviceMemory, DeviceSlice, HostBuffer, HostRead, HostWrite, ALLOCATION_ALIGN};
 pub use raw::gemm::{host_sgemm, HostMat, HostMatMut};
 pub use stream::{Event, Stream, StreamPriority};
+
+#[cfg(feature = "cuda")]
+pub use cuda::{CapturedGraph, Dim3, GraphExec, Kernel, KernelArgs, Module};

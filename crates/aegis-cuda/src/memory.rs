@@ -13,18 +13,71 @@ use crate::sync::Arc;
 /// Alignment guaranteed for the start of every allocation (CUDA's `cudaMalloc` granularity).
 pub const ALLOCATION_ALIGN: usize = HOST_ALIGN;
 
-pub(crate) struct MemInner {
+/// Backing of an allocation: host memory (host-device memory, or staging memory of either
+/// backend) or CUDA device memory.
+pub(crate) enum MemInner {
+    Host(HostMem),
+    #[cfg(feature = "cuda")]
+    Cuda(crate::cuda::CudaMem),
+}
+
+pub(crate) struct HostMem {
+    /// Page-lock registration of `block` (CUDA staging buffers); declared before `block` so it
+    /// is released before the memory is freed.
+    #[cfg(feature = "cuda")]
+    _pinned: Option<crate::cuda::Pinned>,
     block: HostBlock,
     /// The device whose capacity this allocation is charged to; `None` for host staging
     /// buffers, which live in ordinary (pinned, on CUDA) host memory.
     device: Option<Arc<HostDevice>>,
-    pub(crate) owner: Arc<HostDevice>,
+    /// The device whose streams may use it.
+    owner: DeviceRepr,
 }
 
-impl Drop for MemInner {
+impl Drop for HostMem {
     fn drop(&mut self) {
         if let Some(d) = &self.device {
             d.unreserve(self.block.len() as u64);
+        }
+    }
+}
+
+impl MemInner {
+    fn len(&self) -> usize {
+        match self {
+            Self::Host(h) => h.block.len(),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(c) => c.len(),
+        }
+    }
+
+    fn id(&self) -> u64 {
+        match self {
+            Self::Host(h) => h.block.id(),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(c) => c.id(),
+        }
+    }
+
+    pub(crate) fn owner(&self) -> &DeviceRepr {
+        match self {
+            Self::Host(h) => &h.owner,
+            #[cfg(feature = "cuda")]
+            Self::Cuda(c) => c.owner(),
+        }
+    }
+
+    #[track_caller]
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))] // `call` names CUDA misuse
+    fn host(&self, call: &'static str) -> Result<&HostMem> {
+        match self {
+            Self::Host(h) => Ok(h),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(_) => Err(CudaError::WrongBackend {
+                call,
+                site: CallSite::here(),
+                backend: "cuda",
+            }),
         }
     }
 }
@@ -36,7 +89,24 @@ fn alloc_inner(
     call: &'static str,
     site: CallSite,
 ) -> Result<Arc<MemInner>> {
-    let DeviceRepr::Host(h) = &device.repr;
+    match &device.repr {
+        DeviceRepr::Host(h) => alloc_host_device(h, len, charged, call, site),
+        #[cfg(feature = "cuda")]
+        DeviceRepr::Cuda(c) if charged => Ok(Arc::new(MemInner::Cuda(
+            crate::cuda::CudaMem::alloc(c, len, call, site)?,
+        ))),
+        #[cfg(feature = "cuda")]
+        DeviceRepr::Cuda(c) => alloc_cuda_staging(c, len, call, site),
+    }
+}
+
+fn alloc_host_device(
+    h: &Arc<HostDevice>,
+    len: usize,
+    charged: bool,
+    call: &'static str,
+    site: CallSite,
+) -> Result<Arc<MemInner>> {
     h.check_alive(call)?;
     if charged {
         h.reserve(call, len as u64)
@@ -55,11 +125,40 @@ fn alloc_inner(
             capacity: h.capacity(),
         });
     };
-    Ok(Arc::new(MemInner {
+    Ok(Arc::new(MemInner::Host(HostMem {
+        #[cfg(feature = "cuda")]
+        _pinned: None,
         block,
         device: charged.then(|| Arc::clone(h)),
-        owner: Arc::clone(h),
-    }))
+        owner: DeviceRepr::Host(Arc::clone(h)),
+    })))
+}
+
+/// Staging memory for a CUDA device: host memory, page-locked when large enough to pay.
+#[cfg(feature = "cuda")]
+fn alloc_cuda_staging(
+    c: &Arc<crate::cuda::CudaDevice>,
+    len: usize,
+    call: &'static str,
+    site: CallSite,
+) -> Result<Arc<MemInner>> {
+    c.enter(call, site)?;
+    let Some(block) = HostBlock::alloc(len, c.fresh_id()) else {
+        return Err(CudaError::OutOfMemory {
+            call,
+            site,
+            requested: len as u64,
+            free: 0,
+            capacity: 0,
+        });
+    };
+    let pinned = crate::cuda::Pinned::register(c, block.as_ptr(), len, site);
+    Ok(Arc::new(MemInner::Host(HostMem {
+        _pinned: pinned,
+        block,
+        device: None,
+        owner: DeviceRepr::Cuda(Arc::clone(c)),
+    })))
 }
 
 fn with_site(e: CudaError, s: CallSite) -> CudaError {
@@ -91,7 +190,7 @@ pub struct DeviceMemory {
 impl fmt::Debug for DeviceMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeviceMemory")
-            .field("id", &self.inner.block.id())
+            .field("id", &self.inner.id())
             .field("len", &self.len())
             .finish()
     }
@@ -109,7 +208,7 @@ impl DeviceMemory {
 
     /// Size in bytes.
     pub fn len(&self) -> usize {
-        self.inner.block.len()
+        self.inner.len()
     }
 
     /// True for a zero-byte allocation.
@@ -133,7 +232,8 @@ impl DeviceMemory {
     }
 }
 
-/// Host memory for staging copies (page-locked on CUDA). Not charged to a device budget.
+/// Host memory for staging copies (page-locked on CUDA when large). Not charged to a device
+/// budget.
 #[derive(Clone)]
 pub struct HostBuffer {
     inner: Arc<MemInner>,
@@ -142,7 +242,7 @@ pub struct HostBuffer {
 impl fmt::Debug for HostBuffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HostBuffer")
-            .field("len", &self.inner.block.len())
+            .field("len", &self.inner.len())
             .finish()
     }
 }
@@ -158,7 +258,7 @@ impl HostBuffer {
 
     /// Size in bytes.
     pub fn len(&self) -> usize {
-        self.inner.block.len()
+        self.inner.len()
     }
 
     /// True for a zero-byte buffer.
@@ -176,13 +276,17 @@ impl HostBuffer {
     }
 
     /// Reads the buffer from the host (after the copies into it were synchronised).
+    #[track_caller]
     pub fn read(&self) -> Result<HostRead<'_>> {
-        Ok(HostRead(self.inner.block.read(0, self.len(), "host")?))
+        let h = self.inner.host("HostBuffer::read")?;
+        Ok(HostRead(h.block.read(0, self.len(), "host")?))
     }
 
     /// Writes the buffer from the host.
+    #[track_caller]
     pub fn write(&self) -> Result<HostWrite<'_>> {
-        Ok(HostWrite(self.inner.block.write(0, self.len(), "host")?))
+        let h = self.inner.host("HostBuffer::write")?;
+        Ok(HostWrite(h.block.write(0, self.len(), "host")?))
     }
 }
 
@@ -200,7 +304,7 @@ impl fmt::Debug for DeviceSlice {
         write!(
             f,
             "DeviceSlice(alloc {}, {}..{})",
-            self.mem.block.id(),
+            self.mem.id(),
             self.start,
             self.end
         )
@@ -225,7 +329,7 @@ impl DeviceSlice {
 
     /// Id of the allocation this range belongs to.
     pub fn allocation_id(&self) -> u64 {
-        self.mem.block.id()
+        self.mem.id()
     }
 
     /// A sub-range of this range (relative offsets).
@@ -255,22 +359,47 @@ impl DeviceSlice {
         Arc::ptr_eq(&self.mem, &other.mem) && self.start < other.end && other.start < self.end
     }
 
-    pub(crate) fn owner(&self) -> &Arc<HostDevice> {
-        &self.mem.owner
+    /// True when this range is host memory (host-device memory or a [`HostBuffer`]).
+    pub fn is_host_accessible(&self) -> bool {
+        matches!(&*self.mem, MemInner::Host(_))
     }
 
-    /// Shared host access to the bytes (host backend). Fails with
-    /// [`CudaError::RaceDetected`] if another piece of work is writing an overlapping range at
-    /// this moment — on a GPU that would be a silent data race.
+    pub(crate) fn owner(&self) -> &DeviceRepr {
+        self.mem.owner()
+    }
+
+    /// The CUDA device address of the first byte, for CUDA device memory.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn device_ptr(&self) -> Option<u64> {
+        match &*self.mem {
+            MemInner::Cuda(c) => Some(c.ptr() + self.start as u64),
+            MemInner::Host(_) => None,
+        }
+    }
+
+    /// The host address of the first byte, for host memory (DMA source/target on CUDA).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn host_ptr(&self) -> Option<*mut u8> {
+        match &*self.mem {
+            MemInner::Host(h) => Some(h.block.as_ptr().wrapping_add(self.start)),
+            MemInner::Cuda(_) => None,
+        }
+    }
+
+    /// Shared host access to the bytes (host memory only; [`CudaError::WrongBackend`] for CUDA
+    /// device memory). Fails with [`CudaError::RaceDetected`] if another piece of work is
+    /// writing an overlapping range at this moment — on a GPU that would be a silent data race.
+    #[track_caller]
     pub fn host_read(&self, label: &str) -> Result<HostRead<'_>> {
-        Ok(HostRead(self.mem.block.read(self.start, self.end, label)?))
+        let h = self.mem.host("DeviceSlice::host_read")?;
+        Ok(HostRead(h.block.read(self.start, self.end, label)?))
     }
 
-    /// Exclusive host access to the bytes (host backend); see [`DeviceSlice::host_read`].
+    /// Exclusive host access to the bytes; see [`DeviceSlice::host_read`].
+    #[track_caller]
     pub fn host_write(&self, label: &str) -> Result<HostWrite<'_>> {
-        Ok(HostWrite(
-            self.mem.block.write(self.start, self.end, label)?,
-        ))
+        let h = self.mem.host("DeviceSlice::host_write")?;
+        Ok(HostWrite(h.block.write(self.start, self.end, label)?))
     }
 }
 

@@ -63,6 +63,13 @@ impl HostBlock {
         self.id
     }
 
+    /// Start of the block, for DMA by the CUDA backend (page-locking and async copies, under
+    /// the contracts stated in `raw::cuda`). Never dereferenced outside this module.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
     fn acquire(
         &self,
         start: usize,

@@ -196,8 +196,13 @@ impl Device {
         }
     }
 
-    /// A fresh device on the same hardware with clean state (CUDA: a new primary context).
-    /// Handles made from the old device keep failing; everything must be re-created.
+    /// A fresh device on the same hardware with clean state. Handles made from the old device
+    /// keep failing; everything must be re-created.
+    ///
+    /// CUDA: resets the device's primary context (`cuDevicePrimaryCtxReset`), which destroys
+    /// every resource made on it by *any* `Device` handle of that ordinal in this process, then
+    /// opens it afresh. NVIDIA documents that after some sticky errors only a new process
+    /// recovers; then this returns the driver's (Fatal) error.
     #[track_caller]
     pub fn rebuild(&self) -> Result<Self> {
         match &self.repr {

@@ -234,6 +234,11 @@ impl DeviceMemory {
 
 /// Host memory for staging copies (page-locked on CUDA when large). Not charged to a device
 /// budget.
+///
+/// On CUDA the run-time borrow tracker sees host access but not the copy engine: a copy
+/// enqueued while the host holds a guard on the buffer is refused
+/// ([`CudaError::RaceDetected`]), but reading the buffer before the copy into it has been
+/// synchronised is the caller's ordering bug, as with any CUDA staging buffer.
 #[derive(Clone)]
 pub struct HostBuffer {
     inner: Arc<MemInner>,

@@ -225,13 +225,18 @@ fn callbacks_run_after_prior_work_and_report_panics() {
         "callback ran before the work it follows"
     );
     s.callback("boom", || panic!("callback panic")).unwrap();
-    let err = loop {
-        // The panic is recorded by the callback thread shortly after the stream passes it.
+    // The panic is recorded by the callback thread shortly after the stream passes it.
+    let mut err = None;
+    for _ in 0..2000 {
         match s.synchronize() {
-            Err(e) => break e,
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
             Ok(()) => std::thread::sleep(Duration::from_millis(5)),
         }
-    };
+    }
+    let err = err.expect("the callback's panic was never reported");
     assert!(matches!(err, CudaError::WorkPanicked { .. }), "{err}");
 }
 

@@ -14,6 +14,21 @@
 //! - [`CapturedGraph`] / [`GraphExec`]: stream capture into a CUDA graph and its replay.
 //!
 //! The driver-code table ([`codes`]) is compiled in every build so CI tests it without a GPU.
+//!
+//! ## Building and testing without a GPU
+//! `cargo xtask cuda-check` builds against a generated stub `libcuda` and runs check + clippy;
+//! with `AEGIS_NVRTC_DIR` set it also compiles every kernel with NVRTC. `cargo xtask
+//! gpu-build` collects the CUDA test binaries in `.gpu-bin/` with `run-all.sh` for the GPU
+//! machine (see `xtask/src/gpu.rs` for the exact commands).
+//!
+//! ## Differences from the host backend
+//! - Host-only calls on CUDA objects return [`crate::CudaError::WrongBackend`]: host access
+//!   to device memory, `Stream::enqueue_host`, `Stream::upload`/`memset` into staging memory,
+//!   `Device::inject_fault`.
+//! - `Stream::callback` runs on the device's callback thread; later stream work does not wait
+//!   for it.
+//! - Every stream is a blocking stream: new allocations are zero-filled on the legacy default
+//!   stream, which orders the fill before later work. Do not allocate while a stream captures.
 
 pub(crate) mod codes;
 

@@ -17,7 +17,7 @@ pub const DEFAULT_ALIGNMENT: u64 = 256;
 /// Default local-search effort, in units of "one block visited during a placement pass".
 /// About 10 ms on a laptop-class core: enough for hundreds of passes on real models and a
 /// handful on 10,000 tensors.
-pub const DEFAULT_SEARCH_EFFORT: u64 = 6_000_000;
+pub const DEFAULT_SEARCH_EFFORT: u64 = 1_500_000;
 
 /// "`output` may reuse the memory of `input`": for an element-wise step whose output can be
 /// written over an input that dies at that step (in place). A hint is applied only when it
@@ -695,9 +695,10 @@ struct Problem {
     size: Vec<u64>,
     span: Vec<(usize, usize)>,
     members: Vec<Vec<usize>>,
-    /// Blocks alive at a common step with each block (zero-sized blocks conflict with
-    /// nothing).
-    conflicts: Vec<Vec<u32>>,
+    /// Blocks alive at a common step with each block, flattened: block `b`'s are
+    /// `adjacency[adj_start[b]..adj_start[b + 1]]` (zero-sized blocks conflict with nothing).
+    adjacency: Vec<u32>,
+    adj_start: Vec<usize>,
     /// Cost of one placement pass, in blocks visited.
     work: u64,
 }
@@ -718,14 +719,26 @@ impl Problem {
             }
             active.push(b);
         }
-        let work = n as u64 + conflicts.iter().map(|c| c.len() as u64).sum::<u64>();
+        let mut adj_start = Vec::with_capacity(n + 1);
+        let mut adjacency = Vec::with_capacity(conflicts.iter().map(Vec::len).sum());
+        for c in &conflicts {
+            adj_start.push(adjacency.len());
+            adjacency.extend_from_slice(c);
+        }
+        adj_start.push(adjacency.len());
+        let work = (n + adjacency.len()) as u64;
         Self {
             size,
             span,
             members,
-            conflicts,
+            adjacency,
+            adj_start,
             work: work.max(1),
         }
+    }
+
+    fn conflicts(&self, b: usize) -> &[u32] {
+        &self.adjacency[self.adj_start[b]..self.adj_start[b + 1]]
     }
 
     fn len(&self) -> usize {
@@ -760,7 +773,7 @@ impl Problem {
             PlacementOrder::Conflict => {
                 let weight: Vec<u128> = (0..self.len())
                     .map(|b| {
-                        self.conflicts[b]
+                        self.conflicts(b)
                             .iter()
                             .map(|&c| u128::from(self.size[c as usize]))
                             .sum::<u128>()
@@ -862,7 +875,7 @@ impl Problem {
                 continue;
             }
             gaps.clear();
-            for &c in &self.conflicts[b] {
+            for &c in self.conflicts(b) {
                 let c = c as usize;
                 if placed[c] {
                     gaps.push((offsets[c], offsets[c] + self.size[c]));

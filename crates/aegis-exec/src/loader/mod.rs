@@ -1,1 +1,1126 @@
-//! ONNX loading: tract-onnx parses protobuf, our code builds the graph.
+//! ONNX loading: `tract-onnx` only decodes the protobuf into `tract_onnx::pb` structures; our
+//! code validates them and builds the [`ExecutionGraph`].
+//!
+//! Pipeline: decode → opset check → every node's op checked (all unsupported ones reported
+//! at once) → producers (duplicates), readers (dangling) → stable Kahn order of the file's
+//! nodes (cycles) → per node in that order: attributes parsed into an [`Op`], shapes and
+//! dtypes inferred, constants folded, `Identity`/`Dropout` removed → `BatchNormalization`
+//! folded into a preceding `Conv` → dead nodes removed → ids assigned, deterministic
+//! topological order, memory plan from Layer 2.
+
+pub(crate) mod consteval;
+pub(crate) mod infer;
+pub(crate) mod node;
+pub mod op;
+pub(crate) mod tensor;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aegis_memory::{plan_with_reordering, LifetimeAnalyser, MemoryPlanner, ShareHint, TensorUsage};
+use tract_onnx::pb::{self, ModelProto};
+use tract_onnx::tract_hir::prelude::Framework;
+
+use crate::error::ExecError;
+use crate::graph::{
+    DType, ExecutionGraph, GraphParts, NodeId, Op, OperatorNode, TensorData, TensorId, TensorInfo,
+    TensorKind,
+};
+use node::{Inferred, NodeCtx, Value};
+use tensor::{checked_bytes, decode_tensor, ExternalBase};
+
+/// Lowest and highest default-domain opset we accept.
+pub const OPSET_RANGE: std::ops::RangeInclusive<i64> = 7..=21;
+
+/// How to load a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Full shapes for graph inputs, by input name; required for inputs with open (symbolic
+    /// or unknown) dimensions, and must agree with the model's fixed dimensions.
+    pub input_shapes: BTreeMap<String, Vec<usize>>,
+    /// Alignment of every arena offset, in bytes (a power of two).
+    pub alignment: u64,
+    /// Directory for external data when loading from bytes (a file load uses the model's
+    /// directory).
+    pub external_data_dir: Option<PathBuf>,
+    /// Adopt Layer 2's memory-aware step order when it lowers the planned peak
+    /// (deterministic either way).
+    pub memory_aware_order: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            input_shapes: BTreeMap::new(),
+            alignment: 256,
+            external_data_dir: None,
+            memory_aware_order: true,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Fixes the shape of input `name`.
+    pub fn with_input_shape(mut self, name: impl Into<String>, shape: Vec<usize>) -> Self {
+        self.input_shapes.insert(name.into(), shape);
+        self
+    }
+
+    /// Adds overrides in the text form of [`parse_input_shapes`].
+    pub fn with_input_shapes_str(mut self, text: &str) -> Result<Self, ExecError> {
+        self.input_shapes.extend(parse_input_shapes(text)?);
+        Ok(self)
+    }
+}
+
+fn bad_override(reason: String) -> ExecError {
+    ExecError::BadShapeOverride {
+        model: String::new(),
+        reason,
+    }
+}
+
+/// Parses one override `name=d0,d1,...` (e.g. `x=1,3,640,640`; a scalar is `name=`). The
+/// name is everything before the last `=`, so names may contain `=`, `:` or `/`.
+pub fn parse_input_shape(text: &str) -> Result<(String, Vec<usize>), ExecError> {
+    let (name, dims) = text
+        .rsplit_once('=')
+        .ok_or_else(|| bad_override(format!("'{text}' is not of the form name=d0,d1,...")))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(bad_override(format!("'{text}' has no input name")));
+    }
+    let dims = dims.trim();
+    let shape = if dims.is_empty() {
+        Vec::new()
+    } else {
+        dims.split(',')
+            .map(|d| {
+                d.trim()
+                    .parse::<usize>()
+                    .map_err(|_| bad_override(format!("'{d}' in '{text}' is not a dimension")))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    Ok((name.to_owned(), shape))
+}
+
+/// Parses overrides separated by `;` (e.g. `x=1,3,640,640;mask=1,640`).
+pub fn parse_input_shapes(text: &str) -> Result<BTreeMap<String, Vec<usize>>, ExecError> {
+    let mut out = BTreeMap::new();
+    for part in text.split(';').filter(|p| !p.trim().is_empty()) {
+        let (name, shape) = parse_input_shape(part)?;
+        if out.insert(name.clone(), shape).is_some() {
+            return Err(bad_override(format!("input '{name}' given twice")));
+        }
+    }
+    Ok(out)
+}
+
+impl ExecutionGraph {
+    /// Loads an ONNX file. External data is resolved relative to the file's directory.
+    ///
+    /// # Errors
+    /// Any [`ExecError`]; all are typed, none panics.
+    pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self, ExecError> {
+        let path = path.as_ref();
+        let model = path.display().to_string();
+        // Read into memory rather than mmap: a file truncated under us must give an error,
+        // not a SIGBUS.
+        let bytes = std::fs::read(path).map_err(|e| ExecError::Io {
+            model: model.clone(),
+            reason: e.to_string(),
+        })?;
+        let dir = path.parent().map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        });
+        load_bytes(&bytes, &model, dir, options)
+    }
+
+    /// Loads an ONNX model from memory; `name` identifies it in errors. External data needs
+    /// [`LoadOptions::external_data_dir`].
+    ///
+    /// # Errors
+    /// Any [`ExecError`]; all are typed, none panics.
+    pub fn from_bytes(bytes: &[u8], name: &str, options: &LoadOptions) -> Result<Self, ExecError> {
+        load_bytes(bytes, name, options.external_data_dir.as_deref(), options)
+    }
+}
+
+fn load_bytes(
+    bytes: &[u8],
+    model: &str,
+    dir: Option<&Path>,
+    options: &LoadOptions,
+) -> Result<ExecutionGraph, ExecError> {
+    let mut reader = bytes;
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut reader)
+        .map_err(|e| ExecError::Parse {
+            model: model.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+    build(&proto, model, ExternalBase { dir }, options)
+}
+
+/// A runtime node collected while loading, before ids are assigned.
+#[derive(Debug)]
+struct Pending {
+    file_index: usize,
+    name: String,
+    op: Op,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+/// Load state for one model.
+struct Loader<'a> {
+    model: &'a str,
+    opset: i64,
+    base: ExternalBase<'a>,
+    values: HashMap<String, Value>,
+    /// Output names of removed `Identity`/`Dropout` → the (resolved) name they forward.
+    alias: HashMap<String, String>,
+    /// Declared outputs we do not compute, with the reason.
+    unavailable: HashMap<String, String>,
+    pending: Vec<Pending>,
+}
+
+fn node_display_name(n: &pb::NodeProto, i: usize) -> String {
+    if n.name.is_empty() {
+        format!("{}#{i}", n.op_type)
+    } else {
+        n.name.clone()
+    }
+}
+
+fn build(
+    proto: &ModelProto,
+    model: &str,
+    base: ExternalBase<'_>,
+    options: &LoadOptions,
+) -> Result<ExecutionGraph, ExecError> {
+    let parse_err = |reason: &str| ExecError::Parse {
+        model: model.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| parse_err("the model has no graph"))?;
+    let opset = proto
+        .opset_import
+        .iter()
+        .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .max()
+        .ok_or_else(|| ExecError::UnsupportedOpset {
+            model: model.to_owned(),
+            domain: String::new(),
+            version: 0,
+        })?;
+    if !OPSET_RANGE.contains(&opset) {
+        return Err(ExecError::UnsupportedOpset {
+            model: model.to_owned(),
+            domain: String::new(),
+            version: opset,
+        });
+    }
+    let names: Vec<String> = graph
+        .node
+        .iter()
+        .enumerate()
+        .map(|(i, n)| node_display_name(n, i))
+        .collect();
+
+    // Every unsupported node, in file order.
+    let unsupported: Vec<(String, String)> = graph
+        .node
+        .iter()
+        .zip(&names)
+        .filter_map(|(n, name)| {
+            let default_domain = n.domain.is_empty() || n.domain == "ai.onnx";
+            if default_domain && infer::is_supported(&n.op_type, opset) {
+                None
+            } else if default_domain {
+                Some((n.op_type.clone(), name.clone()))
+            } else {
+                Some((format!("{}::{}", n.domain, n.op_type), name.clone()))
+            }
+        })
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(ExecError::UnsupportedOps {
+            model: model.to_owned(),
+            ops: unsupported,
+        });
+    }
+
+    // Producers: initializers, graph inputs, node outputs; each name at most once.
+    let mut producer: HashMap<&str, String> = HashMap::new();
+    let mut node_of: HashMap<&str, usize> = HashMap::new();
+    let dup = |t: &str, first: &str, second: String| ExecError::DuplicateProducer {
+        model: model.to_owned(),
+        tensor: t.to_owned(),
+        first: first.to_owned(),
+        second,
+    };
+    for init in &graph.initializer {
+        if init.name.is_empty() {
+            return Err(parse_err("an initializer has no name"));
+        }
+        if let Some(first) = producer.insert(&init.name, "initializer".into()) {
+            return Err(dup(&init.name, &first, "initializer".into()));
+        }
+    }
+    let initializer_names: HashSet<&str> =
+        graph.initializer.iter().map(|i| i.name.as_str()).collect();
+    let mut real_inputs = Vec::new();
+    let mut seen_inputs = HashSet::new();
+    for inp in &graph.input {
+        if !seen_inputs.insert(inp.name.as_str()) {
+            return Err(dup(&inp.name, "graph input", "graph input".into()));
+        }
+        // Before IR 4 initializers were also listed as inputs: those are constants.
+        if initializer_names.contains(inp.name.as_str()) {
+            continue;
+        }
+        if inp.name.is_empty() {
+            return Err(parse_err("a graph input has no name"));
+        }
+        producer.insert(&inp.name, "graph input".into());
+        real_inputs.push(inp);
+    }
+    for (i, n) in graph.node.iter().enumerate() {
+        for out in n.output.iter().filter(|o| !o.is_empty()) {
+            if let Some(first) = producer.insert(out, format!("node {}", names[i])) {
+                return Err(dup(out, &first, format!("node {}", names[i])));
+            }
+            node_of.insert(out, i);
+        }
+    }
+    for (i, n) in graph.node.iter().enumerate() {
+        for inp in n.input.iter().filter(|s| !s.is_empty()) {
+            if !producer.contains_key(inp.as_str()) {
+                return Err(ExecError::DanglingInput {
+                    model: model.to_owned(),
+                    node: names[i].clone(),
+                    tensor: inp.clone(),
+                });
+            }
+        }
+    }
+    if graph.output.is_empty() {
+        return Err(parse_err("the graph has no outputs"));
+    }
+    for out in &graph.output {
+        if !producer.contains_key(out.name.as_str()) {
+            return Err(ExecError::DanglingInput {
+                model: model.to_owned(),
+                node: "graph output".into(),
+                tensor: out.name.clone(),
+            });
+        }
+    }
+    for name in options.input_shapes.keys() {
+        if !real_inputs.iter().any(|i| &i.name == name) {
+            return Err(ExecError::BadShapeOverride {
+                model: model.to_owned(),
+                reason: format!("the model has no input '{name}'"),
+            });
+        }
+    }
+
+    // Stable Kahn over the file's nodes: ready nodes run in file order.
+    let n_nodes = graph.node.len();
+    let mut indeg = vec![0usize; n_nodes];
+    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n_nodes];
+    for (i, n) in graph.node.iter().enumerate() {
+        for inp in n.input.iter().filter(|s| !s.is_empty()) {
+            if let Some(&p) = node_of.get(inp.as_str()) {
+                indeg[i] += 1;
+                succ[p].push(i);
+            }
+        }
+    }
+    let order = stable_kahn(&mut indeg, &succ);
+    if order.len() != n_nodes {
+        let placed: HashSet<usize> = order.iter().copied().collect();
+        return Err(ExecError::Cycle {
+            model: model.to_owned(),
+            nodes: (0..n_nodes)
+                .filter(|i| !placed.contains(i))
+                .map(|i| names[i].clone())
+                .collect(),
+        });
+    }
+
+    let mut ld = Loader {
+        model,
+        opset,
+        base,
+        values: HashMap::new(),
+        alias: HashMap::new(),
+        unavailable: HashMap::new(),
+        pending: Vec::new(),
+    };
+    for init in &graph.initializer {
+        let (shape, data) = decode_tensor(model, init, base)?;
+        ld.values.insert(
+            init.name.clone(),
+            Value {
+                dtype: data.dtype(),
+                shape,
+                konst: Some(Arc::new(data)),
+            },
+        );
+    }
+    for inp in &real_inputs {
+        let v = input_value(model, inp, options)?;
+        ld.values.insert(inp.name.clone(), v);
+    }
+    for &i in &order {
+        ld.process(&graph.node[i], i, &names[i])?;
+    }
+
+    let outputs: Vec<String> = graph.output.iter().map(|o| ld.resolve(&o.name)).collect();
+    for (decl, resolved) in graph.output.iter().zip(&outputs) {
+        if let Some(reason) = ld.unavailable.get(resolved) {
+            return Err(ExecError::InvalidNode {
+                model: model.to_owned(),
+                node: "graph output".into(),
+                reason: format!("output '{}' is {reason}", decl.name),
+            });
+        }
+    }
+    ld.fold_batch_norms(&outputs);
+    ld.remove_dead(&outputs);
+    assemble(ld, graph, &real_inputs, &outputs, options)
+}
+
+/// Kahn's algorithm; among ready nodes the lowest index goes first. `indeg` is consumed.
+fn stable_kahn(indeg: &mut [usize], succ: &[Vec<usize>]) -> Vec<usize> {
+    let mut ready: BinaryHeap<Reverse<usize>> = indeg
+        .iter()
+        .enumerate()
+        .filter(|(_, &d)| d == 0)
+        .map(|(i, _)| Reverse(i))
+        .collect();
+    let mut order = Vec::with_capacity(indeg.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &s in &succ[i] {
+            indeg[s] -= 1;
+            if indeg[s] == 0 {
+                ready.push(Reverse(s));
+            }
+        }
+    }
+    order
+}
+
+/// The static shape of a graph input: the model's dims, with the caller's override.
+fn input_value(
+    model: &str,
+    inp: &pb::ValueInfoProto,
+    options: &LoadOptions,
+) -> Result<Value, ExecError> {
+    use pb::tensor_shape_proto::dimension::Value as Dim;
+    use pb::type_proto::Value as Ty;
+    let Some(Ty::TensorType(tt)) = inp.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Err(ExecError::InvalidNode {
+            model: model.to_owned(),
+            node: format!("graph input {}", inp.name),
+            reason: "not a tensor input".into(),
+        });
+    };
+    let dtype = DType::from_onnx(tt.elem_type).ok_or_else(|| ExecError::UnsupportedDType {
+        model: model.to_owned(),
+        tensor: inp.name.clone(),
+        dtype: tensor::onnx_dtype_name(tt.elem_type),
+    })?;
+    let over = options.input_shapes.get(&inp.name);
+    let shape = match (&tt.shape, over) {
+        (None, Some(o)) => o.clone(),
+        (None, None) => {
+            return Err(ExecError::OpenDimension {
+                model: model.to_owned(),
+                input: inp.name.clone(),
+                dim: 0,
+                symbol: "unknown rank".into(),
+            })
+        }
+        (Some(s), over) => {
+            if let Some(o) = over {
+                if o.len() != s.dim.len() {
+                    return Err(ExecError::BadShapeOverride {
+                        model: model.to_owned(),
+                        reason: format!(
+                            "input '{}' has rank {}, the override {o:?} has rank {}",
+                            inp.name,
+                            s.dim.len(),
+                            o.len()
+                        ),
+                    });
+                }
+            }
+            let mut shape = Vec::with_capacity(s.dim.len());
+            for (k, d) in s.dim.iter().enumerate() {
+                // Exporters write -1 (or leave the value out) for a dynamic dimension.
+                let fixed = match &d.value {
+                    Some(Dim::DimValue(v)) if *v >= 0 => Some(*v as usize),
+                    _ => None,
+                };
+                match (fixed, over) {
+                    (Some(f), Some(o)) if o[k] != f => {
+                        return Err(ExecError::BadShapeOverride {
+                            model: model.to_owned(),
+                            reason: format!(
+                                "input '{}' dimension {k} is fixed to {f} in the model, the override says {}",
+                                inp.name, o[k]
+                            ),
+                        })
+                    }
+                    (Some(f), _) => shape.push(f),
+                    (None, Some(o)) => shape.push(o[k]),
+                    (None, None) => {
+                        return Err(ExecError::OpenDimension {
+                            model: model.to_owned(),
+                            input: inp.name.clone(),
+                            dim: k,
+                            symbol: match &d.value {
+                                Some(Dim::DimParam(p)) => p.clone(),
+                                Some(Dim::DimValue(v)) => v.to_string(),
+                                None => String::new(),
+                            },
+                        })
+                    }
+                }
+            }
+            shape
+        }
+    };
+    if checked_bytes(&shape, dtype).is_none() {
+        return Err(ExecError::Overflow {
+            model: model.to_owned(),
+            what: format!("graph input '{}' of shape {shape:?}", inp.name),
+        });
+    }
+    Ok(Value {
+        dtype,
+        shape,
+        konst: None,
+    })
+}
+
+impl Loader<'_> {
+    fn resolve(&self, name: &str) -> String {
+        self.alias
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_owned())
+    }
+
+    fn process(
+        &mut self,
+        n: &pb::NodeProto,
+        file_index: usize,
+        name: &str,
+    ) -> Result<(), ExecError> {
+        let resolved: Vec<Option<String>> = n
+            .input
+            .iter()
+            .map(|s| (!s.is_empty()).then(|| self.resolve(s)))
+            .collect();
+        for r in resolved.iter().flatten() {
+            if let Some(reason) = self.unavailable.get(r) {
+                return Err(ExecError::InvalidNode {
+                    model: self.model.to_owned(),
+                    node: name.to_owned(),
+                    reason: format!("reads '{r}', which is {reason}"),
+                });
+            }
+        }
+        let mut inputs = Vec::with_capacity(resolved.len());
+        for r in &resolved {
+            match r {
+                None => inputs.push(None),
+                Some(r) => match self.values.get(r) {
+                    Some(v) => inputs.push(Some(v)),
+                    // Validated up front: every read name has a producer processed earlier.
+                    None => {
+                        return Err(ExecError::DanglingInput {
+                            model: self.model.to_owned(),
+                            node: name.to_owned(),
+                            tensor: r.clone(),
+                        })
+                    }
+                },
+            }
+        }
+        let ctx = NodeCtx {
+            model: self.model,
+            name,
+            op_type: &n.op_type,
+            opset: self.opset,
+            attrs: &n.attribute,
+            inputs,
+            num_outputs: n.output.len(),
+            base: self.base,
+        };
+        let inferred = infer::infer(&ctx)?;
+        // Fold nodes whose inputs are all constants, when the evaluator covers the op.
+        let inferred = match inferred {
+            Inferred::Node {
+                op,
+                inputs,
+                outputs,
+            } => {
+                for (dt, shape) in &outputs {
+                    if checked_bytes(shape, *dt).is_none() {
+                        return Err(ctx.overflow(format!("output of shape {shape:?}")));
+                    }
+                }
+                let args: Option<Vec<consteval::Arg<'_>>> = inputs
+                    .iter()
+                    .map(|&i| {
+                        let v = ctx.opt_input(i)?;
+                        Some((v.konst.as_deref()?, v.shape.as_slice()))
+                    })
+                    .collect();
+                match args {
+                    Some(args) => match consteval::eval(&ctx, &op, &args, &outputs)? {
+                        Some(datas) => Inferred::Const(
+                            outputs
+                                .into_iter()
+                                .zip(datas)
+                                .map(|((_, s), d)| (s, d))
+                                .collect(),
+                        ),
+                        None => Inferred::Node {
+                            op,
+                            inputs,
+                            outputs,
+                        },
+                    },
+                    None => Inferred::Node {
+                        op,
+                        inputs,
+                        outputs,
+                    },
+                }
+            }
+            other => other,
+        };
+        drop(ctx);
+        let declared = &n.output;
+        let mark_rest = |ld: &mut Self, from: usize| {
+            for (k, o) in declared.iter().enumerate().skip(from) {
+                if !o.is_empty() {
+                    ld.unavailable.insert(
+                        o.clone(),
+                        format!(
+                            "output {k} of {} node {name}, which is not supported",
+                            n.op_type
+                        ),
+                    );
+                }
+            }
+        };
+        match inferred {
+            Inferred::Alias => {
+                let Some(Some(src)) = resolved.first() else {
+                    return Err(ExecError::InvalidNode {
+                        model: self.model.to_owned(),
+                        node: name.to_owned(),
+                        reason: "input 0 is required".into(),
+                    });
+                };
+                if let Some(out) = declared.first().filter(|o| !o.is_empty()) {
+                    self.alias.insert(out.clone(), src.clone());
+                }
+                mark_rest(self, 1);
+            }
+            Inferred::Const(list) => {
+                let produced = list.len();
+                for (k, (shape, data)) in list.into_iter().enumerate() {
+                    let numel = tensor::checked_numel(&shape);
+                    if numel != Some(data.len()) {
+                        return Err(ExecError::ShapeMismatch {
+                            model: self.model.to_owned(),
+                            node: name.to_owned(),
+                            reason: format!(
+                                "constant of shape {shape:?} holds {} elements",
+                                data.len()
+                            ),
+                        });
+                    }
+                    if let Some(out) = declared.get(k).filter(|o| !o.is_empty()) {
+                        self.values.insert(
+                            out.clone(),
+                            Value {
+                                dtype: data.dtype(),
+                                shape,
+                                konst: Some(Arc::new(data)),
+                            },
+                        );
+                    }
+                }
+                mark_rest(self, produced);
+            }
+            Inferred::Node {
+                op,
+                inputs,
+                outputs,
+            } => {
+                if outputs.len() > declared.len() {
+                    return Err(ExecError::InvalidNode {
+                        model: self.model.to_owned(),
+                        node: name.to_owned(),
+                        reason: format!(
+                            "{} declares {} outputs, needs {}",
+                            n.op_type,
+                            declared.len(),
+                            outputs.len()
+                        ),
+                    });
+                }
+                let mut out_names = Vec::with_capacity(outputs.len());
+                for (k, (dtype, shape)) in outputs.into_iter().enumerate() {
+                    // An output the model does not name still needs a buffer to be written.
+                    let oname = if declared[k].is_empty() {
+                        format!("{name}:unnamed_output_{k}")
+                    } else {
+                        declared[k].clone()
+                    };
+                    self.values.insert(
+                        oname.clone(),
+                        Value {
+                            dtype,
+                            shape,
+                            konst: None,
+                        },
+                    );
+                    out_names.push(oname);
+                }
+                mark_rest(self, out_names.len());
+                let in_names = inputs
+                    .iter()
+                    .filter_map(|&i| resolved.get(i).cloned().flatten())
+                    .collect();
+                self.pending.push(Pending {
+                    file_index,
+                    name: name.to_owned(),
+                    op,
+                    inputs: in_names,
+                    outputs: out_names,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn consumer_counts(&self, outputs: &[String]) -> HashMap<String, usize> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for p in &self.pending {
+            for i in &p.inputs {
+                *counts.entry(i.clone()).or_insert(0) += 1;
+            }
+        }
+        for o in outputs {
+            // A graph output is never folded away.
+            *counts.entry(o.clone()).or_insert(0) += 2;
+        }
+        counts
+    }
+
+    /// Folds `BatchNormalization(Conv(x, w, b))` into `Conv(x, w', b')` when the Conv output
+    /// feeds only the BN and all parameters are constants.
+    fn fold_batch_norms(&mut self, outputs: &[String]) {
+        let counts = self.consumer_counts(outputs);
+        let producer: HashMap<String, usize> = self
+            .pending
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.outputs.iter().map(move |o| (o.clone(), i)))
+            .collect();
+        let mut removed = vec![false; self.pending.len()];
+        for bi in 0..self.pending.len() {
+            let Op::BatchNormalization { epsilon } = self.pending[bi].op else {
+                continue;
+            };
+            let x = &self.pending[bi].inputs[0];
+            let Some(&ci) = producer.get(x) else { continue };
+            if counts.get(x).copied() != Some(1) || removed[ci] {
+                continue;
+            }
+            if !matches!(self.pending[ci].op, Op::Conv { .. }) {
+                continue;
+            }
+            let konst = |name: &String| -> Option<&[f32]> {
+                self.values.get(name)?.konst.as_deref()?.as_f32()
+            };
+            let bn = &self.pending[bi];
+            let conv = &self.pending[ci];
+            let params: Option<Vec<&[f32]>> = bn.inputs[1..5].iter().map(konst).collect();
+            let (Some(params), Some(w)) = (params, konst(&conv.inputs[1])) else {
+                continue;
+            };
+            let m = params[0].len();
+            let bias: Vec<f32> = match conv.inputs.get(2) {
+                Some(b) => match konst(b) {
+                    Some(b) => b.to_vec(),
+                    None => continue,
+                },
+                None => vec![0.0; m],
+            };
+            if m == 0 || w.len() % m != 0 || bias.len() != m {
+                continue;
+            }
+            let per = w.len() / m;
+            let (scale, shift, mean, var) = (params[0], params[1], params[2], params[3]);
+            let s: Vec<f32> = (0..m)
+                .map(|c| scale[c] / (var[c] + epsilon).sqrt())
+                .collect();
+            let new_w: Vec<f32> = w.iter().enumerate().map(|(i, &v)| v * s[i / per]).collect();
+            let new_b: Vec<f32> = (0..m)
+                .map(|c| (bias[c] - mean[c]) * s[c] + shift[c])
+                .collect();
+            let w_shape = self.values[&conv.inputs[1]].shape.clone();
+            let wname = format!("{}::bn_folded_weight", bn.name);
+            let bname = format!("{}::bn_folded_bias", bn.name);
+            let bn_out = bn.outputs[0].clone();
+            self.values.insert(
+                wname.clone(),
+                Value {
+                    dtype: DType::F32,
+                    shape: w_shape,
+                    konst: Some(Arc::new(TensorData::F32(new_w))),
+                },
+            );
+            self.values.insert(
+                bname.clone(),
+                Value {
+                    dtype: DType::F32,
+                    shape: vec![m],
+                    konst: Some(Arc::new(TensorData::F32(new_b))),
+                },
+            );
+            let conv = &mut self.pending[ci];
+            conv.inputs.truncate(1);
+            conv.inputs.push(wname);
+            conv.inputs.push(bname);
+            conv.outputs[0] = bn_out;
+            removed[bi] = true;
+        }
+        let mut k = 0;
+        self.pending.retain(|_| {
+            k += 1;
+            !removed[k - 1]
+        });
+    }
+
+    /// Drops nodes none of whose outputs reaches a graph output.
+    fn remove_dead(&mut self, outputs: &[String]) {
+        let mut live: HashSet<String> = outputs.iter().cloned().collect();
+        let mut keep = vec![false; self.pending.len()];
+        // `pending` is in a topological order, so one backward sweep suffices.
+        for (i, p) in self.pending.iter().enumerate().rev() {
+            if p.outputs.iter().any(|o| live.contains(o)) {
+                keep[i] = true;
+                live.extend(p.inputs.iter().cloned());
+            }
+        }
+        let mut k = 0;
+        self.pending.retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
+    }
+}
+
+fn assemble(
+    mut ld: Loader<'_>,
+    graph: &pb::GraphProto,
+    real_inputs: &[&pb::ValueInfoProto],
+    outputs: &[String],
+    options: &LoadOptions,
+) -> Result<ExecutionGraph, ExecError> {
+    let model = ld.model;
+    ld.pending.sort_by_key(|p| p.file_index);
+    let input_names: HashSet<&str> = real_inputs.iter().map(|i| i.name.as_str()).collect();
+    let output_set: HashSet<&str> = outputs.iter().map(String::as_str).collect();
+
+    let mut ids: HashMap<String, TensorId> = HashMap::new();
+    let mut tensors: Vec<TensorInfo> = Vec::new();
+    let mut constants: Vec<Option<Arc<TensorData>>> = Vec::new();
+    let mut intern = |name: &str| -> Result<TensorId, ExecError> {
+        if let Some(&id) = ids.get(name) {
+            return Ok(id);
+        }
+        let v = ld
+            .values
+            .get(name)
+            .ok_or_else(|| ExecError::DanglingInput {
+                model: model.to_owned(),
+                node: "graph".into(),
+                tensor: name.to_owned(),
+            })?;
+        let kind = if input_names.contains(name) {
+            TensorKind::Input
+        } else if v.konst.is_some() {
+            TensorKind::Constant
+        } else if output_set.contains(name) {
+            TensorKind::Output
+        } else {
+            TensorKind::Activation
+        };
+        let byte_size = checked_bytes(&v.shape, v.dtype).ok_or_else(|| ExecError::Overflow {
+            model: model.to_owned(),
+            what: format!("tensor '{name}' of shape {:?}", v.shape),
+        })?;
+        let id = TensorId(
+            u32::try_from(tensors.len()).map_err(|_| ExecError::Overflow {
+                model: model.to_owned(),
+                what: "tensor count".into(),
+            })?,
+        );
+        tensors.push(TensorInfo {
+            name: name.to_owned(),
+            dtype: v.dtype,
+            shape: v.shape.clone(),
+            byte_size,
+            kind,
+        });
+        constants.push(v.konst.clone());
+        ids.insert(name.to_owned(), id);
+        Ok(id)
+    };
+    let inputs: Vec<TensorId> = real_inputs
+        .iter()
+        .map(|i| intern(&i.name))
+        .collect::<Result<_, _>>()?;
+    let mut nodes = Vec::with_capacity(ld.pending.len());
+    for p in &ld.pending {
+        let ins = p
+            .inputs
+            .iter()
+            .map(|n| intern(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let outs = p
+            .outputs
+            .iter()
+            .map(|n| intern(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        nodes.push(OperatorNode {
+            name: p.name.clone(),
+            op: p.op.clone(),
+            inputs: ins,
+            outputs: outs,
+        });
+    }
+    let out_ids: Vec<TensorId> = outputs
+        .iter()
+        .map(|n| intern(n))
+        .collect::<Result<_, _>>()?;
+    drop(intern);
+
+    // Graph outputs forwarded by a removed Identity carry the model's output name.
+    for (decl, &id) in graph.output.iter().zip(&out_ids) {
+        let t = &mut tensors[id.index()];
+        if t.kind == TensorKind::Output && t.name != decl.name {
+            t.name = decl.name.clone();
+        }
+        check_declared(model, decl, t)?;
+    }
+
+    // Deterministic topological order of the final nodes: stable Kahn by NodeId.
+    let n = nodes.len();
+    let mut producer_of = vec![None; tensors.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        for &t in &node.outputs {
+            producer_of[t.index()] = Some(i);
+        }
+    }
+    let mut indeg = vec![0usize; n];
+    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, node) in nodes.iter().enumerate() {
+        for &t in &node.inputs {
+            if let Some(p) = producer_of[t.index()] {
+                indeg[i] += 1;
+                succ[p].push(i);
+            }
+        }
+    }
+    let order = stable_kahn(&mut indeg, &succ);
+    if order.len() != n {
+        // Cannot happen after the file-level check; kept as a typed error, not a panic.
+        return Err(ExecError::Cycle {
+            model: model.to_owned(),
+            nodes: Vec::new(),
+        });
+    }
+
+    let (order, plan) = plan_memory(model, &nodes, &tensors, &out_ids, order, options)?;
+    Ok(ExecutionGraph::from_parts(GraphParts {
+        name: model.to_owned(),
+        opset: ld.opset,
+        tensors,
+        constants,
+        nodes,
+        inputs,
+        outputs: out_ids,
+        order: order.into_iter().map(|i| NodeId(i as u32)).collect(),
+        plan,
+    }))
+}
+
+/// Checks an output's inferred type and shape against the model's declaration (where the
+/// model declares fixed values).
+fn check_declared(model: &str, decl: &pb::ValueInfoProto, t: &TensorInfo) -> Result<(), ExecError> {
+    use pb::tensor_shape_proto::dimension::Value as Dim;
+    use pb::type_proto::Value as Ty;
+    let Some(Ty::TensorType(tt)) = decl.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Ok(());
+    };
+    let mismatch = |reason: String| ExecError::ShapeMismatch {
+        model: model.to_owned(),
+        node: format!("graph output {}", decl.name),
+        reason,
+    };
+    if tt.elem_type != 0 && DType::from_onnx(tt.elem_type) != Some(t.dtype) {
+        return Err(mismatch(format!(
+            "declared type {} but inferred {}",
+            tensor::onnx_dtype_name(tt.elem_type),
+            t.dtype
+        )));
+    }
+    if let Some(s) = &tt.shape {
+        let fits = s.dim.len() == t.shape.len()
+            && s.dim.iter().zip(&t.shape).all(|(d, &x)| match &d.value {
+                // A negative value is an exporter's "dynamic" marker, like a symbol.
+                Some(Dim::DimValue(v)) => *v < 0 || *v == x as i64,
+                _ => true,
+            });
+        if !fits {
+            return Err(mismatch(format!(
+                "declared shape {:?} but inferred {:?}",
+                s.dim
+                    .iter()
+                    .map(|d| match &d.value {
+                        Some(Dim::DimValue(v)) => v.to_string(),
+                        Some(Dim::DimParam(p)) => p.clone(),
+                        None => "?".into(),
+                    })
+                    .collect::<Vec<_>>(),
+                t.shape
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Plans every non-constant tensor over `order` (optionally improved by Layer 2's
+/// memory-aware reordering). Returns the order actually used and its plan.
+fn plan_memory(
+    model: &str,
+    nodes: &[OperatorNode],
+    tensors: &[TensorInfo],
+    outputs: &[TensorId],
+    order: Vec<usize>,
+    options: &LoadOptions,
+) -> Result<(Vec<usize>, aegis_memory::AllocationPlan), ExecError> {
+    let mem = |source| ExecError::Memory {
+        model: model.to_owned(),
+        source,
+    };
+    let mut step_of = vec![0usize; nodes.len()];
+    for (s, &n) in order.iter().enumerate() {
+        step_of[n] = s;
+    }
+    let mut usages: Vec<TensorUsage> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TensorUsage {
+            id: i,
+            size_bytes: t.byte_size,
+            producer: None,
+            consumers: Vec::new(),
+            is_graph_output: outputs.iter().any(|o| o.index() == i),
+            is_constant: t.kind == TensorKind::Constant,
+        })
+        .collect();
+    for (ni, node) in nodes.iter().enumerate() {
+        for &t in &node.outputs {
+            usages[t.index()].producer = Some(step_of[ni]);
+        }
+        for &t in &node.inputs {
+            let c = &mut usages[t.index()].consumers;
+            if !c.contains(&step_of[ni]) {
+                c.push(step_of[ni]);
+            }
+        }
+    }
+    usages.retain(|u| !u.is_constant);
+    let hints = share_hints(nodes, tensors);
+    let planner = MemoryPlanner::new(options.alignment).with_share_hints(hints);
+    if options.memory_aware_order {
+        let r = plan_with_reordering(&planner, order.len(), &usages, &[]).map_err(mem)?;
+        let new_order = r.order.iter().map(|&k| order[k]).collect();
+        Ok((new_order, r.plan))
+    } else {
+        let lifetimes = LifetimeAnalyser::analyse(order.len(), &usages).map_err(mem)?;
+        Ok((order, planner.plan(&lifetimes).map_err(mem)?))
+    }
+}
+
+/// In-place candidates: an elementwise op's output may take the storage of a same-sized
+/// activation input read only by that op (not graph inputs, outputs or constants).
+fn share_hints(nodes: &[OperatorNode], tensors: &[TensorInfo]) -> Vec<ShareHint> {
+    let mut readers = vec![0usize; tensors.len()];
+    for node in nodes {
+        let mut seen: Vec<TensorId> = Vec::new();
+        for &t in &node.inputs {
+            if !seen.contains(&t) {
+                readers[t.index()] += 1;
+                seen.push(t);
+            }
+        }
+    }
+    let mut hints = Vec::new();
+    for node in nodes {
+        if !node.op.is_elementwise() {
+            continue;
+        }
+        let Some(&out) = node.outputs.first() else {
+            continue;
+        };
+        let o = &tensors[out.index()];
+        if o.kind != TensorKind::Activation {
+            continue;
+        }
+        let mut hinted = false;
+        for &inp in &node.inputs {
+            let t = &tensors[inp.index()];
+            if !hinted
+                && t.kind == TensorKind::Activation
+                && t.byte_size == o.byte_size
+                && t.dtype == o.dtype
+                && readers[inp.index()] == 1
+            {
+                hints.push(ShareHint {
+                    input: inp.index(),
+                    output: out.index(),
+                });
+                hinted = true;
+            }
+        }
+    }
+    hints
+}

@@ -1,0 +1,481 @@
+//! Preparing a graph for a device (weights uploaded once, arena and workspace allocated from
+//! the plan) and the stateless [`Executor`] that enqueues one inference on streams.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use aegis_cuda::{CudaError, Device, DeviceSlice, Event, HostBuffer, Stream};
+use aegis_memory::{Arena, DeviceBuffer, DeviceMemoryPool};
+
+use crate::graph::{ExecutionGraph, TensorId, TensorKind};
+use crate::ops::NodeKernel;
+use crate::tensor::HostTensor;
+use crate::tracker::{assign_streams, StreamAssignment};
+use crate::ExecError;
+
+/// Alignment of every weight inside the weights buffer (CUDA's allocation granularity).
+const WEIGHT_ALIGN: u64 = 256;
+
+/// How a model is prepared and run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOptions {
+    /// Streams independent branches may spread over (1 = strictly sequential).
+    pub streams: usize,
+    /// Threads one kernel may use (default: the machine's cores).
+    pub threads: usize,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        Self {
+            streams: 1,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+}
+
+/// Device memory a prepared model holds, known before anything is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryRequirement {
+    /// Constants read by kernels, uploaded once (256-byte aligned each).
+    pub weights_bytes: u64,
+    /// Kernel-prepared weights (e.g. convolution filters with a folded bias), once.
+    pub prepared_weights_bytes: u64,
+    /// The activation arena: the plan's peak.
+    pub arena_bytes: u64,
+    /// Kernel scratch (im2col), one per stream.
+    pub workspace_bytes: u64,
+}
+
+impl MemoryRequirement {
+    /// Everything together.
+    pub fn total(&self) -> u64 {
+        self.weights_bytes
+            .saturating_add(self.prepared_weights_bytes)
+            .saturating_add(self.arena_bytes)
+            .saturating_add(self.workspace_bytes)
+    }
+}
+
+fn align(x: u64) -> u64 {
+    x.div_ceil(WEIGHT_ALIGN) * WEIGHT_ALIGN
+}
+
+/// One scheduled step.
+#[derive(Debug)]
+struct Step {
+    kernel: Option<Arc<NodeKernel>>,
+    stream: usize,
+    waits: Vec<usize>,
+    record: Option<usize>,
+}
+
+/// A graph prepared on a device: weights uploaded, arena and workspace allocated, kernels
+/// bound to their planned memory. Running it allocates no device memory.
+///
+/// One prepared model runs one inference at a time (it has one arena); the context layer
+/// serialises requests per model.
+#[derive(Debug)]
+pub struct PreparedModel {
+    graph: Arc<ExecutionGraph>,
+    device: Device,
+    requirement: MemoryRequirement,
+    _weights: Option<DeviceBuffer>,
+    arena: Arena,
+    _workspace: Vec<DeviceBuffer>,
+    steps: Vec<Step>,
+    schedule: StreamAssignment,
+    events: Vec<Event>,
+    inputs: Vec<(TensorId, DeviceSlice)>,
+    outputs: Vec<OutputSlot>,
+}
+
+#[derive(Debug)]
+enum OutputSlot {
+    /// Produced at run time: copied from the arena into host staging at the end.
+    Staged {
+        id: TensorId,
+        src: DeviceSlice,
+        staging: HostBuffer,
+    },
+    /// Computed entirely at load (constant folding).
+    Constant(HostTensor),
+}
+
+impl PreparedModel {
+    /// Memory a model will need on a device with these options, before loading anything.
+    pub fn memory_requirement(
+        graph: &ExecutionGraph,
+        options: &ExecOptions,
+    ) -> Result<MemoryRequirement, ExecError> {
+        let mut req = MemoryRequirement {
+            arena_bytes: graph.plan().peak_bytes,
+            ..Default::default()
+        };
+        let prepared = crate::ops::plan_kernels(graph, options.threads)?;
+        req.weights_bytes = prepared
+            .weight_tensors
+            .iter()
+            .map(|&t| align(graph.tensor(t).byte_size))
+            .sum();
+        req.prepared_weights_bytes = prepared.prepared_bytes;
+        let streams = assign_streams(graph, options.streams).streams as u64;
+        req.workspace_bytes = align(prepared.scratch_elems as u64 * 4) * streams;
+        Ok(req)
+    }
+
+    /// Uploads weights, allocates the arena and workspace from `pool` and binds every kernel.
+    pub fn prepare(
+        graph: Arc<ExecutionGraph>,
+        pool: &DeviceMemoryPool,
+        options: &ExecOptions,
+    ) -> Result<Self, ExecError> {
+        let device = pool.device().clone();
+        let model = graph.name().to_owned();
+        let mem = |source| ExecError::Memory {
+            model: model.clone(),
+            source,
+        };
+        let cuda = |source: CudaError| ExecError::Device {
+            model: model.clone(),
+            source,
+        };
+        let schedule = assign_streams(&graph, options.streams);
+        let planned = crate::ops::plan_kernels(&graph, options.threads)?;
+
+        // Weights: one buffer, each constant at a 256-byte aligned offset, uploaded once.
+        let mut offsets = Vec::new();
+        let mut total = 0u64;
+        for &t in &planned.weight_tensors {
+            offsets.push((t, total));
+            total =
+                total
+                    .checked_add(align(graph.tensor(t).byte_size))
+                    .ok_or(ExecError::Overflow {
+                        model: model.clone(),
+                        what: "weights buffer size".into(),
+                    })?;
+        }
+        let upload = Stream::new(&device, aegis_cuda::StreamPriority::NORMAL).map_err(cuda)?;
+        let weights = if total > 0 {
+            Some(pool.allocate(total).map_err(mem)?)
+        } else {
+            None
+        };
+        let mut weight_views = std::collections::BTreeMap::new();
+        if let Some(w) = &weights {
+            for &(t, off) in &offsets {
+                let bytes = graph.tensor(t).byte_size;
+                let view = w.slice(off, bytes).map_err(mem)?;
+                if let Some(data) = graph.constant_arc(t) {
+                    upload.upload(ArcBytes(data), &view).map_err(cuda)?;
+                }
+                weight_views.insert(t, view);
+            }
+        }
+        upload.synchronize().map_err(cuda)?;
+        drop(upload);
+
+        let arena = Arena::new(pool, graph.plan().clone()).map_err(mem)?;
+        let scratch_bytes = align(planned.scratch_elems as u64 * 4);
+        let mut workspace = Vec::new();
+        for _ in 0..schedule.streams {
+            if scratch_bytes > 0 {
+                workspace.push(pool.allocate(scratch_bytes).map_err(mem)?);
+            }
+        }
+        let slice_of = |t: TensorId| -> Result<DeviceSlice, ExecError> {
+            if let Some(v) = weight_views.get(&t) {
+                return Ok(v.clone());
+            }
+            arena.view(t.index()).map_err(mem)
+        };
+
+        let order = graph.topological_order();
+        let mut steps = Vec::with_capacity(order.len());
+        for (p, id) in order.iter().enumerate() {
+            let stream = schedule.stream_of[p];
+            let kernel = match planned.kernels[id.index()].clone() {
+                Some(k) => {
+                    let scratch = workspace.get(stream).map(DeviceBuffer::as_slice);
+                    Some(Arc::new(NodeKernel::bind(
+                        &graph,
+                        *id,
+                        k,
+                        &slice_of,
+                        scratch,
+                        options.threads,
+                        stream as u64,
+                    )?))
+                }
+                None => None,
+            };
+            steps.push(Step {
+                kernel,
+                stream,
+                waits: schedule.waits[p].clone(),
+                record: schedule.record_after[p],
+            });
+        }
+        let events = (0..schedule.events)
+            .map(|_| Event::new(&device))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(cuda)?;
+        let inputs = graph
+            .inputs()
+            .iter()
+            .map(|&t| Ok((t, arena.view(t.index()).map_err(mem)?)))
+            .collect::<Result<Vec<_>, ExecError>>()?;
+        let mut outputs = Vec::new();
+        for &t in graph.outputs() {
+            let info = graph.tensor(t);
+            if info.kind == TensorKind::Constant {
+                let data = graph
+                    .constant_data(t)
+                    .ok_or_else(|| ExecError::InvalidNode {
+                        model: model.clone(),
+                        node: info.name.clone(),
+                        reason: "constant output without a value".into(),
+                    })?;
+                outputs.push(OutputSlot::Constant(HostTensor::from_data(
+                    info.shape.clone(),
+                    data,
+                )));
+            } else {
+                let len = usize::try_from(info.byte_size).map_err(|_| ExecError::Overflow {
+                    model: model.clone(),
+                    what: format!("output {}", info.name),
+                })?;
+                let staging = HostBuffer::alloc(&device, len).map_err(cuda)?;
+                outputs.push(OutputSlot::Staged {
+                    id: t,
+                    src: slice_of(t)?,
+                    staging,
+                });
+            }
+        }
+        let requirement = MemoryRequirement {
+            weights_bytes: total,
+            prepared_weights_bytes: planned.prepared_bytes,
+            arena_bytes: arena.len(),
+            workspace_bytes: scratch_bytes * workspace.len() as u64,
+        };
+        tracing::debug!(model = %model, weights = total, arena = arena.len(), streams = schedule.streams, events = schedule.events, "model prepared");
+        Ok(Self {
+            graph,
+            device,
+            requirement,
+            _weights: weights,
+            arena,
+            _workspace: workspace,
+            steps,
+            schedule,
+            events,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// The graph this model runs.
+    pub fn graph(&self) -> &Arc<ExecutionGraph> {
+        &self.graph
+    }
+
+    /// The device it was prepared on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Device memory it holds.
+    pub fn memory(&self) -> MemoryRequirement {
+        self.requirement
+    }
+
+    /// Arena size in bytes.
+    pub fn arena_bytes(&self) -> u64 {
+        self.arena.len()
+    }
+
+    /// The stream schedule (streams used, events and where they are recorded and waited).
+    pub fn schedule(&self) -> &StreamAssignment {
+        &self.schedule
+    }
+
+    /// Names of the graph inputs, in the order [`Executor::run`] expects them.
+    pub fn input_names(&self) -> Vec<String> {
+        self.graph
+            .inputs()
+            .iter()
+            .map(|&t| self.graph.tensor(t).name.clone())
+            .collect()
+    }
+
+    /// Names of the graph outputs, in the order they are returned.
+    pub fn output_names(&self) -> Vec<String> {
+        self.graph
+            .outputs()
+            .iter()
+            .map(|&t| self.graph.tensor(t).name.clone())
+            .collect()
+    }
+
+    /// Reads the outputs of the last inference from their host staging. Call only once the
+    /// stream that inference ended on has completed (a scheduler's collect step runs after it
+    /// synchronised the stream, and cannot hold the borrowing [`PendingOutputs`]).
+    pub fn read_outputs(&self) -> Result<Vec<HostTensor>, ExecError> {
+        let dev_err = |source| ExecError::Device {
+            model: self.graph.name().to_owned(),
+            source,
+        };
+        let mut out = Vec::with_capacity(self.outputs.len());
+        for slot in &self.outputs {
+            match slot {
+                OutputSlot::Constant(t) => out.push(t.clone()),
+                OutputSlot::Staged { id, staging, .. } => {
+                    let info = self.graph.tensor(*id);
+                    let data = staging.read().map_err(dev_err)?.to_vec();
+                    out.push(HostTensor {
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        data,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `Arc<TensorData>` as uploadable bytes without copying them.
+struct ArcBytes(Arc<crate::graph::TensorData>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// Outputs of an enqueued inference, readable once its last stream has finished.
+#[derive(Debug)]
+#[must_use = "an enqueued inference's outputs must be collected (or dropped deliberately)"]
+pub struct PendingOutputs<'m> {
+    model: &'m PreparedModel,
+    stream: &'m Stream,
+}
+
+impl PendingOutputs<'_> {
+    /// Waits for the inference's last stream and reads the outputs (the stream's first
+    /// error since the previous synchronise, e.g. a kernel failure, is returned instead).
+    pub fn collect(self) -> Result<Vec<HostTensor>, ExecError> {
+        let m = self.model;
+        let dev_err = |source| ExecError::Device {
+            model: m.graph.name().to_owned(),
+            source,
+        };
+        self.stream.synchronize().map_err(dev_err)?;
+        m.read_outputs()
+    }
+}
+
+/// Enqueues inferences of prepared models. Stateless: all state lives in the
+/// [`PreparedModel`] and the streams.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Executor;
+
+impl Executor {
+    /// Runs one inference and waits for it. `inputs` follow
+    /// [`PreparedModel::input_names`]; `streams` must hold at least one stream, and as many
+    /// as the model's schedule uses are used.
+    pub fn run(
+        model: &PreparedModel,
+        inputs: &[HostTensor],
+        streams: &[&Stream],
+    ) -> Result<Vec<HostTensor>, ExecError> {
+        Self::enqueue(model, inputs, streams)?.collect()
+    }
+
+    /// Enqueues one inference without waiting. All work ends on `streams[0]`: work enqueued
+    /// there afterwards (a completion callback) runs once the inference is done.
+    pub fn enqueue<'m>(
+        model: &'m PreparedModel,
+        inputs: &[HostTensor],
+        streams: &[&'m Stream],
+    ) -> Result<PendingOutputs<'m>, ExecError> {
+        let name = model.graph.name();
+        let dev_err = |source| ExecError::Device {
+            model: name.to_owned(),
+            source,
+        };
+        let need = model.schedule.streams;
+        if streams.len() < need {
+            return Err(ExecError::InputMismatch {
+                input: "<streams>".into(),
+                reason: format!(
+                    "model {name} was prepared for {need} streams, {} given",
+                    streams.len()
+                ),
+            });
+        }
+        if inputs.len() != model.inputs.len() {
+            return Err(ExecError::InputMismatch {
+                input: "<inputs>".into(),
+                reason: format!(
+                    "model {name} takes {} inputs, {} given",
+                    model.inputs.len(),
+                    inputs.len()
+                ),
+            });
+        }
+        for (given, (id, _)) in inputs.iter().zip(&model.inputs) {
+            let info = model.graph.tensor(*id);
+            if given.dtype != info.dtype
+                || given.shape != info.shape
+                || given.data.len() as u64 != info.byte_size
+            {
+                return Err(ExecError::InputMismatch {
+                    input: info.name.clone(),
+                    reason: format!(
+                        "expected {} {:?}, got {} {:?} ({} bytes)",
+                        info.dtype,
+                        info.shape,
+                        given.dtype,
+                        given.shape,
+                        given.data.len()
+                    ),
+                });
+            }
+        }
+        let s0 = streams[0];
+        for (given, (_, slice)) in inputs.iter().zip(&model.inputs) {
+            s0.upload(given.data.clone(), slice).map_err(dev_err)?;
+        }
+        if let Some(ev) = model.schedule.start_event {
+            s0.record(&model.events[ev]).map_err(dev_err)?;
+        }
+        for step in &model.steps {
+            let s = streams[step.stream];
+            for &w in &step.waits {
+                s.wait_event(&model.events[w]).map_err(dev_err)?;
+            }
+            if let Some(k) = &step.kernel {
+                let k = Arc::clone(k);
+                s.enqueue_host(Cow::Borrowed(k.label()), move || k.run())
+                    .map_err(dev_err)?;
+            }
+            if let Some(ev) = step.record {
+                s.record(&model.events[ev]).map_err(dev_err)?;
+            }
+        }
+        for &(_, ev) in &model.schedule.joins {
+            s0.wait_event(&model.events[ev]).map_err(dev_err)?;
+        }
+        for slot in &model.outputs {
+            if let OutputSlot::Staged { src, staging, .. } = slot {
+                s0.copy(src, &staging.as_slice()).map_err(dev_err)?;
+            }
+        }
+        Ok(PendingOutputs { model, stream: s0 })
+    }
+}

@@ -1,0 +1,668 @@
+//! Binding graph operators to host kernels: which constants each kernel reads, prepared
+//! weights (convolutions with their activation fused), scratch sizes, and the code that runs
+//! one node on a stream worker with checked views of its planned memory.
+
+use std::sync::Arc;
+
+use aegis_cuda::{CudaError, DeviceSlice, HostRead, HostWrite};
+
+use crate::graph::{DType, ExecutionGraph, NodeId, Op, TensorId, TensorKind};
+use crate::kernels::{self as k, BinaryOp, ConvAttrs, KernelError, PreparedConv, UnaryOp};
+use crate::ExecError;
+
+/// What a node's kernel needs beyond its op.
+#[derive(Debug, Clone)]
+pub(crate) enum KernelSpec {
+    /// A generic kernel reading its inputs from the arena or the weights buffer.
+    Generic,
+    /// A convolution with prepared weights; `output` is where it writes (the fused
+    /// activation's output when one was fused).
+    Conv {
+        conv: Arc<PreparedConv>,
+        output: TensorId,
+    },
+}
+
+/// Result of planning kernels for a graph.
+#[derive(Debug)]
+pub(crate) struct KernelPlan {
+    /// Per node index: its kernel, or `None` when the node needs none (fused away).
+    pub(crate) kernels: Vec<Option<KernelSpec>>,
+    /// Constants read from device memory by kernels (uploaded once).
+    pub(crate) weight_tensors: Vec<TensorId>,
+    /// Bytes of kernel-prepared weights.
+    pub(crate) prepared_bytes: u64,
+    /// Scratch elements (f32) the largest kernel needs per stream.
+    pub(crate) scratch_elems: usize,
+}
+
+fn unary_of(op: &Op) -> Option<UnaryOp> {
+    Some(match op {
+        Op::Relu => UnaryOp::Relu,
+        Op::Sigmoid => UnaryOp::Sigmoid,
+        Op::Tanh => UnaryOp::Tanh,
+        Op::Erf => UnaryOp::Erf,
+        Op::Sqrt => UnaryOp::Sqrt,
+        Op::Gelu { approximate } => UnaryOp::Gelu(match approximate {
+            crate::loader::op::GeluApproximation::None => k::GeluApprox::None,
+            crate::loader::op::GeluApproximation::Tanh => k::GeluApprox::Tanh,
+        }),
+        Op::HardSigmoid { alpha, beta } => UnaryOp::HardSigmoid {
+            alpha: *alpha,
+            beta: *beta,
+        },
+        Op::HardSwish => UnaryOp::HardSwish,
+        Op::Clip { min, max } => UnaryOp::Clip {
+            min: *min,
+            max: *max,
+        },
+        _ => return None,
+    })
+}
+
+fn binary_of(op: &Op) -> Option<BinaryOp> {
+    Some(match op {
+        Op::Add => BinaryOp::Add,
+        Op::Sub => BinaryOp::Sub,
+        Op::Mul => BinaryOp::Mul,
+        Op::Div => BinaryOp::Div,
+        Op::Pow => BinaryOp::Pow,
+        Op::Mod { fmod } => BinaryOp::Mod { fmod: *fmod },
+        _ => return None,
+    })
+}
+
+fn kernel_err(g: &ExecutionGraph, node: &str, e: KernelError) -> ExecError {
+    ExecError::InvalidNode {
+        model: g.name().to_owned(),
+        node: node.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Decides every node's kernel. Pure: used both for the memory estimate and to prepare.
+pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelPlan, ExecError> {
+    let n = g.operators().len();
+    let mut kernels: Vec<Option<KernelSpec>> = vec![Some(KernelSpec::Generic); n];
+    let mut weight: Vec<bool> = vec![false; g.tensors().len()];
+    let mut prepared_bytes = 0u64;
+    let mut scratch = 0usize;
+    let order = g.topological_order();
+    let mut pos = vec![0usize; n];
+    for (p, id) in order.iter().enumerate() {
+        pos[id.index()] = p;
+    }
+    for (p, id) in order.iter().enumerate() {
+        let node = g.node(*id);
+        if kernels[id.index()].is_none() {
+            continue; // fused into its producer
+        }
+        if let Op::Conv {
+            kernel_shape,
+            strides,
+            pads,
+            dilations,
+            group,
+        } = &node.op
+        {
+            let w_id = node.inputs.get(1).copied();
+            let w = w_id
+                .and_then(|t| g.constant_data(t))
+                .and_then(|d| d.as_f32());
+            let (Some(w_id), Some(w)) = (w_id, w) else {
+                return Err(ExecError::InvalidNode {
+                    model: g.name().to_owned(),
+                    node: node.name.clone(),
+                    reason: "Conv weights must be a float constant".into(),
+                });
+            };
+            let bias = match node.inputs.get(2) {
+                Some(&b) => Some(g.constant_data(b).and_then(|d| d.as_f32()).ok_or_else(|| {
+                    ExecError::InvalidNode {
+                        model: g.name().to_owned(),
+                        node: node.name.clone(),
+                        reason: "Conv bias must be a float constant".into(),
+                    }
+                })?),
+                None => None,
+            };
+            let nsp = kernel_shape.len();
+            let attrs = ConvAttrs {
+                kernel: kernel_shape.clone(),
+                strides: strides.clone(),
+                dilations: dilations.clone(),
+                pads_begin: pads[..nsp].to_vec(),
+                pads_end: pads[nsp..].to_vec(),
+                group: *group,
+            };
+            let mut conv = PreparedConv::new(w, &g.tensor(w_id).shape, bias, attrs)
+                .map_err(|e| kernel_err(g, &node.name, e))?;
+            let mut output = node.outputs[0];
+            // Fuse a following activation when it is the conv output's only reader and runs
+            // right after it (so no other tensor's planned memory is live in between).
+            let consumers = g.consumers(output);
+            if consumers.len() == 1 && g.tensor(output).kind == TensorKind::Activation {
+                let next = consumers[0];
+                let nn = g.node(next);
+                let fused_out = nn.outputs[0];
+                if pos[next.index()] == p + 1
+                    && nn.inputs.len() == 1
+                    && !planned_overlap(g, fused_out, node.inputs[0])
+                {
+                    if let Some(act) = unary_of(&nn.op) {
+                        conv = conv.with_activation(act);
+                        output = fused_out;
+                        kernels[next.index()] = None;
+                    }
+                }
+            }
+            let x_shape = &g.tensor(node.inputs[0]).shape;
+            scratch = scratch.max(
+                conv.scratch_len(x_shape, threads)
+                    .map_err(|e| kernel_err(g, &node.name, e))?,
+            );
+            prepared_bytes += (w.len() + bias.map_or(0, <[f32]>::len)) as u64 * 4;
+            kernels[id.index()] = Some(KernelSpec::Conv {
+                conv: Arc::new(conv),
+                output,
+            });
+            continue;
+        }
+        for &t in &node.inputs {
+            if g.tensor(t).kind == TensorKind::Constant {
+                weight[t.index()] = true;
+            }
+        }
+    }
+    let weight_tensors = (0..weight.len())
+        .filter(|&i| weight[i])
+        .map(|i| TensorId(i as u32))
+        .collect();
+    Ok(KernelPlan {
+        kernels,
+        weight_tensors,
+        prepared_bytes,
+        scratch_elems: scratch,
+    })
+}
+
+/// True when two tensors' planned arena ranges share a byte (a fused kernel cannot read one
+/// while writing the other).
+fn planned_overlap(g: &ExecutionGraph, a: TensorId, b: TensorId) -> bool {
+    let plan = g.plan();
+    let range = |t: TensorId| {
+        let off = plan.offset_of(t.index())?;
+        Some((off, off + plan.lifetime_of(t.index())?.size_bytes))
+    };
+    match (range(a), range(b)) {
+        (Some((a0, a1)), Some((b0, b1))) => a0 < b1 && b0 < a1,
+        _ => false,
+    }
+}
+
+/// A tensor as a kernel sees it.
+#[derive(Debug, Clone)]
+struct Arg {
+    slice: DeviceSlice,
+    shape: Vec<usize>,
+    dtype: DType,
+}
+
+/// One node bound to its memory; `run` executes it on a stream worker.
+#[derive(Debug)]
+pub(crate) struct NodeKernel {
+    label: &'static str,
+    node_name: String,
+    op: Op,
+    spec: KernelSpec,
+    ins: Vec<Arg>,
+    outs: Vec<Arg>,
+    /// Input that shares its planned memory with output 0 (in-place elementwise op).
+    alias: Option<usize>,
+    scratch: Option<DeviceSlice>,
+    threads: usize,
+    stream: u64,
+}
+
+type Res<T> = Result<T, CudaError>;
+
+fn cast_err(label: &str, what: &str) -> CudaError {
+    CudaError::invalid(
+        "kernel view",
+        format!("{label}: {what} is not aligned for its element type"),
+    )
+}
+
+fn f32s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [f32]> {
+    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "f32 view"))
+}
+fn f32s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [f32]> {
+    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "f32 view"))
+}
+fn i64s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [i64]> {
+    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "i64 view"))
+}
+fn i64s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [i64]> {
+    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "i64 view"))
+}
+fn i32s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [i32]> {
+    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "i32 view"))
+}
+fn i32s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [i32]> {
+    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "i32 view"))
+}
+
+impl NodeKernel {
+    pub(crate) fn bind(
+        g: &ExecutionGraph,
+        id: NodeId,
+        spec: KernelSpec,
+        slice_of: &dyn Fn(TensorId) -> Result<DeviceSlice, ExecError>,
+        scratch: Option<DeviceSlice>,
+        threads: usize,
+        stream: u64,
+    ) -> Result<Self, ExecError> {
+        let node = g.node(id);
+        let arg = |t: TensorId| -> Result<Arg, ExecError> {
+            let info = g.tensor(t);
+            Ok(Arg {
+                slice: slice_of(t)?,
+                shape: info.shape.clone(),
+                dtype: info.dtype,
+            })
+        };
+        let (ins, outs) = match &spec {
+            KernelSpec::Conv { output, .. } => (vec![arg(node.inputs[0])?], vec![arg(*output)?]),
+            KernelSpec::Generic => (
+                node.inputs
+                    .iter()
+                    .map(|&t| arg(t))
+                    .collect::<Result<Vec<_>, _>>()?,
+                node.outputs
+                    .iter()
+                    .map(|&t| arg(t))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let mut alias = None;
+        if let Some(o) = outs.first() {
+            for (i, a) in ins.iter().enumerate() {
+                if a.slice.overlaps(&o.slice) {
+                    let exact =
+                        a.slice.offset() == o.slice.offset() && a.slice.len() == o.slice.len();
+                    let ok = exact
+                        && node.op.is_elementwise()
+                        && alias.is_none()
+                        && a.dtype == DType::F32;
+                    if !ok {
+                        return Err(ExecError::InvalidNode {
+                            model: g.name().to_owned(),
+                            node: node.name.clone(),
+                            reason: "an input shares planned memory with the output in a way this kernel cannot run in place".into(),
+                        });
+                    }
+                    alias = Some(i);
+                }
+            }
+        }
+        Ok(Self {
+            label: node.op.onnx_name(),
+            node_name: node.name.clone(),
+            op: node.op.clone(),
+            spec,
+            ins,
+            outs,
+            alias,
+            scratch,
+            threads: threads.max(1),
+            stream,
+        })
+    }
+
+    pub(crate) fn label(&self) -> &'static str {
+        self.label
+    }
+
+    /// Runs the node. Errors carry the node's name and the kernel's reason.
+    pub(crate) fn run(&self) -> Res<()> {
+        let l = self.label;
+        let reads: Vec<Option<HostRead<'_>>> = self
+            .ins
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                if Some(i) == self.alias {
+                    Ok(None)
+                } else {
+                    a.slice.host_read(l).map(Some)
+                }
+            })
+            .collect::<Res<_>>()?;
+        let mut writes: Vec<HostWrite<'_>> = self
+            .outs
+            .iter()
+            .map(|a| a.slice.host_write(l))
+            .collect::<Res<_>>()?;
+        let r = self.dispatch(&reads, &mut writes);
+        r.map_err(|e| CudaError::WorkFailed {
+            label: format!("{} ({})", self.label, self.node_name),
+            stream: self.stream,
+            category: aegis_cuda::ErrorCategory::Permanent,
+            message: e.to_string(),
+        })
+    }
+
+    fn dispatch(
+        &self,
+        reads: &[Option<HostRead<'_>>],
+        writes: &mut [HostWrite<'_>],
+    ) -> Result<(), DispatchError> {
+        let l = self.label;
+        let t = self.threads;
+        let inb = |i: usize| -> &[u8] { reads[i].as_deref().unwrap_or(&[]) };
+        let shape = |i: usize| -> &[usize] { &self.ins[i].shape };
+        let dt = |i: usize| self.ins[i].dtype;
+        let out_shape = self
+            .outs
+            .first()
+            .map(|o| o.shape.clone())
+            .unwrap_or_default();
+        if let KernelSpec::Conv { conv, .. } = &self.spec {
+            let x = f32s(l, inb(0))?;
+            let out = f32s_mut(l, &mut writes[0])?;
+            let mut sg = match &self.scratch {
+                Some(s) => Some(s.host_write(l)?),
+                None => None,
+            };
+            let sc: &mut [f32] = match sg.as_mut() {
+                Some(g) => f32s_mut(l, g)?,
+                None => &mut [],
+            };
+            conv.run(x, shape(0), out, sc, t)?;
+            return Ok(());
+        }
+        let op = &self.op;
+        if let Some(u) = unary_of(op) {
+            if self.alias == Some(0) {
+                k::unary_f32_inplace(u, f32s_mut(l, &mut writes[0])?, t)?;
+            } else {
+                k::unary_f32(u, f32s(l, inb(0))?, f32s_mut(l, &mut writes[0])?, t)?;
+            }
+            return Ok(());
+        }
+        if let Some(b) = binary_of(op) {
+            match (self.alias, dt(0)) {
+                (Some(ai), DType::F32) => {
+                    let other = 1 - ai;
+                    let f = scalar_binary(b);
+                    let (bs, bsh) = (f32s(l, inb(other))?, shape(other));
+                    let out = f32s_mut(l, &mut writes[0])?;
+                    if ai == 0 {
+                        k::broadcast_assign(l, out, &out_shape, bs, bsh, t, move |o, y| f(o, y))?;
+                    } else {
+                        k::broadcast_assign(l, out, &out_shape, bs, bsh, t, move |o, y| f(y, o))?;
+                    }
+                }
+                (_, DType::F32) => k::binary_f32(
+                    b,
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    f32s(l, inb(1))?,
+                    shape(1),
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?,
+                (_, DType::I64) => k::binary_i64(
+                    b,
+                    i64s(l, inb(0))?,
+                    shape(0),
+                    i64s(l, inb(1))?,
+                    shape(1),
+                    i64s_mut(l, &mut writes[0])?,
+                    t,
+                )?,
+                (_, DType::I32) => k::binary_i32(
+                    b,
+                    i32s(l, inb(0))?,
+                    shape(0),
+                    i32s(l, inb(1))?,
+                    shape(1),
+                    i32s_mut(l, &mut writes[0])?,
+                    t,
+                )?,
+                (_, other) => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
+            }
+            return Ok(());
+        }
+        match op {
+            Op::Sum => {
+                if let Some(ai) = self.alias {
+                    let out = f32s_mut(l, &mut writes[0])?;
+                    for i in (0..self.ins.len()).filter(|&i| i != ai) {
+                        k::broadcast_assign(
+                            l,
+                            out,
+                            &out_shape,
+                            f32s(l, inb(i))?,
+                            shape(i),
+                            t,
+                            |o, y| o + y,
+                        )?;
+                    }
+                } else {
+                    let views = (0..self.ins.len())
+                        .map(|i| Ok((f32s(l, inb(i))?, shape(i))))
+                        .collect::<Res<Vec<_>>>()?;
+                    k::variadic_f32(k::VariadicOp::Sum, &views, f32s_mut(l, &mut writes[0])?, t)?;
+                }
+            }
+            Op::Equal => {
+                let out: &mut [u8] = &mut writes[0];
+                match dt(0) {
+                    DType::F32 => k::compare(
+                        k::CompareOp::Equal,
+                        f32s(l, inb(0))?,
+                        shape(0),
+                        f32s(l, inb(1))?,
+                        shape(1),
+                        out,
+                        t,
+                    )?,
+                    DType::I64 => k::compare(
+                        k::CompareOp::Equal,
+                        i64s(l, inb(0))?,
+                        shape(0),
+                        i64s(l, inb(1))?,
+                        shape(1),
+                        out,
+                        t,
+                    )?,
+                    DType::I32 => k::compare(
+                        k::CompareOp::Equal,
+                        i32s(l, inb(0))?,
+                        shape(0),
+                        i32s(l, inb(1))?,
+                        shape(1),
+                        out,
+                        t,
+                    )?,
+                    DType::Bool => k::compare(
+                        k::CompareOp::Equal,
+                        inb(0),
+                        shape(0),
+                        inb(1),
+                        shape(1),
+                        out,
+                        t,
+                    )?,
+                }
+            }
+            Op::Where => {
+                let c = inb(0);
+                match dt(1) {
+                    DType::F32 => k::where_select(
+                        c,
+                        shape(0),
+                        f32s(l, inb(1))?,
+                        shape(1),
+                        f32s(l, inb(2))?,
+                        shape(2),
+                        f32s_mut(l, &mut writes[0])?,
+                        t,
+                    )?,
+                    DType::I64 => k::where_select(
+                        c,
+                        shape(0),
+                        i64s(l, inb(1))?,
+                        shape(1),
+                        i64s(l, inb(2))?,
+                        shape(2),
+                        i64s_mut(l, &mut writes[0])?,
+                        t,
+                    )?,
+                    DType::I32 => k::where_select(
+                        c,
+                        shape(0),
+                        i32s(l, inb(1))?,
+                        shape(1),
+                        i32s(l, inb(2))?,
+                        shape(2),
+                        i32s_mut(l, &mut writes[0])?,
+                        t,
+                    )?,
+                    DType::Bool => k::where_select(
+                        c,
+                        shape(0),
+                        inb(1),
+                        shape(1),
+                        inb(2),
+                        shape(2),
+                        &mut writes[0][..],
+                        t,
+                    )?,
+                }
+            }
+            Op::Cast { to } => {
+                let src = match dt(0) {
+                    DType::F32 => k::CastSrc::F32(f32s(l, inb(0))?),
+                    DType::I64 => k::CastSrc::I64(i64s(l, inb(0))?),
+                    DType::I32 => k::CastSrc::I32(i32s(l, inb(0))?),
+                    DType::Bool => k::CastSrc::Bool(inb(0)),
+                };
+                let w = &mut writes[0];
+                let dst = match to {
+                    DType::F32 => k::CastDst::F32(f32s_mut(l, w)?),
+                    DType::I64 => k::CastDst::I64(i64s_mut(l, w)?),
+                    DType::I32 => k::CastDst::I32(i32s_mut(l, w)?),
+                    DType::Bool => k::CastDst::Bool(&mut w[..]),
+                };
+                k::cast(src, dst)?;
+            }
+            Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+                writes[0].copy_from_slice(inb(0));
+            }
+            Op::Expand { .. } => match dt(0) {
+                DType::F32 => k::expand(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    f32s_mut(l, &mut writes[0])?,
+                    &out_shape,
+                    t,
+                )?,
+                DType::I64 => k::expand(
+                    i64s(l, inb(0))?,
+                    shape(0),
+                    i64s_mut(l, &mut writes[0])?,
+                    &out_shape,
+                    t,
+                )?,
+                DType::I32 => k::expand(
+                    i32s(l, inb(0))?,
+                    shape(0),
+                    i32s_mut(l, &mut writes[0])?,
+                    &out_shape,
+                    t,
+                )?,
+                DType::Bool => k::expand(inb(0), shape(0), &mut writes[0][..], &out_shape, t)?,
+            },
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
+                let attrs = k::GemmAttrs {
+                    alpha: *alpha,
+                    beta: *beta,
+                    trans_a: *trans_a,
+                    trans_b: *trans_b,
+                };
+                let c = if self.ins.len() > 2 {
+                    Some((f32s(l, inb(2))?, shape(2)))
+                } else {
+                    None
+                };
+                k::gemm(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    f32s(l, inb(1))?,
+                    shape(1),
+                    c,
+                    &attrs,
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
+            Op::MatMul => {
+                k::matmul(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    f32s(l, inb(1))?,
+                    shape(1),
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
+            other => return Err(DispatchError::Unsupported(other.onnx_name().to_owned())),
+        }
+        Ok(())
+    }
+}
+
+/// Scalar form of a binary op for the in-place path (same semantics as the kernels').
+fn scalar_binary(b: BinaryOp) -> impl Fn(f32, f32) -> f32 + Sync + Copy {
+    move |x: f32, y: f32| match b {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        BinaryOp::Div => x / y,
+        BinaryOp::Pow => {
+            if y == 2.0 {
+                x * x
+            } else {
+                x.powf(y)
+            }
+        }
+        BinaryOp::Mod { fmod: true } => x % y,
+        BinaryOp::Mod { fmod: false } => {
+            let r = x % y;
+            if r != 0.0 && (r < 0.0) != (y < 0.0) {
+                r + y
+            } else {
+                r
+            }
+        }
+        BinaryOp::Max => x.max(y),
+        BinaryOp::Min => x.min(y),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DispatchError {
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Device(#[from] CudaError),
+    #[error("no host kernel for {0}")]
+    Unsupported(String),
+}

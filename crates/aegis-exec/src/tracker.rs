@@ -1,0 +1,217 @@
+//! Dependency tracking across streams: which stream runs each step, and exactly where an
+//! event is recorded and waited so that every cross-stream read-after-write and every reuse
+//! of arena memory (write-after-read/write, from the static plan) is ordered.
+
+use crate::graph::{ExecutionGraph, Op, TensorKind};
+
+/// The stream schedule of one prepared model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamAssignment {
+    /// Number of streams the schedule uses (≤ the number asked for).
+    pub streams: usize,
+    /// Stream of each step (index = position in the graph's topological order).
+    pub stream_of: Vec<usize>,
+    /// Events each step waits on before it runs.
+    pub waits: Vec<Vec<usize>>,
+    /// Event recorded right after each step, if any stream needs to wait for it.
+    pub record_after: Vec<Option<usize>>,
+    /// Event recorded on stream 0 after the inputs are written (the "start"), if needed.
+    pub start_event: Option<usize>,
+    /// For each stream other than 0: (stream, event recorded after its last step), waited on
+    /// by stream 0 before outputs are read.
+    pub joins: Vec<(usize, usize)>,
+    /// Total events used.
+    pub events: usize,
+}
+
+/// Rough work estimate of a step, used to balance streams (multiply-adds or elements).
+fn cost(g: &ExecutionGraph, step: usize) -> u64 {
+    let node = g.node(g.topological_order()[step]);
+    let out: u64 = node
+        .outputs
+        .iter()
+        .map(|&t| g.tensor(t).num_elements() as u64)
+        .sum();
+    match &node.op {
+        Op::Conv {
+            kernel_shape,
+            group,
+            ..
+        } => {
+            let c_in = node
+                .inputs
+                .first()
+                .map(|&t| g.tensor(t).shape.get(1).copied().unwrap_or(1))
+                .unwrap_or(1);
+            let k: usize = kernel_shape.iter().product();
+            out.saturating_mul((c_in / (*group).max(1) * k) as u64)
+        }
+        Op::MatMul | Op::Gemm { .. } => {
+            let k = node
+                .inputs
+                .first()
+                .and_then(|&t| g.tensor(t).shape.last().copied())
+                .unwrap_or(1);
+            out.saturating_mul(k as u64)
+        }
+        _ => out,
+    }
+}
+
+/// Assigns steps to at most `streams` streams and places the minimum events this greedy
+/// schedule needs (transitively implied waits are skipped).
+///
+/// Placement: a step continues the stream of a predecessor that is currently that stream's
+/// last step (no event needed); otherwise it goes to the least-loaded stream (lowest index on
+/// ties). Deterministic: depends only on the graph and its plan.
+pub fn assign_streams(g: &ExecutionGraph, streams: usize) -> StreamAssignment {
+    let order = g.topological_order();
+    let n = order.len();
+    let streams = streams.max(1);
+    let mut pos_of_node = vec![usize::MAX; g.operators().len()];
+    for (p, id) in order.iter().enumerate() {
+        pos_of_node[id.index()] = p;
+    }
+    let plan = g.plan();
+    // Dependencies of each step: producers of its inputs, and every step that touched arena
+    // memory its outputs reuse (from the static plan).
+    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (p, id) in order.iter().enumerate() {
+        let node = g.node(*id);
+        for &t in &node.inputs {
+            if let Some(pr) = g.producer(t) {
+                deps[p].push(pos_of_node[pr.index()]);
+            }
+        }
+    }
+    if streams > 1 {
+        // Planned ranges of every arena tensor: (start, end, producer step, last reader step).
+        let mut ranges = Vec::new();
+        for (i, t) in g.tensors().iter().enumerate() {
+            if t.kind == TensorKind::Constant {
+                continue;
+            }
+            let (Some(off), Some(life)) = (plan.offset_of(i), plan.lifetime_of(i)) else {
+                continue;
+            };
+            let id = crate::graph::TensorId(i as u32);
+            let mut touch: Vec<usize> = g
+                .consumers(id)
+                .iter()
+                .map(|c| pos_of_node[c.index()])
+                .collect();
+            if let Some(pr) = g.producer(id) {
+                touch.push(pos_of_node[pr.index()]);
+            }
+            ranges.push((off, off + life.size_bytes, i, touch));
+        }
+        for (a_start, a_end, a, _) in &ranges {
+            let Some(pa) = g.producer(crate::graph::TensorId(*a as u32)) else {
+                continue;
+            };
+            let pa = pos_of_node[pa.index()];
+            for (b_start, b_end, b, touch_b) in &ranges {
+                if a == b || !(a_start < b_end && b_start < a_end) {
+                    continue;
+                }
+                // `b` shares memory with `a`; every step that touched `b` before `a` is written
+                // must finish first.
+                for &s in touch_b {
+                    if s < pa {
+                        deps[pa].push(s);
+                    }
+                }
+            }
+        }
+    }
+    for d in &mut deps {
+        d.sort_unstable();
+        d.dedup();
+    }
+
+    let mut stream_of = vec![0usize; n];
+    let mut pos_in_stream = vec![0usize; n];
+    let mut len = vec![0usize; streams]; // steps placed per stream
+    let mut last = vec![None::<usize>; streams];
+    let mut load = vec![0u64; streams];
+    for p in 0..n {
+        let tail = deps[p]
+            .iter()
+            .rev()
+            .find(|&&d| last[stream_of[d]] == Some(d))
+            .map(|&d| stream_of[d]);
+        let s = tail.unwrap_or_else(|| (0..streams).min_by_key(|&s| (load[s], s)).unwrap_or(0));
+        stream_of[p] = s;
+        len[s] += 1;
+        pos_in_stream[p] = len[s]; // 1-based: 0 means "nothing yet"
+        last[s] = Some(p);
+        load[s] = load[s].saturating_add(cost(g, p).max(1));
+    }
+    // Unused streams are picked lowest index first (their load is zero), so the used ones
+    // are exactly 0..used.
+    let streams = (0..streams).filter(|&s| len[s] > 0).count().max(1);
+
+    // known[s][o]: stream s has waited for stream o up to its step number known[s][o]
+    // (1-based position within o). Stream 0 position 0 is the upload, "virtual step 0".
+    let mut known = vec![vec![0usize; streams]; streams];
+    let mut snapshot: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut waits = vec![Vec::new(); n];
+    let mut record_after = vec![None; n];
+    let mut events = 0usize;
+    let mut start_event = None;
+    let mut pos = vec![0usize; streams];
+    let mut first_done = vec![false; streams];
+    for p in 0..n {
+        let s = stream_of[p];
+        if s != 0 && !first_done[s] {
+            // Every stream other than 0 starts after the inputs are written on stream 0 (which
+            // also orders it after the previous inference's last reads, joined into stream 0).
+            let ev = *start_event.get_or_insert_with(|| {
+                events += 1;
+                events - 1
+            });
+            waits[p].push(ev);
+        }
+        first_done[s] = true;
+        for &d in &deps[p] {
+            let o = stream_of[d];
+            if o == s || known[s][o] >= pos_in_stream[d] {
+                continue;
+            }
+            let ev = *record_after[d].get_or_insert_with(|| {
+                events += 1;
+                events - 1
+            });
+            waits[p].push(ev);
+            let snap = snapshot[d].clone();
+            for (k, v) in snap.iter().enumerate() {
+                known[s][k] = known[s][k].max(*v);
+            }
+            known[s][o] = known[s][o].max(pos_in_stream[d]);
+        }
+        pos[s] += 1;
+        known[s][s] = pos[s];
+        snapshot[p] = known[s].clone();
+    }
+    let mut joins = Vec::new();
+    for s in 1..streams {
+        if known[0][s] < pos[s] {
+            if let Some(lastp) = (0..n).rev().find(|&p| stream_of[p] == s) {
+                let ev = *record_after[lastp].get_or_insert_with(|| {
+                    events += 1;
+                    events - 1
+                });
+                joins.push((s, ev));
+            }
+        }
+    }
+    StreamAssignment {
+        streams,
+        stream_of,
+        waits,
+        record_after,
+        start_event,
+        joins,
+        events,
+    }
+}

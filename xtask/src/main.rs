@@ -8,6 +8,7 @@
 //! - `bench [stream|plan|kernels|exec|sched|all]`: release benchmarks that print figures.
 //! - `gpu-build`, `cuda-check`: build the CUDA path against a generated libcuda stub.
 
+mod gpu;
 mod layering;
 mod tidy;
 
@@ -121,7 +122,8 @@ fn main() -> ExitCode {
             .and_then(|_| clippy())
             .and_then(|_| test())
             .and_then(|_| docs())
-            .and_then(|_| loom()),
+            .and_then(|_| loom())
+            .and_then(|_| gpu::cuda_check(&root)),
         "fmt" => fmt_check(),
         "clippy" => clippy(),
         "test" => test(),
@@ -129,9 +131,11 @@ fn main() -> ExitCode {
         "layering" => layering::check(&root),
         "tidy" => tidy::check(&root),
         "loom" => loom(),
+        "cuda-check" => gpu::cuda_check(&root),
+        "gpu-build" => gpu::gpu_build(&root),
         "bench" => bench(args.get(1).map(String::as_str).unwrap_or("all")),
         _ => {
-            eprintln!("usage: cargo xtask <ci|fmt|clippy|test|doc|layering|tidy|loom|bench [name]>");
+            eprintln!("usage: cargo xtask <ci|fmt|clippy|test|doc|layering|tidy|loom|cuda-check|gpu-build|bench [name]>");
             return if task == "help" { ExitCode::SUCCESS } else { ExitCode::from(2) };
         }
     };

@@ -4,9 +4,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use aegis_cuda::sync::{lock, Arc, Mutex};
+use aegis_cuda::sync::{lock, Mutex};
 
 use crate::error::{CancelReason, RejectReason, Slack, SubmitErrorKind};
+use crate::policy::ModelName;
 use crate::request::{Priority, RequestId, TenantId};
 
 /// What was decided.
@@ -37,7 +38,7 @@ pub struct Decision {
     /// The request (for a refusal: the id it would have had is unknown, so `RequestId(u64::MAX)`).
     pub request: RequestId,
     /// Its model.
-    pub model: Arc<str>,
+    pub model: ModelName,
     /// Its tenant.
     pub tenant: TenantId,
     /// Its priority.

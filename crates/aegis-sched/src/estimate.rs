@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aegis_cuda::sync::Arc;
+use crate::policy::ModelName;
 
 /// A model's execution-time estimate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelEstimate {
     /// The model.
-    pub model: Arc<str>,
+    pub model: ModelName,
     /// Exponentially weighted moving average of measured device time (seeded with the
     /// workload's prepare-time estimate).
     pub mean: Duration,
@@ -21,7 +21,7 @@ pub struct ModelEstimate {
 
 #[derive(Debug)]
 struct Entry {
-    name: Arc<str>,
+    name: ModelName,
     mean: f64,
     dev: f64,
     samples: u64,
@@ -32,7 +32,7 @@ struct Entry {
 pub(crate) struct Estimates {
     alpha: f64,
     factor: f64,
-    models: HashMap<Arc<str>, Entry>,
+    models: HashMap<ModelName, Entry>,
     /// Per-request overhead beyond device time (dispatch, completion hop, collect), EWMA in ns.
     overhead: f64,
 }
@@ -64,13 +64,13 @@ impl Estimates {
         &mut self,
         model: &str,
         initial: impl FnOnce() -> Duration,
-    ) -> (Arc<str>, Duration, Duration) {
+    ) -> (ModelName, Duration, Duration) {
         let e = match self.models.get(model) {
             Some(e) => e,
             None => {
-                let name: Arc<str> = Arc::from(model);
+                let name: ModelName = ModelName::from(model);
                 let e = Entry {
-                    name: Arc::clone(&name),
+                    name: ModelName::clone(&name),
                     mean: ns(initial()),
                     dev: 0.0,
                     samples: 0,
@@ -79,7 +79,7 @@ impl Estimates {
             }
         };
         (
-            Arc::clone(&e.name),
+            ModelName::clone(&e.name),
             dur(e.mean),
             dur(e.mean + self.factor * e.dev),
         )
@@ -108,7 +108,7 @@ impl Estimates {
 
     pub(crate) fn get(&self, model: &str) -> Option<ModelEstimate> {
         self.models.get(model).map(|e| ModelEstimate {
-            model: Arc::clone(&e.name),
+            model: ModelName::clone(&e.name),
             mean: dur(e.mean),
             deviation: dur(e.dev),
             samples: e.samples,
@@ -122,7 +122,8 @@ impl Estimates {
     }
 }
 
-#[cfg(test)]
+// loom primitives exist only inside a loom model: plain unit tests are not loom models.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -12,6 +12,7 @@ use crate::error::{
     CancelReason, RejectReason, RequestError, SchedError, Slack, SubmitError, SubmitErrorKind,
 };
 use crate::estimate::{Estimates, ModelEstimate};
+use crate::policy::ModelName;
 use crate::policy::{
     add_saturating, Candidate, CandidateQueue, Choice, Feedback, InFlight, PolicyContext,
     SchedulingPolicy,
@@ -362,7 +363,7 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
             at: Instant::now(),
             policy: self.shared.policy_name,
             request: RequestId(u64::MAX),
-            model: Arc::from(request.workload.model_id()),
+            model: ModelName::from(request.workload.model_id()),
             tenant: request.tenant,
             priority: request.priority,
             deadline: request.deadline,
@@ -537,7 +538,8 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
 
     /// Polls the inbox for a short while before the caller blocks (see `idle_spin`).
     fn spin(&self, inbox: &Inbox<I, O>, recheck: Option<Instant>) {
-        if self.idle_spin.is_zero() || inbox.has_news() {
+        // Under loom a busy-poll is an unbounded loop of unmodelled steps: block instead.
+        if cfg!(loom) || self.idle_spin.is_zero() || inbox.has_news() {
             return;
         }
         let start = Instant::now();
@@ -679,7 +681,7 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
             at: Instant::now(),
             policy: self.policy.name(),
             request: c.id,
-            model: Arc::clone(&c.model),
+            model: ModelName::clone(&c.model),
             tenant: c.tenant,
             priority: c.priority,
             deadline: c.deadline,
@@ -926,7 +928,7 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
         }
         self.policy.on_complete(&Feedback {
             id,
-            model: Arc::clone(&c.model),
+            model: ModelName::clone(&c.model),
             tenant: c.tenant,
             stream: s,
             estimate: c.estimate,

@@ -1,4 +1,5 @@
 //! End-to-end scheduler tests on the host backend with small workloads.
+#![cfg(not(loom))]
 
 mod common;
 

@@ -137,7 +137,8 @@ impl SchedulingPolicy for WeightedFair {
     }
 }
 
-#[cfg(test)]
+// loom primitives exist only inside a loom model: plain unit tests are not loom models.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use std::time::{Duration, Instant};
 

@@ -20,7 +20,8 @@ impl SchedulingPolicy for Fifo {
     }
 }
 
-#[cfg(test)]
+// loom primitives exist only inside a loom model: plain unit tests are not loom models.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use std::time::Instant;
 

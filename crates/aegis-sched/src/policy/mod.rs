@@ -15,8 +15,6 @@ mod priority;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use aegis_cuda::sync::Arc;
-
 use crate::error::RejectReason;
 use crate::request::{Priority, RequestId, TenantId};
 
@@ -25,13 +23,19 @@ pub use fair::WeightedFair;
 pub use fifo::Fifo;
 pub use priority::StrictPriority;
 
+/// A model's id, shared cheaply between candidates, decisions and estimates.
+///
+/// `std`'s `Arc` on purpose, not the `aegis_cuda::sync` facade: it is immutable data, never a
+/// synchronisation point, and loom's `Arc` does not hold unsized values.
+pub type ModelName = std::sync::Arc<str>;
+
 /// A queued request as a policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     /// Its id (ids increase in arrival order).
     pub id: RequestId,
     /// The model it runs.
-    pub model: Arc<str>,
+    pub model: ModelName,
     /// Priority (higher is more urgent).
     pub priority: Priority,
     /// Absolute deadline.
@@ -212,7 +216,7 @@ pub struct Feedback {
     /// The request.
     pub id: RequestId,
     /// Its model.
-    pub model: Arc<str>,
+    pub model: ModelName,
     /// Its tenant.
     pub tenant: TenantId,
     /// Pool index of its stream.
@@ -278,7 +282,7 @@ pub(crate) fn add_saturating(t: Instant, d: Duration) -> Instant {
         .unwrap_or(t)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(crate) mod test_support {
     use super::*;
 
@@ -293,7 +297,7 @@ pub(crate) mod test_support {
     ) -> Candidate {
         Candidate {
             id: RequestId(id),
-            model: Arc::from("m"),
+            model: ModelName::from("m"),
             priority: Priority(priority),
             deadline: deadline_ms.map(|d| base + Duration::from_millis(d)),
             tenant: TenantId(tenant),

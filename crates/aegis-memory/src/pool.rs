@@ -56,22 +56,23 @@ impl BudgetCounter {
         }
     }
 
-    /// Reserves `bytes`, or fails at once with [`MemoryError::BudgetExceeded`]. The
-    /// reservation is given back when the returned guard drops.
+    /// Reserves `bytes` from `counter`, or fails at once with
+    /// [`MemoryError::BudgetExceeded`]. The reservation is given back when the returned guard
+    /// drops. (An associated function because loom's `Arc` cannot be a method receiver.)
     ///
     /// # Errors
     /// [`MemoryError::BudgetExceeded`] (Transient) when `bytes` do not fit.
-    pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, MemoryError> {
-        let mut current = self.in_use.load(Ordering::Acquire);
+    pub fn try_reserve(counter: &Arc<Self>, bytes: u64) -> Result<Reservation, MemoryError> {
+        let mut current = counter.in_use.load(Ordering::Acquire);
         let new = loop {
-            let Some(new) = current.checked_add(bytes).filter(|&n| n <= self.budget) else {
+            let Some(new) = current.checked_add(bytes).filter(|&n| n <= counter.budget) else {
                 return Err(MemoryError::BudgetExceeded {
                     requested: bytes,
-                    available: self.budget.saturating_sub(current),
-                    budget: self.budget,
+                    available: counter.budget.saturating_sub(current),
+                    budget: counter.budget,
                 });
             };
-            match self.in_use.compare_exchange_weak(
+            match counter.in_use.compare_exchange_weak(
                 current,
                 new,
                 Ordering::AcqRel,
@@ -81,11 +82,11 @@ impl BudgetCounter {
                 Err(seen) => current = seen,
             }
         };
-        self.peak.fetch_max(new, Ordering::AcqRel);
-        self.live.fetch_add(1, Ordering::AcqRel);
-        self.total.fetch_add(1, Ordering::AcqRel);
+        counter.peak.fetch_max(new, Ordering::AcqRel);
+        counter.live.fetch_add(1, Ordering::AcqRel);
+        counter.total.fetch_add(1, Ordering::AcqRel);
         Ok(Reservation {
-            counter: Arc::clone(self),
+            counter: Arc::clone(counter),
             bytes,
         })
     }
@@ -179,7 +180,7 @@ impl DeviceMemoryPool {
         let host_len = usize::try_from(len).map_err(|_| MemoryError::SizeOverflow {
             what: "allocation length",
         })?;
-        let reservation = self.counter.try_reserve(len)?;
+        let reservation = BudgetCounter::try_reserve(&self.counter, len)?;
         // On failure the reservation drops here and the budget is whole again.
         let memory = DeviceMemory::alloc(&self.device, host_len).map_err(MemoryError::from)?;
         tracing::trace!(bytes = len, "pool allocation");

@@ -929,7 +929,6 @@ fn assemble(
         .iter()
         .map(|n| intern(n))
         .collect::<Result<_, _>>()?;
-    drop(intern);
 
     // Graph outputs forwarded by a removed Identity carry the model's output name.
     for (decl, &id) in graph.output.iter().zip(&out_ids) {

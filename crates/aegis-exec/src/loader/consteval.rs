@@ -1,0 +1,409 @@
+//! A small constant evaluator for load-time folding (shape arithmetic and data movement).
+//!
+//! Deliberately separate from the kernels: it runs once at load on small tensors, favours
+//! obviously-correct index arithmetic over speed, and never panics (integer overflow wraps,
+//! division by zero is an error).
+
+use crate::error::ExecError;
+use crate::graph::{DType, Op, TensorData};
+use crate::loader::node::NodeCtx;
+use crate::loader::tensor::{checked_bytes, MAX_CONSTANT_BYTES};
+
+/// Rejects constants too large to materialise at load.
+pub(crate) fn check_const_size(
+    c: &NodeCtx<'_>,
+    shape: &[usize],
+    dtype: DType,
+) -> Result<(), ExecError> {
+    match checked_bytes(shape, dtype) {
+        Some(b) if b <= MAX_CONSTANT_BYTES => Ok(()),
+        _ => Err(c.overflow(format!("constant of shape {shape:?} is too large"))),
+    }
+}
+
+/// `n` copies of the single element of `fill`.
+pub(crate) fn splat(fill: &TensorData, n: usize) -> TensorData {
+    match fill {
+        TensorData::F32(v) => TensorData::F32(vec![v.first().copied().unwrap_or(0.0); n]),
+        TensorData::I32(v) => TensorData::I32(vec![v.first().copied().unwrap_or(0); n]),
+        TensorData::I64(v) => TensorData::I64(vec![v.first().copied().unwrap_or(0); n]),
+        TensorData::Bool(v) => TensorData::Bool(vec![v.first().copied().unwrap_or(0); n]),
+    }
+}
+
+/// Elements of `d` at the flat indices `idx` (all in range by construction).
+fn take(d: &TensorData, idx: &[usize]) -> TensorData {
+    fn pick<T: Copy>(v: &[T], idx: &[usize]) -> Vec<T> {
+        idx.iter().filter_map(|&i| v.get(i).copied()).collect()
+    }
+    match d {
+        TensorData::F32(v) => TensorData::F32(pick(v, idx)),
+        TensorData::I32(v) => TensorData::I32(pick(v, idx)),
+        TensorData::I64(v) => TensorData::I64(pick(v, idx)),
+        TensorData::Bool(v) => TensorData::Bool(pick(v, idx)),
+    }
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Calls `f(flat_out, coords)` for every element of `shape` in row-major order.
+fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
+    let n: usize = shape.iter().product();
+    let mut coord = vec![0usize; shape.len()];
+    for _ in 0..n {
+        f(&coord);
+        for a in (0..shape.len()).rev() {
+            coord[a] += 1;
+            if coord[a] < shape[a] {
+                break;
+            }
+            coord[a] = 0;
+        }
+    }
+}
+
+/// For each element of `out`, the flat index of the broadcast source element in `inp`.
+fn broadcast_index(inp: &[usize], out: &[usize]) -> Vec<usize> {
+    let st = strides(inp);
+    let off = out.len() - inp.len();
+    let mut idx = Vec::with_capacity(out.iter().product());
+    for_each_index(out, |c| {
+        let mut f = 0;
+        for (a, &d) in inp.iter().enumerate() {
+            if d != 1 {
+                f += c[a + off] * st[a];
+            }
+        }
+        idx.push(f);
+    });
+    idx
+}
+
+/// An input of a folded node: its data and shape.
+pub(crate) type Arg<'a> = (&'a TensorData, &'a [usize]);
+
+/// Evaluates `op` on constant inputs. `Ok(None)`: the evaluator does not cover this op (it
+/// stays a runtime node). `outs` are the inferred output shapes.
+pub(crate) fn eval(
+    c: &NodeCtx<'_>,
+    op: &Op,
+    args: &[Arg<'_>],
+    outs: &[(DType, Vec<usize>)],
+) -> Result<Option<Vec<TensorData>>, ExecError> {
+    for (dt, shape) in outs {
+        check_const_size(c, shape, *dt)?;
+    }
+    let out_shape = match outs.first() {
+        Some((_, s)) => s.as_slice(),
+        None => return Ok(None),
+    };
+    let one = |d: TensorData| Ok(Some(vec![d]));
+    match op {
+        Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+            one(args[0].0.clone())
+        }
+        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Mod { .. } | Op::Equal => {
+            let a = take(args[0].0, &broadcast_index(args[0].1, out_shape));
+            let b = take(args[1].0, &broadcast_index(args[1].1, out_shape));
+            binary(c, op, &a, &b).map(|d| Some(vec![d]))
+        }
+        Op::Sum => {
+            let mut acc = take(args[0].0, &broadcast_index(args[0].1, out_shape));
+            for arg in &args[1..] {
+                let b = take(arg.0, &broadcast_index(arg.1, out_shape));
+                acc = binary(c, &Op::Add, &acc, &b)?;
+            }
+            one(acc)
+        }
+        Op::Where => {
+            let cond = take(args[0].0, &broadcast_index(args[0].1, out_shape));
+            let TensorData::Bool(cond) = cond else {
+                return Ok(None);
+            };
+            let xi = broadcast_index(args[1].1, out_shape);
+            let yi = broadcast_index(args[2].1, out_shape);
+            // Build one combined source: x then y; pick per element.
+            let nx = args[1].0.len();
+            let idx: Vec<usize> = cond
+                .iter()
+                .zip(xi.iter().zip(&yi))
+                .map(|(&c, (&x, &y))| if c != 0 { x } else { nx + y })
+                .collect();
+            let both = concat_data(&[args[1].0, args[2].0]).ok_or_else(|| c.mismatch("types"))?;
+            one(take(&both, &idx))
+        }
+        Op::Relu | Op::Sigmoid | Op::Tanh | Op::Sqrt | Op::HardSwish => {
+            let Some(x) = args[0].0.as_f32() else {
+                return Ok(None);
+            };
+            let f: fn(f32) -> f32 = match op {
+                Op::Relu => |v| v.max(0.0),
+                Op::Sigmoid => |v| 1.0 / (1.0 + (-v).exp()),
+                Op::Tanh => f32::tanh,
+                Op::Sqrt => f32::sqrt,
+                _ => |v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
+            };
+            one(TensorData::F32(x.iter().map(|&v| f(v)).collect()))
+        }
+        Op::Clip { min, max } => {
+            let Some(x) = args[0].0.as_f32() else {
+                return Ok(None);
+            };
+            one(TensorData::F32(
+                x.iter().map(|&v| v.max(*min).min(*max)).collect(),
+            ))
+        }
+        Op::Cast { to } => one(cast(args[0].0, *to)),
+        Op::Transpose { perm } => {
+            let (d, shape) = args[0];
+            let st = strides(shape);
+            let mut idx = Vec::with_capacity(d.len());
+            for_each_index(out_shape, |co| {
+                idx.push(perm.iter().enumerate().map(|(i, &p)| co[i] * st[p]).sum());
+            });
+            one(take(d, &idx))
+        }
+        Op::Expand { .. } => one(take(args[0].0, &broadcast_index(args[0].1, out_shape))),
+        Op::Slice { starts, steps } => {
+            let (d, shape) = args[0];
+            let st = strides(shape);
+            let mut idx = Vec::new();
+            for_each_index(out_shape, |co| {
+                let mut f = 0i64;
+                for a in 0..co.len() {
+                    f += (starts[a] as i64 + co[a] as i64 * steps[a]) * st[a] as i64;
+                }
+                idx.push(f as usize);
+            });
+            one(take(d, &idx))
+        }
+        Op::Concat { axis } => {
+            let datas: Vec<&TensorData> = args.iter().map(|a| a.0).collect();
+            let all = concat_data(&datas).ok_or_else(|| c.mismatch("types"))?;
+            // Offset of each input inside `all`, and the input each output slab comes from.
+            let mut base = Vec::with_capacity(args.len());
+            let mut acc = 0;
+            for a in args {
+                base.push(acc);
+                acc += a.0.len();
+            }
+            let mut idx = Vec::new();
+            for_each_index(out_shape, |co| {
+                let mut pos = co[*axis];
+                let mut k = 0;
+                while k + 1 < args.len() && pos >= args[k].1[*axis] {
+                    pos -= args[k].1[*axis];
+                    k += 1;
+                }
+                let st = strides(args[k].1);
+                let mut f = base[k];
+                for a in 0..co.len() {
+                    f += if a == *axis { pos } else { co[a] } * st[a];
+                }
+                idx.push(f);
+            });
+            one(take(&all, &idx))
+        }
+        Op::Split { axis, splits } => {
+            let (d, shape) = args[0];
+            let st = strides(shape);
+            let mut res = Vec::with_capacity(splits.len());
+            let mut offset = 0;
+            for (k, (_, oshape)) in outs.iter().enumerate() {
+                let mut idx = Vec::new();
+                for_each_index(oshape, |co| {
+                    let mut f = 0;
+                    for a in 0..co.len() {
+                        f += if a == *axis { co[a] + offset } else { co[a] } * st[a];
+                    }
+                    idx.push(f);
+                });
+                offset += splits[k];
+                res.push(take(d, &idx));
+            }
+            Ok(Some(res))
+        }
+        Op::Gather { axis } => {
+            let (d, shape) = args[0];
+            let (ind, ishape) = args[1];
+            let ind: Vec<i64> = match ind {
+                TensorData::I64(v) => v.clone(),
+                TensorData::I32(v) => v.iter().map(|&x| i64::from(x)).collect(),
+                _ => return Ok(None),
+            };
+            let extent = shape[*axis] as i64;
+            let st = strides(shape);
+            let ir = ishape.len();
+            let ist = strides(ishape);
+            let mut idx = Vec::new();
+            let mut bad = None;
+            for_each_index(out_shape, |co| {
+                let mut flat_i = 0;
+                for j in 0..ir {
+                    flat_i += co[axis + j] * ist[j];
+                }
+                let mut i = ind.get(flat_i).copied().unwrap_or(0);
+                if i < 0 {
+                    i += extent;
+                }
+                if !(0..extent).contains(&i) {
+                    bad = Some(i);
+                    return;
+                }
+                let mut f = i as usize * st[*axis];
+                for a in 0..*axis {
+                    f += co[a] * st[a];
+                }
+                for a in axis + 1..shape.len() {
+                    f += co[a + ir - 1] * st[a];
+                }
+                idx.push(f);
+            });
+            if let Some(i) = bad {
+                return Err(c.mismatch(format!("Gather index {i} out of range")));
+            }
+            one(take(d, &idx))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn concat_data(parts: &[&TensorData]) -> Option<TensorData> {
+    let first = parts.first()?;
+    let mut out = match first {
+        TensorData::F32(_) => TensorData::F32(Vec::new()),
+        TensorData::I32(_) => TensorData::I32(Vec::new()),
+        TensorData::I64(_) => TensorData::I64(Vec::new()),
+        TensorData::Bool(_) => TensorData::Bool(Vec::new()),
+    };
+    for p in parts {
+        match (&mut out, p) {
+            (TensorData::F32(o), TensorData::F32(v)) => o.extend_from_slice(v),
+            (TensorData::I32(o), TensorData::I32(v)) => o.extend_from_slice(v),
+            (TensorData::I64(o), TensorData::I64(v)) => o.extend_from_slice(v),
+            (TensorData::Bool(o), TensorData::Bool(v)) => o.extend_from_slice(v),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn cast(d: &TensorData, to: DType) -> TensorData {
+    // Through f64 / i64: exact for every value our int32/int64/f32 shape arithmetic produces.
+    let as_f64: Vec<f64> = match d {
+        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::I32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::I64(v) => {
+            return match to {
+                DType::I64 => d.clone(),
+                DType::I32 => TensorData::I32(v.iter().map(|&x| x as i32).collect()),
+                DType::F32 => TensorData::F32(v.iter().map(|&x| x as f32).collect()),
+                DType::Bool => TensorData::Bool(v.iter().map(|&x| u8::from(x != 0)).collect()),
+            }
+        }
+        TensorData::Bool(v) => v.iter().map(|&x| f64::from(x)).collect(),
+    };
+    match to {
+        DType::F32 => TensorData::F32(as_f64.iter().map(|&x| x as f32).collect()),
+        // `as` saturates and maps NaN to 0: defined behaviour, never a panic.
+        DType::I32 => TensorData::I32(as_f64.iter().map(|&x| x as i32).collect()),
+        DType::I64 => TensorData::I64(as_f64.iter().map(|&x| x as i64).collect()),
+        DType::Bool => TensorData::Bool(as_f64.iter().map(|&x| u8::from(x != 0.0)).collect()),
+    }
+}
+
+fn int_op(c: &NodeCtx<'_>, op: &Op, a: i64, b: i64) -> Result<i64, ExecError> {
+    Ok(match op {
+        Op::Add => a.wrapping_add(b),
+        Op::Sub => a.wrapping_sub(b),
+        Op::Mul => a.wrapping_mul(b),
+        Op::Div => a
+            .checked_div(b)
+            .ok_or_else(|| c.invalid("integer division by zero in constant folding"))?,
+        Op::Mod { fmod } => {
+            let r = a
+                .checked_rem(b)
+                .ok_or_else(|| c.invalid("integer modulo by zero in constant folding"))?;
+            if !fmod && r != 0 && ((r < 0) != (b < 0)) {
+                r + b
+            } else {
+                r
+            }
+        }
+        Op::Pow => {
+            let e = u32::try_from(b).map_err(|_| c.invalid("negative integer exponent"))?;
+            a.wrapping_pow(e)
+        }
+        _ => 0,
+    })
+}
+
+fn binary(
+    c: &NodeCtx<'_>,
+    op: &Op,
+    a: &TensorData,
+    b: &TensorData,
+) -> Result<TensorData, ExecError> {
+    let types = || c.mismatch("unsupported operand types in constant folding");
+    if let Op::Equal = op {
+        let eq: Vec<u8> = match (a, b) {
+            (TensorData::F32(x), TensorData::F32(y)) => {
+                x.iter().zip(y).map(|(p, q)| u8::from(p == q)).collect()
+            }
+            (TensorData::I32(x), TensorData::I32(y)) => {
+                x.iter().zip(y).map(|(p, q)| u8::from(p == q)).collect()
+            }
+            (TensorData::I64(x), TensorData::I64(y)) => {
+                x.iter().zip(y).map(|(p, q)| u8::from(p == q)).collect()
+            }
+            (TensorData::Bool(x), TensorData::Bool(y)) => {
+                x.iter().zip(y).map(|(p, q)| u8::from(p == q)).collect()
+            }
+            _ => return Err(types()),
+        };
+        return Ok(TensorData::Bool(eq));
+    }
+    // Pow may mix types (exponent of another type); bring the exponent to the base's type.
+    let b_conv;
+    let b = if let (Op::Pow, true) = (op, a.dtype() != b.dtype()) {
+        b_conv = cast(b, a.dtype());
+        &b_conv
+    } else {
+        b
+    };
+    match (a, b) {
+        (TensorData::F32(x), TensorData::F32(y)) => {
+            let f = |p: f32, q: f32| match op {
+                Op::Add => p + q,
+                Op::Sub => p - q,
+                Op::Mul => p * q,
+                Op::Div => p / q,
+                Op::Pow => p.powf(q),
+                Op::Mod { .. } => p % q,
+                _ => 0.0,
+            };
+            Ok(TensorData::F32(
+                x.iter().zip(y).map(|(&p, &q)| f(p, q)).collect(),
+            ))
+        }
+        (TensorData::I64(x), TensorData::I64(y)) => Ok(TensorData::I64(
+            x.iter()
+                .zip(y)
+                .map(|(&p, &q)| int_op(c, op, p, q))
+                .collect::<Result<_, _>>()?,
+        )),
+        (TensorData::I32(x), TensorData::I32(y)) => Ok(TensorData::I32(
+            x.iter()
+                .zip(y)
+                .map(|(&p, &q)| int_op(c, op, p.into(), q.into()).map(|v| v as i32))
+                .collect::<Result<_, _>>()?,
+        )),
+        _ => Err(types()),
+    }
+}

@@ -1,0 +1,1604 @@
+//! Per-operator parsing, validation, defaulting and shape/dtype inference, following the ONNX
+//! specification of each operator for opsets 7 to 21.
+
+use crate::error::ExecError;
+use crate::graph::{DType, Op, TensorData};
+use crate::loader::node::{Inferred, NodeCtx, Value};
+use crate::loader::op::{CoordinateTransform, GeluApproximation, NearestMode, PadMode, ResizeMode};
+use crate::loader::tensor::checked_numel;
+
+/// Supported default-domain operators and the opset that introduced each (7 = "before our
+/// range").
+const SUPPORTED: &[(&str, i64)] = &[
+    ("Add", 7),
+    ("AveragePool", 7),
+    ("BatchNormalization", 7),
+    ("Cast", 7),
+    ("Clip", 7),
+    ("Concat", 7),
+    ("Constant", 7),
+    ("ConstantOfShape", 9),
+    ("Conv", 7),
+    ("ConvTranspose", 7),
+    ("Div", 7),
+    ("Dropout", 7),
+    ("Equal", 7),
+    ("Erf", 9),
+    ("Expand", 8),
+    ("Flatten", 7),
+    ("Gather", 7),
+    ("Gelu", 20),
+    ("Gemm", 7),
+    ("GlobalAveragePool", 7),
+    ("HardSigmoid", 7),
+    ("HardSwish", 14),
+    ("Identity", 7),
+    ("LayerNormalization", 17),
+    ("LRN", 7),
+    ("MatMul", 7),
+    ("MaxPool", 7),
+    ("Mod", 10),
+    ("Mul", 7),
+    ("Pad", 7),
+    ("Pow", 7),
+    ("Range", 11),
+    ("ReduceMean", 7),
+    ("Relu", 7),
+    ("Reshape", 7),
+    ("Resize", 10),
+    ("Shape", 7),
+    ("Sigmoid", 7),
+    ("Slice", 7),
+    ("Softmax", 7),
+    ("Split", 7),
+    ("Sqrt", 7),
+    ("Squeeze", 7),
+    ("Sub", 7),
+    ("Sum", 7),
+    ("Tanh", 7),
+    ("Transpose", 7),
+    ("Unsqueeze", 7),
+    ("Where", 9),
+];
+
+/// Whether `op_type` of the default domain is supported at `opset`.
+pub(crate) fn is_supported(op_type: &str, opset: i64) -> bool {
+    SUPPORTED
+        .iter()
+        .any(|&(name, since)| name == op_type && opset >= since)
+}
+
+/// numpy-style multidirectional broadcast of two shapes.
+pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let mut out = vec![0; r];
+    for (i, o) in out.iter_mut().enumerate() {
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
+        *o = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return None;
+        };
+    }
+    Some(out)
+}
+
+fn node(op: Op, inputs: Vec<usize>, dtype: DType, shape: Vec<usize>) -> Inferred {
+    Inferred::Node {
+        op,
+        inputs,
+        outputs: vec![(dtype, shape)],
+    }
+}
+
+/// Parses and infers one node.
+pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    match c.op_type {
+        "Add" | "Sub" | "Mul" | "Div" => binary_arith(c),
+        "Pow" => pow(c),
+        "Mod" => modulo(c),
+        "Equal" => equal(c),
+        "Where" => where_(c),
+        "Sum" => sum(c),
+        "Relu" | "Sigmoid" | "Tanh" | "Erf" | "Sqrt" | "HardSwish" => unary(c),
+        "Gelu" => {
+            let approximate = match c.attr_string_or("approximate", "none")?.as_str() {
+                "none" => GeluApproximation::None,
+                "tanh" => GeluApproximation::Tanh,
+                other => return Err(c.invalid(format!("unsupported approximate '{other}'"))),
+            };
+            unary_op(c, Op::Gelu { approximate })
+        }
+        "HardSigmoid" => {
+            let alpha = c.attr_float_or("alpha", 0.2)?;
+            let beta = c.attr_float_or("beta", 0.5)?;
+            unary_op(c, Op::HardSigmoid { alpha, beta })
+        }
+        "Clip" => clip(c),
+        "Cast" => cast(c),
+        "Conv" => conv(c),
+        "ConvTranspose" => conv_transpose(c),
+        "BatchNormalization" => batch_norm(c),
+        "AveragePool" | "MaxPool" => pool(c),
+        "GlobalAveragePool" => {
+            c.arity(1, 1)?;
+            let x = c.f32_input(0)?;
+            if x.rank() < 3 {
+                return Err(c.mismatch(format!("input rank {} < 3", x.rank())));
+            }
+            let mut shape = x.shape.clone();
+            shape[2..].iter_mut().for_each(|d| *d = 1);
+            Ok(node(Op::GlobalAveragePool, vec![0], DType::F32, shape))
+        }
+        "LRN" => {
+            c.arity(1, 1)?;
+            let x = c.f32_input(0)?;
+            let size = c
+                .attr_int("size")?
+                .ok_or_else(|| c.invalid("attribute 'size' is required"))?;
+            let size = c.positive("size", &[size])?[0];
+            let op = Op::Lrn {
+                size,
+                alpha: c.attr_float_or("alpha", 1e-4)?,
+                beta: c.attr_float_or("beta", 0.75)?,
+                bias: c.attr_float_or("bias", 1.0)?,
+            };
+            if x.rank() < 2 {
+                return Err(c.mismatch("input rank < 2"));
+            }
+            Ok(node(op, vec![0], DType::F32, x.shape.clone()))
+        }
+        "Gemm" => gemm(c),
+        "MatMul" => matmul(c),
+        "Flatten" => {
+            c.arity(1, 1)?;
+            let x = c.input(0)?;
+            let r = x.rank() as i64;
+            let axis = c.attr_int_or("axis", 1)?;
+            let axis = if axis < 0 { axis + r } else { axis };
+            if !(0..=r).contains(&axis) {
+                return Err(c.invalid(format!("axis {axis} out of range for rank {r}")));
+            }
+            let axis = axis as usize;
+            let a = checked_numel(&x.shape[..axis]).ok_or_else(|| c.overflow("flatten"))?;
+            let b = checked_numel(&x.shape[axis..]).ok_or_else(|| c.overflow("flatten"))?;
+            Ok(node(Op::Flatten { axis }, vec![0], x.dtype, vec![a, b]))
+        }
+        "Reshape" => reshape(c),
+        "Squeeze" => squeeze(c),
+        "Unsqueeze" => unsqueeze(c),
+        "Concat" => concat(c),
+        "Split" => split(c),
+        "Slice" => slice(c),
+        "Gather" => gather(c),
+        "Transpose" => {
+            c.arity(1, 1)?;
+            let x = c.input(0)?;
+            let r = x.rank();
+            let perm = match c.attr_ints("perm")? {
+                Some(p) => c.non_negative("perm", &p)?,
+                None => (0..r).rev().collect(),
+            };
+            let mut seen = vec![false; r];
+            if perm.len() != r
+                || perm
+                    .iter()
+                    .any(|&p| p >= r || std::mem::replace(&mut seen[p], true))
+            {
+                return Err(c.invalid(format!("perm {perm:?} is not a permutation of 0..{r}")));
+            }
+            let shape = perm.iter().map(|&p| x.shape[p]).collect();
+            Ok(node(Op::Transpose { perm }, vec![0], x.dtype, shape))
+        }
+        "Expand" => {
+            c.arity(2, 2)?;
+            let x = c.input(0)?;
+            let target = c
+                .const_ints(1)?
+                .ok_or_else(|| c.invalid("shape input is required"))?;
+            let target = c.non_negative("shape", &target)?;
+            let shape = broadcast(&x.shape, &target)
+                .ok_or_else(|| c.mismatch(format!("cannot expand {:?} to {target:?}", x.shape)))?;
+            Ok(node(
+                Op::Expand {
+                    shape: shape.clone(),
+                },
+                vec![0],
+                x.dtype,
+                shape,
+            ))
+        }
+        "Pad" => pad(c),
+        "Resize" => resize(c),
+        "ReduceMean" => reduce_mean(c),
+        "Softmax" => {
+            c.arity(1, 1)?;
+            let x = c.f32_input(0)?;
+            let legacy = c.opset < 13;
+            let axis = c.attr_int_or("axis", if legacy { 1 } else { -1 })?;
+            let axis = c.axis(axis, x.rank())?;
+            Ok(node(
+                Op::Softmax {
+                    axis,
+                    flatten_2d: legacy,
+                },
+                vec![0],
+                DType::F32,
+                x.shape.clone(),
+            ))
+        }
+        "LayerNormalization" => layer_norm(c),
+        "Range" => range(c),
+        "Shape" => {
+            c.arity(1, 1)?;
+            let x = c.input(0)?;
+            let r = x.rank() as i64;
+            let clampi = |v: i64| {
+                let v = if v < 0 { v.saturating_add(r) } else { v };
+                v.clamp(0, r) as usize
+            };
+            let start = clampi(c.attr_int_or("start", 0)?);
+            let end = clampi(c.attr_int_or("end", r)?);
+            let dims: Vec<i64> = x.shape[start..end.max(start)]
+                .iter()
+                .map(|&d| d as i64)
+                .collect();
+            Ok(Inferred::Const(vec![(
+                vec![dims.len()],
+                TensorData::I64(dims),
+            )]))
+        }
+        "ConstantOfShape" => {
+            c.arity(1, 1)?;
+            let shape = c
+                .const_ints(0)?
+                .ok_or_else(|| c.invalid("shape input is required"))?;
+            let shape = c.non_negative("shape", &shape)?;
+            let fill = match c.attr_tensor("value")? {
+                Some(t) => {
+                    let (_, d) = c.decode(t)?;
+                    if d.len() != 1 {
+                        return Err(c.invalid("'value' must hold exactly one element"));
+                    }
+                    d
+                }
+                None => TensorData::F32(vec![0.0]),
+            };
+            let n = checked_numel(&shape).ok_or_else(|| c.overflow("ConstantOfShape"))?;
+            crate::loader::consteval::check_const_size(c, &shape, fill.dtype())?;
+            let data = crate::loader::consteval::splat(&fill, n);
+            Ok(Inferred::Const(vec![(shape, data)]))
+        }
+        "Constant" => constant(c),
+        "Identity" => {
+            c.arity(1, 1)?;
+            c.input(0)?;
+            Ok(Inferred::Alias)
+        }
+        "Dropout" => {
+            c.arity(1, 3)?;
+            c.input(0)?;
+            if c.opset >= 12 {
+                if let Some(mode) = c.opt_input(2) {
+                    match mode.konst.as_deref() {
+                        Some(TensorData::Bool(v)) if v.iter().all(|&b| b == 0) => {}
+                        _ => {
+                            return Err(
+                                c.invalid("training_mode must be a constant false for inference")
+                            )
+                        }
+                    }
+                }
+            }
+            Ok(Inferred::Alias)
+        }
+        other => Err(c.invalid(format!("operator {other} is not supported"))),
+    }
+}
+
+fn same_dtype(c: &NodeCtx<'_>, a: &Value, b: &Value) -> Result<(), ExecError> {
+    if a.dtype != b.dtype {
+        return Err(c.mismatch(format!(
+            "inputs have different types {} and {}",
+            a.dtype, b.dtype
+        )));
+    }
+    Ok(())
+}
+
+fn bcast(c: &NodeCtx<'_>, a: &Value, b: &Value) -> Result<Vec<usize>, ExecError> {
+    broadcast(&a.shape, &b.shape).ok_or_else(|| {
+        c.mismatch(format!(
+            "shapes {:?} and {:?} do not broadcast",
+            a.shape, b.shape
+        ))
+    })
+}
+
+fn binary_arith(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let numeric = [DType::F32, DType::I32, DType::I64];
+    let a = c.typed_input(0, &numeric)?;
+    let b = c.typed_input(1, &numeric)?;
+    same_dtype(c, a, b)?;
+    let shape = bcast(c, a, b)?;
+    let op = match c.op_type {
+        "Add" => Op::Add,
+        "Sub" => Op::Sub,
+        "Mul" => Op::Mul,
+        _ => Op::Div,
+    };
+    Ok(node(op, vec![0, 1], a.dtype, shape))
+}
+
+fn pow(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let numeric = [DType::F32, DType::I32, DType::I64];
+    let a = c.typed_input(0, &numeric)?;
+    let b = c.typed_input(1, &numeric)?;
+    if c.opset < 12 {
+        same_dtype(c, a, b)?;
+    }
+    let shape = bcast(c, a, b)?;
+    Ok(node(Op::Pow, vec![0, 1], a.dtype, shape))
+}
+
+fn modulo(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let numeric = [DType::F32, DType::I32, DType::I64];
+    let a = c.typed_input(0, &numeric)?;
+    let b = c.typed_input(1, &numeric)?;
+    same_dtype(c, a, b)?;
+    let fmod = c.attr_bool_or("fmod", false)?;
+    if !fmod && a.dtype == DType::F32 {
+        return Err(c.invalid("fmod must be 1 for floating-point inputs"));
+    }
+    let shape = bcast(c, a, b)?;
+    Ok(node(Op::Mod { fmod }, vec![0, 1], a.dtype, shape))
+}
+
+fn equal(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let a = c.input(0)?;
+    let b = c.input(1)?;
+    same_dtype(c, a, b)?;
+    let shape = bcast(c, a, b)?;
+    Ok(node(Op::Equal, vec![0, 1], DType::Bool, shape))
+}
+
+fn where_(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(3, 3)?;
+    let cond = c.typed_input(0, &[DType::Bool])?;
+    let x = c.input(1)?;
+    let y = c.input(2)?;
+    same_dtype(c, x, y)?;
+    let s = broadcast(&cond.shape, &x.shape)
+        .and_then(|s| broadcast(&s, &y.shape))
+        .ok_or_else(|| {
+            c.mismatch(format!(
+                "shapes {:?}, {:?}, {:?} do not broadcast",
+                cond.shape, x.shape, y.shape
+            ))
+        })?;
+    Ok(node(Op::Where, vec![0, 1, 2], x.dtype, s))
+}
+
+fn sum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    if c.num_inputs() == 0 {
+        return Err(c.invalid("needs at least one input"));
+    }
+    let first = c.typed_input(0, &[DType::F32, DType::I32, DType::I64])?;
+    let mut shape = first.shape.clone();
+    for i in 1..c.num_inputs() {
+        let v = c.input(i)?;
+        same_dtype(c, first, v)?;
+        shape = broadcast(&shape, &v.shape).ok_or_else(|| {
+            c.mismatch(format!(
+                "shapes {shape:?} and {:?} do not broadcast",
+                v.shape
+            ))
+        })?;
+    }
+    Ok(node(
+        Op::Sum,
+        (0..c.num_inputs()).collect(),
+        first.dtype,
+        shape,
+    ))
+}
+
+fn unary(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    let op = match c.op_type {
+        "Relu" => Op::Relu,
+        "Sigmoid" => Op::Sigmoid,
+        "Tanh" => Op::Tanh,
+        "Erf" => Op::Erf,
+        "Sqrt" => Op::Sqrt,
+        _ => Op::HardSwish,
+    };
+    unary_op(c, op)
+}
+
+fn unary_op(c: &NodeCtx<'_>, op: Op) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let x = c.f32_input(0)?;
+    Ok(node(op, vec![0], DType::F32, x.shape.clone()))
+}
+
+fn clip(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    let (min, max) = if c.opset < 11 {
+        c.arity(1, 1)?;
+        (
+            c.attr_float_or("min", f32::MIN)?,
+            c.attr_float_or("max", f32::MAX)?,
+        )
+    } else {
+        c.arity(1, 3)?;
+        (
+            c.const_scalar_f32(1)?.unwrap_or(f32::NEG_INFINITY),
+            c.const_scalar_f32(2)?.unwrap_or(f32::INFINITY),
+        )
+    };
+    let x = c.f32_input(0)?;
+    Ok(node(
+        Op::Clip { min, max },
+        vec![0],
+        DType::F32,
+        x.shape.clone(),
+    ))
+}
+
+fn cast(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let x = c.input(0)?;
+    let to = c
+        .attr_int("to")?
+        .ok_or_else(|| c.invalid("attribute 'to' is required"))?;
+    let to_dtype = i32::try_from(to)
+        .ok()
+        .and_then(DType::from_onnx)
+        .ok_or_else(|| ExecError::UnsupportedDType {
+            model: c.model.to_owned(),
+            tensor: format!("output of {}", c.name),
+            dtype: crate::loader::tensor::onnx_dtype_name(i32::try_from(to).unwrap_or(-1)),
+        })?;
+    Ok(node(
+        Op::Cast { to: to_dtype },
+        vec![0],
+        to_dtype,
+        x.shape.clone(),
+    ))
+}
+
+/// Spatial attributes shared by Conv, ConvTranspose and the pools.
+struct Spatial {
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    dilations: Vec<usize>,
+    pads: Vec<usize>,
+    auto_pad: String,
+}
+
+fn spatial_attrs(
+    c: &NodeCtx<'_>,
+    nsp: usize,
+    kernel: Vec<usize>,
+    allow_dilations: bool,
+) -> Result<Spatial, ExecError> {
+    if kernel.len() != nsp {
+        return Err(c.invalid(format!(
+            "kernel_shape {kernel:?} does not have {nsp} spatial dims"
+        )));
+    }
+    let ones = vec![1usize; nsp];
+    let strides = match c.attr_ints("strides")? {
+        Some(s) => c.positive("strides", &s)?,
+        None => ones.clone(),
+    };
+    let dilations = match c.attr_ints("dilations")? {
+        Some(d) if allow_dilations => c.positive("dilations", &d)?,
+        Some(_) => return Err(c.invalid("attribute 'dilations' is not defined at this opset")),
+        None => ones,
+    };
+    let pads = match c.attr_ints("pads")? {
+        Some(p) => c.non_negative("pads", &p)?,
+        None => vec![0; 2 * nsp],
+    };
+    if strides.len() != nsp || dilations.len() != nsp || pads.len() != 2 * nsp {
+        return Err(c.invalid(format!(
+            "strides {strides:?} / dilations {dilations:?} / pads {pads:?} do not fit {nsp} spatial dims"
+        )));
+    }
+    let auto_pad = c.attr_string_or("auto_pad", "NOTSET")?;
+    match auto_pad.as_str() {
+        "NOTSET" | "" | "VALID" | "SAME_UPPER" | "SAME_LOWER" => {}
+        other => return Err(c.invalid(format!("unsupported auto_pad '{other}'"))),
+    }
+    Ok(Spatial {
+        kernel,
+        strides,
+        dilations,
+        pads,
+        auto_pad,
+    })
+}
+
+impl Spatial {
+    /// Effective (dilated) kernel extent along spatial axis `i`.
+    fn dk(&self, i: usize) -> Option<usize> {
+        (self.kernel[i] - 1)
+            .checked_mul(self.dilations[i])?
+            .checked_add(1)
+    }
+
+    /// Resolves auto_pad for a forward (conv/pool) window and returns output spatial dims.
+    fn forward(
+        &mut self,
+        c: &NodeCtx<'_>,
+        input: &[usize],
+        ceil_mode: bool,
+    ) -> Result<Vec<usize>, ExecError> {
+        let nsp = input.len();
+        let mut out = Vec::with_capacity(nsp);
+        for (i, &n) in input.iter().enumerate() {
+            let dk = self.dk(i).ok_or_else(|| c.overflow("kernel extent"))?;
+            let s = self.strides[i];
+            match self.auto_pad.as_str() {
+                "SAME_UPPER" | "SAME_LOWER" => {
+                    let o = n.div_ceil(s);
+                    let need = (o.saturating_sub(1))
+                        .checked_mul(s)
+                        .and_then(|v| v.checked_add(dk))
+                        .ok_or_else(|| c.overflow("padding"))?;
+                    let total = need.saturating_sub(n);
+                    let (b, e) = if self.auto_pad == "SAME_UPPER" {
+                        (total / 2, total - total / 2)
+                    } else {
+                        (total - total / 2, total / 2)
+                    };
+                    self.pads[i] = b;
+                    self.pads[i + nsp] = e;
+                }
+                "VALID" => {
+                    self.pads[i] = 0;
+                    self.pads[i + nsp] = 0;
+                }
+                _ => {}
+            }
+            let padded = n
+                .checked_add(self.pads[i])
+                .and_then(|v| v.checked_add(self.pads[i + nsp]))
+                .ok_or_else(|| c.overflow("padded extent"))?;
+            if padded < dk {
+                return Err(c.mismatch(format!(
+                    "window {dk} larger than padded input {padded} on spatial axis {i}"
+                )));
+            }
+            let span = padded - dk;
+            let mut o = if ceil_mode {
+                span.div_ceil(s) + 1
+            } else {
+                span / s + 1
+            };
+            // With ceil_mode the last window must start inside the input or left padding.
+            if ceil_mode && (o - 1) * s >= n + self.pads[i] {
+                o -= 1;
+            }
+            out.push(o);
+        }
+        Ok(out)
+    }
+}
+
+fn conv(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 3)?;
+    let x = c.f32_input(0)?;
+    let w = c.f32_input(1)?;
+    if x.rank() < 3 || w.rank() != x.rank() {
+        return Err(c.mismatch(format!(
+            "input {:?} and weight {:?} ranks do not fit",
+            x.shape, w.shape
+        )));
+    }
+    let nsp = x.rank() - 2;
+    let group = c.attr_int_or("group", 1)?;
+    let group = c.positive("group", &[group])?[0];
+    let kernel = match c.attr_ints("kernel_shape")? {
+        Some(k) => c.positive("kernel_shape", &k)?,
+        None => w.shape[2..].to_vec(),
+    };
+    if kernel != w.shape[2..] {
+        return Err(c.mismatch(format!(
+            "kernel_shape {kernel:?} does not match weight {:?}",
+            w.shape
+        )));
+    }
+    let (cin, m) = (x.shape[1], w.shape[0]);
+    if w.shape[1].checked_mul(group) != Some(cin) || m % group != 0 {
+        return Err(c.mismatch(format!(
+            "input channels {cin}, weight {:?} and group {group} do not fit",
+            w.shape
+        )));
+    }
+    let mut inputs = vec![0, 1];
+    if let Some(b) = c.opt_input(2) {
+        if b.dtype != DType::F32 || b.shape != [m] {
+            return Err(c.mismatch(format!("bias {:?} is not [{m}]", b.shape)));
+        }
+        inputs.push(2);
+    }
+    let mut sp = spatial_attrs(c, nsp, kernel, true)?;
+    let out_sp = sp.forward(c, &x.shape[2..], false)?;
+    let mut shape = vec![x.shape[0], m];
+    shape.extend(out_sp);
+    let op = Op::Conv {
+        kernel_shape: sp.kernel,
+        strides: sp.strides,
+        pads: sp.pads,
+        dilations: sp.dilations,
+        group,
+    };
+    Ok(node(op, inputs, DType::F32, shape))
+}
+
+fn conv_transpose(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 3)?;
+    let x = c.f32_input(0)?;
+    let w = c.f32_input(1)?;
+    if x.rank() < 3 || w.rank() != x.rank() {
+        return Err(c.mismatch(format!(
+            "input {:?} and weight {:?} ranks do not fit",
+            x.shape, w.shape
+        )));
+    }
+    let nsp = x.rank() - 2;
+    let group = c.attr_int_or("group", 1)?;
+    let group = c.positive("group", &[group])?[0];
+    let kernel = match c.attr_ints("kernel_shape")? {
+        Some(k) => c.positive("kernel_shape", &k)?,
+        None => w.shape[2..].to_vec(),
+    };
+    if kernel != w.shape[2..] {
+        return Err(c.mismatch(format!(
+            "kernel_shape {kernel:?} does not match weight {:?}",
+            w.shape
+        )));
+    }
+    if w.shape[0] != x.shape[1] {
+        return Err(c.mismatch(format!(
+            "input channels {} do not match weight {:?}",
+            x.shape[1], w.shape
+        )));
+    }
+    let m = w.shape[1]
+        .checked_mul(group)
+        .ok_or_else(|| c.overflow("output channels"))?;
+    if x.shape[1] % group != 0 {
+        return Err(c.mismatch(format!("group {group} does not divide input channels")));
+    }
+    let mut inputs = vec![0, 1];
+    if let Some(b) = c.opt_input(2) {
+        if b.dtype != DType::F32 || b.shape != [m] {
+            return Err(c.mismatch(format!("bias {:?} is not [{m}]", b.shape)));
+        }
+        inputs.push(2);
+    }
+    let mut sp = spatial_attrs(c, nsp, kernel, true)?;
+    let mut output_padding = match c.attr_ints("output_padding")? {
+        Some(p) => c.non_negative("output_padding", &p)?,
+        None => vec![0; nsp],
+    };
+    if output_padding.len() != nsp {
+        return Err(c.invalid("output_padding does not fit the spatial dims"));
+    }
+    let output_shape = match c.attr_ints("output_shape")? {
+        Some(s) => {
+            let s = c.non_negative("output_shape", &s)?;
+            // Some exporters include N and C.
+            let s = if s.len() == nsp + 2 {
+                s[2..].to_vec()
+            } else {
+                s
+            };
+            if s.len() != nsp {
+                return Err(c.invalid("output_shape does not fit the spatial dims"));
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let mut out_sp = Vec::with_capacity(nsp);
+    for i in 0..nsp {
+        let n = x.shape[2 + i];
+        let s = sp.strides[i];
+        let dk = sp.dk(i).ok_or_else(|| c.overflow("kernel extent"))?;
+        // Full (uncropped) output extent.
+        let full = n
+            .saturating_sub(1)
+            .checked_mul(s)
+            .and_then(|v| v.checked_add(output_padding[i]))
+            .and_then(|v| v.checked_add(dk))
+            .ok_or_else(|| c.overflow("output extent"))?;
+        let target = match (&output_shape, sp.auto_pad.as_str()) {
+            (Some(os), _) => Some(os[i]),
+            (None, "SAME_UPPER" | "SAME_LOWER") => Some(
+                n.checked_mul(s)
+                    .ok_or_else(|| c.overflow("output extent"))?,
+            ),
+            _ => None,
+        };
+        if let Some(t) = target {
+            if t > full {
+                // The spec allows growing through output_padding; fold the difference there.
+                output_padding[i] += t - full;
+                sp.pads[i] = 0;
+                sp.pads[i + nsp] = 0;
+            } else {
+                let total = full - t;
+                let (b, e) = if sp.auto_pad == "SAME_UPPER" {
+                    (total / 2, total - total / 2)
+                } else {
+                    (total - total / 2, total / 2)
+                };
+                sp.pads[i] = b;
+                sp.pads[i + nsp] = e;
+            }
+            out_sp.push(t);
+        } else {
+            if sp.auto_pad == "VALID" {
+                sp.pads[i] = 0;
+                sp.pads[i + nsp] = 0;
+            }
+            let cut = sp.pads[i] + sp.pads[i + nsp];
+            if cut > full {
+                return Err(c.mismatch("pads larger than the output"));
+            }
+            out_sp.push(full - cut);
+        }
+    }
+    let mut shape = vec![x.shape[0], m];
+    shape.extend(out_sp);
+    let op = Op::ConvTranspose {
+        kernel_shape: sp.kernel,
+        strides: sp.strides,
+        pads: sp.pads,
+        dilations: sp.dilations,
+        output_padding,
+        group,
+    };
+    Ok(node(op, inputs, DType::F32, shape))
+}
+
+fn batch_norm(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(5, 5)?;
+    let x = c.f32_input(0)?;
+    if x.rank() < 2 {
+        return Err(c.mismatch("input rank < 2"));
+    }
+    let ch = x.shape[1];
+    for i in 1..5 {
+        let p = c.f32_input(i)?;
+        if p.shape != [ch] {
+            return Err(c.mismatch(format!(
+                "parameter input {i} has shape {:?}, expected [{ch}]",
+                p.shape
+            )));
+        }
+    }
+    if c.opset < 9 && !c.attr_bool_or("spatial", true)? {
+        return Err(c.invalid("spatial=0 is not supported"));
+    }
+    if c.attr_bool_or("training_mode", false)? {
+        return Err(c.invalid("training_mode=1 is not supported"));
+    }
+    let epsilon = c.attr_float_or("epsilon", 1e-5)?;
+    Ok(node(
+        Op::BatchNormalization { epsilon },
+        vec![0, 1, 2, 3, 4],
+        DType::F32,
+        x.shape.clone(),
+    ))
+}
+
+fn pool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let x = c.f32_input(0)?;
+    if x.rank() < 3 {
+        return Err(c.mismatch(format!("input rank {} < 3", x.rank())));
+    }
+    let nsp = x.rank() - 2;
+    let kernel = c
+        .attr_ints("kernel_shape")?
+        .ok_or_else(|| c.invalid("attribute 'kernel_shape' is required"))?;
+    let kernel = c.positive("kernel_shape", &kernel)?;
+    let is_max = c.op_type == "MaxPool";
+    let allow_dil = if is_max { c.opset >= 10 } else { c.opset >= 19 };
+    let mut sp = spatial_attrs(c, nsp, kernel, allow_dil)?;
+    let ceil_mode = if c.opset >= 10 {
+        c.attr_bool_or("ceil_mode", false)?
+    } else {
+        false
+    };
+    if is_max && c.attr_int_or("storage_order", 0)? != 0 && c.num_outputs > 1 {
+        return Err(c.invalid("storage_order only matters for Indices, which is unsupported"));
+    }
+    let out_sp = sp.forward(c, &x.shape[2..], ceil_mode)?;
+    let mut shape = x.shape[..2].to_vec();
+    shape.extend(out_sp);
+    let op = if is_max {
+        Op::MaxPool {
+            kernel_shape: sp.kernel,
+            strides: sp.strides,
+            pads: sp.pads,
+            dilations: sp.dilations,
+            ceil_mode,
+        }
+    } else {
+        Op::AveragePool {
+            kernel_shape: sp.kernel,
+            strides: sp.strides,
+            pads: sp.pads,
+            dilations: sp.dilations,
+            count_include_pad: c.attr_bool_or("count_include_pad", false)?,
+            ceil_mode,
+        }
+    };
+    Ok(node(op, vec![0], DType::F32, shape))
+}
+
+fn gemm(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 3)?;
+    let a = c.f32_input(0)?;
+    let b = c.f32_input(1)?;
+    if a.rank() != 2 || b.rank() != 2 {
+        return Err(c.mismatch(format!(
+            "inputs must be 2-D, got {:?} and {:?}",
+            a.shape, b.shape
+        )));
+    }
+    let trans_a = c.attr_bool_or("transA", false)?;
+    let trans_b = c.attr_bool_or("transB", false)?;
+    let (m, ka) = if trans_a {
+        (a.shape[1], a.shape[0])
+    } else {
+        (a.shape[0], a.shape[1])
+    };
+    let (kb, n) = if trans_b {
+        (b.shape[1], b.shape[0])
+    } else {
+        (b.shape[0], b.shape[1])
+    };
+    if ka != kb {
+        return Err(c.mismatch(format!(
+            "inner dimensions differ: {:?} x {:?} (transA={trans_a}, transB={trans_b})",
+            a.shape, b.shape
+        )));
+    }
+    let mut inputs = vec![0, 1];
+    if let Some(cv) = c.opt_input(2) {
+        if cv.dtype != DType::F32 || broadcast(&cv.shape, &[m, n]).as_deref() != Some(&[m, n]) {
+            return Err(c.mismatch(format!("C {:?} does not broadcast to [{m}, {n}]", cv.shape)));
+        }
+        inputs.push(2);
+    }
+    let op = Op::Gemm {
+        alpha: c.attr_float_or("alpha", 1.0)?,
+        beta: c.attr_float_or("beta", 1.0)?,
+        trans_a,
+        trans_b,
+    };
+    Ok(node(op, inputs, DType::F32, vec![m, n]))
+}
+
+fn matmul(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let a = c.f32_input(0)?;
+    let b = c.f32_input(1)?;
+    if a.rank() == 0 || b.rank() == 0 {
+        return Err(c.mismatch("MatMul operands must have rank >= 1"));
+    }
+    let mut sa = a.shape.clone();
+    let mut sb = b.shape.clone();
+    let a1 = sa.len() == 1;
+    let b1 = sb.len() == 1;
+    if a1 {
+        sa.insert(0, 1);
+    }
+    if b1 {
+        sb.push(1);
+    }
+    let (m, ka) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+    let (kb, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+    if ka != kb {
+        return Err(c.mismatch(format!(
+            "inner dimensions differ: {:?} x {:?}",
+            a.shape, b.shape
+        )));
+    }
+    let batch = broadcast(&sa[..sa.len() - 2], &sb[..sb.len() - 2]).ok_or_else(|| {
+        c.mismatch(format!(
+            "batch dims of {:?} and {:?} do not broadcast",
+            a.shape, b.shape
+        ))
+    })?;
+    let mut shape = batch;
+    if !a1 {
+        shape.push(m);
+    }
+    if !b1 {
+        shape.push(n);
+    }
+    Ok(node(Op::MatMul, vec![0, 1], DType::F32, shape))
+}
+
+fn reshape(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let x = c.input(0)?;
+    let target = c
+        .const_ints(1)?
+        .ok_or_else(|| c.invalid("shape input is required"))?;
+    let allowzero = c.opset >= 14 && c.attr_bool_or("allowzero", false)?;
+    let total = checked_numel(&x.shape).ok_or_else(|| c.overflow("reshape"))?;
+    let mut shape = Vec::with_capacity(target.len());
+    let mut infer_at = None;
+    for (i, &d) in target.iter().enumerate() {
+        match d {
+            -1 => {
+                if infer_at.replace(i).is_some() {
+                    return Err(c.invalid(format!("more than one -1 in shape {target:?}")));
+                }
+                shape.push(1);
+            }
+            0 if !allowzero => {
+                let Some(&v) = x.shape.get(i) else {
+                    return Err(c.invalid(format!(
+                        "shape {target:?} copies dim {i} of rank-{} input",
+                        x.rank()
+                    )));
+                };
+                shape.push(v);
+            }
+            d if d >= 0 => shape.push(d as usize),
+            _ => return Err(c.invalid(format!("invalid dimension {d} in shape {target:?}"))),
+        }
+    }
+    let known = checked_numel(&shape).ok_or_else(|| c.overflow("reshape"))?;
+    if let Some(i) = infer_at {
+        if known == 0 || total % known != 0 {
+            return Err(c.mismatch(format!("cannot reshape {:?} to {target:?}", x.shape)));
+        }
+        shape[i] = total / known;
+    } else if known != total {
+        return Err(c.mismatch(format!("cannot reshape {:?} to {target:?}", x.shape)));
+    }
+    Ok(node(
+        Op::Reshape {
+            shape: shape.clone(),
+        },
+        vec![0],
+        x.dtype,
+        shape,
+    ))
+}
+
+/// Axes from the attribute (before `attr_until`) or from input 1.
+fn axes_arg(c: &NodeCtx<'_>, input_from: i64) -> Result<Option<Vec<i64>>, ExecError> {
+    if c.opset < input_from {
+        c.attr_ints("axes")
+    } else {
+        c.const_ints(1)
+    }
+}
+
+fn squeeze(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, if c.opset >= 13 { 2 } else { 1 })?;
+    let x = c.input(0)?;
+    let axes = match axes_arg(c, 13)? {
+        Some(a) => c.axes(&a, x.rank())?,
+        None => (0..x.rank()).filter(|&i| x.shape[i] == 1).collect(),
+    };
+    if let Some(&a) = axes.iter().find(|&&a| x.shape[a] != 1) {
+        return Err(c.mismatch(format!("cannot squeeze axis {a} of extent {}", x.shape[a])));
+    }
+    let shape = (0..x.rank())
+        .filter(|i| !axes.contains(i))
+        .map(|i| x.shape[i])
+        .collect();
+    Ok(node(Op::Squeeze { axes }, vec![0], x.dtype, shape))
+}
+
+fn unsqueeze(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, if c.opset >= 13 { 2 } else { 1 })?;
+    let x = c.input(0)?;
+    let axes = axes_arg(c, 13)?.ok_or_else(|| c.invalid("axes are required"))?;
+    let out_rank = x.rank() + axes.len();
+    let axes = c.axes(&axes, out_rank)?;
+    let mut shape = Vec::with_capacity(out_rank);
+    let mut src = x.shape.iter();
+    for i in 0..out_rank {
+        if axes.contains(&i) {
+            shape.push(1);
+        } else if let Some(&d) = src.next() {
+            shape.push(d);
+        }
+    }
+    Ok(node(Op::Unsqueeze { axes }, vec![0], x.dtype, shape))
+}
+
+fn concat(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    if c.num_inputs() == 0 {
+        return Err(c.invalid("needs at least one input"));
+    }
+    let first = c.input(0)?;
+    let axis = c
+        .attr_int("axis")?
+        .ok_or_else(|| c.invalid("attribute 'axis' is required"))?;
+    let axis = c.axis(axis, first.rank())?;
+    let mut shape = first.shape.clone();
+    for i in 1..c.num_inputs() {
+        let v = c.input(i)?;
+        same_dtype(c, first, v)?;
+        let fits = v.rank() == first.rank()
+            && (0..v.rank()).all(|d| d == axis || v.shape[d] == first.shape[d]);
+        if !fits {
+            return Err(c.mismatch(format!(
+                "input {i} {:?} does not fit {:?} along axis {axis}",
+                v.shape, first.shape
+            )));
+        }
+        shape[axis] = shape[axis]
+            .checked_add(v.shape[axis])
+            .ok_or_else(|| c.overflow("concat"))?;
+    }
+    Ok(node(
+        Op::Concat { axis },
+        (0..c.num_inputs()).collect(),
+        first.dtype,
+        shape,
+    ))
+}
+
+fn split(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, if c.opset >= 13 { 2 } else { 1 })?;
+    let x = c.input(0)?;
+    let axis = c.axis(c.attr_int_or("axis", 0)?, x.rank())?;
+    let extent = x.shape[axis];
+    let given = if c.opset < 13 {
+        c.attr_ints("split")?
+    } else {
+        c.const_ints(1)?
+    };
+    let splits = match given {
+        Some(s) => c.non_negative("split", &s)?,
+        None => {
+            let n = if c.opset >= 18 {
+                match c.attr_int("num_outputs")? {
+                    Some(n) => c.positive("num_outputs", &[n])?[0],
+                    None => c.num_outputs,
+                }
+            } else {
+                c.num_outputs
+            };
+            if n == 0 {
+                return Err(c.invalid("no outputs"));
+            }
+            if c.opset >= 18 && c.has_attr("num_outputs") {
+                // Opset 18: chunks of ceil(extent / n), the last one smaller.
+                let chunk = extent.div_ceil(n);
+                let mut v = Vec::with_capacity(n);
+                let mut left = extent;
+                for _ in 0..n {
+                    let k = chunk.min(left);
+                    v.push(k);
+                    left -= k;
+                }
+                v
+            } else {
+                if extent % n != 0 {
+                    return Err(c.mismatch(format!(
+                        "axis extent {extent} does not split into {n} equal parts"
+                    )));
+                }
+                vec![extent / n; n]
+            }
+        }
+    };
+    if splits.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(extent) {
+        return Err(c.mismatch(format!(
+            "split {splits:?} does not sum to axis extent {extent}"
+        )));
+    }
+    if splits.len() != c.num_outputs {
+        return Err(c.invalid(format!(
+            "{} split sizes for {} outputs",
+            splits.len(),
+            c.num_outputs
+        )));
+    }
+    let outputs = splits
+        .iter()
+        .map(|&s| {
+            let mut sh = x.shape.clone();
+            sh[axis] = s;
+            (x.dtype, sh)
+        })
+        .collect();
+    Ok(Inferred::Node {
+        op: Op::Split { axis, splits },
+        inputs: vec![0],
+        outputs,
+    })
+}
+
+fn slice(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    let x = c.input(0)?;
+    let (starts, ends, axes, steps) = if c.opset < 10 {
+        c.arity(1, 1)?;
+        let starts = c
+            .attr_ints("starts")?
+            .ok_or_else(|| c.invalid("attribute 'starts' is required"))?;
+        let ends = c
+            .attr_ints("ends")?
+            .ok_or_else(|| c.invalid("attribute 'ends' is required"))?;
+        (starts, ends, c.attr_ints("axes")?, None)
+    } else {
+        c.arity(3, 5)?;
+        let starts = c
+            .const_ints(1)?
+            .ok_or_else(|| c.invalid("starts input is required"))?;
+        let ends = c
+            .const_ints(2)?
+            .ok_or_else(|| c.invalid("ends input is required"))?;
+        (starts, ends, c.const_ints(3)?, c.const_ints(4)?)
+    };
+    let n = starts.len();
+    let axes_raw = axes.unwrap_or_else(|| (0..n as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; n]);
+    if ends.len() != n || axes_raw.len() != n || steps.len() != n {
+        return Err(c.invalid("starts, ends, axes and steps differ in length"));
+    }
+    let r = x.rank();
+    let mut seen = vec![false; r];
+    let mut out_starts = vec![0usize; r];
+    let mut out_steps = vec![1i64; r];
+    let mut shape = x.shape.clone();
+    for k in 0..n {
+        let a = c.axis(axes_raw[k], r)?;
+        if std::mem::replace(&mut seen[a], true) {
+            return Err(c.invalid(format!("repeated axis in {axes_raw:?}")));
+        }
+        let step = steps[k];
+        if step == 0 {
+            return Err(c.invalid("step 0"));
+        }
+        let d = x.shape[a] as i128;
+        let norm = |v: i64| {
+            let v = v as i128;
+            if v < 0 {
+                v + d
+            } else {
+                v
+            }
+        };
+        let (s, e) = (norm(starts[k]), norm(ends[k]));
+        let (first, count) = if step > 0 {
+            let s = s.clamp(0, d);
+            let e = e.clamp(0, d);
+            let cnt = if e > s {
+                (e - s + step as i128 - 1) / step as i128
+            } else {
+                0
+            };
+            (s, cnt)
+        } else {
+            let s = s.clamp(-1, d - 1);
+            let e = e.clamp(-1, d - 1);
+            let st = -(step as i128);
+            let cnt = if s > e { (s - e + st - 1) / st } else { 0 };
+            (s.max(0), cnt)
+        };
+        out_starts[a] = if count == 0 { 0 } else { first as usize };
+        out_steps[a] = step;
+        shape[a] = count as usize;
+    }
+    Ok(node(
+        Op::Slice {
+            starts: out_starts,
+            steps: out_steps,
+        },
+        vec![0],
+        x.dtype,
+        shape,
+    ))
+}
+
+fn gather(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let data = c.input(0)?;
+    let idx = c.typed_input(1, &[DType::I32, DType::I64])?;
+    let axis = c.axis(c.attr_int_or("axis", 0)?, data.rank())?;
+    let extent = data.shape[axis] as i64;
+    if let Some(v) = c.const_ints(1).ok().flatten() {
+        if let Some(bad) = v.iter().find(|&&i| i < -extent || i >= extent) {
+            return Err(c.mismatch(format!(
+                "index {bad} out of range for axis {axis} of extent {extent}"
+            )));
+        }
+    }
+    let mut shape = data.shape[..axis].to_vec();
+    shape.extend_from_slice(&idx.shape);
+    shape.extend_from_slice(&data.shape[axis + 1..]);
+    Ok(node(Op::Gather { axis }, vec![0, 1], data.dtype, shape))
+}
+
+fn pad(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    let x = c.input(0)?;
+    let r = x.rank();
+    let mode = match c.attr_string_or("mode", "constant")?.as_str() {
+        "constant" => PadMode::Constant,
+        "reflect" => PadMode::Reflect,
+        "edge" => PadMode::Edge,
+        "wrap" if c.opset >= 19 => PadMode::Wrap,
+        other => return Err(c.invalid(format!("unsupported mode '{other}'"))),
+    };
+    let (raw_pads, value, axes) = if c.opset < 11 {
+        c.arity(1, 1)?;
+        let p = c
+            .attr_ints("pads")?
+            .ok_or_else(|| c.invalid("attribute 'pads' is required"))?;
+        (p, c.attr_float_or("value", 0.0)?, None)
+    } else {
+        c.arity(2, if c.opset >= 18 { 4 } else { 3 })?;
+        let p = c
+            .const_ints(1)?
+            .ok_or_else(|| c.invalid("pads input is required"))?;
+        let value = match c.opt_input(2) {
+            None => 0.0,
+            Some(v) => match v.konst.as_deref() {
+                Some(TensorData::F32(d)) if d.len() == 1 => d[0],
+                Some(TensorData::I64(d)) if d.len() == 1 => d[0] as f32,
+                Some(TensorData::I32(d)) if d.len() == 1 => d[0] as f32,
+                _ => return Err(c.invalid("constant_value must be a constant scalar")),
+            },
+        };
+        (p, value, c.const_ints(3)?)
+    };
+    let axes = match axes {
+        Some(a) => {
+            let mut out = Vec::with_capacity(a.len());
+            for &ax in &a {
+                out.push(c.axis(ax, r)?);
+            }
+            out
+        }
+        None => (0..r).collect(),
+    };
+    let k = axes.len();
+    if raw_pads.len() != 2 * k {
+        return Err(c.invalid(format!(
+            "{} pads for {k} axes (need begins and ends)",
+            raw_pads.len()
+        )));
+    }
+    let mut pads = vec![0i64; 2 * r];
+    for (j, &a) in axes.iter().enumerate() {
+        pads[a] = raw_pads[j];
+        pads[a + r] = raw_pads[j + k];
+    }
+    let mut shape = Vec::with_capacity(r);
+    for a in 0..r {
+        let d = x.shape[a] as i128 + pads[a] as i128 + pads[a + r] as i128;
+        if d < 0 {
+            return Err(c.mismatch(format!("pads {pads:?} crop axis {a} below zero")));
+        }
+        let d = usize::try_from(d).map_err(|_| c.overflow("padded extent"))?;
+        shape.push(d);
+    }
+    if x.dtype != DType::F32 && mode == PadMode::Constant && value != 0.0 {
+        return Err(c.invalid("non-zero pad value on a non-float tensor"));
+    }
+    Ok(node(Op::Pad { mode, pads, value }, vec![0], x.dtype, shape))
+}
+
+fn resize(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    let x = c.f32_input(0)?;
+    let r = x.rank();
+    let mode = match c.attr_string_or("mode", "nearest")?.as_str() {
+        "nearest" => ResizeMode::Nearest,
+        "linear" | "bilinear" => ResizeMode::Linear,
+        other => return Err(c.invalid(format!("unsupported mode '{other}'"))),
+    };
+    let (scales, sizes, coordinate_transform, nearest_mode, axes) = if c.opset < 11 {
+        c.arity(2, 2)?;
+        let s = c
+            .const_floats(1)?
+            .ok_or_else(|| c.invalid("scales input is required"))?;
+        // Opset 10 Resize behaves like Upsample: asymmetric mapping, floor rounding.
+        (
+            Some(s),
+            None,
+            CoordinateTransform::Asymmetric,
+            NearestMode::Floor,
+            None,
+        )
+    } else {
+        c.arity(1, 4)?;
+        let ct = match c
+            .attr_string_or("coordinate_transformation_mode", "half_pixel")?
+            .as_str()
+        {
+            "half_pixel" => CoordinateTransform::HalfPixel,
+            "pytorch_half_pixel" => CoordinateTransform::PytorchHalfPixel,
+            "align_corners" => CoordinateTransform::AlignCorners,
+            "asymmetric" => CoordinateTransform::Asymmetric,
+            "tf_half_pixel_for_nn" => CoordinateTransform::TfHalfPixelForNn,
+            "half_pixel_symmetric" if c.opset >= 19 => CoordinateTransform::HalfPixelSymmetric,
+            other => {
+                return Err(c.invalid(format!(
+                    "unsupported coordinate_transformation_mode '{other}'"
+                )))
+            }
+        };
+        let nm = match c
+            .attr_string_or("nearest_mode", "round_prefer_floor")?
+            .as_str()
+        {
+            "round_prefer_floor" => NearestMode::RoundPreferFloor,
+            "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+            "floor" => NearestMode::Floor,
+            "ceil" => NearestMode::Ceil,
+            other => return Err(c.invalid(format!("unsupported nearest_mode '{other}'"))),
+        };
+        if c.opset >= 18 {
+            if c.attr_bool_or("antialias", false)? {
+                return Err(c.invalid("antialias=1 is not supported"));
+            }
+            let policy = c.attr_string_or("keep_aspect_ratio_policy", "stretch")?;
+            if policy != "stretch" {
+                return Err(c.invalid(format!(
+                    "keep_aspect_ratio_policy '{policy}' is not supported"
+                )));
+            }
+        }
+        // An empty scales/sizes tensor means "not given" (opset 11/12 exporters).
+        let scales = c.const_floats(2)?.filter(|s| !s.is_empty());
+        let sizes = c.const_ints(3)?.filter(|s| !s.is_empty());
+        (scales, sizes, ct, nm, c.attr_ints("axes")?)
+    };
+    let axes = match axes {
+        Some(a) => {
+            let mut v = Vec::with_capacity(a.len());
+            for &ax in &a {
+                v.push(c.axis(ax, r)?);
+            }
+            v
+        }
+        None => (0..r).collect(),
+    };
+    let mut out_scales = vec![1.0f32; r];
+    let mut shape = x.shape.clone();
+    match (scales, sizes) {
+        (Some(s), None) => {
+            if s.len() != axes.len() {
+                return Err(c.invalid(format!("{} scales for {} axes", s.len(), axes.len())));
+            }
+            for (j, &a) in axes.iter().enumerate() {
+                let sc = s[j];
+                if !sc.is_finite() || sc <= 0.0 {
+                    return Err(c.invalid(format!("invalid scale {sc}")));
+                }
+                let o = (x.shape[a] as f64 * sc as f64).floor();
+                if o > (u32::MAX as f64) {
+                    return Err(c.overflow("resize output extent"));
+                }
+                shape[a] = o as usize;
+                out_scales[a] = sc;
+            }
+        }
+        (None, Some(sz)) => {
+            if sz.len() != axes.len() {
+                return Err(c.invalid(format!("{} sizes for {} axes", sz.len(), axes.len())));
+            }
+            let sz = c.non_negative("sizes", &sz)?;
+            for (j, &a) in axes.iter().enumerate() {
+                shape[a] = sz[j];
+                out_scales[a] = if x.shape[a] == 0 {
+                    1.0
+                } else {
+                    sz[j] as f32 / x.shape[a] as f32
+                };
+            }
+        }
+        (Some(_), Some(_)) => return Err(c.invalid("both scales and sizes are given")),
+        (None, None) => return Err(c.invalid("one of scales or sizes is required")),
+    }
+    let exclude_outside = c.attr_bool_or("exclude_outside", false)?;
+    Ok(node(
+        Op::Resize {
+            mode,
+            coordinate_transform,
+            nearest_mode,
+            scales: out_scales,
+            exclude_outside,
+        },
+        vec![0],
+        DType::F32,
+        shape,
+    ))
+}
+
+fn reduce_mean(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, if c.opset >= 18 { 2 } else { 1 })?;
+    let x = c.f32_input(0)?;
+    let keepdims = c.attr_bool_or("keepdims", true)?;
+    let axes = axes_arg(c, 18)?;
+    let axes = match axes {
+        Some(a) if !a.is_empty() => c.axes(&a, x.rank())?,
+        _ => {
+            if c.opset >= 18 && c.attr_bool_or("noop_with_empty_axes", false)? {
+                Vec::new()
+            } else {
+                (0..x.rank()).collect()
+            }
+        }
+    };
+    let mut shape = Vec::with_capacity(x.rank());
+    for (i, &d) in x.shape.iter().enumerate() {
+        if axes.contains(&i) {
+            if keepdims {
+                shape.push(1);
+            }
+        } else {
+            shape.push(d);
+        }
+    }
+    Ok(node(
+        Op::ReduceMean { axes, keepdims },
+        vec![0],
+        DType::F32,
+        shape,
+    ))
+}
+
+fn layer_norm(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 3)?;
+    let x = c.f32_input(0)?;
+    let axis = c.axis(c.attr_int_or("axis", -1)?, x.rank())?;
+    if c.attr_int_or("stash_type", 1)? != 1 {
+        return Err(c.invalid("only stash_type=1 (float) is supported"));
+    }
+    let norm = &x.shape[axis..];
+    let mut inputs = vec![0, 1];
+    let scale = c.f32_input(1)?;
+    if broadcast(&scale.shape, norm).as_deref() != Some(norm) {
+        return Err(c.mismatch(format!(
+            "scale {:?} does not broadcast to {norm:?}",
+            scale.shape
+        )));
+    }
+    if let Some(b) = c.opt_input(2) {
+        if b.dtype != DType::F32 || broadcast(&b.shape, norm).as_deref() != Some(norm) {
+            return Err(c.mismatch(format!("bias {:?} does not broadcast to {norm:?}", b.shape)));
+        }
+        inputs.push(2);
+    }
+    let epsilon = c.attr_float_or("epsilon", 1e-5)?;
+    Ok(node(
+        Op::LayerNormalization { axis, epsilon },
+        inputs,
+        DType::F32,
+        x.shape.clone(),
+    ))
+}
+
+fn range(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(3, 3)?;
+    let dt = c.input(0)?.dtype;
+    for i in 1..3 {
+        if c.input(i)?.dtype != dt {
+            return Err(c.mismatch("start, limit and delta differ in type"));
+        }
+    }
+    let scalar = |i: usize| -> Result<&TensorData, ExecError> {
+        let v = c.input(i)?;
+        match v.konst.as_deref() {
+            Some(d) if d.len() == 1 => Ok(d),
+            Some(_) => Err(c.mismatch(format!("input {i} must be a scalar"))),
+            None => {
+                Err(c.invalid("Range inputs must be known at load (a data-dependent output shape)"))
+            }
+        }
+    };
+    let (s, l, d) = (scalar(0)?, scalar(1)?, scalar(2)?);
+    let out = match (s, l, d) {
+        (TensorData::F32(s), TensorData::F32(l), TensorData::F32(d)) => {
+            let (s, l, d) = (s[0], l[0], d[0]);
+            if d == 0.0 || !d.is_finite() || !s.is_finite() || !l.is_finite() {
+                return Err(c.invalid("invalid start/limit/delta"));
+            }
+            let n = ((l - s) / d).ceil().max(0.0) as f64;
+            let n = range_len(c, n)?;
+            TensorData::F32((0..n).map(|i| s + i as f32 * d).collect())
+        }
+        (TensorData::I64(s), TensorData::I64(l), TensorData::I64(d)) => {
+            TensorData::I64(int_range(c, s[0], l[0], d[0])?)
+        }
+        (TensorData::I32(s), TensorData::I32(l), TensorData::I32(d)) => TensorData::I32(
+            int_range(c, s[0].into(), l[0].into(), d[0].into())?
+                .into_iter()
+                .map(|v| v as i32)
+                .collect(),
+        ),
+        _ => return Err(c.mismatch("unsupported Range type")),
+    };
+    Ok(Inferred::Const(vec![(vec![out.len()], out)]))
+}
+
+fn range_len(c: &NodeCtx<'_>, n: f64) -> Result<usize, ExecError> {
+    if n > (crate::loader::tensor::MAX_CONSTANT_BYTES / 8) as f64 {
+        return Err(c.overflow("Range length"));
+    }
+    Ok(n as usize)
+}
+
+fn int_range(c: &NodeCtx<'_>, s: i64, l: i64, d: i64) -> Result<Vec<i64>, ExecError> {
+    if d == 0 {
+        return Err(c.invalid("delta is 0"));
+    }
+    let span = l as i128 - s as i128;
+    let d128 = d as i128;
+    let n = if (span > 0 && d > 0) || (span < 0 && d < 0) {
+        (span + d128 - d128.signum()) / d128
+    } else {
+        0
+    };
+    let n = range_len(c, n as f64)?;
+    Ok((0..n as i64)
+        .map(|i| s.wrapping_add(i.wrapping_mul(d)))
+        .collect())
+}
+
+fn constant(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(0, 0)?;
+    let mut found = Vec::new();
+    if let Some(t) = c.attr_tensor("value")? {
+        found.push(c.decode(t)?);
+    }
+    if c.opset >= 12 {
+        if let Some(f) = c.attr_float("value_float")? {
+            found.push((vec![], TensorData::F32(vec![f])));
+        }
+        if let Some(f) = c.attr_floats("value_floats")? {
+            found.push((vec![f.len()], TensorData::F32(f)));
+        }
+        if let Some(i) = c.attr_int("value_int")? {
+            found.push((vec![], TensorData::I64(vec![i])));
+        }
+        if let Some(i) = c.attr_ints("value_ints")? {
+            found.push((vec![i.len()], TensorData::I64(i)));
+        }
+    }
+    for unsupported in ["sparse_value", "value_string", "value_strings"] {
+        if c.has_attr(unsupported) {
+            return Err(c.invalid(format!("attribute '{unsupported}' is not supported")));
+        }
+    }
+    if found.len() != 1 {
+        return Err(c.invalid(format!(
+            "needs exactly one value attribute, found {}",
+            found.len()
+        )));
+    }
+    Ok(Inferred::Const(found))
+}

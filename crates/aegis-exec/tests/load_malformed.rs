@@ -1,0 +1,428 @@
+//! The malformed-model corpus: each bad model gets its specific, typed, Permanent error naming
+//! the model (and node where there is one). Models are built in code (see malformed/builder.rs)
+//! and, for the byte-level cases, derived from a valid model's bytes.
+
+#[path = "malformed/builder.rs"]
+mod builder;
+
+use aegis_cuda::{Categorized, ErrorCategory};
+use aegis_exec::{ExecError, ExecutionGraph, LoadOptions};
+use builder::*;
+
+fn load(m: &Model) -> Result<ExecutionGraph, ExecError> {
+    ExecutionGraph::from_bytes(&m.bytes(), "corpus", &LoadOptions::default())
+}
+
+fn err(m: &Model) -> ExecError {
+    let e = load(m).expect_err("model must be rejected");
+    assert_eq!(e.category(), ErrorCategory::Permanent, "{e}");
+    assert_eq!(e.model(), "corpus");
+    e
+}
+
+/// x[1,4] -> Relu -> y
+fn relu_model() -> Model {
+    Model::new(13)
+        .input("x", F32, &[1, 4])
+        .op("Relu", &["x"], &["y"], vec![])
+        .output("y", F32, &[1, 4])
+}
+
+#[test]
+fn the_base_model_loads() {
+    let g = load(&relu_model()).unwrap();
+    assert_eq!(g.operators().len(), 1);
+}
+
+#[test]
+fn garbage_and_truncated_bytes_are_parse_errors() {
+    for bytes in [
+        b"not a protobuf at all \xff\xff\xff".to_vec(),
+        vec![0xff; 64],
+        relu_model().bytes()[..20].to_vec(),
+    ] {
+        let e = ExecutionGraph::from_bytes(&bytes, "corpus", &LoadOptions::default()).unwrap_err();
+        assert!(matches!(e, ExecError::Parse { .. }), "{e}");
+        assert_eq!(e.category(), ErrorCategory::Permanent);
+    }
+    // Valid protobuf with no graph at all.
+    let mut m = relu_model();
+    m.proto.graph = None;
+    assert!(matches!(err(&m), ExecError::Parse { .. }));
+}
+
+#[test]
+fn a_missing_file_is_an_io_error() {
+    let e = ExecutionGraph::load("/nonexistent/model.onnx", &LoadOptions::default()).unwrap_err();
+    assert!(matches!(e, ExecError::Io { .. }), "{e}");
+    assert_eq!(e.category(), ErrorCategory::Permanent);
+}
+
+#[test]
+fn unsupported_opsets_are_rejected() {
+    for v in [6, 22] {
+        let mut m = relu_model();
+        m.proto.opset_import[0].version = v;
+        match err(&m) {
+            ExecError::UnsupportedOpset { version, .. } => assert_eq!(version, v),
+            e => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn every_unsupported_op_is_listed_in_one_error() {
+    let m = Model::new(13)
+        .input("x", F32, &[1, 4])
+        .node(node("Relu", "ok", &["x"], &["a"], vec![]))
+        .node(node("Einsum", "bad1", &["a"], &["b"], vec![]))
+        .node(node("Relu", "ok2", &["b"], &["c"], vec![]))
+        .node(node("NonMaxSuppression", "bad2", &["c"], &["d"], vec![]))
+        .node(pb_node_in_domain(
+            "FusedConv",
+            "bad3",
+            "com.microsoft",
+            &["d"],
+            &["e"],
+        ))
+        // Gelu exists only from opset 20.
+        .node(node("Gelu", "bad4", &["e"], &["y"], vec![]))
+        .output("y", F32, &[1, 4]);
+    match err(&m) {
+        ExecError::UnsupportedOps { ops, .. } => assert_eq!(
+            ops,
+            vec![
+                ("Einsum".to_string(), "bad1".to_string()),
+                ("NonMaxSuppression".into(), "bad2".into()),
+                ("com.microsoft::FusedConv".into(), "bad3".into()),
+                ("Gelu".into(), "bad4".into()),
+            ]
+        ),
+        e => panic!("{e}"),
+    }
+}
+
+fn pb_node_in_domain(
+    op: &str,
+    name: &str,
+    domain: &str,
+    i: &[&str],
+    o: &[&str],
+) -> tract_onnx::pb::NodeProto {
+    let mut n = node(op, name, i, o, vec![]);
+    n.domain = domain.into();
+    n
+}
+
+#[test]
+fn a_cycle_is_reported_with_its_nodes() {
+    let m = Model::new(13)
+        .input("x", F32, &[1, 4])
+        .node(node("Add", "a", &["x", "c"], &["b"], vec![]))
+        .node(node("Relu", "b", &["b"], &["c"], vec![]))
+        .node(node("Relu", "tail", &["c"], &["y"], vec![]))
+        .output("y", F32, &[1, 4]);
+    match err(&m) {
+        ExecError::Cycle { nodes, .. } => assert_eq!(nodes, vec!["a", "b", "tail"]),
+        e => panic!("{e}"),
+    }
+}
+
+#[test]
+fn a_tensor_read_but_never_produced_is_dangling() {
+    let m = Model::new(13)
+        .input("x", F32, &[1, 4])
+        .node(node("Add", "adder", &["x", "ghost"], &["y"], vec![]))
+        .output("y", F32, &[1, 4]);
+    match err(&m) {
+        ExecError::DanglingInput { node, tensor, .. } => {
+            assert_eq!(node, "adder");
+            assert_eq!(tensor, "ghost");
+        }
+        e => panic!("{e}"),
+    }
+    let m = relu_model().output("nowhere", F32, &[1]);
+    assert!(matches!(err(&m), ExecError::DanglingInput { .. }));
+}
+
+#[test]
+fn duplicate_producers_are_rejected() {
+    let m = Model::new(13)
+        .input("x", F32, &[1, 4])
+        .node(node("Relu", "first", &["x"], &["y"], vec![]))
+        .node(node("Sigmoid", "second", &["x"], &["y"], vec![]))
+        .output("y", F32, &[1, 4]);
+    match err(&m) {
+        ExecError::DuplicateProducer {
+            tensor,
+            first,
+            second,
+            ..
+        } => {
+            assert_eq!(tensor, "y");
+            assert_eq!(first, "node first");
+            assert_eq!(second, "node second");
+        }
+        e => panic!("{e}"),
+    }
+    let m = relu_model().init(tensor_f32("y", &[1], &[0.0]));
+    assert!(matches!(err(&m), ExecError::DuplicateProducer { .. }));
+}
+
+#[test]
+fn inconsistent_shapes_are_rejected() {
+    let m = Model::new(13)
+        .input("a", F32, &[2, 3])
+        .input("b", F32, &[4, 3])
+        .op("Add", &["a", "b"], &["y"], vec![])
+        .output_any("y", F32);
+    assert!(matches!(err(&m), ExecError::ShapeMismatch { .. }));
+    // MatMul inner dims.
+    let m = Model::new(13)
+        .input("a", F32, &[2, 3])
+        .input("b", F32, &[4, 5])
+        .op("MatMul", &["a", "b"], &["y"], vec![])
+        .output_any("y", F32);
+    assert!(matches!(err(&m), ExecError::ShapeMismatch { .. }));
+    // Reshape to a different element count.
+    let m = Model::new(13)
+        .input("x", F32, &[2, 3])
+        .init(tensor_i64("s", &[1], &[7]))
+        .op("Reshape", &["x", "s"], &["y"], vec![])
+        .output_any("y", F32);
+    assert!(matches!(err(&m), ExecError::ShapeMismatch { .. }));
+    // The declared output shape disagrees with inference.
+    let m = Model::new(13)
+        .input("x", F32, &[1, 4])
+        .op("Relu", &["x"], &["y"], vec![])
+        .output("y", F32, &[1, 5]);
+    assert!(matches!(err(&m), ExecError::ShapeMismatch { .. }));
+    // Conv channel mismatch.
+    let m = Model::new(13)
+        .input("x", F32, &[1, 3, 8, 8])
+        .init(tensor_f32("w", &[4, 2, 3, 3], &[0.0; 72]))
+        .op("Conv", &["x", "w"], &["y"], vec![])
+        .output_any("y", F32);
+    assert!(matches!(err(&m), ExecError::ShapeMismatch { .. }));
+}
+
+#[test]
+fn unsupported_attribute_values_are_invalid_nodes() {
+    let cases: Vec<Model> = vec![
+        Model::new(13)
+            .input("x", F32, &[1, 4])
+            .op("Gemm", &["x", "x"], &["y"], vec![attr_i("transA", 7)])
+            .output_any("y", F32),
+        Model::new(13)
+            .input("x", F32, &[1, 4])
+            .op("Softmax", &["x"], &["y"], vec![attr_i("axis", 5)])
+            .output_any("y", F32),
+        Model::new(13)
+            .input("x", F32, &[1, 3, 8, 8])
+            .op(
+                "MaxPool",
+                &["x"],
+                &["y"],
+                vec![
+                    attr_ints("kernel_shape", &[2, 2]),
+                    attr_s("auto_pad", "BOGUS"),
+                ],
+            )
+            .output_any("y", F32),
+        Model::new(13)
+            .input("x", F32, &[1, 3, 8, 8])
+            .init(tensor_f32("s", &[4], &[1.0, 1.0, 2.0, 2.0]))
+            .op(
+                "Resize",
+                &["x", "", "s"],
+                &["y"],
+                vec![attr_s("mode", "cubic")],
+            )
+            .output_any("y", F32),
+        // Attribute of the wrong type.
+        Model::new(13)
+            .input("x", F32, &[1, 4])
+            .op("Softmax", &["x"], &["y"], vec![attr_f("axis", 1.0)])
+            .output_any("y", F32),
+        // Reshape shape not constant.
+        Model::new(13)
+            .input("x", F32, &[2, 3])
+            .input("s", I64, &[2])
+            .op("Reshape", &["x", "s"], &["y"], vec![])
+            .output_any("y", F32),
+    ];
+    for m in cases {
+        match err(&m) {
+            ExecError::InvalidNode { node, reason, .. } => {
+                assert!(!node.is_empty());
+                assert!(!reason.is_empty());
+            }
+            e => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn byte_sizes_that_overflow_are_rejected() {
+    let big = 1i64 << 40;
+    let m = Model::new(13)
+        .input("x", F32, &[big, big, 16])
+        .op("Relu", &["x"], &["y"], vec![])
+        .output_any("y", F32);
+    assert!(matches!(err(&m), ExecError::Overflow { .. }));
+    // ConstantOfShape asking for a huge constant.
+    let m = Model::new(13)
+        .input("x", F32, &[1])
+        .init(tensor_i64("s", &[2], &[1 << 20, 1 << 20]))
+        .op("ConstantOfShape", &["s"], &["c"], vec![])
+        .op("Add", &["x", "c"], &["y"], vec![])
+        .output_any("y", F32);
+    assert!(matches!(err(&m), ExecError::Overflow { .. }));
+    // Expand output overflowing.
+    let m = Model::new(13)
+        .input("x", F32, &[1])
+        .init(tensor_i64("s", &[3], &[1 << 30, 1 << 30, 1 << 30]))
+        .op("Expand", &["x", "s"], &["y"], vec![])
+        .output_any("y", F32);
+    assert!(matches!(err(&m), ExecError::Overflow { .. }));
+}
+
+#[test]
+fn open_dimensions_name_the_input() {
+    let m = Model::new(13)
+        .input_dyn("images", F32, &[None, Some(3)])
+        .op("Relu", &["images"], &["y"], vec![])
+        .output_any("y", F32);
+    match err(&m) {
+        ExecError::OpenDimension {
+            input, dim, symbol, ..
+        } => {
+            assert_eq!((input.as_str(), dim, symbol.as_str()), ("images", 0, "N"));
+        }
+        e => panic!("{e}"),
+    }
+    // A fixed dimension the override contradicts, and an override for a missing input.
+    let bytes = m.bytes();
+    let opts = LoadOptions::default().with_input_shape("images", vec![2, 4]);
+    let e = ExecutionGraph::from_bytes(&bytes, "corpus", &opts).unwrap_err();
+    assert!(matches!(e, ExecError::BadShapeOverride { .. }), "{e}");
+    let opts = LoadOptions::default().with_input_shape("other", vec![2, 3]);
+    let e = ExecutionGraph::from_bytes(&bytes, "corpus", &opts).unwrap_err();
+    assert!(matches!(e, ExecError::BadShapeOverride { .. }), "{e}");
+    let opts = LoadOptions::default().with_input_shape("images", vec![2, 3]);
+    let g = ExecutionGraph::from_bytes(&bytes, "corpus", &opts).unwrap();
+    assert_eq!(g.tensor(g.outputs()[0]).shape, vec![2, 3]);
+}
+
+#[test]
+fn shape_override_text_is_parsed_and_checked() {
+    let m = aegis_exec::parse_input_shapes("x=1,3,640,640; a/b:0=2").unwrap();
+    assert_eq!(m["x"], vec![1, 3, 640, 640]);
+    assert_eq!(m["a/b:0"], vec![2]);
+    assert_eq!(
+        aegis_exec::parse_input_shape("s=").unwrap().1,
+        Vec::<usize>::new()
+    );
+    for bad in ["x", "=1,2", "x=1,,2", "x=1,-3", "x=a", "x=1;x=2"] {
+        assert!(
+            matches!(
+                aegis_exec::parse_input_shapes(bad),
+                Err(ExecError::BadShapeOverride { .. })
+            ),
+            "{bad}"
+        );
+    }
+}
+
+fn external_model(location: &str, offset: i64, length: i64) -> Model {
+    let mut w = tensor_f32("w", &[4], &[]);
+    w.data_location = Some(1);
+    w.external_data = vec![
+        kv("location", location),
+        kv("offset", &offset.to_string()),
+        kv("length", &length.to_string()),
+    ];
+    Model::new(13)
+        .input("x", F32, &[4])
+        .init(w)
+        .op("Add", &["x", "w"], &["y"], vec![])
+        .output("y", F32, &[4])
+}
+
+fn kv(k: &str, v: &str) -> tract_onnx::pb::StringStringEntryProto {
+    tract_onnx::pb::StringStringEntryProto {
+        key: k.into(),
+        value: v.into(),
+    }
+}
+
+#[test]
+fn external_data_is_read_with_bounds_checks() {
+    let dir = std::env::temp_dir().join(format!("aegis-exec-ext-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut payload = vec![0u8; 8];
+    for v in [1.0f32, 2.0, 3.0, 4.0] {
+        payload.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(dir.join("weights.bin"), &payload).unwrap();
+
+    // In bounds, loaded from a file next to the data.
+    let model_path = dir.join("model.onnx");
+    std::fs::write(&model_path, external_model("weights.bin", 8, 16).bytes()).unwrap();
+    let g = ExecutionGraph::load(&model_path, &LoadOptions::default()).unwrap();
+    let w = g.tensor_by_name("w").unwrap();
+    assert_eq!(
+        g.constant_data(w).unwrap().as_f32().unwrap(),
+        &[1.0, 2.0, 3.0, 4.0]
+    );
+
+    let check = |m: Model| {
+        std::fs::write(&model_path, m.bytes()).unwrap();
+        let e = ExecutionGraph::load(&model_path, &LoadOptions::default()).unwrap_err();
+        assert!(matches!(e, ExecError::ExternalData { .. }), "{e}");
+        assert_eq!(e.category(), ErrorCategory::Permanent);
+    };
+    check(external_model("weights.bin", 16, 16)); // past the end
+    check(external_model("weights.bin", i64::MAX, 16)); // offset + length overflows
+    check(external_model("weights.bin", 0, 8)); // length does not fit the shape
+    check(external_model("missing.bin", 0, 16));
+    check(external_model("../weights.bin", 0, 16)); // escapes the directory
+    check(external_model("/etc/passwd", 0, 16));
+
+    // From bytes: needs an explicit directory.
+    let bytes = external_model("weights.bin", 8, 16).bytes();
+    let e = ExecutionGraph::from_bytes(&bytes, "corpus", &LoadOptions::default()).unwrap_err();
+    assert!(matches!(e, ExecError::ExternalData { .. }));
+    let opts = LoadOptions {
+        external_data_dir: Some(dir.clone()),
+        ..LoadOptions::default()
+    };
+    assert!(ExecutionGraph::from_bytes(&bytes, "corpus", &opts).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unsupported_element_types_are_typed_errors() {
+    let m = Model::new(13)
+        .input("x", 11, &[4]) // double
+        .op("Relu", &["x"], &["y"], vec![])
+        .output_any("y", 11);
+    assert!(matches!(err(&m), ExecError::UnsupportedDType { .. }));
+}
+
+#[test]
+fn reading_an_unsupported_optional_output_is_rejected() {
+    let m = Model::new(13)
+        .input("x", F32, &[1, 1, 4, 4])
+        .op(
+            "MaxPool",
+            &["x"],
+            &["y", "idx"],
+            vec![attr_ints("kernel_shape", &[2, 2])],
+        )
+        .output_any("idx", I64);
+    match err(&m) {
+        ExecError::InvalidNode { reason, .. } => assert!(reason.contains("output 1"), "{reason}"),
+        e => panic!("{e}"),
+    }
+}

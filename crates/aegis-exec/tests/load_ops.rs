@@ -1,0 +1,608 @@
+//! Operator-level loading: attribute/input forms per opset, auto_pad resolution, constant
+//! folding, Identity/Dropout removal, BatchNormalization folding, and the in-place hints.
+
+#[path = "malformed/builder.rs"]
+mod builder;
+
+use aegis_exec::graph::{CoordinateTransform, NearestMode, ResizeMode};
+use aegis_exec::{ExecutionGraph, LoadOptions, Op, TensorData, TensorKind};
+use builder::*;
+
+fn load(m: &Model) -> ExecutionGraph {
+    ExecutionGraph::from_bytes(&m.bytes(), "ops", &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn only_op(g: &ExecutionGraph) -> &Op {
+    assert_eq!(g.operators().len(), 1, "{:?}", g.operators());
+    &g.operators()[0].op
+}
+
+fn out_shape(g: &ExecutionGraph) -> Vec<usize> {
+    g.tensor(g.outputs()[0]).shape.clone()
+}
+
+#[test]
+fn conv_same_upper_pads_are_resolved() {
+    let m = Model::new(11)
+        .input("x", F32, &[1, 3, 7, 7])
+        .init(tensor_f32("w", &[8, 3, 3, 3], &[0.5; 216]))
+        .op(
+            "Conv",
+            &["x", "w"],
+            &["y"],
+            vec![
+                attr_s("auto_pad", "SAME_UPPER"),
+                attr_ints("strides", &[2, 2]),
+            ],
+        )
+        .output_any("y", F32);
+    let g = load(&m);
+    assert_eq!(out_shape(&g), vec![1, 8, 4, 4]);
+    // out 4, stride 2, kernel 3: need (4-1)*2+3 = 9, total pad 2 -> 1 begin, 1 end.
+    match only_op(&g) {
+        Op::Conv {
+            pads,
+            kernel_shape,
+            strides,
+            dilations,
+            group,
+        } => {
+            assert_eq!(pads, &vec![1, 1, 1, 1]);
+            assert_eq!(kernel_shape, &vec![3, 3]);
+            assert_eq!(strides, &vec![2, 2]);
+            assert_eq!(dilations, &vec![1, 1]);
+            assert_eq!(*group, 1);
+        }
+        op => panic!("{op:?}"),
+    }
+}
+
+#[test]
+fn conv_same_lower_puts_the_odd_pad_first() {
+    let m = Model::new(11)
+        .input("x", F32, &[1, 1, 6, 6])
+        .init(tensor_f32("w", &[1, 1, 2, 2], &[1.0; 4]))
+        .op(
+            "Conv",
+            &["x", "w"],
+            &["y"],
+            vec![attr_s("auto_pad", "SAME_LOWER")],
+        )
+        .output_any("y", F32);
+    let g = load(&m);
+    assert_eq!(out_shape(&g), vec![1, 1, 6, 6]);
+    match only_op(&g) {
+        Op::Conv { pads, .. } => assert_eq!(pads, &vec![1, 1, 0, 0]),
+        op => panic!("{op:?}"),
+    }
+}
+
+#[test]
+fn pool_ceil_mode_and_dilations() {
+    let m = Model::new(12)
+        .input("x", F32, &[1, 2, 6, 6])
+        .op(
+            "MaxPool",
+            &["x"],
+            &["y"],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("strides", &[2, 2]),
+                attr_i("ceil_mode", 1),
+            ],
+        )
+        .output_any("y", F32);
+    // floor: (6-3)/2+1 = 2; ceil: ceil(3/2)+1 = 3, last window starts at 4 < 6: kept.
+    assert_eq!(out_shape(&load(&m)), vec![1, 2, 3, 3]);
+    let m = Model::new(7)
+        .input("x", F32, &[1, 2, 5, 5])
+        .op(
+            "AveragePool",
+            &["x"],
+            &["y"],
+            vec![
+                attr_ints("kernel_shape", &[2, 2]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+                attr_i("count_include_pad", 1),
+            ],
+        )
+        .output_any("y", F32);
+    let g = load(&m);
+    assert_eq!(out_shape(&g), vec![1, 2, 6, 6]);
+    assert!(matches!(
+        only_op(&g),
+        Op::AveragePool {
+            count_include_pad: true,
+            ceil_mode: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn clip_takes_attributes_before_opset_11_and_inputs_after() {
+    let m = Model::new(7)
+        .input("x", F32, &[4])
+        .op(
+            "Clip",
+            &["x"],
+            &["y"],
+            vec![attr_f("min", 0.0), attr_f("max", 6.0)],
+        )
+        .output_any("y", F32);
+    assert_eq!(only_op(&load(&m)), &Op::Clip { min: 0.0, max: 6.0 });
+    let m = Model::new(13)
+        .input("x", F32, &[4])
+        .init(tensor_f32("lo", &[], &[-1.0]))
+        .op("Clip", &["x", "lo", ""], &["y"], vec![])
+        .output_any("y", F32);
+    assert_eq!(
+        only_op(&load(&m)),
+        &Op::Clip {
+            min: -1.0,
+            max: f32::INFINITY
+        }
+    );
+}
+
+#[test]
+fn split_squeeze_unsqueeze_reduce_axes_follow_the_opset() {
+    // Opset 11: attributes.
+    let m = Model::new(11)
+        .input("x", F32, &[2, 6])
+        .op(
+            "Split",
+            &["x"],
+            &["a", "b"],
+            vec![attr_i("axis", 1), attr_ints("split", &[2, 4])],
+        )
+        .op("Unsqueeze", &["a"], &["u"], vec![attr_ints("axes", &[0])])
+        .op(
+            "ReduceMean",
+            &["b"],
+            &["r"],
+            vec![attr_ints("axes", &[-1]), attr_i("keepdims", 0)],
+        )
+        .output_any("u", F32)
+        .output_any("r", F32);
+    let g = load(&m);
+    assert_eq!(g.tensor(g.outputs()[0]).shape, vec![1, 2, 2]);
+    assert_eq!(g.tensor(g.outputs()[1]).shape, vec![2]);
+    // Opset 18: inputs; Split with num_outputs uneven chunks.
+    let m = Model::new(18)
+        .input("x", F32, &[2, 7])
+        .init(tensor_i64("ax", &[1], &[1]))
+        .op(
+            "Split",
+            &["x"],
+            &["a", "b", "c"],
+            vec![attr_i("axis", 1), attr_i("num_outputs", 3)],
+        )
+        .op("ReduceMean", &["a", "ax"], &["r"], vec![])
+        .op("Unsqueeze", &["c", "ax"], &["u"], vec![])
+        .op("Squeeze", &["u", "ax"], &["s"], vec![])
+        .output_any("r", F32)
+        .output_any("s", F32)
+        .output_any("b", F32);
+    let g = load(&m);
+    let shapes: Vec<_> = g
+        .outputs()
+        .iter()
+        .map(|&o| g.tensor(o).shape.clone())
+        .collect();
+    assert_eq!(shapes, vec![vec![2, 1], vec![2, 1], vec![2, 3]]);
+    let split = g
+        .operators()
+        .iter()
+        .find(|n| n.op.onnx_name() == "Split")
+        .unwrap();
+    assert_eq!(
+        split.op,
+        Op::Split {
+            axis: 1,
+            splits: vec![3, 3, 1]
+        }
+    );
+}
+
+#[test]
+fn slice_attribute_and_input_forms_resolve_to_per_axis_starts() {
+    let m = Model::new(9)
+        .input("x", F32, &[4, 10])
+        .op(
+            "Slice",
+            &["x"],
+            &["y"],
+            vec![
+                attr_ints("starts", &[1, -3]),
+                attr_ints("ends", &[1000, -1]),
+            ],
+        )
+        .output_any("y", F32);
+    let g = load(&m);
+    assert_eq!(out_shape(&g), vec![3, 2]);
+    assert_eq!(
+        only_op(&g),
+        &Op::Slice {
+            starts: vec![1, 7],
+            steps: vec![1, 1]
+        }
+    );
+    // Negative step from the end, opset 13 inputs.
+    let m = Model::new(13)
+        .input("x", F32, &[4, 10])
+        .init(tensor_i64("s", &[1], &[-1]))
+        .init(tensor_i64("e", &[1], &[i64::MIN]))
+        .init(tensor_i64("a", &[1], &[1]))
+        .init(tensor_i64("st", &[1], &[-3]))
+        .op("Slice", &["x", "s", "e", "a", "st"], &["y"], vec![])
+        .output_any("y", F32);
+    let g = load(&m);
+    // indices 9, 6, 3, 0
+    assert_eq!(out_shape(&g), vec![4, 4]);
+    assert_eq!(
+        only_op(&g),
+        &Op::Slice {
+            starts: vec![0, 9],
+            steps: vec![1, -3]
+        }
+    );
+}
+
+#[test]
+fn pad_attribute_and_input_forms() {
+    let m = Model::new(7)
+        .input("x", F32, &[1, 2, 3])
+        .op(
+            "Pad",
+            &["x"],
+            &["y"],
+            vec![
+                attr_ints("pads", &[0, 1, 2, 0, 1, -1]),
+                attr_f("value", 1.5),
+            ],
+        )
+        .output_any("y", F32);
+    let g = load(&m);
+    assert_eq!(out_shape(&g), vec![1, 4, 4]);
+    let m = Model::new(13)
+        .input("x", F32, &[1, 2, 3])
+        .init(tensor_i64("p", &[6], &[0, 0, 1, 0, 0, 1]))
+        .op("Pad", &["x", "p"], &["y"], vec![attr_s("mode", "reflect")])
+        .output_any("y", F32);
+    let g = load(&m);
+    assert_eq!(out_shape(&g), vec![1, 2, 5]);
+    assert!(matches!(
+        only_op(&g),
+        Op::Pad {
+            mode: aegis_exec::graph::PadMode::Reflect,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn resize_scales_sizes_and_opset_10_semantics() {
+    let m = Model::new(10)
+        .input("x", F32, &[1, 1, 2, 3])
+        .init(tensor_f32("s", &[4], &[1.0, 1.0, 2.0, 2.0]))
+        .op("Resize", &["x", "s"], &["y"], vec![])
+        .output_any("y", F32);
+    let g = load(&m);
+    assert_eq!(out_shape(&g), vec![1, 1, 4, 6]);
+    match only_op(&g) {
+        Op::Resize {
+            mode,
+            coordinate_transform,
+            nearest_mode,
+            ..
+        } => {
+            assert_eq!(*mode, ResizeMode::Nearest);
+            assert_eq!(*coordinate_transform, CoordinateTransform::Asymmetric);
+            assert_eq!(*nearest_mode, NearestMode::Floor);
+        }
+        op => panic!("{op:?}"),
+    }
+    let m = Model::new(13)
+        .input("x", F32, &[1, 1, 2, 3])
+        .init(tensor_i64("sz", &[4], &[1, 1, 5, 9]))
+        .op(
+            "Resize",
+            &["x", "", "", "sz"],
+            &["y"],
+            vec![
+                attr_s("mode", "linear"),
+                attr_s("coordinate_transformation_mode", "align_corners"),
+            ],
+        )
+        .output_any("y", F32);
+    let g = load(&m);
+    assert_eq!(out_shape(&g), vec![1, 1, 5, 9]);
+    match only_op(&g) {
+        Op::Resize {
+            mode,
+            scales,
+            coordinate_transform,
+            ..
+        } => {
+            assert_eq!(*mode, ResizeMode::Linear);
+            assert_eq!(*coordinate_transform, CoordinateTransform::AlignCorners);
+            assert_eq!(scales, &vec![1.0, 1.0, 2.5, 3.0]);
+        }
+        op => panic!("{op:?}"),
+    }
+}
+
+#[test]
+fn softmax_semantics_flag_depends_on_the_opset() {
+    for (opset, axis, flatten) in [(11, 1, true), (13, 2, false)] {
+        let m = Model::new(opset)
+            .input("x", F32, &[2, 3, 4])
+            .op("Softmax", &["x"], &["y"], vec![])
+            .output_any("y", F32);
+        assert_eq!(
+            only_op(&load(&m)),
+            &Op::Softmax {
+                axis,
+                flatten_2d: flatten
+            }
+        );
+    }
+}
+
+/// The classic exporter pattern: Reshape(x, Concat(Gather(Shape(x), 0), [-1])) — all folded.
+#[test]
+fn shape_arithmetic_is_folded_to_a_static_reshape() {
+    let m = Model::new(13)
+        .input("x", F32, &[2, 3, 4])
+        .init(tensor_i64("zero", &[], &[0]))
+        .init(tensor_i64("minus1", &[1], &[-1]))
+        .init(tensor_i64("ax0", &[1], &[0]))
+        .op("Shape", &["x"], &["shape"], vec![])
+        .op(
+            "Gather",
+            &["shape", "zero"],
+            &["n"],
+            vec![attr_i("axis", 0)],
+        )
+        .op("Unsqueeze", &["n", "ax0"], &["n1"], vec![])
+        .op(
+            "Concat",
+            &["n1", "minus1"],
+            &["target"],
+            vec![attr_i("axis", 0)],
+        )
+        .op("Cast", &["target"], &["target_f"], vec![attr_i("to", 1)])
+        .op("Mul", &["target_f", "target_f"], &["sq"], vec![])
+        .op("Cast", &["sq"], &["sq_i"], vec![attr_i("to", 7)])
+        .op("Reshape", &["x", "target"], &["y"], vec![])
+        .output_any("y", F32)
+        .output_any("sq_i", I64);
+    let g = load(&m);
+    assert_eq!(g.operators().len(), 1, "only the Reshape remains");
+    assert_eq!(only_op(&g), &Op::Reshape { shape: vec![2, 12] });
+    // The folded side output is a constant graph output with the computed value.
+    let sq = g.outputs()[1];
+    assert_eq!(g.tensor(sq).kind, TensorKind::Constant);
+    assert_eq!(g.constant_data(sq), Some(&TensorData::I64(vec![4, 1])));
+}
+
+#[test]
+fn constant_of_shape_range_where_expand_fold() {
+    let m = Model::new(13)
+        .input("x", F32, &[3, 4])
+        .init(tensor_i64("len", &[1], &[4]))
+        .init(tensor_i64("start", &[], &[0]))
+        .init(tensor_i64("limit", &[], &[4]))
+        .init(tensor_i64("delta", &[], &[1]))
+        .init(tensor_i64("two", &[], &[2]))
+        .op(
+            "ConstantOfShape",
+            &["len"],
+            &["ones"],
+            vec![attr_t("value", tensor_f32("", &[1], &[1.0]))],
+        )
+        .op("Range", &["start", "limit", "delta"], &["r"], vec![])
+        .op("Mod", &["r", "two"], &["odd"], vec![])
+        .op("Equal", &["odd", "start"], &["even"], vec![])
+        .op("Cast", &["r"], &["rf"], vec![attr_i("to", 1)])
+        .op("Where", &["even", "rf", "ones"], &["w"], vec![])
+        .op("Mul", &["x", "w"], &["y"], vec![])
+        .output_any("y", F32);
+    let g = load(&m);
+    let node = &g.operators()[0];
+    assert_eq!(g.operators().len(), 1);
+    assert_eq!(node.op, Op::Mul);
+    let w = node.inputs[1];
+    // r = [0,1,2,3]; even -> r, odd -> 1
+    assert_eq!(
+        g.constant_data(w),
+        Some(&TensorData::F32(vec![0.0, 1.0, 2.0, 1.0]))
+    );
+}
+
+#[test]
+fn identity_and_dropout_are_removed() {
+    let m = Model::new(11)
+        .input("x", F32, &[4])
+        .op("Identity", &["x"], &["a"], vec![])
+        .op("Relu", &["a"], &["b"], vec![])
+        .op("Dropout", &["b"], &["c"], vec![attr_f("ratio", 0.5)])
+        .op("Identity", &["c"], &["y"], vec![])
+        .output("y", F32, &[4]);
+    let g = load(&m);
+    assert_eq!(only_op(&g), &Op::Relu);
+    let y = g.outputs()[0];
+    assert_eq!(g.tensor(y).name, "y", "the output keeps the model's name");
+    assert_eq!(g.operators()[0].inputs, vec![g.inputs()[0]]);
+}
+
+#[test]
+fn batch_norm_is_folded_into_the_conv_numerically() {
+    let w: Vec<f32> = (0..2 * 1 * 1 * 1).map(|i| i as f32 + 1.0).collect(); // [1, 2]
+    let m = Model::new(9)
+        .input("x", F32, &[1, 1, 2, 2])
+        .init(tensor_f32("w", &[2, 1, 1, 1], &w))
+        .init(tensor_f32("b", &[2], &[0.5, -0.5]))
+        .init(tensor_f32("scale", &[2], &[2.0, 3.0]))
+        .init(tensor_f32("shift", &[2], &[0.1, 0.2]))
+        .init(tensor_f32("mean", &[2], &[1.0, -1.0]))
+        .init(tensor_f32("var", &[2], &[4.0, 9.0]))
+        .op("Conv", &["x", "w", "b"], &["c"], vec![])
+        .op(
+            "BatchNormalization",
+            &["c", "scale", "shift", "mean", "var"],
+            &["y"],
+            vec![attr_f("epsilon", 0.0)],
+        )
+        .output("y", F32, &[1, 2, 2, 2]);
+    let g = load(&m);
+    let conv = &g.operators()[0];
+    assert_eq!(g.operators().len(), 1);
+    assert!(matches!(conv.op, Op::Conv { .. }));
+    assert_eq!(conv.outputs, g.outputs().to_vec());
+    let s = [2.0 / 2.0, 3.0 / 3.0];
+    let nw = g.constant_data(conv.inputs[1]).unwrap().as_f32().unwrap();
+    let nb = g.constant_data(conv.inputs[2]).unwrap().as_f32().unwrap();
+    assert_eq!(nw, &[1.0 * s[0], 2.0 * s[1]]);
+    assert_eq!(nb, &[(0.5 - 1.0) * s[0] + 0.1, (-0.5 + 1.0) * s[1] + 0.2]);
+}
+
+#[test]
+fn batch_norm_after_a_shared_conv_output_is_kept() {
+    let m = Model::new(9)
+        .input("x", F32, &[1, 1, 2, 2])
+        .init(tensor_f32("w", &[1, 1, 1, 1], &[1.0]))
+        .init(tensor_f32("p", &[1], &[1.0]))
+        .op("Conv", &["x", "w"], &["c"], vec![])
+        .op(
+            "BatchNormalization",
+            &["c", "p", "p", "p", "p"],
+            &["y"],
+            vec![],
+        )
+        .op("Relu", &["c"], &["z"], vec![])
+        .output_any("y", F32)
+        .output_any("z", F32);
+    let h = load(&m).op_histogram();
+    assert_eq!(h.get("BatchNormalization"), Some(&1));
+}
+
+#[test]
+fn elementwise_ops_get_in_place_hints_when_they_lower_the_peak() {
+    // a = Relu(x); b = Sigmoid(a); c = Add(a, b); y = Relu(c). At the Add, a, b and c are
+    // alive (3 buffers) unless c takes b's storage (b dies there, read only by the Add).
+    let m = Model::new(13)
+        .input("x", F32, &[1024])
+        .op("Relu", &["x"], &["a"], vec![])
+        .op("Sigmoid", &["a"], &["b"], vec![])
+        .op("Add", &["a", "b"], &["c"], vec![])
+        .op("Relu", &["c"], &["y"], vec![])
+        .output_any("y", F32);
+    let g = load(&m);
+    let plan = g.plan();
+    plan.validate().unwrap();
+    let b = g.tensor_by_name("b").unwrap().index();
+    let c = g.tensor_by_name("c").unwrap().index();
+    assert!(
+        plan.shared.iter().any(|h| h.input == b && h.output == c),
+        "{:?}",
+        plan.shared
+    );
+    assert_eq!(plan.offset_of(b), plan.offset_of(c));
+    assert_eq!(plan.peak_bytes, 2 * 4096);
+    // Never the graph input or output.
+    let x = g.inputs()[0].index();
+    let y = g.outputs()[0].index();
+    assert!(plan.shared.iter().all(|h| h.input != x && h.output != y));
+}
+
+#[test]
+fn topological_order_follows_file_order_among_ready_nodes_even_if_unsorted() {
+    // Nodes listed consumer-first: the loader still orders them.
+    let m = Model::new(13)
+        .input("x", F32, &[4])
+        .op("Relu", &["b"], &["y"], vec![])
+        .op("Sigmoid", &["x"], &["a"], vec![])
+        .op("Tanh", &["x"], &["c"], vec![])
+        .op("Add", &["a", "c"], &["b"], vec![])
+        .output_any("y", F32);
+    let opts = LoadOptions {
+        memory_aware_order: false,
+        ..LoadOptions::default()
+    };
+    let g = ExecutionGraph::from_bytes(&m.bytes(), "ops", &opts).unwrap();
+    let names: Vec<&str> = g
+        .topological_order()
+        .iter()
+        .map(|&n| g.node(n).op.onnx_name())
+        .collect();
+    assert_eq!(names, vec!["Sigmoid", "Tanh", "Add", "Relu"]);
+    // NodeIds keep file order.
+    assert_eq!(g.operators()[0].op, Op::Relu);
+}
+
+#[test]
+fn gemm_matmul_layernorm_gelu_shapes() {
+    let m = Model::new(20)
+        .input("x", F32, &[2, 5, 8])
+        .init(tensor_f32("w", &[8, 16], &[0.0; 128]))
+        .init(tensor_f32("g", &[16], &[1.0; 16]))
+        .init(tensor_f32("a", &[3, 16], &[0.0; 48]))
+        .init(tensor_f32("c", &[3], &[0.0; 3]))
+        .init(tensor_i64("shp", &[2], &[10, 16]))
+        .op("MatMul", &["x", "w"], &["h"], vec![])
+        .op("LayerNormalization", &["h", "g"], &["n"], vec![])
+        .op(
+            "Gelu",
+            &["n"],
+            &["act"],
+            vec![attr_s("approximate", "tanh")],
+        )
+        .op("Reshape", &["act", "shp"], &["flat"], vec![])
+        .op(
+            "Gemm",
+            &["flat", "a", "c"],
+            &["y"],
+            vec![attr_i("transB", 1)],
+        )
+        .output("y", F32, &[10, 3]);
+    let g = load(&m);
+    assert_eq!(out_shape(&g), vec![10, 3]);
+    let h = g.op_histogram();
+    for op in ["MatMul", "LayerNormalization", "Gelu", "Reshape", "Gemm"] {
+        assert_eq!(h.get(op), Some(&1), "{op}");
+    }
+}
+
+#[test]
+fn conv_transpose_output_shape_resolves_pads() {
+    let m = Model::new(11)
+        .input("x", F32, &[1, 2, 3, 3])
+        .init(tensor_f32("w", &[2, 4, 3, 3], &[0.0; 72]))
+        .op(
+            "ConvTranspose",
+            &["x", "w"],
+            &["y"],
+            vec![
+                attr_ints("strides", &[2, 2]),
+                attr_ints("output_shape", &[6, 6]),
+            ],
+        )
+        .output_any("y", F32);
+    let g = load(&m);
+    assert_eq!(out_shape(&g), vec![1, 4, 6, 6]);
+    // full = 2*(3-1)+3 = 7; total pad 1 -> begin 1, end 0 (NOTSET puts the odd one first).
+    match only_op(&g) {
+        Op::ConvTranspose {
+            pads,
+            output_padding,
+            ..
+        } => {
+            assert_eq!(pads, &vec![1, 1, 0, 0]);
+            assert_eq!(output_padding, &vec![0, 0]);
+        }
+        op => panic!("{op:?}"),
+    }
+}

@@ -19,6 +19,10 @@ pub const DEFAULT_ALIGNMENT: u64 = 256;
 /// handful on 10,000 tensors.
 pub const DEFAULT_SEARCH_EFFORT: u64 = 1_500_000;
 
+/// Above this many pairs of tensors alive together, conflicts are not listed (8M pairs is
+/// 64 MiB of lists); placement then scans instead.
+const MAX_CONFLICT_PAIRS: u64 = 8 << 20;
+
 /// "`output` may reuse the memory of `input`": for an element-wise step whose output can be
 /// written over an input that dies at that step (in place). A hint is applied only when it
 /// is safe (`input` ends exactly where `output` starts, and neither is already paired that
@@ -302,7 +306,13 @@ impl MemoryPlanner {
         let mut best: Option<Candidate> = None;
         let mut scratch = Scratch::new(lifetimes.len());
         'outer: for (pi, problem) in ctx.problems.iter().enumerate() {
-            for order in PlacementOrder::ALL {
+            // Dense problems are quadratic per pass: run only the baseline order.
+            let orders = if problem.dense {
+                &PlacementOrder::ALL[..1]
+            } else {
+                &PlacementOrder::ALL[..]
+            };
+            for &order in orders {
                 let seq = problem.order(order);
                 for fit in [Fit::Best, Fit::First] {
                     let peak = problem.place(&seq, fit, &mut scratch);
@@ -677,6 +687,8 @@ struct Candidate {
 struct Scratch {
     offsets: Vec<u64>,
     placed: Vec<bool>,
+    /// Placement order so far (dense mode only).
+    placed_list: Vec<u32>,
     gaps: Vec<(u64, u64)>,
 }
 
@@ -685,6 +697,7 @@ impl Scratch {
         Self {
             offsets: vec![0; n],
             placed: vec![false; n],
+            placed_list: Vec::new(),
             gaps: Vec::new(),
         }
     }
@@ -699,6 +712,9 @@ struct Problem {
     /// `adjacency[adj_start[b]..adj_start[b + 1]]` (zero-sized blocks conflict with nothing).
     adjacency: Vec<u32>,
     adj_start: Vec<usize>,
+    /// Too many conflicts to list: placement scans the blocks placed so far instead
+    /// (quadratic time, linear memory).
+    dense: bool,
     /// Cost of one placement pass, in blocks visited.
     work: u64,
 }
@@ -708,6 +724,26 @@ impl Problem {
         let n = size.len();
         let mut by_start: Vec<u32> = (0..n as u32).filter(|&b| size[b as usize] > 0).collect();
         by_start.sort_unstable_by_key(|&b| (span[b as usize].0, b));
+        // Count the conflict pairs first: a pathological input (thousands of tensors all
+        // alive together) must not turn into gigabytes of adjacency lists.
+        let mut lasts: Vec<usize> = by_start.iter().map(|&b| span[b as usize].1).collect();
+        lasts.sort_unstable();
+        let pairs: u64 = by_start
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| (i - lasts.partition_point(|&l| l < span[b as usize].0)) as u64)
+            .sum();
+        if pairs > MAX_CONFLICT_PAIRS {
+            return Self {
+                size,
+                span,
+                members,
+                adjacency: Vec::new(),
+                adj_start: Vec::new(),
+                dense: true,
+                work: (n as u64).saturating_add(pairs.saturating_mul(2)).max(1),
+            };
+        }
         let mut conflicts: Vec<Vec<u32>> = vec![Vec::new(); n];
         let mut active: Vec<u32> = Vec::new();
         for &b in &by_start {
@@ -733,11 +769,16 @@ impl Problem {
             members,
             adjacency,
             adj_start,
+            dense: false,
             work: work.max(1),
         }
     }
 
+    /// Block `b`'s conflicts (empty in dense mode, where [`Problem::place`] scans instead).
     fn conflicts(&self, b: usize) -> &[u32] {
+        if self.dense {
+            return &[];
+        }
         &self.adjacency[self.adj_start[b]..self.adj_start[b + 1]]
     }
 
@@ -860,8 +901,10 @@ impl Problem {
         let Scratch {
             offsets,
             placed,
+            placed_list,
             gaps,
         } = scratch;
+        placed_list.clear();
         offsets.resize(self.len(), 0);
         placed.clear();
         placed.resize(self.len(), false);
@@ -875,10 +918,22 @@ impl Problem {
                 continue;
             }
             gaps.clear();
-            for &c in self.conflicts(b) {
-                let c = c as usize;
-                if placed[c] {
-                    gaps.push((offsets[c], offsets[c] + self.size[c]));
+            if self.dense {
+                let (f, l) = self.span[b];
+                for &c in placed_list.iter() {
+                    let c = c as usize;
+                    let (cf, cl) = self.span[c];
+                    if cf <= l && f <= cl && self.size[c] > 0 {
+                        gaps.push((offsets[c], offsets[c] + self.size[c]));
+                    }
+                }
+                placed_list.push(b as u32);
+            } else {
+                for &c in self.conflicts(b) {
+                    let c = c as usize;
+                    if placed[c] {
+                        gaps.push((offsets[c], offsets[c] + self.size[c]));
+                    }
                 }
             }
             gaps.sort_unstable();

@@ -29,9 +29,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let planner = MemoryPlanner::default();
     println!(
-        "| model | tensors | naive MiB | greedy-size MiB | ours MiB | reordered MiB | bound MiB | ours/bound | reord/bound | greedy/bound | hints | in-place+reord MiB | /bound | plan ms | reorder ms | strategy |"
+        "| model | tensors | naive MiB | greedy-size MiB | ours MiB | reordered MiB | bound MiB | ours/bound | reord/bound | greedy/bound | hints | in-place+reord MiB | /bound | /own bound | plan ms | reorder ms | strategy |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
     let (mut sum_ours, mut sum_re, mut sum_greedy, mut sum_both, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let mut at_bound = 0;
     for path in &paths {
@@ -60,7 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             at_bound += 1;
         }
         println!(
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} | {} | {:.2} | {:.3} | {:.1} | {:.1} | {} / {} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} | {} | {:.2} | {:.3} | {:.3} | {:.1} | {:.1} | {} / {} |",
             file.model,
             lifetimes.len(),
             mib(file.naive_bytes),
@@ -74,6 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             hints.len(),
             mib(both.plan.peak_bytes),
             r(both.plan.peak_bytes),
+            both.plan.ratio_to_bound(),
             ms(t_plan),
             ms(t_re),
             plan.strategy,
@@ -102,7 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let p = MemoryPlanner::default().with_search_effort(effort);
         let (r, t) = timed(|| p.plan(&lifetimes));
         println!(
-            "  effort {effort}: {:.1} ms, ratio {:.4}",
+            "  search effort {effort}: {:.1} ms, peak/bound {:.4}",
             ms(t),
             r?.peak_bytes as f64 / bound as f64
         );

@@ -289,6 +289,11 @@ impl MemoryPlanner {
         self
     }
 
+    /// True when share hints were given.
+    pub fn has_share_hints(&self) -> bool {
+        !self.hints.is_empty()
+    }
+
     /// The alignment this planner uses.
     pub fn alignment(&self) -> u64 {
         self.alignment

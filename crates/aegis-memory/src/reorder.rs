@@ -12,7 +12,7 @@
 
 use crate::error::MemoryError;
 use crate::lifetime::{Lifetime, LifetimeAnalyser, TensorUsage};
-use crate::planner::{align_up, AllocationPlan, MemoryPlanner};
+use crate::planner::{align_up, lower_bound, AllocationPlan, MemoryPlanner};
 
 /// "Step `after` must run after step `before`", beyond the data dependencies (e.g. a
 /// side effect or a stream ordering the graph layer needs).
@@ -113,6 +113,15 @@ pub fn plan_with_reordering(
         } else {
             LifetimeAnalyser::analyse(num_steps, &remap(tensors, &order))?
         };
+        // Without sharing nothing beats the bound, so an order whose bound is no better
+        // than the best peak so far cannot win: skip planning it.
+        if let Some(b) = &best {
+            if !planner.has_share_hints()
+                && lower_bound(planner.alignment(), &lifetimes)? >= b.plan.peak_bytes
+            {
+                continue;
+            }
+        }
         let plan = planner.plan(&lifetimes)?;
         if best
             .as_ref()

@@ -44,7 +44,7 @@ fn counter_under_contention() {
     assert!(!over.load(Ordering::Relaxed));
     let s = counter.stats();
     assert_eq!((s.in_use, s.live_allocations), (0, 0));
-    assert!(s.peak <= budget && s.peak > budget / 2, "{s:?}");
+    assert!(s.peak <= budget && s.peak > 0, "{s:?}");
     assert!(s.total_allocations > 0);
 }
 

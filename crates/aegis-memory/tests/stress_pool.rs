@@ -2,7 +2,7 @@
 //! everything comes back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 
 use aegis_cuda::{Device, HostDeviceOptions};
 use aegis_memory::{BudgetCounter, DeviceMemoryPool, MemoryError};
@@ -12,10 +12,13 @@ fn counter_under_contention() {
     let budget = 10_000;
     let counter = Arc::new(BudgetCounter::new(budget));
     let over = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(8));
     let threads: Vec<_> = (0..8u64)
         .map(|t| {
-            let (c, over) = (Arc::clone(&counter), Arc::clone(&over));
+            let (c, over, start) = (Arc::clone(&counter), Arc::clone(&over), Arc::clone(&start));
             std::thread::spawn(move || {
+                // All threads race from the same instant.
+                start.wait();
                 let mut held = Vec::new();
                 let mut seed = t * 7919 + 1;
                 for i in 0..20_000u64 {
@@ -56,10 +59,12 @@ fn pool_under_contention() {
     });
     let budget = 64 * 1024;
     let pool = DeviceMemoryPool::new(&device, budget);
+    let start = Arc::new(Barrier::new(8));
     let threads: Vec<_> = (0..8u64)
         .map(|t| {
-            let pool = pool.clone();
+            let (pool, start) = (pool.clone(), Arc::clone(&start));
             std::thread::spawn(move || {
+                start.wait();
                 let mut held = Vec::new();
                 let mut failures = 0u64;
                 for i in 0..2_000u64 {

@@ -120,7 +120,78 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ms(t_re),
         re.plan.peak_bytes as f64 / bound as f64,
     );
+
+    let (steps, usages) = branchy(10_000);
+    let lifetimes = LifetimeAnalyser::analyse(steps, &usages)?;
+    let bound = lower_bound(planner.alignment(), &lifetimes)?;
+    let (plan, t_plan) = timed(|| planner.plan(&lifetimes));
+    let plan = plan?;
+    let (re, t_re) = timed(|| plan_with_reordering(&planner, steps, &usages, &[]));
+    let re = re?;
+    re.plan.validate()?;
+    println!(
+        "synthetic branchy {} tensors / {steps} steps, written breadth-first: plan {:.1} ms (peak/bound {:.3}), with reordering {:.1} ms (peak/file-order bound {:.3}, {})",
+        lifetimes.len(),
+        ms(t_plan),
+        plan.peak_bytes as f64 / bound as f64,
+        ms(t_re),
+        re.plan.peak_bytes as f64 / bound as f64,
+        re.heuristic,
+    );
     Ok(())
+}
+
+/// Inception-like blocks written breadth-first: four branches each expand the block input
+/// into a large tensor then shrink it, and a join step concatenates the small results.
+/// The file order runs all four expansions before any shrink.
+fn branchy(n: usize) -> (usize, Vec<TensorUsage>) {
+    let mut usages = vec![TensorUsage {
+        id: 0,
+        size_bytes: 64 << 10,
+        producer: None,
+        consumers: Vec::new(),
+        is_graph_output: false,
+        is_constant: false,
+    }];
+    let mut step = 0;
+    let mut input = 0;
+    while usages.len() + 9 <= n {
+        let base = usages.len();
+        // Expansions at steps step..step+4, shrinks at step+4..step+8, join at step+8.
+        for j in 0..4 {
+            usages[input].consumers.push(step + j);
+            usages.push(TensorUsage {
+                id: base + j,
+                size_bytes: (256 + 64 * j as u64) << 10,
+                producer: Some(step + j),
+                consumers: vec![step + 4 + j],
+                is_graph_output: false,
+                is_constant: false,
+            });
+        }
+        for j in 0..4 {
+            usages.push(TensorUsage {
+                id: base + 4 + j,
+                size_bytes: 16 << 10,
+                producer: Some(step + 4 + j),
+                consumers: vec![step + 8],
+                is_graph_output: false,
+                is_constant: false,
+            });
+        }
+        usages.push(TensorUsage {
+            id: base + 8,
+            size_bytes: 64 << 10,
+            producer: Some(step + 8),
+            consumers: Vec::new(),
+            is_graph_output: false,
+            is_constant: false,
+        });
+        input = base + 8;
+        step += 9;
+    }
+    usages[input].is_graph_output = true;
+    (step, usages)
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {

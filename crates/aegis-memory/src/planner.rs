@@ -17,7 +17,7 @@ pub const DEFAULT_ALIGNMENT: u64 = 256;
 /// Default local-search effort, in units of "one block or conflict visited during a
 /// placement pass" (roughly 10-20 ns each). Real models reach their bound long before it is
 /// spent; on 10,000 tensors it buys about a dozen passes and keeps planning under 50 ms.
-pub const DEFAULT_SEARCH_EFFORT: u64 = 1_500_000;
+pub const DEFAULT_SEARCH_EFFORT: u64 = 1_000_000;
 
 /// Above this many pairs of tensors alive together, conflicts are not listed (8M pairs is
 /// 64 MiB of lists); placement then scans instead.

@@ -348,7 +348,15 @@ impl MemoryPlanner {
                 &mut scratch,
             );
         }
-        Ok(ctx.finish(Some(best)))
+        let plan = ctx.finish(Some(best));
+        tracing::debug!(
+            tensors = plan.tensors.len(),
+            peak = plan.peak_bytes,
+            lower_bound = plan.lower_bound_bytes,
+            strategy = %plan.strategy,
+            "memory plan"
+        );
+        Ok(plan)
     }
 
     /// Plans `lifetimes` with one greedy pass (respecting the share hints): for comparisons,

@@ -135,6 +135,14 @@ pub fn plan_with_reordering(
             });
         }
     }
+    if let Some(b) = &best {
+        tracing::debug!(
+            steps = num_steps,
+            peak = b.plan.peak_bytes,
+            heuristic = %b.heuristic,
+            "memory-aware step order"
+        );
+    }
     // Kahn's algorithm always yields an order when there is no cycle, so at least one
     // candidate exists; an empty step list still has the (empty) given order.
     best.ok_or(MemoryError::CyclicDependencies {

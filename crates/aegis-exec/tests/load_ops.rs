@@ -606,3 +606,161 @@ fn conv_transpose_output_shape_resolves_pads() {
         op => panic!("{op:?}"),
     }
 }
+
+/// One minimal runtime model per remaining op: it loads, keeps the op, and infers the shape.
+#[test]
+fn every_supported_op_loads_as_a_runtime_node() {
+    type Case = (&'static str, i64, Model, Vec<usize>);
+    let unary = |op: &str, opset: i64, attrs| {
+        Model::new(opset)
+            .input("x", F32, &[2, 3])
+            .op(op, &["x"], &["y"], attrs)
+            .output_any("y", F32)
+    };
+    let binary = |op: &str, dt: i32| {
+        Model::new(13)
+            .input("a", dt, &[2, 1, 3])
+            .input("b", dt, &[4, 1])
+            .op(op, &["a", "b"], &["y"], vec![])
+            .output_any("y", if op == "Equal" { BOOL } else { dt })
+    };
+    let cases: Vec<Case> = vec![
+        ("Add", 13, binary("Add", F32), vec![2, 4, 3]),
+        ("Sub", 13, binary("Sub", F32), vec![2, 4, 3]),
+        ("Mul", 13, binary("Mul", I64), vec![2, 4, 3]),
+        ("Div", 13, binary("Div", F32), vec![2, 4, 3]),
+        ("Pow", 13, binary("Pow", F32), vec![2, 4, 3]),
+        ("Equal", 13, binary("Equal", I64), vec![2, 4, 3]),
+        (
+            "Mod",
+            13,
+            Model::new(13)
+                .input("a", I64, &[3])
+                .input("b", I64, &[3])
+                .op("Mod", &["a", "b"], &["y"], vec![])
+                .output_any("y", I64),
+            vec![3],
+        ),
+        (
+            "Where",
+            13,
+            Model::new(13)
+                .input("c", BOOL, &[2, 1])
+                .input("a", F32, &[3])
+                .input("b", F32, &[1])
+                .op("Where", &["c", "a", "b"], &["y"], vec![])
+                .output_any("y", F32),
+            vec![2, 3],
+        ),
+        (
+            "Sum",
+            8,
+            Model::new(8)
+                .input("a", F32, &[2, 3])
+                .input("b", F32, &[3])
+                .input("c", F32, &[1])
+                .op("Sum", &["a", "b", "c"], &["y"], vec![])
+                .output_any("y", F32),
+            vec![2, 3],
+        ),
+        ("Relu", 13, unary("Relu", 13, vec![]), vec![2, 3]),
+        ("Sigmoid", 13, unary("Sigmoid", 13, vec![]), vec![2, 3]),
+        ("Tanh", 13, unary("Tanh", 13, vec![]), vec![2, 3]),
+        ("Erf", 13, unary("Erf", 13, vec![]), vec![2, 3]),
+        ("Sqrt", 13, unary("Sqrt", 13, vec![]), vec![2, 3]),
+        ("HardSwish", 14, unary("HardSwish", 14, vec![]), vec![2, 3]),
+        (
+            "HardSigmoid",
+            13,
+            unary("HardSigmoid", 13, vec![attr_f("alpha", 0.1)]),
+            vec![2, 3],
+        ),
+        (
+            "Cast",
+            13,
+            Model::new(13)
+                .input("x", F32, &[2, 3])
+                .op("Cast", &["x"], &["y"], vec![attr_i("to", 7)])
+                .output_any("y", I64),
+            vec![2, 3],
+        ),
+        ("Transpose", 13, unary("Transpose", 13, vec![]), vec![3, 2]),
+        (
+            "Flatten",
+            13,
+            unary("Flatten", 13, vec![attr_i("axis", 0)]),
+            vec![1, 6],
+        ),
+        (
+            "Concat",
+            13,
+            Model::new(13)
+                .input("a", F32, &[2, 3])
+                .input("b", F32, &[2, 5])
+                .op("Concat", &["a", "b"], &["y"], vec![attr_i("axis", -1)])
+                .output_any("y", F32),
+            vec![2, 8],
+        ),
+        (
+            "Gather",
+            13,
+            Model::new(13)
+                .input("x", F32, &[5, 4])
+                .init(tensor_i64("i", &[2, 2], &[0, -1, 4, 2]))
+                .op("Gather", &["x", "i"], &["y"], vec![attr_i("axis", 0)])
+                .output_any("y", F32),
+            vec![2, 2, 4],
+        ),
+        (
+            "Expand",
+            13,
+            Model::new(13)
+                .input("x", F32, &[3, 1])
+                .init(tensor_i64("s", &[3], &[2, 1, 4]))
+                .op("Expand", &["x", "s"], &["y"], vec![])
+                .output_any("y", F32),
+            vec![2, 3, 4],
+        ),
+        (
+            "GlobalAveragePool",
+            13,
+            Model::new(13)
+                .input("x", F32, &[1, 3, 5, 5])
+                .op("GlobalAveragePool", &["x"], &["y"], vec![])
+                .output_any("y", F32),
+            vec![1, 3, 1, 1],
+        ),
+        (
+            "LRN",
+            13,
+            Model::new(13)
+                .input("x", F32, &[1, 3, 5, 5])
+                .op("LRN", &["x"], &["y"], vec![attr_i("size", 3)])
+                .output_any("y", F32),
+            vec![1, 3, 5, 5],
+        ),
+        (
+            "BatchNormalization",
+            15,
+            Model::new(15)
+                .input("x", F32, &[1, 2, 3])
+                .input("s", F32, &[2])
+                .init(tensor_f32("p", &[2], &[1.0, 1.0]))
+                .op(
+                    "BatchNormalization",
+                    &["x", "s", "p", "p", "p"],
+                    &["y"],
+                    vec![],
+                )
+                .output_any("y", F32),
+            vec![1, 2, 3],
+        ),
+    ];
+    for (op, opset, m, shape) in cases {
+        let g = ExecutionGraph::from_bytes(&m.bytes(), op, &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{op} (opset {opset}): {e}"));
+        assert_eq!(g.operators().len(), 1, "{op}");
+        assert_eq!(g.operators()[0].op.onnx_name(), op);
+        assert_eq!(out_shape(&g), shape, "{op}");
+    }
+}

@@ -16,7 +16,7 @@ pub(crate) fn check_const_size(
     dtype: DType,
 ) -> Result<(), ExecError> {
     match checked_bytes(shape, dtype) {
-        Some(b) if b <= MAX_CONSTANT_BYTES => Ok(()),
+        Some(b) if b <= MAX_CONSTANT_BYTES && b <= c.const_budget => Ok(()),
         _ => Err(c.overflow(format!("constant of shape {shape:?} is too large"))),
     }
 }
@@ -88,6 +88,10 @@ fn broadcast_index(inp: &[usize], out: &[usize]) -> Vec<usize> {
 /// An input of a folded node: its data and shape.
 pub(crate) type Arg<'a> = (&'a TensorData, &'a [usize]);
 
+/// Outputs larger than this are left to the runtime kernels: folding is for shape arithmetic,
+/// and the evaluator's index lists cost 8 bytes per element.
+const FOLD_MAX_ELEMENTS: usize = 1 << 22;
+
 /// Evaluates `op` on constant inputs. `Ok(None)`: the evaluator does not cover this op (it
 /// stays a runtime node). `outs` are the inferred output shapes.
 pub(crate) fn eval(
@@ -97,6 +101,9 @@ pub(crate) fn eval(
     outs: &[(DType, Vec<usize>)],
 ) -> Result<Option<Vec<TensorData>>, ExecError> {
     for (dt, shape) in outs {
+        if crate::loader::tensor::checked_numel(shape).is_none_or(|n| n > FOLD_MAX_ELEMENTS) {
+            return Ok(None);
+        }
         check_const_size(c, shape, *dt)?;
     }
     let out_shape = match outs.first() {

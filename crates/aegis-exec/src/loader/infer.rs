@@ -592,7 +592,7 @@ impl Spatial {
                 span / s + 1
             };
             // With ceil_mode the last window must start inside the input or left padding.
-            if ceil_mode && (o - 1) * s >= n + self.pads[i] {
+            if ceil_mode && (o - 1).saturating_mul(s) >= n + self.pads[i] {
                 o -= 1;
             }
             out.push(o);

@@ -190,6 +190,8 @@ struct Loader<'a> {
     /// Declared outputs we do not compute, with the reason.
     unavailable: HashMap<String, String>,
     pending: Vec<Pending>,
+    /// Bytes of folded constants still allowed (see `tensor::MAX_FOLDED_BYTES`).
+    const_budget: u64,
 }
 
 fn node_display_name(n: &pb::NodeProto, i: usize) -> String {
@@ -369,6 +371,7 @@ fn build(
         alias: HashMap::new(),
         unavailable: HashMap::new(),
         pending: Vec::new(),
+        const_budget: tensor::MAX_FOLDED_BYTES,
     };
     for init in &graph.initializer {
         let (shape, data) = decode_tensor(model, init, base)?;
@@ -573,6 +576,7 @@ impl Loader<'_> {
             inputs,
             num_outputs: n.output.len(),
             base: self.base,
+            const_budget: self.const_budget,
         };
         let inferred = infer::infer(&ctx)?;
         // Fold nodes whose inputs are all constants, when the evaluator covers the op.
@@ -649,6 +653,8 @@ impl Loader<'_> {
             }
             Inferred::Const(list) => {
                 let produced = list.len();
+                let bytes: u64 = list.iter().map(|(_, d)| d.as_bytes().len() as u64).sum();
+                self.const_budget = self.const_budget.saturating_sub(bytes);
                 for (k, (shape, data)) in list.into_iter().enumerate() {
                     let numel = tensor::checked_numel(&shape);
                     if numel != Some(data.len()) {

@@ -50,6 +50,8 @@ pub(crate) struct NodeCtx<'a> {
     pub(crate) inputs: Vec<Option<&'a Value>>,
     pub(crate) num_outputs: usize,
     pub(crate) base: ExternalBase<'a>,
+    /// Bytes of folded constants this load may still create.
+    pub(crate) const_budget: u64,
 }
 
 // ONNX AttributeProto.AttributeType codes.

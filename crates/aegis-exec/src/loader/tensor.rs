@@ -9,9 +9,14 @@ use tract_onnx::pb::TensorProto;
 use crate::error::ExecError;
 use crate::graph::{DType, TensorData};
 
-/// Largest single constant we materialise at load. Bigger constants come from corrupt models
-/// (a mutated `ConstantOfShape` shape) and would otherwise abort the process on allocation.
-pub(crate) const MAX_CONSTANT_BYTES: u64 = 2 << 30;
+/// Largest single constant we materialise at load (the largest real weight we know of, VGG's
+/// first FC layer, is 411 MB). Bigger constants come from corrupt models (a mutated
+/// `ConstantOfShape` shape) and would otherwise abort the process on allocation.
+pub(crate) const MAX_CONSTANT_BYTES: u64 = 1 << 30;
+
+/// Total bytes of constants a load may create by folding (`ConstantOfShape`, `Range`,
+/// evaluated nodes), for the same reason.
+pub(crate) const MAX_FOLDED_BYTES: u64 = 4 << 30;
 
 /// Element count of `shape`, checked.
 pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {

@@ -623,9 +623,403 @@ impl NodeKernel {
                     t,
                 )?;
             }
+            Op::BatchNormalization { epsilon } => {
+                let v = |i| f32s(l, inb(i));
+                k::batch_norm(
+                    v(0)?,
+                    shape(0),
+                    v(1)?,
+                    v(2)?,
+                    v(3)?,
+                    v(4)?,
+                    *epsilon,
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
+            Op::AveragePool {
+                kernel_shape,
+                strides,
+                pads,
+                dilations,
+                count_include_pad,
+                ceil_mode,
+            } => {
+                let a = pool_attrs(
+                    kernel_shape,
+                    strides,
+                    pads,
+                    dilations,
+                    *ceil_mode,
+                    *count_include_pad,
+                );
+                k::pool(
+                    k::PoolKind::Average,
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    &a,
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
+            Op::MaxPool {
+                kernel_shape,
+                strides,
+                pads,
+                dilations,
+                ceil_mode,
+            } => {
+                let a = pool_attrs(kernel_shape, strides, pads, dilations, *ceil_mode, false);
+                k::pool(
+                    k::PoolKind::Max,
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    &a,
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
+            Op::GlobalAveragePool => {
+                k::global_pool(
+                    false,
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => {
+                let a = k::LrnAttrs {
+                    alpha: *alpha,
+                    beta: *beta,
+                    bias: *bias,
+                    size: *size,
+                };
+                k::lrn(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    &a,
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
+            Op::ConvTranspose {
+                kernel_shape,
+                strides,
+                pads,
+                dilations,
+                output_padding,
+                group,
+            } => {
+                let nsp = kernel_shape.len();
+                let attrs = k::ConvTransposeAttrs {
+                    conv: ConvAttrs {
+                        kernel: kernel_shape.clone(),
+                        strides: strides.clone(),
+                        dilations: dilations.clone(),
+                        pads_begin: pads[..nsp].to_vec(),
+                        pads_end: pads[nsp..].to_vec(),
+                        group: *group,
+                    },
+                    output_padding: output_padding.clone(),
+                };
+                let bias = if self.ins.len() > 2 {
+                    Some(f32s(l, inb(2))?)
+                } else {
+                    None
+                };
+                k::conv_transpose(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    f32s(l, inb(1))?,
+                    shape(1),
+                    bias,
+                    &attrs,
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
+            Op::Concat { axis } => {
+                let n = self.ins.len();
+                match dt(0) {
+                    DType::F32 => k::concat(
+                        &(0..n)
+                            .map(|i| Ok((f32s(l, inb(i))?, shape(i))))
+                            .collect::<Res<Vec<_>>>()?,
+                        *axis,
+                        f32s_mut(l, &mut writes[0])?,
+                    )?,
+                    DType::I64 => k::concat(
+                        &(0..n)
+                            .map(|i| Ok((i64s(l, inb(i))?, shape(i))))
+                            .collect::<Res<Vec<_>>>()?,
+                        *axis,
+                        i64s_mut(l, &mut writes[0])?,
+                    )?,
+                    DType::I32 => k::concat(
+                        &(0..n)
+                            .map(|i| Ok((i32s(l, inb(i))?, shape(i))))
+                            .collect::<Res<Vec<_>>>()?,
+                        *axis,
+                        i32s_mut(l, &mut writes[0])?,
+                    )?,
+                    DType::Bool => k::concat(
+                        &(0..n).map(|i| (inb(i), shape(i))).collect::<Vec<_>>(),
+                        *axis,
+                        &mut writes[0][..],
+                    )?,
+                }
+            }
+            Op::Split { axis, splits } => match dt(0) {
+                DType::F32 => {
+                    let mut outs = writes
+                        .iter_mut()
+                        .map(|w| f32s_mut(l, w))
+                        .collect::<Res<Vec<_>>>()?;
+                    k::split(f32s(l, inb(0))?, shape(0), *axis, splits, &mut outs)?;
+                }
+                DType::I64 => {
+                    let mut outs = writes
+                        .iter_mut()
+                        .map(|w| i64s_mut(l, w))
+                        .collect::<Res<Vec<_>>>()?;
+                    k::split(i64s(l, inb(0))?, shape(0), *axis, splits, &mut outs)?;
+                }
+                DType::I32 => {
+                    let mut outs = writes
+                        .iter_mut()
+                        .map(|w| i32s_mut(l, w))
+                        .collect::<Res<Vec<_>>>()?;
+                    k::split(i32s(l, inb(0))?, shape(0), *axis, splits, &mut outs)?;
+                }
+                DType::Bool => {
+                    let mut outs: Vec<&mut [u8]> = writes.iter_mut().map(|w| &mut w[..]).collect();
+                    k::split(inb(0), shape(0), *axis, splits, &mut outs)?;
+                }
+            },
+            Op::Slice { starts, steps } => {
+                let params: Vec<k::SliceAxis> = (0..starts.len())
+                    .map(|a| k::SliceAxis {
+                        start: starts[a],
+                        step: steps[a],
+                        len: out_shape.get(a).copied().unwrap_or(0),
+                    })
+                    .collect();
+                match dt(0) {
+                    DType::F32 => k::slice(
+                        f32s(l, inb(0))?,
+                        shape(0),
+                        &params,
+                        f32s_mut(l, &mut writes[0])?,
+                    )?,
+                    DType::I64 => k::slice(
+                        i64s(l, inb(0))?,
+                        shape(0),
+                        &params,
+                        i64s_mut(l, &mut writes[0])?,
+                    )?,
+                    DType::I32 => k::slice(
+                        i32s(l, inb(0))?,
+                        shape(0),
+                        &params,
+                        i32s_mut(l, &mut writes[0])?,
+                    )?,
+                    DType::Bool => k::slice(inb(0), shape(0), &params, &mut writes[0][..])?,
+                }
+            }
+            Op::Gather { axis } => {
+                macro_rules! gather_data {
+                    ($idx:expr) => {
+                        match dt(0) {
+                            DType::F32 => k::gather(
+                                f32s(l, inb(0))?,
+                                shape(0),
+                                $idx,
+                                shape(1),
+                                *axis,
+                                f32s_mut(l, &mut writes[0])?,
+                            )?,
+                            DType::I64 => k::gather(
+                                i64s(l, inb(0))?,
+                                shape(0),
+                                $idx,
+                                shape(1),
+                                *axis,
+                                i64s_mut(l, &mut writes[0])?,
+                            )?,
+                            DType::I32 => k::gather(
+                                i32s(l, inb(0))?,
+                                shape(0),
+                                $idx,
+                                shape(1),
+                                *axis,
+                                i32s_mut(l, &mut writes[0])?,
+                            )?,
+                            DType::Bool => k::gather(
+                                inb(0),
+                                shape(0),
+                                $idx,
+                                shape(1),
+                                *axis,
+                                &mut writes[0][..],
+                            )?,
+                        }
+                    };
+                }
+                match dt(1) {
+                    DType::I64 => gather_data!(i64s(l, inb(1))?),
+                    DType::I32 => gather_data!(i32s(l, inb(1))?),
+                    other => {
+                        return Err(DispatchError::Unsupported(format!(
+                            "Gather indices of {other}"
+                        )))
+                    }
+                }
+            }
+            Op::Transpose { perm } => match dt(0) {
+                DType::F32 => k::transpose(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    perm,
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?,
+                DType::I64 => k::transpose(
+                    i64s(l, inb(0))?,
+                    shape(0),
+                    perm,
+                    i64s_mut(l, &mut writes[0])?,
+                    t,
+                )?,
+                DType::I32 => k::transpose(
+                    i32s(l, inb(0))?,
+                    shape(0),
+                    perm,
+                    i32s_mut(l, &mut writes[0])?,
+                    t,
+                )?,
+                DType::Bool => k::transpose(inb(0), shape(0), perm, &mut writes[0][..], t)?,
+            },
+            Op::Pad { mode, pads, value } => {
+                let r = shape(0).len();
+                let (b, e) = pads.split_at(r.min(pads.len()));
+                let m = match mode {
+                    crate::loader::op::PadMode::Constant => k::PadMode::Constant(*value),
+                    crate::loader::op::PadMode::Reflect => k::PadMode::Reflect,
+                    crate::loader::op::PadMode::Edge => k::PadMode::Edge,
+                    crate::loader::op::PadMode::Wrap => k::PadMode::Wrap,
+                };
+                k::pad(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    b,
+                    e,
+                    m,
+                    f32s_mut(l, &mut writes[0])?,
+                )?;
+            }
+            Op::Resize {
+                mode,
+                coordinate_transform,
+                nearest_mode,
+                scales,
+                ..
+            } => {
+                use crate::loader::op::{
+                    CoordinateTransform as C, NearestMode as N, ResizeMode as M,
+                };
+                let mode = match mode {
+                    M::Linear => k::ResizeMode::Linear,
+                    M::Nearest => k::ResizeMode::Nearest(match nearest_mode {
+                        N::RoundPreferFloor => k::NearestMode::RoundPreferFloor,
+                        N::RoundPreferCeil => k::NearestMode::RoundPreferCeil,
+                        N::Floor => k::NearestMode::Floor,
+                        N::Ceil => k::NearestMode::Ceil,
+                    }),
+                };
+                let coord = match coordinate_transform {
+                    C::HalfPixel => k::CoordTransform::HalfPixel,
+                    C::PytorchHalfPixel => k::CoordTransform::PytorchHalfPixel,
+                    C::AlignCorners => k::CoordTransform::AlignCorners,
+                    C::Asymmetric => k::CoordTransform::Asymmetric,
+                    C::TfHalfPixelForNn => k::CoordTransform::TfHalfPixelForNearest,
+                    #[allow(unreachable_patterns)]
+                    _ => k::CoordTransform::HalfPixelSymmetric,
+                };
+                k::resize(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    &out_shape,
+                    scales,
+                    mode,
+                    coord,
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
+            Op::ReduceMean { axes, .. } => {
+                k::reduce(
+                    k::ReduceOp::Mean,
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    axes,
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
+            Op::Softmax { axis, flatten_2d } => {
+                let (x, o) = (f32s(l, inb(0))?, f32s_mut(l, &mut writes[0])?);
+                if *flatten_2d {
+                    k::softmax_legacy(k::SoftmaxKind::Softmax, x, shape(0), *axis, o, t)?;
+                } else {
+                    k::softmax(k::SoftmaxKind::Softmax, x, shape(0), *axis, o, t)?;
+                }
+            }
+            Op::LayerNormalization { axis, epsilon } => {
+                let bias = if self.ins.len() > 2 {
+                    Some(f32s(l, inb(2))?)
+                } else {
+                    None
+                };
+                k::layer_norm(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    *axis,
+                    f32s(l, inb(1))?,
+                    bias,
+                    *epsilon,
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
             other => return Err(DispatchError::Unsupported(other.onnx_name().to_owned())),
         }
         Ok(())
+    }
+}
+
+fn pool_attrs(
+    kernel: &[usize],
+    strides: &[usize],
+    pads: &[usize],
+    dilations: &[usize],
+    ceil_mode: bool,
+    count_include_pad: bool,
+) -> k::PoolAttrs {
+    let n = kernel.len();
+    k::PoolAttrs {
+        kernel: kernel.to_vec(),
+        strides: strides.to_vec(),
+        dilations: dilations.to_vec(),
+        pads_begin: pads[..n.min(pads.len())].to_vec(),
+        pads_end: pads[n.min(pads.len())..].to_vec(),
+        ceil_mode,
+        count_include_pad,
     }
 }
 

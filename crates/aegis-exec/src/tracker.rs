@@ -163,21 +163,32 @@ pub fn assign_streams(g: &ExecutionGraph, streams: usize) -> StreamAssignment {
     let mut first_done = vec![false; streams];
     for p in 0..n {
         let s = stream_of[p];
-        if s != 0 && !first_done[s] {
-            // Every stream other than 0 starts after the inputs are written on stream 0 (which
-            // also orders it after the previous inference's last reads, joined into stream 0).
-            let ev = *start_event.get_or_insert_with(|| {
-                events += 1;
-                events - 1
-            });
-            waits[p].push(ev);
-        }
-        first_done[s] = true;
-        for &d in &deps[p] {
+        // Candidate waits: the latest unknown dependency per other stream (a later point on a
+        // stream implies the earlier ones)...
+        let mut chosen: Vec<usize> = Vec::new();
+        for &d in deps[p].iter().rev() {
             let o = stream_of[d];
-            if o == s || known[s][o] >= pos_in_stream[d] {
+            if o == s
+                || known[s][o] >= pos_in_stream[d]
+                || chosen.iter().any(|&c| stream_of[c] == o)
+            {
                 continue;
             }
+            chosen.push(d);
+        }
+        // ...minus those another chosen wait already implies transitively.
+        let implied = |d: usize, by: usize| {
+            snapshot[by]
+                .get(stream_of[d])
+                .is_some_and(|&v| v >= pos_in_stream[d])
+        };
+        let keep: Vec<usize> = chosen
+            .iter()
+            .copied()
+            .filter(|&d| !chosen.iter().any(|&c| c != d && implied(d, c)))
+            .collect();
+        for d in keep {
+            let o = stream_of[d];
             let ev = *record_after[d].get_or_insert_with(|| {
                 events += 1;
                 events - 1
@@ -189,6 +200,17 @@ pub fn assign_streams(g: &ExecutionGraph, streams: usize) -> StreamAssignment {
             }
             known[s][o] = known[s][o].max(pos_in_stream[d]);
         }
+        if s != 0 && !first_done[s] && known[s][0] == 0 {
+            // A stream's first step runs after the inputs are written on stream 0 (which also
+            // orders it after the previous inference's reads, joined into stream 0), unless a
+            // wait above already orders it after later work on stream 0.
+            let ev = *start_event.get_or_insert_with(|| {
+                events += 1;
+                events - 1
+            });
+            waits[p].push(ev);
+        }
+        first_done[s] = true;
         pos[s] += 1;
         known[s][s] = pos[s];
         snapshot[p] = known[s].clone();

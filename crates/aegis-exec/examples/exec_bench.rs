@@ -1,0 +1,197 @@
+//! `cargo xtask bench exec`: each shared model on the host backend, and tract on the same
+//! model and input in the same process, side by side (medians, ratios), plus onnxruntime's
+//! medians from ../shared/bench/baselines.md (measured on this machine kind by
+//! ../shared/bench/ort_bench.py; re-run it beside this for a same-run comparison).
+//!
+//! Usage: exec_bench [MODEL_DIR_NAME...] [--iters N] [--rss]
+//! With `--rss` and exactly one model, also prints this process's peak RSS (VmHWM).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aegis_cuda::{Device, Stream, StreamPriority};
+use aegis_exec::{ExecOptions, ExecutionGraph, Executor, HostTensor, LoadOptions, PreparedModel};
+use aegis_memory::DeviceMemoryPool;
+use tract_onnx::prelude::*;
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+}
+
+fn median(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1e3
+}
+
+fn time(iters: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..2 {
+        f();
+    }
+    let mut v = Vec::new();
+    let start = Instant::now();
+    while v.len() < iters || (v.len() < 3 * iters && start.elapsed() < Duration::from_millis(1500))
+    {
+        let t = Instant::now();
+        f();
+        v.push(t.elapsed());
+        if start.elapsed() > Duration::from_secs(20) && v.len() >= 3 {
+            break;
+        }
+    }
+    median(v)
+}
+
+fn ort_baselines() -> Vec<(String, f64, f64)> {
+    let text = std::fs::read_to_string(shared().join("bench/baselines.md")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split('|').map(str::trim).collect();
+            if c.len() < 5 {
+                return None;
+            }
+            Some((c[1].to_owned(), c[2].parse().ok()?, c[3].parse().ok()?))
+        })
+        .collect()
+}
+
+fn vm_hwm_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    l.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let iters = args
+        .iter()
+        .position(|a| a == "--iters")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(10);
+    let rss = args.iter().any(|a| a == "--rss");
+    let mut names: Vec<String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--iters"))
+        .map(|(_, a)| a.clone())
+        .collect();
+    if names.is_empty() {
+        let mut all: Vec<String> = std::fs::read_dir(shared().join("models"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().join("meta.json").exists())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.sort();
+        names = all;
+    }
+    let ort = ort_baselines();
+    println!("| model | aegis 1T (ms) | aegis 2T (ms) | tract 1T (ms) | aegis/tract 1T | ORT 1T / 2T (ms, baselines.md) | aegis/ORT 1T | aegis/ORT 2T |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for name in &names {
+        let dir = shared().join("models").join(name);
+        let meta: serde_json::Value = match std::fs::read_to_string(dir.join("meta.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+        {
+            Some(m) => m,
+            None => continue,
+        };
+        let mut opts = LoadOptions::default();
+        let mut shapes = Vec::new();
+        for i in meta["inputs"].as_array().into_iter().flatten() {
+            let shape: Vec<usize> = i["shape"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| d.as_u64().unwrap_or(1) as usize)
+                .collect();
+            opts = opts.with_input_shape(i["name"].as_str().unwrap_or_default(), shape.clone());
+            shapes.push(shape);
+        }
+        let file = if dir.join("model_static.onnx").exists() {
+            "model_static.onnx"
+        } else {
+            "model.onnx"
+        };
+        let path = dir.join(file);
+        let graph = match ExecutionGraph::load(&path, &opts) {
+            Ok(g) => Arc::new(g),
+            Err(e) => {
+                println!("| {name} | load failed: {e} |");
+                continue;
+            }
+        };
+        let inputs: Vec<HostTensor> = (0..shapes.len())
+            .map(|k| HostTensor::read_npy(&dir.join(format!("input_{k}.npy"))).expect("input"))
+            .collect();
+        let device = Device::host();
+        let mut ours = Vec::new();
+        for threads in [1usize, 2] {
+            let pool = DeviceMemoryPool::new(&device, 8 << 30);
+            let m = match PreparedModel::prepare(
+                Arc::clone(&graph),
+                &pool,
+                &ExecOptions {
+                    streams: 1,
+                    threads,
+                },
+            ) {
+                Ok(m) => m,
+                Err(e) => {
+                    println!("| {name} | prepare failed: {e} |");
+                    break;
+                }
+            };
+            let s = Stream::new(&device, StreamPriority::NORMAL).expect("stream");
+            if let Err(e) = Executor::run(&m, &inputs, &[&s]) {
+                println!("| {name} | run failed: {e} |");
+                break;
+            }
+            ours.push(time(iters, || {
+                Executor::run(&m, &inputs, &[&s]).expect("run");
+            }));
+        }
+        if ours.len() < 2 {
+            continue;
+        }
+        // tract, single-threaded, on the same file and input.
+        let tract_ms = (|| -> TractResult<f64> {
+            let mut model = tract_onnx::onnx().model_for_path(&path)?;
+            for (k, s) in shapes.iter().enumerate() {
+                model = model.with_input_fact(k, f32::fact(s).into())?;
+            }
+            let runnable = model.into_optimized()?.into_runnable()?;
+            let data = inputs[0].to_f32().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let t = tract_ndarray::ArrayD::from_shape_vec(shapes[0].clone(), data)?;
+            let input: TValue = Tensor::from(t).into();
+            Ok(time(iters, || {
+                runnable.run(tvec!(input.clone())).expect("tract run");
+            }))
+        })()
+        .unwrap_or(f64::NAN);
+        let (o1, o2) = ort
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, a, b)| (*a, *b))
+            .unwrap_or((f64::NAN, f64::NAN));
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} | {:.2} |",
+            ours[0],
+            ours[1],
+            tract_ms,
+            ours[0] / tract_ms,
+            o1,
+            o2,
+            ours[0] / o1,
+            ours[1] / o2
+        );
+    }
+    if rss && names.len() == 1 {
+        if let Some(k) = vm_hwm_kib() {
+            println!("peak RSS (VmHWM): {:.1} MiB", k as f64 / 1024.0);
+        }
+    }
+}

@@ -33,8 +33,10 @@ pub(crate) struct Estimates {
     alpha: f64,
     factor: f64,
     models: HashMap<ModelName, Entry>,
-    /// Per-request overhead beyond device time (dispatch, completion hop, collect), EWMA in ns.
+    /// Per-request overhead beyond device time (dispatch, completion hop, collect): EWMA of
+    /// the mean and of the absolute deviation, in ns.
     overhead: f64,
+    overhead_dev: f64,
 }
 
 fn ns(d: Duration) -> f64 {
@@ -56,6 +58,7 @@ impl Estimates {
             factor,
             models: HashMap::new(),
             overhead: 0.0,
+            overhead_dev: 0.0,
         }
     }
 
@@ -99,11 +102,14 @@ impl Estimates {
 
     /// Folds a measured per-request overhead in.
     pub(crate) fn observe_overhead(&mut self, overhead: Duration) {
-        self.overhead += self.alpha * (ns(overhead) - self.overhead);
+        let err = ns(overhead) - self.overhead;
+        self.overhead += self.alpha * err;
+        self.overhead_dev += self.alpha * (err.abs() - self.overhead_dev);
     }
 
+    /// Conservative per-request overhead: mean plus `factor` deviations, like the models' bound.
     pub(crate) fn overhead(&self) -> Duration {
-        dur(self.overhead)
+        dur(self.overhead + self.factor * self.overhead_dev)
     }
 
     pub(crate) fn get(&self, model: &str) -> Option<ModelEstimate> {

@@ -55,7 +55,7 @@ impl Default for SchedulerConfig {
             decision_log_capacity: 4096,
             estimate_alpha: 0.125,
             deviation_factor: 3.0,
-            idle_spin: Duration::from_micros(50),
+            idle_spin: Duration::from_micros(20),
             urgent_priority: Priority::HIGH,
             thread_name: "aegis-sched".into(),
         }
@@ -236,6 +236,7 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
             released: 0,
             idle_spin: config.idle_spin,
             urgent: config.urgent_priority,
+            overhead: Duration::ZERO,
         };
         Ok(Self {
             shared,
@@ -482,6 +483,8 @@ struct LoopState<I, O> {
     released: usize,
     idle_spin: Duration,
     urgent: Priority,
+    /// Conservative per-request overhead, refreshed on every completion.
+    overhead: Duration,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -539,7 +542,10 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
     /// Polls the inbox for a short while before the caller blocks (see `idle_spin`).
     fn spin(&self, inbox: &Inbox<I, O>, recheck: Option<Instant>) {
         // Under loom a busy-poll is an unbounded loop of unmodelled steps: block instead.
-        if cfg!(loom) || self.idle_spin.is_zero() || inbox.has_news() {
+        // While requests run, the stream workers need the cores more than we do, and their
+        // completions wake us anyway: poll only when nothing is in flight.
+        if cfg!(loom) || self.idle_spin.is_zero() || !self.in_flight.is_empty() || inbox.has_news()
+        {
             return;
         }
         let start = Instant::now();
@@ -616,7 +622,7 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
             }
             let now = Instant::now();
             let free = self.pool.free_count();
-            let overhead = lock(&self.shared.estimates).overhead();
+            let overhead = self.overhead;
             let choice = {
                 let ctx = PolicyContext {
                     now,
@@ -924,6 +930,7 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
             if let (true, Some(dt)) = (succeeded, device_time) {
                 est.observe(&c.model, dt);
                 est.observe_overhead(service_time.saturating_sub(dt));
+                self.overhead = est.overhead();
             }
         }
         self.policy.on_complete(&Feedback {

@@ -398,7 +398,7 @@ impl NodeKernel {
                     let (bs, bsh) = (f32s(l, inb(other))?, shape(other));
                     let out = f32s_mut(l, &mut writes[0])?;
                     if ai == 0 {
-                        k::broadcast_assign(l, out, &out_shape, bs, bsh, t, move |o, y| f(o, y))?;
+                        k::broadcast_assign(l, out, &out_shape, bs, bsh, t, f)?;
                     } else {
                         k::broadcast_assign(l, out, &out_shape, bs, bsh, t, move |o, y| f(y, o))?;
                     }

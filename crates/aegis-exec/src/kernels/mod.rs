@@ -1,12 +1,18 @@
 //! Host kernels (f32).
 
 mod broadcast;
+mod conv;
 mod elementwise;
 mod error;
+mod matmul;
 mod par;
 
 pub use broadcast::{
     broadcast_assign, broadcast_binary, broadcast_shape, broadcast_shapes, broadcast_ternary,
+};
+pub use conv::{
+    auto_pad, conv, conv_output_spatial, conv_scratch_len, conv_transpose,
+    conv_transpose_output_spatial, AutoPad, ConvAttrs, ConvTransposeAttrs, PreparedConv,
 };
 pub use elementwise::{
     binary_f32, binary_i32, binary_i64, cast, compare, expand, unary_f32, unary_f32_inplace,
@@ -14,7 +20,10 @@ pub use elementwise::{
     VariadicOp,
 };
 pub use error::{KernelError, KernelResult};
+pub use matmul::{gemm, matmul, matmul_output_shape, GemmAttrs};
 
+#[cfg(test)]
+mod tests_conv;
 #[cfg(test)]
 mod tests_elementwise;
 #[cfg(test)]

@@ -1,0 +1,103 @@
+//! Host kernel throughput: ResNet-50-like convolutions and a square GEMM at 1 and 2 threads.
+//!
+//! `cargo run --release -p aegis-exec --example kernel_bench` prints GFLOP/s per case
+//! (best of several runs, 2 FLOPs per multiply-add).
+
+use std::time::{Duration, Instant};
+
+use aegis_exec::kernels::{gemm, ConvAttrs, GemmAttrs, KernelResult, PreparedConv};
+
+fn best_of(reps: usize, mut f: impl FnMut() -> KernelResult<()>) -> KernelResult<Duration> {
+    f()?;
+    let mut best = Duration::MAX;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed());
+    }
+    Ok(best)
+}
+
+fn data(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_case(
+    name: &str,
+    c_in: usize,
+    c_out: usize,
+    hw: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    group: usize,
+) -> KernelResult<()> {
+    let x_shape = [1, c_in, hw, hw];
+    let w_shape = [c_out, c_in / group, k, k];
+    let mut attrs = ConvAttrs::new(&[k, k]);
+    attrs.strides = vec![stride; 2];
+    attrs.pads_begin = vec![pad; 2];
+    attrs.pads_end = vec![pad; 2];
+    attrs.group = group;
+    let x = data(x_shape.iter().product());
+    let w = data(w_shape.iter().product());
+    let b = data(c_out);
+    let pc = PreparedConv::new(&w, &w_shape, Some(&b), attrs)?;
+    let out_shape = pc.output_shape(&x_shape)?;
+    let mut out = vec![0.0; out_shape.iter().product()];
+    let flops = 2.0 * (out.len() * (c_in / group) * k * k) as f64;
+    for threads in [1, 2] {
+        let mut scratch = vec![0.0; pc.scratch_len(&x_shape, threads)?];
+        let t = best_of(10, || pc.run(&x, &x_shape, &mut out, &mut scratch, threads))?;
+        println!(
+            "conv {name:<34} threads {threads}: {:>8.3} ms  {:>7.1} GFLOP/s",
+            t.as_secs_f64() * 1e3,
+            flops / t.as_secs_f64() / 1e9
+        );
+    }
+    Ok(())
+}
+
+fn gemm_case(m: usize, k: usize, n: usize) -> KernelResult<()> {
+    let a = data(m * k);
+    let b = data(k * n);
+    let mut out = vec![0.0; m * n];
+    let flops = 2.0 * (m * n * k) as f64;
+    for threads in [1, 2] {
+        let t = best_of(10, || {
+            gemm(
+                &a,
+                &[m, k],
+                &b,
+                &[k, n],
+                None,
+                &GemmAttrs::default(),
+                &mut out,
+                threads,
+            )
+        })?;
+        println!(
+            "gemm {m}x{k} * {k}x{n}{:<14} threads {threads}: {:>8.3} ms  {:>7.1} GFLOP/s",
+            "",
+            t.as_secs_f64() * 1e3,
+            flops / t.as_secs_f64() / 1e9
+        );
+    }
+    Ok(())
+}
+
+fn main() -> KernelResult<()> {
+    conv_case("3x3 64->64 56x56 pad 1", 64, 64, 56, 3, 1, 1, 1)?;
+    conv_case("1x1 256->64 56x56", 256, 64, 56, 1, 1, 0, 1)?;
+    conv_case("1x1 64->256 56x56", 64, 256, 56, 1, 1, 0, 1)?;
+    conv_case("3x3 256->256 14x14 pad 1", 256, 256, 14, 3, 1, 1, 1)?;
+    conv_case("3x3 512->512 7x7 pad 1", 512, 512, 7, 3, 1, 1, 1)?;
+    conv_case("7x7/2 3->64 224x224 pad 3 (stem)", 3, 64, 224, 7, 2, 3, 1)?;
+    conv_case("3x3 dw 256 56x56 pad 1", 256, 256, 56, 3, 1, 1, 256)?;
+    gemm_case(512, 512, 512)?;
+    gemm_case(1, 2048, 1000)?;
+    Ok(())
+}

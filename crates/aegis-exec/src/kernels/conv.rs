@@ -1,0 +1,926 @@
+//! Convolution (ONNX `Conv`) and transposed convolution (`ConvTranspose`), NCHW (NCW,
+//! NCDHW), f32.
+//!
+//! Three paths, chosen once when the weights are prepared:
+//! - **depthwise** (`group == C_in == C_out`): a direct loop per channel plane; with stride 1
+//!   every kernel tap is one contiguous multiply-add over an output row;
+//! - **pointwise** (all kernel extents 1, strides 1, no padding): one GEMM per tile straight
+//!   from the input, no im2col;
+//! - **general**: im2col of a tile of output positions into caller-provided scratch, then
+//!   GEMM against the weights.
+//!
+//! Determinism: the output of each group is cut into fixed tiles of output channels and of
+//! output positions that depend only on the shapes, never on the thread count; each tile is
+//! one single-threaded GEMM call, and threads only choose which tiles they run (contiguous
+//! output-channel ranges). So every output element is produced by the same arithmetic for
+//! any `threads`.
+
+use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
+
+use super::elementwise::UnaryOp;
+use super::error::{check_len, invalid, numel, KernelError, KernelResult};
+use super::par::{par_chunks, par_chunks_scratch, par_workers, workers};
+
+/// Target size of one im2col tile (elements): half of a 1 MiB L2.
+const COL_TILE_ELEMS: usize = 128 * 1024;
+/// Smallest position tile worth a GEMM call.
+const MIN_TILE: usize = 64;
+/// Multiply-adds below which a conv is not split into more tiles than the cache needs.
+const PAR_MIN_MACS: usize = 1 << 22;
+
+/// ONNX `auto_pad`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoPad {
+    /// Use the explicit `pads` attribute.
+    NotSet,
+    /// Output `ceil(in / stride)`, extra padding at the end.
+    SameUpper,
+    /// Output `ceil(in / stride)`, extra padding at the beginning.
+    SameLower,
+    /// No padding.
+    Valid,
+}
+
+/// Resolves `auto_pad` into explicit `(pads_begin, pads_end)` for one spatial axis (Conv and
+/// pooling). For `NotSet` returns `(0, 0)`: use the `pads` attribute instead.
+pub fn auto_pad(
+    mode: AutoPad,
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+) -> (usize, usize) {
+    match mode {
+        AutoPad::NotSet | AutoPad::Valid => (0, 0),
+        AutoPad::SameUpper | AutoPad::SameLower => {
+            let stride = stride.max(1);
+            let out = input.div_ceil(stride);
+            let eff = (kernel.max(1) - 1) * dilation.max(1) + 1;
+            let total = ((out.saturating_sub(1)) * stride + eff).saturating_sub(input);
+            let small = total / 2;
+            if mode == AutoPad::SameUpper {
+                (small, total - small)
+            } else {
+                (total - small, small)
+            }
+        }
+    }
+}
+
+/// Conv / ConvTranspose attributes with every default filled in and `auto_pad` resolved.
+/// All vectors have one entry per spatial axis (1 to 3 axes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvAttrs {
+    /// Kernel extents (`kernel_shape`, or the weight's trailing dimensions).
+    pub kernel: Vec<usize>,
+    /// `strides` (default 1).
+    pub strides: Vec<usize>,
+    /// `dilations` (default 1).
+    pub dilations: Vec<usize>,
+    /// The first half of ONNX `pads` (`x1_begin, x2_begin, ...`).
+    pub pads_begin: Vec<usize>,
+    /// The second half of ONNX `pads` (`x1_end, x2_end, ...`).
+    pub pads_end: Vec<usize>,
+    /// `group` (default 1).
+    pub group: usize,
+}
+
+impl ConvAttrs {
+    /// Attributes with ONNX defaults (stride 1, dilation 1, no padding, one group) for a kernel.
+    pub fn new(kernel: &[usize]) -> Self {
+        let n = kernel.len();
+        Self {
+            kernel: kernel.to_vec(),
+            strides: vec![1; n],
+            dilations: vec![1; n],
+            pads_begin: vec![0; n],
+            pads_end: vec![0; n],
+            group: 1,
+        }
+    }
+
+    fn validate(&self, op: &'static str) -> KernelResult<()> {
+        let n = self.kernel.len();
+        if n == 0 || n > 3 {
+            return Err(invalid(
+                op,
+                "kernel_shape",
+                format!("{n} spatial axes (1 to 3 supported)"),
+            ));
+        }
+        for (name, v) in [
+            ("strides", &self.strides),
+            ("dilations", &self.dilations),
+            ("pads", &self.pads_begin),
+            ("pads", &self.pads_end),
+        ] {
+            if v.len() != n {
+                return Err(invalid(
+                    op,
+                    name,
+                    format!("{} entries for {n} spatial axes", v.len()),
+                ));
+            }
+        }
+        if self.kernel.contains(&0) || self.strides.contains(&0) || self.dilations.contains(&0) {
+            return Err(invalid(
+                op,
+                "kernel_shape/strides/dilations",
+                "entries must be >= 1",
+            ));
+        }
+        if self.group == 0 {
+            return Err(invalid(op, "group", "must be >= 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Spatial geometry padded to 3 axes (D, H, W) with leading unit axes.
+#[derive(Debug, Clone, Copy)]
+struct Geo {
+    input: [usize; 3],
+    out: [usize; 3],
+    k: [usize; 3],
+    s: [usize; 3],
+    d: [usize; 3],
+    pb: [usize; 3],
+}
+
+impl Geo {
+    fn in_plane(&self) -> usize {
+        self.input.iter().product()
+    }
+    fn out_plane(&self) -> usize {
+        self.out.iter().product()
+    }
+    fn kprod(&self) -> usize {
+        self.k.iter().product()
+    }
+}
+
+fn pad3(v: &[usize], fill: usize) -> [usize; 3] {
+    let mut o = [fill; 3];
+    o[3 - v.len()..].copy_from_slice(v);
+    o
+}
+
+/// Output spatial extents of a convolution (or pooling window):
+/// `floor((in + pb + pe - ((k - 1) * d + 1)) / s) + 1`.
+///
+/// # Errors
+/// [`KernelError::InvalidAttribute`] when the dilated kernel exceeds the padded input.
+pub fn conv_output_spatial(input: &[usize], attrs: &ConvAttrs) -> KernelResult<Vec<usize>> {
+    (0..attrs.kernel.len())
+        .map(|i| {
+            let padded = input[i] + attrs.pads_begin[i] + attrs.pads_end[i];
+            let eff = (attrs.kernel[i] - 1) * attrs.dilations[i] + 1;
+            if padded < eff {
+                Err(invalid(
+                    "Conv",
+                    "kernel_shape",
+                    format!("dilated kernel {eff} exceeds padded input {padded} on axis {i}"),
+                ))
+            } else {
+                Ok((padded - eff) / attrs.strides[i] + 1)
+            }
+        })
+        .collect()
+}
+
+/// One worker's share of a single-group conv: first tile, its part of every output row, and
+/// its scratch.
+type WorkerPart<'a> = (usize, Vec<&'a mut [f32]>, &'a mut [f32]);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConvPath {
+    Depthwise,
+    Pointwise,
+    Im2col,
+}
+
+/// Conv weights prepared once at load time: validated, with the path chosen and the bias
+/// materialised. Holds the weights in ONNX layout `[C_out, C_in/group, k...]`, which is already
+/// the row-major `[C_out, K]` GEMM operand (`K = C_in/group * prod(k)`), so preparing is a
+/// copy; the GEMM reads it transposed through strides.
+#[derive(Debug, Clone)]
+pub struct PreparedConv {
+    attrs: ConvAttrs,
+    c_out: usize,
+    c_in_g: usize,
+    weights: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    activation: Option<UnaryOp>,
+    path: ConvPath,
+}
+
+impl PreparedConv {
+    /// Prepares `W` of shape `w_shape = [C_out, C_in/group, k1, ...]` and optional bias `[C_out]`.
+    /// `attrs.kernel` must equal the weight's spatial extents.
+    ///
+    /// # Errors
+    /// Attribute/shape inconsistencies.
+    pub fn new(
+        w: &[f32],
+        w_shape: &[usize],
+        bias: Option<&[f32]>,
+        attrs: ConvAttrs,
+    ) -> KernelResult<Self> {
+        const OP: &str = "Conv";
+        attrs.validate(OP)?;
+        check_len(OP, "W", w.len(), numel(OP, w_shape)?)?;
+        if w_shape.len() != attrs.kernel.len() + 2 || w_shape[2..] != attrs.kernel[..] {
+            return Err(KernelError::ShapeMismatch {
+                op: OP,
+                a: w_shape.to_vec(),
+                b: attrs.kernel.clone(),
+            });
+        }
+        let (c_out, c_in_g) = (w_shape[0], w_shape[1]);
+        if c_out % attrs.group != 0 {
+            return Err(invalid(
+                OP,
+                "group",
+                format!("{} does not divide C_out {c_out}", attrs.group),
+            ));
+        }
+        if let Some(b) = bias {
+            check_len(OP, "B", b.len(), c_out)?;
+        }
+        let pointwise = attrs.kernel.iter().all(|&k| k == 1)
+            && attrs.strides.iter().all(|&s| s == 1)
+            && attrs
+                .pads_begin
+                .iter()
+                .chain(&attrs.pads_end)
+                .all(|&p| p == 0);
+        let path = if c_in_g == 1 && attrs.group == c_out && attrs.group > 1 {
+            ConvPath::Depthwise
+        } else if pointwise {
+            ConvPath::Pointwise
+        } else {
+            ConvPath::Im2col
+        };
+        Ok(Self {
+            attrs,
+            c_out,
+            c_in_g,
+            weights: w.to_vec(),
+            bias: bias.map(<[f32]>::to_vec),
+            activation: None,
+            path,
+        })
+    }
+
+    /// Fuses an elementwise activation (e.g. Relu, Clip) applied to each output tile right
+    /// after it is computed (bias first, then the activation).
+    #[must_use]
+    pub fn with_activation(mut self, activation: UnaryOp) -> Self {
+        self.activation = Some(activation);
+        self
+    }
+
+    /// The attributes this conv was prepared with.
+    pub fn attrs(&self) -> &ConvAttrs {
+        &self.attrs
+    }
+
+    /// `[N, C_out, out...]` for an input of shape `x_shape = [N, C_in, in...]`.
+    ///
+    /// # Errors
+    /// Input rank or channel count inconsistent with the weights.
+    pub fn output_shape(&self, x_shape: &[usize]) -> KernelResult<Vec<usize>> {
+        let nsp = self.attrs.kernel.len();
+        if x_shape.len() != nsp + 2 || x_shape[1] != self.c_in_g * self.attrs.group {
+            return Err(KernelError::ShapeMismatch {
+                op: "Conv",
+                a: x_shape.to_vec(),
+                b: vec![self.c_out, self.c_in_g * self.attrs.group],
+            });
+        }
+        let mut out = vec![x_shape[0], self.c_out];
+        out.extend(conv_output_spatial(&x_shape[2..], &self.attrs)?);
+        Ok(out)
+    }
+
+    fn geo(&self, x_shape: &[usize]) -> KernelResult<Geo> {
+        let out = self.output_shape(x_shape)?;
+        Ok(Geo {
+            input: pad3(&x_shape[2..], 1),
+            out: pad3(&out[2..], 1),
+            k: pad3(&self.attrs.kernel, 1),
+            s: pad3(&self.attrs.strides, 1),
+            d: pad3(&self.attrs.dilations, 1),
+            pb: pad3(&self.attrs.pads_begin, 0),
+        })
+    }
+
+    /// The output-position tiling of one group's GEMMs: `(positions per tile, tile count)`.
+    /// A function of the shapes only, so results never depend on the thread count.
+    fn tiles(&self, geo: &Geo) -> (usize, usize) {
+        let c_out_g = self.c_out / self.attrs.group;
+        let k = self.c_in_g * geo.kprod();
+        let p = geo.out_plane().max(1);
+        // The im2col tile and the output staging tile should stay in L2 together.
+        let per_pos = c_out_g + if self.path == ConvPath::Im2col { k } else { 0 };
+        let t_max = (COL_TILE_ELEMS / per_pos.max(1)).max(MIN_TILE);
+        let mut n = p.div_ceil(t_max);
+        // An even tile count balances two workers when there is enough work to split.
+        if n % 2 == 1 && p >= 2 * MIN_TILE && c_out_g * k * p >= PAR_MIN_MACS {
+            n += 1;
+        }
+        let t = p.div_ceil(n).div_ceil(16) * 16;
+        let t = t.min(p);
+        (t, p.div_ceil(t))
+    }
+
+    fn scratch_per_worker(&self, geo: &Geo) -> usize {
+        let (t, _) = self.tiles(geo);
+        let col = if self.path == ConvPath::Im2col {
+            self.c_in_g * geo.kprod() * t
+        } else {
+            0
+        };
+        col + self.c_out / self.attrs.group * t
+    }
+
+    fn gemm_workers(&self, geo: &Geo, threads: usize) -> usize {
+        if self.attrs.group > 1 {
+            workers(self.attrs.group, threads)
+        } else {
+            workers(self.tiles(geo).1, threads)
+        }
+    }
+
+    /// Scratch elements [`PreparedConv::run`] needs for input shape `x_shape` and `threads`
+    /// (per worker: an im2col tile plus an output staging tile; 0 for depthwise).
+    ///
+    /// # Errors
+    /// As [`PreparedConv::output_shape`].
+    pub fn scratch_len(&self, x_shape: &[usize], threads: usize) -> KernelResult<usize> {
+        if self.path == ConvPath::Depthwise {
+            return Ok(0);
+        }
+        let geo = self.geo(x_shape)?;
+        Ok(self.gemm_workers(&geo, threads) * self.scratch_per_worker(&geo))
+    }
+
+    /// Runs the convolution: `x` is `[N, C_in, in...]`, `out` is
+    /// [`PreparedConv::output_shape`], `scratch` holds at least
+    /// [`PreparedConv::scratch_len`] elements (contents ignored).
+    ///
+    /// # Errors
+    /// Shape/length mismatches or too little scratch.
+    pub fn run(
+        &self,
+        x: &[f32],
+        x_shape: &[usize],
+        out: &mut [f32],
+        scratch: &mut [f32],
+        threads: usize,
+    ) -> KernelResult<()> {
+        const OP: &str = "Conv";
+        let out_shape = self.output_shape(x_shape)?;
+        check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+        check_len(OP, "Y", out.len(), numel(OP, &out_shape)?)?;
+        let need = self.scratch_len(x_shape, threads)?;
+        if scratch.len() < need {
+            return Err(KernelError::ScratchTooSmall {
+                op: OP,
+                required: need,
+                actual: scratch.len(),
+            });
+        }
+        let geo = self.geo(x_shape)?;
+        let n = x_shape[0];
+        let c_in = self.c_in_g * self.attrs.group;
+        let (in_img, out_img) = (c_in * geo.in_plane(), self.c_out * geo.out_plane());
+        if out_img == 0 {
+            return Ok(());
+        }
+        for b in 0..n {
+            let xb = &x[b * in_img..(b + 1) * in_img];
+            let ob = &mut out[b * out_img..(b + 1) * out_img];
+            match self.path {
+                ConvPath::Depthwise => self.run_depthwise(xb, ob, &geo, threads),
+                _ => self.run_gemm(xb, ob, &geo, scratch, threads)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn run_depthwise(&self, x: &[f32], out: &mut [f32], geo: &Geo, threads: usize) {
+        let (ip, op) = (geo.in_plane(), geo.out_plane());
+        let kp = geo.kprod();
+        par_chunks(out, op, threads, 1, |first, piece| {
+            for (i, oplane) in piece.chunks_mut(op).enumerate() {
+                let c = first + i;
+                let xin = &x[c * ip..(c + 1) * ip];
+                let w = &self.weights[c * kp..(c + 1) * kp];
+                let bias = self.bias.as_ref().map_or(0.0, |b| b[c]);
+                depthwise_plane(xin, w, bias, oplane, geo);
+                if let Some(act) = self.activation {
+                    apply_activation(act, oplane);
+                }
+            }
+        });
+    }
+
+    fn run_gemm(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        geo: &Geo,
+        scratch: &mut [f32],
+        threads: usize,
+    ) -> KernelResult<()> {
+        let group = self.attrs.group;
+        let c_out_g = self.c_out / group;
+        let (ip, p) = (geo.in_plane(), geo.out_plane());
+        let (_, n_tiles) = self.tiles(geo);
+        let per_worker = self.scratch_per_worker(geo);
+        let xg = |g: usize| &x[g * self.c_in_g * ip..(g + 1) * self.c_in_g * ip];
+        if group > 1 {
+            // Whole groups per worker: each group's rows are one contiguous chunk.
+            return par_chunks_scratch(
+                out,
+                c_out_g * p,
+                threads,
+                scratch,
+                per_worker,
+                |first, piece, scr| {
+                    for (gi, gout) in piece.chunks_mut(c_out_g * p).enumerate() {
+                        let g = first + gi;
+                        let mut rows: Vec<&mut [f32]> = gout.chunks_mut(p).collect();
+                        self.group_tiles(xg(g), g, &mut rows, 0, n_tiles, scr, geo)?;
+                    }
+                    Ok(())
+                },
+            );
+        }
+        // One group: workers take contiguous ranges of position tiles; each output row is cut
+        // at the workers' boundaries so every worker owns its part of every row.
+        let (t, _) = self.tiles(geo);
+        let nw = workers(n_tiles, threads);
+        let per = n_tiles.div_ceil(nw);
+        let mut parts: Vec<WorkerPart<'_>> = Vec::with_capacity(nw);
+        let mut scr_rest = scratch;
+        for w in 0..nw {
+            let (sp, tail) = scr_rest.split_at_mut(per_worker.min(scr_rest.len()));
+            scr_rest = tail;
+            parts.push((w * per, Vec::with_capacity(c_out_g), sp));
+        }
+        for row in out.chunks_mut(p) {
+            let mut rest = row;
+            for (w, part) in parts.iter_mut().enumerate() {
+                let lo = (w * per * t).min(p);
+                let hi = ((w + 1) * per * t).min(p);
+                let (a, b) = rest.split_at_mut(hi - lo);
+                part.1.push(a);
+                rest = b;
+            }
+        }
+        par_workers(parts, |(t0, mut rows, scr)| {
+            let t1 = (t0 + per).min(n_tiles);
+            self.group_tiles(xg(0), 0, &mut rows, t0, t1, scr, geo)
+        })
+    }
+
+    /// Computes position tiles `[t0, t1)` of group `g` into `rows` (one slice per output
+    /// channel of the group, starting at position `t0 * tile`): im2col (or a direct view),
+    /// one GEMM into the staging tile, then a copy into the rows with bias and activation.
+    #[allow(clippy::too_many_arguments)]
+    fn group_tiles(
+        &self,
+        xg: &[f32],
+        g: usize,
+        rows: &mut [&mut [f32]],
+        t0: usize,
+        t1: usize,
+        scr: &mut [f32],
+        geo: &Geo,
+    ) -> KernelResult<()> {
+        let c_out_g = self.c_out / self.attrs.group;
+        let kdim = self.c_in_g * geo.kprod();
+        let p = geo.out_plane();
+        let (pt, _) = self.tiles(geo);
+        let col_len = if self.path == ConvPath::Im2col {
+            kdim * pt
+        } else {
+            0
+        };
+        let (col, stage) = scr.split_at_mut(col_len);
+        let w = &self.weights[g * c_out_g * kdim..(g + 1) * c_out_g * kdim];
+        for tile in t0..t1 {
+            let p0 = tile * pt;
+            let t = pt.min(p - p0);
+            let lhs = if self.path == ConvPath::Im2col {
+                let c = &mut col[..kdim * t];
+                im2col_tile(xg, self.c_in_g, geo, p0, t, c);
+                HostMat {
+                    data: c,
+                    rows: t,
+                    cols: kdim,
+                    row_stride: 1,
+                    col_stride: t,
+                }
+            } else {
+                HostMat {
+                    data: &xg[p0..],
+                    rows: t,
+                    cols: kdim,
+                    row_stride: 1,
+                    col_stride: p,
+                }
+            };
+            let st = &mut stage[..c_out_g * t];
+            host_sgemm(
+                HostMatMut {
+                    data: st,
+                    rows: t,
+                    cols: c_out_g,
+                    row_stride: 1,
+                    col_stride: t,
+                },
+                lhs,
+                HostMat {
+                    data: w,
+                    rows: kdim,
+                    cols: c_out_g,
+                    row_stride: 1,
+                    col_stride: kdim,
+                },
+                None,
+                1.0,
+            )
+            .map_err(|source| KernelError::Gemm { op: "Conv", source })?;
+            let off = p0 - t0 * pt;
+            for (co, (row, src)) in rows.iter_mut().zip(st.chunks(t)).enumerate() {
+                let dst = &mut row[off..off + t];
+                match &self.bias {
+                    Some(b) => {
+                        let bv = b[g * c_out_g + co];
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            *d = s + bv;
+                        }
+                    }
+                    None => dst.copy_from_slice(src),
+                }
+                if let Some(act) = self.activation {
+                    apply_activation(act, dst);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn apply_activation(act: UnaryOp, data: &mut [f32]) {
+    // Single-threaded: callers already run inside a worker.
+    let _ = super::elementwise::unary_f32_inplace(act, data, 1);
+}
+
+/// The valid output range `[lo, hi)` of `o` in `[o_start, o_start + len)` for which
+/// `o * s + off` lies in `[0, n)`.
+fn valid_range(o_start: usize, len: usize, s: usize, off: isize, n: usize) -> (usize, usize) {
+    let s_i = s as isize;
+    // smallest o with o*s + off >= 0
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off) + s_i - 1) / s_i
+    } as usize;
+    // smallest o with o*s + off >= n
+    let hi = if (n as isize) - off <= 0 {
+        0
+    } else {
+        (((n as isize) - off) + s_i - 1) / s_i
+    } as usize;
+    let (a, b) = (o_start, o_start + len);
+    let lo = lo.clamp(a, b);
+    let hi = hi.clamp(lo, b);
+    (lo, hi)
+}
+
+/// Fills `dst[i] = src[(o_start + i) * s + off]` (0 where outside `src`).
+fn gather_row(dst: &mut [f32], src: &[f32], o_start: usize, s: usize, off: isize) {
+    let (lo, hi) = valid_range(o_start, dst.len(), s, off, src.len());
+    let (a, b) = (lo - o_start, hi - o_start);
+    dst[..a].fill(0.0);
+    dst[b..].fill(0.0);
+    if b > a {
+        let first = (lo as isize * s as isize + off) as usize;
+        if s == 1 {
+            dst[a..b].copy_from_slice(&src[first..first + (b - a)]);
+        } else {
+            for (d, v) in dst[a..b].iter_mut().zip(src[first..].iter().step_by(s)) {
+                *d = *v;
+            }
+        }
+    }
+}
+
+/// Writes the im2col tile for output positions `[p0, p0 + t)`: row `r = (ci, kd, kh, kw)`
+/// (weight order), column `p - p0`, row stride `t`.
+fn im2col_tile(xg: &[f32], c_in_g: usize, g: &Geo, p0: usize, t: usize, col: &mut [f32]) {
+    let [_, ih_n, iw_n] = g.input;
+    let [_, oh_n, ow_n] = g.out;
+    let ip = g.in_plane();
+    let mut r = 0;
+    for ci in 0..c_in_g {
+        let plane = &xg[ci * ip..(ci + 1) * ip];
+        for kd in 0..g.k[0] {
+            for kh in 0..g.k[1] {
+                for kw in 0..g.k[2] {
+                    let row = &mut col[r * t..(r + 1) * t];
+                    r += 1;
+                    let off_w = (kw * g.d[2]) as isize - g.pb[2] as isize;
+                    let mut p = p0;
+                    while p < p0 + t {
+                        let ow = p % ow_n;
+                        let rest = p / ow_n;
+                        let (oh, od) = (rest % oh_n, rest / oh_n);
+                        let end = (p - ow + ow_n).min(p0 + t);
+                        let dst = &mut row[p - p0..end - p0];
+                        let id = (od * g.s[0] + kd * g.d[0]) as isize - g.pb[0] as isize;
+                        let ih = (oh * g.s[1] + kh * g.d[1]) as isize - g.pb[1] as isize;
+                        if id < 0 || id >= g.input[0] as isize || ih < 0 || ih >= ih_n as isize {
+                            dst.fill(0.0);
+                        } else {
+                            let base = (id as usize * ih_n + ih as usize) * iw_n;
+                            gather_row(dst, &plane[base..base + iw_n], ow, g.s[2], off_w);
+                        }
+                        p = end;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One depthwise output plane: `out = bias + sum over taps (kd, kh, kw) of w * x`, taps in
+/// weight order, each tap a multiply-add over a run of an output row.
+fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, out: &mut [f32], g: &Geo) {
+    let [id_n, ih_n, iw_n] = g.input;
+    let [_, oh_n, ow_n] = g.out;
+    for (ri, orow) in out.chunks_mut(ow_n).enumerate() {
+        let (oh, od) = (ri % oh_n, ri / oh_n);
+        orow.fill(bias);
+        for kd in 0..g.k[0] {
+            let id = (od * g.s[0] + kd * g.d[0]) as isize - g.pb[0] as isize;
+            if id < 0 || id >= id_n as isize {
+                continue;
+            }
+            for kh in 0..g.k[1] {
+                let ih = (oh * g.s[1] + kh * g.d[1]) as isize - g.pb[1] as isize;
+                if ih < 0 || ih >= ih_n as isize {
+                    continue;
+                }
+                let base = (id as usize * ih_n + ih as usize) * iw_n;
+                let irow = &x[base..base + iw_n];
+                for kw in 0..g.k[2] {
+                    let wv = w[(kd * g.k[1] + kh) * g.k[2] + kw];
+                    let off = (kw * g.d[2]) as isize - g.pb[2] as isize;
+                    let (lo, hi) = valid_range(0, ow_n, g.s[2], off, iw_n);
+                    if hi <= lo {
+                        continue;
+                    }
+                    let first = (lo as isize * g.s[2] as isize + off) as usize;
+                    if g.s[2] == 1 {
+                        for (o, &v) in orow[lo..hi].iter_mut().zip(&irow[first..first + hi - lo]) {
+                            *o += wv * v;
+                        }
+                    } else {
+                        for (o, &v) in orow[lo..hi]
+                            .iter_mut()
+                            .zip(irow[first..].iter().step_by(g.s[2]))
+                        {
+                            *o += wv * v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One-shot convolution: prepares the weights, allocates scratch and runs. For repeated
+/// inference build a [`PreparedConv`] once instead.
+///
+/// # Errors
+/// As [`PreparedConv::new`] and [`PreparedConv::run`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    x: &[f32],
+    x_shape: &[usize],
+    w: &[f32],
+    w_shape: &[usize],
+    bias: Option<&[f32]>,
+    attrs: &ConvAttrs,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    let pc = PreparedConv::new(w, w_shape, bias, attrs.clone())?;
+    let mut scratch = vec![0.0; pc.scratch_len(x_shape, threads)?];
+    pc.run(x, x_shape, out, &mut scratch, threads)
+}
+
+/// Scratch elements for [`PreparedConv::run`] (free-function form for the memory planner).
+///
+/// # Errors
+/// As [`PreparedConv::scratch_len`].
+pub fn conv_scratch_len(
+    conv: &PreparedConv,
+    x_shape: &[usize],
+    threads: usize,
+) -> KernelResult<usize> {
+    conv.scratch_len(x_shape, threads)
+}
+
+/// ConvTranspose attributes beyond [`ConvAttrs`]: `output_padding` per spatial axis
+/// (default 0). When the model gives `output_shape`, the caller derives the pads from it per
+/// the ONNX formula and passes them in `ConvAttrs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvTransposeAttrs {
+    /// Kernel, strides, dilations, pads and group.
+    pub conv: ConvAttrs,
+    /// `output_padding`.
+    pub output_padding: Vec<usize>,
+}
+
+/// Output spatial extents of ConvTranspose:
+/// `s * (in - 1) + output_padding + (k - 1) * d + 1 - pad_begin - pad_end`.
+///
+/// # Errors
+/// Inconsistent attributes or a negative extent.
+pub fn conv_transpose_output_spatial(
+    input: &[usize],
+    attrs: &ConvTransposeAttrs,
+) -> KernelResult<Vec<usize>> {
+    const OP: &str = "ConvTranspose";
+    let c = &attrs.conv;
+    c.validate(OP)?;
+    if attrs.output_padding.len() != c.kernel.len() || input.len() != c.kernel.len() {
+        return Err(invalid(
+            OP,
+            "output_padding",
+            "one entry per spatial axis required",
+        ));
+    }
+    (0..c.kernel.len())
+        .map(|i| {
+            let full = c.strides[i] * input[i].saturating_sub(1)
+                + attrs.output_padding[i]
+                + (c.kernel[i] - 1) * c.dilations[i]
+                + 1;
+            full.checked_sub(c.pads_begin[i] + c.pads_end[i])
+                .filter(|_| input[i] > 0)
+                .ok_or_else(|| invalid(OP, "pads", format!("negative output extent on axis {i}")))
+        })
+        .collect()
+}
+
+/// ONNX `ConvTranspose`: `x` `[N, C_in, in...]`, `w` `[C_in, C_out/group, k...]`, optional
+/// bias `[C_out]`, `out` `[N, C_out, out...]` per [`conv_transpose_output_spatial`].
+///
+/// Per group: one GEMM `col = W_g^T x_g` (`[C_out_g * prod(k), in_positions]`), then col2im
+/// scatter-adds into the output in a fixed order (channels split across threads), so results
+/// do not depend on `threads`. Allocates its column buffer (ConvTranspose is rare in the
+/// target CNNs).
+///
+/// # Errors
+/// Shape, length or attribute inconsistencies.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose(
+    x: &[f32],
+    x_shape: &[usize],
+    w: &[f32],
+    w_shape: &[usize],
+    bias: Option<&[f32]>,
+    attrs: &ConvTransposeAttrs,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "ConvTranspose";
+    let c = &attrs.conv;
+    let nsp = c.kernel.len();
+    let out_sp = conv_transpose_output_spatial(x_shape.get(2..).unwrap_or(&[]), attrs)?;
+    if x_shape.len() != nsp + 2 || w_shape.len() != nsp + 2 || w_shape[2..] != c.kernel[..] {
+        return Err(KernelError::ShapeMismatch {
+            op: OP,
+            a: x_shape.to_vec(),
+            b: w_shape.to_vec(),
+        });
+    }
+    let (n, c_in) = (x_shape[0], x_shape[1]);
+    let group = c.group;
+    if w_shape[0] != c_in || c_in % group != 0 {
+        return Err(KernelError::ShapeMismatch {
+            op: OP,
+            a: x_shape.to_vec(),
+            b: w_shape.to_vec(),
+        });
+    }
+    let (c_in_g, c_out_g) = (c_in / group, w_shape[1]);
+    let c_out = c_out_g * group;
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    check_len(OP, "W", w.len(), numel(OP, w_shape)?)?;
+    if let Some(b) = bias {
+        check_len(OP, "B", b.len(), c_out)?;
+    }
+    let mut y_shape = vec![n, c_out];
+    y_shape.extend(&out_sp);
+    check_len(OP, "Y", out.len(), numel(OP, &y_shape)?)?;
+    let geo = Geo {
+        input: pad3(&x_shape[2..], 1),
+        out: pad3(&out_sp, 1),
+        k: pad3(&c.kernel, 1),
+        s: pad3(&c.strides, 1),
+        d: pad3(&c.dilations, 1),
+        pb: pad3(&c.pads_begin, 0),
+    };
+    let (ip, op, kp) = (geo.in_plane(), geo.out_plane(), geo.kprod());
+    let rows = c_out_g * kp;
+    let mut col = vec![0.0f32; rows * ip];
+    for b in 0..n {
+        for g in 0..group {
+            let xg = &x[(b * c_in + g * c_in_g) * ip..(b * c_in + (g + 1) * c_in_g) * ip];
+            // col[r, q] = sum_ci W[g*c_in_g + ci, r] * x[ci, q]; W_g is [c_in_g, rows] row-major.
+            let wg = &w[g * c_in_g * rows..(g + 1) * c_in_g * rows];
+            host_sgemm(
+                HostMatMut {
+                    data: &mut col,
+                    rows,
+                    cols: ip,
+                    row_stride: ip,
+                    col_stride: 1,
+                },
+                HostMat {
+                    data: wg,
+                    rows,
+                    cols: c_in_g,
+                    row_stride: 1,
+                    col_stride: rows,
+                },
+                HostMat {
+                    data: xg,
+                    rows: c_in_g,
+                    cols: ip,
+                    row_stride: ip,
+                    col_stride: 1,
+                },
+                None,
+                1.0,
+            )
+            .map_err(|source| KernelError::Gemm { op: OP, source })?;
+            let yg = &mut out[(b * c_out + g * c_out_g) * op..(b * c_out + (g + 1) * c_out_g) * op];
+            let col = &col;
+            par_chunks(yg, op, threads, 1, |first, piece| {
+                for (i, plane) in piece.chunks_mut(op).enumerate() {
+                    let co = first + i;
+                    plane.fill(bias.map_or(0.0, |bv| bv[g * c_out_g + co]));
+                    col2im_plane(&col[co * kp * ip..(co + 1) * kp * ip], plane, &geo);
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Scatter-adds one output channel's `[prod(k), in_positions]` columns into its plane.
+fn col2im_plane(col: &[f32], plane: &mut [f32], g: &Geo) {
+    let ip = g.in_plane();
+    let [od_n, oh_n, ow_n] = g.out;
+    let [id_n, ih_n, iw_n] = g.input;
+    let mut r = 0;
+    for kd in 0..g.k[0] {
+        for kh in 0..g.k[1] {
+            for kw in 0..g.k[2] {
+                let crow = &col[r * ip..(r + 1) * ip];
+                r += 1;
+                for i_d in 0..id_n {
+                    let o_d = (i_d * g.s[0] + kd * g.d[0]) as isize - g.pb[0] as isize;
+                    if o_d < 0 || o_d >= od_n as isize {
+                        continue;
+                    }
+                    for i_h in 0..ih_n {
+                        let o_h = (i_h * g.s[1] + kh * g.d[1]) as isize - g.pb[1] as isize;
+                        if o_h < 0 || o_h >= oh_n as isize {
+                            continue;
+                        }
+                        let src = &crow[(i_d * ih_n + i_h) * iw_n..(i_d * ih_n + i_h + 1) * iw_n];
+                        let orow =
+                            &mut plane[(o_d as usize * oh_n + o_h as usize) * ow_n..][..ow_n];
+                        let off = (kw * g.d[2]) as isize - g.pb[2] as isize;
+                        for (i_w, &v) in src.iter().enumerate() {
+                            let o_w = (i_w * g.s[2]) as isize + off;
+                            if o_w >= 0 && o_w < ow_n as isize {
+                                orow[o_w as usize] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! ONNX `Gemm` and `MatMul` (numpy matmul semantics) over the host GEMM.
+//!
+//! Determinism: the output is cut into fixed row tiles (or column tiles when there is a
+//! single row) chosen from the shapes alone; each tile is one single-threaded GEMM call and
+//! threads only pick which tiles they run.
+
+use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
+
+use super::broadcast::broadcast_shape_op;
+use super::elementwise::expand;
+use super::error::{check_len, numel, KernelError, KernelResult};
+use super::par::par_chunks_scratch;
+
+/// Work (multiply-adds) below which a GEMM is a single tile.
+const SMALL_GEMM: usize = 1 << 21;
+
+/// A strided operand: element `(i, j)` at `data[i * rs + j * cs]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Operand<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// The fixed tile size (rows if `m > 1`, else columns) for an `m x n x k` product.
+fn tile(m: usize, n: usize, k: usize) -> usize {
+    let extent = if m > 1 { m } else { n };
+    if m.saturating_mul(n).saturating_mul(k) < SMALL_GEMM {
+        return extent.max(1);
+    }
+    // Four tiles (enough for 2-4 threads), rounded to a multiple of 16 rows/columns.
+    (extent.div_ceil(4).div_ceil(16) * 16).max(1)
+}
+
+/// `out (m x n, row-major) = alpha * a * b (+ out if accumulate)`, tiled and threaded.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_tiled(
+    op: &'static str,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    out: &mut [f32],
+    accumulate: bool,
+    alpha: f32,
+    threads: usize,
+) -> KernelResult<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let t = tile(m, n, k);
+    let dst_scale = accumulate.then_some(1.0);
+    let call = |dst: HostMatMut<'_>, lhs: HostMat<'_>, rhs: HostMat<'_>| {
+        host_sgemm(dst, lhs, rhs, dst_scale, alpha)
+            .map_err(|source| KernelError::Gemm { op, source })
+    };
+    if m > 1 {
+        par_chunks_scratch(out, t * n, threads, &mut [0u8; 0], 0, |first, piece, _| {
+            for (i, rows) in piece.chunks_mut(t * n).enumerate() {
+                let r0 = (first + i) * t;
+                let mr = rows.len() / n;
+                call(
+                    HostMatMut {
+                        data: rows,
+                        rows: mr,
+                        cols: n,
+                        row_stride: n,
+                        col_stride: 1,
+                    },
+                    HostMat {
+                        data: &a.data[r0 * a.rs..],
+                        rows: mr,
+                        cols: k,
+                        row_stride: a.rs,
+                        col_stride: a.cs,
+                    },
+                    HostMat {
+                        data: b.data,
+                        rows: k,
+                        cols: n,
+                        row_stride: b.rs,
+                        col_stride: b.cs,
+                    },
+                )?;
+            }
+            Ok(())
+        })
+    } else {
+        par_chunks_scratch(out, t, threads, &mut [0u8; 0], 0, |first, piece, _| {
+            for (i, cols) in piece.chunks_mut(t).enumerate() {
+                let c0 = (first + i) * t;
+                let nc = cols.len();
+                call(
+                    HostMatMut {
+                        data: cols,
+                        rows: 1,
+                        cols: nc,
+                        row_stride: nc,
+                        col_stride: 1,
+                    },
+                    HostMat {
+                        data: a.data,
+                        rows: 1,
+                        cols: k,
+                        row_stride: a.rs,
+                        col_stride: a.cs,
+                    },
+                    HostMat {
+                        data: &b.data[c0 * b.cs..],
+                        rows: k,
+                        cols: nc,
+                        row_stride: b.rs,
+                        col_stride: b.cs,
+                    },
+                )?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// ONNX `Gemm` attributes (defaults: `alpha = 1`, `beta = 1`, no transposes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GemmAttrs {
+    /// Scale of `A * B`.
+    pub alpha: f32,
+    /// Scale of `C`.
+    pub beta: f32,
+    /// `transA`: `A` is stored `[K, M]`.
+    pub trans_a: bool,
+    /// `transB`: `B` is stored `[N, K]`.
+    pub trans_b: bool,
+}
+
+impl Default for GemmAttrs {
+    fn default() -> Self {
+        Self {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: false,
+        }
+    }
+}
+
+/// ONNX `Gemm`: `Y = alpha * A' * B' + beta * C`, `A'`/`B'` optionally transposed, `A` and `B`
+/// 2-D, optional `C` unidirectionally broadcastable to `[M, N]` (scalar, `[N]`, `[M, 1]`,
+/// `[M, N]`, ...). `out` is `[M, N]` row-major.
+///
+/// # Errors
+/// Shape or length mismatches.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    c: Option<(&[f32], &[usize])>,
+    attrs: &GemmAttrs,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "Gemm";
+    let mismatch = || KernelError::ShapeMismatch {
+        op: OP,
+        a: a_shape.to_vec(),
+        b: b_shape.to_vec(),
+    };
+    let (&[ar, ac], &[br, bc]) = (a_shape, b_shape) else {
+        return Err(mismatch());
+    };
+    check_len(OP, "A", a.len(), ar * ac)?;
+    check_len(OP, "B", b.len(), br * bc)?;
+    let (m, k) = if attrs.trans_a { (ac, ar) } else { (ar, ac) };
+    let (kb, n) = if attrs.trans_b { (bc, br) } else { (br, bc) };
+    if k != kb {
+        return Err(mismatch());
+    }
+    check_len(OP, "Y", out.len(), m * n)?;
+    let lhs = if attrs.trans_a {
+        Operand {
+            data: a,
+            rs: 1,
+            cs: m,
+        }
+    } else {
+        Operand {
+            data: a,
+            rs: k,
+            cs: 1,
+        }
+    };
+    let rhs = if attrs.trans_b {
+        Operand {
+            data: b,
+            rs: 1,
+            cs: k,
+        }
+    } else {
+        Operand {
+            data: b,
+            rs: n,
+            cs: 1,
+        }
+    };
+    let accumulate = match c {
+        Some((cd, cs)) if attrs.beta != 0.0 => {
+            expand(cd, cs, out, &[m, n], threads)?;
+            if attrs.beta != 1.0 {
+                out.iter_mut().for_each(|v| *v *= attrs.beta);
+            }
+            true
+        }
+        _ => false,
+    };
+    gemm_tiled(OP, m, n, k, lhs, rhs, out, accumulate, attrs.alpha, threads)
+}
+
+/// The output shape of numpy `matmul` (ONNX `MatMul`): 1-D operands are promoted (`[K]` ->
+/// `[1, K]` on the left, `[K, 1]` on the right) and the added axis removed from the result;
+/// batch axes broadcast.
+///
+/// # Errors
+/// Rank-0 operands, mismatched inner extents, or non-broadcastable batch axes.
+pub fn matmul_output_shape(a_shape: &[usize], b_shape: &[usize]) -> KernelResult<Vec<usize>> {
+    Ok(matmul_dims(a_shape, b_shape)?.out_shape)
+}
+
+struct MatmulDims {
+    m: usize,
+    k: usize,
+    n: usize,
+    batch: Vec<usize>,
+    a_batch: Vec<usize>,
+    b_batch: Vec<usize>,
+    out_shape: Vec<usize>,
+}
+
+fn matmul_dims(a_shape: &[usize], b_shape: &[usize]) -> KernelResult<MatmulDims> {
+    const OP: &str = "MatMul";
+    let mismatch = || KernelError::ShapeMismatch {
+        op: OP,
+        a: a_shape.to_vec(),
+        b: b_shape.to_vec(),
+    };
+    if a_shape.is_empty() || b_shape.is_empty() {
+        return Err(mismatch());
+    }
+    let (a_batch, m, k) = match a_shape {
+        [k] => (&[][..], 1, *k),
+        [batch @ .., m, k] => (batch, *m, *k),
+        [] => return Err(mismatch()),
+    };
+    let (b_batch, kb, n) = match b_shape {
+        [k] => (&[][..], *k, 1),
+        [batch @ .., k, n] => (batch, *k, *n),
+        [] => return Err(mismatch()),
+    };
+    if k != kb {
+        return Err(mismatch());
+    }
+    let batch = broadcast_shape_op(OP, a_batch, b_batch)?;
+    let mut out_shape = batch.clone();
+    if a_shape.len() > 1 {
+        out_shape.push(m);
+    }
+    if b_shape.len() > 1 {
+        out_shape.push(n);
+    }
+    Ok(MatmulDims {
+        m,
+        k,
+        n,
+        batch,
+        a_batch: a_batch.to_vec(),
+        b_batch: b_batch.to_vec(),
+        out_shape,
+    })
+}
+
+/// Offset (in matrices) of batch index `idx` of an operand with batch shape `shape`,
+/// right-aligned against the broadcast batch shape.
+fn batch_offset(idx: &[usize], shape: &[usize]) -> usize {
+    let off = idx.len() - shape.len();
+    let mut acc = 0;
+    for (d, &e) in shape.iter().enumerate() {
+        acc = acc * e + if e == 1 { 0 } else { idx[off + d] };
+    }
+    acc
+}
+
+/// ONNX `MatMul` with numpy semantics: `out` has [`matmul_output_shape`]. With several batch
+/// matrices threads split the batch; a single matrix product is split into row tiles.
+///
+/// # Errors
+/// Shape or length mismatches.
+pub fn matmul(
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "MatMul";
+    let d = matmul_dims(a_shape, b_shape)?;
+    check_len(OP, "A", a.len(), numel(OP, a_shape)?)?;
+    check_len(OP, "B", b.len(), numel(OP, b_shape)?)?;
+    check_len(OP, "Y", out.len(), numel(OP, &d.out_shape)?)?;
+    let (m, k, n) = (d.m, d.k, d.n);
+    let nb: usize = d.batch.iter().product();
+    if nb == 0 || m == 0 || n == 0 {
+        return Ok(());
+    }
+    if nb == 1 {
+        return gemm_tiled(
+            OP,
+            m,
+            n,
+            k,
+            Operand {
+                data: a,
+                rs: k,
+                cs: 1,
+            },
+            Operand {
+                data: b,
+                rs: n,
+                cs: 1,
+            },
+            out,
+            false,
+            1.0,
+            threads,
+        );
+    }
+    let batch = &d.batch;
+    par_chunks_scratch(out, m * n, threads, &mut [0u8; 0], 0, |first, piece, _| {
+        let mut idx = vec![0; batch.len()];
+        for (i, dst) in piece.chunks_mut(m * n).enumerate() {
+            let mut rem = first + i;
+            for ax in (0..batch.len()).rev() {
+                idx[ax] = rem % batch[ax];
+                rem /= batch[ax];
+            }
+            let ao = batch_offset(&idx, &d.a_batch) * m * k;
+            let bo = batch_offset(&idx, &d.b_batch) * k * n;
+            host_sgemm(
+                HostMatMut {
+                    data: dst,
+                    rows: m,
+                    cols: n,
+                    row_stride: n,
+                    col_stride: 1,
+                },
+                HostMat {
+                    data: &a[ao..ao + m * k],
+                    rows: m,
+                    cols: k,
+                    row_stride: k,
+                    col_stride: 1,
+                },
+                HostMat {
+                    data: &b[bo..bo + k * n],
+                    rows: k,
+                    cols: n,
+                    row_stride: n,
+                    col_stride: 1,
+                },
+                None,
+                1.0,
+            )
+            .map_err(|source| KernelError::Gemm { op: OP, source })?;
+        }
+        Ok(())
+    })
+}

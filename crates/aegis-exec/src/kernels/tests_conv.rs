@@ -1,0 +1,450 @@
+use super::testutil::*;
+use super::*;
+use rstest::rstest;
+
+fn p3(v: &[usize], fill: usize) -> [usize; 3] {
+    let mut o = [fill; 3];
+    o[3 - v.len()..].copy_from_slice(v);
+    o
+}
+
+/// Direct-definition convolution (ONNX Conv), any of 1-3 spatial axes.
+fn naive_conv(
+    x: &[f32],
+    xs: &[usize],
+    w: &[f32],
+    ws: &[usize],
+    b: Option<&[f32]>,
+    a: &ConvAttrs,
+) -> (Vec<f32>, Vec<usize>) {
+    let (n, c_in, c_out, cig) = (xs[0], xs[1], ws[0], ws[1]);
+    let cog = c_out / a.group;
+    let osp = conv_output_spatial(&xs[2..], a).unwrap();
+    let (i3, o3, k3) = (p3(&xs[2..], 1), p3(&osp, 1), p3(&a.kernel, 1));
+    let (s3, d3, pb3) = (p3(&a.strides, 1), p3(&a.dilations, 1), p3(&a.pads_begin, 0));
+    let mut out = vec![0.0f32; n * c_out * o3.iter().product::<usize>()];
+    let mut oi = 0;
+    for bn in 0..n {
+        for co in 0..c_out {
+            let g = co / cog;
+            for od in 0..o3[0] {
+                for oh in 0..o3[1] {
+                    for ow in 0..o3[2] {
+                        let mut acc = b.map_or(0.0, |b| b[co]) as f64;
+                        for ci in 0..cig {
+                            let c = g * cig + ci;
+                            for kd in 0..k3[0] {
+                                for kh in 0..k3[1] {
+                                    for kw in 0..k3[2] {
+                                        let id =
+                                            (od * s3[0] + kd * d3[0]) as isize - pb3[0] as isize;
+                                        let ih =
+                                            (oh * s3[1] + kh * d3[1]) as isize - pb3[1] as isize;
+                                        let iw =
+                                            (ow * s3[2] + kw * d3[2]) as isize - pb3[2] as isize;
+                                        if id < 0
+                                            || ih < 0
+                                            || iw < 0
+                                            || id >= i3[0] as isize
+                                            || ih >= i3[1] as isize
+                                            || iw >= i3[2] as isize
+                                        {
+                                            continue;
+                                        }
+                                        let xv = x[(((bn * c_in + c) * i3[0] + id as usize)
+                                            * i3[1]
+                                            + ih as usize)
+                                            * i3[2]
+                                            + iw as usize];
+                                        let wv = w[(((co * cig + ci) * k3[0] + kd) * k3[1] + kh)
+                                            * k3[2]
+                                            + kw];
+                                        acc += (xv as f64) * (wv as f64);
+                                    }
+                                }
+                            }
+                        }
+                        out[oi] = acc as f32;
+                        oi += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut shape = vec![n, c_out];
+    shape.extend(osp);
+    (out, shape)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attrs(
+    k: &[usize],
+    s: &[usize],
+    d: &[usize],
+    pb: &[usize],
+    pe: &[usize],
+    group: usize,
+) -> ConvAttrs {
+    ConvAttrs {
+        kernel: k.to_vec(),
+        strides: s.to_vec(),
+        dilations: d.to_vec(),
+        pads_begin: pb.to_vec(),
+        pads_end: pe.to_vec(),
+        group,
+    }
+}
+
+#[rstest]
+// 3x3 pad 1 (resnet body), with bias
+#[case(&[1, 8, 9, 9], 16, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), true)]
+// stride 2, asymmetric pads
+#[case(&[2, 3, 11, 10], 5, attrs(&[3, 3], &[2, 2], &[1, 1], &[0, 1], &[2, 0], 1), true)]
+// dilation 2
+#[case(&[1, 4, 12, 12], 6, attrs(&[3, 3], &[1, 1], &[2, 2], &[2, 2], &[2, 2], 1), false)]
+// groups 2 with 7x7 stride 2 (stem-like)
+#[case(&[1, 4, 15, 15], 8, attrs(&[7, 7], &[2, 2], &[1, 1], &[3, 3], &[3, 3], 2), true)]
+// pointwise
+#[case(&[2, 16, 7, 5], 24, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+// 1x1 stride 2 (downsample shortcut) goes through im2col
+#[case(&[1, 8, 9, 9], 16, attrs(&[1, 1], &[2, 2], &[1, 1], &[0, 0], &[0, 0], 1), false)]
+// depthwise 3x3 stride 1 and stride 2
+#[case(&[1, 6, 10, 9], 6, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 6), true)]
+#[case(&[2, 4, 11, 11], 4, attrs(&[5, 3], &[2, 3], &[2, 1], &[2, 1], &[1, 2], 4), true)]
+// depthwise multiplier 2 (generic grouped path)
+#[case(&[1, 3, 8, 8], 6, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 3), false)]
+// 1-D conv
+#[case(&[2, 3, 17], 4, attrs(&[5], &[2], &[2], &[3], &[1], 1), true)]
+// 3-D conv
+#[case(&[1, 2, 5, 6, 7], 3, attrs(&[3, 2, 3], &[1, 2, 1], &[1, 1, 2], &[1, 0, 1], &[1, 1, 2], 1), true)]
+// kernel as large as the padded input
+#[case(&[1, 2, 3, 3], 2, attrs(&[5, 5], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), false)]
+// big enough to tile output channels and positions, threaded
+#[case(&[1, 64, 20, 20], 64, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), true)]
+#[case(&[1, 256, 30, 30], 64, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+fn conv_matches_naive(
+    #[case] xs: &[usize],
+    #[case] c_out: usize,
+    #[case] a: ConvAttrs,
+    #[case] with_bias: bool,
+) {
+    let mut ws = vec![c_out, xs[1] / a.group];
+    ws.extend(&a.kernel);
+    let x = rand_vec(xs.iter().product(), 11);
+    let w = rand_vec(ws.iter().product(), 12);
+    let b = rand_vec(c_out, 13);
+    let bias = with_bias.then_some(&b[..]);
+    let (want, shape) = naive_conv(&x, xs, &w, &ws, bias, &a);
+    let pc = PreparedConv::new(&w, &ws, bias, a.clone()).unwrap();
+    assert_eq!(pc.output_shape(xs).unwrap(), shape);
+    let mut first: Option<Vec<f32>> = None;
+    for threads in [1, 2, 3] {
+        let mut scratch = vec![f32::NAN; conv_scratch_len(&pc, xs, threads).unwrap()];
+        let mut out = vec![f32::NAN; want.len()];
+        pc.run(&x, xs, &mut out, &mut scratch, threads).unwrap();
+        assert_close(&out, &want, 1e-4);
+        match &first {
+            None => first = Some(out),
+            Some(f) => assert_bits_eq(&out, f),
+        }
+    }
+}
+
+#[test]
+fn conv_fused_activation_and_one_shot() {
+    let xs = [1, 4, 6, 6];
+    let ws = [8, 4, 3, 3];
+    let x = rand_vec(144, 1);
+    let w = rand_vec(288, 2);
+    let a = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1);
+    let (want, _) = naive_conv(&x, &xs, &w, &ws, None, &a);
+    let pc = PreparedConv::new(&w, &ws, None, a.clone())
+        .unwrap()
+        .with_activation(UnaryOp::Relu);
+    let mut out = vec![0.0; want.len()];
+    let mut scratch = vec![0.0; pc.scratch_len(&xs, 1).unwrap()];
+    pc.run(&x, &xs, &mut out, &mut scratch, 1).unwrap();
+    let relu: Vec<f32> = want.iter().map(|v| v.max(0.0)).collect();
+    assert_close(&out, &relu, 1e-5);
+    conv(&x, &xs, &w, &ws, None, &a, &mut out, 2).unwrap();
+    assert_close(&out, &want, 1e-5);
+}
+
+#[test]
+fn conv_rejects_bad_arguments() {
+    let w = vec![0.0; 2 * 3 * 9];
+    let a = attrs(&[3, 3], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
+    assert!(PreparedConv::new(
+        &w,
+        &[2, 3, 3, 3],
+        None,
+        attrs(&[3, 3], &[0, 1], &[1, 1], &[0, 0], &[0, 0], 1)
+    )
+    .is_err());
+    assert!(PreparedConv::new(
+        &w,
+        &[2, 3, 3, 3],
+        None,
+        attrs(&[3, 2], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1)
+    )
+    .is_err());
+    assert!(PreparedConv::new(&w, &[2, 3, 3, 3], Some(&[0.0]), a.clone()).is_err());
+    let pc = PreparedConv::new(&w, &[2, 3, 3, 3], None, a).unwrap();
+    assert!(pc.output_shape(&[1, 4, 5, 5]).is_err());
+    assert!(pc.output_shape(&[1, 3, 2, 5]).is_err());
+    let mut out = vec![0.0; 2 * 9];
+    let err = pc.run(&[0.0; 75], &[1, 3, 5, 5], &mut out, &mut [], 1);
+    assert!(matches!(err, Err(KernelError::ScratchTooSmall { .. })));
+}
+
+#[test]
+fn auto_pad_same() {
+    assert_eq!(auto_pad(AutoPad::SameUpper, 5, 3, 2, 1), (1, 1));
+    assert_eq!(auto_pad(AutoPad::SameUpper, 4, 3, 2, 1), (0, 1));
+    assert_eq!(auto_pad(AutoPad::SameLower, 4, 3, 2, 1), (1, 0));
+    assert_eq!(auto_pad(AutoPad::Valid, 4, 3, 2, 1), (0, 0));
+}
+
+/// Direct-definition ConvTranspose (scatter form).
+fn naive_conv_transpose(
+    x: &[f32],
+    xs: &[usize],
+    w: &[f32],
+    ws: &[usize],
+    b: Option<&[f32]>,
+    a: &ConvTransposeAttrs,
+) -> Vec<f32> {
+    let c = &a.conv;
+    let osp = conv_transpose_output_spatial(&xs[2..], a).unwrap();
+    let (n, c_in, cog) = (xs[0], xs[1], ws[1]);
+    let cig = c_in / c.group;
+    let c_out = cog * c.group;
+    let (i3, o3, k3) = (p3(&xs[2..], 1), p3(&osp, 1), p3(&c.kernel, 1));
+    let (s3, d3, pb3) = (p3(&c.strides, 1), p3(&c.dilations, 1), p3(&c.pads_begin, 0));
+    let op: usize = o3.iter().product();
+    let mut out = vec![0.0f64; n * c_out * op];
+    for bn in 0..n {
+        for ci in 0..c_in {
+            let g = ci / cig;
+            for id in 0..i3[0] {
+                for ih in 0..i3[1] {
+                    for iw in 0..i3[2] {
+                        let xv =
+                            x[(((bn * c_in + ci) * i3[0] + id) * i3[1] + ih) * i3[2] + iw] as f64;
+                        for cl in 0..cog {
+                            let co = g * cog + cl;
+                            for kd in 0..k3[0] {
+                                for kh in 0..k3[1] {
+                                    for kw in 0..k3[2] {
+                                        let od =
+                                            (id * s3[0] + kd * d3[0]) as isize - pb3[0] as isize;
+                                        let oh =
+                                            (ih * s3[1] + kh * d3[1]) as isize - pb3[1] as isize;
+                                        let ow =
+                                            (iw * s3[2] + kw * d3[2]) as isize - pb3[2] as isize;
+                                        if od < 0
+                                            || oh < 0
+                                            || ow < 0
+                                            || od >= o3[0] as isize
+                                            || oh >= o3[1] as isize
+                                            || ow >= o3[2] as isize
+                                        {
+                                            continue;
+                                        }
+                                        let wv = w[(((ci * cog + cl) * k3[0] + kd) * k3[1] + kh)
+                                            * k3[2]
+                                            + kw]
+                                            as f64;
+                                        out[((bn * c_out + co) * o3[0] + od as usize)
+                                            * o3[1]
+                                            * o3[2]
+                                            + oh as usize * o3[2]
+                                            + ow as usize] += xv * wv;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.iter()
+        .enumerate()
+        .map(|(i, v)| (v + b.map_or(0.0, |b| b[(i / op) % c_out] as f64)) as f32)
+        .collect()
+}
+
+#[rstest]
+#[case(&[1, 2, 3, 3], 3, attrs(&[3, 3], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), &[0, 0])]
+#[case(&[2, 4, 4, 5], 2, attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 0], &[1, 1], 2), &[1, 0])]
+#[case(&[1, 3, 5, 4], 4, attrs(&[2, 3], &[2, 1], &[2, 1], &[0, 1], &[1, 1], 1), &[1, 0])]
+#[case(&[1, 2, 7], 3, attrs(&[4], &[3], &[1], &[1], &[2], 1), &[2])]
+fn conv_transpose_matches_naive(
+    #[case] xs: &[usize],
+    #[case] cog: usize,
+    #[case] c: ConvAttrs,
+    #[case] op: &[usize],
+) {
+    let a = ConvTransposeAttrs {
+        conv: c,
+        output_padding: op.to_vec(),
+    };
+    let mut ws = vec![xs[1], cog];
+    ws.extend(&a.conv.kernel);
+    let x = rand_vec(xs.iter().product(), 21);
+    let w = rand_vec(ws.iter().product(), 22);
+    let b = rand_vec(cog * a.conv.group, 23);
+    let want = naive_conv_transpose(&x, xs, &w, &ws, Some(&b), &a);
+    for threads in [1, 2] {
+        let mut out = vec![f32::NAN; want.len()];
+        conv_transpose(&x, xs, &w, &ws, Some(&b), &a, &mut out, threads).unwrap();
+        assert_close(&out, &want, 1e-4);
+    }
+}
+
+#[test]
+fn conv_transpose_onnx_example() {
+    // ONNX ConvTranspose example: x = 0..9 as [1,1,3,3], W = ones [1,2,3,3].
+    let x: Vec<f32> = (0..9).map(|v| v as f32).collect();
+    let w = vec![1.0; 18];
+    let a = ConvTransposeAttrs {
+        conv: ConvAttrs::new(&[3, 3]),
+        output_padding: vec![0, 0],
+    };
+    let mut out = vec![0.0; 2 * 25];
+    conv_transpose(&x, &[1, 1, 3, 3], &w, &[1, 2, 3, 3], None, &a, &mut out, 1).unwrap();
+    let plane = [
+        0., 1., 3., 3., 2., 3., 8., 15., 12., 7., 9., 21., 36., 27., 15., 9., 20., 33., 24., 13.,
+        6., 13., 21., 15., 8.,
+    ];
+    assert_eq!(&out[..25], &plane);
+    assert_eq!(&out[25..], &plane);
+}
+
+fn naive_matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k)
+                .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                .sum::<f64>() as f32;
+        }
+    }
+    c
+}
+
+#[rstest]
+#[case(false, false, None)]
+#[case(true, false, Some(vec![1usize]))]
+#[case(false, true, Some(vec![9]))]
+#[case(true, true, Some(vec![7, 1]))]
+#[case(false, false, Some(vec![7, 9]))]
+fn gemm_matches_naive(#[case] ta: bool, #[case] tb: bool, #[case] c_shape: Option<Vec<usize>>) {
+    let (m, k, n) = (7, 5, 9);
+    let a = rand_vec(m * k, 1);
+    let b = rand_vec(k * n, 2);
+    // Transposed storage of the same logical matrices.
+    let at: Vec<f32> = (0..m * k).map(|i| a[(i % m) * k + i / m]).collect();
+    let bt: Vec<f32> = (0..k * n).map(|i| b[(i % k) * n + i / k]).collect();
+    let attrs = GemmAttrs {
+        alpha: 0.5,
+        beta: 2.0,
+        trans_a: ta,
+        trans_b: tb,
+    };
+    let c = c_shape.as_ref().map(|s| rand_vec(s.iter().product(), 3));
+    let ab = naive_matmul(&a, &b, m, k, n);
+    let want: Vec<f32> = (0..m * n)
+        .map(|i| {
+            let cv = match (&c, &c_shape) {
+                (Some(c), Some(s)) => c[bcast_index(&[i / n, i % n], s)],
+                _ => 0.0,
+            };
+            0.5 * ab[i] + 2.0 * cv
+        })
+        .collect();
+    let (ad, ash) = if ta { (&at, [k, m]) } else { (&a, [m, k]) };
+    let (bd, bsh) = if tb { (&bt, [n, k]) } else { (&b, [k, n]) };
+    let mut out = vec![f32::NAN; m * n];
+    let cin = c.as_deref().zip(c_shape.as_deref());
+    gemm(ad, &ash, bd, &bsh, cin, &attrs, &mut out, 1).unwrap();
+    assert_close(&out, &want, 1e-5);
+}
+
+#[test]
+fn gemm_is_thread_count_independent() {
+    // Large enough to be tiled (rows, then the single-row column split).
+    for (m, k, n) in [(300, 200, 150), (1, 2048, 1000)] {
+        let a = rand_vec(m * k, 4);
+        let b = rand_vec(k * n, 5);
+        let want = naive_matmul(&a, &b, m, k, n);
+        let mut first: Option<Vec<f32>> = None;
+        for threads in [1, 2, 3, 4] {
+            let mut out = vec![0.0; m * n];
+            gemm(
+                &a,
+                &[m, k],
+                &b,
+                &[k, n],
+                None,
+                &GemmAttrs::default(),
+                &mut out,
+                threads,
+            )
+            .unwrap();
+            assert_close(&out, &want, 1e-4);
+            match &first {
+                None => first = Some(out),
+                Some(f) => assert_bits_eq(&out, f),
+            }
+        }
+    }
+}
+
+#[rstest]
+#[case(&[3, 4], &[4, 5], &[3, 5])]
+#[case(&[4], &[4, 5], &[5])]
+#[case(&[3, 4], &[4], &[3])]
+#[case(&[4], &[4], &[])]
+#[case(&[2, 3, 4], &[4, 5], &[2, 3, 5])]
+#[case(&[2, 1, 3, 4], &[5, 4, 2], &[2, 5, 3, 2])]
+#[case(&[4], &[3, 4, 2], &[3, 2])]
+fn matmul_matches_naive(#[case] ash: &[usize], #[case] bsh: &[usize], #[case] osh: &[usize]) {
+    assert_eq!(matmul_output_shape(ash, bsh).unwrap(), osh);
+    let a = rand_vec(ash.iter().product(), 6);
+    let b = rand_vec(bsh.iter().product(), 7);
+    // Reference: promote 1-D operands, broadcast batches, multiply each pair.
+    let a2: Vec<usize> = if ash.len() == 1 {
+        vec![1, ash[0]]
+    } else {
+        ash.to_vec()
+    };
+    let b2: Vec<usize> = if bsh.len() == 1 {
+        vec![bsh[0], 1]
+    } else {
+        bsh.to_vec()
+    };
+    let (m, k, n) = (a2[a2.len() - 2], a2[a2.len() - 1], b2[b2.len() - 1]);
+    let batch = broadcast_shape(&a2[..a2.len() - 2], &b2[..b2.len() - 2]).unwrap();
+    let nb: usize = batch.iter().product();
+    let mut want = Vec::new();
+    for bi in 0..nb {
+        let idx = unravel(bi, &batch);
+        let ao = bcast_index(&idx, &a2[..a2.len() - 2]) * m * k;
+        let bo = bcast_index(&idx, &b2[..b2.len() - 2]) * k * n;
+        want.extend(naive_matmul(
+            &a[ao..ao + m * k],
+            &b[bo..bo + k * n],
+            m,
+            k,
+            n,
+        ));
+    }
+    for threads in [1, 2] {
+        let mut out = vec![f32::NAN; want.len()];
+        matmul(&a, ash, &b, bsh, &mut out, threads).unwrap();
+        assert_close(&out, &want, 1e-5);
+    }
+    assert!(matmul(&a, ash, &b, &[7, 7], &mut [0.0; 1], 1).is_err());
+}

@@ -5,7 +5,9 @@ mod conv;
 mod elementwise;
 mod error;
 mod matmul;
+mod norm;
 mod par;
+mod pool;
 
 pub use broadcast::{
     broadcast_assign, broadcast_binary, broadcast_shape, broadcast_shapes, broadcast_ternary,
@@ -21,10 +23,17 @@ pub use elementwise::{
 };
 pub use error::{KernelError, KernelResult};
 pub use matmul::{gemm, matmul, matmul_output_shape, GemmAttrs};
+pub use norm::{
+    batch_norm, batch_norm_coefficients, channel_affine, layer_norm, reduce, reduce_output_shape,
+    softmax, softmax_legacy, ReduceOp, SoftmaxKind,
+};
+pub use pool::{global_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind};
 
 #[cfg(test)]
 mod tests_conv;
 #[cfg(test)]
 mod tests_elementwise;
+#[cfg(test)]
+mod tests_pool_norm;
 #[cfg(test)]
 mod testutil;

@@ -1,0 +1,450 @@
+//! Normalisation and reductions: BatchNormalization (inference), LayerNormalization,
+//! Softmax / LogSoftmax (opset 13 single-axis and opset < 13 flatten-at-axis semantics), and
+//! ReduceMean/Sum/Max/Min. Axes are non-negative (callers resolve negative ONNX axes by
+//! adding the rank). Each output is a fixed-order reduction, so results do not depend on
+//! `threads`.
+
+use super::error::{check_len, invalid, numel, KernelError, KernelResult};
+use super::par::par_chunks;
+
+/// BatchNormalization folded to a per-channel affine `y = x * a[c] + b[c]` with
+/// `a = scale / sqrt(var + epsilon)` and `b = bias - mean * a` (also what a loader uses to
+/// fold BN into a preceding Conv).
+///
+/// # Errors
+/// Parameter lengths differ.
+pub fn batch_norm_coefficients(
+    scale: &[f32],
+    bias: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f32,
+) -> KernelResult<(Vec<f32>, Vec<f32>)> {
+    const OP: &str = "BatchNormalization";
+    let c = scale.len();
+    check_len(OP, "B", bias.len(), c)?;
+    check_len(OP, "mean", mean.len(), c)?;
+    check_len(OP, "var", var.len(), c)?;
+    let a: Vec<f32> = scale
+        .iter()
+        .zip(var)
+        .map(|(&s, &v)| s / (v + epsilon).sqrt())
+        .collect();
+    let b = bias
+        .iter()
+        .zip(mean)
+        .zip(&a)
+        .map(|((&bi, &m), &ai)| bi - m * ai)
+        .collect();
+    Ok((a, b))
+}
+
+/// ONNX `BatchNormalization` in inference mode (`training_mode = 0`, default
+/// `epsilon = 1e-5`): `x`/`out` `[N, C, ...]` (or `[N, C]`), parameters `[C]`.
+///
+/// # Errors
+/// Shape or length mismatches.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm(
+    x: &[f32],
+    x_shape: &[usize],
+    scale: &[f32],
+    bias: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f32,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "BatchNormalization";
+    if x_shape.len() < 2 {
+        return Err(KernelError::ShapeMismatch {
+            op: OP,
+            a: x_shape.to_vec(),
+            b: vec![scale.len()],
+        });
+    }
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    check_len(OP, "Y", out.len(), x.len())?;
+    let c = x_shape[1];
+    check_len(OP, "scale", scale.len(), c)?;
+    let (a, b) = batch_norm_coefficients(scale, bias, mean, var, epsilon)?;
+    channel_affine(x, x_shape, &a, &b, out, threads)
+}
+
+/// `out = x * a[c] + b[c]` per channel of `[N, C, ...]`.
+///
+/// # Errors
+/// Length mismatches.
+pub fn channel_affine(
+    x: &[f32],
+    x_shape: &[usize],
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "ChannelAffine";
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    check_len(OP, "Y", out.len(), x.len())?;
+    let c = x_shape.get(1).copied().unwrap_or(1);
+    check_len(OP, "a", a.len(), c)?;
+    check_len(OP, "b", b.len(), c)?;
+    let ip: usize = x_shape.get(2..).map_or(1, |s| s.iter().product());
+    if ip == 0 || c == 0 {
+        return Ok(());
+    }
+    par_chunks(out, ip, threads, (1 << 15) / ip.max(1), |first, piece| {
+        for (i, plane) in piece.chunks_mut(ip).enumerate() {
+            let p = first + i;
+            let (av, bv) = (a[p % c], b[p % c]);
+            for (o, &v) in plane.iter_mut().zip(&x[p * ip..(p + 1) * ip]) {
+                *o = v * av + bv;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// ONNX `LayerNormalization` (opset 17): normalises over axes `[axis, rank)`:
+/// `y = (x - mean) / sqrt(var + epsilon) * scale + bias`, with `scale`/`bias` holding either
+/// the normalised extent (`prod(shape[axis..])`) or a single element. Statistics accumulate in
+/// f64. Default ONNX `axis = -1`, `epsilon = 1e-5`.
+///
+/// # Errors
+/// Axis out of range or length mismatches.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm(
+    x: &[f32],
+    x_shape: &[usize],
+    axis: usize,
+    scale: &[f32],
+    bias: Option<&[f32]>,
+    epsilon: f32,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "LayerNormalization";
+    if axis >= x_shape.len() {
+        return Err(invalid(
+            OP,
+            "axis",
+            format!("{axis} for rank {}", x_shape.len()),
+        ));
+    }
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    check_len(OP, "Y", out.len(), x.len())?;
+    let inner: usize = x_shape[axis..].iter().product();
+    let param = |p: &[f32], what| {
+        if p.len() == inner || p.len() == 1 {
+            Ok(())
+        } else {
+            check_len(OP, what, p.len(), inner)
+        }
+    };
+    param(scale, "Scale")?;
+    if let Some(b) = bias {
+        param(b, "B")?;
+    }
+    if inner == 0 {
+        return Ok(());
+    }
+    par_chunks(out, inner, threads, (1 << 14) / inner, |first, piece| {
+        for (i, row) in piece.chunks_mut(inner).enumerate() {
+            let xr = &x[(first + i) * inner..(first + i + 1) * inner];
+            let mean = xr.iter().map(|&v| f64::from(v)).sum::<f64>() / inner as f64;
+            let var = xr
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / inner as f64;
+            let inv = (1.0 / (var + f64::from(epsilon)).sqrt()) as f32;
+            let mean = mean as f32;
+            for (j, (o, &v)) in row.iter_mut().zip(xr).enumerate() {
+                let s = scale[if scale.len() == 1 { 0 } else { j }];
+                let b = bias.map_or(0.0, |b| b[if b.len() == 1 { 0 } else { j }]);
+                *o = (v - mean) * inv * s + b;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Softmax flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftmaxKind {
+    /// `exp(x - max) / sum(exp(x - max))`.
+    Softmax,
+    /// `x - max - ln(sum(exp(x - max)))`.
+    LogSoftmax,
+}
+
+/// ONNX `Softmax`/`LogSoftmax` opset 13+: along the single axis `axis` (default ONNX -1).
+///
+/// # Errors
+/// Axis out of range or length mismatches.
+pub fn softmax(
+    kind: SoftmaxKind,
+    x: &[f32],
+    x_shape: &[usize],
+    axis: usize,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "Softmax";
+    if axis >= x_shape.len() {
+        return Err(invalid(
+            OP,
+            "axis",
+            format!("{axis} for rank {}", x_shape.len()),
+        ));
+    }
+    let n: usize = x_shape[axis];
+    let inner: usize = x_shape[axis + 1..].iter().product();
+    softmax_blocks(kind, x, numel(OP, x_shape)?, n, inner, out, threads)
+}
+
+/// ONNX `Softmax`/`LogSoftmax` before opset 13 (default axis 1): the input is flattened to 2-D
+/// `[prod(shape[..axis]), prod(shape[axis..])]` and normalised along the second dimension.
+/// `axis` may equal the rank (each element is then its own row).
+///
+/// # Errors
+/// Axis out of range or length mismatches.
+pub fn softmax_legacy(
+    kind: SoftmaxKind,
+    x: &[f32],
+    x_shape: &[usize],
+    axis: usize,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "Softmax";
+    if axis > x_shape.len() {
+        return Err(invalid(
+            OP,
+            "axis",
+            format!("{axis} for rank {}", x_shape.len()),
+        ));
+    }
+    let n: usize = x_shape[axis..].iter().product();
+    softmax_blocks(kind, x, numel(OP, x_shape)?, n, 1, out, threads)
+}
+
+/// Softmax over blocks `[n, inner]`: element `(j, i)` of block `b` at `(b * n + j) * inner + i`,
+/// normalised over `j`.
+fn softmax_blocks(
+    kind: SoftmaxKind,
+    x: &[f32],
+    total: usize,
+    n: usize,
+    inner: usize,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "Softmax";
+    check_len(OP, "X", x.len(), total)?;
+    check_len(OP, "Y", out.len(), total)?;
+    let block = n * inner;
+    if block == 0 {
+        return Ok(());
+    }
+    par_chunks(out, block, threads, (1 << 14) / block, |first, piece| {
+        let mut acc = vec![0.0f32; inner];
+        for (bi, ob) in piece.chunks_mut(block).enumerate() {
+            let xb = &x[(first + bi) * block..(first + bi + 1) * block];
+            // Row-wise passes over [n, inner] so the inner loops stay contiguous.
+            acc.fill(f32::NEG_INFINITY);
+            for row in xb.chunks(inner) {
+                for (m, &v) in acc.iter_mut().zip(row) {
+                    *m = m.max(v);
+                }
+            }
+            let maxes = acc.clone();
+            acc.fill(0.0);
+            for (orow, row) in ob.chunks_mut(inner).zip(xb.chunks(inner)) {
+                for (((o, &v), &m), s) in orow.iter_mut().zip(row).zip(&maxes).zip(acc.iter_mut()) {
+                    let e = (v - m).exp();
+                    *s += e;
+                    *o = match kind {
+                        SoftmaxKind::Softmax => e,
+                        SoftmaxKind::LogSoftmax => v - m,
+                    };
+                }
+            }
+            match kind {
+                SoftmaxKind::Softmax => {
+                    for s in acc.iter_mut() {
+                        *s = 1.0 / *s;
+                    }
+                    for orow in ob.chunks_mut(inner) {
+                        for (o, &r) in orow.iter_mut().zip(&acc) {
+                            *o *= r;
+                        }
+                    }
+                }
+                SoftmaxKind::LogSoftmax => {
+                    for s in acc.iter_mut() {
+                        *s = s.ln();
+                    }
+                    for orow in ob.chunks_mut(inner) {
+                        for (o, &l) in orow.iter_mut().zip(&acc) {
+                            *o -= l;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// A reduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// ReduceMean.
+    Mean,
+    /// ReduceSum.
+    Sum,
+    /// ReduceMax (NaN-propagating).
+    Max,
+    /// ReduceMin (NaN-propagating).
+    Min,
+}
+
+/// Output shape of a reduction over `axes` (non-negative; empty means all axes — callers
+/// handle opset 18 `noop_with_empty_axes = 1` as Identity).
+///
+/// # Errors
+/// An axis out of range.
+pub fn reduce_output_shape(
+    x_shape: &[usize],
+    axes: &[usize],
+    keepdims: bool,
+) -> KernelResult<Vec<usize>> {
+    let mask = reduce_mask(x_shape.len(), axes)?;
+    Ok(x_shape
+        .iter()
+        .zip(&mask)
+        .filter_map(|(&d, &r)| match (r, keepdims) {
+            (true, true) => Some(1),
+            (true, false) => None,
+            (false, _) => Some(d),
+        })
+        .collect())
+}
+
+fn reduce_mask(rank: usize, axes: &[usize]) -> KernelResult<Vec<bool>> {
+    let mut mask = vec![axes.is_empty(); rank];
+    for &a in axes {
+        if a >= rank {
+            return Err(invalid("Reduce", "axes", format!("{a} for rank {rank}")));
+        }
+        mask[a] = true;
+    }
+    Ok(mask)
+}
+
+/// ONNX `ReduceMean`/`ReduceSum`/`ReduceMax`/`ReduceMin` over `axes` (non-negative, any order,
+/// empty = all). `out` has [`reduce_output_shape`] elements (keepdims only changes the shape).
+/// Elements are combined in input order. Threads split outputs when the reduced axes are
+/// trailing (e.g. ReduceMean over H, W or the last axis).
+///
+/// # Errors
+/// Axis out of range or length mismatches.
+pub fn reduce(
+    op: ReduceOp,
+    x: &[f32],
+    x_shape: &[usize],
+    axes: &[usize],
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "Reduce";
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    let mask = reduce_mask(x_shape.len(), axes)?;
+    let out_n: usize = x_shape
+        .iter()
+        .zip(&mask)
+        .filter(|(_, &r)| !r)
+        .map(|(&d, _)| d)
+        .product();
+    check_len(OP, "Y", out.len(), out_n)?;
+    let red_n: usize = x_shape
+        .iter()
+        .zip(&mask)
+        .filter(|(_, &r)| r)
+        .map(|(&d, _)| d)
+        .product();
+    let init = match op {
+        ReduceOp::Mean | ReduceOp::Sum => 0.0,
+        ReduceOp::Max => f32::NEG_INFINITY,
+        ReduceOp::Min => f32::INFINITY,
+    };
+    let combine = move |acc: f32, v: f32| match op {
+        ReduceOp::Mean | ReduceOp::Sum => acc + v,
+        ReduceOp::Max => {
+            if v > acc || v.is_nan() {
+                v
+            } else {
+                acc
+            }
+        }
+        ReduceOp::Min => {
+            if v < acc || v.is_nan() {
+                v
+            } else {
+                acc
+            }
+        }
+    };
+    let finish = move |acc: f32| {
+        if op == ReduceOp::Mean {
+            acc / red_n as f32
+        } else {
+            acc
+        }
+    };
+    if out_n == 0 {
+        return Ok(());
+    }
+    let first_reduced = mask.iter().position(|&r| r).unwrap_or(mask.len());
+    if mask[first_reduced..].iter().all(|&r| r) {
+        // Trailing reduction: each output is a contiguous run.
+        par_chunks(out, 1, threads, (1 << 15) / red_n.max(1), |first, piece| {
+            for (i, o) in piece.iter_mut().enumerate() {
+                let row = &x[(first + i) * red_n..(first + i + 1) * red_n];
+                *o = finish(row.iter().fold(init, |a, &v| combine(a, v)));
+            }
+        });
+        return Ok(());
+    }
+    // General case: walk the input once, accumulating into the output index.
+    out.fill(init);
+    let rank = x_shape.len();
+    let mut out_strides = vec![0usize; rank];
+    let mut acc = 1;
+    for d in (0..rank).rev() {
+        if !mask[d] {
+            out_strides[d] = acc;
+            acc *= x_shape[d];
+        }
+    }
+    let mut idx = vec![0usize; rank];
+    let mut oi = 0usize;
+    for &v in x {
+        out[oi] = combine(out[oi], v);
+        let mut d = rank;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            oi += out_strides[d];
+            if idx[d] < x_shape[d] {
+                break;
+            }
+            oi -= idx[d] * out_strides[d];
+            idx[d] = 0;
+        }
+    }
+    out.iter_mut().for_each(|o| *o = finish(*o));
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) and LRN, NCHW (also
+//! 1-D and 3-D spatial). Threads split output planes (`N * C`); each output is a fixed-order
+//! reduction over its window, so results do not depend on `threads`.
+
+use super::error::{check_len, invalid, numel, KernelError, KernelResult};
+use super::par::par_chunks;
+
+/// MaxPool / AveragePool attributes with defaults filled in and `auto_pad` resolved (see
+/// [`super::auto_pad`]). One entry per spatial axis (1 to 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolAttrs {
+    /// `kernel_shape`.
+    pub kernel: Vec<usize>,
+    /// `strides` (default 1).
+    pub strides: Vec<usize>,
+    /// `dilations` (default 1; AveragePool accepts them from opset 19).
+    pub dilations: Vec<usize>,
+    /// First half of `pads`.
+    pub pads_begin: Vec<usize>,
+    /// Second half of `pads`.
+    pub pads_end: Vec<usize>,
+    /// `ceil_mode` (default 0).
+    pub ceil_mode: bool,
+    /// AveragePool `count_include_pad` (default 0).
+    pub count_include_pad: bool,
+}
+
+impl PoolAttrs {
+    /// Defaults (stride 1, no padding, floor mode) for a kernel.
+    pub fn new(kernel: &[usize]) -> Self {
+        let n = kernel.len();
+        Self {
+            kernel: kernel.to_vec(),
+            strides: vec![1; n],
+            dilations: vec![1; n],
+            pads_begin: vec![0; n],
+            pads_end: vec![0; n],
+            ceil_mode: false,
+            count_include_pad: false,
+        }
+    }
+}
+
+/// Output spatial extents of a pooling window: `floor` (or `ceil` with `ceil_mode`) of
+/// `(in + pb + pe - ((k - 1) * d + 1)) / s + 1`; in ceil mode a last window that would start
+/// past the input and its begin padding is dropped (ONNX opset 19+ reference, onnxruntime).
+///
+/// # Errors
+/// Inconsistent attribute lengths, zero kernel/stride/dilation, or a window larger than the
+/// padded input.
+pub fn pool_output_spatial(input: &[usize], a: &PoolAttrs) -> KernelResult<Vec<usize>> {
+    const OP: &str = "Pool";
+    let n = a.kernel.len();
+    if n == 0 || n > 3 || input.len() != n {
+        return Err(invalid(
+            OP,
+            "kernel_shape",
+            format!("{n} axes for a {}-D input", input.len()),
+        ));
+    }
+    for v in [&a.strides, &a.dilations, &a.pads_begin, &a.pads_end] {
+        if v.len() != n {
+            return Err(invalid(
+                OP,
+                "strides/dilations/pads",
+                "one entry per spatial axis required",
+            ));
+        }
+    }
+    if a.kernel.contains(&0) || a.strides.contains(&0) || a.dilations.contains(&0) {
+        return Err(invalid(
+            OP,
+            "kernel_shape/strides/dilations",
+            "entries must be >= 1",
+        ));
+    }
+    (0..n)
+        .map(|i| {
+            let padded = input[i] + a.pads_begin[i] + a.pads_end[i];
+            let eff = (a.kernel[i] - 1) * a.dilations[i] + 1;
+            if padded < eff {
+                return Err(invalid(
+                    OP,
+                    "kernel_shape",
+                    format!("window {eff} exceeds padded input {padded}"),
+                ));
+            }
+            let span = padded - eff;
+            let s = a.strides[i];
+            let mut out = if a.ceil_mode {
+                span.div_ceil(s) + 1
+            } else {
+                span / s + 1
+            };
+            if a.ceil_mode && (out - 1) * s >= input[i] + a.pads_begin[i] {
+                out -= 1;
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+/// Pooling reduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// MaxPool: maximum over in-bounds taps (padding never wins).
+    Max,
+    /// AveragePool: sum of in-bounds taps divided by their count, or (with
+    /// `count_include_pad`) by the taps inside the padded extent.
+    Average,
+}
+
+fn pad3(v: &[usize], fill: usize) -> [usize; 3] {
+    let mut o = [fill; 3];
+    o[3 - v.len()..].copy_from_slice(v);
+    o
+}
+
+/// MaxPool / AveragePool over `x` `[N, C, in...]`; `out` is `[N, C, out...]` with
+/// [`pool_output_spatial`] extents. (MaxPool's optional `Indices` output is not produced.)
+///
+/// # Errors
+/// Attribute, shape or length inconsistencies.
+pub fn pool(
+    kind: PoolKind,
+    x: &[f32],
+    x_shape: &[usize],
+    a: &PoolAttrs,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "Pool";
+    if x_shape.len() < 3 {
+        return Err(KernelError::ShapeMismatch {
+            op: OP,
+            a: x_shape.to_vec(),
+            b: a.kernel.clone(),
+        });
+    }
+    let osp = pool_output_spatial(&x_shape[2..], a)?;
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    let planes = x_shape[0] * x_shape[1];
+    let (i3, o3) = (pad3(&x_shape[2..], 1), pad3(&osp, 1));
+    let (k3, s3, d3) = (
+        pad3(&a.kernel, 1),
+        pad3(&a.strides, 1),
+        pad3(&a.dilations, 1),
+    );
+    let (pb3, pe3) = (pad3(&a.pads_begin, 0), pad3(&a.pads_end, 0));
+    let (ip, op): (usize, usize) = (i3.iter().product(), o3.iter().product());
+    check_len(OP, "Y", out.len(), planes * op)?;
+    if op == 0 {
+        return Ok(());
+    }
+    // Per axis and output index: the valid taps [t_lo, t_hi) and the count_include_pad
+    // divisor contribution.
+    let taps = |ax: usize| -> Vec<(usize, usize, usize)> {
+        (0..o3[ax])
+            .map(|o| {
+                let start = (o * s3[ax]) as isize - pb3[ax] as isize;
+                let mut lo = k3[ax];
+                let mut hi = 0;
+                let mut padded = 0;
+                for t in 0..k3[ax] {
+                    let pos = start + (t * d3[ax]) as isize;
+                    if pos >= 0 && pos < i3[ax] as isize {
+                        lo = lo.min(t);
+                        hi = t + 1;
+                    }
+                    if pos >= -(pb3[ax] as isize) && pos < (i3[ax] + pe3[ax]) as isize {
+                        padded += 1;
+                    }
+                }
+                (lo.min(hi), hi, padded)
+            })
+            .collect()
+    };
+    let (td, th, tw) = (taps(0), taps(1), taps(2));
+    par_chunks(out, op, threads, 1, |first, piece| {
+        for (pi, oplane) in piece.chunks_mut(op).enumerate() {
+            let plane = &x[(first + pi) * ip..(first + pi + 1) * ip];
+            let mut oi = 0;
+            for (od, &(dlo, dhi, dpad)) in td.iter().enumerate() {
+                for (oh, &(hlo, hhi, hpad)) in th.iter().enumerate() {
+                    for (ow, &(wlo, whi, wpad)) in tw.iter().enumerate() {
+                        let mut acc = if kind == PoolKind::Max {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        };
+                        let mut count = 0usize;
+                        for kd in dlo..dhi {
+                            let id = od * s3[0] + kd * d3[0] - pb3[0];
+                            for kh in hlo..hhi {
+                                let ih = oh * s3[1] + kh * d3[1] - pb3[1];
+                                let row = &plane[(id * i3[1] + ih) * i3[2]..][..i3[2]];
+                                for kw in wlo..whi {
+                                    let v = row[ow * s3[2] + kw * d3[2] - pb3[2]];
+                                    match kind {
+                                        // NaN propagates like onnxruntime's comparison chain.
+                                        PoolKind::Max => {
+                                            if v > acc || v.is_nan() {
+                                                acc = v;
+                                            }
+                                        }
+                                        PoolKind::Average => acc += v,
+                                    }
+                                    count += 1;
+                                }
+                            }
+                        }
+                        oplane[oi] = match kind {
+                            PoolKind::Max => acc,
+                            PoolKind::Average => {
+                                let div = if a.count_include_pad {
+                                    dpad * hpad * wpad
+                                } else {
+                                    count
+                                };
+                                if div == 0 {
+                                    0.0
+                                } else {
+                                    acc / div as f32
+                                }
+                            }
+                        };
+                        oi += 1;
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// GlobalAveragePool (`max = false`) or GlobalMaxPool (`max = true`): `x` `[N, C, ...]`,
+/// `out` `[N, C, 1, ...]` (N*C elements).
+///
+/// # Errors
+/// Rank below 2 or length mismatches.
+pub fn global_pool(
+    max: bool,
+    x: &[f32],
+    x_shape: &[usize],
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "GlobalPool";
+    if x_shape.len() < 2 {
+        return Err(KernelError::ShapeMismatch {
+            op: OP,
+            a: x_shape.to_vec(),
+            b: vec![],
+        });
+    }
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    let planes = x_shape[0] * x_shape[1];
+    check_len(OP, "Y", out.len(), planes)?;
+    let ip: usize = x_shape[2..].iter().product();
+    par_chunks(out, 1, threads, 64, |first, piece| {
+        for (i, o) in piece.iter_mut().enumerate() {
+            let plane = &x[(first + i) * ip..(first + i + 1) * ip];
+            *o = if max {
+                plane.iter().fold(
+                    f32::NEG_INFINITY,
+                    |m, &v| if v > m || v.is_nan() { v } else { m },
+                )
+            } else {
+                plane.iter().sum::<f32>() / ip as f32
+            };
+        }
+    });
+    Ok(())
+}
+
+/// LRN attributes (ONNX defaults: `alpha = 1e-4`, `beta = 0.75`, `bias = 1`; `size` required).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrnAttrs {
+    /// Scale; the spec divides it by `size`.
+    pub alpha: f32,
+    /// Exponent.
+    pub beta: f32,
+    /// Additive bias.
+    pub bias: f32,
+    /// Channels in the window (odd or even).
+    pub size: usize,
+}
+
+/// ONNX `LRN` across channels: `y = x / (bias + alpha / size * sum_{c'} x[c']^2) ^ beta` with
+/// `c'` in `[c - floor((size - 1) / 2), c + ceil((size - 1) / 2)]` clipped to `[0, C)`.
+/// `x`/`out` are `[N, C, ...]`.
+///
+/// # Errors
+/// `size == 0`, rank below 2 or length mismatches.
+pub fn lrn(
+    x: &[f32],
+    x_shape: &[usize],
+    a: &LrnAttrs,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "LRN";
+    if a.size == 0 {
+        return Err(invalid(OP, "size", "must be >= 1"));
+    }
+    if x_shape.len() < 2 {
+        return Err(KernelError::ShapeMismatch {
+            op: OP,
+            a: x_shape.to_vec(),
+            b: vec![],
+        });
+    }
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    check_len(OP, "Y", out.len(), x.len())?;
+    let c = x_shape[1];
+    let ip: usize = x_shape[2..].iter().product();
+    let (before, after) = ((a.size - 1) / 2, a.size / 2);
+    let scale = a.alpha / a.size as f32;
+    par_chunks(out, ip, threads, 1, |first, piece| {
+        let mut sq = vec![0.0f32; ip];
+        for (pi, oplane) in piece.chunks_mut(ip).enumerate() {
+            let plane_idx = first + pi;
+            let (n, ch) = (plane_idx / c, plane_idx % c);
+            sq.fill(0.0);
+            for cc in ch.saturating_sub(before)..(ch + after + 1).min(c) {
+                let p = &x[(n * c + cc) * ip..(n * c + cc + 1) * ip];
+                for (s, &v) in sq.iter_mut().zip(p) {
+                    *s += v * v;
+                }
+            }
+            let xin = &x[plane_idx * ip..(plane_idx + 1) * ip];
+            for ((o, &v), &s) in oplane.iter_mut().zip(xin).zip(&sq) {
+                *o = v / (a.bias + scale * s).powf(a.beta);
+            }
+        }
+    });
+    Ok(())
+}

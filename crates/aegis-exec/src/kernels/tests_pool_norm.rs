@@ -1,0 +1,302 @@
+use super::testutil::*;
+use super::*;
+use rstest::rstest;
+
+fn p3(v: &[usize], fill: usize) -> [usize; 3] {
+    let mut o = [fill; 3];
+    o[3 - v.len()..].copy_from_slice(v);
+    o
+}
+
+/// Direct-definition pooling from the ONNX reference semantics.
+fn naive_pool(kind: PoolKind, x: &[f32], xs: &[usize], a: &PoolAttrs) -> Vec<f32> {
+    let osp = pool_output_spatial(&xs[2..], a).unwrap();
+    let (i3, o3, k3) = (p3(&xs[2..], 1), p3(&osp, 1), p3(&a.kernel, 1));
+    let (s3, d3, pb3, pe3) = (
+        p3(&a.strides, 1),
+        p3(&a.dilations, 1),
+        p3(&a.pads_begin, 0),
+        p3(&a.pads_end, 0),
+    );
+    let ip: usize = i3.iter().product();
+    let mut out = Vec::new();
+    for plane in 0..xs[0] * xs[1] {
+        for od in 0..o3[0] {
+            for oh in 0..o3[1] {
+                for ow in 0..o3[2] {
+                    let (mut mx, mut sum, mut cnt, mut padded) = (f32::NEG_INFINITY, 0.0f64, 0, 0);
+                    for kd in 0..k3[0] {
+                        for kh in 0..k3[1] {
+                            for kw in 0..k3[2] {
+                                let p = [
+                                    (od * s3[0] + kd * d3[0]) as isize - pb3[0] as isize,
+                                    (oh * s3[1] + kh * d3[1]) as isize - pb3[1] as isize,
+                                    (ow * s3[2] + kw * d3[2]) as isize - pb3[2] as isize,
+                                ];
+                                if (0..3).all(|i| {
+                                    p[i] >= -(pb3[i] as isize) && p[i] < (i3[i] + pe3[i]) as isize
+                                }) {
+                                    padded += 1;
+                                }
+                                if (0..3).all(|i| p[i] >= 0 && p[i] < i3[i] as isize) {
+                                    let v = x[plane * ip
+                                        + (p[0] as usize * i3[1] + p[1] as usize) * i3[2]
+                                        + p[2] as usize];
+                                    mx = mx.max(v);
+                                    sum += v as f64;
+                                    cnt += 1;
+                                }
+                            }
+                        }
+                    }
+                    out.push(match kind {
+                        PoolKind::Max => mx,
+                        PoolKind::Average => {
+                            (sum / if a.count_include_pad { padded } else { cnt } as f64) as f32
+                        }
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn pa(
+    k: &[usize],
+    s: &[usize],
+    d: &[usize],
+    pb: &[usize],
+    pe: &[usize],
+    ceil: bool,
+    cip: bool,
+) -> PoolAttrs {
+    PoolAttrs {
+        kernel: k.to_vec(),
+        strides: s.to_vec(),
+        dilations: d.to_vec(),
+        pads_begin: pb.to_vec(),
+        pads_end: pe.to_vec(),
+        ceil_mode: ceil,
+        count_include_pad: cip,
+    }
+}
+
+#[rstest]
+#[case(&[1, 3, 112, 112], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], false, false))]
+#[case(&[2, 2, 7, 8], pa(&[3, 2], &[2, 2], &[1, 1], &[0, 1], &[1, 0], true, false))]
+#[case(&[2, 2, 7, 8], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true, true))]
+#[case(&[1, 2, 9, 9], pa(&[2, 3], &[1, 2], &[2, 2], &[1, 1], &[2, 0], false, true))]
+#[case(&[1, 2, 10], pa(&[4], &[3], &[1], &[1], &[1], true, false))]
+#[case(&[1, 1, 4, 5, 6], pa(&[2, 2, 3], &[2, 1, 2], &[1, 1, 1], &[0, 1, 1], &[1, 0, 1], false, false))]
+fn pool_matches_naive(#[case] xs: &[usize], #[case] a: PoolAttrs) {
+    let x = rand_vec(xs.iter().product(), 31);
+    for kind in [PoolKind::Max, PoolKind::Average] {
+        let want = naive_pool(kind, &x, xs, &a);
+        for threads in [1, 2] {
+            let mut out = vec![f32::NAN; want.len()];
+            pool(kind, &x, xs, &a, &mut out, threads).unwrap();
+            assert_close(&out, &want, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn pool_onnx_examples() {
+    // maxpool_2d_ceil: 4x4 input 1..16, kernel 3, stride 2, ceil -> 2x2 [11, 12, 15, 16].
+    let x: Vec<f32> = (1..=16).map(|v| v as f32).collect();
+    let a = pa(&[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], true, false);
+    assert_eq!(pool_output_spatial(&[4, 4], &a).unwrap(), vec![2, 2]);
+    let mut out = [0.0; 4];
+    pool(PoolKind::Max, &x, &[1, 1, 4, 4], &a, &mut out, 1).unwrap();
+    assert_eq!(out, [11.0, 12.0, 15.0, 16.0]);
+    // 5x5 input 1..25, kernel 3, pads 2, count_include_pad: the first windows see 1, 1+2,
+    // 1+2+3 of nine padded taps.
+    let x: Vec<f32> = (1..=25).map(|v| v as f32).collect();
+    let a = pa(&[3, 3], &[1, 1], &[1, 1], &[2, 2], &[2, 2], false, true);
+    let mut out = vec![0.0; 49];
+    pool(PoolKind::Average, &x, &[1, 1, 5, 5], &a, &mut out, 1).unwrap();
+    assert_close(&out[..3], &[1.0 / 9.0, 3.0 / 9.0, 6.0 / 9.0], 1e-6);
+    // Same without count_include_pad: first = mean(1) = 1.
+    let a = pa(&[3, 3], &[1, 1], &[1, 1], &[2, 2], &[2, 2], false, false);
+    pool(PoolKind::Average, &x, &[1, 1, 5, 5], &a, &mut out, 1).unwrap();
+    assert_close(&out[..3], &[1.0, 1.5, 2.0], 1e-6);
+    // ceil mode must not start a window past the input + begin padding.
+    // A window starting inside the end padding only is dropped; a partial one is kept.
+    let a = pa(&[2], &[2], &[1], &[0], &[1], true, false);
+    assert_eq!(pool_output_spatial(&[4], &a).unwrap(), vec![2]);
+    let a = pa(&[2], &[2], &[1], &[0], &[0], true, false);
+    assert_eq!(pool_output_spatial(&[5], &a).unwrap(), vec![3]);
+    assert!(pool_output_spatial(&[2], &pa(&[3], &[1], &[1], &[0], &[0], false, false)).is_err());
+}
+
+#[test]
+fn global_pool_and_lrn() {
+    let x = rand_vec(2 * 3 * 5 * 4, 41);
+    let mut out = [0.0; 6];
+    global_pool(false, &x, &[2, 3, 5, 4], &mut out, 2).unwrap();
+    let want: Vec<f32> = x.chunks(20).map(|p| p.iter().sum::<f32>() / 20.0).collect();
+    assert_close(&out, &want, 1e-6);
+    global_pool(true, &x, &[2, 3, 5, 4], &mut out, 1).unwrap();
+    let want: Vec<f32> = x
+        .chunks(20)
+        .map(|p| p.iter().cloned().fold(f32::MIN, f32::max))
+        .collect();
+    assert_eq!(out.to_vec(), want);
+
+    let xs = [2, 5, 3, 2];
+    let x = rand_vec(60, 42);
+    let a = LrnAttrs {
+        alpha: 0.0002,
+        beta: 0.75,
+        bias: 2.0,
+        size: 3,
+    };
+    let mut out = vec![0.0; 60];
+    lrn(&x, &xs, &a, &mut out, 2).unwrap();
+    let want: Vec<f32> = (0..60usize)
+        .map(|i| {
+            let (n, c, p) = (i / 30, (i / 6) % 5, i % 6);
+            let sq: f32 = (c.saturating_sub(1)..(c + 2).min(5))
+                .map(|cc| x[n * 30 + cc * 6 + p].powi(2))
+                .sum();
+            x[i] / (2.0f32 + 0.0002 / 3.0 * sq).powf(0.75)
+        })
+        .collect();
+    assert_close(&out, &want, 1e-6);
+    assert!(lrn(&x, &xs, &LrnAttrs { size: 0, ..a }, &mut out, 1).is_err());
+}
+
+#[test]
+fn batch_norm_matches_formula() {
+    let xs = [2, 3, 4];
+    let x = rand_vec(24, 51);
+    let (s, b, m, v) = (
+        [1.0, 1.5, -0.5],
+        [0.0, 1.0, 2.0],
+        [0.1, -0.2, 0.3],
+        [1.0, 0.5, 2.0],
+    );
+    let mut out = vec![0.0; 24];
+    batch_norm(&x, &xs, &s, &b, &m, &v, 1e-5, &mut out, 2).unwrap();
+    let want: Vec<f32> = (0..24)
+        .map(|i| {
+            let c = (i / 4) % 3;
+            (x[i] - m[c]) / (v[c] + 1e-5f32).sqrt() * s[c] + b[c]
+        })
+        .collect();
+    assert_close(&out, &want, 1e-5);
+    assert!(batch_norm(&x, &xs, &s[..2], &b, &m, &v, 1e-5, &mut out, 1).is_err());
+}
+
+#[test]
+fn layer_norm_matches_formula() {
+    let xs = [3, 2, 5];
+    let x = rand_vec(30, 61);
+    let scale = rand_vec(10, 62);
+    let bias = rand_vec(10, 63);
+    let mut out = vec![0.0; 30];
+    layer_norm(&x, &xs, 1, &scale, Some(&bias), 1e-5, &mut out, 2).unwrap();
+    let mut want = Vec::new();
+    for row in x.chunks(10) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / 10.0;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 10.0;
+        for (j, &v) in row.iter().enumerate() {
+            want.push(((v as f64 - mean) / (var + 1e-5).sqrt()) as f32 * scale[j] + bias[j]);
+        }
+    }
+    assert_close(&out, &want, 1e-5);
+    layer_norm(&x, &xs, 2, &[2.0], None, 1e-5, &mut out, 1).unwrap();
+    let r0 = &x[..5];
+    let mean = r0.iter().sum::<f32>() / 5.0;
+    let var = r0.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 5.0;
+    assert_close(
+        &out[..1],
+        &[(r0[0] - mean) / (var + 1e-5).sqrt() * 2.0],
+        1e-5,
+    );
+    assert!(layer_norm(&x, &xs, 3, &scale, None, 1e-5, &mut out, 1).is_err());
+}
+
+#[rstest]
+#[case(&[2, 3, 4], 2)]
+#[case(&[2, 3, 4], 1)]
+#[case(&[2, 3, 4], 0)]
+#[case(&[5, 1000], 1)]
+fn softmax_matches_formula(#[case] xs: &[usize], #[case] axis: usize) {
+    let x: Vec<f32> = rand_vec(xs.iter().product(), 71)
+        .iter()
+        .map(|v| v * 10.0)
+        .collect();
+    let (n, inner) = (xs[axis], xs[axis + 1..].iter().product::<usize>());
+    let mut want = vec![0.0f32; x.len()];
+    let mut want_log = vec![0.0f32; x.len()];
+    for (i, w) in want.iter_mut().enumerate() {
+        let (outer, j, k) = (i / (n * inner), (i / inner) % n, i % inner);
+        let at = |jj: usize| x[(outer * n + jj) * inner + k] as f64;
+        let m = (0..n).map(at).fold(f64::MIN, f64::max);
+        let s: f64 = (0..n).map(|jj| (at(jj) - m).exp()).sum();
+        *w = ((at(j) - m).exp() / s) as f32;
+        want_log[i] = (at(j) - m - s.ln()) as f32;
+    }
+    let mut out = vec![0.0; x.len()];
+    softmax(SoftmaxKind::Softmax, &x, xs, axis, &mut out, 2).unwrap();
+    assert_close(&out, &want, 1e-5);
+    softmax(SoftmaxKind::LogSoftmax, &x, xs, axis, &mut out, 1).unwrap();
+    assert_close(&out, &want_log, 1e-5);
+}
+
+#[test]
+fn softmax_legacy_flattens_at_axis() {
+    let xs = [2, 3, 4];
+    let x = rand_vec(24, 72);
+    let mut out = vec![0.0; 24];
+    softmax_legacy(SoftmaxKind::Softmax, &x, &xs, 1, &mut out, 1).unwrap();
+    // Axis 1 of opset < 13 normalises over the 12 trailing elements of each batch.
+    for (orow, xrow) in out.chunks(12).zip(x.chunks(12)) {
+        let m = xrow.iter().cloned().fold(f32::MIN, f32::max);
+        let s: f32 = xrow.iter().map(|v| (v - m).exp()).sum();
+        let want: Vec<f32> = xrow.iter().map(|v| (v - m).exp() / s).collect();
+        assert_close(orow, &want, 1e-6);
+    }
+    assert!(softmax_legacy(SoftmaxKind::Softmax, &x, &xs, 4, &mut out, 1).is_err());
+}
+
+#[rstest]
+#[case(&[2, 3, 4, 5], &[2, 3], true)]
+#[case(&[2, 3, 4, 5], &[1], false)]
+#[case(&[2, 3, 4], &[0, 2], true)]
+#[case(&[2, 3, 4], &[], false)]
+#[case(&[3, 1, 2], &[1], false)]
+fn reduce_matches_naive(#[case] xs: &[usize], #[case] axes: &[usize], #[case] keepdims: bool) {
+    let x = rand_vec(xs.iter().product(), 81);
+    let osh = reduce_output_shape(xs, axes, keepdims).unwrap();
+    let kept: Vec<usize> = (0..xs.len())
+        .filter(|d| !(axes.is_empty() || axes.contains(d)))
+        .collect();
+    let out_n: usize = kept.iter().map(|&d| xs[d]).product();
+    assert_eq!(osh.iter().product::<usize>(), out_n);
+    let mut sums = vec![0.0f64; out_n];
+    let mut maxs = vec![f32::MIN; out_n];
+    let mut cnt = vec![0usize; out_n];
+    for (i, &v) in x.iter().enumerate() {
+        let idx = unravel(i, xs);
+        let o = kept.iter().fold(0, |acc, &d| acc * xs[d] + idx[d]);
+        sums[o] += v as f64;
+        maxs[o] = maxs[o].max(v);
+        cnt[o] += 1;
+    }
+    let mean: Vec<f32> = sums
+        .iter()
+        .zip(&cnt)
+        .map(|(s, &c)| (s / c as f64) as f32)
+        .collect();
+    for threads in [1, 2] {
+        let mut out = vec![0.0; out_n];
+        reduce(ReduceOp::Mean, &x, xs, axes, &mut out, threads).unwrap();
+        assert_close(&out, &mean, 1e-5);
+        reduce(ReduceOp::Max, &x, xs, axes, &mut out, threads).unwrap();
+        assert_eq!(out, maxs);
+    }
+    assert!(reduce(ReduceOp::Sum, &x, xs, &[9], &mut [0.0], 1).is_err());
+}

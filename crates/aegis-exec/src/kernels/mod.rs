@@ -2,12 +2,14 @@
 
 mod broadcast;
 mod conv;
+mod data;
 mod elementwise;
 mod error;
 mod matmul;
 mod norm;
 mod par;
 mod pool;
+mod resize;
 
 pub use broadcast::{
     broadcast_assign, broadcast_binary, broadcast_shape, broadcast_shapes, broadcast_ternary,
@@ -15,6 +17,9 @@ pub use broadcast::{
 pub use conv::{
     auto_pad, conv, conv_output_spatial, conv_scratch_len, conv_transpose,
     conv_transpose_output_spatial, AutoPad, ConvAttrs, ConvTransposeAttrs, PreparedConv,
+};
+pub use data::{
+    concat, copy, gather, pad, slice, slice_params, split, transpose, PadMode, SliceAxis,
 };
 pub use elementwise::{
     binary_f32, binary_i32, binary_i64, cast, compare, expand, unary_f32, unary_f32_inplace,
@@ -28,9 +33,12 @@ pub use norm::{
     softmax, softmax_legacy, ReduceOp, SoftmaxKind,
 };
 pub use pool::{global_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind};
+pub use resize::{resize, CoordTransform, NearestMode, ResizeMode};
 
 #[cfg(test)]
 mod tests_conv;
+#[cfg(test)]
+mod tests_data;
 #[cfg(test)]
 mod tests_elementwise;
 #[cfg(test)]

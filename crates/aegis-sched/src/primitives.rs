@@ -172,6 +172,12 @@ impl<S, C> BoundedInbox<S, C> {
         lock(&self.state).queued
     }
 
+    /// Consumer side: releases `released` queue places without taking anything.
+    pub fn release(&self, released: usize) {
+        let mut st = lock(&self.state);
+        st.queued = st.queued.saturating_sub(released);
+    }
+
     /// Cheap, lock-free hint that something was posted since the last `take`.
     pub fn has_news(&self) -> bool {
         self.dirty.load(Ordering::Acquire)

@@ -47,8 +47,9 @@ impl fmt::Display for TenantId {
 
 /// One inference to schedule: the prepared model, its inputs and the scheduling metadata.
 pub struct Request<I, O> {
-    /// The prepared model.
-    pub workload: Arc<dyn Workload<I, O>>,
+    /// The prepared model. (`std`'s `Arc`, not the sync facade: an immutable shared object,
+    /// and loom's `Arc` cannot hold a trait object.)
+    pub workload: std::sync::Arc<dyn Workload<I, O>>,
     /// Its inputs (moved into `Workload::enqueue` at dispatch).
     pub inputs: I,
     /// Priority (higher is more urgent).
@@ -61,7 +62,7 @@ pub struct Request<I, O> {
 
 impl<I, O> Request<I, O> {
     /// A request with normal priority, no deadline, tenant 0.
-    pub fn new(workload: Arc<dyn Workload<I, O>>, inputs: I) -> Self {
+    pub fn new(workload: std::sync::Arc<dyn Workload<I, O>>, inputs: I) -> Self {
         Self {
             workload,
             inputs,

@@ -319,7 +319,11 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
                 return Err(self.refuse(request, SubmitErrorKind::UnknownTenant { tenant }));
             }
         }
+        let accepted = &self.shared.counters.accepted;
         let pushed = self.shared.inbox.try_push(request, |request, seq| {
+            // Counted under the inbox lock, before the loop can see (and finish) the request:
+            // counters never show an outcome for a request not yet counted as accepted.
+            bump(accepted);
             let id = RequestId(seq);
             Submission {
                 id,
@@ -330,8 +334,7 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
         });
         match pushed {
             Ok(seq) => {
-                bump(&self.shared.counters.accepted);
-                tracing::trace!(target: TARGET, request = seq, "submitted");
+                tracing::trace!(name: "sched.submitted", target: TARGET, request = seq, "submitted");
                 Ok(RequestId(seq))
             }
             Err((request, PushRefusal::Full { capacity })) => {
@@ -351,7 +354,7 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
             bump(&c.refused_invalid);
         }
         tracing::debug!(
-            target: TARGET,
+            name: "sched.refused", target: TARGET,
             event = "refused",
             model = request.workload.model_id(),
             tenant = request.tenant.0,
@@ -452,7 +455,7 @@ impl<I: Send + 'static, O: Send + 'static> Drop for Scheduler<I, O> {
 
 /// Everything the loop needs for a queued request besides its candidate metadata.
 struct Payload<I, O> {
-    workload: Arc<dyn Workload<I, O>>,
+    workload: std::sync::Arc<dyn Workload<I, O>>,
     inputs: I,
     completer: Completer<O>,
     submitted_at: Instant,
@@ -536,6 +539,8 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
                 }
             }
         }
+        // Give back the places of the requests finished in the last round, so `queued` reads 0.
+        inbox.release(std::mem::take(&mut self.released));
         tracing::debug!(target: TARGET, "scheduling loop exited");
     }
 
@@ -709,7 +714,7 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
             RejectReason::Custom { .. } => None,
         };
         tracing::info!(
-            target: TARGET,
+            name: "sched.reject", target: TARGET,
             event = "reject",
             policy = self.policy.name(),
             request = c.id.0,
@@ -739,7 +744,7 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
             let Some((c, p)) = self.take_queued(0) else {
                 break;
             };
-            tracing::info!(target: TARGET, event = "cancel", request = c.id.0, model = %c.model, reason = ?reason, "cancelled while queued");
+            tracing::info!(name: "sched.cancel", target: TARGET, event = "cancel", request = c.id.0, model = %c.model, reason = ?reason, "cancelled while queued");
             self.log(&c, n, None, Action::Cancelled(reason));
             bump(&self.shared.counters.cancelled);
             p.completer
@@ -761,7 +766,7 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
             let _enter =
                 tracing::trace_span!(target: TARGET, "sched.dispatch", request = c.id.0).entered();
             tracing::debug!(
-                target: TARGET,
+                name: "sched.dispatch", target: TARGET,
                 event = "dispatch",
                 policy = self.policy.name(),
                 request = c.id.0,
@@ -859,7 +864,7 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
         s: usize,
         error: aegis_cuda::CudaError,
     ) {
-        tracing::warn!(target: TARGET, event = "fail", request = c.id.0, stream = s, error = %error, "dispatch failed");
+        tracing::warn!(name: "sched.fail", target: TARGET, event = "fail", request = c.id.0, stream = s, error = %error, "dispatch failed");
         bump(&self.shared.counters.failed);
         completer.complete(Err(RequestError::Device {
             id: c.id,
@@ -953,7 +958,7 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
         }
         let met = c.deadline.map(|d| finished_at <= d);
         tracing::debug!(
-            target: TARGET,
+            name: "sched.complete", target: TARGET,
             event = "complete",
             request = id.0,
             model = %c.model,
@@ -1003,5 +1008,6 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
         }
         self.in_flight.clear();
         self.shared.counters.in_flight.store(0, Ordering::Relaxed);
+        inbox.release(std::mem::take(&mut self.released));
     }
 }

@@ -426,3 +426,19 @@ fn reading_an_unsupported_optional_output_is_rejected() {
         e => panic!("{e}"),
     }
 }
+
+#[test]
+fn a_value_info_contradicting_inference_is_a_shape_mismatch() {
+    let mut m = Model::new(13)
+        .input("x", F32, &[1, 4])
+        .op("Relu", &["x"], &["a"], vec![])
+        .op("Relu", &["a"], &["y"], vec![])
+        .output("y", F32, &[1, 4]);
+    m.graph()
+        .value_info
+        .push(value_info("a", F32, &fixed(&[4, 1])));
+    match err(&m) {
+        ExecError::ShapeMismatch { node, .. } => assert_eq!(node, "value_info a"),
+        e => panic!("{e}"),
+    }
+}

@@ -178,3 +178,20 @@ fn batch_norms_are_folded_into_convs() {
         eprintln!("{name}: {convs} Conv, {bns} BatchNormalization left");
     }
 }
+
+/// The exporters' own `value_info` shapes are checked against our inference at load. The
+/// plain models carry none; ppocr's `model_static.onnx` (onnx shape inference with data
+/// propagation baked in) declares hundreds, so loading it checks our inference against
+/// onnx's, intermediate by intermediate.
+#[test]
+fn our_inference_agrees_with_onnx_declared_intermediate_shapes() {
+    use prost::Message;
+    let path = models_dir().join("ppocr-mobile-v2-cls/model_static.onnx");
+    let bytes = std::fs::read(&path).unwrap();
+    let proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let declared = proto.graph.map_or(0, |g| g.value_info.len());
+    assert!(declared > 100, "{declared}");
+    let g = ExecutionGraph::load(&path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(g.tensor(g.outputs()[0]).shape, vec![1, 2]);
+    eprintln!("value_info entries cross-checked: {declared}");
+}

@@ -402,6 +402,12 @@ fn build(
             });
         }
     }
+    // Intermediate shapes the exporter declared must agree with ours (static dims only).
+    for vi in &graph.value_info {
+        if let Some(v) = ld.values.get(&ld.resolve(&vi.name)) {
+            check_declared(model, vi, "value_info", v.dtype, &v.shape)?;
+        }
+    }
     ld.fold_batch_norms(&outputs);
     ld.remove_dead(&outputs);
     assemble(ld, graph, &real_inputs, &outputs, options)
@@ -942,7 +948,7 @@ fn assemble(
         if t.kind == TensorKind::Output && t.name != decl.name {
             t.name = decl.name.clone();
         }
-        check_declared(model, decl, t)?;
+        check_declared(model, decl, "graph output", t.dtype, &t.shape)?;
     }
 
     // Deterministic topological order of the final nodes: stable Kahn by NodeId.
@@ -988,7 +994,13 @@ fn assemble(
 
 /// Checks an output's inferred type and shape against the model's declaration (where the
 /// model declares fixed values).
-fn check_declared(model: &str, decl: &pb::ValueInfoProto, t: &TensorInfo) -> Result<(), ExecError> {
+fn check_declared(
+    model: &str,
+    decl: &pb::ValueInfoProto,
+    what: &str,
+    dtype: DType,
+    shape: &[usize],
+) -> Result<(), ExecError> {
     use pb::tensor_shape_proto::dimension::Value as Dim;
     use pb::type_proto::Value as Ty;
     let Some(Ty::TensorType(tt)) = decl.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
@@ -996,19 +1008,19 @@ fn check_declared(model: &str, decl: &pb::ValueInfoProto, t: &TensorInfo) -> Res
     };
     let mismatch = |reason: String| ExecError::ShapeMismatch {
         model: model.to_owned(),
-        node: format!("graph output {}", decl.name),
+        node: format!("{what} {}", decl.name),
         reason,
     };
-    if tt.elem_type != 0 && DType::from_onnx(tt.elem_type) != Some(t.dtype) {
+    if tt.elem_type != 0 && DType::from_onnx(tt.elem_type) != Some(dtype) {
         return Err(mismatch(format!(
             "declared type {} but inferred {}",
             tensor::onnx_dtype_name(tt.elem_type),
-            t.dtype
+            dtype
         )));
     }
     if let Some(s) = &tt.shape {
-        let fits = s.dim.len() == t.shape.len()
-            && s.dim.iter().zip(&t.shape).all(|(d, &x)| match &d.value {
+        let fits = s.dim.len() == shape.len()
+            && s.dim.iter().zip(shape).all(|(d, &x)| match &d.value {
                 // A negative value is an exporter's "dynamic" marker, like a symbol.
                 Some(Dim::DimValue(v)) => *v < 0 || *v == x as i64,
                 _ => true,
@@ -1024,7 +1036,7 @@ fn check_declared(model: &str, decl: &pb::ValueInfoProto, t: &TensorInfo) -> Res
                         None => "?".into(),
                     })
                     .collect::<Vec<_>>(),
-                t.shape
+                shape
             )));
         }
     }

@@ -1,6 +1,34 @@
 //! # aegis-exec — Layer 3 of AegisRT
 //!
-//! (crate documentation is completed as the modules land)
+//! Owns models: loading an ONNX file into an immutable [`ExecutionGraph`], the kernels that
+//! compute its operators, and running it on Layer 1 streams with memory planned by Layer 2.
+//!
+//! - **Loading** ([`loader`]): `tract-onnx` only parses the protobuf; our code validates every
+//!   node, fixes input shapes (from the model or the caller), infers shapes and dtypes, folds
+//!   constants (`Constant`, `Shape`, shape arithmetic, any op with all-constant inputs), drops
+//!   `Identity`/inference `Dropout`, folds `BatchNormalization` into a preceding `Conv`, picks
+//!   a deterministic topological order and asks Layer 2 for the [`aegis_memory::AllocationPlan`].
+//! - **Preparing** ([`PreparedModel`]): constants uploaded once into pool memory, convolution
+//!   weights prepared once (with a following activation fused), one arena of the plan's peak,
+//!   per-stream kernel workspace, every node bound to its planned memory, and the
+//!   [`tracker`]'s stream schedule with its events. Running allocates no device memory.
+//! - **Running** ([`Executor`]): stateless; enqueues one inference on one or more streams and
+//!   returns [`PendingOutputs`].
+//!
+//! ## What this crate must never do
+//! - Use tract's model types, analysis or execution in the runtime path (tract is a parser
+//!   here, and a second oracle in benchmarks).
+//! - Mutate a graph after it is built, or let hash order decide anything observable.
+//! - Panic on a bad model or bad inputs: every such case is a typed [`ExecError`] naming the
+//!   model, node and reason.
+//! - Allocate device memory per inference, or spawn scheduling threads (that is Layer 4's).
+//!
+//! ## Invariants
+//! - Outputs are bit-identical across runs and across any number of streams: kernels split
+//!   work only along output elements, never inside a reduction.
+//! - With several streams, every cross-stream tensor and every arena range the plan reuses
+//!   across streams is ordered by an event; no event is recorded that nobody waits on.
+#![warn(missing_docs)]
 
 pub mod error;
 pub mod graph;

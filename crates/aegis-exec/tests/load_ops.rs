@@ -440,7 +440,7 @@ fn identity_and_dropout_are_removed() {
 
 #[test]
 fn batch_norm_is_folded_into_the_conv_numerically() {
-    let w: Vec<f32> = (0..2 * 1 * 1 * 1).map(|i| i as f32 + 1.0).collect(); // [1, 2]
+    let w = [1.0f32, 2.0]; // shape [2, 1, 1, 1]
     let m = Model::new(9)
         .input("x", F32, &[1, 1, 2, 2])
         .init(tensor_f32("w", &[2, 1, 1, 1], &w))

@@ -51,7 +51,7 @@ fn conv_case(
     let flops = 2.0 * (out.len() * (c_in / group) * k * k) as f64;
     for threads in [1, 2] {
         let mut scratch = vec![0.0; pc.scratch_len(&x_shape, threads)?];
-        let t = best_of(10, || pc.run(&x, &x_shape, &mut out, &mut scratch, threads))?;
+        let t = best_of(30, || pc.run(&x, &x_shape, &mut out, &mut scratch, threads))?;
         println!(
             "conv {name:<34} threads {threads}: {:>8.3} ms  {:>7.1} GFLOP/s",
             t.as_secs_f64() * 1e3,
@@ -67,7 +67,7 @@ fn gemm_case(m: usize, k: usize, n: usize) -> KernelResult<()> {
     let mut out = vec![0.0; m * n];
     let flops = 2.0 * (m * n * k) as f64;
     for threads in [1, 2] {
-        let t = best_of(10, || {
+        let t = best_of(30, || {
             gemm(
                 &a,
                 &[m, k],

@@ -583,6 +583,14 @@ pub(crate) fn apply_activation(act: UnaryOp, data: &mut [f32]) {
 /// The valid output range `[lo, hi)` of `o` in `[o_start, o_start + len)` for which
 /// `o * s + off` lies in `[0, n)`.
 fn valid_range(o_start: usize, len: usize, s: usize, off: isize, n: usize) -> (usize, usize) {
+    let (a, b) = (o_start, o_start + len);
+    if s == 1 {
+        // The common case, without divisions.
+        let lo = (-off).max(0) as usize;
+        let hi = ((n as isize) - off).max(0) as usize;
+        let lo = lo.clamp(a, b);
+        return (lo, hi.clamp(lo, b));
+    }
     let s_i = s as isize;
     // smallest o with o*s + off >= 0
     let lo = if off >= 0 {
@@ -596,7 +604,6 @@ fn valid_range(o_start: usize, len: usize, s: usize, off: isize, n: usize) -> (u
     } else {
         (((n as isize) - off) + s_i - 1) / s_i
     } as usize;
-    let (a, b) = (o_start, o_start + len);
     let lo = lo.clamp(a, b);
     let hi = hi.clamp(lo, b);
     (lo, hi)
@@ -621,11 +628,22 @@ fn gather_row(dst: &mut [f32], src: &[f32], o_start: usize, s: usize, off: isize
 }
 
 /// Writes the im2col tile for output positions `[p0, p0 + t)`: row `r = (ci, kd, kh, kw)`
-/// (weight order), column `p - p0`, row stride `t`.
+/// (weight order), column `p - p0`, row stride `t`. The tile is cut once into output-row
+/// segments so the per-row loops do no index division.
 fn im2col_tile(xg: &[f32], c_in_g: usize, g: &Geo, p0: usize, t: usize, col: &mut [f32]) {
     let [_, ih_n, iw_n] = g.input;
     let [_, oh_n, ow_n] = g.out;
     let ip = g.in_plane();
+    // (od, oh, ow_start, len, column offset)
+    let mut segs = Vec::with_capacity(t / ow_n.max(1) + 2);
+    let mut p = p0;
+    while p < p0 + t {
+        let ow = p % ow_n;
+        let rest = p / ow_n;
+        let end = (p - ow + ow_n).min(p0 + t);
+        segs.push((rest / oh_n, rest % oh_n, ow, end - p, p - p0));
+        p = end;
+    }
     let mut r = 0;
     for ci in 0..c_in_g {
         let plane = &xg[ci * ip..(ci + 1) * ip];
@@ -635,13 +653,8 @@ fn im2col_tile(xg: &[f32], c_in_g: usize, g: &Geo, p0: usize, t: usize, col: &mu
                     let row = &mut col[r * t..(r + 1) * t];
                     r += 1;
                     let off_w = (kw * g.d[2]) as isize - g.pb[2] as isize;
-                    let mut p = p0;
-                    while p < p0 + t {
-                        let ow = p % ow_n;
-                        let rest = p / ow_n;
-                        let (oh, od) = (rest % oh_n, rest / oh_n);
-                        let end = (p - ow + ow_n).min(p0 + t);
-                        let dst = &mut row[p - p0..end - p0];
+                    for &(od, oh, ow, len, at) in &segs {
+                        let dst = &mut row[at..at + len];
                         let id = (od * g.s[0] + kd * g.d[0]) as isize - g.pb[0] as isize;
                         let ih = (oh * g.s[1] + kh * g.d[1]) as isize - g.pb[1] as isize;
                         if id < 0 || id >= g.input[0] as isize || ih < 0 || ih >= ih_n as isize {
@@ -650,7 +663,6 @@ fn im2col_tile(xg: &[f32], c_in_g: usize, g: &Geo, p0: usize, t: usize, col: &mu
                             let base = (id as usize * ih_n + ih as usize) * iw_n;
                             gather_row(dst, &plane[base..base + iw_n], ow, g.s[2], off_w);
                         }
-                        p = end;
                     }
                 }
             }

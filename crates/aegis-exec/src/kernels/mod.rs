@@ -1,4 +1,99 @@
-//! Host kernels (f32).
+//! Host (CPU) f32 kernels for Layer 3: pure functions over slices with explicit shapes and
+//! attributes, written to the ONNX operator specification (opsets 7-21). They know nothing
+//! about graphs; the executor glues them to the graph's op enum.
+//!
+//! # Conventions (the contract every function follows)
+//! - Tensors are dense row-major slices; image tensors are NCHW (NCW, NCDHW for 1-D/3-D).
+//!   Shapes are `&[usize]`; a scalar has shape `[]` and one element.
+//! - Attributes arrive with ONNX defaults filled in by the caller (documented per type).
+//!   **Axes are non-negative**: the caller resolves negative ONNX axes by adding the rank.
+//!   Exceptions that take raw ONNX values and normalise them here: [`slice_params`] (negative
+//!   and out-of-range starts/ends, negative axes), [`gather`] (negative indices).
+//! - `auto_pad` is resolved by the caller with [`auto_pad`] into explicit begin/end pads.
+//! - The caller allocates outputs with the right length (the `*_output_*` helpers compute
+//!   shapes); every kernel checks lengths and returns [`KernelError`] (all
+//!   [`aegis_cuda::ErrorCategory::Permanent`]) instead of panicking.
+//! - bool tensors are `u8` (0/1). Integer ops wrap on overflow; integer division/modulo by
+//!   zero is an error.
+//! - `threads` (heavy kernels): 1 = run on the caller; n > 1 = up to n scoped threads
+//!   (`std::thread::scope`, no global pool). **Results are bit-identical for every `threads`**:
+//!   work is split only along output elements, never inside a reduction, and GEMM work is cut
+//!   into tiles fixed by the shapes alone, each one single-threaded
+//!   [`aegis_cuda::host_sgemm`] call (the `gemm` crate; `unsafe` lives in aegis-cuda's `raw`).
+//! - Reshape, Flatten, Squeeze, Unsqueeze and Identity are metadata only; [`copy`] is there
+//!   for when buffers cannot alias.
+//!
+//! # Public API
+//! Elementwise (numpy multidirectional broadcasting; fast paths for same shape, scalar and
+//! channel/row broadcast, a strided odometer otherwise):
+//! - `broadcast_shape(a, b) -> Result<Vec<usize>>`, `broadcast_shapes(&[&[usize]])`
+//! - `binary_f32(op: BinaryOp, a, a_shape, b, b_shape, out, threads)`, `binary_i64`,
+//!   `binary_i32`; `BinaryOp::{Add, Sub, Mul, Div, Pow, Mod { fmod }, Max, Min}`
+//! - `compare<T: PartialOrd>(op: CompareOp, a, a_shape, b, b_shape, out: &mut [u8], threads)`;
+//!   `CompareOp::{Equal, Less, LessOrEqual, Greater, GreaterOrEqual}`
+//! - `where_select<T>(cond: &[u8], cond_shape, x, x_shape, y, y_shape, out, threads)`
+//! - `variadic_f32(op: VariadicOp::{Sum, Mean, Max, Min}, inputs: &[(&[f32], &[usize])], out, threads)`
+//! - `expand<T>(x, x_shape, out, out_shape, threads)`
+//! - generic engine: `broadcast_binary(op_name, a, a_shape, b, b_shape, out, threads, f)`,
+//!   `broadcast_assign(op_name, out, out_shape, b, b_shape, threads, f)` (in place),
+//!   `broadcast_ternary(op_name, a, .., b, .., c, .., out, threads, f)`
+//! - `unary_f32(op: UnaryOp, x, out, threads)`, `unary_f32_inplace(op, data, threads)`;
+//!   `UnaryOp::{Relu, Sigmoid, Tanh, Erf, Sqrt, Gelu(GeluApprox::{None, Tanh}),
+//!   HardSigmoid { alpha, beta }, HardSwish, Clip { min, max }, LeakyRelu { alpha }, Neg, Abs,
+//!   Exp, Log, Reciprocal, Floor, Ceil, Round, Identity}`
+//! - `cast(src: CastSrc, dst: CastDst)` between F32, F64, I64, I32, Bool(u8)
+//!
+//! Convolution and matrix products:
+//! - `ConvAttrs { kernel, strides, dilations, pads_begin, pads_end, group }`, `ConvAttrs::new(kernel)`
+//! - `auto_pad(AutoPad, input, kernel, stride, dilation) -> (begin, end)`
+//! - `conv_output_spatial(input_spatial, &ConvAttrs) -> Result<Vec<usize>>`
+//! - `PreparedConv::new(w, w_shape, bias: Option<&[f32]>, ConvAttrs)` (at load time),
+//!   `.with_activation(UnaryOp)` (fused, after bias), `.output_shape(x_shape)`,
+//!   `.scratch_len(x_shape, threads)`, `.run(x, x_shape, out, scratch, threads)`;
+//!   `conv_scratch_len(&PreparedConv, x_shape, threads)`; paths: depthwise direct
+//!   (`group == C_in == C_out`), pointwise (1x1, stride 1, no pads: GEMM on the input),
+//!   im2col + GEMM otherwise; 1-D, 2-D and 3-D.
+//! - `conv(x, x_shape, w, w_shape, bias, &ConvAttrs, out, threads)` (one-shot, allocates)
+//! - `ConvTransposeAttrs { conv: ConvAttrs, output_padding }`,
+//!   `conv_transpose_output_spatial(input_spatial, &attrs)`,
+//!   `conv_transpose(x, x_shape, w, w_shape, bias, &attrs, out, threads)`
+//! - `GemmAttrs { alpha, beta, trans_a, trans_b }` (Default = ONNX defaults),
+//!   `gemm(a, a_shape, b, b_shape, c: Option<(&[f32], &[usize])>, &GemmAttrs, out, threads)`
+//! - `matmul_output_shape(a_shape, b_shape)`, `matmul(a, a_shape, b, b_shape, out, threads)`
+//!
+//! Pooling and normalisation:
+//! - `PoolAttrs { kernel, strides, dilations, pads_begin, pads_end, ceil_mode,
+//!   count_include_pad }`, `PoolAttrs::new(kernel)`, `pool_output_spatial(input_spatial, &PoolAttrs)`
+//! - `pool(PoolKind::{Max, Average}, x, x_shape, &PoolAttrs, out, threads)`
+//! - `global_pool(max: bool, x, x_shape, out, threads)`
+//! - `lrn(x, x_shape, &LrnAttrs { alpha, beta, bias, size }, out, threads)`
+//! - `batch_norm(x, x_shape, scale, bias, mean, var, epsilon, out, threads)`,
+//!   `batch_norm_coefficients(scale, bias, mean, var, epsilon) -> (a, b)`,
+//!   `channel_affine(x, x_shape, a, b, out, threads)`
+//! - `layer_norm(x, x_shape, axis, scale, bias: Option, epsilon, out, threads)`
+//! - `softmax(SoftmaxKind::{Softmax, LogSoftmax}, x, x_shape, axis, out, threads)` (opset 13+),
+//!   `softmax_legacy(kind, x, x_shape, axis, out, threads)` (opset < 13: flatten at `axis`)
+//! - `reduce_output_shape(x_shape, axes, keepdims)`,
+//!   `reduce(ReduceOp::{Mean, Sum, Max, Min}, x, x_shape, axes, out, threads)`
+//!
+//! Data movement (generic over the element type):
+//! - `copy(x, out)`, `concat(inputs: &[(&[T], &[usize])], axis, out)`,
+//!   `split(x, x_shape, axis, sizes, outs: &mut [&mut [T]])`
+//! - `slice_params(shape, starts: &[i64], ends: &[i64], axes: Option<&[i64]>,
+//!   steps: Option<&[i64]>) -> Vec<SliceAxis { start, step, len }>`,
+//!   `slice(x, x_shape, &params, out)`
+//! - `transpose(x, x_shape, perm, out, threads)`
+//! - `gather(data, data_shape, indices: &[i64 | i32], indices_shape, axis, out)`
+//! - `pad(x, x_shape, pads_begin: &[i64], pads_end: &[i64], PadMode::{Constant(v), Reflect,
+//!   Edge, Wrap}, out)`
+//! - `resize(x, x_shape, out_shape, scales, ResizeMode::{Nearest(NearestMode), Linear},
+//!   CoordTransform, out, threads)`; `NearestMode::{RoundPreferFloor, RoundPreferCeil,
+//!   Floor, Ceil}`, `CoordTransform::{HalfPixel, HalfPixelSymmetric, PytorchHalfPixel,
+//!   AlignCorners, Asymmetric, TfHalfPixelForNearest}`
+//!
+//! Not implemented: MaxPool's `Indices` output, cubic and `tf_crop_and_resize` Resize,
+//! linear Resize on axes other than the trailing spatial ones, Pow with mixed base/exponent
+//! types (cast the exponent first).
 
 mod broadcast;
 mod conv;

@@ -339,6 +339,12 @@ fn deadlines(quick: bool) {
         ("fifo", Box::new(Fifo) as Box<dyn SchedulingPolicy>),
         ("priority", Box::new(StrictPriority::new())),
         ("edf", Box::new(EarliestDeadlineFirst::new())),
+        (
+            "edf+500us",
+            Box::new(EarliestDeadlineFirst::with_margin(Duration::from_micros(
+                500,
+            ))),
+        ),
     ] {
         let s = sched(policy, STREAMS, 4096, 0);
         s.start().expect("start");
@@ -404,7 +410,7 @@ fn deadlines(quick: bool) {
         }
         let admitted = all.met + all.late;
         println!(
-            "{name:8}: submitted {}, admitted {admitted}, met {:6.2}% of admitted, {:6.2}% of submitted, late {}, rejected early {}, other {}",
+            "{name:9}: submitted {}, admitted {admitted}, met {:6.2}% of admitted, {:6.2}% of submitted, late {}, rejected early {}, other {}",
             all.submitted,
             100.0 * all.met as f64 / admitted.max(1) as f64,
             100.0 * all.met as f64 / all.submitted.max(1) as f64,

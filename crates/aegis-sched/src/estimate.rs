@@ -92,7 +92,15 @@ impl Estimates {
     pub(crate) fn observe(&mut self, model: &str, measured: Duration) {
         let alpha = self.alpha;
         if let Some(e) = self.models.get_mut(model) {
-            let m = ns(measured);
+            // Winsorise: one stall (a preempted host worker, a page fault storm) may move the
+            // estimate by at most one mean (or four deviations); a real slowdown is still
+            // learned within a few samples.
+            let cap = e.mean + e.mean.max(4.0 * e.dev);
+            let m = if e.samples > 0 {
+                ns(measured).min(cap)
+            } else {
+                ns(measured)
+            };
             let err = m - e.mean;
             e.mean += alpha * err;
             e.dev += alpha * (err.abs() - e.dev);
@@ -148,5 +156,18 @@ mod tests {
         assert_eq!(bound, Duration::from_millis(25));
         assert_eq!(e.get("a").map(|m| m.samples), Some(1));
         assert!(e.get("b").is_none());
+    }
+
+    #[test]
+    fn one_stall_moves_the_estimate_by_a_bounded_step() {
+        let mut e = Estimates::new(0.5, 0.0);
+        e.lookup("a", || Duration::from_millis(1));
+        e.observe("a", Duration::from_millis(1));
+        // A 100x stall counts as at most 2 ms (mean + max(mean, 4 dev)).
+        e.observe("a", Duration::from_millis(100));
+        assert_eq!(
+            e.get("a").map(|m| m.mean),
+            Some(Duration::from_micros(1500))
+        );
     }
 }

@@ -334,6 +334,23 @@ impl PreparedConv {
         (t, p.div_ceil(t))
     }
 
+    /// Output channels per GEMM call. Normally the whole group; a single-group conv with a
+    /// single position tile but a lot of work (late, small-plane layers) is cut into 2 or 4
+    /// fixed channel tiles so threads have something to share. Shape-determined.
+    fn co_tile(&self, geo: &Geo) -> usize {
+        let c_out_g = self.c_out / self.attrs.group;
+        let k = self.c_in_g * geo.kprod();
+        let p = geo.out_plane();
+        if self.attrs.group == 1 && self.tiles(geo).1 == 1 && c_out_g * k * p >= PAR_MIN_MACS {
+            for n in [4, 2] {
+                if c_out_g.is_multiple_of(n) && c_out_g / n >= 32 {
+                    return c_out_g / n;
+                }
+            }
+        }
+        c_out_g
+    }
+
     fn scratch_per_worker(&self, geo: &Geo) -> usize {
         let (t, _) = self.tiles(geo);
         let col = if self.path == ConvPath::Im2col {
@@ -341,12 +358,15 @@ impl PreparedConv {
         } else {
             0
         };
-        col + self.c_out / self.attrs.group * t
+        col + self.co_tile(geo) * t
     }
 
     fn gemm_workers(&self, geo: &Geo, threads: usize) -> usize {
+        let ct = self.co_tile(geo);
         if self.attrs.group > 1 {
             workers(self.attrs.group, threads)
+        } else if ct < self.c_out {
+            workers(self.c_out / ct, threads)
         } else {
             workers(self.tiles(geo).1, threads)
         }
@@ -452,9 +472,24 @@ impl PreparedConv {
                     for (gi, gout) in piece.chunks_mut(c_out_g * p).enumerate() {
                         let g = first + gi;
                         let mut rows: Vec<&mut [f32]> = gout.chunks_mut(p).collect();
-                        self.group_tiles(xg(g), g, &mut rows, 0, n_tiles, scr, geo)?;
+                        self.group_tiles(xg(g), g, 0, &mut rows, 0, n_tiles, scr, geo)?;
                     }
                     Ok(())
+                },
+            );
+        }
+        let ct = self.co_tile(geo);
+        if ct < c_out_g {
+            // Fixed output-channel tiles: each worker owns whole rows of its channels.
+            return par_chunks_scratch(
+                out,
+                ct * p,
+                threads,
+                scratch,
+                per_worker,
+                |first, piece, scr| {
+                    let mut rows: Vec<&mut [f32]> = piece.chunks_mut(p).collect();
+                    self.group_tiles(xg(0), 0, first * ct, &mut rows, 0, n_tiles, scr, geo)
                 },
             );
         }
@@ -482,18 +517,21 @@ impl PreparedConv {
         }
         par_workers(parts, |(t0, mut rows, scr)| {
             let t1 = (t0 + per).min(n_tiles);
-            self.group_tiles(xg(0), 0, &mut rows, t0, t1, scr, geo)
+            self.group_tiles(xg(0), 0, 0, &mut rows, t0, t1, scr, geo)
         })
     }
 
     /// Computes position tiles `[t0, t1)` of group `g` into `rows` (one slice per output
-    /// channel of the group, starting at position `t0 * tile`): im2col (or a direct view),
-    /// one GEMM into the staging tile, then a copy into the rows with bias and activation.
+    /// channel, for the group's channels `co_first..co_first + rows.len()`, each starting at
+    /// position `t0 * tile`): im2col (or a direct view) once per position tile, then per
+    /// channel tile one GEMM into the staging tile and a copy into the rows with bias and
+    /// activation.
     #[allow(clippy::too_many_arguments)]
     fn group_tiles(
         &self,
         xg: &[f32],
         g: usize,
+        co_first: usize,
         rows: &mut [&mut [f32]],
         t0: usize,
         t1: usize,
@@ -510,7 +548,7 @@ impl PreparedConv {
             0
         };
         let (col, stage) = scr.split_at_mut(col_len);
-        let w = &self.weights[g * c_out_g * kdim..(g + 1) * c_out_g * kdim];
+        let ct = self.co_tile(geo);
         for tile in t0..t1 {
             let p0 = tile * pt;
             let t = pt.min(p - p0);
@@ -533,41 +571,45 @@ impl PreparedConv {
                     col_stride: p,
                 }
             };
-            let st = &mut stage[..c_out_g * t];
-            host_sgemm(
-                HostMatMut {
-                    data: st,
-                    rows: t,
-                    cols: c_out_g,
-                    row_stride: 1,
-                    col_stride: t,
-                },
-                lhs,
-                HostMat {
-                    data: w,
-                    rows: kdim,
-                    cols: c_out_g,
-                    row_stride: 1,
-                    col_stride: kdim,
-                },
-                None,
-                1.0,
-            )
-            .map_err(|source| KernelError::Gemm { op: "Conv", source })?;
             let off = p0 - t0 * pt;
-            for (co, (row, src)) in rows.iter_mut().zip(st.chunks(t)).enumerate() {
-                let dst = &mut row[off..off + t];
-                match &self.bias {
-                    Some(b) => {
-                        let bv = b[g * c_out_g + co];
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            *d = s + bv;
+            for (ti, trows) in rows.chunks_mut(ct).enumerate() {
+                let co = g * c_out_g + co_first + ti * ct;
+                let n = trows.len();
+                let st = &mut stage[..n * t];
+                host_sgemm(
+                    HostMatMut {
+                        data: st,
+                        rows: t,
+                        cols: n,
+                        row_stride: 1,
+                        col_stride: t,
+                    },
+                    lhs,
+                    HostMat {
+                        data: &self.weights[co * kdim..(co + n) * kdim],
+                        rows: kdim,
+                        cols: n,
+                        row_stride: 1,
+                        col_stride: kdim,
+                    },
+                    None,
+                    1.0,
+                )
+                .map_err(|source| KernelError::Gemm { op: "Conv", source })?;
+                for (r, (row, src)) in trows.iter_mut().zip(st.chunks(t)).enumerate() {
+                    let dst = &mut row[off..off + t];
+                    match &self.bias {
+                        Some(b) => {
+                            let bv = b[co + r];
+                            for (d, &s) in dst.iter_mut().zip(src) {
+                                *d = s + bv;
+                            }
                         }
+                        None => dst.copy_from_slice(src),
                     }
-                    None => dst.copy_from_slice(src),
-                }
-                if let Some(act) = self.activation {
-                    apply_activation(act, dst);
+                    if let Some(act) = self.activation {
+                        apply_activation(act, dst);
+                    }
                 }
             }
         }

@@ -122,6 +122,9 @@ fn attrs(
 // big enough to tile output channels and positions, threaded
 #[case(&[1, 64, 20, 20], 64, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), true)]
 #[case(&[1, 256, 30, 30], 64, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+// small planes with much work: split into fixed output-channel tiles
+#[case(&[1, 256, 7, 7], 128, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), true)]
+#[case(&[1, 512, 7, 7], 256, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), false)]
 fn conv_matches_naive(
     #[case] xs: &[usize],
     #[case] c_out: usize,

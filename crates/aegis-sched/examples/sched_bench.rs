@@ -272,6 +272,23 @@ fn overload(quick: bool) {
             "{name:5}: offered {attempts}, refused QueueFull {refused_full} (request handed back), refused other {refused_other}, accepted {}: completed {ok}, rejected early {rejected}, cancelled at stop {cancelled}, failed {failed}; outcomes delivered {delivered}; LOST {lost}",
             st.accepted
         );
+        let est: Vec<String> = s
+            .estimates()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} mean {:.0} us dev {:.0} us",
+                    e.model,
+                    us(e.mean),
+                    us(e.deviation)
+                )
+            })
+            .collect();
+        println!(
+            "       estimates: {}; overhead {:.0} us",
+            est.join("; "),
+            us(s.overhead_estimate())
+        );
         assert_eq!(lost, 0, "a request was lost");
         assert_eq!(st.accepted, delivered, "accepted != delivered");
     }

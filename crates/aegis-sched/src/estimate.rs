@@ -136,6 +136,23 @@ impl Estimates {
     }
 }
 
+/// Half-life of an overhead estimate that receives no new samples.
+pub(crate) const OVERHEAD_HALF_LIFE: Duration = Duration::from_millis(50);
+
+/// `overhead` measured `age` ago, decayed with [`OVERHEAD_HALF_LIFE`].
+///
+/// Why: the overhead is learned only from completed requests. One measured during a burst
+/// (the loop busy with thousands of submissions) can be large enough that EDF rejects every
+/// request; then nothing completes, no sample corrects it, and the scheduler would reject
+/// forever. Decaying it when no samples arrive lets requests back in to re-measure.
+pub(crate) fn decayed(overhead: Duration, age: Duration) -> Duration {
+    let halvings = age.as_secs_f64() / OVERHEAD_HALF_LIFE.as_secs_f64();
+    if halvings > 60.0 {
+        return Duration::ZERO;
+    }
+    overhead.mul_f64(0.5f64.powf(halvings))
+}
+
 // loom primitives exist only inside a loom model: plain unit tests are not loom models.
 #[cfg(all(test, not(loom)))]
 mod tests {
@@ -156,6 +173,14 @@ mod tests {
         assert_eq!(bound, Duration::from_millis(25));
         assert_eq!(e.get("a").map(|m| m.samples), Some(1));
         assert!(e.get("b").is_none());
+    }
+
+    #[test]
+    fn stale_overhead_decays() {
+        let o = Duration::from_millis(4);
+        assert_eq!(decayed(o, Duration::ZERO), o);
+        assert_eq!(decayed(o, OVERHEAD_HALF_LIFE * 2), Duration::from_millis(1));
+        assert_eq!(decayed(o, Duration::from_secs(3600)), Duration::ZERO);
     }
 
     #[test]

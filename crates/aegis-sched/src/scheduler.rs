@@ -11,7 +11,7 @@ use crate::decision::{Action, Decision, DecisionLog};
 use crate::error::{
     CancelReason, RejectReason, RequestError, SchedError, Slack, SubmitError, SubmitErrorKind,
 };
-use crate::estimate::{Estimates, ModelEstimate};
+use crate::estimate::{decayed, Estimates, ModelEstimate};
 use crate::policy::ModelName;
 use crate::policy::{
     add_saturating, Candidate, CandidateQueue, Choice, Feedback, InFlight, PolicyContext,
@@ -236,7 +236,7 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
             released: 0,
             idle_spin: config.idle_spin,
             urgent: config.urgent_priority,
-            overhead: Duration::ZERO,
+            overhead: (Duration::ZERO, Instant::now()),
         };
         Ok(Self {
             shared,
@@ -436,6 +436,12 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
         lock(&self.shared.estimates).all()
     }
 
+    /// Measured per-request overhead beyond device time (dispatch, completion hop, collect):
+    /// mean plus `deviation_factor` deviations, as policies see it.
+    pub fn overhead_estimate(&self) -> Duration {
+        lock(&self.shared.estimates).overhead()
+    }
+
     /// The policy's name.
     pub fn policy_name(&self) -> &'static str {
         self.shared.policy_name
@@ -486,8 +492,9 @@ struct LoopState<I, O> {
     released: usize,
     idle_spin: Duration,
     urgent: Priority,
-    /// Conservative per-request overhead, refreshed on every completion.
-    overhead: Duration,
+    /// Conservative per-request overhead and when it was last measured (it decays without
+    /// samples: see `estimate::decayed`).
+    overhead: (Duration, Instant),
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -627,7 +634,10 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
             }
             let now = Instant::now();
             let free = self.pool.free_count();
-            let overhead = self.overhead;
+            let overhead = decayed(
+                self.overhead.0,
+                now.saturating_duration_since(self.overhead.1),
+            );
             let choice = {
                 let ctx = PolicyContext {
                     now,
@@ -935,7 +945,7 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
             if let (true, Some(dt)) = (succeeded, device_time) {
                 est.observe(&c.model, dt);
                 est.observe_overhead(service_time.saturating_sub(dt));
-                self.overhead = est.overhead();
+                self.overhead = (est.overhead(), finished_at);
             }
         }
         self.policy.on_complete(&Feedback {

@@ -7,11 +7,20 @@ use std::path::Path;
 use std::process::Command;
 
 /// The chain, lowest first: a crate may depend only on crates to its left.
-pub const CHAIN: &[&str] = &["aegis-cuda", "aegis-memory", "aegis-exec", "aegis-sched", "aegis-context"];
+pub const CHAIN: &[&str] = &[
+    "aegis-cuda",
+    "aegis-memory",
+    "aegis-exec",
+    "aegis-sched",
+    "aegis-context",
+];
 
 /// External crates confined to one layer (as normal dependencies).
-const CONFINED: &[(&str, &str)] =
-    &[("cust", "aegis-cuda"), ("tract-onnx", "aegis-exec"), ("petgraph", "aegis-exec")];
+const CONFINED: &[(&str, &str)] = &[
+    ("cust", "aegis-cuda"),
+    ("tract-onnx", "aegis-exec"),
+    ("petgraph", "aegis-exec"),
+];
 
 /// Checks a list of (package, dependency, kind) edges; returns every violation.
 pub fn violations(edges: &[(String, String, String)]) -> Vec<String> {
@@ -21,7 +30,9 @@ pub fn violations(edges: &[(String, String, String)]) -> Vec<String> {
         if let (Some(p), Some(d)) = (pos(pkg), pos(dep)) {
             if d >= p {
                 let dir = if d == p { "itself" } else { "up the chain" };
-                out.push(format!("{pkg} depends on {dep} ({kind}): {dir}; allowed only leftwards in {CHAIN:?}"));
+                out.push(format!(
+                    "{pkg} depends on {dep} ({kind}): {dir}; allowed only leftwards in {CHAIN:?}"
+                ));
             }
         }
         for (ext, home) in CONFINED {
@@ -49,7 +60,10 @@ pub fn check(root: &Path) -> Result<(), String> {
         .output()
         .map_err(|e| format!("cargo metadata: {e}"))?;
     if !out.status.success() {
-        return Err(format!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let meta: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata output: {e}"))?;
@@ -64,7 +78,11 @@ pub fn check(root: &Path) -> Result<(), String> {
     }
     let v = violations(&edges);
     if v.is_empty() {
-        eprintln!("layering: {} dependency edges checked, chain {}", edges.len(), CHAIN.join(" -> "));
+        eprintln!(
+            "layering: {} dependency edges checked, chain {}",
+            edges.len(),
+            CHAIN.join(" -> ")
+        );
         Ok(())
     } else {
         Err(format!("layering violations:\n  {}", v.join("\n  ")))
@@ -82,11 +100,23 @@ mod tests {
     #[test]
     fn catches_up_and_sideways_edges_and_confined_crates() {
         assert!(violations(&[e("aegis-exec", "aegis-memory", "normal")]).is_empty());
-        assert_eq!(violations(&[e("aegis-memory", "aegis-exec", "normal")]).len(), 1);
-        assert_eq!(violations(&[e("aegis-cuda", "aegis-sched", "dev")]).len(), 1);
+        assert_eq!(
+            violations(&[e("aegis-memory", "aegis-exec", "normal")]).len(),
+            1
+        );
+        assert_eq!(
+            violations(&[e("aegis-cuda", "aegis-sched", "dev")]).len(),
+            1
+        );
         assert_eq!(violations(&[e("aegis-sched", "cust", "normal")]).len(), 1);
-        assert_eq!(violations(&[e("aegis-memory", "petgraph", "normal")]).len(), 1);
-        assert_eq!(violations(&[e("aegis-memory", "tract-onnx", "dev")]).len(), 1);
+        assert_eq!(
+            violations(&[e("aegis-memory", "petgraph", "normal")]).len(),
+            1
+        );
+        assert_eq!(
+            violations(&[e("aegis-memory", "tract-onnx", "dev")]).len(),
+            1
+        );
         assert!(violations(&[e("aegis-context", "tract-onnx", "dev")]).is_empty());
         assert!(violations(&[e("aegis-cuda", "cust", "normal")]).is_empty());
     }

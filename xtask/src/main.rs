@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn cargo() -> Command {
@@ -27,7 +30,9 @@ fn cargo() -> Command {
 
 fn run(step: &str, mut c: Command) -> Result<(), String> {
     eprintln!("\n==> xtask: {step}");
-    let status = c.status().map_err(|e| format!("{step}: could not start: {e}"))?;
+    let status = c
+        .status()
+        .map_err(|e| format!("{step}: could not start: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -43,7 +48,14 @@ fn fmt_check() -> Result<(), String> {
 
 fn clippy() -> Result<(), String> {
     let mut c = cargo();
-    c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    c.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run("clippy -D warnings", c)
 }
 
@@ -59,7 +71,8 @@ fn test() -> Result<(), String> {
 
 fn docs() -> Result<(), String> {
     let mut c = cargo();
-    c.args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
+    c.args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings");
     run("doc", c)
 }
 
@@ -71,17 +84,26 @@ fn loom() -> Result<(), String> {
         let dir = root().join("crates").join(krate).join("tests");
         let has_loom = std::fs::read_dir(&dir)
             .map(|rd| {
-                rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("loom_"))
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("loom_"))
             })
             .unwrap_or(false);
         if !has_loom {
             continue;
         }
         let mut c = cargo();
-        c.args(["test", "--release", "-p", krate, "--tests", "--", "--test-threads=1"])
-            .env("RUSTFLAGS", "--cfg loom")
-            .env("CARGO_TARGET_DIR", root().join("target").join("loom"))
-            .env("LOOM_MAX_PREEMPTIONS", "2");
+        c.args([
+            "test",
+            "--release",
+            "-p",
+            krate,
+            "--tests",
+            "--",
+            "--test-threads=1",
+        ])
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", root().join("target").join("loom"))
+        .env("LOOM_MAX_PREEMPTIONS", "2");
         run(&format!("loom {krate}"), c)?;
     }
     Ok(())
@@ -107,7 +129,9 @@ fn bench(what: &str) -> Result<(), String> {
     if ran {
         Ok(())
     } else {
-        Err(format!("unknown benchmark `{what}` (stream, plan, kernels, exec, sched, all)"))
+        Err(format!(
+            "unknown benchmark `{what}` (stream, plan, kernels, exec, sched, all)"
+        ))
     }
 }
 
@@ -136,7 +160,11 @@ fn main() -> ExitCode {
         "bench" => bench(args.get(1).map(String::as_str).unwrap_or("all")),
         _ => {
             eprintln!("usage: cargo xtask <ci|fmt|clippy|test|doc|layering|tidy|loom|cuda-check|gpu-build|bench [name]>");
-            return if task == "help" { ExitCode::SUCCESS } else { ExitCode::from(2) };
+            return if task == "help" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
         }
     };
     match result {

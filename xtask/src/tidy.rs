@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 pub const UNSAFE_HOME: &str = "crates/aegis-cuda/src/raw/";
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
@@ -52,12 +54,21 @@ fn code_part(line: &str) -> String {
 }
 
 fn is_unsafe_code(code: &str) -> bool {
-    let words = ["unsafe {", "unsafe{", "unsafe fn", "unsafe impl", "unsafe trait", "unsafe extern"];
+    let words = [
+        "unsafe {",
+        "unsafe{",
+        "unsafe fn",
+        "unsafe impl",
+        "unsafe trait",
+        "unsafe extern",
+    ];
     words.iter().any(|w| code.contains(w)) || code.contains(&["allow(", "unsafe_code)"].concat())
 }
 
 fn needs_safety_comment(code: &str) -> bool {
-    ["unsafe {", "unsafe{", "unsafe impl"].iter().any(|w| code.contains(w))
+    ["unsafe {", "unsafe{", "unsafe impl"]
+        .iter()
+        .any(|w| code.contains(w))
 }
 
 /// Checks one file's text; `rel` is its path relative to the repository root.
@@ -79,7 +90,10 @@ pub fn check_text(rel: &str, text: &str) -> Vec<String> {
         }
         if is_unsafe_code(&code) {
             if !rel_unix.starts_with(UNSAFE_HOME) {
-                problems.push(format!("{rel}:{}: unsafe code outside {UNSAFE_HOME}", i + 1));
+                problems.push(format!(
+                    "{rel}:{}: unsafe code outside {UNSAFE_HOME}",
+                    i + 1
+                ));
             } else if needs_safety_comment(&code) {
                 // The comment may sit on the same line or in the comment block just above.
                 let mut ok = line.contains("SAFETY:");
@@ -99,7 +113,10 @@ pub fn check_text(rel: &str, text: &str) -> Vec<String> {
                     }
                 }
                 if !ok {
-                    problems.push(format!("{rel}:{}: unsafe without a `// SAFETY:` comment", i + 1));
+                    problems.push(format!(
+                        "{rel}:{}: unsafe without a `// SAFETY:` comment",
+                        i + 1
+                    ));
                 }
             }
         }
@@ -115,7 +132,11 @@ pub fn problems(root: &Path) -> Vec<String> {
     }
     let mut out = Vec::new();
     for f in files {
-        let rel = f.strip_prefix(root).unwrap_or(&f).to_string_lossy().into_owned();
+        let rel = f
+            .strip_prefix(root)
+            .unwrap_or(&f)
+            .to_string_lossy()
+            .into_owned();
         match std::fs::read_to_string(&f) {
             Ok(text) => out.extend(check_text(&rel, &text)),
             Err(e) => out.push(format!("{rel}: unreadable: {e}")),
@@ -131,7 +152,11 @@ pub fn check(root: &Path) -> Result<(), String> {
         eprintln!("tidy: clean");
         Ok(())
     } else {
-        Err(format!("tidy found {} problem(s):\n  {}", p.len(), p.join("\n  ")))
+        Err(format!(
+            "tidy found {} problem(s):\n  {}",
+            p.len(),
+            p.join("\n  ")
+        ))
     }
 }
 
@@ -142,11 +167,22 @@ mod tests {
     #[test]
     fn flags_unsafe_outside_home_and_missing_safety() {
         let u = ["uns", "afe {"].concat();
-        assert_eq!(check_text("crates/aegis-exec/src/a.rs", &format!("fn f() {{ {u} }} }}")).len(), 1);
+        assert_eq!(
+            check_text(
+                "crates/aegis-exec/src/a.rs",
+                &format!("fn f() {{ {u} }} }}")
+            )
+            .len(),
+            1
+        );
         let home = "crates/aegis-cuda/src/raw/host.rs";
         assert_eq!(check_text(home, &format!("let x = {u} 1 }};")).len(), 1);
         assert!(check_text(home, &format!("// SAFETY: fine\nlet x = {u} 1 }};")).is_empty());
-        assert!(check_text(home, &format!("// SAFETY: fine\n// more\nlet x =\n    {u} 1 }};")).is_empty());
+        assert!(check_text(
+            home,
+            &format!("// SAFETY: fine\n// more\nlet x =\n    {u} 1 }};")
+        )
+        .is_empty());
     }
 
     #[test]

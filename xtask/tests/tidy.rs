@@ -5,7 +5,14 @@ mod tidy;
 
 #[test]
 fn tree_is_tidy() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let problems = tidy::problems(&root);
-    assert!(problems.is_empty(), "tidy problems:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "tidy problems:\n{}",
+        problems.join("\n")
+    );
 }

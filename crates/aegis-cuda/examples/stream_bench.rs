@@ -21,7 +21,10 @@ fn us(d: Duration) -> f64 {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000);
     let d = Device::host();
     let a = Stream::new(&d, StreamPriority::NORMAL).unwrap();
     let b = Stream::new(&d, StreamPriority::NORMAL).unwrap();

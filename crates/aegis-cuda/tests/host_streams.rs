@@ -70,8 +70,11 @@ fn cross_stream_dependencies_always_respected(#[case] streams: usize, #[case] se
     let d = Device::host();
     let ss: Vec<Stream> = (0..streams).map(|_| stream(&d)).collect();
     const ITEMS: usize = 2500;
-    let finished: Arc<Vec<std::sync::atomic::AtomicBool>> =
-        Arc::new((0..ITEMS).map(|_| std::sync::atomic::AtomicBool::new(false)).collect());
+    let finished: Arc<Vec<std::sync::atomic::AtomicBool>> = Arc::new(
+        (0..ITEMS)
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect(),
+    );
     let violations = Arc::new(AtomicUsize::new(0));
     // last[s] = (item index, event recorded after it) for each stream.
     let mut last: Vec<Option<(usize, Event)>> = vec![None; streams];
@@ -234,18 +237,31 @@ fn allocations_are_aligned_and_views_are_f32_castable() {
 
 #[test]
 fn capacity_exhaustion_fails_fast_with_numbers_and_recovers_on_free() {
-    let d = Device::host_with(HostDeviceOptions { capacity: 10_000, threads: 1 });
+    let d = Device::host_with(HostDeviceOptions {
+        capacity: 10_000,
+        threads: 1,
+    });
     let a = DeviceMemory::alloc(&d, 6000).unwrap();
     let err = DeviceMemory::alloc(&d, 5000).unwrap_err();
     match &err {
-        CudaError::OutOfMemory { requested, free, capacity, call, .. } => {
+        CudaError::OutOfMemory {
+            requested,
+            free,
+            capacity,
+            call,
+            ..
+        } => {
             assert_eq!((*requested, *free, *capacity), (5000, 4000, 10_000));
             assert_eq!(*call, "DeviceMemory::alloc");
         }
         other => panic!("unexpected {other}"),
     }
     assert_eq!(err.category(), ErrorCategory::Transient);
-    assert!(err.to_string().contains("requested 5000 bytes, 4000 free of 10000"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("requested 5000 bytes, 4000 free of 10000"),
+        "{err}"
+    );
     assert_eq!(d.memory_used(), 6000);
     drop(a);
     assert_eq!(d.memory_used(), 0);
@@ -255,7 +271,10 @@ fn capacity_exhaustion_fails_fast_with_numbers_and_recovers_on_free() {
 
 #[test]
 fn concurrent_allocations_never_exceed_capacity() {
-    let d = Device::host_with(HostDeviceOptions { capacity: 64 * 1024, threads: 1 });
+    let d = Device::host_with(HostDeviceOptions {
+        capacity: 64 * 1024,
+        threads: 1,
+    });
     let over = Arc::new(AtomicUsize::new(0));
     std::thread::scope(|sc| {
         for t in 0..8 {
@@ -307,7 +326,10 @@ fn missing_wait_is_detected_as_a_race() {
     .unwrap();
     a.synchronize().unwrap();
     let err = b.synchronize().unwrap_err();
-    assert!(matches!(err, CudaError::RaceDetected { ref label, .. } if label == "reader"), "{err}");
+    assert!(
+        matches!(err, CudaError::RaceDetected { ref label, .. } if label == "reader"),
+        "{err}"
+    );
     // Disjoint ranges of one allocation may be used concurrently.
     let x = m.slice(0..512).unwrap();
     let y = m.slice(512..1024).unwrap();
@@ -320,7 +342,10 @@ fn recoverable_injected_fault_is_reported_once_and_stream_continues() {
     let d = Device::host();
     let s = stream(&d);
     d.inject_fault(FaultRule {
-        trigger: FaultTrigger::Label { label: "k".into(), n: 2 },
+        trigger: FaultTrigger::Label {
+            label: "k".into(),
+            n: 2,
+        },
         kind: InjectedFaultKind::Recoverable,
     })
     .unwrap();
@@ -334,7 +359,13 @@ fn recoverable_injected_fault_is_reported_once_and_stream_continues() {
         .unwrap();
     }
     let err = s.synchronize().unwrap_err();
-    assert!(matches!(err, CudaError::InjectedFault { kind: InjectedFaultKind::Recoverable, .. }));
+    assert!(matches!(
+        err,
+        CudaError::InjectedFault {
+            kind: InjectedFaultKind::Recoverable,
+            ..
+        }
+    ));
     assert_eq!(err.category(), ErrorCategory::Transient);
     assert_eq!(ran.load(Ordering::SeqCst), 4, "only the third item failed");
     s.synchronize().unwrap();
@@ -345,8 +376,11 @@ fn recoverable_injected_fault_is_reported_once_and_stream_continues() {
 fn sticky_fault_poisons_device_until_rebuilt_and_never_hangs_waiters() {
     let d = Device::host();
     let (a, b) = (stream(&d), stream(&d));
-    d.inject_fault(FaultRule { trigger: FaultTrigger::NthItem(0), kind: InjectedFaultKind::Sticky })
-        .unwrap();
+    d.inject_fault(FaultRule {
+        trigger: FaultTrigger::NthItem(0),
+        kind: InjectedFaultKind::Sticky,
+    })
+    .unwrap();
     a.enqueue_host("launch", || Ok(())).unwrap();
     let e = Event::new(&d).unwrap();
     a.record(&e).unwrap();
@@ -354,8 +388,14 @@ fn sticky_fault_poisons_device_until_rebuilt_and_never_hangs_waiters() {
     let err = a.synchronize().unwrap_err();
     assert_eq!(err.category(), ErrorCategory::Fatal);
     // The waiter completes (with the poison), it does not hang.
-    assert_eq!(b.synchronize().unwrap_err().category(), ErrorCategory::Fatal);
-    assert_eq!(e.synchronize().unwrap_err().category(), ErrorCategory::Fatal);
+    assert_eq!(
+        b.synchronize().unwrap_err().category(),
+        ErrorCategory::Fatal
+    );
+    assert_eq!(
+        e.synchronize().unwrap_err().category(),
+        ErrorCategory::Fatal
+    );
     assert!(d.poisoned().is_some());
     let err = DeviceMemory::alloc(&d, 16).unwrap_err();
     assert!(matches!(err, CudaError::DevicePoisoned { .. }), "{err}");
@@ -411,7 +451,10 @@ fn dropping_a_stream_drains_pending_work() {
 
 #[test]
 fn memory_held_by_pending_work_outlives_its_handle() {
-    let d = Device::host_with(HostDeviceOptions { capacity: 1 << 20, threads: 1 });
+    let d = Device::host_with(HostDeviceOptions {
+        capacity: 1 << 20,
+        threads: 1,
+    });
     let s = stream(&d);
     let gate = Arc::new(std::sync::Barrier::new(2));
     let g = Arc::clone(&gate);
@@ -444,7 +487,8 @@ fn bad_arguments_are_typed_permanent_errors() {
         s.upload(vec![0u8; 3], &b.as_slice()).unwrap_err(),
         a.slice(10..100).unwrap_err(),
         s.record(&Event::new(&other).unwrap()).unwrap_err(),
-        s.copy(&a.slice(0..32).unwrap(), &a.slice(16..48).unwrap()).unwrap_err(),
+        s.copy(&a.slice(0..32).unwrap(), &a.slice(16..48).unwrap())
+            .unwrap_err(),
     ] {
         assert!(matches!(err, CudaError::InvalidArgument { .. }), "{err}");
         assert_eq!(err.category(), ErrorCategory::Permanent);
@@ -454,7 +498,9 @@ fn bad_arguments_are_typed_permanent_errors() {
 #[test]
 fn device_enumeration_always_has_a_host_device() {
     let all = Device::enumerate();
-    assert!(all.iter().any(|i| i.backend == aegis_cuda::BackendKind::Host));
+    assert!(all
+        .iter()
+        .any(|i| i.backend == aegis_cuda::BackendKind::Host));
     let d = Device::best_available();
     assert!(d.info().total_memory > 0);
     let s = Stream::new(&d, StreamPriority::HIGH).unwrap();

@@ -15,7 +15,10 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 #[test]
 fn event_wait_orders_work_across_streams() {
     model(|| {
-        let d = Device::host_with(HostDeviceOptions { capacity: 1024, threads: 1 });
+        let d = Device::host_with(HostDeviceOptions {
+            capacity: 1024,
+            threads: 1,
+        });
         let a = Stream::new(&d, StreamPriority::NORMAL).unwrap();
         let b = Stream::new(&d, StreamPriority::NORMAL).unwrap();
         let e = Event::new(&d).unwrap();
@@ -43,7 +46,10 @@ fn event_wait_orders_work_across_streams() {
 #[test]
 fn synchronize_observes_all_prior_work_and_drop_drains() {
     model(|| {
-        let d = Device::host_with(HostDeviceOptions { capacity: 1024, threads: 1 });
+        let d = Device::host_with(HostDeviceOptions {
+            capacity: 1024,
+            threads: 1,
+        });
         let done = Arc::new(AtomicBool::new(false));
         {
             let s = Stream::new(&d, StreamPriority::NORMAL).unwrap();

@@ -164,7 +164,9 @@ fn main() {
                 model = model.with_input_fact(k, f32::fact(s).into())?;
             }
             let runnable = model.into_optimized()?.into_runnable()?;
-            let data = inputs[0].to_f32().map_err(|e| TractError::msg(e.to_string()))?;
+            let data = inputs[0]
+                .to_f32()
+                .map_err(|e| TractError::msg(e.to_string()))?;
             let t = tract_ndarray::ArrayD::from_shape_vec(shapes[0].clone(), data)?;
             let input: TValue = Tensor::from(t).into();
             Ok(time(iters, || {

@@ -392,6 +392,11 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
         let mut lc = lock(&self.lifecycle);
         match std::mem::replace(&mut *lc, Lifecycle::Stopped) {
             Lifecycle::Ready(mut s) => s.run_guarded(),
+            // Called from a completion callback (on the scheduling thread itself, e.g. a callback
+            // dropping the last handle to the scheduler): joining would deadlock. The inbox is
+            // closed, so the loop finishes the remaining work and exits on its own.
+            Lifecycle::Running(h)
+                if h.thread().id() == aegis_cuda::sync::thread::current().id() => {}
             Lifecycle::Running(h) => {
                 if h.join().is_err() {
                     tracing::error!(target: TARGET, "scheduling thread panicked outside its guard");

@@ -249,7 +249,8 @@ fn stop_completes_every_request_exactly_once(#[case] mode: StopMode) {
     }
     let g2 = gate.clone();
     let opener = std::thread::spawn(move || {
-        std::thread::sleep(ms(30));
+        // Long enough for the loop to see the stop first even on a loaded CI host.
+        std::thread::sleep(ms(100));
         g2.open();
     });
     let st = s.stop(mode);
@@ -439,7 +440,7 @@ fn estimates_are_refined_online_from_measured_device_time() {
     }
     let e = s.estimate("m").unwrap();
     assert_eq!(e.samples, 30);
-    assert!(e.mean < ms(3), "{e:?}");
+    assert!(e.mean < ms(6), "{e:?}");
 }
 
 struct Panicky;
@@ -578,17 +579,59 @@ fn weighted_fair_shares_device_time_by_weight() {
         })
         .collect();
     s.start().unwrap();
-    for h in hs {
-        h.wait().unwrap();
-    }
-    // While both are backlogged (the first 40 dispatches), tenant 2 gets about three of four.
-    let first: Vec<TenantId> = s
+    let device_time: std::collections::HashMap<_, _> = hs
+        .into_iter()
+        .map(|h| {
+            let c = h.wait().unwrap();
+            (c.id, c.device_time)
+        })
+        .collect();
+    // While both are backlogged (the first 40 dispatches), tenant 2 receives about three times
+    // the *measured device time* of tenant 1 (not the request count: sleeps jitter on a busy
+    // host, and the policy charges what was measured).
+    let mut per = [Duration::ZERO; 2];
+    for d in s
         .decisions()
         .iter()
         .filter(|d| matches!(d.action, Action::Dispatched { .. }))
         .take(40)
-        .map(|d| d.tenant)
-        .collect();
-    let t2 = first.iter().filter(|&&t| t == TenantId(2)).count();
-    assert!((27..=33).contains(&t2), "tenant 2 got {t2} of 40");
+    {
+        per[(d.tenant.0 - 1) as usize] += device_time[&d.request];
+    }
+    let ratio = per[1].as_secs_f64() / per[0].as_secs_f64();
+    assert!(
+        (2.0..=4.5).contains(&ratio),
+        "device time tenant2/tenant1 = {ratio:.2} ({per:?})"
+    );
+}
+
+/// A callback that drops the last handle to the scheduler runs on the scheduling thread:
+/// stopping from there must not deadlock, and queued work still gets its outcome.
+#[test]
+fn dropping_the_scheduler_from_its_own_callback_does_not_deadlock() {
+    let s = Arc::new(scheduler(Fifo, 1, 8));
+    s.start().unwrap();
+    let gate = Gate::default();
+    let w = Doubler::with("g", Duration::ZERO, ms(1), Mode::Double, Some(gate.clone()));
+    let (tx, rx) = mpsc::channel();
+    let slot = Arc::new(Mutex::new(Some(s.clone())));
+    let s2 = slot.clone();
+    let tx2 = tx.clone();
+    s.submit_with(Request::new(w.clone(), 1), move |o| {
+        // The last strong handle goes away here, on the scheduling thread.
+        drop(s2.lock().unwrap().take());
+        tx2.send(o.is_ok()).unwrap();
+    })
+    .unwrap();
+    s.submit_with(Request::new(w, 2), move |o| {
+        tx.send(o.is_ok() || matches!(o, Err(RequestError::Cancelled { .. })))
+            .unwrap()
+    })
+    .unwrap();
+    // Only the callback's handle is left when the gated work finishes.
+    drop(s);
+    gate.open();
+    let got: Vec<bool> = rx.iter().take(2).collect();
+    assert_eq!(got, vec![true, true]);
+    assert!(slot.lock().unwrap().is_none());
 }

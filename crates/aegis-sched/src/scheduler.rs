@@ -155,6 +155,23 @@ struct CompletionMsg {
 
 type Inbox<I, O> = BoundedInbox<Submission<I, O>, CompletionMsg>;
 
+/// Posts a request's completion when the stream reaches it, or when the stream drops it
+/// unrun (a poisoned device, or an injected fault on this very item, releases queued work
+/// without running it): either way the loop hears of the request exactly once, and
+/// `finish` then reports the stream's error, so a dispatched request never hangs.
+struct CompletionMarker<I, O> {
+    inbox: Option<Arc<Inbox<I, O>>>,
+    msg: CompletionMsg,
+}
+
+impl<I, O> Drop for CompletionMarker<I, O> {
+    fn drop(&mut self) {
+        if let Some(inbox) = self.inbox.take() {
+            inbox.push_completion(self.msg);
+        }
+    }
+}
+
 struct Shared<I, O> {
     inbox: Arc<Inbox<I, O>>,
     log: DecisionLog,
@@ -835,10 +852,13 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
                 message: panic_message(panic.as_ref()),
             }),
         };
-        let inbox = Arc::clone(&self.shared.inbox);
+        let marker = CompletionMarker {
+            inbox: Some(Arc::clone(&self.shared.inbox)),
+            msg: CompletionMsg { stream: s, id },
+        };
         let marked = stream.record(end).and_then(|()| {
             stream.enqueue_host("aegis-sched.complete", move || {
-                inbox.push_completion(CompletionMsg { stream: s, id });
+                drop(marker);
                 Ok(())
             })
         });

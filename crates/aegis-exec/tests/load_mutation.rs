@@ -83,17 +83,17 @@ fn mutated_models_never_panic() {
             LoadOptions::default()
         };
         // Planning every survivor through the reordering search would dominate the run
-        // time; the plan itself is exercised by the model tests.
-        let opts = LoadOptions {
+        // time: one mutation in eight takes the default (reordering) path.
+        let fast = LoadOptions {
             memory_aware_order: false,
-            ..opts
+            ..opts.clone()
         };
-        let iters = if bytes.len() > 200_000 { 300 } else { 1500 };
+        let iters = if bytes.len() > 200_000 { 300 } else { 1200 };
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ bytes.len() as u64);
-        for _ in 0..iters {
+        for i in 0..iters {
             let m = mutate(&mut rng, &bytes);
-            let r =
-                std::panic::catch_unwind(|| ExecutionGraph::from_bytes(&m, name, &opts).is_ok());
+            let o = if i % 8 == 0 { &opts } else { &fast };
+            let r = std::panic::catch_unwind(|| ExecutionGraph::from_bytes(&m, name, o).is_ok());
             match r {
                 Ok(true) => ok += 1,
                 Ok(false) => {}
@@ -114,5 +114,5 @@ fn mutated_models_never_panic() {
         "mutation smoke: {total} executions, {ok} loaded, {} typed errors",
         total - ok
     );
-    assert!(total >= 5000);
+    assert!(total >= 4000);
 }

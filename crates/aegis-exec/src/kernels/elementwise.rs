@@ -484,6 +484,68 @@ fn check_unary(op: UnaryOp) -> KernelResult<()> {
     Ok(())
 }
 
+/// A loop over elements that [`with_unary`] runs with one closure type per operator, so every
+/// loop is monomorphic and the cheap operators vectorise (a `match` per element does not).
+pub(crate) trait UnaryMap {
+    /// Applies `f` to every element.
+    fn map(self, f: impl Fn(f32) -> f32 + Copy + Sync);
+}
+
+/// In place over a slice (a fused activation).
+pub(crate) struct MapInPlace<'a>(pub(crate) &'a mut [f32]);
+
+impl UnaryMap for MapInPlace<'_> {
+    #[inline(always)]
+    fn map(self, f: impl Fn(f32) -> f32 + Copy + Sync) {
+        for v in self.0 {
+            *v = f(*v);
+        }
+    }
+}
+
+/// From a source slice into a destination of the same length.
+struct MapFrom<'a>(&'a [f32], &'a mut [f32]);
+
+impl UnaryMap for MapFrom<'_> {
+    #[inline(always)]
+    fn map(self, f: impl Fn(f32) -> f32 + Copy + Sync) {
+        for (o, &v) in self.1.iter_mut().zip(self.0) {
+            *o = f(v);
+        }
+    }
+}
+
+/// Calls `m.map` with `op` as a closure of its own type (the variant fixed, so `apply_unary`'s
+/// `match` folds away inside the loop).
+#[inline(always)]
+pub(crate) fn with_unary(op: UnaryOp, m: impl UnaryMap) {
+    use UnaryOp as U;
+    match op {
+        U::Relu => m.map(|x| apply_unary(U::Relu, x)),
+        U::Sigmoid => m.map(|x| apply_unary(U::Sigmoid, x)),
+        U::Tanh => m.map(|x| apply_unary(U::Tanh, x)),
+        U::Erf => m.map(|x| apply_unary(U::Erf, x)),
+        U::Sqrt => m.map(|x| apply_unary(U::Sqrt, x)),
+        U::Gelu(GeluApprox::None) => m.map(|x| apply_unary(U::Gelu(GeluApprox::None), x)),
+        U::Gelu(GeluApprox::Tanh) => m.map(|x| apply_unary(U::Gelu(GeluApprox::Tanh), x)),
+        U::HardSigmoid { alpha, beta } => {
+            m.map(move |x| apply_unary(U::HardSigmoid { alpha, beta }, x))
+        }
+        U::HardSwish => m.map(|x| apply_unary(U::HardSwish, x)),
+        U::Clip { min, max } => m.map(move |x| apply_unary(U::Clip { min, max }, x)),
+        U::LeakyRelu { alpha } => m.map(move |x| apply_unary(U::LeakyRelu { alpha }, x)),
+        U::Neg => m.map(|x| apply_unary(U::Neg, x)),
+        U::Abs => m.map(|x| apply_unary(U::Abs, x)),
+        U::Exp => m.map(|x| apply_unary(U::Exp, x)),
+        U::Log => m.map(|x| apply_unary(U::Log, x)),
+        U::Reciprocal => m.map(|x| apply_unary(U::Reciprocal, x)),
+        U::Floor => m.map(|x| apply_unary(U::Floor, x)),
+        U::Ceil => m.map(|x| apply_unary(U::Ceil, x)),
+        U::Round => m.map(|x| apply_unary(U::Round, x)),
+        U::Identity => m.map(|x| x),
+    }
+}
+
 /// Applies `op` elementwise: `out[i] = op(x[i])`. `x` and `out` have the same length
 /// (any shape). Parallel over contiguous chunks; deterministic for any `threads`.
 ///
@@ -494,21 +556,10 @@ pub fn unary_f32(op: UnaryOp, x: &[f32], out: &mut [f32], threads: usize) -> Ker
     check_unary(op)?;
     par_chunks(out, 1, threads, PAR_MIN_ELEMS, |first, piece| {
         let src = &x[first..first + piece.len()];
-        // Each variant gets its own monomorphic loop so the cheap ones vectorise.
-        macro_rules! run {
-            ($($p:pat),*) => {
-                match op {
-                    $($p => for (o, &v) in piece.iter_mut().zip(src) { *o = apply_unary(op, v) },)*
-                }
-            };
-        }
-        match op {
-            UnaryOp::Relu => piece
-                .iter_mut()
-                .zip(src)
-                .for_each(|(o, &v)| *o = v.max(0.0)),
-            UnaryOp::Identity => piece.copy_from_slice(src),
-            _ => run!(_),
+        if op == UnaryOp::Identity {
+            piece.copy_from_slice(src);
+        } else {
+            with_unary(op, MapFrom(src, piece));
         }
     });
     Ok(())
@@ -523,7 +574,9 @@ pub fn unary_f32_inplace(op: UnaryOp, data: &mut [f32], threads: usize) -> Kerne
     if op == UnaryOp::Identity {
         return Ok(());
     }
-    map_inplace(data, threads, |v| apply_unary(op, v));
+    par_chunks(data, 1, threads, PAR_MIN_ELEMS, |_, piece| {
+        with_unary(op, MapInPlace(piece));
+    });
     Ok(())
 }
 

@@ -42,7 +42,7 @@ fn load_case(name: &str) -> Case {
     } else {
         "model.onnx"
     };
-    let graph = Arc::new(ExecutionGraph::load(&dir.join(model), &opts).unwrap());
+    let graph = Arc::new(ExecutionGraph::load(dir.join(model), &opts).unwrap());
     let n_in = meta["inputs"].as_array().unwrap().len();
     let n_out = meta["outputs"].as_array().unwrap().len();
     let inputs = (0..n_in)

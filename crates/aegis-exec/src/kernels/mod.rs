@@ -15,8 +15,9 @@
 //!   [`aegis_cuda::ErrorCategory::Permanent`]) instead of panicking.
 //! - bool tensors are `u8` (0/1). Integer ops wrap on overflow; integer division/modulo by
 //!   zero is an error.
-//! - `threads` (heavy kernels): 1 = run on the caller; n > 1 = up to n scoped threads
-//!   (`std::thread::scope`, no global pool). **Results are bit-identical for every `threads`**:
+//! - `threads` (heavy kernels): 1 = run on the caller; n > 1 = up to n pieces, n - 1 of them
+//!   on rayon's global pool of parked workers (one per core), the last on the caller.
+//!   **Results are bit-identical for every `threads`**:
 //!   work is split only along output elements, never inside a reduction, and GEMM work is cut
 //!   into tiles fixed by the shapes alone, each one single-threaded
 //!   [`aegis_cuda::host_sgemm`] call (the `gemm` crate; `unsafe` lives in aegis-cuda's `raw`).
@@ -71,6 +72,7 @@
 //!   `batch_norm_coefficients(scale, bias, mean, var, epsilon) -> (a, b)`,
 //!   `channel_affine(x, x_shape, a, b, out, threads)`
 //! - `layer_norm(x, x_shape, axis, scale, bias: Option, epsilon, out, threads)`
+//! - `layer_norm_stats(x, x_shape, axis, epsilon, mean: Option, inv_std_dev: Option)`
 //! - `softmax(SoftmaxKind::{Softmax, LogSoftmax}, x, x_shape, axis, out, threads)` (opset 13+),
 //!   `softmax_legacy(kind, x, x_shape, axis, out, threads)` (opset < 13: flatten at `axis`)
 //! - `reduce_output_shape(x_shape, axes, keepdims)`,
@@ -124,8 +126,8 @@ pub use elementwise::{
 pub use error::{KernelError, KernelResult};
 pub use matmul::{gemm, matmul, matmul_output_shape, GemmAttrs};
 pub use norm::{
-    batch_norm, batch_norm_coefficients, channel_affine, layer_norm, reduce, reduce_output_shape,
-    softmax, softmax_legacy, ReduceOp, SoftmaxKind,
+    batch_norm, batch_norm_coefficients, channel_affine, layer_norm, layer_norm_stats, reduce,
+    reduce_output_shape, softmax, softmax_legacy, ReduceOp, SoftmaxKind,
 };
 pub use pool::{global_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind};
 pub use resize::{resize, CoordTransform, NearestMode, ResizeMode};

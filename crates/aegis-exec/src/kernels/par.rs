@@ -1,9 +1,12 @@
-//! Deterministic data-parallel helpers over `std::thread::scope`.
+//! Deterministic data-parallel helpers over rayon's global pool.
 //!
 //! Work is only ever split along *output* elements: every output element is computed by
 //! exactly the same code and in the same order whatever the thread count, so results are
-//! bit-identical for any `threads`. No global pool: each call spawns `threads - 1` scoped
-//! threads and runs the last share itself.
+//! bit-identical for any `threads`. Each call hands `threads - 1` pieces to the pool's parked
+//! workers ([`rayon::in_place_scope`]) and runs the last piece on the calling thread, which
+//! then waits for the others. A pool, not a thread per piece: a model runs hundreds of
+//! kernels per inference, and spawning OS threads for each cost more than small kernels do.
+//! The pool has one worker per core (rayon's default); `threads` above that just queues.
 
 /// Splits `out` into at most `threads` contiguous pieces whose lengths are multiples of `unit`
 /// (except possibly the last) and runs `f(first_unit_index, piece)` on each, in parallel.
@@ -23,11 +26,11 @@ pub(crate) fn par_chunks<T: Send>(
         return;
     }
     let per = units.div_ceil(threads);
-    std::thread::scope(|s| {
+    // A panicking piece is a kernel bug; the scope re-raises it on the caller.
+    rayon::in_place_scope(|s| {
         let f = &f;
         let mut rest = out;
         let mut first = 0;
-        let mut spawned = Vec::with_capacity(threads);
         while !rest.is_empty() {
             let take = (per * unit).min(rest.len());
             let (piece, tail) = rest.split_at_mut(take);
@@ -37,13 +40,7 @@ pub(crate) fn par_chunks<T: Send>(
             if rest.is_empty() {
                 f(start, piece);
             } else {
-                spawned.push(s.spawn(move || f(start, piece)));
-            }
-        }
-        for h in spawned {
-            // A panicking worker is a kernel bug; re-raise it on the caller.
-            if let Err(p) = h.join() {
-                std::panic::resume_unwind(p);
+                s.spawn(move |_| f(start, piece));
             }
         }
     });
@@ -68,14 +65,15 @@ pub(crate) fn par_chunks_scratch<T: Send, S: Send, E: Send>(
         return f(0, out, &mut scratch[..n]);
     }
     let per = units.div_ceil(workers);
-    std::thread::scope(|s| {
+    // One result slot per piece, so the first error in chunk order wins whatever finishes first.
+    let mut results: Vec<Result<(), E>> = (0..workers).map(|_| Ok(())).collect();
+    rayon::in_place_scope(|s| {
         let f = &f;
         let mut rest = out;
         let mut scr = scratch;
         let mut first = 0;
-        let mut spawned = Vec::with_capacity(workers);
-        let mut last = Ok(());
-        while !rest.is_empty() {
+        // `workers` pieces of `per` units cover every unit, one slot each.
+        for slot in results.iter_mut() {
             let take = (per * unit).min(rest.len());
             let (piece, tail) = rest.split_at_mut(take);
             rest = tail;
@@ -84,24 +82,13 @@ pub(crate) fn par_chunks_scratch<T: Send, S: Send, E: Send>(
             let start = first;
             first += per;
             if rest.is_empty() {
-                last = f(start, piece, sp);
-            } else {
-                spawned.push(s.spawn(move || f(start, piece, sp)));
+                *slot = f(start, piece, sp);
+                break;
             }
+            s.spawn(move |_| *slot = f(start, piece, sp));
         }
-        let mut result = Ok(());
-        for h in spawned {
-            match h.join() {
-                Ok(r) => {
-                    if result.is_ok() {
-                        result = r;
-                    }
-                }
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        }
-        result.and(last)
-    })
+    });
+    results.into_iter().collect()
 }
 
 /// Workers [`par_chunks_scratch`] uses for `units` units: never more than the units, and the
@@ -128,21 +115,15 @@ pub(crate) fn par_workers<W: Send, E: Send>(
     if items.is_empty() {
         return f(last);
     }
-    std::thread::scope(|s| {
+    let mut results: Vec<Result<(), E>> = (0..items.len()).map(|_| Ok(())).collect();
+    let mut mine = Ok(());
+    rayon::in_place_scope(|s| {
         let f = &f;
-        let spawned: Vec<_> = items.into_iter().map(|w| s.spawn(move || f(w))).collect();
-        let mine = f(last);
-        let mut result = Ok(());
-        for h in spawned {
-            match h.join() {
-                Ok(r) => {
-                    if result.is_ok() {
-                        result = r;
-                    }
-                }
-                Err(p) => std::panic::resume_unwind(p),
-            }
+        for (w, slot) in items.into_iter().zip(results.iter_mut()) {
+            s.spawn(move |_| *slot = f(w));
         }
-        result.and(mine)
-    })
+        mine = f(last);
+    });
+    results.push(mine);
+    results.into_iter().collect()
 }

@@ -390,6 +390,42 @@ impl NodeKernel {
             }
             return Ok(());
         }
+        if matches!(op, Op::Pow) && self.ins.len() == 2 && dt(0) != dt(1) {
+            // Opset 12+ Pow may mix types: numpy computes in f64 and casts to the base's type.
+            let e: Vec<f64> = match dt(1) {
+                DType::F32 => f32s(l, inb(1))?.iter().map(|&v| f64::from(v)).collect(),
+                DType::I32 => i32s(l, inb(1))?.iter().map(|&v| f64::from(v)).collect(),
+                DType::I64 => i64s(l, inb(1))?.iter().map(|&v| v as f64).collect(),
+                other => return Err(DispatchError::Unsupported(format!("{l} exponent {other}"))),
+            };
+            let es = shape(1);
+            match dt(0) {
+                DType::F32 => {
+                    let base: Vec<f32> = match self.alias {
+                        Some(0) => f32s(l, &writes[0])?.to_vec(),
+                        _ => f32s(l, inb(0))?.to_vec(),
+                    };
+                    let out = f32s_mut(l, &mut writes[0])?;
+                    k::broadcast_binary(l, &base, shape(0), &e, es, out, t, |x: f32, y| {
+                        f64::from(x).powf(y) as f32
+                    })?;
+                }
+                DType::I32 => {
+                    let out = i32s_mut(l, &mut writes[0])?;
+                    k::broadcast_binary(l, i32s(l, inb(0))?, shape(0), &e, es, out, t, |x, y| {
+                        f64::from(x).powf(y) as i32
+                    })?;
+                }
+                DType::I64 => {
+                    let out = i64s_mut(l, &mut writes[0])?;
+                    k::broadcast_binary(l, i64s(l, inb(0))?, shape(0), &e, es, out, t, |x, y| {
+                        (x as f64).powf(y) as i64
+                    })?;
+                }
+                other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
+            }
+            return Ok(());
+        }
         if let Some(b) = binary_of(op) {
             match (self.alias, dt(0)) {
                 (Some(ai), DType::F32) => {
@@ -996,6 +1032,22 @@ impl NodeKernel {
                     f32s_mut(l, &mut writes[0])?,
                     t,
                 )?;
+                // Optional outputs Mean and InvStdDev, when the model asks for them.
+                if let Some((_, stats)) = writes.split_first_mut().filter(|(_, r)| !r.is_empty()) {
+                    let (mean, rest) = stats.split_at_mut(1);
+                    let inv = match rest.first_mut() {
+                        Some(w) => Some(f32s_mut(l, w)?),
+                        None => None,
+                    };
+                    k::layer_norm_stats(
+                        f32s(l, inb(0))?,
+                        shape(0),
+                        *axis,
+                        *epsilon,
+                        Some(f32s_mut(l, &mut mean[0])?),
+                        inv,
+                    )?;
+                }
             }
             other => return Err(DispatchError::Unsupported(other.onnx_name().to_owned())),
         }

@@ -152,14 +152,7 @@ pub fn layer_norm(
     par_chunks(out, inner, threads, (1 << 14) / inner, |first, piece| {
         for (i, row) in piece.chunks_mut(inner).enumerate() {
             let xr = &x[(first + i) * inner..(first + i + 1) * inner];
-            let mean = xr.iter().map(|&v| f64::from(v)).sum::<f64>() / inner as f64;
-            let var = xr
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / inner as f64;
-            let inv = (1.0 / (var + f64::from(epsilon)).sqrt()) as f32;
-            let mean = mean as f32;
+            let (mean, inv) = row_stats(xr, epsilon);
             for (j, (o, &v)) in row.iter_mut().zip(xr).enumerate() {
                 let s = scale[if scale.len() == 1 { 0 } else { j }];
                 let b = bias.map_or(0.0, |b| b[if b.len() == 1 { 0 } else { j }]);
@@ -167,6 +160,67 @@ pub fn layer_norm(
             }
         }
     });
+    Ok(())
+}
+
+/// Mean and `1 / sqrt(var + epsilon)` of one normalised row, accumulated in f64.
+fn row_stats(xr: &[f32], epsilon: f32) -> (f32, f32) {
+    let n = xr.len() as f64;
+    let mean = xr.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = xr
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    (
+        mean as f32,
+        (1.0 / (var + f64::from(epsilon)).sqrt()) as f32,
+    )
+}
+
+/// `LayerNormalization`'s optional outputs 1 and 2: per normalised row (axes `[axis, rank)`),
+/// the mean and `1 / sqrt(var + epsilon)`, exactly the values [`layer_norm`] uses. Each
+/// requested buffer holds one value per row (`prod(x_shape[..axis])`).
+///
+/// # Errors
+/// Axis out of range or length mismatches.
+pub fn layer_norm_stats(
+    x: &[f32],
+    x_shape: &[usize],
+    axis: usize,
+    epsilon: f32,
+    mut mean: Option<&mut [f32]>,
+    mut inv_std_dev: Option<&mut [f32]>,
+) -> KernelResult<()> {
+    const OP: &str = "LayerNormalization";
+    if axis >= x_shape.len() {
+        return Err(invalid(
+            OP,
+            "axis",
+            format!("{axis} for rank {}", x_shape.len()),
+        ));
+    }
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    let inner: usize = x_shape[axis..].iter().product();
+    let rows: usize = x_shape[..axis].iter().product();
+    if let Some(m) = mean.as_deref() {
+        check_len(OP, "Mean", m.len(), rows)?;
+    }
+    if let Some(s) = inv_std_dev.as_deref() {
+        check_len(OP, "InvStdDev", s.len(), rows)?;
+    }
+    if inner == 0 {
+        return Ok(());
+    }
+    for (r, xr) in x.chunks_exact(inner).enumerate() {
+        let (m, inv) = row_stats(xr, epsilon);
+        if let Some(out) = mean.as_deref_mut() {
+            out[r] = m;
+        }
+        if let Some(out) = inv_std_dev.as_deref_mut() {
+            out[r] = inv;
+        }
+    }
     Ok(())
 }
 

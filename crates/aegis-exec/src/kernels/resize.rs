@@ -16,7 +16,8 @@ pub enum CoordTransform {
     HalfPixelSymmetric,
     /// `HalfPixel` unless the output extent is 1 (then 0).
     PytorchHalfPixel,
-    /// `x * (in - 1) / (out - 1)` (0 when out is 1).
+    /// `x * (in - 1) / (scale * in - 1)` (0 when out is 1; `scale * in` is the output extent
+    /// when sizes were given).
     AlignCorners,
     /// `x / scale`.
     Asymmetric,
@@ -64,10 +65,13 @@ fn original_coord(ct: CoordTransform, o: usize, scale: f32, in_len: usize, out_l
             }
         }
         CoordTransform::AlignCorners => {
-            if out_len == 1 {
+            // ONNX's reference divides by the unrounded `scale * in_len`, which differs from
+            // the output extent when a scale (not a size) was given.
+            let resized = scale * in_len as f32;
+            if out_len == 1 || resized <= 1.0 {
                 0.0
             } else {
-                x * (in_len as f32 - 1.0) / (out_len as f32 - 1.0)
+                x * (in_len as f32 - 1.0) / (resized - 1.0)
             }
         }
         CoordTransform::Asymmetric => x / scale,

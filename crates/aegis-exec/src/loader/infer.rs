@@ -1360,16 +1360,8 @@ fn resize(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             "ceil" => NearestMode::Ceil,
             other => return Err(c.invalid(format!("unsupported nearest_mode '{other}'"))),
         };
-        if c.opset >= 18 {
-            if c.attr_bool_or("antialias", false)? {
-                return Err(c.invalid("antialias=1 is not supported"));
-            }
-            let policy = c.attr_string_or("keep_aspect_ratio_policy", "stretch")?;
-            if policy != "stretch" {
-                return Err(c.invalid(format!(
-                    "keep_aspect_ratio_policy '{policy}' is not supported"
-                )));
-            }
+        if c.opset >= 18 && c.attr_bool_or("antialias", false)? {
+            return Err(c.invalid("antialias=1 is not supported"));
         }
         // An empty scales/sizes tensor means "not given" (opset 11/12 exporters).
         let scales = c.const_floats(2)?.filter(|s| !s.is_empty());
@@ -1385,6 +1377,22 @@ fn resize(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             v
         }
         None => (0..r).collect(),
+    };
+    // Opset 18+: with sizes, "not_larger"/"not_smaller" keep the aspect ratio with one scale.
+    let keep_aspect: Option<bool> = if c.opset >= 18 {
+        match c
+            .attr_string_or("keep_aspect_ratio_policy", "stretch")?
+            .as_str()
+        {
+            "stretch" => None,
+            "not_larger" => Some(true),
+            "not_smaller" => Some(false),
+            other => {
+                return Err(c.invalid(format!("unsupported keep_aspect_ratio_policy '{other}'")))
+            }
+        }
+    } else {
+        None
     };
     let mut out_scales = vec![1.0f32; r];
     let mut shape = x.shape.clone();
@@ -1411,13 +1419,37 @@ fn resize(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
                 return Err(c.invalid(format!("{} sizes for {} axes", sz.len(), axes.len())));
             }
             let sz = c.non_negative("sizes", &sz)?;
-            for (j, &a) in axes.iter().enumerate() {
-                shape[a] = sz[j];
-                out_scales[a] = if x.shape[a] == 0 {
-                    1.0
+            if let Some(not_larger) = keep_aspect {
+                if axes.iter().any(|&a| x.shape[a] == 0) {
+                    return Err(c.invalid("keep_aspect_ratio_policy on an empty axis"));
+                }
+                let ratios = axes
+                    .iter()
+                    .zip(&sz)
+                    .map(|(&a, &s)| s as f64 / x.shape[a] as f64);
+                let scale = if not_larger {
+                    ratios.fold(f64::INFINITY, f64::min)
                 } else {
-                    sz[j] as f32 / x.shape[a] as f32
+                    ratios.fold(0.0, f64::max)
                 };
+                for &a in &axes {
+                    // ONNX rounds half up here.
+                    let o = (scale * x.shape[a] as f64 + 0.5).floor();
+                    if o > (u32::MAX as f64) {
+                        return Err(c.overflow("resize output extent"));
+                    }
+                    shape[a] = o as usize;
+                    out_scales[a] = scale as f32;
+                }
+            } else {
+                for (j, &a) in axes.iter().enumerate() {
+                    shape[a] = sz[j];
+                    out_scales[a] = if x.shape[a] == 0 {
+                        1.0
+                    } else {
+                        sz[j] as f32 / x.shape[a] as f32
+                    };
+                }
             }
         }
         (Some(_), Some(_)) => return Err(c.invalid("both scales and sizes are given")),
@@ -1494,12 +1526,21 @@ fn layer_norm(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         inputs.push(2);
     }
     let epsilon = c.attr_float_or("epsilon", 1e-5)?;
-    Ok(node(
-        Op::LayerNormalization { axis, epsilon },
+    // Optional outputs Mean and InvStdDev: one value per normalised row, reduced axes kept.
+    let mut outputs = vec![(DType::F32, x.shape.clone())];
+    let stats: Vec<usize> = x.shape[..axis]
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(1, x.rank() - axis))
+        .collect();
+    for _ in 1..c.num_outputs.min(3) {
+        outputs.push((DType::F32, stats.clone()));
+    }
+    Ok(Inferred::Node {
+        op: Op::LayerNormalization { axis, epsilon },
         inputs,
-        DType::F32,
-        x.shape.clone(),
-    ))
+        outputs,
+    })
 }
 
 fn range(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {

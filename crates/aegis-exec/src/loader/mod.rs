@@ -32,7 +32,7 @@ use node::{Inferred, NodeCtx, Value};
 use tensor::{checked_bytes, decode_tensor, ExternalBase};
 
 /// Lowest and highest default-domain opset we accept.
-pub const OPSET_RANGE: std::ops::RangeInclusive<i64> = 7..=21;
+pub const OPSET_RANGE: std::ops::RangeInclusive<i64> = 7..=22;
 
 /// How to load a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -655,7 +655,35 @@ impl Loader<'_> {
                 if let Some(out) = declared.first().filter(|o| !o.is_empty()) {
                     self.alias.insert(out.clone(), src.clone());
                 }
-                mark_rest(self, 1);
+                // Inference Dropout's mask (output 1, bool since opset 10) is all true: a
+                // load-time constant.
+                let mut handled = 1;
+                let mask = declared.get(1).filter(|o| !o.is_empty());
+                if let (Some(mask), "Dropout", true) = (mask, n.op_type.as_str(), self.opset >= 10)
+                {
+                    let shape = self
+                        .values
+                        .get(src)
+                        .map(|v| v.shape.clone())
+                        .unwrap_or_default();
+                    let bytes = checked_bytes(&shape, DType::Bool)
+                        .filter(|&b| b <= tensor::MAX_CONSTANT_BYTES && b <= self.const_budget)
+                        .ok_or_else(|| ExecError::Overflow {
+                            model: self.model.to_owned(),
+                            what: format!("Dropout mask of shape {shape:?} (node {name})"),
+                        })?;
+                    self.const_budget -= bytes;
+                    self.values.insert(
+                        mask.clone(),
+                        Value {
+                            dtype: DType::Bool,
+                            shape,
+                            konst: Some(Arc::new(TensorData::Bool(vec![1; bytes as usize]))),
+                        },
+                    );
+                    handled = 2;
+                }
+                mark_rest(self, handled);
             }
             Inferred::Const(list) => {
                 let produced = list.len();

@@ -338,8 +338,9 @@ pub enum Op {
         /// Opset < 13 coercion to 2-D.
         flatten_2d: bool,
     },
-    /// Layer normalization over axes `axis..rank` (opset 17+; only output 0 is supported).
-    /// Inputs: `x, scale, bias?` (`scale`/`bias` broadcast to `shape[axis..]`).
+    /// Layer normalization over axes `axis..rank` (opset 17+). Inputs: `x, scale, bias?`
+    /// (`scale`/`bias` broadcast to `shape[axis..]`). Outputs: `y`, and when the model declares
+    /// them `mean?` and `inv_std_dev?` (shape `shape[..axis]` then 1s; stash_type float).
     LayerNormalization {
         /// First normalized axis.
         axis: usize,

@@ -601,3 +601,37 @@ fn onnx_backend_node_tests() {
         problems.join("\n")
     );
 }
+
+/// Every model of the suite, selected or not (unsupported ops, dtypes, sequences, optional
+/// types, functions ...), loads or is rejected with a typed error; none panics.
+#[test]
+fn every_node_test_model_loads_or_is_a_typed_error() {
+    let dir = node_dir();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("model.onnx"))
+        .filter(|p| p.is_file())
+        .collect();
+    names.sort();
+    let (mut loaded, mut rejected) = (0usize, 0usize);
+    let mut panics = Vec::new();
+    for path in &names {
+        match catch_unwind(|| ExecutionGraph::load(path, &LoadOptions::default()).is_ok()) {
+            Ok(true) => loaded += 1,
+            Ok(false) => rejected += 1,
+            Err(_) => panics.push(path.display().to_string()),
+        }
+    }
+    println!(
+        "{} node-test models: {loaded} loaded, {rejected} typed errors, {} panics",
+        names.len(),
+        panics.len()
+    );
+    assert!(!names.is_empty());
+    assert!(
+        panics.is_empty(),
+        "the loader panicked on:\n{}",
+        panics.join("\n")
+    );
+}

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use aegis_cuda::sync::{lock, Arc, Mutex};
+use std::sync::Arc;
+
+use aegis_cuda::sync::{lock, Mutex};
 use aegis_cuda::Device;
 use aegis_exec::{ExecOptions, ExecutionGraph};
 

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use aegis_cuda::sync::{lock, Arc, Mutex};
+use std::sync::Arc;
+
+use aegis_cuda::sync::{lock, Mutex};
 use aegis_cuda::{Categorized, CudaError, ErrorCategory, Stream, StreamPriority};
 use aegis_exec::{
     ExecError, ExecOptions, ExecutionGraph, Executor, HostTensor, MemoryRequirement, PreparedModel,

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use aegis_cuda::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
+use std::sync::Arc;
+
+use aegis_cuda::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
 use aegis_cuda::{Categorized, ErrorCategory};
 
 use crate::state::{ContextEvent, StateCell};

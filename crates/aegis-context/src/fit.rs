@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use aegis_cuda::sync::Arc;
 use aegis_exec::{ExecOptions, ExecutionGraph};
+use std::sync::Arc;
 
 use crate::budget::BudgetLimits;
 use crate::context::{options_for, requirement_for};
@@ -136,12 +136,22 @@ impl fmt::Display for FitReport {
                 if e.fits_budget { "yes" } else { "NO" }
             )?;
         }
+        let over = self.models.iter().filter(|e| !e.fits_budget).count();
         writeln!(
             f,
-            "total {} of {} device memory: {}",
+            "total {} of {} device memory: {}{}",
             fmt_bytes(self.total_bytes),
             fmt_bytes(self.device_memory),
-            if self.fits { "fits" } else { "DOES NOT FIT" }
+            if self.total_bytes <= self.device_memory {
+                "fits the device"
+            } else {
+                "DOES NOT FIT the device"
+            },
+            if over > 0 {
+                format!("; {over} model(s) OVER BUDGET")
+            } else {
+                String::new()
+            }
         )?;
         write!(
             f,
@@ -156,6 +166,11 @@ impl fmt::Display for FitReport {
             } else {
                 "does not fit"
             }
+        )?;
+        write!(
+            f,
+            "verdict: {}",
+            if self.fits { "FITS" } else { "DOES NOT FIT" }
         )
     }
 }

@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aegis_cuda::sync::{lock, Arc, Mutex};
+use std::sync::Arc;
+
+use aegis_cuda::sync::{lock, Mutex};
 use aegis_cuda::{Device, DeviceInfo, HostDeviceOptions};
 use aegis_exec::{ExecOptions, ExecutionGraph, HostTensor, LoadOptions};
 use aegis_sched::primitives::CompletionCell;

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use aegis_cuda::sync::Arc;
 use aegis_cuda::{CudaError, ErrorCategory, Stream};
 use aegis_exec::{ExecError, Executor, HostTensor};
 use aegis_sched::{
     Candidate, CandidateQueue, Choice, Collect, Feedback, PolicyContext, RequestId,
     SchedulingPolicy, TenantId, Workload, WorkloadError,
 };
+use std::sync::Arc;
 
 use crate::context::{ExecutionContext, Run};
 

@@ -4,7 +4,9 @@
 #![cfg(loom)]
 
 use aegis_context::{BudgetLimits, ResourceBudget};
-use aegis_cuda::sync::{thread, Arc};
+use std::sync::Arc;
+
+use aegis_cuda::sync::thread;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();

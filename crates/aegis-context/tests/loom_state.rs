@@ -5,7 +5,9 @@
 
 use aegis_context::state::{StateCell, TicketRefusal};
 use aegis_context::{ContextEvent, ContextState};
-use aegis_cuda::sync::{thread, Arc};
+use std::sync::Arc;
+
+use aegis_cuda::sync::thread;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();

@@ -1,0 +1,245 @@
+//! Helpers shared by the subcommands: loading, devices, inputs, summaries, percentiles.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aegis_cuda::{Device, HostDeviceOptions};
+use aegis_exec::{DType, ExecutionGraph, HostTensor, LoadOptions};
+
+use crate::{BackendArg, CliResult, ModelArgs};
+
+/// Load options from `--shape NAME=DIMS` flags.
+pub fn load_options(shapes: &[String]) -> CliResult<LoadOptions> {
+    let mut o = LoadOptions::default();
+    for s in shapes {
+        let (name, dims) = aegis_exec::parse_input_shape(s).map_err(|e| e.to_string())?;
+        o = o.with_input_shape(name, dims);
+    }
+    Ok(o)
+}
+
+/// Loads the model file into a graph.
+pub fn load_graph(model: &ModelArgs) -> CliResult<Arc<ExecutionGraph>> {
+    if !model.model.exists() {
+        return Err(format!(
+            "model file {} does not exist",
+            model.model.display()
+        ));
+    }
+    let opts = load_options(&model.shapes)?;
+    ExecutionGraph::load(&model.model, &opts)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// The device for `--backend`.
+pub fn device(backend: BackendArg, threads: usize) -> CliResult<Device> {
+    match backend {
+        BackendArg::Host => Ok(Device::host_with(HostDeviceOptions {
+            threads,
+            ..HostDeviceOptions::default()
+        })),
+        BackendArg::Cuda => Device::cuda(0).map_err(|e| e.to_string()),
+    }
+}
+
+/// Default kernel threads: all cores.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// A small deterministic generator (SplitMix64), so generated inputs are the same everywhere.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded.
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A generated input for `info`: floats uniform in [0, 1), integers zero, booleans false.
+pub fn generate_input(dtype: DType, shape: &[usize], byte_size: u64, rng: &mut Rng) -> HostTensor {
+    if dtype == DType::F32 {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| rng.unit() as f32).collect();
+        if let Ok(t) = HostTensor::from_f32(shape.to_vec(), &data) {
+            return t;
+        }
+    }
+    HostTensor {
+        dtype,
+        shape: shape.to_vec(),
+        data: vec![0; usize::try_from(byte_size).unwrap_or(0)],
+    }
+}
+
+/// Every input of `graph`, from `--input NAME=FILE` flags or generated with `seed`. Returns
+/// the tensors and, for each generated one, a line saying so.
+pub fn inputs_for(
+    graph: &ExecutionGraph,
+    given: &[String],
+    seed: u64,
+) -> CliResult<(Vec<HostTensor>, Vec<String>)> {
+    let mut files = std::collections::BTreeMap::new();
+    for g in given {
+        let (name, file) = g
+            .split_once('=')
+            .ok_or_else(|| format!("--input `{g}`: expected NAME=FILE"))?;
+        files.insert(name.to_owned(), file.to_owned());
+    }
+    let names: Vec<String> = graph
+        .inputs()
+        .iter()
+        .map(|&t| graph.tensor(t).name.clone())
+        .collect();
+    if let Some(unknown) = files.keys().find(|k| !names.contains(k)) {
+        return Err(format!(
+            "--input {unknown}: the model has no such input (inputs: {})",
+            names.join(", ")
+        ));
+    }
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    for &t in graph.inputs() {
+        let info = graph.tensor(t);
+        match files.get(&info.name) {
+            Some(file) => {
+                let tensor = HostTensor::read(Path::new(file)).map_err(|e| e.to_string())?;
+                if tensor.shape != info.shape || tensor.dtype != info.dtype {
+                    return Err(format!(
+                        "input {} from {file}: {} {:?}, the model expects {} {:?}",
+                        info.name, tensor.dtype, tensor.shape, info.dtype, info.shape
+                    ));
+                }
+                out.push(tensor);
+            }
+            None => {
+                let what = if info.dtype == DType::F32 {
+                    format!("uniform [0,1), seed {seed}")
+                } else {
+                    "zeros".to_owned()
+                };
+                notes.push(format!(
+                    "input {}: generated {} {:?} ({what})",
+                    info.name, info.dtype, info.shape
+                ));
+                out.push(generate_input(
+                    info.dtype,
+                    &info.shape,
+                    info.byte_size,
+                    &mut rng,
+                ));
+            }
+        }
+    }
+    Ok((out, notes))
+}
+
+/// `min/max/mean` and the first values of a tensor, one line.
+pub fn summarize(t: &HostTensor) -> String {
+    let values: Option<Vec<f64>> = match t.dtype {
+        DType::F32 => t
+            .to_f32()
+            .ok()
+            .map(|v| v.into_iter().map(f64::from).collect()),
+        DType::I64 => bytes_as::<8>(&t.data).map(|v| {
+            v.into_iter()
+                .map(|b| i64::from_le_bytes(b) as f64)
+                .collect()
+        }),
+        DType::I32 => bytes_as::<4>(&t.data).map(|v| {
+            v.into_iter()
+                .map(|b| i32::from_le_bytes(b) as f64)
+                .collect()
+        }),
+        _ => None,
+    };
+    let Some(v) = values.filter(|v| !v.is_empty()) else {
+        return format!("{} bytes", t.data.len());
+    };
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let first: Vec<String> = v.iter().take(5).map(|x| format!("{x:.6}")).collect();
+    let argmax = v
+        .iter()
+        .enumerate()
+        .fold(
+            (0, f64::NEG_INFINITY),
+            |a, (i, &x)| if x > a.1 { (i, x) } else { a },
+        )
+        .0;
+    format!(
+        "min {min:.6}  max {max:.6}  mean {mean:.6}  argmax {argmax}  first [{}{}]",
+        first.join(", "),
+        if v.len() > 5 { ", ..." } else { "" }
+    )
+}
+
+fn bytes_as<const N: usize>(data: &[u8]) -> Option<Vec<[u8; N]>> {
+    if !data.len().is_multiple_of(N) {
+        return None;
+    }
+    Some(
+        data.chunks_exact(N)
+            .map(|c| {
+                let mut a = [0u8; N];
+                a.copy_from_slice(c);
+                a
+            })
+            .collect(),
+    )
+}
+
+/// The `q`-quantile (nearest rank) of sorted durations.
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Milliseconds with 3 decimals.
+pub fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+/// A file-name-safe version of a tensor name.
+pub fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// True when stderr is a terminal (progress bars are drawn only then).
+pub fn stderr_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}

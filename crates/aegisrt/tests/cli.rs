@@ -1,0 +1,276 @@
+//! The built `aegisrt` binary on small shared models: exit codes, one-line errors, the
+//! trace file parses and holds what it promises, the SVG is well-formed.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aegisrt"))
+}
+
+fn models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models")
+}
+
+fn model(name: &str) -> String {
+    models()
+        .join(name)
+        .join("model.onnx")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("aegisrt-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A failure is exactly one `error:` line, no panic, no backtrace.
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let (_, err) = text(o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(needle), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_prints_outputs_and_writes_a_trace() {
+    let trace = tmp("run.trace.json");
+    let out_dir = tmp("outs");
+    let input = models().join("ppocr-mobile-v2-cls/input_0.npy");
+    let o = run(&[
+        "run",
+        &model("ppocr-mobile-v2-cls"),
+        "--shape",
+        "x=1,3,48,192",
+        "--input",
+        &format!("x={}", input.display()),
+        "--threads",
+        "2",
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("save_infer_model/scale_0.tmp_1: f32 [1, 2]"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("generated"), "the input was given");
+    let written = out_dir.join("save_infer_model_scale_0.tmp_1.npy");
+    let t = aegis_exec::HostTensor::read_npy(&written).unwrap();
+    let reference =
+        aegis_exec::HostTensor::read_npy(&models().join("ppocr-mobile-v2-cls/output_0.npy"))
+            .unwrap();
+    let (a, b) = (t.to_f32().unwrap(), reference.to_f32().unwrap());
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-3));
+
+    let events: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let has = |f: &dyn Fn(&serde_json::Value) -> bool| events.iter().any(f);
+    assert!(has(&|e| e["name"] == "aegisrt.run"), "host span");
+    assert!(
+        has(&|e| e["pid"] == 2
+            && e["ph"] == "X"
+            && e["cat"] == "device"
+            && e["dur"].as_f64() > Some(0.0)),
+        "device timeline"
+    );
+    assert!(
+        has(&|e| e["cat"] == "decision"
+            && e["args"]["action"] == "dispatch"
+            && e["args"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("fifo"))),
+        "scheduling decision with its reason"
+    );
+}
+
+#[test]
+fn run_generates_inputs_deterministically() {
+    let a = run(&["run", &model("tv-squeezenet1_1"), "--threads", "2"]);
+    let b = run(&[
+        "run",
+        &model("tv-squeezenet1_1"),
+        "--threads",
+        "2",
+        "--seed",
+        "0",
+    ]);
+    let (sa, _) = text(&a);
+    let (sb, _) = text(&b);
+    assert!(a.status.success());
+    assert!(sa.contains("generated f32 [1, 3, 224, 224]"), "{sa}");
+    let summary = |s: &str| s.lines().find(|l| l.contains("min ")).unwrap().to_owned();
+    assert_eq!(summary(&sa), summary(&sb));
+}
+
+#[test]
+fn errors_are_one_line_with_exit_1() {
+    assert_one_line_error(&run(&["run", "/no/such/model.onnx"]), "does not exist");
+    let bad = tmp("bad.onnx");
+    std::fs::write(&bad, b"this is not a protobuf").unwrap();
+    assert_one_line_error(
+        &run(&["run", bad.to_str().unwrap()]),
+        "not a valid ONNX model",
+    );
+    assert_one_line_error(
+        &run(&["run", &model("tv-squeezenet1_1"), "--input", "nope=x.npy"]),
+        "no such input",
+    );
+    assert_one_line_error(
+        &run(&["fit", "--device-memory", "lots", &model("tv-squeezenet1_1")]),
+        "not a size",
+    );
+    assert_one_line_error(
+        &run(&["serve-sim", "/no/scenario.json"]),
+        "cannot read scenario",
+    );
+    // Usage errors are clap's, exit 2.
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn plan_svg_is_well_formed() {
+    let svg = tmp("plan.svg");
+    let o = run(&[
+        "plan",
+        &model("tv-squeezenet1_1"),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    let (stdout, _) = text(&o);
+    assert!(o.status.success());
+    for k in ["naive sum", "peak", "lower bound"] {
+        assert!(stdout.contains(k), "{stdout}");
+    }
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+    // Well-formed enough: every element is closed, quotes balance, text is escaped.
+    let opens =
+        s.matches("<rect").count() + s.matches("<line").count() + s.matches("<text").count();
+    let closes =
+        s.matches("/>").count() + s.matches("</rect>").count() + s.matches("</text>").count();
+    assert_eq!(opens, closes, "unclosed elements");
+    assert_eq!(s.matches('"').count() % 2, 0);
+    assert!(s.matches("<rect").count() > 60, "one rectangle per tensor");
+    assert!(s.contains("lower bound") && s.contains("time step") && s.contains("byte offset"));
+    let o = run(&["plan", &model("tv-squeezenet1_1"), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["peak_bytes"].as_u64() >= v["lower_bound_bytes"].as_u64());
+}
+
+#[test]
+fn check_and_fit_answer_with_their_exit_codes() {
+    let ok = run(&[
+        "check",
+        &model("ppocr-mobile-v2-cls"),
+        "--shape",
+        "x=1,3,48,192",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(ok.status.code(), Some(0), "{:?}", text(&ok));
+    assert!(text(&ok).0.contains("verdict: RUNNABLE"));
+    // Without the shape the dynamic batch cannot be planned: not runnable, and why.
+    let no = run(&["check", &model("ppocr-mobile-v2-cls")]);
+    assert_eq!(no.status.code(), Some(3));
+    assert!(text(&no).0.contains("open dimension"));
+
+    let sq = model("tv-squeezenet1_1");
+    let fits = run(&[
+        "fit",
+        "--device-memory",
+        "1GiB",
+        &sq,
+        &format!("{sq}:64MiB"),
+    ]);
+    assert_eq!(fits.status.code(), Some(0), "{:?}", text(&fits));
+    assert!(text(&fits).0.contains("saves"));
+    let over = run(&["fit", "--device-memory", "1GiB", &format!("{sq}:1MiB")]);
+    assert_eq!(over.status.code(), Some(3));
+    assert!(text(&over).0.contains("OVER BUDGET"));
+    let small = run(&["fit", "--device-memory", "4MiB", "--json", &sq]);
+    assert_eq!(small.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&small.stdout).unwrap();
+    assert_eq!(v["fits"], false);
+}
+
+#[test]
+fn serve_sim_loses_nothing_and_traces_decisions() {
+    let scenario = tmp("scenario.json");
+    let models = models();
+    std::fs::write(
+        &scenario,
+        serde_json::json!({
+            "threads": 2,
+            "streams": 2,
+            "policy": "edf",
+            "duration_s": 2,
+            "requests_per_model": 6,
+            "seed": 1,
+            "models": [
+                { "name": "a", "path": models.join("ppocr-mobile-v2-cls/model.onnx"),
+                  "shapes": ["x=1,3,48,192"], "rate_hz": 20, "priority": 8, "deadline_ms": 500 },
+                { "name": "b", "path": models.join("tv-squeezenet1_1/model.onnx"),
+                  "rate_hz": 5, "budget": "64MiB" }
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let trace = tmp("serve.trace.json");
+    let o = run(&[
+        "serve-sim",
+        scenario.to_str().unwrap(),
+        "--json",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["lost"], 0);
+    for m in v["models"].as_array().unwrap() {
+        let n = |k: &str| m[k].as_u64().unwrap();
+        assert!(n("submitted") >= 1);
+        assert_eq!(
+            n("submitted"),
+            n("completed")
+                + n("rejected")
+                + n("refused")
+                + n("cancelled")
+                + n("failed")
+                + n("lost")
+        );
+    }
+    let events: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let device: Vec<_> = events.iter().filter(|e| e["cat"] == "device").collect();
+    let decisions: Vec<_> = events.iter().filter(|e| e["cat"] == "decision").collect();
+    assert!(!device.is_empty() && !decisions.is_empty());
+    assert!(decisions.iter().all(|d| d["args"]["reason"].is_string()));
+    assert!(
+        device.iter().all(|d| d["tid"].as_u64().unwrap() < 2),
+        "two streams"
+    );
+}

@@ -1,7 +1,8 @@
 //! Host kernel throughput: ResNet-50-like convolutions and a square GEMM at 1 and 2 threads.
 //!
 //! `cargo run --release -p aegis-exec --example kernel_bench` prints GFLOP/s per case
-//! (best of several runs, 2 FLOPs per multiply-add).
+//! (best of several runs, 2 FLOPs per multiply-add); an argument keeps only the cases whose
+//! name contains it (`kernel_bench dw`).
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,11 @@ fn best_of(reps: usize, mut f: impl FnMut() -> KernelResult<()>) -> KernelResult
         best = best.min(t.elapsed());
     }
     Ok(best)
+}
+
+/// Cases whose name contains the first command-line argument (all without one).
+fn selected(name: &str) -> bool {
+    std::env::args().nth(1).is_none_or(|f| name.contains(&f))
 }
 
 fn data(n: usize) -> Vec<f32> {
@@ -35,6 +41,9 @@ fn conv_case(
     pad: usize,
     group: usize,
 ) -> KernelResult<()> {
+    if !selected(name) {
+        return Ok(());
+    }
     let x_shape = [1, c_in, hw, hw];
     let w_shape = [c_out, c_in / group, k, k];
     let mut attrs = ConvAttrs::new(&[k, k]);
@@ -62,6 +71,9 @@ fn conv_case(
 }
 
 fn gemm_case(m: usize, k: usize, n: usize) -> KernelResult<()> {
+    if !selected(&format!("gemm {m}x{k}x{n}")) {
+        return Ok(());
+    }
     let a = data(m * k);
     let b = data(k * n);
     let mut out = vec![0.0; m * n];
@@ -98,6 +110,12 @@ fn main() -> KernelResult<()> {
     conv_case("1x1 512->2048 7x7", 512, 2048, 7, 1, 1, 0, 1)?;
     conv_case("7x7/2 3->64 224x224 pad 3 (stem)", 3, 64, 224, 7, 2, 3, 1)?;
     conv_case("3x3 dw 256 56x56 pad 1", 256, 256, 56, 3, 1, 1, 256)?;
+    // MobileNetV2's depthwise shapes (stride 1 and 2, large to tiny planes).
+    conv_case("3x3 dw 32 112x112 pad 1", 32, 32, 112, 3, 1, 1, 32)?;
+    conv_case("3x3/2 dw 96 112x112 pad 1", 96, 96, 112, 3, 2, 1, 96)?;
+    conv_case("3x3 dw 144 56x56 pad 1", 144, 144, 56, 3, 1, 1, 144)?;
+    conv_case("3x3 dw 576 14x14 pad 1", 576, 576, 14, 3, 1, 1, 576)?;
+    conv_case("3x3 dw 960 7x7 pad 1", 960, 960, 7, 3, 1, 1, 960)?;
     gemm_case(512, 512, 512)?;
     gemm_case(1, 2048, 1000)?;
     Ok(())

@@ -2,8 +2,10 @@
 //! NCDHW), f32.
 //!
 //! Three paths, chosen once when the weights are prepared:
-//! - **depthwise** (`group == C_in == C_out`): a direct loop per channel plane; with stride 1
-//!   every kernel tap is one contiguous multiply-add over an output row;
+//! - **depthwise** (`group == C_in == C_out`): per channel plane, a zero-padded copy with
+//!   columns split by stride phase, then vectors of neighbouring outputs (four rows at a time)
+//!   accumulate every tap in registers, through `pulp`'s run-time dispatch to AVX-512/AVX2
+//!   (1-D and 2-D; 3-D keeps a direct loop);
 //! - **pointwise** (all kernel extents 1, strides 1, no padding): one GEMM per tile straight
 //!   from the input, no im2col;
 //! - **general**: im2col of a tile of output positions into caller-provided scratch, then
@@ -17,7 +19,7 @@
 
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
-use super::elementwise::UnaryOp;
+use super::elementwise::{check_unary, with_unary, MapInPlace, UnaryOp};
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::{par_chunks, par_chunks_scratch, par_workers, workers};
 
@@ -378,10 +380,10 @@ impl PreparedConv {
     /// # Errors
     /// As [`PreparedConv::output_shape`].
     pub fn scratch_len(&self, x_shape: &[usize], threads: usize) -> KernelResult<usize> {
-        if self.path == ConvPath::Depthwise {
-            return Ok(0);
-        }
         let geo = self.geo(x_shape)?;
+        if self.path == ConvPath::Depthwise {
+            return Ok(DwPlan::new(&geo).map_or(0, |p| workers(self.c_out, threads) * p.len()));
+        }
         Ok(self.gemm_workers(&geo, threads) * self.scratch_per_worker(&geo))
     }
 
@@ -422,16 +424,49 @@ impl PreparedConv {
             let xb = &x[b * in_img..(b + 1) * in_img];
             let ob = &mut out[b * out_img..(b + 1) * out_img];
             match self.path {
-                ConvPath::Depthwise => self.run_depthwise(xb, ob, &geo, threads),
+                ConvPath::Depthwise => self.run_depthwise(xb, ob, &geo, scratch, threads)?,
                 _ => self.run_gemm(xb, ob, &geo, scratch, threads)?,
             }
         }
         Ok(())
     }
 
-    fn run_depthwise(&self, x: &[f32], out: &mut [f32], geo: &Geo, threads: usize) {
+    fn run_depthwise(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        geo: &Geo,
+        scratch: &mut [f32],
+        threads: usize,
+    ) -> KernelResult<()> {
         let (ip, op) = (geo.in_plane(), geo.out_plane());
         let kp = geo.kprod();
+        if let Some(plan) = DwPlan::new(geo) {
+            if let Some(act) = self.activation {
+                check_unary(act)?;
+            }
+            let taps = plan.taps(geo);
+            return par_chunks_scratch(
+                out,
+                op,
+                threads,
+                scratch,
+                plan.len(),
+                |first, piece, buf| {
+                    pulp::Arch::new().dispatch(DwChannels {
+                        conv: self,
+                        plan,
+                        taps: &taps,
+                        geo,
+                        x,
+                        first,
+                        out: piece,
+                        buf,
+                    });
+                    Ok(())
+                },
+            );
+        }
         par_chunks(out, op, threads, 1, |first, piece| {
             for (i, oplane) in piece.chunks_mut(op).enumerate() {
                 let c = first + i;
@@ -444,6 +479,7 @@ impl PreparedConv {
                 }
             }
         });
+        Ok(())
     }
 
     fn run_gemm(
@@ -708,6 +744,240 @@ fn im2col_tile(xg: &[f32], c_in_g: usize, g: &Geo, p0: usize, t: usize, col: &mu
                     }
                 }
             }
+        }
+    }
+}
+
+/// Output columns one depthwise step computes together (one AVX-512 register, two AVX2 ones).
+const DW_LANES: usize = 16;
+/// Output rows one depthwise step computes together.
+const DW_ROWS: usize = 4;
+
+/// The 2-D depthwise kernel's view of one input plane: a zero-padded copy whose columns are
+/// split by phase modulo the column stride, so every kernel tap reads `DW_LANES` contiguous
+/// values for `DW_LANES` neighbouring outputs, with no border tests and no strided loads.
+/// Buffer layout `[phase][row][col]`: padded row `r` is input row `r - pad_top`, and column `j`
+/// of phase `ph` is padded column `j * stride + ph`. Rows are long enough for whole
+/// `DW_LANES`-wide steps (the excess lanes are computed and dropped).
+#[derive(Debug, Clone, Copy)]
+struct DwPlan {
+    rows: usize,
+    width: usize,
+    phases: usize,
+}
+
+impl DwPlan {
+    /// `None` for 3-D convolutions (the direct loop handles those).
+    fn new(g: &Geo) -> Option<Self> {
+        if g.input[0] != 1 || g.k[0] != 1 || g.out[0] != 1 {
+            return None;
+        }
+        let rows = (g.out[1] - 1) * g.s[1] + (g.k[1] - 1) * g.d[1] + 1;
+        let width = g.out[2].next_multiple_of(DW_LANES) + (g.k[2] - 1) * g.d[2] / g.s[2];
+        Some(Self {
+            rows,
+            width,
+            phases: g.s[2],
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.rows * self.width * self.phases
+    }
+
+    /// Offset of each tap `(kh, kw)`, in weight order, from the start of output row 0's
+    /// first step.
+    fn taps(&self, g: &Geo) -> Vec<usize> {
+        let mut taps = Vec::with_capacity(g.k[1] * g.k[2]);
+        for kh in 0..g.k[1] {
+            for kw in 0..g.k[2] {
+                let c = kw * g.d[2];
+                let (ph, off) = (c % g.s[2], c / g.s[2]);
+                taps.push((ph * self.rows + kh * g.d[1]) * self.width + off);
+            }
+        }
+        taps
+    }
+
+    /// Zeroes the buffer: the padding is the same for every channel, so [`DwPlan::fill`]
+    /// then only rewrites the positions that come from the input.
+    fn clear(&self, buf: &mut [f32]) {
+        buf[..self.len()].fill(0.0);
+    }
+
+    /// Copies input plane `x` into its places in a [`DwPlan::clear`]ed buffer (the padding
+    /// positions are never written, so they stay zero).
+    #[inline(always)]
+    fn fill<S: pulp::Simd>(&self, simd: S, x: &[f32], g: &Geo, buf: &mut [f32]) {
+        let [_, ih_n, iw_n] = g.input;
+        let s = g.s[2];
+        for ph in 0..self.phases {
+            // Columns j whose padded column j * s + ph is input column j * s + ph - pad.
+            let off = ph as isize - g.pb[2] as isize;
+            let (lo, hi) = valid_range(0, self.width, s, off, iw_n);
+            if hi <= lo {
+                continue;
+            }
+            let first = (lo as isize * s as isize + off) as usize;
+            let n = hi - lo;
+            for ih in 0..ih_n {
+                let r = ih + g.pb[1];
+                if r >= self.rows {
+                    break;
+                }
+                let src = &x[ih * iw_n + first..(ih + 1) * iw_n];
+                let at = (ph * self.rows + r) * self.width + lo;
+                let dst = &mut buf[at..at + n];
+                if s == 1 {
+                    copy_lanes(simd, dst, &src[..n]);
+                } else if s == 2 {
+                    // Even elements of pairs: a shape the vectoriser handles (step_by is not).
+                    if let Some((last, body)) = dst.split_last_mut() {
+                        for (d, p) in body.iter_mut().zip(src.chunks_exact(2)) {
+                            *d = p[0];
+                        }
+                        *last = src[2 * (n - 1)];
+                    }
+                } else {
+                    for (d, v) in dst.iter_mut().zip(src.iter().step_by(s)) {
+                        *d = *v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One output plane from a filled buffer: `bias + sum of w * x` over the taps in weight
+    /// order (padding taps add `w * 0`), one vector of neighbouring outputs at a time, then
+    /// the activation.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn compute<S: pulp::Simd>(
+        &self,
+        simd: S,
+        buf: &[f32],
+        taps: &[usize],
+        w: &[f32],
+        bias: f32,
+        act: Option<UnaryOp>,
+        out: &mut [f32],
+        g: &Geo,
+    ) {
+        let ow_n = g.out[2];
+        let oh_n = out.len() / ow_n.max(1);
+        // Four output rows at a time: four independent accumulation chains per step, so
+        // the adds' latency overlaps (one chain alone is latency-bound).
+        let mut oh = 0;
+        while oh + DW_ROWS <= oh_n {
+            self.rows_block::<S, DW_ROWS>(simd, buf, taps, w, bias, oh, out, g);
+            oh += DW_ROWS;
+        }
+        while oh < oh_n {
+            self.rows_block::<S, 1>(simd, buf, taps, w, bias, oh, out, g);
+            oh += 1;
+        }
+        if let Some(act) = act {
+            with_unary(act, MapInPlace(out));
+        }
+    }
+
+    /// Output rows `oh..oh + R` of one plane.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn rows_block<S: pulp::Simd, const R: usize>(
+        &self,
+        simd: S,
+        buf: &[f32],
+        taps: &[usize],
+        w: &[f32],
+        bias: f32,
+        oh: usize,
+        out: &mut [f32],
+        g: &Geo,
+    ) {
+        let lanes = S::F32_LANES;
+        let ow_n = g.out[2];
+        let row_step = g.s[1] * self.width;
+        let mut x0 = 0;
+        while x0 < ow_n {
+            let base = oh * row_step + x0;
+            let mut acc = [simd.splat_f32s(bias); R];
+            for (&t, &wv) in taps.iter().zip(w) {
+                let wv = simd.splat_f32s(wv);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let at = base + r * row_step + t;
+                    let v: S::f32s =
+                        bytemuck::pod_read_unaligned(bytemuck::cast_slice(&buf[at..at + lanes]));
+                    *a = simd.add_f32s(*a, simd.mul_f32s(wv, v));
+                }
+            }
+            let n = lanes.min(ow_n - x0);
+            for (r, a) in acc.iter().enumerate() {
+                let vals: &[f32] = bytemuck::cast_slice(std::slice::from_ref(a));
+                let o = (oh + r) * ow_n + x0;
+                if n == lanes {
+                    // A constant length: one vector store, not a memcpy call.
+                    out[o..o + lanes].copy_from_slice(vals);
+                } else {
+                    out[o..o + n].copy_from_slice(&vals[..n]);
+                }
+            }
+            x0 += lanes;
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` as whole-vector moves (a short row's memcpy call costs more
+/// than the copy).
+#[inline(always)]
+fn copy_lanes<S: pulp::Simd>(simd: S, dst: &mut [f32], src: &[f32]) {
+    let lanes = S::F32_LANES;
+    let mut d = dst.chunks_exact_mut(lanes);
+    let mut s = src.chunks_exact(lanes);
+    for (dc, sc) in (&mut d).zip(&mut s) {
+        dc.copy_from_slice(sc);
+    }
+    let (dr, sr) = (d.into_remainder(), s.remainder());
+    simd.partial_store_f32s(dr, simd.partial_load_f32s(sr));
+}
+
+/// One worker's share of a 2-D depthwise conv (contiguous channels from `first`), run through
+/// pulp's dispatch so its loops use the widest vector unit the CPU has.
+struct DwChannels<'a> {
+    conv: &'a PreparedConv,
+    plan: DwPlan,
+    taps: &'a [usize],
+    geo: &'a Geo,
+    x: &'a [f32],
+    first: usize,
+    out: &'a mut [f32],
+    buf: &'a mut [f32],
+}
+
+impl pulp::WithSimd for DwChannels<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let (ip, op, kp) = (self.geo.in_plane(), self.geo.out_plane(), self.geo.kprod());
+        let conv = self.conv;
+        self.plan.clear(self.buf);
+        for (i, oplane) in self.out.chunks_mut(op).enumerate() {
+            let c = self.first + i;
+            self.plan
+                .fill(simd, &self.x[c * ip..(c + 1) * ip], self.geo, self.buf);
+            let w = &conv.weights[c * kp..(c + 1) * kp];
+            let bias = conv.bias.as_ref().map_or(0.0, |b| b[c]);
+            self.plan.compute(
+                simd,
+                self.buf,
+                self.taps,
+                w,
+                bias,
+                conv.activation,
+                oplane,
+                self.geo,
+            );
         }
     }
 }

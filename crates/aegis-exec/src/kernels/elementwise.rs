@@ -471,7 +471,7 @@ fn apply_unary(op: UnaryOp, x: f32) -> f32 {
     }
 }
 
-fn check_unary(op: UnaryOp) -> KernelResult<()> {
+pub(crate) fn check_unary(op: UnaryOp) -> KernelResult<()> {
     if let UnaryOp::Clip { min, max } = op {
         if min.is_nan() || max.is_nan() {
             return Err(invalid(

@@ -111,6 +111,13 @@ fn attrs(
 // depthwise 3x3 stride 1 and stride 2
 #[case(&[1, 6, 10, 9], 6, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 6), true)]
 #[case(&[2, 4, 11, 11], 4, attrs(&[5, 3], &[2, 3], &[2, 1], &[2, 1], &[1, 2], 4), true)]
+// depthwise: rows wider than one vector step, row counts not a multiple of 4, odd widths
+#[case(&[1, 5, 23, 37], 5, attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 5), true)]
+#[case(&[1, 7, 13, 40], 7, attrs(&[3, 3], &[1, 1], &[2, 2], &[2, 2], &[2, 2], 7), false)]
+#[case(&[1, 3, 6, 33], 3, attrs(&[5, 5], &[1, 2], &[1, 1], &[0, 2], &[2, 0], 3), true)]
+// depthwise 1-D, and a 3-D one (direct loop)
+#[case(&[2, 4, 29], 4, attrs(&[3], &[2], &[1], &[1], &[1], 4), true)]
+#[case(&[1, 3, 4, 5, 6], 3, attrs(&[3, 3, 3], &[1, 1, 1], &[1, 1, 1], &[1, 1, 1], &[1, 1, 1], 3), true)]
 // depthwise multiplier 2 (generic grouped path)
 #[case(&[1, 3, 8, 8], 6, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 3), false)]
 // 1-D conv
@@ -171,6 +178,35 @@ fn conv_fused_activation_and_one_shot() {
     assert_close(&out, &relu, 1e-5);
     conv(&x, &xs, &w, &ws, None, &a, &mut out, 2).unwrap();
     assert_close(&out, &want, 1e-5);
+}
+
+#[test]
+fn depthwise_fused_clip_is_thread_count_independent() {
+    let xs = [1, 24, 15, 15];
+    let ws = [24, 1, 3, 3];
+    let x = rand_vec(xs.iter().product(), 5);
+    let w = rand_vec(216, 6);
+    let b = rand_vec(24, 7);
+    let a = attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 24);
+    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
+    let clip: Vec<f32> = want.iter().map(|v| v.clamp(-0.1, 0.2)).collect();
+    let pc = PreparedConv::new(&w, &ws, Some(&b), a)
+        .unwrap()
+        .with_activation(UnaryOp::Clip {
+            min: -0.1,
+            max: 0.2,
+        });
+    let mut first: Option<Vec<f32>> = None;
+    for threads in [1, 2, 4] {
+        let mut out = vec![f32::NAN; want.len()];
+        let mut scratch = vec![f32::NAN; pc.scratch_len(&xs, threads).unwrap()];
+        pc.run(&x, &xs, &mut out, &mut scratch, threads).unwrap();
+        assert_close(&out, &clip, 1e-5);
+        match &first {
+            None => first = Some(out),
+            Some(f) => assert_bits_eq(&out, f),
+        }
+    }
 }
 
 #[test]

@@ -964,39 +964,86 @@ impl NodeKernel {
                 coordinate_transform,
                 nearest_mode,
                 scales,
-                ..
+                exclude_outside,
+                cubic_coeff_a,
+                antialias,
+                roi,
+                extrapolation_value,
             } => {
                 use crate::loader::op::{
                     CoordinateTransform as C, NearestMode as N, ResizeMode as M,
                 };
-                let mode = match mode {
-                    M::Linear => k::ResizeMode::Linear,
-                    M::Nearest => k::ResizeMode::Nearest(match nearest_mode {
-                        N::RoundPreferFloor => k::NearestMode::RoundPreferFloor,
-                        N::RoundPreferCeil => k::NearestMode::RoundPreferCeil,
-                        N::Floor => k::NearestMode::Floor,
-                        N::Ceil => k::NearestMode::Ceil,
-                    }),
-                };
                 let coord = match coordinate_transform {
-                    C::HalfPixel => k::CoordTransform::HalfPixel,
-                    C::PytorchHalfPixel => k::CoordTransform::PytorchHalfPixel,
-                    C::AlignCorners => k::CoordTransform::AlignCorners,
-                    C::Asymmetric => k::CoordTransform::Asymmetric,
-                    C::TfHalfPixelForNn => k::CoordTransform::TfHalfPixelForNearest,
-                    #[allow(unreachable_patterns)]
-                    _ => k::CoordTransform::HalfPixelSymmetric,
+                    C::HalfPixel => Some(k::CoordTransform::HalfPixel),
+                    C::PytorchHalfPixel => Some(k::CoordTransform::PytorchHalfPixel),
+                    C::AlignCorners => Some(k::CoordTransform::AlignCorners),
+                    C::Asymmetric => Some(k::CoordTransform::Asymmetric),
+                    C::TfHalfPixelForNn => Some(k::CoordTransform::TfHalfPixelForNearest),
+                    C::HalfPixelSymmetric => Some(k::CoordTransform::HalfPixelSymmetric),
+                    C::TfCropAndResize => None,
                 };
-                k::resize(
-                    f32s(l, inb(0))?,
-                    shape(0),
-                    &out_shape,
-                    scales,
-                    mode,
-                    coord,
-                    f32s_mut(l, &mut writes[0])?,
-                    t,
-                )?;
+                let (x, o) = (f32s(l, inb(0))?, f32s_mut(l, &mut writes[0])?);
+                let filter = match mode {
+                    M::Nearest => None,
+                    M::Linear => Some(k::ResizeFilter::Linear),
+                    M::Cubic => Some(k::ResizeFilter::Cubic { a: *cubic_coeff_a }),
+                };
+                // The fast kernel covers nearest, and linear on the trailing spatial axes;
+                // the separable one everything else.
+                let rank = shape(0).len();
+                let lin_axes = if rank >= 4 { 2 } else { 1 };
+                let fast_linear = (0..rank.saturating_sub(lin_axes))
+                    .all(|d| shape(0)[d] == out_shape[d] && scales[d] == 1.0);
+                match (filter, coord) {
+                    (None, Some(coord)) => k::resize(
+                        x,
+                        shape(0),
+                        &out_shape,
+                        scales,
+                        k::ResizeMode::Nearest(match nearest_mode {
+                            N::RoundPreferFloor => k::NearestMode::RoundPreferFloor,
+                            N::RoundPreferCeil => k::NearestMode::RoundPreferCeil,
+                            N::Floor => k::NearestMode::Floor,
+                            N::Ceil => k::NearestMode::Ceil,
+                        }),
+                        coord,
+                        o,
+                        t,
+                    )?,
+                    (Some(k::ResizeFilter::Linear), Some(coord)) if !antialias && fast_linear => {
+                        k::resize(
+                            x,
+                            shape(0),
+                            &out_shape,
+                            scales,
+                            k::ResizeMode::Linear,
+                            coord,
+                            o,
+                            t,
+                        )?
+                    }
+                    (Some(filter), coord) => {
+                        let coord = match coord {
+                            Some(c) => k::FilteredCoord::Transform(c),
+                            None => k::FilteredCoord::TfCropAndResize {
+                                roi: roi.clone(),
+                                extrapolation_value: *extrapolation_value,
+                            },
+                        };
+                        let opts = k::FilteredResize {
+                            filter,
+                            coord,
+                            antialias: *antialias,
+                            exclude_outside: *exclude_outside,
+                        };
+                        k::resize_filtered(x, shape(0), &out_shape, scales, &opts, o, t)?
+                    }
+                    (None, None) => {
+                        return Err(DispatchError::Unsupported(
+                            "nearest Resize with tf_crop_and_resize".into(),
+                        ))
+                    }
+                }
             }
             Op::ReduceMean { axes, .. } => {
                 k::reduce(

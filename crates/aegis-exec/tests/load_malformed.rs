@@ -237,7 +237,7 @@ fn unsupported_attribute_values_are_invalid_nodes() {
                 "Resize",
                 &["x", "", "s"],
                 &["y"],
-                vec![attr_s("mode", "cubic")],
+                vec![attr_s("mode", "lanczos")],
             )
             .output_any("y", F32),
         // Attribute of the wrong type.

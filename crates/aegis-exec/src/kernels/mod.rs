@@ -92,10 +92,12 @@
 //!   CoordTransform, out, threads)`; `NearestMode::{RoundPreferFloor, RoundPreferCeil,
 //!   Floor, Ceil}`, `CoordTransform::{HalfPixel, HalfPixelSymmetric, PytorchHalfPixel,
 //!   AlignCorners, Asymmetric, TfHalfPixelForNearest}`
+//! - `resize_filtered(x, x_shape, out_shape, scales, &FilteredResize { filter:
+//!   ResizeFilter::{Linear, Cubic { a }}, coord: FilteredCoord::{Transform(_),
+//!   TfCropAndResize { roi, extrapolation_value }}, antialias, exclude_outside }, out, threads)`
 //!
-//! Not implemented: MaxPool's `Indices` output, cubic and `tf_crop_and_resize` Resize,
-//! linear Resize on axes other than the trailing spatial ones, Pow with mixed base/exponent
-//! types (cast the exponent first).
+//! Not implemented: MaxPool's `Indices` output; `resize`'s linear mode only filters the
+//! trailing spatial axes (`resize_filtered` filters any).
 
 mod broadcast;
 mod conv;
@@ -130,7 +132,10 @@ pub use norm::{
     reduce_output_shape, softmax, softmax_legacy, ReduceOp, SoftmaxKind,
 };
 pub use pool::{global_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind};
-pub use resize::{resize, CoordTransform, NearestMode, ResizeMode};
+pub use resize::{
+    resize, resize_filtered, CoordTransform, FilteredCoord, FilteredResize, NearestMode,
+    ResizeFilter, ResizeMode,
+};
 
 #[cfg(test)]
 mod tests_conv;

@@ -367,3 +367,85 @@ fn copy_checks_length() {
     assert_eq!(out, [1, 0, 1]);
     assert!(copy(&[1u8], &mut out).is_err());
 }
+
+#[rstest]
+#[case(&[1, 2, 5, 7], &[1, 2, 9, 4], &[1.0, 1.0, 1.8, 4.0 / 7.0], CoordTransform::HalfPixel)]
+#[case(&[1, 1, 4, 4], &[1, 1, 8, 3], &[1.0, 1.0, 2.0, 0.75], CoordTransform::AlignCorners)]
+#[case(&[2, 3, 5], &[2, 3, 11], &[1.0, 1.0, 2.2], CoordTransform::Asymmetric)]
+fn separable_linear_resize_matches_the_bilinear_kernel(
+    #[case] xs: &[usize],
+    #[case] os: &[usize],
+    #[case] scales: &[f32],
+    #[case] ct: CoordTransform,
+) {
+    let n: usize = xs.iter().product();
+    let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+    let m: usize = os.iter().product();
+    let (mut a, mut b) = (vec![0.0; m], vec![0.0; m]);
+    resize(&x, xs, os, scales, ResizeMode::Linear, ct, &mut a, 1).unwrap();
+    let opts = FilteredResize {
+        filter: ResizeFilter::Linear,
+        coord: FilteredCoord::Transform(ct),
+        antialias: false,
+        exclude_outside: false,
+    };
+    resize_filtered(&x, xs, os, scales, &opts, &mut b, 2).unwrap();
+    assert_close(&b, &a, 1e-5);
+    let mut c = vec![0.0; m];
+    resize_filtered(&x, xs, os, scales, &opts, &mut c, 1).unwrap();
+    assert_eq!(b, c, "depends on threads");
+}
+
+#[test]
+fn cubic_resize_keeps_constants_and_extrapolates_outside_the_roi() {
+    // Cubic weights sum to 1: a constant input stays constant, whatever the scale.
+    let x = vec![3.0f32; 16];
+    let mut o = vec![0.0; 36];
+    let cubic = FilteredResize {
+        filter: ResizeFilter::Cubic { a: -0.75 },
+        coord: FilteredCoord::Transform(CoordTransform::HalfPixel),
+        antialias: true,
+        exclude_outside: true,
+    };
+    resize_filtered(
+        &x,
+        &[1, 1, 4, 4],
+        &[1, 1, 6, 6],
+        &[1.0, 1.0, 1.5, 1.5],
+        &cubic,
+        &mut o,
+        1,
+    )
+    .unwrap();
+    assert_close(&o, &[3.0; 36], 1e-5);
+    // A roi reaching past the input: those outputs take the extrapolation value.
+    let crop = FilteredResize {
+        coord: FilteredCoord::TfCropAndResize {
+            roi: vec![0.0, 0.5, 1.0, 1.5],
+            extrapolation_value: -1.0,
+        },
+        ..cubic
+    };
+    let x: Vec<f32> = (0..4).map(|v| v as f32).collect();
+    let mut o = vec![0.0; 2];
+    resize_filtered(&x, &[1, 4], &[1, 2], &[1.0, 0.5], &crop, &mut o, 1).unwrap();
+    // Coordinates 1.5 (inside) and 4.5 (outside the last index 3).
+    assert_eq!(o[1], -1.0);
+    assert!((o[0] - 1.5).abs() < 1e-5, "{o:?}");
+    assert!(resize_filtered(
+        &x,
+        &[1, 4],
+        &[1, 2],
+        &[1.0, 0.5],
+        &FilteredResize {
+            coord: FilteredCoord::TfCropAndResize {
+                roi: vec![0.0],
+                extrapolation_value: 0.0
+            },
+            ..crop
+        },
+        &mut o,
+        1
+    )
+    .is_err());
+}

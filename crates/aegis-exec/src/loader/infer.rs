@@ -1317,8 +1317,11 @@ fn resize(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let mode = match c.attr_string_or("mode", "nearest")?.as_str() {
         "nearest" => ResizeMode::Nearest,
         "linear" | "bilinear" => ResizeMode::Linear,
+        "cubic" if c.opset >= 11 => ResizeMode::Cubic,
         other => return Err(c.invalid(format!("unsupported mode '{other}'"))),
     };
+    let mut antialias = false;
+    let mut roi: Option<Vec<f32>> = None;
     let (scales, sizes, coordinate_transform, nearest_mode, axes) = if c.opset < 11 {
         c.arity(2, 2)?;
         let s = c
@@ -1344,6 +1347,13 @@ fn resize(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             "asymmetric" => CoordinateTransform::Asymmetric,
             "tf_half_pixel_for_nn" => CoordinateTransform::TfHalfPixelForNn,
             "half_pixel_symmetric" if c.opset >= 19 => CoordinateTransform::HalfPixelSymmetric,
+            "tf_crop_and_resize" if mode != ResizeMode::Nearest => {
+                roi = c.const_floats(1)?.filter(|r| !r.is_empty());
+                if roi.is_none() {
+                    return Err(c.invalid("tf_crop_and_resize needs a constant roi input"));
+                }
+                CoordinateTransform::TfCropAndResize
+            }
             other => {
                 return Err(c.invalid(format!(
                     "unsupported coordinate_transformation_mode '{other}'"
@@ -1361,7 +1371,10 @@ fn resize(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             other => return Err(c.invalid(format!("unsupported nearest_mode '{other}'"))),
         };
         if c.opset >= 18 && c.attr_bool_or("antialias", false)? {
-            return Err(c.invalid("antialias=1 is not supported"));
+            if mode == ResizeMode::Nearest {
+                return Err(c.invalid("antialias=1 applies to linear and cubic modes only"));
+            }
+            antialias = true;
         }
         // An empty scales/sizes tensor means "not given" (opset 11/12 exporters).
         let scales = c.const_floats(2)?.filter(|s| !s.is_empty());
@@ -1456,6 +1469,27 @@ fn resize(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         (None, None) => return Err(c.invalid("one of scales or sizes is required")),
     }
     let exclude_outside = c.attr_bool_or("exclude_outside", false)?;
+    // The region of interest over every axis: [starts..., ends...], identity on axes the
+    // model did not name.
+    let roi = match roi {
+        None => Vec::new(),
+        Some(given) => {
+            if given.len() != 2 * axes.len() {
+                return Err(c.invalid(format!(
+                    "roi has {} values for {} axes",
+                    given.len(),
+                    axes.len()
+                )));
+            }
+            let mut full: Vec<f32> = vec![0.0; r];
+            full.extend(std::iter::repeat_n(1.0f32, r));
+            for (j, &a) in axes.iter().enumerate() {
+                full[a] = given[j];
+                full[r + a] = given[axes.len() + j];
+            }
+            full
+        }
+    };
     Ok(node(
         Op::Resize {
             mode,
@@ -1463,6 +1497,10 @@ fn resize(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             nearest_mode,
             scales: out_scales,
             exclude_outside,
+            cubic_coeff_a: c.attr_float_or("cubic_coeff_a", -0.75)?,
+            antialias,
+            roi,
+            extrapolation_value: c.attr_float_or("extrapolation_value", 0.0)?,
         },
         vec![0],
         DType::F32,

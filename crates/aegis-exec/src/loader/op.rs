@@ -44,6 +44,8 @@ pub enum ResizeMode {
     Nearest,
     /// (Multi-)linear interpolation over the resized axes.
     Linear,
+    /// Cubic convolution over the resized axes (coefficient in `Op::Resize::cubic_coeff_a`).
+    Cubic,
 }
 
 /// How an output coordinate maps back to an input coordinate in `Resize`
@@ -63,6 +65,10 @@ pub enum CoordinateTransform {
     /// `(len_in/2)(1 - 1/scale') + (x_out + 0.5)/scale - 0.5` with `scale' = len_out/len_in`
     /// (opset 19+).
     HalfPixelSymmetric,
+    /// `x_out * (end - start) (len_in - 1) / (len_out - 1) + start (len_in - 1)` over the
+    /// region of interest `Op::Resize::roi`; outputs outside the input take
+    /// `extrapolation_value` (linear/cubic only).
+    TfCropAndResize,
 }
 
 /// Rounding of the mapped coordinate for nearest `Resize`.
@@ -319,8 +325,17 @@ pub enum Op {
         /// Scale per axis used in the coordinate mapping (the given scale, or
         /// `out / in` when the model gave sizes); 1.0 on unchanged axes.
         scales: Vec<f32>,
-        /// Linear only: weights of samples outside the input are set to 0 and renormalised.
+        /// Linear/cubic: weights of samples outside the input are set to 0 and renormalised.
         exclude_outside: bool,
+        /// Cubic only: the `a` of the cubic convolution kernel (ONNX default -0.75).
+        cubic_coeff_a: f32,
+        /// Linear/cubic: widen the filter when downsampling (opset 18+).
+        antialias: bool,
+        /// `TfCropAndResize` only: `[starts..., ends...]` over **all** axes (normalised
+        /// coordinates; 0 and 1 on axes the model did not name). Empty otherwise.
+        roi: Vec<f32>,
+        /// `TfCropAndResize` only: value of outputs that map outside the input.
+        extrapolation_value: f32,
     },
     /// Mean over `axes` (empty = identity copy). Inputs: `x`.
     ReduceMean {

@@ -313,10 +313,15 @@ pub fn matmul(
     if nb == 0 || m == 0 || n == 0 {
         return Ok(());
     }
-    if nb == 1 {
+    // One shared right-hand matrix and an unbroadcast left batch (activations times weights,
+    // e.g. `[seq, batch, d] x [d, n]`): the batch is just more rows of one GEMM, which keeps
+    // the kernel efficient when m is 1 (per-matrix calls would be matrix-vector products).
+    let b_shared = d.b_batch.iter().all(|&e| e == 1);
+    let a_whole = d.a_batch == d.batch;
+    if nb == 1 || (b_shared && a_whole) {
         return gemm_tiled(
             OP,
-            m,
+            nb * m,
             n,
             k,
             Operand {

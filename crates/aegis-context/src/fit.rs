@@ -153,7 +153,7 @@ impl fmt::Display for FitReport {
                 String::new()
             }
         )?;
-        write!(
+        writeln!(
             f,
             "arena sharing ({} concurrent): sum of arenas {} -> shared {} (saves {}); total {}: {}",
             self.concurrency,

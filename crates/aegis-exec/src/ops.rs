@@ -430,14 +430,9 @@ impl NodeKernel {
             match (self.alias, dt(0)) {
                 (Some(ai), DType::F32) => {
                     let other = 1 - ai;
-                    let f = scalar_binary(b);
                     let (bs, bsh) = (f32s(l, inb(other))?, shape(other));
                     let out = f32s_mut(l, &mut writes[0])?;
-                    if ai == 0 {
-                        k::broadcast_assign(l, out, &out_shape, bs, bsh, t, f)?;
-                    } else {
-                        k::broadcast_assign(l, out, &out_shape, bs, bsh, t, move |o, y| f(y, o))?;
-                    }
+                    k::binary_f32_inplace(b, out, &out_shape, bs, bsh, ai == 1, t)?;
                 }
                 (_, DType::F32) => k::binary_f32(
                     b,
@@ -1119,34 +1114,6 @@ fn pool_attrs(
         pads_end: pads[n.min(pads.len())..].to_vec(),
         ceil_mode,
         count_include_pad,
-    }
-}
-
-/// Scalar form of a binary op for the in-place path (same semantics as the kernels').
-fn scalar_binary(b: BinaryOp) -> impl Fn(f32, f32) -> f32 + Sync + Copy {
-    move |x: f32, y: f32| match b {
-        BinaryOp::Add => x + y,
-        BinaryOp::Sub => x - y,
-        BinaryOp::Mul => x * y,
-        BinaryOp::Div => x / y,
-        BinaryOp::Pow => {
-            if y == 2.0 {
-                x * x
-            } else {
-                x.powf(y)
-            }
-        }
-        BinaryOp::Mod { fmod: true } => x % y,
-        BinaryOp::Mod { fmod: false } => {
-            let r = x % y;
-            if r != 0.0 && (r < 0.0) != (y < 0.0) {
-                r + y
-            } else {
-                r
-            }
-        }
-        BinaryOp::Max => x.max(y),
-        BinaryOp::Min => x.min(y),
     }
 }
 

@@ -184,7 +184,7 @@ pub fn serve_sim(
     }
     if !json {
         println!(
-            "serve-sim: {} model(s), policy {}, {} stream(s), {} backend, arrivals for {:.1} s{}",
+            "serve-sim: {} model(s), policy {}, {} stream(s) on {}, arrivals for {:.1} s{}",
             sc.models.len(),
             sc.policy,
             sc.streams,

@@ -136,6 +136,46 @@ pub fn binary_f32(
     }
 }
 
+/// In-place broadcasting f32 arithmetic for an output that shares memory with one input:
+/// `out = op(out, b)`, or `out = op(b, out)` when `b_first` (the shared input is the right
+/// operand). `b_shape` must broadcast to `out_shape`. Same formulas as [`binary_f32`], one
+/// monomorphic loop per operator.
+///
+/// # Errors
+/// As [`broadcast_assign`].
+#[allow(clippy::too_many_arguments)]
+pub fn binary_f32_inplace(
+    op: BinaryOp,
+    out: &mut [f32],
+    out_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    b_first: bool,
+    threads: usize,
+) -> KernelResult<()> {
+    let n = op.name();
+    macro_rules! assign {
+        ($f:expr) => {{
+            let f = $f;
+            if b_first {
+                broadcast_assign(n, out, out_shape, b, b_shape, threads, move |o, y| f(y, o))
+            } else {
+                broadcast_assign(n, out, out_shape, b, b_shape, threads, f)
+            }
+        }};
+    }
+    match op {
+        BinaryOp::Add => assign!(|x: f32, y: f32| x + y),
+        BinaryOp::Sub => assign!(|x: f32, y: f32| x - y),
+        BinaryOp::Mul => assign!(|x: f32, y: f32| x * y),
+        BinaryOp::Div => assign!(|x: f32, y: f32| x / y),
+        BinaryOp::Pow => assign!(|x: f32, y: f32| if y == 2.0 { x * x } else { x.powf(y) }),
+        BinaryOp::Mod { fmod } => assign!(move |x: f32, y: f32| mod_f32(x, y, fmod)),
+        BinaryOp::Max => assign!(f32_max),
+        BinaryOp::Min => assign!(f32_min),
+    }
+}
+
 /// NaN-propagating max (ONNX Max returns NaN if any input is NaN).
 fn f32_max(x: f32, y: f32) -> f32 {
     if x.is_nan() || y.is_nan() {

@@ -28,7 +28,8 @@
 //! Elementwise (numpy multidirectional broadcasting; fast paths for same shape, scalar and
 //! channel/row broadcast, a strided odometer otherwise):
 //! - `broadcast_shape(a, b) -> Result<Vec<usize>>`, `broadcast_shapes(&[&[usize]])`
-//! - `binary_f32(op: BinaryOp, a, a_shape, b, b_shape, out, threads)`, `binary_i64`,
+//! - `binary_f32(op: BinaryOp, a, a_shape, b, b_shape, out, threads)`,
+//!   `binary_f32_inplace(op, out, out_shape, b, b_shape, b_first, threads)`, `binary_i64`,
 //!   `binary_i32`; `BinaryOp::{Add, Sub, Mul, Div, Pow, Mod { fmod }, Max, Min}`
 //! - `compare<T: PartialOrd>(op: CompareOp, a, a_shape, b, b_shape, out: &mut [u8], threads)`;
 //!   `CompareOp::{Equal, Less, LessOrEqual, Greater, GreaterOrEqual}`
@@ -121,9 +122,9 @@ pub use data::{
     concat, copy, gather, pad, slice, slice_params, split, transpose, PadMode, SliceAxis,
 };
 pub use elementwise::{
-    binary_f32, binary_i32, binary_i64, cast, compare, expand, unary_f32, unary_f32_inplace,
-    variadic_f32, where_select, BinaryOp, CastDst, CastSrc, CompareOp, GeluApprox, UnaryOp,
-    VariadicOp,
+    binary_f32, binary_f32_inplace, binary_i32, binary_i64, cast, compare, expand, unary_f32,
+    unary_f32_inplace, variadic_f32, where_select, BinaryOp, CastDst, CastSrc, CompareOp,
+    GeluApprox, UnaryOp, VariadicOp,
 };
 pub use error::{KernelError, KernelResult};
 pub use matmul::{gemm, matmul, matmul_output_shape, GemmAttrs};

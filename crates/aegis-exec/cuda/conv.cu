@@ -1,0 +1,257 @@
+// AegisRT CUDA kernels: convolution (f32, NC + 1-3 spatial axes, groups, pads, strides,
+// dilations), as crates/aegis-exec/src/kernels/conv.rs, with an optional fused bias and
+// activation (the unary op codes of elementwise.cu; 19 = none).
+//
+// Geometry p = [N, C_in, C_out, group, in[3], out[3], k[3], s[3], d[3], pad_begin[3],
+//               has_bias, vec_a] with missing leading spatial axes padded with extent 1,
+// kernel 1, stride 1, dilation 1, pad 0.
+//
+// conv_igemm_f32: implicit GEMM per group: Y_g[m, q] = sum_r W_g[m, r] * col(X)[r, q] with
+// m an output channel of the group, q = (batch, output pixel), r = (input channel, tap); the
+// im2col matrix is never materialised: B tiles are gathered from X into shared memory with
+// zero padding. Block tile 64 x 64 x 16, 256 threads, 4 x 4 per thread; W rows loaded as
+// float4 when vec_a (R % 4 == 0).
+// conv_depthwise_f32: direct, one thread per output (group == C_in == C_out).
+// conv_transpose_f32: direct gather, one thread per output.
+
+#define BM 64
+#define BN 64
+#define BK 16
+#define CONV_THREADS 256
+
+__device__ __forceinline__ long long gtid() {
+    return (long long)blockIdx.x * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ long long gstride() {
+    return (long long)gridDim.x * blockDim.x;
+}
+
+__device__ __forceinline__ float act_apply(int op, float x, float a, float b) {
+    switch (op) {
+    case 0: return fmaxf(x, 0.0f);
+    case 1: return 1.0f / (1.0f + expf(-x));
+    case 2: return tanhf(x);
+    case 3: return erff(x);
+    case 4: return sqrtf(x);
+    case 5: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case 6: return 0.5f * x * (1.0f + tanhf(0.7978846f * (x + 0.044715f * x * x * x)));
+    case 7: { float v = a * x + b; return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v); }
+    case 8: { float v = x / 6.0f + 0.5f; v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v); return x * v; }
+    case 9: return x < a ? a : (x > b ? b : x);
+    case 10: return x < 0.0f ? a * x : x;
+    default: return x;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS)
+conv_igemm_f32(const float* __restrict__ x, const float* __restrict__ w,
+               const float* __restrict__ bias, float* __restrict__ y,
+               const long long* __restrict__ p, int act, float act_a, float act_b) {
+    __shared__ __align__(16) float As[BK][BM];
+    __shared__ __align__(16) float Bs[BK][BN];
+    const long long nb = p[0], cin = p[1], cout = p[2], group = p[3];
+    const long long* in = p + 4;
+    const long long* out = p + 7;
+    const long long* k = p + 10;
+    const long long* s = p + 13;
+    const long long* dl = p + 16;
+    const long long* pb = p + 19;
+    const int has_bias = (int)p[22], vec_a = (int)p[23];
+    const long long cig = cin / group, cog = cout / group;
+    const long long kp = k[0] * k[1] * k[2];
+    const long long R = cig * kp;
+    const long long ip = in[0] * in[1] * in[2];
+    const long long op = out[0] * out[1] * out[2];
+    const long long Q = nb * op;
+    const int tid = threadIdx.x;
+    const int tx = tid % 16, ty = tid / 16;
+    const long long m0 = (long long)blockIdx.y * BM, q0 = (long long)blockIdx.x * BN;
+    // This thread's B column (fixed for the whole tile): output pixel q0 + tid % 64.
+    const int bq = tid % BN;
+    const long long gq = q0 + bq;
+    long long qb = 0, qd = 0, qh = 0, qw = 0;
+    if (gq < Q) {
+        qb = gq / op;
+        long long r = gq - qb * op;
+        qw = r % out[2];
+        qh = (r / out[2]) % out[1];
+        qd = r / (out[2] * out[1]);
+    }
+    const long long sd = qd * s[0] - pb[0], sh = qh * s[1] - pb[1], sw = qw * s[2] - pb[2];
+    for (long long g = blockIdx.z; g < group; g += gridDim.z) {
+        const float* wg = w + g * cog * R;
+        const float* xg = x + (qb * cin + g * cig) * ip;
+        float acc[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+        for (long long r0 = 0; r0 < R; r0 += BK) {
+            if (vec_a) {
+                int am = tid / 4, ak = (tid % 4) * 4;
+                long long gm = m0 + am, gr = r0 + ak;
+                float4 va = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (gm < cog && gr < R) va = *(const float4*)(wg + gm * R + gr);
+                As[ak + 0][am] = va.x;
+                As[ak + 1][am] = va.y;
+                As[ak + 2][am] = va.z;
+                As[ak + 3][am] = va.w;
+            } else {
+#pragma unroll
+                for (int l = 0; l < 4; ++l) {
+                    int e = tid + CONV_THREADS * l;
+                    int am = e / BK, ak = e % BK;
+                    long long gm = m0 + am, gr = r0 + ak;
+                    As[ak][am] = (gm < cog && gr < R) ? wg[gm * R + gr] : 0.0f;
+                }
+            }
+#pragma unroll
+            for (int l = 0; l < 4; ++l) {
+                int bk = tid / BN + 4 * l;
+                long long gr = r0 + bk;
+                float v = 0.0f;
+                if (gq < Q && gr < R) {
+                    long long ci = gr / kp;
+                    long long t = gr - ci * kp;
+                    long long kw = t % k[2];
+                    long long kh = (t / k[2]) % k[1];
+                    long long kd = t / (k[2] * k[1]);
+                    long long id = sd + kd * dl[0], ih = sh + kh * dl[1], iw = sw + kw * dl[2];
+                    if (id >= 0 && id < in[0] && ih >= 0 && ih < in[1] && iw >= 0 && iw < in[2])
+                        v = xg[ci * ip + (id * in[1] + ih) * in[2] + iw];
+                }
+                Bs[bk][bq] = v;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int kk = 0; kk < BK; ++kk) {
+                float4 ra = *(const float4*)&As[kk][ty * 4];
+                float4 rb = *(const float4*)&Bs[kk][tx * 4];
+                float av[4] = {ra.x, ra.y, ra.z, ra.w};
+                float bv[4] = {rb.x, rb.y, rb.z, rb.w};
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+            }
+            __syncthreads();
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            long long gm = m0 + ty * 4 + i;
+            if (gm >= cog) continue;
+            long long co = g * cog + gm;
+            float bv = has_bias ? bias[co] : 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                long long q = q0 + tx * 4 + j;
+                if (q >= Q) continue;
+                long long b = q / op, pix = q - b * op;
+                y[(b * cout + co) * op + pix] = act_apply(act, acc[i][j] + bv, act_a, act_b);
+            }
+        }
+    }
+}
+
+extern "C" __global__ void conv_depthwise_f32(const float* __restrict__ x,
+                                              const float* __restrict__ w,
+                                              const float* __restrict__ bias,
+                                              float* __restrict__ y,
+                                              const long long* __restrict__ p, int act,
+                                              float act_a, float act_b) {
+    const long long nb = p[0], ch = p[2];
+    const long long* in = p + 4;
+    const long long* out = p + 7;
+    const long long* k = p + 10;
+    const long long* s = p + 13;
+    const long long* dl = p + 16;
+    const long long* pb = p + 19;
+    const int has_bias = (int)p[22];
+    const long long ip = in[0] * in[1] * in[2];
+    const long long op = out[0] * out[1] * out[2];
+    const long long kp = k[0] * k[1] * k[2];
+    const long long n = nb * ch * op;
+    for (long long i = gtid(); i < n; i += gstride()) {
+        long long plane = i / op;
+        long long r = i - plane * op;
+        long long c = plane % ch;
+        long long ow = r % out[2];
+        long long oh = (r / out[2]) % out[1];
+        long long od = r / (out[2] * out[1]);
+        const float* xp = x + plane * ip;
+        const float* wc = w + c * kp;
+        float acc = 0.0f;
+        for (long long kd = 0; kd < k[0]; ++kd) {
+            long long id = od * s[0] - pb[0] + kd * dl[0];
+            if (id < 0 || id >= in[0]) continue;
+            for (long long kh = 0; kh < k[1]; ++kh) {
+                long long ih = oh * s[1] - pb[1] + kh * dl[1];
+                if (ih < 0 || ih >= in[1]) continue;
+                for (long long kw = 0; kw < k[2]; ++kw) {
+                    long long iw = ow * s[2] - pb[2] + kw * dl[2];
+                    if (iw < 0 || iw >= in[2]) continue;
+                    acc = fmaf(xp[(id * in[1] + ih) * in[2] + iw], wc[(kd * k[1] + kh) * k[2] + kw], acc);
+                }
+            }
+        }
+        y[i] = act_apply(act, acc + (has_bias ? bias[c] : 0.0f), act_a, act_b);
+    }
+}
+
+// ConvTranspose: p as above with in = the transposed conv's input (X) spatial extent and
+// out = its output extent; W is [C_in, C_out / group, k...]. Output (b, co, o) sums
+// x[b, ci, i] * w[ci, co_g, t] over i * s - pad + t * d == o.
+extern "C" __global__ void conv_transpose_f32(const float* __restrict__ x,
+                                              const float* __restrict__ w,
+                                              const float* __restrict__ bias,
+                                              float* __restrict__ y,
+                                              const long long* __restrict__ p) {
+    const long long nb = p[0], cin = p[1], cout = p[2], group = p[3];
+    const long long* in = p + 4;
+    const long long* out = p + 7;
+    const long long* k = p + 10;
+    const long long* s = p + 13;
+    const long long* dl = p + 16;
+    const long long* pb = p + 19;
+    const int has_bias = (int)p[22];
+    const long long cig = cin / group, cog = cout / group;
+    const long long ip = in[0] * in[1] * in[2];
+    const long long op = out[0] * out[1] * out[2];
+    const long long kp = k[0] * k[1] * k[2];
+    const long long n = nb * cout * op;
+    for (long long i = gtid(); i < n; i += gstride()) {
+        long long plane = i / op;
+        long long r = i - plane * op;
+        long long co = plane % cout, b = plane / cout;
+        long long g = co / cog, cg = co - g * cog;
+        long long ow = r % out[2];
+        long long oh = (r / out[2]) % out[1];
+        long long od = r / (out[2] * out[1]);
+        float acc = has_bias ? bias[co] : 0.0f;
+        for (long long kd = 0; kd < k[0]; ++kd) {
+            long long td = od + pb[0] - kd * dl[0];
+            if (td < 0 || td % s[0] != 0) continue;
+            long long id = td / s[0];
+            if (id >= in[0]) continue;
+            for (long long kh = 0; kh < k[1]; ++kh) {
+                long long th = oh + pb[1] - kh * dl[1];
+                if (th < 0 || th % s[1] != 0) continue;
+                long long ih = th / s[1];
+                if (ih >= in[1]) continue;
+                for (long long kw = 0; kw < k[2]; ++kw) {
+                    long long tw = ow + pb[2] - kw * dl[2];
+                    if (tw < 0 || tw % s[2] != 0) continue;
+                    long long iw = tw / s[2];
+                    if (iw >= in[2]) continue;
+                    long long pix = (id * in[1] + ih) * in[2] + iw;
+                    long long tap = (kd * k[1] + kh) * k[2] + kw;
+                    for (long long ci = 0; ci < cig; ++ci) {
+                        long long cin_i = g * cig + ci;
+                        acc = fmaf(x[(b * cin + cin_i) * ip + pix], w[(cin_i * cog + cg) * kp + tap], acc);
+                    }
+                }
+            }
+        }
+        y[i] = acc;
+    }
+}

@@ -27,8 +27,10 @@ sgemm_f32(const float* __restrict__ a, const float* __restrict__ b,
     const int has_c = (int)p[10], vec = (int)p[11];
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
-    const long long m0 = (long long)blockIdx.y * BM, n0 = (long long)blockIdx.x * BN;
-    for (long long z = blockIdx.z; z < batch; z += gridDim.z) {
+    const long long n0 = (long long)blockIdx.x * BN;
+    // Grid-stride over batches and row tiles (gridDim.y and .z are capped at 65535).
+    for (long long z = blockIdx.z; z < batch; z += gridDim.z)
+    for (long long m0 = (long long)blockIdx.y * BM; m0 < M; m0 += (long long)gridDim.y * BM) {
         const float* az = a + p[12 + 4 * z];
         const float* bz = b + p[13 + 4 * z];
         const float* cz = c + p[14 + 4 * z];

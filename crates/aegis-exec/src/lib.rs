@@ -49,3 +49,8 @@ pub mod tracker;
 pub use executor::{ExecOptions, Executor, MemoryRequirement, PendingOutputs, PreparedModel};
 pub use tensor::HostTensor;
 pub use tracker::StreamAssignment;
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaExecError, CudaExecutor, CudaPreparedModel, LaunchMode};

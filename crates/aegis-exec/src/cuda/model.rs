@@ -1,0 +1,694 @@
+//! [`CudaPreparedModel`] (a graph prepared on a CUDA device: kernels compiled once, weights
+//! and parameter tables uploaded once, one arena from the plan, every node lowered to its
+//! launches) and [`CudaExecutor`] (eager enqueue, or one captured CUDA graph replayed).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aegis_cuda::sync::{lock, Mutex};
+
+use aegis_cuda::{
+    BackendKind, CudaError, Device, DeviceSlice, Event, GraphExec, HostBuffer, KernelArgs, Stream,
+};
+use aegis_memory::{Arena, DeviceBuffer, DeviceMemoryPool};
+
+use super::kernels::CudaKernels;
+use super::lower::{lower, LaunchSpec, LowerError, NodeIo, Params, A};
+use super::CudaExecError;
+use crate::graph::{ExecutionGraph, TensorId, TensorKind};
+use crate::tensor::HostTensor;
+use crate::tracker::{assign_streams, StreamAssignment};
+use crate::{ExecError, ExecOptions};
+
+/// Alignment of every weight and parameter table (CUDA's allocation granularity).
+const ALIGN: u64 = 256;
+
+fn align(x: u64) -> u64 {
+    x.div_ceil(ALIGN) * ALIGN
+}
+
+/// One enqueued operation, bound to its memory.
+#[derive(Debug, Clone)]
+enum Launch {
+    Kernel {
+        kernel: aegis_cuda::Kernel,
+        grid: aegis_cuda::Dim3,
+        block: aegis_cuda::Dim3,
+        args: KernelArgs,
+    },
+    Copy {
+        src: DeviceSlice,
+        dst: DeviceSlice,
+    },
+}
+
+#[derive(Debug)]
+struct Step {
+    launches: Vec<Launch>,
+    stream: usize,
+    waits: Vec<usize>,
+    record: Option<usize>,
+}
+
+#[derive(Debug)]
+enum OutputSlot {
+    Staged {
+        id: TensorId,
+        src: DeviceSlice,
+        staging: HostBuffer,
+    },
+    Constant(HostTensor),
+}
+
+/// The captured graph of a model: built on the first replay request.
+#[derive(Debug)]
+enum Captured {
+    NotYet,
+    Ready(GraphExec),
+    /// Capture failed once: replays run eagerly from then on.
+    Failed,
+}
+
+/// How [`CudaExecutor::enqueue`] issues the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchMode {
+    /// Every launch enqueued on the streams, each inference.
+    Eager,
+    /// The whole inference captured once into a CUDA graph and replayed (falls back to eager,
+    /// with a `tracing` warning, if the capture fails).
+    Graph,
+}
+
+/// Memory a CUDA-prepared model holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CudaMemory {
+    /// Constants read by kernels (each 256-byte aligned).
+    pub weights_bytes: u64,
+    /// Static kernel parameter tables (shapes, strides, resize tables).
+    pub params_bytes: u64,
+    /// The activation arena (the plan's peak).
+    pub arena_bytes: u64,
+}
+
+/// A graph prepared on a CUDA device; the CUDA twin of [`crate::PreparedModel`]. Running it
+/// allocates no device memory. One model runs one inference at a time (one arena).
+#[derive(Debug)]
+pub struct CudaPreparedModel {
+    graph: Arc<ExecutionGraph>,
+    device: Device,
+    memory: CudaMemory,
+    _weights: Option<DeviceBuffer>,
+    _params: Option<DeviceBuffer>,
+    _arena: Arena,
+    steps: Vec<Step>,
+    schedule: StreamAssignment,
+    events: Vec<Event>,
+    inputs: Vec<(TensorId, DeviceSlice)>,
+    outputs: Vec<OutputSlot>,
+    captured: Mutex<Captured>,
+    launches: usize,
+}
+
+/// `Arc<TensorData>` as uploadable bytes without copying them.
+struct ArcBytes(Arc<crate::graph::TensorData>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl CudaPreparedModel {
+    /// Compiles the op kernels (once per process and capability, via NVRTC), uploads weights
+    /// and parameter tables, allocates the arena from `pool` (a CUDA device's pool) and lowers
+    /// every node. Only `options.streams` is used (kernels use the whole device).
+    pub fn prepare(
+        graph: Arc<ExecutionGraph>,
+        pool: &DeviceMemoryPool,
+        options: &ExecOptions,
+    ) -> Result<Self, CudaExecError> {
+        let device = pool.device().clone();
+        let model = graph.name().to_owned();
+        let mem = |source| {
+            CudaExecError::Exec(ExecError::Memory {
+                model: model.clone(),
+                source,
+            })
+        };
+        let dev_err = |source: CudaError| {
+            CudaExecError::Exec(ExecError::Device {
+                model: model.clone(),
+                source,
+            })
+        };
+        if device.backend() != BackendKind::Cuda {
+            return Err(dev_err(CudaError::invalid(
+                "CudaPreparedModel::prepare",
+                "the pool's device is not a CUDA device",
+            )));
+        }
+        let kernels = CudaKernels::load(&device).map_err(|source| CudaExecError::Nvrtc {
+            model: model.clone(),
+            source,
+        })?;
+        let schedule = assign_streams(&graph, options.streams);
+
+        // Weights: every constant a node reads, 256-byte aligned in one buffer, uploaded once.
+        let mut weight_ids: Vec<TensorId> = Vec::new();
+        for node in graph.operators() {
+            for &t in &node.inputs {
+                if graph.tensor(t).kind == TensorKind::Constant && !weight_ids.contains(&t) {
+                    weight_ids.push(t);
+                }
+            }
+        }
+        weight_ids.sort_unstable_by_key(|t| t.index());
+        let mut offsets = Vec::with_capacity(weight_ids.len());
+        let mut total = 0u64;
+        for &t in &weight_ids {
+            offsets.push((t, total));
+            total = total
+                .checked_add(align(graph.tensor(t).byte_size.max(1)))
+                .ok_or_else(|| {
+                    CudaExecError::Exec(ExecError::Overflow {
+                        model: model.clone(),
+                        what: "weights buffer size".into(),
+                    })
+                })?;
+        }
+        let upload = Stream::new(&device, aegis_cuda::StreamPriority::NORMAL).map_err(dev_err)?;
+        let weights = if total > 0 {
+            Some(pool.allocate(total).map_err(mem)?)
+        } else {
+            None
+        };
+        let mut weight_views = BTreeMap::new();
+        if let Some(w) = &weights {
+            for &(t, off) in &offsets {
+                let view = w.slice(off, graph.tensor(t).byte_size).map_err(mem)?;
+                if let Some(data) = graph.constant_arc(t) {
+                    upload.upload(ArcBytes(data), &view).map_err(dev_err)?;
+                }
+                weight_views.insert(t, view);
+            }
+        }
+        let arena = Arena::new(pool, graph.plan().clone()).map_err(mem)?;
+        let slice_of = |t: TensorId| -> Result<DeviceSlice, CudaExecError> {
+            if let Some(v) = weight_views.get(&t) {
+                return Ok(v.clone());
+            }
+            arena.view(t.index()).map_err(mem)
+        };
+
+        // Lower every node in the graph's order; a Conv followed by its activation becomes
+        // one launch (see `fusible_activation`).
+        let mut params = Params::default();
+        let mut specs: Vec<Vec<LaunchSpec>> = Vec::new();
+        let order = graph.topological_order();
+        let mut fused_away = vec![false; order.len()];
+        for (p, id) in order.iter().enumerate() {
+            if fused_away[p] {
+                specs.push(Vec::new());
+                continue;
+            }
+            let node = graph.node(*id);
+            let ins = node
+                .inputs
+                .iter()
+                .map(|&t| slice_of(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut outs = node
+                .outputs
+                .iter()
+                .map(|&t| slice_of(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            let alias = in_place_input(&graph, node, &ins, &outs)?;
+            let mut act = None;
+            if let Some((code, out)) = fusible_activation(&graph, &schedule, p) {
+                let fused_out = slice_of(out)?;
+                if !ins.iter().any(|i| i.overlaps(&fused_out)) {
+                    outs[0] = fused_out;
+                    act = Some(code);
+                    fused_away[p + 1] = true;
+                }
+            }
+            let io = NodeIo {
+                g: &graph,
+                node,
+                ins,
+                outs,
+                act,
+            };
+            let lowered =
+                lower(&io, alias, &mut params).map_err(|LowerError::Unsupported(reason)| {
+                    CudaExecError::Unsupported {
+                        model: model.clone(),
+                        node: node.name.clone(),
+                        op: node.op.onnx_name(),
+                        reason,
+                    }
+                })?;
+            specs.push(lowered);
+        }
+
+        // Parameter tables: one buffer, uploaded once.
+        let mut p_offsets = Vec::with_capacity(params.blobs.len());
+        let mut p_total = 0u64;
+        for b in &params.blobs {
+            p_offsets.push(p_total);
+            p_total += align(b.len().max(1) as u64);
+        }
+        let params_buf = if p_total > 0 {
+            Some(pool.allocate(p_total).map_err(mem)?)
+        } else {
+            None
+        };
+        let mut param_views = Vec::with_capacity(params.blobs.len());
+        if let Some(pb) = &params_buf {
+            for (blob, &off) in params.blobs.into_iter().zip(&p_offsets) {
+                let view = pb.slice(off, blob.len() as u64).map_err(mem)?;
+                if !blob.is_empty() {
+                    upload.upload(blob, &view).map_err(dev_err)?;
+                }
+                param_views.push(view);
+            }
+        }
+        upload.synchronize().map_err(dev_err)?;
+        drop(upload);
+
+        let mut steps = Vec::with_capacity(order.len());
+        let mut launches = 0usize;
+        for (p, node_specs) in specs.into_iter().enumerate() {
+            let mut bound = Vec::with_capacity(node_specs.len());
+            for spec in node_specs {
+                bound.push(match spec {
+                    LaunchSpec::Copy { src, dst } => Launch::Copy { src, dst },
+                    LaunchSpec::Kernel {
+                        k,
+                        grid,
+                        block,
+                        args,
+                    } => {
+                        let mut ka = KernelArgs::new();
+                        for a in args {
+                            ka = match a {
+                                A::T(s) => ka.slice(&s),
+                                A::P(i) => ka.slice(param_views.get(i).ok_or_else(|| {
+                                    dev_err(CudaError::invalid(
+                                        "CudaPreparedModel::prepare",
+                                        "parameter table missing",
+                                    ))
+                                })?),
+                                A::I32(v) => ka.i32(v),
+                                A::F32(v) => ka.f32(v),
+                                A::U64(v) => ka.u64(v),
+                            };
+                        }
+                        Launch::Kernel {
+                            kernel: kernels.get(k).clone(),
+                            grid,
+                            block,
+                            args: ka,
+                        }
+                    }
+                });
+            }
+            launches += bound.len();
+            steps.push(Step {
+                launches: bound,
+                stream: schedule.stream_of[p],
+                waits: schedule.waits[p].clone(),
+                record: schedule.record_after[p],
+            });
+        }
+        let events = (0..schedule.events)
+            .map(|_| Event::new(&device))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(dev_err)?;
+        let inputs = graph
+            .inputs()
+            .iter()
+            .map(|&t| Ok((t, arena.view(t.index()).map_err(mem)?)))
+            .collect::<Result<Vec<_>, CudaExecError>>()?;
+        let mut outputs = Vec::new();
+        for &t in graph.outputs() {
+            let info = graph.tensor(t);
+            if info.kind == TensorKind::Constant {
+                let data = graph.constant_data(t).ok_or_else(|| {
+                    CudaExecError::Exec(ExecError::InvalidNode {
+                        model: model.clone(),
+                        node: info.name.clone(),
+                        reason: "constant output without a value".into(),
+                    })
+                })?;
+                outputs.push(OutputSlot::Constant(HostTensor::from_data(
+                    info.shape.clone(),
+                    data,
+                )));
+            } else {
+                let len = usize::try_from(info.byte_size).map_err(|_| {
+                    CudaExecError::Exec(ExecError::Overflow {
+                        model: model.clone(),
+                        what: format!("output {}", info.name),
+                    })
+                })?;
+                let staging = HostBuffer::alloc(&device, len).map_err(dev_err)?;
+                outputs.push(OutputSlot::Staged {
+                    id: t,
+                    src: slice_of(t)?,
+                    staging,
+                });
+            }
+        }
+        let memory = CudaMemory {
+            weights_bytes: total,
+            params_bytes: p_total,
+            arena_bytes: arena.len(),
+        };
+        tracing::debug!(target: "aegis_exec", model = %model, weights = total, params = p_total, arena = arena.len(), launches, streams = schedule.streams, "model prepared on CUDA");
+        Ok(Self {
+            graph,
+            device,
+            memory,
+            _weights: weights,
+            _params: params_buf,
+            _arena: arena,
+            steps,
+            schedule,
+            events,
+            inputs,
+            outputs,
+            captured: Mutex::new(Captured::NotYet),
+            launches,
+        })
+    }
+
+    /// The graph this model runs.
+    pub fn graph(&self) -> &Arc<ExecutionGraph> {
+        &self.graph
+    }
+
+    /// The device it was prepared on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Device memory it holds.
+    pub fn memory(&self) -> CudaMemory {
+        self.memory
+    }
+
+    /// The stream schedule.
+    pub fn schedule(&self) -> &StreamAssignment {
+        &self.schedule
+    }
+
+    /// Kernel launches and copies one inference enqueues (its per-node work items).
+    pub fn launch_count(&self) -> usize {
+        self.launches
+    }
+
+    /// Whether a captured CUDA graph is ready for replay (after a [`LaunchMode::Graph`] run).
+    pub fn graph_ready(&self) -> bool {
+        matches!(*lock(&self.captured), Captured::Ready(_))
+    }
+
+    /// Names of the graph inputs, in the order the executor expects them.
+    pub fn input_names(&self) -> Vec<String> {
+        self.graph
+            .inputs()
+            .iter()
+            .map(|&t| self.graph.tensor(t).name.clone())
+            .collect()
+    }
+
+    /// Names of the graph outputs, in the order they are returned.
+    pub fn output_names(&self) -> Vec<String> {
+        self.graph
+            .outputs()
+            .iter()
+            .map(|&t| self.graph.tensor(t).name.clone())
+            .collect()
+    }
+
+    /// Reads the outputs of the last inference from host staging (call only after the
+    /// inference's stream 0 completed).
+    pub fn read_outputs(&self) -> Result<Vec<HostTensor>, CudaExecError> {
+        let mut out = Vec::with_capacity(self.outputs.len());
+        for slot in &self.outputs {
+            match slot {
+                OutputSlot::Constant(t) => out.push(t.clone()),
+                OutputSlot::Staged { id, staging, .. } => {
+                    let info = self.graph.tensor(*id);
+                    let data = staging.read().map_err(|e| self.dev_err(e))?.to_vec();
+                    out.push(HostTensor {
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        data,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn dev_err(&self, source: CudaError) -> CudaExecError {
+        CudaExecError::Exec(ExecError::Device {
+            model: self.graph.name().to_owned(),
+            source,
+        })
+    }
+
+    /// Enqueues every step (waits, launches, records) and the joins back to stream 0.
+    fn enqueue_steps(&self, streams: &[&Stream]) -> Result<(), CudaError> {
+        let s0 = streams[0];
+        if let Some(ev) = self.schedule.start_event {
+            s0.record(&self.events[ev])?;
+        }
+        for step in &self.steps {
+            let s = streams[step.stream];
+            for &w in &step.waits {
+                s.wait_event(&self.events[w])?;
+            }
+            for l in &step.launches {
+                match l {
+                    Launch::Kernel {
+                        kernel,
+                        grid,
+                        block,
+                        args,
+                    } => s.launch(kernel, *grid, *block, 0, args)?,
+                    Launch::Copy { src, dst } => s.copy(src, dst)?,
+                }
+            }
+            if let Some(ev) = step.record {
+                s.record(&self.events[ev])?;
+            }
+        }
+        for &(_, ev) in &self.schedule.joins {
+            s0.wait_event(&self.events[ev])?;
+        }
+        Ok(())
+    }
+
+    /// Captures the steps into a graph on stream 0 (other streams fork from and join back to
+    /// it through the schedule's events).
+    fn capture(&self, streams: &[&Stream]) -> Result<GraphExec, CudaError> {
+        // Drain every stream first: a stream with many parked buffers queries the driver on
+        // its next enqueue, which is illegal while it takes part in a capture.
+        for s in &streams[..self.schedule.streams.max(1)] {
+            s.synchronize()?;
+        }
+        let s0 = streams[0];
+        s0.begin_capture()?;
+        let enq = self.enqueue_steps(streams);
+        // End the capture whatever happened, so the stream leaves capture mode.
+        let graph = s0.end_capture();
+        enq?;
+        graph?.instantiate()
+    }
+}
+
+/// For a Conv at position `p`: the activation that can run in its epilogue (its op code and
+/// attributes, and the activation's output tensor). Only when the activation is the conv
+/// output's sole reader, runs right after it on the same stream with no event wait (so every
+/// ordering the schedule gives the activation's output already holds when the conv starts),
+/// and the conv output is not a graph output.
+fn fusible_activation(
+    g: &ExecutionGraph,
+    schedule: &StreamAssignment,
+    p: usize,
+) -> Option<((i32, f32, f32), TensorId)> {
+    let order = g.topological_order();
+    let node = g.node(*order.get(p)?);
+    if !matches!(node.op, crate::graph::Op::Conv { .. }) {
+        return None;
+    }
+    let out = *node.outputs.first()?;
+    let consumers = g.consumers(out);
+    let next = *order.get(p + 1)?;
+    if consumers != [next] || g.tensor(out).kind != TensorKind::Activation {
+        return None;
+    }
+    let nn = g.node(next);
+    if nn.inputs.len() != 1
+        || nn.outputs.len() != 1
+        || schedule.stream_of[p + 1] != schedule.stream_of[p]
+        || !schedule.waits[p + 1].is_empty()
+    {
+        return None;
+    }
+    let code = super::lower::unary_code(&nn.op)?;
+    Some((code, nn.outputs[0]))
+}
+
+/// The input sharing output 0's memory exactly, if any; any other overlap is an error (the
+/// memory plan only shares storage for elementwise ops, which run in place element by
+/// element).
+fn in_place_input(
+    g: &ExecutionGraph,
+    node: &crate::graph::OperatorNode,
+    ins: &[DeviceSlice],
+    outs: &[DeviceSlice],
+) -> Result<Option<usize>, CudaExecError> {
+    let mut alias = None;
+    for (oi, o) in outs.iter().enumerate() {
+        for (i, a) in ins.iter().enumerate() {
+            if !a.overlaps(o) {
+                continue;
+            }
+            let exact = a.offset() == o.offset() && a.len() == o.len();
+            let reshape_same = node.op.is_reshape_only() && exact;
+            let ok = reshape_same
+                || (oi == 0
+                    && exact
+                    && node.op.is_elementwise()
+                    && alias.is_none()
+                    && g.tensor(node.inputs[i]).dtype == crate::graph::DType::F32);
+            if !ok {
+                return Err(CudaExecError::Exec(ExecError::InvalidNode {
+                    model: g.name().to_owned(),
+                    node: node.name.clone(),
+                    reason: "an input shares planned memory with an output in a way the CUDA kernels cannot run in place".into(),
+                }));
+            }
+            if !reshape_same {
+                alias = Some(i);
+            }
+        }
+    }
+    Ok(alias)
+}
+
+/// Outputs of an enqueued CUDA inference, readable once its stream 0 has finished.
+#[derive(Debug)]
+#[must_use = "an enqueued inference's outputs must be collected (or dropped deliberately)"]
+pub struct CudaPendingOutputs<'m> {
+    model: &'m CudaPreparedModel,
+    stream: &'m Stream,
+}
+
+impl CudaPendingOutputs<'_> {
+    /// Waits for stream 0 and reads the outputs.
+    pub fn collect(self) -> Result<Vec<HostTensor>, CudaExecError> {
+        self.stream
+            .synchronize()
+            .map_err(|e| self.model.dev_err(e))?;
+        self.model.read_outputs()
+    }
+}
+
+/// Enqueues inferences of [`CudaPreparedModel`]s. Stateless, like [`crate::Executor`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CudaExecutor;
+
+impl CudaExecutor {
+    /// Runs one inference and waits for it.
+    pub fn run(
+        model: &CudaPreparedModel,
+        inputs: &[HostTensor],
+        streams: &[&Stream],
+        mode: LaunchMode,
+    ) -> Result<Vec<HostTensor>, CudaExecError> {
+        Self::enqueue(model, inputs, streams, mode)?.collect()
+    }
+
+    /// Enqueues one inference without waiting. All work ends on `streams[0]`.
+    pub fn enqueue<'m>(
+        model: &'m CudaPreparedModel,
+        inputs: &[HostTensor],
+        streams: &[&'m Stream],
+        mode: LaunchMode,
+    ) -> Result<CudaPendingOutputs<'m>, CudaExecError> {
+        let name = model.graph.name();
+        let need = model.schedule.streams;
+        if streams.len() < need {
+            return Err(CudaExecError::Exec(ExecError::InputMismatch {
+                input: "<streams>".into(),
+                reason: format!(
+                    "model {name} was prepared for {need} streams, {} given",
+                    streams.len()
+                ),
+            }));
+        }
+        if inputs.len() != model.inputs.len() {
+            return Err(CudaExecError::Exec(ExecError::InputMismatch {
+                input: "<inputs>".into(),
+                reason: format!(
+                    "model {name} takes {} inputs, {} given",
+                    model.inputs.len(),
+                    inputs.len()
+                ),
+            }));
+        }
+        for (given, (id, _)) in inputs.iter().zip(&model.inputs) {
+            let info = model.graph.tensor(*id);
+            if given.dtype != info.dtype
+                || given.shape != info.shape
+                || given.data.len() as u64 != info.byte_size
+            {
+                return Err(CudaExecError::Exec(ExecError::InputMismatch {
+                    input: info.name.clone(),
+                    reason: format!(
+                        "expected {} {:?}, got {} {:?} ({} bytes)",
+                        info.dtype,
+                        info.shape,
+                        given.dtype,
+                        given.shape,
+                        given.data.len()
+                    ),
+                }));
+            }
+        }
+        let s0 = streams[0];
+        let err = |e| model.dev_err(e);
+        for (given, (_, slice)) in inputs.iter().zip(&model.inputs) {
+            s0.upload(given.data.clone(), slice).map_err(err)?;
+        }
+        match mode {
+            LaunchMode::Eager => model.enqueue_steps(streams).map_err(err)?,
+            LaunchMode::Graph => {
+                let mut cap = lock(&model.captured);
+                if matches!(*cap, Captured::NotYet) {
+                    *cap = match model.capture(streams) {
+                        Ok(exec) => Captured::Ready(exec),
+                        Err(e) => {
+                            tracing::warn!(target: "aegis_exec", model = %name, error = %e, "CUDA graph capture failed; falling back to eager launches");
+                            Captured::Failed
+                        }
+                    };
+                }
+                match &*cap {
+                    Captured::Ready(exec) => s0.launch_graph(exec).map_err(err)?,
+                    _ => model.enqueue_steps(streams).map_err(err)?,
+                }
+            }
+        }
+        for slot in &model.outputs {
+            if let OutputSlot::Staged { src, staging, .. } = slot {
+                s0.copy(src, &staging.as_slice()).map_err(err)?;
+            }
+        }
+        Ok(CudaPendingOutputs { model, stream: s0 })
+    }
+}

@@ -11,8 +11,9 @@
 //! - [`nvrtc_check`] (when `AEGIS_NVRTC_DIR` is set): runs the `cuda_nvrtc` test, which compiles
 //!   every `*.cu` file in the repository to PTX (compute_90 and compute_75) and fails on any
 //!   compile error or any kernel whose PTX signature cannot be read. No GPU needed.
-//! - [`gpu_build`]: stub, then the CUDA test binaries in release, stripped, into `.gpu-bin/` with
-//!   a `run-all.sh` to run on the GPU machine (no Rust toolchain needed there).
+//! - [`gpu_build`]: stub, then the CUDA test binaries in release (aegis-cuda's, and aegis-exec's
+//!   `cuda_models`) and the `cuda_bench` example, stripped, into `.gpu-bin/` with a `run-all.sh`
+//!   to run on the GPU machine (no Rust toolchain needed there).
 //!
 //! Exact commands (CI and developers):
 //!
@@ -169,8 +170,8 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// Stub, then check and clippy of aegis-cuda with the `cuda` feature (every target), then the
-/// NVRTC compile of every kernel when `AEGIS_NVRTC_DIR` is set.
+/// Stub, then check and clippy of aegis-cuda and aegis-exec with the `cuda` feature (every
+/// target), then the NVRTC compile of every kernel when `AEGIS_NVRTC_DIR` is set.
 pub fn cuda_check(root: &Path) -> Result<(), String> {
     let stub = build_stub(root)?;
     for sub in [
@@ -186,6 +187,26 @@ pub fn cuda_check(root: &Path) -> Result<(), String> {
             "clippy",
             "-p",
             "aegis-cuda",
+            "--features",
+            "cuda",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ][..],
+        // aegis-exec's CUDA execution path, its GPU test target and bench example.
+        &[
+            "check",
+            "-p",
+            "aegis-exec",
+            "--features",
+            "cuda",
+            "--all-targets",
+        ][..],
+        &[
+            "clippy",
+            "-p",
+            "aegis-exec",
             "--features",
             "cuda",
             "--all-targets",
@@ -230,36 +251,18 @@ pub fn nvrtc_check(root: &Path, stub: &Path) -> Result<(), String> {
         ]))
 }
 
-/// Stub, then the CUDA test binaries (release), stripped, into `.gpu-bin/` with `run-all.sh`.
-pub fn gpu_build(root: &Path) -> Result<(), String> {
-    let stub = build_stub(root)?;
-    let out = cargo()
-        .current_dir(root)
-        .env("CUDA_LIBRARY_PATH", &stub)
-        .args([
-            "test",
-            "--release",
-            "-p",
-            "aegis-cuda",
-            "--features",
-            "cuda",
-            "--no-run",
-            "--message-format=json",
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cargo test --no-run: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("cargo test --no-run failed with {}", out.status));
-    }
-    let bin_dir = root.join(".gpu-bin");
-    fs::create_dir_all(&bin_dir).map_err(|e| format!("creating {}: {e}", bin_dir.display()))?;
-    let mut collected = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+/// Copies the CUDA binaries named in cargo's JSON messages into `bin_dir`, stripped:
+/// aegis-cuda's unit tests, every `cuda_*` test target and every `cuda_*` example.
+fn collect_artifacts(
+    stdout: &[u8],
+    bin_dir: &Path,
+    collected: &mut Vec<String>,
+) -> Result<(), String> {
+    for line in String::from_utf8_lossy(stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
+        if msg["reason"] != "compiler-artifact" {
             continue;
         }
         let Some(exe) = msg["executable"].as_str() else {
@@ -267,14 +270,21 @@ pub fn gpu_build(root: &Path) -> Result<(), String> {
         };
         let name = msg["target"]["name"].as_str().unwrap_or("unknown");
         let kinds = &msg["target"]["kind"];
-        let is_lib = kinds
-            .as_array()
-            .is_some_and(|k| k.iter().any(|k| k == "lib"));
-        // The library's unit tests (driver-code table, NVRTC cache) and the CUDA test targets.
-        if !(is_lib || name.starts_with("cuda_")) {
+        let has_kind = |kind: &str| {
+            kinds
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == kind))
+        };
+        let is_test = msg["profile"]["test"] == true;
+        let is_cuda_lib =
+            is_test && has_kind("lib") && (name == "aegis_cuda" || name == "aegis-cuda");
+        let wanted = is_cuda_lib
+            || (is_test && name.starts_with("cuda_"))
+            || (has_kind("example") && name.starts_with("cuda_"));
+        if !wanted {
             continue;
         }
-        let dest_name = if is_lib {
+        let dest_name = if is_cuda_lib {
             "aegis_cuda_unit".to_owned()
         } else {
             name.to_owned()
@@ -282,7 +292,69 @@ pub fn gpu_build(root: &Path) -> Result<(), String> {
         let dest = bin_dir.join(&dest_name);
         fs::copy(exe, &dest).map_err(|e| format!("copying {exe}: {e}"))?;
         run(Command::new("strip").arg(&dest))?;
-        collected.push(dest_name);
+        if !collected.contains(&dest_name) {
+            collected.push(dest_name);
+        }
+    }
+    Ok(())
+}
+
+/// Stub, then the CUDA test binaries (release), stripped, into `.gpu-bin/` with `run-all.sh`.
+pub fn gpu_build(root: &Path) -> Result<(), String> {
+    let stub = build_stub(root)?;
+    let bin_dir = root.join(".gpu-bin");
+    fs::create_dir_all(&bin_dir).map_err(|e| format!("creating {}: {e}", bin_dir.display()))?;
+    let mut collected = Vec::new();
+    // aegis-cuda's test binaries; aegis-exec's CUDA model/op tests and the CUDA bench.
+    let builds: [&[&str]; 3] = [
+        &[
+            "test",
+            "--release",
+            "-p",
+            "aegis-cuda",
+            "--features",
+            "cuda",
+            "--no-run",
+        ],
+        &[
+            "test",
+            "--release",
+            "-p",
+            "aegis-exec",
+            "--features",
+            "cuda",
+            "--test",
+            "cuda_models",
+            "--no-run",
+        ],
+        &[
+            "build",
+            "--release",
+            "-p",
+            "aegis-exec",
+            "--features",
+            "cuda",
+            "--example",
+            "cuda_bench",
+        ],
+    ];
+    for args in builds {
+        let out = cargo()
+            .current_dir(root)
+            .env("CUDA_LIBRARY_PATH", &stub)
+            .args(args)
+            .arg("--message-format=json")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cargo {}: {e}", args.join(" ")))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cargo {} failed with {}",
+                args.join(" "),
+                out.status
+            ));
+        }
+        collect_artifacts(&out.stdout, &bin_dir, &mut collected)?;
     }
     if collected.is_empty() {
         return Err("no CUDA test binaries were built".into());
@@ -300,16 +372,29 @@ pub fn gpu_build(root: &Path) -> Result<(), String> {
            done\n\
          fi\n\
          echo \"AEGIS_NVRTC_DIR=$AEGIS_NVRTC_DIR\"\n\
+         # The shared models for cuda_models and cuda_bench (the repository's ../shared/models).\n\
+         if [ -z \"$AEGIS_MODELS_DIR\" ]; then\n\
+           for d in ../shared/models ../../shared/models; do\n\
+             if [ -d \"$d\" ]; then export AEGIS_MODELS_DIR=\"$(cd \"$d\" && pwd)\"; break; fi\n\
+           done\n\
+         fi\n\
+         echo \"AEGIS_MODELS_DIR=$AEGIS_MODELS_DIR\"\n\
          log=run-all.log\n\
          : > \"$log\"\n\
          { nvidia-smi || true; } 2>&1 | tee -a \"$log\"\n\
          status=0\n",
     );
     for b in &collected {
+        // Test harnesses run one test at a time; the bench takes no harness flags.
+        let flags = if b.ends_with("_bench") {
+            ""
+        } else {
+            " --test-threads=1"
+        };
         let _ = writeln!(
             script,
             "echo \"== {b}\" | tee -a \"$log\"\n\
-             ./{b} --test-threads=1 > {b}.log 2>&1; rc=$?\n\
+             ./{b}{flags} > {b}.log 2>&1; rc=$?\n\
              tee -a \"$log\" < {b}.log\n\
              echo \"== {b}: exit $rc\" | tee -a \"$log\"\n\
              [ \"$rc\" = 0 ] || status=1"

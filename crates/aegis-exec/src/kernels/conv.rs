@@ -19,7 +19,7 @@
 
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
-use super::elementwise::{check_unary, with_unary, MapInPlace, UnaryOp};
+use super::elementwise::{check_unary, with_unary, MapInPlace, UnaryMap, UnaryOp};
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::{par_chunks, par_chunks_scratch, par_workers, workers};
 
@@ -29,6 +29,10 @@ const COL_TILE_ELEMS: usize = 128 * 1024;
 const MIN_TILE: usize = 64;
 /// Multiply-adds below which a conv is not split into more tiles than the cache needs.
 const PAR_MIN_MACS: usize = 1 << 22;
+/// Multiply-adds (one image) below which a GEMM conv runs on the calling thread only.
+const PAR_MIN_MACS_GEMM: usize = 1 << 20;
+/// The same for a depthwise conv.
+const PAR_MIN_MACS_DW: usize = 1 << 18;
 
 /// ONNX `auto_pad`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,6 +367,24 @@ impl PreparedConv {
         col + self.co_tile(geo) * t
     }
 
+    /// `threads`, or 1 when one image's conv is too small to repay waking a worker (about
+    /// 20 us of work: waking a parked thread and joining it costs several microseconds, far
+    /// more on a busy machine). Shape-determined, and tiles do not depend on it.
+    fn useful_threads(&self, geo: &Geo, threads: usize) -> usize {
+        let macs = self.c_out * self.c_in_g * geo.kprod() * geo.out_plane();
+        // Depthwise runs at a fraction of GEMM throughput, so its bar is lower.
+        let min = if self.path == ConvPath::Depthwise {
+            PAR_MIN_MACS_DW
+        } else {
+            PAR_MIN_MACS_GEMM
+        };
+        if macs < min {
+            1
+        } else {
+            threads
+        }
+    }
+
     fn gemm_workers(&self, geo: &Geo, threads: usize) -> usize {
         let ct = self.co_tile(geo);
         if self.attrs.group > 1 {
@@ -381,6 +403,7 @@ impl PreparedConv {
     /// As [`PreparedConv::output_shape`].
     pub fn scratch_len(&self, x_shape: &[usize], threads: usize) -> KernelResult<usize> {
         let geo = self.geo(x_shape)?;
+        let threads = self.useful_threads(&geo, threads);
         if self.path == ConvPath::Depthwise {
             return Ok(DwPlan::new(&geo).map_or(0, |p| workers(self.c_out, threads) * p.len()));
         }
@@ -414,6 +437,7 @@ impl PreparedConv {
             });
         }
         let geo = self.geo(x_shape)?;
+        let threads = self.useful_threads(&geo, threads);
         let n = x_shape[0];
         let c_in = self.c_in_g * self.attrs.group;
         let (in_img, out_img) = (c_in * geo.in_plane(), self.c_out * geo.out_plane());
@@ -425,7 +449,12 @@ impl PreparedConv {
             let ob = &mut out[b * out_img..(b + 1) * out_img];
             match self.path {
                 ConvPath::Depthwise => self.run_depthwise(xb, ob, &geo, scratch, threads)?,
-                _ => self.run_gemm(xb, ob, &geo, scratch, threads)?,
+                _ => {
+                    if let Some(act) = self.activation {
+                        check_unary(act)?;
+                    }
+                    self.run_gemm(xb, ob, &geo, scratch, threads)?
+                }
             }
         }
         Ok(())
@@ -634,22 +663,49 @@ impl PreparedConv {
                 .map_err(|source| KernelError::Gemm { op: "Conv", source })?;
                 for (r, (row, src)) in trows.iter_mut().zip(st.chunks(t)).enumerate() {
                     let dst = &mut row[off..off + t];
-                    match &self.bias {
-                        Some(b) => {
-                            let bv = b[co + r];
-                            for (d, &s) in dst.iter_mut().zip(src) {
-                                *d = s + bv;
+                    let bias = self.bias.as_ref().map(|b| b[co + r]);
+                    match self.activation {
+                        // Bias and activation in the one pass that moves the staged tile.
+                        Some(act) => with_unary(act, StageMap { src, dst, bias }),
+                        None => match bias {
+                            Some(bv) => {
+                                for (d, &s) in dst.iter_mut().zip(src) {
+                                    *d = s + bv;
+                                }
                             }
-                        }
-                        None => dst.copy_from_slice(src),
-                    }
-                    if let Some(act) = self.activation {
-                        apply_activation(act, dst);
+                            None => dst.copy_from_slice(src),
+                        },
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// A staged GEMM tile into its output row: `dst = f(src + bias)` (`f(src)` without a bias, so
+/// a `-0.0` stays `-0.0` exactly as with a separate activation pass).
+struct StageMap<'a> {
+    src: &'a [f32],
+    dst: &'a mut [f32],
+    bias: Option<f32>,
+}
+
+impl UnaryMap for StageMap<'_> {
+    #[inline(always)]
+    fn map(self, f: impl Fn(f32) -> f32 + Copy + Sync) {
+        match self.bias {
+            Some(bv) => {
+                for (d, &s) in self.dst.iter_mut().zip(self.src) {
+                    *d = f(s + bv);
+                }
+            }
+            None => {
+                for (d, &s) in self.dst.iter_mut().zip(self.src) {
+                    *d = f(s);
+                }
+            }
+        }
     }
 }
 
@@ -660,7 +716,13 @@ pub(crate) fn apply_activation(act: UnaryOp, data: &mut [f32]) {
 
 /// The valid output range `[lo, hi)` of `o` in `[o_start, o_start + len)` for which
 /// `o * s + off` lies in `[0, n)`.
-fn valid_range(o_start: usize, len: usize, s: usize, off: isize, n: usize) -> (usize, usize) {
+pub(super) fn valid_range(
+    o_start: usize,
+    len: usize,
+    s: usize,
+    off: isize,
+    n: usize,
+) -> (usize, usize) {
     let (a, b) = (o_start, o_start + len);
     if s == 1 {
         // The common case, without divisions.

@@ -381,8 +381,13 @@ pub fn transpose<T: Copy + Send + Sync>(
                 off += idx[d] * outer_st[d];
             }
             for row in piece.chunks_mut(inner) {
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v = x[off + j * s_in];
+                if s_in == 1 {
+                    // Contiguous runs (e.g. ShuffleNet's channel shuffle moves whole planes).
+                    row.copy_from_slice(&x[off..off + inner]);
+                } else {
+                    for (v, &e) in row.iter_mut().zip(x[off..].iter().step_by(s_in)) {
+                        *v = e;
+                    }
                 }
                 let mut d = r - 1;
                 while d > 0 {

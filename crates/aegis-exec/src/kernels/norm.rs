@@ -149,13 +149,21 @@ pub fn layer_norm(
     if inner == 0 {
         return Ok(());
     }
+    // Scale and bias at full row length once, so the per-element loop is a plain zip.
+    let full = |p: &[f32]| -> Vec<f32> {
+        if p.len() == 1 {
+            vec![p[0]; inner]
+        } else {
+            p.to_vec()
+        }
+    };
+    let scale = full(scale);
+    let bias = bias.map_or_else(|| vec![0.0; inner], full);
     par_chunks(out, inner, threads, (1 << 14) / inner, |first, piece| {
         for (i, row) in piece.chunks_mut(inner).enumerate() {
             let xr = &x[(first + i) * inner..(first + i + 1) * inner];
             let (mean, inv) = row_stats(xr, epsilon);
-            for (j, (o, &v)) in row.iter_mut().zip(xr).enumerate() {
-                let s = scale[if scale.len() == 1 { 0 } else { j }];
-                let b = bias.map_or(0.0, |b| b[if b.len() == 1 { 0 } else { j }]);
+            for (((o, &v), &s), &b) in row.iter_mut().zip(xr).zip(&scale).zip(&bias) {
                 *o = (v - mean) * inv * s + b;
             }
         }
@@ -300,6 +308,39 @@ fn softmax_blocks(
     check_len(OP, "Y", out.len(), total)?;
     let block = n * inner;
     if block == 0 {
+        return Ok(());
+    }
+    if inner == 1 {
+        // The usual last-axis softmax: each block is one contiguous row.
+        par_chunks(out, n, threads, (1 << 14) / n, |first, piece| {
+            for (bi, ob) in piece.chunks_mut(n).enumerate() {
+                let xb = &x[(first + bi) * n..(first + bi + 1) * n];
+                let m = xb.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let mut s = 0.0f32;
+                match kind {
+                    SoftmaxKind::Softmax => {
+                        for (o, &v) in ob.iter_mut().zip(xb) {
+                            let e = (v - m).exp();
+                            s += e;
+                            *o = e;
+                        }
+                        let r = 1.0 / s;
+                        for o in ob.iter_mut() {
+                            *o *= r;
+                        }
+                    }
+                    SoftmaxKind::LogSoftmax => {
+                        for &v in xb {
+                            s += (v - m).exp();
+                        }
+                        let l = s.ln();
+                        for (o, &v) in ob.iter_mut().zip(xb) {
+                            *o = (v - m) - l;
+                        }
+                    }
+                }
+            }
+        });
         return Ok(());
     }
     par_chunks(out, block, threads, (1 << 14) / block, |first, piece| {

@@ -176,7 +176,30 @@ pub fn pool(
             .collect()
     };
     let (td, th, tw) = (taps(0), taps(1), taps(2));
-    par_chunks(out, op, threads, 1, |first, piece| {
+    let kprod: usize = k3.iter().product();
+    // Planes per worker worth waking one: about 64k window taps.
+    let min_planes = (1usize << 16) / (op * kprod).max(1);
+    if i3[0] == 1 && k3[0] == 1 && o3[0] == 1 {
+        // 1-D / 2-D: whole output rows per tap, same taps in the same order per output.
+        let g = Plane2d {
+            kind,
+            iw_n: i3[2],
+            ow_n: o3[2],
+            kw: k3[2],
+            s: [s3[1], s3[2]],
+            d: [d3[1], d3[2]],
+            pb: [pb3[1], pb3[2]],
+            count_include_pad: a.count_include_pad,
+        };
+        par_chunks(out, op, threads, min_planes, |first, piece| {
+            for (pi, oplane) in piece.chunks_mut(op).enumerate() {
+                let plane = &x[(first + pi) * ip..(first + pi + 1) * ip];
+                g.run(plane, oplane, &th, &tw);
+            }
+        });
+        return Ok(());
+    }
+    par_chunks(out, op, threads, min_planes, |first, piece| {
         for (pi, oplane) in piece.chunks_mut(op).enumerate() {
             let plane = &x[(first + pi) * ip..(first + pi + 1) * ip];
             let mut oi = 0;
@@ -231,6 +254,87 @@ pub fn pool(
         }
     });
     Ok(())
+}
+
+/// A 1-D or 2-D pooling geometry (`H` is 1 for 1-D).
+struct Plane2d {
+    kind: PoolKind,
+    iw_n: usize,
+    ow_n: usize,
+    kw: usize,
+    s: [usize; 2],
+    d: [usize; 2],
+    pb: [usize; 2],
+    count_include_pad: bool,
+}
+
+impl Plane2d {
+    /// One output plane: each output row accumulates its valid input rows (in `kh` order),
+    /// each row's taps in `kw` order, each tap over the contiguous run of outputs it covers;
+    /// so every output sees the same taps in the same order as the generic loop.
+    fn run(
+        &self,
+        plane: &[f32],
+        oplane: &mut [f32],
+        th: &[(usize, usize, usize)],
+        tw: &[(usize, usize, usize)],
+    ) {
+        let (iw_n, ow_n, sw) = (self.iw_n, self.ow_n, self.s[1]);
+        // Per kw: the outputs [lo, hi) whose tap lies inside the row, and its first column.
+        let runs: Vec<(usize, usize, usize)> = (0..self.kw)
+            .filter_map(|kw| {
+                let off = (kw * self.d[1]) as isize - self.pb[1] as isize;
+                let (lo, hi) = super::conv::valid_range(0, ow_n, sw, off, iw_n);
+                (hi > lo).then(|| (lo, hi, (lo as isize * sw as isize + off) as usize))
+            })
+            .collect();
+        for (oh, (orow, &(hlo, hhi, hpad))) in oplane.chunks_mut(ow_n).zip(th).enumerate() {
+            match self.kind {
+                PoolKind::Max => orow.fill(f32::NEG_INFINITY),
+                PoolKind::Average => orow.fill(0.0),
+            }
+            for kh in hlo..hhi {
+                let ih = oh * self.s[0] + kh * self.d[0] - self.pb[0];
+                let row = &plane[ih * iw_n..(ih + 1) * iw_n];
+                for &(lo, hi, first) in &runs {
+                    let dst = &mut orow[lo..hi];
+                    match (self.kind, sw) {
+                        (PoolKind::Max, 1) => {
+                            for (o, &v) in dst.iter_mut().zip(&row[first..first + (hi - lo)]) {
+                                // NaN propagates like onnxruntime's comparison chain.
+                                *o = if v > *o || v.is_nan() { v } else { *o };
+                            }
+                        }
+                        (PoolKind::Max, _) => {
+                            for (o, &v) in dst.iter_mut().zip(row[first..].iter().step_by(sw)) {
+                                *o = if v > *o || v.is_nan() { v } else { *o };
+                            }
+                        }
+                        (PoolKind::Average, 1) => {
+                            for (o, &v) in dst.iter_mut().zip(&row[first..first + (hi - lo)]) {
+                                *o += v;
+                            }
+                        }
+                        (PoolKind::Average, _) => {
+                            for (o, &v) in dst.iter_mut().zip(row[first..].iter().step_by(sw)) {
+                                *o += v;
+                            }
+                        }
+                    }
+                }
+            }
+            if self.kind == PoolKind::Average {
+                for (o, &(wlo, whi, wpad)) in orow.iter_mut().zip(tw) {
+                    let div = if self.count_include_pad {
+                        hpad * wpad
+                    } else {
+                        (hhi - hlo) * (whi - wlo)
+                    };
+                    *o = if div == 0 { 0.0 } else { *o / div as f32 };
+                }
+            }
+        }
+    }
 }
 
 /// GlobalAveragePool (`max = false`) or GlobalMaxPool (`max = true`): `x` `[N, C, ...]`,
@@ -329,8 +433,18 @@ pub fn lrn(
                 }
             }
             let xin = &x[plane_idx * ip..(plane_idx + 1) * ip];
-            for ((o, &v), &s) in oplane.iter_mut().zip(xin).zip(&sq) {
-                *o = v / (a.bias + scale * s).powf(a.beta);
+            if a.beta == 0.75 {
+                // The common exponent (AlexNet, GoogLeNet, ...): d^0.75 = sqrt(d) *
+                // sqrt(sqrt(d)), two vectorisable square roots instead of a scalar powf
+                // call per element (powf was most of an LRN's time).
+                for ((o, &v), &s) in oplane.iter_mut().zip(xin).zip(&sq) {
+                    let r = (a.bias + scale * s).sqrt();
+                    *o = v / (r * r.sqrt());
+                }
+            } else {
+                for ((o, &v), &s) in oplane.iter_mut().zip(xin).zip(&sq) {
+                    *o = v / (a.bias + scale * s).powf(a.beta);
+                }
             }
         }
     });

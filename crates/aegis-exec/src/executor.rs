@@ -4,11 +4,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use aegis_cuda::{CudaError, Device, DeviceSlice, Event, HostBuffer, Stream};
+use aegis_cuda::{BackendKind, CudaError, Device, DeviceSlice, Event, HostBuffer, Stream};
 use aegis_memory::{Arena, DeviceBuffer, DeviceMemoryPool};
 
 use crate::graph::{ExecutionGraph, TensorId, TensorKind};
-use crate::ops::NodeKernel;
+use crate::ops::{Mem, NodeKernel};
 use crate::tensor::HostTensor;
 use crate::tracker::{assign_streams, StreamAssignment};
 use crate::ExecError;
@@ -145,10 +145,24 @@ impl PreparedModel {
         let schedule = assign_streams(&graph, options.streams);
         let planned = crate::ops::plan_kernels(&graph, options.threads)?;
 
-        // Weights: one buffer, each constant at a 256-byte aligned offset, uploaded once.
+        // Weights: one buffer, each constant at a 256-byte aligned offset, uploaded once. On
+        // the host device kernels read the graph's constants in place instead (the graph
+        // keeps them for its lifetime; a copy would hold every weight twice).
+        let host = device.backend() == BackendKind::Host;
+        let mut in_place = std::collections::BTreeMap::new();
+        let mut in_place_bytes = 0u64;
         let mut offsets = Vec::new();
         let mut total = 0u64;
         for &t in &planned.weight_tensors {
+            if host {
+                if let Some(data) = graph.constant_arc(t) {
+                    in_place.insert(t, data);
+                    // Still the model's memory (the graph holds it), reported as before.
+                    in_place_bytes =
+                        in_place_bytes.saturating_add(align(graph.tensor(t).byte_size));
+                    continue;
+                }
+            }
             offsets.push((t, total));
             total =
                 total
@@ -192,6 +206,12 @@ impl PreparedModel {
             }
             arena.view(t.index()).map_err(mem)
         };
+        let mem_of = |t: TensorId| -> Result<Mem, ExecError> {
+            match in_place.get(&t) {
+                Some(data) => Ok(Mem::Const(Arc::clone(data))),
+                None => slice_of(t).map(Mem::Slice),
+            }
+        };
 
         let order = graph.topological_order();
         let mut steps = Vec::with_capacity(order.len());
@@ -204,7 +224,7 @@ impl PreparedModel {
                         &graph,
                         *id,
                         k,
-                        &slice_of,
+                        &mem_of,
                         scratch,
                         options.threads,
                         stream as u64,
@@ -257,7 +277,7 @@ impl PreparedModel {
             }
         }
         let requirement = MemoryRequirement {
-            weights_bytes: total,
+            weights_bytes: total.saturating_add(in_place_bytes),
             prepared_weights_bytes: planned.prepared_bytes,
             arena_bytes: arena.len(),
             workspace_bytes: scratch_bytes * workspace.len() as u64,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aegis_cuda::{CudaError, DeviceSlice, HostRead, HostWrite};
 
-use crate::graph::{DType, ExecutionGraph, NodeId, Op, TensorId, TensorKind};
+use crate::graph::{DType, ExecutionGraph, NodeId, Op, TensorData, TensorId, TensorKind};
 use crate::kernels::{self as k, BinaryOp, ConvAttrs, KernelError, PreparedConv, UnaryOp};
 use crate::ExecError;
 
@@ -200,12 +200,38 @@ fn planned_overlap(g: &ExecutionGraph, a: TensorId, b: TensorId) -> bool {
     }
 }
 
+/// Where a kernel argument's bytes live.
+#[derive(Debug, Clone)]
+pub(crate) enum Mem {
+    /// Planned memory (the arena or the weights buffer).
+    Slice(DeviceSlice),
+    /// A graph constant read in place: on the host device the graph's own copy is already
+    /// host memory, so uploading it would only hold the weights twice.
+    Const(Arc<TensorData>),
+}
+
 /// A tensor as a kernel sees it.
 #[derive(Debug, Clone)]
 struct Arg {
-    slice: DeviceSlice,
+    mem: Mem,
     shape: Vec<usize>,
     dtype: DType,
+}
+
+/// An input's bytes during one run: a guarded view of planned memory, or a constant.
+enum View<'a> {
+    Read(HostRead<'a>),
+    Const(&'a [u8]),
+}
+
+impl std::ops::Deref for View<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            View::Read(r) => r,
+            View::Const(c) => c,
+        }
+    }
 }
 
 /// One node bound to its memory; `run` executes it on a stream worker.
@@ -257,7 +283,7 @@ impl NodeKernel {
         g: &ExecutionGraph,
         id: NodeId,
         spec: KernelSpec,
-        slice_of: &dyn Fn(TensorId) -> Result<DeviceSlice, ExecError>,
+        slice_of: &dyn Fn(TensorId) -> Result<Mem, ExecError>,
         scratch: Option<DeviceSlice>,
         threads: usize,
         stream: u64,
@@ -266,7 +292,7 @@ impl NodeKernel {
         let arg = |t: TensorId| -> Result<Arg, ExecError> {
             let info = g.tensor(t);
             Ok(Arg {
-                slice: slice_of(t)?,
+                mem: slice_of(t)?,
                 shape: info.shape.clone(),
                 dtype: info.dtype,
             })
@@ -285,11 +311,23 @@ impl NodeKernel {
             ),
         };
         let mut alias = None;
-        if let Some(o) = outs.first() {
+        let not_planned = |what: &str| ExecError::InvalidNode {
+            model: g.name().to_owned(),
+            node: node.name.clone(),
+            reason: format!("{what} is a constant, not planned memory"),
+        };
+        for o in &outs {
+            if matches!(o.mem, Mem::Const(_)) {
+                return Err(not_planned("an output"));
+            }
+        }
+        if let Some(Mem::Slice(o)) = outs.first().map(|o| &o.mem) {
             for (i, a) in ins.iter().enumerate() {
-                if a.slice.overlaps(&o.slice) {
-                    let exact =
-                        a.slice.offset() == o.slice.offset() && a.slice.len() == o.slice.len();
+                let Mem::Slice(a_slice) = &a.mem else {
+                    continue;
+                };
+                if a_slice.overlaps(o) {
+                    let exact = a_slice.offset() == o.offset() && a_slice.len() == o.len();
                     let ok = exact
                         && node.op.is_elementwise()
                         && alias.is_none()
@@ -326,22 +364,31 @@ impl NodeKernel {
     /// Runs the node. Errors carry the node's name and the kernel's reason.
     pub(crate) fn run(&self) -> Res<()> {
         let l = self.label;
-        let reads: Vec<Option<HostRead<'_>>> = self
+        let reads: Vec<Option<View<'_>>> = self
             .ins
             .iter()
             .enumerate()
             .map(|(i, a)| {
                 if Some(i) == self.alias {
-                    Ok(None)
-                } else {
-                    a.slice.host_read(l).map(Some)
+                    return Ok(None);
                 }
+                Ok(Some(match &a.mem {
+                    Mem::Slice(s) => View::Read(s.host_read(l)?),
+                    Mem::Const(c) => View::Const(c.as_bytes()),
+                }))
             })
             .collect::<Res<_>>()?;
         let mut writes: Vec<HostWrite<'_>> = self
             .outs
             .iter()
-            .map(|a| a.slice.host_write(l))
+            .map(|a| match &a.mem {
+                Mem::Slice(s) => s.host_write(l),
+                // bind() rejects constant outputs; kept as an error, not a panic.
+                Mem::Const(_) => Err(CudaError::invalid(
+                    "kernel view",
+                    format!("{l}: output is a constant"),
+                )),
+            })
             .collect::<Res<_>>()?;
         let r = self.dispatch(&reads, &mut writes);
         r.map_err(|e| CudaError::WorkFailed {
@@ -354,7 +401,7 @@ impl NodeKernel {
 
     fn dispatch(
         &self,
-        reads: &[Option<HostRead<'_>>],
+        reads: &[Option<View<'_>>],
         writes: &mut [HostWrite<'_>],
     ) -> Result<(), DispatchError> {
         let l = self.label;

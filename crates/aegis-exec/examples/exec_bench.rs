@@ -3,8 +3,10 @@
 //! medians from ../shared/bench/baselines.md (measured on this machine kind by
 //! ../shared/bench/ort_bench.py; re-run it beside this for a same-run comparison).
 //!
-//! Usage: exec_bench [MODEL_DIR_NAME...] [--iters N] [--rss]
+//! Usage: exec_bench [MODEL_DIR_NAME...] [--iters N] [--rss] [--threads N] [--no-tract]
 //! With `--rss` and exactly one model, also prints this process's peak RSS (VmHWM).
+//! `--threads N` times aegis at N threads only (the 2T column then shows N threads);
+//! `--no-tract` skips tract (profiling runs).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,10 +71,18 @@ fn main() {
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(10);
     let rss = args.iter().any(|a| a == "--rss");
+    let no_tract = args.iter().any(|a| a == "--no-tract");
+    let only_threads: Option<usize> = args
+        .iter()
+        .position(|a| a == "--threads")
+        .and_then(|i| args.get(i + 1)?.parse().ok());
     let mut names: Vec<String> = args
         .iter()
         .enumerate()
-        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--iters"))
+        .filter(|(i, a)| {
+            !a.starts_with("--")
+                && (*i == 0 || (args[i - 1] != "--iters" && args[i - 1] != "--threads"))
+        })
         .map(|(_, a)| a.clone())
         .collect();
     if names.is_empty() {
@@ -129,7 +139,11 @@ fn main() {
             .collect();
         let device = Device::host();
         let mut ours = Vec::new();
-        for threads in [1usize, 2] {
+        let thread_counts = match only_threads {
+            Some(t) => vec![t, t],
+            None => vec![1usize, 2],
+        };
+        for threads in thread_counts {
             let pool = DeviceMemoryPool::new(&device, 8 << 30);
             let m = match PreparedModel::prepare(
                 Arc::clone(&graph),
@@ -159,6 +173,9 @@ fn main() {
         }
         // tract, single-threaded, on the same file and input.
         let tract_ms = (|| -> TractResult<f64> {
+            if no_tract {
+                return Ok(f64::NAN);
+            }
             let mut model = tract_onnx::onnx().model_for_path(&path)?;
             for (k, s) in shapes.iter().enumerate() {
                 model = model.with_input_fact(k, f32::fact(s).into())?;

@@ -58,6 +58,12 @@ pub(crate) struct Run {
 /// state, except a fatal device fault, which faults every context on the device (through
 /// [`crate::DeviceHealth`]). Dropping it releases its memory, also while Running (the
 /// in-flight work keeps the memory alive until its streams drain).
+///
+/// Not `Clone`:
+/// ```compile_fail
+/// fn needs_clone<T: Clone>() {}
+/// needs_clone::<aegis_context::ExecutionContext>();
+/// ```
 pub struct ExecutionContext {
     model_id: Arc<str>,
     limits: BudgetLimits,
@@ -578,5 +584,66 @@ impl Drop for ExecutionContext {
             errors = m.errors,
             "context destroyed"
         );
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use aegis_cuda::{Device, HostDeviceOptions};
+    use aegis_exec::LoadOptions;
+
+    fn backend() -> (Backend, HostTensor) {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/models/lightrand-squeezenet");
+        let graph = ExecutionGraph::load(dir.join("model.onnx"), &LoadOptions::default()).unwrap();
+        let device = Device::host_with(HostDeviceOptions {
+            capacity: 1 << 30,
+            threads: 2,
+        });
+        let b = Backend::new(
+            device,
+            ExecOptions {
+                streams: 1,
+                threads: 2,
+            },
+        );
+        b.register("m", Arc::new(graph)).unwrap();
+        (b, HostTensor::read_npy(&dir.join("input_0.npy")).unwrap())
+    }
+
+    #[test]
+    fn a_context_moves_and_keeps_working() {
+        let (b, input) = backend();
+        let ctx = ExecutionContext::create("m", BudgetLimits::new(1 << 30, 1), &b).unwrap();
+        let mut moved = vec![ctx];
+        let ctx = moved.pop().unwrap();
+        let ctx = std::thread::spawn(move || {
+            ctx.execute(std::slice::from_ref(&input)).unwrap();
+            ctx
+        })
+        .join()
+        .unwrap();
+        assert_eq!(ctx.metrics().inferences, 1);
+        assert_eq!(ctx.state(), ContextState::Ready);
+    }
+
+    #[test]
+    fn dropping_a_running_context_releases_everything_once() {
+        let (b, input) = backend();
+        let ctx = ExecutionContext::create("m", BudgetLimits::new(1 << 30, 1), &b).unwrap();
+        // A run that is never ended: the context is dropped while Running.
+        let run = ctx.begin(std::slice::from_ref(&input)).unwrap();
+        assert_eq!(ctx.state(), ContextState::Running);
+        let state = Arc::clone(&ctx.state);
+        let health = b.health();
+        assert_eq!(health.members(), 1);
+        drop(ctx);
+        assert_eq!(state.get(), ContextState::Destroyed);
+        assert_eq!(health.members(), 0, "left the device's health");
+        // The abandoned run still holds the prepared model; its memory goes with it.
+        assert!(b.device().memory_used() > 0);
+        drop(run);
+        assert_eq!(b.device().memory_used(), 0);
     }
 }

@@ -116,6 +116,15 @@ pub fn fit_check(
     })
 }
 
+/// `part` as a percentage of `whole` (0 when `whole` is 0).
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
 impl fmt::Display for FitReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -155,11 +164,13 @@ impl fmt::Display for FitReport {
         )?;
         writeln!(
             f,
-            "arena sharing ({} concurrent): sum of arenas {} -> shared {} (saves {}); total {}: {}",
+            "arena sharing ({} concurrent): sum of arenas {} -> shared {} (saves {}: {:.1}% of the arenas, {:.1}% of the total); total {}: {}",
             self.concurrency,
             fmt_bytes(self.sum_of_arenas),
             fmt_bytes(self.shared_arena_bytes),
             fmt_bytes(self.arena_saving),
+            percent(self.arena_saving, self.sum_of_arenas),
+            percent(self.arena_saving, self.total_bytes),
             fmt_bytes(self.shared_total_bytes),
             if self.fits_shared {
                 "fits"

@@ -305,6 +305,19 @@ impl Plane2d {
                                 *o = if v > *o || v.is_nan() { v } else { *o };
                             }
                         }
+                        (PoolKind::Max, 2) => {
+                            // Even elements of pairs (a shape the vectoriser handles; step_by
+                            // is not), the last output's tap on its own (it may lack a pair).
+                            if let Some((last, body)) = dst.split_last_mut() {
+                                let pairs = row[first..].chunks_exact(2);
+                                for (o, p) in body.iter_mut().zip(pairs) {
+                                    let v = p[0];
+                                    *o = if v > *o || v.is_nan() { v } else { *o };
+                                }
+                                let v = row[first + 2 * body.len()];
+                                *last = if v > *last || v.is_nan() { v } else { *last };
+                            }
+                        }
                         (PoolKind::Max, _) => {
                             for (o, &v) in dst.iter_mut().zip(row[first..].iter().step_by(sw)) {
                                 *o = if v > *o || v.is_nan() { v } else { *o };

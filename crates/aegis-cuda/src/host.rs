@@ -198,6 +198,8 @@ struct EventInner {
     completed_at: Option<Instant>,
     /// Set when the record point was passed on a poisoned device.
     error: Option<CudaError>,
+    /// Threads blocked on `cv`: `complete` pays for a notify (a syscall) only when some wait.
+    waiters: usize,
 }
 
 #[derive(Debug)]
@@ -223,7 +225,9 @@ impl HostEvent {
         let mut g = lock(&self.inner);
         let target = g.recorded;
         while g.completed < target {
+            g.waiters += 1;
             g = wait(&self.cv, g);
+            g.waiters -= 1;
         }
         match &g.error {
             Some(e) => Err(e.clone()),
@@ -262,14 +266,19 @@ impl HostEvent {
             g.completed_at = Some(Instant::now());
             g.error = error;
         }
+        let waiters = g.waiters;
         drop(g);
-        self.cv.notify_all();
+        if waiters > 0 {
+            self.cv.notify_all();
+        }
     }
 
     fn wait_for(&self, generation: u64) {
         let mut g = lock(&self.inner);
         while g.completed < generation {
+            g.waiters += 1;
             g = wait(&self.cv, g);
+            g.waiters -= 1;
         }
     }
 }

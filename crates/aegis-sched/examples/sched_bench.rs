@@ -182,6 +182,79 @@ fn throughput(n: u64, streams: usize, submitters: u64) -> (f64, SchedStats) {
     (done.load(Ordering::Relaxed) as f64 / secs, st)
 }
 
+/// Peer figure measured in the same run: a bare thread hop, no scheduler. The client sleeps
+/// until its slot, stamps the time and hands it to a consumer thread parked on a Mutex +
+/// Condvar (the same mechanism as the scheduler's inbox); the consumer records arrival minus
+/// stamp. This is the floor for waking a parked thread on this machine right now.
+fn peer_condvar(n: usize, gap: Duration) -> (Duration, Duration) {
+    type Slot = (Mutex<(Vec<Instant>, bool, bool)>, std::sync::Condvar);
+    let st: Arc<Slot> = Arc::new((
+        Mutex::new((Vec::new(), false, false)),
+        std::sync::Condvar::new(),
+    ));
+    let s2 = Arc::clone(&st);
+    let h = std::thread::spawn(move || {
+        let mut lat = Vec::with_capacity(n);
+        let mut g = s2.0.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            while g.0.is_empty() && !g.1 {
+                g.2 = true;
+                g = s2.1.wait(g).unwrap_or_else(|e| e.into_inner());
+                g.2 = false;
+            }
+            let now = Instant::now();
+            lat.extend(g.0.drain(..).map(|t| now - t));
+            if g.1 {
+                return lat;
+            }
+        }
+    });
+    let t0 = Instant::now();
+    for i in 0..n {
+        if let Some(d) = (t0 + gap * i as u32).checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let mut g = st.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.push(Instant::now());
+        let sleeping = g.2;
+        drop(g);
+        if sleeping {
+            st.1.notify_one();
+        }
+    }
+    st.0.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+    st.1.notify_one();
+    let mut v = h.join().expect("peer thread");
+    v.sort_unstable();
+    (pct(&v, 0.5), pct(&v, 0.99))
+}
+
+/// Peer figure: the same paced hop through a crossbeam channel (its receiver spins briefly,
+/// then parks).
+fn peer_crossbeam(n: usize, gap: Duration) -> (Duration, Duration) {
+    let (tx, rx) = crossbeam::channel::unbounded::<Instant>();
+    let h = std::thread::spawn(move || {
+        let mut lat = Vec::with_capacity(n);
+        while let Ok(t) = rx.recv() {
+            lat.push(t.elapsed());
+        }
+        lat
+    });
+    let t0 = Instant::now();
+    for i in 0..n {
+        if let Some(d) = (t0 + gap * i as u32).checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        if tx.send(Instant::now()).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let mut v = h.join().expect("peer thread");
+    v.sort_unstable();
+    (pct(&v, 0.5), pct(&v, 0.99))
+}
+
 fn overhead(quick: bool) {
     println!("== 1. Overhead (trivial workload, host backend, FIFO) ==");
     let n = if quick { 5_000 } else { 50_000 };
@@ -200,6 +273,12 @@ fn overhead(quick: bool) {
         ),
     ] {
         let n = (n as u128 * 20_000 / gap.as_nanos().max(20_000)) as usize;
+        let (c50, c99) = peer_condvar(n.min(2000), gap);
+        let (x50, x99) = peer_crossbeam(n.min(2000), gap);
+        println!(
+            "  peer, same gap: parked-thread wake via Mutex+Condvar median {:6.2} us p99 {:7.2} us; crossbeam channel median {:6.2} us p99 {:7.2} us",
+            us(c50), us(c99), us(x50), us(x99)
+        );
         let t = Instant::now();
         let (p50, p99, p999) = latency(n, gap, 4);
         let rate = n as f64 / t.elapsed().as_secs_f64();

@@ -361,13 +361,13 @@ enum CellState<T> {
 
 /// A one-shot result slot: completed at most once, taken at most once, waitable.
 pub struct CompletionCell<T> {
-    state: Mutex<CellState<T>>,
+    state: Mutex<(CellState<T>, usize)>,
     cv: Condvar,
 }
 
 impl<T> std::fmt::Debug for CompletionCell<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match &*lock(&self.state) {
+        let s = match &lock(&self.state).0 {
             CellState::Pending => "pending",
             CellState::Ready(_) => "ready",
             CellState::Taken => "taken",
@@ -386,7 +386,8 @@ impl<T> CompletionCell<T> {
     /// An empty cell.
     pub fn new() -> Self {
         Self {
-            state: Mutex::new(CellState::Pending),
+            // (state, waiters): `complete` pays for a notify (a syscall) only when someone waits.
+            state: Mutex::new((CellState::Pending, 0)),
             cv: Condvar::new(),
         }
     }
@@ -394,24 +395,27 @@ impl<T> CompletionCell<T> {
     /// Stores the value. A second completion is refused and the value handed back.
     pub fn complete(&self, value: T) -> Result<(), T> {
         let mut st = lock(&self.state);
-        if !matches!(*st, CellState::Pending) {
+        if !matches!(st.0, CellState::Pending) {
             return Err(value);
         }
-        *st = CellState::Ready(value);
+        st.0 = CellState::Ready(value);
+        let waiters = st.1;
         drop(st);
-        self.cv.notify_all();
+        if waiters > 0 {
+            self.cv.notify_all();
+        }
         Ok(())
     }
 
     /// True once completed (taken or not).
     pub fn is_complete(&self) -> bool {
-        !matches!(*lock(&self.state), CellState::Pending)
+        !matches!(lock(&self.state).0, CellState::Pending)
     }
 
     /// Takes the value if it is there.
     pub fn try_take(&self) -> Option<T> {
         let mut st = lock(&self.state);
-        Self::take_ready(&mut st)
+        Self::take_ready(&mut st.0)
     }
 
     fn take_ready(st: &mut CellState<T>) -> Option<T> {
@@ -427,17 +431,19 @@ impl<T> CompletionCell<T> {
     /// Blocks until completed and takes the value; `None` if it was already taken.
     pub fn wait(&self) -> Option<T> {
         let mut st = lock(&self.state);
-        while matches!(*st, CellState::Pending) {
+        while matches!(st.0, CellState::Pending) {
+            st.1 += 1;
             st = wait(&self.cv, st);
+            st.1 -= 1;
         }
-        Self::take_ready(&mut st)
+        Self::take_ready(&mut st.0)
     }
 
     /// Like [`Self::wait`] for at most `timeout`; `None` on timeout (or if already taken).
     pub fn wait_timeout(&self, timeout: Duration) -> Option<T> {
         let end = Instant::now().checked_add(timeout);
         let mut st = lock(&self.state);
-        while matches!(*st, CellState::Pending) {
+        while matches!(st.0, CellState::Pending) {
             let left = match end {
                 // An unrepresentable end is "forever".
                 None => Duration::from_secs(3600),
@@ -446,8 +452,10 @@ impl<T> CompletionCell<T> {
                     _ => return None,
                 },
             };
+            st.1 += 1;
             st = wait_timeout(&self.cv, st, left);
+            st.1 -= 1;
         }
-        Self::take_ready(&mut st)
+        Self::take_ready(&mut st.0)
     }
 }

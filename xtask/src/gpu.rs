@@ -171,7 +171,8 @@ fn cargo() -> Command {
 }
 
 /// Stub, then check and clippy of aegis-cuda and aegis-exec with the `cuda` feature (every
-/// target), then the NVRTC compile of every kernel when `AEGIS_NVRTC_DIR` is set.
+/// target), aegis-exec's GPU-free CUDA unit tests, then the NVRTC compile of every kernel when
+/// `AEGIS_NVRTC_DIR` is set.
 pub fn cuda_check(root: &Path) -> Result<(), String> {
     let stub = build_stub(root)?;
     for sub in [
@@ -220,6 +221,21 @@ pub fn cuda_check(root: &Path) -> Result<(), String> {
             .env("CUDA_LIBRARY_PATH", &stub)
             .args(sub))?;
     }
+    // GPU-free unit tests of the CUDA path (launch arguments against the kernels' C
+    // signatures for real and single-op models). The binary links the stub, never calls it.
+    run(cargo()
+        .current_dir(root)
+        .env("CUDA_LIBRARY_PATH", &stub)
+        .env("LD_LIBRARY_PATH", stub.join("lib64"))
+        .args([
+            "test",
+            "-p",
+            "aegis-exec",
+            "--features",
+            "cuda",
+            "--lib",
+            "cuda::",
+        ]))?;
     nvrtc_check(root, &stub)
 }
 

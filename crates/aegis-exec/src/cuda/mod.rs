@@ -28,6 +28,12 @@ mod kernels;
 mod lower;
 mod model;
 
+#[cfg(test)]
+mod abi_tests;
+#[cfg(test)]
+#[path = "../../tests/malformed/builder.rs"]
+mod test_builder;
+
 pub use kernels::{KERNEL_SOURCES, NVRTC_OPTIONS};
 pub use model::{CudaExecutor, CudaMemory, CudaPendingOutputs, CudaPreparedModel, LaunchMode};
 

@@ -139,6 +139,8 @@ pub fn serve_sim(
         (None, Some(other)) => return Err(format!("scenario: unknown backend `{other}`")),
     };
     let session = trace.map(TraceSession::start).transpose()?;
+    // Host spans: the whole run, each model's load, the arrivals, the collection.
+    let whole = tracing::info_span!(target: "aegisrt", "aegisrt.serve-sim", scenario = %path.display(), policy = %sc.policy, streams = sc.streams).entered();
     let threads = sc.threads.unwrap_or_else(default_threads);
     let dev = device(backend, threads)?;
     let capacity = dev.info().total_memory;
@@ -165,6 +167,8 @@ pub fn serve_sim(
                 file.display()
             ));
         }
+        let _load =
+            tracing::info_span!(target: "aegisrt", "aegisrt.load", model = %m.name).entered();
         let opts = load_options(&m.shapes)?;
         let graph = ExecutionGraph::load(&file, &opts).map_err(|e| e.to_string())?;
         let budget = match &m.budget {
@@ -219,6 +223,7 @@ pub fn serve_sim(
         .collect();
     let mut pending: Vec<Pending> = Vec::new();
     let bar = progress(json, duration);
+    let arrivals = tracing::info_span!(target: "aegisrt", "aegisrt.arrivals").entered();
     let mut last_tick = Instant::now();
     while let Some((i, at)) = next
         .iter()
@@ -273,6 +278,8 @@ pub fn serve_sim(
         b.finish_and_clear();
     }
     let arrivals_done = start.elapsed();
+    drop(arrivals);
+    let collect = tracing::info_span!(target: "aegisrt", "aegisrt.collect").entered();
 
     let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); sc.models.len()];
     let mut spans = Vec::new();
@@ -315,8 +322,11 @@ pub fn serve_sim(
         row.deadline_met_pct = (row.with_deadline > 0)
             .then(|| 100.0 * row.deadline_met as f64 / row.with_deadline as f64);
     }
+    drop(collect);
     let decisions = rt.decisions();
     let stats = rt.shutdown();
+    // Close the host span before the trace is flushed.
+    drop(whole);
     let lost: u64 = rows.iter().map(|r| r.lost).sum::<u64>() + stats.outstanding();
     if json {
         let out = serde_json::json!({

@@ -146,8 +146,84 @@ fn errors_are_one_line_with_exit_1() {
         &run(&["serve-sim", "/no/scenario.json"]),
         "cannot read scenario",
     );
-    // Usage errors are clap's, exit 2.
-    assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
+    // Bad --shape: not NAME=DIMS, a dimension that is not a number.
+    let sq = model("tv-squeezenet1_1");
+    assert_one_line_error(&run(&["run", &sq, "--shape", "input"]), "input");
+    assert_one_line_error(&run(&["plan", &sq, "--shape", "input=1,x,224,224"]), "x");
+    // Bad --input: no `=`, a missing file, a file that is not a tensor, the wrong shape.
+    assert_one_line_error(
+        &run(&["run", &sq, "--input", "input"]),
+        "expected NAME=FILE",
+    );
+    assert_one_line_error(
+        &run(&["run", &sq, "--input", "input=/no/such/input.npy"]),
+        "/no/such/input.npy",
+    );
+    assert_one_line_error(
+        &run(&["run", &sq, "--input", &format!("input={}", bad.display())]),
+        "bad.onnx",
+    );
+    let ppocr_input = models().join("ppocr-mobile-v2-cls/input_0.npy");
+    assert_one_line_error(
+        &run(&[
+            "run",
+            &sq,
+            "--input",
+            &format!("input={}", ppocr_input.display()),
+        ]),
+        "the model expects",
+    );
+    // A malformed model through the other subcommands too.
+    for cmd in ["plan", "check", "bench"] {
+        let o = run(&[cmd, bad.to_str().unwrap()]);
+        let (_, err) = text(&o);
+        assert_ne!(o.status.code(), Some(0), "{cmd}: {err}");
+        assert!(!err.contains("panicked"), "{cmd}: {err}");
+    }
+    // Usage errors (clap's): exit 2, also one line.
+    for args in [
+        &["frobnicate"][..],
+        &["run"][..],
+        &["run", &sq, "--bogus"][..],
+        &["bench", &sq, "--iterations", "many"][..],
+        &["run", &sq, "--backend", "tpu"][..],
+    ] {
+        let o = run(args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(err.contains("--help"), "{args:?}: {err}");
+    }
+    // --help is not an error.
+    let help = run(&["run", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(text(&help).0.contains("--input"));
+}
+
+#[test]
+fn bench_prints_plain_progress_lines_when_piped() {
+    let o = run(&[
+        "bench",
+        &model("tv-squeezenet1_1"),
+        "--iterations",
+        "3",
+        "--warmup",
+        "0",
+        "--threads",
+        "2",
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    // Not a terminal: no progress bar (no escape sequences, no carriage returns), plain lines.
+    assert!(stderr.contains("3/3 iterations"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\r'),
+        "{stderr:?}"
+    );
+    for k in ["min", "median", "p90", "p99", "max", "throughput"] {
+        assert!(stdout.contains(k), "{stdout}");
+    }
 }
 
 #[test]
@@ -175,6 +251,36 @@ fn plan_svg_is_well_formed() {
     assert_eq!(s.matches('"').count() % 2, 0);
     assert!(s.matches("<rect").count() > 60, "one rectangle per tensor");
     assert!(s.contains("lower bound") && s.contains("time step") && s.contains("byte offset"));
+    assert!(
+        s.contains(">peak ") && s.contains(">lower bound "),
+        "labelled lines"
+    );
+    // Tensor rectangles never overlap (in-place pairs meet mid-step): overlap would mean
+    // two live tensors in the same bytes.
+    let rects: Vec<[f64; 4]> = s
+        .lines()
+        .filter(|l| l.starts_with("<rect") && l.contains("<title>"))
+        .map(|l| {
+            let attr = |k: &str| -> f64 {
+                let start = l.find(&format!(" {k}=\"")).unwrap() + k.len() + 3;
+                l[start..start + l[start..].find('"').unwrap()]
+                    .parse()
+                    .unwrap()
+            };
+            [attr("x"), attr("y"), attr("width"), attr("height")]
+        })
+        .collect();
+    assert!(rects.len() > 60);
+    let eps = 0.02;
+    for (i, a) in rects.iter().enumerate() {
+        for b in &rects[i + 1..] {
+            let apart = a[0] + a[2] <= b[0] + eps
+                || b[0] + b[2] <= a[0] + eps
+                || a[1] + a[3] <= b[1] + eps
+                || b[1] + b[3] <= a[1] + eps;
+            assert!(apart, "overlapping tensors {a:?} {b:?}");
+        }
+    }
     let o = run(&["plan", &model("tv-squeezenet1_1"), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["peak_bytes"].as_u64() >= v["lower_bound_bytes"].as_u64());
@@ -268,7 +374,30 @@ fn serve_sim_loses_nothing_and_traces_decisions() {
     let device: Vec<_> = events.iter().filter(|e| e["cat"] == "device").collect();
     let decisions: Vec<_> = events.iter().filter(|e| e["cat"] == "decision").collect();
     assert!(!device.is_empty() && !decisions.is_empty());
-    assert!(decisions.iter().all(|d| d["args"]["reason"].is_string()));
+    // Host spans (tracing-chrome) of the command itself.
+    for span in ["aegisrt.serve-sim", "aegisrt.load", "aegisrt.collect"] {
+        assert!(events.iter().any(|e| e["name"] == span), "host span {span}");
+    }
+    // Every scheduling decision with its reason; every accepted request dispatched once.
+    assert!(decisions
+        .iter()
+        .all(|d| d["args"]["reason"].as_str().is_some_and(|r| !r.is_empty())));
+    let dispatched = decisions
+        .iter()
+        .filter(|d| d["args"]["action"] == "dispatch")
+        .count();
+    let completed: u64 = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["completed"].as_u64().unwrap())
+        .sum();
+    assert!(dispatched as u64 >= completed);
+    // The device timeline: one complete span per completed request, on its stream's track.
+    assert_eq!(device.len() as u64, completed);
+    assert!(device
+        .iter()
+        .all(|d| d["ph"] == "X" && d["pid"] == 2 && d["dur"].as_f64() > Some(0.0)));
     assert!(
         device.iter().all(|d| d["tid"].as_u64().unwrap() < 2),
         "two streams"

@@ -192,10 +192,18 @@ pub fn pool(
             count_include_pad: a.count_include_pad,
         };
         par_chunks(out, op, threads, min_planes, |first, piece| {
-            for (pi, oplane) in piece.chunks_mut(op).enumerate() {
-                let plane = &x[(first + pi) * ip..(first + pi + 1) * ip];
-                g.run(plane, oplane, &th, &tw);
-            }
+            // Through pulp's dispatch so the row loops are compiled for (and vectorised to)
+            // the widest vector unit the CPU has, not the SSE2 baseline.
+            pulp::Arch::new().dispatch(PoolPlanes {
+                g: &g,
+                x,
+                ip,
+                op,
+                first,
+                out: piece,
+                th: &th,
+                tw: &tw,
+            });
         });
         return Ok(());
     }
@@ -256,6 +264,32 @@ pub fn pool(
     Ok(())
 }
 
+/// One worker's output planes of a 1-D / 2-D pooling, run under pulp's dispatch.
+struct PoolPlanes<'a> {
+    g: &'a Plane2d,
+    x: &'a [f32],
+    ip: usize,
+    op: usize,
+    first: usize,
+    out: &'a mut [f32],
+    th: &'a [(usize, usize, usize)],
+    tw: &'a [(usize, usize, usize)],
+}
+
+impl pulp::WithSimd for PoolPlanes<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let (ip, op) = (self.ip, self.op);
+        for (pi, oplane) in self.out.chunks_mut(op).enumerate() {
+            let c = self.first + pi;
+            self.g
+                .run(&self.x[c * ip..(c + 1) * ip], oplane, self.th, self.tw);
+        }
+    }
+}
+
 /// A 1-D or 2-D pooling geometry (`H` is 1 for 1-D).
 struct Plane2d {
     kind: PoolKind,
@@ -272,6 +306,7 @@ impl Plane2d {
     /// One output plane: each output row accumulates its valid input rows (in `kh` order),
     /// each row's taps in `kw` order, each tap over the contiguous run of outputs it covers;
     /// so every output sees the same taps in the same order as the generic loop.
+    #[inline(always)]
     fn run(
         &self,
         plane: &[f32],

@@ -13,7 +13,13 @@ use crate::{BackendArg, CliResult, ModelArgs};
 pub fn load_options(shapes: &[String]) -> CliResult<LoadOptions> {
     let mut o = LoadOptions::default();
     for s in shapes {
-        let (name, dims) = aegis_exec::parse_input_shape(s).map_err(|e| e.to_string())?;
+        let (name, dims) = aegis_exec::parse_input_shape(s).map_err(|e| match e {
+            // Parsed before any model is known: name the flag instead.
+            aegis_exec::ExecError::BadShapeOverride { reason, .. } => {
+                format!("--shape {reason} (expected NAME=D0,D1,..., e.g. x=1,3,224,224)")
+            }
+            e => e.to_string(),
+        })?;
         o = o.with_input_shape(name, dims);
     }
     Ok(o)
@@ -30,7 +36,22 @@ pub fn load_graph(model: &ModelArgs) -> CliResult<Arc<ExecutionGraph>> {
     let opts = load_options(&model.shapes)?;
     ExecutionGraph::load(&model.model, &opts)
         .map(Arc::new)
-        .map_err(|e| e.to_string())
+        .map_err(|e| cli_message(&e))
+}
+
+/// A load error in the command line's terms: an open dimension is fixed with `--shape`.
+pub fn cli_message(e: &aegis_exec::ExecError) -> String {
+    match e {
+        aegis_exec::ExecError::OpenDimension {
+            model,
+            input,
+            dim,
+            symbol,
+        } => format!(
+            "model {model}: input '{input}' has open dimension {dim} ('{symbol}'); fix it with --shape {input}=D0,D1,... (e.g. --shape {input}=1,3,224,224)"
+        ),
+        e => e.to_string(),
+    }
 }
 
 /// The device for `--backend`.

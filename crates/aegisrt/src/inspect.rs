@@ -127,7 +127,7 @@ pub fn check(model: &ModelArgs, threads: Option<usize>) -> CliResult<u8> {
         Ok(g) => Arc::new(g),
         Err(e) => {
             println!("{id}: cannot be loaded");
-            println!("  {e}");
+            println!("  {}", crate::common::cli_message(&e));
             println!("verdict: NOT RUNNABLE");
             return Ok(3);
         }
@@ -241,8 +241,13 @@ pub fn fit(device_memory: &str, concurrency: usize, json: bool, specs: &[String]
         if !path.exists() {
             return Err(format!("model file {} does not exist", path.display()));
         }
-        let graph =
-            ExecutionGraph::load(&path, &LoadOptions::default()).map_err(|e| e.to_string())?;
+        let graph = ExecutionGraph::load(&path, &LoadOptions::default()).map_err(|e| match e {
+            // `fit` takes many models and no --shape: point at a fixed-shape file.
+            aegis_exec::ExecError::OpenDimension { .. } => {
+                format!("{e}; `fit` needs fixed shapes (e.g. the model's model_static.onnx)")
+            }
+            e => e.to_string(),
+        })?;
         let mut id = aegis_context::model_id_for_path(&path);
         if models.iter().any(|m: &FitModel| m.model == id) {
             id = format!("{id}#{}", models.len() + 1);

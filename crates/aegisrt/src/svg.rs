@@ -228,7 +228,7 @@ pub fn plan_svg(graph: &ExecutionGraph, title: &str) -> String {
 <rect x="{:.1}" y="{:.1}" width="24" height="12" fill="hsl(200,60%,72%)" stroke="#333" stroke-width="0.5"/><text x="{:.1}" y="{:.1}">a tensor: steps alive × its bytes</text>
 <rect x="{:.1}" y="{:.1}" width="12" height="12" fill="hsl(30,60%,72%)" stroke="#333" stroke-width="0.5"/><rect x="{:.1}" y="{:.1}" width="12" height="12" fill="hsl(280,60%,72%)" stroke="#333" stroke-width="0.5"/><text x="{:.1}" y="{:.1}">in place: meet mid-step</text>
 <line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{PEAK}" stroke-width="2" stroke-dasharray="10,10"/><text x="{:.1}" y="{:.1}">peak (arena size)</text>
-<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{BOUND}" stroke-width="2" stroke-dasharray="10,10" stroke-dashoffset="10"/><text x="{:.1}" y="{:.1}">lower bound (most live bytes)</text></g>"##,
+<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{BOUND}" stroke-width="2" stroke-dasharray="10,10"/><text x="{:.1}" y="{:.1}">lower bound (most live bytes)</text></g>"##,
         26.0 * 4.0 + 30.0,
         lx + 10.0,
         TOP + 20.0,

@@ -149,7 +149,10 @@ fn errors_are_one_line_with_exit_1() {
     // Bad --shape: not NAME=DIMS, a dimension that is not a number.
     let sq = model("tv-squeezenet1_1");
     assert_one_line_error(&run(&["run", &sq, "--shape", "input"]), "input");
-    assert_one_line_error(&run(&["plan", &sq, "--shape", "input=1,x,224,224"]), "x");
+    assert_one_line_error(
+        &run(&["plan", &sq, "--shape", "input=1,x,224,224"]),
+        "--shape 'x' in 'input=1,x,224,224' is not a dimension",
+    );
     // Bad --input: no `=`, a missing file, a file that is not a tensor, the wrong shape.
     assert_one_line_error(
         &run(&["run", &sq, "--input", "input"]),
@@ -302,6 +305,7 @@ fn check_and_fit_answer_with_their_exit_codes() {
     let no = run(&["check", &model("ppocr-mobile-v2-cls")]);
     assert_eq!(no.status.code(), Some(3));
     assert!(text(&no).0.contains("open dimension"));
+    assert!(text(&no).0.contains("--shape x="), "{:?}", text(&no));
 
     let sq = model("tv-squeezenet1_1");
     let fits = run(&[

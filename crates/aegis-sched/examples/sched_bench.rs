@@ -64,6 +64,16 @@ fn sched(
     capacity: usize,
     log: usize,
 ) -> Scheduler<u64, u64> {
+    sched_with(policy, streams, capacity, log, false)
+}
+
+fn sched_with(
+    policy: impl SchedulingPolicy,
+    streams: usize,
+    capacity: usize,
+    log: usize,
+    inline_dispatch: bool,
+) -> Scheduler<u64, u64> {
     let device = Device::host();
     let pool = StreamPool::new(&device, streams, &[]).expect("pool");
     Scheduler::new(
@@ -73,6 +83,7 @@ fn sched(
             queue_capacity: capacity,
             decision_log_capacity: log,
             idle_spin: spin(),
+            inline_dispatch,
             ..SchedulerConfig::default()
         },
     )
@@ -115,12 +126,72 @@ fn wait_until(t: Instant) {
     }
 }
 
+/// Nanoseconds since a process-wide epoch: lets a `u64` input carry its submit time.
+fn stamp() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// A trivial graph of one host kernel: records how long after its submit stamp (the input)
+/// it started running on the stream.
+struct StampKernel {
+    started: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Workload<u64, u64> for StampKernel {
+    fn model_id(&self) -> &str {
+        "stamp"
+    }
+    fn initial_estimate(&self) -> Duration {
+        Duration::from_micros(1)
+    }
+    fn enqueue(&self, input: u64, stream: &Stream) -> Result<Collect<u64>, WorkloadError> {
+        let started = Arc::clone(&self.started);
+        stream.enqueue_host("stamp", move || {
+            let d = Duration::from_nanos(stamp().saturating_sub(input));
+            started.lock().unwrap_or_else(|e| e.into_inner()).push(d);
+            Ok(())
+        })?;
+        Ok(Box::new(move || Ok(input)))
+    }
+}
+
+/// Voluntary + involuntary context switches of every thread of this process so far (Linux;
+/// 0 elsewhere): a load-independent count of thread wake-ups.
+fn context_switches() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|st| {
+            st.lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+struct Lat {
+    decision: [Duration; 3],
+    started: [Duration; 3],
+    switches_per_request: f64,
+}
+
 /// Submit→dispatch latency at a paced rate: one submitter, `gap` between submissions.
-fn latency(n: usize, gap: Duration, streams: usize) -> (Duration, Duration, Duration) {
-    let s = sched(Fifo, streams, 4096, 0);
+/// Two definitions, both from the moment `submit_with` is entered: to the dispatch decision
+/// (the scheduler's `queued_for`), and to the moment the request's first kernel starts on its
+/// stream.
+fn latency(n: usize, gap: Duration, streams: usize, inline: bool) -> Lat {
+    let s = sched_with(Fifo, streams, 4096, 0, inline);
     s.start().expect("start");
-    let w: Arc<dyn Workload<u64, u64>> = Arc::new(Trivial);
+    let started = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let w: Arc<dyn Workload<u64, u64>> = Arc::new(StampKernel {
+        started: Arc::clone(&started),
+    });
     let lat = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let cs0 = context_switches();
     let t0 = Instant::now();
     for i in 0..n {
         // A client that sleeps between requests (spinning here would take one of the
@@ -130,7 +201,7 @@ fn latency(n: usize, gap: Duration, streams: usize) -> (Duration, Duration, Dura
             std::thread::sleep(d);
         }
         let lat = Arc::clone(&lat);
-        s.submit_with(Request::new(Arc::clone(&w), i as u64), move |o| {
+        s.submit_with(Request::new(Arc::clone(&w), stamp()), move |o| {
             if let Ok(c) = o {
                 lat.lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -140,14 +211,22 @@ fn latency(n: usize, gap: Duration, streams: usize) -> (Duration, Duration, Dura
         .expect("submit");
     }
     s.stop(StopMode::Drain);
+    let switches_per_request = (context_switches() - cs0) as f64 / n as f64;
     let mut v = std::mem::take(&mut *lat.lock().unwrap_or_else(|e| e.into_inner()));
     v.sort_unstable();
-    (pct(&v, 0.5), pct(&v, 0.99), pct(&v, 0.999))
+    let mut st = std::mem::take(&mut *started.lock().unwrap_or_else(|e| e.into_inner()));
+    st.sort_unstable();
+    Lat {
+        decision: [pct(&v, 0.5), pct(&v, 0.99), pct(&v, 0.999)],
+        started: [pct(&st, 0.5), pct(&st, 0.99), pct(&st, 0.999)],
+        switches_per_request,
+    }
 }
 
 /// Requests/s end to end (submit → outcome delivered) with `submitters` threads blasting.
-fn throughput(n: u64, streams: usize, submitters: u64) -> (f64, SchedStats) {
-    let s = Arc::new(sched(Fifo, streams, 8192, 0));
+fn throughput(n: u64, streams: usize, submitters: u64, inline: bool) -> (f64, SchedStats, f64) {
+    let s = Arc::new(sched_with(Fifo, streams, 8192, 0, inline));
+    let cs0 = context_switches();
     s.start().expect("start");
     let w: Arc<dyn Workload<u64, u64>> = Arc::new(Trivial);
     let done = Arc::new(AtomicU64::new(0));
@@ -165,8 +244,10 @@ fn throughput(n: u64, streams: usize, submitters: u64) -> (f64, SchedStats) {
                         }) {
                             Ok(_) => break,
                             Err(e) => {
+                                // A client backs off on the Transient QueueFull (a yield
+                                // loop would take the cores the loop and workers need).
                                 req = e.into_request();
-                                std::thread::yield_now();
+                                std::thread::sleep(Duration::from_micros(50));
                             }
                         }
                     }
@@ -179,7 +260,8 @@ fn throughput(n: u64, streams: usize, submitters: u64) -> (f64, SchedStats) {
     }
     let st = s.stop(StopMode::Drain);
     let secs = t0.elapsed().as_secs_f64();
-    (done.load(Ordering::Relaxed) as f64 / secs, st)
+    let cs = (context_switches() - cs0) as f64 / n as f64;
+    (done.load(Ordering::Relaxed) as f64 / secs, st, cs)
 }
 
 /// Peer figure measured in the same run: a bare thread hop, no scheduler. The client sleeps
@@ -259,18 +341,9 @@ fn overhead(quick: bool) {
     println!("== 1. Overhead (trivial workload, host backend, FIFO) ==");
     let n = if quick { 5_000 } else { 50_000 };
     for (label, gap) in [
-        (
-            "client sleeping 20 us between submits",
-            Duration::from_micros(20),
-        ),
-        (
-            "client sleeping 100 us between submits",
-            Duration::from_micros(100),
-        ),
-        (
-            "client sleeping 1 ms between submits",
-            Duration::from_millis(1),
-        ),
+        ("client paced at 20 us", Duration::from_micros(20)),
+        ("client paced at 100 us", Duration::from_micros(100)),
+        ("client paced at 1 ms", Duration::from_millis(1)),
     ] {
         let n = (n as u128 * 20_000 / gap.as_nanos().max(20_000)) as usize;
         let (c50, c99) = peer_condvar(n.min(2000), gap);
@@ -279,23 +352,31 @@ fn overhead(quick: bool) {
             "  peer, same gap: parked-thread wake via Mutex+Condvar median {:6.2} us p99 {:7.2} us; crossbeam channel median {:6.2} us p99 {:7.2} us",
             us(c50), us(c99), us(x50), us(x99)
         );
-        let t = Instant::now();
-        let (p50, p99, p999) = latency(n, gap, 4);
-        let rate = n as f64 / t.elapsed().as_secs_f64();
-        println!(
-            "submit->dispatch latency, {label:40} ({rate:6.0} req/s, n={n:6}): median {:7.2} us  p99 {:7.2} us  p99.9 {:8.2} us",
-            us(p50),
-            us(p99),
-            us(p999)
-        );
+        for inline in [false, true] {
+            let l = latency(n, gap, 4, inline);
+            let mode = if inline {
+                "inline_dispatch"
+            } else {
+                "default (loop) "
+            };
+            let [d50, d99, d999] = l.decision;
+            let [s50, s99, s999] = l.started;
+            println!(
+                "{label}, n={n}, {mode}: submit->dispatch decision median {:6.2} us p99 {:7.2} us p99.9 {:8.2} us | submit->kernel starts on stream median {:6.2} us p99 {:7.2} us p99.9 {:8.2} us | {:.2} context switches/request",
+                us(d50), us(d99), us(d999), us(s50), us(s99), us(s999), l.switches_per_request
+            );
+        }
     }
     let n = if quick { 50_000 } else { 400_000 };
-    for (streams, submitters) in [(1, 1), (4, 1), (4, 2), (8, 2)] {
-        let (rps, st) = throughput(n, streams, submitters);
-        println!(
-            "throughput, {streams} streams, {submitters} submitter(s), n={n}: {rps:10.0} requests/s (completed {}, QueueFull retries {})",
-            st.completed, st.refused_full
-        );
+    for inline in [false, true] {
+        for (streams, submitters) in [(1, 1), (4, 1), (4, 2), (8, 2)] {
+            let (rps, st, cs) = throughput(n, streams, submitters, inline);
+            println!(
+                "throughput, {streams} streams, {submitters} submitter(s), n={n}, {}: {rps:10.0} requests/s (completed {}, QueueFull retries {}, {cs:.2} context switches/request)",
+                if inline { "inline_dispatch" } else { "default" },
+                st.completed, st.refused_full
+            );
+        }
     }
 }
 

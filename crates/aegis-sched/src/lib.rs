@@ -15,9 +15,14 @@
 //!   synchronises the stream, measures device time from the events, runs the workload's
 //!   [`Collect`], delivers the outcome and releases the stream. Idle, it blocks (with a
 //!   timeout only when the policy asked to re-check a deadline).
+//! - With [`SchedulerConfig::inline_dispatch`], a submitter that finds the loop state free
+//!   (try-lock, never waiting) runs the admit/decide/dispatch step itself, saving the thread
+//!   wake-up between submit and dispatch; outcomes are still delivered on the scheduling
+//!   thread, and the loop state is one lock, so decisions stay serial.
 //! - Policies: [`Fifo`], [`StrictPriority`] (FIFO within a level, optional aging),
 //!   [`EarliestDeadlineFirst`] (least-slack admission: a request that can no longer meet its
-//!   deadline is rejected early with `DeadlineUnmeetable { deadline, estimate, slack }`), and
+//!   deadline is rejected early with `DeadlineUnmeetable { deadline, estimate, slack }`; the
+//!   admission includes a learned, bounded tail margin), and
 //!   [`WeightedFair`] (tenants share measured device time by weight). Per-model estimates
 //!   start at the workload's prepare-time figure and follow an EWMA of measured device time.
 //! - Every decision is a structured `tracing` event with its reason (target `aegis_sched`);

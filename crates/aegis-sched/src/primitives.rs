@@ -44,6 +44,8 @@ struct InboxState<S, C> {
     stop_news: bool,
     /// The consumer is blocked on `wake`; producers notify only then (saves a syscall per push).
     sleeping: bool,
+    /// Set by [`BoundedInbox::poke`]: wakes the consumer once without posting an item.
+    poked: bool,
 }
 
 /// What [`BoundedInbox::take`] handed over.
@@ -92,6 +94,7 @@ impl<S, C> BoundedInbox<S, C> {
                 stop: None,
                 stop_news: false,
                 sleeping: false,
+                poked: false,
             }),
             wake: Condvar::new(),
             dirty: AtomicBool::new(false),
@@ -130,6 +133,80 @@ impl<S, C> BoundedInbox<S, C> {
         st.submissions.push_back(make(value, seq));
         self.signal(st);
         Ok(seq)
+    }
+
+    /// Like [`Self::try_push`], but does not wake the consumer: returns the sequence number and
+    /// whether the consumer was asleep. The caller must then either consume the item itself
+    /// (with [`Self::take_submissions`]) or call [`Self::poke`] when the consumer was asleep.
+    pub fn try_push_quiet<T>(
+        &self,
+        value: T,
+        make: impl FnOnce(T, u64) -> S,
+    ) -> Result<(u64, bool), (T, PushRefusal)> {
+        let mut st = lock(&self.state);
+        if st.stop.is_some() {
+            return Err((value, PushRefusal::Closed));
+        }
+        if st.queued >= self.capacity {
+            return Err((
+                value,
+                PushRefusal::Full {
+                    capacity: self.capacity,
+                },
+            ));
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.queued += 1;
+        st.submissions.push_back(make(value, seq));
+        self.dirty.store(true, Ordering::Release);
+        Ok((seq, st.sleeping))
+    }
+
+    /// Wakes the consumer once (its next wait returns at once) without posting anything: for
+    /// news the consumer must look at that is not an item (a changed timer, deferred work).
+    pub fn poke(&self) {
+        let mut st = lock(&self.state);
+        st.poked = true;
+        self.signal(st);
+    }
+
+    /// Takes the pending submissions (not the completions), releasing `released` places;
+    /// refuses (takes nothing, returns false) once the inbox is closed, so that only the
+    /// consumer's own [`Self::take`] sees the stop.
+    pub fn take_submissions(&self, released: usize, subs: &mut VecDeque<S>) -> bool {
+        let mut st = lock(&self.state);
+        st.queued = st.queued.saturating_sub(released);
+        if st.stop.is_some() {
+            return false;
+        }
+        if subs.is_empty() {
+            std::mem::swap(subs, &mut st.submissions);
+        } else {
+            subs.extend(st.submissions.drain(..));
+        }
+        true
+    }
+
+    /// Consumer side: sleeps until something is pending (a submission, a completion, an
+    /// unreported stop, a poke) or `until` passes; takes nothing.
+    pub fn wait_news(&self, until: Option<Instant>) {
+        let mut st = lock(&self.state);
+        while st.submissions.is_empty() && st.completions.is_empty() && !st.stop_news && !st.poked {
+            let timeout = match until {
+                None => None,
+                Some(t) => match t.checked_duration_since(Instant::now()) {
+                    Some(d) if !d.is_zero() => Some(d),
+                    _ => break,
+                },
+            };
+            st.sleeping = true;
+            st = match timeout {
+                None => wait(&self.wake, st),
+                Some(d) => wait_timeout(&self.wake, st, d),
+            };
+            st.sleeping = false;
+        }
     }
 
     /// Posts a completion. Always accepted, also after `close`: in-flight work must report.
@@ -211,6 +288,7 @@ impl<S, C> BoundedInbox<S, C> {
         }
         comps.append(&mut st.completions);
         st.stop_news = false;
+        st.poked = false;
         self.dirty.store(false, Ordering::Release);
         taken
     }
@@ -226,7 +304,7 @@ impl<S, C> BoundedInbox<S, C> {
     ) -> Taken {
         let mut st = lock(&self.state);
         st.queued = st.queued.saturating_sub(released);
-        while st.submissions.is_empty() && st.completions.is_empty() && !st.stop_news {
+        while st.submissions.is_empty() && st.completions.is_empty() && !st.stop_news && !st.poked {
             let timeout = match until {
                 None => None,
                 Some(t) => match t.checked_duration_since(Instant::now()) {

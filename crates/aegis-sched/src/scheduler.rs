@@ -4,7 +4,9 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use aegis_cuda::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
+use aegis_cuda::sync::{
+    lock, Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering,
+};
 use aegis_cuda::Event;
 
 use crate::decision::{Action, Decision, DecisionLog};
@@ -44,6 +46,14 @@ pub struct SchedulerConfig {
     pub idle_spin: Duration,
     /// Requests with at least this priority prefer the pool's highest-priority streams.
     pub urgent_priority: Priority,
+    /// Let a submitter that finds the loop idle run the dispatch step itself (admit, ask the
+    /// policy, enqueue on a free stream) instead of waking the scheduling thread: removes a
+    /// thread wake-up from submit→dispatch. Only dispatches run there; every outcome (a
+    /// rejection, a failure, a completion) is still delivered on the scheduling thread, and
+    /// the loop state is shared under one lock, so decisions stay serial and deterministic.
+    /// Cost: the workload's `enqueue` runs on the submitting thread (`submit` stays
+    /// non-blocking: it never waits for a lock held by someone else). Off by default.
+    pub inline_dispatch: bool,
     /// Name of the scheduling thread.
     pub thread_name: String,
 }
@@ -57,6 +67,7 @@ impl Default for SchedulerConfig {
             deviation_factor: 3.0,
             idle_spin: Duration::from_micros(20),
             urgent_priority: Priority::HIGH,
+            inline_dispatch: false,
             thread_name: "aegis-sched".into(),
         }
     }
@@ -182,13 +193,22 @@ struct Shared<I, O> {
     pool: Arc<StreamPool>,
 }
 
-/// Hands the loop state to the new thread, and back if spawning fails.
-type Handoff<I, O> = Arc<Mutex<Option<Box<LoopState<I, O>>>>>;
-
-enum Lifecycle<I, O> {
-    Ready(Box<LoopState<I, O>>),
+enum Lifecycle {
+    Ready,
     Running(aegis_cuda::sync::thread::JoinHandle<()>),
     Stopped,
+}
+
+/// The loop state, shared by the scheduling thread and (with `inline_dispatch`) submitters.
+type Core<I, O> = Arc<Mutex<LoopState<I, O>>>;
+
+/// Locks `m` if nobody holds it (ignoring poisoning, like `lock`).
+fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
 }
 
 /// The scheduler. See the crate docs for the model.
@@ -196,7 +216,11 @@ enum Lifecycle<I, O> {
 /// `I`/`O` are the inputs and outputs of the [`Workload`]s it dispatches.
 pub struct Scheduler<I: Send + 'static, O: Send + 'static> {
     shared: Arc<Shared<I, O>>,
-    lifecycle: Mutex<Lifecycle<I, O>>,
+    core: Core<I, O>,
+    lifecycle: Mutex<Lifecycle>,
+    /// Submitters may run the dispatch step (set by `start` when configured).
+    inline: AtomicBool,
+    inline_configured: bool,
     thread_name: String,
 }
 
@@ -254,10 +278,20 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
             idle_spin: config.idle_spin,
             urgent: config.urgent_priority,
             overhead: (Duration::ZERO, Instant::now()),
+            subs: VecDeque::new(),
+            comps: Vec::new(),
+            recheck: None,
+            deferred: Vec::new(),
+            inline: false,
+            stopped_inline: false,
+            done: false,
         };
         Ok(Self {
             shared,
-            lifecycle: Mutex::new(Lifecycle::Ready(Box::new(state))),
+            core: Arc::new(Mutex::new(state)),
+            lifecycle: Mutex::new(Lifecycle::Ready),
+            inline: AtomicBool::new(false),
+            inline_configured: config.inline_dispatch,
             thread_name: config.thread_name,
         })
     }
@@ -265,36 +299,23 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
     /// Spawns the orchestration loop on its own thread.
     pub fn start(&self) -> Result<(), SchedError> {
         let mut lc = lock(&self.lifecycle);
-        let state = match std::mem::replace(&mut *lc, Lifecycle::Stopped) {
-            Lifecycle::Ready(s) => s,
-            other => {
-                *lc = other;
-                return Err(SchedError::AlreadyStarted);
-            }
-        };
-        let cell: Handoff<I, O> = Arc::new(Mutex::new(Some(state)));
-        let c2 = Arc::clone(&cell);
+        if !matches!(*lc, Lifecycle::Ready) {
+            return Err(SchedError::AlreadyStarted);
+        }
+        let core = Arc::clone(&self.core);
         let spawned = aegis_cuda::sync::thread::Builder::new()
             .name(self.thread_name.clone())
-            .spawn(move || {
-                if let Some(mut s) = lock(&c2).take() {
-                    s.run_guarded();
-                }
-            });
+            .spawn(move || drive(&core));
         match spawned {
             Ok(h) => {
                 *lc = Lifecycle::Running(h);
+                self.inline.store(self.inline_configured, Ordering::Release);
                 Ok(())
             }
-            Err(e) => {
-                // The closure never ran: the state is still in the cell; keep it startable.
-                if let Some(s) = lock(&cell).take() {
-                    *lc = Lifecycle::Ready(s);
-                }
-                Err(SchedError::Spawn {
-                    reason: e.to_string(),
-                })
-            }
+            // The closure never ran: the scheduler stays startable.
+            Err(e) => Err(SchedError::Spawn {
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -337,7 +358,7 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
             }
         }
         let accepted = &self.shared.counters.accepted;
-        let pushed = self.shared.inbox.try_push(request, |request, seq| {
+        let pushed = self.shared.inbox.try_push_quiet(request, |request, seq| {
             // Counted under the inbox lock, before the loop can see (and finish) the request:
             // counters never show an outcome for a request not yet counted as accepted.
             bump(accepted);
@@ -350,8 +371,19 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
             }
         });
         match pushed {
-            Ok(seq) => {
+            Ok((seq, asleep)) => {
                 tracing::trace!(name: "sched.submitted", target: TARGET, request = seq, "submitted");
+                let mut wake = asleep;
+                if self.inline.load(Ordering::Acquire) {
+                    // Never waits: if the loop (or another submitter) holds the state, it will
+                    // see this submission in the inbox.
+                    if let Some(mut st) = try_lock(&self.core) {
+                        wake = st.inline_round_guarded();
+                    }
+                }
+                if wake {
+                    self.shared.inbox.poke();
+                }
                 Ok(RequestId(seq))
             }
             Err((request, PushRefusal::Full { capacity })) => {
@@ -408,7 +440,7 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
         self.shared.inbox.close(mode);
         let mut lc = lock(&self.lifecycle);
         match std::mem::replace(&mut *lc, Lifecycle::Stopped) {
-            Lifecycle::Ready(mut s) => s.run_guarded(),
+            Lifecycle::Ready => drive(&self.core),
             // Called from a completion callback (on the scheduling thread itself, e.g. a callback
             // dropping the last handle to the scheduler): joining would deadlock. The inbox is
             // closed, so the loop finishes the remaining work and exits on its own.
@@ -517,6 +549,75 @@ struct LoopState<I, O> {
     /// Conservative per-request overhead and when it was last measured (it decays without
     /// samples: see `estimate::decayed`).
     overhead: (Duration, Instant),
+    /// Inbox take buffers (kept to reuse their allocations).
+    subs: VecDeque<Submission<I, O>>,
+    comps: Vec<CompletionMsg>,
+    /// When the policy asked to be asked again.
+    recheck: Option<Instant>,
+    /// Outcomes decided during an inline round, delivered by the scheduling thread.
+    deferred: Vec<(Completer<O>, Outcome<O>)>,
+    /// True while a submitter runs an inline round.
+    inline: bool,
+    /// The inline round stopped at a choice only the scheduling thread may apply.
+    stopped_inline: bool,
+    /// The loop has exited (or failed): no more rounds.
+    done: bool,
+}
+
+/// The scheduling loop: rounds under the state lock, waits outside it. Returns once stopped
+/// and everything accepted has its outcome. If a round panics (a policy bug), every pending
+/// request completes with `SchedulerFailed` so none hangs.
+fn drive<I: Send + 'static, O: Send + 'static>(core: &Mutex<LoopState<I, O>>) {
+    let inbox = Arc::clone(&lock(core).shared.inbox);
+    loop {
+        let (recheck, spin) = {
+            let mut st = lock(core);
+            if st.done {
+                return;
+            }
+            match catch_unwind(AssertUnwindSafe(|| st.round(&inbox))) {
+                Ok(true) => {
+                    st.done = true;
+                    tracing::debug!(target: TARGET, "scheduling loop exited");
+                    return;
+                }
+                Ok(false) => {}
+                Err(p) => {
+                    tracing::error!(target: TARGET, panic = %panic_message(p.as_ref()), "scheduling loop panicked; failing all pending requests");
+                    st.fail_all();
+                    return;
+                }
+            }
+            (st.recheck, st.spin_window())
+        };
+        spin_for(&inbox, spin, recheck);
+        inbox.wait_news(recheck);
+    }
+}
+
+/// Polls the inbox for up to `window` (yielding the core) before the caller blocks.
+fn spin_for<I, O>(inbox: &Inbox<I, O>, window: Duration, recheck: Option<Instant>) {
+    if window.is_zero() || inbox.has_news() {
+        return;
+    }
+    let start = Instant::now();
+    let mut end = add_saturating(start, window);
+    if let Some(r) = recheck {
+        end = end.min(r);
+    }
+    let mut n = 0u32;
+    while !inbox.has_news() {
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(8) {
+            if Instant::now() >= end {
+                return;
+            }
+            // Let stream workers run on a busy core: they are what we wait for.
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
 }
 
 /// Synchronises a stream whose completion marker has already run.
@@ -559,75 +660,106 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
-    /// Runs the loop; if the policy (or anything else) panics, completes every pending request
-    /// with `SchedulerFailed` so none hangs.
-    fn run_guarded(&mut self) {
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.run())) {
-            tracing::error!(target: TARGET, panic = %panic_message(p.as_ref()), "scheduling loop panicked; failing all pending requests");
-            self.fail_all();
+    /// One round of the loop: take what the inbox holds, deliver deferred outcomes, finish
+    /// completed requests, admit submissions, let the policy decide. True when the loop is
+    /// done (stopped, nothing queued or running).
+    fn round(&mut self, inbox: &Inbox<I, O>) -> bool {
+        let released = std::mem::take(&mut self.released);
+        let taken = inbox.take(released, &mut self.subs, &mut self.comps);
+        self.flush_deferred();
+        let mut comps = std::mem::take(&mut self.comps);
+        for c in comps.drain(..) {
+            self.finish(c);
         }
+        self.comps = comps;
+        self.admit_taken();
+        if taken.stop == Some(StopMode::Cancel) {
+            self.cancel_queued(CancelReason::Stopped);
+        }
+        let (next, stalled) = self.decide_all();
+        self.recheck = next;
+        if taken.stop.is_some() {
+            if stalled {
+                self.cancel_queued(CancelReason::DrainStalled);
+            }
+            self.flush_deferred();
+            // The take above saw the inbox closed, so it also took every submission ever
+            // accepted: nothing can arrive any more but completions of running requests.
+            if self.queue.is_empty() && self.running_count() == 0 {
+                // Give back the places of the requests finished in this round.
+                inbox.release(std::mem::take(&mut self.released));
+                return true;
+            }
+        }
+        false
     }
 
-    fn run(&mut self) {
+    /// A submitter's round (`inline_dispatch`): admit new submissions and dispatch what the
+    /// policy dispatches; anything else (a rejection, a deferred outcome, a new timer) is left
+    /// to the scheduling thread. Returns whether that thread must be woken. A panic fails the
+    /// scheduler like a panic in the loop.
+    fn inline_round_guarded(&mut self) -> bool {
+        if self.done {
+            return false;
+        }
         let inbox = Arc::clone(&self.shared.inbox);
-        let mut subs: VecDeque<Submission<I, O>> = VecDeque::new();
-        let mut comps: Vec<CompletionMsg> = Vec::new();
-        let mut recheck: Option<Instant> = None;
-        loop {
-            let released = std::mem::take(&mut self.released);
-            self.spin(&inbox, recheck);
-            let taken = inbox.take_or_wait(released, recheck, &mut subs, &mut comps);
-            for c in comps.drain(..) {
-                self.finish(c);
+        let released = std::mem::take(&mut self.released);
+        if !inbox.take_submissions(released, &mut self.subs) {
+            // Closed: the scheduling thread handles the stop.
+            return true;
+        }
+        let before = self.recheck;
+        self.inline = true;
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            self.admit_taken();
+            self.decide_all()
+        }));
+        self.inline = false;
+        match r {
+            Ok((next, _)) => {
+                self.recheck = next;
+                let earlier = match (next, before) {
+                    (Some(n), Some(b)) => n < b,
+                    (Some(_), None) => true,
+                    _ => false,
+                };
+                // A rejection is left queued for the loop (the policy repeats it there).
+                let left = !self.deferred.is_empty() || self.stopped_inline;
+                self.stopped_inline = false;
+                earlier || left
             }
-            self.admit(&mut subs);
-            if taken.stop == Some(StopMode::Cancel) {
-                self.cancel_queued(CancelReason::Stopped);
-            }
-            let (next, stalled) = self.decide_all();
-            recheck = next;
-            if taken.stop.is_some() {
-                if stalled {
-                    self.cancel_queued(CancelReason::DrainStalled);
-                }
-                // The take above saw the inbox closed, so it also took every submission ever
-                // accepted: nothing can arrive any more but completions of running requests.
-                if self.queue.is_empty() && self.running_count() == 0 {
-                    break;
-                }
+            Err(p) => {
+                tracing::error!(target: TARGET, panic = %panic_message(p.as_ref()), "scheduling round panicked on a submitter; failing all pending requests");
+                self.fail_all();
+                true
             }
         }
-        // Give back the places of the requests finished in the last round, so `queued` reads 0.
-        inbox.release(std::mem::take(&mut self.released));
-        tracing::debug!(target: TARGET, "scheduling loop exited");
     }
 
-    /// Polls the inbox for a short while before the caller blocks (see `idle_spin`).
-    fn spin(&self, inbox: &Inbox<I, O>, recheck: Option<Instant>) {
-        // Under loom a busy-poll is an unbounded loop of unmodelled steps: block instead.
-        // While requests run, the stream workers need the cores more than we do, and their
-        // completions wake us anyway: poll only when nothing is in flight.
-        if cfg!(loom) || self.idle_spin.is_zero() || !self.in_flight.is_empty() || inbox.has_news()
-        {
-            return;
+    /// How long the loop may poll before it blocks: only right after activity with nothing
+    /// in flight (while requests run, the stream workers need the cores more than we do, and
+    /// their completions wake us anyway). Never under loom (unmodelled steps).
+    fn spin_window(&self) -> Duration {
+        if cfg!(loom) || !self.in_flight.is_empty() {
+            Duration::ZERO
+        } else {
+            self.idle_spin
         }
-        let start = Instant::now();
-        let mut end = add_saturating(start, self.idle_spin);
-        if let Some(r) = recheck {
-            end = end.min(r);
+    }
+
+    /// Delivers an outcome now, or (during an inline round) defers it to the scheduling
+    /// thread: callbacks always run there.
+    fn deliver(&mut self, completer: Completer<O>, outcome: Outcome<O>) {
+        if self.inline {
+            self.deferred.push((completer, outcome));
+        } else {
+            completer.complete(outcome);
         }
-        let mut n = 0u32;
-        while !inbox.has_news() {
-            n = n.wrapping_add(1);
-            if n.is_multiple_of(8) {
-                if Instant::now() >= end {
-                    return;
-                }
-                // Let stream workers run on a busy core: they are what we wait for.
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+    }
+
+    fn flush_deferred(&mut self) {
+        for (c, o) in std::mem::take(&mut self.deferred) {
+            c.complete(o);
         }
     }
 
@@ -635,12 +767,14 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
         self.in_flight.len()
     }
 
-    /// Moves accepted submissions into the candidate queue.
-    fn admit(&mut self, subs: &mut VecDeque<Submission<I, O>>) {
-        if subs.is_empty() {
+    /// Moves the taken submissions into the candidate queue.
+    fn admit_taken(&mut self) {
+        if self.subs.is_empty() {
             return;
         }
-        let mut est = lock(&self.shared.estimates);
+        let mut subs = std::mem::take(&mut self.subs);
+        let shared = Arc::clone(&self.shared);
+        let mut est = lock(&shared.estimates);
         for s in subs.drain(..) {
             let w = &s.request.workload;
             let (model, estimate, bound) = est.lookup(w.model_id(), || w.initial_estimate());
@@ -667,13 +801,18 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
                     tracing::error!(target: TARGET, request = c.id.0, "out-of-order request id; cancelling it");
                     self.released += 1;
                     bump(&self.shared.counters.cancelled);
-                    s.completer.complete(Err(RequestError::Cancelled {
-                        id: c.id,
-                        reason: CancelReason::Abandoned,
-                    }));
+                    self.deliver(
+                        s.completer,
+                        Err(RequestError::Cancelled {
+                            id: c.id,
+                            reason: CancelReason::Abandoned,
+                        }),
+                    );
                 }
             }
         }
+        drop(est);
+        self.subs = subs;
     }
 
     /// Asks the policy until it waits. Returns its recheck time and whether it stalled
@@ -704,6 +843,12 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
                 Choice::Wait { recheck_at } => {
                     let stalled = recheck_at.is_none() && free > 0 && self.in_flight.is_empty();
                     return (recheck_at, stalled);
+                }
+                Choice::Reject(_, _) if self.inline => {
+                    // Outcomes are delivered on the scheduling thread: leave it to the loop,
+                    // whose next call to the policy makes this choice again.
+                    self.stopped_inline = true;
+                    return (None, false);
                 }
                 Choice::Reject(id, reason) => {
                     let Some(i) = self.queue.view().position(id) else {
@@ -792,11 +937,15 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
         );
         self.log(&c, seen, slack, Action::Rejected(reason.clone()));
         bump(&self.shared.counters.rejected);
-        p.completer.complete(Err(RequestError::Rejected {
-            id: c.id,
-            policy: self.policy.name(),
-            reason,
-        }));
+        let policy = self.policy.name();
+        self.deliver(
+            p.completer,
+            Err(RequestError::Rejected {
+                id: c.id,
+                policy,
+                reason,
+            }),
+        );
     }
 
     fn cancel_queued(&mut self, reason: CancelReason) {
@@ -808,8 +957,10 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
             tracing::info!(name: "sched.cancel", target: TARGET, event = "cancel", request = c.id.0, model = %c.model, reason = ?reason, "cancelled while queued");
             self.log(&c, n, None, Action::Cancelled(reason));
             bump(&self.shared.counters.cancelled);
-            p.completer
-                .complete(Err(RequestError::Cancelled { id: c.id, reason }));
+            self.deliver(
+                p.completer,
+                Err(RequestError::Cancelled { id: c.id, reason }),
+            );
         }
     }
 
@@ -931,11 +1082,14 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
     ) {
         tracing::warn!(name: "sched.fail", target: TARGET, event = "fail", request = c.id.0, stream = s, error = %error, "dispatch failed");
         bump(&self.shared.counters.failed);
-        completer.complete(Err(RequestError::Device {
-            id: c.id,
-            stream: s,
-            error,
-        }));
+        self.deliver(
+            completer,
+            Err(RequestError::Device {
+                id: c.id,
+                stream: s,
+                error,
+            }),
+        );
     }
 
     fn finish(&mut self, msg: CompletionMsg) {
@@ -1055,12 +1209,14 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
     /// After a panic in the loop: no request may hang. Close the inbox and complete everything
     /// still known with `SchedulerFailed`.
     fn fail_all(&mut self) {
+        self.inline = false;
+        self.done = true;
+        self.flush_deferred();
         let inbox = Arc::clone(&self.shared.inbox);
         inbox.close(StopMode::Cancel);
-        let mut subs = VecDeque::new();
         let mut comps = Vec::new();
-        inbox.take(0, &mut subs, &mut comps);
-        self.admit(&mut subs);
+        inbox.take(0, &mut self.subs, &mut comps);
+        self.admit_taken();
         self.cancel_queued(CancelReason::SchedulerFailed);
         for slot in &mut self.running {
             if let Some(run) = slot.take() {

@@ -36,7 +36,18 @@ impl Workload<u32, u32> for Echo {
 
 #[test]
 fn submit_racing_stop_completes_exactly_once() {
-    model(|| {
+    submit_racing_stop(false);
+}
+
+/// The same race with `inline_dispatch`: the submitter may run the dispatch step itself under
+/// the loop-state lock (try-lock, never waiting), racing the loop thread and the stop.
+#[test]
+fn inline_submit_racing_stop_completes_exactly_once() {
+    submit_racing_stop(true);
+}
+
+fn submit_racing_stop(inline_dispatch: bool) {
+    model(move || {
         let device = Device::host_with(HostDeviceOptions {
             capacity: 1024,
             threads: 1,
@@ -46,6 +57,7 @@ fn submit_racing_stop_completes_exactly_once() {
             queue_capacity: 2,
             decision_log_capacity: 0,
             idle_spin: Duration::ZERO,
+            inline_dispatch,
             ..SchedulerConfig::default()
         };
         let s: Arc<Scheduler<u32, u32>> = Arc::new(Scheduler::new(Fifo, pool, cfg).unwrap());

@@ -2,9 +2,22 @@
 
 use std::time::{Duration, Instant};
 
-use super::{add_saturating, Choice, PolicyContext, SchedulingPolicy};
+use std::collections::VecDeque;
+
+use super::{add_saturating, Candidate, Choice, Feedback, PolicyContext, SchedulingPolicy};
 use crate::error::{RejectReason, Slack};
 use crate::request::RequestId;
+
+/// Quantile of the prediction error the learned margin tracks.
+const SLIP_QUANTILE: f64 = 0.99;
+/// Step of the quantile tracker (ns): the margin rises by about this much per request that
+/// overran its prediction by more than the margin, and falls by 1/99 of it per other request.
+const SLIP_STEP_NS: f64 = 10_000.0;
+/// The learned margin never exceeds this: one long host stall must not make EDF reject
+/// everything with a tight deadline (bounded early rejection, not a wild one).
+const SLIP_MAX_NS: f64 = 1_000_000.0;
+/// Dispatched requests whose prediction is remembered for learning (the pool has ≤ 64 streams).
+const PREDICTIONS_KEPT: usize = 128;
 
 /// Earliest deadline first, with admission by slack.
 ///
@@ -19,6 +32,14 @@ use crate::request::RequestId;
 ///
 /// When no stream is free it asks to be woken at the earliest latest-start time of a queued
 /// request, so an unmeetable deadline is reported as soon as it becomes unmeetable.
+///
+/// The conservative estimate captures the mean and typical deviation of device time and
+/// overhead, not the tail (a preempted worker, a late wake-up on a shared host), and a request
+/// admitted with less slack than its tail then finishes late. So the policy also learns a
+/// margin online: the 99th percentile of each dispatched request's prediction error (measured
+/// service time minus the time it was admitted with), kept at ≥ 0 and ≤ 1 ms, and added to
+/// every admission. Requests that the tail would make late are then rejected early, with the
+/// margin included in `estimate` and `slack`.
 #[derive(Debug, Clone, Default)]
 pub struct EarliestDeadlineFirst {
     /// Rejections found by the last play-forward, handed out one per call (latest first in
@@ -27,6 +48,12 @@ pub struct EarliestDeadlineFirst {
     avail: Vec<Instant>,
     order: Vec<usize>,
     margin: Duration,
+    /// Learned tail margin (ns): a quantile tracker of the prediction error.
+    slip: f64,
+    /// The latest dispatch decision: (request, its margin-free predicted service time).
+    last_dispatch: Option<(RequestId, Duration)>,
+    /// Dispatched requests and their margin-free predictions, oldest first.
+    predictions: VecDeque<(RequestId, Duration)>,
 }
 
 impl EarliestDeadlineFirst {
@@ -43,6 +70,11 @@ impl EarliestDeadlineFirst {
             margin,
             ..Self::default()
         }
+    }
+
+    /// The learned tail margin added to every admission right now.
+    pub fn learned_margin(&self) -> Duration {
+        Duration::from_nanos(self.slip.max(0.0) as u64)
     }
 }
 
@@ -89,10 +121,11 @@ impl SchedulingPolicy for EarliestDeadlineFirst {
         let mut first_feasible = None;
         let mut recheck: Option<Instant> = None;
         let mut rejects = Vec::new();
+        let margin = self.margin + self.learned_margin();
         for &i in &self.order {
             let Some(c) = cands.get(i) else { continue };
             let Some(deadline) = c.deadline else { continue };
-            let need = c.estimate_bound + ctx.overhead + self.margin;
+            let need = c.estimate_bound + ctx.overhead + margin;
             let (k, start) = self
                 .avail
                 .iter()
@@ -115,7 +148,8 @@ impl SchedulingPolicy for EarliestDeadlineFirst {
             if let Some(slot) = self.avail.get_mut(k) {
                 *slot = finish;
             }
-            first_feasible.get_or_insert(c.id);
+            // Remember the margin-free prediction: the margin learns from its error.
+            first_feasible.get_or_insert((c.id, need.saturating_sub(margin)));
             // Past this instant the request cannot start in time any more.
             let latest_start = deadline.checked_sub(need).unwrap_or(ctx.now);
             if latest_start > ctx.now {
@@ -134,13 +168,46 @@ impl SchedulingPolicy for EarliestDeadlineFirst {
                 recheck_at: recheck,
             };
         }
-        if let Some(id) = first_feasible {
+        if let Some((id, predicted)) = first_feasible {
+            self.last_dispatch = Some((id, predicted));
             return Choice::Dispatch(id);
         }
         match cands.iter().find(|c| c.deadline.is_none()) {
             Some(c) => Choice::Dispatch(c.id),
             None => Choice::WAIT,
         }
+    }
+
+    fn on_dispatch(&mut self, candidate: &Candidate, _stream: usize, _now: Instant) {
+        if let Some((id, predicted)) = self.last_dispatch.take() {
+            if id == candidate.id {
+                if self.predictions.len() == PREDICTIONS_KEPT {
+                    self.predictions.pop_front();
+                }
+                self.predictions.push_back((id, predicted));
+            }
+        }
+    }
+
+    fn on_complete(&mut self, feedback: &Feedback) {
+        let Some(i) = self.predictions.iter().position(|p| p.0 == feedback.id) else {
+            return;
+        };
+        let Some((_, predicted)) = self.predictions.remove(i) else {
+            return;
+        };
+        if !feedback.succeeded {
+            return;
+        }
+        // The error of the margin-free prediction; the tracker converges to its 99th
+        // percentile.
+        let err = feedback.service_time.as_nanos() as f64 - predicted.as_nanos() as f64;
+        if err > self.slip {
+            self.slip += SLIP_STEP_NS * SLIP_QUANTILE;
+        } else {
+            self.slip -= SLIP_STEP_NS * (1.0 - SLIP_QUANTILE);
+        }
+        self.slip = self.slip.clamp(-SLIP_MAX_NS, SLIP_MAX_NS);
     }
 }
 
@@ -151,7 +218,7 @@ mod tests {
 
     use super::*;
     use crate::policy::test_support::{cand, ctx};
-    use crate::policy::{CandidateQueue, InFlight};
+    use crate::policy::{Candidate, CandidateQueue, Feedback, InFlight};
     use crate::request::TenantId;
 
     fn ms(n: u64) -> Duration {
@@ -249,6 +316,64 @@ mod tests {
             strict,
             Choice::Reject(RequestId(1), RejectReason::DeadlineUnmeetable { .. })
         ));
+    }
+
+    /// Dispatches `id` (a 1 ms request due in 10 ms) and reports it as taking `took`.
+    fn run_once(p: &mut EarliestDeadlineFirst, t: Instant, id: u64, took: Duration) {
+        let q: CandidateQueue = [cand(t, id, 0, Some(10), 0, 1)].into_iter().collect();
+        assert_eq!(
+            p.decide(&ctx(t, &q, 1, &[])),
+            Choice::Dispatch(RequestId(id))
+        );
+        let c = q.view().get(0).cloned().expect("candidate");
+        p.on_dispatch(&c, 0, t);
+        p.on_complete(&Feedback {
+            id: RequestId(id),
+            model: c.model.clone(),
+            tenant: c.tenant,
+            stream: 0,
+            estimate: c.estimate,
+            device_time: Some(took),
+            service_time: took,
+            succeeded: true,
+        });
+    }
+
+    #[test]
+    fn tail_margin_is_learned_from_overruns_bounded_and_decays() {
+        let t = Instant::now();
+        let mut p = EarliestDeadlineFirst::new();
+        assert_eq!(p.learned_margin(), Duration::ZERO);
+        // Every request overruns its 1 ms prediction by 300 us: the margin climbs to it.
+        for id in 0..200 {
+            run_once(&mut p, t, id, Duration::from_micros(1300));
+        }
+        let m = p.learned_margin();
+        assert!(
+            m >= Duration::from_micros(250) && m <= Duration::from_micros(320),
+            "{m:?}"
+        );
+        // 4 ms of work due in 4.1 ms fits the plain estimate but not the learned tail.
+        let q: CandidateQueue = [Candidate {
+            deadline: Some(t + Duration::from_micros(4100)),
+            ..cand(t, 1000, 0, None, 0, 4)
+        }]
+        .into_iter()
+        .collect();
+        assert!(matches!(
+            p.decide(&ctx(t, &q, 1, &[])),
+            Choice::Reject(RequestId(1000), RejectReason::DeadlineUnmeetable { .. })
+        ));
+        // Huge overruns cannot push it past the cap.
+        for id in 2000..2400 {
+            run_once(&mut p, t, id, Duration::from_millis(50));
+        }
+        assert!(p.learned_margin() <= Duration::from_millis(1));
+        // Requests that finish early let it decay back to zero.
+        for id in 3000..60_000 {
+            run_once(&mut p, t, id, Duration::from_micros(900));
+        }
+        assert_eq!(p.learned_margin(), Duration::ZERO);
     }
 
     #[test]

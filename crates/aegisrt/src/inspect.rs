@@ -243,9 +243,11 @@ pub fn fit(device_memory: &str, concurrency: usize, json: bool, specs: &[String]
         }
         let graph = ExecutionGraph::load(&path, &LoadOptions::default()).map_err(|e| match e {
             // `fit` takes many models and no --shape: point at a fixed-shape file.
-            aegis_exec::ExecError::OpenDimension { .. } => {
-                format!("{e}; `fit` needs fixed shapes (e.g. the model's model_static.onnx)")
-            }
+            aegis_exec::ExecError::OpenDimension {
+                model, input, dim, ..
+            } => format!(
+                "model {model}: input '{input}' has open dimension {dim}; `fit` needs fixed shapes (e.g. the model's model_static.onnx)"
+            ),
             e => e.to_string(),
         })?;
         let mut id = aegis_context::model_id_for_path(&path);

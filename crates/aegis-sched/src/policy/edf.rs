@@ -16,6 +16,8 @@ const SLIP_STEP_NS: f64 = 10_000.0;
 /// The learned margin never exceeds this: one long host stall must not make EDF reject
 /// everything with a tight deadline (bounded early rejection, not a wild one).
 const SLIP_MAX_NS: f64 = 1_000_000.0;
+/// The learned margin applied to a request is at most its bound divided by this.
+const TAIL_SHARE: u32 = 4;
 /// Dispatched requests whose prediction is remembered for learning (the pool has ≤ 64 streams).
 const PREDICTIONS_KEPT: usize = 128;
 
@@ -38,7 +40,7 @@ const PREDICTIONS_KEPT: usize = 128;
 /// admitted with less slack than its tail then finishes late. So the policy also learns a
 /// margin online: the 99th percentile of each dispatched request's prediction error (measured
 /// service time minus the time it was admitted with), kept at ≥ 0 and ≤ 1 ms, and added to
-/// every admission. Requests that the tail would make late are then rejected early, with the
+/// every admission, capped at a quarter of the request's own conservative estimate. Requests that the tail would make late are then rejected early, with the
 /// margin included in `estimate` and `slack`.
 #[derive(Debug, Clone, Default)]
 pub struct EarliestDeadlineFirst {
@@ -121,10 +123,13 @@ impl SchedulingPolicy for EarliestDeadlineFirst {
         let mut first_feasible = None;
         let mut recheck: Option<Instant> = None;
         let mut rejects = Vec::new();
-        let margin = self.margin + self.learned_margin();
+        let learned = self.learned_margin();
         for &i in &self.order {
             let Some(c) = cands.get(i) else { continue };
             let Some(deadline) = c.deadline else { continue };
+            // The learned tail is capped per request at a quarter of its own bound: a tail
+            // learned on long requests (or in a burst) never rejects short ones wholesale.
+            let margin = self.margin + learned.min(c.estimate_bound / TAIL_SHARE);
             let need = c.estimate_bound + ctx.overhead + margin;
             let (k, start) = self
                 .avail
@@ -364,6 +369,18 @@ mod tests {
             p.decide(&ctx(t, &q, 1, &[])),
             Choice::Reject(RequestId(1000), RejectReason::DeadlineUnmeetable { .. })
         ));
+        // Applied to a short request, it is capped at a quarter of that request's bound:
+        // 1 ms of work due in 1.26 ms still runs (margin 250 us, not ~300 us).
+        let q: CandidateQueue = [Candidate {
+            deadline: Some(t + Duration::from_micros(1260)),
+            ..cand(t, 1001, 0, None, 0, 1)
+        }]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            p.decide(&ctx(t, &q, 1, &[])),
+            Choice::Dispatch(RequestId(1001))
+        );
         // Huge overruns cannot push it past the cap.
         for id in 2000..2400 {
             run_once(&mut p, t, id, Duration::from_millis(50));

@@ -374,9 +374,15 @@ impl<I: Send + 'static, O: Send + 'static> Scheduler<I, O> {
             Ok((seq, asleep)) => {
                 tracing::trace!(name: "sched.submitted", target: TARGET, request = seq, "submitted");
                 let mut wake = asleep;
-                if self.inline.load(Ordering::Acquire) {
+                // Only worth it when the loop is asleep (an awake loop picks the submission up
+                // at once) and a stream is free (else nothing can be dispatched now, and
+                // taking the state lock would only contend with the loop).
+                if asleep
+                    && self.inline.load(Ordering::Acquire)
+                    && self.shared.pool.free_count() > 0
+                {
                     // Never waits: if the loop (or another submitter) holds the state, it will
-                    // see this submission in the inbox.
+                    // see this submission in the inbox once woken.
                     if let Some(mut st) = try_lock(&self.core) {
                         wake = st.inline_round_guarded();
                     }

@@ -137,3 +137,40 @@ fn releasing_makes_room_for_a_blocked_producer() {
         assert_eq!(inbox.queued(), 1);
     });
 }
+
+/// The scheduler's submit protocol: producers push quietly and poke only when the consumer
+/// was asleep; the consumer waits with `wait_news` and takes with `take`. It is never left
+/// asleep with a submission pending (loom reports a deadlock otherwise), and gets each one
+/// exactly once, in sequence order.
+#[test]
+fn quiet_push_with_poke_never_leaves_the_consumer_asleep() {
+    model(|| {
+        let inbox: Arc<Inbox> = Arc::new(BoundedInbox::new(4));
+        let producers: Vec<_> = (1..=2u32)
+            .map(|v| {
+                let inbox = inbox.clone();
+                thread::spawn(move || {
+                    let (_, asleep) = inbox.try_push_quiet(v, |v, s| (s, v)).unwrap();
+                    if asleep {
+                        inbox.poke();
+                    }
+                })
+            })
+            .collect();
+        let (mut subs, mut comps) = (VecDeque::new(), Vec::new());
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            inbox.wait_news(None);
+            inbox.take(0, &mut subs, &mut comps);
+            seen.extend(subs.drain(..));
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        let seqs: Vec<u64> = seen.iter().map(|s| s.0).collect();
+        assert_eq!(seqs, vec![0, 1]);
+        let mut vals: Vec<u32> = seen.iter().map(|s| s.1).collect();
+        vals.sort_unstable();
+        assert_eq!(vals, vec![1, 2]);
+    });
+}

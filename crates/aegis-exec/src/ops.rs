@@ -135,8 +135,17 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                 pads_end: pads[nsp..].to_vec(),
                 group: *group,
             };
-            let mut conv = PreparedConv::new(w, &g.tensor(w_id).shape, bias, attrs)
-                .map_err(|e| kernel_err(g, &node.name, e))?;
+            // The graph keeps its constants for its lifetime: share the filter, don't copy it.
+            let mut conv = match g.constant_arc(w_id) {
+                Some(data) => PreparedConv::new_shared(
+                    Arc::new(F32Const(data)),
+                    &g.tensor(w_id).shape,
+                    bias,
+                    attrs,
+                ),
+                None => PreparedConv::new(w, &g.tensor(w_id).shape, bias, attrs),
+            }
+            .map_err(|e| kernel_err(g, &node.name, e))?;
             let mut output = node.outputs[0];
             // Fuse a following activation when it is the conv output's only reader and runs
             // right after it (so no other tensor's planned memory is live in between).
@@ -184,6 +193,16 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
         prepared_bytes,
         scratch_elems: scratch,
     })
+}
+
+/// A float graph constant as a conv filter (`as_f32` was checked when planning; another type
+/// reads as empty, which the conv's length check rejects).
+struct F32Const(Arc<TensorData>);
+
+impl AsRef<[f32]> for F32Const {
+    fn as_ref(&self) -> &[f32] {
+        self.0.as_f32().unwrap_or(&[])
+    }
 }
 
 /// True when two tensors' planned arena ranges share a byte (a fused kernel cannot read one

@@ -205,6 +205,35 @@ enum ConvPath {
     Im2col,
 }
 
+/// Filter values shared with their owner (e.g. a graph constant), read in place.
+pub type SharedWeights = std::sync::Arc<dyn AsRef<[f32]> + Send + Sync>;
+
+/// A prepared conv's filter: its own copy, or shared with the graph that holds it anyway.
+#[derive(Clone)]
+enum ConvWeights {
+    Owned(Vec<f32>),
+    Shared(SharedWeights),
+}
+
+impl ConvWeights {
+    fn get(&self) -> &[f32] {
+        match self {
+            ConvWeights::Owned(v) => v,
+            ConvWeights::Shared(a) => (**a).as_ref(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConvWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            ConvWeights::Owned(_) => "owned",
+            ConvWeights::Shared(_) => "shared",
+        };
+        write!(f, "{} {kind} f32 weights", self.get().len())
+    }
+}
+
 /// Conv weights prepared once at load time: validated, with the path chosen and the bias
 /// materialised. Holds the weights in ONNX layout `[C_out, C_in/group, k...]`, which is already
 /// the row-major `[C_out, K]` GEMM operand (`K = C_in/group * prod(k)`), so preparing is a
@@ -214,7 +243,7 @@ pub struct PreparedConv {
     attrs: ConvAttrs,
     c_out: usize,
     c_in_g: usize,
-    weights: Vec<f32>,
+    weights: ConvWeights,
     bias: Option<Vec<f32>>,
     activation: Option<UnaryOp>,
     path: ConvPath,
@@ -227,6 +256,18 @@ impl PreparedConv {
     /// # Errors
     /// Attribute/shape inconsistencies.
     pub fn new(
+        w: &[f32],
+        w_shape: &[usize],
+        bias: Option<&[f32]>,
+        attrs: ConvAttrs,
+    ) -> KernelResult<Self> {
+        let mut conv = Self::validated(w, w_shape, bias, attrs)?;
+        conv.weights = ConvWeights::Owned(w.to_vec());
+        Ok(conv)
+    }
+
+    /// Checks everything and chooses the path; the caller then stores the weights.
+    fn validated(
         w: &[f32],
         w_shape: &[usize],
         bias: Option<&[f32]>,
@@ -271,11 +312,28 @@ impl PreparedConv {
             attrs,
             c_out,
             c_in_g,
-            weights: w.to_vec(),
+            weights: ConvWeights::Owned(Vec::new()),
             bias: bias.map(<[f32]>::to_vec),
             activation: None,
             path,
         })
+    }
+
+    /// As [`PreparedConv::new`], but keeps `w` (which must hold `w_shape`'s elements in ONNX
+    /// layout) shared instead of copying it: for weights their owner keeps alive anyway,
+    /// such as a loaded graph's constants, so they are not held twice.
+    ///
+    /// # Errors
+    /// As [`PreparedConv::new`].
+    pub fn new_shared(
+        w: SharedWeights,
+        w_shape: &[usize],
+        bias: Option<&[f32]>,
+        attrs: ConvAttrs,
+    ) -> KernelResult<Self> {
+        let mut conv = Self::validated((*w).as_ref(), w_shape, bias, attrs)?;
+        conv.weights = ConvWeights::Shared(w);
+        Ok(conv)
     }
 
     /// Fuses an elementwise activation (e.g. Relu, Clip) applied to each output tile right
@@ -500,7 +558,7 @@ impl PreparedConv {
             for (i, oplane) in piece.chunks_mut(op).enumerate() {
                 let c = first + i;
                 let xin = &x[c * ip..(c + 1) * ip];
-                let w = &self.weights[c * kp..(c + 1) * kp];
+                let w = &self.weights.get()[c * kp..(c + 1) * kp];
                 let bias = self.bias.as_ref().map_or(0.0, |b| b[c]);
                 depthwise_plane(xin, w, bias, oplane, geo);
                 if let Some(act) = self.activation {
@@ -651,7 +709,7 @@ impl PreparedConv {
                     },
                     lhs,
                     HostMat {
-                        data: &self.weights[co * kdim..(co + n) * kdim],
+                        data: &self.weights.get()[co * kdim..(co + n) * kdim],
                         rows: kdim,
                         cols: n,
                         row_stride: 1,
@@ -1028,7 +1086,7 @@ impl pulp::WithSimd for DwChannels<'_> {
             let c = self.first + i;
             self.plan
                 .fill(simd, &self.x[c * ip..(c + 1) * ip], self.geo, self.buf);
-            let w = &conv.weights[c * kp..(c + 1) * kp];
+            let w = &conv.weights.get()[c * kp..(c + 1) * kp];
             let bias = conv.bias.as_ref().map_or(0.0, |b| b[c]);
             self.plan.compute(
                 simd,

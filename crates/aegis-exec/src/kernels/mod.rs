@@ -50,6 +50,7 @@
 //! - `auto_pad(AutoPad, input, kernel, stride, dilation) -> (begin, end)`
 //! - `conv_output_spatial(input_spatial, &ConvAttrs) -> Result<Vec<usize>>`
 //! - `PreparedConv::new(w, w_shape, bias: Option<&[f32]>, ConvAttrs)` (at load time),
+//!   `PreparedConv::new_shared(SharedWeights, ..)` (keeps an `Arc` of the filter, no copy),
 //!   `.with_activation(UnaryOp)` (fused, after bias), `.output_shape(x_shape)`,
 //!   `.scratch_len(x_shape, threads)`, `.run(x, x_shape, out, scratch, threads)`;
 //!   `conv_scratch_len(&PreparedConv, x_shape, threads)`; paths: depthwise direct
@@ -117,6 +118,7 @@ pub use broadcast::{
 pub use conv::{
     auto_pad, conv, conv_output_spatial, conv_scratch_len, conv_transpose,
     conv_transpose_output_spatial, AutoPad, ConvAttrs, ConvTransposeAttrs, PreparedConv,
+    SharedWeights,
 };
 pub use data::{
     concat, copy, gather, pad, slice, slice_params, split, transpose, PadMode, SliceAxis,

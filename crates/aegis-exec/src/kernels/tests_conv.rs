@@ -181,6 +181,26 @@ fn conv_fused_activation_and_one_shot() {
 }
 
 #[test]
+fn shared_weights_match_owned_and_are_checked() {
+    let xs = [1, 4, 6, 6];
+    let ws = [8, 4, 3, 3];
+    let x = rand_vec(144, 1);
+    let w = rand_vec(288, 2);
+    let a = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1);
+    let owned = PreparedConv::new(&w, &ws, None, a.clone()).unwrap();
+    let shared_w: SharedWeights = std::sync::Arc::new(w.clone());
+    let shared = PreparedConv::new_shared(shared_w, &ws, None, a.clone()).unwrap();
+    let mut scratch = vec![0.0; owned.scratch_len(&xs, 2).unwrap()];
+    let (mut o1, mut o2) = (vec![0.0; 288], vec![0.0; 288]);
+    owned.run(&x, &xs, &mut o1, &mut scratch, 2).unwrap();
+    shared.run(&x, &xs, &mut o2, &mut scratch, 2).unwrap();
+    assert_eq!(o1, o2);
+    // A filter of the wrong length is rejected as for `new`.
+    let short: SharedWeights = std::sync::Arc::new(w[..100].to_vec());
+    assert!(PreparedConv::new_shared(short, &ws, None, a).is_err());
+}
+
+#[test]
 fn depthwise_fused_clip_is_thread_count_independent() {
     let xs = [1, 24, 15, 15];
     let ws = [24, 1, 3, 3];

@@ -170,20 +170,12 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// Stub, then check and clippy of aegis-cuda and aegis-exec with the `cuda` feature (every
+/// Stub, then clippy (a superset of check) of aegis-cuda and aegis-exec with the `cuda` feature (every
 /// target), aegis-exec's GPU-free CUDA unit tests, then the NVRTC compile of every kernel when
 /// `AEGIS_NVRTC_DIR` is set.
 pub fn cuda_check(root: &Path) -> Result<(), String> {
     let stub = build_stub(root)?;
     for sub in [
-        &[
-            "check",
-            "-p",
-            "aegis-cuda",
-            "--features",
-            "cuda",
-            "--all-targets",
-        ][..],
         &[
             "clippy",
             "-p",
@@ -196,14 +188,6 @@ pub fn cuda_check(root: &Path) -> Result<(), String> {
             "warnings",
         ][..],
         // aegis-exec's CUDA execution path, its GPU test target and bench example.
-        &[
-            "check",
-            "-p",
-            "aegis-exec",
-            "--features",
-            "cuda",
-            "--all-targets",
-        ][..],
         &[
             "clippy",
             "-p",
@@ -427,6 +411,43 @@ pub fn gpu_build(root: &Path) -> Result<(), String> {
         collected.join(", ")
     );
     Ok(())
+}
+
+/// Runs the CUDA C kernels on the CPU under the serial emulation shim
+/// (`crates/aegis-exec/cuda/emu/`) against numpy references: index math, tiling, bounds and
+/// barriers, without a GPU. Needs g++ (C++20) and Python with numpy; `target/pydeps` (where
+/// `.ci/run` installs numpy) is put on `PYTHONPATH` when present. A missing tool fails the
+/// step: a check that silently skips would prove nothing.
+pub fn cuda_emu(root: &Path) -> Result<(), String> {
+    let mut py_path = std::ffi::OsString::new();
+    let deps = root.join("target").join("pydeps");
+    if deps.is_dir() {
+        py_path.push(&deps);
+    }
+    if let Some(old) = std::env::var_os("PYTHONPATH") {
+        if !py_path.is_empty() {
+            py_path.push(":");
+        }
+        py_path.push(old);
+    }
+    let has_numpy = Command::new("python3")
+        .args(["-c", "import numpy"])
+        .env("PYTHONPATH", &py_path)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !has_numpy {
+        return Err(
+            "cuda-emu: python3 with numpy not found (python3 -m pip install --target \
+                    target/pydeps numpy; .ci/run does this)"
+                .into(),
+        );
+    }
+    let mut c = Command::new("sh");
+    c.arg(root.join("crates/aegis-exec/cuda/emu/run.sh"))
+        .env("PYTHONPATH", &py_path)
+        .env("TMPDIR", root.join("target"));
+    run(&mut c)
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! `cargo xtask <task>`: the project's developer and CI tasks (the rust-analyzer pattern).
 //!
 //! - `ci`: exactly what CI runs: fmt check, clippy `-D warnings`, tests, docs, `layering`,
-//!   `tidy`, `loom`, and the CUDA compile check with a stub driver library.
+//!   `tidy`, `loom`, the CUDA compile check with a stub driver library (every kernel through
+//!   NVRTC), and `cuda-emu` (the CUDA C kernels run on the CPU under an emulation shim).
 //! - `layering`: the one-way crate chain, read from `cargo metadata`.
 //! - `tidy`: forbidden patterns in the tree (also a `#[test]`).
 //! - `loom`: the loom models, with `RUSTFLAGS="--cfg loom"`, in their own target dir.
 //! - `bench [stream|plan|kernels|exec|sched|all]`: release benchmarks that print figures.
 //! - `gpu-build`, `cuda-check`: build the CUDA path against a generated libcuda stub.
+//! - `cuda-emu`: the CUDA C kernels compiled as C++ and checked against numpy on the CPU.
 
 mod gpu;
 mod layering;
@@ -151,7 +153,8 @@ fn main() -> ExitCode {
             .and_then(|_| test())
             .and_then(|_| docs())
             .and_then(|_| loom())
-            .and_then(|_| gpu::cuda_check(&root)),
+            .and_then(|_| gpu::cuda_check(&root))
+            .and_then(|_| gpu::cuda_emu(&root)),
         "fmt" => fmt_check(),
         "clippy" => clippy(),
         "test" => test(),
@@ -160,10 +163,11 @@ fn main() -> ExitCode {
         "tidy" => tidy::check(&root),
         "loom" => loom(),
         "cuda-check" => gpu::cuda_check(&root),
+        "cuda-emu" => gpu::cuda_emu(&root),
         "gpu-build" => gpu::gpu_build(&root),
         "bench" => bench(args.get(1).map(String::as_str).unwrap_or("all")),
         _ => {
-            eprintln!("usage: cargo xtask <ci|fmt|clippy|test|doc|layering|tidy|loom|cuda-check|gpu-build|bench [name]>");
+            eprintln!("usage: cargo xtask <ci|fmt|clippy|test|doc|layering|tidy|loom|cuda-check|cuda-emu|gpu-build|bench [name]>");
             return if task == "help" {
                 ExitCode::SUCCESS
             } else {

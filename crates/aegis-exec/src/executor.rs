@@ -93,7 +93,7 @@ pub struct PreparedModel {
 }
 
 #[derive(Debug)]
-enum OutputSlot {
+pub(crate) enum OutputSlot {
     /// Produced at run time: copied from the arena into host staging at the end.
     Staged {
         id: TensorId,
@@ -102,6 +102,82 @@ enum OutputSlot {
     },
     /// Computed entirely at load (constant folding).
     Constant(HostTensor),
+}
+
+/// The run-time bindings both prepared models (host and CUDA) make the same way.
+#[derive(Debug)]
+pub(crate) struct Io {
+    /// One event per cross-stream dependency of the schedule.
+    pub(crate) events: Vec<Event>,
+    /// Each graph input with the arena view it is written into.
+    pub(crate) inputs: Vec<(TensorId, DeviceSlice)>,
+    /// Each graph output, in order.
+    pub(crate) outputs: Vec<OutputSlot>,
+}
+
+/// Creates `events` events, binds the graph's inputs to their arena views and its outputs to
+/// slots (a constant output is kept as a host tensor, any other one is staged from
+/// `slice_of`). Generic over the caller's error so that the CUDA path keeps its own type.
+pub(crate) fn bind_io<E: From<ExecError>>(
+    graph: &ExecutionGraph,
+    device: &Device,
+    arena: &Arena,
+    events: usize,
+    slice_of: impl Fn(TensorId) -> Result<DeviceSlice, E>,
+) -> Result<Io, E> {
+    let model = graph.name();
+    let cuda = |source: CudaError| ExecError::Device {
+        model: model.to_owned(),
+        source,
+    };
+    let events = (0..events)
+        .map(|_| Event::new(device))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(cuda)?;
+    let inputs = graph
+        .inputs()
+        .iter()
+        .map(|&t| {
+            let view = arena.view(t.index()).map_err(|source| ExecError::Memory {
+                model: model.to_owned(),
+                source,
+            })?;
+            Ok((t, view))
+        })
+        .collect::<Result<Vec<_>, ExecError>>()?;
+    let mut outputs = Vec::new();
+    for &t in graph.outputs() {
+        let info = graph.tensor(t);
+        if info.kind == TensorKind::Constant {
+            let data = graph
+                .constant_data(t)
+                .ok_or_else(|| ExecError::InvalidNode {
+                    model: model.to_owned(),
+                    node: info.name.clone(),
+                    reason: "constant output without a value".into(),
+                })?;
+            outputs.push(OutputSlot::Constant(HostTensor::from_data(
+                info.shape.clone(),
+                data,
+            )));
+        } else {
+            let len = usize::try_from(info.byte_size).map_err(|_| ExecError::Overflow {
+                model: model.to_owned(),
+                what: format!("output {}", info.name),
+            })?;
+            let staging = HostBuffer::alloc(device, len).map_err(cuda)?;
+            outputs.push(OutputSlot::Staged {
+                id: t,
+                src: slice_of(t)?,
+                staging,
+            });
+        }
+    }
+    Ok(Io {
+        events,
+        inputs,
+        outputs,
+    })
 }
 
 impl PreparedModel {
@@ -239,43 +315,11 @@ impl PreparedModel {
                 record: schedule.record_after[p],
             });
         }
-        let events = (0..schedule.events)
-            .map(|_| Event::new(&device))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(cuda)?;
-        let inputs = graph
-            .inputs()
-            .iter()
-            .map(|&t| Ok((t, arena.view(t.index()).map_err(mem)?)))
-            .collect::<Result<Vec<_>, ExecError>>()?;
-        let mut outputs = Vec::new();
-        for &t in graph.outputs() {
-            let info = graph.tensor(t);
-            if info.kind == TensorKind::Constant {
-                let data = graph
-                    .constant_data(t)
-                    .ok_or_else(|| ExecError::InvalidNode {
-                        model: model.clone(),
-                        node: info.name.clone(),
-                        reason: "constant output without a value".into(),
-                    })?;
-                outputs.push(OutputSlot::Constant(HostTensor::from_data(
-                    info.shape.clone(),
-                    data,
-                )));
-            } else {
-                let len = usize::try_from(info.byte_size).map_err(|_| ExecError::Overflow {
-                    model: model.clone(),
-                    what: format!("output {}", info.name),
-                })?;
-                let staging = HostBuffer::alloc(&device, len).map_err(cuda)?;
-                outputs.push(OutputSlot::Staged {
-                    id: t,
-                    src: slice_of(t)?,
-                    staging,
-                });
-            }
-        }
+        let Io {
+            events,
+            inputs,
+            outputs,
+        } = bind_io::<ExecError>(&graph, &device, &arena, schedule.events, slice_of)?;
         let requirement = MemoryRequirement {
             weights_bytes: total.saturating_add(in_place_bytes),
             prepared_weights_bytes: planned.prepared_bytes,

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use aegis_cuda::sync::{lock, Mutex};
 
 use aegis_cuda::{
-    BackendKind, CudaError, Device, DeviceSlice, Event, GraphExec, HostBuffer, KernelArgs, Stream,
+    BackendKind, CudaError, Device, DeviceSlice, Event, GraphExec, KernelArgs, Stream,
 };
 use aegis_memory::{Arena, DeviceBuffer, DeviceMemoryPool};
 
 use super::kernels::CudaKernels;
 use super::lower::{lower, LaunchSpec, LowerError, NodeIo, Params, A};
 use super::CudaExecError;
+use crate::executor::{bind_io, Io, OutputSlot};
 use crate::graph::{ExecutionGraph, TensorId, TensorKind};
 use crate::tensor::HostTensor;
 use crate::tracker::{assign_streams, StreamAssignment};
@@ -48,16 +49,6 @@ struct Step {
     stream: usize,
     waits: Vec<usize>,
     record: Option<usize>,
-}
-
-#[derive(Debug)]
-enum OutputSlot {
-    Staged {
-        id: TensorId,
-        src: DeviceSlice,
-        staging: HostBuffer,
-    },
-    Constant(HostTensor),
 }
 
 /// The captured graph of a model: built on the first replay request.
@@ -321,45 +312,11 @@ impl CudaPreparedModel {
                 record: schedule.record_after[p],
             });
         }
-        let events = (0..schedule.events)
-            .map(|_| Event::new(&device))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(dev_err)?;
-        let inputs = graph
-            .inputs()
-            .iter()
-            .map(|&t| Ok((t, arena.view(t.index()).map_err(mem)?)))
-            .collect::<Result<Vec<_>, CudaExecError>>()?;
-        let mut outputs = Vec::new();
-        for &t in graph.outputs() {
-            let info = graph.tensor(t);
-            if info.kind == TensorKind::Constant {
-                let data = graph.constant_data(t).ok_or_else(|| {
-                    CudaExecError::Exec(ExecError::InvalidNode {
-                        model: model.clone(),
-                        node: info.name.clone(),
-                        reason: "constant output without a value".into(),
-                    })
-                })?;
-                outputs.push(OutputSlot::Constant(HostTensor::from_data(
-                    info.shape.clone(),
-                    data,
-                )));
-            } else {
-                let len = usize::try_from(info.byte_size).map_err(|_| {
-                    CudaExecError::Exec(ExecError::Overflow {
-                        model: model.clone(),
-                        what: format!("output {}", info.name),
-                    })
-                })?;
-                let staging = HostBuffer::alloc(&device, len).map_err(dev_err)?;
-                outputs.push(OutputSlot::Staged {
-                    id: t,
-                    src: slice_of(t)?,
-                    staging,
-                });
-            }
-        }
+        let Io {
+            events,
+            inputs,
+            outputs,
+        } = bind_io::<CudaExecError>(&graph, &device, &arena, schedule.events, slice_of)?;
         let memory = CudaMemory {
             weights_bytes: total,
             params_bytes: p_total,

@@ -78,6 +78,7 @@ pub struct RuntimeBuilder {
     streams: usize,
     policy: PolicyKind,
     queue_capacity: usize,
+    inline_dispatch: bool,
     exec: ExecOptions,
     warmup: bool,
 }
@@ -89,6 +90,7 @@ impl Default for RuntimeBuilder {
             streams: 2,
             policy: PolicyKind::Fifo,
             queue_capacity: 1024,
+            inline_dispatch: false,
             exec: ExecOptions::default(),
             warmup: true,
         }
@@ -128,6 +130,15 @@ impl RuntimeBuilder {
     /// Requests waiting at most; more are refused with a Transient `QueueFull`.
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n;
+        self
+    }
+
+    /// Lets a submitter that finds the scheduling loop idle dispatch its request itself
+    /// instead of waking the loop (aegis-sched's `SchedulerConfig::inline_dispatch`): sub-µs
+    /// submit→dispatch instead of one thread wake-up, at the risk of the loop waiting for a
+    /// descheduled submitter on a saturated machine. Off by default.
+    pub fn inline_dispatch(mut self, on: bool) -> Self {
+        self.inline_dispatch = on;
         self
     }
 
@@ -175,6 +186,7 @@ impl RuntimeBuilder {
             streams: self.streams,
             policy: self.policy,
             queue_capacity: self.queue_capacity,
+            inline_dispatch: self.inline_dispatch,
         };
         let scheduler = config.start(&backend.device())?;
         Ok(Runtime {
@@ -192,6 +204,7 @@ struct SchedSettings {
     streams: usize,
     policy: PolicyKind,
     queue_capacity: usize,
+    inline_dispatch: bool,
 }
 
 impl SchedSettings {
@@ -199,6 +212,7 @@ impl SchedSettings {
         let pool = StreamPool::new(device, self.streams, &[])?;
         let config = SchedulerConfig {
             queue_capacity: self.queue_capacity,
+            inline_dispatch: self.inline_dispatch,
             ..SchedulerConfig::default()
         };
         let s = Scheduler::new(self.policy.build()?, pool, config)?;

@@ -14,6 +14,10 @@ use common::*;
 const GIB: u64 = 1 << 30;
 
 fn runtime(streams: usize) -> Runtime {
+    runtime_with(streams, false)
+}
+
+fn runtime_with(streams: usize, inline_dispatch: bool) -> Runtime {
     Runtime::builder()
         .host(HostDeviceOptions {
             capacity: 4 * GIB,
@@ -22,13 +26,17 @@ fn runtime(streams: usize) -> Runtime {
         .streams(streams)
         .threads(2)
         .policy(PolicyKind::Fifo)
+        .inline_dispatch(inline_dispatch)
         .build()
         .unwrap()
 }
 
-#[test]
-fn scheduled_inferences_are_correct_and_serialised_per_model() {
-    let rt = runtime(3);
+/// Both dispatch modes: by the scheduling thread, and by a submitter that finds it idle.
+#[rstest::rstest]
+fn scheduled_inferences_are_correct_and_serialised_per_model(
+    #[values(false, true)] inline_dispatch: bool,
+) {
+    let rt = runtime_with(3, inline_dispatch);
     let a = rt
         .load(model_path(SQUEEZE).as_path(), BudgetLimits::new(GIB, 1))
         .unwrap();

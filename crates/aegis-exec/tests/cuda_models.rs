@@ -12,6 +12,7 @@
 
 #[path = "malformed/builder.rs"]
 mod builder;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use aegis_exec::{
 };
 use aegis_memory::DeviceMemoryPool;
 use builder::*;
+use common::Case;
 
 fn cuda() -> Device {
     Device::cuda(0).unwrap_or_else(|e| panic!("these tests need a CUDA GPU: {e}"))
@@ -56,50 +58,11 @@ fn model_names() -> Vec<String> {
     v
 }
 
-struct Case {
-    graph: Arc<ExecutionGraph>,
-    inputs: Vec<HostTensor>,
-    expected: Vec<HostTensor>,
-    rtol: f32,
-    atol: f32,
-}
-
 fn load_case(name: &str) -> Case {
-    let dir = models_dir().join(name);
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
-    let mut opts = LoadOptions::default();
-    for i in meta["inputs"].as_array().unwrap() {
-        let shape: Vec<usize> = i["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap_or(1) as usize)
-            .collect();
-        opts = opts.with_input_shape(i["name"].as_str().unwrap(), shape);
-    }
-    let file = if dir.join("model_static.onnx").exists() {
-        "model_static.onnx"
-    } else {
-        "model.onnx"
-    };
-    let graph = Arc::new(ExecutionGraph::load(dir.join(file), &opts).unwrap());
-    let data = dir.join("test_data_set_0");
-    let n_in = meta["inputs"].as_array().unwrap().len();
-    let n_out = meta["outputs"].as_array().unwrap().len();
-    let inputs = (0..n_in)
-        .map(|k| HostTensor::read_pb(&data.join(format!("input_{k}.pb"))).unwrap())
-        .collect();
-    let expected = (0..n_out)
-        .map(|k| HostTensor::read_pb(&data.join(format!("output_{k}.pb"))).unwrap())
-        .collect();
-    Case {
-        graph,
-        inputs,
-        expected,
-        rtol: meta["rtol"].as_f64().unwrap_or(1e-3) as f32,
-        atol: meta["atol"].as_f64().unwrap_or(1e-4) as f32,
-    }
+    let data = models_dir().join(name).join("test_data_set_0");
+    common::load_case(&models_dir().join(name), |stem| {
+        HostTensor::read_pb(&data.join(format!("{stem}.pb")))
+    })
 }
 
 fn host_run(graph: &Arc<ExecutionGraph>, inputs: &[HostTensor]) -> Vec<HostTensor> {

@@ -3,61 +3,26 @@
 //! bit-identical across runs and across 1, 2 and 4 streams, and allocates no device memory
 //! per inference.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aegis_cuda::{Device, Stream, StreamPriority};
-use aegis_exec::{ExecOptions, ExecutionGraph, Executor, HostTensor, LoadOptions, PreparedModel};
+use aegis_exec::{ExecOptions, Executor, HostTensor, PreparedModel};
 use aegis_memory::DeviceMemoryPool;
+use common::Case;
 use rstest::rstest;
 
 fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models")
 }
 
-struct Case {
-    graph: Arc<ExecutionGraph>,
-    inputs: Vec<HostTensor>,
-    expected: Vec<HostTensor>,
-    rtol: f32,
-    atol: f32,
-}
-
 fn load_case(name: &str) -> Case {
     let dir = models_dir().join(name);
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
-    let mut opts = LoadOptions::default();
-    for i in meta["inputs"].as_array().unwrap() {
-        let shape: Vec<usize> = i["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap_or(1) as usize)
-            .collect();
-        opts = opts.with_input_shape(i["name"].as_str().unwrap(), shape);
-    }
-    let model = if dir.join("model_static.onnx").exists() {
-        "model_static.onnx"
-    } else {
-        "model.onnx"
-    };
-    let graph = Arc::new(ExecutionGraph::load(dir.join(model), &opts).unwrap());
-    let n_in = meta["inputs"].as_array().unwrap().len();
-    let n_out = meta["outputs"].as_array().unwrap().len();
-    let inputs = (0..n_in)
-        .map(|k| HostTensor::read_npy(&dir.join(format!("input_{k}.npy"))).unwrap())
-        .collect();
-    let expected = (0..n_out)
-        .map(|k| HostTensor::read_npy(&dir.join(format!("output_{k}.npy"))).unwrap())
-        .collect();
-    Case {
-        graph,
-        inputs,
-        expected,
-        rtol: meta["rtol"].as_f64().unwrap_or(1e-3) as f32,
-        atol: meta["atol"].as_f64().unwrap_or(1e-4) as f32,
-    }
+    common::load_case(&dir, |stem| {
+        HostTensor::read_npy(&dir.join(format!("{stem}.npy")))
+    })
 }
 
 fn run(case: &Case, streams: usize) -> (Vec<HostTensor>, u64) {

@@ -296,6 +296,44 @@ fn i32s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [i32]> {
 fn i32s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [i32]> {
     bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "i32 view"))
 }
+/// Bool is one byte per element: its view is the bytes themselves (the same shape as the
+/// typed views so that `by_dtype!` can pick any of them).
+fn bytes<'a>(_label: &str, b: &'a [u8]) -> Res<&'a [u8]> {
+    Ok(b)
+}
+fn bytes_mut<'a>(_label: &str, b: &'a mut [u8]) -> Res<&'a mut [u8]> {
+    Ok(b)
+}
+
+/// `by_dtype!(dt, |view, view_mut| body)`: `body` once per element type, with `view` and
+/// `view_mut` naming that type's view functions (`f32s`/`f32s_mut`, ..., `bytes`/`bytes_mut`
+/// for Bool), so an op calling a generic kernel is written once. `view_mut` may be left out.
+macro_rules! by_dtype {
+    ($dt:expr, |$view:ident $(, $view_mut:ident)?| $body:expr) => {
+        match $dt {
+            DType::F32 => {
+                let $view = f32s;
+                $(let $view_mut = f32s_mut;)?
+                $body
+            }
+            DType::I64 => {
+                let $view = i64s;
+                $(let $view_mut = i64s_mut;)?
+                $body
+            }
+            DType::I32 => {
+                let $view = i32s;
+                $(let $view_mut = i32s_mut;)?
+                $body
+            }
+            DType::Bool => {
+                let $view = bytes;
+                $(let $view_mut = bytes_mut;)?
+                $body
+            }
+        }
+    };
+}
 
 impl NodeKernel {
     pub(crate) fn bind(
@@ -555,89 +593,28 @@ impl NodeKernel {
             }
             Op::Equal => {
                 let out: &mut [u8] = &mut writes[0];
-                match dt(0) {
-                    DType::F32 => k::compare(
-                        k::CompareOp::Equal,
-                        f32s(l, inb(0))?,
-                        shape(0),
-                        f32s(l, inb(1))?,
-                        shape(1),
-                        out,
-                        t,
-                    )?,
-                    DType::I64 => k::compare(
-                        k::CompareOp::Equal,
-                        i64s(l, inb(0))?,
-                        shape(0),
-                        i64s(l, inb(1))?,
-                        shape(1),
-                        out,
-                        t,
-                    )?,
-                    DType::I32 => k::compare(
-                        k::CompareOp::Equal,
-                        i32s(l, inb(0))?,
-                        shape(0),
-                        i32s(l, inb(1))?,
-                        shape(1),
-                        out,
-                        t,
-                    )?,
-                    DType::Bool => k::compare(
-                        k::CompareOp::Equal,
-                        inb(0),
-                        shape(0),
-                        inb(1),
-                        shape(1),
-                        out,
-                        t,
-                    )?,
-                }
+                by_dtype!(dt(0), |view| k::compare(
+                    k::CompareOp::Equal,
+                    view(l, inb(0))?,
+                    shape(0),
+                    view(l, inb(1))?,
+                    shape(1),
+                    out,
+                    t,
+                )?)
             }
             Op::Where => {
                 let c = inb(0);
-                match dt(1) {
-                    DType::F32 => k::where_select(
-                        c,
-                        shape(0),
-                        f32s(l, inb(1))?,
-                        shape(1),
-                        f32s(l, inb(2))?,
-                        shape(2),
-                        f32s_mut(l, &mut writes[0])?,
-                        t,
-                    )?,
-                    DType::I64 => k::where_select(
-                        c,
-                        shape(0),
-                        i64s(l, inb(1))?,
-                        shape(1),
-                        i64s(l, inb(2))?,
-                        shape(2),
-                        i64s_mut(l, &mut writes[0])?,
-                        t,
-                    )?,
-                    DType::I32 => k::where_select(
-                        c,
-                        shape(0),
-                        i32s(l, inb(1))?,
-                        shape(1),
-                        i32s(l, inb(2))?,
-                        shape(2),
-                        i32s_mut(l, &mut writes[0])?,
-                        t,
-                    )?,
-                    DType::Bool => k::where_select(
-                        c,
-                        shape(0),
-                        inb(1),
-                        shape(1),
-                        inb(2),
-                        shape(2),
-                        &mut writes[0][..],
-                        t,
-                    )?,
-                }
+                by_dtype!(dt(1), |view, view_mut| k::where_select(
+                    c,
+                    shape(0),
+                    view(l, inb(1))?,
+                    shape(1),
+                    view(l, inb(2))?,
+                    shape(2),
+                    view_mut(l, &mut writes[0])?,
+                    t,
+                )?)
             }
             Op::Cast { to } => {
                 let src = match dt(0) {
@@ -658,30 +635,13 @@ impl NodeKernel {
             Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
                 writes[0].copy_from_slice(inb(0));
             }
-            Op::Expand { .. } => match dt(0) {
-                DType::F32 => k::expand(
-                    f32s(l, inb(0))?,
-                    shape(0),
-                    f32s_mut(l, &mut writes[0])?,
-                    &out_shape,
-                    t,
-                )?,
-                DType::I64 => k::expand(
-                    i64s(l, inb(0))?,
-                    shape(0),
-                    i64s_mut(l, &mut writes[0])?,
-                    &out_shape,
-                    t,
-                )?,
-                DType::I32 => k::expand(
-                    i32s(l, inb(0))?,
-                    shape(0),
-                    i32s_mut(l, &mut writes[0])?,
-                    &out_shape,
-                    t,
-                )?,
-                DType::Bool => k::expand(inb(0), shape(0), &mut writes[0][..], &out_shape, t)?,
-            },
+            Op::Expand { .. } => by_dtype!(dt(0), |view, view_mut| k::expand(
+                view(l, inb(0))?,
+                shape(0),
+                view_mut(l, &mut writes[0])?,
+                &out_shape,
+                t,
+            )?),
             Op::Gemm {
                 alpha,
                 beta,
@@ -843,62 +803,21 @@ impl NodeKernel {
             }
             Op::Concat { axis } => {
                 let n = self.ins.len();
-                match dt(0) {
-                    DType::F32 => k::concat(
-                        &(0..n)
-                            .map(|i| Ok((f32s(l, inb(i))?, shape(i))))
-                            .collect::<Res<Vec<_>>>()?,
-                        *axis,
-                        f32s_mut(l, &mut writes[0])?,
-                    )?,
-                    DType::I64 => k::concat(
-                        &(0..n)
-                            .map(|i| Ok((i64s(l, inb(i))?, shape(i))))
-                            .collect::<Res<Vec<_>>>()?,
-                        *axis,
-                        i64s_mut(l, &mut writes[0])?,
-                    )?,
-                    DType::I32 => k::concat(
-                        &(0..n)
-                            .map(|i| Ok((i32s(l, inb(i))?, shape(i))))
-                            .collect::<Res<Vec<_>>>()?,
-                        *axis,
-                        i32s_mut(l, &mut writes[0])?,
-                    )?,
-                    DType::Bool => k::concat(
-                        &(0..n).map(|i| (inb(i), shape(i))).collect::<Vec<_>>(),
-                        *axis,
-                        &mut writes[0][..],
-                    )?,
-                }
+                by_dtype!(dt(0), |view, view_mut| k::concat(
+                    &(0..n)
+                        .map(|i| Ok((view(l, inb(i))?, shape(i))))
+                        .collect::<Res<Vec<_>>>()?,
+                    *axis,
+                    view_mut(l, &mut writes[0])?,
+                )?)
             }
-            Op::Split { axis, splits } => match dt(0) {
-                DType::F32 => {
-                    let mut outs = writes
-                        .iter_mut()
-                        .map(|w| f32s_mut(l, w))
-                        .collect::<Res<Vec<_>>>()?;
-                    k::split(f32s(l, inb(0))?, shape(0), *axis, splits, &mut outs)?;
-                }
-                DType::I64 => {
-                    let mut outs = writes
-                        .iter_mut()
-                        .map(|w| i64s_mut(l, w))
-                        .collect::<Res<Vec<_>>>()?;
-                    k::split(i64s(l, inb(0))?, shape(0), *axis, splits, &mut outs)?;
-                }
-                DType::I32 => {
-                    let mut outs = writes
-                        .iter_mut()
-                        .map(|w| i32s_mut(l, w))
-                        .collect::<Res<Vec<_>>>()?;
-                    k::split(i32s(l, inb(0))?, shape(0), *axis, splits, &mut outs)?;
-                }
-                DType::Bool => {
-                    let mut outs: Vec<&mut [u8]> = writes.iter_mut().map(|w| &mut w[..]).collect();
-                    k::split(inb(0), shape(0), *axis, splits, &mut outs)?;
-                }
-            },
+            Op::Split { axis, splits } => by_dtype!(dt(0), |view, view_mut| {
+                let mut outs = writes
+                    .iter_mut()
+                    .map(|w| view_mut(l, w))
+                    .collect::<Res<Vec<_>>>()?;
+                k::split(view(l, inb(0))?, shape(0), *axis, splits, &mut outs)?;
+            }),
             Op::Slice { starts, steps } => {
                 let params: Vec<k::SliceAxis> = (0..starts.len())
                     .map(|a| k::SliceAxis {
@@ -907,65 +826,24 @@ impl NodeKernel {
                         len: out_shape.get(a).copied().unwrap_or(0),
                     })
                     .collect();
-                match dt(0) {
-                    DType::F32 => k::slice(
-                        f32s(l, inb(0))?,
-                        shape(0),
-                        &params,
-                        f32s_mut(l, &mut writes[0])?,
-                    )?,
-                    DType::I64 => k::slice(
-                        i64s(l, inb(0))?,
-                        shape(0),
-                        &params,
-                        i64s_mut(l, &mut writes[0])?,
-                    )?,
-                    DType::I32 => k::slice(
-                        i32s(l, inb(0))?,
-                        shape(0),
-                        &params,
-                        i32s_mut(l, &mut writes[0])?,
-                    )?,
-                    DType::Bool => k::slice(inb(0), shape(0), &params, &mut writes[0][..])?,
-                }
+                by_dtype!(dt(0), |view, view_mut| k::slice(
+                    view(l, inb(0))?,
+                    shape(0),
+                    &params,
+                    view_mut(l, &mut writes[0])?,
+                )?)
             }
             Op::Gather { axis } => {
                 macro_rules! gather_data {
                     ($idx:expr) => {
-                        match dt(0) {
-                            DType::F32 => k::gather(
-                                f32s(l, inb(0))?,
-                                shape(0),
-                                $idx,
-                                shape(1),
-                                *axis,
-                                f32s_mut(l, &mut writes[0])?,
-                            )?,
-                            DType::I64 => k::gather(
-                                i64s(l, inb(0))?,
-                                shape(0),
-                                $idx,
-                                shape(1),
-                                *axis,
-                                i64s_mut(l, &mut writes[0])?,
-                            )?,
-                            DType::I32 => k::gather(
-                                i32s(l, inb(0))?,
-                                shape(0),
-                                $idx,
-                                shape(1),
-                                *axis,
-                                i32s_mut(l, &mut writes[0])?,
-                            )?,
-                            DType::Bool => k::gather(
-                                inb(0),
-                                shape(0),
-                                $idx,
-                                shape(1),
-                                *axis,
-                                &mut writes[0][..],
-                            )?,
-                        }
+                        by_dtype!(dt(0), |view, view_mut| k::gather(
+                            view(l, inb(0))?,
+                            shape(0),
+                            $idx,
+                            shape(1),
+                            *axis,
+                            view_mut(l, &mut writes[0])?,
+                        )?)
                     };
                 }
                 match dt(1) {
@@ -978,30 +856,13 @@ impl NodeKernel {
                     }
                 }
             }
-            Op::Transpose { perm } => match dt(0) {
-                DType::F32 => k::transpose(
-                    f32s(l, inb(0))?,
-                    shape(0),
-                    perm,
-                    f32s_mut(l, &mut writes[0])?,
-                    t,
-                )?,
-                DType::I64 => k::transpose(
-                    i64s(l, inb(0))?,
-                    shape(0),
-                    perm,
-                    i64s_mut(l, &mut writes[0])?,
-                    t,
-                )?,
-                DType::I32 => k::transpose(
-                    i32s(l, inb(0))?,
-                    shape(0),
-                    perm,
-                    i32s_mut(l, &mut writes[0])?,
-                    t,
-                )?,
-                DType::Bool => k::transpose(inb(0), shape(0), perm, &mut writes[0][..], t)?,
-            },
+            Op::Transpose { perm } => by_dtype!(dt(0), |view, view_mut| k::transpose(
+                view(l, inb(0))?,
+                shape(0),
+                perm,
+                view_mut(l, &mut writes[0])?,
+                t,
+            )?),
             Op::Pad { mode, pads, value } => {
                 let r = shape(0).len();
                 let (b, e) = pads.split_at(r.min(pads.len()));

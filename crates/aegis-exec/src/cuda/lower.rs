@@ -713,7 +713,17 @@ pub(crate) fn lower(io: &NodeIo<'_>, alias: Option<usize>, p: &mut Params) -> R<
             pads,
             dilations,
             group,
-        } => lower_conv(io, kernel_shape, strides, pads, dilations, *group, p),
+        } => lower_conv(
+            io,
+            &ConvAttrs {
+                kernel: kernel_shape,
+                strides,
+                pads,
+                dilations,
+                group: *group,
+            },
+            p,
+        ),
         Op::ConvTranspose {
             kernel_shape,
             strides,
@@ -721,7 +731,17 @@ pub(crate) fn lower(io: &NodeIo<'_>, alias: Option<usize>, p: &mut Params) -> R<
             dilations,
             group,
             ..
-        } => lower_conv_transpose(io, kernel_shape, strides, pads, dilations, *group, p),
+        } => lower_conv_transpose(
+            io,
+            &ConvAttrs {
+                kernel: kernel_shape,
+                strides,
+                pads,
+                dilations,
+                group: *group,
+            },
+            p,
+        ),
         Op::Resize {
             mode,
             coordinate_transform,
@@ -1226,72 +1246,96 @@ fn lower_matmul(io: &NodeIo<'_>, p: &mut Params) -> R<Vec<LaunchSpec>> {
 }
 
 /// Conv geometry `[N, C_in, C_out, group, in3, out3, k3, s3, d3, pb3, has_bias, vec_a]`.
-#[allow(clippy::too_many_arguments)]
 fn conv_geometry(
     xs: &[usize],
     ys: &[usize],
     c_out: usize,
-    kernel: &[usize],
-    strides: &[usize],
-    pads: &[usize],
-    dilations: &[usize],
-    group: usize,
+    c: &ConvAttrs<'_>,
     has_bias: bool,
     vec_a: bool,
 ) -> R<Vec<i64>> {
-    let nsp = kernel.len();
-    if xs.len() != nsp + 2 || ys.len() != nsp + 2 || pads.len() != 2 * nsp || group == 0 {
+    let nsp = c.kernel.len();
+    if xs.len() != nsp + 2 || ys.len() != nsp + 2 || c.pads.len() != 2 * nsp || c.group == 0 {
         return unsupported(format!("convolution over {nsp} axes of {xs:?}"));
     }
-    let mut g = vec![xs[0] as i64, xs[1] as i64, c_out as i64, group as i64];
+    let mut g = vec![xs[0] as i64, xs[1] as i64, c_out as i64, c.group as i64];
     g.extend(pad3(&xs[2..], 1)?);
     g.extend(pad3(&ys[2..], 1)?);
-    g.extend(pad3(kernel, 1)?);
-    g.extend(pad3(strides, 1)?);
-    g.extend(pad3(dilations, 1)?);
-    g.extend(pad3(&pads[..nsp], 0)?);
+    g.extend(pad3(c.kernel, 1)?);
+    g.extend(pad3(c.strides, 1)?);
+    g.extend(pad3(c.dilations, 1)?);
+    g.extend(pad3(&c.pads[..nsp], 0)?);
     g.push(i64::from(has_bias));
     g.push(i64::from(vec_a));
     Ok(g)
 }
 
-fn lower_conv(
-    io: &NodeIo<'_>,
-    kernel: &[usize],
-    strides: &[usize],
-    pads: &[usize],
-    dilations: &[usize],
+/// A Conv's or ConvTranspose's attributes, as the lowering reads them.
+struct ConvAttrs<'a> {
+    kernel: &'a [usize],
+    strides: &'a [usize],
+    pads: &'a [usize],
+    dilations: &'a [usize],
     group: usize,
-    p: &mut Params,
-) -> R<Vec<LaunchSpec>> {
+}
+
+/// A convolution's x, w and y shapes and y's element count.
+struct ConvShapes<'a> {
+    xs: &'a [usize],
+    ws: &'a [usize],
+    ys: &'a [usize],
+    out_n: usize,
+}
+
+/// What both convolutions check first: x and w are present and f32. `None` when y is empty
+/// (nothing to launch).
+fn conv_shapes<'a>(io: &'a NodeIo<'_>) -> R<Option<ConvShapes<'a>>> {
     need_inputs(io, 2)?;
     need_f32(io, 0)?;
     need_f32(io, 1)?;
     let (xs, ws, ys) = (io.shape(0), io.shape(1), io.out_shape(0));
     let out_n: usize = ys.iter().product();
-    if out_n == 0 {
-        return Ok(Vec::new());
-    }
-    let c_out = ws[0];
+    Ok((out_n != 0).then_some(ConvShapes { xs, ws, ys, out_n }))
+}
+
+/// The geometry table (in `p`) and bias argument both convolutions pass; with no bias, w
+/// stands in (the kernels read it only when the table says there is one).
+fn conv_params(
+    io: &NodeIo<'_>,
+    xs: &[usize],
+    ys: &[usize],
+    c_out: usize,
+    c: &ConvAttrs<'_>,
+    vec_a: bool,
+    p: &mut Params,
+) -> R<(A, A)> {
     let has_bias = io.ins.len() > 2;
+    let geo = conv_geometry(xs, ys, c_out, c, has_bias, vec_a)?;
+    let m = p.i64s(&geo);
+    let bias = if has_bias { io.x(2) } else { io.x(1) };
+    Ok((A::P(m), bias))
+}
+
+fn lower_conv(io: &NodeIo<'_>, c: &ConvAttrs<'_>, p: &mut Params) -> R<Vec<LaunchSpec>> {
+    let Some(ConvShapes { xs, ws, ys, out_n }) = conv_shapes(io)? else {
+        return Ok(Vec::new());
+    };
+    let group = c.group;
+    let c_out = ws[0];
     let c_in = xs.get(1).copied().unwrap_or(0);
     if group == 0 || !c_in.is_multiple_of(group) || !c_out.is_multiple_of(group) {
         return unsupported(format!("{c_in} -> {c_out} channels in {group} groups"));
     }
     let r: usize = ws[1..].iter().product();
     let vec_a = r.is_multiple_of(4) && aligned16(&io.ins[1]);
-    let geo = conv_geometry(
-        xs, ys, c_out, kernel, strides, pads, dilations, group, has_bias, vec_a,
-    )?;
-    let m = p.i64s(&geo);
-    let bias = if has_bias { io.x(2) } else { io.x(1) };
+    let (m, bias) = conv_params(io, xs, ys, c_out, c, vec_a, p)?;
     let act = io.act.unwrap_or((ACT_NONE, 0.0, 0.0));
     let args = vec![
         io.x(0),
         io.x(1),
         bias,
         io.y(0),
-        A::P(m),
+        m,
         A::I32(act.0),
         A::F32(act.1),
         A::F32(act.2),
@@ -1315,23 +1359,11 @@ fn lower_conv(
     }])
 }
 
-fn lower_conv_transpose(
-    io: &NodeIo<'_>,
-    kernel: &[usize],
-    strides: &[usize],
-    pads: &[usize],
-    dilations: &[usize],
-    group: usize,
-    p: &mut Params,
-) -> R<Vec<LaunchSpec>> {
-    need_inputs(io, 2)?;
-    need_f32(io, 0)?;
-    need_f32(io, 1)?;
-    let (xs, ws, ys) = (io.shape(0), io.shape(1), io.out_shape(0));
-    let out_n: usize = ys.iter().product();
-    if out_n == 0 {
+fn lower_conv_transpose(io: &NodeIo<'_>, c: &ConvAttrs<'_>, p: &mut Params) -> R<Vec<LaunchSpec>> {
+    let Some(ConvShapes { xs, ws, ys, out_n }) = conv_shapes(io)? else {
         return Ok(Vec::new());
-    }
+    };
+    let group = c.group;
     let c_out = ws.get(1).copied().unwrap_or(0) * group;
     let c_in = xs.get(1).copied().unwrap_or(0);
     if group == 0 || !c_in.is_multiple_of(group) || ys.get(1) != Some(&c_out) {
@@ -1339,16 +1371,11 @@ fn lower_conv_transpose(
             "ConvTranspose {c_in} -> {c_out} channels in {group} groups"
         ));
     }
-    let has_bias = io.ins.len() > 2;
-    let geo = conv_geometry(
-        xs, ys, c_out, kernel, strides, pads, dilations, group, has_bias, false,
-    )?;
-    let m = p.i64s(&geo);
-    let bias = if has_bias { io.x(2) } else { io.x(1) };
+    let (m, bias) = conv_params(io, xs, ys, c_out, c, false, p)?;
     Ok(vec![launch(
         K::ConvTranspose,
         out_n,
-        vec![io.x(0), io.x(1), bias, io.y(0), A::P(m)],
+        vec![io.x(0), io.x(1), bias, io.y(0), m],
     )])
 }
 

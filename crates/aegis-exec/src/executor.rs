@@ -369,47 +369,53 @@ impl PreparedModel {
 
     /// Names of the graph inputs, in the order [`Executor::run`] expects them.
     pub fn input_names(&self) -> Vec<String> {
-        self.graph
-            .inputs()
-            .iter()
-            .map(|&t| self.graph.tensor(t).name.clone())
-            .collect()
+        tensor_names(&self.graph, self.graph.inputs())
     }
 
     /// Names of the graph outputs, in the order they are returned.
     pub fn output_names(&self) -> Vec<String> {
-        self.graph
-            .outputs()
-            .iter()
-            .map(|&t| self.graph.tensor(t).name.clone())
-            .collect()
+        tensor_names(&self.graph, self.graph.outputs())
     }
 
     /// Reads the outputs of the last inference from their host staging. Call only once the
     /// stream that inference ended on has completed (a scheduler's collect step runs after it
     /// synchronised the stream, and cannot hold the borrowing [`PendingOutputs`]).
     pub fn read_outputs(&self) -> Result<Vec<HostTensor>, ExecError> {
-        let dev_err = |source| ExecError::Device {
-            model: self.graph.name().to_owned(),
-            source,
-        };
-        let mut out = Vec::with_capacity(self.outputs.len());
-        for slot in &self.outputs {
-            match slot {
-                OutputSlot::Constant(t) => out.push(t.clone()),
-                OutputSlot::Staged { id, staging, .. } => {
-                    let info = self.graph.tensor(*id);
-                    let data = staging.read().map_err(dev_err)?.to_vec();
-                    out.push(HostTensor {
-                        dtype: info.dtype,
-                        shape: info.shape.clone(),
-                        data,
-                    });
-                }
+        read_output_slots(&self.graph, &self.outputs)
+    }
+}
+
+/// The names of `ids` in `graph`, in order.
+pub(crate) fn tensor_names(graph: &ExecutionGraph, ids: &[TensorId]) -> Vec<String> {
+    ids.iter().map(|&t| graph.tensor(t).name.clone()).collect()
+}
+
+/// The outputs as host tensors: constants as they are, the rest from their host staging
+/// (which the caller made sure the last inference has filled).
+pub(crate) fn read_output_slots(
+    graph: &ExecutionGraph,
+    outputs: &[OutputSlot],
+) -> Result<Vec<HostTensor>, ExecError> {
+    let dev_err = |source| ExecError::Device {
+        model: graph.name().to_owned(),
+        source,
+    };
+    let mut out = Vec::with_capacity(outputs.len());
+    for slot in outputs {
+        match slot {
+            OutputSlot::Constant(t) => out.push(t.clone()),
+            OutputSlot::Staged { id, staging, .. } => {
+                let info = graph.tensor(*id);
+                let data = staging.read().map_err(dev_err)?.to_vec();
+                out.push(HostTensor {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    data,
+                });
             }
         }
-        Ok(out)
     }
+    Ok(out)
 }
 
 /// `Arc<TensorData>` as uploadable bytes without copying them.

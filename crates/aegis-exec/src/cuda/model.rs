@@ -15,7 +15,7 @@ use aegis_memory::{Arena, DeviceBuffer, DeviceMemoryPool};
 use super::kernels::CudaKernels;
 use super::lower::{lower, LaunchSpec, LowerError, NodeIo, Params, A};
 use super::CudaExecError;
-use crate::executor::{bind_io, Io, OutputSlot};
+use crate::executor::{bind_io, read_output_slots, tensor_names, Io, OutputSlot};
 use crate::graph::{ExecutionGraph, TensorId, TensorKind};
 use crate::tensor::HostTensor;
 use crate::tracker::{assign_streams, StreamAssignment};
@@ -372,41 +372,18 @@ impl CudaPreparedModel {
 
     /// Names of the graph inputs, in the order the executor expects them.
     pub fn input_names(&self) -> Vec<String> {
-        self.graph
-            .inputs()
-            .iter()
-            .map(|&t| self.graph.tensor(t).name.clone())
-            .collect()
+        tensor_names(&self.graph, self.graph.inputs())
     }
 
     /// Names of the graph outputs, in the order they are returned.
     pub fn output_names(&self) -> Vec<String> {
-        self.graph
-            .outputs()
-            .iter()
-            .map(|&t| self.graph.tensor(t).name.clone())
-            .collect()
+        tensor_names(&self.graph, self.graph.outputs())
     }
 
     /// Reads the outputs of the last inference from host staging (call only after the
     /// inference's stream 0 completed).
     pub fn read_outputs(&self) -> Result<Vec<HostTensor>, CudaExecError> {
-        let mut out = Vec::with_capacity(self.outputs.len());
-        for slot in &self.outputs {
-            match slot {
-                OutputSlot::Constant(t) => out.push(t.clone()),
-                OutputSlot::Staged { id, staging, .. } => {
-                    let info = self.graph.tensor(*id);
-                    let data = staging.read().map_err(|e| self.dev_err(e))?.to_vec();
-                    out.push(HostTensor {
-                        dtype: info.dtype,
-                        shape: info.shape.clone(),
-                        data,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        Ok(read_output_slots(&self.graph, &self.outputs)?)
     }
 
     fn dev_err(&self, source: CudaError) -> CudaExecError {

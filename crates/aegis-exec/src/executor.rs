@@ -385,6 +385,70 @@ impl PreparedModel {
     }
 }
 
+/// Checks a run's arguments against what the model was prepared for (at least `need`
+/// streams; `inputs` matching the bound graph inputs in number, dtype, shape and size), then
+/// enqueues their uploads on `streams[0]`.
+pub(crate) fn upload_inputs(
+    graph: &ExecutionGraph,
+    bound: &[(TensorId, DeviceSlice)],
+    need: usize,
+    inputs: &[HostTensor],
+    streams: &[&Stream],
+) -> Result<(), ExecError> {
+    let name = graph.name();
+    if streams.len() < need {
+        return Err(ExecError::InputMismatch {
+            input: "<streams>".into(),
+            reason: format!(
+                "model {name} was prepared for {need} streams, {} given",
+                streams.len()
+            ),
+        });
+    }
+    if inputs.len() != bound.len() {
+        return Err(ExecError::InputMismatch {
+            input: "<inputs>".into(),
+            reason: format!(
+                "model {name} takes {} inputs, {} given",
+                bound.len(),
+                inputs.len()
+            ),
+        });
+    }
+    for (given, (id, _)) in inputs.iter().zip(bound) {
+        let info = graph.tensor(*id);
+        if given.dtype != info.dtype
+            || given.shape != info.shape
+            || given.data.len() as u64 != info.byte_size
+        {
+            return Err(ExecError::InputMismatch {
+                input: info.name.clone(),
+                reason: format!(
+                    "expected {} {:?}, got {} {:?} ({} bytes)",
+                    info.dtype,
+                    info.shape,
+                    given.dtype,
+                    given.shape,
+                    given.data.len()
+                ),
+            });
+        }
+    }
+    let dev_err = |source| ExecError::Device {
+        model: name.to_owned(),
+        source,
+    };
+    // Not reached with no stream (a schedule uses at least one), but typed all the same.
+    let s0 = streams.first().ok_or_else(|| ExecError::InputMismatch {
+        input: "<streams>".into(),
+        reason: format!("model {name} needs a stream, none given"),
+    })?;
+    for (given, (_, slice)) in inputs.iter().zip(bound) {
+        s0.upload(given.data.clone(), slice).map_err(dev_err)?;
+    }
+    Ok(())
+}
+
 /// The names of `ids` in `graph`, in order.
 pub(crate) fn tensor_names(graph: &ExecutionGraph, ids: &[TensorId]) -> Vec<String> {
     ids.iter().map(|&t| graph.tensor(t).name.clone()).collect()
@@ -478,49 +542,14 @@ impl Executor {
             model: name.to_owned(),
             source,
         };
-        let need = model.schedule.streams;
-        if streams.len() < need {
-            return Err(ExecError::InputMismatch {
-                input: "<streams>".into(),
-                reason: format!(
-                    "model {name} was prepared for {need} streams, {} given",
-                    streams.len()
-                ),
-            });
-        }
-        if inputs.len() != model.inputs.len() {
-            return Err(ExecError::InputMismatch {
-                input: "<inputs>".into(),
-                reason: format!(
-                    "model {name} takes {} inputs, {} given",
-                    model.inputs.len(),
-                    inputs.len()
-                ),
-            });
-        }
-        for (given, (id, _)) in inputs.iter().zip(&model.inputs) {
-            let info = model.graph.tensor(*id);
-            if given.dtype != info.dtype
-                || given.shape != info.shape
-                || given.data.len() as u64 != info.byte_size
-            {
-                return Err(ExecError::InputMismatch {
-                    input: info.name.clone(),
-                    reason: format!(
-                        "expected {} {:?}, got {} {:?} ({} bytes)",
-                        info.dtype,
-                        info.shape,
-                        given.dtype,
-                        given.shape,
-                        given.data.len()
-                    ),
-                });
-            }
-        }
+        upload_inputs(
+            &model.graph,
+            &model.inputs,
+            model.schedule.streams,
+            inputs,
+            streams,
+        )?;
         let s0 = streams[0];
-        for (given, (_, slice)) in inputs.iter().zip(&model.inputs) {
-            s0.upload(given.data.clone(), slice).map_err(dev_err)?;
-        }
         if let Some(ev) = model.schedule.start_event {
             s0.record(&model.events[ev]).map_err(dev_err)?;
         }

@@ -15,7 +15,7 @@ use aegis_memory::{Arena, DeviceBuffer, DeviceMemoryPool};
 use super::kernels::CudaKernels;
 use super::lower::{lower, LaunchSpec, LowerError, NodeIo, Params, A};
 use super::CudaExecError;
-use crate::executor::{bind_io, read_output_slots, tensor_names, Io, OutputSlot};
+use crate::executor::{bind_io, read_output_slots, tensor_names, upload_inputs, Io, OutputSlot};
 use crate::graph::{ExecutionGraph, TensorId, TensorKind};
 use crate::tensor::HostTensor;
 use crate::tracker::{assign_streams, StreamAssignment};
@@ -555,50 +555,15 @@ impl CudaExecutor {
         mode: LaunchMode,
     ) -> Result<CudaPendingOutputs<'m>, CudaExecError> {
         let name = model.graph.name();
-        let need = model.schedule.streams;
-        if streams.len() < need {
-            return Err(CudaExecError::Exec(ExecError::InputMismatch {
-                input: "<streams>".into(),
-                reason: format!(
-                    "model {name} was prepared for {need} streams, {} given",
-                    streams.len()
-                ),
-            }));
-        }
-        if inputs.len() != model.inputs.len() {
-            return Err(CudaExecError::Exec(ExecError::InputMismatch {
-                input: "<inputs>".into(),
-                reason: format!(
-                    "model {name} takes {} inputs, {} given",
-                    model.inputs.len(),
-                    inputs.len()
-                ),
-            }));
-        }
-        for (given, (id, _)) in inputs.iter().zip(&model.inputs) {
-            let info = model.graph.tensor(*id);
-            if given.dtype != info.dtype
-                || given.shape != info.shape
-                || given.data.len() as u64 != info.byte_size
-            {
-                return Err(CudaExecError::Exec(ExecError::InputMismatch {
-                    input: info.name.clone(),
-                    reason: format!(
-                        "expected {} {:?}, got {} {:?} ({} bytes)",
-                        info.dtype,
-                        info.shape,
-                        given.dtype,
-                        given.shape,
-                        given.data.len()
-                    ),
-                }));
-            }
-        }
+        upload_inputs(
+            &model.graph,
+            &model.inputs,
+            model.schedule.streams,
+            inputs,
+            streams,
+        )?;
         let s0 = streams[0];
         let err = |e| model.dev_err(e);
-        for (given, (_, slice)) in inputs.iter().zip(&model.inputs) {
-            s0.upload(given.data.clone(), slice).map_err(err)?;
-        }
         match mode {
             LaunchMode::Eager => model.enqueue_steps(streams).map_err(err)?,
             LaunchMode::Graph => {

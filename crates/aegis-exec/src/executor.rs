@@ -2,6 +2,7 @@
 //! the plan) and the stateless [`Executor`] that enqueues one inference on streams.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aegis_cuda::{BackendKind, CudaError, Device, DeviceSlice, Event, HostBuffer, Stream};
@@ -249,22 +250,10 @@ impl PreparedModel {
                     })?;
         }
         let upload = Stream::new(&device, aegis_cuda::StreamPriority::NORMAL).map_err(cuda)?;
-        let weights = if total > 0 {
-            Some(pool.allocate(total).map_err(mem)?)
-        } else {
-            None
-        };
-        let mut weight_views = std::collections::BTreeMap::new();
-        if let Some(w) = &weights {
-            for &(t, off) in &offsets {
-                let bytes = graph.tensor(t).byte_size;
-                let view = w.slice(off, bytes).map_err(mem)?;
-                if let Some(data) = graph.constant_arc(t) {
-                    upload.upload(ArcBytes(data), &view).map_err(cuda)?;
-                }
-                weight_views.insert(t, view);
-            }
-        }
+        let Weights {
+            buffer: weights,
+            views: weight_views,
+        } = upload_weights(&graph, pool, &upload, &offsets, total)?;
         upload.synchronize().map_err(cuda)?;
         drop(upload);
 
@@ -489,6 +478,49 @@ impl AsRef<[u8]> for ArcBytes {
     fn as_ref(&self) -> &[u8] {
         self.0.as_bytes()
     }
+}
+
+/// The weights buffer and each weight's view into it.
+pub(crate) struct Weights {
+    /// None when there are no weight bytes.
+    pub(crate) buffer: Option<DeviceBuffer>,
+    pub(crate) views: BTreeMap<TensorId, DeviceSlice>,
+}
+
+/// Allocates one `total`-byte buffer from `pool` and enqueues on `upload` each constant's
+/// upload at its offset (the caller laid them out and synchronises `upload`).
+pub(crate) fn upload_weights(
+    graph: &ExecutionGraph,
+    pool: &DeviceMemoryPool,
+    upload: &Stream,
+    offsets: &[(TensorId, u64)],
+    total: u64,
+) -> Result<Weights, ExecError> {
+    let mem = |source| ExecError::Memory {
+        model: graph.name().to_owned(),
+        source,
+    };
+    let buffer = if total > 0 {
+        Some(pool.allocate(total).map_err(mem)?)
+    } else {
+        None
+    };
+    let mut views = BTreeMap::new();
+    if let Some(w) = &buffer {
+        for &(t, off) in offsets {
+            let view = w.slice(off, graph.tensor(t).byte_size).map_err(mem)?;
+            if let Some(data) = graph.constant_arc(t) {
+                upload
+                    .upload(ArcBytes(data), &view)
+                    .map_err(|source| ExecError::Device {
+                        model: graph.name().to_owned(),
+                        source,
+                    })?;
+            }
+            views.insert(t, view);
+        }
+    }
+    Ok(Weights { buffer, views })
 }
 
 /// Outputs of an enqueued inference, readable once its last stream has finished.

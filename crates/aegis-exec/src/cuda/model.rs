@@ -2,7 +2,6 @@
 //! and parameter tables uploaded once, one arena from the plan, every node lowered to its
 //! launches) and [`CudaExecutor`] (eager enqueue, or one captured CUDA graph replayed).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aegis_cuda::sync::{lock, Mutex};
@@ -15,7 +14,10 @@ use aegis_memory::{Arena, DeviceBuffer, DeviceMemoryPool};
 use super::kernels::CudaKernels;
 use super::lower::{lower, LaunchSpec, LowerError, NodeIo, Params, A};
 use super::CudaExecError;
-use crate::executor::{bind_io, read_output_slots, tensor_names, upload_inputs, Io, OutputSlot};
+use crate::executor::{
+    bind_io, read_output_slots, tensor_names, upload_inputs, upload_weights, Io, OutputSlot,
+    Weights,
+};
 use crate::graph::{ExecutionGraph, TensorId, TensorKind};
 use crate::tensor::HostTensor;
 use crate::tracker::{assign_streams, StreamAssignment};
@@ -100,15 +102,6 @@ pub struct CudaPreparedModel {
     launches: usize,
 }
 
-/// `Arc<TensorData>` as uploadable bytes without copying them.
-struct ArcBytes(Arc<crate::graph::TensorData>);
-
-impl AsRef<[u8]> for ArcBytes {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
 impl CudaPreparedModel {
     /// Compiles the op kernels (once per process and capability, via NVRTC), uploads weights
     /// and parameter tables, allocates the arena from `pool` (a CUDA device's pool) and lowers
@@ -168,21 +161,10 @@ impl CudaPreparedModel {
                 })?;
         }
         let upload = Stream::new(&device, aegis_cuda::StreamPriority::NORMAL).map_err(dev_err)?;
-        let weights = if total > 0 {
-            Some(pool.allocate(total).map_err(mem)?)
-        } else {
-            None
-        };
-        let mut weight_views = BTreeMap::new();
-        if let Some(w) = &weights {
-            for &(t, off) in &offsets {
-                let view = w.slice(off, graph.tensor(t).byte_size).map_err(mem)?;
-                if let Some(data) = graph.constant_arc(t) {
-                    upload.upload(ArcBytes(data), &view).map_err(dev_err)?;
-                }
-                weight_views.insert(t, view);
-            }
-        }
+        let Weights {
+            buffer: weights,
+            views: weight_views,
+        } = upload_weights(&graph, pool, &upload, &offsets, total)?;
         let arena = Arena::new(pool, graph.plan().clone()).map_err(mem)?;
         let slice_of = |t: TensorId| -> Result<DeviceSlice, CudaExecError> {
             if let Some(v) = weight_views.get(&t) {

@@ -14,6 +14,9 @@
 //!   [`tracker`]'s stream schedule with its events. Running allocates no device memory.
 //! - **Running** ([`Executor`]): stateless; enqueues one inference on one or more streams and
 //!   returns [`PendingOutputs`].
+//! - **On CUDA** (feature `cuda`, module `cuda`): the same graph, plan and schedule; CUDA C
+//!   kernels from `cuda/*.cu` compiled once by NVRTC, weights uploaded once, launches with
+//!   precomputed parameter tables, eager or one captured CUDA graph replayed per inference.
 //!
 //! ## What this crate must never do
 //! - Use tract's model types, analysis or execution in the runtime path (tract is a parser

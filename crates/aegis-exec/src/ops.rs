@@ -892,18 +892,8 @@ impl NodeKernel {
                 roi,
                 extrapolation_value,
             } => {
-                use crate::loader::op::{
-                    CoordinateTransform as C, NearestMode as N, ResizeMode as M,
-                };
-                let coord = match coordinate_transform {
-                    C::HalfPixel => Some(k::CoordTransform::HalfPixel),
-                    C::PytorchHalfPixel => Some(k::CoordTransform::PytorchHalfPixel),
-                    C::AlignCorners => Some(k::CoordTransform::AlignCorners),
-                    C::Asymmetric => Some(k::CoordTransform::Asymmetric),
-                    C::TfHalfPixelForNn => Some(k::CoordTransform::TfHalfPixelForNearest),
-                    C::HalfPixelSymmetric => Some(k::CoordTransform::HalfPixelSymmetric),
-                    C::TfCropAndResize => None,
-                };
+                use crate::loader::op::ResizeMode as M;
+                let coord = resize_coord(*coordinate_transform);
                 let (x, o) = (f32s(l, inb(0))?, f32s_mut(l, &mut writes[0])?);
                 let filter = match mode {
                     M::Nearest => None,
@@ -922,12 +912,7 @@ impl NodeKernel {
                         shape(0),
                         &out_shape,
                         scales,
-                        k::ResizeMode::Nearest(match nearest_mode {
-                            N::RoundPreferFloor => k::NearestMode::RoundPreferFloor,
-                            N::RoundPreferCeil => k::NearestMode::RoundPreferCeil,
-                            N::Floor => k::NearestMode::Floor,
-                            N::Ceil => k::NearestMode::Ceil,
-                        }),
+                        k::ResizeMode::Nearest(resize_nearest(*nearest_mode)),
                         coord,
                         o,
                         t,
@@ -1041,6 +1026,32 @@ fn pool_attrs(
         pads_end: pads[n.min(pads.len())..].to_vec(),
         ceil_mode,
         count_include_pad,
+    }
+}
+
+/// The kernels' coordinate mapping for a graph attribute; `None` for `tf_crop_and_resize`,
+/// which needs a region of interest (the filtered kernel's `FilteredCoord`).
+pub(crate) fn resize_coord(c: crate::loader::op::CoordinateTransform) -> Option<k::CoordTransform> {
+    use crate::loader::op::CoordinateTransform as C;
+    Some(match c {
+        C::HalfPixel => k::CoordTransform::HalfPixel,
+        C::PytorchHalfPixel => k::CoordTransform::PytorchHalfPixel,
+        C::AlignCorners => k::CoordTransform::AlignCorners,
+        C::Asymmetric => k::CoordTransform::Asymmetric,
+        C::TfHalfPixelForNn => k::CoordTransform::TfHalfPixelForNearest,
+        C::HalfPixelSymmetric => k::CoordTransform::HalfPixelSymmetric,
+        C::TfCropAndResize => return None,
+    })
+}
+
+/// The kernels' rounding for a graph `nearest_mode`.
+pub(crate) fn resize_nearest(n: crate::loader::op::NearestMode) -> k::NearestMode {
+    use crate::loader::op::NearestMode as N;
+    match n {
+        N::RoundPreferFloor => k::NearestMode::RoundPreferFloor,
+        N::RoundPreferCeil => k::NearestMode::RoundPreferCeil,
+        N::Floor => k::NearestMode::Floor,
+        N::Ceil => k::NearestMode::Ceil,
     }
 }
 

@@ -1379,7 +1379,8 @@ fn lower_conv_transpose(io: &NodeIo<'_>, c: &ConvAttrs<'_>, p: &mut Params) -> R
     )])
 }
 
-/// The host's coordinate mapping (crates/aegis-exec/src/kernels/resize.rs), for the tables.
+/// The host kernels' coordinate mapping (one definition for both backends); `None` for
+/// `tf_crop_and_resize`.
 fn original_coord(
     ct: CoordinateTransform,
     o: usize,
@@ -1387,46 +1388,13 @@ fn original_coord(
     in_len: usize,
     out_len: usize,
 ) -> Option<f32> {
-    let x = o as f32;
-    Some(match ct {
-        CoordinateTransform::HalfPixel => (x + 0.5) / scale - 0.5,
-        CoordinateTransform::HalfPixelSymmetric => {
-            let adj = out_len as f32 / (scale * in_len as f32);
-            let center = in_len as f32 / 2.0;
-            let offset = center * (1.0 - adj);
-            offset + (x + 0.5) / scale - 0.5
-        }
-        CoordinateTransform::PytorchHalfPixel => {
-            if out_len > 1 {
-                (x + 0.5) / scale - 0.5
-            } else {
-                0.0
-            }
-        }
-        CoordinateTransform::AlignCorners => {
-            let resized = scale * in_len as f32;
-            if out_len == 1 || resized <= 1.0 {
-                0.0
-            } else {
-                x * (in_len as f32 - 1.0) / (resized - 1.0)
-            }
-        }
-        CoordinateTransform::Asymmetric => x / scale,
-        CoordinateTransform::TfHalfPixelForNn => (x + 0.5) / scale,
-        CoordinateTransform::TfCropAndResize => return None,
-    })
+    crate::ops::resize_coord(ct)
+        .map(|c| crate::kernels::original_coord(c, o, scale, in_len, out_len))
 }
 
+/// The host kernels' nearest rounding.
 fn nearest_index(mode: NearestMode, x: f32, in_len: usize) -> usize {
-    let half = x.fract() == 0.5 || x.fract() == -0.5;
-    let r = match mode {
-        NearestMode::RoundPreferFloor if half => x.floor(),
-        NearestMode::RoundPreferCeil if half => x.ceil(),
-        NearestMode::RoundPreferFloor | NearestMode::RoundPreferCeil => x.round(),
-        NearestMode::Floor => x.floor(),
-        NearestMode::Ceil => x.ceil(),
-    };
-    (r.max(0.0) as usize).min(in_len.saturating_sub(1))
+    crate::kernels::nearest_index(crate::ops::resize_nearest(mode), x, in_len)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -135,6 +135,8 @@ pub use norm::{
     reduce_output_shape, softmax, softmax_legacy, ReduceOp, SoftmaxKind,
 };
 pub use pool::{global_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind};
+#[cfg(feature = "cuda")]
+pub(crate) use resize::{nearest_index, original_coord};
 pub use resize::{
     resize, resize_filtered, CoordTransform, FilteredCoord, FilteredResize, NearestMode,
     ResizeFilter, ResizeMode,

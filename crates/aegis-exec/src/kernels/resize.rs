@@ -47,7 +47,15 @@ pub enum ResizeMode {
     Linear,
 }
 
-fn original_coord(ct: CoordTransform, o: usize, scale: f32, in_len: usize, out_len: usize) -> f32 {
+/// Input coordinate of output index `o` along one axis (ONNX `coordinate_transformation_mode`);
+/// shared with the CUDA lowering, which precomputes its tables with it.
+pub(crate) fn original_coord(
+    ct: CoordTransform,
+    o: usize,
+    scale: f32,
+    in_len: usize,
+    out_len: usize,
+) -> f32 {
     let x = o as f32;
     match ct {
         CoordTransform::HalfPixel => (x + 0.5) / scale - 0.5,
@@ -79,7 +87,8 @@ fn original_coord(ct: CoordTransform, o: usize, scale: f32, in_len: usize, out_l
     }
 }
 
-fn nearest_index(mode: NearestMode, x: f32, in_len: usize) -> usize {
+/// Input index nearest to coordinate `x` (ONNX `nearest_mode`), clamped to the axis.
+pub(crate) fn nearest_index(mode: NearestMode, x: f32, in_len: usize) -> usize {
     let r = match mode {
         NearestMode::RoundPreferFloor => {
             if x.fract() == 0.5 || x.fract() == -0.5 {

@@ -116,21 +116,7 @@ impl<S, C> BoundedInbox<S, C> {
         make: impl FnOnce(T, u64) -> S,
     ) -> Result<u64, (T, PushRefusal)> {
         let mut st = lock(&self.state);
-        if st.stop.is_some() {
-            return Err((value, PushRefusal::Closed));
-        }
-        if st.queued >= self.capacity {
-            return Err((
-                value,
-                PushRefusal::Full {
-                    capacity: self.capacity,
-                },
-            ));
-        }
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        st.queued += 1;
-        st.submissions.push_back(make(value, seq));
+        let seq = self.push_locked(&mut st, value, make)?;
         self.signal(st);
         Ok(seq)
     }
@@ -144,6 +130,19 @@ impl<S, C> BoundedInbox<S, C> {
         make: impl FnOnce(T, u64) -> S,
     ) -> Result<(u64, bool), (T, PushRefusal)> {
         let mut st = lock(&self.state);
+        let seq = self.push_locked(&mut st, value, make)?;
+        self.dirty.store(true, Ordering::Release);
+        Ok((seq, st.sleeping))
+    }
+
+    /// The admission both pushes share: refuse when closed or full, else queue with the next
+    /// sequence number.
+    fn push_locked<T>(
+        &self,
+        st: &mut InboxState<S, C>,
+        value: T,
+        make: impl FnOnce(T, u64) -> S,
+    ) -> Result<u64, (T, PushRefusal)> {
         if st.stop.is_some() {
             return Err((value, PushRefusal::Closed));
         }
@@ -159,8 +158,7 @@ impl<S, C> BoundedInbox<S, C> {
         st.next_seq += 1;
         st.queued += 1;
         st.submissions.push_back(make(value, seq));
-        self.dirty.store(true, Ordering::Release);
-        Ok((seq, st.sleeping))
+        Ok(seq)
     }
 
     /// Wakes the consumer once (its next wait returns at once) without posting anything: for

@@ -110,6 +110,31 @@ pub(crate) fn nearest_index(mode: NearestMode, x: f32, in_len: usize) -> usize {
     (r.max(0.0) as usize).min(in_len.saturating_sub(1))
 }
 
+/// Both Resize kernels' argument check: one output extent and one positive scale per input
+/// axis. Returns the rank.
+fn check_axes(x_shape: &[usize], out_shape: &[usize], scales: &[f32]) -> KernelResult<usize> {
+    let rank = x_shape.len();
+    if out_shape.len() != rank || scales.len() != rank || rank == 0 {
+        return Err(invalid(
+            "Resize",
+            "scales",
+            format!(
+                "rank {rank}, {} output axes, {} scales",
+                out_shape.len(),
+                scales.len()
+            ),
+        ));
+    }
+    if scales.iter().any(|&s| s.is_nan() || s <= 0.0) {
+        return Err(invalid(
+            "Resize",
+            "scales",
+            format!("{scales:?} must be positive"),
+        ));
+    }
+    Ok(rank)
+}
+
 /// ONNX `Resize` of `x` (`x_shape`) to `out_shape` with per-axis `scales`.
 ///
 /// # Errors
@@ -127,25 +152,7 @@ pub fn resize(
     threads: usize,
 ) -> KernelResult<()> {
     const OP: &str = "Resize";
-    let rank = x_shape.len();
-    if out_shape.len() != rank || scales.len() != rank || rank == 0 {
-        return Err(invalid(
-            OP,
-            "scales",
-            format!(
-                "rank {rank}, {} output axes, {} scales",
-                out_shape.len(),
-                scales.len()
-            ),
-        ));
-    }
-    if scales.iter().any(|&s| s.is_nan() || s <= 0.0) {
-        return Err(invalid(
-            OP,
-            "scales",
-            format!("{scales:?} must be positive"),
-        ));
-    }
+    let rank = check_axes(x_shape, out_shape, scales)?;
     check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
     check_len(OP, "Y", out.len(), numel(OP, out_shape)?)?;
     if out.is_empty() {
@@ -473,25 +480,7 @@ pub fn resize_filtered(
     threads: usize,
 ) -> KernelResult<()> {
     const OP: &str = "Resize";
-    let rank = x_shape.len();
-    if out_shape.len() != rank || scales.len() != rank || rank == 0 {
-        return Err(invalid(
-            OP,
-            "scales",
-            format!(
-                "rank {rank}, {} output axes, {} scales",
-                out_shape.len(),
-                scales.len()
-            ),
-        ));
-    }
-    if scales.iter().any(|&s| s.is_nan() || s <= 0.0) {
-        return Err(invalid(
-            OP,
-            "scales",
-            format!("{scales:?} must be positive"),
-        ));
-    }
+    let rank = check_axes(x_shape, out_shape, scales)?;
     let roi = match &opts.coord {
         FilteredCoord::TfCropAndResize { roi, .. } if roi.len() != 2 * rank => {
             return Err(invalid(

@@ -80,6 +80,7 @@ fn main() -> Result<(), String> {
         .host(HostDeviceOptions {
             capacity: 2 << 30,
             threads: 2,
+            ..HostDeviceOptions::default()
         })
         .streams(3)
         .threads(1)

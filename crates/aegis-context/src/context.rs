@@ -600,6 +600,7 @@ mod tests {
         let device = Device::host_with(HostDeviceOptions {
             capacity: 1 << 30,
             threads: 2,
+            ..HostDeviceOptions::default()
         });
         let b = Backend::new(
             device,

@@ -23,6 +23,7 @@ fn backend(models: &[&str]) -> Backend {
     let device = Device::host_with(HostDeviceOptions {
         capacity: 4 * GIB,
         threads: 2,
+        ..HostDeviceOptions::default()
     });
     let b = Backend::new(
         device,

@@ -22,6 +22,7 @@ fn runtime_with(streams: usize, inline_dispatch: bool) -> Runtime {
         .host(HostDeviceOptions {
             capacity: 4 * GIB,
             threads: 2,
+            ..HostDeviceOptions::default()
         })
         .streams(streams)
         .threads(2)

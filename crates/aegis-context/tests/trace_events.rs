@@ -72,6 +72,7 @@ fn lifecycle_events_carry_the_model_and_its_numbers() {
     let device = Device::host_with(HostDeviceOptions {
         capacity: 1 << 30,
         threads: 2,
+        ..HostDeviceOptions::default()
     });
     let backend = Backend::new(
         device.clone(),

@@ -498,6 +498,10 @@ fn worker_loop(s: &StreamShared) {
     // enqueue→run latency is one wake-up.
     let mut batch: VecDeque<Work> = VecDeque::new();
     loop {
+        let window = s.device.options.stream_linger;
+        if !cfg!(loom) && !window.is_zero() {
+            linger(s, window);
+        }
         {
             let mut q = lock(&s.queue);
             while q.items.is_empty() {
@@ -526,6 +530,30 @@ fn worker_loop(s: &StreamShared) {
         drop(q);
         if notify {
             s.idle.notify_all();
+        }
+    }
+}
+
+/// Polls the queue for up to `window` (yielding the core between looks) before the worker
+/// parks: see [`HostDeviceOptions::stream_linger`].
+fn linger(s: &StreamShared, window: std::time::Duration) {
+    let start = Instant::now();
+    let mut n = 0u32;
+    loop {
+        {
+            let q = lock(&s.queue);
+            if !q.items.is_empty() || q.shutdown {
+                return;
+            }
+        }
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(4) {
+            if start.elapsed() >= window {
+                return;
+            }
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
         }
     }
 }

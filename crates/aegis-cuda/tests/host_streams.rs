@@ -240,6 +240,7 @@ fn capacity_exhaustion_fails_fast_with_numbers_and_recovers_on_free() {
     let d = Device::host_with(HostDeviceOptions {
         capacity: 10_000,
         threads: 1,
+        ..HostDeviceOptions::default()
     });
     let a = DeviceMemory::alloc(&d, 6000).unwrap();
     let err = DeviceMemory::alloc(&d, 5000).unwrap_err();
@@ -274,6 +275,7 @@ fn concurrent_allocations_never_exceed_capacity() {
     let d = Device::host_with(HostDeviceOptions {
         capacity: 64 * 1024,
         threads: 1,
+        ..HostDeviceOptions::default()
     });
     let over = Arc::new(AtomicUsize::new(0));
     std::thread::scope(|sc| {
@@ -454,6 +456,7 @@ fn memory_held_by_pending_work_outlives_its_handle() {
     let d = Device::host_with(HostDeviceOptions {
         capacity: 1 << 20,
         threads: 1,
+        ..HostDeviceOptions::default()
     });
     let s = stream(&d);
     let gate = Arc::new(std::sync::Barrier::new(2));
@@ -505,4 +508,59 @@ fn device_enumeration_always_has_a_host_device() {
     assert!(d.info().total_memory > 0);
     let s = Stream::new(&d, StreamPriority::HIGH).unwrap();
     assert_eq!(s.priority(), StreamPriority::HIGH);
+}
+
+/// CPU time (ns) the kernel has accounted to the named thread of this process so far.
+#[cfg(target_os = "linux")]
+fn thread_cpu_ns(name: &str) -> Option<u64> {
+    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        // comm is cut to 15 bytes: compare on that prefix.
+        let want: String = name.chars().take(15).collect();
+        if comm.trim_end() == want {
+            let st = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            return st.split_whitespace().next()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// The worker's post-drain polling is bounded: right after a burst it may poll for its
+/// `stream_linger` window, but an idle stream then parks and burns no CPU. A worker that
+/// kept polling would accumulate ~100 ms of CPU time over the 100 ms sleep.
+#[cfg(target_os = "linux")]
+#[rstest]
+#[case(Duration::ZERO)]
+#[case(Duration::from_micros(15))]
+#[case(Duration::from_millis(2))]
+fn idle_stream_worker_parks_after_its_linger_window(#[case] linger: Duration) {
+    let d = Device::host_with(HostDeviceOptions {
+        stream_linger: linger,
+        ..HostDeviceOptions::default()
+    });
+    let s = stream(&d);
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..100 {
+        let r = Arc::clone(&ran);
+        s.enqueue_host("tick", move || {
+            r.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+    }
+    s.synchronize().unwrap();
+    assert_eq!(ran.load(Ordering::Relaxed), 100);
+    // Past the window, the worker must be parked.
+    std::thread::sleep(linger + Duration::from_millis(20));
+    let name = format!("aegis-host-stream-{}", s.id());
+    let Some(before) = thread_cpu_ns(&name) else {
+        panic!("worker thread {name} not found in /proc/self/task");
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let after = thread_cpu_ns(&name).expect("worker still alive");
+    let burned = Duration::from_nanos(after - before);
+    assert!(
+        burned < Duration::from_millis(10),
+        "idle worker used {burned:?} of CPU in 100 ms (linger {linger:?})"
+    );
 }

@@ -18,6 +18,7 @@ fn event_wait_orders_work_across_streams() {
         let d = Device::host_with(HostDeviceOptions {
             capacity: 1024,
             threads: 1,
+            ..HostDeviceOptions::default()
         });
         let a = Stream::new(&d, StreamPriority::NORMAL).unwrap();
         let b = Stream::new(&d, StreamPriority::NORMAL).unwrap();
@@ -49,6 +50,7 @@ fn synchronize_observes_all_prior_work_and_drop_drains() {
         let d = Device::host_with(HostDeviceOptions {
             capacity: 1024,
             threads: 1,
+            ..HostDeviceOptions::default()
         });
         let done = Arc::new(AtomicBool::new(false));
         {

@@ -87,6 +87,7 @@ fn pool_allocations_respect_the_budget() {
         let device = Device::host_with(HostDeviceOptions {
             capacity: 1 << 20,
             threads: 1,
+            ..HostDeviceOptions::default()
         });
         let pool = DeviceMemoryPool::new(&device, 512);
         let p = pool.clone();

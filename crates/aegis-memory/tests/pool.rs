@@ -8,6 +8,7 @@ fn device(capacity: u64) -> Device {
     Device::host_with(HostDeviceOptions {
         capacity,
         threads: 1,
+        ..HostDeviceOptions::default()
     })
 }
 

@@ -56,6 +56,7 @@ fn pool_under_contention() {
     let device = Device::host_with(HostDeviceOptions {
         capacity: 1 << 24,
         threads: 1,
+        ..HostDeviceOptions::default()
     });
     let budget = 64 * 1024;
     let pool = DeviceMemoryPool::new(&device, budget);

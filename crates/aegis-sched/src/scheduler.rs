@@ -40,9 +40,10 @@ pub struct SchedulerConfig {
     pub estimate_alpha: f64,
     /// Admission bound = mean + `deviation_factor` × mean deviation (≥ 0).
     pub deviation_factor: f64,
-    /// After its last event, the loop polls (yielding the core) this long before blocking:
-    /// trades a little CPU right after activity for low submit→dispatch latency. Idle, it
-    /// blocks. Zero disables polling.
+    /// After its last event, the loop polls (yielding the core) this long before blocking,
+    /// when nothing runs or a running request is expected to finish within this window:
+    /// trades a little CPU right after activity for low submit→dispatch latency and fewer
+    /// wake-ups. Idle, it blocks. Zero disables polling.
     pub idle_spin: Duration,
     /// Requests with at least this priority prefer the pool's highest-priority streams.
     pub urgent_priority: Priority,
@@ -742,14 +743,23 @@ impl<I: Send + 'static, O: Send + 'static> LoopState<I, O> {
         }
     }
 
-    /// How long the loop may poll before it blocks: only right after activity with nothing
-    /// in flight (while requests run, the stream workers need the cores more than we do, and
-    /// their completions wake us anyway). Never under loom (unmodelled steps).
+    /// How long the loop may poll before it blocks: right after activity with nothing in
+    /// flight, or when a running request is expected to finish within the window (short
+    /// requests: catching the completion awake saves its stream worker a wake-up syscall and
+    /// this thread a park). While longer requests run, the stream workers need the cores more
+    /// than we do, and their completions wake us anyway. Never under loom (unmodelled steps).
     fn spin_window(&self) -> Duration {
-        if cfg!(loom) || !self.in_flight.is_empty() {
-            Duration::ZERO
-        } else {
+        if cfg!(loom) {
+            return Duration::ZERO;
+        }
+        let Some(first) = self.in_flight.iter().map(|f| f.expected_end).min() else {
+            return self.idle_spin;
+        };
+        let now = Instant::now();
+        if first.saturating_duration_since(now) <= self.idle_spin {
             self.idle_spin
+        } else {
+            Duration::ZERO
         }
     }
 

@@ -51,6 +51,7 @@ fn submit_racing_stop(inline_dispatch: bool) {
         let device = Device::host_with(HostDeviceOptions {
             capacity: 1024,
             threads: 1,
+            ..HostDeviceOptions::default()
         });
         let pool = StreamPool::new(&device, 1, &[]).unwrap();
         let cfg = SchedulerConfig {

@@ -7,7 +7,8 @@
 //!    policy (FIFO, priority, EDF), with EDF's explicit early rejections.
 //!
 //! `cargo run --release -p aegis-sched --example sched_bench [-- --quick] [-- --trace out.json]`
-//! (`--trace` runs a short EDF scenario with a Chrome trace subscriber instead).
+//! (`--trace` runs a short EDF scenario with a Chrome trace subscriber instead;
+//! `--only=latency|throughput|overhead|overload|deadlines` runs one part).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -343,8 +344,17 @@ fn peer_crossbeam(n: usize, gap: Duration) -> (Duration, Duration) {
     (pct(&v, 0.5), pct(&v, 0.99))
 }
 
-fn overhead(quick: bool) {
+fn overhead(quick: bool, latency_part: bool, throughput_part: bool) {
     println!("== 1. Overhead (trivial workload, host backend, FIFO) ==");
+    if latency_part {
+        latencies(quick);
+    }
+    if throughput_part {
+        throughputs(quick);
+    }
+}
+
+fn latencies(quick: bool) {
     let n = if quick { 5_000 } else { 50_000 };
     for (label, gap) in [
         ("client paced at 20 us", Duration::from_micros(20)),
@@ -374,6 +384,9 @@ fn overhead(quick: bool) {
             );
         }
     }
+}
+
+fn throughputs(quick: bool) {
     let n = if quick { 50_000 } else { 400_000 };
     for inline in [false, true] {
         for (streams, submitters) in [(1, 1), (4, 1), (4, 2), (8, 2)] {
@@ -667,8 +680,12 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         if quick { ", quick" } else { "" }
     );
-    if only("overhead") {
-        overhead(quick);
+    if only("overhead") || only("latency") || only("throughput") {
+        overhead(
+            quick,
+            only("overhead") || only("latency"),
+            only("overhead") || only("throughput"),
+        );
     }
     if only("overload") {
         overload(quick);

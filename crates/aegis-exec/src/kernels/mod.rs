@@ -16,7 +16,8 @@
 //! - bool tensors are `u8` (0/1). Integer ops wrap on overflow; integer division/modulo by
 //!   zero is an error.
 //! - `threads` (heavy kernels): 1 = run on the caller; n > 1 = up to n pieces, n - 1 of them
-//!   on rayon's global pool of parked workers (one per core), the last on the caller.
+//!   on the kernels' own rayon pool (one worker fewer than the cores: the caller is the last
+//!   worker), the last on the caller.
 //!   **Results are bit-identical for every `threads`**:
 //!   work is split only along output elements, never inside a reduction, and GEMM work is cut
 //!   into tiles fixed by the shapes alone, each one single-threaded

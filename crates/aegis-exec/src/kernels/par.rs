@@ -1,12 +1,44 @@
-//! Deterministic data-parallel helpers over rayon's global pool.
+//! Deterministic data-parallel helpers over the kernels' own worker pool.
 //!
 //! Work is only ever split along *output* elements: every output element is computed by
 //! exactly the same code and in the same order whatever the thread count, so results are
 //! bit-identical for any `threads`. Each call hands `threads - 1` pieces to the pool's parked
-//! workers ([`rayon::in_place_scope`]) and runs the last piece on the calling thread, which
-//! then waits for the others. A pool, not a thread per piece: a model runs hundreds of
-//! kernels per inference, and spawning OS threads for each cost more than small kernels do.
-//! The pool has one worker per core (rayon's default); `threads` above that just queues.
+//! workers ([`rayon::ThreadPool::in_place_scope`]) and runs the last piece on the calling
+//! thread, which then waits for the others. A pool, not a thread per piece: a model runs
+//! hundreds of kernels per inference, and spawning OS threads for each cost more than small
+//! kernels do.
+//!
+//! The pool is the crate's own, with one worker fewer than the machine has cores: the calling
+//! (stream) thread is the last worker. With rayon's global pool (one worker per core) the
+//! caller plus the pool's workers oversubscribed the cores, and the idle workers' spin-yield
+//! loops took the caller's core (on 2 cores, 2 threads ran no faster than 1).
+
+use std::sync::OnceLock;
+
+/// The kernels' pool, built on first use; `None` if no worker thread could be started (then
+/// every kernel runs on its caller alone: the same results, only slower).
+fn pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cores.saturating_sub(1).max(1))
+            .thread_name(|i| format!("aegis-kernel-{i}"))
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "kernel worker pool not started; kernels run single-threaded"))
+            .ok()
+    })
+    .as_ref()
+}
+
+/// `threads` capped to 1 when the pool could not be started.
+fn usable(threads: usize) -> usize {
+    if pool().is_some() {
+        threads
+    } else {
+        1
+    }
+}
 
 /// Splits `out` into at most `threads` contiguous pieces whose lengths are multiples of `unit`
 /// (except possibly the last) and runs `f(first_unit_index, piece)` on each, in parallel.
@@ -20,14 +52,14 @@ pub(crate) fn par_chunks<T: Send>(
 ) {
     let unit = unit.max(1);
     let units = out.len().div_ceil(unit);
-    let threads = threads.max(1).min(units / min_units.max(1)).max(1);
-    if threads <= 1 {
+    let threads = usable(threads).max(1).min(units / min_units.max(1)).max(1);
+    let Some(pool) = pool().filter(|_| threads > 1) else {
         f(0, out);
         return;
-    }
+    };
     let per = units.div_ceil(threads);
     // A panicking piece is a kernel bug; the scope re-raises it on the caller.
-    rayon::in_place_scope(|s| {
+    pool.in_place_scope(|s| {
         let f = &f;
         let mut rest = out;
         let mut first = 0;
@@ -60,14 +92,14 @@ pub(crate) fn par_chunks_scratch<T: Send, S: Send, E: Send>(
     let unit = unit.max(1);
     let units = out.len().div_ceil(unit);
     let workers = workers(units, threads);
-    if workers <= 1 {
+    let Some(pool) = pool().filter(|_| workers > 1) else {
         let n = per_worker.min(scratch.len());
         return f(0, out, &mut scratch[..n]);
-    }
+    };
     let per = units.div_ceil(workers);
     // One result slot per piece, so the first error in chunk order wins whatever finishes first.
     let mut results: Vec<Result<(), E>> = (0..workers).map(|_| Ok(())).collect();
-    rayon::in_place_scope(|s| {
+    pool.in_place_scope(|s| {
         let f = &f;
         let mut rest = out;
         let mut scr = scratch;
@@ -94,7 +126,7 @@ pub(crate) fn par_chunks_scratch<T: Send, S: Send, E: Send>(
 /// Workers [`par_chunks_scratch`] uses for `units` units: never more than the units, and the
 /// same ceil-division split as the loop above, so callers size scratch with it.
 pub(crate) fn workers(units: usize, threads: usize) -> usize {
-    let t = threads.max(1).min(units.max(1));
+    let t = usable(threads).max(1).min(units.max(1));
     if t <= 1 {
         return 1;
     }
@@ -112,12 +144,16 @@ pub(crate) fn par_workers<W: Send, E: Send>(
     let Some(last) = items.pop() else {
         return Ok(());
     };
-    if items.is_empty() {
+    let Some(pool) = pool().filter(|_| !items.is_empty()) else {
+        // No pool: every item on the caller, in order.
+        for w in items {
+            f(w)?;
+        }
         return f(last);
-    }
+    };
     let mut results: Vec<Result<(), E>> = (0..items.len()).map(|_| Ok(())).collect();
     let mut mine = Ok(());
-    rayon::in_place_scope(|s| {
+    pool.in_place_scope(|s| {
         let f = &f;
         for (w, slot) in items.into_iter().zip(results.iter_mut()) {
             s.spawn(move |_| *slot = f(w));

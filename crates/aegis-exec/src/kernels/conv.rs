@@ -465,6 +465,9 @@ impl PreparedConv {
         if self.path == ConvPath::Depthwise {
             return Ok(DwPlan::new(&geo).map_or(0, |p| workers(self.c_out, threads) * p.len()));
         }
+        if self.direct_pointwise(&geo) {
+            return Ok(0);
+        }
         Ok(self.gemm_workers(&geo, threads) * self.scratch_per_worker(&geo))
     }
 
@@ -569,6 +572,53 @@ impl PreparedConv {
         Ok(())
     }
 
+    /// Whether a pointwise conv runs the direct kernel ([`PointwiseRows`]) instead of GEMM
+    /// calls: when a group's filter is small (it is re-read from cache for every block of
+    /// positions, and a short reduction gives the GEMM's packing little to amortise).
+    /// Measured on the shared models: the direct kernel wins up to about K = 128 with a
+    /// filter of up to 64 Ki elements, and loses beyond. Weights-determined, so the choice
+    /// never depends on `threads`. Planes of fewer than `PW_MIN_PLANE` positions (squeeze-
+    /// excitation's 1x1) would fill vectors with masked lanes, so they keep the GEMM.
+    fn direct_pointwise(&self, geo: &Geo) -> bool {
+        let c_out_g = self.c_out / self.attrs.group;
+        self.path == ConvPath::Pointwise
+            && self.c_in_g <= PW_MAX_K
+            && c_out_g * self.c_in_g <= PW_MAX_FILTER
+            && geo.out_plane() >= PW_MIN_PLANE
+    }
+
+    /// A pointwise conv through [`PointwiseRows`]: whole groups per worker, or for one group
+    /// whole blocks of `PW_ROWS` output channels per worker.
+    fn run_pointwise(&self, x: &[f32], out: &mut [f32], geo: &Geo, threads: usize) {
+        let group = self.attrs.group;
+        let c_out_g = self.c_out / group;
+        let (p, kdim) = (geo.out_plane(), self.c_in_g);
+        let w = self.weights.get();
+        let rows = |co: usize, xg: &[f32], out: &mut [f32]| {
+            let n = out.len() / p;
+            pulp::Arch::new().dispatch(PointwiseRows {
+                w: &w[co * kdim..(co + n) * kdim],
+                kdim,
+                x: xg,
+                bias: self.bias.as_deref().map(|b| &b[co..co + n]),
+                act: self.activation,
+                out,
+            });
+        };
+        if group > 1 {
+            par_chunks(out, c_out_g * p, threads, 1, |first, piece| {
+                for (gi, gout) in piece.chunks_mut(c_out_g * p).enumerate() {
+                    let g = first + gi;
+                    rows(g * c_out_g, &x[g * kdim * p..(g + 1) * kdim * p], gout);
+                }
+            });
+        } else {
+            par_chunks(out, PW_ROWS * p, threads, 1, |first, piece| {
+                rows(first * PW_ROWS, x, piece);
+            });
+        }
+    }
+
     fn run_gemm(
         &self,
         x: &[f32],
@@ -577,6 +627,10 @@ impl PreparedConv {
         scratch: &mut [f32],
         threads: usize,
     ) -> KernelResult<()> {
+        if self.direct_pointwise(geo) {
+            self.run_pointwise(x, out, geo, threads);
+            return Ok(());
+        }
         let group = self.attrs.group;
         let c_out_g = self.c_out / group;
         let (ip, p) = (geo.in_plane(), geo.out_plane());
@@ -1364,6 +1418,162 @@ fn col2im_plane(col: &[f32], plane: &mut [f32], g: &Geo) {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Longest reduction (input channels per group) the direct pointwise kernel takes.
+const PW_MAX_K: usize = 128;
+/// Largest per-group filter (elements) the direct pointwise kernel takes.
+const PW_MAX_FILTER: usize = 64 * 1024;
+/// Smallest output plane the direct pointwise kernel takes.
+const PW_MIN_PLANE: usize = 16;
+/// Output channels one direct pointwise step computes together.
+const PW_ROWS: usize = 6;
+/// Position vectors one direct pointwise step computes together (`PW_ROWS * PW_VECS`
+/// accumulators: enough independent FMA chains to hide their latency, few enough for AVX2's
+/// 16 registers).
+const PW_VECS: usize = 2;
+
+/// A pointwise conv's output rows computed directly (no packing, no staging): `out[r][p] =
+/// bias[r] + sum over k of w[r][k] * x[k][p]`, summed in `k` order with fused multiply-adds,
+/// one block of `PW_ROWS` channels by `PW_VECS` vectors of positions at a time. Each output
+/// element's arithmetic is the same whatever block it falls in, so any split of the rows
+/// between workers gives bit-identical results. Run through pulp's dispatch.
+struct PointwiseRows<'a> {
+    /// `[rows, kdim]` filter rows of the channels in `out`.
+    w: &'a [f32],
+    kdim: usize,
+    /// `[kdim, p]` input planes.
+    x: &'a [f32],
+    /// The channels' biases, one per row of `out`.
+    bias: Option<&'a [f32]>,
+    act: Option<UnaryOp>,
+    /// `[rows, p]` output rows.
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for PointwiseRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let kdim = self.kdim;
+        let p = self.x.len() / kdim.max(1);
+        if p == 0 {
+            return;
+        }
+        let rows = self.out.len() / p;
+        let block = PW_VECS * S::F32_LANES;
+        // Position blocks outside, channel blocks inside: one block's `[kdim, block]` input
+        // stays in L1 while every channel block reads it.
+        let mut p0 = 0;
+        while p0 < p {
+            let len = block.min(p - p0);
+            let mut r = 0;
+            while r < rows {
+                let n = PW_ROWS.min(rows - r);
+                let w = &self.w[r * kdim..(r + n) * kdim];
+                let bias = self.bias.map(|b| &b[r..r + n]);
+                let out = &mut self.out[r * p..(r + n) * p];
+                let x = self.x;
+                match n {
+                    6 => pw_block::<S, 6>(simd, w, kdim, x, p, bias, p0, len, out),
+                    5 => pw_block::<S, 5>(simd, w, kdim, x, p, bias, p0, len, out),
+                    4 => pw_block::<S, 4>(simd, w, kdim, x, p, bias, p0, len, out),
+                    3 => pw_block::<S, 3>(simd, w, kdim, x, p, bias, p0, len, out),
+                    2 => pw_block::<S, 2>(simd, w, kdim, x, p, bias, p0, len, out),
+                    _ => pw_block::<S, 1>(simd, w, kdim, x, p, bias, p0, len, out),
+                }
+                if let Some(act) = self.act {
+                    // While the block is still in L1.
+                    for row in out.chunks_mut(p) {
+                        with_unary(act, MapInPlace(&mut row[p0..p0 + len]));
+                    }
+                }
+                r += n;
+            }
+            p0 += len;
+        }
+    }
+}
+
+/// Positions `p0..p0 + len` (at most `PW_VECS` vectors) of `R` output rows.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn pw_block<S: pulp::Simd, const R: usize>(
+    simd: S,
+    w: &[f32],
+    kdim: usize,
+    x: &[f32],
+    p: usize,
+    bias: Option<&[f32]>,
+    p0: usize,
+    len: usize,
+    out: &mut [f32],
+) {
+    if len == PW_VECS * S::F32_LANES {
+        pw_block_n::<S, R, true>(simd, w, kdim, x, p, bias, p0, len, out);
+    } else {
+        pw_block_n::<S, R, false>(simd, w, kdim, x, p, bias, p0, len, out);
+    }
+}
+
+/// [`pw_block`] with whole vectors (`FULL`) or a partial last block. Loops over `R` and
+/// `PW_VECS` have constant trip counts so the accumulators stay in registers.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[inline(always)]
+fn pw_block_n<S: pulp::Simd, const R: usize, const FULL: bool>(
+    simd: S,
+    w: &[f32],
+    kdim: usize,
+    x: &[f32],
+    p: usize,
+    bias: Option<&[f32]>,
+    p0: usize,
+    len: usize,
+    out: &mut [f32],
+) {
+    let lanes = S::F32_LANES;
+    let mut acc = [[simd.splat_f32s(0.0); PW_VECS]; R];
+    for r in 0..R {
+        let b = simd.splat_f32s(bias.map_or(0.0, |b| b[r]));
+        for v in 0..PW_VECS {
+            acc[r][v] = b;
+        }
+    }
+    let wr: [&[f32]; R] = std::array::from_fn(|r| &w[r * kdim..(r + 1) * kdim]);
+    for k in 0..kdim {
+        let xr = &x[k * p + p0..k * p + p0 + len];
+        let mut xv = [simd.splat_f32s(0.0); PW_VECS];
+        for v in 0..PW_VECS {
+            if FULL {
+                xv[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(
+                    &xr[v * lanes..(v + 1) * lanes],
+                ));
+            } else {
+                let lo = (v * lanes).min(len);
+                let hi = ((v + 1) * lanes).min(len);
+                xv[v] = simd.partial_load_f32s(&xr[lo..hi]);
+            }
+        }
+        for r in 0..R {
+            let wv = simd.splat_f32s(wr[r][k]);
+            for v in 0..PW_VECS {
+                acc[r][v] = simd.mul_add_e_f32s(wv, xv[v], acc[r][v]);
+            }
+        }
+    }
+    for r in 0..R {
+        let dst = &mut out[r * p + p0..r * p + p0 + len];
+        for v in 0..PW_VECS {
+            let lo = (v * lanes).min(len);
+            let hi = ((v + 1) * lanes).min(len);
+            if FULL {
+                dst[lo..hi].copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&acc[r][v])));
+            } else {
+                simd.partial_store_f32s(&mut dst[lo..hi], acc[r][v]);
             }
         }
     }

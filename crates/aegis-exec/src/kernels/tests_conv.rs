@@ -132,6 +132,10 @@ fn attrs(
 // small planes with much work: split into fixed output-channel tiles
 #[case(&[1, 256, 7, 7], 128, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), true)]
 #[case(&[1, 512, 7, 7], 256, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), false)]
+// direct pointwise kernel: grouped (channel blocks of 9 = 6 + 3), and one group large enough
+// to thread (100 channels = 16 blocks of 6 + 4; 784 positions = 24 blocks of 32 + 16)
+#[case(&[1, 24, 14, 14], 36, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 4), true)]
+#[case(&[1, 64, 28, 28], 100, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
 fn conv_matches_naive(
     #[case] xs: &[usize],
     #[case] c_out: usize,
@@ -178,6 +182,34 @@ fn conv_fused_activation_and_one_shot() {
     assert_close(&out, &relu, 1e-5);
     conv(&x, &xs, &w, &ws, None, &a, &mut out, 2).unwrap();
     assert_close(&out, &want, 1e-5);
+}
+
+#[test]
+fn pointwise_fused_activation_is_threads_invariant() {
+    // The direct pointwise kernel applies the activation per block; grouped and not.
+    for (xs, c_out, group) in [([1, 32, 9, 9], 40, 1), ([1, 32, 9, 9], 40, 4)] {
+        let ws = [c_out, 32 / group, 1, 1];
+        let x = rand_vec(xs.iter().product(), 3);
+        let w = rand_vec(ws.iter().product(), 4);
+        let b = rand_vec(c_out, 5);
+        let a = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], group);
+        let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
+        let relu: Vec<f32> = want.iter().map(|v| v.max(0.0)).collect();
+        let pc = PreparedConv::new(&w, &ws, Some(&b), a)
+            .unwrap()
+            .with_activation(UnaryOp::Relu);
+        let mut first: Option<Vec<f32>> = None;
+        for threads in [1, 2] {
+            let mut out = vec![f32::NAN; want.len()];
+            let mut scratch = vec![0.0; pc.scratch_len(&xs, threads).unwrap()];
+            pc.run(&x, &xs, &mut out, &mut scratch, threads).unwrap();
+            assert_close(&out, &relu, 1e-5);
+            match &first {
+                None => first = Some(out),
+                Some(f) => assert_bits_eq(&out, f),
+            }
+        }
+    }
 }
 
 #[test]

@@ -490,6 +490,76 @@ fn batch_norm_after_a_shared_conv_output_is_kept() {
 }
 
 #[test]
+fn per_channel_mul_and_add_after_a_conv_fold_into_it_numerically() {
+    // inception_v2's form of a batch norm: Conv -> Mul (per channel) -> Add (per channel),
+    // with the constant on either side and in either broadcast form.
+    let m = Model::new(9)
+        .input("x", F32, &[1, 1, 2, 2])
+        .init(tensor_f32("w", &[2, 1, 1, 1], &[1.0, 2.0]))
+        .init(tensor_f32("b", &[2], &[0.5, -0.5]))
+        .init(tensor_f32("s", &[1, 2, 1, 1], &[3.0, -2.0]))
+        .init(tensor_f32("t", &[2, 1, 1], &[0.25, 4.0]))
+        .op("Conv", &["x", "w", "b"], &["c"], vec![])
+        .op("Mul", &["s", "c"], &["m"], vec![])
+        .op("Add", &["m", "t"], &["y"], vec![])
+        .output("y", F32, &[1, 2, 2, 2]);
+    let g = load(&m);
+    assert_eq!(g.operators().len(), 1, "{:?}", g.op_histogram());
+    let conv = &g.operators()[0];
+    assert!(matches!(conv.op, Op::Conv { .. }));
+    assert_eq!(conv.outputs, g.outputs().to_vec());
+    let nw = g.constant_data(conv.inputs[1]).unwrap().as_f32().unwrap();
+    let nb = g.constant_data(conv.inputs[2]).unwrap().as_f32().unwrap();
+    assert_eq!(nw, &[1.0 * 3.0, 2.0 * -2.0]);
+    assert_eq!(nb, &[0.5 * 3.0 + 0.25, -0.5 * -2.0 + 4.0]);
+}
+
+#[test]
+fn a_scalar_scale_folds_and_a_bias_without_conv_bias_is_created() {
+    let m = Model::new(9)
+        .input("x", F32, &[1, 1, 2, 2])
+        .init(tensor_f32("w", &[2, 1, 1, 1], &[1.0, 2.0]))
+        .init(tensor_f32("s", &[], &[0.5]))
+        .init(tensor_f32("t", &[1, 2, 1, 1], &[1.0, -1.0]))
+        .op("Conv", &["x", "w"], &["c"], vec![])
+        .op("Mul", &["c", "s"], &["m"], vec![])
+        .op("Add", &["t", "m"], &["y"], vec![])
+        .output("y", F32, &[1, 2, 2, 2]);
+    let g = load(&m);
+    assert_eq!(g.operators().len(), 1, "{:?}", g.op_histogram());
+    let conv = &g.operators()[0];
+    let nw = g.constant_data(conv.inputs[1]).unwrap().as_f32().unwrap();
+    let nb = g.constant_data(conv.inputs[2]).unwrap().as_f32().unwrap();
+    assert_eq!(nw, &[0.5, 1.0]);
+    assert_eq!(nb, &[1.0, -1.0]);
+}
+
+#[test]
+fn mul_and_add_that_are_not_per_channel_or_not_alone_are_kept() {
+    // Along the last axis (numpy right-aligns [2] to W), a runtime operand, and a Conv output
+    // with a second reader: none may fold.
+    let m = Model::new(9)
+        .input("x", F32, &[1, 1, 2, 2])
+        .input("r", F32, &[1, 2, 2, 2])
+        .init(tensor_f32("w", &[2, 1, 1, 1], &[1.0, 2.0]))
+        .init(tensor_f32("v", &[2], &[3.0, 4.0]))
+        .op("Conv", &["x", "w"], &["c1"], vec![])
+        .op("Mul", &["c1", "v"], &["y1"], vec![])
+        .op("Conv", &["x", "w"], &["c2"], vec![])
+        .op("Add", &["c2", "r"], &["y2"], vec![])
+        .op("Conv", &["x", "w"], &["c3"], vec![])
+        .op("Add", &["c3", "v"], &["y3"], vec![])
+        .op("Relu", &["c3"], &["z"], vec![])
+        .output("y1", F32, &[1, 2, 2, 2])
+        .output("y2", F32, &[1, 2, 2, 2])
+        .output("y3", F32, &[1, 2, 2, 2])
+        .output("z", F32, &[1, 2, 2, 2]);
+    let h = load(&m).op_histogram();
+    assert_eq!(h.get("Mul"), Some(&1));
+    assert_eq!(h.get("Add"), Some(&2));
+}
+
+#[test]
 fn elementwise_ops_get_in_place_hints_when_they_lower_the_peak() {
     // a = Relu(x); b = Sigmoid(a); c = Add(a, b); y = Relu(c). At the Add, a, b and c are
     // alive (3 buffers) unless c takes b's storage (b dies there, read only by the Add).

@@ -409,6 +409,7 @@ fn build(
         }
     }
     ld.fold_batch_norms(&outputs);
+    ld.fold_channel_affine(&outputs);
     ld.remove_dead(&outputs);
     assemble(ld, graph, &real_inputs, &outputs, options)
 }
@@ -864,6 +865,142 @@ impl Loader<'_> {
             k += 1;
             !removed[k - 1]
         });
+    }
+
+    /// Folds `Mul(Conv(x, w, b), s)` into `Conv(x, w·s, b·s)` and `Add(Conv(x, w, b), t)` into
+    /// `Conv(x, w, b + t)` when the Conv output feeds only that node, the weights and bias are
+    /// constants, and `s` / `t` are f32 constants that vary at most along the output-channel
+    /// axis (so the result's shape is the Conv's). Exporters write a BatchNormalization this
+    /// way (inception_v2: Conv → Mul → Add → Relu); folded, each saves two passes over the
+    /// activation and lets the Relu fuse into the convolution. Repeats until nothing folds
+    /// (a Mul then an Add fold into the same Conv).
+    fn fold_channel_affine(&mut self, outputs: &[String]) {
+        loop {
+            let counts = self.consumer_counts(outputs);
+            let producer: HashMap<&str, usize> = self
+                .pending
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| p.outputs.iter().map(move |o| (o.as_str(), i)))
+                .collect();
+            let found = self.pending.iter().enumerate().find_map(|(ni, n)| {
+                let mul = match n.op {
+                    Op::Mul => true,
+                    Op::Add => false,
+                    _ => return None,
+                };
+                if n.inputs.len() != 2 {
+                    return None;
+                }
+                // Either operand may be the Conv output (both ops commute).
+                (0..2).find_map(|side| {
+                    let x = &n.inputs[side];
+                    let ci = *producer.get(x.as_str())?;
+                    let conv = &self.pending[ci];
+                    if !matches!(conv.op, Op::Conv { .. }) || counts.get(x).copied() != Some(1) {
+                        return None;
+                    }
+                    let k = self.channel_vector(x, &n.inputs[1 - side])?;
+                    Some((ni, ci, mul, k))
+                })
+            });
+            let Some((ni, ci, mul, k)) = found else {
+                return;
+            };
+            if !self.fold_into_conv(ni, ci, mul, &k) {
+                return;
+            }
+        }
+    }
+
+    /// `operand`'s values per output channel of the Conv output `x` (length 1 when one value
+    /// is broadcast to every channel), when `operand` is an f32 constant that broadcasts to
+    /// `x`'s shape without changing it and varies along the channel axis (1) at most.
+    fn channel_vector(&self, x: &str, operand: &str) -> Option<Vec<f32>> {
+        let xv = self.values.get(x)?;
+        let cv = self.values.get(operand)?;
+        let data = cv.konst.as_deref()?.as_f32()?;
+        let (r, k) = (xv.shape.len(), cv.shape.len());
+        if xv.dtype != DType::F32 || r < 2 || k > r {
+            return None;
+        }
+        let m = xv.shape[1];
+        let per_channel = cv.shape.iter().enumerate().all(|(j, &d)| {
+            let axis = r - k + j;
+            d == 1 || (axis == 1 && d == m)
+        });
+        (per_channel && (data.len() == 1 || data.len() == m)).then(|| data.to_vec())
+    }
+
+    /// Applies one fold (see [`Self::fold_channel_affine`]): the Conv gets new constant
+    /// weights/bias and the elementwise node's output; the elementwise node is removed.
+    fn fold_into_conv(&mut self, ni: usize, ci: usize, mul: bool, k: &[f32]) -> bool {
+        let konst = |name: &String| -> Option<Vec<f32>> {
+            Some(self.values.get(name)?.konst.as_deref()?.as_f32()?.to_vec())
+        };
+        let conv = &self.pending[ci];
+        let Some(w) = conv.inputs.get(1).and_then(konst) else {
+            return false;
+        };
+        let Some(m) = self
+            .values
+            .get(&conv.outputs[0])
+            .and_then(|v| v.shape.get(1).copied())
+        else {
+            return false;
+        };
+        let bias = match conv.inputs.get(2) {
+            Some(b) => match konst(b) {
+                Some(b) => b,
+                None => return false,
+            },
+            None => vec![0.0; m],
+        };
+        if m == 0 || w.len() % m != 0 || bias.len() != m {
+            return false;
+        }
+        let per = w.len() / m;
+        let at = |c: usize| if k.len() == 1 { k[0] } else { k[c] };
+        let (new_w, new_b): (Vec<f32>, Vec<f32>) = if mul {
+            (
+                w.iter()
+                    .enumerate()
+                    .map(|(i, &v)| v * at(i / per))
+                    .collect(),
+                (0..m).map(|c| bias[c] * at(c)).collect(),
+            )
+        } else {
+            (w, (0..m).map(|c| bias[c] + at(c)).collect())
+        };
+        let node = &self.pending[ni];
+        let what = if mul { "scaled" } else { "shifted" };
+        let wname = format!("{}::{what}_weight", node.name);
+        let bname = format!("{}::{what}_bias", node.name);
+        let out = node.outputs[0].clone();
+        let w_shape = self.values[&self.pending[ci].inputs[1]].shape.clone();
+        self.values.insert(
+            wname.clone(),
+            Value {
+                dtype: DType::F32,
+                shape: w_shape,
+                konst: Some(Arc::new(TensorData::F32(new_w))),
+            },
+        );
+        self.values.insert(
+            bname.clone(),
+            Value {
+                dtype: DType::F32,
+                shape: vec![m],
+                konst: Some(Arc::new(TensorData::F32(new_b))),
+            },
+        );
+        let conv = &mut self.pending[ci];
+        conv.inputs.truncate(1);
+        conv.inputs.push(wname);
+        conv.inputs.push(bname);
+        conv.outputs[0] = out;
+        self.pending.remove(ni);
+        true
     }
 
     /// Drops nodes none of whose outputs reaches a graph output.

@@ -535,6 +535,38 @@ fn a_scalar_scale_folds_and_a_bias_without_conv_bias_is_created() {
 }
 
 #[test]
+fn per_channel_mul_and_add_after_a_batch_norm_fold_into_its_scale_and_bias() {
+    // densenet's form: a BatchNormalization with no Conv before it, then Mul and Add.
+    let m = Model::new(9)
+        .input("x", F32, &[1, 2, 2, 2])
+        .init(tensor_f32("scale", &[2], &[2.0, 3.0]))
+        .init(tensor_f32("shift", &[2], &[0.1, 0.2]))
+        .init(tensor_f32("mean", &[2], &[1.0, -1.0]))
+        .init(tensor_f32("var", &[2], &[4.0, 9.0]))
+        .init(tensor_f32("s", &[2, 1, 1], &[0.5, -1.0]))
+        .init(tensor_f32("t", &[2, 1, 1], &[1.0, 2.0]))
+        .op(
+            "BatchNormalization",
+            &["x", "scale", "shift", "mean", "var"],
+            &["n"],
+            vec![attr_f("epsilon", 0.0)],
+        )
+        .op("Mul", &["n", "s"], &["m"], vec![])
+        .op("Add", &["m", "t"], &["y"], vec![])
+        .output("y", F32, &[1, 2, 2, 2]);
+    let g = load(&m);
+    assert_eq!(g.operators().len(), 1, "{:?}", g.op_histogram());
+    let bn = &g.operators()[0];
+    assert!(matches!(bn.op, Op::BatchNormalization { .. }));
+    assert_eq!(bn.outputs, g.outputs().to_vec());
+    let data = |i: usize| g.constant_data(bn.inputs[i]).unwrap().as_f32().unwrap();
+    assert_eq!(data(1), &[2.0 * 0.5, 3.0 * -1.0]);
+    assert_eq!(data(2), &[0.1 * 0.5 + 1.0, 0.2 * -1.0 + 2.0]);
+    assert_eq!(data(3), &[1.0, -1.0]);
+    assert_eq!(data(4), &[4.0, 9.0]);
+}
+
+#[test]
 fn mul_and_add_that_are_not_per_channel_or_not_alone_are_kept() {
     // Along the last axis (numpy right-aligns [2] to W), a runtime operand, and a Conv output
     // with a second reader: none may fold.

@@ -897,7 +897,9 @@ impl Loader<'_> {
                     let x = &n.inputs[side];
                     let ci = *producer.get(x.as_str())?;
                     let conv = &self.pending[ci];
-                    if !matches!(conv.op, Op::Conv { .. }) || counts.get(x).copied() != Some(1) {
+                    let foldable =
+                        matches!(conv.op, Op::Conv { .. } | Op::BatchNormalization { .. });
+                    if !foldable || counts.get(x).copied() != Some(1) {
                         return None;
                     }
                     let k = self.channel_vector(x, &n.inputs[1 - side])?;
@@ -907,7 +909,12 @@ impl Loader<'_> {
             let Some((ni, ci, mul, k)) = found else {
                 return;
             };
-            if !self.fold_into_conv(ni, ci, mul, &k) {
+            let folded = if matches!(self.pending[ci].op, Op::Conv { .. }) {
+                self.fold_into_conv(ni, ci, mul, &k)
+            } else {
+                self.fold_into_batch_norm(ni, ci, mul, &k)
+            };
+            if !folded {
                 return;
             }
         }
@@ -999,6 +1006,56 @@ impl Loader<'_> {
         conv.inputs.push(wname);
         conv.inputs.push(bname);
         conv.outputs[0] = out;
+        self.pending.remove(ni);
+        true
+    }
+
+    /// Applies one fold into a BatchNormalization (an affine map per channel: `x·a + b`): a
+    /// Mul scales its `scale` and `bias`, an Add shifts its `bias`. The BN gets the node's
+    /// output; the node is removed.
+    fn fold_into_batch_norm(&mut self, ni: usize, bi: usize, mul: bool, k: &[f32]) -> bool {
+        let konst = |name: &String| -> Option<Vec<f32>> {
+            Some(self.values.get(name)?.konst.as_deref()?.as_f32()?.to_vec())
+        };
+        let bn = &self.pending[bi];
+        let (Some(scale), Some(bias)) = (
+            bn.inputs.get(1).and_then(konst),
+            bn.inputs.get(2).and_then(konst),
+        ) else {
+            return false;
+        };
+        let m = scale.len();
+        if m == 0 || bias.len() != m || (k.len() != 1 && k.len() != m) {
+            return false;
+        }
+        let at = |c: usize| if k.len() == 1 { k[0] } else { k[c] };
+        let (new_scale, new_bias): (Vec<f32>, Vec<f32>) = if mul {
+            (
+                (0..m).map(|c| scale[c] * at(c)).collect(),
+                (0..m).map(|c| bias[c] * at(c)).collect(),
+            )
+        } else {
+            (scale, (0..m).map(|c| bias[c] + at(c)).collect())
+        };
+        let node = &self.pending[ni];
+        let what = if mul { "scaled" } else { "shifted" };
+        let sname = format!("{}::{what}_bn_scale", node.name);
+        let bname = format!("{}::{what}_bn_bias", node.name);
+        let out = node.outputs[0].clone();
+        for (name, data) in [(&sname, new_scale), (&bname, new_bias)] {
+            self.values.insert(
+                name.clone(),
+                Value {
+                    dtype: DType::F32,
+                    shape: vec![m],
+                    konst: Some(Arc::new(TensorData::F32(data))),
+                },
+            );
+        }
+        let bn = &mut self.pending[bi];
+        bn.inputs[1] = sname;
+        bn.inputs[2] = bname;
+        bn.outputs[0] = out;
         self.pending.remove(ni);
         true
     }

@@ -139,6 +139,8 @@ impl<const N: usize> Plan<N> {
     }
 
     /// Calls `f(row_index_within_range, offsets)` for output rows `first..first + count`.
+    /// Always inlined, so the row loops in `f` are compiled inside the caller's SIMD dispatch.
+    #[inline(always)]
     pub(crate) fn for_rows(
         &self,
         first: usize,
@@ -220,35 +222,42 @@ where
         PAR_MIN_ELEMS.div_ceil(inner),
         |first, piece| {
             let rows = piece.len() / inner;
-            plan.for_rows(first, rows, |r, [oa, ob]| {
-                let o = &mut piece[r * inner..(r + 1) * inner];
-                match plan.step {
-                    [1, 1] => {
-                        let (x, y) = (&a[oa..oa + inner], &b[ob..ob + inner]);
-                        for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                            *o = f(x, y);
+            // Through pulp's dispatch: the monomorphic row loops then vectorise for the
+            // widest unit the CPU has (AVX-512/AVX2), not the SSE2 baseline.
+            simd_dispatch(
+                #[inline(always)]
+                || {
+                    plan.for_rows(first, rows, |r, [oa, ob]| {
+                        let o = &mut piece[r * inner..(r + 1) * inner];
+                        match plan.step {
+                            [1, 1] => {
+                                let (x, y) = (&a[oa..oa + inner], &b[ob..ob + inner]);
+                                for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                                    *o = f(x, y);
+                                }
+                            }
+                            [0, 1] => {
+                                let (x, y) = (a[oa], &b[ob..ob + inner]);
+                                for (o, &y) in o.iter_mut().zip(y) {
+                                    *o = f(x, y);
+                                }
+                            }
+                            [1, 0] => {
+                                let (x, y) = (&a[oa..oa + inner], b[ob]);
+                                for (o, &x) in o.iter_mut().zip(x) {
+                                    *o = f(x, y);
+                                }
+                            }
+                            _ => {
+                                let (x, y) = (a[oa], b[ob]);
+                                for o in o.iter_mut() {
+                                    *o = f(x, y);
+                                }
+                            }
                         }
-                    }
-                    [0, 1] => {
-                        let (x, y) = (a[oa], &b[ob..ob + inner]);
-                        for (o, &y) in o.iter_mut().zip(y) {
-                            *o = f(x, y);
-                        }
-                    }
-                    [1, 0] => {
-                        let (x, y) = (&a[oa..oa + inner], b[ob]);
-                        for (o, &x) in o.iter_mut().zip(x) {
-                            *o = f(x, y);
-                        }
-                    }
-                    _ => {
-                        let (x, y) = (a[oa], b[ob]);
-                        for o in o.iter_mut() {
-                            *o = f(x, y);
-                        }
-                    }
-                }
-            });
+                    });
+                },
+            );
         },
     );
     Ok(())
@@ -294,19 +303,24 @@ where
         PAR_MIN_ELEMS.div_ceil(inner),
         |first, piece| {
             let rows = piece.len() / inner;
-            plan.for_rows(first, rows, |r, [_, ob]| {
-                let o = &mut piece[r * inner..(r + 1) * inner];
-                if plan.step[1] == 1 {
-                    for (o, &y) in o.iter_mut().zip(&b[ob..ob + inner]) {
-                        *o = f(*o, y);
-                    }
-                } else {
-                    let y = b[ob];
-                    for o in o.iter_mut() {
-                        *o = f(*o, y);
-                    }
-                }
-            });
+            simd_dispatch(
+                #[inline(always)]
+                || {
+                    plan.for_rows(first, rows, |r, [_, ob]| {
+                        let o = &mut piece[r * inner..(r + 1) * inner];
+                        if plan.step[1] == 1 {
+                            for (o, &y) in o.iter_mut().zip(&b[ob..ob + inner]) {
+                                *o = f(*o, y);
+                            }
+                        } else {
+                            let y = b[ob];
+                            for o in o.iter_mut() {
+                                *o = f(*o, y);
+                            }
+                        }
+                    });
+                },
+            );
         },
     );
     Ok(())
@@ -369,4 +383,11 @@ where
         },
     );
     Ok(())
+}
+
+/// Runs `f` under pulp's run-time dispatch (AVX-512, AVX2 or the baseline): an always-inlined
+/// `f` is compiled once per instruction set, so its simple loops vectorise to the widest unit.
+#[inline(always)]
+pub(crate) fn simd_dispatch<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
 }

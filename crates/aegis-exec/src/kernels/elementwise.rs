@@ -2,7 +2,8 @@
 //! variadic Sum/Max/Min/Mean, unary activations, and Cast.
 
 use super::broadcast::{
-    broadcast_assign, broadcast_binary, broadcast_shapes, broadcast_ternary, PAR_MIN_ELEMS,
+    broadcast_assign, broadcast_binary, broadcast_shapes, broadcast_ternary, simd_dispatch,
+    PAR_MIN_ELEMS,
 };
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::par_chunks;
@@ -599,7 +600,10 @@ pub fn unary_f32(op: UnaryOp, x: &[f32], out: &mut [f32], threads: usize) -> Ker
         if op == UnaryOp::Identity {
             piece.copy_from_slice(src);
         } else {
-            with_unary(op, MapFrom(src, piece));
+            simd_dispatch(
+                #[inline(always)]
+                || with_unary(op, MapFrom(src, piece)),
+            );
         }
     });
     Ok(())
@@ -615,7 +619,10 @@ pub fn unary_f32_inplace(op: UnaryOp, data: &mut [f32], threads: usize) -> Kerne
         return Ok(());
     }
     par_chunks(data, 1, threads, PAR_MIN_ELEMS, |_, piece| {
-        with_unary(op, MapInPlace(piece));
+        simd_dispatch(
+            #[inline(always)]
+            || with_unary(op, MapInPlace(piece)),
+        );
     });
     Ok(())
 }

@@ -282,10 +282,17 @@ impl pulp::WithSimd for PoolPlanes<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         let (ip, op) = (self.ip, self.op);
+        // The column runs are the same for every plane: computed once per worker.
+        let runs = self.g.runs();
         for (pi, oplane) in self.out.chunks_mut(op).enumerate() {
             let c = self.first + pi;
-            self.g
-                .run(&self.x[c * ip..(c + 1) * ip], oplane, self.th, self.tw);
+            self.g.run(
+                &self.x[c * ip..(c + 1) * ip],
+                oplane,
+                self.th,
+                self.tw,
+                &runs,
+            );
         }
     }
 }
@@ -306,6 +313,18 @@ impl Plane2d {
     /// One output plane: each output row accumulates its valid input rows (in `kh` order),
     /// each row's taps in `kw` order, each tap over the contiguous run of outputs it covers;
     /// so every output sees the same taps in the same order as the generic loop.
+    /// Per kw: the outputs `[lo, hi)` whose tap lies inside the row, and its first column.
+    fn runs(&self) -> Vec<(usize, usize, usize)> {
+        let (iw_n, ow_n, sw) = (self.iw_n, self.ow_n, self.s[1]);
+        (0..self.kw)
+            .filter_map(|kw| {
+                let off = (kw * self.d[1]) as isize - self.pb[1] as isize;
+                let (lo, hi) = super::conv::valid_range(0, ow_n, sw, off, iw_n);
+                (hi > lo).then(|| (lo, hi, (lo as isize * sw as isize + off) as usize))
+            })
+            .collect()
+    }
+
     #[inline(always)]
     fn run(
         &self,
@@ -313,16 +332,9 @@ impl Plane2d {
         oplane: &mut [f32],
         th: &[(usize, usize, usize)],
         tw: &[(usize, usize, usize)],
+        runs: &[(usize, usize, usize)],
     ) {
         let (iw_n, ow_n, sw) = (self.iw_n, self.ow_n, self.s[1]);
-        // Per kw: the outputs [lo, hi) whose tap lies inside the row, and its first column.
-        let runs: Vec<(usize, usize, usize)> = (0..self.kw)
-            .filter_map(|kw| {
-                let off = (kw * self.d[1]) as isize - self.pb[1] as isize;
-                let (lo, hi) = super::conv::valid_range(0, ow_n, sw, off, iw_n);
-                (hi > lo).then(|| (lo, hi, (lo as isize * sw as isize + off) as usize))
-            })
-            .collect();
         for (oh, (orow, &(hlo, hhi, hpad))) in oplane.chunks_mut(ow_n).zip(th).enumerate() {
             match self.kind {
                 PoolKind::Max => orow.fill(f32::NEG_INFINITY),
@@ -331,7 +343,7 @@ impl Plane2d {
             for kh in hlo..hhi {
                 let ih = oh * self.s[0] + kh * self.d[0] - self.pb[0];
                 let row = &plane[ih * iw_n..(ih + 1) * iw_n];
-                for &(lo, hi, first) in &runs {
+                for &(lo, hi, first) in runs {
                     let dst = &mut orow[lo..hi];
                     match (self.kind, sw) {
                         (PoolKind::Max, 1) => {
@@ -361,6 +373,15 @@ impl Plane2d {
                         (PoolKind::Average, 1) => {
                             for (o, &v) in dst.iter_mut().zip(&row[first..first + (hi - lo)]) {
                                 *o += v;
+                            }
+                        }
+                        (PoolKind::Average, 2) => {
+                            // As for Max: even elements of pairs, then the last tap alone.
+                            if let Some((last, body)) = dst.split_last_mut() {
+                                for (o, p) in body.iter_mut().zip(row[first..].chunks_exact(2)) {
+                                    *o += p[0];
+                                }
+                                *last += row[first + 2 * body.len()];
                             }
                         }
                         (PoolKind::Average, _) => {
@@ -418,11 +439,41 @@ pub fn global_pool(
                     |m, &v| if v > m || v.is_nan() { v } else { m },
                 )
             } else {
-                plane.iter().sum::<f32>() / ip as f32
+                pulp::Arch::new().dispatch(SumLanes(plane)) / ip as f32
             };
         }
     });
     Ok(())
+}
+
+/// The sum of a slice in vector lanes (four vector accumulators, then a fixed reduction
+/// tree): the same order for a given slice length every time, so deterministic, and not
+/// bound by one chain of dependent scalar adds.
+struct SumLanes<'a>(&'a [f32]);
+
+impl pulp::WithSimd for SumLanes<'_> {
+    type Output = f32;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> f32 {
+        let lanes = S::F32_LANES;
+        let zero = simd.splat_f32s(0.0);
+        let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+        let load = |c: &[f32]| -> S::f32s { bytemuck::pod_read_unaligned(bytemuck::cast_slice(c)) };
+        let mut chunks = self.0.chunks_exact(4 * lanes);
+        for c in &mut chunks {
+            a0 = simd.add_f32s(a0, load(&c[..lanes]));
+            a1 = simd.add_f32s(a1, load(&c[lanes..2 * lanes]));
+            a2 = simd.add_f32s(a2, load(&c[2 * lanes..3 * lanes]));
+            a3 = simd.add_f32s(a3, load(&c[3 * lanes..]));
+        }
+        let mut rest = zero;
+        for c in chunks.remainder().chunks(lanes) {
+            rest = simd.add_f32s(rest, simd.partial_load_f32s(c));
+        }
+        let s = simd.add_f32s(simd.add_f32s(a0, a1), simd.add_f32s(a2, a3));
+        simd.reduce_sum_f32s(simd.add_f32s(s, rest))
+    }
 }
 
 /// LRN attributes (ONNX defaults: `alpha = 1e-4`, `beta = 0.75`, `bias = 1`; `size` required).

@@ -7,6 +7,9 @@
 //! With `--rss` and exactly one model, also prints this process's peak RSS (VmHWM).
 //! `--threads N` times aegis at N threads only (the 2T column then shows N threads);
 //! `--no-tract` skips tract (profiling runs).
+//! The last column is CPU time per run over all of the process's threads (from
+//! /proc/self/task/*/schedstat): unlike wall time it barely moves when other processes share
+//! the machine, so it is the figure to compare 1-thread changes by on a busy machine.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,10 +29,27 @@ fn median(mut v: Vec<Duration>) -> f64 {
     v[v.len() / 2].as_secs_f64() * 1e3
 }
 
-fn time(iters: usize, mut f: impl FnMut()) -> f64 {
+/// CPU time this process's threads have run (ns), from /proc/self/task/*/schedstat: robust
+/// to other processes on the machine, unlike wall time.
+fn cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|t| {
+                    let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+                    s.split_whitespace().next()?.parse::<u64>().ok()
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Median wall ms per call, and mean CPU ms per call (all threads).
+fn time(iters: usize, mut f: impl FnMut()) -> (f64, f64) {
     for _ in 0..2 {
         f();
     }
+    let cpu0 = cpu_ns();
     let mut v = Vec::new();
     let start = Instant::now();
     while v.len() < iters || (v.len() < 3 * iters && start.elapsed() < Duration::from_millis(1500))
@@ -41,7 +61,8 @@ fn time(iters: usize, mut f: impl FnMut()) -> f64 {
             break;
         }
     }
-    median(v)
+    let cpu = (cpu_ns() - cpu0) as f64 / 1e6 / v.len() as f64;
+    (median(v), cpu)
 }
 
 fn ort_baselines() -> Vec<(String, f64, f64)> {
@@ -98,8 +119,8 @@ fn main() {
         names = all;
     }
     let ort = ort_baselines();
-    println!("| model | aegis 1T (ms) | aegis 2T (ms) | tract 1T (ms) | aegis/tract 1T | ORT 1T / 2T (ms, baselines.md) | aegis/ORT 1T | aegis/ORT 2T |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| model | aegis 1T (ms) | aegis 2T (ms) | tract 1T (ms) | aegis/tract 1T | ORT 1T / 2T (ms, baselines.md) | aegis/ORT 1T | aegis/ORT 2T | aegis CPU ms/run 1T / 2T |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for name in &names {
         let dir = shared().join("models").join(name);
         let meta: serde_json::Value = match std::fs::read_to_string(dir.join("meta.json"))
@@ -139,6 +160,7 @@ fn main() {
             .collect();
         let device = Device::host();
         let mut ours = Vec::new();
+        let mut cpus = Vec::new();
         let thread_counts = match only_threads {
             Some(t) => vec![t, t],
             None => vec![1usize, 2],
@@ -164,9 +186,11 @@ fn main() {
                 println!("| {name} | run failed: {e} |");
                 break;
             }
-            ours.push(time(iters, || {
+            let (ms, cpu) = time(iters, || {
                 Executor::run(&m, &inputs, &[&s]).expect("run");
-            }));
+            });
+            ours.push(ms);
+            cpus.push(cpu);
         }
         if ours.len() < 2 {
             continue;
@@ -188,7 +212,8 @@ fn main() {
             let input: TValue = Tensor::from(t).into();
             Ok(time(iters, || {
                 runnable.run(tvec!(input.clone())).expect("tract run");
-            }))
+            })
+            .0)
         })()
         .unwrap_or(f64::NAN);
         let (o1, o2) = ort
@@ -197,7 +222,7 @@ fn main() {
             .map(|(_, a, b)| (*a, *b))
             .unwrap_or((f64::NAN, f64::NAN));
         println!(
-            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} | {:.2} |",
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} | {:.2} | {:.2} / {:.2} |",
             ours[0],
             ours[1],
             tract_ms,
@@ -205,7 +230,9 @@ fn main() {
             o1,
             o2,
             ours[0] / o1,
-            ours[1] / o2
+            ours[1] / o2,
+            cpus[0],
+            cpus[1]
         );
     }
     if rss && names.len() == 1 {

@@ -321,6 +321,9 @@ struct StreamShared {
     queue: Mutex<Queue>,
     work_ready: Condvar,
     idle: Condvar,
+    /// `Queue::enqueued`, mirrored (written under the queue lock) so a lingering worker can
+    /// poll for new work without taking the lock.
+    pushed: AtomicU64,
 }
 
 /// A host stream: an in-order queue drained by its own worker thread.
@@ -348,6 +351,7 @@ impl HostStream {
             queue: Mutex::new(Queue::default()),
             work_ready: Condvar::new(),
             idle: Condvar::new(),
+            pushed: AtomicU64::new(0),
         });
         let s2 = Arc::clone(&shared);
         let worker =
@@ -374,6 +378,7 @@ impl HostStream {
         let mut q = lock(&self.shared.queue);
         q.items.push_back(work);
         q.enqueued += 1;
+        self.shared.pushed.store(q.enqueued, Ordering::Release);
         let wake = q.worker_waiting;
         drop(q);
         if wake {
@@ -497,10 +502,12 @@ fn worker_loop(s: &StreamShared) {
     // published once per batch: in-order semantics are unchanged, and an idle stream's
     // enqueue→run latency is one wake-up.
     let mut batch: VecDeque<Work> = VecDeque::new();
+    // Pushes seen when the last batch was taken.
+    let mut taken = None;
     loop {
         let window = s.device.options.stream_linger;
-        if !cfg!(loom) && !window.is_zero() {
-            linger(s, window);
+        if let (false, false, Some(seen)) = (cfg!(loom), window.is_zero(), taken) {
+            linger(s, window, seen);
         }
         {
             let mut q = lock(&s.queue);
@@ -513,6 +520,7 @@ fn worker_loop(s: &StreamShared) {
                 q.worker_waiting = false;
             }
             std::mem::swap(&mut q.items, &mut batch);
+            taken = Some(q.enqueued);
         }
         let n = batch.len() as u64;
         let mut first_error = None;
@@ -534,20 +542,16 @@ fn worker_loop(s: &StreamShared) {
     }
 }
 
-/// Polls the queue for up to `window` (yielding the core between looks) before the worker
-/// parks: see [`HostDeviceOptions::stream_linger`].
-fn linger(s: &StreamShared, window: std::time::Duration) {
+/// Polls for new work for up to `window` before the worker parks: see
+/// [`HostDeviceOptions::stream_linger`]. Reads the push counter, not the queue (no lock), spins
+/// a little between looks and yields the core now and then (on a busy machine the enqueuer
+/// needs it). `seen` is the push count when the last batch was taken.
+fn linger(s: &StreamShared, window: std::time::Duration, seen: u64) {
     let start = Instant::now();
     let mut n = 0u32;
-    loop {
-        {
-            let q = lock(&s.queue);
-            if !q.items.is_empty() || q.shutdown {
-                return;
-            }
-        }
+    while s.pushed.load(Ordering::Acquire) == seen {
         n = n.wrapping_add(1);
-        if n.is_multiple_of(4) {
+        if n.is_multiple_of(64) {
             if start.elapsed() >= window {
                 return;
             }

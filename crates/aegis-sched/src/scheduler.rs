@@ -615,11 +615,12 @@ fn spin_for<I, O>(inbox: &Inbox<I, O>, window: Duration, recheck: Option<Instant
     let mut n = 0u32;
     while !inbox.has_news() {
         n = n.wrapping_add(1);
-        if n.is_multiple_of(8) {
+        if n.is_multiple_of(64) {
             if Instant::now() >= end {
                 return;
             }
-            // Let stream workers run on a busy core: they are what we wait for.
+            // Let stream workers run on a busy core (they are what we wait for), every few µs:
+            // a yield is a syscall.
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();

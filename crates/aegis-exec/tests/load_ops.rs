@@ -543,7 +543,7 @@ fn per_channel_mul_and_add_after_a_batch_norm_fold_into_its_scale_and_bias() {
         .init(tensor_f32("shift", &[2], &[0.1, 0.2]))
         .init(tensor_f32("mean", &[2], &[1.0, -1.0]))
         .init(tensor_f32("var", &[2], &[4.0, 9.0]))
-        .init(tensor_f32("s", &[2, 1, 1], &[0.5, -1.0]))
+        .init(tensor_f32("s", &[2, 1, 1], &[0.5, -1.5]))
         .init(tensor_f32("t", &[2, 1, 1], &[1.0, 2.0]))
         .op(
             "BatchNormalization",
@@ -560,8 +560,8 @@ fn per_channel_mul_and_add_after_a_batch_norm_fold_into_its_scale_and_bias() {
     assert!(matches!(bn.op, Op::BatchNormalization { .. }));
     assert_eq!(bn.outputs, g.outputs().to_vec());
     let data = |i: usize| g.constant_data(bn.inputs[i]).unwrap().as_f32().unwrap();
-    assert_eq!(data(1), &[2.0 * 0.5, 3.0 * -1.0]);
-    assert_eq!(data(2), &[0.1 * 0.5 + 1.0, 0.2 * -1.0 + 2.0]);
+    assert_eq!(data(1), &[2.0 * 0.5, 3.0 * -1.5]);
+    assert_eq!(data(2), &[0.1 * 0.5 + 1.0, 0.2 * -1.5 + 2.0]);
     assert_eq!(data(3), &[1.0, -1.0]);
     assert_eq!(data(4), &[4.0, 9.0]);
 }

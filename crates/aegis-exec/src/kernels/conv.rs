@@ -594,12 +594,15 @@ impl PreparedConv {
         let c_out_g = self.c_out / group;
         let (p, kdim) = (geo.out_plane(), self.c_in_g);
         let w = self.weights.get();
+        let offs: Vec<usize> = (0..kdim).map(|k| k * p).collect();
         let rows = |co: usize, xg: &[f32], out: &mut [f32]| {
             let n = out.len() / p;
             pulp::Arch::new().dispatch(PointwiseRows {
                 w: &w[co * kdim..(co + n) * kdim],
                 kdim,
                 x: xg,
+                offs: &offs,
+                p,
                 bias: self.bias.as_deref().map(|b| &b[co..co + n]),
                 act: self.activation,
                 out,
@@ -726,6 +729,11 @@ impl PreparedConv {
         };
         let (col, stage) = scr.split_at_mut(col_len);
         let ct = self.co_tile(geo);
+        // Im2col tiles with a short reduction run the direct kernel; row k of a tile of `t`
+        // positions starts at k * t (the last tile may be shorter, so offsets per tile).
+        let direct =
+            self.path == ConvPath::Im2col && kdim <= PW_MAX_K && c_out_g * kdim <= PW_MAX_FILTER;
+        let mut tile_offs: Option<Vec<usize>> = direct.then(|| vec![0; kdim]);
         for tile in t0..t1 {
             let p0 = tile * pt;
             let t = pt.min(p - p0);
@@ -748,31 +756,51 @@ impl PreparedConv {
                     col_stride: p,
                 }
             };
+            if let Some(offs) = tile_offs.as_mut() {
+                for (k, o) in offs.iter_mut().enumerate() {
+                    *o = k * t;
+                }
+            }
             let off = p0 - t0 * pt;
             for (ti, trows) in rows.chunks_mut(ct).enumerate() {
                 let co = g * c_out_g + co_first + ti * ct;
                 let n = trows.len();
                 let st = &mut stage[..n * t];
-                host_sgemm(
-                    HostMatMut {
-                        data: st,
-                        rows: t,
-                        cols: n,
-                        row_stride: 1,
-                        col_stride: t,
-                    },
-                    lhs,
-                    HostMat {
-                        data: &self.weights.get()[co * kdim..(co + n) * kdim],
-                        rows: kdim,
-                        cols: n,
-                        row_stride: 1,
-                        col_stride: kdim,
-                    },
-                    None,
-                    1.0,
-                )
-                .map_err(|source| KernelError::Gemm { op: "Conv", source })?;
+                if let Some(offs) = &tile_offs {
+                    // Short reduction: the register-blocked kernel on the im2col tile
+                    // (rows of `t` positions) beats the GEMM's packing.
+                    pulp::Arch::new().dispatch(PointwiseRows {
+                        w: &self.weights.get()[co * kdim..(co + n) * kdim],
+                        kdim,
+                        x: lhs.data,
+                        offs: &offs[..kdim],
+                        p: t,
+                        bias: None,
+                        act: None,
+                        out: st,
+                    });
+                } else {
+                    host_sgemm(
+                        HostMatMut {
+                            data: st,
+                            rows: t,
+                            cols: n,
+                            row_stride: 1,
+                            col_stride: t,
+                        },
+                        lhs,
+                        HostMat {
+                            data: &self.weights.get()[co * kdim..(co + n) * kdim],
+                            rows: kdim,
+                            cols: n,
+                            row_stride: 1,
+                            col_stride: kdim,
+                        },
+                        None,
+                        1.0,
+                    )
+                    .map_err(|source| KernelError::Gemm { op: "Conv", source })?;
+                }
                 for (r, (row, src)) in trows.iter_mut().zip(st.chunks(t)).enumerate() {
                     let dst = &mut row[off..off + t];
                     let bias = self.bias.as_ref().map(|b| b[co + r]);
@@ -871,6 +899,15 @@ fn gather_row(dst: &mut [f32], src: &[f32], o_start: usize, s: usize, off: isize
         let first = (lo as isize * s as isize + off) as usize;
         if s == 1 {
             dst[a..b].copy_from_slice(&src[first..first + (b - a)]);
+        } else if s == 2 {
+            // Even elements of pairs (vectorises; step_by does not), the last one alone
+            // since it may lack a pair.
+            if let Some((last, body)) = dst[a..b].split_last_mut() {
+                for (d, p) in body.iter_mut().zip(src[first..].chunks_exact(2)) {
+                    *d = p[0];
+                }
+                *last = src[first + 2 * body.len()];
+            }
         } else {
             for (d, v) in dst[a..b].iter_mut().zip(src[first..].iter().step_by(s)) {
                 *d = *v;
@@ -1445,8 +1482,13 @@ struct PointwiseRows<'a> {
     /// `[rows, kdim]` filter rows of the channels in `out`.
     w: &'a [f32],
     kdim: usize,
-    /// `[kdim, p]` input planes.
+    /// The input: reduction step `k` reads `x[offs[k] + q]` for output position `q`.
     x: &'a [f32],
+    /// Per reduction step, where its input run starts in `x` (`k * p` for planes or an
+    /// im2col tile).
+    offs: &'a [usize],
+    /// Positions per output row.
+    p: usize,
     /// The channels' biases, one per row of `out`.
     bias: Option<&'a [f32]>,
     act: Option<UnaryOp>,
@@ -1459,8 +1501,7 @@ impl pulp::WithSimd for PointwiseRows<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
-        let kdim = self.kdim;
-        let p = self.x.len() / kdim.max(1);
+        let (kdim, p, offs) = (self.kdim, self.p, self.offs);
         if p == 0 {
             return;
         }
@@ -1479,12 +1520,12 @@ impl pulp::WithSimd for PointwiseRows<'_> {
                 let out = &mut self.out[r * p..(r + n) * p];
                 let x = self.x;
                 match n {
-                    6 => pw_block::<S, 6>(simd, w, kdim, x, p, bias, p0, len, out),
-                    5 => pw_block::<S, 5>(simd, w, kdim, x, p, bias, p0, len, out),
-                    4 => pw_block::<S, 4>(simd, w, kdim, x, p, bias, p0, len, out),
-                    3 => pw_block::<S, 3>(simd, w, kdim, x, p, bias, p0, len, out),
-                    2 => pw_block::<S, 2>(simd, w, kdim, x, p, bias, p0, len, out),
-                    _ => pw_block::<S, 1>(simd, w, kdim, x, p, bias, p0, len, out),
+                    6 => pw_block::<S, 6>(simd, w, kdim, x, offs, p, bias, p0, len, out),
+                    5 => pw_block::<S, 5>(simd, w, kdim, x, offs, p, bias, p0, len, out),
+                    4 => pw_block::<S, 4>(simd, w, kdim, x, offs, p, bias, p0, len, out),
+                    3 => pw_block::<S, 3>(simd, w, kdim, x, offs, p, bias, p0, len, out),
+                    2 => pw_block::<S, 2>(simd, w, kdim, x, offs, p, bias, p0, len, out),
+                    _ => pw_block::<S, 1>(simd, w, kdim, x, offs, p, bias, p0, len, out),
                 }
                 if let Some(act) = self.act {
                     // While the block is still in L1.
@@ -1507,6 +1548,7 @@ fn pw_block<S: pulp::Simd, const R: usize>(
     w: &[f32],
     kdim: usize,
     x: &[f32],
+    offs: &[usize],
     p: usize,
     bias: Option<&[f32]>,
     p0: usize,
@@ -1514,9 +1556,9 @@ fn pw_block<S: pulp::Simd, const R: usize>(
     out: &mut [f32],
 ) {
     if len == PW_VECS * S::F32_LANES {
-        pw_block_n::<S, R, true>(simd, w, kdim, x, p, bias, p0, len, out);
+        pw_block_n::<S, R, true>(simd, w, kdim, x, offs, p, bias, p0, len, out);
     } else {
-        pw_block_n::<S, R, false>(simd, w, kdim, x, p, bias, p0, len, out);
+        pw_block_n::<S, R, false>(simd, w, kdim, x, offs, p, bias, p0, len, out);
     }
 }
 
@@ -1529,6 +1571,7 @@ fn pw_block_n<S: pulp::Simd, const R: usize, const FULL: bool>(
     w: &[f32],
     kdim: usize,
     x: &[f32],
+    offs: &[usize],
     p: usize,
     bias: Option<&[f32]>,
     p0: usize,
@@ -1544,8 +1587,8 @@ fn pw_block_n<S: pulp::Simd, const R: usize, const FULL: bool>(
         }
     }
     let wr: [&[f32]; R] = std::array::from_fn(|r| &w[r * kdim..(r + 1) * kdim]);
-    for k in 0..kdim {
-        let xr = &x[k * p + p0..k * p + p0 + len];
+    for (k, &off) in offs.iter().enumerate().take(kdim) {
+        let xr = &x[off + p0..off + p0 + len];
         let mut xv = [simd.splat_f32s(0.0); PW_VECS];
         for v in 0..PW_VECS {
             if FULL {

@@ -136,6 +136,9 @@ fn attrs(
 // to thread (100 channels = 16 blocks of 6 + 4; 784 positions = 24 blocks of 32 + 16)
 #[case(&[1, 24, 14, 14], 36, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 4), true)]
 #[case(&[1, 64, 28, 28], 100, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+// direct spatial conv (stride 1 on a zero-padded copy): uneven pads, dilated columns, 30
+// channels (5 blocks of 6), threaded
+#[case(&[1, 20, 24, 30], 30, attrs(&[3, 3], &[1, 1], &[1, 2], &[1, 2], &[2, 1], 1), true)]
 fn conv_matches_naive(
     #[case] xs: &[usize],
     #[case] c_out: usize,

@@ -358,6 +358,26 @@ pub fn variadic_f32(
     let shapes: Vec<&[usize]> = inputs.iter().map(|(_, s)| *s).collect();
     let out_shape = broadcast_shapes(&shapes)?;
     check_len(name, "output", out.len(), numel(name, &out_shape)?)?;
+    if let [(b, b_shape)] = rest {
+        // Two inputs (a residual Sum): one pass, the same `first op b` as the loop below.
+        let (a, a_shape) = (*first, *first_shape);
+        return match op {
+            VariadicOp::Sum => {
+                broadcast_binary(name, a, a_shape, b, b_shape, out, threads, |x, y| x + y)
+            }
+            VariadicOp::Mean => {
+                broadcast_binary(name, a, a_shape, b, b_shape, out, threads, |x, y| {
+                    (x + y) / 2.0
+                })
+            }
+            VariadicOp::Max => {
+                broadcast_binary(name, a, a_shape, b, b_shape, out, threads, f32_max)
+            }
+            VariadicOp::Min => {
+                broadcast_binary(name, a, a_shape, b, b_shape, out, threads, f32_min)
+            }
+        };
+    }
     broadcast_assign(name, out, &out_shape, first, first_shape, threads, |_, y| y)?;
     for (x, shape) in rest {
         match op {

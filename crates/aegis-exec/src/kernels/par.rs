@@ -31,13 +31,11 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
-/// `threads` capped to 1 when the pool could not be started.
+/// `threads` capped to the pool's workers plus the caller (more pieces than that would only
+/// queue behind one worker while the caller waits), and to 1 when the pool could not be
+/// started. Results do not depend on it (splits are along output elements only).
 fn usable(threads: usize) -> usize {
-    if pool().is_some() {
-        threads
-    } else {
-        1
-    }
+    pool().map_or(1, |p| threads.min(p.current_num_threads() + 1))
 }
 
 /// Splits `out` into at most `threads` contiguous pieces whose lengths are multiples of `unit`

@@ -15,9 +15,8 @@
 //!   [`aegis_cuda::ErrorCategory::Permanent`]) instead of panicking.
 //! - bool tensors are `u8` (0/1). Integer ops wrap on overflow; integer division/modulo by
 //!   zero is an error.
-//! - `threads` (heavy kernels): 1 = run on the caller; n > 1 = up to n pieces, n - 1 of them
-//!   on the kernels' own rayon pool (one worker fewer than the cores: the caller is the last
-//!   worker), the last on the caller.
+//! - `threads` (heavy kernels): 1 = run on the caller; n > 1 = up to n pieces (at most one
+//!   per core) run on the kernels' own rayon pool while the caller waits.
 //!   **Results are bit-identical for every `threads`**:
 //!   work is split only along output elements, never inside a reduction, and GEMM work is cut
 //!   into tiles fixed by the shapes alone, each one single-threaded

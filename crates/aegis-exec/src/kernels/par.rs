@@ -2,16 +2,21 @@
 //!
 //! Work is only ever split along *output* elements: every output element is computed by
 //! exactly the same code and in the same order whatever the thread count, so results are
-//! bit-identical for any `threads`. Each call hands `threads - 1` pieces to the pool's parked
-//! workers ([`rayon::ThreadPool::in_place_scope`]) and runs the last piece on the calling
-//! thread, which then waits for the others. A pool, not a thread per piece: a model runs
-//! hundreds of kernels per inference, and spawning OS threads for each cost more than small
-//! kernels do.
+//! bit-identical for any `threads`. A call that splits moves onto the pool
+//! ([`rayon::ThreadPool::install`]): there one worker spawns `threads - 1` pieces, runs the
+//! last itself, then waits, running any piece no other worker has taken yet (rayon's work
+//! stealing). The calling (stream) thread sleeps meanwhile. A pool, not a thread per piece: a
+//! model runs hundreds of kernels per inference, and spawning OS threads for each cost more
+//! than small kernels do.
 //!
-//! The pool is the crate's own, with one worker fewer than the machine has cores: the calling
-//! (stream) thread is the last worker. With rayon's global pool (one worker per core) the
-//! caller plus the pool's workers oversubscribed the cores, and the idle workers' spin-yield
-//! loops took the caller's core (on 2 cores, 2 threads ran no faster than 1).
+//! Why the pool runs every piece, the caller none: when the caller ran one piece itself
+//! (rayon's global pool, then a pool of cores - 1 workers), it could only *wait* for the
+//! pieces it had handed out, never take one back; a worker preempted by another process (or
+//! spin-yielding its core away) then stalled the whole kernel for a scheduler time slice
+//! (shufflenet at 2 threads: 6-7 ms some runs, 24 ms others, beside compiles). A worker of the
+//! pool can take back its own unstarted pieces, and the sleeping caller does not compete with
+//! the workers for cores. The pool is the crate's own (one worker per core), named
+//! `aegis-kernel-N` in profiles.
 
 use std::sync::OnceLock;
 
@@ -22,7 +27,7 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
     POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         rayon::ThreadPoolBuilder::new()
-            .num_threads(cores.saturating_sub(1).max(1))
+            .num_threads(cores)
             .thread_name(|i| format!("aegis-kernel-{i}"))
             .build()
             .map_err(|e| tracing::warn!(error = %e, "kernel worker pool not started; kernels run single-threaded"))
@@ -31,11 +36,11 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
-/// `threads` capped to the pool's workers plus the caller (more pieces than that would only
-/// queue behind one worker while the caller waits), and to 1 when the pool could not be
-/// started. Results do not depend on it (splits are along output elements only).
+/// `threads` capped to the pool's workers (more pieces than workers would only queue), and to
+/// 1 when the pool could not be started. Results do not depend on it (splits are along output
+/// elements only).
 fn usable(threads: usize) -> usize {
-    pool().map_or(1, |p| threads.min(p.current_num_threads() + 1))
+    pool().map_or(1, |p| threads.min(p.current_num_threads()))
 }
 
 /// Splits `out` into at most `threads` contiguous pieces whose lengths are multiples of `unit`
@@ -57,22 +62,24 @@ pub(crate) fn par_chunks<T: Send>(
     };
     let per = units.div_ceil(threads);
     // A panicking piece is a kernel bug; the scope re-raises it on the caller.
-    pool.in_place_scope(|s| {
-        let f = &f;
-        let mut rest = out;
-        let mut first = 0;
-        while !rest.is_empty() {
-            let take = (per * unit).min(rest.len());
-            let (piece, tail) = rest.split_at_mut(take);
-            rest = tail;
-            let start = first;
-            first += per;
-            if rest.is_empty() {
-                f(start, piece);
-            } else {
-                s.spawn(move |_| f(start, piece));
+    pool.install(|| {
+        rayon::in_place_scope(|s| {
+            let f = &f;
+            let mut rest = out;
+            let mut first = 0;
+            while !rest.is_empty() {
+                let take = (per * unit).min(rest.len());
+                let (piece, tail) = rest.split_at_mut(take);
+                rest = tail;
+                let start = first;
+                first += per;
+                if rest.is_empty() {
+                    f(start, piece);
+                } else {
+                    s.spawn(move |_| f(start, piece));
+                }
             }
-        }
+        })
     });
 }
 
@@ -97,26 +104,28 @@ pub(crate) fn par_chunks_scratch<T: Send, S: Send, E: Send>(
     let per = units.div_ceil(workers);
     // One result slot per piece, so the first error in chunk order wins whatever finishes first.
     let mut results: Vec<Result<(), E>> = (0..workers).map(|_| Ok(())).collect();
-    pool.in_place_scope(|s| {
-        let f = &f;
-        let mut rest = out;
-        let mut scr = scratch;
-        let mut first = 0;
-        // `workers` pieces of `per` units cover every unit, one slot each.
-        for slot in results.iter_mut() {
-            let take = (per * unit).min(rest.len());
-            let (piece, tail) = rest.split_at_mut(take);
-            rest = tail;
-            let (sp, stail) = scr.split_at_mut(per_worker.min(scr.len()));
-            scr = stail;
-            let start = first;
-            first += per;
-            if rest.is_empty() {
-                *slot = f(start, piece, sp);
-                break;
+    pool.install(|| {
+        rayon::in_place_scope(|s| {
+            let f = &f;
+            let mut rest = out;
+            let mut scr = scratch;
+            let mut first = 0;
+            // `workers` pieces of `per` units cover every unit, one slot each.
+            for slot in results.iter_mut() {
+                let take = (per * unit).min(rest.len());
+                let (piece, tail) = rest.split_at_mut(take);
+                rest = tail;
+                let (sp, stail) = scr.split_at_mut(per_worker.min(scr.len()));
+                scr = stail;
+                let start = first;
+                first += per;
+                if rest.is_empty() {
+                    *slot = f(start, piece, sp);
+                    break;
+                }
+                s.spawn(move |_| *slot = f(start, piece, sp));
             }
-            s.spawn(move |_| *slot = f(start, piece, sp));
-        }
+        })
     });
     results.into_iter().collect()
 }
@@ -151,12 +160,14 @@ pub(crate) fn par_workers<W: Send, E: Send>(
     };
     let mut results: Vec<Result<(), E>> = (0..items.len()).map(|_| Ok(())).collect();
     let mut mine = Ok(());
-    pool.in_place_scope(|s| {
-        let f = &f;
-        for (w, slot) in items.into_iter().zip(results.iter_mut()) {
-            s.spawn(move |_| *slot = f(w));
-        }
-        mine = f(last);
+    pool.install(|| {
+        rayon::in_place_scope(|s| {
+            let f = &f;
+            for (w, slot) in items.into_iter().zip(results.iter_mut()) {
+                s.spawn(move |_| *slot = f(w));
+            }
+            mine = f(last);
+        })
     });
     results.push(mine);
     results.into_iter().collect()

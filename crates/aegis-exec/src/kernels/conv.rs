@@ -6,16 +6,21 @@
 //!   columns split by stride phase, then vectors of neighbouring outputs (four rows at a time)
 //!   accumulate every tap in registers, through `pulp`'s run-time dispatch to AVX-512/AVX2
 //!   (1-D and 2-D; 3-D keeps a direct loop);
-//! - **pointwise** (all kernel extents 1, strides 1, no padding): one GEMM per tile straight
-//!   from the input, no im2col;
+//! - **pointwise** (all kernel extents 1, strides 1, no padding): straight from the input,
+//!   no im2col; with a short reduction and a small filter (K <= 128, <= 64 Ki elements per
+//!   group, planes of >= 16 positions) the register-blocked direct kernel [`PointwiseRows`]
+//!   (6 channels x 2 vectors of positions, FMAs over K, bias and activation fused), else one
+//!   GEMM per tile;
 //! - **general**: im2col of a tile of output positions into caller-provided scratch, then
-//!   GEMM against the weights.
+//!   GEMM against the weights ([`PointwiseRows`] on the tile instead when K and the filter
+//!   are as small as above, e.g. a first 3x3 conv over RGB).
 //!
 //! Determinism: the output of each group is cut into fixed tiles of output channels and of
 //! output positions that depend only on the shapes, never on the thread count; each tile is
 //! one single-threaded GEMM call, and threads only choose which tiles they run (contiguous
-//! output-channel ranges). So every output element is produced by the same arithmetic for
-//! any `threads`.
+//! output-channel ranges). [`PointwiseRows`] computes every output element with the same
+//! sequence of FMAs wherever its block falls. So every output element is produced by the
+//! same arithmetic for any `threads`.
 
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 

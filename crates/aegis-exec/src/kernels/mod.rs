@@ -54,8 +54,9 @@
 //!   `.with_activation(UnaryOp)` (fused, after bias), `.output_shape(x_shape)`,
 //!   `.scratch_len(x_shape, threads)`, `.run(x, x_shape, out, scratch, threads)`;
 //!   `conv_scratch_len(&PreparedConv, x_shape, threads)`; paths: depthwise direct
-//!   (`group == C_in == C_out`), pointwise (1x1, stride 1, no pads: GEMM on the input),
-//!   im2col + GEMM otherwise; 1-D, 2-D and 3-D.
+//!   (`group == C_in == C_out`), pointwise (1x1, stride 1, no pads: a direct register-blocked
+//!   kernel for short reductions, else GEMM on the input), im2col + GEMM otherwise (the
+//!   direct kernel on the tile for short reductions); 1-D, 2-D and 3-D.
 //! - `conv(x, x_shape, w, w_shape, bias, &ConvAttrs, out, threads)` (one-shot, allocates)
 //! - `ConvTransposeAttrs { conv: ConvAttrs, output_padding }`,
 //!   `conv_transpose_output_spatial(input_spatial, &attrs)`,

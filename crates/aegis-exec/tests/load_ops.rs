@@ -4,9 +4,15 @@
 #[path = "malformed/builder.rs"]
 mod builder;
 
+use aegis_cuda::{Device, Stream, StreamPriority};
 use aegis_exec::graph::{CoordinateTransform, NearestMode, ResizeMode};
-use aegis_exec::{ExecutionGraph, LoadOptions, Op, TensorData, TensorKind};
+use aegis_exec::{
+    ExecOptions, ExecutionGraph, Executor, HostTensor, LoadOptions, Op, PreparedModel, TensorData,
+    TensorKind,
+};
+use aegis_memory::DeviceMemoryPool;
 use builder::*;
+use std::sync::Arc;
 
 fn load(m: &Model) -> ExecutionGraph {
     ExecutionGraph::from_bytes(&m.bytes(), "ops", &LoadOptions::default())
@@ -589,6 +595,46 @@ fn mul_and_add_that_are_not_per_channel_or_not_alone_are_kept() {
     let h = load(&m).op_histogram();
     assert_eq!(h.get("Mul"), Some(&1));
     assert_eq!(h.get("Add"), Some(&2));
+}
+
+#[test]
+fn reshapes_take_their_inputs_storage_and_run_as_no_ops() {
+    // a = Relu(x); r = Reshape(a); y = Relu(r): r is a's bytes, so the plan shares them, and
+    // the run still gives Relu(x) in the new shape.
+    let m = Model::new(13)
+        .input("x", F32, &[2, 6])
+        .init(tensor_i64("s", &[2], &[3, 4]))
+        .op("Relu", &["x"], &["a"], vec![])
+        .op("Reshape", &["a", "s"], &["r"], vec![])
+        .op("Sigmoid", &["r"], &["y"], vec![])
+        .output("y", F32, &[3, 4]);
+    let g = Arc::new(load(&m));
+    let plan = g.plan();
+    plan.validate().unwrap();
+    let a = g.tensor_by_name("a").unwrap().index();
+    let r = g.tensor_by_name("r").unwrap().index();
+    assert!(
+        plan.shared.iter().any(|h| h.input == a && h.output == r),
+        "{:?}",
+        plan.shared
+    );
+    assert_eq!(plan.offset_of(a), plan.offset_of(r));
+    let x: Vec<f32> = (0..12).map(|i| i as f32 - 6.0).collect();
+    let device = Device::host();
+    let pool = DeviceMemoryPool::new(&device, 1 << 20);
+    let model = PreparedModel::prepare(Arc::clone(&g), &pool, &ExecOptions::default()).unwrap();
+    let stream = Stream::new(&device, StreamPriority::NORMAL).unwrap();
+    let input = HostTensor::from_f32(vec![2, 6], &x).unwrap();
+    let out = Executor::run(&model, &[input], &[&stream]).unwrap();
+    assert_eq!(out[0].shape, vec![3, 4]);
+    let want: Vec<f32> = x
+        .iter()
+        .map(|&v| 1.0 / (1.0 + (-v.max(0.0)).exp()))
+        .collect();
+    let got = out[0].to_f32().unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-6, "{got:?} vs {want:?}");
+    }
 }
 
 #[test]

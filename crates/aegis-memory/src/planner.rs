@@ -301,7 +301,8 @@ impl MemoryPlanner {
 
     /// Plans `lifetimes`: every greedy order with both fits, with and without the share
     /// hints, then local search from the best; the smallest peak wins (ties: the first
-    /// found). Deterministic.
+    /// found, and the plan with the hints is tried first, so sharing wins a tie: in place
+    /// touches fewer bytes, and a shared reshape costs nothing). Deterministic.
     ///
     /// # Errors
     /// Bad alignment, duplicate ids, a lifetime ending before it starts, a hint naming an
@@ -310,7 +311,7 @@ impl MemoryPlanner {
         let ctx = Context::new(self, lifetimes)?;
         let mut best: Option<Candidate> = None;
         let mut scratch = Scratch::new(lifetimes.len());
-        'outer: for (pi, problem) in ctx.problems.iter().enumerate() {
+        'outer: for (pi, problem) in ctx.problems.iter().enumerate().rev() {
             // Dense problems are quadratic per pass: run only the baseline order.
             let orders = if problem.dense {
                 &PlacementOrder::ALL[..1]

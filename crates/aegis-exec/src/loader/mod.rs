@@ -1320,7 +1320,8 @@ fn plan_memory(
 }
 
 /// In-place candidates: an elementwise op's output may take the storage of a same-sized
-/// activation input read only by that op (not graph inputs, outputs or constants).
+/// activation input read only by that op (not graph inputs, outputs or constants); so may a
+/// reshape's (Reshape, Flatten, Squeeze, Unsqueeze: the same bytes), which then costs nothing.
 fn share_hints(nodes: &[OperatorNode], tensors: &[TensorInfo]) -> Vec<ShareHint> {
     let mut readers = vec![0usize; tensors.len()];
     for node in nodes {
@@ -1334,7 +1335,7 @@ fn share_hints(nodes: &[OperatorNode], tensors: &[TensorInfo]) -> Vec<ShareHint>
     }
     let mut hints = Vec::new();
     for node in nodes {
-        if !node.op.is_elementwise() {
+        if !node.op.is_elementwise() && !node.op.is_reshape_only() {
             continue;
         }
         let Some(&out) = node.outputs.first() else {

@@ -21,6 +21,14 @@ pub(crate) enum KernelSpec {
         conv: Arc<PreparedConv>,
         output: TensorId,
     },
+    /// A BatchNormalization with constant parameters as `x * a[c] + b[c]` (coefficients
+    /// computed once), optionally with the following activation fused; `output` as for Conv.
+    Affine {
+        a: Arc<[f32]>,
+        b: Arc<[f32]>,
+        act: Option<UnaryOp>,
+        output: TensorId,
+    },
 }
 
 /// Result of planning kernels for a graph.
@@ -147,23 +155,10 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
             }
             .map_err(|e| kernel_err(g, &node.name, e))?;
             let mut output = node.outputs[0];
-            // Fuse a following activation when it is the conv output's only reader and runs
-            // right after it (so no other tensor's planned memory is live in between).
-            let consumers = g.consumers(output);
-            if consumers.len() == 1 && g.tensor(output).kind == TensorKind::Activation {
-                let next = consumers[0];
-                let nn = g.node(next);
-                let fused_out = nn.outputs[0];
-                if pos[next.index()] == p + 1
-                    && nn.inputs.len() == 1
-                    && !planned_overlap(g, fused_out, node.inputs[0])
-                {
-                    if let Some(act) = unary_of(&nn.op) {
-                        conv = conv.with_activation(act);
-                        output = fused_out;
-                        kernels[next.index()] = None;
-                    }
-                }
+            if let Some((next, act, fused_out)) = fusable_activation(g, node, p, &pos) {
+                conv = conv.with_activation(act);
+                output = fused_out;
+                kernels[next.index()] = None;
             }
             let x_shape = &g.tensor(node.inputs[0]).shape;
             scratch = scratch.max(
@@ -176,6 +171,33 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                 output,
             });
             continue;
+        }
+        if let Op::BatchNormalization { epsilon } = &node.op {
+            let params: Option<Vec<&[f32]>> = node
+                .inputs
+                .get(1..5)
+                .into_iter()
+                .flatten()
+                .map(|&t| g.constant_data(t).and_then(|d| d.as_f32()))
+                .collect();
+            if let Some([scale, bias, mean, var]) = params.as_deref() {
+                let (a, b) = k::batch_norm_coefficients(scale, bias, mean, var, *epsilon)
+                    .map_err(|e| kernel_err(g, &node.name, e))?;
+                let (mut act, mut output) = (None, node.outputs[0]);
+                if let Some((next, u, fused_out)) = fusable_activation(g, node, p, &pos) {
+                    act = Some(u);
+                    output = fused_out;
+                    kernels[next.index()] = None;
+                }
+                prepared_bytes += (a.len() + b.len()) as u64 * 4;
+                kernels[id.index()] = Some(KernelSpec::Affine {
+                    a: a.into(),
+                    b: b.into(),
+                    act,
+                    output,
+                });
+                continue;
+            }
         }
         for &t in &node.inputs {
             if g.tensor(t).kind == TensorKind::Constant {
@@ -193,6 +215,33 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
         prepared_bytes,
         scratch_elems: scratch,
     })
+}
+
+/// The activation that may run fused at the end of `node`'s kernel: its output's only reader,
+/// a one-input activation running right after it (so no other tensor's planned memory is live
+/// in between) whose output does not overlap `node`'s input. Returns that node, its op and
+/// its output.
+fn fusable_activation(
+    g: &ExecutionGraph,
+    node: &crate::graph::OperatorNode,
+    p: usize,
+    pos: &[usize],
+) -> Option<(NodeId, UnaryOp, TensorId)> {
+    let output = node.outputs[0];
+    let consumers = g.consumers(output);
+    if consumers.len() != 1 || g.tensor(output).kind != TensorKind::Activation {
+        return None;
+    }
+    let next = consumers[0];
+    let nn = g.node(next);
+    let fused_out = nn.outputs[0];
+    if pos[next.index()] != p + 1
+        || nn.inputs.len() != 1
+        || planned_overlap(g, fused_out, node.inputs[0])
+    {
+        return None;
+    }
+    Some((next, unary_of(&nn.op)?, fused_out))
 }
 
 /// A float graph constant as a conv filter (`as_f32` was checked when planning; another type
@@ -355,7 +404,9 @@ impl NodeKernel {
             })
         };
         let (ins, outs) = match &spec {
-            KernelSpec::Conv { output, .. } => (vec![arg(node.inputs[0])?], vec![arg(*output)?]),
+            KernelSpec::Conv { output, .. } | KernelSpec::Affine { output, .. } => {
+                (vec![arg(node.inputs[0])?], vec![arg(*output)?])
+            }
             KernelSpec::Generic => (
                 node.inputs
                     .iter()
@@ -488,6 +539,11 @@ impl NodeKernel {
                 None => &mut [],
             };
             conv.run(x, shape(0), out, sc, t)?;
+            return Ok(());
+        }
+        if let KernelSpec::Affine { a, b, act, .. } = &self.spec {
+            let out = f32s_mut(l, &mut writes[0])?;
+            k::channel_affine_act(f32s(l, inb(0))?, shape(0), a, b, *act, out, t)?;
             return Ok(());
         }
         let op = &self.op;

@@ -638,6 +638,49 @@ fn reshapes_take_their_inputs_storage_and_run_as_no_ops() {
 }
 
 #[test]
+fn batch_norm_with_a_following_relu_runs_as_one_fused_pass() {
+    // A BN with no Conv before it (densenet's pre-activation): coefficients are computed at
+    // prepare and the Relu runs inside the BN's kernel; the result must match the formula.
+    let m = Model::new(9)
+        .input("x", F32, &[1, 2, 2, 2])
+        .init(tensor_f32("scale", &[2], &[2.0, -3.0]))
+        .init(tensor_f32("shift", &[2], &[0.1, 0.2]))
+        .init(tensor_f32("mean", &[2], &[1.0, -1.0]))
+        .init(tensor_f32("var", &[2], &[4.0, 9.0]))
+        .op(
+            "BatchNormalization",
+            &["x", "scale", "shift", "mean", "var"],
+            &["n"],
+            vec![attr_f("epsilon", 1e-5)],
+        )
+        .op("Relu", &["n"], &["y"], vec![])
+        .output("y", F32, &[1, 2, 2, 2]);
+    let g = Arc::new(load(&m));
+    // The BN took the prepared path: its two coefficient vectors (2 channels) are prepared
+    // bytes, and no parameter is uploaded as a weight.
+    let req = PreparedModel::memory_requirement(&g, &ExecOptions::default()).unwrap();
+    assert_eq!(req.prepared_weights_bytes, 2 * 2 * 4);
+    assert_eq!(req.weights_bytes, 0);
+    // Both signs per channel, so the Relu matters.
+    let x = [-3.0f32, 2.0, 0.5, 4.0, -2.0, 1.0, 3.0, -0.5];
+    let device = Device::host();
+    let pool = DeviceMemoryPool::new(&device, 1 << 20);
+    let model = PreparedModel::prepare(Arc::clone(&g), &pool, &ExecOptions::default()).unwrap();
+    let stream = Stream::new(&device, StreamPriority::NORMAL).unwrap();
+    let input = HostTensor::from_f32(vec![1, 2, 2, 2], &x).unwrap();
+    let got = Executor::run(&model, &[input], &[&stream]).unwrap()[0]
+        .to_f32()
+        .unwrap();
+    let (scale, shift, mean, var) = ([2.0f32, -3.0], [0.1f32, 0.2], [1.0f32, -1.0], [4.0f32, 9.0]);
+    for (i, (&g, &v)) in got.iter().zip(&x).enumerate() {
+        let c = i / 4;
+        let want = ((v - mean[c]) / (var[c] + 1e-5).sqrt() * scale[c] + shift[c]).max(0.0);
+        assert!((g - want).abs() <= 1e-5, "element {i}: {g} vs {want}");
+    }
+    assert_eq!(got.iter().filter(|&&v| v > 0.0).count(), 3, "{got:?}");
+}
+
+#[test]
 fn elementwise_ops_get_in_place_hints_when_they_lower_the_peak() {
     // a = Relu(x); b = Sigmoid(a); c = Add(a, b); y = Relu(c). At the Add, a, b and c are
     // alive (3 buffers) unless c takes b's storage (b dies there, read only by the Add).

@@ -132,8 +132,8 @@ pub use elementwise::{
 pub use error::{KernelError, KernelResult};
 pub use matmul::{gemm, matmul, matmul_output_shape, GemmAttrs};
 pub use norm::{
-    batch_norm, batch_norm_coefficients, channel_affine, layer_norm, layer_norm_stats, reduce,
-    reduce_output_shape, softmax, softmax_legacy, ReduceOp, SoftmaxKind,
+    batch_norm, batch_norm_coefficients, channel_affine, channel_affine_act, layer_norm,
+    layer_norm_stats, reduce, reduce_output_shape, softmax, softmax_legacy, ReduceOp, SoftmaxKind,
 };
 pub use pool::{global_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind};
 #[cfg(feature = "cuda")]

@@ -84,6 +84,23 @@ pub fn channel_affine(
     out: &mut [f32],
     threads: usize,
 ) -> KernelResult<()> {
+    channel_affine_act(x, x_shape, a, b, None, out, threads)
+}
+
+/// [`channel_affine`] followed by an elementwise activation, applied to each plane while it
+/// is still in cache (a BatchNormalization with its Relu fused: one pass, not two).
+///
+/// # Errors
+/// Shape or length mismatches.
+pub fn channel_affine_act(
+    x: &[f32],
+    x_shape: &[usize],
+    a: &[f32],
+    b: &[f32],
+    act: Option<super::UnaryOp>,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
     const OP: &str = "ChannelAffine";
     check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
     check_len(OP, "Y", out.len(), x.len())?;
@@ -100,6 +117,9 @@ pub fn channel_affine(
             let (av, bv) = (a[p % c], b[p % c]);
             for (o, &v) in plane.iter_mut().zip(&x[p * ip..(p + 1) * ip]) {
                 *o = v * av + bv;
+            }
+            if let Some(act) = act {
+                super::conv::apply_activation(act, plane);
             }
         }
     });

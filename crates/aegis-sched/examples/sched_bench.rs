@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aegis_cuda::{Device, Stream};
+use aegis_cuda::{Device, HostDeviceOptions, Stream};
 use aegis_sched::{
     Collect, EarliestDeadlineFirst, Fifo, Outcome, Priority, Request, RequestError, SchedStats,
     Scheduler, SchedulerConfig, SchedulingPolicy, StopMode, StreamPool, StrictPriority,
@@ -75,7 +75,15 @@ fn sched_with(
     log: usize,
     inline_dispatch: bool,
 ) -> Scheduler<u64, u64> {
-    let device = Device::host();
+    // `SCHED_LINGER_US` overrides the host stream workers' linger window (A/B runs).
+    let mut options = HostDeviceOptions::default();
+    if let Some(us) = std::env::var("SCHED_LINGER_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options.stream_linger = Duration::from_micros(us);
+    }
+    let device = Device::host_with(options);
     let pool = StreamPool::new(&device, streams, &[]).expect("pool");
     Scheduler::new(
         policy,

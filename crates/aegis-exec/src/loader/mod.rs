@@ -833,31 +833,9 @@ impl Loader<'_> {
             let new_b: Vec<f32> = (0..m)
                 .map(|c| (bias[c] - mean[c]) * s[c] + shift[c])
                 .collect();
-            let w_shape = self.values[&conv.inputs[1]].shape.clone();
-            let wname = format!("{}::bn_folded_weight", bn.name);
-            let bname = format!("{}::bn_folded_bias", bn.name);
+            let prefix = format!("{}::bn_folded", bn.name);
             let bn_out = bn.outputs[0].clone();
-            self.values.insert(
-                wname.clone(),
-                Value {
-                    dtype: DType::F32,
-                    shape: w_shape,
-                    konst: Some(Arc::new(TensorData::F32(new_w))),
-                },
-            );
-            self.values.insert(
-                bname.clone(),
-                Value {
-                    dtype: DType::F32,
-                    shape: vec![m],
-                    konst: Some(Arc::new(TensorData::F32(new_b))),
-                },
-            );
-            let conv = &mut self.pending[ci];
-            conv.inputs.truncate(1);
-            conv.inputs.push(wname);
-            conv.inputs.push(bname);
-            conv.outputs[0] = bn_out;
+            self.rewrite_conv(ci, &prefix, new_w, new_b, bn_out);
             removed[bi] = true;
         }
         let mut k = 0;
@@ -980,34 +958,38 @@ impl Loader<'_> {
             (w, (0..m).map(|c| bias[c] + at(c)).collect())
         };
         let node = &self.pending[ni];
-        let what = if mul { "scaled" } else { "shifted" };
-        let wname = format!("{}::{what}_weight", node.name);
-        let bname = format!("{}::{what}_bias", node.name);
+        let prefix = format!("{}::{}", node.name, if mul { "scaled" } else { "shifted" });
         let out = node.outputs[0].clone();
+        self.rewrite_conv(ci, &prefix, new_w, new_b, out);
+        self.pending.remove(ni);
+        true
+    }
+
+    /// Registers an f32 constant named `name`.
+    fn add_f32_constant(&mut self, name: &str, shape: Vec<usize>, data: Vec<f32>) -> String {
+        self.values.insert(
+            name.to_owned(),
+            Value {
+                dtype: DType::F32,
+                shape,
+                konst: Some(Arc::new(TensorData::F32(data))),
+            },
+        );
+        name.to_owned()
+    }
+
+    /// Gives Conv `ci` new constant weights (its filter's shape) and bias (`{prefix}_weight`,
+    /// `{prefix}_bias`) and makes it write `output` (the output of the node folded into it).
+    fn rewrite_conv(&mut self, ci: usize, prefix: &str, w: Vec<f32>, b: Vec<f32>, output: String) {
         let w_shape = self.values[&self.pending[ci].inputs[1]].shape.clone();
-        self.values.insert(
-            wname.clone(),
-            Value {
-                dtype: DType::F32,
-                shape: w_shape,
-                konst: Some(Arc::new(TensorData::F32(new_w))),
-            },
-        );
-        self.values.insert(
-            bname.clone(),
-            Value {
-                dtype: DType::F32,
-                shape: vec![m],
-                konst: Some(Arc::new(TensorData::F32(new_b))),
-            },
-        );
+        let m = b.len();
+        let wname = self.add_f32_constant(&format!("{prefix}_weight"), w_shape, w);
+        let bname = self.add_f32_constant(&format!("{prefix}_bias"), vec![m], b);
         let conv = &mut self.pending[ci];
         conv.inputs.truncate(1);
         conv.inputs.push(wname);
         conv.inputs.push(bname);
-        conv.outputs[0] = out;
-        self.pending.remove(ni);
-        true
+        conv.outputs[0] = output;
     }
 
     /// Applies one fold into a BatchNormalization (an affine map per channel: `x·a + b`): a
@@ -1038,20 +1020,10 @@ impl Loader<'_> {
             (scale, (0..m).map(|c| bias[c] + at(c)).collect())
         };
         let node = &self.pending[ni];
-        let what = if mul { "scaled" } else { "shifted" };
-        let sname = format!("{}::{what}_bn_scale", node.name);
-        let bname = format!("{}::{what}_bn_bias", node.name);
+        let prefix = format!("{}::{}", node.name, if mul { "scaled" } else { "shifted" });
         let out = node.outputs[0].clone();
-        for (name, data) in [(&sname, new_scale), (&bname, new_bias)] {
-            self.values.insert(
-                name.clone(),
-                Value {
-                    dtype: DType::F32,
-                    shape: vec![m],
-                    konst: Some(Arc::new(TensorData::F32(data))),
-                },
-            );
-        }
+        let sname = self.add_f32_constant(&format!("{prefix}_bn_scale"), vec![m], new_scale);
+        let bname = self.add_f32_constant(&format!("{prefix}_bn_bias"), vec![m], new_bias);
         let bn = &mut self.pending[bi];
         bn.inputs[1] = sname;
         bn.inputs[2] = bname;

@@ -6,10 +6,13 @@
 //! - **Loading** ([`loader`]): `tract-onnx` only parses the protobuf; our code validates every
 //!   node, fixes input shapes (from the model or the caller), infers shapes and dtypes, folds
 //!   constants (`Constant`, `Shape`, shape arithmetic, any op with all-constant inputs), drops
-//!   `Identity`/inference `Dropout`, folds `BatchNormalization` into a preceding `Conv`, picks
-//!   a deterministic topological order and asks Layer 2 for the [`aegis_memory::AllocationPlan`].
+//!   `Identity`/inference `Dropout`, folds `BatchNormalization` into a preceding `Conv` and a
+//!   per-channel constant `Mul`/`Add` into a preceding `Conv` or `BatchNormalization`, picks
+//!   a deterministic topological order and asks Layer 2 for the [`aegis_memory::AllocationPlan`]
+//!   (elementwise ops and reshapes may take their input's storage).
 //! - **Preparing** ([`PreparedModel`]): constants uploaded once into pool memory, convolution
-//!   weights prepared once (with a following activation fused), one arena of the plan's peak,
+//!   weights and batch-norm coefficients prepared once (with a following activation fused),
+//!   one arena of the plan's peak,
 //!   per-stream kernel workspace, every node bound to its planned memory, and the
 //!   [`tracker`]'s stream schedule with its events. Running allocates no device memory.
 //! - **Running** ([`Executor`]): stateless; enqueues one inference on one or more streams and

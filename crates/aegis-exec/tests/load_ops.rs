@@ -518,6 +518,9 @@ fn per_channel_mul_and_add_after_a_conv_fold_into_it_numerically() {
     let nb = g.constant_data(conv.inputs[2]).unwrap().as_f32().unwrap();
     assert_eq!(nw, &[1.0 * 3.0, 2.0 * -2.0]);
     assert_eq!(nb, &[0.5 * 3.0 + 0.25, -0.5 * -2.0 + 4.0]);
+    // The Add kept the Mul's filter (a shift never copies the weights).
+    let wname = &g.tensor(conv.inputs[1]).name;
+    assert!(wname.ends_with("::scaled_weight"), "{wname}");
 }
 
 #[test]

@@ -21,6 +21,9 @@ pub(crate) enum KernelSpec {
         conv: Arc<PreparedConv>,
         output: TensorId,
     },
+    /// A two-input f32 Add or Sum with the Relu after it fused (a residual join): one pass
+    /// computes `max(a + b, 0)` into `output`, the Relu's output.
+    AddRelu { output: TensorId },
     /// A BatchNormalization with constant parameters as `x * a[c] + b[c]` (coefficients
     /// computed once), optionally with the following activation fused; `output` as for Conv.
     Affine {
@@ -172,6 +175,12 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
             });
             continue;
         }
+        if let Some(output) = fusable_add_relu(g, node, p, &pos) {
+            if let Some(next) = g.consumers(node.outputs[0]).first() {
+                kernels[next.index()] = None;
+            }
+            kernels[id.index()] = Some(KernelSpec::AddRelu { output });
+        }
         if let Op::BatchNormalization { epsilon } = &node.op {
             let params: Option<Vec<&[f32]>> = node
                 .inputs
@@ -242,6 +251,49 @@ fn fusable_activation(
         return None;
     }
     Some((next, unary_of(&nn.op)?, fused_out))
+}
+
+/// The Relu output a two-input f32 `Add`/`Sum` may write with the Relu fused: the sum's only
+/// reader, right after it, and planned either apart from each input or exactly on it (the
+/// in-place case, which the kernel handles like an unfused in-place Add).
+fn fusable_add_relu(
+    g: &ExecutionGraph,
+    node: &crate::graph::OperatorNode,
+    p: usize,
+    pos: &[usize],
+) -> Option<TensorId> {
+    let two = matches!(node.op, Op::Add) || (matches!(node.op, Op::Sum) && node.inputs.len() == 2);
+    if !two || node.inputs.len() != 2 {
+        return None;
+    }
+    if node
+        .inputs
+        .iter()
+        .chain(&node.outputs)
+        .any(|&t| g.tensor(t).dtype != DType::F32)
+    {
+        return None;
+    }
+    let output = node.outputs[0];
+    let consumers = g.consumers(output);
+    if consumers.len() != 1 || g.tensor(output).kind != TensorKind::Activation {
+        return None;
+    }
+    let next = consumers[0];
+    let nn = g.node(next);
+    if !matches!(nn.op, Op::Relu) || pos[next.index()] != p + 1 || nn.inputs.len() != 1 {
+        return None;
+    }
+    let fused_out = nn.outputs[0];
+    let plan = g.plan();
+    let range = |t: TensorId| {
+        let off = plan.offset_of(t.index())?;
+        Some((off, plan.lifetime_of(t.index())?.size_bytes))
+    };
+    let apart_or_exact = node.inputs.iter().all(|&i| {
+        !planned_overlap(g, fused_out, i) || (range(i).is_some() && range(i) == range(fused_out))
+    });
+    apart_or_exact.then_some(fused_out)
 }
 
 /// A float graph constant as a conv filter (`as_f32` was checked when planning; another type
@@ -407,6 +459,13 @@ impl NodeKernel {
             KernelSpec::Conv { output, .. } | KernelSpec::Affine { output, .. } => {
                 (vec![arg(node.inputs[0])?], vec![arg(*output)?])
             }
+            KernelSpec::AddRelu { output } => (
+                node.inputs
+                    .iter()
+                    .map(|&t| arg(t))
+                    .collect::<Result<Vec<_>, _>>()?,
+                vec![arg(*output)?],
+            ),
             KernelSpec::Generic => (
                 node.inputs
                     .iter()
@@ -539,6 +598,31 @@ impl NodeKernel {
                 None => &mut [],
             };
             conv.run(x, shape(0), out, sc, t)?;
+            return Ok(());
+        }
+        if let KernelSpec::AddRelu { .. } = &self.spec {
+            // max(x + y, 0): the same two roundings as Add then Relu, in one pass.
+            let out = f32s_mut(l, &mut writes[0])?;
+            match self.alias {
+                // Addition commutes exactly, so the aliased input may be either operand.
+                Some(ai) => {
+                    let other = 1 - ai;
+                    let (y, ys) = (f32s(l, inb(other))?, shape(other));
+                    k::broadcast_assign(l, out, &out_shape, y, ys, t, |o: f32, y: f32| {
+                        (o + y).max(0.0)
+                    })?;
+                }
+                None => k::broadcast_binary(
+                    l,
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    f32s(l, inb(1))?,
+                    shape(1),
+                    out,
+                    t,
+                    |x: f32, y: f32| (x + y).max(0.0),
+                )?,
+            }
             return Ok(());
         }
         if let KernelSpec::Affine { a, b, act, .. } = &self.spec {

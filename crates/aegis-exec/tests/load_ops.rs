@@ -683,6 +683,64 @@ fn batch_norm_with_a_following_relu_runs_as_one_fused_pass() {
     assert_eq!(got.iter().filter(|&&v| v > 0.0).count(), 3, "{got:?}");
 }
 
+/// Runs a one-output f32 model on the host backend.
+fn run_f32(g: &Arc<ExecutionGraph>, inputs: &[(Vec<usize>, Vec<f32>)]) -> Vec<f32> {
+    let device = Device::host();
+    let pool = DeviceMemoryPool::new(&device, 1 << 20);
+    let model = PreparedModel::prepare(Arc::clone(g), &pool, &ExecOptions::default()).unwrap();
+    let stream = Stream::new(&device, StreamPriority::NORMAL).unwrap();
+    let inputs: Vec<HostTensor> = inputs
+        .iter()
+        .map(|(shape, data)| HostTensor::from_f32(shape.clone(), data).unwrap())
+        .collect();
+    Executor::run(&model, &inputs, &[&stream]).unwrap()[0]
+        .to_f32()
+        .unwrap()
+}
+
+#[rstest::rstest]
+#[case::add_of_two_graph_inputs("Add", false)]
+#[case::sum_in_place_over_an_intermediate("Sum", true)]
+fn add_or_sum_then_relu_runs_fused_with_numpy_broadcasting(
+    #[case] op: &str,
+    #[case] through_sigmoid: bool,
+) {
+    // out = Relu(op(a, b)) with b [1, 4] broadcast over a [3, 4]; with `through_sigmoid`
+    // a is an intermediate (Sigmoid(x)) read only by the sum, so the plan may run it in place.
+    let a_name = if through_sigmoid { "s" } else { "x" };
+    let mut m = Model::new(13)
+        .input("x", F32, &[3, 4])
+        .input("b", F32, &[1, 4]);
+    if through_sigmoid {
+        m = m.op("Sigmoid", &["x"], &["s"], vec![]);
+    }
+    let m = m
+        .op(op, &[a_name, "b"], &["t"], vec![])
+        .op("Relu", &["t"], &["y"], vec![])
+        .output("y", F32, &[3, 4]);
+    let g = Arc::new(load(&m));
+    let x: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let b = vec![-0.75f32, 0.25, -2.0, 1.5];
+    let got = run_f32(&g, &[(vec![3, 4], x.clone()), (vec![1, 4], b.clone())]);
+    for (i, &v) in x.iter().enumerate() {
+        let a = if through_sigmoid {
+            1.0 / (1.0 + (-v).exp())
+        } else {
+            v
+        };
+        let want = (a + b[i % 4]).max(0.0);
+        assert!(
+            (got[i] - want).abs() <= 1e-6,
+            "element {i}: {} vs {want}",
+            got[i]
+        );
+    }
+    assert!(
+        got.contains(&0.0) && got.iter().any(|&v| v > 0.0),
+        "{got:?}"
+    );
+}
+
 #[test]
 fn elementwise_ops_get_in_place_hints_when_they_lower_the_peak() {
     // a = Relu(x); b = Sigmoid(a); c = Add(a, b); y = Relu(c). At the Add, a, b and c are

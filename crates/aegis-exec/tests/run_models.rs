@@ -71,6 +71,7 @@ fn assert_close(name: &str, got: &[HostTensor], want: &[HostTensor], rtol: f32, 
 #[case("light-inception_v1")]
 #[case("light-inception_v2")]
 #[case("light-densenet121")]
+#[case("light-resnet50")]
 #[case("light-bvlc_alexnet")]
 fn matches_reference_and_is_deterministic_across_streams(#[case] name: &str) {
     let case = load_case(name);

@@ -29,34 +29,28 @@ fn main() {
     let a = Stream::new(&d, StreamPriority::NORMAL).unwrap();
     let b = Stream::new(&d, StreamPriority::NORMAL).unwrap();
 
-    // 1. enqueue→run latency on an idle stream.
+    // 1. enqueue→run latency: back to back (the worker still lingering after the previous
+    // probe), then on a parked worker (each probe well after the linger window).
     let lat = Arc::new(Mutex::new(Vec::with_capacity(n)));
-    for _ in 0..n {
-        let t0 = Instant::now();
-        let l = Arc::clone(&lat);
-        a.enqueue_host("probe", move || {
-            l.lock().unwrap().push(t0.elapsed());
-            Ok(())
-        })
-        .unwrap();
-        a.synchronize().unwrap();
-    }
-    let (med, p99) = stats(std::mem::take(&mut *lat.lock().unwrap()));
-
-    // 1b. the same on a parked worker: each probe comes well after the worker's linger window.
+    let probe = |gap: Option<Duration>, count: usize| {
+        for _ in 0..count {
+            if let Some(g) = gap {
+                std::thread::sleep(g);
+            }
+            let t0 = Instant::now();
+            let l = Arc::clone(&lat);
+            a.enqueue_host("probe", move || {
+                l.lock().unwrap().push(t0.elapsed());
+                Ok(())
+            })
+            .unwrap();
+            a.synchronize().unwrap();
+        }
+        stats(std::mem::take(&mut *lat.lock().unwrap()))
+    };
+    let (med, p99) = probe(None, n);
     let parked_n = (n / 20).max(1);
-    for _ in 0..parked_n {
-        std::thread::sleep(Duration::from_micros(300));
-        let t0 = Instant::now();
-        let l = Arc::clone(&lat);
-        a.enqueue_host("probe", move || {
-            l.lock().unwrap().push(t0.elapsed());
-            Ok(())
-        })
-        .unwrap();
-        a.synchronize().unwrap();
-    }
-    let (pk_med, pk_p99) = stats(std::mem::take(&mut *lat.lock().unwrap()));
+    let (pk_med, pk_p99) = probe(Some(Duration::from_micros(300)), parked_n);
 
     // Peer: one mpsc hop to a dedicated thread.
     let (tx, rx) = mpsc::channel::<Instant>();

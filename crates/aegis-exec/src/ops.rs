@@ -236,6 +236,23 @@ fn fusable_activation(
     p: usize,
     pos: &[usize],
 ) -> Option<(NodeId, UnaryOp, TensorId)> {
+    let (next, nn) = sole_next_reader(g, node, p, pos)?;
+    let fused_out = nn.outputs[0];
+    if planned_overlap(g, fused_out, node.inputs[0]) {
+        return None;
+    }
+    Some((next, unary_of(&nn.op)?, fused_out))
+}
+
+/// The node that may fuse into `node` (at position `p` of the order): the only reader of its
+/// activation output, with one input, running right after it (so no other tensor's planned
+/// memory is live in between).
+fn sole_next_reader<'g>(
+    g: &'g ExecutionGraph,
+    node: &crate::graph::OperatorNode,
+    p: usize,
+    pos: &[usize],
+) -> Option<(NodeId, &'g crate::graph::OperatorNode)> {
     let output = node.outputs[0];
     let consumers = g.consumers(output);
     if consumers.len() != 1 || g.tensor(output).kind != TensorKind::Activation {
@@ -243,14 +260,7 @@ fn fusable_activation(
     }
     let next = consumers[0];
     let nn = g.node(next);
-    let fused_out = nn.outputs[0];
-    if pos[next.index()] != p + 1
-        || nn.inputs.len() != 1
-        || planned_overlap(g, fused_out, node.inputs[0])
-    {
-        return None;
-    }
-    Some((next, unary_of(&nn.op)?, fused_out))
+    (pos[next.index()] == p + 1 && nn.inputs.len() == 1).then_some((next, nn))
 }
 
 /// The Relu output a two-input f32 `Add`/`Sum` may write with the Relu fused: the sum's only
@@ -274,14 +284,8 @@ fn fusable_add_relu(
     {
         return None;
     }
-    let output = node.outputs[0];
-    let consumers = g.consumers(output);
-    if consumers.len() != 1 || g.tensor(output).kind != TensorKind::Activation {
-        return None;
-    }
-    let next = consumers[0];
-    let nn = g.node(next);
-    if !matches!(nn.op, Op::Relu) || pos[next.index()] != p + 1 || nn.inputs.len() != 1 {
+    let (_, nn) = sole_next_reader(g, node, p, pos)?;
+    if !matches!(nn.op, Op::Relu) {
         return None;
     }
     let fused_out = nn.outputs[0];

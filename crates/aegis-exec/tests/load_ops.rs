@@ -612,29 +612,14 @@ fn reshapes_take_their_inputs_storage_and_run_as_no_ops() {
         .op("Sigmoid", &["r"], &["y"], vec![])
         .output("y", F32, &[3, 4]);
     let g = Arc::new(load(&m));
-    let plan = g.plan();
-    plan.validate().unwrap();
-    let a = g.tensor_by_name("a").unwrap().index();
-    let r = g.tensor_by_name("r").unwrap().index();
-    assert!(
-        plan.shared.iter().any(|h| h.input == a && h.output == r),
-        "{:?}",
-        plan.shared
-    );
-    assert_eq!(plan.offset_of(a), plan.offset_of(r));
+    assert_shares(&g, "a", "r");
+    assert_eq!(out_shape(&g), vec![3, 4]);
     let x: Vec<f32> = (0..12).map(|i| i as f32 - 6.0).collect();
-    let device = Device::host();
-    let pool = DeviceMemoryPool::new(&device, 1 << 20);
-    let model = PreparedModel::prepare(Arc::clone(&g), &pool, &ExecOptions::default()).unwrap();
-    let stream = Stream::new(&device, StreamPriority::NORMAL).unwrap();
-    let input = HostTensor::from_f32(vec![2, 6], &x).unwrap();
-    let out = Executor::run(&model, &[input], &[&stream]).unwrap();
-    assert_eq!(out[0].shape, vec![3, 4]);
     let want: Vec<f32> = x
         .iter()
         .map(|&v| 1.0 / (1.0 + (-v.max(0.0)).exp()))
         .collect();
-    let got = out[0].to_f32().unwrap();
+    let got = run_f32(&g, &[(vec![2, 6], x)]);
     for (g, w) in got.iter().zip(&want) {
         assert!((g - w).abs() <= 1e-6, "{got:?} vs {want:?}");
     }
@@ -666,14 +651,7 @@ fn batch_norm_with_a_following_relu_runs_as_one_fused_pass() {
     assert_eq!(req.weights_bytes, 0);
     // Both signs per channel, so the Relu matters.
     let x = [-3.0f32, 2.0, 0.5, 4.0, -2.0, 1.0, 3.0, -0.5];
-    let device = Device::host();
-    let pool = DeviceMemoryPool::new(&device, 1 << 20);
-    let model = PreparedModel::prepare(Arc::clone(&g), &pool, &ExecOptions::default()).unwrap();
-    let stream = Stream::new(&device, StreamPriority::NORMAL).unwrap();
-    let input = HostTensor::from_f32(vec![1, 2, 2, 2], &x).unwrap();
-    let got = Executor::run(&model, &[input], &[&stream]).unwrap()[0]
-        .to_f32()
-        .unwrap();
+    let got = run_f32(&g, &[(vec![1, 2, 2, 2], x.to_vec())]);
     let (scale, shift, mean, var) = ([2.0f32, -3.0], [0.1f32, 0.2], [1.0f32, -1.0], [4.0f32, 9.0]);
     for (i, (&g, &v)) in got.iter().zip(&x).enumerate() {
         let c = i / 4;
@@ -681,6 +659,20 @@ fn batch_norm_with_a_following_relu_runs_as_one_fused_pass() {
         assert!((g - want).abs() <= 1e-5, "element {i}: {g} vs {want}");
     }
     assert_eq!(got.iter().filter(|&&v| v > 0.0).count(), 3, "{got:?}");
+}
+
+/// The valid plan of `g` puts tensor `output` on tensor `input`'s storage (a share hint).
+fn assert_shares(g: &ExecutionGraph, input: &str, output: &str) {
+    let plan = g.plan();
+    plan.validate().unwrap();
+    let i = g.tensor_by_name(input).unwrap().index();
+    let o = g.tensor_by_name(output).unwrap().index();
+    assert!(
+        plan.shared.iter().any(|h| h.input == i && h.output == o),
+        "{:?}",
+        plan.shared
+    );
+    assert_eq!(plan.offset_of(i), plan.offset_of(o));
 }
 
 /// Runs a one-output f32 model on the host backend.
@@ -753,16 +745,8 @@ fn elementwise_ops_get_in_place_hints_when_they_lower_the_peak() {
         .op("Relu", &["c"], &["y"], vec![])
         .output_any("y", F32);
     let g = load(&m);
+    assert_shares(&g, "b", "c");
     let plan = g.plan();
-    plan.validate().unwrap();
-    let b = g.tensor_by_name("b").unwrap().index();
-    let c = g.tensor_by_name("c").unwrap().index();
-    assert!(
-        plan.shared.iter().any(|h| h.input == b && h.output == c),
-        "{:?}",
-        plan.shared
-    );
-    assert_eq!(plan.offset_of(b), plan.offset_of(c));
     assert_eq!(plan.peak_bytes, 2 * 4096);
     // Never the graph input or output.
     let x = g.inputs()[0].index();

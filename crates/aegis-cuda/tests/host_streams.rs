@@ -510,19 +510,11 @@ fn device_enumeration_always_has_a_host_device() {
     assert_eq!(s.priority(), StreamPriority::HIGH);
 }
 
-/// CPU time (ns) the kernel has accounted to the named thread of this process so far.
+/// CPU time (ns) the kernel has accounted to thread `tid` of this process so far.
 #[cfg(target_os = "linux")]
-fn thread_cpu_ns(name: &str) -> Option<u64> {
-    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-        // comm is cut to 15 bytes: compare on that prefix.
-        let want: String = name.chars().take(15).collect();
-        if comm.trim_end() == want {
-            let st = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
-            return st.split_whitespace().next()?.parse().ok();
-        }
-    }
-    None
+fn thread_cpu_ns(tid: &str) -> Option<u64> {
+    let st = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    st.split_whitespace().next()?.parse().ok()
 }
 
 /// The worker's post-drain polling is bounded: right after a burst it may poll for its
@@ -539,6 +531,18 @@ fn idle_stream_worker_parks_after_its_linger_window(#[case] linger: Duration) {
         ..HostDeviceOptions::default()
     });
     let s = stream(&d);
+    // The worker's thread id, read on the worker itself (other tests' workers share its name).
+    let tid = Arc::new(Mutex::new(String::new()));
+    let t2 = Arc::clone(&tid);
+    s.enqueue_host("tid", move || {
+        let link = std::fs::read_link("/proc/thread-self").unwrap_or_default();
+        *t2.lock().unwrap() = link
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(())
+    })
+    .unwrap();
     let ran = Arc::new(AtomicUsize::new(0));
     for _ in 0..100 {
         let r = Arc::clone(&ran);
@@ -552,13 +556,13 @@ fn idle_stream_worker_parks_after_its_linger_window(#[case] linger: Duration) {
     assert_eq!(ran.load(Ordering::Relaxed), 100);
     // Past the window, the worker must be parked.
     std::thread::sleep(linger + Duration::from_millis(20));
-    let name = format!("aegis-host-stream-{}", s.id());
-    let Some(before) = thread_cpu_ns(&name) else {
-        panic!("worker thread {name} not found in /proc/self/task");
+    let tid = tid.lock().unwrap().clone();
+    let Some(before) = thread_cpu_ns(&tid) else {
+        panic!("worker thread '{tid}' not found in /proc/self/task");
     };
     std::thread::sleep(Duration::from_millis(100));
-    let after = thread_cpu_ns(&name).expect("worker still alive");
-    let burned = Duration::from_nanos(after - before);
+    let after = thread_cpu_ns(&tid).expect("worker still alive");
+    let burned = Duration::from_nanos(after.saturating_sub(before));
     assert!(
         burned < Duration::from_millis(10),
         "idle worker used {burned:?} of CPU in 100 ms (linger {linger:?})"

@@ -4,7 +4,8 @@
 //! work, behind one API with two backends:
 //!
 //! - the **host backend** (always built): every [`Stream`] is an asynchronous in-order queue
-//!   served by its own worker thread; an [`Event`] marks a point in a stream that other
+//!   served by its own worker thread, which polls briefly after its queue drains
+//!   ([`HostDeviceOptions::stream_linger`]) and then parks; an [`Event`] marks a point in a stream that other
 //!   streams and the host wait on; [`DeviceMemory`] is real, 256-byte aligned memory charged
 //!   against a capacity, so exhaustion returns the same [`CudaError::OutOfMemory`] a GPU
 //!   would. Overlapping concurrent access to memory is detected at run time

@@ -547,19 +547,8 @@ fn worker_loop(s: &StreamShared) {
 /// a little between looks and yields the core now and then (on a busy machine the enqueuer
 /// needs it). `seen` is the push count when the last batch was taken.
 fn linger(s: &StreamShared, window: std::time::Duration, seen: u64) {
-    let start = Instant::now();
-    let mut n = 0u32;
-    while s.pushed.load(Ordering::Acquire) == seen {
-        n = n.wrapping_add(1);
-        if n.is_multiple_of(64) {
-            if start.elapsed() >= window {
-                return;
-            }
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
-    }
+    let until = Instant::now() + window;
+    crate::sync::poll_until(until, 64, || s.pushed.load(Ordering::Acquire) != seen);
 }
 
 fn run_item(s: &StreamShared, work: Work) -> Option<CudaError> {

@@ -612,20 +612,8 @@ fn spin_for<I, O>(inbox: &Inbox<I, O>, window: Duration, recheck: Option<Instant
     if let Some(r) = recheck {
         end = end.min(r);
     }
-    let mut n = 0u32;
-    while !inbox.has_news() {
-        n = n.wrapping_add(1);
-        if n.is_multiple_of(64) {
-            if Instant::now() >= end {
-                return;
-            }
-            // Let stream workers run on a busy core (they are what we wait for), every few µs:
-            // a yield is a syscall.
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
-    }
+    // Yield about every few µs: stream workers on a busy core are what we wait for.
+    aegis_cuda::sync::poll_until(end, 64, || inbox.has_news());
 }
 
 /// Synchronises a stream whose completion marker has already run.
@@ -637,19 +625,8 @@ fn spin_for<I, O>(inbox: &Inbox<I, O>, window: Duration, recheck: Option<Instant
 /// then synchronise, which returns at once and reports any stream error.
 fn settle(stream: &aegis_cuda::Stream) -> Result<(), aegis_cuda::CudaError> {
     if !cfg!(loom) {
-        let start = Instant::now();
-        let mut n = 0u32;
-        while stream.pending() != 0 {
-            n = n.wrapping_add(1);
-            if n.is_multiple_of(16) {
-                if start.elapsed() >= SETTLE_POLL {
-                    break;
-                }
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
+        let until = add_saturating(Instant::now(), SETTLE_POLL);
+        aegis_cuda::sync::poll_until(until, 16, || stream.pending() == 0);
     }
     stream.synchronize()
 }

@@ -25,12 +25,23 @@
 //! and [`host_sgemm`], the checked host f32 matrix multiply (over the `gemm` crate) that upper
 //! layers' CPU kernels call, since only `raw` may hold `unsafe`.
 //!
+//! And it owns the host backend's launch grid, the **host compute team**
+//! ([`host_parallel_for`], [`HostTeam`]): `cores - 1` helper threads (`aegis-team-N`, started
+//! on first use) that run a job's pieces together with the calling thread. Every thread,
+//! the caller included, claims pieces from one counter, so the caller never waits for a
+//! piece nobody started (a parked or preempted helper just takes none); helpers poll for
+//! [`HOST_TEAM_LINGER`] after a job, then park, and a caller pays a wake-up only for a
+//! parked helper. A job borrows its caller's stack; the caller retracts it and waits for the
+//! helpers registered on it before returning (`raw::team`, checked by a loom model).
+//!
 //! ## What this crate must never do
 //! - Know about graphs, tensors, models or scheduling: it moves bytes and runs work.
 //! - Let a raw handle or pointer escape: callers hold RAII types and cheap [`DeviceSlice`]
 //!   handles; host access goes through checked guards.
 //! - Hold `unsafe` outside the `raw` module, or call the driver without checking the result.
 //! - Block the caller on enqueue: only `synchronize` calls wait.
+//! - Let a helper of the host compute team touch a job after its caller returned, or make
+//!   a caller wait for a piece no thread has started.
 //!
 //! ## Invariants
 //! - Work on one stream runs in enqueue order; a stream that waits on an event runs nothing
@@ -38,6 +49,8 @@
 //! - Every accepted item completes: errors and panics surface at the next synchronise, a
 //!   stream dropped with pending work drains it first, and events recorded on a poisoned
 //!   device still complete (carrying the error) so no waiter hangs.
+//! - [`host_parallel_for`] runs every piece exactly once, returns only after all finished,
+//!   re-raises a piece's panic on the caller, and hands out `slot`s unique within one call.
 #![warn(missing_docs)]
 
 mod cuda;
@@ -50,6 +63,7 @@ pub mod nvrtc;
 mod raw;
 mod stream;
 pub mod sync;
+mod team;
 
 pub use device::{BackendKind, Device, DeviceInfo, FaultRule, FaultTrigger, HostDeviceOptions};
 pub use error::{CallSite, Categorized, CudaError, ErrorCategory, InjectedFaultKind, Result};
@@ -57,6 +71,7 @@ pub use host::Label;
 pub use memory::{DeviceMemory, DeviceSlice, HostBuffer, HostRead, HostWrite, ALLOCATION_ALIGN};
 pub use raw::gemm::{host_sgemm, HostMat, HostMatMut};
 pub use stream::{Event, Stream, StreamPriority};
+pub use team::{host_parallel_for, host_team_threads, HostTeam, HOST_TEAM_LINGER};
 
 #[cfg(feature = "cuda")]
 pub use cuda::{CapturedGraph, Dim3, GraphExec, Kernel, KernelArgs, Module};

@@ -9,9 +9,12 @@
 //!   the only module that names `cust`.
 //! - [`gemm`]: the bounds-checked call into the `gemm` crate's f32 matrix multiply that host
 //!   kernels in upper layers use ([`crate::host_sgemm`]).
+//! - [`team`]: the host compute team's job protocol ([`crate::HostTeam`]): a published job
+//!   borrows its caller's stack, the one lifetime erasure the protocol makes sound.
 #![allow(unsafe_code)]
 
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 pub(crate) mod gemm;
 pub(crate) mod host;
+pub(crate) mod team;

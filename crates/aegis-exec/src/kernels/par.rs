@@ -1,50 +1,47 @@
-//! Deterministic data-parallel helpers over the kernels' own worker pool.
+//! Deterministic data-parallel helpers over the host compute team
+//! ([`aegis_cuda::host_parallel_for`]).
 //!
 //! Work is only ever split along *output* elements: every output element is computed by
 //! exactly the same code and in the same order whatever the thread count, so results are
-//! bit-identical for any `threads`. A call that splits moves onto the pool
-//! ([`rayon::ThreadPool::install`]): there one worker spawns `threads - 1` pieces, runs the
-//! last itself, then waits, running any piece no other worker has taken yet (rayon's work
-//! stealing). The calling (stream) thread sleeps meanwhile. A pool, not a thread per piece: a
-//! model runs hundreds of kernels per inference, and spawning OS threads for each cost more
-//! than small kernels do.
+//! bit-identical for any `threads`.
 //!
-//! Why the pool runs every piece, the caller none: when the caller ran one piece itself
-//! (rayon's global pool, then a pool of cores - 1 workers), it could only *wait* for the
-//! pieces it had handed out, never take one back; a worker preempted by another process (or
-//! spin-yielding its core away) then stalled the whole kernel for a scheduler time slice
-//! (shufflenet at 2 threads: 6-7 ms some runs, 24 ms others, beside compiles). A worker of the
-//! pool can take back its own unstarted pieces, and the sleeping caller does not compete with
-//! the workers for cores. The pool is the crate's own (one worker per core), named
-//! `aegis-kernel-N` in profiles.
+//! Why the team and this shape: a kernel is cut into pieces that the calling (stream) thread
+//! and the team's helper threads *claim* from one counter, the caller included. The caller
+//! never hands work over and sleeps (a pool entered with `install` cost a cross-thread
+//! hand-off and two wake-ups per kernel, 5-25 us each on a VM, times hundreds of kernels per
+//! inference), and it never waits for a piece nobody started: a helper that is parked,
+//! preempted or busy with another stream's kernel simply takes no piece, and the caller runs
+//! them all. Helpers linger briefly after a kernel, so the next one is picked up without a
+//! wake-up. [`par_chunks`] cuts up to [`PIECES_PER_THREAD`] pieces per thread, so a helper
+//! that arrives late or runs slow still takes a fair share; [`par_chunks_scratch`] keeps
+//! exactly [`workers`] pieces (its callers size per-worker scratch with it, and their pieces
+//! repeat per-call setup such as im2col tiles), lent out by the team's `slot`.
 
-use std::sync::OnceLock;
+use aegis_cuda::sync::{lock, Mutex};
+use aegis_cuda::{host_parallel_for, host_team_threads};
 
-/// The kernels' pool, built on first use; `None` if no worker thread could be started (then
-/// every kernel runs on its caller alone: the same results, only slower).
-fn pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(cores)
-            .thread_name(|i| format!("aegis-kernel-{i}"))
-            .build()
-            .map_err(|e| tracing::warn!(error = %e, "kernel worker pool not started; kernels run single-threaded"))
-            .ok()
-    })
-    .as_ref()
-}
+/// Pieces [`par_chunks`] aims for per thread: enough for a late or slow thread's share to be
+/// taken by the others, few enough that each piece stays long against its claim (one atomic).
+const PIECES_PER_THREAD: usize = 4;
 
-/// `threads` capped to the pool's workers (more pieces than workers would only queue), and to
-/// 1 when the pool could not be started. Results do not depend on it (splits are along output
-/// elements only).
+/// `threads` capped to the team's threads (more would only queue). Results do not depend on
+/// it (splits are along output elements only). `threads <= 1` never starts the team.
 fn usable(threads: usize) -> usize {
-    pool().map_or(1, |p| threads.min(p.current_num_threads()))
+    if threads <= 1 {
+        1
+    } else {
+        threads.min(host_team_threads())
+    }
 }
 
-/// Splits `out` into at most `threads` contiguous pieces whose lengths are multiples of `unit`
-/// (except possibly the last) and runs `f(first_unit_index, piece)` on each, in parallel.
+/// Takes the value out of a piece's cell. Each piece is claimed once, so the lock is never
+/// contended; it only turns "piece `i` is mine" into a `&mut` safely.
+fn take<V>(cell: &Mutex<Option<V>>) -> Option<V> {
+    lock(cell).take()
+}
+
+/// Splits `out` into contiguous pieces whose lengths are multiples of `unit` (except possibly
+/// the last) and runs `f(first_unit_index, piece)` on each, on up to `threads` threads.
 /// `min_units` is the least number of units worth a thread (small jobs stay on the caller).
 pub(crate) fn par_chunks<T: Send>(
     out: &mut [T],
@@ -55,31 +52,21 @@ pub(crate) fn par_chunks<T: Send>(
 ) {
     let unit = unit.max(1);
     let units = out.len().div_ceil(unit);
-    let threads = usable(threads).max(1).min(units / min_units.max(1)).max(1);
-    let Some(pool) = pool().filter(|_| threads > 1) else {
+    let most = units / min_units.max(1);
+    let threads = usable(threads).min(most).max(1);
+    if threads <= 1 {
         f(0, out);
         return;
-    };
-    let per = units.div_ceil(threads);
-    // A panicking piece is a kernel bug; the scope re-raises it on the caller.
-    pool.install(|| {
-        rayon::in_place_scope(|s| {
-            let f = &f;
-            let mut rest = out;
-            let mut first = 0;
-            while !rest.is_empty() {
-                let take = (per * unit).min(rest.len());
-                let (piece, tail) = rest.split_at_mut(take);
-                rest = tail;
-                let start = first;
-                first += per;
-                if rest.is_empty() {
-                    f(start, piece);
-                } else {
-                    s.spawn(move |_| f(start, piece));
-                }
-            }
-        })
+    }
+    let per = units.div_ceil((threads * PIECES_PER_THREAD).min(most));
+    let pieces: Vec<Mutex<Option<&mut [T]>>> = out
+        .chunks_mut(per * unit)
+        .map(|c| Mutex::new(Some(c)))
+        .collect();
+    host_parallel_for(pieces.len(), threads, &|i, _slot| {
+        if let Some(piece) = take(&pieces[i]) {
+            f(i * per, piece);
+        }
     });
 }
 
@@ -96,44 +83,50 @@ pub(crate) fn par_chunks_scratch<T: Send, S: Send, E: Send>(
 ) -> Result<(), E> {
     let unit = unit.max(1);
     let units = out.len().div_ceil(unit);
-    let workers = workers(units, threads);
-    let Some(pool) = pool().filter(|_| workers > 1) else {
+    let nw = workers(units, threads);
+    if nw <= 1 {
         let n = per_worker.min(scratch.len());
         return f(0, out, &mut scratch[..n]);
-    };
-    let per = units.div_ceil(workers);
-    // One result slot per piece, so the first error in chunk order wins whatever finishes first.
-    let mut results: Vec<Result<(), E>> = (0..workers).map(|_| Ok(())).collect();
-    pool.install(|| {
-        rayon::in_place_scope(|s| {
-            let f = &f;
-            let mut rest = out;
-            let mut scr = scratch;
-            let mut first = 0;
-            // `workers` pieces of `per` units cover every unit, one slot each.
-            for slot in results.iter_mut() {
-                let take = (per * unit).min(rest.len());
-                let (piece, tail) = rest.split_at_mut(take);
-                rest = tail;
-                let (sp, stail) = scr.split_at_mut(per_worker.min(scr.len()));
-                scr = stail;
-                let start = first;
-                first += per;
-                if rest.is_empty() {
-                    *slot = f(start, piece, sp);
-                    break;
-                }
-                s.spawn(move |_| *slot = f(start, piece, sp));
+    }
+    let per = units.div_ceil(nw);
+    // `nw` pieces of `per` units cover every unit; the team's slots (below `nw`) pick the
+    // scratch, so two pieces running at once never share it.
+    let pieces: Vec<Mutex<Option<&mut [T]>>> = out
+        .chunks_mut(per * unit)
+        .map(|c| Mutex::new(Some(c)))
+        .collect();
+    let mut scr = Vec::with_capacity(nw);
+    let mut rest = scratch;
+    for _ in 0..nw {
+        let (sp, tail) = rest.split_at_mut(per_worker.min(rest.len()));
+        rest = tail;
+        scr.push(Mutex::new(sp));
+    }
+    // One result per piece, so the first error in chunk order wins whatever finishes first.
+    let results: Vec<Mutex<Option<E>>> = (0..pieces.len()).map(|_| Mutex::new(None)).collect();
+    host_parallel_for(pieces.len(), nw, &|i, slot| {
+        if let Some(piece) = take(&pieces[i]) {
+            let mut sp = lock(&scr[slot]);
+            if let Err(e) = f(i * per, piece, &mut sp[..]) {
+                *lock(&results[i]) = Some(e);
             }
-        })
+        }
     });
-    results.into_iter().collect()
+    first_error(&results)
+}
+
+/// The first error in piece order.
+fn first_error<E>(results: &[Mutex<Option<E>>]) -> Result<(), E> {
+    match results.iter().find_map(|r| lock(r).take()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Workers [`par_chunks_scratch`] uses for `units` units: never more than the units, and the
-/// same ceil-division split as the loop above, so callers size scratch with it.
+/// same ceil-division split as its pieces, so callers size scratch with it.
 pub(crate) fn workers(units: usize, threads: usize) -> usize {
-    let t = usable(threads).max(1).min(units.max(1));
+    let t = usable(threads).min(units.max(1));
     if t <= 1 {
         return 1;
     }
@@ -141,34 +134,24 @@ pub(crate) fn workers(units: usize, threads: usize) -> usize {
     units.div_ceil(per)
 }
 
-/// Runs `f(item)` for every item, one worker per item (the last on the calling thread), and
-/// returns the first error in item order.
+/// Runs `f(item)` for every item, each item one piece of the team (the caller takes pieces
+/// too), and returns the first error in item order.
 pub(crate) fn par_workers<W: Send, E: Send>(
     items: Vec<W>,
     f: impl Fn(W) -> Result<(), E> + Sync,
 ) -> Result<(), E> {
-    let mut items = items;
-    let Some(last) = items.pop() else {
-        return Ok(());
-    };
-    let Some(pool) = pool().filter(|_| !items.is_empty()) else {
-        // No pool: every item on the caller, in order.
-        for w in items {
-            f(w)?;
-        }
-        return f(last);
-    };
-    let mut results: Vec<Result<(), E>> = (0..items.len()).map(|_| Ok(())).collect();
-    let mut mine = Ok(());
-    pool.install(|| {
-        rayon::in_place_scope(|s| {
-            let f = &f;
-            for (w, slot) in items.into_iter().zip(results.iter_mut()) {
-                s.spawn(move |_| *slot = f(w));
+    let n = items.len();
+    if n <= 1 {
+        return items.into_iter().try_for_each(f);
+    }
+    let cells: Vec<Mutex<Option<W>>> = items.into_iter().map(|w| Mutex::new(Some(w))).collect();
+    let results: Vec<Mutex<Option<E>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    host_parallel_for(n, n, &|i, _slot| {
+        if let Some(w) = take(&cells[i]) {
+            if let Err(e) = f(w) {
+                *lock(&results[i]) = Some(e);
             }
-            mine = f(last);
-        })
+        }
     });
-    results.push(mine);
-    results.into_iter().collect()
+    first_error(&results)
 }

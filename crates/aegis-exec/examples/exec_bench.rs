@@ -84,6 +84,38 @@ fn vm_hwm_kib() -> Option<u64> {
     l.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Kernel time per op label, largest first, then the ten slowest nodes.
+fn print_profile(model: &str, threads: usize, times: &[aegis_exec::NodeTime]) {
+    let total: f64 = times.iter().map(|t| t.median.as_secs_f64() * 1e3).sum();
+    let mut by_op: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+    for t in times {
+        let e = by_op.entry(t.op).or_default();
+        e.0 += t.median.as_secs_f64() * 1e3;
+        e.1 += 1;
+    }
+    let mut rows: Vec<_> = by_op.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    println!("\n{model}, {threads} thread(s): sum of kernel medians {total:.3} ms");
+    println!("| op | nodes | ms | share |\n|---|---|---|---|");
+    for (op, (ms, n)) in rows {
+        println!(
+            "| {op} | {n} | {ms:.3} | {:.1} % |",
+            100.0 * ms / total.max(1e-9)
+        );
+    }
+    let mut slow: Vec<_> = times.iter().collect();
+    slow.sort_by_key(|t| std::cmp::Reverse(t.median));
+    println!("slowest nodes:");
+    for t in slow.iter().take(10) {
+        println!(
+            "  {:>8.3} ms  {} ({})",
+            t.median.as_secs_f64() * 1e3,
+            t.node,
+            t.op
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let iters = args
@@ -93,6 +125,8 @@ fn main() {
         .unwrap_or(10);
     let rss = args.iter().any(|a| a == "--rss");
     let no_tract = args.iter().any(|a| a == "--no-tract");
+    // Per-op-type kernel times instead of the table (where a model's time goes).
+    let ops = args.iter().any(|a| a == "--ops");
     let only_threads: Option<usize> = args
         .iter()
         .position(|a| a == "--threads")
@@ -186,13 +220,20 @@ fn main() {
                 println!("| {name} | run failed: {e} |");
                 break;
             }
+            if ops {
+                match Executor::profile(&m, &inputs, &s, iters) {
+                    Ok(t) => print_profile(name, threads, &t),
+                    Err(e) => println!("{name}: profile failed: {e}"),
+                }
+                continue;
+            }
             let (ms, cpu) = time(iters, || {
                 Executor::run(&m, &inputs, &[&s]).expect("run");
             });
             ours.push(ms);
             cpus.push(cpu);
         }
-        if ours.len() < 2 {
+        if ops || ours.len() < 2 {
             continue;
         }
         // tract, single-threaded, on the same file and input.

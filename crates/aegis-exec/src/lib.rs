@@ -52,7 +52,9 @@ mod ops;
 mod tensor;
 pub mod tracker;
 
-pub use executor::{ExecOptions, Executor, MemoryRequirement, PendingOutputs, PreparedModel};
+pub use executor::{
+    ExecOptions, Executor, MemoryRequirement, NodeTime, PendingOutputs, PreparedModel,
+};
 pub use tensor::HostTensor;
 pub use tracker::StreamAssignment;
 

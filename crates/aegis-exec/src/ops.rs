@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use aegis_cuda::{CudaError, DeviceSlice, HostRead, HostWrite};
 
-use crate::graph::{DType, ExecutionGraph, NodeId, Op, TensorData, TensorId, TensorKind};
+use crate::graph::{
+    CompareKind, DType, ExecutionGraph, LogicKind, MathFn, NodeId, Op, ReduceKind, TensorData,
+    TensorId, TensorKind,
+};
 use crate::kernels::{self as k, BinaryOp, ConvAttrs, KernelError, PreparedConv, UnaryOp};
 use crate::ExecError;
 
@@ -67,6 +70,61 @@ fn unary_of(op: &Op) -> Option<UnaryOp> {
             min: *min,
             max: *max,
         },
+        Op::LeakyRelu { alpha } => UnaryOp::LeakyRelu { alpha: *alpha },
+        // Float-only functions (Neg/Abs/Sign also take integers and go through `math`).
+        Op::Math { f } => match f {
+            MathFn::Exp => UnaryOp::Exp,
+            MathFn::Log => UnaryOp::Log,
+            MathFn::Reciprocal => UnaryOp::Reciprocal,
+            MathFn::Floor => UnaryOp::Floor,
+            MathFn::Ceil => UnaryOp::Ceil,
+            MathFn::Round => UnaryOp::Round,
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// The scalar function of a float-only elementwise op without a SIMD kernel.
+fn float_fn(op: &Op) -> Option<Box<dyn Fn(f32) -> f32 + Sync>> {
+    Some(match *op {
+        Op::Math { f } => match f {
+            MathFn::Neg => Box::new(|x: f32| -x),
+            MathFn::Abs => Box::new(f32::abs),
+            MathFn::Sign => Box::new(k::sign_f32),
+            MathFn::Sin => Box::new(f32::sin),
+            MathFn::Cos => Box::new(f32::cos),
+            MathFn::Tan => Box::new(f32::tan),
+            MathFn::Asin => Box::new(f32::asin),
+            MathFn::Acos => Box::new(f32::acos),
+            MathFn::Atan => Box::new(f32::atan),
+            MathFn::Sinh => Box::new(f32::sinh),
+            MathFn::Cosh => Box::new(f32::cosh),
+            MathFn::Asinh => Box::new(f32::asinh),
+            MathFn::Acosh => Box::new(f32::acosh),
+            MathFn::Atanh => Box::new(f32::atanh),
+            MathFn::Softplus => Box::new(k::softplus),
+            MathFn::Softsign => Box::new(|x: f32| x / (1.0 + x.abs())),
+            MathFn::Mish => Box::new(|x: f32| x * k::softplus(x).tanh()),
+            _ => return None,
+        },
+        Op::Elu { alpha } => Box::new(move |x: f32| if x < 0.0 { alpha * x.exp_m1() } else { x }),
+        Op::Selu { alpha, gamma } => {
+            Box::new(move |x: f32| gamma * if x <= 0.0 { alpha * x.exp_m1() } else { x })
+        }
+        Op::Celu { alpha } => {
+            Box::new(move |x: f32| x.max(0.0) + (alpha * (x / alpha).exp_m1()).min(0.0))
+        }
+        Op::ThresholdedRelu { alpha } => Box::new(move |x: f32| if x > alpha { x } else { 0.0 }),
+        Op::Shrink { bias, lambd } => Box::new(move |x: f32| {
+            if x < -lambd {
+                x + bias
+            } else if x > lambd {
+                x - bias
+            } else {
+                0.0
+            }
+        }),
         _ => return None,
     })
 }
@@ -533,6 +591,11 @@ impl NodeKernel {
         self.label
     }
 
+    /// The ONNX node's name (empty when the model gave none).
+    pub(crate) fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
     /// Runs the node. Errors carry the node's name and the kernel's reason.
     pub(crate) fn run(&self) -> Res<()> {
         let l = self.label;
@@ -573,6 +636,98 @@ impl NodeKernel {
             category: aegis_cuda::ErrorCategory::Permanent,
             message: e.to_string(),
         })
+    }
+
+    /// `Op::Math` functions `unary_of` does not cover: the integer forms of Neg/Abs/Sign,
+    /// IsNaN, and the float functions without a SIMD kernel.
+    fn math(
+        &self,
+        f: MathFn,
+        reads: &[Option<View<'_>>],
+        writes: &mut [HostWrite<'_>],
+    ) -> Result<(), DispatchError> {
+        let (l, t) = (self.label, self.threads);
+        let inplace = self.alias == Some(0);
+        let x = reads[0].as_deref().unwrap_or(&[]);
+        macro_rules! int_map {
+            ($view:ident, $view_mut:ident, $t:ty) => {{
+                // Wrapping, as numpy: -MIN and |MIN| stay MIN.
+                let g = match f {
+                    MathFn::Neg => <$t>::wrapping_neg,
+                    MathFn::Abs => <$t>::wrapping_abs,
+                    _ => <$t>::signum,
+                };
+                if inplace {
+                    k::map_inplace($view_mut(l, &mut writes[0])?, t, g);
+                } else {
+                    k::map(l, $view(l, x)?, $view_mut(l, &mut writes[0])?, t, g)?;
+                }
+            }};
+        }
+        match (self.ins[0].dtype, f) {
+            (DType::F32, MathFn::IsNaN) => k::map(l, f32s(l, x)?, &mut writes[0], t, |v: f32| {
+                u8::from(v.is_nan())
+            })?,
+            (DType::F32, _) => {
+                let g = float_fn(&Op::Math { f })
+                    .ok_or_else(|| DispatchError::Unsupported(format!("{l} on f32")))?;
+                if inplace {
+                    k::map_inplace(f32s_mut(l, &mut writes[0])?, t, g);
+                } else {
+                    k::map(l, f32s(l, x)?, f32s_mut(l, &mut writes[0])?, t, g)?;
+                }
+            }
+            (DType::I64, MathFn::Neg | MathFn::Abs | MathFn::Sign) => int_map!(i64s, i64s_mut, i64),
+            (DType::I32, MathFn::Neg | MathFn::Abs | MathFn::Sign) => int_map!(i32s, i32s_mut, i32),
+            (other, _) => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
+        }
+        Ok(())
+    }
+
+    /// ONNX Max/Min/Mean over one or more broadcast inputs.
+    fn variadic(
+        &self,
+        reads: &[Option<View<'_>>],
+        writes: &mut [HostWrite<'_>],
+        out_shape: &[usize],
+    ) -> Result<(), DispatchError> {
+        let (l, t) = (self.label, self.threads);
+        let inb = |i: usize| -> &[u8] { reads[i].as_deref().unwrap_or(&[]) };
+        let n = self.ins.len();
+        let shape = |i: usize| -> &[usize] { &self.ins[i].shape };
+        let max = matches!(self.op, Op::Max);
+        if self.ins[0].dtype == DType::F32 {
+            let v = match self.op {
+                Op::Max => k::VariadicOp::Max,
+                Op::Min => k::VariadicOp::Min,
+                _ => k::VariadicOp::Mean,
+            };
+            let views = (0..n)
+                .map(|i| Ok((f32s(l, inb(i))?, shape(i))))
+                .collect::<Res<Vec<_>>>()?;
+            k::variadic_f32(v, &views, f32s_mut(l, &mut writes[0])?, t)?;
+            return Ok(());
+        }
+        macro_rules! int_fold {
+            ($view:ident, $view_mut:ident) => {{
+                let out = $view_mut(l, &mut writes[0])?;
+                k::expand($view(l, inb(0))?, shape(0), out, out_shape, t)?;
+                for i in 1..n {
+                    let f = if max {
+                        |o: _, y: _| Ord::max(o, y)
+                    } else {
+                        |o: _, y: _| Ord::min(o, y)
+                    };
+                    k::broadcast_assign(l, out, out_shape, $view(l, inb(i))?, shape(i), t, f)?;
+                }
+            }};
+        }
+        match self.ins[0].dtype {
+            DType::I64 => int_fold!(i64s, i64s_mut),
+            DType::I32 => int_fold!(i32s, i32s_mut),
+            other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
+        }
+        Ok(())
     }
 
     fn dispatch(
@@ -1101,15 +1256,198 @@ impl NodeKernel {
                     }
                 }
             }
-            Op::ReduceMean { axes, .. } => {
-                k::reduce(
-                    k::ReduceOp::Mean,
+            Op::Reduce { axes, .. } if axes.is_empty() => {
+                // noop_with_empty_axes: the data passes through.
+                writes[0].copy_from_slice(inb(0));
+            }
+            Op::Reduce { kind, axes, .. } => {
+                let fast = match kind {
+                    ReduceKind::Mean => Some(k::ReduceOp::Mean),
+                    ReduceKind::Sum => Some(k::ReduceOp::Sum),
+                    ReduceKind::Max => Some(k::ReduceOp::Max),
+                    ReduceKind::Min => Some(k::ReduceOp::Min),
+                    _ => None,
+                };
+                let any = match kind {
+                    ReduceKind::Mean => k::ReduceAny::Mean,
+                    ReduceKind::Sum => k::ReduceAny::Sum,
+                    ReduceKind::Max => k::ReduceAny::Max,
+                    ReduceKind::Min => k::ReduceAny::Min,
+                    ReduceKind::Prod => k::ReduceAny::Prod,
+                    ReduceKind::L1 => k::ReduceAny::L1,
+                    ReduceKind::L2 => k::ReduceAny::L2,
+                    ReduceKind::SumSquare => k::ReduceAny::SumSquare,
+                    ReduceKind::LogSum => k::ReduceAny::LogSum,
+                    ReduceKind::LogSumExp => k::ReduceAny::LogSumExp,
+                };
+                match (dt(0), fast) {
+                    (DType::F32, Some(r)) => k::reduce(
+                        r,
+                        f32s(l, inb(0))?,
+                        shape(0),
+                        axes,
+                        f32s_mut(l, &mut writes[0])?,
+                        t,
+                    )?,
+                    (DType::F32, None) => k::reduce_any(
+                        any,
+                        f32s(l, inb(0))?,
+                        shape(0),
+                        axes,
+                        f32s_mut(l, &mut writes[0])?,
+                        t,
+                    )?,
+                    (DType::I64, _) => k::reduce_any(
+                        any,
+                        i64s(l, inb(0))?,
+                        shape(0),
+                        axes,
+                        i64s_mut(l, &mut writes[0])?,
+                        t,
+                    )?,
+                    (DType::I32, _) => k::reduce_any(
+                        any,
+                        i32s(l, inb(0))?,
+                        shape(0),
+                        axes,
+                        i32s_mut(l, &mut writes[0])?,
+                        t,
+                    )?,
+                    (DType::Bool, _) => {
+                        k::reduce_any(any, inb(0), shape(0), axes, &mut writes[0], t)?
+                    }
+                }
+            }
+            Op::ArgReduce {
+                max,
+                axis,
+                select_last_index,
+                ..
+            } => {
+                let out = i64s_mut(l, &mut writes[0])?;
+                match dt(0) {
+                    DType::F32 => {
+                        let x = f32s(l, inb(0))?;
+                        k::arg_reduce(*max, *select_last_index, x, shape(0), *axis, out, t)?
+                    }
+                    DType::I64 => {
+                        let x = i64s(l, inb(0))?;
+                        k::arg_reduce(*max, *select_last_index, x, shape(0), *axis, out, t)?
+                    }
+                    DType::I32 => {
+                        let x = i32s(l, inb(0))?;
+                        k::arg_reduce(*max, *select_last_index, x, shape(0), *axis, out, t)?
+                    }
+                    other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
+                }
+            }
+            Op::Math { f } => self.math(*f, reads, writes)?,
+            Op::IsInf {
+                detect_negative,
+                detect_positive,
+            } => {
+                let (neg, pos) = (*detect_negative, *detect_positive);
+                k::map(l, f32s(l, inb(0))?, &mut writes[0], t, move |x: f32| {
+                    u8::from((pos && x == f32::INFINITY) || (neg && x == f32::NEG_INFINITY))
+                })?;
+            }
+            Op::Not => {
+                if self.alias == Some(0) {
+                    k::map_inplace(&mut writes[0], t, |b: u8| u8::from(b == 0));
+                } else {
+                    k::map(l, inb(0), &mut writes[0], t, |b: u8| u8::from(b == 0))?;
+                }
+            }
+            Op::Logic { op: lk } => {
+                let f = match lk {
+                    LogicKind::And => |a: u8, b: u8| u8::from(a != 0 && b != 0),
+                    LogicKind::Or => |a: u8, b: u8| u8::from(a != 0 || b != 0),
+                    LogicKind::Xor => |a: u8, b: u8| u8::from((a != 0) != (b != 0)),
+                };
+                k::broadcast_binary(l, inb(0), shape(0), inb(1), shape(1), &mut writes[0], t, f)?;
+            }
+            Op::Compare { cmp } => {
+                let c = match cmp {
+                    CompareKind::Less => k::CompareOp::Less,
+                    CompareKind::LessOrEqual => k::CompareOp::LessOrEqual,
+                    CompareKind::Greater => k::CompareOp::Greater,
+                    CompareKind::GreaterOrEqual => k::CompareOp::GreaterOrEqual,
+                };
+                let out: &mut [u8] = &mut writes[0];
+                by_dtype!(dt(0), |view| k::compare(
+                    c,
+                    view(l, inb(0))?,
+                    shape(0),
+                    view(l, inb(1))?,
+                    shape(1),
+                    out,
+                    t,
+                )?)
+            }
+            Op::PRelu => k::broadcast_binary(
+                l,
+                f32s(l, inb(0))?,
+                shape(0),
+                f32s(l, inb(1))?,
+                shape(1),
+                f32s_mut(l, &mut writes[0])?,
+                t,
+                |x: f32, s: f32| if x < 0.0 { s * x } else { x },
+            )?,
+            Op::Max | Op::Min | Op::Mean => self.variadic(reads, writes, &out_shape)?,
+            Op::GlobalMaxPool => {
+                k::global_pool(
+                    true,
                     f32s(l, inb(0))?,
                     shape(0),
-                    axes,
                     f32s_mut(l, &mut writes[0])?,
                     t,
                 )?;
+            }
+            Op::LogSoftmax { axis, flatten_2d } => {
+                let (x, o) = (f32s(l, inb(0))?, f32s_mut(l, &mut writes[0])?);
+                if *flatten_2d {
+                    k::softmax_legacy(k::SoftmaxKind::LogSoftmax, x, shape(0), *axis, o, t)?;
+                } else {
+                    k::softmax(k::SoftmaxKind::LogSoftmax, x, shape(0), *axis, o, t)?;
+                }
+            }
+            Op::Tile { repeats } => by_dtype!(dt(0), |view, view_mut| k::tile(
+                view(l, inb(0))?,
+                shape(0),
+                repeats,
+                view_mut(l, &mut writes[0])?,
+                t,
+            )?),
+            Op::BlockShuffle {
+                to_space,
+                blocksize,
+                crd,
+            } => by_dtype!(dt(0), |view, view_mut| k::block_shuffle(
+                *to_space,
+                *crd,
+                *blocksize,
+                view(l, inb(0))?,
+                shape(0),
+                view_mut(l, &mut writes[0])?,
+                t,
+            )?),
+            Op::InstanceNormalization { epsilon } => k::instance_norm(
+                f32s(l, inb(0))?,
+                shape(0),
+                f32s(l, inb(1))?,
+                f32s(l, inb(2))?,
+                *epsilon,
+                f32s_mut(l, &mut writes[0])?,
+                t,
+            )?,
+            op if float_fn(op).is_some() => {
+                let f = float_fn(op).ok_or_else(|| DispatchError::Unsupported(l.into()))?;
+                if self.alias == Some(0) {
+                    k::map_inplace(f32s_mut(l, &mut writes[0])?, t, f);
+                } else {
+                    k::map(l, f32s(l, inb(0))?, f32s_mut(l, &mut writes[0])?, t, f)?;
+                }
             }
             Op::Softmax { axis, flatten_2d } => {
                 let (x, o) = (f32s(l, inb(0))?, f32s_mut(l, &mut writes[0])?);

@@ -1000,3 +1000,132 @@ fn every_supported_op_loads_as_a_runtime_node() {
         assert_eq!(out_shape(&g), shape, "{op}");
     }
 }
+
+#[test]
+fn conv_then_leaky_relu_runs_fused_and_matches_the_two_ops() {
+    // 1x1 conv, 2 -> 2 channels, then LeakyRelu(0.1): the activation fuses into the conv.
+    let w = [1.0f32, -2.0, 0.5, 1.0];
+    let m = Model::new(13)
+        .input("x", F32, &[1, 2, 2, 2])
+        .init(tensor_f32("w", &[2, 2, 1, 1], &w))
+        .init(tensor_f32("b", &[2], &[0.25, -0.5]))
+        .op("Conv", &["x", "w", "b"], &["c"], vec![])
+        .op("LeakyRelu", &["c"], &["y"], vec![attr_f("alpha", 0.1)])
+        // x stays alive past the conv, so y cannot be planned over it (that would forbid
+        // fusing: the fused kernel reads x while it writes y).
+        .op("Relu", &["x"], &["z"], vec![])
+        .output("y", F32, &[1, 2, 2, 2])
+        .output("z", F32, &[1, 2, 2, 2]);
+    let g = Arc::new(load(&m));
+    assert_eq!(g.operators()[1].op, Op::LeakyRelu { alpha: 0.1 });
+    let x = [-1.0f32, 2.0, 0.5, -3.0, 1.0, 1.5, -2.0, 0.25];
+    let got = run_f32(&g, &[(vec![1, 2, 2, 2], x.to_vec())]);
+    for p in 0..4 {
+        for co in 0..2 {
+            let c = w[co * 2] * x[p] + w[co * 2 + 1] * x[4 + p] + [0.25, -0.5][co];
+            let want = if c < 0.0 { 0.1 * c } else { c };
+            let g = got[co * 4 + p];
+            assert!(
+                (g - want).abs() <= 1e-6,
+                "channel {co} pos {p}: {g} vs {want}"
+            );
+        }
+    }
+    assert!(got.iter().any(|&v| v < 0.0) && got.iter().any(|&v| v > 0.0));
+    // One kernel runs: the profile lists the conv alone.
+    let device = Device::host();
+    let pool = DeviceMemoryPool::new(&device, 1 << 20);
+    let model = PreparedModel::prepare(Arc::clone(&g), &pool, &ExecOptions::default()).unwrap();
+    let stream = Stream::new(&device, StreamPriority::NORMAL).unwrap();
+    let input = HostTensor::from_f32(vec![1, 2, 2, 2], &x).unwrap();
+    let times = Executor::profile(&model, &[input], &stream, 2).unwrap();
+    let ops: Vec<&str> = times.iter().map(|t| t.op).collect();
+    assert_eq!(ops, ["Conv", "Relu"], "{times:?}");
+}
+
+#[test]
+fn upsample_loads_as_an_asymmetric_floor_resize() {
+    for opset in [7, 9] {
+        let m = if opset == 7 {
+            Model::new(7).input("x", F32, &[1, 1, 2, 2]).op(
+                "Upsample",
+                &["x"],
+                &["y"],
+                vec![attr_floats("scales", &[1.0, 1.0, 2.0, 3.0])],
+            )
+        } else {
+            Model::new(9)
+                .input("x", F32, &[1, 1, 2, 2])
+                .init(tensor_f32("s", &[4], &[1.0, 1.0, 2.0, 3.0]))
+                .op("Upsample", &["x", "s"], &["y"], vec![])
+        }
+        .output_any("y", F32);
+        let g = Arc::new(load(&m));
+        assert_eq!(out_shape(&g), vec![1, 1, 4, 6]);
+        match only_op(&g) {
+            Op::Resize {
+                mode,
+                coordinate_transform,
+                nearest_mode,
+                ..
+            } => {
+                assert_eq!(*mode, ResizeMode::Nearest);
+                assert_eq!(*coordinate_transform, CoordinateTransform::Asymmetric);
+                assert_eq!(*nearest_mode, NearestMode::Floor);
+            }
+            op => panic!("{op:?}"),
+        }
+        let got = run_f32(&g, &[(vec![1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0])]);
+        let row0 = [1.0, 1.0, 1.0, 2.0, 2.0, 2.0];
+        let row1 = [3.0, 3.0, 3.0, 4.0, 4.0, 4.0];
+        let want: Vec<f32> = [row0, row0, row1, row1].concat();
+        assert_eq!(got, want, "opset {opset}");
+    }
+}
+
+#[test]
+fn new_ops_validate_their_inputs_with_typed_errors() {
+    let bad = [
+        // PRelu slope that does not broadcast to x.
+        Model::new(13)
+            .input("x", F32, &[1, 3, 2, 2])
+            .input("s", F32, &[3])
+            .op("PRelu", &["x", "s"], &["y"], vec![])
+            .output_any("y", F32),
+        // Tile with repeats of the wrong rank.
+        Model::new(13)
+            .input("x", F32, &[2, 3])
+            .init(tensor_i64("r", &[1], &[2]))
+            .op("Tile", &["x", "r"], &["y"], vec![])
+            .output_any("y", F32),
+        // DepthToSpace whose channels the block does not divide.
+        Model::new(13)
+            .input("x", F32, &[1, 6, 2, 2])
+            .op("DepthToSpace", &["x"], &["y"], vec![attr_i("blocksize", 2)])
+            .output_any("y", F32),
+        // ArgMax over an axis out of range.
+        Model::new(13)
+            .input("x", F32, &[2, 3])
+            .op("ArgMax", &["x"], &["y"], vec![attr_i("axis", 2)])
+            .output_any("y", I64),
+        // Logical And on floats.
+        Model::new(13)
+            .input("a", F32, &[2])
+            .input("b", F32, &[2])
+            .op("And", &["a", "b"], &["y"], vec![])
+            .output_any("y", BOOL),
+    ];
+    for (i, m) in bad.iter().enumerate() {
+        let e = ExecutionGraph::from_bytes(&m.bytes(), "bad", &LoadOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("case {i} loaded"));
+        assert!(
+            matches!(
+                e,
+                aegis_exec::ExecError::InvalidNode { .. }
+                    | aegis_exec::ExecError::ShapeMismatch { .. }
+            ),
+            "case {i}: {e:?}"
+        );
+    }
+}

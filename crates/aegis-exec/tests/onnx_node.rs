@@ -34,59 +34,6 @@ use prost::Message;
 use tract_onnx::pb::{self, ModelProto, TensorProto};
 use tract_onnx::tract_hir::prelude::Framework;
 
-/// The ONNX operators AegisRT supports (default domain).
-const SUPPORTED_OPS: &[&str] = &[
-    "Add",
-    "AveragePool",
-    "BatchNormalization",
-    "Cast",
-    "Clip",
-    "Concat",
-    "Constant",
-    "ConstantOfShape",
-    "Conv",
-    "ConvTranspose",
-    "Div",
-    "Dropout",
-    "Equal",
-    "Erf",
-    "Expand",
-    "Flatten",
-    "Gather",
-    "Gelu",
-    "Gemm",
-    "GlobalAveragePool",
-    "HardSigmoid",
-    "HardSwish",
-    "Identity",
-    "LayerNormalization",
-    "LRN",
-    "MatMul",
-    "MaxPool",
-    "Mod",
-    "Mul",
-    "Pad",
-    "Pow",
-    "Range",
-    "ReduceMean",
-    "Relu",
-    "Reshape",
-    "Resize",
-    "Shape",
-    "Sigmoid",
-    "Slice",
-    "Softmax",
-    "Split",
-    "Sqrt",
-    "Squeeze",
-    "Sub",
-    "Sum",
-    "Tanh",
-    "Transpose",
-    "Unsqueeze",
-    "Where",
-];
-
 const RTOL: f64 = 1e-3;
 const ATOL: f64 = 1e-4;
 const PIN: &str = "onnx==1.17.0";
@@ -464,7 +411,11 @@ fn collect_cases(dir: &Path) -> (Vec<Case>, usize) {
     names.sort();
     let total = names.len();
     let onnx = tract_onnx::onnx();
-    let supported: BTreeSet<&str> = SUPPORTED_OPS.iter().copied().collect();
+    // The loader's own list, so a newly supported op's node tests are selected at once.
+    let supported: BTreeSet<&str> = aegis_exec::loader::supported_ops()
+        .iter()
+        .map(|&(op, _)| op)
+        .collect();
     let mut cases = Vec::new();
     for name in names {
         let case_dir = dir.join(&name);

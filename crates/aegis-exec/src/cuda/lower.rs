@@ -6,7 +6,9 @@ use aegis_cuda::{DeviceSlice, Dim3};
 
 use super::kernels::K;
 use crate::graph::{DType, ExecutionGraph, Op, OperatorNode, TensorId};
-use crate::loader::op::{CoordinateTransform, GeluApproximation, NearestMode, PadMode, ResizeMode};
+use crate::loader::op::{
+    CoordinateTransform, GeluApproximation, NearestMode, PadMode, ReduceKind, ResizeMode,
+};
 
 /// Threads per block of the elementwise and reduction kernels (the reduction kernels' tree
 /// size, `AEGIS_RED_THREADS`, must equal it).
@@ -545,7 +547,11 @@ pub(crate) fn lower(io: &NodeIo<'_>, alias: Option<usize>, p: &mut Params) -> R<
                 false,
             )])
         }
-        Op::ReduceMean { axes, .. } => {
+        Op::Reduce {
+            kind: ReduceKind::Mean,
+            axes,
+            ..
+        } => {
             need_inputs(io, 1)?;
             need_f32(io, 0)?;
             lower_reduce_mean(io, axes, p)

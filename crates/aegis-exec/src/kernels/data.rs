@@ -589,3 +589,101 @@ pub fn pad<T: Copy>(
     }
     Ok(())
 }
+
+/// ONNX Tile: `out` (shape `x_shape[a] * repeats[a]`) repeats `x` along every axis. Rows of
+/// the last axis are copied whole; work splits along output rows.
+///
+/// # Errors
+/// Wrong lengths or a `repeats` of another rank.
+pub fn tile<T: Copy + Send + Sync>(
+    x: &[T],
+    x_shape: &[usize],
+    repeats: &[usize],
+    out: &mut [T],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "Tile";
+    if repeats.len() != x_shape.len() {
+        return Err(invalid(
+            OP,
+            "repeats",
+            format!("{} repeats for rank {}", repeats.len(), x_shape.len()),
+        ));
+    }
+    check_len(OP, "input", x.len(), numel(OP, x_shape)?)?;
+    let out_shape: Vec<usize> = x_shape.iter().zip(repeats).map(|(d, r)| d * r).collect();
+    check_len(OP, "output", out.len(), numel(OP, &out_shape)?)?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    let rank = x_shape.len();
+    if rank == 0 {
+        out.copy_from_slice(x);
+        return Ok(());
+    }
+    let row_in = x_shape[rank - 1];
+    let row_out = out_shape[rank - 1];
+    par_chunks(out, row_out, threads, 16, |first_row, piece| {
+        for (r, dst) in piece.chunks_mut(row_out).enumerate() {
+            // The output row's index over the leading axes, mapped back into the input.
+            let mut o = first_row + r;
+            let mut src_row = 0;
+            let mut scale = 1;
+            for a in (0..rank - 1).rev() {
+                let idx = o % out_shape[a];
+                o /= out_shape[a];
+                src_row += (idx % x_shape[a]) * scale;
+                scale *= x_shape[a];
+            }
+            let src = &x[src_row * row_in..(src_row + 1) * row_in];
+            for chunk in dst.chunks_mut(row_in.max(1)) {
+                chunk.copy_from_slice(&src[..chunk.len()]);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// ONNX DepthToSpace (`to_space`, mode DCR or `crd`) and SpaceToDepth on `[N, C, H, W]`: a
+/// transpose of a 6-D view of the same data.
+///
+/// # Errors
+/// A rank other than 4, extents not divisible by the block, wrong lengths.
+pub fn block_shuffle<T: Copy + Send + Sync>(
+    to_space: bool,
+    crd: bool,
+    blocksize: usize,
+    x: &[T],
+    x_shape: &[usize],
+    out: &mut [T],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "DepthToSpace/SpaceToDepth";
+    let &[n, c, h, w] = x_shape else {
+        return Err(KernelError::ShapeMismatch {
+            op: OP,
+            a: x_shape.to_vec(),
+            b: vec![],
+        });
+    };
+    let b = blocksize;
+    let divisible = b > 0
+        && if to_space {
+            c % (b * b) == 0
+        } else {
+            h % b == 0 && w % b == 0
+        };
+    if !divisible {
+        return Err(invalid(
+            OP,
+            "blocksize",
+            format!("{b} does not divide {x_shape:?}"),
+        ));
+    }
+    let (view, perm): ([usize; 6], [usize; 6]) = match (to_space, crd) {
+        (true, false) => ([n, b, b, c / (b * b), h, w], [0, 3, 4, 1, 5, 2]),
+        (true, true) => ([n, c / (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3]),
+        (false, _) => ([n, c, h / b, b, w / b, b], [0, 3, 5, 1, 2, 4]),
+    };
+    transpose(x, &view, &perm, out, threads)
+}

@@ -80,6 +80,12 @@
 //!   `softmax_legacy(kind, x, x_shape, axis, out, threads)` (opset < 13: flatten at `axis`)
 //! - `reduce_output_shape(x_shape, axes, keepdims)`,
 //!   `reduce(ReduceOp::{Mean, Sum, Max, Min}, x, x_shape, axes, out, threads)`
+//! - `reduce_any<T: Reducible>(ReduceAny::{Sum, Mean, Max, Min, Prod, L1, L2, SumSquare, LogSum,
+//!   LogSumExp}, x, x_shape, axes, out, threads)` (f32, i32, i64, bool as u8; any axes),
+//!   `arg_reduce(max, select_last_index, x, x_shape, axis, out: &mut [i64], threads)`,
+//!   `instance_norm(x, x_shape, scale, bias, epsilon, out, threads)`
+//! - `map(op_name, x, out, threads, f)`, `map_inplace(data, threads, f)`: scalar maps for the
+//!   rarer one-input ops; `softplus`, `sign_f32`
 //!
 //! Data movement (generic over the element type):
 //! - `copy(x, out)`, `concat(inputs: &[(&[T], &[usize])], axis, out)`,
@@ -87,7 +93,9 @@
 //! - `slice_params(shape, starts: &[i64], ends: &[i64], axes: Option<&[i64]>,
 //!   steps: Option<&[i64]>) -> Vec<SliceAxis { start, step, len }>`,
 //!   `slice(x, x_shape, &params, out)`
-//! - `transpose(x, x_shape, perm, out, threads)`
+//! - `transpose(x, x_shape, perm, out, threads)`, `tile(x, x_shape, repeats, out, threads)`,
+//!   `block_shuffle(to_space, crd, blocksize, x, x_shape, out, threads)` (DepthToSpace /
+//!   SpaceToDepth)
 //! - `gather(data, data_shape, indices: &[i64 | i32], indices_shape, axis, out)`
 //! - `pad(x, x_shape, pads_begin: &[i64], pads_end: &[i64], PadMode::{Constant(v), Reflect,
 //!   Edge, Wrap}, out)`
@@ -107,10 +115,12 @@ mod conv;
 mod data;
 mod elementwise;
 mod error;
+mod map;
 mod matmul;
 mod norm;
 mod par;
 mod pool;
+mod reduce;
 mod resize;
 
 pub use broadcast::{
@@ -122,7 +132,8 @@ pub use conv::{
     SharedWeights,
 };
 pub use data::{
-    concat, copy, gather, pad, slice, slice_params, split, transpose, PadMode, SliceAxis,
+    block_shuffle, concat, copy, gather, pad, slice, slice_params, split, tile, transpose, PadMode,
+    SliceAxis,
 };
 pub use elementwise::{
     binary_f32, binary_f32_inplace, binary_i32, binary_i64, cast, compare, expand, unary_f32,
@@ -130,12 +141,14 @@ pub use elementwise::{
     GeluApprox, UnaryOp, VariadicOp,
 };
 pub use error::{KernelError, KernelResult};
+pub use map::{map, map_inplace, sign_f32, softplus};
 pub use matmul::{gemm, matmul, matmul_output_shape, GemmAttrs};
 pub use norm::{
     batch_norm, batch_norm_coefficients, channel_affine, channel_affine_act, layer_norm,
     layer_norm_stats, reduce, reduce_output_shape, softmax, softmax_legacy, ReduceOp, SoftmaxKind,
 };
 pub use pool::{global_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind};
+pub use reduce::{arg_reduce, instance_norm, reduce_any, ReduceAny, Reducible};
 #[cfg(feature = "cuda")]
 pub(crate) use resize::{nearest_index, original_coord};
 pub use resize::{

@@ -4,61 +4,125 @@
 use crate::error::ExecError;
 use crate::graph::{DType, Op, TensorData};
 use crate::loader::node::{Inferred, NodeCtx, Value};
-use crate::loader::op::{CoordinateTransform, GeluApproximation, NearestMode, PadMode, ResizeMode};
+use crate::loader::op::{
+    CompareKind, CoordinateTransform, GeluApproximation, LogicKind, MathFn, NearestMode, PadMode,
+    ReduceKind, ResizeMode,
+};
 use crate::loader::tensor::checked_numel;
 
 /// Supported default-domain operators and the opset that introduced each (7 = "before our
 /// range").
-const SUPPORTED: &[(&str, i64)] = &[
+pub(crate) const SUPPORTED: &[(&str, i64)] = &[
+    ("Abs", 7),
+    ("Acos", 7),
+    ("Acosh", 9),
     ("Add", 7),
+    ("And", 7),
+    ("ArgMax", 7),
+    ("ArgMin", 7),
+    ("Asin", 7),
+    ("Asinh", 9),
+    ("Atan", 7),
+    ("Atanh", 9),
     ("AveragePool", 7),
     ("BatchNormalization", 7),
     ("Cast", 7),
+    ("Ceil", 7),
+    ("Celu", 12),
     ("Clip", 7),
     ("Concat", 7),
     ("Constant", 7),
     ("ConstantOfShape", 9),
     ("Conv", 7),
     ("ConvTranspose", 7),
+    ("Cos", 7),
+    ("Cosh", 9),
+    ("DepthToSpace", 7),
     ("Div", 7),
     ("Dropout", 7),
+    ("Elu", 7),
     ("Equal", 7),
     ("Erf", 9),
+    ("Exp", 7),
     ("Expand", 8),
     ("Flatten", 7),
+    ("Floor", 7),
     ("Gather", 7),
     ("Gelu", 20),
     ("Gemm", 7),
     ("GlobalAveragePool", 7),
+    ("GlobalMaxPool", 7),
+    ("Greater", 7),
+    ("GreaterOrEqual", 12),
     ("HardSigmoid", 7),
     ("HardSwish", 14),
     ("Identity", 7),
-    ("LayerNormalization", 17),
+    ("InstanceNormalization", 7),
+    ("IsInf", 10),
+    ("IsNaN", 9),
     ("LRN", 7),
+    ("LayerNormalization", 17),
+    ("LeakyRelu", 7),
+    ("Less", 7),
+    ("LessOrEqual", 12),
+    ("Log", 7),
+    ("LogSoftmax", 7),
     ("MatMul", 7),
+    ("Max", 7),
     ("MaxPool", 7),
+    ("Mean", 7),
+    ("Min", 7),
+    ("Mish", 18),
     ("Mod", 10),
     ("Mul", 7),
+    ("Neg", 7),
+    ("Not", 7),
+    ("Or", 7),
+    ("PRelu", 7),
     ("Pad", 7),
     ("Pow", 7),
     ("Range", 11),
+    ("Reciprocal", 7),
+    ("ReduceL1", 7),
+    ("ReduceL2", 7),
+    ("ReduceLogSum", 7),
+    ("ReduceLogSumExp", 7),
+    ("ReduceMax", 7),
     ("ReduceMean", 7),
+    ("ReduceMin", 7),
+    ("ReduceProd", 7),
+    ("ReduceSum", 7),
+    ("ReduceSumSquare", 7),
     ("Relu", 7),
     ("Reshape", 7),
     ("Resize", 10),
+    ("Round", 11),
+    ("Selu", 7),
     ("Shape", 7),
+    ("Shrink", 9),
     ("Sigmoid", 7),
+    ("Sign", 9),
+    ("Sin", 7),
+    ("Sinh", 9),
     ("Slice", 7),
     ("Softmax", 7),
+    ("Softplus", 7),
+    ("Softsign", 7),
+    ("SpaceToDepth", 7),
     ("Split", 7),
     ("Sqrt", 7),
     ("Squeeze", 7),
     ("Sub", 7),
     ("Sum", 7),
+    ("Tan", 7),
     ("Tanh", 7),
+    ("ThresholdedRelu", 10),
+    ("Tile", 7),
     ("Transpose", 7),
     ("Unsqueeze", 7),
+    ("Upsample", 7),
     ("Where", 9),
+    ("Xor", 7),
 ];
 
 /// Whether `op_type` of the default domain is supported at `opset`.
@@ -221,22 +285,89 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         }
         "Pad" => pad(c),
         "Resize" => resize(c),
-        "ReduceMean" => reduce_mean(c),
-        "Softmax" => {
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
+        | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSum" | "ReduceLogSumExp" => reduce(c),
+        "ArgMax" | "ArgMin" => arg_reduce(c),
+        "Max" | "Min" | "Mean" => variadic(c),
+        "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" => compare(c),
+        "And" | "Or" | "Xor" => logic(c),
+        "Not" => {
+            c.arity(1, 1)?;
+            let x = c.typed_input(0, &[DType::Bool])?;
+            Ok(node(Op::Not, vec![0], DType::Bool, x.shape.clone()))
+        }
+        "PRelu" => prelu(c),
+        "LeakyRelu" => {
+            let alpha = c.attr_float_or("alpha", 0.01)?;
+            unary_op(c, Op::LeakyRelu { alpha })
+        }
+        "Elu" => {
+            let alpha = c.attr_float_or("alpha", 1.0)?;
+            unary_op(c, Op::Elu { alpha })
+        }
+        "Selu" => {
+            let alpha = c.attr_float_or("alpha", 1.673_263_2)?;
+            let gamma = c.attr_float_or("gamma", 1.050_701)?;
+            unary_op(c, Op::Selu { alpha, gamma })
+        }
+        "Celu" => {
+            let alpha = c.attr_float_or("alpha", 1.0)?;
+            if alpha == 0.0 {
+                return Err(c.invalid("alpha must be non-zero"));
+            }
+            unary_op(c, Op::Celu { alpha })
+        }
+        "ThresholdedRelu" => {
+            let alpha = c.attr_float_or("alpha", 1.0)?;
+            unary_op(c, Op::ThresholdedRelu { alpha })
+        }
+        "Shrink" => {
+            let bias = c.attr_float_or("bias", 0.0)?;
+            let lambd = c.attr_float_or("lambd", 0.5)?;
+            unary_op(c, Op::Shrink { bias, lambd })
+        }
+        "IsInf" => {
+            c.arity(1, 1)?;
+            let x = c.f32_input(0)?;
+            let op = Op::IsInf {
+                detect_negative: c.attr_bool_or("detect_negative", true)?,
+                detect_positive: c.attr_bool_or("detect_positive", true)?,
+            };
+            Ok(node(op, vec![0], DType::Bool, x.shape.clone()))
+        }
+        "GlobalMaxPool" => {
+            c.arity(1, 1)?;
+            let x = c.f32_input(0)?;
+            if x.rank() < 3 {
+                return Err(c.mismatch(format!("input rank {} < 3", x.rank())));
+            }
+            let mut shape = x.shape.clone();
+            shape[2..].iter_mut().for_each(|d| *d = 1);
+            Ok(node(Op::GlobalMaxPool, vec![0], DType::F32, shape))
+        }
+        "Tile" => tile(c),
+        "DepthToSpace" | "SpaceToDepth" => block_shuffle(c),
+        "InstanceNormalization" => instance_norm(c),
+        "Upsample" => upsample(c),
+        name if MathFn::ALL.iter().any(|f| f.onnx_name() == name) => math(c),
+        "Softmax" | "LogSoftmax" => {
             c.arity(1, 1)?;
             let x = c.f32_input(0)?;
             let legacy = c.opset < 13;
             let axis = c.attr_int_or("axis", if legacy { 1 } else { -1 })?;
             let axis = c.axis(axis, x.rank())?;
-            Ok(node(
+            let op = if c.op_type == "Softmax" {
                 Op::Softmax {
                     axis,
                     flatten_2d: legacy,
-                },
-                vec![0],
-                DType::F32,
-                x.shape.clone(),
-            ))
+                }
+            } else {
+                Op::LogSoftmax {
+                    axis,
+                    flatten_2d: legacy,
+                }
+            };
+            Ok(node(op, vec![0], DType::F32, x.shape.clone()))
         }
         "LayerNormalization" => layer_norm(c),
         "Range" => range(c),
@@ -1508,15 +1639,36 @@ fn resize(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     ))
 }
 
-fn reduce_mean(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
-    c.arity(1, if c.opset >= 18 { 2 } else { 1 })?;
-    let x = c.f32_input(0)?;
+fn reduce(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    let kind = match c.op_type {
+        "ReduceMean" => ReduceKind::Mean,
+        "ReduceSum" => ReduceKind::Sum,
+        "ReduceMax" => ReduceKind::Max,
+        "ReduceMin" => ReduceKind::Min,
+        "ReduceProd" => ReduceKind::Prod,
+        "ReduceL1" => ReduceKind::L1,
+        "ReduceL2" => ReduceKind::L2,
+        "ReduceSumSquare" => ReduceKind::SumSquare,
+        "ReduceLogSum" => ReduceKind::LogSum,
+        _ => ReduceKind::LogSumExp,
+    };
+    // Axes moved from an attribute to an input in opset 13 for ReduceSum, 18 for the rest.
+    let input_from = if kind == ReduceKind::Sum { 13 } else { 18 };
+    c.arity(1, if c.opset >= input_from { 2 } else { 1 })?;
+    let x = match kind {
+        ReduceKind::Max | ReduceKind::Min => {
+            c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?
+        }
+        ReduceKind::Sum | ReduceKind::Prod => {
+            c.typed_input(0, &[DType::F32, DType::I32, DType::I64])?
+        }
+        _ => c.f32_input(0)?,
+    };
     let keepdims = c.attr_bool_or("keepdims", true)?;
-    let axes = axes_arg(c, 18)?;
-    let axes = match axes {
+    let axes = match axes_arg(c, input_from)? {
         Some(a) if !a.is_empty() => c.axes(&a, x.rank())?,
         _ => {
-            if c.opset >= 18 && c.attr_bool_or("noop_with_empty_axes", false)? {
+            if c.opset >= input_from && c.attr_bool_or("noop_with_empty_axes", false)? {
                 Vec::new()
             } else {
                 (0..x.rank()).collect()
@@ -1534,7 +1686,258 @@ fn reduce_mean(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         }
     }
     Ok(node(
-        Op::ReduceMean { axes, keepdims },
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims,
+        },
+        vec![0],
+        x.dtype,
+        shape,
+    ))
+}
+
+fn arg_reduce(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64])?;
+    let axis = c.axis(c.attr_int_or("axis", 0)?, x.rank())?;
+    if x.shape[axis] == 0 {
+        return Err(c.mismatch(format!("axis {axis} is empty")));
+    }
+    let keepdims = c.attr_bool_or("keepdims", true)?;
+    let select_last_index = c.opset >= 12 && c.attr_bool_or("select_last_index", false)?;
+    let mut shape = x.shape.clone();
+    if keepdims {
+        shape[axis] = 1;
+    } else {
+        shape.remove(axis);
+    }
+    let op = Op::ArgReduce {
+        max: c.op_type == "ArgMax",
+        axis,
+        keepdims,
+        select_last_index,
+    };
+    Ok(node(op, vec![0], DType::I64, shape))
+}
+
+/// Max, Min, Mean: one or more inputs of one type, broadcasting together.
+fn variadic(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    if c.num_inputs() == 0 {
+        return Err(c.invalid("needs at least one input"));
+    }
+    let types: &[DType] = if c.op_type == "Mean" {
+        &[DType::F32]
+    } else {
+        &[DType::F32, DType::I32, DType::I64]
+    };
+    let first = c.typed_input(0, types)?;
+    let mut shape = first.shape.clone();
+    for i in 1..c.num_inputs() {
+        let v = c.input(i)?;
+        same_dtype(c, first, v)?;
+        shape = broadcast(&shape, &v.shape).ok_or_else(|| {
+            c.mismatch(format!(
+                "shapes {shape:?} and {:?} do not broadcast",
+                v.shape
+            ))
+        })?;
+    }
+    let op = match c.op_type {
+        "Max" => Op::Max,
+        "Min" => Op::Min,
+        _ => Op::Mean,
+    };
+    Ok(node(op, (0..c.num_inputs()).collect(), first.dtype, shape))
+}
+
+fn compare(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let numeric = [DType::F32, DType::I32, DType::I64];
+    let a = c.typed_input(0, &numeric)?;
+    let b = c.typed_input(1, &numeric)?;
+    same_dtype(c, a, b)?;
+    let shape = bcast(c, a, b)?;
+    let cmp = match c.op_type {
+        "Less" => CompareKind::Less,
+        "LessOrEqual" => CompareKind::LessOrEqual,
+        "Greater" => CompareKind::Greater,
+        _ => CompareKind::GreaterOrEqual,
+    };
+    Ok(node(Op::Compare { cmp }, vec![0, 1], DType::Bool, shape))
+}
+
+fn logic(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let a = c.typed_input(0, &[DType::Bool])?;
+    let b = c.typed_input(1, &[DType::Bool])?;
+    let shape = bcast(c, a, b)?;
+    let op = match c.op_type {
+        "And" => LogicKind::And,
+        "Or" => LogicKind::Or,
+        _ => LogicKind::Xor,
+    };
+    Ok(node(Op::Logic { op }, vec![0, 1], DType::Bool, shape))
+}
+
+fn prelu(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let x = c.f32_input(0)?;
+    let slope = c.f32_input(1)?;
+    // The slope broadcasts to x unidirectionally (numpy rules, x's shape unchanged).
+    if broadcast(&slope.shape, &x.shape).as_deref() == Some(&x.shape[..]) {
+        return Ok(node(Op::PRelu, vec![0, 1], DType::F32, x.shape.clone()));
+    }
+    Err(c.mismatch(format!(
+        "slope {:?} does not broadcast to x {:?}",
+        slope.shape, x.shape
+    )))
+}
+
+fn math(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let f = MathFn::ALL
+        .iter()
+        .copied()
+        .find(|f| f.onnx_name() == c.op_type)
+        .ok_or_else(|| c.invalid("unknown function"))?;
+    let x = if f.takes_ints() {
+        c.typed_input(0, &[DType::F32, DType::I32, DType::I64])?
+    } else {
+        c.f32_input(0)?
+    };
+    let out = if f.to_bool() { DType::Bool } else { x.dtype };
+    Ok(node(Op::Math { f }, vec![0], out, x.shape.clone()))
+}
+
+fn tile(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let x = c.input(0)?;
+    let repeats = c
+        .const_ints(1)?
+        .ok_or_else(|| c.invalid("repeats must be a constant"))?;
+    if repeats.len() != x.rank() {
+        return Err(c.mismatch(format!(
+            "{} repeats for an input of rank {}",
+            repeats.len(),
+            x.rank()
+        )));
+    }
+    let repeats = c.non_negative("repeats", &repeats)?;
+    let shape = x
+        .shape
+        .iter()
+        .zip(&repeats)
+        .map(|(&d, &r)| d.checked_mul(r))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| c.overflow("tiled shape"))?;
+    checked_numel(&shape).ok_or_else(|| c.overflow("tiled shape"))?;
+    Ok(node(Op::Tile { repeats }, vec![0], x.dtype, shape))
+}
+
+fn block_shuffle(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let x = c.input(0)?;
+    if x.rank() != 4 {
+        return Err(c.mismatch(format!("input rank {} is not 4", x.rank())));
+    }
+    let b = c
+        .attr_int("blocksize")?
+        .ok_or_else(|| c.invalid("attribute 'blocksize' is required"))?;
+    let b = c.positive("blocksize", &[b])?[0];
+    let [n, ch, h, w] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let to_space = c.op_type == "DepthToSpace";
+    let crd = to_space
+        && match c.attr_string_or("mode", "DCR")?.as_str() {
+            "DCR" => false,
+            "CRD" => true,
+            other => return Err(c.invalid(format!("unknown mode '{other}'"))),
+        };
+    let bb = b.checked_mul(b).ok_or_else(|| c.overflow("blocksize"))?;
+    let shape = if to_space {
+        if ch % bb != 0 {
+            return Err(c.mismatch(format!("channels {ch} not divisible by blocksize² {bb}")));
+        }
+        vec![n, ch / bb, h * b, w * b]
+    } else {
+        if h % b != 0 || w % b != 0 {
+            return Err(c.mismatch(format!("spatial {h}x{w} not divisible by blocksize {b}")));
+        }
+        vec![n, ch * bb, h / b, w / b]
+    };
+    let op = Op::BlockShuffle {
+        to_space,
+        blocksize: b,
+        crd,
+    };
+    Ok(node(op, vec![0], x.dtype, shape))
+}
+
+fn instance_norm(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(3, 3)?;
+    let x = c.f32_input(0)?;
+    if x.rank() < 3 {
+        return Err(c.mismatch(format!("input rank {} < 3", x.rank())));
+    }
+    let ch = x.shape[1];
+    for (i, what) in [(1, "scale"), (2, "B")] {
+        let v = c.f32_input(i)?;
+        if v.shape != [ch] {
+            return Err(c.mismatch(format!("{what} {:?} is not [{ch}]", v.shape)));
+        }
+    }
+    let epsilon = c.attr_float_or("epsilon", 1e-5)?;
+    Ok(node(
+        Op::InstanceNormalization { epsilon },
+        vec![0, 1, 2],
+        DType::F32,
+        x.shape.clone(),
+    ))
+}
+
+/// Upsample (deprecated in opset 10) is Resize with `asymmetric` coordinates and `floor`
+/// rounding for nearest.
+fn upsample(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    let x = c.f32_input(0)?;
+    let scales = if c.opset >= 9 {
+        c.arity(2, 2)?;
+        c.const_floats(1)?
+            .ok_or_else(|| c.invalid("scales must be a constant"))?
+    } else {
+        c.arity(1, 1)?;
+        c.attr_floats("scales")?
+            .ok_or_else(|| c.invalid("attribute 'scales' is required"))?
+    };
+    if scales.len() != x.rank() || scales.iter().any(|&s| !(s >= 1.0 && s.is_finite())) {
+        return Err(c.invalid(format!(
+            "scales {scales:?} must be one finite value >= 1 per axis of rank {}",
+            x.rank()
+        )));
+    }
+    let mode = match c.attr_string_or("mode", "nearest")?.as_str() {
+        "nearest" => ResizeMode::Nearest,
+        "linear" | "bilinear" => ResizeMode::Linear,
+        other => return Err(c.invalid(format!("unsupported mode '{other}'"))),
+    };
+    let shape = x
+        .shape
+        .iter()
+        .zip(&scales)
+        .map(|(&d, &s)| (d as f64 * f64::from(s)).floor() as usize)
+        .collect::<Vec<_>>();
+    checked_numel(&shape).ok_or_else(|| c.overflow("upsampled shape"))?;
+    Ok(node(
+        Op::Resize {
+            mode,
+            coordinate_transform: CoordinateTransform::Asymmetric,
+            nearest_mode: NearestMode::Floor,
+            scales,
+            exclude_outside: false,
+            cubic_coeff_a: -0.75,
+            antialias: false,
+            roi: Vec::new(),
+            extrapolation_value: 0.0,
+        },
         vec![0],
         DType::F32,
         shape,

@@ -82,6 +82,12 @@ fn bad_override(reason: String) -> ExecError {
     }
 }
 
+/// The default-domain ONNX operators the loader accepts, each with the first opset it is
+/// accepted at (7 = every opset in range), sorted by name.
+pub fn supported_ops() -> &'static [(&'static str, i64)] {
+    infer::SUPPORTED
+}
+
 /// Parses one override `name=d0,d1,...` (e.g. `x=1,3,640,640`; a scalar is `name=`). The
 /// name is everything before the last `=`, so names may contain `=`, `:` or `/`.
 pub fn parse_input_shape(text: &str) -> Result<(String, Vec<usize>), ExecError> {

@@ -15,6 +15,219 @@
 
 use crate::graph::DType;
 
+/// The reduction of an `Op::Reduce` (ONNX `Reduce*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceKind {
+    /// `ReduceMean`.
+    Mean,
+    /// `ReduceSum`.
+    Sum,
+    /// `ReduceMax`.
+    Max,
+    /// `ReduceMin`.
+    Min,
+    /// `ReduceProd`.
+    Prod,
+    /// `ReduceL1`: sum of absolute values.
+    L1,
+    /// `ReduceL2`: square root of the sum of squares.
+    L2,
+    /// `ReduceSumSquare`.
+    SumSquare,
+    /// `ReduceLogSum`: natural log of the sum.
+    LogSum,
+    /// `ReduceLogSumExp`: `log(sum(exp(x)))`, computed with the maximum subtracted.
+    LogSumExp,
+}
+
+impl ReduceKind {
+    /// The ONNX operator name.
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            Self::Mean => "ReduceMean",
+            Self::Sum => "ReduceSum",
+            Self::Max => "ReduceMax",
+            Self::Min => "ReduceMin",
+            Self::Prod => "ReduceProd",
+            Self::L1 => "ReduceL1",
+            Self::L2 => "ReduceL2",
+            Self::SumSquare => "ReduceSumSquare",
+            Self::LogSum => "ReduceLogSum",
+            Self::LogSumExp => "ReduceLogSumExp",
+        }
+    }
+}
+
+/// Attribute-free one-input elementwise functions (`Op::Math`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MathFn {
+    /// `-x` (f32, i32, i64).
+    Neg,
+    /// `|x|` (f32, i32, i64).
+    Abs,
+    /// `-1`, `0` or `1` by the sign of `x`; NaN stays NaN (f32, i32, i64).
+    Sign,
+    /// `exp(x)`.
+    Exp,
+    /// Natural log.
+    Log,
+    /// `1 / x`.
+    Reciprocal,
+    /// Round down.
+    Floor,
+    /// Round up.
+    Ceil,
+    /// Round half to even.
+    Round,
+    /// `sin(x)`.
+    Sin,
+    /// `cos(x)`.
+    Cos,
+    /// `tan(x)`.
+    Tan,
+    /// `asin(x)`.
+    Asin,
+    /// `acos(x)`.
+    Acos,
+    /// `atan(x)`.
+    Atan,
+    /// `sinh(x)`.
+    Sinh,
+    /// `cosh(x)`.
+    Cosh,
+    /// `asinh(x)`.
+    Asinh,
+    /// `acosh(x)`.
+    Acosh,
+    /// `atanh(x)`.
+    Atanh,
+    /// `log(1 + exp(x))`.
+    Softplus,
+    /// `x / (1 + |x|)`.
+    Softsign,
+    /// `x tanh(softplus(x))` (opset 18+).
+    Mish,
+    /// NaN test → bool.
+    IsNaN,
+}
+
+impl MathFn {
+    /// The ONNX operator name.
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            Self::Neg => "Neg",
+            Self::Abs => "Abs",
+            Self::Sign => "Sign",
+            Self::Exp => "Exp",
+            Self::Log => "Log",
+            Self::Reciprocal => "Reciprocal",
+            Self::Floor => "Floor",
+            Self::Ceil => "Ceil",
+            Self::Round => "Round",
+            Self::Sin => "Sin",
+            Self::Cos => "Cos",
+            Self::Tan => "Tan",
+            Self::Asin => "Asin",
+            Self::Acos => "Acos",
+            Self::Atan => "Atan",
+            Self::Sinh => "Sinh",
+            Self::Cosh => "Cosh",
+            Self::Asinh => "Asinh",
+            Self::Acosh => "Acosh",
+            Self::Atanh => "Atanh",
+            Self::Softplus => "Softplus",
+            Self::Softsign => "Softsign",
+            Self::Mish => "Mish",
+            Self::IsNaN => "IsNaN",
+        }
+    }
+
+    /// Every function, for parsing by name.
+    pub const ALL: [MathFn; 24] = [
+        Self::Neg,
+        Self::Abs,
+        Self::Sign,
+        Self::Exp,
+        Self::Log,
+        Self::Reciprocal,
+        Self::Floor,
+        Self::Ceil,
+        Self::Round,
+        Self::Sin,
+        Self::Cos,
+        Self::Tan,
+        Self::Asin,
+        Self::Acos,
+        Self::Atan,
+        Self::Sinh,
+        Self::Cosh,
+        Self::Asinh,
+        Self::Acosh,
+        Self::Atanh,
+        Self::Softplus,
+        Self::Softsign,
+        Self::Mish,
+        Self::IsNaN,
+    ];
+
+    /// Whether the function also takes integer inputs (same output type).
+    pub fn takes_ints(self) -> bool {
+        matches!(self, Self::Neg | Self::Abs | Self::Sign)
+    }
+
+    /// Whether the output is bool rather than the input's type.
+    pub fn to_bool(self) -> bool {
+        matches!(self, Self::IsNaN)
+    }
+}
+
+/// Elementwise comparisons (`Op::Compare`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompareKind {
+    /// `a < b`.
+    Less,
+    /// `a <= b` (opset 12+).
+    LessOrEqual,
+    /// `a > b`.
+    Greater,
+    /// `a >= b` (opset 12+).
+    GreaterOrEqual,
+}
+
+impl CompareKind {
+    /// The ONNX operator name.
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            Self::Less => "Less",
+            Self::LessOrEqual => "LessOrEqual",
+            Self::Greater => "Greater",
+            Self::GreaterOrEqual => "GreaterOrEqual",
+        }
+    }
+}
+
+/// Elementwise logical operations on bools (`Op::Logic`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogicKind {
+    /// `a && b`.
+    And,
+    /// `a || b`.
+    Or,
+    /// `a != b`.
+    Xor,
+}
+
+impl LogicKind {
+    /// The ONNX operator name.
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            Self::And => "And",
+            Self::Or => "Or",
+            Self::Xor => "Xor",
+        }
+    }
+}
+
 /// Which tanh-based approximation `Gelu` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GeluApproximation {
@@ -337,12 +550,28 @@ pub enum Op {
         /// `TfCropAndResize` only: value of outputs that map outside the input.
         extrapolation_value: f32,
     },
-    /// Mean over `axes` (empty = identity copy). Inputs: `x`.
-    ReduceMean {
+    /// A reduction over `axes` (empty = identity copy). Inputs: `x` (f32; Sum, Max, Min and
+    /// Prod also i32/i64).
+    Reduce {
+        /// Which reduction.
+        kind: ReduceKind,
         /// Reduced axes, sorted.
         axes: Vec<usize>,
         /// Whether reduced axes stay as size 1.
         keepdims: bool,
+    },
+    /// Index of the largest (`max`) or smallest element along `axis`, as int64; ties give the
+    /// first index, or the last with `select_last_index`; a NaN counts as the extreme.
+    /// Inputs: `x` (f32, i32, i64).
+    ArgReduce {
+        /// ArgMax (true) or ArgMin.
+        max: bool,
+        /// Reduced axis.
+        axis: usize,
+        /// Whether the axis stays as size 1.
+        keepdims: bool,
+        /// Ties resolve to the last index.
+        select_last_index: bool,
     },
     /// Softmax. `flatten_2d == true` (opset < 13): the input is viewed as
     /// `[prod(shape[..axis]), prod(shape[axis..])]` and softmax runs over the second dimension;
@@ -359,6 +588,103 @@ pub enum Op {
     LayerNormalization {
         /// First normalized axis.
         axis: usize,
+        /// Added to the variance.
+        epsilon: f32,
+    },
+    /// A one-input elementwise function with no attribute. Inputs: `x` (see [`MathFn`] for
+    /// the element types each accepts).
+    Math {
+        /// Which function.
+        f: MathFn,
+    },
+    /// `x < 0 ? alpha x : x`. Inputs: `x`.
+    LeakyRelu {
+        /// Negative slope (ONNX default 0.01).
+        alpha: f32,
+    },
+    /// `x < 0 ? alpha (exp(x) - 1) : x`. Inputs: `x`.
+    Elu {
+        /// Scale of the negative part (default 1).
+        alpha: f32,
+    },
+    /// `gamma (x <= 0 ? alpha (exp(x) - 1) : x)`. Inputs: `x`.
+    Selu {
+        /// Default 1.67326319217681884765625.
+        alpha: f32,
+        /// Default 1.05070102214813232421875.
+        gamma: f32,
+    },
+    /// `max(0, x) + min(0, alpha (exp(x / alpha) - 1))` (opset 12+). Inputs: `x`.
+    Celu {
+        /// Default 1.
+        alpha: f32,
+    },
+    /// `x > alpha ? x : 0` (opset 10+). Inputs: `x`.
+    ThresholdedRelu {
+        /// Default 1.
+        alpha: f32,
+    },
+    /// `x < -lambd ? x + bias : x > lambd ? x - bias : 0` (opset 9+). Inputs: `x`.
+    Shrink {
+        /// Default 0.
+        bias: f32,
+        /// Default 0.5.
+        lambd: f32,
+    },
+    /// Infinity test → bool (opset 10+). Inputs: `x`.
+    IsInf {
+        /// Report -infinity (default true).
+        detect_negative: bool,
+        /// Report +infinity (default true).
+        detect_positive: bool,
+    },
+    /// `x < 0 ? slope x : x`, `slope` broadcasting to `x` (unidirectional). Inputs: `x, slope`.
+    PRelu,
+    /// Elementwise maximum of all inputs, broadcasting; NaN propagates. Inputs: one or more.
+    Max,
+    /// Elementwise minimum of all inputs, broadcasting; NaN propagates. Inputs: one or more.
+    Min,
+    /// Elementwise mean of all inputs, broadcasting (f32). Inputs: one or more.
+    Mean,
+    /// An elementwise comparison → bool, broadcasting. Inputs: `a, b` of one type.
+    Compare {
+        /// Which comparison.
+        cmp: CompareKind,
+    },
+    /// An elementwise logical operation on bools, broadcasting. Inputs: `a, b`.
+    Logic {
+        /// Which operation.
+        op: LogicKind,
+    },
+    /// Logical negation of a bool tensor. Inputs: `x`.
+    Not,
+    /// Mean over all spatial axes replaced by the maximum. Inputs: `x [N, C, spatial...]`.
+    GlobalMaxPool,
+    /// `log(softmax(x))`, computed stably; axis handling as [`Op::Softmax`]. Inputs: `x`.
+    LogSoftmax {
+        /// Axis.
+        axis: usize,
+        /// Opset < 13 coercion to 2-D.
+        flatten_2d: bool,
+    },
+    /// Repeats `x` `repeats[a]` times along every axis `a`. Inputs: `x`.
+    Tile {
+        /// Repetitions per axis (resolved from the constant `repeats` input).
+        repeats: Vec<usize>,
+    },
+    /// Moves `blocksize x blocksize` blocks of channels into space (`DepthToSpace`) or space
+    /// into channels (`SpaceToDepth`). Inputs: `x [N, C, H, W]`.
+    BlockShuffle {
+        /// `DepthToSpace` (true) or `SpaceToDepth`.
+        to_space: bool,
+        /// Block edge.
+        blocksize: usize,
+        /// `DepthToSpace` mode `CRD` (column-row-depth) instead of the default `DCR`.
+        crd: bool,
+    },
+    /// Per-instance, per-channel normalisation over the spatial axes:
+    /// `scale[c] (x - mean) / sqrt(var + epsilon) + bias[c]`. Inputs: `x, scale, bias`.
+    InstanceNormalization {
         /// Added to the variance.
         epsilon: f32,
     },
@@ -408,7 +734,32 @@ impl Op {
             Op::Expand { .. } => "Expand",
             Op::Pad { .. } => "Pad",
             Op::Resize { .. } => "Resize",
-            Op::ReduceMean { .. } => "ReduceMean",
+            Op::Reduce { kind, .. } => kind.onnx_name(),
+            Op::ArgReduce { max: true, .. } => "ArgMax",
+            Op::ArgReduce { max: false, .. } => "ArgMin",
+            Op::Math { f } => f.onnx_name(),
+            Op::LeakyRelu { .. } => "LeakyRelu",
+            Op::Elu { .. } => "Elu",
+            Op::Selu { .. } => "Selu",
+            Op::Celu { .. } => "Celu",
+            Op::ThresholdedRelu { .. } => "ThresholdedRelu",
+            Op::Shrink { .. } => "Shrink",
+            Op::IsInf { .. } => "IsInf",
+            Op::PRelu => "PRelu",
+            Op::Max => "Max",
+            Op::Min => "Min",
+            Op::Mean => "Mean",
+            Op::Compare { cmp } => cmp.onnx_name(),
+            Op::Logic { op } => op.onnx_name(),
+            Op::Not => "Not",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::LogSoftmax { .. } => "LogSoftmax",
+            Op::Tile { .. } => "Tile",
+            Op::BlockShuffle { to_space: true, .. } => "DepthToSpace",
+            Op::BlockShuffle {
+                to_space: false, ..
+            } => "SpaceToDepth",
+            Op::InstanceNormalization { .. } => "InstanceNormalization",
             Op::Softmax { .. } => "Softmax",
             Op::LayerNormalization { .. } => "LayerNormalization",
         }
@@ -435,7 +786,14 @@ impl Op {
                 | Op::HardSigmoid { .. }
                 | Op::HardSwish
                 | Op::Clip { .. }
-        )
+                | Op::LeakyRelu { .. }
+                | Op::Elu { .. }
+                | Op::Selu { .. }
+                | Op::Celu { .. }
+                | Op::ThresholdedRelu { .. }
+                | Op::Shrink { .. }
+                | Op::Not
+        ) || matches!(self, Op::Math { f } if !f.to_bool())
     }
 
     /// Ops that only reinterpret the shape (the output bytes equal the input bytes).

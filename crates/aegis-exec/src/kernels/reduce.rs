@@ -1,0 +1,579 @@
+//! Reductions beyond `norm`'s vectorised Mean/Sum/Max/Min over f32: the ONNX `Reduce*` family
+//! over any element type and any axes (Prod, L1, L2, SumSquare, LogSum, LogSumExp, and the
+//! integer forms), ArgMax/ArgMin, and instance normalisation (per-plane statistics).
+//!
+//! Each output element is reduced by one scalar loop in index order, so results do not depend
+//! on the thread count (work is split along output elements only).
+
+use super::error::{check_len, invalid, numel, KernelError, KernelResult};
+use super::par::par_chunks;
+
+/// Output elements below which a reduction stays on one thread.
+const PAR_MIN_OUT: usize = 64;
+
+/// The reduced part of an input: for every output element, the offsets of the elements it
+/// reduces are `base + sum(i_k * stride_k)` over `dims`.
+struct Walk {
+    /// Extents and strides of the reduced axes.
+    dims: Vec<(usize, usize)>,
+    /// Extents and strides of the kept axes, in order (the output's row-major layout).
+    kept: Vec<(usize, usize)>,
+    count: usize,
+}
+
+impl Walk {
+    fn new(op: &'static str, shape: &[usize], axes: &[usize]) -> KernelResult<Self> {
+        let mut strides = vec![1usize; shape.len()];
+        for a in (0..shape.len().saturating_sub(1)).rev() {
+            strides[a] = strides[a + 1] * shape[a + 1];
+        }
+        if let Some(&a) = axes.iter().find(|&&a| a >= shape.len()) {
+            return Err(invalid(
+                op,
+                "axes",
+                format!("axis {a} out of range for {shape:?}"),
+            ));
+        }
+        let mut dims = Vec::new();
+        let mut kept = Vec::new();
+        for (a, (&d, &s)) in shape.iter().zip(&strides).enumerate() {
+            if axes.contains(&a) {
+                dims.push((d, s));
+            } else {
+                kept.push((d, s));
+            }
+        }
+        let count = dims.iter().map(|d| d.0).product();
+        Ok(Self { dims, kept, count })
+    }
+
+    /// Input offset of output element `o`'s first reduced element.
+    fn base(&self, mut o: usize) -> usize {
+        let mut off = 0;
+        for &(d, s) in self.kept.iter().rev() {
+            off += (o % d) * s;
+            o /= d;
+        }
+        off
+    }
+
+    /// Calls `f` with every reduced offset of the element at `base`, in row-major order.
+    fn each(&self, base: usize, mut f: impl FnMut(usize)) {
+        if self.count == 0 {
+            return;
+        }
+        let mut idx = vec![0usize; self.dims.len()];
+        let mut off = base;
+        loop {
+            f(off);
+            // Odometer over the reduced axes, last fastest.
+            let mut k = self.dims.len();
+            loop {
+                if k == 0 {
+                    return;
+                }
+                k -= 1;
+                let (d, s) = self.dims[k];
+                idx[k] += 1;
+                off += s;
+                if idx[k] < d {
+                    break;
+                }
+                off -= d * s;
+                idx[k] = 0;
+            }
+        }
+    }
+}
+
+/// The reductions [`reduce_any`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceAny {
+    /// Sum.
+    Sum,
+    /// Mean (floats only).
+    Mean,
+    /// Maximum (a NaN wins for floats).
+    Max,
+    /// Minimum (a NaN wins for floats).
+    Min,
+    /// Product.
+    Prod,
+    /// Sum of absolute values.
+    L1,
+    /// Square root of the sum of squares (floats only).
+    L2,
+    /// Sum of squares.
+    SumSquare,
+    /// Natural log of the sum (floats only).
+    LogSum,
+    /// `log(sum(exp(x)))`, with the maximum subtracted first (floats only).
+    LogSumExp,
+}
+
+/// An element type [`reduce_any`] accepts.
+pub trait Reducible: Copy + Send + Sync + PartialOrd + 'static {
+    /// Additive identity.
+    const ZERO: Self;
+    /// Multiplicative identity.
+    const ONE: Self;
+    /// Whether the type is a float (L2, LogSum, LogSumExp and Mean need one).
+    const FLOAT: bool;
+    /// The identity of Max: -inf, or the type's minimum.
+    const LOWEST: Self;
+    /// The identity of Min: +inf, or the type's maximum.
+    const HIGHEST: Self;
+    /// `a + b` (wrapping for integers, as numpy).
+    fn add(a: Self, b: Self) -> Self;
+    /// `a * b` (wrapping for integers).
+    fn mul(a: Self, b: Self) -> Self;
+    /// `|a|`.
+    fn abs(a: Self) -> Self;
+    /// NaN test (false for integers).
+    fn is_nan(a: Self) -> bool;
+    /// Widening to f64 for the float-only reductions.
+    fn to_f64(a: Self) -> f64;
+    /// Narrowing back.
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Reducible for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const FLOAT: bool = true;
+    const LOWEST: Self = f32::NEG_INFINITY;
+    const HIGHEST: Self = f32::INFINITY;
+    fn add(a: Self, b: Self) -> Self {
+        a + b
+    }
+    fn mul(a: Self, b: Self) -> Self {
+        a * b
+    }
+    fn abs(a: Self) -> Self {
+        a.abs()
+    }
+    fn is_nan(a: Self) -> bool {
+        a.is_nan()
+    }
+    fn to_f64(a: Self) -> f64 {
+        f64::from(a)
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+macro_rules! int_reducible {
+    ($t:ty) => {
+        impl Reducible for $t {
+            const ZERO: Self = 0;
+            const ONE: Self = 1;
+            const FLOAT: bool = false;
+            const LOWEST: Self = <$t>::MIN;
+            const HIGHEST: Self = <$t>::MAX;
+            fn add(a: Self, b: Self) -> Self {
+                a.wrapping_add(b)
+            }
+            fn mul(a: Self, b: Self) -> Self {
+                a.wrapping_mul(b)
+            }
+            fn abs(a: Self) -> Self {
+                #[allow(unused_comparisons)]
+                if a < 0 {
+                    a.wrapping_neg()
+                } else {
+                    a
+                }
+            }
+            fn is_nan(_: Self) -> bool {
+                false
+            }
+            fn to_f64(a: Self) -> f64 {
+                a as f64
+            }
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+        }
+    };
+}
+int_reducible!(i32);
+int_reducible!(i64);
+// bool as 0/1 bytes: Max is "any", Min is "all" (ONNX opset 20 ReduceMax/ReduceMin).
+int_reducible!(u8);
+
+/// ONNX `Reduce*` over `axes` (non-negative, sorted or not; empty = copy) of a row-major
+/// `x_shape` input; `out` holds the kept axes in order (keepdims does not change the data).
+/// An empty reduction gives the identity (0 for Sum, 1 for Prod, -inf for LogSumExp and
+/// LogSum of 0, NaN for Mean, and for Max/Min -inf/+inf or the type's minimum/maximum, as
+/// ONNX opset 18 defines).
+///
+/// # Errors
+/// Wrong lengths, an axis out of range, a float-only reduction on integers.
+pub fn reduce_any<T: Reducible>(
+    op: ReduceAny,
+    x: &[T],
+    x_shape: &[usize],
+    axes: &[usize],
+    out: &mut [T],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "Reduce";
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    let walk = Walk::new(OP, x_shape, axes)?;
+    let out_n: usize = walk.kept.iter().map(|d| d.0).product();
+    check_len(OP, "Y", out.len(), out_n)?;
+    let float_only = matches!(
+        op,
+        ReduceAny::Mean | ReduceAny::L2 | ReduceAny::LogSum | ReduceAny::LogSumExp
+    );
+    if float_only && !T::FLOAT {
+        return Err(invalid(OP, "type", format!("{op:?} needs a float input")));
+    }
+    let walk = &walk;
+    par_chunks(out, 1, threads, PAR_MIN_OUT, |first, piece| {
+        for (i, o) in piece.iter_mut().enumerate() {
+            let base = walk.base(first + i);
+            *o = reduce_one(op, x, walk, base);
+        }
+    });
+    Ok(())
+}
+
+fn reduce_one<T: Reducible>(op: ReduceAny, x: &[T], walk: &Walk, base: usize) -> T {
+    let mut acc = match op {
+        ReduceAny::Prod => T::ONE,
+        ReduceAny::Max => T::LOWEST,
+        ReduceAny::Min => T::HIGHEST,
+        _ => T::ZERO,
+    };
+    match op {
+        ReduceAny::Sum | ReduceAny::Mean => walk.each(base, |i| acc = T::add(acc, x[i])),
+        ReduceAny::Prod => walk.each(base, |i| acc = T::mul(acc, x[i])),
+        ReduceAny::L1 => walk.each(base, |i| acc = T::add(acc, T::abs(x[i]))),
+        ReduceAny::SumSquare | ReduceAny::L2 => {
+            walk.each(base, |i| acc = T::add(acc, T::mul(x[i], x[i])))
+        }
+        ReduceAny::LogSum => walk.each(base, |i| acc = T::add(acc, x[i])),
+        ReduceAny::Max | ReduceAny::Min => {
+            let max = op == ReduceAny::Max;
+            let mut first = true;
+            walk.each(base, |i| {
+                let v = x[i];
+                let better = if max { v > acc } else { v < acc };
+                if first || (!T::is_nan(acc) && (better || T::is_nan(v))) {
+                    acc = v;
+                }
+                first = false;
+            });
+        }
+        ReduceAny::LogSumExp => {
+            let mut m = f64::NEG_INFINITY;
+            walk.each(base, |i| m = m.max(T::to_f64(x[i])));
+            if m.is_infinite() {
+                // All -inf (or empty): the log of 0; +inf: stays +inf.
+                return T::from_f64(if walk.count == 0 {
+                    f64::NEG_INFINITY
+                } else {
+                    m
+                });
+            }
+            let mut s = 0.0f64;
+            walk.each(base, |i| s += (T::to_f64(x[i]) - m).exp());
+            return T::from_f64(m + s.ln());
+        }
+    }
+    match op {
+        ReduceAny::Mean => T::from_f64(T::to_f64(acc) / walk.count as f64),
+        ReduceAny::L2 => T::from_f64(T::to_f64(acc).sqrt()),
+        ReduceAny::LogSum => T::from_f64(T::to_f64(acc).ln()),
+        _ => acc,
+    }
+}
+
+/// ONNX ArgMax (`max`) / ArgMin along `axis`: the index of the extreme element, the first on
+/// ties (the last with `select_last_index`); a NaN counts as the extreme (numpy). `out` holds
+/// `x_shape` without (or with size 1 at) `axis`.
+///
+/// # Errors
+/// Wrong lengths, an axis out of range or of extent 0.
+pub fn arg_reduce<T: Copy + PartialOrd + Sync>(
+    max: bool,
+    select_last_index: bool,
+    x: &[T],
+    x_shape: &[usize],
+    axis: usize,
+    out: &mut [i64],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "ArgReduce";
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    let n = match x_shape.get(axis) {
+        Some(&n) if n > 0 => n,
+        _ => {
+            return Err(KernelError::InvalidAttribute {
+                op: OP,
+                attr: "axis",
+                reason: format!("axis {axis} is out of range or empty in {x_shape:?}"),
+            })
+        }
+    };
+    let inner: usize = x_shape[axis + 1..].iter().product();
+    check_len(OP, "Y", out.len(), x.len() / n)?;
+    // A NaN is not equal to itself: the first NaN met wins and stays.
+    let nan = |v: T| v.partial_cmp(&v).is_none();
+    par_chunks(out, 1, threads, PAR_MIN_OUT, |first, piece| {
+        for (j, o) in piece.iter_mut().enumerate() {
+            let e = first + j;
+            let (outer, i) = (e / inner.max(1), e % inner.max(1));
+            let at = |k: usize| x[(outer * n + k) * inner + i];
+            let mut best = 0usize;
+            let mut bv = at(0);
+            for k in 1..n {
+                if nan(bv) {
+                    break;
+                }
+                let v = at(k);
+                let wins = nan(v)
+                    || if max {
+                        v > bv || (select_last_index && v == bv)
+                    } else {
+                        v < bv || (select_last_index && v == bv)
+                    };
+                if wins {
+                    best = k;
+                    bv = v;
+                }
+            }
+            *o = best as i64;
+        }
+    });
+    Ok(())
+}
+
+/// ONNX InstanceNormalization: for every `(n, c)` plane of `x [N, C, spatial...]`,
+/// `scale[c] (x - mean) / sqrt(var + epsilon) + bias[c]` with the plane's mean and (biased)
+/// variance, accumulated in f64 in index order.
+///
+/// # Errors
+/// Wrong lengths or a rank below 3.
+pub fn instance_norm(
+    x: &[f32],
+    x_shape: &[usize],
+    scale: &[f32],
+    bias: &[f32],
+    epsilon: f32,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "InstanceNormalization";
+    if x_shape.len() < 3 {
+        return Err(KernelError::ShapeMismatch {
+            op: OP,
+            a: x_shape.to_vec(),
+            b: vec![],
+        });
+    }
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    check_len(OP, "Y", out.len(), x.len())?;
+    let c = x_shape[1];
+    check_len(OP, "scale", scale.len(), c)?;
+    check_len(OP, "B", bias.len(), c)?;
+    let plane: usize = x_shape[2..].iter().product();
+    if plane == 0 {
+        return Ok(());
+    }
+    par_chunks(out, plane, threads, 1, |first, piece| {
+        for (p, o) in piece.chunks_mut(plane).enumerate() {
+            let idx = first + p;
+            let xs = &x[idx * plane..(idx + 1) * plane];
+            let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64;
+            let var = xs
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / plane as f64;
+            let ch = idx % c;
+            let a = f64::from(scale[ch]) / (var + f64::from(epsilon)).sqrt();
+            let b = f64::from(bias[ch]);
+            for (y, &v) in o.iter_mut().zip(xs) {
+                *y = ((f64::from(v) - mean) * a + b) as f32;
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reference: reduce by materialising every output's element list the slow way.
+    fn naive(op: ReduceAny, x: &[f32], shape: &[usize], axes: &[usize]) -> Vec<f32> {
+        let rank = shape.len();
+        let kept: Vec<usize> = (0..rank).filter(|a| !axes.contains(a)).collect();
+        let out_n: usize = kept.iter().map(|&a| shape[a]).product();
+        let mut groups = vec![Vec::new(); out_n];
+        for (flat, &v) in x.iter().enumerate() {
+            let mut idx = vec![0; rank];
+            let mut r = flat;
+            for a in (0..rank).rev() {
+                idx[a] = r % shape[a];
+                r /= shape[a];
+            }
+            let o = kept.iter().fold(0, |acc, &a| acc * shape[a] + idx[a]);
+            groups[o].push(f64::from(v));
+        }
+        groups
+            .iter()
+            .map(|g| {
+                let s: f64 = g.iter().sum();
+                (match op {
+                    ReduceAny::Sum => s,
+                    ReduceAny::Mean => s / g.len() as f64,
+                    ReduceAny::Max => g.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                    ReduceAny::Min => g.iter().cloned().fold(f64::INFINITY, f64::min),
+                    ReduceAny::Prod => g.iter().product(),
+                    ReduceAny::L1 => g.iter().map(|v| v.abs()).sum(),
+                    ReduceAny::L2 => g.iter().map(|v| v * v).sum::<f64>().sqrt(),
+                    ReduceAny::SumSquare => g.iter().map(|v| v * v).sum(),
+                    ReduceAny::LogSum => s.ln(),
+                    ReduceAny::LogSumExp => g.iter().map(|v| v.exp()).sum::<f64>().ln(),
+                }) as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_reduction_matches_a_naive_one_over_any_axes() {
+        let shape = [3, 4, 5, 2];
+        let x: Vec<f32> = (0..120)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.13)
+            .collect();
+        let ops = [
+            ReduceAny::Sum,
+            ReduceAny::Mean,
+            ReduceAny::Max,
+            ReduceAny::Min,
+            ReduceAny::Prod,
+            ReduceAny::L1,
+            ReduceAny::L2,
+            ReduceAny::SumSquare,
+            ReduceAny::LogSumExp,
+        ];
+        for axes in [
+            vec![],
+            vec![0],
+            vec![1, 3],
+            vec![0, 2],
+            vec![0, 1, 2, 3],
+            vec![3],
+        ] {
+            for op in ops {
+                let want = naive(op, &x, &shape, &axes);
+                for threads in [1, 3] {
+                    let mut out = vec![0.0; want.len()];
+                    reduce_any(op, &x, &shape, &axes, &mut out, threads).unwrap();
+                    for (g, w) in out.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                            "{op:?} axes {axes:?}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+        // LogSum needs positive sums.
+        let pos: Vec<f32> = x.iter().map(|v| v.abs() + 0.1).collect();
+        let want = naive(ReduceAny::LogSum, &pos, &shape, &[1]);
+        let mut out = vec![0.0; want.len()];
+        reduce_any(ReduceAny::LogSum, &pos, &shape, &[1], &mut out, 1).unwrap();
+        for (g, w) in out.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn integer_reductions_wrap_and_float_only_ones_are_refused() {
+        let x = [3i64, -4, 5, 6];
+        let mut out = [0i64; 2];
+        reduce_any(ReduceAny::Prod, &x, &[2, 2], &[1], &mut out, 1).unwrap();
+        assert_eq!(out, [-12, 30]);
+        reduce_any(ReduceAny::Max, &x, &[2, 2], &[0], &mut out, 1).unwrap();
+        assert_eq!(out, [5, 6]);
+        let mut one = [0i64];
+        assert!(reduce_any(ReduceAny::Mean, &x, &[2, 2], &[0, 1], &mut one, 1).is_err());
+    }
+
+    #[test]
+    fn max_propagates_nan_and_empty_reductions_give_the_identity() {
+        let x = [1.0f32, f32::NAN, 3.0, 2.0];
+        let mut out = [0.0f32; 1];
+        reduce_any(ReduceAny::Max, &x, &[4], &[0], &mut out, 1).unwrap();
+        assert!(out[0].is_nan());
+        // Over an empty set: the identities.
+        let mut out = [0.0f32; 2];
+        reduce_any(ReduceAny::Max, &[], &[2, 0], &[1], &mut out, 1).unwrap();
+        assert_eq!(out, [f32::NEG_INFINITY; 2]);
+        reduce_any(ReduceAny::Min, &[], &[2, 0], &[1], &mut out, 1).unwrap();
+        assert_eq!(out, [f32::INFINITY; 2]);
+        reduce_any(ReduceAny::Sum, &[], &[2, 0], &[1], &mut out, 1).unwrap();
+        assert_eq!(out, [0.0, 0.0]);
+    }
+
+    #[test]
+    fn arg_reduce_breaks_ties_by_select_last_index_and_nan_wins() {
+        // shape [2, 3], axis 1
+        let x = [1.0f32, 5.0, 5.0, 2.0, 0.0, 0.0];
+        let mut out = [0i64; 2];
+        arg_reduce(true, false, &x, &[2, 3], 1, &mut out, 1).unwrap();
+        assert_eq!(out, [1, 0]);
+        arg_reduce(true, true, &x, &[2, 3], 1, &mut out, 1).unwrap();
+        assert_eq!(out, [2, 0]);
+        arg_reduce(false, true, &x, &[2, 3], 1, &mut out, 1).unwrap();
+        assert_eq!(out, [0, 2]);
+        // axis 0 over [2, 3]
+        let mut out = [0i64; 3];
+        arg_reduce(true, false, &x, &[2, 3], 0, &mut out, 2).unwrap();
+        assert_eq!(out, [1, 0, 0]);
+        let y = [1.0f32, f32::NAN, 7.0];
+        let mut one = [0i64];
+        arg_reduce(true, false, &y, &[3], 0, &mut one, 1).unwrap();
+        assert_eq!(one, [1]);
+        assert!(arg_reduce(true, false, &y, &[3], 1, &mut one, 1).is_err());
+    }
+
+    #[test]
+    fn instance_norm_normalises_each_plane() {
+        // N=1, C=2, 2x2 planes.
+        let x = [1.0f32, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 10.0];
+        let mut out = [0.0f32; 8];
+        instance_norm(
+            &x,
+            &[1, 2, 2, 2],
+            &[2.0, 1.0],
+            &[0.5, -1.0],
+            0.0,
+            &mut out,
+            1,
+        )
+        .unwrap();
+        let sd = (1.25f32).sqrt();
+        for (k, &v) in [1.0f32, 2.0, 3.0, 4.0].iter().enumerate() {
+            let want = 2.0 * (v - 2.5) / sd + 0.5;
+            assert!((out[k] - want).abs() < 1e-6, "{} vs {want}", out[k]);
+        }
+        // A constant plane with epsilon 0 divides 0 by 0; with epsilon it is the bias.
+        instance_norm(
+            &x,
+            &[1, 2, 2, 2],
+            &[2.0, 1.0],
+            &[0.5, -1.0],
+            1e-5,
+            &mut out,
+            1,
+        )
+        .unwrap();
+        assert!(out[4..].iter().all(|&v| v == -1.0));
+    }
+}

@@ -72,14 +72,16 @@ impl HostTeam {
 /// [`HostTeam::parallel_for`] on the process-wide team ([`HostTeam::global`]). Under
 /// `--cfg loom` every piece runs on the caller (loom cannot hold threads in a static).
 pub fn host_parallel_for(pieces: usize, threads: usize, f: &(dyn Fn(usize, usize) + Sync)) {
-    if threads <= 1 || pieces <= 1 || cfg!(loom) {
-        for piece in 0..pieces {
-            f(piece, 0);
-        }
+    #[cfg(not(loom))]
+    if threads > 1 && pieces > 1 {
+        HostTeam::global().parallel_for(pieces, threads, f);
         return;
     }
-    #[cfg(not(loom))]
-    HostTeam::global().parallel_for(pieces, threads, f);
+    // One thread, one piece, or a loom build: inline, without touching the team.
+    let _ = threads;
+    for piece in 0..pieces {
+        f(piece, 0);
+    }
 }
 
 /// Threads [`host_parallel_for`] can use (the caller plus the global team's helpers); 1

@@ -4,7 +4,7 @@
 //! the next job sits at the same address. Run: `cargo xtask loom`.
 #![cfg(loom)]
 
-use aegis_cuda::sync::{AtomicBool, AtomicUsize, Ordering};
+use aegis_cuda::sync::{Arc, AtomicBool, AtomicUsize, Ordering};
 use aegis_cuda::HostTeam;
 use std::time::Duration;
 
@@ -55,5 +55,22 @@ fn a_late_helper_never_touches_a_retracted_job() {
             returned.store(true, Ordering::Relaxed);
         }
         drop(team);
+    });
+}
+
+#[test]
+fn two_callers_share_one_helper() {
+    model(|| {
+        let team = Arc::new(HostTeam::new(1, Duration::ZERO));
+        let t2 = Arc::clone(&team);
+        let other = loom::thread::spawn(move || {
+            let returned = AtomicBool::new(false);
+            one_call(&t2, 2, &returned);
+            returned.store(true, Ordering::Relaxed);
+        });
+        let returned = AtomicBool::new(false);
+        one_call(&team, 2, &returned);
+        returned.store(true, Ordering::Relaxed);
+        other.join().unwrap();
     });
 }

@@ -192,8 +192,13 @@ impl Team {
         for _ in 0..wake {
             sh.work.notify_one();
         }
+        // Retracted on every path out of here, an unwind included: the job borrows this frame.
+        let published = Published {
+            team: self,
+            job: &job,
+        };
         let mine = job.work(0);
-        self.retract(&job);
+        drop(published);
         if let Some(p) = mine {
             resume_unwind(p);
         }
@@ -226,6 +231,18 @@ impl Team {
             st = wait(&sh.done, st);
             st.waiters -= 1;
         }
+    }
+}
+
+/// A published job: retracts it (and waits for its helpers) when dropped.
+struct Published<'t, 'j> {
+    team: &'t Team,
+    job: &'t Job<'j>,
+}
+
+impl Drop for Published<'_, '_> {
+    fn drop(&mut self) {
+        self.team.retract(self.job);
     }
 }
 

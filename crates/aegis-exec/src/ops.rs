@@ -85,6 +85,17 @@ fn unary_of(op: &Op) -> Option<UnaryOp> {
     })
 }
 
+fn scatter_reduction(r: crate::loader::op::ScatterReduce) -> k::ScatterReduction {
+    use crate::loader::op::ScatterReduce as R;
+    match r {
+        R::None => k::ScatterReduction::None,
+        R::Add => k::ScatterReduction::Add,
+        R::Mul => k::ScatterReduction::Mul,
+        R::Max => k::ScatterReduction::Max,
+        R::Min => k::ScatterReduction::Min,
+    }
+}
+
 /// The scalar function of a float-only elementwise op without a SIMD kernel.
 fn float_fn(op: &Op) -> Option<Box<dyn Fn(f32) -> f32 + Sync>> {
     Some(match *op {
@@ -1441,6 +1452,168 @@ impl NodeKernel {
                 f32s_mut(l, &mut writes[0])?,
                 t,
             )?,
+            Op::GatherElements { axis } => {
+                macro_rules! go {
+                    ($idx:expr) => {
+                        by_dtype!(dt(0), |view, view_mut| k::gather_elements(
+                            view(l, inb(0))?,
+                            shape(0),
+                            $idx,
+                            shape(1),
+                            *axis,
+                            view_mut(l, &mut writes[0])?,
+                        )?)
+                    };
+                }
+                match dt(1) {
+                    DType::I64 => go!(i64s(l, inb(1))?),
+                    DType::I32 => go!(i32s(l, inb(1))?),
+                    other => {
+                        return Err(DispatchError::Unsupported(format!("{l} indices {other}")))
+                    }
+                }
+            }
+            Op::ScatterElements { axis, reduction } => {
+                let r = scatter_reduction(*reduction);
+                macro_rules! go {
+                    ($idx:expr) => {
+                        by_dtype!(dt(0), |view, view_mut| k::scatter_elements(
+                            view(l, inb(0))?,
+                            shape(0),
+                            $idx,
+                            shape(1),
+                            view(l, inb(2))?,
+                            *axis,
+                            r,
+                            view_mut(l, &mut writes[0])?,
+                        )?)
+                    };
+                }
+                match dt(1) {
+                    DType::I64 => go!(i64s(l, inb(1))?),
+                    DType::I32 => go!(i32s(l, inb(1))?),
+                    other => {
+                        return Err(DispatchError::Unsupported(format!("{l} indices {other}")))
+                    }
+                }
+            }
+            Op::ScatterND { reduction } => {
+                let r = scatter_reduction(*reduction);
+                let idx = i64s(l, inb(1))?;
+                by_dtype!(dt(0), |view, view_mut| k::scatter_nd(
+                    view(l, inb(0))?,
+                    shape(0),
+                    idx,
+                    shape(1),
+                    view(l, inb(2))?,
+                    r,
+                    view_mut(l, &mut writes[0])?,
+                )?)
+            }
+            Op::OneHot { depth, axis } => {
+                macro_rules! go {
+                    ($idx:expr) => {
+                        by_dtype!(dt(1), |view, view_mut| {
+                            let v = view(l, inb(1))?;
+                            let (off, on) = match v {
+                                [off, on] => (*off, *on),
+                                _ => {
+                                    return Err(DispatchError::Unsupported(format!(
+                                        "{l} values of {} elements",
+                                        v.len()
+                                    )))
+                                }
+                            };
+                            k::one_hot(
+                                $idx,
+                                shape(0),
+                                *depth,
+                                *axis,
+                                off,
+                                on,
+                                view_mut(l, &mut writes[0])?,
+                            )?
+                        })
+                    };
+                }
+                match dt(0) {
+                    DType::I64 => go!(i64s(l, inb(0))?),
+                    DType::I32 => go!(i32s(l, inb(0))?),
+                    DType::F32 => {
+                        // Float indices truncate toward zero (NaN and out-of-range values land
+                        // outside 0..depth and give all-off rows).
+                        let idx: Vec<i64> = f32s(l, inb(0))?.iter().map(|&v| v as i64).collect();
+                        go!(&idx[..])
+                    }
+                    other => {
+                        return Err(DispatchError::Unsupported(format!("{l} indices {other}")))
+                    }
+                }
+            }
+            Op::TopK {
+                k: kk,
+                axis,
+                largest,
+            } => {
+                let (vals, rest) = writes.split_at_mut(1);
+                let idx = match rest.first_mut() {
+                    Some(w) => i64s_mut(l, w)?,
+                    None => return Err(DispatchError::Unsupported(format!("{l} without indices"))),
+                };
+                match dt(0) {
+                    DType::F32 => {
+                        let v = f32s_mut(l, &mut vals[0])?;
+                        k::top_k(f32s(l, inb(0))?, shape(0), *axis, *kk, *largest, v, idx)?
+                    }
+                    DType::I64 => {
+                        let v = i64s_mut(l, &mut vals[0])?;
+                        k::top_k(i64s(l, inb(0))?, shape(0), *axis, *kk, *largest, v, idx)?
+                    }
+                    DType::I32 => {
+                        let v = i32s_mut(l, &mut vals[0])?;
+                        k::top_k(i32s(l, inb(0))?, shape(0), *axis, *kk, *largest, v, idx)?
+                    }
+                    other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
+                }
+            }
+            Op::CumSum {
+                axis,
+                exclusive,
+                reverse,
+            } => match dt(0) {
+                DType::F32 => k::cumsum(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    *axis,
+                    *exclusive,
+                    *reverse,
+                    f32s_mut(l, &mut writes[0])?,
+                )?,
+                DType::I64 => k::cumsum(
+                    i64s(l, inb(0))?,
+                    shape(0),
+                    *axis,
+                    *exclusive,
+                    *reverse,
+                    i64s_mut(l, &mut writes[0])?,
+                )?,
+                DType::I32 => k::cumsum(
+                    i32s(l, inb(0))?,
+                    shape(0),
+                    *axis,
+                    *exclusive,
+                    *reverse,
+                    i32s_mut(l, &mut writes[0])?,
+                )?,
+                other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
+            },
+            Op::Trilu { k: kk, upper } => by_dtype!(dt(0), |view, view_mut| k::trilu(
+                view(l, inb(0))?,
+                shape(0),
+                *kk,
+                *upper,
+                view_mut(l, &mut writes[0])?,
+            )?),
             op if float_fn(op).is_some() => {
                 let f = float_fn(op).ok_or_else(|| DispatchError::Unsupported(l.into()))?;
                 if self.alias == Some(0) {

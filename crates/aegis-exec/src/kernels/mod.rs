@@ -97,6 +97,8 @@
 //!   `block_shuffle(to_space, crd, blocksize, x, x_shape, out, threads)` (DepthToSpace /
 //!   SpaceToDepth)
 //! - `gather(data, data_shape, indices: &[i64 | i32], indices_shape, axis, out)`
+//! - indexing: `gather_elements`, `scatter_elements` / `scatter_nd` (with
+//!   `ScatterReduction::{None, Add, Mul, Max, Min}`), `one_hot`, `top_k`, `cumsum`, `trilu`
 //! - `pad(x, x_shape, pads_begin: &[i64], pads_end: &[i64], PadMode::{Constant(v), Reflect,
 //!   Edge, Wrap}, out)`
 //! - `resize(x, x_shape, out_shape, scales, ResizeMode::{Nearest(NearestMode), Linear},
@@ -115,6 +117,7 @@ mod conv;
 mod data;
 mod elementwise;
 mod error;
+mod indexing;
 mod map;
 mod matmul;
 mod norm;
@@ -141,6 +144,10 @@ pub use elementwise::{
     GeluApprox, UnaryOp, VariadicOp,
 };
 pub use error::{KernelError, KernelResult};
+pub use indexing::{
+    cumsum, gather_elements, one_hot, scatter_elements, scatter_nd, top_k, trilu, Accumulate,
+    ScatterReduction, ScatterValue,
+};
 pub use map::{map, map_inplace, sign_f32, softplus};
 pub use matmul::{gemm, matmul, matmul_output_shape, GemmAttrs};
 pub use norm::{

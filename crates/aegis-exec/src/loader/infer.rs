@@ -6,7 +6,7 @@ use crate::graph::{DType, Op, TensorData};
 use crate::loader::node::{Inferred, NodeCtx, Value};
 use crate::loader::op::{
     CompareKind, CoordinateTransform, GeluApproximation, LogicKind, MathFn, NearestMode, PadMode,
-    ReduceKind, ResizeMode,
+    ReduceKind, ResizeMode, ScatterReduce,
 };
 use crate::loader::tensor::checked_numel;
 
@@ -37,6 +37,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("ConvTranspose", 7),
     ("Cos", 7),
     ("Cosh", 9),
+    ("CumSum", 11),
     ("DepthToSpace", 7),
     ("Div", 7),
     ("Dropout", 7),
@@ -48,6 +49,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Flatten", 7),
     ("Floor", 7),
     ("Gather", 7),
+    ("GatherElements", 11),
     ("Gelu", 20),
     ("Gemm", 7),
     ("GlobalAveragePool", 7),
@@ -77,14 +79,13 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Mul", 7),
     ("Neg", 7),
     ("Not", 7),
+    ("OneHot", 9),
     ("Or", 7),
     ("PRelu", 7),
     ("Pad", 7),
     ("Pow", 7),
     ("Range", 11),
     ("Reciprocal", 7),
-    ("ReduceL1", 7),
-    ("ReduceL2", 7),
     ("ReduceLogSum", 7),
     ("ReduceLogSumExp", 7),
     ("ReduceMax", 7),
@@ -97,6 +98,9 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Reshape", 7),
     ("Resize", 10),
     ("Round", 11),
+    ("Scatter", 9),
+    ("ScatterElements", 11),
+    ("ScatterND", 11),
     ("Selu", 7),
     ("Shape", 7),
     ("Shrink", 9),
@@ -118,7 +122,9 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Tanh", 7),
     ("ThresholdedRelu", 10),
     ("Tile", 7),
+    ("TopK", 7),
     ("Transpose", 7),
+    ("Trilu", 14),
     ("Unsqueeze", 7),
     ("Upsample", 7),
     ("Where", 9),
@@ -349,6 +355,13 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "DepthToSpace" | "SpaceToDepth" => block_shuffle(c),
         "InstanceNormalization" => instance_norm(c),
         "Upsample" => upsample(c),
+        "GatherElements" => gather_elements(c),
+        "ScatterElements" | "Scatter" => scatter_elements(c),
+        "ScatterND" => scatter_nd(c),
+        "OneHot" => one_hot(c),
+        "TopK" => top_k(c),
+        "CumSum" => cumsum(c),
+        "Trilu" => trilu(c),
         name if MathFn::ALL.iter().any(|f| f.onnx_name() == name) => math(c),
         "Softmax" | "LogSoftmax" => {
             c.arity(1, 1)?;
@@ -1871,6 +1884,215 @@ fn block_shuffle(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         crd,
     };
     Ok(node(op, vec![0], x.dtype, shape))
+}
+
+fn index_input<'a>(c: &NodeCtx<'a>, i: usize) -> Result<&'a Value, ExecError> {
+    c.typed_input(i, &[DType::I64, DType::I32])
+}
+
+fn gather_elements(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let data = c.input(0)?;
+    let idx = index_input(c, 1)?;
+    let axis = c.axis(c.attr_int_or("axis", 0)?, data.rank())?;
+    same_rank_within(c, &data.shape, &idx.shape, axis)?;
+    Ok(node(
+        Op::GatherElements { axis },
+        vec![0, 1],
+        data.dtype,
+        idx.shape.clone(),
+    ))
+}
+
+/// `indices` has `data`'s rank and no larger extent off `axis` (GatherElements,
+/// ScatterElements).
+fn same_rank_within(
+    c: &NodeCtx<'_>,
+    data: &[usize],
+    idx: &[usize],
+    axis: usize,
+) -> Result<(), ExecError> {
+    let ok = data.len() == idx.len()
+        && data
+            .iter()
+            .zip(idx)
+            .enumerate()
+            .all(|(a, (&d, &i))| a == axis || i <= d);
+    if ok {
+        Ok(())
+    } else {
+        Err(c.mismatch(format!("indices {idx:?} do not fit data {data:?}")))
+    }
+}
+
+fn scatter_reduction(c: &NodeCtx<'_>) -> Result<ScatterReduce, ExecError> {
+    Ok(match c.attr_string_or("reduction", "none")?.as_str() {
+        "none" => ScatterReduce::None,
+        "add" => ScatterReduce::Add,
+        "mul" => ScatterReduce::Mul,
+        "max" => ScatterReduce::Max,
+        "min" => ScatterReduce::Min,
+        other => return Err(c.invalid(format!("unknown reduction '{other}'"))),
+    })
+}
+
+fn scatter_elements(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(3, 3)?;
+    let data = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?;
+    let idx = index_input(c, 1)?;
+    let upd = c.input(2)?;
+    same_dtype(c, data, upd)?;
+    if upd.shape != idx.shape {
+        return Err(c.mismatch(format!(
+            "updates {:?} differ from indices {:?}",
+            upd.shape, idx.shape
+        )));
+    }
+    let axis = c.axis(c.attr_int_or("axis", 0)?, data.rank())?;
+    same_rank_within(c, &data.shape, &idx.shape, axis)?;
+    let reduction = scatter_reduction(c)?;
+    if data.dtype == DType::Bool && reduction != ScatterReduce::None {
+        return Err(c.invalid("a reduction on bool data"));
+    }
+    Ok(node(
+        Op::ScatterElements { axis, reduction },
+        vec![0, 1, 2],
+        data.dtype,
+        data.shape.clone(),
+    ))
+}
+
+fn scatter_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(3, 3)?;
+    let data = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?;
+    let idx = c.typed_input(1, &[DType::I64])?;
+    let upd = c.input(2)?;
+    same_dtype(c, data, upd)?;
+    let q = idx.rank();
+    let k = match idx.shape.last() {
+        Some(&k) if k >= 1 && k <= data.rank() => k,
+        _ => return Err(c.mismatch(format!("indices {:?} for data {:?}", idx.shape, data.shape))),
+    };
+    let want: Vec<usize> = idx.shape[..q - 1]
+        .iter()
+        .chain(&data.shape[k..])
+        .copied()
+        .collect();
+    if upd.shape != want {
+        return Err(c.mismatch(format!("updates {:?}, expected {want:?}", upd.shape)));
+    }
+    let reduction = scatter_reduction(c)?;
+    if data.dtype == DType::Bool && reduction != ScatterReduce::None {
+        return Err(c.invalid("a reduction on bool data"));
+    }
+    Ok(node(
+        Op::ScatterND { reduction },
+        vec![0, 1, 2],
+        data.dtype,
+        data.shape.clone(),
+    ))
+}
+
+fn one_hot(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(3, 3)?;
+    // Any numeric type; float indices and depth are truncated to integers (the specification).
+    let idx = c.typed_input(0, &[DType::I64, DType::I32, DType::F32])?;
+    let depth = if c.input(1)?.dtype == DType::F32 {
+        match c.const_floats(1)? {
+            Some(d) if d.len() == 1 && d[0].is_finite() => d[0] as i64,
+            _ => return Err(c.invalid("depth must be a finite one-element constant")),
+        }
+    } else {
+        match c.const_ints(1)? {
+            Some(d) if d.len() == 1 => d[0],
+            _ => return Err(c.invalid("depth must be a one-element constant")),
+        }
+    };
+    let depth = c.positive("depth", &[depth])?[0];
+    let values = c.input(2)?;
+    if values.shape.iter().product::<usize>() != 2 {
+        return Err(c.mismatch(format!("values {:?} must hold 2 elements", values.shape)));
+    }
+    let r = idx.rank() as i64;
+    let axis = c.attr_int_or("axis", -1)?;
+    let axis = if axis < 0 { axis + r + 1 } else { axis };
+    if !(0..=r).contains(&axis) {
+        return Err(c.invalid(format!("axis out of range for output rank {}", r + 1)));
+    }
+    let axis = axis as usize;
+    let mut shape = idx.shape.clone();
+    shape.insert(axis, depth);
+    checked_numel(&shape).ok_or_else(|| c.overflow("one-hot shape"))?;
+    Ok(node(
+        Op::OneHot { depth, axis },
+        vec![0, 2],
+        values.dtype,
+        shape,
+    ))
+}
+
+fn top_k(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64])?;
+    let k = if c.opset >= 10 {
+        c.arity(2, 2)?;
+        match c.const_ints(1)? {
+            Some(k) if k.len() == 1 => k[0],
+            _ => return Err(c.invalid("K must be a one-element constant (shapes are static)")),
+        }
+    } else {
+        c.arity(1, 1)?;
+        c.attr_int("k")?
+            .ok_or_else(|| c.invalid("attribute 'k' is required"))?
+    };
+    let k = c.non_negative("K", &[k])?[0];
+    let axis = c.axis(c.attr_int_or("axis", -1)?, x.rank())?;
+    if k > x.shape[axis] {
+        return Err(c.mismatch(format!("K {k} exceeds axis extent {}", x.shape[axis])));
+    }
+    let largest = c.opset < 11 || c.attr_bool_or("largest", true)?;
+    let mut shape = x.shape.clone();
+    shape[axis] = k;
+    Ok(Inferred::Node {
+        op: Op::TopK { k, axis, largest },
+        inputs: vec![0],
+        outputs: vec![(x.dtype, shape.clone()), (DType::I64, shape)],
+    })
+}
+
+fn cumsum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64])?;
+    let axis = match c.const_ints(1)? {
+        Some(a) if a.len() == 1 => a[0],
+        _ => return Err(c.invalid("axis must be a one-element constant")),
+    };
+    let axis = c.axis(axis, x.rank())?;
+    let op = Op::CumSum {
+        axis,
+        exclusive: c.attr_bool_or("exclusive", false)?,
+        reverse: c.attr_bool_or("reverse", false)?,
+    };
+    Ok(node(op, vec![0], x.dtype, x.shape.clone()))
+}
+
+fn trilu(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 2)?;
+    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?;
+    if x.rank() < 2 {
+        return Err(c.mismatch(format!("input rank {} < 2", x.rank())));
+    }
+    let k = match c.opt_input(1) {
+        Some(_) => match c.const_ints(1)? {
+            Some(k) if k.len() == 1 => k[0],
+            _ => return Err(c.invalid("k must be a one-element constant")),
+        },
+        None => 0,
+    };
+    let op = Op::Trilu {
+        k,
+        upper: c.attr_bool_or("upper", true)?,
+    };
+    Ok(node(op, vec![0], x.dtype, x.shape.clone()))
 }
 
 fn instance_norm(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {

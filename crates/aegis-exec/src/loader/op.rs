@@ -228,6 +228,21 @@ impl LogicKind {
     }
 }
 
+/// How ScatterElements/ScatterND combine an update with the data (opset 16/18 `reduction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScatterReduce {
+    /// Replace.
+    None,
+    /// Add.
+    Add,
+    /// Multiply.
+    Mul,
+    /// Maximum.
+    Max,
+    /// Minimum.
+    Min,
+}
+
 /// Which tanh-based approximation `Gelu` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GeluApproximation {
@@ -688,6 +703,61 @@ pub enum Op {
         /// Added to the variance.
         epsilon: f32,
     },
+    /// `out[p] = data[p with axis replaced by indices[p]]`; `out` has `indices`' shape.
+    /// Inputs: `data, indices (int32/int64)`.
+    GatherElements {
+        /// Axis of `data`.
+        axis: usize,
+    },
+    /// `out = data` with `updates[p]` written (or combined) at `p` with axis replaced by
+    /// `indices[p]`, in order. Inputs: `data, indices, updates`.
+    ScatterElements {
+        /// Axis of `data`.
+        axis: usize,
+        /// Combination with the existing value.
+        reduction: ScatterReduce,
+    },
+    /// `out = data` with slices `data[indices[t]]` replaced (or combined) by `updates[t]`.
+    /// Inputs: `data, indices (int64, last axis = tuple length), updates`.
+    ScatterND {
+        /// Combination with the existing value.
+        reduction: ScatterReduce,
+    },
+    /// One-hot encoding: an axis of `depth` inserted at `axis`, `values[1]` at the index and
+    /// `values[0]` elsewhere. Inputs: `indices, values [2]` (`depth` resolved at load).
+    OneHot {
+        /// Length of the inserted axis.
+        depth: usize,
+        /// Where it is inserted (`0..=rank` of indices).
+        axis: usize,
+    },
+    /// The `k` largest (or smallest) elements along `axis`, sorted, with their int64 indices
+    /// (ties: lower index first). Inputs: `x`. Outputs: `values, indices`.
+    TopK {
+        /// How many (resolved from the constant `K`).
+        k: usize,
+        /// Axis.
+        axis: usize,
+        /// Largest (true) or smallest.
+        largest: bool,
+    },
+    /// Cumulative sum along `axis`. Inputs: `x` (`axis` resolved at load).
+    CumSum {
+        /// Axis.
+        axis: usize,
+        /// Each output leaves out its own element.
+        exclusive: bool,
+        /// Sum from the end.
+        reverse: bool,
+    },
+    /// Keeps the upper (or lower) triangle of the last two axes from the `k`-th diagonal.
+    /// Inputs: `x` (`k` resolved at load).
+    Trilu {
+        /// Diagonal offset.
+        k: i64,
+        /// Upper (true) or lower triangle.
+        upper: bool,
+    },
 }
 
 impl Op {
@@ -760,6 +830,13 @@ impl Op {
                 to_space: false, ..
             } => "SpaceToDepth",
             Op::InstanceNormalization { .. } => "InstanceNormalization",
+            Op::GatherElements { .. } => "GatherElements",
+            Op::ScatterElements { .. } => "ScatterElements",
+            Op::ScatterND { .. } => "ScatterND",
+            Op::OneHot { .. } => "OneHot",
+            Op::TopK { .. } => "TopK",
+            Op::CumSum { .. } => "CumSum",
+            Op::Trilu { .. } => "Trilu",
             Op::Softmax { .. } => "Softmax",
             Op::LayerNormalization { .. } => "LayerNormalization",
         }

@@ -16,7 +16,9 @@
 //!   per-stream kernel workspace, every node bound to its planned memory, and the
 //!   [`tracker`]'s stream schedule with its events. Running allocates no device memory.
 //! - **Running** ([`Executor`]): stateless; enqueues one inference on one or more streams and
-//!   returns [`PendingOutputs`].
+//!   returns [`PendingOutputs`]; [`Executor::profile`] times each kernel (host backend).
+//! - **Operators**: [`loader::supported_ops`] lists the ONNX operators accepted (with the opset
+//!   each starts at); every one has a host kernel in [`kernels`].
 //! - **On CUDA** (feature `cuda`, module `cuda`): the same graph, plan and schedule; CUDA C
 //!   kernels from `cuda/*.cu` compiled once by NVRTC, weights uploaded once, launches with
 //!   precomputed parameter tables, eager or one captured CUDA graph replayed per inference.

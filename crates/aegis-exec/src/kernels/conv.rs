@@ -147,15 +147,16 @@ impl ConvAttrs {
     }
 }
 
-/// Spatial geometry padded to 3 axes (D, H, W) with leading unit axes.
+/// Spatial geometry padded to 3 axes (D, H, W) with leading unit axes (also pooling's, for
+/// the 2-D max pool on a [`DwPlan`]).
 #[derive(Debug, Clone, Copy)]
-struct Geo {
-    input: [usize; 3],
-    out: [usize; 3],
-    k: [usize; 3],
-    s: [usize; 3],
-    d: [usize; 3],
-    pb: [usize; 3],
+pub(super) struct Geo {
+    pub(super) input: [usize; 3],
+    pub(super) out: [usize; 3],
+    pub(super) k: [usize; 3],
+    pub(super) s: [usize; 3],
+    pub(super) d: [usize; 3],
+    pub(super) pb: [usize; 3],
 }
 
 impl Geo {
@@ -468,7 +469,9 @@ impl PreparedConv {
         let geo = self.geo(x_shape)?;
         let threads = self.useful_threads(&geo, threads);
         if self.path == ConvPath::Depthwise {
-            return Ok(DwPlan::new(&geo).map_or(0, |p| workers(self.c_out, threads) * p.len()));
+            return Ok(
+                DwPlan::new(&geo).map_or(0, |p| workers(self.c_out, threads) * (p.len + p.out_len))
+            );
         }
         if self.direct_pointwise(&geo) {
             return Ok(0);
@@ -546,7 +549,7 @@ impl PreparedConv {
                 op,
                 threads,
                 scratch,
-                plan.len(),
+                plan.len + plan.out_len,
                 |first, piece, buf| {
                     pulp::Arch::new().dispatch(DwChannels {
                         conv: self,
@@ -964,85 +967,120 @@ fn im2col_tile(xg: &[f32], c_in_g: usize, g: &Geo, p0: usize, t: usize, col: &mu
     }
 }
 
-/// Output columns one depthwise step computes together (one AVX-512 register, two AVX2 ones).
-const DW_LANES: usize = 16;
-/// Output rows one depthwise step computes together.
-const DW_ROWS: usize = 4;
+/// Output positions of one depthwise (or max pool) block: 4 vectors of up to 16 lanes. The flat output is
+/// computed in whole blocks, so the staging area and the input copy are sized in them.
+const DW_BLOCK: usize = 64;
+/// Vectors one depthwise block accumulates together: four independent FMA chains, so their
+/// latency overlaps (one chain alone is latency-bound).
+pub(super) const DW_VECS: usize = 4;
 
-/// The 2-D depthwise kernel's view of one input plane: a zero-padded copy whose columns are
-/// split by phase modulo the column stride, so every kernel tap reads `DW_LANES` contiguous
-/// values for `DW_LANES` neighbouring outputs, with no border tests and no strided loads.
-/// Buffer layout `[phase][row][col]`: padded row `r` is input row `r - pad_top`, and column `j`
-/// of phase `ph` is padded column `j * stride + ph`. Rows are long enough for whole
-/// `DW_LANES`-wide steps (the excess lanes are computed and dropped).
+/// The 2-D (and 1-D) depthwise kernel's view of one input plane: a zero-padded copy split by
+/// phase modulo the row and the column stride, so that output `(oh, ow)` at flat position
+/// `q = oh * width + ow` reads tap `(kh, kw)` at `q + taps[(kh, kw)]` for every output: each
+/// tap is one contiguous load for a vector of neighbouring outputs, with no border tests and
+/// no strided loads, and rows wrap into each other so short rows still fill whole vectors.
+///
+/// Buffer layout `[row phase][column phase][row][col]`: row `j` of row phase `a` is padded row
+/// `j * s_h + a` (input row `j * s_h + a - pad_top`), and likewise for columns. The output is
+/// computed on the flat grid `[out_h][width]` (`width` is the output width plus the kernel's
+/// reach in phase columns; the columns past the output width are computed and dropped), in
+/// whole blocks of [`DW_BLOCK`] positions, into a staging area that the activated rows are
+/// then copied out of. (Measured against storing each row's vectors straight into the output:
+/// the staging copy costs less than the per-step index arithmetic and bounds checks that
+/// scattered steps need, and wastes fewer lanes on rows narrower than a vector multiple.)
 #[derive(Debug, Clone, Copy)]
-struct DwPlan {
+pub(super) struct DwPlan {
     rows: usize,
-    width: usize,
-    phases: usize,
+    pub(super) width: usize,
+    sh: usize,
+    sw: usize,
+    /// Staging elements: the flat output rounded up to whole blocks.
+    pub(super) out_len: usize,
+    /// Input copy elements: every phase plane, and room for the last block's furthest tap.
+    pub(super) len: usize,
 }
 
 impl DwPlan {
     /// `None` for 3-D convolutions (the direct loop handles those).
-    fn new(g: &Geo) -> Option<Self> {
+    pub(super) fn new(g: &Geo) -> Option<Self> {
         if g.input[0] != 1 || g.k[0] != 1 || g.out[0] != 1 {
             return None;
         }
-        let rows = (g.out[1] - 1) * g.s[1] + (g.k[1] - 1) * g.d[1] + 1;
-        let width = g.out[2].next_multiple_of(DW_LANES) + (g.k[2] - 1) * g.d[2] / g.s[2];
-        Some(Self {
+        let (sh, sw) = (g.s[1], g.s[2]);
+        let rows = g.out[1] + (g.k[1] - 1) * g.d[1] / sh;
+        let width = g.out[2] + (g.k[2] - 1) * g.d[2] / sw;
+        let out_len = (g.out[1] * width).next_multiple_of(DW_BLOCK);
+        let mut plan = Self {
             rows,
             width,
-            phases: g.s[2],
-        })
+            sh,
+            sw,
+            out_len,
+            len: 0,
+        };
+        let reach = plan.taps(g).into_iter().max().unwrap_or(0);
+        plan.len = (sh * sw * rows * width).max(out_len + reach);
+        Some(plan)
     }
 
-    fn len(&self) -> usize {
-        self.rows * self.width * self.phases
-    }
-
-    /// Offset of each tap `(kh, kw)`, in weight order, from the start of output row 0's
-    /// first step.
-    fn taps(&self, g: &Geo) -> Vec<usize> {
+    /// Offset of each tap `(kh, kw)`, in weight order, from an output's flat position.
+    pub(super) fn taps(&self, g: &Geo) -> Vec<usize> {
         let mut taps = Vec::with_capacity(g.k[1] * g.k[2]);
         for kh in 0..g.k[1] {
+            let r = kh * g.d[1];
             for kw in 0..g.k[2] {
                 let c = kw * g.d[2];
-                let (ph, off) = (c % g.s[2], c / g.s[2]);
-                taps.push((ph * self.rows + kh * g.d[1]) * self.width + off);
+                let phase = (r % self.sh) * self.sw + c % self.sw;
+                taps.push((phase * self.rows + r / self.sh) * self.width + c / self.sw);
             }
         }
         taps
     }
 
-    /// Zeroes the buffer: the padding is the same for every channel, so [`DwPlan::fill`]
-    /// then only rewrites the positions that come from the input.
-    fn clear(&self, buf: &mut [f32]) {
-        buf[..self.len()].fill(0.0);
+    /// Sets the buffer to the padding value (0 for a conv, -inf for a max pool): the padding
+    /// is the same for every channel, so [`DwPlan::fill`] then only rewrites the positions
+    /// that come from the input.
+    pub(super) fn clear(&self, buf: &mut [f32], pad: f32) {
+        buf[..self.len].fill(pad);
     }
 
     /// Copies input plane `x` into its places in a [`DwPlan::clear`]ed buffer (the padding
-    /// positions are never written, so they stay zero).
+    /// positions are never written, so they stay zero). Input rows in order, each split into
+    /// its column phases while it is in L1 (the plane itself usually comes from L2 or L3).
     #[inline(always)]
-    fn fill<S: pulp::Simd>(&self, simd: S, x: &[f32], g: &Geo, buf: &mut [f32]) {
+    pub(super) fn fill<S: pulp::Simd>(&self, simd: S, x: &[f32], g: &Geo, buf: &mut [f32]) {
         let [_, ih_n, iw_n] = g.input;
-        let s = g.s[2];
-        for ph in 0..self.phases {
-            // Columns j whose padded column j * s + ph is input column j * s + ph - pad.
-            let off = ph as isize - g.pb[2] as isize;
+        let s = self.sw;
+        // Per column phase: the columns [lo, hi) that come from the input, and the first
+        // input column (kept for up to 8 phases, recomputed per row beyond).
+        let col_range = |cph: usize| {
+            let off = cph as isize - g.pb[2] as isize;
             let (lo, hi) = valid_range(0, self.width, s, off, iw_n);
-            if hi <= lo {
-                continue;
+            (
+                lo,
+                hi.max(lo),
+                (lo as isize * s as isize + off).max(0) as usize,
+            )
+        };
+        let mut cols = [(0usize, 0usize, 0usize); 8];
+        for (cph, c) in cols.iter_mut().enumerate().take(s) {
+            *c = col_range(cph);
+        }
+        for ih in 0..ih_n {
+            let pr = ih + g.pb[1];
+            let (rph, j) = (pr % self.sh, pr / self.sh);
+            if j >= self.rows {
+                break;
             }
-            let first = (lo as isize * s as isize + off) as usize;
-            let n = hi - lo;
-            for ih in 0..ih_n {
-                let r = ih + g.pb[1];
-                if r >= self.rows {
-                    break;
+            let xrow = &x[ih * iw_n..(ih + 1) * iw_n];
+            for cph in 0..s {
+                let (lo, hi, first) = cols.get(cph).copied().unwrap_or_else(|| col_range(cph));
+                let n = hi - lo;
+                if n == 0 {
+                    continue;
                 }
-                let src = &x[ih * iw_n + first..(ih + 1) * iw_n];
-                let at = (ph * self.rows + r) * self.width + lo;
+                let src = &xrow[first..];
+                let at = ((rph * s + cph) * self.rows + j) * self.width + lo;
                 let dst = &mut buf[at..at + n];
                 if s == 1 {
                     copy_lanes(simd, dst, &src[..n]);
@@ -1062,83 +1100,135 @@ impl DwPlan {
             }
         }
     }
+}
 
-    /// One output plane from a filled buffer: `bias + sum of w * x` over the taps in weight
-    /// order (padding taps add `w * 0`), one vector of neighbouring outputs at a time, then
-    /// the activation.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn compute<S: pulp::Simd>(
-        &self,
-        simd: S,
-        buf: &[f32],
-        taps: &[usize],
-        w: &[f32],
-        bias: f32,
-        act: Option<UnaryOp>,
-        out: &mut [f32],
-        g: &Geo,
-    ) {
-        let ow_n = g.out[2];
-        let oh_n = out.len() / ow_n.max(1);
-        // Four output rows at a time: four independent accumulation chains per step, so
-        // the adds' latency overlaps (one chain alone is latency-bound).
-        let mut oh = 0;
-        while oh + DW_ROWS <= oh_n {
-            self.rows_block::<S, DW_ROWS>(simd, buf, taps, w, bias, oh, out, g);
-            oh += DW_ROWS;
+/// Loads one vector from `src` (exactly one vector long).
+#[inline(always)]
+pub(super) fn load_lanes<S: pulp::Simd>(src: &[f32]) -> S::f32s {
+    bytemuck::pod_read_unaligned(bytemuck::cast_slice(src))
+}
+
+/// The flat depthwise output into `stage` (whole blocks): `bias + sum of w * x` over the `T`
+/// taps in weight order, one fused multiply-add per tap (padding taps add `w * 0`). `T` is
+/// fixed so the tap loop unrolls and the weights stay in registers.
+#[inline(always)]
+fn dw_blocks_fixed<S: pulp::Simd, const T: usize>(
+    simd: S,
+    buf: &[f32],
+    taps: &[usize; T],
+    w: &[f32; T],
+    bias: f32,
+    stage: &mut [f32],
+) {
+    let lanes = S::F32_LANES;
+    let blk = DW_VECS * lanes;
+    let wv: [S::f32s; T] = w.map(|v| simd.splat_f32s(v));
+    for (bi, out) in stage.chunks_exact_mut(blk).enumerate() {
+        let q0 = bi * blk;
+        let mut acc = [simd.splat_f32s(bias); DW_VECS];
+        for t in 0..T {
+            // One bounds check per tap; the loads below are at constant offsets in it.
+            let src = &buf[q0 + taps[t]..q0 + taps[t] + blk];
+            for (r, a) in acc.iter_mut().enumerate() {
+                let v = load_lanes::<S>(&src[r * lanes..(r + 1) * lanes]);
+                *a = simd.mul_add_f32s(wv[t], v, *a);
+            }
         }
-        while oh < oh_n {
-            self.rows_block::<S, 1>(simd, buf, taps, w, bias, oh, out, g);
-            oh += 1;
+        out.copy_from_slice(bytemuck::cast_slice(&acc));
+    }
+}
+
+/// [`dw_blocks_fixed`] for any tap count (the same arithmetic, the tap loop not unrolled).
+#[inline(always)]
+fn dw_blocks<S: pulp::Simd>(
+    simd: S,
+    buf: &[f32],
+    taps: &[usize],
+    w: &[f32],
+    bias: f32,
+    stage: &mut [f32],
+) {
+    let lanes = S::F32_LANES;
+    let blk = DW_VECS * lanes;
+    for (bi, out) in stage.chunks_exact_mut(blk).enumerate() {
+        let q0 = bi * blk;
+        let mut acc = [simd.splat_f32s(bias); DW_VECS];
+        for (&t, &wt) in taps.iter().zip(w) {
+            let wt = simd.splat_f32s(wt);
+            let src = &buf[q0 + t..q0 + t + blk];
+            for (r, a) in acc.iter_mut().enumerate() {
+                let v = load_lanes::<S>(&src[r * lanes..(r + 1) * lanes]);
+                *a = simd.mul_add_f32s(wt, v, *a);
+            }
         }
-        if let Some(act) = act {
-            with_unary(act, MapInPlace(out));
+        out.copy_from_slice(bytemuck::cast_slice(&acc));
+    }
+}
+
+/// A fused activation the depthwise kernel applies to whole vectors before it stores them;
+/// any other activation runs over the finished plane ([`with_unary`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum DwAct {
+    /// No activation.
+    None,
+    /// `x > 0 ? x : 0` (NaN gives 0, as `f32::max(x, 0.0)`).
+    Relu,
+    /// `x < min ? min : x > max ? max : x` (NaN passes through), as [`UnaryOp::Clip`].
+    Clip(f32, f32),
+}
+
+impl DwAct {
+    /// The vector form of `act` and the activation left for a pass over the plane.
+    fn split(act: Option<UnaryOp>) -> (Self, Option<UnaryOp>) {
+        match act {
+            None => (DwAct::None, None),
+            Some(UnaryOp::Relu) => (DwAct::Relu, None),
+            Some(UnaryOp::Clip { min, max }) => (DwAct::Clip(min, max), None),
+            Some(other) => (DwAct::None, Some(other)),
         }
     }
 
-    /// Output rows `oh..oh + R` of one plane.
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn rows_block<S: pulp::Simd, const R: usize>(
-        &self,
-        simd: S,
-        buf: &[f32],
-        taps: &[usize],
-        w: &[f32],
-        bias: f32,
-        oh: usize,
-        out: &mut [f32],
-        g: &Geo,
-    ) {
-        let lanes = S::F32_LANES;
-        let ow_n = g.out[2];
-        let row_step = g.s[1] * self.width;
+    fn apply<S: pulp::Simd>(self, simd: S, v: S::f32s) -> S::f32s {
+        match self {
+            DwAct::None => v,
+            DwAct::Relu => {
+                let z = simd.splat_f32s(0.0);
+                simd.select_f32s(simd.greater_than_f32s(v, z), v, z)
+            }
+            DwAct::Clip(min, max) => {
+                let (lo, hi) = (simd.splat_f32s(min), simd.splat_f32s(max));
+                let v = simd.select_f32s(simd.less_than_f32s(v, lo), lo, v);
+                simd.select_f32s(simd.greater_than_f32s(v, hi), hi, v)
+            }
+        }
+    }
+}
+
+/// The staged flat output (rows of `width`) into the output plane (rows of `ow`), through
+/// the vector activation; whole vectors, the end of each row masked.
+#[inline(always)]
+pub(super) fn dw_compact<S: pulp::Simd>(
+    simd: S,
+    act: DwAct,
+    stage: &[f32],
+    width: usize,
+    out: &mut [f32],
+    ow: usize,
+) {
+    let lanes = S::F32_LANES;
+    for (orow, srow) in out.chunks_exact_mut(ow).zip(stage.chunks(width)) {
+        let mut d = orow.chunks_exact_mut(lanes);
         let mut x0 = 0;
-        while x0 < ow_n {
-            let base = oh * row_step + x0;
-            let mut acc = [simd.splat_f32s(bias); R];
-            for (&t, &wv) in taps.iter().zip(w) {
-                let wv = simd.splat_f32s(wv);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let at = base + r * row_step + t;
-                    let v: S::f32s =
-                        bytemuck::pod_read_unaligned(bytemuck::cast_slice(&buf[at..at + lanes]));
-                    *a = simd.add_f32s(*a, simd.mul_f32s(wv, v));
-                }
-            }
-            let n = lanes.min(ow_n - x0);
-            for (r, a) in acc.iter().enumerate() {
-                let vals: &[f32] = bytemuck::cast_slice(std::slice::from_ref(a));
-                let o = (oh + r) * ow_n + x0;
-                if n == lanes {
-                    // A constant length: one vector store, not a memcpy call.
-                    out[o..o + lanes].copy_from_slice(vals);
-                } else {
-                    out[o..o + n].copy_from_slice(&vals[..n]);
-                }
-            }
+        for dc in &mut d {
+            let v = act.apply(simd, load_lanes::<S>(&srow[x0..x0 + lanes]));
+            dc.copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&v)));
             x0 += lanes;
+        }
+        let dr = d.into_remainder();
+        if !dr.is_empty() {
+            let v = simd.partial_load_f32s(&srow[x0..x0 + dr.len()]);
+            simd.partial_store_f32s(dr, act.apply(simd, v));
         }
     }
 }
@@ -1176,24 +1266,31 @@ impl pulp::WithSimd for DwChannels<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
         let (ip, op, kp) = (self.geo.in_plane(), self.geo.out_plane(), self.geo.kprod());
-        let conv = self.conv;
-        self.plan.clear(self.buf);
+        let (conv, plan, taps) = (self.conv, self.plan, self.taps);
+        let (buf, stage) = self.buf.split_at_mut(plan.len);
+        let stage = &mut stage[..plan.out_len];
+        plan.clear(buf, 0.0);
+        let ow = self.geo.out[2];
+        let (vact, rest) = DwAct::split(conv.activation);
         for (i, oplane) in self.out.chunks_mut(op).enumerate() {
             let c = self.first + i;
-            self.plan
-                .fill(simd, &self.x[c * ip..(c + 1) * ip], self.geo, self.buf);
+            plan.fill(simd, &self.x[c * ip..(c + 1) * ip], self.geo, buf);
             let w = &conv.weights.get()[c * kp..(c + 1) * kp];
             let bias = conv.bias.as_ref().map_or(0.0, |b| b[c]);
-            self.plan.compute(
-                simd,
-                self.buf,
-                self.taps,
-                w,
-                bias,
-                conv.activation,
-                oplane,
-                self.geo,
-            );
+            // 3x3 and 5x5 (any stride or dilation) unrolled; other sizes loop over the taps.
+            if let (Ok(t), Ok(w)) = (<&[usize; 9]>::try_from(taps), <&[f32; 9]>::try_from(w)) {
+                dw_blocks_fixed(simd, buf, t, w, bias, stage);
+            } else if let (Ok(t), Ok(w)) =
+                (<&[usize; 25]>::try_from(taps), <&[f32; 25]>::try_from(w))
+            {
+                dw_blocks_fixed(simd, buf, t, w, bias, stage);
+            } else {
+                dw_blocks(simd, buf, taps, w, bias, stage);
+            }
+            dw_compact(simd, vact, stage, plan.width, oplane, ow);
+            if let Some(act) = rest {
+                with_unary(act, MapInPlace(oplane));
+            }
         }
     }
 }

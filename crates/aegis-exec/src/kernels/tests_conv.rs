@@ -264,6 +264,95 @@ fn depthwise_fused_clip_is_thread_count_independent() {
     }
 }
 
+/// Depthwise convs (the phase-split plane kernel: unrolled 3x3 and 5x5, the tap loop for
+/// other sizes) against the naive conv followed by the activation, for activations the
+/// kernel applies on vectors (Relu, Clip) and ones it leaves to a pass over the plane.
+#[rstest]
+// 3x3 stride 1 and 2, odd channel counts, planes narrower than a vector and wider than a
+// block, asymmetric pads
+#[case(&[1, 5, 7, 7], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 5))]
+#[case(&[2, 3, 19, 70], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 0], &[0, 1], 3))]
+#[case(&[1, 7, 14, 14], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 7))]
+// 5x5 stride 1 and 2, no padding and large padding
+#[case(&[1, 3, 12, 17], attrs(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 3))]
+#[case(&[1, 9, 15, 15], attrs(&[5, 5], &[2, 2], &[1, 1], &[0, 0], &[0, 0], 9))]
+// 3x3 dilated, mixed strides, a 7x7, a 1x1 output plane, 1-D
+#[case(&[1, 4, 11, 9], attrs(&[3, 3], &[1, 2], &[2, 3], &[2, 3], &[1, 0], 4))]
+#[case(&[1, 3, 10, 10], attrs(&[7, 7], &[1, 1], &[1, 1], &[3, 3], &[3, 3], 3))]
+#[case(&[1, 6, 3, 3], attrs(&[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], 6))]
+#[case(&[2, 5, 41], attrs(&[5], &[2], &[1], &[2], &[2], 5))]
+fn depthwise_activations_match_naive(#[case] xs: &[usize], #[case] a: ConvAttrs) {
+    let c = xs[1];
+    let mut ws = vec![c, 1];
+    ws.extend(&a.kernel);
+    let x = rand_vec(xs.iter().product(), 21);
+    let w = rand_vec(ws.iter().product(), 22);
+    let b = rand_vec(c, 23);
+    let (plain, _) = naive_conv(&x, xs, &w, &ws, Some(&b), &a);
+    let acts = [
+        None,
+        Some(UnaryOp::Relu),
+        Some(UnaryOp::Clip {
+            min: -0.3,
+            max: 0.4,
+        }),
+        Some(UnaryOp::HardSwish),
+        Some(UnaryOp::LeakyRelu { alpha: 0.1 }),
+    ];
+    for act in acts {
+        let mut want = plain.clone();
+        if let Some(act) = act {
+            unary_f32_inplace(act, &mut want, 1).unwrap();
+        }
+        let mut pc = PreparedConv::new(&w, &ws, Some(&b), a.clone()).unwrap();
+        if let Some(act) = act {
+            pc = pc.with_activation(act);
+        }
+        let mut first: Option<Vec<f32>> = None;
+        for threads in [1, 2, 3] {
+            let mut scratch = vec![f32::NAN; pc.scratch_len(xs, threads).unwrap()];
+            let mut out = vec![f32::NAN; want.len()];
+            pc.run(&x, xs, &mut out, &mut scratch, threads).unwrap();
+            assert_close(&out, &want, 1e-5);
+            match &first {
+                None => first = Some(out),
+                Some(f) => assert_bits_eq(&out, f),
+            }
+        }
+    }
+}
+
+#[test]
+fn depthwise_relu_and_clip_pass_nan_as_the_scalar_ops() {
+    // A NaN input makes its window's outputs NaN before the activation: Relu turns them to 0
+    // (as `f32::max(x, 0.0)`), Clip passes them through.
+    let xs = [1, 2, 6, 6];
+    let ws = [2, 1, 3, 3];
+    let mut x = rand_vec(72, 24);
+    x[14] = f32::NAN;
+    let w = rand_vec(18, 25);
+    let a = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 2);
+    let (plain, _) = naive_conv(&x, &xs, &w, &ws, None, &a);
+    for act in [
+        UnaryOp::Relu,
+        UnaryOp::Clip {
+            min: -1.0,
+            max: 1.0,
+        },
+    ] {
+        let pc = PreparedConv::new(&w, &ws, None, a.clone())
+            .unwrap()
+            .with_activation(act);
+        let mut out = vec![0.0; plain.len()];
+        let mut scratch = vec![0.0; pc.scratch_len(&xs, 1).unwrap()];
+        pc.run(&x, &xs, &mut out, &mut scratch, 1).unwrap();
+        let mut want = plain.clone();
+        unary_f32_inplace(act, &mut want, 1).unwrap();
+        assert!(plain.iter().any(|v| v.is_nan()));
+        assert_close(&out, &want, 1e-5);
+    }
+}
+
 #[test]
 fn conv_rejects_bad_arguments() {
     let w = vec![0.0; 2 * 3 * 9];

@@ -490,11 +490,59 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 // sqrt(2 / pi)
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
+/// `e^x` in f32 without a libm call, branch-free so that loops over it vectorise (Cephes
+/// `expf`: `x = n ln 2 + r` with `|r| <= ln 2 / 2`, a degree-6 polynomial for `e^r`, and
+/// `2^n` built in the exponent bits, as two factors so that `n = 128` still fits; within
+/// 2 ulp of the exact value over the normal range).
+/// Below `ln(f32::MIN_POSITIVE)` (about -87.34, where the exact value is subnormal) it
+/// returns 0; above `ln(f32::MAX)` `+inf`; NaN stays NaN. Plain multiplies and adds (no
+/// fused multiply-add), so it gives the same bits whether a loop runs it vectorised or not,
+/// on any instruction set.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two: n * C1 is exact for the n that occur.
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    // 1.5 * 2^23: adding it rounds to an integer (ties to even) held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    const LO: f32 = -87.336_55;
+    // Just below ln(f32::MAX).
+    const HI: f32 = 88.722_83;
+    let xc = x.clamp(LO, HI);
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = (xc - n * C1) - n * C2;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * (r * r) + r + 1.0;
+    // 2^n = 2^h * 2^(n - h), each an exponent field (t's bits are 0x4B40_0000 + n, and
+    // -126 <= n <= 128); y * 2^h is exact, so the product rounds once, as y * 2^n would.
+    let n_i = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let h = n_i >> 1;
+    let s1 = f32::from_bits(((h + 127) as u32) << 23);
+    let s2 = f32::from_bits(((n_i - h + 127) as u32) << 23);
+    let v = (y * s1) * s2;
+    if x < LO {
+        0.0
+    } else if x > 88.722_84 {
+        f32::INFINITY
+    } else if x.is_nan() {
+        x
+    } else {
+        v
+    }
+}
+
 #[inline(always)]
 fn apply_unary(op: UnaryOp, x: f32) -> f32 {
     match op {
         UnaryOp::Relu => x.max(0.0),
-        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Sigmoid => 1.0 / (1.0 + exp_f32(-x)),
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Erf => libm::erff(x),
         UnaryOp::Sqrt => x.sqrt(),
@@ -522,7 +570,7 @@ fn apply_unary(op: UnaryOp, x: f32) -> f32 {
         }
         UnaryOp::Neg => -x,
         UnaryOp::Abs => x.abs(),
-        UnaryOp::Exp => x.exp(),
+        UnaryOp::Exp => exp_f32(x),
         UnaryOp::Log => x.ln(),
         UnaryOp::Reciprocal => 1.0 / x,
         UnaryOp::Floor => x.floor(),

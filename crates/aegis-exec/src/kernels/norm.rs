@@ -4,6 +4,8 @@
 //! adding the rank). Each output is a fixed-order reduction, so results do not depend on
 //! `threads`.
 
+use super::broadcast::simd_dispatch;
+use super::elementwise::exp_f32;
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::par_chunks;
 
@@ -333,84 +335,152 @@ fn softmax_blocks(
     if inner == 1 {
         // The usual last-axis softmax: each block is one contiguous row.
         par_chunks(out, n, threads, (1 << 14) / n, |first, piece| {
-            for (bi, ob) in piece.chunks_mut(n).enumerate() {
-                let xb = &x[(first + bi) * n..(first + bi + 1) * n];
-                let m = xb.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut s = 0.0f32;
-                match kind {
-                    SoftmaxKind::Softmax => {
-                        for (o, &v) in ob.iter_mut().zip(xb) {
-                            let e = (v - m).exp();
-                            s += e;
-                            *o = e;
-                        }
-                        let r = 1.0 / s;
-                        for o in ob.iter_mut() {
-                            *o *= r;
-                        }
+            simd_dispatch(
+                #[inline(always)]
+                || {
+                    for (bi, ob) in piece.chunks_mut(n).enumerate() {
+                        softmax_row(kind, &x[(first + bi) * n..(first + bi + 1) * n], ob);
                     }
-                    SoftmaxKind::LogSoftmax => {
-                        for &v in xb {
-                            s += (v - m).exp();
-                        }
-                        let l = s.ln();
-                        for (o, &v) in ob.iter_mut().zip(xb) {
-                            *o = (v - m) - l;
-                        }
-                    }
-                }
-            }
+                },
+            );
         });
         return Ok(());
     }
     par_chunks(out, block, threads, (1 << 14) / block, |first, piece| {
         let mut acc = vec![0.0f32; inner];
-        for (bi, ob) in piece.chunks_mut(block).enumerate() {
-            let xb = &x[(first + bi) * block..(first + bi + 1) * block];
-            // Row-wise passes over [n, inner] so the inner loops stay contiguous.
-            acc.fill(f32::NEG_INFINITY);
-            for row in xb.chunks(inner) {
-                for (m, &v) in acc.iter_mut().zip(row) {
-                    *m = m.max(v);
+        let mut maxes = vec![0.0f32; inner];
+        simd_dispatch(
+            #[inline(always)]
+            || {
+                for (bi, ob) in piece.chunks_mut(block).enumerate() {
+                    let xb = &x[(first + bi) * block..(first + bi + 1) * block];
+                    softmax_columns(kind, xb, inner, ob, &mut maxes, &mut acc);
                 }
+            },
+        );
+    });
+    Ok(())
+}
+
+/// Lanes of the fixed-order row reductions: the scalar code's order, which the vectoriser
+/// keeps, so sums are the same bits on any instruction set.
+const ROW_LANES: usize = 16;
+
+/// The largest value of a row (NaN ignored, as a fold with `f32::max`; `-inf` if empty).
+#[inline(always)]
+fn row_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; ROW_LANES];
+    let mut chunks = x.chunks_exact(ROW_LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a = a.max(v);
+    }
+    acc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// The sum of a row: `ROW_LANES` partial sums in element order, then a fixed tree (the same
+/// order for a given length every time, and not one chain of dependent adds).
+#[inline(always)]
+fn row_sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; ROW_LANES];
+    let mut chunks = x.chunks_exact(ROW_LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += v;
+    }
+    let mut w = ROW_LANES;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            acc[i] += acc[i + w];
+        }
+    }
+    acc[0]
+}
+
+/// Softmax / LogSoftmax of one contiguous row: `e = exp(v - max)` (vectorised [`exp_f32`]),
+/// then the sum, then one scaling pass.
+#[inline(always)]
+fn softmax_row(kind: SoftmaxKind, xb: &[f32], ob: &mut [f32]) {
+    let m = row_max(xb);
+    for (o, &v) in ob.iter_mut().zip(xb) {
+        *o = exp_f32(v - m);
+    }
+    let s = row_sum(ob);
+    match kind {
+        SoftmaxKind::Softmax => {
+            let r = 1.0 / s;
+            for o in ob.iter_mut() {
+                *o *= r;
             }
-            let maxes = acc.clone();
-            acc.fill(0.0);
-            for (orow, row) in ob.chunks_mut(inner).zip(xb.chunks(inner)) {
-                for (((o, &v), &m), s) in orow.iter_mut().zip(row).zip(&maxes).zip(acc.iter_mut()) {
-                    let e = (v - m).exp();
-                    *s += e;
-                    *o = match kind {
-                        SoftmaxKind::Softmax => e,
-                        SoftmaxKind::LogSoftmax => v - m,
-                    };
-                }
+        }
+        SoftmaxKind::LogSoftmax => {
+            let l = s.ln();
+            for (o, &v) in ob.iter_mut().zip(xb) {
+                *o = (v - m) - l;
             }
-            match kind {
-                SoftmaxKind::Softmax => {
-                    for s in acc.iter_mut() {
-                        *s = 1.0 / *s;
-                    }
-                    for orow in ob.chunks_mut(inner) {
-                        for (o, &r) in orow.iter_mut().zip(&acc) {
-                            *o *= r;
-                        }
-                    }
-                }
-                SoftmaxKind::LogSoftmax => {
-                    for s in acc.iter_mut() {
-                        *s = s.ln();
-                    }
-                    for orow in ob.chunks_mut(inner) {
-                        for (o, &l) in orow.iter_mut().zip(&acc) {
-                            *o -= l;
-                        }
-                    }
+        }
+    }
+}
+
+/// Softmax / LogSoftmax of one block `[n, inner]` over its first axis, in row-wise passes so
+/// the inner loops stay contiguous (each column's max and sum accumulate in row order).
+#[inline(always)]
+fn softmax_columns(
+    kind: SoftmaxKind,
+    xb: &[f32],
+    inner: usize,
+    ob: &mut [f32],
+    maxes: &mut [f32],
+    acc: &mut [f32],
+) {
+    maxes.fill(f32::NEG_INFINITY);
+    for row in xb.chunks(inner) {
+        for (m, &v) in maxes.iter_mut().zip(row) {
+            *m = m.max(v);
+        }
+    }
+    acc.fill(0.0);
+    for (orow, row) in ob.chunks_mut(inner).zip(xb.chunks(inner)) {
+        for (((o, &v), &m), s) in orow.iter_mut().zip(row).zip(&*maxes).zip(acc.iter_mut()) {
+            let e = exp_f32(v - m);
+            *s += e;
+            *o = match kind {
+                SoftmaxKind::Softmax => e,
+                SoftmaxKind::LogSoftmax => v - m,
+            };
+        }
+    }
+    match kind {
+        SoftmaxKind::Softmax => {
+            for s in acc.iter_mut() {
+                *s = 1.0 / *s;
+            }
+            for orow in ob.chunks_mut(inner) {
+                for (o, &r) in orow.iter_mut().zip(&*acc) {
+                    *o *= r;
                 }
             }
         }
-    });
-    Ok(())
+        SoftmaxKind::LogSoftmax => {
+            for s in acc.iter_mut() {
+                *s = s.ln();
+            }
+            for orow in ob.chunks_mut(inner) {
+                for (o, &l) in orow.iter_mut().zip(&*acc) {
+                    *o -= l;
+                }
+            }
+        }
+    }
 }
 
 /// A reduction.

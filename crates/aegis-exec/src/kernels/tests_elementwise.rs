@@ -328,6 +328,66 @@ fn expand_broadcasts_to_target() {
     assert!(expand(&[1i64, 2], &[2], &mut out, &[2, 3], 1).is_err());
 }
 
+/// Distance in units in the last place between two finite f32 of the same sign.
+fn ulps(a: f32, b: f32) -> u32 {
+    a.to_bits().abs_diff(b.to_bits())
+}
+
+#[test]
+fn exp_f32_is_within_two_ulp_and_handles_the_edges() {
+    use super::elementwise::exp_f32;
+    // A dense sweep of the normal-result range, against f64 exp rounded to f32.
+    let (lo, hi, steps) = (-87.33f64, 88.72f64, 200_000);
+    for i in 0..=steps {
+        let x = (lo + (hi - lo) * i as f64 / steps as f64) as f32;
+        let want = (x as f64).exp() as f32;
+        let got = exp_f32(x);
+        assert!(ulps(got, want) <= 2, "exp({x}) = {got}, want {want}");
+    }
+    for x in [
+        0.0f32,
+        -0.0,
+        1e-20,
+        -1e-20,
+        1.0,
+        -1.0,
+        0.5,
+        -0.346_573_6,
+        0.346_573_6,
+    ] {
+        assert!(ulps(exp_f32(x), (x as f64).exp() as f32) <= 2, "exp({x})");
+    }
+    // Below ln(f32::MIN_POSITIVE) flush to 0; above ln(f32::MAX) +inf; NaN stays NaN.
+    for x in [-87.5f32, -100.0, -1e30, f32::NEG_INFINITY, f32::MIN] {
+        assert_eq!(exp_f32(x), 0.0, "exp({x})");
+    }
+    for x in [88.73f32, 1e3, f32::MAX, f32::INFINITY] {
+        assert_eq!(exp_f32(x), f32::INFINITY, "exp({x})");
+    }
+    assert!(exp_f32(f32::NAN).is_nan());
+}
+
+#[test]
+fn exp_and_sigmoid_are_the_same_bits_in_any_chunking() {
+    // The vectorised body and the scalar tail of a loop, and any split between workers,
+    // compute each element the same way.
+    let x: Vec<f32> = rand_vec(1000, 9).iter().map(|v| v * 90.0).collect();
+    for op in [UnaryOp::Exp, UnaryOp::Sigmoid] {
+        let mut whole = vec![0.0; x.len()];
+        unary_f32(op, &x, &mut whole, 1).unwrap();
+        for split in [1, 7, 16, 333] {
+            let mut parts = vec![0.0; x.len()];
+            for (o, xi) in parts.chunks_mut(split).zip(x.chunks(split)) {
+                unary_f32(op, xi, o, 1).unwrap();
+            }
+            assert_bits_eq(&parts, &whole);
+        }
+        let mut two = vec![0.0; x.len()];
+        unary_f32(op, &x, &mut two, 2).unwrap();
+        assert_bits_eq(&two, &whole);
+    }
+}
+
 #[test]
 fn unary_ops_match_formulas() {
     let x: Vec<f32> = rand_vec(4096, 7).iter().map(|v| v * 6.0).collect();

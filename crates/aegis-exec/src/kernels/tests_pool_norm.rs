@@ -89,6 +89,14 @@ fn pa(
 #[case(&[1, 2, 9, 9], pa(&[2, 3], &[1, 2], &[2, 2], &[1, 1], &[2, 0], false, true))]
 #[case(&[1, 2, 10], pa(&[4], &[3], &[1], &[1], &[1], true, false))]
 #[case(&[1, 1, 4, 5, 6], pa(&[2, 2, 3], &[2, 1, 2], &[1, 1, 1], &[0, 1, 1], &[1, 0, 1], false, false))]
+// Max pool on the phase-split plane copy: squeezenet's 3x3/2 ceil (odd and even sizes), rows
+// wider than a vector block, stride 3, a window wider than the input, 1x1 outputs.
+#[case(&[1, 5, 109, 109], pa(&[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], true, false))]
+#[case(&[2, 3, 54, 54], pa(&[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], true, false))]
+#[case(&[1, 3, 13, 70], pa(&[3, 3], &[3, 3], &[1, 1], &[1, 2], &[2, 1], false, false))]
+#[case(&[1, 2, 5, 4], pa(&[5, 7], &[1, 1], &[1, 1], &[2, 3], &[2, 3], false, false))]
+#[case(&[1, 3, 2, 2], pa(&[2, 2], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false, false))]
+#[case(&[2, 3, 33], pa(&[3], &[2], &[2], &[2], &[1], true, false))]
 fn pool_matches_naive(#[case] xs: &[usize], #[case] a: PoolAttrs) {
     let x = rand_vec(xs.iter().product(), 31);
     for kind in [PoolKind::Max, PoolKind::Average] {
@@ -99,6 +107,54 @@ fn pool_matches_naive(#[case] xs: &[usize], #[case] a: PoolAttrs) {
             assert_close(&out, &want, 1e-6);
         }
     }
+}
+
+#[test]
+fn max_pool_propagates_nan_and_is_thread_count_independent() {
+    // 3x3/2 with padding over 7 planes of 17x23: NaN at a corner, on a border and inside;
+    // every output whose window holds a NaN is NaN, the others match the naive pool.
+    let xs = [1, 7, 17, 23];
+    let mut x = rand_vec(xs.iter().product(), 33);
+    let plane = 17 * 23;
+    for at in [
+        0,
+        plane + 22,
+        2 * plane + 8 * 23 + 11,
+        6 * plane + plane - 1,
+    ] {
+        x[at] = f32::NAN;
+    }
+    let a = pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], false, false);
+    let clean: Vec<f32> = x
+        .iter()
+        .map(|v| if v.is_nan() { 0.0 } else { *v })
+        .collect();
+    let want = naive_pool(PoolKind::Max, &clean, &xs, &a);
+    let nan_mask = naive_pool(
+        PoolKind::Max,
+        &x.iter()
+            .map(|v| if v.is_nan() { 1.0 } else { 0.0 })
+            .collect::<Vec<_>>(),
+        &xs,
+        &a,
+    );
+    let mut first: Option<Vec<f32>> = None;
+    for threads in [1, 2, 3] {
+        let mut out = vec![0.0; want.len()];
+        pool(PoolKind::Max, &x, &xs, &a, &mut out, threads).unwrap();
+        for (i, (&o, (&w, &m))) in out.iter().zip(want.iter().zip(&nan_mask)).enumerate() {
+            if m > 0.0 {
+                assert!(o.is_nan(), "element {i}: {o}, want NaN");
+            } else {
+                assert_eq!(o, w, "element {i}");
+            }
+        }
+        match &first {
+            None => first = Some(out),
+            Some(f) => assert_bits_eq(&out, f),
+        }
+    }
+    assert!(nan_mask.iter().filter(|&&m| m > 0.0).count() >= 4);
 }
 
 #[test]
@@ -223,6 +279,11 @@ fn layer_norm_matches_formula() {
 #[case(&[2, 3, 4], 1)]
 #[case(&[2, 3, 4], 0)]
 #[case(&[5, 1000], 1)]
+// rows shorter than, equal to and just over the 16 partial sums; a long odd column count
+#[case(&[3, 7], 1)]
+#[case(&[2, 16], 1)]
+#[case(&[2, 33], 1)]
+#[case(&[2, 5, 37], 1)]
 fn softmax_matches_formula(#[case] xs: &[usize], #[case] axis: usize) {
     let x: Vec<f32> = rand_vec(xs.iter().product(), 71)
         .iter()
@@ -244,6 +305,46 @@ fn softmax_matches_formula(#[case] xs: &[usize], #[case] axis: usize) {
     assert_close(&out, &want, 1e-5);
     softmax(SoftmaxKind::LogSoftmax, &x, xs, axis, &mut out, 1).unwrap();
     assert_close(&out, &want_log, 1e-5);
+}
+
+#[test]
+fn softmax_extreme_inputs_and_thread_count_independence() {
+    // Scores 0 and -200 apart (exp underflows to 0), an all-equal row, a row with +-1e30,
+    // and 64 rows of 77 (more than one worker's share).
+    let n = 77;
+    let mut x = rand_vec(64 * n, 74);
+    x[..n]
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, v)| *v = if i == 5 { 0.0 } else { -200.0 });
+    x[n..2 * n].fill(3.5);
+    x[2 * n] = 1e30;
+    x[2 * n + 1] = -1e30;
+    let xs = [64, n];
+    let mut first: Option<Vec<f32>> = None;
+    for threads in [1, 2, 3] {
+        let mut out = vec![f32::NAN; x.len()];
+        softmax(SoftmaxKind::Softmax, &x, &xs, 1, &mut out, threads).unwrap();
+        assert_eq!(out[5], 1.0);
+        assert!(out[..n]
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| i == 5 || v == 0.0));
+        assert_close(&out[n..2 * n], &vec![1.0 / n as f32; n], 1e-6);
+        assert_eq!(out[2 * n], 1.0);
+        assert!(out[2 * n + 1..3 * n].iter().all(|&v| v == 0.0));
+        for row in out.chunks(n) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+        match &first {
+            None => first = Some(out),
+            Some(f) => assert_bits_eq(&out, f),
+        }
+    }
+    let mut out = vec![0.0; x.len()];
+    softmax(SoftmaxKind::LogSoftmax, &x, &xs, 1, &mut out, 2).unwrap();
+    assert_eq!(out[5], 0.0);
+    assert_close(&out[..1], &[-200.0], 1e-6);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `aegisrt`: the AegisRT command line.
 //!
-//! Subcommands: `run`, `bench`, `plan`, `check`, `fit`, `serve-sim` (see `docs/CLI.md`).
+//! Subcommands: `run`, `bench`, `profile`, `plan`, `check`, `fit`, `serve-sim` (see
+//! `docs/CLI.md`).
 //! Every failure prints one line `error: ...` on stderr and exits non-zero; a panic is caught
 //! by a hook that prints one line too (no backtrace).
 //!
@@ -97,6 +98,23 @@ enum Command {
         /// Untimed iterations first.
         #[arg(long, default_value_t = 5)]
         warmup: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where the time goes: every kernel timed (host backend), per op type and per node.
+    Profile {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Threads one kernel may use (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Profiled inferences (each node's median is reported).
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+        /// Slowest nodes listed.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -237,6 +255,13 @@ fn dispatch(command: Command) -> CliResult<u8> {
             warmup,
             json,
         } => run::bench(&model, &device, iterations, warmup, json),
+        Command::Profile {
+            model,
+            threads,
+            iterations,
+            top,
+            json,
+        } => run::profile(&model, threads, iterations, top, json),
         Command::Plan { model, svg, json } => inspect::plan(&model, svg.as_deref(), json),
         Command::Check { model, threads } => inspect::check(&model, threads),
         Command::Fit {

@@ -1,10 +1,12 @@
-//! `aegisrt run` and `aegisrt bench`.
+//! `aegisrt run`, `aegisrt bench` and `aegisrt profile`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aegis_context::{Backend, BudgetLimits, ExecutionContext, Runtime};
-use aegis_exec::ExecOptions;
+use aegis_cuda::{Stream, StreamPriority};
+use aegis_exec::{ExecOptions, Executor, PreparedModel};
+use aegis_memory::DeviceMemoryPool;
 use aegis_sched::Priority;
 
 use crate::common::{
@@ -223,4 +225,135 @@ pub fn bench(
         println!("throughput: {:.1} inferences/s", report.throughput_per_s);
     }
     Ok(0)
+}
+
+/// One op type's share of a profile.
+#[derive(Debug, serde::Serialize)]
+struct OpShare {
+    op: &'static str,
+    nodes: usize,
+    ms: f64,
+    share: f64,
+}
+
+/// One node of a profile.
+#[derive(Debug, serde::Serialize)]
+struct NodeRow {
+    node: String,
+    op: &'static str,
+    ms: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ProfileReport {
+    model: String,
+    threads: usize,
+    iterations: usize,
+    /// Sum of the kernels' medians (the kernels alone; an inference adds stream hand-offs).
+    kernels_ms: f64,
+    ops: Vec<OpShare>,
+    slowest: Vec<NodeRow>,
+}
+
+/// `aegisrt profile`: every kernel timed on the host backend.
+pub fn profile(
+    model: &ModelArgs,
+    threads: Option<usize>,
+    iterations: usize,
+    top: usize,
+    json: bool,
+) -> CliResult<u8> {
+    if iterations == 0 {
+        return Err("--iterations must be at least 1".into());
+    }
+    let graph = load_graph(model)?;
+    let (tensors, notes) = inputs_for(&graph, &[], 0)?;
+    if !json {
+        for n in &notes {
+            println!("{n}");
+        }
+    }
+    let threads = threads.unwrap_or_else(default_threads);
+    let device = device(crate::BackendArg::Host, threads)?;
+    let pool = DeviceMemoryPool::new(&device, device.info().total_memory);
+    let opts = ExecOptions {
+        streams: 1,
+        threads,
+    };
+    let prepared = PreparedModel::prepare(std::sync::Arc::clone(&graph), &pool, &opts)
+        .map_err(|e| e.to_string())?;
+    let stream = Stream::new(&device, StreamPriority::NORMAL).map_err(|e| e.to_string())?;
+    // One untimed inference first: first-touch page faults are not the kernels' cost.
+    Executor::run(&prepared, &tensors, &[&stream]).map_err(|e| e.to_string())?;
+    let times =
+        Executor::profile(&prepared, &tensors, &stream, iterations).map_err(|e| e.to_string())?;
+    let total: f64 = times.iter().map(|t| millis(t.median)).sum();
+    let mut by_op: std::collections::BTreeMap<&'static str, (usize, f64)> = Default::default();
+    for t in &times {
+        let e = by_op.entry(t.op).or_default();
+        e.0 += 1;
+        e.1 += millis(t.median);
+    }
+    let mut ops: Vec<OpShare> = by_op
+        .into_iter()
+        .map(|(op, (nodes, ms))| OpShare {
+            op,
+            nodes,
+            ms,
+            share: if total > 0.0 { ms / total } else { 0.0 },
+        })
+        .collect();
+    ops.sort_by(|a, b| b.ms.total_cmp(&a.ms).then(a.op.cmp(b.op)));
+    let mut nodes: Vec<&aegis_exec::NodeTime> = times.iter().collect();
+    nodes.sort_by_key(|t| (std::cmp::Reverse(t.median), t.step));
+    let report = ProfileReport {
+        model: aegis_context::model_id_for_path(&model.model),
+        threads,
+        iterations,
+        kernels_ms: total,
+        ops,
+        slowest: nodes
+            .iter()
+            .take(top)
+            .map(|t| NodeRow {
+                node: t.node.clone(),
+                op: t.op,
+                ms: millis(t.median),
+            })
+            .collect(),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+        return Ok(0);
+    }
+    println!(
+        "{}: {} kernels, {} thread(s), {} profiled inferences; sum of kernel medians {:.3} ms",
+        report.model,
+        times.len(),
+        threads,
+        iterations,
+        total
+    );
+    println!("{:<28} {:>6} {:>10} {:>7}", "op", "nodes", "ms", "share");
+    for o in &report.ops {
+        println!(
+            "{:<28} {:>6} {:>10.3} {:>6.1}%",
+            o.op,
+            o.nodes,
+            o.ms,
+            100.0 * o.share
+        );
+    }
+    println!("slowest nodes:");
+    for n in &report.slowest {
+        println!("  {:>9.3} ms  {} ({})", n.ms, n.node, n.op);
+    }
+    Ok(0)
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }

@@ -407,3 +407,33 @@ fn serve_sim_loses_nothing_and_traces_decisions() {
         "two streams"
     );
 }
+
+#[test]
+fn profile_reports_every_op_type_and_the_slowest_nodes() {
+    let o = run(&[
+        "profile",
+        &model("tv-squeezenet1_1"),
+        "--iterations",
+        "2",
+        "--threads",
+        "1",
+        "--top",
+        "3",
+        "--json",
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let ops = v["ops"].as_array().expect("ops");
+    // squeezenet: convolutions dominate, and the shares add up to the whole.
+    assert_eq!(ops[0]["op"], "Conv", "{stdout}");
+    let share: f64 = ops.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-6, "{share}");
+    let nodes: u64 = ops.iter().map(|o| o["nodes"].as_u64().unwrap()).sum();
+    assert!(nodes >= 26, "{nodes}");
+    assert_eq!(v["slowest"].as_array().map(Vec::len), Some(3));
+    assert!(v["kernels_ms"].as_f64().unwrap() > 0.0);
+    // Bad input: a typed one-line error.
+    let bad = run(&["profile", &model("tv-squeezenet1_1"), "--iterations", "0"]);
+    assert_one_line_error(&bad, "--iterations");
+}

@@ -15,8 +15,9 @@
 //!   [`aegis_cuda::ErrorCategory::Permanent`]) instead of panicking.
 //! - bool tensors are `u8` (0/1). Integer ops wrap on overflow; integer division/modulo by
 //!   zero is an error.
-//! - `threads` (heavy kernels): 1 = run on the caller; n > 1 = up to n pieces (at most one
-//!   per core) run on the kernels' own rayon pool while the caller waits.
+//! - `threads` (heavy kernels): 1 = run on the caller; n > 1 = the work is cut into pieces that
+//!   the caller and up to n - 1 helpers of aegis-cuda's host compute team claim
+//!   (`aegis_cuda::host_parallel_for`).
 //!   **Results are bit-identical for every `threads`**:
 //!   work is split only along output elements, never inside a reduction, and GEMM work is cut
 //!   into tiles fixed by the shapes alone, each one single-threaded

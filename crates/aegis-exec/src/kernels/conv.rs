@@ -147,16 +147,15 @@ impl ConvAttrs {
     }
 }
 
-/// Spatial geometry padded to 3 axes (D, H, W) with leading unit axes (also pooling's, for
-/// the 2-D max pool on a [`DwPlan`]).
+/// Spatial geometry padded to 3 axes (D, H, W) with leading unit axes.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Geo {
-    pub(super) input: [usize; 3],
-    pub(super) out: [usize; 3],
-    pub(super) k: [usize; 3],
-    pub(super) s: [usize; 3],
-    pub(super) d: [usize; 3],
-    pub(super) pb: [usize; 3],
+struct Geo {
+    input: [usize; 3],
+    out: [usize; 3],
+    k: [usize; 3],
+    s: [usize; 3],
+    d: [usize; 3],
+    pb: [usize; 3],
 }
 
 impl Geo {
@@ -967,12 +966,12 @@ fn im2col_tile(xg: &[f32], c_in_g: usize, g: &Geo, p0: usize, t: usize, col: &mu
     }
 }
 
-/// Output positions of one depthwise (or max pool) block: 4 vectors of up to 16 lanes. The flat output is
+/// Output positions of one depthwise block: 4 vectors of up to 16 lanes. The flat output is
 /// computed in whole blocks, so the staging area and the input copy are sized in them.
 const DW_BLOCK: usize = 64;
 /// Vectors one depthwise block accumulates together: four independent FMA chains, so their
 /// latency overlaps (one chain alone is latency-bound).
-pub(super) const DW_VECS: usize = 4;
+const DW_VECS: usize = 4;
 
 /// The 2-D (and 1-D) depthwise kernel's view of one input plane: a zero-padded copy split by
 /// phase modulo the row and the column stride, so that output `(oh, ow)` at flat position
@@ -989,20 +988,20 @@ pub(super) const DW_VECS: usize = 4;
 /// the staging copy costs less than the per-step index arithmetic and bounds checks that
 /// scattered steps need, and wastes fewer lanes on rows narrower than a vector multiple.)
 #[derive(Debug, Clone, Copy)]
-pub(super) struct DwPlan {
+struct DwPlan {
     rows: usize,
-    pub(super) width: usize,
+    width: usize,
     sh: usize,
     sw: usize,
     /// Staging elements: the flat output rounded up to whole blocks.
-    pub(super) out_len: usize,
+    out_len: usize,
     /// Input copy elements: every phase plane, and room for the last block's furthest tap.
-    pub(super) len: usize,
+    len: usize,
 }
 
 impl DwPlan {
     /// `None` for 3-D convolutions (the direct loop handles those).
-    pub(super) fn new(g: &Geo) -> Option<Self> {
+    fn new(g: &Geo) -> Option<Self> {
         if g.input[0] != 1 || g.k[0] != 1 || g.out[0] != 1 {
             return None;
         }
@@ -1024,7 +1023,7 @@ impl DwPlan {
     }
 
     /// Offset of each tap `(kh, kw)`, in weight order, from an output's flat position.
-    pub(super) fn taps(&self, g: &Geo) -> Vec<usize> {
+    fn taps(&self, g: &Geo) -> Vec<usize> {
         let mut taps = Vec::with_capacity(g.k[1] * g.k[2]);
         for kh in 0..g.k[1] {
             let r = kh * g.d[1];
@@ -1037,18 +1036,17 @@ impl DwPlan {
         taps
     }
 
-    /// Sets the buffer to the padding value (0 for a conv, -inf for a max pool): the padding
-    /// is the same for every channel, so [`DwPlan::fill`] then only rewrites the positions
-    /// that come from the input.
-    pub(super) fn clear(&self, buf: &mut [f32], pad: f32) {
-        buf[..self.len].fill(pad);
+    /// Zeroes the buffer: the padding is the same for every channel, so [`DwPlan::fill`]
+    /// then only rewrites the positions that come from the input.
+    fn clear(&self, buf: &mut [f32]) {
+        buf[..self.len].fill(0.0);
     }
 
     /// Copies input plane `x` into its places in a [`DwPlan::clear`]ed buffer (the padding
     /// positions are never written, so they stay zero). Input rows in order, each split into
     /// its column phases while it is in L1 (the plane itself usually comes from L2 or L3).
     #[inline(always)]
-    pub(super) fn fill<S: pulp::Simd>(&self, simd: S, x: &[f32], g: &Geo, buf: &mut [f32]) {
+    fn fill<S: pulp::Simd>(&self, simd: S, x: &[f32], g: &Geo, buf: &mut [f32]) {
         let [_, ih_n, iw_n] = g.input;
         let s = self.sw;
         // Per column phase: the columns [lo, hi) that come from the input, and the first
@@ -1104,7 +1102,7 @@ impl DwPlan {
 
 /// Loads one vector from `src` (exactly one vector long).
 #[inline(always)]
-pub(super) fn load_lanes<S: pulp::Simd>(src: &[f32]) -> S::f32s {
+fn load_lanes<S: pulp::Simd>(src: &[f32]) -> S::f32s {
     bytemuck::pod_read_unaligned(bytemuck::cast_slice(src))
 }
 
@@ -1168,7 +1166,7 @@ fn dw_blocks<S: pulp::Simd>(
 /// A fused activation the depthwise kernel applies to whole vectors before it stores them;
 /// any other activation runs over the finished plane ([`with_unary`]).
 #[derive(Debug, Clone, Copy)]
-pub(super) enum DwAct {
+enum DwAct {
     /// No activation.
     None,
     /// `x > 0 ? x : 0` (NaN gives 0, as `f32::max(x, 0.0)`).
@@ -1208,7 +1206,7 @@ impl DwAct {
 /// The staged flat output (rows of `width`) into the output plane (rows of `ow`), through
 /// the vector activation; whole vectors, the end of each row masked.
 #[inline(always)]
-pub(super) fn dw_compact<S: pulp::Simd>(
+fn dw_compact<S: pulp::Simd>(
     simd: S,
     act: DwAct,
     stage: &[f32],
@@ -1269,7 +1267,7 @@ impl pulp::WithSimd for DwChannels<'_> {
         let (conv, plan, taps) = (self.conv, self.plan, self.taps);
         let (buf, stage) = self.buf.split_at_mut(plan.len);
         let stage = &mut stage[..plan.out_len];
-        plan.clear(buf, 0.0);
+        plan.clear(buf);
         let ow = self.geo.out[2];
         let (vact, rest) = DwAct::split(conv.activation);
         for (i, oplane) in self.out.chunks_mut(op).enumerate() {

@@ -2,7 +2,6 @@
 //! 1-D and 3-D spatial). Threads split output planes (`N * C`); each output is a fixed-order
 //! reduction over its window, so results do not depend on `threads`.
 
-use super::conv::{dw_compact, load_lanes, DwAct, DwPlan, Geo, DW_VECS};
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::par_chunks;
 
@@ -180,36 +179,10 @@ pub fn pool(
     let kprod: usize = k3.iter().product();
     // Planes per worker worth waking one: about 64k window taps.
     let min_planes = (1usize << 16) / (op * kprod).max(1);
-    if i3[0] == 1 && k3[0] == 1 && o3[0] == 1 && kind == PoolKind::Max {
-        // 1-D / 2-D max: on the depthwise conv's padded, stride-phase-split plane copy (padded
-        // with -inf), so each tap is one contiguous load for a vector of outputs.
-        let geo = Geo {
-            input: i3,
-            out: o3,
-            k: k3,
-            s: s3,
-            d: d3,
-            pb: pb3,
-        };
-        if let Some(plan) = DwPlan::new(&geo) {
-            let taps = plan.taps(&geo);
-            par_chunks(out, op, threads, min_planes, |first, piece| {
-                pulp::Arch::new().dispatch(MaxPlanes {
-                    plan,
-                    taps: &taps,
-                    geo: &geo,
-                    x,
-                    first,
-                    out: piece,
-                });
-            });
-            return Ok(());
-        }
-    }
-    if i3[0] == 1 && k3[0] == 1 && o3[0] == 1 && kind == PoolKind::Average {
-        // 1-D / 2-D average: whole output rows per tap, same taps in the same order per
-        // output.
+    if i3[0] == 1 && k3[0] == 1 && o3[0] == 1 {
+        // 1-D / 2-D: whole output rows per tap, same taps in the same order per output.
         let g = Plane2d {
+            kind,
             iw_n: i3[2],
             ow_n: o3[2],
             kw: k3[2],
@@ -291,69 +264,7 @@ pub fn pool(
     Ok(())
 }
 
-/// One worker's output planes of a 1-D / 2-D max pool (contiguous planes from `first`), run
-/// under pulp's dispatch.
-struct MaxPlanes<'a> {
-    plan: DwPlan,
-    taps: &'a [usize],
-    geo: &'a Geo,
-    x: &'a [f32],
-    first: usize,
-    out: &'a mut [f32],
-}
-
-impl pulp::WithSimd for MaxPlanes<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, simd: S) {
-        let (plan, g) = (self.plan, self.geo);
-        let ip = g.input[1] * g.input[2];
-        let (ow, op) = (g.out[2], g.out[1] * g.out[2]);
-        // One allocation per worker and call (pooling has no planned scratch).
-        let mut scratch = vec![0.0; plan.len + plan.out_len];
-        let (buf, stage) = scratch.split_at_mut(plan.len);
-        plan.clear(buf, f32::NEG_INFINITY);
-        for (i, oplane) in self.out.chunks_mut(op).enumerate() {
-            let c = self.first + i;
-            plan.fill(simd, &self.x[c * ip..(c + 1) * ip], g, buf);
-            // 3x3 (the common window) with the tap loop unrolled.
-            match <&[usize; 9]>::try_from(self.taps) {
-                Ok(t) => max_blocks(simd, buf, t, stage),
-                Err(_) => max_blocks(simd, buf, self.taps, stage),
-            }
-            dw_compact(simd, DwAct::None, stage, plan.width, oplane, ow);
-        }
-    }
-}
-
-/// The flat max-pool output into `stage` (whole blocks): per output, the taps in window order
-/// with `v > acc || v is NaN` taking `v` (so NaN propagates, as in the generic loop; padding
-/// is -inf and never wins).
-#[inline(always)]
-fn max_blocks<S: pulp::Simd>(simd: S, buf: &[f32], taps: &[usize], stage: &mut [f32]) {
-    let lanes = S::F32_LANES;
-    let blk = DW_VECS * lanes;
-    for (bi, out) in stage.chunks_exact_mut(blk).enumerate() {
-        let q0 = bi * blk;
-        let mut acc = [simd.splat_f32s(f32::NEG_INFINITY); DW_VECS];
-        for &t in taps {
-            // One bounds check per tap; the loads below are at constant offsets in it.
-            let src = &buf[q0 + t..q0 + t + blk];
-            for (r, a) in acc.iter_mut().enumerate() {
-                let v = load_lanes::<S>(&src[r * lanes..(r + 1) * lanes]);
-                let take = simd.or_m32s(
-                    simd.greater_than_f32s(v, *a),
-                    simd.not_m32s(simd.equal_f32s(v, v)),
-                );
-                *a = simd.select_f32s(take, v, *a);
-            }
-        }
-        out.copy_from_slice(bytemuck::cast_slice(&acc));
-    }
-}
-
-/// One worker's output planes of a 1-D / 2-D average pooling, run under pulp's dispatch.
+/// One worker's output planes of a 1-D / 2-D pooling, run under pulp's dispatch.
 struct PoolPlanes<'a> {
     g: &'a Plane2d,
     x: &'a [f32],
@@ -386,8 +297,9 @@ impl pulp::WithSimd for PoolPlanes<'_> {
     }
 }
 
-/// A 1-D or 2-D average pooling geometry (`H` is 1 for 1-D).
+/// A 1-D or 2-D pooling geometry (`H` is 1 for 1-D).
 struct Plane2d {
+    kind: PoolKind,
     iw_n: usize,
     ow_n: usize,
     kw: usize,
@@ -424,19 +336,46 @@ impl Plane2d {
     ) {
         let (iw_n, ow_n, sw) = (self.iw_n, self.ow_n, self.s[1]);
         for (oh, (orow, &(hlo, hhi, hpad))) in oplane.chunks_mut(ow_n).zip(th).enumerate() {
-            orow.fill(0.0);
+            match self.kind {
+                PoolKind::Max => orow.fill(f32::NEG_INFINITY),
+                PoolKind::Average => orow.fill(0.0),
+            }
             for kh in hlo..hhi {
                 let ih = oh * self.s[0] + kh * self.d[0] - self.pb[0];
                 let row = &plane[ih * iw_n..(ih + 1) * iw_n];
                 for &(lo, hi, first) in runs {
                     let dst = &mut orow[lo..hi];
-                    match sw {
-                        1 => {
+                    match (self.kind, sw) {
+                        (PoolKind::Max, 1) => {
+                            for (o, &v) in dst.iter_mut().zip(&row[first..first + (hi - lo)]) {
+                                // NaN propagates like onnxruntime's comparison chain.
+                                *o = if v > *o || v.is_nan() { v } else { *o };
+                            }
+                        }
+                        (PoolKind::Max, 2) => {
+                            // Even elements of pairs (a shape the vectoriser handles; step_by
+                            // is not), the last output's tap on its own (it may lack a pair).
+                            if let Some((last, body)) = dst.split_last_mut() {
+                                let pairs = row[first..].chunks_exact(2);
+                                for (o, p) in body.iter_mut().zip(pairs) {
+                                    let v = p[0];
+                                    *o = if v > *o || v.is_nan() { v } else { *o };
+                                }
+                                let v = row[first + 2 * body.len()];
+                                *last = if v > *last || v.is_nan() { v } else { *last };
+                            }
+                        }
+                        (PoolKind::Max, _) => {
+                            for (o, &v) in dst.iter_mut().zip(row[first..].iter().step_by(sw)) {
+                                *o = if v > *o || v.is_nan() { v } else { *o };
+                            }
+                        }
+                        (PoolKind::Average, 1) => {
                             for (o, &v) in dst.iter_mut().zip(&row[first..first + (hi - lo)]) {
                                 *o += v;
                             }
                         }
-                        2 => {
+                        (PoolKind::Average, 2) => {
                             // As for Max: even elements of pairs, then the last tap alone.
                             if let Some((last, body)) = dst.split_last_mut() {
                                 for (o, p) in body.iter_mut().zip(row[first..].chunks_exact(2)) {
@@ -445,7 +384,7 @@ impl Plane2d {
                                 *last += row[first + 2 * body.len()];
                             }
                         }
-                        _ => {
+                        (PoolKind::Average, _) => {
                             for (o, &v) in dst.iter_mut().zip(row[first..].iter().step_by(sw)) {
                                 *o += v;
                             }
@@ -453,13 +392,15 @@ impl Plane2d {
                     }
                 }
             }
-            for (o, &(wlo, whi, wpad)) in orow.iter_mut().zip(tw) {
-                let div = if self.count_include_pad {
-                    hpad * wpad
-                } else {
-                    (hhi - hlo) * (whi - wlo)
-                };
-                *o = if div == 0 { 0.0 } else { *o / div as f32 };
+            if self.kind == PoolKind::Average {
+                for (o, &(wlo, whi, wpad)) in orow.iter_mut().zip(tw) {
+                    let div = if self.count_include_pad {
+                        hpad * wpad
+                    } else {
+                        (hhi - hlo) * (whi - wlo)
+                    };
+                    *o = if div == 0 { 0.0 } else { *o / div as f32 };
+                }
             }
         }
     }

@@ -634,7 +634,7 @@ impl Executor {
         stream: &Stream,
         runs: usize,
     ) -> Result<Vec<NodeTime>, ExecError> {
-        use std::sync::Mutex;
+        use aegis_cuda::sync::Mutex;
         use std::time::{Duration, Instant};
         let name = model.graph.name();
         let dev_err = |source| ExecError::Device {

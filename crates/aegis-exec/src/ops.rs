@@ -1292,6 +1292,7 @@ impl NodeKernel {
                     ReduceKind::LogSumExp => k::ReduceAny::LogSumExp,
                 };
                 match (dt(0), fast) {
+                    // Mean/Sum/Max/Min over f32: the vectorised kernel.
                     (DType::F32, Some(r)) => k::reduce(
                         r,
                         f32s(l, inb(0))?,
@@ -1300,33 +1301,14 @@ impl NodeKernel {
                         f32s_mut(l, &mut writes[0])?,
                         t,
                     )?,
-                    (DType::F32, None) => k::reduce_any(
+                    (other, _) => by_dtype!(other, |view, view_mut| k::reduce_any(
                         any,
-                        f32s(l, inb(0))?,
+                        view(l, inb(0))?,
                         shape(0),
                         axes,
-                        f32s_mut(l, &mut writes[0])?,
+                        view_mut(l, &mut writes[0])?,
                         t,
-                    )?,
-                    (DType::I64, _) => k::reduce_any(
-                        any,
-                        i64s(l, inb(0))?,
-                        shape(0),
-                        axes,
-                        i64s_mut(l, &mut writes[0])?,
-                        t,
-                    )?,
-                    (DType::I32, _) => k::reduce_any(
-                        any,
-                        i32s(l, inb(0))?,
-                        shape(0),
-                        axes,
-                        i32s_mut(l, &mut writes[0])?,
-                        t,
-                    )?,
-                    (DType::Bool, _) => {
-                        k::reduce_any(any, inb(0), shape(0), axes, &mut writes[0], t)?
-                    }
+                    )?),
                 }
             }
             Op::ArgReduce {
@@ -1336,21 +1318,15 @@ impl NodeKernel {
                 ..
             } => {
                 let out = i64s_mut(l, &mut writes[0])?;
-                match dt(0) {
-                    DType::F32 => {
-                        let x = f32s(l, inb(0))?;
-                        k::arg_reduce(*max, *select_last_index, x, shape(0), *axis, out, t)?
-                    }
-                    DType::I64 => {
-                        let x = i64s(l, inb(0))?;
-                        k::arg_reduce(*max, *select_last_index, x, shape(0), *axis, out, t)?
-                    }
-                    DType::I32 => {
-                        let x = i32s(l, inb(0))?;
-                        k::arg_reduce(*max, *select_last_index, x, shape(0), *axis, out, t)?
-                    }
-                    other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
-                }
+                by_dtype!(dt(0), |view| k::arg_reduce(
+                    *max,
+                    *select_last_index,
+                    view(l, inb(0))?,
+                    shape(0),
+                    *axis,
+                    out,
+                    t,
+                )?)
             }
             Op::Math { f } => self.math(*f, reads, writes)?,
             Op::IsInf {
@@ -1560,53 +1536,28 @@ impl NodeKernel {
                     Some(w) => i64s_mut(l, w)?,
                     None => return Err(DispatchError::Unsupported(format!("{l} without indices"))),
                 };
-                match dt(0) {
-                    DType::F32 => {
-                        let v = f32s_mut(l, &mut vals[0])?;
-                        k::top_k(f32s(l, inb(0))?, shape(0), *axis, *kk, *largest, v, idx)?
-                    }
-                    DType::I64 => {
-                        let v = i64s_mut(l, &mut vals[0])?;
-                        k::top_k(i64s(l, inb(0))?, shape(0), *axis, *kk, *largest, v, idx)?
-                    }
-                    DType::I32 => {
-                        let v = i32s_mut(l, &mut vals[0])?;
-                        k::top_k(i32s(l, inb(0))?, shape(0), *axis, *kk, *largest, v, idx)?
-                    }
-                    other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
-                }
+                by_dtype!(dt(0), |view, view_mut| k::top_k(
+                    view(l, inb(0))?,
+                    shape(0),
+                    *axis,
+                    *kk,
+                    *largest,
+                    view_mut(l, &mut vals[0])?,
+                    idx,
+                )?)
             }
             Op::CumSum {
                 axis,
                 exclusive,
                 reverse,
-            } => match dt(0) {
-                DType::F32 => k::cumsum(
-                    f32s(l, inb(0))?,
-                    shape(0),
-                    *axis,
-                    *exclusive,
-                    *reverse,
-                    f32s_mut(l, &mut writes[0])?,
-                )?,
-                DType::I64 => k::cumsum(
-                    i64s(l, inb(0))?,
-                    shape(0),
-                    *axis,
-                    *exclusive,
-                    *reverse,
-                    i64s_mut(l, &mut writes[0])?,
-                )?,
-                DType::I32 => k::cumsum(
-                    i32s(l, inb(0))?,
-                    shape(0),
-                    *axis,
-                    *exclusive,
-                    *reverse,
-                    i32s_mut(l, &mut writes[0])?,
-                )?,
-                other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
-            },
+            } => by_dtype!(dt(0), |view, view_mut| k::cumsum(
+                view(l, inb(0))?,
+                shape(0),
+                *axis,
+                *exclusive,
+                *reverse,
+                view_mut(l, &mut writes[0])?,
+            )?),
             Op::Trilu { k: kk, upper } => by_dtype!(dt(0), |view, view_mut| k::trilu(
                 view(l, inb(0))?,
                 shape(0),

@@ -380,7 +380,9 @@ macro_rules! acc_int {
         }
     )*};
 }
-acc_int!(i32, i64);
+// u8 (bool) only so the dispatcher can treat every element type alike; the loader admits
+// f32/i32/i64.
+acc_int!(i32, i64, u8);
 
 /// ONNX CumSum along `axis`, optionally `exclusive` (each output leaves out its own element)
 /// and/or `reverse` (summing from the end).

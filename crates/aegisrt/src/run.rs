@@ -117,14 +117,16 @@ struct BenchReport {
     throughput_per_s: f64,
 }
 
-/// `aegisrt bench`: synchronous inferences on one context.
-pub fn bench(
+/// The model and generated inputs of `bench` and `profile` (the notes on generated inputs
+/// printed unless the output is JSON).
+fn timed_model(
     model: &ModelArgs,
-    dev: &DeviceArgs,
     iterations: usize,
-    warmup: usize,
     json: bool,
-) -> CliResult<u8> {
+) -> CliResult<(
+    std::sync::Arc<aegis_exec::ExecutionGraph>,
+    Vec<aegis_exec::HostTensor>,
+)> {
     if iterations == 0 {
         return Err("--iterations must be at least 1".into());
     }
@@ -135,6 +137,18 @@ pub fn bench(
             println!("{n}");
         }
     }
+    Ok((graph, tensors))
+}
+
+/// `aegisrt bench`: synchronous inferences on one context.
+pub fn bench(
+    model: &ModelArgs,
+    dev: &DeviceArgs,
+    iterations: usize,
+    warmup: usize,
+    json: bool,
+) -> CliResult<u8> {
+    let (graph, tensors) = timed_model(model, iterations, json)?;
     let threads = dev.threads.unwrap_or_else(default_threads);
     let device = device(dev.backend, threads)?;
     let capacity = device.info().total_memory;
@@ -263,16 +277,7 @@ pub fn profile(
     top: usize,
     json: bool,
 ) -> CliResult<u8> {
-    if iterations == 0 {
-        return Err("--iterations must be at least 1".into());
-    }
-    let graph = load_graph(model)?;
-    let (tensors, notes) = inputs_for(&graph, &[], 0)?;
-    if !json {
-        for n in &notes {
-            println!("{n}");
-        }
-    }
+    let (graph, tensors) = timed_model(model, iterations, json)?;
     let threads = threads.unwrap_or_else(default_threads);
     let device = device(crate::BackendArg::Host, threads)?;
     let pool = DeviceMemoryPool::new(&device, device.info().total_memory);

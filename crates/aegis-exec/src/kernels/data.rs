@@ -4,6 +4,7 @@
 //! by adding the rank); Slice and Gather normalise their data-dependent values here.
 
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
+use super::indexing::resolve_index;
 use super::par::par_chunks;
 
 /// Reshape, Flatten, Squeeze, Unsqueeze and Identity move no data: the output is the input
@@ -436,19 +437,7 @@ pub fn gather<T: Copy, I: Copy + Into<i64>>(
     check_len(OP, "output", out.len(), outer * indices.len() * inner)?;
     let resolved: Vec<usize> = indices
         .iter()
-        .map(|&i| {
-            let i: i64 = i.into();
-            let r = if i < 0 { i + dim as i64 } else { i };
-            if r < 0 || r >= dim as i64 {
-                Err(KernelError::IndexOutOfRange {
-                    op: OP,
-                    index: i,
-                    size: dim,
-                })
-            } else {
-                Ok(r as usize)
-            }
-        })
+        .map(|&i| resolve_index(OP, i.into(), dim))
         .collect::<KernelResult<_>>()?;
     let mut o = 0;
     for b in 0..outer {

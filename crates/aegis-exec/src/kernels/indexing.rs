@@ -7,8 +7,8 @@
 
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 
-/// Resolves a possibly negative index against an axis of `dim` elements.
-fn resolve(op: &'static str, i: i64, dim: usize) -> KernelResult<usize> {
+/// Resolves a possibly negative index against an axis of `dim` elements (Gather too).
+pub(crate) fn resolve_index(op: &'static str, i: i64, dim: usize) -> KernelResult<usize> {
     let r = if i < 0 { i + dim as i64 } else { i };
     if r < 0 || r >= dim as i64 {
         return Err(KernelError::IndexOutOfRange {
@@ -67,7 +67,7 @@ pub fn gather_elements<T: Copy, I: Copy + Into<i64>>(
     check_len(OP, "output", out.len(), indices.len())?;
     let st = strides(data_shape);
     for (flat, (o, &i)) in out.iter_mut().zip(indices).enumerate() {
-        let at = resolve(OP, i.into(), data_shape[axis])?;
+        let at = resolve_index(OP, i.into(), data_shape[axis])?;
         *o = data[offset_with(flat, indices_shape, &st, axis, at)];
     }
     Ok(())
@@ -189,7 +189,7 @@ pub fn scatter_elements<T: ScatterValue, I: Copy + Into<i64>>(
     out.copy_from_slice(data);
     let st = strides(data_shape);
     for (flat, (&i, &u)) in indices.iter().zip(updates).enumerate() {
-        let at = resolve(OP, i.into(), data_shape[axis])?;
+        let at = resolve_index(OP, i.into(), data_shape[axis])?;
         let o = offset_with(flat, indices_shape, &st, axis, at);
         out[o] = combine(reduction, out[o], u);
     }
@@ -237,7 +237,7 @@ pub fn scatter_nd<T: ScatterValue>(
     for t in 0..tuples {
         let mut base = 0;
         for (a, &i) in indices[t * k..(t + 1) * k].iter().enumerate() {
-            base += resolve(OP, i, data_shape[a])? * st[a];
+            base += resolve_index(OP, i, data_shape[a])? * st[a];
         }
         let src = &updates[t * slice..(t + 1) * slice];
         for (o, &u) in out[base..base + slice].iter_mut().zip(src) {

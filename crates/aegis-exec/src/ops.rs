@@ -509,6 +509,29 @@ macro_rules! by_dtype {
     };
 }
 
+/// Runs `$body` with `$idx` bound to an index input's values as i64 or i32 (Gather and the
+/// indexing ops); another element type is a dispatch error.
+macro_rules! by_index {
+    ($dt:expr, $l:expr, $bytes:expr, |$idx:ident| $body:expr) => {
+        match $dt {
+            DType::I64 => {
+                let $idx = i64s($l, $bytes)?;
+                $body
+            }
+            DType::I32 => {
+                let $idx = i32s($l, $bytes)?;
+                $body
+            }
+            other => {
+                return Err(DispatchError::Unsupported(format!(
+                    "{} indices of {other}",
+                    $l
+                )))
+            }
+        }
+    };
+}
+
 impl NodeKernel {
     pub(crate) fn bind(
         g: &ExecutionGraph,
@@ -1148,29 +1171,17 @@ impl NodeKernel {
                     view_mut(l, &mut writes[0])?,
                 )?)
             }
-            Op::Gather { axis } => {
-                macro_rules! gather_data {
-                    ($idx:expr) => {
-                        by_dtype!(dt(0), |view, view_mut| k::gather(
-                            view(l, inb(0))?,
-                            shape(0),
-                            $idx,
-                            shape(1),
-                            *axis,
-                            view_mut(l, &mut writes[0])?,
-                        )?)
-                    };
-                }
-                match dt(1) {
-                    DType::I64 => gather_data!(i64s(l, inb(1))?),
-                    DType::I32 => gather_data!(i32s(l, inb(1))?),
-                    other => {
-                        return Err(DispatchError::Unsupported(format!(
-                            "Gather indices of {other}"
-                        )))
-                    }
-                }
-            }
+            Op::Gather { axis } => by_index!(dt(1), l, inb(1), |idx| by_dtype!(
+                dt(0),
+                |view, view_mut| k::gather(
+                    view(l, inb(0))?,
+                    shape(0),
+                    idx,
+                    shape(1),
+                    *axis,
+                    view_mut(l, &mut writes[0])?,
+                )?
+            )),
             Op::Transpose { perm } => by_dtype!(dt(0), |view, view_mut| k::transpose(
                 view(l, inb(0))?,
                 shape(0),
@@ -1428,50 +1439,32 @@ impl NodeKernel {
                 f32s_mut(l, &mut writes[0])?,
                 t,
             )?,
-            Op::GatherElements { axis } => {
-                macro_rules! go {
-                    ($idx:expr) => {
-                        by_dtype!(dt(0), |view, view_mut| k::gather_elements(
-                            view(l, inb(0))?,
-                            shape(0),
-                            $idx,
-                            shape(1),
-                            *axis,
-                            view_mut(l, &mut writes[0])?,
-                        )?)
-                    };
-                }
-                match dt(1) {
-                    DType::I64 => go!(i64s(l, inb(1))?),
-                    DType::I32 => go!(i32s(l, inb(1))?),
-                    other => {
-                        return Err(DispatchError::Unsupported(format!("{l} indices {other}")))
-                    }
-                }
-            }
+            Op::GatherElements { axis } => by_index!(dt(1), l, inb(1), |idx| by_dtype!(
+                dt(0),
+                |view, view_mut| k::gather_elements(
+                    view(l, inb(0))?,
+                    shape(0),
+                    idx,
+                    shape(1),
+                    *axis,
+                    view_mut(l, &mut writes[0])?,
+                )?
+            )),
             Op::ScatterElements { axis, reduction } => {
                 let r = scatter_reduction(*reduction);
-                macro_rules! go {
-                    ($idx:expr) => {
-                        by_dtype!(dt(0), |view, view_mut| k::scatter_elements(
-                            view(l, inb(0))?,
-                            shape(0),
-                            $idx,
-                            shape(1),
-                            view(l, inb(2))?,
-                            *axis,
-                            r,
-                            view_mut(l, &mut writes[0])?,
-                        )?)
-                    };
-                }
-                match dt(1) {
-                    DType::I64 => go!(i64s(l, inb(1))?),
-                    DType::I32 => go!(i32s(l, inb(1))?),
-                    other => {
-                        return Err(DispatchError::Unsupported(format!("{l} indices {other}")))
-                    }
-                }
+                by_index!(dt(1), l, inb(1), |idx| by_dtype!(
+                    dt(0),
+                    |view, view_mut| k::scatter_elements(
+                        view(l, inb(0))?,
+                        shape(0),
+                        idx,
+                        shape(1),
+                        view(l, inb(2))?,
+                        *axis,
+                        r,
+                        view_mut(l, &mut writes[0])?,
+                    )?
+                ))
             }
             Op::ScatterND { reduction } => {
                 let r = scatter_reduction(*reduction);

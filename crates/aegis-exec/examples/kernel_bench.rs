@@ -105,7 +105,12 @@ fn main() -> KernelResult<()> {
     conv_case("3x3 64->64 56x56 pad 1", 64, 64, 56, 3, 1, 1, 1)?;
     conv_case("1x1 256->64 56x56", 256, 64, 56, 1, 1, 0, 1)?;
     conv_case("1x1 64->256 56x56", 64, 256, 56, 1, 1, 0, 1)?;
+    conv_case("3x3 128->128 28x28 pad 1", 128, 128, 28, 3, 1, 1, 1)?;
     conv_case("3x3 256->256 14x14 pad 1", 256, 256, 14, 3, 1, 1, 1)?;
+    // SqueezeNet's expand 3x3 (short reductions) and VGG's first layers.
+    conv_case("3x3 16->64 55x55 pad 1", 16, 64, 55, 3, 1, 1, 1)?;
+    conv_case("3x3 48->192 27x27 pad 1", 48, 192, 27, 3, 1, 1, 1)?;
+    conv_case("3x3 64->64 224x224 pad 1", 64, 64, 224, 3, 1, 1, 1)?;
     conv_case("3x3 512->512 7x7 pad 1", 512, 512, 7, 3, 1, 1, 1)?;
     conv_case("1x1 512->2048 7x7", 512, 2048, 7, 1, 1, 0, 1)?;
     conv_case("7x7/2 3->64 224x224 pad 3 (stem)", 3, 64, 224, 7, 2, 3, 1)?;

@@ -24,12 +24,16 @@
 
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
+use super::conv_direct::{pad_planes, tap_offsets, DirectRows, Flat};
 use super::elementwise::{check_unary, with_unary, MapInPlace, UnaryMap, UnaryOp};
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::{par_chunks, par_chunks_scratch, par_workers, workers};
 
 /// Target size of one im2col tile (elements): half of a 1 MiB L2.
 const COL_TILE_ELEMS: usize = 128 * 1024;
+/// Positions one direct-kernel block covers under AVX-512 (the widest dispatch); used to judge
+/// how much of a flat grid's work is useful.
+const DIRECT_TILE: usize = 64;
 /// Smallest position tile worth a GEMM call.
 const MIN_TILE: usize = 64;
 /// Multiply-adds below which a conv is not split into more tiles than the cache needs.
@@ -197,6 +201,16 @@ pub fn conv_output_spatial(input: &[usize], attrs: &ConvAttrs) -> KernelResult<V
             }
         })
         .collect()
+}
+
+/// The padded input of a direct stride-1 conv: pads `[top, left, bottom, right]`, padded
+/// extents, and its scratch elements (0 without padding: the input is read in place).
+#[derive(Debug, Clone, Copy)]
+struct DirectGeo {
+    pads: [usize; 4],
+    hp: usize,
+    wp: usize,
+    padded_len: usize,
 }
 
 /// One worker's share of a single-group conv: first tile, its part of every output row, and
@@ -475,6 +489,9 @@ impl PreparedConv {
         if self.direct_pointwise(&geo) {
             return Ok(0);
         }
+        if let Some(d) = self.direct(&geo) {
+            return Ok(d.padded_len);
+        }
         Ok(self.gemm_workers(&geo, threads) * self.scratch_per_worker(&geo))
     }
 
@@ -641,6 +658,10 @@ impl PreparedConv {
             self.run_pointwise(x, out, geo, threads);
             return Ok(());
         }
+        if let Some(d) = self.direct(geo) {
+            self.run_direct(x, out, geo, &d, scratch, threads);
+            return Ok(());
+        }
         let group = self.attrs.group;
         let c_out_g = self.c_out / group;
         let (ip, p) = (geo.in_plane(), geo.out_plane());
@@ -706,6 +727,124 @@ impl PreparedConv {
             let t1 = (t0 + per).min(n_tiles);
             self.group_tiles(xg(0), 0, 0, &mut rows, t0, t1, scr, geo)
         })
+    }
+
+    /// Whether an input of shape `x_shape` runs the direct stride-1 kernel (tests check the
+    /// choice).
+    #[cfg(test)]
+    pub(crate) fn uses_direct(&self, x_shape: &[usize]) -> KernelResult<bool> {
+        let geo = self.geo(x_shape)?;
+        Ok(!self.direct_pointwise(&geo) && self.direct(&geo).is_some())
+    }
+
+    /// Whether (and how) the conv runs the direct stride-1 kernel ([`DirectRows`]): one group,
+    /// stride 1 on a 2-D (or 1-D) input. Shape-determined, never by `threads`.
+    fn direct(&self, geo: &Geo) -> Option<DirectGeo> {
+        let two_d = geo.k[0] == 1 && geo.input[0] == 1 && geo.out[0] == 1;
+        if self.path == ConvPath::Depthwise
+            || self.attrs.group != 1
+            || !two_d
+            || geo.s != [1, 1, 1]
+            || geo.out_plane() == 0
+        {
+            return None;
+        }
+        let pe = pad3(&self.attrs.pads_end, 0);
+        let pads = [geo.pb[1], geo.pb[2], pe[1], pe[2]];
+        let [_, h, w] = geo.input;
+        let (hp, wp) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+        let padded = pads.iter().any(|&v| v > 0);
+        // Flat positions past each output row are computed and dropped, and the last block
+        // is rounded up to whole vectors. The kernel itself runs a little faster than the
+        // GEMM path, so it pays off only with almost no waste: `kernel_bench` has it 6-12 %
+        // ahead on 55x55 to 224x224 planes (>= 96 % useful) and 5-10 % behind on 27x27 and
+        // 28x28 ones (87.5 %). Pointwise convs have no waste but measured no faster than the
+        // GEMM path, so they keep it.
+        let flat = (geo.out[1] - 1) * wp + geo.out[2];
+        if self.path == ConvPath::Pointwise
+            || geo.out_plane() * 100 < flat.div_ceil(DIRECT_TILE) * DIRECT_TILE * 93
+        {
+            return None;
+        }
+        Some(DirectGeo {
+            pads,
+            hp,
+            wp,
+            padded_len: if padded { self.c_in_g * hp * wp } else { 0 },
+        })
+    }
+
+    /// A stride-1 conv through [`DirectRows`]: the input padded once into `scratch` (when it
+    /// has padding), then bands of output rows per worker.
+    fn run_direct(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        geo: &Geo,
+        d: &DirectGeo,
+        scratch: &mut [f32],
+        threads: usize,
+    ) {
+        let [_, h, w] = geo.input;
+        let src: &[f32] = if d.padded_len > 0 {
+            let buf = &mut scratch[..d.padded_len];
+            pad_planes(x, self.c_in_g, h, w, d.pads, buf);
+            buf
+        } else {
+            x
+        };
+        let kdim = self.c_in_g * geo.kprod();
+        let offs = tap_offsets(
+            self.c_in_g,
+            d.hp,
+            d.wp,
+            [geo.k[1], geo.k[2]],
+            [geo.d[1], geo.d[2]],
+        );
+        let flat = Flat {
+            wp: d.wp,
+            w_out: geo.out[2],
+        };
+        let (p, h_out, w_out) = (geo.out_plane(), geo.out[1], geo.out[2]);
+        let run = |y0: usize, y1: usize, rows: &mut [&mut [f32]]| {
+            pulp::Arch::new().dispatch(DirectRows {
+                w: self.weights.get(),
+                kdim,
+                x: src,
+                offs: &offs,
+                flat,
+                bias: self.bias.as_deref(),
+                act: self.activation,
+                y0,
+                y1,
+                out: rows,
+            });
+        };
+        // Workers share output rows (every channel of a band of rows): each reads only its
+        // band of the input, and the split never changes an element's arithmetic.
+        let pieces = workers(h_out, threads);
+        if pieces <= 1 {
+            let mut rows: Vec<&mut [f32]> = out.chunks_mut(p).collect();
+            run(0, h_out, &mut rows);
+            return;
+        }
+        let per = h_out.div_ceil(pieces);
+        let mut parts: Vec<(usize, Vec<&mut [f32]>)> = (0..pieces)
+            .map(|i| (i * per, Vec::with_capacity(self.c_out)))
+            .collect();
+        for row in out.chunks_mut(p) {
+            let mut rest = row;
+            for (i, part) in parts.iter_mut().enumerate() {
+                let hi = ((i + 1) * per).min(h_out) * w_out;
+                let (a, b) = rest.split_at_mut(hi - (i * per).min(h_out) * w_out);
+                part.1.push(a);
+                rest = b;
+            }
+        }
+        let _ = par_workers(parts, |(y0, mut rows)| {
+            run(y0, (y0 + per).min(h_out), &mut rows);
+            Ok::<(), KernelError>(())
+        });
     }
 
     /// Computes position tiles `[t0, t1)` of group `g` into `rows` (one slice per output

@@ -139,6 +139,15 @@ fn attrs(
 // direct spatial conv (stride 1 on a zero-padded copy): uneven pads, dilated columns, 30
 // channels (5 blocks of 6), threaded
 #[case(&[1, 20, 24, 30], 30, attrs(&[3, 3], &[1, 1], &[1, 2], &[1, 2], &[2, 1], 1), true)]
+// direct stride-1 kernel (wide planes): 13 channels (2 blocks of 6 + 1), a reduction of 180
+// taps (two chunks), a valid conv read in place, dilation with uneven pads, a 3x1 kernel
+// (flat grid = output), 1-D
+#[case(&[1, 5, 60, 62], 13, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), true)]
+#[case(&[1, 20, 56, 56], 8, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), false)]
+#[case(&[1, 4, 66, 66], 8, attrs(&[3, 3], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+#[case(&[1, 3, 70, 70], 7, attrs(&[5, 3], &[1, 1], &[2, 1], &[2, 1], &[1, 3], 1), true)]
+#[case(&[2, 6, 40, 64], 9, attrs(&[3, 1], &[1, 1], &[1, 1], &[1, 0], &[1, 0], 1), true)]
+#[case(&[2, 3, 380], 5, attrs(&[5], &[1], &[1], &[2], &[2], 1), true)]
 fn conv_matches_naive(
     #[case] xs: &[usize],
     #[case] c_out: usize,
@@ -160,6 +169,48 @@ fn conv_matches_naive(
         let mut out = vec![f32::NAN; want.len()];
         pc.run(&x, xs, &mut out, &mut scratch, threads).unwrap();
         assert_close(&out, &want, 1e-4);
+        match &first {
+            None => first = Some(out),
+            Some(f) => assert_bits_eq(&out, f),
+        }
+    }
+}
+
+#[test]
+fn direct_kernel_is_chosen_for_wide_stride_1_planes_only() {
+    let a3 = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1);
+    let pc = PreparedConv::new(&[0.0; 8 * 4 * 9], &[8, 4, 3, 3], None, a3).unwrap();
+    assert!(pc.uses_direct(&[1, 4, 56, 56]).unwrap());
+    // 28x28: an eighth of the flat grid is dropped columns; the GEMM path is faster.
+    assert!(!pc.uses_direct(&[1, 4, 28, 28]).unwrap());
+    let s2 = attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 1);
+    let pc = PreparedConv::new(&[0.0; 8 * 4 * 9], &[8, 4, 3, 3], None, s2).unwrap();
+    assert!(!pc.uses_direct(&[1, 4, 112, 112]).unwrap());
+    let pw = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
+    let pc = PreparedConv::new(&[0.0; 8 * 4], &[8, 4, 1, 1], None, pw).unwrap();
+    assert!(!pc.uses_direct(&[1, 4, 56, 56]).unwrap());
+}
+
+#[test]
+fn direct_fused_activation_is_threads_invariant() {
+    let xs = [1, 7, 58, 60];
+    let ws = [11, 7, 3, 3];
+    let x = rand_vec(xs.iter().product(), 6);
+    let w = rand_vec(ws.iter().product(), 7);
+    let b = rand_vec(11, 8);
+    let a = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1);
+    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
+    let clip: Vec<f32> = want.iter().map(|v| v.clamp(0.0, 6.0)).collect();
+    let pc = PreparedConv::new(&w, &ws, Some(&b), a)
+        .unwrap()
+        .with_activation(UnaryOp::Clip { min: 0.0, max: 6.0 });
+    assert!(pc.uses_direct(&xs).unwrap());
+    let mut first: Option<Vec<f32>> = None;
+    for threads in [1, 2, 4] {
+        let mut out = vec![f32::NAN; want.len()];
+        let mut scratch = vec![f32::NAN; pc.scratch_len(&xs, threads).unwrap()];
+        pc.run(&x, &xs, &mut out, &mut scratch, threads).unwrap();
+        assert_close(&out, &clip, 1e-4);
         match &first {
             None => first = Some(out),
             Some(f) => assert_bits_eq(&out, f),

@@ -1,0 +1,337 @@
+//! Direct ("implicit GEMM") convolution for stride-1 2-D and 1-D convolutions: no im2col tile,
+//! no packing, no staging.
+//!
+//! With stride 1, output position `(oy, ox)` reads input `(oy + ky*dh, ox + kx*dw)` for every
+//! tap. Numbering output positions on the *padded input's* row width `wp` (flat index
+//! `q = oy*wp + ox`), tap `(ci, ky, kx)` reads the padded input at `q + off` with one offset
+//! per tap, `off = ci*plane + ky*dh*wp + kx*dw`. So a run of consecutive flat positions is a
+//! run of consecutive input elements for every tap: vectors of positions load straight from
+//! the (padded) input, and each output channel's filter value is broadcast against them.
+//! Flat positions with `ox >= w_out` (the last `wp - w_out` of each row) are computed and
+//! dropped; the largest offset plus the last flat position is exactly the padded input's last
+//! element, so no read leaves it.
+//!
+//! Blocking: `ROWS` output channels by `NV` vectors of positions (6 x 4 vectors of 16 lanes =
+//! 24 accumulators under AVX-512, 6 x 2 x 8 = 12 under AVX2), summed over the whole reduction
+//! in tap order with fused multiply-adds; the block's input (`kdim` runs of `NV` vectors) stays
+//! in L1/L2 while every channel block of the worker reads it. A pointwise conv is the special
+//! case `wp == w_out`, tap offsets `ci * plane`.
+//!
+//! Determinism: every output element is `bias + sum over taps in order` with the same FMA
+//! sequence wherever its block falls, so any split of channels between workers gives
+//! bit-identical results.
+
+use crate::kernels::elementwise::UnaryOp;
+
+use super::conv::apply_activation;
+
+/// Output channels one step computes together.
+const ROWS: usize = 6;
+/// Most positions one step computes (4 vectors of 16 lanes).
+const MAX_TILE: usize = 64;
+
+/// Stride-1 output geometry on the flat grid of the padded input's rows.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Flat {
+    /// Row width of the (padded) input, the flat grid's row stride.
+    pub wp: usize,
+    /// Output row width (`<= wp`).
+    pub w_out: usize,
+}
+
+impl Flat {
+    /// The output index of flat position `q` (for an invalid `q`, that of the next valid one).
+    fn out_index(&self, q: usize) -> usize {
+        (q / self.wp) * self.w_out + (q % self.wp).min(self.w_out)
+    }
+}
+
+/// Output rows `y0..y1` of a stride-1 conv's channels, computed directly:
+/// `out[r][o(q)] = act(bias[r] + sum over k of w[r][k] * x[offs[k] + q])`. Run through pulp's
+/// dispatch.
+pub(super) struct DirectRows<'a, 'b> {
+    /// `[rows, kdim]` filter rows (ONNX order `ci, ky, kx`) of the channels in `out`.
+    pub w: &'a [f32],
+    pub kdim: usize,
+    /// The (padded) input of the group.
+    pub x: &'a [f32],
+    /// Per tap, where its run starts in `x` (see the module doc).
+    pub offs: &'a [usize],
+    pub flat: Flat,
+    /// The channels' biases, one per row of `out`.
+    pub bias: Option<&'a [f32]>,
+    pub act: Option<UnaryOp>,
+    /// First and past-the-last output row (`oy`) to compute.
+    pub y0: usize,
+    pub y1: usize,
+    /// One slice per channel: its output positions `y0 * w_out..y1 * w_out`.
+    pub out: &'a mut [&'b mut [f32]],
+}
+
+impl pulp::WithSimd for DirectRows<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        // 24 accumulators need AVX-512's 32 registers; AVX2's 16 take 12.
+        if S::F32_LANES >= 16 {
+            self.run::<S, 4>(simd);
+        } else {
+            self.run::<S, 2>(simd);
+        }
+    }
+}
+
+impl DirectRows<'_, '_> {
+    #[inline(always)]
+    fn run<S: pulp::Simd, const NV: usize>(self, simd: S) {
+        let flat = self.flat;
+        if self.y1 <= self.y0 || flat.w_out == 0 {
+            return;
+        }
+        // Flat positions of rows y0..y1, and the output index the slices start at.
+        let (qa, q_len) = (self.y0 * flat.wp, (self.y1 - 1) * flat.wp + flat.w_out);
+        let o_base = self.y0 * flat.w_out;
+        let rows = self.out.len();
+        let tile = (NV * S::F32_LANES).min(MAX_TILE);
+        let kdim = self.kdim;
+        // The reduction in chunks of about `KC` taps whose input runs stay in L1 while
+        // every channel block of the group reads them; partial sums wait in `stage`.
+        let chunks = kdim.div_ceil(KC).max(1);
+        let kc = kdim.div_ceil(chunks);
+        let mut stage = [0.0f32; GROUP_ROWS * MAX_TILE];
+        let mut g0 = 0;
+        while g0 < rows {
+            let g1 = (g0 + GROUP_ROWS).min(rows);
+            let mut q0 = qa;
+            while q0 < q_len {
+                let len = tile.min(q_len - q0);
+                let o0 = flat.out_index(q0) - o_base;
+                let o1 = flat.out_index(q0 + len) - o_base;
+                let mut k0 = 0;
+                while k0 < kdim {
+                    let k1 = (k0 + kc).min(kdim);
+                    let (first, last) = (k0 == 0, k1 == kdim);
+                    let mut r = g0;
+                    while r < g1 {
+                        let n = ROWS.min(g1 - r);
+                        let b = Block {
+                            w: &self.w[r * kdim..(r + n) * kdim],
+                            kdim,
+                            k0,
+                            k1,
+                            x: self.x,
+                            offs: self.offs,
+                            flat,
+                            bias: self.bias.map(|b| &b[r..r + n]),
+                            q0,
+                            len,
+                        };
+                        let st = &mut stage[(r - g0) * MAX_TILE..(r - g0 + n) * MAX_TILE];
+                        let out = &mut self.out[r..r + n];
+                        match n {
+                            6 => b.run::<S, NV, 6>(simd, st, first, last, out, o_base),
+                            5 => b.run::<S, NV, 5>(simd, st, first, last, out, o_base),
+                            4 => b.run::<S, NV, 4>(simd, st, first, last, out, o_base),
+                            3 => b.run::<S, NV, 3>(simd, st, first, last, out, o_base),
+                            2 => b.run::<S, NV, 2>(simd, st, first, last, out, o_base),
+                            _ => b.run::<S, NV, 1>(simd, st, first, last, out, o_base),
+                        }
+                        r += n;
+                    }
+                    k0 = k1;
+                }
+                if let Some(act) = self.act {
+                    // While the group's block is still in L1.
+                    for row in &mut self.out[g0..g1] {
+                        apply_activation(act, &mut row[o0..o1]);
+                    }
+                }
+                q0 += len;
+            }
+            g0 = g1;
+        }
+    }
+}
+
+/// Taps per reduction chunk (see [`DirectRows::run`]).
+const KC: usize = 160;
+/// Output channels whose partial sums one worker keeps per position block.
+const GROUP_ROWS: usize = 8 * ROWS;
+
+/// One block: up to `ROWS` channels by flat positions `q0..q0 + len`, taps `k0..k1`.
+struct Block<'a> {
+    w: &'a [f32],
+    kdim: usize,
+    k0: usize,
+    k1: usize,
+    x: &'a [f32],
+    offs: &'a [usize],
+    flat: Flat,
+    bias: Option<&'a [f32]>,
+    q0: usize,
+    len: usize,
+}
+
+impl Block<'_> {
+    /// Starts from the bias (`first`) or the staged partial sums, adds taps `k0..k1`, and
+    /// stages the sums again or (`last`) writes them out.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn run<S: pulp::Simd, const NV: usize, const R: usize>(
+        &self,
+        simd: S,
+        stage: &mut [f32],
+        first: bool,
+        last: bool,
+        out: &mut [&mut [f32]],
+        o_base: usize,
+    ) {
+        let lanes = S::F32_LANES;
+        let mut acc = [[simd.splat_f32s(0.0); NV]; R];
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            if first {
+                *acc_r = [simd.splat_f32s(self.bias.map_or(0.0, |b| b[r])); NV];
+            } else {
+                for (v, a) in acc_r.iter_mut().enumerate() {
+                    let at = r * MAX_TILE + v * lanes;
+                    *a = simd.partial_load_f32s(&stage[at..at + lanes]);
+                }
+            }
+        }
+        let acc = if self.len == NV * lanes {
+            self.sum::<S, NV, R, true>(simd, acc)
+        } else {
+            self.sum::<S, NV, R, false>(simd, acc)
+        };
+        if last {
+            self.store::<S, NV, R>(simd, &acc, out, o_base);
+        } else {
+            for (r, acc_r) in acc.iter().enumerate() {
+                for (v, a) in acc_r.iter().enumerate() {
+                    let at = r * MAX_TILE + v * lanes;
+                    simd.partial_store_f32s(&mut stage[at..at + lanes], *a);
+                }
+            }
+        }
+    }
+
+    /// Adds taps `k0..k1`: loops over `R` and `NV` have constant trip counts so the
+    /// accumulators stay in registers.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    fn sum<S: pulp::Simd, const NV: usize, const R: usize, const FULL: bool>(
+        &self,
+        simd: S,
+        mut acc: [[S::f32s; NV]; R],
+    ) -> [[S::f32s; NV]; R] {
+        let lanes = S::F32_LANES;
+        let (q0, len, kdim) = (self.q0, self.len, self.kdim);
+        let wr: [&[f32]; R] = std::array::from_fn(|r| &self.w[r * kdim..(r + 1) * kdim]);
+        for k in self.k0..self.k1 {
+            let off = self.offs[k];
+            let xr = &self.x[off + q0..off + q0 + len];
+            let mut xv = [simd.splat_f32s(0.0); NV];
+            for v in 0..NV {
+                if FULL {
+                    xv[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(
+                        &xr[v * lanes..(v + 1) * lanes],
+                    ));
+                } else {
+                    let lo = (v * lanes).min(len);
+                    let hi = ((v + 1) * lanes).min(len);
+                    xv[v] = simd.partial_load_f32s(&xr[lo..hi]);
+                }
+            }
+            for r in 0..R {
+                let wv = simd.splat_f32s(wr[r][k]);
+                for v in 0..NV {
+                    acc[r][v] = simd.mul_add_e_f32s(wv, xv[v], acc[r][v]);
+                }
+            }
+        }
+        acc
+    }
+
+    /// Writes the block's valid positions into the output rows.
+    #[inline(always)]
+    fn store<S: pulp::Simd, const NV: usize, const R: usize>(
+        &self,
+        simd: S,
+        acc: &[[S::f32s; NV]; R],
+        out: &mut [&mut [f32]],
+        o_base: usize,
+    ) {
+        let lanes = S::F32_LANES;
+        let (q0, len, flat) = (self.q0, self.len, self.flat);
+        let mut buf = [0.0f32; MAX_TILE];
+        for (row, acc_r) in out.iter_mut().zip(acc) {
+            if flat.wp == flat.w_out {
+                // Every flat position is an output position: store the vectors in place.
+                let dst = &mut row[q0 - o_base..q0 - o_base + len];
+                for (v, a) in acc_r.iter().enumerate() {
+                    let lo = (v * lanes).min(len);
+                    let hi = ((v + 1) * lanes).min(len);
+                    simd.partial_store_f32s(&mut dst[lo..hi], *a);
+                }
+                continue;
+            }
+            for (v, a) in acc_r.iter().enumerate() {
+                simd.partial_store_f32s(&mut buf[v * lanes..(v + 1) * lanes], *a);
+            }
+            // Copy the runs of valid columns.
+            let mut q = q0;
+            while q < q0 + len {
+                let ox = q % flat.wp;
+                let row_end = (q - ox + flat.wp).min(q0 + len);
+                if ox < flat.w_out {
+                    let end = (q - ox + flat.w_out).min(row_end);
+                    let o = flat.out_index(q) - o_base;
+                    row[o..o + (end - q)].copy_from_slice(&buf[q - q0..end - q0]);
+                }
+                q = row_end;
+            }
+        }
+    }
+}
+
+/// Tap offsets of a stride-1 conv over a `[c_in, hp, wp]` padded input (see the module doc).
+pub(super) fn tap_offsets(
+    c_in: usize,
+    hp: usize,
+    wp: usize,
+    k: [usize; 2],
+    d: [usize; 2],
+) -> Vec<usize> {
+    let mut offs = Vec::with_capacity(c_in * k[0] * k[1]);
+    for ci in 0..c_in {
+        for ky in 0..k[0] {
+            for kx in 0..k[1] {
+                offs.push(ci * hp * wp + ky * d[0] * wp + kx * d[1]);
+            }
+        }
+    }
+    offs
+}
+
+/// Copies `x` (`[c, h, w]`) into `dst` (`[c, h + pt + pb, w + pl + pr]`) with zero borders.
+pub(super) fn pad_planes(
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    pads: [usize; 4],
+    dst: &mut [f32],
+) {
+    let [pt, pl, pb, pr] = pads;
+    let (hp, wp) = (h + pt + pb, w + pl + pr);
+    for (src, plane) in x.chunks(h * w).take(c).zip(dst.chunks_mut(hp * wp)) {
+        plane[..pt * wp].fill(0.0);
+        plane[(pt + h) * wp..].fill(0.0);
+        for (srow, drow) in src.chunks(w).zip(plane[pt * wp..].chunks_mut(wp)) {
+            drow[..pl].fill(0.0);
+            drow[pl..pl + w].copy_from_slice(srow);
+            drow[pl + w..].fill(0.0);
+        }
+    }
+}

@@ -284,6 +284,7 @@ impl pulp::WithSimd for PoolPlanes<'_> {
         let (ip, op) = (self.ip, self.op);
         // The column runs are the same for every plane: computed once per worker.
         let runs = self.g.runs();
+        let mut vrow = vec![0.0; self.g.iw_n];
         for (pi, oplane) in self.out.chunks_mut(op).enumerate() {
             let c = self.first + pi;
             self.g.run(
@@ -292,6 +293,7 @@ impl pulp::WithSimd for PoolPlanes<'_> {
                 self.th,
                 self.tw,
                 &runs,
+                &mut vrow,
             );
         }
     }
@@ -325,6 +327,11 @@ impl Plane2d {
             .collect()
     }
 
+    /// One output plane, an output row at a time: first the valid input rows of its windows
+    /// are reduced into `vrow` (in `kh` order, one pass per row over whole rows), then each
+    /// `kw` tap reduces its run of `vrow` into the output row (in `kw` order). `kh + kw`
+    /// passes per output row instead of `kh * kw`; every output is a fixed-order reduction,
+    /// independent of `threads`.
     #[inline(always)]
     fn run(
         &self,
@@ -333,66 +340,80 @@ impl Plane2d {
         th: &[(usize, usize, usize)],
         tw: &[(usize, usize, usize)],
         runs: &[(usize, usize, usize)],
+        vrow: &mut [f32],
     ) {
         let (iw_n, ow_n, sw) = (self.iw_n, self.ow_n, self.s[1]);
+        let max = self.kind == PoolKind::Max;
         for (oh, (orow, &(hlo, hhi, hpad))) in oplane.chunks_mut(ow_n).zip(th).enumerate() {
-            match self.kind {
-                PoolKind::Max => orow.fill(f32::NEG_INFINITY),
-                PoolKind::Average => orow.fill(0.0),
-            }
-            for kh in hlo..hhi {
+            let row_of = |kh: usize| {
                 let ih = oh * self.s[0] + kh * self.d[0] - self.pb[0];
-                let row = &plane[ih * iw_n..(ih + 1) * iw_n];
+                &plane[ih * iw_n..(ih + 1) * iw_n]
+            };
+            if hhi <= hlo {
+                // No input row in any window of this output row (padding only).
+                orow.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+            } else {
+                vrow.copy_from_slice(row_of(hlo));
+                for kh in hlo + 1..hhi {
+                    let row = row_of(kh);
+                    if max {
+                        for (o, &v) in vrow.iter_mut().zip(row) {
+                            *o = max_nan(*o, v);
+                        }
+                    } else {
+                        for (o, &v) in vrow.iter_mut().zip(row) {
+                            *o += v;
+                        }
+                    }
+                }
+                orow.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+                let vrow = &*vrow;
                 for &(lo, hi, first) in runs {
                     let dst = &mut orow[lo..hi];
-                    match (self.kind, sw) {
-                        (PoolKind::Max, 1) => {
-                            for (o, &v) in dst.iter_mut().zip(&row[first..first + (hi - lo)]) {
-                                // NaN propagates like onnxruntime's comparison chain.
-                                *o = if v > *o || v.is_nan() { v } else { *o };
+                    match (max, sw) {
+                        (true, 1) => {
+                            for (o, &v) in dst.iter_mut().zip(&vrow[first..first + (hi - lo)]) {
+                                *o = max_nan(*o, v);
                             }
                         }
-                        (PoolKind::Max, 2) => {
+                        (true, 2) => {
                             // Even elements of pairs (a shape the vectoriser handles; step_by
                             // is not), the last output's tap on its own (it may lack a pair).
                             if let Some((last, body)) = dst.split_last_mut() {
-                                let pairs = row[first..].chunks_exact(2);
-                                for (o, p) in body.iter_mut().zip(pairs) {
-                                    let v = p[0];
-                                    *o = if v > *o || v.is_nan() { v } else { *o };
+                                for (o, p) in body.iter_mut().zip(vrow[first..].chunks_exact(2)) {
+                                    *o = max_nan(*o, p[0]);
                                 }
-                                let v = row[first + 2 * body.len()];
-                                *last = if v > *last || v.is_nan() { v } else { *last };
+                                *last = max_nan(*last, vrow[first + 2 * body.len()]);
                             }
                         }
-                        (PoolKind::Max, _) => {
-                            for (o, &v) in dst.iter_mut().zip(row[first..].iter().step_by(sw)) {
-                                *o = if v > *o || v.is_nan() { v } else { *o };
+                        (true, _) => {
+                            for (o, &v) in dst.iter_mut().zip(vrow[first..].iter().step_by(sw)) {
+                                *o = max_nan(*o, v);
                             }
                         }
-                        (PoolKind::Average, 1) => {
-                            for (o, &v) in dst.iter_mut().zip(&row[first..first + (hi - lo)]) {
+                        (false, 1) => {
+                            for (o, &v) in dst.iter_mut().zip(&vrow[first..first + (hi - lo)]) {
                                 *o += v;
                             }
                         }
-                        (PoolKind::Average, 2) => {
+                        (false, 2) => {
                             // As for Max: even elements of pairs, then the last tap alone.
                             if let Some((last, body)) = dst.split_last_mut() {
-                                for (o, p) in body.iter_mut().zip(row[first..].chunks_exact(2)) {
+                                for (o, p) in body.iter_mut().zip(vrow[first..].chunks_exact(2)) {
                                     *o += p[0];
                                 }
-                                *last += row[first + 2 * body.len()];
+                                *last += vrow[first + 2 * body.len()];
                             }
                         }
-                        (PoolKind::Average, _) => {
-                            for (o, &v) in dst.iter_mut().zip(row[first..].iter().step_by(sw)) {
+                        (false, _) => {
+                            for (o, &v) in dst.iter_mut().zip(vrow[first..].iter().step_by(sw)) {
                                 *o += v;
                             }
                         }
                     }
                 }
             }
-            if self.kind == PoolKind::Average {
+            if !max {
                 for (o, &(wlo, whi, wpad)) in orow.iter_mut().zip(tw) {
                     let div = if self.count_include_pad {
                         hpad * wpad
@@ -403,6 +424,17 @@ impl Plane2d {
                 }
             }
         }
+    }
+}
+
+/// The larger of `acc` and `v`, NaN if either is NaN (like onnxruntime's comparison chain);
+/// on ties `acc` is kept.
+#[inline(always)]
+fn max_nan(acc: f32, v: f32) -> f32 {
+    if v > acc || v.is_nan() {
+        v
+    } else {
+        acc
     }
 }
 

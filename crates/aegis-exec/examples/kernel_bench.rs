@@ -54,7 +54,7 @@ fn conv_case(
     let x = data(x_shape.iter().product());
     let w = data(w_shape.iter().product());
     let b = data(c_out);
-    let pc = PreparedConv::new(&w, &w_shape, Some(&b), attrs)?;
+    let pc = PreparedConv::new(&w, &w_shape, Some(&b), attrs)?.prepare_input(&x_shape)?;
     let out_shape = pc.output_shape(&x_shape)?;
     let mut out = vec![0.0; out_shape.iter().product()];
     let flops = 2.0 * (out.len() * (c_in / group) * k * k) as f64;
@@ -113,6 +113,13 @@ fn main() -> KernelResult<()> {
     conv_case("3x3 64->64 224x224 pad 1", 64, 64, 224, 3, 1, 1, 1)?;
     conv_case("3x3 512->512 7x7 pad 1", 512, 512, 7, 3, 1, 1, 1)?;
     conv_case("1x1 512->2048 7x7", 512, 2048, 7, 1, 1, 0, 1)?;
+    // ResNet-50's later 1x1 convs and its stride-2 layers.
+    conv_case("1x1 128->512 28x28", 128, 512, 28, 1, 1, 0, 1)?;
+    conv_case("1x1 512->128 28x28", 512, 128, 28, 1, 1, 0, 1)?;
+    conv_case("1x1 64->128 28x28", 64, 128, 28, 1, 1, 0, 1)?;
+    conv_case("1x1 1024->256 14x14", 1024, 256, 14, 1, 1, 0, 1)?;
+    conv_case("3x3/2 128->128 56x56 pad 1", 128, 128, 56, 3, 2, 1, 1)?;
+    conv_case("1x1/2 256->512 56x56", 256, 512, 56, 1, 2, 0, 1)?;
     conv_case("7x7/2 3->64 224x224 pad 3 (stem)", 3, 64, 224, 7, 2, 3, 1)?;
     conv_case("3x3 dw 256 56x56 pad 1", 256, 256, 56, 3, 1, 1, 256)?;
     // MobileNetV2's depthwise shapes (stride 1 and 2, large to tiny planes).

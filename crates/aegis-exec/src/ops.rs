@@ -233,11 +233,15 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                 kernels[next.index()] = None;
             }
             let x_shape = &g.tensor(node.inputs[0]).shape;
+            let conv = conv
+                .prepare_input(x_shape)
+                .map_err(|e| kernel_err(g, &node.name, e))?;
             scratch = scratch.max(
                 conv.scratch_len(x_shape, threads)
                     .map_err(|e| kernel_err(g, &node.name, e))?,
             );
-            prepared_bytes += (w.len() + bias.map_or(0, <[f32]>::len)) as u64 * 4;
+            prepared_bytes +=
+                (w.len() + bias.map_or(0, <[f32]>::len) + conv.packed_len()) as u64 * 4;
             kernels[id.index()] = Some(KernelSpec::Conv {
                 conv: Arc::new(conv),
                 output,

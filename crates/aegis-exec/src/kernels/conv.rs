@@ -24,6 +24,7 @@
 
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
+use super::conv_co::{CoPacked, CoRows, CO_BLOCK};
 use super::conv_direct::{pad_planes, tap_offsets, DirectRows, Flat};
 use super::elementwise::{check_unary, with_unary, MapInPlace, UnaryMap, UnaryOp};
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
@@ -34,6 +35,15 @@ const COL_TILE_ELEMS: usize = 128 * 1024;
 /// Positions one direct-kernel block covers under AVX-512 (the widest dispatch); used to judge
 /// how much of a flat grid's work is useful.
 const DIRECT_TILE: usize = 64;
+/// Largest output plane the channel-vectorised kernel takes (`kernel_bench`: ahead of the
+/// GEMM path by 10-20 % on 28x28 to 7x7 planes, behind from 55x55 up).
+const CO_MAX_PLANE: usize = 28 * 28;
+/// The same for a pointwise conv, whose other paths lose no lanes down to 28x28 planes
+/// (even at 14x14, 7x7 wins 10 %).
+const CO_MAX_PLANE_POINTWISE: usize = 14 * 14;
+/// Shortest reduction the channel-vectorised kernel takes (its transposed stores are paid
+/// once per position and block, its FMAs once per tap).
+const CO_MIN_K: usize = 64;
 /// Smallest position tile worth a GEMM call.
 const MIN_TILE: usize = 64;
 /// Multiply-adds below which a conv is not split into more tiles than the cache needs.
@@ -266,6 +276,9 @@ pub struct PreparedConv {
     bias: Option<Vec<f32>>,
     activation: Option<UnaryOp>,
     path: ConvPath,
+    /// The filter packed by output-channel blocks for small planes (see
+    /// [`PreparedConv::prepare_input`]).
+    co: Option<CoPacked>,
 }
 
 impl PreparedConv {
@@ -335,7 +348,120 @@ impl PreparedConv {
             bias: bias.map(<[f32]>::to_vec),
             activation: None,
             path,
+            co: None,
         })
+    }
+
+    /// Prepares for inputs of shape `x_shape` (shapes are static once a model is loaded):
+    /// where that shape runs the channel-vectorised kernel ([`CoRows`]), packs the filter for
+    /// it, once. Without this call the conv still runs every shape, on the other paths.
+    ///
+    /// # Errors
+    /// As [`PreparedConv::output_shape`].
+    pub fn prepare_input(mut self, x_shape: &[usize]) -> KernelResult<Self> {
+        let geo = self.geo(x_shape)?;
+        if self.co.is_none() && self.co_eligible(&geo) {
+            let kdim = self.c_in_g * geo.kprod();
+            self.co = Some(CoPacked::new(
+                self.weights.get(),
+                self.c_out,
+                kdim,
+                self.bias.as_deref(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Extra elements held for the packed filter (0 unless [`PreparedConv::prepare_input`]
+    /// packed one).
+    pub fn packed_len(&self) -> usize {
+        self.co.as_ref().map_or(0, CoPacked::len)
+    }
+
+    /// Whether the channel-vectorised kernel suits this geometry: one group, 2-D (or 1-D), a
+    /// plane small enough that vectors of positions waste lanes or the GEMM's per-call
+    /// packing dominates, and channels in whole blocks of `CO_BLOCK`. Shape-determined.
+    fn co_eligible(&self, geo: &Geo) -> bool {
+        let two_d = geo.k[0] == 1 && geo.input[0] == 1 && geo.out[0] == 1;
+        let kdim = self.c_in_g * geo.kprod();
+        self.path != ConvPath::Depthwise
+            && self.attrs.group == 1
+            && two_d
+            && self.c_out.is_multiple_of(CO_BLOCK)
+            && kdim >= CO_MIN_K
+            && geo.out_plane()
+                <= if self.path == ConvPath::Pointwise {
+                    CO_MAX_PLANE_POINTWISE
+                } else {
+                    CO_MAX_PLANE
+                }
+            && self.direct(geo).is_none()
+    }
+
+    /// The padded input a [`CoRows`] conv reads: `(pads [top, left, bottom, right], hp, wp,
+    /// scratch elements)`.
+    fn co_padding(&self, geo: &Geo) -> ([usize; 4], usize, usize, usize) {
+        let pe = pad3(&self.attrs.pads_end, 0);
+        let pads = [geo.pb[1], geo.pb[2], pe[1], pe[2]];
+        let [_, h, w] = geo.input;
+        let (hp, wp) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+        let len = if pads.iter().any(|&v| v > 0) {
+            self.c_in_g * hp * wp
+        } else {
+            0
+        };
+        (pads, hp, wp, len)
+    }
+
+    /// A small-plane conv through [`CoRows`]: the input padded once into `scratch` (when it
+    /// has padding), then whole channel blocks per worker, the activation over each worker's
+    /// rows at the end.
+    fn run_co(
+        &self,
+        co: &CoPacked,
+        x: &[f32],
+        out: &mut [f32],
+        geo: &Geo,
+        scratch: &mut [f32],
+        threads: usize,
+    ) {
+        let [_, h, w] = geo.input;
+        let (pads, hp, wp, len) = self.co_padding(geo);
+        let src: &[f32] = if len > 0 {
+            let buf = &mut scratch[..len];
+            pad_planes(x, self.c_in_g, h, w, pads, buf);
+            buf
+        } else {
+            x
+        };
+        let offs = tap_offsets(
+            self.c_in_g,
+            hp,
+            wp,
+            [geo.k[1], geo.k[2]],
+            [geo.d[1], geo.d[2]],
+        );
+        let [_, oh_n, ow_n] = geo.out;
+        let mut bases = Vec::with_capacity(oh_n * ow_n);
+        for oy in 0..oh_n {
+            for ox in 0..ow_n {
+                bases.push(oy * geo.s[1] * wp + ox * geo.s[2]);
+            }
+        }
+        let p = geo.out_plane();
+        par_chunks(out, CO_BLOCK * p, threads, 1, |first, piece| {
+            pulp::Arch::new().dispatch(CoRows {
+                packed: co,
+                first_block: first,
+                x: src,
+                offs: &offs,
+                bases: &bases,
+                out: &mut *piece,
+            });
+            if let Some(act) = self.activation {
+                apply_activation(act, piece);
+            }
+        });
     }
 
     /// As [`PreparedConv::new`], but keeps `w` (which must hold `w_shape`'s elements in ONNX
@@ -485,6 +611,9 @@ impl PreparedConv {
             return Ok(
                 DwPlan::new(&geo).map_or(0, |p| workers(self.c_out, threads) * (p.len + p.out_len))
             );
+        }
+        if self.co.is_some() && self.co_eligible(&geo) {
+            return Ok(self.co_padding(&geo).3);
         }
         if self.direct_pointwise(&geo) {
             return Ok(0);
@@ -654,6 +783,10 @@ impl PreparedConv {
         scratch: &mut [f32],
         threads: usize,
     ) -> KernelResult<()> {
+        if let Some(co) = self.co.as_ref().filter(|_| self.co_eligible(geo)) {
+            self.run_co(co, x, out, geo, scratch, threads);
+            return Ok(());
+        }
         if self.direct_pointwise(geo) {
             self.run_pointwise(x, out, geo, threads);
             return Ok(());
@@ -727,6 +860,14 @@ impl PreparedConv {
             let t1 = (t0 + per).min(n_tiles);
             self.group_tiles(xg(0), 0, 0, &mut rows, t0, t1, scr, geo)
         })
+    }
+
+    /// Whether an input of shape `x_shape` runs the channel-vectorised kernel (tests check
+    /// the choice).
+    #[cfg(test)]
+    pub(crate) fn uses_co(&self, x_shape: &[usize]) -> KernelResult<bool> {
+        let geo = self.geo(x_shape)?;
+        Ok(self.co.is_some() && self.co_eligible(&geo))
     }
 
     /// Whether an input of shape `x_shape` runs the direct stride-1 kernel (tests check the

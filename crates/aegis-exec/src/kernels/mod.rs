@@ -115,6 +115,7 @@
 
 mod broadcast;
 mod conv;
+mod conv_co;
 mod conv_direct;
 mod data;
 mod elementwise;

@@ -148,6 +148,14 @@ fn attrs(
 #[case(&[1, 3, 70, 70], 7, attrs(&[5, 3], &[1, 1], &[2, 1], &[2, 1], &[1, 3], 1), true)]
 #[case(&[2, 6, 40, 64], 9, attrs(&[3, 1], &[1, 1], &[1, 1], &[1, 0], &[1, 0], 1), true)]
 #[case(&[2, 3, 380], 5, attrs(&[5], &[1], &[1], &[2], &[2], 1), true)]
+// channel-vectorised kernel (small planes, channels in blocks of 32): a short last step
+// (81 positions = 10 steps of 8 + 1), stride 2 with uneven pads over a batch of 2, dilation,
+// a 7x7 pointwise conv, 1-D
+#[case(&[1, 16, 9, 9], 64, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), true)]
+#[case(&[2, 8, 12, 11], 32, attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 0], &[0, 1], 1), true)]
+#[case(&[1, 20, 10, 10], 96, attrs(&[3, 3], &[1, 1], &[2, 2], &[2, 2], &[2, 2], 1), false)]
+#[case(&[1, 128, 7, 7], 64, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+#[case(&[1, 32, 50], 32, attrs(&[3], &[1], &[1], &[1], &[1], 1), true)]
 fn conv_matches_naive(
     #[case] xs: &[usize],
     #[case] c_out: usize,
@@ -161,7 +169,10 @@ fn conv_matches_naive(
     let b = rand_vec(c_out, 13);
     let bias = with_bias.then_some(&b[..]);
     let (want, shape) = naive_conv(&x, xs, &w, &ws, bias, &a);
-    let pc = PreparedConv::new(&w, &ws, bias, a.clone()).unwrap();
+    let pc = PreparedConv::new(&w, &ws, bias, a.clone())
+        .unwrap()
+        .prepare_input(xs)
+        .unwrap();
     assert_eq!(pc.output_shape(xs).unwrap(), shape);
     let mut first: Option<Vec<f32>> = None;
     for threads in [1, 2, 3] {
@@ -189,6 +200,65 @@ fn direct_kernel_is_chosen_for_wide_stride_1_planes_only() {
     let pw = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
     let pc = PreparedConv::new(&[0.0; 8 * 4], &[8, 4, 1, 1], None, pw).unwrap();
     assert!(!pc.uses_direct(&[1, 4, 56, 56]).unwrap());
+}
+
+#[test]
+fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
+    let a3 = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1);
+    let w = vec![0.0; 64 * 8 * 9];
+    let pc = PreparedConv::new(&w, &[64, 8, 3, 3], None, a3.clone()).unwrap();
+    // Not packed yet: the other paths run.
+    assert!(!pc.uses_co(&[1, 8, 14, 14]).unwrap());
+    assert_eq!(pc.packed_len(), 0);
+    let pc = pc.prepare_input(&[1, 8, 14, 14]).unwrap();
+    assert!(pc.uses_co(&[1, 8, 14, 14]).unwrap());
+    assert_eq!(pc.packed_len(), 64 * 72 + 64);
+    // Wide planes keep the direct kernel.
+    assert!(!pc.uses_co(&[1, 8, 56, 56]).unwrap());
+    // 48 channels are not whole blocks of 32; K = 2 * 9 is too short to repay the transpose.
+    let w48 = vec![0.0; 48 * 4 * 9];
+    let pc = PreparedConv::new(&w48, &[48, 4, 3, 3], None, a3.clone()).unwrap();
+    assert!(!pc
+        .prepare_input(&[1, 4, 14, 14])
+        .unwrap()
+        .uses_co(&[1, 4, 14, 14])
+        .unwrap());
+    let w2 = vec![0.0; 64 * 2 * 9];
+    let pc = PreparedConv::new(&w2, &[64, 2, 3, 3], None, a3).unwrap();
+    assert!(!pc
+        .prepare_input(&[1, 2, 14, 14])
+        .unwrap()
+        .uses_co(&[1, 2, 14, 14])
+        .unwrap());
+}
+
+#[test]
+fn channel_vectorised_fused_activation_is_threads_invariant() {
+    let xs = [1, 24, 14, 14];
+    let ws = [96, 24, 3, 3];
+    let x = rand_vec(xs.iter().product(), 9);
+    let w = rand_vec(ws.iter().product(), 10);
+    let b = rand_vec(96, 11);
+    let a = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1);
+    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
+    let relu: Vec<f32> = want.iter().map(|v| v.max(0.0)).collect();
+    let pc = PreparedConv::new(&w, &ws, Some(&b), a)
+        .unwrap()
+        .with_activation(UnaryOp::Relu)
+        .prepare_input(&xs)
+        .unwrap();
+    assert!(pc.uses_co(&xs).unwrap());
+    let mut first: Option<Vec<f32>> = None;
+    for threads in [1, 2, 4] {
+        let mut out = vec![f32::NAN; want.len()];
+        let mut scratch = vec![f32::NAN; pc.scratch_len(&xs, threads).unwrap()];
+        pc.run(&x, &xs, &mut out, &mut scratch, threads).unwrap();
+        assert_close(&out, &relu, 1e-4);
+        match &first {
+            None => first = Some(out),
+            Some(f) => assert_bits_eq(&out, f),
+        }
+    }
 }
 
 #[test]

@@ -1,0 +1,182 @@
+//! Channel-vectorised direct convolution for small output planes (late layers: 28x28 down to
+//! 7x7, any stride and dilation, one group).
+//!
+//! Vectors along output positions waste lanes when a plane is a few vectors wide (a 7x7
+//! plane fills 49 of 64 lanes); vectors along output *channels* never do when the channel
+//! count is a multiple of 32. The filter is packed once, at prepare time, into blocks of 32
+//! output channels, `[block][tap][32]`, so one tap of a block is two contiguous AVX-512
+//! vectors. A step computes 12 output positions by 32 channels (24 accumulators): per tap it
+//! loads the block's two filter vectors and broadcasts each position's input value, read
+//! straight from the (once padded) input at `base[position] + offset[tap]` with
+//! `base = (oy * sh) * wp + ox * sw` and `offset = ci * plane + ky * dh * wp + kx * dw`: no
+//! im2col, no packing per run. Results leave the registers through a small transpose buffer
+//! into the NCHW rows.
+//!
+//! Determinism: every output element is `bias + sum over taps in order` with the same FMA
+//! sequence wherever its block and step fall, so any split of channel blocks between workers
+//! gives bit-identical results.
+
+/// Output channels per packed block.
+pub(super) const CO_BLOCK: usize = 32;
+/// Output positions one AVX-512 step computes.
+const STEP: usize = 8;
+
+/// A filter packed for [`CoRows`]: `[blocks][kdim][CO_BLOCK]`, channels past `c_out` zero, and
+/// the bias padded the same way.
+#[derive(Debug, Clone)]
+pub(super) struct CoPacked {
+    w: Vec<f32>,
+    bias: Vec<f32>,
+    kdim: usize,
+}
+
+impl CoPacked {
+    /// Packs `w` (`[c_out, kdim]`, ONNX order) and `bias`.
+    pub(super) fn new(w: &[f32], c_out: usize, kdim: usize, bias: Option<&[f32]>) -> Self {
+        let blocks = c_out.div_ceil(CO_BLOCK);
+        let mut packed = vec![0.0; blocks * kdim * CO_BLOCK];
+        for (co, row) in w.chunks(kdim).take(c_out).enumerate() {
+            let (b, c) = (co / CO_BLOCK, co % CO_BLOCK);
+            let blk = &mut packed[b * kdim * CO_BLOCK..(b + 1) * kdim * CO_BLOCK];
+            for (k, &v) in row.iter().enumerate() {
+                blk[k * CO_BLOCK + c] = v;
+            }
+        }
+        let mut pb = vec![0.0; blocks * CO_BLOCK];
+        if let Some(b) = bias {
+            pb[..c_out].copy_from_slice(&b[..c_out]);
+        }
+        Self {
+            w: packed,
+            bias: pb,
+            kdim,
+        }
+    }
+
+    /// Elements held (for memory accounting).
+    pub(super) fn len(&self) -> usize {
+        self.w.len() + self.bias.len()
+    }
+}
+
+/// Output channel rows `out` (`[channels, p]`, whole blocks from block `first_block`, the last
+/// possibly cut at `c_out`) computed from the (padded) input `x`. Run through pulp's dispatch.
+pub(super) struct CoRows<'a> {
+    pub packed: &'a CoPacked,
+    pub first_block: usize,
+    pub x: &'a [f32],
+    /// Per tap, its offset from a position's base.
+    pub offs: &'a [usize],
+    /// Per output position, where its window starts in `x`.
+    pub bases: &'a [usize],
+    pub out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for CoRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        match S::F32_LANES {
+            16 => self.run::<S, 2, STEP>(simd),
+            // AVX2: 4 vectors of 8 lanes by 3 positions fit its 16 registers.
+            8 => self.run::<S, 4, 3>(simd),
+            _ => self.run_scalar(),
+        }
+    }
+}
+
+impl CoRows<'_> {
+    #[inline(always)]
+    fn run<S: pulp::Simd, const NV: usize, const RP: usize>(self, simd: S) {
+        let lanes = S::F32_LANES;
+        debug_assert_eq!(NV * lanes, CO_BLOCK);
+        let p = self.bases.len();
+        if p == 0 {
+            return;
+        }
+        let kdim = self.packed.kdim;
+        let mut buf = [0.0f32; STEP * CO_BLOCK];
+        for (bi, rows) in self.out.chunks_mut(CO_BLOCK * p).enumerate() {
+            let b = self.first_block + bi;
+            let wblk = &self.packed.w[b * kdim * CO_BLOCK..(b + 1) * kdim * CO_BLOCK];
+            let bias = &self.packed.bias[b * CO_BLOCK..(b + 1) * CO_BLOCK];
+            let n = rows.len() / p;
+            let mut j0 = 0;
+            while j0 < p {
+                let m = RP.min(p - j0);
+                // A short last step repeats its last position (computed, not stored).
+                let base: [usize; RP] = std::array::from_fn(|j| self.bases[j0 + j.min(m - 1)]);
+                let mut acc = [[simd.splat_f32s(0.0); NV]; RP];
+                for acc_j in &mut acc {
+                    for (v, a) in acc_j.iter_mut().enumerate() {
+                        *a = simd.partial_load_f32s(&bias[v * lanes..(v + 1) * lanes]);
+                    }
+                }
+                let acc = sum::<S, NV, RP>(simd, acc, wblk, self.x, self.offs, &base);
+                for (j, acc_j) in acc.iter().enumerate().take(m) {
+                    for (v, a) in acc_j.iter().enumerate() {
+                        let at = j * CO_BLOCK + v * lanes;
+                        simd.partial_store_f32s(&mut buf[at..at + lanes], *a);
+                    }
+                }
+                for (c, row) in rows.chunks_mut(p).enumerate().take(n) {
+                    for (j, o) in row[j0..j0 + m].iter_mut().enumerate() {
+                        *o = buf[j * CO_BLOCK + c];
+                    }
+                }
+                j0 += m;
+            }
+        }
+    }
+
+    /// Without 8- or 16-lane vectors: the same sums, one element at a time.
+    fn run_scalar(self) {
+        let p = self.bases.len();
+        if p == 0 {
+            return;
+        }
+        let kdim = self.packed.kdim;
+        for (bi, rows) in self.out.chunks_mut(CO_BLOCK * p).enumerate() {
+            let b = self.first_block + bi;
+            let wblk = &self.packed.w[b * kdim * CO_BLOCK..(b + 1) * kdim * CO_BLOCK];
+            for (c, row) in rows.chunks_mut(p).enumerate() {
+                for (o, &base) in row.iter_mut().zip(self.bases) {
+                    let mut acc = self.packed.bias[b * CO_BLOCK + c];
+                    for (k, &off) in self.offs.iter().enumerate() {
+                        acc = self.x[base + off].mul_add(wblk[k * CO_BLOCK + c], acc);
+                    }
+                    *o = acc;
+                }
+            }
+        }
+    }
+}
+
+/// Adds every tap to the accumulators: loops over `RP` and `NV` have constant trip counts so
+/// the accumulators stay in registers (returned by value for the same reason).
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn sum<S: pulp::Simd, const NV: usize, const RP: usize>(
+    simd: S,
+    mut acc: [[S::f32s; NV]; RP],
+    wblk: &[f32],
+    x: &[f32],
+    offs: &[usize],
+    base: &[usize; RP],
+) -> [[S::f32s; NV]; RP] {
+    let lanes = S::F32_LANES;
+    for (k, &off) in offs.iter().enumerate() {
+        let wk = &wblk[k * CO_BLOCK..(k + 1) * CO_BLOCK];
+        let wv: [S::f32s; NV] = std::array::from_fn(|v| {
+            bytemuck::pod_read_unaligned(bytemuck::cast_slice(&wk[v * lanes..(v + 1) * lanes]))
+        });
+        for j in 0..RP {
+            let xv = simd.splat_f32s(x[base[j] + off]);
+            for v in 0..NV {
+                acc[j][v] = simd.mul_add_e_f32s(xv, wv[v], acc[j][v]);
+            }
+        }
+    }
+    acc
+}

@@ -380,14 +380,16 @@ impl PreparedConv {
 
     /// Whether the channel-vectorised kernel suits this geometry: one group, 2-D (or 1-D), a
     /// plane small enough that vectors of positions waste lanes or the GEMM's per-call
-    /// packing dominates, and channels in whole blocks of `CO_BLOCK`. Shape-determined.
+    /// packing dominates, and channels filling at least 90 % of their blocks of `CO_BLOCK`
+    /// (the last block's missing channels are computed as zeros and dropped).
+    /// Shape-determined.
     fn co_eligible(&self, geo: &Geo) -> bool {
         let two_d = geo.k[0] == 1 && geo.input[0] == 1 && geo.out[0] == 1;
         let kdim = self.c_in_g * geo.kprod();
         self.path != ConvPath::Depthwise
             && self.attrs.group == 1
             && two_d
-            && self.c_out.is_multiple_of(CO_BLOCK)
+            && self.c_out * 10 >= self.c_out.div_ceil(CO_BLOCK) * CO_BLOCK * 9
             && kdim >= CO_MIN_K
             && geo.out_plane()
                 <= if self.path == ConvPath::Pointwise {

@@ -152,6 +152,7 @@ fn attrs(
 // (81 positions = 10 steps of 8 + 1), stride 2 with uneven pads over a batch of 2, dilation,
 // a 7x7 pointwise conv, 1-D
 #[case(&[1, 16, 9, 9], 64, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), true)]
+#[case(&[1, 16, 9, 9], 60, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), true)]
 #[case(&[2, 8, 12, 11], 32, attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 0], &[0, 1], 1), true)]
 #[case(&[1, 20, 10, 10], 96, attrs(&[3, 3], &[1, 1], &[2, 2], &[2, 2], &[2, 2], 1), false)]
 #[case(&[1, 128, 7, 7], 64, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
@@ -215,7 +216,8 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
     assert_eq!(pc.packed_len(), 64 * 72 + 64);
     // Wide planes keep the direct kernel.
     assert!(!pc.uses_co(&[1, 8, 56, 56]).unwrap());
-    // 48 channels are not whole blocks of 32; K = 2 * 9 is too short to repay the transpose.
+    // 48 channels fill 75 % of two blocks of 32; K = 2 * 9 is too short to repay the
+    // transpose.
     let w48 = vec![0.0; 48 * 4 * 9];
     let pc = PreparedConv::new(&w48, &[48, 4, 3, 3], None, a3.clone()).unwrap();
     assert!(!pc

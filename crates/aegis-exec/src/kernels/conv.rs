@@ -38,8 +38,8 @@ const DIRECT_TILE: usize = 64;
 /// Largest output plane the channel-vectorised kernel takes (`kernel_bench`: ahead of the
 /// GEMM path by 10-20 % on 28x28 to 7x7 planes, behind from 55x55 up).
 const CO_MAX_PLANE: usize = 28 * 28;
-/// The same for a pointwise conv, whose other paths lose no lanes down to 28x28 planes
-/// (even at 14x14, 7x7 wins 10 %).
+/// The same for a 1x1 conv, whose other paths lose no lanes down to 28x28 planes (even at
+/// 14x14, 7x7 wins 10 %; a strided 1x1 onto 28x28 loses 7 %).
 const CO_MAX_PLANE_POINTWISE: usize = 14 * 14;
 /// Shortest reduction the channel-vectorised kernel takes (its transposed stores are paid
 /// once per position and block, its FMAs once per tap).
@@ -392,7 +392,7 @@ impl PreparedConv {
             && self.c_out * 10 >= self.c_out.div_ceil(CO_BLOCK) * CO_BLOCK * 9
             && kdim >= CO_MIN_K
             && geo.out_plane()
-                <= if self.path == ConvPath::Pointwise {
+                <= if geo.kprod() == 1 {
                     CO_MAX_PLANE_POINTWISE
                 } else {
                     CO_MAX_PLANE

@@ -121,6 +121,8 @@ fn main() -> KernelResult<()> {
     // SqueezeNet's classifier conv and its late expand 3x3.
     conv_case("1x1 512->1000 13x13", 512, 1000, 13, 1, 1, 0, 1)?;
     conv_case("3x3 64->256 13x13 pad 1", 64, 256, 13, 3, 1, 1, 1)?;
+    // Inception's narrow 3x3 convs (3 blocks of 32 channels).
+    conv_case("3x3 64->96 28x28 pad 1", 64, 96, 28, 3, 1, 1, 1)?;
     conv_case("3x3/2 128->128 56x56 pad 1", 128, 128, 56, 3, 2, 1, 1)?;
     conv_case("1x1/2 256->512 56x56", 256, 512, 56, 1, 2, 0, 1)?;
     conv_case("7x7/2 3->64 224x224 pad 3 (stem)", 3, 64, 224, 7, 2, 3, 1)?;

@@ -451,18 +451,53 @@ impl PreparedConv {
             }
         }
         let p = geo.out_plane();
-        par_chunks(out, CO_BLOCK * p, threads, 1, |first, piece| {
+        let blocks = self.c_out.div_ceil(CO_BLOCK);
+        let run = |first_block: usize, j0: usize, rows: &mut [&mut [f32]]| {
+            let n = rows.first().map_or(0, |r| r.len());
             pulp::Arch::new().dispatch(CoRows {
                 packed: co,
-                first_block: first,
+                first_block,
                 x: src,
                 offs: &offs,
-                bases: &bases,
-                out: &mut *piece,
+                bases: &bases[j0..j0 + n],
+                rows: &mut *rows,
             });
             if let Some(act) = self.activation {
-                apply_activation(act, piece);
+                for row in rows.iter_mut() {
+                    apply_activation(act, row);
+                }
             }
+        };
+        // Workers take whole channel blocks when those split evenly enough, else bands of
+        // positions of every block (a 96-channel conv has 3 blocks: 2 + 1 would cap two
+        // threads at 1.5x). Either way every element's arithmetic is the same.
+        let nw = workers(blocks.max(p.div_ceil(8)), threads);
+        let by_blocks = nw <= 1 || blocks.is_multiple_of(nw) || blocks >= 4 * nw;
+        let (nb, np) = if by_blocks {
+            (workers(blocks, threads), 1)
+        } else {
+            (1, workers(p.div_ceil(8), threads))
+        };
+        let (per_b, per_p) = (blocks.div_ceil(nb), p.div_ceil(np).div_ceil(8) * 8);
+        let mut parts: Vec<(usize, usize, Vec<&mut [f32]>)> = Vec::with_capacity(nb * np);
+        for bi in 0..nb {
+            for pi in 0..np {
+                parts.push((bi * per_b, (pi * per_p).min(p), Vec::new()));
+            }
+        }
+        for (c, row) in out.chunks_mut(p).enumerate() {
+            let bi = (c / CO_BLOCK) / per_b;
+            let mut rest = row;
+            for pi in 0..np {
+                let len = ((pi + 1) * per_p).min(p) - (pi * per_p).min(p);
+                let (a, b) = rest.split_at_mut(len);
+                parts[bi * np + pi].2.push(a);
+                rest = b;
+            }
+        }
+        let _ = par_workers(parts, |(first_block, j0, mut rows)| {
+            run(first_block, j0, &mut rows);
+            Ok::<(), KernelError>(())
         });
     }
 

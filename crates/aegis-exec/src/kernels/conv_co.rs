@@ -59,20 +59,22 @@ impl CoPacked {
     }
 }
 
-/// Output channel rows `out` (`[channels, p]`, whole blocks from block `first_block`, the last
-/// possibly cut at `c_out`) computed from the (padded) input `x`. Run through pulp's dispatch.
-pub(super) struct CoRows<'a> {
+/// Output channel rows (whole blocks from block `first_block`, the last possibly cut at
+/// `c_out`), each over the positions of `bases`, computed from the (padded) input `x`. Run
+/// through pulp's dispatch.
+pub(super) struct CoRows<'a, 'b> {
     pub packed: &'a CoPacked,
     pub first_block: usize,
     pub x: &'a [f32],
     /// Per tap, its offset from a position's base.
     pub offs: &'a [usize],
-    /// Per output position, where its window starts in `x`.
+    /// Per output position of the rows, where its window starts in `x`.
     pub bases: &'a [usize],
-    pub out: &'a mut [f32],
+    /// One slice per output channel, `bases.len()` positions each.
+    pub rows: &'a mut [&'b mut [f32]],
 }
 
-impl pulp::WithSimd for CoRows<'_> {
+impl pulp::WithSimd for CoRows<'_, '_> {
     type Output = ();
 
     #[inline(always)]
@@ -86,7 +88,7 @@ impl pulp::WithSimd for CoRows<'_> {
     }
 }
 
-impl CoRows<'_> {
+impl CoRows<'_, '_> {
     #[inline(always)]
     fn run<S: pulp::Simd, const NV: usize, const RP: usize>(self, simd: S) {
         let lanes = S::F32_LANES;
@@ -97,11 +99,10 @@ impl CoRows<'_> {
         }
         let kdim = self.packed.kdim;
         let mut buf = [0.0f32; STEP * CO_BLOCK];
-        for (bi, rows) in self.out.chunks_mut(CO_BLOCK * p).enumerate() {
+        for (bi, rows) in self.rows.chunks_mut(CO_BLOCK).enumerate() {
             let b = self.first_block + bi;
             let wblk = &self.packed.w[b * kdim * CO_BLOCK..(b + 1) * kdim * CO_BLOCK];
             let bias = &self.packed.bias[b * CO_BLOCK..(b + 1) * CO_BLOCK];
-            let n = rows.len() / p;
             let mut j0 = 0;
             while j0 < p {
                 let m = RP.min(p - j0);
@@ -120,7 +121,7 @@ impl CoRows<'_> {
                         simd.partial_store_f32s(&mut buf[at..at + lanes], *a);
                     }
                 }
-                for (c, row) in rows.chunks_mut(p).enumerate().take(n) {
+                for (c, row) in rows.iter_mut().enumerate() {
                     for (j, o) in row[j0..j0 + m].iter_mut().enumerate() {
                         *o = buf[j * CO_BLOCK + c];
                     }
@@ -137,10 +138,10 @@ impl CoRows<'_> {
             return;
         }
         let kdim = self.packed.kdim;
-        for (bi, rows) in self.out.chunks_mut(CO_BLOCK * p).enumerate() {
+        for (bi, rows) in self.rows.chunks_mut(CO_BLOCK).enumerate() {
             let b = self.first_block + bi;
             let wblk = &self.packed.w[b * kdim * CO_BLOCK..(b + 1) * kdim * CO_BLOCK];
-            for (c, row) in rows.chunks_mut(p).enumerate() {
+            for (c, row) in rows.iter_mut().enumerate() {
                 for (o, &base) in row.iter_mut().zip(self.bases) {
                     let mut acc = self.packed.bias[b * CO_BLOCK + c];
                     for (k, &off) in self.offs.iter().enumerate() {

@@ -121,6 +121,11 @@ fn main() -> KernelResult<()> {
     // SqueezeNet's classifier conv and its late expand 3x3.
     conv_case("1x1 512->1000 13x13", 512, 1000, 13, 1, 1, 0, 1)?;
     conv_case("3x3 64->256 13x13 pad 1", 64, 256, 13, 3, 1, 1, 1)?;
+    // MobileNetV2's expand 1x1 on a 112x112 plane (a reduction of 16).
+    conv_case("1x1 16->96 112x112", 16, 96, 112, 1, 1, 0, 1)?;
+    conv_case("1x1 32->16 112x112", 32, 16, 112, 1, 1, 0, 1)?;
+    conv_case("1x1 24->144 56x56", 24, 144, 56, 1, 1, 0, 1)?;
+    conv_case("1x1 32->192 28x28", 32, 192, 28, 1, 1, 0, 1)?;
     // Inception's narrow 3x3 convs (3 blocks of 32 channels).
     conv_case("3x3 64->96 28x28 pad 1", 64, 96, 28, 3, 1, 1, 1)?;
     conv_case("3x3/2 128->128 56x56 pad 1", 128, 128, 56, 3, 2, 1, 1)?;

@@ -339,6 +339,53 @@ fn pointwise_fused_activation_is_threads_invariant() {
 }
 
 #[test]
+fn pointwise_short_reduction_tiles_with_any_activation() {
+    // K = 16: tiles of 384 positions (1600 = 4 tiles + a partial one), 14 channels (6 + 6 + 2),
+    // Clip in registers and LeakyRelu in a pass over each tile.
+    let xs = [1, 16, 40, 40];
+    let ws = [14, 16, 1, 1];
+    let x = rand_vec(xs.iter().product(), 21);
+    let w = rand_vec(ws.iter().product(), 22);
+    let b = rand_vec(14, 23);
+    let a = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
+    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
+    type Reference = fn(f32) -> f32;
+    let acts: [(UnaryOp, Reference); 2] = [
+        (
+            UnaryOp::Clip {
+                min: -0.1,
+                max: 0.2,
+            },
+            |v| v.clamp(-0.1, 0.2),
+        ),
+        (UnaryOp::LeakyRelu { alpha: 0.25 }, |v| {
+            if v < 0.0 {
+                0.25 * v
+            } else {
+                v
+            }
+        }),
+    ];
+    for (act, f) in acts {
+        let expect: Vec<f32> = want.iter().map(|&v| f(v)).collect();
+        let pc = PreparedConv::new(&w, &ws, Some(&b), a.clone())
+            .unwrap()
+            .with_activation(act);
+        let mut first: Option<Vec<f32>> = None;
+        for threads in [1, 2] {
+            let mut out = vec![f32::NAN; want.len()];
+            let mut scratch = vec![0.0; pc.scratch_len(&xs, threads).unwrap()];
+            pc.run(&x, &xs, &mut out, &mut scratch, threads).unwrap();
+            assert_close(&out, &expect, 1e-5);
+            match &first {
+                None => first = Some(out),
+                Some(f) => assert_bits_eq(&out, f),
+            }
+        }
+    }
+}
+
+#[test]
 fn shared_weights_match_owned_and_are_checked() {
     let xs = [1, 4, 6, 6];
     let ws = [8, 4, 3, 3];

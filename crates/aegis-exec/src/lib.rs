@@ -11,7 +11,8 @@
 //!   a deterministic topological order and asks Layer 2 for the [`aegis_memory::AllocationPlan`]
 //!   (elementwise ops and reshapes may take their input's storage).
 //! - **Preparing** ([`PreparedModel`]): constants uploaded once into pool memory, convolution
-//!   weights and batch-norm coefficients prepared once (with a following activation fused),
+//!   weights and batch-norm coefficients prepared once (with a following activation fused;
+//!   small-plane convolutions also pack their filter by output-channel blocks, once),
 //!   one arena of the plan's peak,
 //!   per-stream kernel workspace, every node bound to its planned memory, and the
 //!   [`tracker`]'s stream schedule with its events. Running allocates no device memory.

@@ -1,11 +1,20 @@
 //! Convolution (ONNX `Conv`) and transposed convolution (`ConvTranspose`), NCHW (NCW,
 //! NCDHW), f32.
 //!
-//! Three paths, chosen once when the weights are prepared:
+//! Five paths, chosen from the weights and (for the last two) the input shape, which is
+//! static once a model is loaded:
 //! - **depthwise** (`group == C_in == C_out`): per channel plane, a zero-padded copy with
 //!   columns split by stride phase, then vectors of neighbouring outputs (four rows at a time)
 //!   accumulate every tap in registers, through `pulp`'s run-time dispatch to AVX-512/AVX2
 //!   (1-D and 2-D; 3-D keeps a direct loop);
+//! - **channel-vectorised** (one group, planes of 28x28 and smaller, 1x1 from 14x14, channels
+//!   filling >= 90 % of blocks of 32; needs [`PreparedConv::prepare_input`], which packs the
+//!   filter once): vectors along output channels, so small planes lose no lanes, reading the
+//!   once-padded input in place (`conv_co`);
+//! - **direct stride-1** (one group, stride 1, wide planes where < 7 % of a flat grid is
+//!   wasted): vectors of positions numbered on the padded input's row width, so every tap
+//!   reads a contiguous run of the once-padded input; no im2col, packing or staging
+//!   (`conv_direct`);
 //! - **pointwise** (all kernel extents 1, strides 1, no padding): straight from the input,
 //!   no im2col; with a short reduction and a small filter (K <= 128, <= 64 Ki elements per
 //!   group, planes of >= 16 positions) the register-blocked direct kernel [`PointwiseRows`]
@@ -15,12 +24,15 @@
 //!   GEMM against the weights ([`PointwiseRows`] on the tile instead when K and the filter
 //!   are as small as above, e.g. a first 3x3 conv over RGB).
 //!
+//! The thresholds between paths are `kernel_bench` measurements on this project's machine
+//! kind (AVX-512, 2 cores); each path's comment says what it was measured against.
+//!
 //! Determinism: the output of each group is cut into fixed tiles of output channels and of
 //! output positions that depend only on the shapes, never on the thread count; each tile is
 //! one single-threaded GEMM call, and threads only choose which tiles they run (contiguous
-//! output-channel ranges). [`PointwiseRows`] computes every output element with the same
-//! sequence of FMAs wherever its block falls. So every output element is produced by the
-//! same arithmetic for any `threads`.
+//! output-channel ranges). [`PointwiseRows`], the direct stride-1 and the channel-vectorised
+//! kernels compute every output element with the same sequence of FMAs wherever its block
+//! falls. So every output element is produced by the same arithmetic for any `threads`.
 
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 

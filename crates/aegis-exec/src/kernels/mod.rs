@@ -54,10 +54,13 @@
 //!   `PreparedConv::new_shared(SharedWeights, ..)` (keeps an `Arc` of the filter, no copy),
 //!   `.with_activation(UnaryOp)` (fused, after bias), `.output_shape(x_shape)`,
 //!   `.scratch_len(x_shape, threads)`, `.run(x, x_shape, out, scratch, threads)`;
-//!   `conv_scratch_len(&PreparedConv, x_shape, threads)`; paths: depthwise direct
-//!   (`group == C_in == C_out`), pointwise (1x1, stride 1, no pads: a direct register-blocked
-//!   kernel for short reductions, else GEMM on the input), im2col + GEMM otherwise (the
-//!   direct kernel on the tile for short reductions); 1-D, 2-D and 3-D.
+//!   `conv_scratch_len(&PreparedConv, x_shape, threads)`, `.prepare_input(x_shape)` (once,
+//!   at prepare: packs the filter where that shape runs the channel-vectorised kernel),
+//!   `.packed_len()`; paths: depthwise direct (`group == C_in == C_out`), channel-vectorised
+//!   direct (small planes), direct stride-1 on a flat grid (wide planes), pointwise (1x1,
+//!   stride 1, no pads: a direct register-blocked kernel for short reductions, else GEMM on
+//!   the input), im2col + GEMM otherwise (the direct kernel on the tile for short
+//!   reductions); 1-D, 2-D and 3-D.
 //! - `conv(x, x_shape, w, w_shape, bias, &ConvAttrs, out, threads)` (one-shot, allocates)
 //! - `ConvTransposeAttrs { conv: ConvAttrs, output_padding }`,
 //!   `conv_transpose_output_spatial(input_spatial, &attrs)`,

@@ -365,7 +365,7 @@ impl PreparedConv {
     }
 
     /// Prepares for inputs of shape `x_shape` (shapes are static once a model is loaded):
-    /// where that shape runs the channel-vectorised kernel ([`CoRows`]), packs the filter for
+    /// where that shape runs the channel-vectorised kernel, packs the filter for
     /// it, once. Without this call the conv still runs every shape, on the other paths.
     ///
     /// # Errors

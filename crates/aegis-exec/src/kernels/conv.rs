@@ -7,8 +7,9 @@
 //!   columns split by stride phase, then vectors of neighbouring outputs (four rows at a time)
 //!   accumulate every tap in registers, through `pulp`'s run-time dispatch to AVX-512/AVX2
 //!   (1-D and 2-D; 3-D keeps a direct loop);
-//! - **channel-vectorised** (one group, planes of 28x28 and smaller, 1x1 from 14x14, channels
-//!   filling >= 90 % of blocks of 32; needs [`PreparedConv::prepare_input`], which packs the
+//! - **channel-vectorised** (one group, planes of 28x28 and smaller, 1x1 from 14x14, strided
+//!   convs with K >= 128 such as a 7x7/2 stem on any plane, channels filling >= 90 % of
+//!   blocks of 32; needs [`PreparedConv::prepare_input`], which packs the
 //!   filter once): vectors along output channels, so small planes lose no lanes, reading the
 //!   once-padded input in place (`conv_co`);
 //! - **direct stride-1** (one group, stride 1, wide planes where < 7 % of a flat grid is
@@ -53,6 +54,10 @@ const CO_MAX_PLANE: usize = 28 * 28;
 /// The same for a 1x1 conv, whose other paths lose no lanes down to 28x28 planes (even at
 /// 14x14, 7x7 wins 10 %; a strided 1x1 onto 28x28 loses 7 %).
 const CO_MAX_PLANE_POINTWISE: usize = 14 * 14;
+/// Strided convs with at least this long a reduction take the channel-vectorised kernel on
+/// any plane (the GEMM path's im2col gathers strided columns: a 7x7/2 stem over RGB,
+/// K = 147, measured 78-81 -> 90-91 GFLOP/s on one thread).
+const CO_STRIDED_MIN_K: usize = 128;
 /// Shortest reduction the channel-vectorised kernel takes (its transposed stores are paid
 /// once per position and block, its FMAs once per tap).
 const CO_MIN_K: usize = 64;
@@ -403,12 +408,13 @@ impl PreparedConv {
             && two_d
             && self.c_out * 10 >= self.c_out.div_ceil(CO_BLOCK) * CO_BLOCK * 9
             && kdim >= CO_MIN_K
-            && geo.out_plane()
+            && (geo.out_plane()
                 <= if geo.kprod() == 1 {
                     CO_MAX_PLANE_POINTWISE
                 } else {
                     CO_MAX_PLANE
                 }
+                || (geo.s[1] > 1 && geo.kprod() > 1 && kdim >= CO_STRIDED_MIN_K))
             && self.direct(geo).is_none()
     }
 

@@ -157,6 +157,7 @@ fn attrs(
 #[case(&[1, 20, 10, 10], 96, attrs(&[3, 3], &[1, 1], &[2, 2], &[2, 2], &[2, 2], 1), false)]
 #[case(&[1, 128, 7, 7], 64, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
 #[case(&[1, 32, 50], 32, attrs(&[3], &[1], &[1], &[1], &[1], 1), true)]
+#[case(&[1, 3, 70, 66], 64, attrs(&[7, 7], &[2, 2], &[1, 1], &[3, 3], &[2, 3], 1), true)]
 fn conv_matches_naive(
     #[case] xs: &[usize],
     #[case] c_out: usize,
@@ -224,6 +225,15 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
         .prepare_input(&[1, 4, 14, 14])
         .unwrap()
         .uses_co(&[1, 4, 14, 14])
+        .unwrap());
+    // A strided conv with a long reduction takes it on any plane (a stem).
+    let stem = attrs(&[7, 7], &[2, 2], &[1, 1], &[3, 3], &[3, 3], 1);
+    let w7 = vec![0.0; 64 * 3 * 49];
+    let pc = PreparedConv::new(&w7, &[64, 3, 7, 7], None, stem).unwrap();
+    assert!(pc
+        .prepare_input(&[1, 3, 96, 96])
+        .unwrap()
+        .uses_co(&[1, 3, 96, 96])
         .unwrap());
     let w2 = vec![0.0; 64 * 2 * 9];
     let pc = PreparedConv::new(&w2, &[64, 2, 3, 3], None, a3).unwrap();

@@ -38,7 +38,7 @@
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
 use super::conv_co::{CoPacked, CoRows, CO_BLOCK};
-use super::conv_direct::{pad_planes, tap_offsets, DirectRows, Flat};
+use super::conv_direct::{pad_planes, sum_taps, tap_offsets, DirectRows, Flat, Taps};
 use super::elementwise::{check_unary, with_unary, MapInPlace, UnaryMap, UnaryOp};
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::{par_chunks, par_chunks_scratch, par_workers, workers};
@@ -2043,28 +2043,19 @@ fn pw_block_n<S: pulp::Simd, const R: usize, const FULL: bool>(
             acc[r][v] = b;
         }
     }
-    let wr: [&[f32]; R] = std::array::from_fn(|r| &w[r * kdim..(r + 1) * kdim]);
-    for (k, &off) in offs.iter().enumerate().take(kdim) {
-        let xr = &x[off + p0..off + p0 + len];
-        let mut xv = [simd.splat_f32s(0.0); PW_VECS];
-        for v in 0..PW_VECS {
-            if FULL {
-                xv[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(
-                    &xr[v * lanes..(v + 1) * lanes],
-                ));
-            } else {
-                let lo = (v * lanes).min(len);
-                let hi = ((v + 1) * lanes).min(len);
-                xv[v] = simd.partial_load_f32s(&xr[lo..hi]);
-            }
-        }
-        for r in 0..R {
-            let wv = simd.splat_f32s(wr[r][k]);
-            for v in 0..PW_VECS {
-                acc[r][v] = simd.mul_add_e_f32s(wv, xv[v], acc[r][v]);
-            }
-        }
-    }
+    let acc = sum_taps::<S, PW_VECS, R, FULL>(
+        simd,
+        acc,
+        &Taps {
+            w,
+            kdim,
+            x,
+            offs: &offs[..kdim],
+            k: 0..kdim,
+            q0: p0,
+            len,
+        },
+    );
     for r in 0..R {
         let dst = &mut out[r * p + p0..r * p + p0 + len];
         for v in 0..PW_VECS {

@@ -216,41 +216,23 @@ impl Block<'_> {
         }
     }
 
-    /// Adds taps `k0..k1`: loops over `R` and `NV` have constant trip counts so the
-    /// accumulators stay in registers.
-    #[allow(clippy::needless_range_loop)]
+    /// Adds taps `k0..k1` (see [`sum_taps`]).
     #[inline(always)]
     fn sum<S: pulp::Simd, const NV: usize, const R: usize, const FULL: bool>(
         &self,
         simd: S,
-        mut acc: [[S::f32s; NV]; R],
+        acc: [[S::f32s; NV]; R],
     ) -> [[S::f32s; NV]; R] {
-        let lanes = S::F32_LANES;
-        let (q0, len, kdim) = (self.q0, self.len, self.kdim);
-        let wr: [&[f32]; R] = std::array::from_fn(|r| &self.w[r * kdim..(r + 1) * kdim]);
-        for k in self.k0..self.k1 {
-            let off = self.offs[k];
-            let xr = &self.x[off + q0..off + q0 + len];
-            let mut xv = [simd.splat_f32s(0.0); NV];
-            for v in 0..NV {
-                if FULL {
-                    xv[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(
-                        &xr[v * lanes..(v + 1) * lanes],
-                    ));
-                } else {
-                    let lo = (v * lanes).min(len);
-                    let hi = ((v + 1) * lanes).min(len);
-                    xv[v] = simd.partial_load_f32s(&xr[lo..hi]);
-                }
-            }
-            for r in 0..R {
-                let wv = simd.splat_f32s(wr[r][k]);
-                for v in 0..NV {
-                    acc[r][v] = simd.mul_add_e_f32s(wv, xv[v], acc[r][v]);
-                }
-            }
-        }
-        acc
+        let taps = Taps {
+            w: self.w,
+            kdim: self.kdim,
+            x: self.x,
+            offs: self.offs,
+            k: self.k0..self.k1,
+            q0: self.q0,
+            len: self.len,
+        };
+        sum_taps::<S, NV, R, FULL>(simd, acc, &taps)
     }
 
     /// Writes the block's valid positions into the output rows.
@@ -293,6 +275,61 @@ impl Block<'_> {
             }
         }
     }
+}
+
+/// The operands of [`sum_taps`].
+pub(super) struct Taps<'a> {
+    /// `[R, kdim]` filter rows.
+    pub w: &'a [f32],
+    pub kdim: usize,
+    /// The input; tap `k` of position `q` is `x[offs[k] + q]`.
+    pub x: &'a [f32],
+    pub offs: &'a [usize],
+    /// The taps to add.
+    pub k: std::ops::Range<usize>,
+    /// The positions: `q0..q0 + len`, at most `NV` vectors.
+    pub q0: usize,
+    pub len: usize,
+}
+
+/// `acc[r][v] += w[r][k] * x[offs[k] + q0 + v * lanes + lane]` for every tap `k` in order,
+/// with fused multiply-adds: the inner loop of the direct kernels (this module's and the
+/// pointwise one). `FULL`: `len` is `NV` whole vectors (else the last loads are partial).
+/// Loops over `R` and `NV` have constant trip counts and the accumulators are taken and
+/// returned by value, so they stay in registers.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+pub(super) fn sum_taps<S: pulp::Simd, const NV: usize, const R: usize, const FULL: bool>(
+    simd: S,
+    mut acc: [[S::f32s; NV]; R],
+    t: &Taps<'_>,
+) -> [[S::f32s; NV]; R] {
+    let lanes = S::F32_LANES;
+    let (q0, len, kdim) = (t.q0, t.len, t.kdim);
+    let wr: [&[f32]; R] = std::array::from_fn(|r| &t.w[r * kdim..(r + 1) * kdim]);
+    for k in t.k.clone() {
+        let off = t.offs[k];
+        let xr = &t.x[off + q0..off + q0 + len];
+        let mut xv = [simd.splat_f32s(0.0); NV];
+        for v in 0..NV {
+            if FULL {
+                xv[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(
+                    &xr[v * lanes..(v + 1) * lanes],
+                ));
+            } else {
+                let lo = (v * lanes).min(len);
+                let hi = ((v + 1) * lanes).min(len);
+                xv[v] = simd.partial_load_f32s(&xr[lo..hi]);
+            }
+        }
+        for r in 0..R {
+            let wv = simd.splat_f32s(wr[r][k]);
+            for v in 0..NV {
+                acc[r][v] = simd.mul_add_e_f32s(wv, xv[v], acc[r][v]);
+            }
+        }
+    }
+    acc
 }
 
 /// Tap offsets of a stride-1 conv over a `[c_in, hp, wp]` padded input (see the module doc).

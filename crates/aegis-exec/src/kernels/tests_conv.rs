@@ -95,6 +95,29 @@ fn attrs(
     }
 }
 
+/// Runs `pc` on `x` at each thread count: every run within `tol` of `want`, and all runs
+/// bit-identical (scratch and output start as NaN, so nothing left unwritten passes).
+fn assert_runs_match(
+    pc: &PreparedConv,
+    x: &[f32],
+    xs: &[usize],
+    want: &[f32],
+    tol: f32,
+    threads: &[usize],
+) {
+    let mut first: Option<Vec<f32>> = None;
+    for &t in threads {
+        let mut scratch = vec![f32::NAN; pc.scratch_len(xs, t).unwrap()];
+        let mut out = vec![f32::NAN; want.len()];
+        pc.run(x, xs, &mut out, &mut scratch, t).unwrap();
+        assert_close(&out, want, tol);
+        match &first {
+            None => first = Some(out),
+            Some(f) => assert_bits_eq(&out, f),
+        }
+    }
+}
+
 #[rstest]
 // 3x3 pad 1 (resnet body), with bias
 #[case(&[1, 8, 9, 9], 16, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), true)]
@@ -176,17 +199,7 @@ fn conv_matches_naive(
         .prepare_input(xs)
         .unwrap();
     assert_eq!(pc.output_shape(xs).unwrap(), shape);
-    let mut first: Option<Vec<f32>> = None;
-    for threads in [1, 2, 3] {
-        let mut scratch = vec![f32::NAN; conv_scratch_len(&pc, xs, threads).unwrap()];
-        let mut out = vec![f32::NAN; want.len()];
-        pc.run(&x, xs, &mut out, &mut scratch, threads).unwrap();
-        assert_close(&out, &want, 1e-4);
-        match &first {
-            None => first = Some(out),
-            Some(f) => assert_bits_eq(&out, f),
-        }
-    }
+    assert_runs_match(&pc, &x, &xs, &want, 1e-4, &[1, 2, 3]);
 }
 
 #[test]
@@ -260,17 +273,7 @@ fn channel_vectorised_fused_activation_is_threads_invariant() {
         .prepare_input(&xs)
         .unwrap();
     assert!(pc.uses_co(&xs).unwrap());
-    let mut first: Option<Vec<f32>> = None;
-    for threads in [1, 2, 4] {
-        let mut out = vec![f32::NAN; want.len()];
-        let mut scratch = vec![f32::NAN; pc.scratch_len(&xs, threads).unwrap()];
-        pc.run(&x, &xs, &mut out, &mut scratch, threads).unwrap();
-        assert_close(&out, &relu, 1e-4);
-        match &first {
-            None => first = Some(out),
-            Some(f) => assert_bits_eq(&out, f),
-        }
-    }
+    assert_runs_match(&pc, &x, &xs, &relu, 1e-4, &[1, 2, 4]);
 }
 
 #[test]
@@ -287,17 +290,7 @@ fn direct_fused_activation_is_threads_invariant() {
         .unwrap()
         .with_activation(UnaryOp::Clip { min: 0.0, max: 6.0 });
     assert!(pc.uses_direct(&xs).unwrap());
-    let mut first: Option<Vec<f32>> = None;
-    for threads in [1, 2, 4] {
-        let mut out = vec![f32::NAN; want.len()];
-        let mut scratch = vec![f32::NAN; pc.scratch_len(&xs, threads).unwrap()];
-        pc.run(&x, &xs, &mut out, &mut scratch, threads).unwrap();
-        assert_close(&out, &clip, 1e-4);
-        match &first {
-            None => first = Some(out),
-            Some(f) => assert_bits_eq(&out, f),
-        }
-    }
+    assert_runs_match(&pc, &x, &xs, &clip, 1e-4, &[1, 2, 4]);
 }
 
 #[test]
@@ -334,17 +327,7 @@ fn pointwise_fused_activation_is_threads_invariant() {
         let pc = PreparedConv::new(&w, &ws, Some(&b), a)
             .unwrap()
             .with_activation(UnaryOp::Relu);
-        let mut first: Option<Vec<f32>> = None;
-        for threads in [1, 2] {
-            let mut out = vec![f32::NAN; want.len()];
-            let mut scratch = vec![0.0; pc.scratch_len(&xs, threads).unwrap()];
-            pc.run(&x, &xs, &mut out, &mut scratch, threads).unwrap();
-            assert_close(&out, &relu, 1e-5);
-            match &first {
-                None => first = Some(out),
-                Some(f) => assert_bits_eq(&out, f),
-            }
-        }
+        assert_runs_match(&pc, &x, &xs, &relu, 1e-5, &[1, 2]);
     }
 }
 
@@ -381,17 +364,7 @@ fn pointwise_short_reduction_tiles_with_any_activation() {
         let pc = PreparedConv::new(&w, &ws, Some(&b), a.clone())
             .unwrap()
             .with_activation(act);
-        let mut first: Option<Vec<f32>> = None;
-        for threads in [1, 2] {
-            let mut out = vec![f32::NAN; want.len()];
-            let mut scratch = vec![0.0; pc.scratch_len(&xs, threads).unwrap()];
-            pc.run(&x, &xs, &mut out, &mut scratch, threads).unwrap();
-            assert_close(&out, &expect, 1e-5);
-            match &first {
-                None => first = Some(out),
-                Some(f) => assert_bits_eq(&out, f),
-            }
-        }
+        assert_runs_match(&pc, &x, &xs, &expect, 1e-5, &[1, 2]);
     }
 }
 
@@ -431,17 +404,7 @@ fn depthwise_fused_clip_is_thread_count_independent() {
             min: -0.1,
             max: 0.2,
         });
-    let mut first: Option<Vec<f32>> = None;
-    for threads in [1, 2, 4] {
-        let mut out = vec![f32::NAN; want.len()];
-        let mut scratch = vec![f32::NAN; pc.scratch_len(&xs, threads).unwrap()];
-        pc.run(&x, &xs, &mut out, &mut scratch, threads).unwrap();
-        assert_close(&out, &clip, 1e-5);
-        match &first {
-            None => first = Some(out),
-            Some(f) => assert_bits_eq(&out, f),
-        }
-    }
+    assert_runs_match(&pc, &x, &xs, &clip, 1e-5, &[1, 2, 4]);
 }
 
 /// Depthwise convs (the phase-split plane kernel: unrolled 3x3 and 5x5, the tap loop for
@@ -488,17 +451,7 @@ fn depthwise_activations_match_naive(#[case] xs: &[usize], #[case] a: ConvAttrs)
         if let Some(act) = act {
             pc = pc.with_activation(act);
         }
-        let mut first: Option<Vec<f32>> = None;
-        for threads in [1, 2, 3] {
-            let mut scratch = vec![f32::NAN; pc.scratch_len(xs, threads).unwrap()];
-            let mut out = vec![f32::NAN; want.len()];
-            pc.run(&x, xs, &mut out, &mut scratch, threads).unwrap();
-            assert_close(&out, &want, 1e-5);
-            match &first {
-                None => first = Some(out),
-                Some(f) => assert_bits_eq(&out, f),
-            }
-        }
+        assert_runs_match(&pc, &x, &xs, &want, 1e-5, &[1, 2, 3]);
     }
 }
 

@@ -199,7 +199,7 @@ fn conv_matches_naive(
         .prepare_input(xs)
         .unwrap();
     assert_eq!(pc.output_shape(xs).unwrap(), shape);
-    assert_runs_match(&pc, &x, &xs, &want, 1e-4, &[1, 2, 3]);
+    assert_runs_match(&pc, &x, xs, &want, 1e-4, &[1, 2, 3]);
 }
 
 #[test]
@@ -451,7 +451,7 @@ fn depthwise_activations_match_naive(#[case] xs: &[usize], #[case] a: ConvAttrs)
         if let Some(act) = act {
             pc = pc.with_activation(act);
         }
-        assert_runs_match(&pc, &x, &xs, &want, 1e-5, &[1, 2, 3]);
+        assert_runs_match(&pc, &x, xs, &want, 1e-5, &[1, 2, 3]);
     }
 }
 

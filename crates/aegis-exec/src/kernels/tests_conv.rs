@@ -257,40 +257,38 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
         .unwrap());
 }
 
+/// A 3x3 pad-1 conv with bias and a fused `act` (reference `f`), prepared for `xs`, checked
+/// at 1, 2 and 4 threads; returned so callers can assert the path it took.
+fn fused_3x3_case(xs: [usize; 4], c_out: usize, act: UnaryOp, f: fn(f32) -> f32) -> PreparedConv {
+    let ws = [c_out, xs[1], 3, 3];
+    let x = rand_vec(xs.iter().product(), 6);
+    let w = rand_vec(ws.iter().product(), 7);
+    let b = rand_vec(c_out, 8);
+    let a = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1);
+    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
+    let want: Vec<f32> = want.into_iter().map(f).collect();
+    let pc = PreparedConv::new(&w, &ws, Some(&b), a)
+        .unwrap()
+        .with_activation(act)
+        .prepare_input(&xs)
+        .unwrap();
+    assert_runs_match(&pc, &x, &xs, &want, 1e-4, &[1, 2, 4]);
+    pc
+}
+
 #[test]
 fn channel_vectorised_fused_activation_is_threads_invariant() {
     let xs = [1, 24, 14, 14];
-    let ws = [96, 24, 3, 3];
-    let x = rand_vec(xs.iter().product(), 9);
-    let w = rand_vec(ws.iter().product(), 10);
-    let b = rand_vec(96, 11);
-    let a = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1);
-    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
-    let relu: Vec<f32> = want.iter().map(|v| v.max(0.0)).collect();
-    let pc = PreparedConv::new(&w, &ws, Some(&b), a)
-        .unwrap()
-        .with_activation(UnaryOp::Relu)
-        .prepare_input(&xs)
-        .unwrap();
+    let pc = fused_3x3_case(xs, 96, UnaryOp::Relu, |v| v.max(0.0));
     assert!(pc.uses_co(&xs).unwrap());
-    assert_runs_match(&pc, &x, &xs, &relu, 1e-4, &[1, 2, 4]);
 }
 
 #[test]
 fn direct_fused_activation_is_threads_invariant() {
     let xs = [1, 7, 58, 60];
-    let ws = [11, 7, 3, 3];
-    let x = rand_vec(xs.iter().product(), 6);
-    let w = rand_vec(ws.iter().product(), 7);
-    let b = rand_vec(11, 8);
-    let a = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1);
-    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
-    let clip: Vec<f32> = want.iter().map(|v| v.clamp(0.0, 6.0)).collect();
-    let pc = PreparedConv::new(&w, &ws, Some(&b), a)
-        .unwrap()
-        .with_activation(UnaryOp::Clip { min: 0.0, max: 6.0 });
+    let clip = UnaryOp::Clip { min: 0.0, max: 6.0 };
+    let pc = fused_3x3_case(xs, 11, clip, |v| v.clamp(0.0, 6.0));
     assert!(pc.uses_direct(&xs).unwrap());
-    assert_runs_match(&pc, &x, &xs, &clip, 1e-4, &[1, 2, 4]);
 }
 
 #[test]

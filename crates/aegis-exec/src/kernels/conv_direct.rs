@@ -362,6 +362,11 @@ pub(super) fn pad_planes(
 ) {
     let [pt, pl, pb, pr] = pads;
     let (hp, wp) = (h + pt + pb, w + pl + pr);
+    if h == 0 || w == 0 {
+        // An empty input padded to a non-empty plane: all padding.
+        dst[..c * hp * wp].fill(0.0);
+        return;
+    }
     for (src, plane) in x.chunks(h * w).take(c).zip(dst.chunks_mut(hp * wp)) {
         plane[..pt * wp].fill(0.0);
         plane[(pt + h) * wp..].fill(0.0);

@@ -292,6 +292,28 @@ fn direct_fused_activation_is_threads_invariant() {
 }
 
 #[test]
+fn empty_input_padded_to_a_plane_gives_the_bias() {
+    // 0 x W input, 3x3 pad 2: a 2 x (W + 2) output of padding only, on the direct stride-1
+    // (wide) and the channel-vectorised (narrow, 64 channels) paths.
+    for (width, c_out, co) in [(60, 8, false), (20, 64, true)] {
+        let xs = [1, 16, 0, width];
+        let ws = [c_out, 16, 3, 3];
+        let w = rand_vec(ws.iter().product(), 1);
+        let b = rand_vec(c_out, 2);
+        let a = attrs(&[3, 3], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 1);
+        let (want, shape) = naive_conv(&[], &xs, &w, &ws, Some(&b), &a);
+        assert_eq!(shape, [1, c_out, 2, width + 2]);
+        let pc = PreparedConv::new(&w, &ws, Some(&b), a)
+            .unwrap()
+            .prepare_input(&xs)
+            .unwrap();
+        assert_eq!(pc.uses_co(&xs).unwrap(), co);
+        assert_eq!(pc.uses_direct(&xs).unwrap(), !co);
+        assert_runs_match(&pc, &[], &xs, &want, 0.0, &[1, 2]);
+    }
+}
+
+#[test]
 fn conv_fused_activation_and_one_shot() {
     let xs = [1, 4, 6, 6];
     let ws = [8, 4, 3, 3];

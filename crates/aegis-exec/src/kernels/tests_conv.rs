@@ -289,6 +289,9 @@ fn direct_fused_activation_is_threads_invariant() {
     let clip = UnaryOp::Clip { min: 0.0, max: 6.0 };
     let pc = fused_3x3_case(xs, 11, clip, |v| v.clamp(0.0, 6.0));
     assert!(pc.uses_direct(&xs).unwrap());
+    let leaky = UnaryOp::LeakyRelu { alpha: 0.5 };
+    let pc = fused_3x3_case(xs, 11, leaky, |v| if v < 0.0 { 0.5 * v } else { v });
+    assert!(pc.uses_direct(&xs).unwrap());
 }
 
 #[test]

@@ -230,10 +230,11 @@ pub fn conv_output_spatial(input: &[usize], attrs: &ConvAttrs) -> KernelResult<V
         .collect()
 }
 
-/// The padded input of a direct stride-1 conv: pads `[top, left, bottom, right]`, padded
-/// extents, and its scratch elements (0 without padding: the input is read in place).
+/// The padded input the direct kernels read (stride-1 and channel-vectorised): pads `[top,
+/// left, bottom, right]`, padded extents, and its scratch elements (0 without padding: the
+/// input is read in place).
 #[derive(Debug, Clone, Copy)]
-struct DirectGeo {
+struct PaddedInput {
     pads: [usize; 4],
     hp: usize,
     wp: usize,
@@ -418,19 +419,19 @@ impl PreparedConv {
             && self.direct(geo).is_none()
     }
 
-    /// The padded input a [`CoRows`] conv reads: `(pads [top, left, bottom, right], hp, wp,
-    /// scratch elements)`.
-    fn co_padding(&self, geo: &Geo) -> ([usize; 4], usize, usize, usize) {
+    /// The 2-D padded input the direct kernels read.
+    fn padded_input(&self, geo: &Geo) -> PaddedInput {
         let pe = pad3(&self.attrs.pads_end, 0);
         let pads = [geo.pb[1], geo.pb[2], pe[1], pe[2]];
         let [_, h, w] = geo.input;
         let (hp, wp) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
-        let len = if pads.iter().any(|&v| v > 0) {
-            self.c_in_g * hp * wp
-        } else {
-            0
-        };
-        (pads, hp, wp, len)
+        let padded = pads.iter().any(|&v| v > 0);
+        PaddedInput {
+            pads,
+            hp,
+            wp,
+            padded_len: if padded { self.c_in_g * hp * wp } else { 0 },
+        }
     }
 
     /// A small-plane conv through [`CoRows`]: the input padded once into `scratch` (when it
@@ -446,9 +447,14 @@ impl PreparedConv {
         threads: usize,
     ) {
         let [_, h, w] = geo.input;
-        let (pads, hp, wp, len) = self.co_padding(geo);
-        let src: &[f32] = if len > 0 {
-            let buf = &mut scratch[..len];
+        let PaddedInput {
+            pads,
+            hp,
+            wp,
+            padded_len,
+        } = self.padded_input(geo);
+        let src: &[f32] = if padded_len > 0 {
+            let buf = &mut scratch[..padded_len];
             pad_planes(x, self.c_in_g, h, w, pads, buf);
             buf
         } else {
@@ -668,7 +674,7 @@ impl PreparedConv {
             );
         }
         if self.co.is_some() && self.co_eligible(&geo) {
-            return Ok(self.co_padding(&geo).3);
+            return Ok(self.padded_input(&geo).padded_len);
         }
         if self.direct_pointwise(&geo) {
             return Ok(0);
@@ -935,7 +941,7 @@ impl PreparedConv {
 
     /// Whether (and how) the conv runs the direct stride-1 kernel ([`DirectRows`]): one group,
     /// stride 1 on a 2-D (or 1-D) input. Shape-determined, never by `threads`.
-    fn direct(&self, geo: &Geo) -> Option<DirectGeo> {
+    fn direct(&self, geo: &Geo) -> Option<PaddedInput> {
         let two_d = geo.k[0] == 1 && geo.input[0] == 1 && geo.out[0] == 1;
         if self.path == ConvPath::Depthwise
             || self.attrs.group != 1
@@ -945,29 +951,20 @@ impl PreparedConv {
         {
             return None;
         }
-        let pe = pad3(&self.attrs.pads_end, 0);
-        let pads = [geo.pb[1], geo.pb[2], pe[1], pe[2]];
-        let [_, h, w] = geo.input;
-        let (hp, wp) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
-        let padded = pads.iter().any(|&v| v > 0);
+        let padded = self.padded_input(geo);
         // Flat positions past each output row are computed and dropped, and the last block
         // is rounded up to whole vectors. The kernel itself runs a little faster than the
         // GEMM path, so it pays off only with almost no waste: `kernel_bench` has it 6-12 %
         // ahead on 55x55 to 224x224 planes (>= 96 % useful) and 5-10 % behind on 27x27 and
         // 28x28 ones (87.5 %). Pointwise convs have no waste but measured no faster than the
         // GEMM path, so they keep it.
-        let flat = (geo.out[1] - 1) * wp + geo.out[2];
+        let flat = (geo.out[1] - 1) * padded.wp + geo.out[2];
         if self.path == ConvPath::Pointwise
             || geo.out_plane() * 100 < flat.div_ceil(DIRECT_TILE) * DIRECT_TILE * 93
         {
             return None;
         }
-        Some(DirectGeo {
-            pads,
-            hp,
-            wp,
-            padded_len: if padded { self.c_in_g * hp * wp } else { 0 },
-        })
+        Some(padded)
     }
 
     /// A stride-1 conv through [`DirectRows`]: the input padded once into `scratch` (when it
@@ -977,7 +974,7 @@ impl PreparedConv {
         x: &[f32],
         out: &mut [f32],
         geo: &Geo,
-        d: &DirectGeo,
+        d: &PaddedInput,
         scratch: &mut [f32],
         threads: usize,
     ) {

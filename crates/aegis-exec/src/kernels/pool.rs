@@ -342,86 +342,83 @@ impl Plane2d {
         runs: &[(usize, usize, usize)],
         vrow: &mut [f32],
     ) {
+        match self.kind {
+            PoolKind::Max => self.reduce(plane, oplane, th, runs, vrow, f32::NEG_INFINITY, max_nan),
+            PoolKind::Average => {
+                self.reduce(plane, oplane, th, runs, vrow, 0.0, |a, v| a + v);
+                for (orow, &(hlo, hhi, hpad)) in oplane.chunks_mut(self.ow_n).zip(th) {
+                    for (o, &(wlo, whi, wpad)) in orow.iter_mut().zip(tw) {
+                        let div = if self.count_include_pad {
+                            hpad * wpad
+                        } else {
+                            (hhi - hlo) * (whi - wlo)
+                        };
+                        *o = if div == 0 { 0.0 } else { *o / div as f32 };
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Plane2d::run`]'s two passes with the combining step `f` (max or sum) and its
+    /// identity `init`; monomorphised per kind so each loop vectorises.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn reduce(
+        &self,
+        plane: &[f32],
+        oplane: &mut [f32],
+        th: &[(usize, usize, usize)],
+        runs: &[(usize, usize, usize)],
+        vrow: &mut [f32],
+        init: f32,
+        f: impl Fn(f32, f32) -> f32 + Copy,
+    ) {
         let (iw_n, ow_n, sw) = (self.iw_n, self.ow_n, self.s[1]);
-        let max = self.kind == PoolKind::Max;
-        for (oh, (orow, &(hlo, hhi, hpad))) in oplane.chunks_mut(ow_n).zip(th).enumerate() {
+        for (oh, (orow, &(hlo, hhi, _))) in oplane.chunks_mut(ow_n).zip(th).enumerate() {
+            orow.fill(init);
+            if hhi <= hlo {
+                // No input row in any window of this output row (padding only).
+                continue;
+            }
             let row_of = |kh: usize| {
                 let ih = oh * self.s[0] + kh * self.d[0] - self.pb[0];
                 &plane[ih * iw_n..(ih + 1) * iw_n]
             };
-            if hhi <= hlo {
-                // No input row in any window of this output row (padding only).
-                orow.fill(if max { f32::NEG_INFINITY } else { 0.0 });
-            } else {
-                vrow.copy_from_slice(row_of(hlo));
-                for kh in hlo + 1..hhi {
-                    let row = row_of(kh);
-                    if max {
-                        for (o, &v) in vrow.iter_mut().zip(row) {
-                            *o = max_nan(*o, v);
-                        }
-                    } else {
-                        for (o, &v) in vrow.iter_mut().zip(row) {
-                            *o += v;
-                        }
-                    }
-                }
-                orow.fill(if max { f32::NEG_INFINITY } else { 0.0 });
-                let vrow = &*vrow;
-                for &(lo, hi, first) in runs {
-                    let dst = &mut orow[lo..hi];
-                    match (max, sw) {
-                        (true, 1) => {
-                            for (o, &v) in dst.iter_mut().zip(&vrow[first..first + (hi - lo)]) {
-                                *o = max_nan(*o, v);
-                            }
-                        }
-                        (true, 2) => {
-                            // Even elements of pairs (a shape the vectoriser handles; step_by
-                            // is not), the last output's tap on its own (it may lack a pair).
-                            if let Some((last, body)) = dst.split_last_mut() {
-                                for (o, p) in body.iter_mut().zip(vrow[first..].chunks_exact(2)) {
-                                    *o = max_nan(*o, p[0]);
-                                }
-                                *last = max_nan(*last, vrow[first + 2 * body.len()]);
-                            }
-                        }
-                        (true, _) => {
-                            for (o, &v) in dst.iter_mut().zip(vrow[first..].iter().step_by(sw)) {
-                                *o = max_nan(*o, v);
-                            }
-                        }
-                        (false, 1) => {
-                            for (o, &v) in dst.iter_mut().zip(&vrow[first..first + (hi - lo)]) {
-                                *o += v;
-                            }
-                        }
-                        (false, 2) => {
-                            // As for Max: even elements of pairs, then the last tap alone.
-                            if let Some((last, body)) = dst.split_last_mut() {
-                                for (o, p) in body.iter_mut().zip(vrow[first..].chunks_exact(2)) {
-                                    *o += p[0];
-                                }
-                                *last += vrow[first + 2 * body.len()];
-                            }
-                        }
-                        (false, _) => {
-                            for (o, &v) in dst.iter_mut().zip(vrow[first..].iter().step_by(sw)) {
-                                *o += v;
-                            }
-                        }
-                    }
-                }
+            vrow.copy_from_slice(row_of(hlo));
+            for kh in hlo + 1..hhi {
+                combine_run(vrow, row_of(kh), 0, 1, f);
             }
-            if !max {
-                for (o, &(wlo, whi, wpad)) in orow.iter_mut().zip(tw) {
-                    let div = if self.count_include_pad {
-                        hpad * wpad
-                    } else {
-                        (hhi - hlo) * (whi - wlo)
-                    };
-                    *o = if div == 0 { 0.0 } else { *o / div as f32 };
+            for &(lo, hi, first) in runs {
+                combine_run(&mut orow[lo..hi], vrow, first, sw, f);
+            }
+        }
+    }
+}
+
+/// `dst[i] = f(dst[i], src[first + i * s])` for every `i`.
+#[inline(always)]
+fn combine_run(dst: &mut [f32], src: &[f32], first: usize, s: usize, f: impl Fn(f32, f32) -> f32) {
+    match s {
+        1 => {
+            let n = dst.len();
+            for (o, &v) in dst.iter_mut().zip(&src[first..first + n]) {
+                *o = f(*o, v);
+            }
+        }
+        2 => {
+            // Even elements of pairs (a shape the vectoriser handles; step_by is not), the
+            // last output's tap on its own (it may lack a pair).
+            if let Some((last, body)) = dst.split_last_mut() {
+                for (o, p) in body.iter_mut().zip(src[first..].chunks_exact(2)) {
+                    *o = f(*o, p[0]);
                 }
+                *last = f(*last, src[first + 2 * body.len()]);
+            }
+        }
+        _ => {
+            for (o, &v) in dst.iter_mut().zip(src[first..].iter().step_by(s)) {
+                *o = f(*o, v);
             }
         }
     }

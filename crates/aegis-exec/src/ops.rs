@@ -1175,17 +1175,21 @@ impl NodeKernel {
                     view_mut(l, &mut writes[0])?,
                 )?)
             }
-            Op::Gather { axis } => by_index!(dt(1), l, inb(1), |idx| by_dtype!(
-                dt(0),
-                |view, view_mut| k::gather(
-                    view(l, inb(0))?,
-                    shape(0),
-                    idx,
-                    shape(1),
-                    *axis,
-                    view_mut(l, &mut writes[0])?,
-                )?
-            )),
+            // Same operands, different index semantics: one dispatch for both.
+            Op::Gather { axis } | Op::GatherElements { axis } => {
+                let elements = matches!(op, Op::GatherElements { .. });
+                by_index!(dt(1), l, inb(1), |idx| by_dtype!(
+                    dt(0),
+                    |view, view_mut| {
+                        let (data, out) = (view(l, inb(0))?, view_mut(l, &mut writes[0])?);
+                        if elements {
+                            k::gather_elements(data, shape(0), idx, shape(1), *axis, out)?
+                        } else {
+                            k::gather(data, shape(0), idx, shape(1), *axis, out)?
+                        }
+                    }
+                ))
+            }
             Op::Transpose { perm } => by_dtype!(dt(0), |view, view_mut| k::transpose(
                 view(l, inb(0))?,
                 shape(0),
@@ -1443,17 +1447,6 @@ impl NodeKernel {
                 f32s_mut(l, &mut writes[0])?,
                 t,
             )?,
-            Op::GatherElements { axis } => by_index!(dt(1), l, inb(1), |idx| by_dtype!(
-                dt(0),
-                |view, view_mut| k::gather_elements(
-                    view(l, inb(0))?,
-                    shape(0),
-                    idx,
-                    shape(1),
-                    *axis,
-                    view_mut(l, &mut writes[0])?,
-                )?
-            )),
             Op::ScatterElements { axis, reduction } => {
                 let r = scatter_reduction(*reduction);
                 by_index!(dt(1), l, inb(1), |idx| by_dtype!(

@@ -108,10 +108,11 @@ fn print_profile(model: &str, threads: usize, times: &[aegis_exec::NodeTime]) {
     println!("slowest nodes:");
     for t in slow.iter().take(30) {
         println!(
-            "  {:>8.3} ms  {} ({})",
+            "  {:>8.3} ms  {} ({}: {})",
             t.median.as_secs_f64() * 1e3,
             t.node,
-            t.op
+            t.op,
+            t.shapes()
         );
     }
 }

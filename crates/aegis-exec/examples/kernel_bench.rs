@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release -p aegis-exec --example kernel_bench` prints GFLOP/s per case
 //! (best of several runs, 2 FLOPs per multiply-add); an argument keeps only the cases whose
-//! name contains it (`kernel_bench dw`).
+//! name contains it (`kernel_bench dw`), and `--cold` evicts the caches before every run.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,17 @@ use aegis_exec::kernels::{gemm, ConvAttrs, GemmAttrs, KernelResult, PreparedConv
 fn best_of(reps: usize, mut f: impl FnMut() -> KernelResult<()>) -> KernelResult<Duration> {
     f()?;
     let mut best = Duration::MAX;
-    for _ in 0..reps {
+    // `--cold`: sweep a buffer larger than the caches before each run, as a layer inside a
+    // model finds its input and output (written or last touched a whole network ago).
+    let mut sweep = if std::env::args().any(|a| a == "--cold") {
+        vec![0u8; 96 << 20]
+    } else {
+        Vec::new()
+    };
+    for rep in 0..reps {
+        for line in sweep.chunks_mut(64) {
+            line[0] = line[0].wrapping_add(rep as u8);
+        }
         let t = Instant::now();
         f()?;
         best = best.min(t.elapsed());
@@ -21,7 +31,10 @@ fn best_of(reps: usize, mut f: impl FnMut() -> KernelResult<()>) -> KernelResult
 
 /// Cases whose name contains the first command-line argument (all without one).
 fn selected(name: &str) -> bool {
-    std::env::args().nth(1).is_none_or(|f| name.contains(&f))
+    std::env::args()
+        .skip(1)
+        .find(|a| a != "--cold")
+        .is_none_or(|f| name.contains(&f))
 }
 
 fn data(n: usize) -> Vec<f32> {
@@ -120,6 +133,32 @@ fn main() -> KernelResult<()> {
     conv_case("1x1 1024->256 14x14", 1024, 256, 14, 1, 1, 0, 1)?;
     // SqueezeNet's classifier conv and its late expand 3x3.
     conv_case("1x1 512->1000 13x13", 512, 1000, 13, 1, 1, 0, 1)?;
+    conv_case(
+        "3x3/2 3->64 224x224 (squeezenet stem)",
+        3,
+        64,
+        224,
+        3,
+        2,
+        0,
+        1,
+    )?;
+    conv_case(
+        "3x3/2 3->32 224x224 pad 1 (mobilenet stem)",
+        3,
+        32,
+        224,
+        3,
+        2,
+        1,
+        1,
+    )?;
+    // DenseNet's growth convs (32 output channels).
+    conv_case("3x3 128->32 56x56 pad 1", 128, 32, 56, 3, 1, 1, 1)?;
+    conv_case("3x3 128->32 28x28 pad 1", 128, 32, 28, 3, 1, 1, 1)?;
+    conv_case("3x3 32->128 27x27 pad 1", 32, 128, 27, 3, 1, 1, 1)?;
+    conv_case("1x1 64->16 55x55", 64, 16, 55, 1, 1, 0, 1)?;
+    conv_case("1x1 16->64 55x55", 16, 64, 55, 1, 1, 0, 1)?;
     conv_case("3x3 64->256 13x13 pad 1", 64, 256, 13, 3, 1, 1, 1)?;
     // MobileNetV2's expand 1x1 on a 112x112 plane (a reduction of 16).
     conv_case("1x1 16->96 112x112", 16, 96, 112, 1, 1, 0, 1)?;

@@ -556,6 +556,43 @@ pub struct NodeTime {
     pub op: &'static str,
     /// Median wall time of the kernel over the profiled runs.
     pub median: std::time::Duration,
+    /// Shapes of the kernel's inputs (weights included) and outputs, so a slow node can be
+    /// told apart from its same-named neighbours and its arithmetic rate worked out.
+    pub inputs: Vec<Vec<usize>>,
+    /// See `inputs`.
+    pub outputs: Vec<Vec<usize>>,
+}
+
+impl NodeTime {
+    /// The shapes as `in0, in1 -> out0` with dims joined by `x` (a scalar shows as `[]`).
+    pub fn shapes(&self) -> String {
+        let join = |v: &[Vec<usize>]| {
+            v.iter()
+                .map(|d| {
+                    if d.is_empty() {
+                        "[]".to_owned()
+                    } else {
+                        d.iter().map(usize::to_string).collect::<Vec<_>>().join("x")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!("{} -> {}", join(&self.inputs), join(&self.outputs))
+    }
+
+    /// Multiply-adds a `Conv` (output elements times the filter's elements per output
+    /// channel) or a `MatMul` (output elements times the shared dimension) performs; `None`
+    /// for other ops, whose cost is not arithmetic.
+    pub fn macs(&self) -> Option<u64> {
+        let out: usize = self.outputs.first()?.iter().product();
+        let per = match self.op {
+            "Conv" => self.inputs.get(1)?.iter().skip(1).product::<usize>(),
+            "MatMul" => *self.inputs.first()?.last()?,
+            _ => return None,
+        };
+        u64::try_from(out.checked_mul(per)?).ok()
+    }
 }
 
 /// Enqueues inferences of prepared models. Stateless: all state lives in the
@@ -692,8 +729,53 @@ impl Executor {
                     node: k.node_name().to_owned(),
                     op: k.label(),
                     median: v.get(v.len() / 2).copied().unwrap_or_default(),
+                    inputs: k.input_shapes(),
+                    outputs: k.output_shapes(),
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeTime;
+    use std::time::Duration;
+
+    fn node(op: &'static str, inputs: Vec<Vec<usize>>, outputs: Vec<Vec<usize>>) -> NodeTime {
+        NodeTime {
+            step: 0,
+            node: "n".to_owned(),
+            op,
+            median: Duration::from_micros(10),
+            inputs,
+            outputs,
+        }
+    }
+
+    #[test]
+    fn node_times_describe_their_shapes_and_arithmetic() {
+        let conv = node(
+            "Conv",
+            vec![vec![1, 16, 8, 8], vec![32, 8, 3, 3], vec![32]],
+            vec![vec![1, 32, 8, 8]],
+        );
+        assert_eq!(conv.shapes(), "1x16x8x8, 32x8x3x3, 32 -> 1x32x8x8");
+        // Every output element: one multiply-add per filter element of its channel.
+        assert_eq!(conv.macs(), Some(32 * 8 * 8 * 8 * 3 * 3));
+        let mm = node(
+            "MatMul",
+            vec![vec![2, 5, 7], vec![7, 3]],
+            vec![vec![2, 5, 3]],
+        );
+        assert_eq!(mm.macs(), Some(2 * 5 * 3 * 7));
+        let scalar = node("Add", vec![vec![], vec![4]], vec![vec![4]]);
+        assert_eq!(scalar.shapes(), "[], 4 -> 4");
+        assert_eq!(scalar.macs(), None);
+        // A conv without its filter's shape has no count rather than a wrong one.
+        assert_eq!(
+            node("Conv", vec![vec![1, 3, 4, 4]], vec![vec![1, 2, 4, 4]]).macs(),
+            None
+        );
     }
 }

@@ -634,6 +634,24 @@ impl NodeKernel {
         &self.node_name
     }
 
+    /// Shapes of the kernel's inputs in operand order, a prepared conv's filter included
+    /// (it is not an argument once prepared).
+    pub(crate) fn input_shapes(&self) -> Vec<Vec<usize>> {
+        let mut shapes: Vec<Vec<usize>> = self.ins.iter().map(|a| a.shape.clone()).collect();
+        if let KernelSpec::Conv { conv, .. } = &self.spec {
+            let w = conv.weight_shape();
+            if shapes.get(1) != Some(&w) {
+                shapes.insert(shapes.len().min(1), w);
+            }
+        }
+        shapes
+    }
+
+    /// Shapes of the kernel's outputs.
+    pub(crate) fn output_shapes(&self) -> Vec<Vec<usize>> {
+        self.outs.iter().map(|a| a.shape.clone()).collect()
+    }
+
     /// Runs the node. Errors carry the node's name and the kernel's reason.
     pub(crate) fn run(&self) -> Res<()> {
         let l = self.label;

@@ -256,6 +256,10 @@ struct NodeRow {
     node: String,
     op: &'static str,
     ms: f64,
+    /// `in0, in1 -> out0`, dims joined by `x`.
+    shapes: String,
+    /// Arithmetic rate (2 FLOPs per multiply-add) for Conv and MatMul nodes.
+    gflops: Option<f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -324,6 +328,11 @@ pub fn profile(
                 node: t.node.clone(),
                 op: t.op,
                 ms: millis(t.median),
+                shapes: t.shapes(),
+                gflops: t
+                    .macs()
+                    .filter(|_| t.median.as_nanos() > 0)
+                    .map(|m| 2.0 * m as f64 / t.median.as_nanos() as f64),
             })
             .collect(),
     };
@@ -354,7 +363,14 @@ pub fn profile(
     }
     println!("slowest nodes:");
     for n in &report.slowest {
-        println!("  {:>9.3} ms  {} ({})", n.ms, n.node, n.op);
+        let rate = n
+            .gflops
+            .map(|g| format!(", {g:.1} GFLOP/s"))
+            .unwrap_or_default();
+        println!(
+            "  {:>9.3} ms  {} ({}: {}{rate})",
+            n.ms, n.node, n.op, n.shapes
+        );
     }
     Ok(0)
 }

@@ -431,7 +431,17 @@ fn profile_reports_every_op_type_and_the_slowest_nodes() {
     assert!((share - 1.0).abs() < 1e-6, "{share}");
     let nodes: u64 = ops.iter().map(|o| o["nodes"].as_u64().unwrap()).sum();
     assert!(nodes >= 26, "{nodes}");
-    assert_eq!(v["slowest"].as_array().map(Vec::len), Some(3));
+    let slowest = v["slowest"].as_array().expect("slowest");
+    assert_eq!(slowest.len(), 3);
+    // Each node names its shapes; a conv's include its filter, and its rate is worked out.
+    for n in slowest.iter().filter(|n| n["op"] == "Conv") {
+        let shapes = n["shapes"].as_str().expect("shapes");
+        let (ins, out) = shapes.split_once(" -> ").expect("in -> out");
+        assert_eq!(ins.split(", ").count(), 2, "data and filter: {shapes}");
+        assert_eq!(out.split('x').count(), 4, "{shapes}");
+        assert!(n["gflops"].as_f64().unwrap() > 0.0, "{n}");
+    }
+    assert!(slowest.iter().any(|n| n["op"] == "Conv"), "{stdout}");
     assert!(v["kernels_ms"].as_f64().unwrap() > 0.0);
     // Bad input: a typed one-line error.
     let bad = run(&["profile", &model("tv-squeezenet1_1"), "--iterations", "0"]);

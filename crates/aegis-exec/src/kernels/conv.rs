@@ -300,6 +300,14 @@ pub struct PreparedConv {
 }
 
 impl PreparedConv {
+    /// The filter's shape, `[C_out, C_in/group, k1, ...]`.
+    pub fn weight_shape(&self) -> Vec<usize> {
+        [self.c_out, self.c_in_g]
+            .into_iter()
+            .chain(self.attrs.kernel.iter().copied())
+            .collect()
+    }
+
     /// Prepares `W` of shape `w_shape = [C_out, C_in/group, k1, ...]` and optional bias `[C_out]`.
     /// `attrs.kernel` must equal the weight's spatial extents.
     ///

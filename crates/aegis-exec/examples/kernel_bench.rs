@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use aegis_exec::kernels::{gemm, ConvAttrs, GemmAttrs, KernelResult, PreparedConv};
+use aegis_exec::kernels::{
+    gemm, pool, ConvAttrs, GemmAttrs, KernelResult, PoolAttrs, PoolKind, PreparedConv,
+};
 
 fn best_of(reps: usize, mut f: impl FnMut() -> KernelResult<()>) -> KernelResult<Duration> {
     f()?;
@@ -78,6 +80,40 @@ fn conv_case(
             "conv {name:<34} threads {threads}: {:>8.3} ms  {:>7.1} GFLOP/s",
             t.as_secs_f64() * 1e3,
             flops / t.as_secs_f64() / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// A 2-D pooling over `c` planes of `hw x hw`; GB/s counts the input read once and the
+/// output written once.
+fn pool_case(
+    name: &str,
+    kind: PoolKind,
+    c: usize,
+    hw: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> KernelResult<()> {
+    if !selected(name) {
+        return Ok(());
+    }
+    let x_shape = [1, c, hw, hw];
+    let mut attrs = PoolAttrs::new(&[k, k]);
+    attrs.strides = vec![stride; 2];
+    attrs.pads_begin = vec![pad; 2];
+    attrs.pads_end = vec![pad; 2];
+    let x = data(x_shape.iter().product());
+    let o = (hw + 2 * pad - k) / stride + 1;
+    let mut out = vec![0.0; c * o * o];
+    let bytes = 4.0 * (x.len() + out.len()) as f64;
+    for threads in [1, 2] {
+        let t = best_of(30, || pool(kind, &x, &x_shape, &attrs, &mut out, threads))?;
+        println!(
+            "pool {name:<34} threads {threads}: {:>8.3} ms  {:>7.1} GB/s",
+            t.as_secs_f64() * 1e3,
+            bytes / t.as_secs_f64() / 1e9
         );
     }
     Ok(())
@@ -177,6 +213,21 @@ fn main() -> KernelResult<()> {
     conv_case("3x3 dw 144 56x56 pad 1", 144, 144, 56, 3, 1, 1, 144)?;
     conv_case("3x3 dw 576 14x14 pad 1", 576, 576, 14, 3, 1, 1, 576)?;
     conv_case("3x3 dw 960 7x7 pad 1", 960, 960, 7, 3, 1, 1, 960)?;
+    // SqueezeNet's max pools, ResNet's stem pool, DenseNet's transition pools.
+    pool_case("max 3x3/2 64x111x111", PoolKind::Max, 64, 111, 3, 2, 0)?;
+    pool_case("max 3x3/2 128x55x55", PoolKind::Max, 128, 55, 3, 2, 0)?;
+    pool_case("max 3x3/2 256x27x27", PoolKind::Max, 256, 27, 3, 2, 0)?;
+    pool_case(
+        "max 3x3/2 pad 1 64x112x112",
+        PoolKind::Max,
+        64,
+        112,
+        3,
+        2,
+        1,
+    )?;
+    pool_case("avg 2x2/2 128x56x56", PoolKind::Average, 128, 56, 2, 2, 0)?;
+    pool_case("avg 2x2/2 512x14x14", PoolKind::Average, 512, 14, 2, 2, 0)?;
     gemm_case(512, 512, 512)?;
     gemm_case(1, 2048, 1000)?;
     Ok(())

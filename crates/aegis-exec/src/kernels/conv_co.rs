@@ -6,9 +6,8 @@
 //! count is a multiple of 32. The filter is packed once, at prepare time, into blocks of 32
 //! output channels, `[block][tap][32]`, so one tap of a block is two contiguous AVX-512
 //! vectors. A step computes 8 output positions by 32 channels (16 accumulators; AVX2: 3 by 32
-//! in 12): per tap it
-//! loads the block's two filter vectors and broadcasts each position's input value, read
-//! straight from the (once padded) input at `base[position] + offset[tap]` with
+//! in 12): per tap it loads the block's filter vectors and broadcasts each position's input
+//! value, read straight from the (once padded) input at `base[position] + offset[tap]` with
 //! `base = (oy * sh) * wp + ox * sw` and `offset = ci * plane + ky * dh * wp + kx * dw`: no
 //! im2col, no packing per run. Results leave the registers through a small transpose buffer
 //! into the NCHW rows.

@@ -2,7 +2,8 @@
 //!
 //! `cargo run --release -p aegis-exec --example kernel_bench` prints GFLOP/s per case
 //! (best of several runs, 2 FLOPs per multiply-add); an argument keeps only the cases whose
-//! name contains it (`kernel_bench dw`), and `--cold` evicts the caches before every run.
+//! name contains it (`kernel_bench dw`), and `--cold` evicts the caches before every run
+//! (`KB_REPS=N` sets the runs per case).
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,11 @@ use aegis_exec::kernels::{
 };
 
 fn best_of(reps: usize, mut f: impl FnMut() -> KernelResult<()>) -> KernelResult<Duration> {
+    // `KB_REPS=N`: more runs, e.g. for a sampling profiler.
+    let reps = std::env::var("KB_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(reps);
     f()?;
     let mut best = Duration::MAX;
     // `--cold`: sweep a buffer larger than the caches before each run, as a layer inside a
@@ -211,6 +217,7 @@ fn main() -> KernelResult<()> {
     conv_case("3x3 dw 32 112x112 pad 1", 32, 32, 112, 3, 1, 1, 32)?;
     conv_case("3x3/2 dw 96 112x112 pad 1", 96, 96, 112, 3, 2, 1, 96)?;
     conv_case("3x3 dw 144 56x56 pad 1", 144, 144, 56, 3, 1, 1, 144)?;
+    conv_case("3x3 dw 192 28x28 pad 1", 192, 192, 28, 3, 1, 1, 192)?;
     conv_case("3x3 dw 576 14x14 pad 1", 576, 576, 14, 3, 1, 1, 576)?;
     conv_case("3x3 dw 960 7x7 pad 1", 960, 960, 7, 3, 1, 1, 960)?;
     // SqueezeNet's max pools, ResNet's stem pool, DenseNet's transition pools.

@@ -56,7 +56,8 @@
 //!   `.scratch_len(x_shape, threads)`, `.run(x, x_shape, out, scratch, threads)`;
 //!   `conv_scratch_len(&PreparedConv, x_shape, threads)`, `.prepare_input(x_shape)` (once,
 //!   at prepare: packs the filter where that shape runs the channel-vectorised kernel),
-//!   `.packed_len()`; paths: depthwise direct (`group == C_in == C_out`), channel-vectorised
+//!   `.packed_len()`; paths: depthwise direct (`group == C_in == C_out`; planes of up to
+//!   28x28 that keep their size at stride 1 on the output plane itself), channel-vectorised
 //!   direct (small planes), direct stride-1 on a flat grid (wide planes), pointwise (1x1,
 //!   stride 1, no pads: a direct register-blocked kernel for short reductions, else GEMM on
 //!   the input), im2col + GEMM otherwise (the direct kernel on the tile for short
@@ -120,6 +121,7 @@ mod broadcast;
 mod conv;
 mod conv_co;
 mod conv_direct;
+mod conv_dw_same;
 mod data;
 mod elementwise;
 mod error;

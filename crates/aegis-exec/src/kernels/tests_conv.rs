@@ -431,9 +431,20 @@ fn depthwise_fused_clip_is_thread_count_independent() {
 }
 
 /// Depthwise convs (the phase-split plane kernel: unrolled 3x3 and 5x5, the tap loop for
-/// other sizes) against the naive conv followed by the activation, for activations the
-/// kernel applies on vectors (Relu, Clip) and ones it leaves to a pass over the plane.
+/// other sizes; and the small-plane "same" kernel) against the naive conv followed by the
+/// activation, for activations the kernels apply on vectors (Relu, Clip) and ones they leave
+/// to a pass over the plane.
 #[rstest]
+// The small-plane "same" kernel: 3x3 on MobileNet's 7x7 and 28x28 (the largest it takes),
+// dilated, asymmetric pads that keep the size, 5 rows by 3 columns, a plane narrower than
+// the kernel's reach, 1-D
+#[case(&[1, 19, 7, 7], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 19))]
+#[case(&[1, 3, 28, 28], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 3))]
+#[case(&[2, 4, 13, 11], attrs(&[3, 3], &[1, 1], &[2, 2], &[2, 2], &[2, 2], 4))]
+#[case(&[1, 3, 9, 10], attrs(&[3, 3], &[1, 1], &[1, 1], &[0, 2], &[2, 0], 3))]
+#[case(&[1, 2, 8, 6], attrs(&[5, 3], &[1, 1], &[1, 1], &[2, 1], &[2, 1], 2))]
+#[case(&[1, 2, 2, 3], attrs(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 2))]
+#[case(&[2, 5, 30], attrs(&[5], &[1], &[1], &[2], &[2], 5))]
 // 3x3 stride 1 and 2, odd channel counts, planes narrower than a vector and wider than a
 // block, asymmetric pads
 #[case(&[1, 5, 7, 7], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 5))]
@@ -476,6 +487,47 @@ fn depthwise_activations_match_naive(#[case] xs: &[usize], #[case] a: ConvAttrs)
         }
         assert_runs_match(&pc, &x, xs, &want, 1e-5, &[1, 2, 3]);
     }
+}
+
+#[test]
+fn dw_same_kernel_is_chosen_for_small_planes_that_keep_their_size() {
+    let dw = |xs: &[usize], a: ConvAttrs| {
+        let mut ws = vec![xs[1], 1];
+        ws.extend(&a.kernel);
+        let w = vec![0.5; ws.iter().product()];
+        PreparedConv::new(&w, &ws, None, a)
+            .unwrap()
+            .uses_dw_same(xs)
+            .unwrap()
+    };
+    let same3 = || attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 8);
+    assert!(dw(&[1, 8, 7, 7], same3()));
+    assert!(dw(&[1, 8, 28, 28], same3()));
+    // Wider planes keep the phase-split kernel (faster there: 56x56 0.30 vs 0.26 ms).
+    assert!(!dw(&[1, 8, 29, 29], same3()));
+    // Strided, shrinking, or 7 kernel columns: not this kernel.
+    assert!(!dw(
+        &[1, 8, 14, 14],
+        attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 8)
+    ));
+    assert!(!dw(
+        &[1, 8, 14, 14],
+        attrs(&[3, 3], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 8)
+    ));
+    assert!(!dw(
+        &[1, 8, 14, 14],
+        attrs(&[7, 7], &[1, 1], &[1, 1], &[3, 3], &[3, 3], 8)
+    ));
+    // A grouped (not depthwise) conv never does.
+    let w = vec![0.5; 8 * 2 * 9];
+    let grouped = PreparedConv::new(
+        &w,
+        &[8, 2, 3, 3],
+        None,
+        attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 8),
+    )
+    .unwrap();
+    assert!(!grouped.uses_dw_same(&[1, 16, 7, 7]).unwrap());
 }
 
 #[test]

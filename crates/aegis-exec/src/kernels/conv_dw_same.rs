@@ -1,0 +1,215 @@
+//! Depthwise 2-D convolution for small planes, stride 1, output the size of the input ("same"
+//! padding, as in MobileNet's and ShuffleNet's 3x3 layers on 28x28 to 7x7 planes).
+//!
+//! Why: the general depthwise path copies each channel's plane row by row into a padded,
+//! phase-split buffer and copies the result out row by row. On a 7x7 plane those per-row
+//! copies (each with a masked tail) cost more than the 441 multiply-adds (960 channels at
+//! 7x7: 0.11 ms, onnxruntime 0.03 ms). Here the output plane itself is the flat grid: output
+//! `q = oy * w + ox` reads tap `(ky, kx)` at `q + (ky*dh - pt) * w + (kx*dw - pl)` of the
+//! input plane, copied once per channel between zero margins (so rows above and below the
+//! plane read zeros). A tap whose column leaves the plane would read the neighbouring row
+//! instead, so taps are summed per kernel column, and each column's sum is added under a
+//! mask of the outputs whose window column lies inside the plane (masks depend only on the
+//! geometry: built once per call). Whole vectors are stored straight into the output plane.
+//!
+//! Arithmetic per output: `bias + col_0 + col_1 + ...` (kernel columns in order, each the
+//! sum over kernel rows in order, one FMA per tap), the same for every channel, block and
+//! thread count, so results are bit-identical for any `threads` (and within rounding of the
+//! other depthwise path, which sums taps in weight order).
+
+use super::conv::DwAct;
+use super::elementwise::{with_unary, MapInPlace, UnaryOp};
+
+/// Widest vector any dispatch uses (AVX-512's 16 lanes): scratch is sized for it.
+const MAX_LANES: usize = 16;
+/// Vectors of outputs one step accumulates together (independent FMA chains).
+const NV: usize = 4;
+/// Largest plane this path takes (measured against the general path, `kernel_bench dw`).
+pub(super) const DW_SAME_MAX_PLANE: usize = 28 * 28;
+
+/// The geometry of one eligible convolution: plane `h x w`, the kernel's columns and rows,
+/// and per tap (weight order) its offset from an output's flat position, in the buffer.
+#[derive(Debug, Clone)]
+pub(super) struct DwSame {
+    h: usize,
+    w: usize,
+    kh: usize,
+    /// Column offset `kx * dw - pl` per kernel column.
+    cols: Vec<isize>,
+    /// Per tap `(ky, kx)` in weight order: where it reads, relative to an output's flat
+    /// position, shifted by the front margin so it is never negative.
+    taps: Vec<usize>,
+    /// Zero elements before the plane in the buffer.
+    front: usize,
+    /// Buffer elements: margin, plane, margin and a vector's overshoot.
+    buf_len: usize,
+}
+
+impl DwSame {
+    /// `Some` for a 2-D stride-1 depthwise conv whose output is the input's size, on a plane
+    /// of at most [`DW_SAME_MAX_PLANE`] positions, with 3 or 5 kernel columns.
+    pub(super) fn new(
+        input: [usize; 2],
+        out: [usize; 2],
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        dilations: [usize; 2],
+        pads_begin: [usize; 2],
+    ) -> Option<Self> {
+        let [h, w] = input;
+        if out != input
+            || strides != [1, 1]
+            || !matches!(kernel[1], 3 | 5)
+            || h * w == 0
+            || h * w > DW_SAME_MAX_PLANE
+        {
+            return None;
+        }
+        let [pt, pl] = pads_begin;
+        let cols: Vec<isize> = (0..kernel[1])
+            .map(|kx| (kx * dilations[1]) as isize - pl as isize)
+            .collect();
+        let rows: Vec<isize> = (0..kernel[0])
+            .map(|ky| ((ky * dilations[0]) as isize - pt as isize) * w as isize)
+            .collect();
+        let lo = rows.iter().min()? + cols.iter().min()?;
+        let hi = rows.iter().max()? + cols.iter().max()?;
+        let front = usize::try_from(-lo.min(0)).ok()?;
+        let taps = rows
+            .iter()
+            .flat_map(|&r| cols.iter().map(move |&c| r + c + front as isize))
+            .map(|t| usize::try_from(t).ok())
+            .collect::<Option<Vec<_>>>()?;
+        let back = usize::try_from(hi.max(0)).ok()? + MAX_LANES * NV;
+        Some(Self {
+            h,
+            w,
+            kh: kernel[0],
+            cols,
+            taps,
+            front,
+            buf_len: front + (h * w).next_multiple_of(MAX_LANES) + back,
+        })
+    }
+
+    fn vectors(&self, lanes: usize) -> usize {
+        (self.h * self.w).div_ceil(lanes)
+    }
+
+    /// Scratch one worker needs: the column masks (one vector per output vector and kernel
+    /// column) and the margined plane buffer.
+    pub(super) fn scratch_len(&self) -> usize {
+        self.vectors(MAX_LANES) * self.cols.len() * MAX_LANES + self.buf_len
+    }
+}
+
+/// One worker's channels (`first..`, whole planes in `out`). Run through pulp's dispatch.
+pub(super) struct DwSameChannels<'a> {
+    pub plan: &'a DwSame,
+    /// Every channel's filter, `[c][kh * kw]`.
+    pub weights: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub act: Option<UnaryOp>,
+    pub x: &'a [f32],
+    pub first: usize,
+    pub out: &'a mut [f32],
+    pub scratch: &'a mut [f32],
+}
+
+impl pulp::WithSimd for DwSameChannels<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        match self.plan.cols.len() {
+            3 => self.run::<S, 3>(simd),
+            _ => self.run::<S, 5>(simd),
+        }
+    }
+}
+
+impl DwSameChannels<'_> {
+    #[inline(always)]
+    fn run<S: pulp::Simd, const KW: usize>(self, simd: S) {
+        let p = self.plan;
+        let lanes = S::F32_LANES;
+        let (hw, nvec) = (p.h * p.w, p.vectors(lanes));
+        let kp = p.kh * KW;
+        let (masks, buf) = self
+            .scratch
+            .split_at_mut(p.vectors(MAX_LANES) * KW * MAX_LANES);
+        let buf = &mut buf[..p.buf_len];
+        // Mask (as 1.0 / 0.0) of the outputs whose window column `kx` lies in the plane.
+        for j in 0..nvec {
+            for (kx, &c) in p.cols.iter().enumerate() {
+                let m = &mut masks[(j * KW + kx) * lanes..][..lanes];
+                for (l, v) in m.iter_mut().enumerate() {
+                    let ox = ((j * lanes + l) % p.w) as isize + c;
+                    *v = if ox >= 0 && ox < p.w as isize {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        buf.fill(0.0);
+        let (vact, rest) = DwAct::split(self.act);
+        let zero = simd.splat_f32s(0.0);
+        for (i, oplane) in self.out.chunks_mut(hw).enumerate() {
+            let c = self.first + i;
+            buf[p.front..p.front + hw].copy_from_slice(&self.x[c * hw..(c + 1) * hw]);
+            let wc = &self.weights[c * kp..(c + 1) * kp];
+            let bias = simd.splat_f32s(self.bias.map_or(0.0, |b| b[c]));
+            let mut j = 0;
+            while j < nvec {
+                let n = NV.min(nvec - j);
+                let mut acc = [[zero; KW]; NV];
+                for ky in 0..p.kh {
+                    for kx in 0..KW {
+                        let t = ky * KW + kx;
+                        let wv = simd.splat_f32s(wc[t]);
+                        let src = &buf[p.taps[t] + j * lanes..][..NV * lanes];
+                        for (v, a) in acc.iter_mut().enumerate() {
+                            let xv = load::<S>(&src[v * lanes..]);
+                            a[kx] = simd.mul_add_f32s(wv, xv, a[kx]);
+                        }
+                    }
+                }
+                for (v, a) in acc.iter().enumerate().take(n) {
+                    let q = (j + v) * lanes;
+                    let mut sum = bias;
+                    for (kx, &col) in a.iter().enumerate() {
+                        let m = load::<S>(&masks[((j + v) * KW + kx) * lanes..]);
+                        let keep = simd.greater_than_f32s(m, zero);
+                        sum = simd.add_f32s(sum, simd.select_f32s(keep, col, zero));
+                    }
+                    let sum = vact.apply(simd, sum);
+                    if q + lanes <= hw {
+                        store::<S>(&mut oplane[q..], sum);
+                    } else {
+                        let mut tail = [0.0f32; MAX_LANES];
+                        store::<S>(&mut tail, sum);
+                        oplane[q..].copy_from_slice(&tail[..hw - q]);
+                    }
+                }
+                j += n;
+            }
+            if let Some(act) = rest {
+                with_unary(act, MapInPlace(oplane));
+            }
+        }
+    }
+}
+
+/// One vector from the start of `src`.
+#[inline(always)]
+fn load<S: pulp::Simd>(src: &[f32]) -> S::f32s {
+    bytemuck::pod_read_unaligned(bytemuck::cast_slice(&src[..S::F32_LANES]))
+}
+
+/// One vector to the start of `dst`.
+#[inline(always)]
+fn store<S: pulp::Simd>(dst: &mut [f32], v: S::f32s) {
+    dst[..S::F32_LANES].copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&v)));
+}

@@ -200,6 +200,9 @@ fn main() -> KernelResult<()> {
     conv_case("3x3 128->32 28x28 pad 1", 128, 32, 28, 3, 1, 1, 1)?;
     conv_case("3x3 32->128 27x27 pad 1", 32, 128, 27, 3, 1, 1, 1)?;
     conv_case("1x1 64->16 55x55", 64, 16, 55, 1, 1, 0, 1)?;
+    conv_case("1x1 256->32 27x27", 256, 32, 27, 1, 1, 0, 1)?;
+    conv_case("1x1 128->32 27x27", 128, 32, 27, 1, 1, 0, 1)?;
+    conv_case("1x1 128->16 55x55", 128, 16, 55, 1, 1, 0, 1)?;
     conv_case("1x1 16->64 55x55", 16, 64, 55, 1, 1, 0, 1)?;
     conv_case("3x3 64->256 13x13 pad 1", 64, 256, 13, 3, 1, 1, 1)?;
     // MobileNetV2's expand 1x1 on a 112x112 plane (a reduction of 16).
@@ -220,6 +223,9 @@ fn main() -> KernelResult<()> {
     conv_case("3x3 dw 192 28x28 pad 1", 192, 192, 28, 3, 1, 1, 192)?;
     conv_case("3x3 dw 576 14x14 pad 1", 576, 576, 14, 3, 1, 1, 576)?;
     conv_case("3x3 dw 960 7x7 pad 1", 960, 960, 7, 3, 1, 1, 960)?;
+    conv_case("3x3/2 dw 144 56x56 pad 1", 144, 144, 56, 3, 2, 1, 144)?;
+    conv_case("3x3/2 dw 192 28x28 pad 1", 192, 192, 28, 3, 2, 1, 192)?;
+    conv_case("3x3/2 dw 576 14x14 pad 1", 576, 576, 14, 3, 2, 1, 576)?;
     // SqueezeNet's max pools, ResNet's stem pool, DenseNet's transition pools.
     pool_case("max 3x3/2 64x111x111", PoolKind::Max, 64, 111, 3, 2, 0)?;
     pool_case("max 3x3/2 128x55x55", PoolKind::Max, 128, 55, 3, 2, 0)?;

@@ -1,7 +1,7 @@
 //! Convolution (ONNX `Conv`) and transposed convolution (`ConvTranspose`), NCHW (NCW,
 //! NCDHW), f32.
 //!
-//! Six paths, chosen from the weights and the input shape, which is static once a model is
+//! Seven paths, chosen from the weights and the input shape, which is static once a model is
 //! loaded:
 //! - **depthwise, small planes** (`group == C_in == C_out`, stride 1, output the input's size,
 //!   planes of up to 28x28, 3 or 5 kernel columns): the output plane itself is the flat grid,
@@ -9,6 +9,10 @@
 //!   and each column added under a mask of the outputs it covers (`conv_dw_same`;
 //!   `kernel_bench`: 960 channels at 7x7 0.11 -> 0.04 ms, 576 at 14x14 0.14 -> 0.08, 192 at
 //!   28x28 0.12 -> 0.09; at 56x56 the next path is faster, 0.26 vs 0.30);
+//! - **depthwise, stride 2** (`group == C_in == C_out`, strides 2, an even input width,
+//!   planes up to 56x56): each plane split once, as a flat array, into its even and odd
+//!   columns; vectors along output rows read each tap contiguously, columns masked as above
+//!   (`conv_dw_same`; 192 channels at 28x28: 0.12 -> 0.05 ms);
 //! - **depthwise** (`group == C_in == C_out`): per channel plane, a zero-padded copy with
 //!   columns split by stride phase, then vectors of neighbouring outputs (four rows at a time)
 //!   accumulate every tap in registers, through `pulp`'s run-time dispatch to AVX-512/AVX2
@@ -45,7 +49,7 @@ use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
 use super::conv_co::{CoPacked, CoRows, CO_BLOCK};
 use super::conv_direct::{pad_planes, sum_taps, tap_offsets, DirectRows, Flat, Taps};
-use super::conv_dw_same::{DwSame, DwSameChannels};
+use super::conv_dw_same::{DwSame, DwSameChannels, DwStride2, DwStride2Channels};
 use super::elementwise::{check_unary, with_unary, MapInPlace, UnaryMap, UnaryOp};
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::{par_chunks, par_chunks_scratch, par_workers, workers};
@@ -684,9 +688,10 @@ impl PreparedConv {
         let geo = self.geo(x_shape)?;
         let threads = self.useful_threads(&geo, threads);
         if self.path == ConvPath::Depthwise {
-            let per_worker = match dw_same(&geo) {
-                Some(p) => p.scratch_len(),
-                None => DwPlan::new(&geo).map_or(0, |p| p.len + p.out_len),
+            let per_worker = match (dw_same(&geo), dw_stride2(&geo)) {
+                (Some(p), _) => p.scratch_len(),
+                (None, Some(p)) => p.scratch_len(),
+                (None, None) => DwPlan::new(&geo).map_or(0, |p| p.len + p.out_len),
             };
             return Ok(workers(self.c_out, threads) * per_worker);
         }
@@ -774,6 +779,31 @@ impl PreparedConv {
                 plan.scratch_len(),
                 |first, piece, buf| {
                     pulp::Arch::new().dispatch(DwSameChannels {
+                        plan: &plan,
+                        weights: self.weights.get(),
+                        bias: self.bias.as_deref(),
+                        act: self.activation,
+                        x,
+                        first,
+                        out: piece,
+                        scratch: buf,
+                    });
+                    Ok(())
+                },
+            );
+        }
+        if let Some(plan) = dw_stride2(geo) {
+            if let Some(act) = self.activation {
+                check_unary(act)?;
+            }
+            return par_chunks_scratch(
+                out,
+                op,
+                threads,
+                scratch,
+                plan.scratch_len(),
+                |first, piece, buf| {
+                    pulp::Arch::new().dispatch(DwStride2Channels {
                         plan: &plan,
                         weights: self.weights.get(),
                         bias: self.bias.as_deref(),
@@ -979,6 +1009,16 @@ impl PreparedConv {
     pub(crate) fn uses_dw_same(&self, x_shape: &[usize]) -> KernelResult<bool> {
         let geo = self.geo(x_shape)?;
         Ok(self.path == ConvPath::Depthwise && dw_same(&geo).is_some())
+    }
+
+    /// Whether an input of shape `x_shape` runs the stride-2 even-width depthwise kernel
+    /// (tests check the choice).
+    #[cfg(test)]
+    pub(crate) fn uses_dw_stride2(&self, x_shape: &[usize]) -> KernelResult<bool> {
+        let geo = self.geo(x_shape)?;
+        Ok(self.path == ConvPath::Depthwise
+            && dw_same(&geo).is_none()
+            && dw_stride2(&geo).is_some())
     }
 
     /// Whether an input of shape `x_shape` runs the direct stride-1 kernel (tests check the
@@ -1355,6 +1395,22 @@ fn dw_same(g: &Geo) -> Option<DwSame> {
         return None;
     }
     DwSame::new(
+        [g.input[1], g.input[2]],
+        [g.out[1], g.out[2]],
+        [g.k[1], g.k[2]],
+        [g.s[1], g.s[2]],
+        [g.d[1], g.d[2]],
+        [g.pb[1], g.pb[2]],
+    )
+}
+
+/// The stride-2 even-width depthwise geometry ([`DwStride2`]) of a 2-D conv, when it
+/// applies.
+fn dw_stride2(g: &Geo) -> Option<DwStride2> {
+    if g.input[0] != 1 || g.k[0] != 1 || g.out[0] != 1 {
+        return None;
+    }
+    DwStride2::new(
         [g.input[1], g.input[2]],
         [g.out[1], g.out[2]],
         [g.k[1], g.k[2]],

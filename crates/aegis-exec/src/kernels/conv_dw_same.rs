@@ -1,5 +1,7 @@
-//! Depthwise 2-D convolution for small planes, stride 1, output the size of the input ("same"
-//! padding, as in MobileNet's and ShuffleNet's 3x3 layers on 28x28 to 7x7 planes).
+//! Depthwise 2-D convolutions that read every tap as one contiguous run per vector of
+//! outputs, without a padded copy of each row: [`DwSame`] for stride 1 on small planes that
+//! keep their size ("same" padding, as in MobileNet's and ShuffleNet's 3x3 layers on 28x28
+//! to 7x7 planes) and [`DwStride2`] for stride 2 on even widths (their downsampling layers).
 //!
 //! Why: the general depthwise path copies each channel's plane row by row into a padded,
 //! phase-split buffer and copies the result out row by row. On a 7x7 plane those per-row
@@ -212,4 +214,212 @@ fn load<S: pulp::Simd>(src: &[f32]) -> S::f32s {
 #[inline(always)]
 fn store<S: pulp::Simd>(dst: &mut [f32], v: S::f32s) {
     dst[..S::F32_LANES].copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&v)));
+}
+
+/// Largest input plane [`DwStride2`] takes (`kernel_bench`, 1 thread, general path -> this
+/// one: 144 channels 56x56 0.20 -> 0.16 ms, 192 at 28x28 0.12 -> 0.05, 576 at 14x14
+/// 0.14 -> 0.07; 96 at 112x112 would lose, 0.40 -> 0.45).
+pub(super) const DW_STRIDE2_MAX_PLANE: usize = 56 * 56;
+
+/// Depthwise 2-D convolution with stride 2 on planes of even width (MobileNet's downsampling
+/// layers: 56x56 down to 14x14): each channel's plane is split once, as a flat array, into
+/// its even and its odd columns (an even width keeps every row's pairs aligned), between
+/// zero rows for the padding. Output `(oy, ox)` then reads tap `(ky, kx)` from the even or
+/// odd half (the parity of `kx - pl`) at row `2 * oy + ky - pt`, column `ox + dx` with
+/// `dx = floor((kx - pl) / 2)`: contiguous along an output row. Vectors run along output
+/// rows (a short row is one partial vector), taps are summed per kernel column, and a
+/// column is added under a mask of the outputs whose input column lies in the plane, as in
+/// [`DwSame`]; rows outside the plane read the zero rows.
+#[derive(Debug, Clone)]
+pub(super) struct DwStride2 {
+    h: usize,
+    /// Half the input width: the even and the odd halves' row length.
+    wh: usize,
+    ho: usize,
+    wo: usize,
+    kh: usize,
+    pt: usize,
+    /// Per kernel column: the half it reads (0 even, 1 odd) and its column offset `dx`.
+    cols: Vec<(usize, isize)>,
+    /// Zero rows above the plane in each half (the top padding; the rows below are sized
+    /// into `half_len`).
+    above: usize,
+    /// Elements before a half's first row (a vector's reach to the left) and one half's
+    /// region length (margins included).
+    lead: usize,
+    half_len: usize,
+}
+
+impl DwStride2 {
+    /// `Some` for a 2-D depthwise conv with strides 2, dilations 1, an even input width, an
+    /// input plane of at most [`DW_STRIDE2_MAX_PLANE`] positions and 3 or 5 kernel columns.
+    pub(super) fn new(
+        input: [usize; 2],
+        out: [usize; 2],
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        dilations: [usize; 2],
+        pads_begin: [usize; 2],
+    ) -> Option<Self> {
+        let [h, w] = input;
+        let [ho, wo] = out;
+        if strides != [2, 2]
+            || dilations != [1, 1]
+            || !matches!(kernel[1], 3 | 5)
+            || w % 2 != 0
+            || h * w == 0
+            || h * w > DW_STRIDE2_MAX_PLANE
+            || ho * wo == 0
+        {
+            return None;
+        }
+        let (pt, pl) = (pads_begin[0], pads_begin[1] as isize);
+        let wh = w / 2;
+        let cols: Vec<(usize, isize)> = (0..kernel[1] as isize)
+            .map(|kx| ((kx - pl).rem_euclid(2) as usize, (kx - pl).div_euclid(2)))
+            .collect();
+        // Input rows read: 2 * oy + ky - pt over every output row and kernel row.
+        let last = 2 * (ho - 1) + kernel[0] - 1;
+        let above = pt;
+        let below = (last + 1).saturating_sub(pt + h);
+        let reach = cols.iter().map(|c| c.1.unsigned_abs()).max()? + MAX_LANES;
+        let lead = reach;
+        let half_len = lead + (above + h + below) * wh + wo.next_multiple_of(MAX_LANES) + reach;
+        Some(Self {
+            h,
+            wh,
+            ho,
+            wo,
+            kh: kernel[0],
+            pt,
+            cols,
+            above,
+            lead,
+            half_len,
+        })
+    }
+
+    fn row_vectors(&self, lanes: usize) -> usize {
+        self.wo.div_ceil(lanes)
+    }
+
+    /// Scratch one worker needs: the column masks (per vector of an output row and kernel
+    /// column) and the two halves.
+    pub(super) fn scratch_len(&self) -> usize {
+        self.row_vectors(MAX_LANES) * self.cols.len() * MAX_LANES + 2 * self.half_len
+    }
+}
+
+/// One worker's channels for [`DwStride2`] (`first..`, whole planes in `out`). Run through
+/// pulp's dispatch.
+pub(super) struct DwStride2Channels<'a> {
+    pub plan: &'a DwStride2,
+    /// Every channel's filter, `[c][kh * kw]`.
+    pub weights: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub act: Option<UnaryOp>,
+    pub x: &'a [f32],
+    pub first: usize,
+    pub out: &'a mut [f32],
+    pub scratch: &'a mut [f32],
+}
+
+impl pulp::WithSimd for DwStride2Channels<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        match self.plan.cols.len() {
+            3 => self.run::<S, 3>(simd),
+            _ => self.run::<S, 5>(simd),
+        }
+    }
+}
+
+impl DwStride2Channels<'_> {
+    #[inline(always)]
+    fn run<S: pulp::Simd, const KW: usize>(self, simd: S) {
+        let p = self.plan;
+        let lanes = S::F32_LANES;
+        let (ip, op) = (p.h * p.wh * 2, p.ho * p.wo);
+        let nv = p.row_vectors(lanes);
+        let kp = p.kh * KW;
+        let (masks, halves) = self
+            .scratch
+            .split_at_mut(p.row_vectors(MAX_LANES) * KW * MAX_LANES);
+        let halves = &mut halves[..2 * p.half_len];
+        for j in 0..nv {
+            for (kx, &(_, dx)) in p.cols.iter().enumerate() {
+                let m = &mut masks[(j * KW + kx) * lanes..][..lanes];
+                for (l, v) in m.iter_mut().enumerate() {
+                    let c = (j * lanes + l) as isize + dx;
+                    *v = if c >= 0 && c < p.wh as isize {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        halves.fill(0.0);
+        // Where a half's plane starts (after its lead and zero rows above).
+        let plane_at = p.lead + p.above * p.wh;
+        let (vact, rest) = DwAct::split(self.act);
+        let zero = simd.splat_f32s(0.0);
+        for (i, oplane) in self.out.chunks_mut(op).enumerate() {
+            let c = self.first + i;
+            let xc = &self.x[c * ip..(c + 1) * ip];
+            {
+                let (even, odd) = halves.split_at_mut(p.half_len);
+                let n = p.h * p.wh;
+                for ((e, o), pair) in even[plane_at..plane_at + n]
+                    .iter_mut()
+                    .zip(&mut odd[plane_at..plane_at + n])
+                    .zip(xc.chunks_exact(2))
+                {
+                    *e = pair[0];
+                    *o = pair[1];
+                }
+            }
+            let wc = &self.weights[c * kp..(c + 1) * kp];
+            let bias = simd.splat_f32s(self.bias.map_or(0.0, |b| b[c]));
+            for oy in 0..p.ho {
+                for j in 0..nv {
+                    let ox0 = j * lanes;
+                    let mut acc = [zero; KW];
+                    for ky in 0..p.kh {
+                        // Row 2 * oy + ky - pt of the input, counted from the zero rows above.
+                        let row = 2 * oy + ky + p.above - p.pt;
+                        for (kx, &(half, dx)) in p.cols.iter().enumerate() {
+                            let at = (half * p.half_len + p.lead + row * p.wh + ox0) as isize + dx;
+                            let wv = simd.splat_f32s(wc[ky * KW + kx]);
+                            let xv = load::<S>(&halves[at as usize..]);
+                            acc[kx] = simd.mul_add_f32s(wv, xv, acc[kx]);
+                        }
+                    }
+                    let mut sum = bias;
+                    for (kx, col) in acc.iter().enumerate() {
+                        let m = load::<S>(&masks[(j * KW + kx) * lanes..]);
+                        let keep = simd.greater_than_f32s(m, zero);
+                        sum = simd.add_f32s(sum, simd.select_f32s(keep, *col, zero));
+                    }
+                    let sum = vact.apply(simd, sum);
+                    // Whole vectors: lanes past the row spill into the next row (written
+                    // after this one) unless the plane ends first.
+                    let q = oy * p.wo + ox0;
+                    if q + lanes <= op {
+                        store::<S>(&mut oplane[q..], sum);
+                    } else {
+                        let mut tail = [0.0f32; MAX_LANES];
+                        store::<S>(&mut tail, sum);
+                        let n = (p.wo - ox0).min(lanes).min(op - q);
+                        oplane[q..q + n].copy_from_slice(&tail[..n]);
+                    }
+                }
+            }
+            if let Some(act) = rest {
+                with_unary(act, MapInPlace(oplane));
+            }
+        }
+    }
 }

@@ -57,7 +57,8 @@
 //!   `conv_scratch_len(&PreparedConv, x_shape, threads)`, `.prepare_input(x_shape)` (once,
 //!   at prepare: packs the filter where that shape runs the channel-vectorised kernel),
 //!   `.packed_len()`; paths: depthwise direct (`group == C_in == C_out`; planes of up to
-//!   28x28 that keep their size at stride 1 on the output plane itself), channel-vectorised
+//!   28x28 that keep their size at stride 1 on the output plane itself; stride 2 on even
+//!   widths up to 56x56 from even and odd columns), channel-vectorised
 //!   direct (small planes), direct stride-1 on a flat grid (wide planes), pointwise (1x1,
 //!   stride 1, no pads: a direct register-blocked kernel for short reductions, else GEMM on
 //!   the input), im2col + GEMM otherwise (the direct kernel on the tile for short

@@ -445,6 +445,16 @@ fn depthwise_fused_clip_is_thread_count_independent() {
 #[case(&[1, 2, 8, 6], attrs(&[5, 3], &[1, 1], &[1, 1], &[2, 1], &[2, 1], 2))]
 #[case(&[1, 2, 2, 3], attrs(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 2))]
 #[case(&[2, 5, 30], attrs(&[5], &[1], &[1], &[2], &[2], 5))]
+// The stride-2 even-width kernel: MobileNet's 56x56 and 14x14, 5x5, no padding, an odd
+// height, asymmetric pads, rows longer than a vector, a 2x2 plane
+#[case(&[1, 2, 56, 56], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 2))]
+#[case(&[1, 11, 14, 14], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 11))]
+#[case(&[1, 4, 14, 14], attrs(&[5, 5], &[2, 2], &[1, 1], &[2, 2], &[2, 2], 4))]
+#[case(&[1, 3, 8, 6], attrs(&[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], 3))]
+#[case(&[1, 2, 9, 10], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 2))]
+#[case(&[1, 3, 12, 20], attrs(&[3, 3], &[2, 2], &[1, 1], &[0, 1], &[1, 0], 3))]
+#[case(&[2, 2, 6, 40], attrs(&[3, 5], &[2, 2], &[1, 1], &[1, 2], &[1, 2], 2))]
+#[case(&[1, 2, 2, 2], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 2))]
 // 3x3 stride 1 and 2, odd channel counts, planes narrower than a vector and wider than a
 // block, asymmetric pads
 #[case(&[1, 5, 7, 7], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 5))]
@@ -490,7 +500,7 @@ fn depthwise_activations_match_naive(#[case] xs: &[usize], #[case] a: ConvAttrs)
 }
 
 #[test]
-fn dw_same_kernel_is_chosen_for_small_planes_that_keep_their_size() {
+fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
     let dw = |xs: &[usize], a: ConvAttrs| {
         let mut ws = vec![xs[1], 1];
         ws.extend(&a.kernel);
@@ -518,6 +528,18 @@ fn dw_same_kernel_is_chosen_for_small_planes_that_keep_their_size() {
         &[1, 8, 14, 14],
         attrs(&[7, 7], &[1, 1], &[1, 1], &[3, 3], &[3, 3], 8)
     ));
+    // Stride 2 on an even width takes the stride-2 kernel instead.
+    let s2 = PreparedConv::new(
+        &[0.5; 72],
+        &[8, 1, 3, 3],
+        None,
+        attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 8),
+    )
+    .unwrap();
+    assert!(s2.uses_dw_stride2(&[1, 8, 14, 14]).unwrap());
+    assert!(!s2.uses_dw_stride2(&[1, 8, 15, 15]).unwrap());
+    assert!(s2.uses_dw_stride2(&[1, 8, 56, 56]).unwrap());
+    assert!(!s2.uses_dw_stride2(&[1, 8, 112, 112]).unwrap());
     // A grouped (not depthwise) conv never does.
     let w = vec![0.5; 8 * 2 * 9];
     let grouped = PreparedConv::new(

@@ -132,6 +132,7 @@ mod matmul;
 mod norm;
 mod par;
 mod pool;
+mod pool_s2;
 mod reduce;
 mod resize;
 

@@ -1,9 +1,12 @@
 //! Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) and LRN, NCHW (also
 //! 1-D and 3-D spatial). Threads split output planes (`N * C`); each output is a fixed-order
-//! reduction over its window, so results do not depend on `threads`.
+//! reduction over its window, so results do not depend on `threads`. 2-D pools with stride 2
+//! on small planes (and average pools of full windows at any size) take `pool_s2`, which
+//! works a plane at a time; the rest reduce each output row's input rows, then its columns.
 
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::par_chunks;
+use super::pool_s2::{PoolS2, PoolS2Planes};
 
 /// MaxPool / AveragePool attributes with defaults filled in and `auto_pad` resolved (see
 /// [`super::auto_pad`]). One entry per spatial axis (1 to 3).
@@ -180,6 +183,25 @@ pub fn pool(
     // Planes per worker worth waking one: about 64k window taps.
     let min_planes = (1usize << 16) / (op * kprod).max(1);
     if i3[0] == 1 && k3[0] == 1 && o3[0] == 1 {
+        if let Some(plan) = PoolS2::new(
+            kind,
+            [i3[1], i3[2]],
+            [o3[1], o3[2]],
+            [k3[1], k3[2]],
+            [s3[1], s3[2]],
+            [d3[1], d3[2]],
+            [pb3[1], pb3[2]],
+        ) {
+            par_chunks(out, op, threads, min_planes, |first, piece| {
+                pulp::Arch::new().dispatch(PoolS2Planes {
+                    plan: &plan,
+                    x,
+                    first,
+                    out: piece,
+                });
+            });
+            return Ok(());
+        }
         // 1-D / 2-D: whole output rows per tap, same taps in the same order per output.
         let g = Plane2d {
             kind,

@@ -97,6 +97,13 @@ fn pa(
 #[case(&[1, 2, 5, 4], pa(&[5, 7], &[1, 1], &[1, 1], &[2, 3], &[2, 3], false, false))]
 #[case(&[1, 3, 2, 2], pa(&[2, 2], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false, false))]
 #[case(&[2, 3, 33], pa(&[3], &[2], &[2], &[2], &[1], true, false))]
+// The stride-2 plane path (pool_s2): SqueezeNet's 27x27 3x3/2, DenseNet's 2x2/2 on 14x14,
+// ceil mode with padding, an even kernel, asymmetric pads, odd and even widths
+#[case(&[1, 4, 27, 27], pa(&[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false, false))]
+#[case(&[2, 3, 14, 14], pa(&[2, 2], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false, false))]
+#[case(&[1, 2, 13, 13], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true, false))]
+#[case(&[1, 2, 9, 30], pa(&[2, 2], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false, false))]
+#[case(&[1, 2, 5, 32], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 0], &[0, 1], false, false))]
 fn pool_matches_naive(#[case] xs: &[usize], #[case] a: PoolAttrs) {
     let x = rand_vec(xs.iter().product(), 31);
     for kind in [PoolKind::Max, PoolKind::Average] {

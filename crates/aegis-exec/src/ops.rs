@@ -1169,6 +1169,7 @@ impl NodeKernel {
                         .collect::<Res<Vec<_>>>()?,
                     *axis,
                     view_mut(l, &mut writes[0])?,
+                    t,
                 )?)
             }
             Op::Split { axis, splits } => by_dtype!(dt(0), |view, view_mut| {

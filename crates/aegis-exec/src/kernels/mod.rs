@@ -94,7 +94,7 @@
 //!   rarer one-input ops; `softplus`, `sign_f32`
 //!
 //! Data movement (generic over the element type):
-//! - `copy(x, out)`, `concat(inputs: &[(&[T], &[usize])], axis, out)`,
+//! - `copy(x, out)`, `concat(inputs: &[(&[T], &[usize])], axis, out, threads)`,
 //!   `split(x, x_shape, axis, sizes, outs: &mut [&mut [T]])`
 //! - `slice_params(shape, starts: &[i64], ends: &[i64], axes: Option<&[i64]>,
 //!   steps: Option<&[i64]>) -> Vec<SliceAxis { start, step, len }>`,

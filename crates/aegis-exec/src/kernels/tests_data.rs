@@ -7,16 +7,39 @@ fn concat_and_split_roundtrip() {
     let a: Vec<i64> = (0..6).collect(); // [2,3]
     let b: Vec<i64> = (10..14).collect(); // [2,2]
     let mut out = vec![0i64; 10];
-    concat(&[(&a, &[2, 3]), (&b, &[2, 2])], 1, &mut out).unwrap();
+    concat(&[(&a, &[2, 3]), (&b, &[2, 2])], 1, &mut out, 2).unwrap();
     assert_eq!(out, [0, 1, 2, 10, 11, 3, 4, 5, 12, 13]);
     let (mut p0, mut p1) = (vec![0i64; 6], vec![0i64; 4]);
     split(&out, &[2, 5], 1, &[3, 2], &mut [&mut p0, &mut p1]).unwrap();
     assert_eq!((p0.as_slice(), p1.as_slice()), (a.as_slice(), b.as_slice()));
     let mut out0 = vec![0i64; 12];
-    concat(&[(&a, &[2, 3]), (&a, &[2, 3])], 0, &mut out0).unwrap();
+    concat(&[(&a, &[2, 3]), (&a, &[2, 3])], 0, &mut out0, 2).unwrap();
     assert_eq!(&out0[6..], &a[..]);
-    assert!(concat(&[(&a, &[2, 3]), (&b, &[2, 2])], 0, &mut out).is_err());
+    assert!(concat(&[(&a, &[2, 3]), (&b, &[2, 2])], 0, &mut out, 1).is_err());
     assert!(split(&out, &[2, 5], 1, &[3, 3], &mut [&mut p0, &mut p1]).is_err());
+}
+
+#[test]
+fn concat_of_large_planes_splits_across_threads_without_changing_the_result() {
+    // Channels 2 + 3 + 1 of 173x211: 219k elements, pieces of 64k straddling every input.
+    let plane = 173 * 211;
+    let ins: Vec<Vec<f32>> = [2, 3, 1]
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (0..c * plane).map(|v| (v * 7 + i) as f32).collect())
+        .collect();
+    let shapes: Vec<[usize; 4]> = [2, 3, 1].iter().map(|&c| [1, c, 173, 211]).collect();
+    let args: Vec<(&[f32], &[usize])> = ins
+        .iter()
+        .zip(&shapes)
+        .map(|(d, s)| (d.as_slice(), s.as_slice()))
+        .collect();
+    let want: Vec<f32> = ins.iter().flatten().copied().collect();
+    for threads in [1, 2, 3] {
+        let mut out = vec![f32::NAN; want.len()];
+        concat(&args, 1, &mut out, threads).unwrap();
+        assert_bits_eq(&out, &want);
+    }
 }
 
 fn naive_slice(x: &[f32], xs: &[usize], p: &[SliceAxis]) -> Vec<f32> {

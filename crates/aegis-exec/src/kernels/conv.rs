@@ -49,7 +49,7 @@ use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
 use super::conv_co::{CoPacked, CoRows, CO_BLOCK};
 use super::conv_direct::{pad_planes, sum_taps, tap_offsets, DirectRows, Flat, Taps};
-use super::conv_dw_same::{DwSame, DwSameChannels, DwStride2, DwStride2Channels};
+use super::conv_dw_same::{DwSame, DwStride2, Plane2, PlaneDw, PlaneDwChannels};
 use super::elementwise::{check_unary, with_unary, MapInPlace, UnaryMap, UnaryOp};
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::{par_chunks, par_chunks_scratch, par_workers, workers};
@@ -769,54 +769,10 @@ impl PreparedConv {
         let (ip, op) = (geo.in_plane(), geo.out_plane());
         let kp = geo.kprod();
         if let Some(plan) = dw_same(geo) {
-            if let Some(act) = self.activation {
-                check_unary(act)?;
-            }
-            return par_chunks_scratch(
-                out,
-                op,
-                threads,
-                scratch,
-                plan.scratch_len(),
-                |first, piece, buf| {
-                    pulp::Arch::new().dispatch(DwSameChannels {
-                        plan: &plan,
-                        weights: self.weights.get(),
-                        bias: self.bias.as_deref(),
-                        act: self.activation,
-                        x,
-                        first,
-                        out: piece,
-                        scratch: buf,
-                    });
-                    Ok(())
-                },
-            );
+            return self.run_plane_dw(&plan, x, out, op, scratch, threads);
         }
         if let Some(plan) = dw_stride2(geo) {
-            if let Some(act) = self.activation {
-                check_unary(act)?;
-            }
-            return par_chunks_scratch(
-                out,
-                op,
-                threads,
-                scratch,
-                plan.scratch_len(),
-                |first, piece, buf| {
-                    pulp::Arch::new().dispatch(DwStride2Channels {
-                        plan: &plan,
-                        weights: self.weights.get(),
-                        bias: self.bias.as_deref(),
-                        act: self.activation,
-                        x,
-                        first,
-                        out: piece,
-                        scratch: buf,
-                    });
-                    Ok(())
-                },
-            );
+            return self.run_plane_dw(&plan, x, out, op, scratch, threads);
         }
         if let Some(plan) = DwPlan::new(geo) {
             if let Some(act) = self.activation {
@@ -857,6 +813,43 @@ impl PreparedConv {
             }
         });
         Ok(())
+    }
+
+    /// A depthwise conv through one of the plane kernels ([`DwSame`], [`DwStride2`]): whole
+    /// channels per worker, each worker with its own scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn run_plane_dw<P: PlaneDw + Sync>(
+        &self,
+        plan: &P,
+        x: &[f32],
+        out: &mut [f32],
+        op: usize,
+        scratch: &mut [f32],
+        threads: usize,
+    ) -> KernelResult<()> {
+        if let Some(act) = self.activation {
+            check_unary(act)?;
+        }
+        par_chunks_scratch(
+            out,
+            op,
+            threads,
+            scratch,
+            plan.scratch_len(),
+            |first, piece, buf| {
+                pulp::Arch::new().dispatch(PlaneDwChannels {
+                    plan,
+                    weights: self.weights.get(),
+                    bias: self.bias.as_deref(),
+                    act: self.activation,
+                    x,
+                    first,
+                    out: piece,
+                    scratch: buf,
+                });
+                Ok(())
+            },
+        )
     }
 
     /// Whether a pointwise conv runs the direct kernel ([`PointwiseRows`]) instead of GEMM
@@ -1389,36 +1382,29 @@ fn im2col_tile(xg: &[f32], c_in_g: usize, g: &Geo, p0: usize, t: usize, col: &mu
     }
 }
 
-/// The small-plane stride-1 "same" depthwise geometry ([`DwSame`]) of a 2-D (or 1-D) conv,
-/// when it applies.
-fn dw_same(g: &Geo) -> Option<DwSame> {
+/// A 2-D (or 1-D) convolution's geometry in its two plane axes; `None` for 3-D.
+fn plane2(g: &Geo) -> Option<Plane2> {
     if g.input[0] != 1 || g.k[0] != 1 || g.out[0] != 1 {
         return None;
     }
-    DwSame::new(
-        [g.input[1], g.input[2]],
-        [g.out[1], g.out[2]],
-        [g.k[1], g.k[2]],
-        [g.s[1], g.s[2]],
-        [g.d[1], g.d[2]],
-        [g.pb[1], g.pb[2]],
-    )
+    Some(Plane2 {
+        input: [g.input[1], g.input[2]],
+        out: [g.out[1], g.out[2]],
+        kernel: [g.k[1], g.k[2]],
+        strides: [g.s[1], g.s[2]],
+        dilations: [g.d[1], g.d[2]],
+        pads_begin: [g.pb[1], g.pb[2]],
+    })
 }
 
-/// The stride-2 even-width depthwise geometry ([`DwStride2`]) of a 2-D conv, when it
-/// applies.
+/// The small-plane stride-1 "same" depthwise geometry ([`DwSame`]), when it applies.
+fn dw_same(g: &Geo) -> Option<DwSame> {
+    plane2(g).and_then(DwSame::new)
+}
+
+/// The stride-2 even-width depthwise geometry ([`DwStride2`]), when it applies.
 fn dw_stride2(g: &Geo) -> Option<DwStride2> {
-    if g.input[0] != 1 || g.k[0] != 1 || g.out[0] != 1 {
-        return None;
-    }
-    DwStride2::new(
-        [g.input[1], g.input[2]],
-        [g.out[1], g.out[2]],
-        [g.k[1], g.k[2]],
-        [g.s[1], g.s[2]],
-        [g.d[1], g.d[2]],
-        [g.pb[1], g.pb[2]],
-    )
+    plane2(g).and_then(DwStride2::new)
 }
 
 /// Output positions of one depthwise block: 4 vectors of up to 16 lanes. The flat output is

@@ -21,6 +21,7 @@
 
 use super::conv::DwAct;
 use super::elementwise::{with_unary, MapInPlace, UnaryOp};
+use super::lanes::{load, store};
 
 /// Widest vector any dispatch uses (AVX-512's 16 lanes): scratch is sized for it.
 const MAX_LANES: usize = 16;
@@ -28,6 +29,18 @@ const MAX_LANES: usize = 16;
 const NV: usize = 4;
 /// Largest plane this path takes (measured against the general path, `kernel_bench dw`).
 pub(super) const DW_SAME_MAX_PLANE: usize = 28 * 28;
+
+/// A plane kernel's geometry in two axes (rows, columns), as the depthwise and pooling plane
+/// kernels take it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Plane2 {
+    pub input: [usize; 2],
+    pub out: [usize; 2],
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    pub pads_begin: [usize; 2],
+}
 
 /// The geometry of one eligible convolution: plane `h x w`, the kernel's columns and rows,
 /// and per tap (weight order) its offset from an output's flat position, in the buffer.
@@ -50,14 +63,9 @@ pub(super) struct DwSame {
 impl DwSame {
     /// `Some` for a 2-D stride-1 depthwise conv whose output is the input's size, on a plane
     /// of at most [`DW_SAME_MAX_PLANE`] positions, with 3 or 5 kernel columns.
-    pub(super) fn new(
-        input: [usize; 2],
-        out: [usize; 2],
-        kernel: [usize; 2],
-        strides: [usize; 2],
-        dilations: [usize; 2],
-        pads_begin: [usize; 2],
-    ) -> Option<Self> {
+    pub(super) fn new(g: Plane2) -> Option<Self> {
+        let (input, out, kernel) = (g.input, g.out, g.kernel);
+        let (strides, dilations, pads_begin) = (g.strides, g.dilations, g.pads_begin);
         let [h, w] = input;
         if out != input
             || strides != [1, 1]
@@ -97,17 +105,12 @@ impl DwSame {
     fn vectors(&self, lanes: usize) -> usize {
         (self.h * self.w).div_ceil(lanes)
     }
-
-    /// Scratch one worker needs: the column masks (one vector per output vector and kernel
-    /// column) and the margined plane buffer.
-    pub(super) fn scratch_len(&self) -> usize {
-        self.vectors(MAX_LANES) * self.cols.len() * MAX_LANES + self.buf_len
-    }
 }
 
-/// One worker's channels (`first..`, whole planes in `out`). Run through pulp's dispatch.
-pub(super) struct DwSameChannels<'a> {
-    pub plan: &'a DwSame,
+/// One worker's channels for a plane depthwise kernel `P` ([`DwSame`] or [`DwStride2`]):
+/// `first..`, whole planes in `out`. Run through pulp's dispatch.
+pub(super) struct PlaneDwChannels<'a, P> {
+    pub plan: &'a P,
     /// Every channel's filter, `[c][kh * kw]`.
     pub weights: &'a [f32],
     pub bias: Option<&'a [f32]>,
@@ -118,26 +121,47 @@ pub(super) struct DwSameChannels<'a> {
     pub scratch: &'a mut [f32],
 }
 
-impl pulp::WithSimd for DwSameChannels<'_> {
+/// What the two plane depthwise kernels share: their scratch per worker, their kernel width
+/// (3 or 5, a constant in `run` so the column loops unroll) and the run itself.
+pub(super) trait PlaneDw: Sized {
+    /// Scratch elements one worker needs.
+    fn scratch_len(&self) -> usize;
+    /// Kernel columns (3 or 5).
+    fn kernel_cols(&self) -> usize;
+    /// One worker's channels with `KW` kernel columns.
+    fn run<S: pulp::Simd, const KW: usize>(ch: PlaneDwChannels<'_, Self>, simd: S);
+}
+
+impl<P: PlaneDw> pulp::WithSimd for PlaneDwChannels<'_, P> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
-        match self.plan.cols.len() {
-            3 => self.run::<S, 3>(simd),
-            _ => self.run::<S, 5>(simd),
+        match self.plan.kernel_cols() {
+            3 => P::run::<S, 3>(self, simd),
+            _ => P::run::<S, 5>(self, simd),
         }
     }
 }
 
-impl DwSameChannels<'_> {
+impl PlaneDw for DwSame {
+    fn scratch_len(&self) -> usize {
+        // The column masks (one vector per output vector and kernel column) and the
+        // margined plane buffer.
+        self.vectors(MAX_LANES) * self.cols.len() * MAX_LANES + self.buf_len
+    }
+
+    fn kernel_cols(&self) -> usize {
+        self.cols.len()
+    }
+
     #[inline(always)]
-    fn run<S: pulp::Simd, const KW: usize>(self, simd: S) {
-        let p = self.plan;
+    fn run<S: pulp::Simd, const KW: usize>(ch: PlaneDwChannels<'_, Self>, simd: S) {
+        let p = ch.plan;
         let lanes = S::F32_LANES;
         let (hw, nvec) = (p.h * p.w, p.vectors(lanes));
         let kp = p.kh * KW;
-        let (masks, buf) = self
+        let (masks, buf) = ch
             .scratch
             .split_at_mut(p.vectors(MAX_LANES) * KW * MAX_LANES);
         let buf = &mut buf[..p.buf_len];
@@ -156,13 +180,13 @@ impl DwSameChannels<'_> {
             }
         }
         buf.fill(0.0);
-        let (vact, rest) = DwAct::split(self.act);
+        let (vact, rest) = DwAct::split(ch.act);
         let zero = simd.splat_f32s(0.0);
-        for (i, oplane) in self.out.chunks_mut(hw).enumerate() {
-            let c = self.first + i;
-            buf[p.front..p.front + hw].copy_from_slice(&self.x[c * hw..(c + 1) * hw]);
-            let wc = &self.weights[c * kp..(c + 1) * kp];
-            let bias = simd.splat_f32s(self.bias.map_or(0.0, |b| b[c]));
+        for (i, oplane) in ch.out.chunks_mut(hw).enumerate() {
+            let c = ch.first + i;
+            buf[p.front..p.front + hw].copy_from_slice(&ch.x[c * hw..(c + 1) * hw]);
+            let wc = &ch.weights[c * kp..(c + 1) * kp];
+            let bias = simd.splat_f32s(ch.bias.map_or(0.0, |b| b[c]));
             let mut j = 0;
             while j < nvec {
                 let n = NV.min(nvec - j);
@@ -204,18 +228,6 @@ impl DwSameChannels<'_> {
     }
 }
 
-/// One vector from the start of `src`.
-#[inline(always)]
-fn load<S: pulp::Simd>(src: &[f32]) -> S::f32s {
-    bytemuck::pod_read_unaligned(bytemuck::cast_slice(&src[..S::F32_LANES]))
-}
-
-/// One vector to the start of `dst`.
-#[inline(always)]
-fn store<S: pulp::Simd>(dst: &mut [f32], v: S::f32s) {
-    dst[..S::F32_LANES].copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&v)));
-}
-
 /// Largest input plane [`DwStride2`] takes (`kernel_bench`, 1 thread, general path -> this
 /// one: 144 channels 56x56 0.20 -> 0.16 ms, 192 at 28x28 0.12 -> 0.05, 576 at 14x14
 /// 0.14 -> 0.07; 96 at 112x112 would lose, 0.40 -> 0.45).
@@ -253,14 +265,9 @@ pub(super) struct DwStride2 {
 impl DwStride2 {
     /// `Some` for a 2-D depthwise conv with strides 2, dilations 1, an even input width, an
     /// input plane of at most [`DW_STRIDE2_MAX_PLANE`] positions and 3 or 5 kernel columns.
-    pub(super) fn new(
-        input: [usize; 2],
-        out: [usize; 2],
-        kernel: [usize; 2],
-        strides: [usize; 2],
-        dilations: [usize; 2],
-        pads_begin: [usize; 2],
-    ) -> Option<Self> {
+    pub(super) fn new(g: Plane2) -> Option<Self> {
+        let (input, out, kernel) = (g.input, g.out, g.kernel);
+        let (strides, dilations, pads_begin) = (g.strides, g.dilations, g.pads_begin);
         let [h, w] = input;
         let [ho, wo] = out;
         if strides != [2, 2]
@@ -302,49 +309,27 @@ impl DwStride2 {
     fn row_vectors(&self, lanes: usize) -> usize {
         self.wo.div_ceil(lanes)
     }
+}
 
-    /// Scratch one worker needs: the column masks (per vector of an output row and kernel
-    /// column) and the two halves.
-    pub(super) fn scratch_len(&self) -> usize {
+impl PlaneDw for DwStride2 {
+    fn scratch_len(&self) -> usize {
+        // The column masks (per vector of an output row and kernel column) and the two
+        // halves.
         self.row_vectors(MAX_LANES) * self.cols.len() * MAX_LANES + 2 * self.half_len
     }
-}
 
-/// One worker's channels for [`DwStride2`] (`first..`, whole planes in `out`). Run through
-/// pulp's dispatch.
-pub(super) struct DwStride2Channels<'a> {
-    pub plan: &'a DwStride2,
-    /// Every channel's filter, `[c][kh * kw]`.
-    pub weights: &'a [f32],
-    pub bias: Option<&'a [f32]>,
-    pub act: Option<UnaryOp>,
-    pub x: &'a [f32],
-    pub first: usize,
-    pub out: &'a mut [f32],
-    pub scratch: &'a mut [f32],
-}
-
-impl pulp::WithSimd for DwStride2Channels<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, simd: S) {
-        match self.plan.cols.len() {
-            3 => self.run::<S, 3>(simd),
-            _ => self.run::<S, 5>(simd),
-        }
+    fn kernel_cols(&self) -> usize {
+        self.cols.len()
     }
-}
 
-impl DwStride2Channels<'_> {
     #[inline(always)]
-    fn run<S: pulp::Simd, const KW: usize>(self, simd: S) {
-        let p = self.plan;
+    fn run<S: pulp::Simd, const KW: usize>(ch: PlaneDwChannels<'_, Self>, simd: S) {
+        let p = ch.plan;
         let lanes = S::F32_LANES;
         let (ip, op) = (p.h * p.wh * 2, p.ho * p.wo);
         let nv = p.row_vectors(lanes);
         let kp = p.kh * KW;
-        let (masks, halves) = self
+        let (masks, halves) = ch
             .scratch
             .split_at_mut(p.row_vectors(MAX_LANES) * KW * MAX_LANES);
         let halves = &mut halves[..2 * p.half_len];
@@ -364,11 +349,11 @@ impl DwStride2Channels<'_> {
         halves.fill(0.0);
         // Where a half's plane starts (after its lead and zero rows above).
         let plane_at = p.lead + p.above * p.wh;
-        let (vact, rest) = DwAct::split(self.act);
+        let (vact, rest) = DwAct::split(ch.act);
         let zero = simd.splat_f32s(0.0);
-        for (i, oplane) in self.out.chunks_mut(op).enumerate() {
-            let c = self.first + i;
-            let xc = &self.x[c * ip..(c + 1) * ip];
+        for (i, oplane) in ch.out.chunks_mut(op).enumerate() {
+            let c = ch.first + i;
+            let xc = &ch.x[c * ip..(c + 1) * ip];
             {
                 let (even, odd) = halves.split_at_mut(p.half_len);
                 let n = p.h * p.wh;
@@ -381,8 +366,8 @@ impl DwStride2Channels<'_> {
                     *o = pair[1];
                 }
             }
-            let wc = &self.weights[c * kp..(c + 1) * kp];
-            let bias = simd.splat_f32s(self.bias.map_or(0.0, |b| b[c]));
+            let wc = &ch.weights[c * kp..(c + 1) * kp];
+            let bias = simd.splat_f32s(ch.bias.map_or(0.0, |b| b[c]));
             for oy in 0..p.ho {
                 for j in 0..nv {
                     let ox0 = j * lanes;

@@ -127,6 +127,7 @@ mod data;
 mod elementwise;
 mod error;
 mod indexing;
+mod lanes;
 mod map;
 mod matmul;
 mod norm;

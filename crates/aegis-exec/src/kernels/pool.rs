@@ -4,6 +4,7 @@
 //! on small planes (and average pools of full windows at any size) take `pool_s2`, which
 //! works a plane at a time; the rest reduce each output row's input rows, then its columns.
 
+use super::conv_dw_same::Plane2;
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::par_chunks;
 use super::pool_s2::{PoolS2, PoolS2Planes};
@@ -184,15 +185,15 @@ pub fn pool(
     // 2x2/2 pool on 14x14 at 2 threads: 0.055 -> 0.029 ms).
     let min_planes = (1usize << 14) / (op * kprod).max(1);
     if i3[0] == 1 && k3[0] == 1 && o3[0] == 1 {
-        if let Some(plan) = PoolS2::new(
-            kind,
-            [i3[1], i3[2]],
-            [o3[1], o3[2]],
-            [k3[1], k3[2]],
-            [s3[1], s3[2]],
-            [d3[1], d3[2]],
-            [pb3[1], pb3[2]],
-        ) {
+        let plane = Plane2 {
+            input: [i3[1], i3[2]],
+            out: [o3[1], o3[2]],
+            kernel: [k3[1], k3[2]],
+            strides: [s3[1], s3[2]],
+            dilations: [d3[1], d3[2]],
+            pads_begin: [pb3[1], pb3[2]],
+        };
+        if let Some(plan) = PoolS2::new(kind, plane) {
             par_chunks(out, op, threads, min_planes, |first, piece| {
                 pulp::Arch::new().dispatch(PoolS2Planes {
                     plan: &plan,

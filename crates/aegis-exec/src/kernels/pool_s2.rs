@@ -18,6 +18,8 @@
 //! general loop does, so results are those of the general loop (bit-identical for max; for
 //! average, the same sums divided by the same full-window size).
 
+use super::conv_dw_same::Plane2;
+use super::lanes::{load, store};
 use super::pool::PoolKind;
 
 /// Widest vector any dispatch uses (AVX-512's 16 lanes): scratch is sized for it.
@@ -50,17 +52,15 @@ impl PoolS2 {
     /// planes up to [`MAX_PLANE_MAX`]) may have any padding and ceil-mode windows (the
     /// padding is the identity, -inf), and average pooling only full windows (no padding,
     /// none past the input: one divisor).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        kind: PoolKind,
-        input: [usize; 2],
-        out: [usize; 2],
-        kernel: [usize; 2],
-        strides: [usize; 2],
-        dilations: [usize; 2],
-        pads_begin: [usize; 2],
-    ) -> Option<Self> {
-        let ([h, w], [ho, wo], [kh, kw]) = (input, out, kernel);
+    pub(super) fn new(kind: PoolKind, g: Plane2) -> Option<Self> {
+        let Plane2 {
+            input: [h, w],
+            out: [ho, wo],
+            kernel: [kh, kw],
+            strides,
+            dilations,
+            pads_begin,
+        } = g;
         if strides != [2, 2] || dilations != [1, 1] || h * w == 0 || ho * wo == 0 {
             return None;
         }
@@ -254,24 +254,23 @@ impl Combine for Sum {
     }
 }
 
-/// One vector from the start of `src`.
-#[inline(always)]
-fn load<S: pulp::Simd>(src: &[f32]) -> S::f32s {
-    bytemuck::pod_read_unaligned(bytemuck::cast_slice(&src[..S::F32_LANES]))
-}
-
-/// One vector to the start of `dst`.
-#[inline(always)]
-fn store<S: pulp::Simd>(dst: &mut [f32], v: S::f32s) {
-    dst[..S::F32_LANES].copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&v)));
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{PoolKind, PoolS2};
+    use super::{Plane2, PoolKind, PoolS2};
+
+    fn geo(hw: [usize; 2], out: [usize; 2], k: usize, s: usize, d: usize, pad: usize) -> Plane2 {
+        Plane2 {
+            input: hw,
+            out,
+            kernel: [k, k],
+            strides: [s, s],
+            dilations: [d, d],
+            pads_begin: [pad, pad],
+        }
+    }
 
     fn plan(kind: PoolKind, hw: [usize; 2], out: [usize; 2], k: usize, pad: usize) -> bool {
-        PoolS2::new(kind, hw, out, [k, k], [2, 2], [1, 1], [pad, pad]).is_some()
+        PoolS2::new(kind, geo(hw, out, k, 2, 1, pad)).is_some()
     }
 
     /// The shapes `tests_pool_norm`'s naive comparisons run through this path, and the ones
@@ -289,7 +288,7 @@ mod tests {
         assert!(!plan(Average, [14, 14], [8, 8], 2, 1));
         assert!(!plan(Average, [13, 13], [7, 7], 2, 0));
         // Other strides and dilations are not this path.
-        assert!(PoolS2::new(Max, [9, 9], [7, 7], [3, 3], [1, 1], [1, 1], [0, 0]).is_none());
-        assert!(PoolS2::new(Max, [9, 9], [3, 3], [3, 3], [2, 2], [2, 2], [0, 0]).is_none());
+        assert!(PoolS2::new(Max, geo([9, 9], [7, 7], 3, 1, 1, 0)).is_none());
+        assert!(PoolS2::new(Max, geo([9, 9], [3, 3], 3, 2, 2, 0)).is_none());
     }
 }

@@ -52,6 +52,7 @@ use super::conv_direct::{pad_planes, sum_taps, tap_offsets, DirectRows, Flat, Ta
 use super::conv_dw_same::{DwSame, DwStride2, Plane2, PlaneDw, PlaneDwChannels};
 use super::elementwise::{check_unary, with_unary, MapInPlace, UnaryMap, UnaryOp};
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
+use super::lanes::load;
 use super::par::{par_chunks, par_chunks_scratch, par_workers, workers};
 
 /// Target size of one im2col tile (elements): half of a 1 MiB L2.
@@ -1541,12 +1542,6 @@ impl DwPlan {
     }
 }
 
-/// Loads one vector from `src` (exactly one vector long).
-#[inline(always)]
-fn load_lanes<S: pulp::Simd>(src: &[f32]) -> S::f32s {
-    bytemuck::pod_read_unaligned(bytemuck::cast_slice(src))
-}
-
 /// The flat depthwise output into `stage` (whole blocks): `bias + sum of w * x` over the `T`
 /// taps in weight order, one fused multiply-add per tap (padding taps add `w * 0`). `T` is
 /// fixed so the tap loop unrolls and the weights stay in registers.
@@ -1569,7 +1564,7 @@ fn dw_blocks_fixed<S: pulp::Simd, const T: usize>(
             // One bounds check per tap; the loads below are at constant offsets in it.
             let src = &buf[q0 + taps[t]..q0 + taps[t] + blk];
             for (r, a) in acc.iter_mut().enumerate() {
-                let v = load_lanes::<S>(&src[r * lanes..(r + 1) * lanes]);
+                let v = load::<S>(&src[r * lanes..]);
                 *a = simd.mul_add_f32s(wv[t], v, *a);
             }
         }
@@ -1596,7 +1591,7 @@ fn dw_blocks<S: pulp::Simd>(
             let wt = simd.splat_f32s(wt);
             let src = &buf[q0 + t..q0 + t + blk];
             for (r, a) in acc.iter_mut().enumerate() {
-                let v = load_lanes::<S>(&src[r * lanes..(r + 1) * lanes]);
+                let v = load::<S>(&src[r * lanes..]);
                 *a = simd.mul_add_f32s(wt, v, *a);
             }
         }
@@ -1660,7 +1655,7 @@ fn dw_compact<S: pulp::Simd>(
         let mut d = orow.chunks_exact_mut(lanes);
         let mut x0 = 0;
         for dc in &mut d {
-            let v = act.apply(simd, load_lanes::<S>(&srow[x0..x0 + lanes]));
+            let v = act.apply(simd, load::<S>(&srow[x0..]));
             dc.copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&v)));
             x0 += lanes;
         }

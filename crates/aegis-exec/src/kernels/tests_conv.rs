@@ -445,6 +445,13 @@ fn depthwise_fused_clip_is_thread_count_independent() {
 #[case(&[1, 2, 8, 6], attrs(&[5, 3], &[1, 1], &[1, 1], &[2, 1], &[2, 1], 2))]
 #[case(&[1, 2, 2, 3], attrs(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 2))]
 #[case(&[2, 5, 30], attrs(&[5], &[1], &[1], &[2], &[2], 5))]
+// Edge planes: 1x1, a single row, dilation 3 reaching past a 5x5 plane, one channel
+#[case(&[1, 3, 1, 1], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 3))]
+#[case(&[1, 2, 1, 9], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 2))]
+#[case(&[1, 2, 5, 5], attrs(&[3, 3], &[1, 1], &[3, 3], &[3, 3], &[3, 3], 2))]
+#[case(&[1, 1, 12, 12], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1))]
+#[case(&[1, 2, 1, 8], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 2))]
+#[case(&[1, 1, 4, 4], attrs(&[5, 5], &[2, 2], &[1, 1], &[2, 2], &[2, 2], 1))]
 // The stride-2 even-width kernel: MobileNet's 56x56 and 14x14, 5x5, no padding, an odd
 // height, asymmetric pads, rows longer than a vector, a 2x2 plane
 #[case(&[1, 2, 56, 56], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 2))]

@@ -104,6 +104,10 @@ fn pa(
 #[case(&[1, 2, 13, 13], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true, false))]
 #[case(&[1, 2, 9, 30], pa(&[2, 2], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false, false))]
 #[case(&[1, 2, 5, 32], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 0], &[0, 1], false, false))]
+// ... and its edges: a single row, a 3x3 plane in ceil mode, a 2x2 plane
+#[case(&[1, 2, 1, 10], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], false, false))]
+#[case(&[1, 1, 3, 3], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true, false))]
+#[case(&[2, 2, 2, 2], pa(&[2, 2], &[2, 2], &[1, 1], &[0, 0], &[0, 0], true, false))]
 fn pool_matches_naive(#[case] xs: &[usize], #[case] a: PoolAttrs) {
     let x = rand_vec(xs.iter().product(), 31);
     for kind in [PoolKind::Max, PoolKind::Average] {

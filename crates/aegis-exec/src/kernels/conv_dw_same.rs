@@ -165,20 +165,8 @@ impl PlaneDw for DwSame {
             .scratch
             .split_at_mut(p.vectors(MAX_LANES) * KW * MAX_LANES);
         let buf = &mut buf[..p.buf_len];
-        // Mask (as 1.0 / 0.0) of the outputs whose window column `kx` lies in the plane.
-        for j in 0..nvec {
-            for (kx, &c) in p.cols.iter().enumerate() {
-                let m = &mut masks[(j * KW + kx) * lanes..][..lanes];
-                for (l, v) in m.iter_mut().enumerate() {
-                    let ox = ((j * lanes + l) % p.w) as isize + c;
-                    *v = if ox >= 0 && ox < p.w as isize {
-                        1.0
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
+        // Output `q`'s column is `q % w` (the grid is the plane).
+        column_masks(masks, nvec, lanes, p.cols.iter().copied(), p.w, p.w);
         buf.fill(0.0);
         let (vact, rest) = DwAct::split(ch.act);
         let zero = simd.splat_f32s(0.0);
@@ -204,20 +192,9 @@ impl PlaneDw for DwSame {
                 }
                 for (v, a) in acc.iter().enumerate().take(n) {
                     let q = (j + v) * lanes;
-                    let mut sum = bias;
-                    for (kx, &col) in a.iter().enumerate() {
-                        let m = load::<S>(&masks[((j + v) * KW + kx) * lanes..]);
-                        let keep = simd.greater_than_f32s(m, zero);
-                        sum = simd.add_f32s(sum, simd.select_f32s(keep, col, zero));
-                    }
-                    let sum = vact.apply(simd, sum);
-                    if q + lanes <= hw {
-                        store::<S>(&mut oplane[q..], sum);
-                    } else {
-                        let mut tail = [0.0f32; MAX_LANES];
-                        store::<S>(&mut tail, sum);
-                        oplane[q..].copy_from_slice(&tail[..hw - q]);
-                    }
+                    let m = &masks[(j + v) * KW * lanes..];
+                    let sum = vact.apply(simd, masked_columns(simd, bias, a, m));
+                    store_within::<S>(oplane, q, hw - q, sum);
                 }
                 j += n;
             }
@@ -225,6 +202,67 @@ impl PlaneDw for DwSame {
                 with_unary(act, MapInPlace(oplane));
             }
         }
+    }
+}
+
+/// Fills `masks` (`[vector][column][lane]`, 1.0 or 0.0) for `nvec` vectors of outputs: lane
+/// `l` of vector `j` is output position `j * lanes + l`, whose column in its row is that
+/// modulo `period`; it is kept for kernel column `kx` when that column plus the column's
+/// offset lies in `0..width`.
+fn column_masks(
+    masks: &mut [f32],
+    nvec: usize,
+    lanes: usize,
+    offsets: impl Iterator<Item = isize> + Clone,
+    period: usize,
+    width: usize,
+) {
+    let kw = offsets.clone().count();
+    for j in 0..nvec {
+        for (kx, off) in offsets.clone().enumerate() {
+            let m = &mut masks[(j * kw + kx) * lanes..][..lanes];
+            for (l, v) in m.iter_mut().enumerate() {
+                let col = ((j * lanes + l) % period) as isize + off;
+                *v = if col >= 0 && col < width as isize {
+                    1.0
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// `bias + col_0 + col_1 + ...` (kernel columns in order), each column's sum only in the
+/// lanes its mask (`masks`, one vector per column) keeps.
+#[inline(always)]
+fn masked_columns<S: pulp::Simd, const KW: usize>(
+    simd: S,
+    bias: S::f32s,
+    cols: &[S::f32s; KW],
+    masks: &[f32],
+) -> S::f32s {
+    let zero = simd.splat_f32s(0.0);
+    let mut sum = bias;
+    for (kx, &col) in cols.iter().enumerate() {
+        let keep = simd.greater_than_f32s(load::<S>(&masks[kx * S::F32_LANES..]), zero);
+        sum = simd.add_f32s(sum, simd.select_f32s(keep, col, zero));
+    }
+    sum
+}
+
+/// Stores `v` at `out[q..]`: the whole vector where it fits in `out` (lanes past the `valid`
+/// ones land on outputs written later), else its first `valid` lanes.
+#[inline(always)]
+fn store_within<S: pulp::Simd>(out: &mut [f32], q: usize, valid: usize, v: S::f32s) {
+    let lanes = S::F32_LANES;
+    if q + lanes <= out.len() {
+        store::<S>(&mut out[q..], v);
+    } else {
+        let mut tail = [0.0f32; MAX_LANES];
+        store::<S>(&mut tail, v);
+        let n = valid.min(lanes).min(out.len() - q);
+        out[q..q + n].copy_from_slice(&tail[..n]);
     }
 }
 
@@ -333,19 +371,15 @@ impl PlaneDw for DwStride2 {
             .scratch
             .split_at_mut(p.row_vectors(MAX_LANES) * KW * MAX_LANES);
         let halves = &mut halves[..2 * p.half_len];
-        for j in 0..nv {
-            for (kx, &(_, dx)) in p.cols.iter().enumerate() {
-                let m = &mut masks[(j * KW + kx) * lanes..][..lanes];
-                for (l, v) in m.iter_mut().enumerate() {
-                    let c = (j * lanes + l) as isize + dx;
-                    *v = if c >= 0 && c < p.wh as isize {
-                        1.0
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
+        // Vectors run along one output row: lane `l` of vector `j` is column `j * lanes + l`.
+        column_masks(
+            masks,
+            nv,
+            lanes,
+            p.cols.iter().map(|c| c.1),
+            usize::MAX,
+            p.wh,
+        );
         halves.fill(0.0);
         // Where a half's plane starts (after its lead and zero rows above).
         let plane_at = p.lead + p.above * p.wh;
@@ -382,24 +416,12 @@ impl PlaneDw for DwStride2 {
                             acc[kx] = simd.mul_add_f32s(wv, xv, acc[kx]);
                         }
                     }
-                    let mut sum = bias;
-                    for (kx, col) in acc.iter().enumerate() {
-                        let m = load::<S>(&masks[(j * KW + kx) * lanes..]);
-                        let keep = simd.greater_than_f32s(m, zero);
-                        sum = simd.add_f32s(sum, simd.select_f32s(keep, *col, zero));
-                    }
-                    let sum = vact.apply(simd, sum);
-                    // Whole vectors: lanes past the row spill into the next row (written
-                    // after this one) unless the plane ends first.
+                    let m = &masks[j * KW * lanes..];
+                    let sum = vact.apply(simd, masked_columns(simd, bias, &acc, m));
+                    // Lanes past the row spill into the next row (written after this one)
+                    // unless the plane ends first.
                     let q = oy * p.wo + ox0;
-                    if q + lanes <= op {
-                        store::<S>(&mut oplane[q..], sum);
-                    } else {
-                        let mut tail = [0.0f32; MAX_LANES];
-                        store::<S>(&mut tail, sum);
-                        let n = (p.wo - ox0).min(lanes).min(op - q);
-                        oplane[q..q + n].copy_from_slice(&tail[..n]);
-                    }
+                    store_within::<S>(oplane, q, p.wo - ox0, sum);
                 }
             }
             if let Some(act) = rest {

@@ -21,7 +21,7 @@
 
 use super::conv::DwAct;
 use super::elementwise::{with_unary, MapInPlace, UnaryOp};
-use super::lanes::{load, store};
+use super::lanes::{load, split_even_odd, store};
 
 /// Widest vector any dispatch uses (AVX-512's 16 lanes): scratch is sized for it.
 const MAX_LANES: usize = 16;
@@ -391,14 +391,8 @@ impl PlaneDw for DwStride2 {
             {
                 let (even, odd) = halves.split_at_mut(p.half_len);
                 let n = p.h * p.wh;
-                for ((e, o), pair) in even[plane_at..plane_at + n]
-                    .iter_mut()
-                    .zip(&mut odd[plane_at..plane_at + n])
-                    .zip(xc.chunks_exact(2))
-                {
-                    *e = pair[0];
-                    *o = pair[1];
-                }
+                let at = plane_at..plane_at + n;
+                split_even_odd(xc, &mut even[at.clone()], &mut odd[at]);
             }
             let wc = &ch.weights[c * kp..(c + 1) * kp];
             let bias = simd.splat_f32s(ch.bias.map_or(0.0, |b| b[c]));

@@ -19,7 +19,7 @@
 //! average, the same sums divided by the same full-window size).
 
 use super::conv_dw_same::Plane2;
-use super::lanes::{load, store};
+use super::lanes::{load, split_even_odd, store};
 use super::pool::PoolKind;
 
 /// Widest vector any dispatch uses (AVX-512's 16 lanes): scratch is sized for it.
@@ -179,14 +179,7 @@ impl PoolS2Planes<'_> {
             {
                 let (e, o) = eo.split_at_mut(half);
                 let n = p.ho * wh;
-                for ((e, o), pair) in e[..n]
-                    .iter_mut()
-                    .zip(&mut o[..n])
-                    .zip(v[..2 * n].chunks_exact(2))
-                {
-                    *e = pair[0];
-                    *o = pair[1];
-                }
+                split_even_odd(&v[..2 * n], &mut e[..n], &mut o[..n]);
             }
             let (e, o) = eo.split_at(half);
             // 3. Columns: grid[q] = reduce over kx of (E or O)[q + kx / 2], q = oy * wh + ox.

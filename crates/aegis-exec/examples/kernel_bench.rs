@@ -241,6 +241,35 @@ fn main() -> KernelResult<()> {
     )?;
     pool_case("avg 2x2/2 128x56x56", PoolKind::Average, 128, 56, 2, 2, 0)?;
     pool_case("avg 2x2/2 512x14x14", PoolKind::Average, 512, 14, 2, 2, 0)?;
+    // Inception's 3x3/1 "same" pools; ShuffleNet's padded 3x3/2 average pools.
+    pool_case(
+        "avg 3x3/1 pad 1 576x14x14",
+        PoolKind::Average,
+        576,
+        14,
+        3,
+        1,
+        1,
+    )?;
+    pool_case(
+        "avg 3x3/1 pad 1 256x28x28",
+        PoolKind::Average,
+        256,
+        28,
+        3,
+        1,
+        1,
+    )?;
+    pool_case("max 3x3/1 pad 1 1024x7x7", PoolKind::Max, 1024, 7, 3, 1, 1)?;
+    pool_case(
+        "avg 3x3/2 pad 1 240x28x28",
+        PoolKind::Average,
+        240,
+        28,
+        3,
+        2,
+        1,
+    )?;
     gemm_case(512, 512, 512)?;
     gemm_case(1, 2048, 1000)?;
     Ok(())

@@ -133,7 +133,7 @@ mod matmul;
 mod norm;
 mod par;
 mod pool;
-mod pool_s2;
+mod pool_plane;
 mod reduce;
 mod resize;
 

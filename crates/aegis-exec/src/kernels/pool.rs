@@ -1,13 +1,13 @@
 //! Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) and LRN, NCHW (also
 //! 1-D and 3-D spatial). Threads split output planes (`N * C`); each output is a fixed-order
-//! reduction over its window, so results do not depend on `threads`. 2-D pools with stride 2
-//! on small planes (and average pools of full windows at any size) take `pool_s2`, which
-//! works a plane at a time; the rest reduce each output row's input rows, then its columns.
+//! reduction over its window, so results do not depend on `threads`. 2-D pools with stride 1
+//! (and stride 2, max pools on small planes only) take `pool_plane`, which works a plane at a
+//! time; the rest reduce each output row's input rows, then its columns.
 
 use super::conv_dw_same::Plane2;
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::par_chunks;
-use super::pool_s2::{PoolS2, PoolS2Planes};
+use super::pool_plane::{PlanePool, PlanePoolPlanes};
 
 /// MaxPool / AveragePool attributes with defaults filled in and `auto_pad` resolved (see
 /// [`super::auto_pad`]). One entry per spatial axis (1 to 3).
@@ -193,9 +193,10 @@ pub fn pool(
             dilations: [d3[1], d3[2]],
             pads_begin: [pb3[1], pb3[2]],
         };
-        if let Some(plan) = PoolS2::new(kind, plane) {
+        let pads_end = [pe3[1], pe3[2]];
+        if let Some(plan) = PlanePool::new(kind, plane, pads_end, &th, &tw, a.count_include_pad) {
             par_chunks(out, op, threads, min_planes, |first, piece| {
-                pulp::Arch::new().dispatch(PoolS2Planes {
+                pulp::Arch::new().dispatch(PlanePoolPlanes {
                     plan: &plan,
                     x,
                     first,

@@ -97,7 +97,7 @@ fn pa(
 #[case(&[1, 2, 5, 4], pa(&[5, 7], &[1, 1], &[1, 1], &[2, 3], &[2, 3], false, false))]
 #[case(&[1, 3, 2, 2], pa(&[2, 2], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false, false))]
 #[case(&[2, 3, 33], pa(&[3], &[2], &[2], &[2], &[1], true, false))]
-// The stride-2 plane path (pool_s2): SqueezeNet's 27x27 3x3/2, DenseNet's 2x2/2 on 14x14,
+// The stride-2 plane path (pool_plane): SqueezeNet's 27x27 3x3/2, DenseNet's 2x2/2 on 14x14,
 // ceil mode with padding, an even kernel, asymmetric pads, odd and even widths
 #[case(&[1, 4, 27, 27], pa(&[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false, false))]
 #[case(&[2, 3, 14, 14], pa(&[2, 2], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false, false))]
@@ -108,6 +108,17 @@ fn pa(
 #[case(&[1, 2, 1, 10], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], false, false))]
 #[case(&[1, 1, 3, 3], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true, false))]
 #[case(&[2, 2, 2, 2], pa(&[2, 2], &[2, 2], &[1, 1], &[0, 0], &[0, 0], true, false))]
+// Stride 1 on the plane path: Inception's 3x3/1 "same" pools (with and without
+// count_include_pad), a 5x5 window, asymmetric pads with an even kernel, rows wider than
+// a vector, a single row; and ShuffleNet's padded 3x3/2 average pools (odd and even sizes)
+#[case(&[1, 3, 14, 14], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, false))]
+#[case(&[2, 2, 7, 7], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, true))]
+#[case(&[1, 2, 9, 11], pa(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], false, false))]
+#[case(&[1, 2, 6, 7], pa(&[2, 2], &[1, 1], &[1, 1], &[0, 1], &[1, 0], false, true))]
+#[case(&[1, 2, 5, 40], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], true, false))]
+#[case(&[1, 2, 1, 9], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, false))]
+#[case(&[1, 3, 28, 28], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], false, false))]
+#[case(&[1, 3, 15, 15], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true, true))]
 fn pool_matches_naive(#[case] xs: &[usize], #[case] a: PoolAttrs) {
     let x = rand_vec(xs.iter().product(), 31);
     for kind in [PoolKind::Max, PoolKind::Average] {
@@ -122,8 +133,15 @@ fn pool_matches_naive(#[case] xs: &[usize], #[case] a: PoolAttrs) {
 
 #[test]
 fn max_pool_propagates_nan_and_is_thread_count_independent() {
-    // 3x3/2 with padding over 7 planes of 17x23: NaN at a corner, on a border and inside;
-    // every output whose window holds a NaN is NaN, the others match the naive pool.
+    // 3x3/2 and 3x3/1 (both plane paths) with padding over 7 planes of 17x23: NaN at a
+    // corner, on a border and inside; every output whose window holds a NaN is NaN, the
+    // others match the naive pool.
+    for stride in [2, 1] {
+        max_pool_nan_case(stride);
+    }
+}
+
+fn max_pool_nan_case(stride: usize) {
     let xs = [1, 7, 17, 23];
     let mut x = rand_vec(xs.iter().product(), 33);
     let plane = 17 * 23;
@@ -135,7 +153,15 @@ fn max_pool_propagates_nan_and_is_thread_count_independent() {
     ] {
         x[at] = f32::NAN;
     }
-    let a = pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], false, false);
+    let a = pa(
+        &[3, 3],
+        &[stride; 2],
+        &[1, 1],
+        &[1, 1],
+        &[1, 1],
+        false,
+        false,
+    );
     let clean: Vec<f32> = x
         .iter()
         .map(|v| if v.is_nan() { 0.0 } else { *v })

@@ -239,6 +239,8 @@ fn main() -> KernelResult<()> {
         2,
         1,
     )?;
+    pool_case("max 2x2/2 64x224x224", PoolKind::Max, 64, 224, 2, 2, 0)?;
+    pool_case("max 2x2/2 256x56x56", PoolKind::Max, 256, 56, 2, 2, 0)?;
     pool_case("avg 2x2/2 128x56x56", PoolKind::Average, 128, 56, 2, 2, 0)?;
     pool_case("avg 2x2/2 512x14x14", PoolKind::Average, 512, 14, 2, 2, 0)?;
     // Inception's 3x3/1 "same" pools; ShuffleNet's padded 3x3/2 average pools.

@@ -1,8 +1,8 @@
 //! Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) and LRN, NCHW (also
 //! 1-D and 3-D spatial). Threads split output planes (`N * C`); each output is a fixed-order
 //! reduction over its window, so results do not depend on `threads`. 2-D pools with stride 1
-//! (and stride 2, max pools on small planes only) take `pool_plane`, which works a plane at a
-//! time; the rest reduce each output row's input rows, then its columns.
+//! (and stride 2 on planes up to 64x64) take `pool_plane`, which works a plane at a time;
+//! the rest reduce each output row's input rows, then its columns.
 
 use super::conv_dw_same::Plane2;
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};

@@ -1,5 +1,5 @@
 //! 2-D pooling with stride 1 or 2 in both axes on small planes (Inception's 3x3/1 "same"
-//! pools, SqueezeNet's last 3x3/2 max pool, DenseNet's 2x2/2 transitions, ShuffleNet's
+//! pools, SqueezeNet's 3x3/2 max pools up to 55x55, DenseNet's 2x2/2 transitions, ShuffleNet's
 //! padded 3x3/2 average pools), a plane at a time with no per-row copies of short rows.
 //!
 //! Why: the general pooling loop spends its time on per-row work (a row copy, short runs with
@@ -33,12 +33,13 @@ const MAX_LANES: usize = 16;
 const IOTA: [f32; MAX_LANES] = [
     0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
 ];
-/// Largest input plane a stride-2 max pool takes this path for (`kernel_bench pool`, 1
-/// thread, ms, general -> this: 256x27x27 0.146 -> 0.098; 128x55x55 0.170 -> 0.180 and
-/// 64x111x111 0.26 -> 0.30, where the flat even/odd split costs more than the general loop's
-/// per-row work). Stride-2 average pools (2x2/2: 128x56x56 0.19 -> 0.12, 512x14x14 0.10 ->
-/// 0.055) and every stride-1 pool take it at any size.
-const MAX_PLANE_MAX_S2: usize = 32 * 32;
+/// Largest input plane a stride-2 pool takes this path for (1 thread, ms, general loop ->
+/// this, after the row pass moved to registers; `kernel_bench pool`: 128x55x55 3x3 0.17 ->
+/// 0.125, 256x56x56 2x2 0.21-0.33 -> 0.19, average 2x2 128x56x56 0.19 -> 0.12; SqueezeNet
+/// in `exec_bench --ops`: 128x55x55 0.18-0.23 -> 0.13-0.22, but 64x111x111 0.28-0.45 ->
+/// 0.34-0.44, and VGG's 2x2 on 64x224x224 in `kernel_bench` 0.81-0.94 -> 2.8).
+/// Every stride-1 pool takes it at any size.
+const MAX_PLANE_S2: usize = 64 * 64;
 
 /// Per output index along one axis, as `pool` computes them: the valid taps `[lo, hi)` and
 /// the count of taps inside the padded extent (the `count_include_pad` divisor's factor).
@@ -68,8 +69,8 @@ pub(super) struct PlanePool {
 
 impl PlanePool {
     /// `Some` for a 2-D pooling with equal strides 1 or 2 and dilations 1 whose every window
-    /// holds an input tap (pads below the kernel), except stride-2 max pools on input planes
-    /// above [`MAX_PLANE_MAX_S2`]. Padding and ceil-mode windows are the identity (-inf, or
+    /// holds an input tap (pads below the kernel), except stride-2 pools on input planes
+    /// above [`MAX_PLANE_S2`]. Padding and ceil-mode windows are the identity (-inf, or
     /// 0 for a sum); average divisors follow `th` / `tw` and `count_include_pad`.
     pub(super) fn new(
         kind: PoolKind,
@@ -96,7 +97,7 @@ impl PlanePool {
         {
             return None;
         }
-        if kind == PoolKind::Max && stride == 2 && h * w > MAX_PLANE_MAX_S2 {
+        if stride == 2 && h * w > MAX_PLANE_S2 {
             return None;
         }
         // Every window's rows and columns must include an input tap (ONNX's pads are below
@@ -372,8 +373,11 @@ mod tests {
         assert!(takes(Average, 14, 14, 3, 1, 1));
         assert!(takes(Max, 28, 28, 3, 1, 1));
         assert!(takes(Average, 112, 112, 3, 1, 1));
-        // Large stride-2 max pools keep the general loop (faster there).
-        assert!(!takes(Max, 55, 27, 3, 2, 0));
+        // Stride-2 pools up to 64x64; larger ones keep the general loop (faster there).
+        assert!(takes(Max, 55, 27, 3, 2, 0));
+        assert!(!takes(Max, 112, 56, 3, 2, 1));
+        assert!(!takes(Max, 224, 112, 2, 2, 0));
+        assert!(!takes(Average, 224, 112, 2, 2, 0));
         // Padding as wide as the kernel leaves windows without an input tap.
         assert!(!takes(Average, 5, 7, 3, 1, 3));
         // Other strides and dilations are not this path.

@@ -17,7 +17,8 @@
 //!   columns split by stride phase, then vectors of neighbouring outputs (four rows at a time)
 //!   accumulate every tap in registers, through `pulp`'s run-time dispatch to AVX-512/AVX2
 //!   (1-D and 2-D; 3-D keeps a direct loop);
-//! - **channel-vectorised** (one group, planes of 28x28 and smaller, 1x1 from 14x14, strided
+//! - **channel-vectorised** (one group, planes of 28x28 and smaller, 1x1 from 14x14 unless
+//!   the direct pointwise kernel below takes it, strided
 //!   convs with K >= 128 such as a 7x7/2 stem on any plane, channels filling >= 90 % of
 //!   blocks of 32; needs [`PreparedConv::prepare_input`], which packs the
 //!   filter once): vectors along output channels, so small planes lose no lanes, reading the
@@ -420,8 +421,11 @@ impl PreparedConv {
     /// Whether the channel-vectorised kernel suits this geometry: one group, 2-D (or 1-D), a
     /// plane small enough that vectors of positions waste lanes or the GEMM's per-call
     /// packing dominates, and channels filling at least 90 % of their blocks of `CO_BLOCK`
-    /// (the last block's missing channels are computed as zeros and dropped).
-    /// Shape-determined.
+    /// (the last block's missing channels are computed as zeros and dropped). A 1x1 conv
+    /// that [`PointwiseRows`] takes stays there: in MobileNetV2, per-node medians (ms, 1
+    /// thread, this kernel -> that one) 64->384 on 14x14 0.155 -> 0.11, 96->576 on 14x14
+    /// 0.296 -> 0.248, while the 1x1 convs the GEMM would take instead were as fast or faster
+    /// here (160->960 on 7x7 0.245 vs 0.26-0.27). Shape-determined.
     fn co_eligible(&self, geo: &Geo) -> bool {
         let two_d = geo.k[0] == 1 && geo.input[0] == 1 && geo.out[0] == 1;
         let kdim = self.c_in_g * geo.kprod();
@@ -438,6 +442,7 @@ impl PreparedConv {
                 }
                 || (geo.s[1] > 1 && geo.kprod() > 1 && kdim >= CO_STRIDED_MIN_K))
             && self.direct(geo).is_none()
+            && !self.direct_pointwise(geo)
     }
 
     /// The 2-D padded input the direct kernels read.

@@ -255,6 +255,21 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
         .unwrap()
         .uses_co(&[1, 2, 14, 14])
         .unwrap());
+    // 1x1 on 14x14: a short reduction and small filter (MobileNetV2's 96->576) stay on the
+    // direct pointwise kernel; a long reduction (DenseNet's 512->128) takes this one.
+    let pw = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
+    let w = vec![0.0; 576 * 96];
+    let pc = PreparedConv::new(&w, &[576, 96, 1, 1], None, pw.clone()).unwrap();
+    let pc = pc.prepare_input(&[1, 96, 14, 14]).unwrap();
+    assert!(!pc.uses_co(&[1, 96, 14, 14]).unwrap());
+    assert_eq!(pc.packed_len(), 0);
+    let w = vec![0.0; 128 * 512];
+    let pc = PreparedConv::new(&w, &[128, 512, 1, 1], None, pw).unwrap();
+    assert!(pc
+        .prepare_input(&[1, 512, 14, 14])
+        .unwrap()
+        .uses_co(&[1, 512, 14, 14])
+        .unwrap());
 }
 
 /// A 3x3 pad-1 conv with bias and a fused `act` (reference `f`), prepared for `xs`, checked

@@ -119,6 +119,12 @@ fn pa(
 #[case(&[1, 2, 1, 9], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, false))]
 #[case(&[1, 3, 28, 28], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], false, false))]
 #[case(&[1, 3, 15, 15], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true, true))]
+// Stride 2 on planes above 64x64 (the general loop): VGG's 2x2, asymmetric
+// pads in ceil mode, a 4-wide window reaching into the end padding, 1-D with padding
+#[case(&[1, 2, 80, 80], pa(&[2, 2], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false, false))]
+#[case(&[1, 2, 67, 71], pa(&[3, 3], &[2, 2], &[1, 1], &[0, 1], &[1, 2], true, false))]
+#[case(&[1, 2, 66, 70], pa(&[4, 4], &[2, 2], &[1, 1], &[2, 2], &[2, 2], false, true))]
+#[case(&[2, 2, 31], pa(&[3], &[2], &[1], &[1], &[1], true, false))]
 fn pool_matches_naive(#[case] xs: &[usize], #[case] a: PoolAttrs) {
     let x = rand_vec(xs.iter().product(), 31);
     for kind in [PoolKind::Max, PoolKind::Average] {

@@ -344,19 +344,16 @@ mod tests {
         }
     }
 
-    /// Whether a square pooling with `pad` on every side takes this path (the taps tables
-    /// as `pool` builds them for a window that always holds an input tap).
-    fn takes(kind: PoolKind, hw: usize, out: usize, k: usize, s: usize, pad: usize) -> bool {
+    /// Whether a pooling of geometry `g` with `out` outputs per axis takes this path (the
+    /// taps tables as `pool` builds them for windows that always hold an input tap).
+    fn takes_geo(kind: PoolKind, g: Plane2, pads_end: usize, out: usize) -> bool {
         let taps = vec![(0, 1, 1); out];
-        PlanePool::new(
-            kind,
-            geo([hw; 2], [out; 2], k, s, 1, pad),
-            [pad; 2],
-            &taps,
-            &taps,
-            false,
-        )
-        .is_some()
+        PlanePool::new(kind, g, [pads_end; 2], &taps, &taps, false).is_some()
+    }
+
+    /// The same for a square pooling with `pad` on every side.
+    fn takes(kind: PoolKind, hw: usize, out: usize, k: usize, s: usize, pad: usize) -> bool {
+        takes_geo(kind, geo([hw; 2], [out; 2], k, s, 1, pad), pad, out)
     }
 
     /// The shapes `tests_pool_norm`'s naive comparisons run through this path, and the ones
@@ -381,25 +378,7 @@ mod tests {
         // Padding as wide as the kernel leaves windows without an input tap.
         assert!(!takes(Average, 5, 7, 3, 1, 3));
         // Other strides and dilations are not this path.
-        let taps = vec![(0, 1, 1); 7];
-        assert!(PlanePool::new(
-            Max,
-            geo([9, 9], [7, 7], 3, 3, 1, 0),
-            [0; 2],
-            &taps,
-            &taps,
-            false
-        )
-        .is_none());
-        let taps = vec![(0, 1, 1); 3];
-        assert!(PlanePool::new(
-            Max,
-            geo([9, 9], [3, 3], 3, 2, 2, 0),
-            [0; 2],
-            &taps,
-            &taps,
-            false
-        )
-        .is_none());
+        assert!(!takes_geo(Max, geo([9, 9], [7, 7], 3, 3, 1, 0), 0, 7));
+        assert!(!takes_geo(Max, geo([9, 9], [3, 3], 3, 2, 2, 0), 0, 3));
     }
 }

@@ -232,44 +232,35 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
     assert!(!pc.uses_co(&[1, 8, 56, 56]).unwrap());
     // 48 channels fill 75 % of two blocks of 32; K = 2 * 9 is too short to repay the
     // transpose.
-    let w48 = vec![0.0; 48 * 4 * 9];
-    let pc = PreparedConv::new(&w48, &[48, 4, 3, 3], None, a3.clone()).unwrap();
-    assert!(!pc
-        .prepare_input(&[1, 4, 14, 14])
-        .unwrap()
-        .uses_co(&[1, 4, 14, 14])
-        .unwrap());
+    assert!(!co_once_prepared([48, 4, 3, 3], a3.clone(), [1, 4, 14, 14]));
     // A strided conv with a long reduction takes it on any plane (a stem).
     let stem = attrs(&[7, 7], &[2, 2], &[1, 1], &[3, 3], &[3, 3], 1);
-    let w7 = vec![0.0; 64 * 3 * 49];
-    let pc = PreparedConv::new(&w7, &[64, 3, 7, 7], None, stem).unwrap();
-    assert!(pc
-        .prepare_input(&[1, 3, 96, 96])
-        .unwrap()
-        .uses_co(&[1, 3, 96, 96])
-        .unwrap());
-    let w2 = vec![0.0; 64 * 2 * 9];
-    let pc = PreparedConv::new(&w2, &[64, 2, 3, 3], None, a3).unwrap();
-    assert!(!pc
-        .prepare_input(&[1, 2, 14, 14])
-        .unwrap()
-        .uses_co(&[1, 2, 14, 14])
-        .unwrap());
+    assert!(co_once_prepared([64, 3, 7, 7], stem, [1, 3, 96, 96]));
+    assert!(!co_once_prepared([64, 2, 3, 3], a3, [1, 2, 14, 14]));
     // 1x1 on 14x14: a short reduction and small filter (MobileNetV2's 96->576) stay on the
-    // direct pointwise kernel; a long reduction (DenseNet's 512->128) takes this one.
+    // direct pointwise kernel (and pack nothing); a long reduction (DenseNet's 512->128)
+    // takes this one.
     let pw = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
-    let w = vec![0.0; 576 * 96];
-    let pc = PreparedConv::new(&w, &[576, 96, 1, 1], None, pw.clone()).unwrap();
-    let pc = pc.prepare_input(&[1, 96, 14, 14]).unwrap();
-    assert!(!pc.uses_co(&[1, 96, 14, 14]).unwrap());
-    assert_eq!(pc.packed_len(), 0);
-    let w = vec![0.0; 128 * 512];
-    let pc = PreparedConv::new(&w, &[128, 512, 1, 1], None, pw).unwrap();
-    assert!(pc
-        .prepare_input(&[1, 512, 14, 14])
+    assert!(!co_once_prepared(
+        [576, 96, 1, 1],
+        pw.clone(),
+        [1, 96, 14, 14]
+    ));
+    let pc = PreparedConv::new(&vec![0.0; 576 * 96], &[576, 96, 1, 1], None, pw.clone()).unwrap();
+    assert_eq!(pc.prepare_input(&[1, 96, 14, 14]).unwrap().packed_len(), 0);
+    assert!(co_once_prepared([128, 512, 1, 1], pw, [1, 512, 14, 14]));
+}
+
+/// Whether a conv of filter shape `ws` (zero weights) takes the channel-vectorised kernel on
+/// input `xs` once prepared for it.
+fn co_once_prepared(ws: [usize; 4], a: ConvAttrs, xs: [usize; 4]) -> bool {
+    let w = vec![0.0; ws.iter().product()];
+    PreparedConv::new(&w, &ws, None, a)
         .unwrap()
-        .uses_co(&[1, 512, 14, 14])
-        .unwrap());
+        .prepare_input(&xs)
+        .unwrap()
+        .uses_co(&xs)
+        .unwrap()
 }
 
 /// A 3x3 pad-1 conv with bias and a fused `act` (reference `f`), prepared for `xs`, checked

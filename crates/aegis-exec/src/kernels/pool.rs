@@ -410,9 +410,23 @@ impl Plane2d {
                 let ih = oh * self.s[0] + kh * self.d[0] - self.pb[0];
                 &plane[ih * iw_n..(ih + 1) * iw_n]
             };
-            vrow.copy_from_slice(row_of(hlo));
-            for kh in hlo + 1..hhi {
-                combine_run(vrow, row_of(kh), 0, 1, f);
+            // Three rows (3x3 windows) in one pass with the rows combined in registers: a copy
+            // and then a read-modify-write per row reload what was just stored (3x3/2 on
+            // 64x112x112: 0.33 -> 0.22 ms; the same for two rows measured slower, 2x2/2 on
+            // 64x224x224 0.9 -> 1.2-1.8).
+            match hhi - hlo {
+                3 => {
+                    let (r0, r1, r2) = (row_of(hlo), row_of(hlo + 1), row_of(hlo + 2));
+                    for (((v, &a), &b), &c) in vrow.iter_mut().zip(r0).zip(r1).zip(r2) {
+                        *v = f(f(a, b), c);
+                    }
+                }
+                _ => {
+                    vrow.copy_from_slice(row_of(hlo));
+                    for kh in hlo + 1..hhi {
+                        combine_run(vrow, row_of(kh), 0, 1, f);
+                    }
+                }
             }
             for &(lo, hi, first) in runs {
                 combine_run(&mut orow[lo..hi], vrow, first, sw, f);

@@ -119,12 +119,15 @@ fn pa(
 #[case(&[1, 2, 1, 9], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, false))]
 #[case(&[1, 3, 28, 28], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], false, false))]
 #[case(&[1, 3, 15, 15], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true, true))]
-// Stride 2 on planes above 64x64 (the general loop): VGG's 2x2, asymmetric
-// pads in ceil mode, a 4-wide window reaching into the end padding, 1-D with padding
+// Stride 2 on planes above 64x64 (the general loop, 3-wide windows fused): VGG's 2x2,
+// asymmetric pads in ceil mode, a 4-wide window reaching into the end padding, 1-D with
+// padding, count_include_pad in ceil mode, 1-D windows mostly in the padding
 #[case(&[1, 2, 80, 80], pa(&[2, 2], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false, false))]
 #[case(&[1, 2, 67, 71], pa(&[3, 3], &[2, 2], &[1, 1], &[0, 1], &[1, 2], true, false))]
 #[case(&[1, 2, 66, 70], pa(&[4, 4], &[2, 2], &[1, 1], &[2, 2], &[2, 2], false, true))]
 #[case(&[2, 2, 31], pa(&[3], &[2], &[1], &[1], &[1], true, false))]
+#[case(&[1, 2, 65, 66], pa(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true, true))]
+#[case(&[1, 2, 5], pa(&[3], &[2], &[1], &[2], &[2], false, true))]
 fn pool_matches_naive(#[case] xs: &[usize], #[case] a: PoolAttrs) {
     let x = rand_vec(xs.iter().product(), 31);
     for kind in [PoolKind::Max, PoolKind::Average] {

@@ -37,7 +37,8 @@ const IOTA: [f32; MAX_LANES] = [
 /// this, after the row pass moved to registers; `kernel_bench pool`: 128x55x55 3x3 0.17 ->
 /// 0.125, 256x56x56 2x2 0.21-0.33 -> 0.19, average 2x2 128x56x56 0.19 -> 0.12; SqueezeNet
 /// in `exec_bench --ops`: 128x55x55 0.18-0.23 -> 0.13-0.22, but 64x111x111 0.28-0.45 ->
-/// 0.34-0.44, and VGG's 2x2 on 64x224x224 in `kernel_bench` 0.81-0.94 -> 2.8).
+/// 0.34-0.44, and VGG's 2x2 on 64x224x224 in `kernel_bench` 0.81-0.94 -> 2.8; the general
+/// loop has since become faster still at 111x111: 0.17-0.24 ms).
 /// Every stride-1 pool takes it at any size.
 const MAX_PLANE_S2: usize = 64 * 64;
 

@@ -422,7 +422,6 @@ impl Plane2d {
         // tap then changes nothing (max with -inf; +0 added to a sum that starts at +0), so
         // every output is the arithmetic the runs below give it.
         let pl = if fused3 { self.pb[1] } else { 0 };
-        let vrow = &mut vrow[..self.row_len()];
         vrow[..pl].fill(init);
         vrow[pl + iw_n..].fill(init);
         for (oh, (orow, &(hlo, hhi, _))) in oplane.chunks_mut(ow_n).zip(th).enumerate() {

@@ -200,6 +200,9 @@ impl PlanePoolPlanes<'_> {
         let gw = p.gw();
         let n = p.ho * gw;
         let init = simd.splat_f32s(C::INIT);
+        // A row's last vector and the lanes of it that hold input columns.
+        let last = (p.w - 1) / lanes * lanes;
+        let keep = simd.less_than_f32s(load::<S>(&IOTA), simd.splat_f32s((p.w - last) as f32));
         for (i, oplane) in self.out.chunks_mut(op).enumerate() {
             // 1. Rows: V[oy][pl + c] = reduce over the window's valid rows of x[row][c], a
             // vector of columns at a time with the rows reduced in registers (a store and
@@ -218,8 +221,6 @@ impl PlanePoolPlanes<'_> {
                     load::<S>(&t)
                 }
             };
-            let last = (p.w - 1) / lanes * lanes;
-            let keep = simd.less_than_f32s(load::<S>(&IOTA), simd.splat_f32s((p.w - last) as f32));
             for oy in 0..p.ho {
                 let vrow = &mut v[oy * p.vw + p.pl..];
                 let top = (p.stride * oy) as isize - p.pt as isize;

@@ -134,6 +134,8 @@ mod norm;
 mod par;
 mod pool;
 mod pool_plane;
+#[cfg(target_arch = "x86_64")]
+mod pool_s2;
 mod reduce;
 mod resize;
 

@@ -1,13 +1,18 @@
 //! Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) and LRN, NCHW (also
 //! 1-D and 3-D spatial). Threads split output planes (`N * C`); each output is a fixed-order
-//! reduction over its window, so results do not depend on `threads`. 2-D pools with stride 1
-//! (and stride 2 on planes up to 64x64) take `pool_plane`, which works a plane at a time;
-//! the rest reduce each output row's input rows, then its columns.
+//! reduction over its window, so results do not depend on `threads`. On CPUs with AVX-512,
+//! 2-D pools with stride 2 and 2- or 3-wide windows take `pool_s2` (each output row straight
+//! from the input rows, even and odd columns by permutes); 2-D pools with stride 1 (and, on
+//! other CPUs, stride 2 on planes up to 64x64) take `pool_plane`, which works a plane at a
+//! time; the rest reduce each output row's input rows, then its columns. All three give the
+//! same bits.
 
 use super::conv_dw_same::Plane2;
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::par_chunks;
 use super::pool_plane::{PlanePool, PlanePoolPlanes};
+#[cfg(target_arch = "x86_64")]
+use super::pool_s2::{PoolS2, PoolS2Planes};
 
 /// MaxPool / AveragePool attributes with defaults filled in and `auto_pad` resolved (see
 /// [`super::auto_pad`]). One entry per spatial axis (1 to 3).
@@ -133,6 +138,19 @@ pub fn pool(
     out: &mut [f32],
     threads: usize,
 ) -> KernelResult<()> {
+    pool_paths(kind, x, x_shape, a, out, threads, true)
+}
+
+/// [`pool`], with the AVX-512 stride-2 path allowed or not (tests compare the paths).
+pub(super) fn pool_paths(
+    kind: PoolKind,
+    x: &[f32],
+    x_shape: &[usize],
+    a: &PoolAttrs,
+    out: &mut [f32],
+    threads: usize,
+    avx512_s2: bool,
+) -> KernelResult<()> {
     const OP: &str = "Pool";
     if x_shape.len() < 3 {
         return Err(KernelError::ShapeMismatch {
@@ -194,6 +212,24 @@ pub fn pool(
             pads_begin: [pb3[1], pb3[2]],
         };
         let pads_end = [pe3[1], pe3[2]];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(plan) = avx512_s2
+            .then(|| PoolS2::new(kind, plane, pads_end, &th, &tw, a.count_include_pad))
+            .flatten()
+        {
+            par_chunks(out, op, threads, min_planes, |first, piece| {
+                PoolS2Planes {
+                    plan: &plan,
+                    x,
+                    first,
+                    out: piece,
+                }
+                .run();
+            });
+            return Ok(());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = avx512_s2;
         if let Some(plan) = PlanePool::new(kind, plane, pads_end, &th, &tw, a.count_include_pad) {
             par_chunks(out, op, threads, min_planes, |first, piece| {
                 pulp::Arch::new().dispatch(PlanePoolPlanes {

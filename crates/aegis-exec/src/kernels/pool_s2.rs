@@ -1,0 +1,317 @@
+//! 2-D pooling with stride 2 and 2- or 3-wide windows under AVX-512 (SqueezeNet's 3x3/2 max
+//! pools, the 3x3/2 stem pools of ResNet, DenseNet, ShuffleNet and the Inceptions, 2x2/2
+//! transitions), one output row at a time straight from the input: no row buffer, no
+//! even/odd split, no grid.
+//!
+//! Why: the plane path and the general loop store a reduced row, split or gather it, and
+//! reload it, about 1 us per 55x55 plane on this machine kind (128x55x55: 0.125 ms; onnxruntime
+//! 0.035 inside SqueezeNet). Here, for 16 outputs starting at `ox0`, the window rows are
+//! reduced in registers into `A` (input columns `2 * ox0 - pl ..`, 16 of them) and `B` (the
+//! next 16); two-source permutes give the even and odd columns (`A`, `B` -> input columns
+//! `2 * ox + 0` and `2 * ox + 1` of the window), and for 3-wide windows `valignd` shifts the
+//! even vector by one lane, pulling in the first column of the next pair `C` (which is the
+//! next 16 outputs' `A`, so each input vector is loaded once per row).
+//!
+//! Columns outside the input hold the reduction's identity (lanes masked after the row
+//! reduction; the left padding shifted in), so every output reduces its valid rows in `kh`
+//! order, then its columns in `kw` order from the identity, as the general loop does:
+//! results are bit-identical to it (a padded column adds the identity, which changes
+//! nothing; a sum that starts at +0 is never -0).
+
+use pulp::x86::V4;
+use pulp::Simd;
+
+use super::conv_dw_same::Plane2;
+use super::lanes::{load, store};
+use super::pool::PoolKind;
+use super::pool_plane::{AxisTaps, Combine, MaxNan, Sum};
+
+use core::arch::x86_64::{__m512, __m512i, _CMP_ORD_Q};
+
+/// Lanes of one AVX-512 vector.
+const L: usize = 16;
+/// Permute indices: lane `i` takes element `2i` (`EVEN`) or `2i + 1` (`ODD`) of `A:B`.
+const EVEN: [i32; L] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+const ODD: [i32; L] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
+
+/// One eligible pooling's geometry, with the AVX-512 token it runs under.
+#[derive(Debug, Clone)]
+pub(super) struct PoolS2 {
+    simd: V4,
+    kind: PoolKind,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    kw: usize,
+    pl: usize,
+    /// Per output row: its windows' valid input rows `[r0, r1)`.
+    rows: Vec<(usize, usize)>,
+    /// Average pools: each output's divisor, rows `wo` rounded up to whole vectors (1 in the
+    /// slack).
+    div: Vec<f32>,
+}
+
+impl PoolS2 {
+    /// `Some` on a CPU with AVX-512 for a 2-D pooling with strides 2, dilations 1, 2 or 3
+    /// kernel columns, and every window holding an input tap (pads below the kernel).
+    /// Average divisors follow `th` / `tw` and `count_include_pad`, as in the general loop.
+    pub(super) fn new(
+        kind: PoolKind,
+        g: Plane2,
+        pads_end: [usize; 2],
+        th: &AxisTaps,
+        tw: &AxisTaps,
+        count_include_pad: bool,
+    ) -> Option<Self> {
+        let Plane2 {
+            input: [h, w],
+            out: [ho, wo],
+            kernel: [kh, kw],
+            strides,
+            dilations,
+            pads_begin: [pt, pl],
+        } = g;
+        if strides != [2, 2]
+            || dilations != [1, 1]
+            || !(kw == 2 || kw == 3)
+            || h * w == 0
+            || ho * wo == 0
+            || pt >= kh
+            || pl >= kw
+            || pads_end[0] >= kh
+            || pads_end[1] >= kw
+            || th.len() != ho
+            || tw.len() != wo
+            || th.iter().chain(tw).any(|t| t.1 <= t.0)
+        {
+            return None;
+        }
+        let simd = V4::try_new()?;
+        let rows = th
+            .iter()
+            .enumerate()
+            .map(|(oy, &(lo, hi, _))| {
+                let top = 2 * oy + lo - pt;
+                (top, top + hi - lo)
+            })
+            .collect();
+        let wv = wo.next_multiple_of(L);
+        let div = if kind == PoolKind::Average {
+            let mut div = vec![1.0; ho * wv];
+            for (row, &(hlo, hhi, hpad)) in div.chunks_exact_mut(wv).zip(th) {
+                for (d, &(wlo, whi, wpad)) in row.iter_mut().zip(tw) {
+                    *d = if count_include_pad {
+                        hpad * wpad
+                    } else {
+                        (hhi - hlo) * (whi - wlo)
+                    } as f32;
+                }
+            }
+            div
+        } else {
+            Vec::new()
+        };
+        Some(Self {
+            simd,
+            kind,
+            h,
+            w,
+            ho,
+            wo,
+            kw,
+            pl,
+            rows,
+            div,
+        })
+    }
+}
+
+impl PoolS2 {
+    /// Input columns `[c, c + 16)` of the plane at `base`, reduced over rows `[r0, r1)`,
+    /// columns outside the input holding the identity. A vector reads on into the next row
+    /// (its lanes past the row are masked); the tensor's last row is copied out.
+    #[inline(always)]
+    fn vred<C: Reduce4>(
+        &self,
+        x: &[f32],
+        base: usize,
+        r0: usize,
+        r1: usize,
+        c: isize,
+    ) -> pulp::f32x16 {
+        let (simd, f) = (self.simd, self.simd.avx512f);
+        let init = simd.splat_f32s(C::INIT);
+        if c >= self.w as isize {
+            return init;
+        }
+        let c0 = c.max(0) as usize;
+        let first = base + r0 * self.w + c0;
+        let mut acc;
+        if base + (r1 - 1) * self.w + c0 + L <= x.len() {
+            acc = load::<V4>(&x[first..]);
+            for r in r0 + 1..r1 {
+                acc = C::comb(simd, acc, load::<V4>(&x[base + r * self.w + c0..]));
+            }
+        } else {
+            // The tensor's last row is copied out (kept off the loop above, whose
+            // accumulator would otherwise be spilled around the copy).
+            acc = load::<V4>(&tail::<C>(x, first));
+            for r in r0 + 1..r1 {
+                let v = load::<V4>(&tail::<C>(x, base + r * self.w + c0));
+                acc = C::comb(simd, acc, v);
+            }
+        }
+        let valid = self.w - c0;
+        if valid < L {
+            let keep = ((1u32 << valid) - 1) as u16;
+            acc = f32s(f._mm512_mask_blend_ps(keep, m512(init), m512(acc)));
+        }
+        // Left padding (`c < 0` only for the first vector): shift the columns right, the
+        // identity coming in.
+        let (a, z) = (
+            f._mm512_castps_si512(m512(acc)),
+            f._mm512_castps_si512(m512(init)),
+        );
+        match c {
+            -1 => f32s(f._mm512_castsi512_ps(f._mm512_alignr_epi32::<15>(a, z))),
+            -2 => f32s(f._mm512_castsi512_ps(f._mm512_alignr_epi32::<14>(a, z))),
+            _ => acc,
+        }
+    }
+}
+
+/// [`Combine`]'s step for AVX-512, the same result per lane.
+trait Reduce4: Combine {
+    fn comb(simd: V4, acc: pulp::f32x16, v: pulp::f32x16) -> pulp::f32x16;
+}
+
+impl Reduce4 for MaxNan {
+    /// `vmaxps(v, acc)` is `v > acc ? v : acc`, `acc` on ties and when either is NaN; only
+    /// a NaN `v` needs the blend (`v` replaces `acc` when larger or NaN). One op fewer on
+    /// the dependency chain than two compares and blends.
+    #[inline(always)]
+    fn comb(simd: V4, acc: pulp::f32x16, v: pulp::f32x16) -> pulp::f32x16 {
+        let f = simd.avx512f;
+        let m = f._mm512_max_ps(m512(v), m512(acc));
+        let number = f._mm512_cmp_ps_mask::<_CMP_ORD_Q>(m512(v), m512(v));
+        f32s(f._mm512_mask_blend_ps(number, m512(v), m))
+    }
+}
+
+impl Reduce4 for Sum {
+    #[inline(always)]
+    fn comb(simd: V4, acc: pulp::f32x16, v: pulp::f32x16) -> pulp::f32x16 {
+        simd.add_f32s(acc, v)
+    }
+}
+
+/// `x[at..]`'s first 16 elements, the identity past the tensor's end.
+#[cold]
+fn tail<C: Reduce4>(x: &[f32], at: usize) -> [f32; L] {
+    let src = &x[at..];
+    let mut t = [C::INIT; L];
+    let n = src.len().min(L);
+    t[..n].copy_from_slice(&src[..n]);
+    t
+}
+
+#[inline(always)]
+fn m512(v: pulp::f32x16) -> __m512 {
+    bytemuck::cast(v)
+}
+
+#[inline(always)]
+fn f32s(v: __m512) -> pulp::f32x16 {
+    bytemuck::cast(v)
+}
+
+/// One worker's planes (`first..`, whole output planes in `out`).
+pub(super) struct PoolS2Planes<'a> {
+    pub plan: &'a PoolS2,
+    pub x: &'a [f32],
+    pub first: usize,
+    pub out: &'a mut [f32],
+}
+
+impl PoolS2Planes<'_> {
+    /// Runs under the plan's AVX-512 token (so the loops are compiled for it).
+    pub(super) fn run(self) {
+        let simd = self.plan.simd;
+        pulp::Simd::vectorize(simd, self);
+    }
+}
+
+impl pulp::WithSimd for PoolS2Planes<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        match self.plan.kind {
+            PoolKind::Max => self.planes::<MaxNan>(),
+            PoolKind::Average => self.planes::<Sum>(),
+        }
+    }
+}
+
+impl PoolS2Planes<'_> {
+    #[inline(always)]
+    fn planes<C: Reduce4>(self) {
+        let p = self.plan;
+        let simd = p.simd;
+        let f = simd.avx512f;
+        let (ip, op) = (p.h * p.w, p.ho * p.wo);
+        let init = simd.splat_f32s(C::INIT);
+        let even_idx: __m512i = bytemuck::cast(EVEN);
+        let odd_idx: __m512i = bytemuck::cast(ODD);
+        let wv = p.wo.next_multiple_of(L);
+        for (i, oplane) in self.out.chunks_mut(op).enumerate() {
+            let base = (self.first + i) * ip;
+            for (oy, &(r0, r1)) in p.rows.iter().enumerate() {
+                let orow = oy * p.wo;
+                let vred = |c: isize| p.vred::<C>(self.x, base, r0, r1, c);
+                let mut a = vred(-(p.pl as isize));
+                let mut ox0 = 0;
+                while ox0 < p.wo {
+                    let s = (2 * ox0) as isize - p.pl as isize;
+                    let b = vred(s + L as isize);
+                    let (am, bm) = (m512(a), m512(b));
+                    let even = f._mm512_permutex2var_ps(am, even_idx, bm);
+                    let odd = f._mm512_permutex2var_ps(am, odd_idx, bm);
+                    let more = ox0 + L < p.wo;
+                    // The next pair's first vector: the third column of the last window
+                    // here, and the next 16 outputs' `A`.
+                    let c = if p.kw == 3 || more {
+                        vred(s + 2 * L as isize)
+                    } else {
+                        init
+                    };
+                    let mut acc = C::comb(simd, C::comb(simd, init, f32s(even)), f32s(odd));
+                    if p.kw == 3 {
+                        let shifted = f._mm512_alignr_epi32::<1>(
+                            f._mm512_castps_si512(m512(c)),
+                            f._mm512_castps_si512(even),
+                        );
+                        acc = C::comb(simd, acc, f32s(f._mm512_castsi512_ps(shifted)));
+                    }
+                    if C::AVERAGE {
+                        acc = simd.div_f32s(acc, load::<V4>(&p.div[oy * wv + ox0..]));
+                    }
+                    // Whole vectors where they stay inside the plane (a spill past the row
+                    // lands on outputs the next row writes); the plane's tail through a copy.
+                    let o = orow + ox0;
+                    if o + L <= op {
+                        store::<V4>(&mut oplane[o..], acc);
+                    } else {
+                        let n = (p.wo - ox0).min(L);
+                        let mut t = [0.0f32; L];
+                        store::<V4>(&mut t, acc);
+                        oplane[o..o + n].copy_from_slice(&t[..n]);
+                    }
+                    a = c;
+                    ox0 += L;
+                }
+            }
+        }
+    }
+}

@@ -125,8 +125,9 @@ fn pool_case(
     Ok(())
 }
 
-fn gemm_case(m: usize, k: usize, n: usize) -> KernelResult<()> {
-    if !selected(&format!("gemm {m}x{k}x{n}")) {
+fn gemm_case(m: usize, k: usize, n: usize, trans_b: bool) -> KernelResult<()> {
+    let tb = if trans_b { " transB" } else { "" };
+    if !selected(&format!("gemm {m}x{k}x{n}{tb}")) {
         return Ok(());
     }
     let a = data(m * k);
@@ -139,16 +140,18 @@ fn gemm_case(m: usize, k: usize, n: usize) -> KernelResult<()> {
                 &a,
                 &[m, k],
                 &b,
-                &[k, n],
+                &if trans_b { [n, k] } else { [k, n] },
                 None,
-                &GemmAttrs::default(),
+                &GemmAttrs {
+                    trans_b,
+                    ..GemmAttrs::default()
+                },
                 &mut out,
                 threads,
             )
         })?;
         println!(
-            "gemm {m}x{k} * {k}x{n}{:<14} threads {threads}: {:>8.3} ms  {:>7.1} GFLOP/s",
-            "",
+            "gemm {m}x{k} * {k}x{n}{tb:<14} threads {threads}: {:>8.3} ms  {:>7.1} GFLOP/s",
             t.as_secs_f64() * 1e3,
             flops / t.as_secs_f64() / 1e9
         );
@@ -276,7 +279,13 @@ fn main() -> KernelResult<()> {
         2,
         1,
     )?;
-    gemm_case(512, 512, 512)?;
-    gemm_case(1, 2048, 1000)?;
+    gemm_case(512, 512, 512, false)?;
+    gemm_case(1, 2048, 1000, false)?;
+    // Fully connected layers (Gemm with transB, one row): ResNet's head, VGG's and AlexNet's
+    // 4096-wide layers (VGG's first streams a 411 MB filter).
+    gemm_case(1, 2048, 1000, true)?;
+    gemm_case(1, 4096, 4096, true)?;
+    gemm_case(1, 9216, 4096, true)?;
+    gemm_case(1, 25088, 4096, true)?;
     Ok(())
 }

@@ -1,8 +1,12 @@
 //! ONNX `Gemm` and `MatMul` (numpy matmul semantics) over the host GEMM.
 //!
+//! A single row against `B` stored `[N, K]` (a fully connected layer: Gemm with transB) is a
+//! row of dot products over contiguous runs, computed here ([`DotRows`]); everything else is
+//! the host GEMM.
+//!
 //! Determinism: the output is cut into fixed row tiles (or column tiles when there is a
-//! single row) chosen from the shapes alone; each tile is one single-threaded GEMM call and
-//! threads only pick which tiles they run.
+//! single row) chosen from the shapes alone; each tile is one single-threaded GEMM call (or
+//! dot-product pass) and threads only pick which tiles they run.
 
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
@@ -52,6 +56,25 @@ pub(crate) fn gemm_tiled(
         return Ok(());
     }
     let t = tile(m, n, k);
+    if m == 1 && b.rs == 1 && b.cs == k && k > 0 && a.cs == 1 {
+        // One row against `B` stored `[N, K]` (a Gemm with transB, a fully connected layer):
+        // each output is a dot product of two contiguous runs, so `B` streams once, in order.
+        par_chunks_scratch(out, t, threads, &mut [0u8; 0], 0, |first, piece, _| {
+            for (i, cols) in piece.chunks_mut(t).enumerate() {
+                let c0 = (first + i) * t;
+                pulp::Arch::new().dispatch(DotRows {
+                    a: &a.data[..k],
+                    b: &b.data[c0 * k..(c0 + cols.len()) * k],
+                    k,
+                    out: cols,
+                    alpha,
+                    accumulate,
+                });
+            }
+            Ok::<(), KernelError>(())
+        })?;
+        return Ok(());
+    }
     let dst_scale = accumulate.then_some(1.0);
     let call = |dst: HostMatMut<'_>, lhs: HostMat<'_>, rhs: HostMat<'_>| {
         host_sgemm(dst, lhs, rhs, dst_scale, alpha)
@@ -119,6 +142,83 @@ pub(crate) fn gemm_tiled(
             }
             Ok(())
         })
+    }
+}
+
+/// `out[j] = alpha * dot(a, b[j * k..(j + 1) * k]) (+ out[j] if accumulate)`, four rows of
+/// `b` at a time, two vectors of each in flight (the rows stream from memory; a large fully
+/// connected layer is bound by that stream). Every output's sum is the same fixed order of
+/// lane-wise FMAs and one horizontal reduction, whichever tile or thread computes it.
+struct DotRows<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+    k: usize,
+    out: &'a mut [f32],
+    alpha: f32,
+    accumulate: bool,
+}
+
+impl pulp::WithSimd for DotRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let (k, lanes) = (self.k, S::F32_LANES);
+        let step = 2 * lanes;
+        let body = k / step * step;
+        let load = |c: &[f32]| -> S::f32s {
+            bytemuck::pod_read_unaligned(bytemuck::cast_slice(&c[..lanes]))
+        };
+        let zero = simd.splat_f32s(0.0);
+        let finish = |acc: [S::f32s; 2], row: &[f32]| -> f32 {
+            let mut d = simd.reduce_sum_f32s(simd.add_f32s(acc[0], acc[1]));
+            for (x, w) in self.a[body..].iter().zip(&row[body..]) {
+                d = x.mul_add(*w, d);
+            }
+            d
+        };
+        let mut rows = self.b.chunks_exact(4 * k);
+        let mut j = 0;
+        let put = |out: &mut [f32], j: usize, d: f32| {
+            out[j] = if self.accumulate {
+                out[j] + self.alpha * d
+            } else {
+                self.alpha * d
+            };
+        };
+        for four in &mut rows {
+            let (r0, rest) = four.split_at(k);
+            let (r1, rest) = rest.split_at(k);
+            let (r2, r3) = rest.split_at(k);
+            let mut acc = [[zero; 2]; 4];
+            let mut i = 0;
+            while i < body {
+                let (x0, x1) = (load(&self.a[i..]), load(&self.a[i + lanes..]));
+                for (acc, r) in acc.iter_mut().zip([r0, r1, r2, r3]) {
+                    acc[0] = simd.mul_add_f32s(x0, load(&r[i..]), acc[0]);
+                    acc[1] = simd.mul_add_f32s(x1, load(&r[i + lanes..]), acc[1]);
+                }
+                i += step;
+            }
+            for (q, (acc, r)) in acc.into_iter().zip([r0, r1, r2, r3]).enumerate() {
+                let d = finish(acc, r);
+                put(self.out, j + q, d);
+            }
+            j += 4;
+        }
+        for r in rows.remainder().chunks_exact(k) {
+            let mut acc = [zero; 2];
+            let mut i = 0;
+            while i < body {
+                acc[0] = simd.mul_add_f32s(load(&self.a[i..]), load(&r[i..]), acc[0]);
+                acc[1] =
+                    simd.mul_add_f32s(load(&self.a[i + lanes..]), load(&r[i + lanes..]), acc[1]);
+                i += step;
+            }
+            let d = finish(acc, r);
+            put(self.out, j, d);
+            j += 1;
+        }
     }
 }
 

@@ -798,23 +798,69 @@ fn gemm_matches_naive(#[case] ta: bool, #[case] tb: bool, #[case] c_shape: Optio
     assert_close(&out, &want, 1e-5);
 }
 
+/// A single row against `B` stored `[N, K]` (the dot-product path): reductions with and
+/// without a vector tail, row counts that leave 0-3 rows after the groups of four, a bias.
+#[rstest]
+#[case(5, 1)]
+#[case(32, 4)]
+#[case(37, 7)]
+#[case(100, 9)]
+#[case(257, 6)]
+fn gemm_single_row_trans_b_matches_naive(#[case] k: usize, #[case] n: usize) {
+    let a = rand_vec(k, 6);
+    let b = rand_vec(k * n, 7);
+    let bt: Vec<f32> = (0..k * n).map(|i| b[(i % k) * n + i / k]).collect();
+    let c = rand_vec(n, 8);
+    let ab = naive_matmul(&a, &b, 1, k, n);
+    let want: Vec<f32> = (0..n).map(|j| 0.5 * ab[j] + 2.0 * c[j]).collect();
+    let attrs = GemmAttrs {
+        alpha: 0.5,
+        beta: 2.0,
+        trans_a: false,
+        trans_b: true,
+    };
+    let mut out = vec![f32::NAN; n];
+    gemm(
+        &a,
+        &[1, k],
+        &bt,
+        &[n, k],
+        Some((&c, &[n])),
+        &attrs,
+        &mut out,
+        1,
+    )
+    .unwrap();
+    assert_close(&out, &want, 1e-5);
+}
+
 #[test]
 fn gemm_is_thread_count_independent() {
-    // Large enough to be tiled (rows, then the single-row column split).
-    for (m, k, n) in [(300, 200, 150), (1, 2048, 1000)] {
+    // Large enough to be tiled (rows, then the single-row column split, with B stored
+    // [K, N] and [N, K]).
+    for (m, k, n, tb) in [
+        (300, 200, 150, false),
+        (1, 2048, 1000, false),
+        (1, 2055, 1003, true),
+    ] {
         let a = rand_vec(m * k, 4);
         let b = rand_vec(k * n, 5);
         let want = naive_matmul(&a, &b, m, k, n);
+        let bt: Vec<f32> = (0..k * n).map(|i| b[(i % k) * n + i / k]).collect();
+        let (bd, bsh) = if tb { (&bt, [n, k]) } else { (&b, [k, n]) };
         let mut first: Option<Vec<f32>> = None;
         for threads in [1, 2, 3, 4] {
             let mut out = vec![0.0; m * n];
             gemm(
                 &a,
                 &[m, k],
-                &b,
-                &[k, n],
+                bd,
+                &bsh,
                 None,
-                &GemmAttrs::default(),
+                &GemmAttrs {
+                    trans_b: tb,
+                    ..GemmAttrs::default()
+                },
                 &mut out,
                 threads,
             )

@@ -58,7 +58,8 @@
 //!   at prepare: packs the filter where that shape runs the channel-vectorised kernel),
 //!   `.packed_len()`; paths: depthwise direct (`group == C_in == C_out`; planes of up to
 //!   28x28 that keep their size at stride 1 on the output plane itself; stride 2 on even
-//!   widths up to 56x56 from even and odd columns), channel-vectorised
+//!   widths up to 56x56 from even and odd columns; under AVX-512, stride-2 3x3 with output
+//!   rows of 16 or more straight from the input rows), channel-vectorised
 //!   direct (small planes), direct stride-1 on a flat grid (wide planes), pointwise (1x1,
 //!   stride 1, no pads: a direct register-blocked kernel for short reductions, else GEMM on
 //!   the input), im2col + GEMM otherwise (the direct kernel on the tile for short
@@ -123,6 +124,8 @@ mod conv;
 mod conv_co;
 mod conv_direct;
 mod conv_dw_same;
+#[cfg(target_arch = "x86_64")]
+mod conv_dw_v4;
 mod data;
 mod elementwise;
 mod error;

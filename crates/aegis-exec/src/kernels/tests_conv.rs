@@ -468,6 +468,14 @@ fn depthwise_fused_clip_is_thread_count_independent() {
 #[case(&[1, 3, 12, 20], attrs(&[3, 3], &[2, 2], &[1, 1], &[0, 1], &[1, 0], 3))]
 #[case(&[2, 2, 6, 40], attrs(&[3, 5], &[2, 2], &[1, 1], &[1, 2], &[1, 2], 2))]
 #[case(&[1, 2, 2, 2], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 2))]
+// The AVX-512 row kernel (stride 2, output rows of a whole vector or more): one exact
+// vector, two with the tensor's last row read past, a partial last vector with asymmetric
+// pads, no padding on an odd width, an odd output row count
+#[case(&[1, 3, 33, 33], attrs(&[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], 3))]
+#[case(&[2, 2, 35, 64], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 2))]
+#[case(&[1, 2, 31, 48], attrs(&[3, 3], &[2, 2], &[1, 1], &[0, 1], &[1, 0], 2))]
+#[case(&[1, 2, 10, 45], attrs(&[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], 2))]
+#[case(&[1, 3, 112, 112], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 3))]
 // 3x3 stride 1 and 2, odd channel counts, planes narrower than a vector and wider than a
 // block, asymmetric pads
 #[case(&[1, 5, 7, 7], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 5))]
@@ -551,8 +559,16 @@ fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
     .unwrap();
     assert!(s2.uses_dw_stride2(&[1, 8, 14, 14]).unwrap());
     assert!(!s2.uses_dw_stride2(&[1, 8, 15, 15]).unwrap());
-    assert!(s2.uses_dw_stride2(&[1, 8, 56, 56]).unwrap());
     assert!(!s2.uses_dw_stride2(&[1, 8, 112, 112]).unwrap());
+    // On AVX-512, output rows of a whole vector or more take the row kernel first.
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = pulp::x86::V4::try_new().is_some();
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
+    assert_eq!(s2.uses_dw_rows(&[1, 8, 56, 56]).unwrap(), avx512);
+    assert_eq!(s2.uses_dw_stride2(&[1, 8, 56, 56]).unwrap(), !avx512);
+    assert_eq!(s2.uses_dw_rows(&[1, 8, 112, 112]).unwrap(), avx512);
+    assert!(!s2.uses_dw_rows(&[1, 8, 28, 28]).unwrap());
     // A grouped (not depthwise) conv never does.
     let w = vec![0.5; 8 * 2 * 9];
     let grouped = PreparedConv::new(
@@ -568,13 +584,21 @@ fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
 #[test]
 fn depthwise_relu_and_clip_pass_nan_as_the_scalar_ops() {
     // A NaN input makes its window's outputs NaN before the activation: Relu turns them to 0
-    // (as `f32::max(x, 0.0)`), Clip passes them through.
-    let xs = [1, 2, 6, 6];
+    // (as `f32::max(x, 0.0)`), Clip passes them through. The small-plane kernel and the
+    // stride-2 row kernel.
+    for (hw, s) in [(6, 1), (40, 2)] {
+        nan_through_activations(hw, s);
+    }
+}
+
+fn nan_through_activations(hw: usize, s: usize) {
+    let xs = [1, 2, hw, hw];
     let ws = [2, 1, 3, 3];
-    let mut x = rand_vec(72, 24);
+    let mut x = rand_vec(2 * hw * hw, 24);
     x[14] = f32::NAN;
+    x[hw * hw + 3 * hw + 1] = f32::NAN;
     let w = rand_vec(18, 25);
-    let a = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 2);
+    let a = attrs(&[3, 3], &[s, s], &[1, 1], &[1, 1], &[1, 1], 2);
     let (plain, _) = naive_conv(&x, &xs, &w, &ws, None, &a);
     for act in [
         UnaryOp::Relu,

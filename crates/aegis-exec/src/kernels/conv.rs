@@ -508,6 +508,7 @@ impl PreparedConv {
         }
         let p = geo.out_plane();
         let blocks = self.c_out.div_ceil(CO_BLOCK);
+        let (vact, rest) = DwAct::split(self.activation);
         let run = |first_block: usize, j0: usize, rows: &mut [&mut [f32]]| {
             let n = rows.first().map_or(0, |r| r.len());
             pulp::Arch::new().dispatch(CoRows {
@@ -517,8 +518,9 @@ impl PreparedConv {
                 offs: &offs,
                 bases: &bases[j0..j0 + n],
                 rows: &mut *rows,
+                act: vact,
             });
-            if let Some(act) = self.activation {
+            if let Some(act) = rest {
                 for row in rows.iter_mut() {
                     apply_activation(act, row);
                 }
@@ -1667,6 +1669,28 @@ impl DwAct {
             Some(UnaryOp::Relu) => (DwAct::Relu, None),
             Some(UnaryOp::Clip { min, max }) => (DwAct::Clip(min, max), None),
             Some(other) => (DwAct::None, Some(other)),
+        }
+    }
+
+    /// The same on one value.
+    pub(super) fn scalar(self, v: f32) -> f32 {
+        match self {
+            DwAct::None => v,
+            DwAct::Relu => {
+                if v > 0.0 {
+                    v
+                } else {
+                    0.0
+                }
+            }
+            DwAct::Clip(min, max) => {
+                let v = if v < min { min } else { v };
+                if v > max {
+                    max
+                } else {
+                    v
+                }
+            }
         }
     }
 

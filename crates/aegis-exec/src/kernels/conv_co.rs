@@ -16,6 +16,8 @@
 //! sequence wherever its block and step fall, so any split of channel blocks between workers
 //! gives bit-identical results.
 
+use super::conv::DwAct;
+
 /// Output channels per packed block.
 pub(super) const CO_BLOCK: usize = 32;
 /// Output positions one AVX-512 step computes.
@@ -72,6 +74,9 @@ pub(super) struct CoRows<'a, 'b> {
     pub bases: &'a [usize],
     /// One slice per output channel, `bases.len()` positions each.
     pub rows: &'a mut [&'b mut [f32]],
+    /// Relu or Clip applied to the vectors before they are stored (a pass over each short
+    /// row afterwards costs a dispatch per row: 960 rows of 7x7 in MobileNetV2).
+    pub act: DwAct,
 }
 
 impl pulp::WithSimd for CoRows<'_, '_> {
@@ -118,7 +123,7 @@ impl CoRows<'_, '_> {
                 for (j, acc_j) in acc.iter().enumerate().take(m) {
                     for (v, a) in acc_j.iter().enumerate() {
                         let at = j * CO_BLOCK + v * lanes;
-                        simd.partial_store_f32s(&mut buf[at..at + lanes], *a);
+                        simd.partial_store_f32s(&mut buf[at..at + lanes], self.act.apply(simd, *a));
                     }
                 }
                 for (c, row) in rows.iter_mut().enumerate() {
@@ -147,7 +152,7 @@ impl CoRows<'_, '_> {
                     for (k, &off) in self.offs.iter().enumerate() {
                         acc = self.x[base + off].mul_add(wblk[k * CO_BLOCK + c], acc);
                     }
-                    *o = acc;
+                    *o = self.act.scalar(acc);
                 }
             }
         }

@@ -284,9 +284,19 @@ fn fused_3x3_case(xs: [usize; 4], c_out: usize, act: UnaryOp, f: fn(f32) -> f32)
 
 #[test]
 fn channel_vectorised_fused_activation_is_threads_invariant() {
+    // Relu and Clip applied on the vectors it stores, LeakyRelu in a pass over the rows; 96
+    // channels and 88 (a last block cut short).
     let xs = [1, 24, 14, 14];
-    let pc = fused_3x3_case(xs, 96, UnaryOp::Relu, |v| v.max(0.0));
-    assert!(pc.uses_co(&xs).unwrap());
+    for c_out in [96, 88] {
+        let pc = fused_3x3_case(xs, c_out, UnaryOp::Relu, |v| v.max(0.0));
+        assert!(pc.uses_co(&xs).unwrap());
+        let clip = UnaryOp::Clip { min: 0.0, max: 6.0 };
+        let pc = fused_3x3_case(xs, c_out, clip, |v| v.clamp(0.0, 6.0));
+        assert!(pc.uses_co(&xs).unwrap());
+        let leaky = UnaryOp::LeakyRelu { alpha: 0.5 };
+        let pc = fused_3x3_case(xs, c_out, leaky, |v| if v < 0.0 { 0.5 * v } else { v });
+        assert!(pc.uses_co(&xs).unwrap());
+    }
 }
 
 #[test]

@@ -5,8 +5,8 @@
 //! plane fills 49 of 64 lanes); vectors along output *channels* never do when the channel
 //! count is a multiple of 32. The filter is packed once, at prepare time, into blocks of 32
 //! output channels, `[block][tap][32]`, so one tap of a block is two contiguous AVX-512
-//! vectors. A step computes 8 output positions by 32 channels (16 accumulators; AVX2: 3 by 32
-//! in 12): per tap it loads the block's filter vectors and broadcasts each position's input
+//! vectors. A step computes 8 output positions by 32 channels (16 accumulators; 7 positions
+//! where that computes fewer in all, as on a 7x7 plane; AVX2: 3 by 32 in 12): per tap it loads the block's filter vectors and broadcasts each position's input
 //! value, read straight from the (once padded) input at `base[position] + offset[tap]` with
 //! `base = (oy * sh) * wp + ox * sw` and `offset = ci * plane + ky * dh * wp + kx * dw`: no
 //! im2col, no packing per run. Results leave the registers through a small transpose buffer
@@ -85,6 +85,11 @@ impl pulp::WithSimd for CoRows<'_, '_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
         match S::F32_LANES {
+            // 7 positions a step where that computes fewer positions in all (7x7 planes: 49
+            // positions, 56 in steps of 8).
+            16 if steps_of(self.bases.len(), 7) < steps_of(self.bases.len(), STEP) => {
+                self.run::<S, 2, 7>(simd)
+            }
             16 => self.run::<S, 2, STEP>(simd),
             // AVX2: 4 vectors of 8 lanes by 3 positions fit its 16 registers.
             8 => self.run::<S, 4, 3>(simd),
@@ -157,6 +162,11 @@ impl CoRows<'_, '_> {
             }
         }
     }
+}
+
+/// Positions computed for `p` in steps of `rp` (a short last step computes a whole one).
+fn steps_of(p: usize, rp: usize) -> usize {
+    p.div_ceil(rp) * rp
 }
 
 /// Adds every tap to the accumulators: loops over `RP` and `NV` have constant trip counts so

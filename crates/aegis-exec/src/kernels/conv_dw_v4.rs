@@ -12,7 +12,7 @@
 //! For 16 outputs from `ox0` on output row `oy`, each valid input row `iy = 2 * oy - pt + ky`
 //! gives the three tap vectors: the even and odd columns of two loaded vectors by two-source
 //! permutes, and the even vector shifted by one lane (`valignd`) pulling in the next pair's
-//! first column, as in `pool_s2`. Two output rows are computed together (the input row
+//! first column, as in `pool_rows`. Two output rows are computed together (the input row
 //! between them loaded once). Columns outside the input are zero: the left padding is
 //! shifted in, lanes past the row's end are masked (a vector reads on into the next row; the
 //! tensor's last row is copied out). Each output is `bias + sum over valid taps in (ky, kx)

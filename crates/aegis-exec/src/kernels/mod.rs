@@ -138,7 +138,7 @@ mod par;
 mod pool;
 mod pool_plane;
 #[cfg(target_arch = "x86_64")]
-mod pool_s2;
+mod pool_rows;
 mod reduce;
 mod resize;
 

@@ -1,18 +1,18 @@
 //! Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) and LRN, NCHW (also
 //! 1-D and 3-D spatial). Threads split output planes (`N * C`); each output is a fixed-order
 //! reduction over its window, so results do not depend on `threads`. On CPUs with AVX-512,
-//! 2-D pools with stride 2 and 2- or 3-wide windows take `pool_s2` (each output row straight
-//! from the input rows, even and odd columns by permutes); 2-D pools with stride 1 (and, on
-//! other CPUs, stride 2 on planes up to 64x64) take `pool_plane`, which works a plane at a
-//! time; the rest reduce each output row's input rows, then its columns. All three give the
-//! same bits.
+//! 2-D pools with stride 1 or 2 and 2- or 3-wide windows take `pool_rows` (each output row
+//! straight from the input rows, window columns by lane shifts and permutes); the other 2-D
+//! pools with stride 1 (and, without AVX-512, stride 2 on planes up to 64x64) take
+//! `pool_plane`, which works a plane at a time; the rest reduce each output row's input rows,
+//! then its columns. All three give the same bits (a sum's NaN payload aside).
 
 use super::conv_dw_same::Plane2;
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::par_chunks;
 use super::pool_plane::{PlanePool, PlanePoolPlanes};
 #[cfg(target_arch = "x86_64")]
-use super::pool_s2::{PoolS2, PoolS2Planes};
+use super::pool_rows::{PoolRows, PoolRowsPlanes};
 
 /// MaxPool / AveragePool attributes with defaults filled in and `auto_pad` resolved (see
 /// [`super::auto_pad`]). One entry per spatial axis (1 to 3).
@@ -149,7 +149,7 @@ pub(super) fn pool_paths(
     a: &PoolAttrs,
     out: &mut [f32],
     threads: usize,
-    avx512_s2: bool,
+    avx512_rows: bool,
 ) -> KernelResult<()> {
     const OP: &str = "Pool";
     if x_shape.len() < 3 {
@@ -213,12 +213,12 @@ pub(super) fn pool_paths(
         };
         let pads_end = [pe3[1], pe3[2]];
         #[cfg(target_arch = "x86_64")]
-        if let Some(plan) = avx512_s2
-            .then(|| PoolS2::new(kind, plane, pads_end, &th, &tw, a.count_include_pad))
+        if let Some(plan) = avx512_rows
+            .then(|| PoolRows::new(kind, plane, pads_end, &th, &tw, a.count_include_pad))
             .flatten()
         {
             par_chunks(out, op, threads, min_planes, |first, piece| {
-                PoolS2Planes {
+                PoolRowsPlanes {
                     plan: &plan,
                     x,
                     first,
@@ -229,7 +229,7 @@ pub(super) fn pool_paths(
             return Ok(());
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = avx512_s2;
+        let _ = avx512_rows;
         if let Some(plan) = PlanePool::new(kind, plane, pads_end, &th, &tw, a.count_include_pad) {
             par_chunks(out, op, threads, min_planes, |first, piece| {
                 pulp::Arch::new().dispatch(PlanePoolPlanes {

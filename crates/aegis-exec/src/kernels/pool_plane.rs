@@ -1,8 +1,8 @@
 //! 2-D pooling with stride 1 or 2 in both axes on small planes (Inception's 3x3/1 "same"
 //! pools, SqueezeNet's 3x3/2 max pools up to 55x55, DenseNet's 2x2/2 transitions, ShuffleNet's
 //! padded 3x3/2 average pools), a plane at a time with no per-row copies of short rows. On
-//! CPUs with AVX-512 the stride-2 pools with 2- or 3-wide windows take `pool_s2` instead
-//! (faster: 128x55x55 3x3/2 0.125 -> 0.08 ms).
+//! CPUs with AVX-512 the pools with 2- or 3-wide windows take `pool_rows` instead (faster:
+//! 128x55x55 3x3/2 0.125 -> 0.08 ms, 576x14x14 3x3/1 0.108 -> 0.081).
 //!
 //! Why: the general pooling loop spends its time on per-row work (a row copy, short runs with
 //! scalar tails, strided gathers), which dominates on the small planes these layers have

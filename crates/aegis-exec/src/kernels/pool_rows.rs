@@ -1,22 +1,25 @@
-//! 2-D pooling with stride 2 and 2- or 3-wide windows under AVX-512 (SqueezeNet's 3x3/2 max
-//! pools, the 3x3/2 stem pools of ResNet, DenseNet, ShuffleNet and the Inceptions, 2x2/2
-//! transitions), one output row at a time straight from the input: no row buffer, no
-//! even/odd split, no grid.
+//! 2-D pooling with stride 1 or 2 and 2- or 3-wide windows under AVX-512 (SqueezeNet's 3x3/2
+//! max pools, the 3x3/2 stem pools of ResNet, DenseNet, ShuffleNet and the Inceptions, 2x2/2
+//! transitions, Inception's 3x3/1 "same" pools), one output row at a time straight from the
+//! input: no row buffer, no even/odd split, no grid.
 //!
 //! Why: the plane path and the general loop store a reduced row, split or gather it, and
 //! reload it, about 1 us per 55x55 plane on this machine kind (128x55x55: 0.125 ms; onnxruntime
 //! 0.035 inside SqueezeNet). Here, for 16 outputs starting at `ox0`, the window rows are
-//! reduced in registers into `A` (input columns `2 * ox0 - pl ..`, 16 of them) and `B` (the
-//! next 16); two-source permutes give the even and odd columns (`A`, `B` -> input columns
-//! `2 * ox + 0` and `2 * ox + 1` of the window), and for 3-wide windows `valignd` shifts the
-//! even vector by one lane, pulling in the first column of the next pair `C` (which is the
-//! next 16 outputs' `A`, so each input vector is loaded once per row).
+//! reduced in registers into `A` (16 input columns from the first window's first) and `B`
+//! (the next 16). With stride 2, two-source permutes give the even and odd columns (`A`,
+//! `B` -> input columns `2 * ox + 0` and `2 * ox + 1` of the window), and for 3-wide windows
+//! `valignd` shifts the even vector by one lane, pulling in the first column of the next
+//! pair `C` (which is the next 16 outputs' `A`). With stride 1, column `ox + kx` is `A`
+//! shifted by `kx` lanes with `B` coming in (`valignd`), and `B` is the next `A`. So each
+//! input vector is reduced once per output row.
 //!
 //! Columns outside the input hold the reduction's identity (lanes masked after the row
 //! reduction; the left padding shifted in), so every output reduces its valid rows in `kh`
 //! order, then its columns in `kw` order from the identity, as the general loop does:
 //! results are bit-identical to it (a padded column adds the identity, which changes
-//! nothing; a sum that starts at +0 is never -0).
+//! nothing; a sum that starts at +0 is never -0), save a sum's NaN payload when two NaNs
+//! meet (which operand an add keeps is the compiler's choice).
 
 use pulp::x86::V4;
 use pulp::Simd;
@@ -36,9 +39,11 @@ const ODD: [i32; L] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
 
 /// One eligible pooling's geometry, with the AVX-512 token it runs under.
 #[derive(Debug, Clone)]
-pub(super) struct PoolS2 {
+pub(super) struct PoolRows {
     simd: V4,
     kind: PoolKind,
+    /// 1 or 2, both axes.
+    stride: usize,
     h: usize,
     w: usize,
     ho: usize,
@@ -52,9 +57,10 @@ pub(super) struct PoolS2 {
     div: Vec<f32>,
 }
 
-impl PoolS2 {
-    /// `Some` on a CPU with AVX-512 for a 2-D pooling with strides 2, dilations 1, 2 or 3
-    /// kernel columns, and every window holding an input tap (pads below the kernel).
+impl PoolRows {
+    /// `Some` on a CPU with AVX-512 for a 2-D pooling with strides 1 or 2 (both axes),
+    /// dilations 1, 2 or 3 kernel columns, and every window holding an input tap (pads below
+    /// the kernel).
     /// Average divisors follow `th` / `tw` and `count_include_pad`, as in the general loop.
     pub(super) fn new(
         kind: PoolKind,
@@ -72,7 +78,8 @@ impl PoolS2 {
             dilations,
             pads_begin: [pt, pl],
         } = g;
-        if strides != [2, 2]
+        let stride = strides[0];
+        if !(strides == [1, 1] || strides == [2, 2])
             || dilations != [1, 1]
             || !(kw == 2 || kw == 3)
             || h * w == 0
@@ -92,7 +99,7 @@ impl PoolS2 {
             .iter()
             .enumerate()
             .map(|(oy, &(lo, hi, _))| {
-                let top = 2 * oy + lo - pt;
+                let top = stride * oy + lo - pt;
                 (top, top + hi - lo)
             })
             .collect();
@@ -115,6 +122,7 @@ impl PoolS2 {
         Some(Self {
             simd,
             kind,
+            stride,
             h,
             w,
             ho,
@@ -127,7 +135,7 @@ impl PoolS2 {
     }
 }
 
-impl PoolS2 {
+impl PoolRows {
     /// Input columns `[c, c + 16)` of the plane at `base`, reduced over rows `[r0, r1)`,
     /// columns outside the input holding the identity. A vector reads on into the next row
     /// (its lanes past the row are masked); the tensor's last row is copied out.
@@ -227,14 +235,14 @@ fn f32s(v: __m512) -> pulp::f32x16 {
 }
 
 /// One worker's planes (`first..`, whole output planes in `out`).
-pub(super) struct PoolS2Planes<'a> {
-    pub plan: &'a PoolS2,
+pub(super) struct PoolRowsPlanes<'a> {
+    pub plan: &'a PoolRows,
     pub x: &'a [f32],
     pub first: usize,
     pub out: &'a mut [f32],
 }
 
-impl PoolS2Planes<'_> {
+impl PoolRowsPlanes<'_> {
     /// Runs under the plan's AVX-512 token (so the loops are compiled for it).
     pub(super) fn run(self) {
         let simd = self.plan.simd;
@@ -242,7 +250,7 @@ impl PoolS2Planes<'_> {
     }
 }
 
-impl pulp::WithSimd for PoolS2Planes<'_> {
+impl pulp::WithSimd for PoolRowsPlanes<'_> {
     type Output = ();
 
     #[inline(always)]
@@ -254,7 +262,7 @@ impl pulp::WithSimd for PoolS2Planes<'_> {
     }
 }
 
-impl PoolS2Planes<'_> {
+impl PoolRowsPlanes<'_> {
     #[inline(always)]
     fn planes<C: Reduce4>(self) {
         let p = self.plan;
@@ -269,30 +277,53 @@ impl PoolS2Planes<'_> {
             let base = (self.first + i) * ip;
             for (oy, &(r0, r1)) in p.rows.iter().enumerate() {
                 let orow = oy * p.wo;
-                let vred = |c: isize| p.vred::<C>(self.x, base, r0, r1, c);
-                let mut a = vred(-(p.pl as isize));
+                let mut a = p.vred::<C>(self.x, base, r0, r1, -(p.pl as isize));
                 let mut ox0 = 0;
                 while ox0 < p.wo {
-                    let s = (2 * ox0) as isize - p.pl as isize;
-                    let b = vred(s + L as isize);
-                    let (am, bm) = (m512(a), m512(b));
-                    let even = f._mm512_permutex2var_ps(am, even_idx, bm);
-                    let odd = f._mm512_permutex2var_ps(am, odd_idx, bm);
                     let more = ox0 + L < p.wo;
-                    // The next pair's first vector: the third column of the last window
-                    // here, and the next 16 outputs' `A`.
-                    let c = if p.kw == 3 || more {
-                        vred(s + 2 * L as isize)
-                    } else {
-                        init
-                    };
-                    let mut acc = C::comb(simd, C::comb(simd, init, f32s(even)), f32s(odd));
-                    if p.kw == 3 {
-                        let shifted = f._mm512_alignr_epi32::<1>(
-                            f._mm512_castps_si512(m512(c)),
-                            f._mm512_castps_si512(even),
+                    let mut acc;
+                    // The vector after `a` (this chunk's last windows reach into it) becomes
+                    // the next chunk's `a`, so each input vector is reduced once per row.
+                    let next;
+                    if p.stride == 1 {
+                        // Column `ox + kx` of the window: `a` shifted left by `kx` lanes, `b`
+                        // coming in.
+                        let s = ox0 as isize - p.pl as isize;
+                        let b = p.vred::<C>(self.x, base, r0, r1, s + L as isize);
+                        let (ai, bi) = (
+                            f._mm512_castps_si512(m512(a)),
+                            f._mm512_castps_si512(m512(b)),
                         );
-                        acc = C::comb(simd, acc, f32s(f._mm512_castsi512_ps(shifted)));
+                        acc = C::comb(simd, init, a);
+                        let t1 = f._mm512_castsi512_ps(f._mm512_alignr_epi32::<1>(bi, ai));
+                        acc = C::comb(simd, acc, f32s(t1));
+                        if p.kw == 3 {
+                            let t2 = f._mm512_castsi512_ps(f._mm512_alignr_epi32::<2>(bi, ai));
+                            acc = C::comb(simd, acc, f32s(t2));
+                        }
+                        next = b;
+                    } else {
+                        let s = (2 * ox0) as isize - p.pl as isize;
+                        let b = p.vred::<C>(self.x, base, r0, r1, s + L as isize);
+                        let (am, bm) = (m512(a), m512(b));
+                        let even = f._mm512_permutex2var_ps(am, even_idx, bm);
+                        let odd = f._mm512_permutex2var_ps(am, odd_idx, bm);
+                        // The next pair's first vector: the third column of the last window
+                        // here, and the next 16 outputs' `a`.
+                        let c = if p.kw == 3 || more {
+                            p.vred::<C>(self.x, base, r0, r1, s + 2 * L as isize)
+                        } else {
+                            init
+                        };
+                        acc = C::comb(simd, C::comb(simd, init, f32s(even)), f32s(odd));
+                        if p.kw == 3 {
+                            let shifted = f._mm512_alignr_epi32::<1>(
+                                f._mm512_castps_si512(m512(c)),
+                                f._mm512_castps_si512(even),
+                            );
+                            acc = C::comb(simd, acc, f32s(f._mm512_castsi512_ps(shifted)));
+                        }
+                        next = c;
                     }
                     if C::AVERAGE {
                         acc = simd.div_f32s(acc, load::<V4>(&p.div[oy * wv + ox0..]));
@@ -308,7 +339,7 @@ impl PoolS2Planes<'_> {
                         store::<V4>(&mut t, acc);
                         oplane[o..o + n].copy_from_slice(&t[..n]);
                     }
-                    a = c;
+                    a = next;
                     ox0 += L;
                 }
             }

@@ -11,7 +11,7 @@ use aegis_memory::{Arena, DeviceBuffer, DeviceMemoryPool};
 use crate::graph::{ExecutionGraph, TensorId, TensorKind};
 use crate::ops::{Mem, NodeKernel};
 use crate::tensor::HostTensor;
-use crate::tracker::{assign_streams, StreamAssignment};
+use crate::tracker::{assign_streams_fused, StreamAssignment};
 use crate::ExecError;
 
 /// Alignment of every weight inside the weights buffer (CUDA's allocation granularity).
@@ -198,7 +198,8 @@ impl PreparedModel {
             .map(|&t| align(graph.tensor(t).byte_size))
             .sum();
         req.prepared_weights_bytes = prepared.prepared_bytes;
-        let streams = assign_streams(graph, options.streams).streams as u64;
+        let runs_with = prepared.runs_with_steps(graph);
+        let streams = assign_streams_fused(graph, options.streams, &runs_with).streams as u64;
         req.workspace_bytes = align(prepared.scratch_elems as u64 * 4) * streams;
         Ok(req)
     }
@@ -219,8 +220,9 @@ impl PreparedModel {
             model: model.clone(),
             source,
         };
-        let schedule = assign_streams(&graph, options.streams);
         let planned = crate::ops::plan_kernels(&graph, options.threads)?;
+        let schedule =
+            assign_streams_fused(&graph, options.streams, &planned.runs_with_steps(&graph));
 
         // Weights: one buffer, each constant at a 256-byte aligned offset, uploaded once. On
         // the host device kernels read the graph's constants in place instead (the graph

@@ -42,6 +42,9 @@ pub(crate) enum KernelSpec {
 pub(crate) struct KernelPlan {
     /// Per node index: its kernel, or `None` when the node needs none (fused away).
     pub(crate) kernels: Vec<Option<KernelSpec>>,
+    /// Per node index: the node whose kernel does its work (`Some` exactly for fused-away
+    /// nodes), for the stream schedule.
+    pub(crate) runs_with: Vec<Option<NodeId>>,
     /// Constants read from device memory by kernels (uploaded once).
     pub(crate) weight_tensors: Vec<TensorId>,
     /// Bytes of kernel-prepared weights.
@@ -160,10 +163,27 @@ fn kernel_err(g: &ExecutionGraph, node: &str, e: KernelError) -> ExecError {
     }
 }
 
+impl KernelPlan {
+    /// Per step (position in `g`'s topological order): the step whose kernel does its work,
+    /// for [`crate::tracker::assign_streams_fused`].
+    pub(crate) fn runs_with_steps(&self, g: &ExecutionGraph) -> Vec<Option<usize>> {
+        let order = g.topological_order();
+        let mut pos = vec![0usize; order.len()];
+        for (p, id) in order.iter().enumerate() {
+            pos[id.index()] = p;
+        }
+        order
+            .iter()
+            .map(|id| self.runs_with[id.index()].map(|h| pos[h.index()]))
+            .collect()
+    }
+}
+
 /// Decides every node's kernel. Pure: used both for the memory estimate and to prepare.
 pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelPlan, ExecError> {
     let n = g.operators().len();
     let mut kernels: Vec<Option<KernelSpec>> = vec![Some(KernelSpec::Generic); n];
+    let mut runs_with: Vec<Option<NodeId>> = vec![None; n];
     let mut weight: Vec<bool> = vec![false; g.tensors().len()];
     let mut prepared_bytes = 0u64;
     let mut scratch = 0usize;
@@ -231,6 +251,7 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                 conv = conv.with_activation(act);
                 output = fused_out;
                 kernels[next.index()] = None;
+                runs_with[next.index()] = Some(*id);
             }
             let x_shape = &g.tensor(node.inputs[0]).shape;
             let conv = conv
@@ -251,6 +272,7 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
         if let Some(output) = fusable_add_relu(g, node, p, &pos) {
             if let Some(next) = g.consumers(node.outputs[0]).first() {
                 kernels[next.index()] = None;
+                runs_with[next.index()] = Some(*id);
             }
             kernels[id.index()] = Some(KernelSpec::AddRelu { output });
         }
@@ -270,6 +292,7 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                     act = Some(u);
                     output = fused_out;
                     kernels[next.index()] = None;
+                    runs_with[next.index()] = Some(*id);
                 }
                 prepared_bytes += (a.len() + b.len()) as u64 * 4;
                 kernels[id.index()] = Some(KernelSpec::Affine {
@@ -293,6 +316,7 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
         .collect();
     Ok(KernelPlan {
         kernels,
+        runs_with,
         weight_tensors,
         prepared_bytes,
         scratch_elems: scratch,

@@ -58,16 +58,12 @@ fn cost(g: &ExecutionGraph, step: usize) -> u64 {
     }
 }
 
-/// Assigns steps to at most `streams` streams and places the minimum events this greedy
-/// schedule needs (transitively implied waits are skipped).
-///
-/// Placement: a step continues the stream of a predecessor that is currently that stream's
-/// last step (no event needed); otherwise it goes to the least-loaded stream (lowest index on
-/// ties). Deterministic: depends only on the graph and its plan.
-pub fn assign_streams(g: &ExecutionGraph, streams: usize) -> StreamAssignment {
+/// Each step's dependencies (positions in the topological order): the producers of its
+/// inputs and, with `memory` (several streams), every earlier step that touched arena memory
+/// the plan reuses for its outputs. Sorted, without repeats.
+pub(crate) fn step_deps(g: &ExecutionGraph, memory: bool) -> Vec<Vec<usize>> {
     let order = g.topological_order();
     let n = order.len();
-    let streams = streams.max(1);
     let mut pos_of_node = vec![usize::MAX; g.operators().len()];
     for (p, id) in order.iter().enumerate() {
         pos_of_node[id.index()] = p;
@@ -84,7 +80,7 @@ pub fn assign_streams(g: &ExecutionGraph, streams: usize) -> StreamAssignment {
             }
         }
     }
-    if streams > 1 {
+    if memory {
         // Planned ranges of every arena tensor: (start, end, producer step, last reader step).
         let mut ranges = Vec::new();
         for (i, t) in g.tensors().iter().enumerate() {
@@ -128,6 +124,45 @@ pub fn assign_streams(g: &ExecutionGraph, streams: usize) -> StreamAssignment {
         d.sort_unstable();
         d.dedup();
     }
+    deps
+}
+
+/// Assigns steps to at most `streams` streams and places the minimum events this greedy
+/// schedule needs (transitively implied waits are skipped).
+///
+/// Placement: a step continues the stream of a predecessor that is currently that stream's
+/// last step (no event needed); otherwise it goes to the least-loaded stream (lowest index on
+/// ties). Deterministic: depends only on the graph and its plan.
+pub fn assign_streams(g: &ExecutionGraph, streams: usize) -> StreamAssignment {
+    assign_streams_fused(g, streams, &[])
+}
+
+/// [`assign_streams`] for a model whose kernels fuse steps: `runs_with[p] = Some(h)` (`h < p`)
+/// when step `p`'s work runs inside step `h`'s kernel (an activation fused into a conv), so
+/// `p`'s outputs are written when `h` runs. Everything `p` must wait for (its inputs'
+/// producers, and every earlier step that touched arena memory its outputs reuse) becomes a
+/// dependency of `h`, and `p` stays on `h`'s stream; without this, a fused write could race
+/// with another stream's last read of memory the plan reuses for it. Steps past
+/// `runs_with.len()` are not fused.
+pub fn assign_streams_fused(
+    g: &ExecutionGraph,
+    streams: usize,
+    runs_with: &[Option<usize>],
+) -> StreamAssignment {
+    let n = g.topological_order().len();
+    let streams = streams.max(1);
+    let mut deps = step_deps(g, streams > 1);
+    // A fused step's dependencies are its host's (the host writes its outputs).
+    for (p, h) in runs_with.iter().enumerate() {
+        if let Some(h) = *h {
+            let extra: Vec<usize> = deps[p].iter().copied().filter(|&d| d < h).collect();
+            deps[h].extend(extra);
+        }
+    }
+    for d in &mut deps {
+        d.sort_unstable();
+        d.dedup();
+    }
 
     let mut stream_of = vec![0usize; n];
     let mut pos_in_stream = vec![0usize; n];
@@ -140,7 +175,11 @@ pub fn assign_streams(g: &ExecutionGraph, streams: usize) -> StreamAssignment {
             .rev()
             .find(|&&d| last[stream_of[d]] == Some(d))
             .map(|&d| stream_of[d]);
-        let s = tail.unwrap_or_else(|| (0..streams).min_by_key(|&s| (load[s], s)).unwrap_or(0));
+        let s = match runs_with.get(p).copied().flatten() {
+            // A fused step runs (as nothing) on its host's stream.
+            Some(h) => stream_of[h],
+            None => tail.unwrap_or_else(|| (0..streams).min_by_key(|&s| (load[s], s)).unwrap_or(0)),
+        };
         stream_of[p] = s;
         len[s] += 1;
         pos_in_stream[p] = len[s]; // 1-based: 0 means "nothing yet"
@@ -235,5 +274,80 @@ pub fn assign_streams(g: &ExecutionGraph, streams: usize) -> StreamAssignment {
         start_event,
         joins,
         events,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::{assign_streams_fused, step_deps, StreamAssignment};
+    use crate::{ExecutionGraph, LoadOptions};
+
+    /// Per step, how far each stream is known to have run when it starts (1-based positions
+    /// within streams), replaying the schedule's waits in order.
+    fn known_at(a: &StreamAssignment) -> (Vec<Vec<usize>>, Vec<usize>) {
+        let n = a.stream_of.len();
+        let mut pos_in_stream = vec![0; n];
+        let mut len = vec![0; a.streams];
+        for p in 0..n {
+            len[a.stream_of[p]] += 1;
+            pos_in_stream[p] = len[a.stream_of[p]];
+        }
+        let mut cur = vec![vec![0usize; a.streams]; a.streams];
+        let mut at_event = vec![vec![0usize; a.streams]; a.events];
+        let mut known = vec![Vec::new(); n];
+        for p in 0..n {
+            let s = a.stream_of[p];
+            for &e in &a.waits[p] {
+                for (k, v) in at_event[e].clone().into_iter().enumerate() {
+                    cur[s][k] = cur[s][k].max(v);
+                }
+            }
+            known[p] = cur[s].clone();
+            cur[s][s] = pos_in_stream[p];
+            if let Some(e) = a.record_after[p] {
+                at_event[e] = cur[s].clone();
+            }
+        }
+        (known, pos_in_stream)
+    }
+
+    /// With fused kernels, a host step writes its fused steps' outputs, so it must start
+    /// after everything they depend on (their inputs, and earlier readers on any stream of
+    /// arena memory their outputs reuse).
+    #[test]
+    fn fused_steps_dependencies_finish_before_their_host() {
+        for name in [
+            "light-inception_v1",
+            "lightrand-squeezenet",
+            "lightrand-shufflenet",
+            "light-densenet121",
+        ] {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/models")
+                .join(name)
+                .join("model.onnx");
+            let g = ExecutionGraph::load(&p, &LoadOptions::default()).unwrap();
+            let runs = crate::ops::plan_kernels(&g, 1).unwrap().runs_with_steps(&g);
+            let fused = runs.iter().filter(|r| r.is_some()).count();
+            assert!(fused > 0, "{name}: expected fused activations");
+            let deps = step_deps(&g, true);
+            for streams in [2, 4] {
+                let a = assign_streams_fused(&g, streams, &runs);
+                let (known, pos) = known_at(&a);
+                for (f, h) in runs.iter().enumerate() {
+                    let Some(h) = *h else { continue };
+                    assert_eq!(a.stream_of[f], a.stream_of[h], "{name}: step {f}");
+                    for &d in deps[f].iter().filter(|&&d| d < h) {
+                        assert!(
+                            known[h][a.stream_of[d]] >= pos[d],
+                            "{name}, {streams} streams: step {h} (running step {f}) may start \
+                             before step {d} finishes"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -252,6 +252,13 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                 output = fused_out;
                 kernels[next.index()] = None;
                 runs_with[next.index()] = Some(*id);
+            } else if let Some((chain, fused_out)) = fusable_hard_swish_ops(g, node, p, order) {
+                conv = conv.with_activation(UnaryOp::HardSwishOps);
+                output = fused_out;
+                for next in chain {
+                    kernels[next.index()] = None;
+                    runs_with[next.index()] = Some(*id);
+                }
             }
             let x_shape = &g.tensor(node.inputs[0]).shape;
             let conv = conv
@@ -339,6 +346,60 @@ fn fusable_activation(
         return None;
     }
     Some((next, unary_of(&nn.op)?, fused_out))
+}
+
+/// Hard-swish written as four nodes, `y = Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6)` (PaddleOCR
+/// and other exporters), right after `node` (at `p`) in that order: `node`'s output `x` is
+/// read only by the Add and the Mul, each intermediate only by the next node, the constants
+/// are scalars, and `y` does not overlap `node`'s input. Returns the four nodes and `y`
+/// (`node`'s kernel then computes [`UnaryOp::HardSwishOps`] into `y`).
+fn fusable_hard_swish_ops(
+    g: &ExecutionGraph,
+    node: &crate::graph::OperatorNode,
+    p: usize,
+    order: &[NodeId],
+) -> Option<([NodeId; 4], TensorId)> {
+    let x = *node.outputs.first()?;
+    let chain: [NodeId; 4] = [
+        *order.get(p + 1)?,
+        *order.get(p + 2)?,
+        *order.get(p + 3)?,
+        *order.get(p + 4)?,
+    ];
+    let [add, clip, mul, div] = chain.map(|id| g.node(id));
+    let scalar = |t: TensorId, v: f32| {
+        g.constant_data(t)
+            .and_then(|d| d.as_f32())
+            .is_some_and(|d| d == [v])
+    };
+    // `a` and the constant `v`, in either order.
+    let with_const = |ins: &[TensorId], a: TensorId, v: f32| matches!(ins, [i, k] | [k, i] if *i == a && scalar(*k, v));
+    let only_reader = |t: TensorId, r: NodeId| {
+        g.consumers(t) == [r] && g.tensor(t).kind == TensorKind::Activation
+    };
+    let mut readers = g.consumers(x).to_vec();
+    readers.sort_unstable();
+    let mut want = vec![chain[0], chain[2]];
+    want.sort_unstable();
+    let f32_out = |n: &crate::graph::OperatorNode| {
+        n.outputs.len() == 1 && g.tensor(n.outputs[0]).dtype == DType::F32
+    };
+    let ok = g.tensor(x).kind == TensorKind::Activation
+        && readers == want
+        && chain.iter().map(|&id| g.node(id)).all(f32_out)
+        && matches!(add.op, Op::Add)
+        && with_const(&add.inputs, x, 3.0)
+        && only_reader(add.outputs[0], chain[1])
+        && matches!(clip.op, Op::Clip { min, max } if min == 0.0 && max == 6.0)
+        && clip.inputs == [add.outputs[0]]
+        && only_reader(clip.outputs[0], chain[2])
+        && matches!(mul.op, Op::Mul)
+        && matches!(mul.inputs[..], [a, b] if (a, b) == (x, clip.outputs[0]) || (b, a) == (x, clip.outputs[0]))
+        && only_reader(mul.outputs[0], chain[3])
+        && matches!(div.op, Op::Div)
+        && matches!(div.inputs[..], [m, k] if m == mul.outputs[0] && scalar(k, 6.0))
+        && !planned_overlap(g, div.outputs[0], node.inputs[0]);
+    ok.then_some((chain, div.outputs[0]))
 }
 
 /// The node that may fuse into `node` (at position `p` of the order): the only reader of its
@@ -1707,4 +1768,41 @@ enum DispatchError {
     Device(#[from] CudaError),
     #[error("no host kernel for {0}")]
     Unsupported(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::graph::Op;
+    use crate::{ExecutionGraph, LoadOptions};
+
+    /// PaddleOCR's classifier writes hard-swish as Add, Clip, Mul, Div after its convs: such
+    /// a chain runs inside the conv's kernel (the model's outputs are checked against its
+    /// reference in tests/run_models.rs).
+    #[test]
+    fn exported_hard_swish_chains_fuse_into_their_conv() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/models/ppocr-mobile-v2-cls/model_static.onnx");
+        let g = ExecutionGraph::load(&p, &LoadOptions::default()).unwrap();
+        let plan = super::plan_kernels(&g, 1).unwrap();
+        let fused_divs = g
+            .topological_order()
+            .iter()
+            .filter(|id| matches!(g.node(**id).op, Op::Div) && plan.kernels[id.index()].is_none())
+            .count();
+        let convs_with_chain = plan
+            .kernels
+            .iter()
+            .flatten()
+            .filter(|k| {
+                matches!(k, super::KernelSpec::Conv { conv, .. }
+                    if conv.activation() == Some(crate::kernels::UnaryOp::HardSwishOps))
+            })
+            .count();
+        // 18 chains follow convs; those whose output the memory plan places on the conv's
+        // input (free once the conv has read it) stay four kernels.
+        assert!(fused_divs >= 8, "{fused_divs} chains fused");
+        assert_eq!(fused_divs, convs_with_chain);
+    }
 }

@@ -584,6 +584,11 @@ impl PreparedConv {
         self
     }
 
+    /// The activation fused after the bias, if any.
+    pub fn activation(&self) -> Option<UnaryOp> {
+        self.activation
+    }
+
     /// The attributes this conv was prepared with.
     pub fn attrs(&self) -> &ConvAttrs {
         &self.attrs

@@ -452,6 +452,10 @@ pub enum UnaryOp {
     },
     /// `x * max(0, min(1, x / 6 + 0.5))`.
     HardSwish,
+    /// `x * clip(x + 3, 0, 6) / 6` rounded op by op, as the Add, Clip, Mul and Div nodes an
+    /// exporter writes for hard-swish compute it (the loader fuses that chain into the conv
+    /// before it; same bits as the four ops).
+    HardSwishOps,
     /// `min(max(x, min), max)`; NaN passes through. Absent bounds are `f32::NEG_INFINITY` /
     /// `f32::INFINITY` (opset < 11 attribute defaults are the f32 lowest/highest values,
     /// which behave the same).
@@ -552,6 +556,9 @@ fn apply_unary(op: UnaryOp, x: f32) -> f32 {
         }
         UnaryOp::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
         UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        UnaryOp::HardSwishOps => {
+            x * apply_unary(UnaryOp::Clip { min: 0.0, max: 6.0 }, x + 3.0) / 6.0
+        }
         UnaryOp::Clip { min, max } => {
             if x < min {
                 min
@@ -641,6 +648,7 @@ pub(crate) fn with_unary(op: UnaryOp, m: impl UnaryMap) {
             m.map(move |x| apply_unary(U::HardSigmoid { alpha, beta }, x))
         }
         U::HardSwish => m.map(|x| apply_unary(U::HardSwish, x)),
+        U::HardSwishOps => m.map(|x| apply_unary(U::HardSwishOps, x)),
         U::Clip { min, max } => m.map(move |x| apply_unary(U::Clip { min, max }, x)),
         U::LeakyRelu { alpha } => m.map(move |x| apply_unary(U::LeakyRelu { alpha }, x)),
         U::Neg => m.map(|x| apply_unary(U::Neg, x)),

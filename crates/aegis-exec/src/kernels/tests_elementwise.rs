@@ -546,3 +546,41 @@ fn cast_between_types() {
     assert_eq!(d, [3.0, -4.0]);
     assert!(cast(CastSrc::I32(&[3, -4]), CastDst::F64(&mut [0.0])).is_err());
 }
+
+/// The fused hard-swish of four exported nodes gives the bits the four kernels give one
+/// after another: Add 3, Clip [0, 6], Mul by the input, Div by 6 (around the clip's corners,
+/// signed zeros, infinities and NaN included).
+#[test]
+fn hard_swish_ops_matches_the_four_kernels() {
+    let mut x = rand_vec(1000, 41)
+        .into_iter()
+        .map(|v| v * 8.0)
+        .collect::<Vec<_>>();
+    x.extend([
+        -3.0,
+        3.0,
+        -0.0,
+        0.0,
+        6.0,
+        -6.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MIN_POSITIVE,
+        1e30,
+        -1e30,
+    ]);
+    let n = x.len();
+    let shape = [n];
+    let mut a = vec![0.0; n];
+    binary_f32(BinaryOp::Add, &x, &shape, &[3.0], &[], &mut a, 1).unwrap();
+    let mut c = vec![0.0; n];
+    unary_f32(UnaryOp::Clip { min: 0.0, max: 6.0 }, &a, &mut c, 1).unwrap();
+    let mut m = vec![0.0; n];
+    binary_f32(BinaryOp::Mul, &x, &shape, &c, &shape, &mut m, 1).unwrap();
+    let mut want = vec![0.0; n];
+    binary_f32(BinaryOp::Div, &m, &shape, &[6.0], &[], &mut want, 1).unwrap();
+    let mut got = vec![0.0; n];
+    unary_f32(UnaryOp::HardSwishOps, &x, &mut got, 2).unwrap();
+    assert_bits_eq(&got, &want);
+}

@@ -35,6 +35,13 @@ pub(crate) enum KernelSpec {
         act: Option<UnaryOp>,
         output: TensorId,
     },
+    /// A chain of elementwise nodes computed as one unary map of `input` into `output` (the
+    /// last node's output): exported hard-swish that could not run inside its producer.
+    Map {
+        input: TensorId,
+        act: UnaryOp,
+        output: TensorId,
+    },
 }
 
 /// Result of planning kernels for a graph.
@@ -276,6 +283,37 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
             });
             continue;
         }
+        if matches!(node.op, Op::Add) {
+            // Hard-swish as four nodes whose producer could not take it: one pass instead
+            // of four (in place when the plan puts the output exactly on the input).
+            let x = node
+                .inputs
+                .iter()
+                .copied()
+                .find(|&t| g.constant_data(t).is_none());
+            let chain = x.and_then(|x| Some((x, hard_swish_ops_at(g, x, p, order)?)));
+            if let Some((x, (chain, y))) = chain {
+                let plan = g.plan();
+                let range = |t: TensorId| {
+                    Some((
+                        plan.offset_of(t.index())?,
+                        plan.lifetime_of(t.index())?.size_bytes,
+                    ))
+                };
+                if !planned_overlap(g, y, x) || (range(x).is_some() && range(x) == range(y)) {
+                    kernels[id.index()] = Some(KernelSpec::Map {
+                        input: x,
+                        act: UnaryOp::HardSwishOps,
+                        output: y,
+                    });
+                    for next in &chain[1..] {
+                        kernels[next.index()] = None;
+                        runs_with[next.index()] = Some(*id);
+                    }
+                    continue;
+                }
+            }
+        }
         if let Some(output) = fusable_add_relu(g, node, p, &pos) {
             if let Some(next) = g.consumers(node.outputs[0]).first() {
                 kernels[next.index()] = None;
@@ -349,22 +387,20 @@ fn fusable_activation(
 }
 
 /// Hard-swish written as four nodes, `y = Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6)` (PaddleOCR
-/// and other exporters), right after `node` (at `p`) in that order: `node`'s output `x` is
-/// read only by the Add and the Mul, each intermediate only by the next node, the constants
-/// are scalars, and `y` does not overlap `node`'s input. Returns the four nodes and `y`
-/// (`node`'s kernel then computes [`UnaryOp::HardSwishOps`] into `y`).
-fn fusable_hard_swish_ops(
+/// and other exporters), as the steps `p..p + 4` of `order`: `x` is read only by the Add and
+/// the Mul, each intermediate only by the next node, and the constants are scalars. Returns
+/// the four nodes and `y` (one kernel then computes [`UnaryOp::HardSwishOps`] from `x`).
+fn hard_swish_ops_at(
     g: &ExecutionGraph,
-    node: &crate::graph::OperatorNode,
+    x: TensorId,
     p: usize,
     order: &[NodeId],
 ) -> Option<([NodeId; 4], TensorId)> {
-    let x = *node.outputs.first()?;
     let chain: [NodeId; 4] = [
+        *order.get(p)?,
         *order.get(p + 1)?,
         *order.get(p + 2)?,
         *order.get(p + 3)?,
-        *order.get(p + 4)?,
     ];
     let [add, clip, mul, div] = chain.map(|id| g.node(id));
     let scalar = |t: TensorId, v: f32| {
@@ -384,7 +420,8 @@ fn fusable_hard_swish_ops(
     let f32_out = |n: &crate::graph::OperatorNode| {
         n.outputs.len() == 1 && g.tensor(n.outputs[0]).dtype == DType::F32
     };
-    let ok = g.tensor(x).kind == TensorKind::Activation
+    let ok = g.tensor(x).dtype == DType::F32
+        && g.tensor(x).shape == g.tensor(div.outputs[0]).shape
         && readers == want
         && chain.iter().map(|&id| g.node(id)).all(f32_out)
         && matches!(add.op, Op::Add)
@@ -397,9 +434,24 @@ fn fusable_hard_swish_ops(
         && matches!(mul.inputs[..], [a, b] if (a, b) == (x, clip.outputs[0]) || (b, a) == (x, clip.outputs[0]))
         && only_reader(mul.outputs[0], chain[3])
         && matches!(div.op, Op::Div)
-        && matches!(div.inputs[..], [m, k] if m == mul.outputs[0] && scalar(k, 6.0))
-        && !planned_overlap(g, div.outputs[0], node.inputs[0]);
+        && matches!(div.inputs[..], [m, k] if m == mul.outputs[0] && scalar(k, 6.0));
     ok.then_some((chain, div.outputs[0]))
+}
+
+/// [`hard_swish_ops_at`] right after `node` (at `p`), on its output, when the chain's output
+/// does not overlap `node`'s input (so `node`'s kernel can compute it).
+fn fusable_hard_swish_ops(
+    g: &ExecutionGraph,
+    node: &crate::graph::OperatorNode,
+    p: usize,
+    order: &[NodeId],
+) -> Option<([NodeId; 4], TensorId)> {
+    let x = *node.outputs.first()?;
+    if g.tensor(x).kind != TensorKind::Activation {
+        return None;
+    }
+    let (chain, y) = hard_swish_ops_at(g, x, p + 1, order)?;
+    (!planned_overlap(g, y, node.inputs[0])).then_some((chain, y))
 }
 
 /// The node that may fuse into `node` (at position `p` of the order): the only reader of its
@@ -644,6 +696,7 @@ impl NodeKernel {
             KernelSpec::Conv { output, .. } | KernelSpec::Affine { output, .. } => {
                 (vec![arg(node.inputs[0])?], vec![arg(*output)?])
             }
+            KernelSpec::Map { input, output, .. } => (vec![arg(*input)?], vec![arg(*output)?]),
             KernelSpec::AddRelu { output } => (
                 node.inputs
                     .iter()
@@ -922,6 +975,14 @@ impl NodeKernel {
                     t,
                     |x: f32, y: f32| (x + y).max(0.0),
                 )?,
+            }
+            return Ok(());
+        }
+        if let KernelSpec::Map { act, .. } = &self.spec {
+            let out = f32s_mut(l, &mut writes[0])?;
+            match self.alias {
+                Some(_) => k::unary_f32_inplace(*act, out, t)?,
+                None => k::unary_f32(*act, f32s(l, inb(0))?, out, t)?,
             }
             return Ok(());
         }
@@ -1777,9 +1838,9 @@ mod tests {
     use crate::graph::Op;
     use crate::{ExecutionGraph, LoadOptions};
 
-    /// PaddleOCR's classifier writes hard-swish as Add, Clip, Mul, Div after its convs: such
-    /// a chain runs inside the conv's kernel (the model's outputs are checked against its
-    /// reference in tests/run_models.rs).
+    /// PaddleOCR's classifier writes hard-swish as Add, Clip, Mul, Div after its convs: each
+    /// chain runs inside the conv's kernel or as one pass (the model's outputs are checked
+    /// against its reference in tests/run_models.rs).
     #[test]
     fn exported_hard_swish_chains_fuse_into_their_conv() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1800,9 +1861,19 @@ mod tests {
                     if conv.activation() == Some(crate::kernels::UnaryOp::HardSwishOps))
             })
             .count();
-        // 18 chains follow convs; those whose output the memory plan places on the conv's
-        // input (free once the conv has read it) stay four kernels.
-        assert!(fused_divs >= 8, "{fused_divs} chains fused");
-        assert_eq!(fused_divs, convs_with_chain);
+        let maps = plan
+            .kernels
+            .iter()
+            .flatten()
+            .filter(|k| matches!(k, super::KernelSpec::Map { .. }))
+            .count();
+        // All 18 chains: inside their conv, or (where the plan puts the chain's output on
+        // the conv's input, free once the conv has read it) one pass of their own.
+        assert_eq!(fused_divs, 18);
+        assert_eq!(fused_divs, convs_with_chain + maps);
+        assert!(
+            convs_with_chain >= 8 && maps >= 1,
+            "{convs_with_chain} + {maps}"
+        );
     }
 }

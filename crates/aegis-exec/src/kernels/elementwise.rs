@@ -557,7 +557,9 @@ fn apply_unary(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
         UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
         UnaryOp::HardSwishOps => {
-            x * apply_unary(UnaryOp::Clip { min: 0.0, max: 6.0 }, x + 3.0) / 6.0
+            // Clip's semantics (f32::clamp: NaN passes, -0 stays), written out: a call back
+            // into this function would not inline, and the map would not vectorise.
+            x * (x + 3.0).clamp(0.0, 6.0) / 6.0
         }
         UnaryOp::Clip { min, max } => {
             if x < min {

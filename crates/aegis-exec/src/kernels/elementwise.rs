@@ -453,8 +453,8 @@ pub enum UnaryOp {
     /// `x * max(0, min(1, x / 6 + 0.5))`.
     HardSwish,
     /// `x * clip(x + 3, 0, 6) / 6` rounded op by op, as the Add, Clip, Mul and Div nodes an
-    /// exporter writes for hard-swish compute it (the loader fuses that chain into the conv
-    /// before it; same bits as the four ops).
+    /// exporter writes for hard-swish compute it (the executor runs such a chain as one pass;
+    /// same bits as the four ops).
     HardSwishOps,
     /// `min(max(x, min), max)`; NaN passes through. Absent bounds are `f32::NEG_INFINITY` /
     /// `f32::INFINITY` (opset < 11 attribute defaults are the f32 lowest/highest values,

@@ -28,12 +28,7 @@ use super::conv::{apply_activation, DwAct};
 use super::conv_dw_same::Plane2;
 use super::elementwise::UnaryOp;
 use super::lanes::{load, store};
-
-/// Lanes of one AVX-512 vector.
-const L: usize = 16;
-/// Two-source permute indices: lane `i` takes element `2i` / `2i + 1` of `A:B`.
-const EVEN: [i32; L] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
-const ODD: [i32; L] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
+use super::v4::{f32s, m512, tail, EVEN, L, ODD};
 
 /// One eligible depthwise geometry, with the AVX-512 token it runs under.
 #[derive(Debug, Clone)]
@@ -126,7 +121,7 @@ impl DwRows {
             }
         } else {
             for ((v, off), mask) in parts {
-                let t = tail(x, at + off);
+                let t = tail(x, at + off, 0.0);
                 *v = f._mm512_maskz_mov_ps(mask, m512(load::<V4>(&t)));
             }
         }
@@ -258,26 +253,6 @@ struct Chunk {
     shift: bool,
     /// Past the furthest element a row's loads read, from the row's start.
     reach: usize,
-}
-
-/// `x[at..]`'s first 16 elements, zero past the tensor's end.
-#[cold]
-fn tail(x: &[f32], at: usize) -> [f32; L] {
-    let src = &x[at.min(x.len())..];
-    let mut t = [0.0; L];
-    let n = src.len().min(L);
-    t[..n].copy_from_slice(&src[..n]);
-    t
-}
-
-#[inline(always)]
-fn m512(v: pulp::f32x16) -> __m512 {
-    bytemuck::cast(v)
-}
-
-#[inline(always)]
-fn f32s(v: __m512) -> pulp::f32x16 {
-    bytemuck::cast(v)
 }
 
 /// One worker's channels (`first..`, whole output planes in `out`).

@@ -141,6 +141,8 @@ mod pool_plane;
 mod pool_rows;
 mod reduce;
 mod resize;
+#[cfg(target_arch = "x86_64")]
+mod v4;
 
 pub use broadcast::{
     broadcast_assign, broadcast_binary, broadcast_shape, broadcast_shapes, broadcast_ternary,

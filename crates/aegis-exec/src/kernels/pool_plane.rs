@@ -48,6 +48,28 @@ const MAX_PLANE_S2: usize = 64 * 64;
 /// the count of taps inside the padded extent (the `count_include_pad` divisor's factor).
 pub(super) type AxisTaps = [(usize, usize, usize)];
 
+/// Average pooling's divisor per output, as the general loop computes it (`th` / `tw` per
+/// output row / column), in rows `row_len` long (1 past the outputs) and `len` in all.
+pub(super) fn divisors(
+    th: &AxisTaps,
+    tw: &AxisTaps,
+    count_include_pad: bool,
+    row_len: usize,
+    len: usize,
+) -> Vec<f32> {
+    let mut div = vec![1.0; len];
+    for (row, &(hlo, hhi, hpad)) in div.chunks_exact_mut(row_len).zip(th) {
+        for (d, &(wlo, whi, wpad)) in row.iter_mut().zip(tw) {
+            *d = if count_include_pad {
+                hpad * wpad
+            } else {
+                (hhi - hlo) * (whi - wlo)
+            } as f32;
+        }
+    }
+    div
+}
+
 /// One eligible pooling's geometry.
 #[derive(Debug, Clone)]
 pub(super) struct PlanePool {
@@ -117,17 +139,7 @@ impl PlanePool {
         let gw = vw / stride;
         let div = if kind == PoolKind::Average {
             // A vector's slack: the last grid vector reads past the last row.
-            let mut div = vec![1.0; ho * gw + MAX_LANES];
-            for (row, &(hlo, hhi, hpad)) in div.chunks_exact_mut(gw).zip(th) {
-                for (d, &(wlo, whi, wpad)) in row.iter_mut().zip(tw) {
-                    *d = if count_include_pad {
-                        hpad * wpad
-                    } else {
-                        (hhi - hlo) * (whi - wlo)
-                    } as f32;
-                }
-            }
-            div
+            divisors(th, tw, count_include_pad, gw, ho * gw + MAX_LANES)
         } else {
             Vec::new()
         };

@@ -27,15 +27,10 @@ use pulp::Simd;
 use super::conv_dw_same::Plane2;
 use super::lanes::{load, store};
 use super::pool::PoolKind;
-use super::pool_plane::{AxisTaps, Combine, MaxNan, Sum};
+use super::pool_plane::{divisors, AxisTaps, Combine, MaxNan, Sum};
+use super::v4::{f32s, m512, tail, EVEN, L, ODD};
 
-use core::arch::x86_64::{__m512, __m512i, _CMP_ORD_Q};
-
-/// Lanes of one AVX-512 vector.
-const L: usize = 16;
-/// Permute indices: lane `i` takes element `2i` (`EVEN`) or `2i + 1` (`ODD`) of `A:B`.
-const EVEN: [i32; L] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
-const ODD: [i32; L] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
+use core::arch::x86_64::{__m512i, _CMP_ORD_Q};
 
 /// One eligible pooling's geometry, with the AVX-512 token it runs under.
 #[derive(Debug, Clone)]
@@ -105,17 +100,7 @@ impl PoolRows {
             .collect();
         let wv = wo.next_multiple_of(L);
         let div = if kind == PoolKind::Average {
-            let mut div = vec![1.0; ho * wv];
-            for (row, &(hlo, hhi, hpad)) in div.chunks_exact_mut(wv).zip(th) {
-                for (d, &(wlo, whi, wpad)) in row.iter_mut().zip(tw) {
-                    *d = if count_include_pad {
-                        hpad * wpad
-                    } else {
-                        (hhi - hlo) * (whi - wlo)
-                    } as f32;
-                }
-            }
-            div
+            divisors(th, tw, count_include_pad, wv, ho * wv)
         } else {
             Vec::new()
         };
@@ -164,9 +149,9 @@ impl PoolRows {
         } else {
             // The tensor's last row is copied out (kept off the loop above, whose
             // accumulator would otherwise be spilled around the copy).
-            acc = load::<V4>(&tail::<C>(x, first));
+            acc = load::<V4>(&tail(x, first, C::INIT));
             for r in r0 + 1..r1 {
-                let v = load::<V4>(&tail::<C>(x, base + r * self.w + c0));
+                let v = load::<V4>(&tail(x, base + r * self.w + c0, C::INIT));
                 acc = C::comb(simd, acc, v);
             }
         }
@@ -212,26 +197,6 @@ impl Reduce4 for Sum {
     fn comb(simd: V4, acc: pulp::f32x16, v: pulp::f32x16) -> pulp::f32x16 {
         simd.add_f32s(acc, v)
     }
-}
-
-/// `x[at..]`'s first 16 elements, the identity past the tensor's end.
-#[cold]
-fn tail<C: Reduce4>(x: &[f32], at: usize) -> [f32; L] {
-    let src = &x[at..];
-    let mut t = [C::INIT; L];
-    let n = src.len().min(L);
-    t[..n].copy_from_slice(&src[..n]);
-    t
-}
-
-#[inline(always)]
-fn m512(v: pulp::f32x16) -> __m512 {
-    bytemuck::cast(v)
-}
-
-#[inline(always)]
-fn f32s(v: __m512) -> pulp::f32x16 {
-    bytemuck::cast(v)
 }
 
 /// One worker's planes (`first..`, whole output planes in `out`).

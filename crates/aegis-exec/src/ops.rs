@@ -286,14 +286,7 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                 .find(|&t| g.constant_data(t).is_none());
             let chain = x.and_then(|x| Some((x, hard_swish_ops_at(g, x, p, order)?)));
             if let Some((x, (chain, y))) = chain {
-                let plan = g.plan();
-                let range = |t: TensorId| {
-                    Some((
-                        plan.offset_of(t.index())?,
-                        plan.lifetime_of(t.index())?.size_bytes,
-                    ))
-                };
-                if !planned_overlap(g, y, x) || (range(x).is_some() && range(x) == range(y)) {
+                if apart_or_exact(g, y, x) {
                     kernels[id.index()] = Some(KernelSpec::Map {
                         input: x,
                         act: UnaryOp::HardSwishOps,
@@ -478,15 +471,21 @@ fn fusable_add_relu(
         return None;
     }
     let fused_out = nn.outputs[0];
+    node.inputs
+        .iter()
+        .all(|&i| apart_or_exact(g, fused_out, i))
+        .then_some(fused_out)
+}
+
+/// Whether `out`'s planned memory is apart from `input`'s or exactly on it (an elementwise
+/// kernel may then write `out` while reading `input`).
+fn apart_or_exact(g: &ExecutionGraph, out: TensorId, input: TensorId) -> bool {
     let plan = g.plan();
     let range = |t: TensorId| {
         let off = plan.offset_of(t.index())?;
         Some((off, plan.lifetime_of(t.index())?.size_bytes))
     };
-    let apart_or_exact = node.inputs.iter().all(|&i| {
-        !planned_overlap(g, fused_out, i) || (range(i).is_some() && range(i) == range(fused_out))
-    });
-    apart_or_exact.then_some(fused_out)
+    !planned_overlap(g, out, input) || (range(input).is_some() && range(input) == range(out))
 }
 
 /// A float graph constant as a conv filter (`as_f32` was checked when planning; another type

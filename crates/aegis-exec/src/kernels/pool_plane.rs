@@ -48,6 +48,37 @@ const MAX_PLANE_S2: usize = 64 * 64;
 /// the count of taps inside the padded extent (the `count_include_pad` divisor's factor).
 pub(super) type AxisTaps = [(usize, usize, usize)];
 
+/// What the plane and row pooling paths both need: a 2-D pooling with equal strides 1 or 2,
+/// dilations 1, a non-empty plane, and every window's rows and columns holding an input tap
+/// (ONNX's pads are below the kernel; windows past the input come only from ceil mode, never
+/// wholly), with `th` / `tw` one entry per output row / column.
+pub(super) fn rows_eligible(
+    g: &Plane2,
+    pads_end: [usize; 2],
+    th: &AxisTaps,
+    tw: &AxisTaps,
+) -> bool {
+    let Plane2 {
+        input: [h, w],
+        out: [ho, wo],
+        kernel: [kh, kw],
+        strides,
+        dilations,
+        pads_begin: [pt, pl],
+    } = *g;
+    (strides == [1, 1] || strides == [2, 2])
+        && dilations == [1, 1]
+        && h * w > 0
+        && ho * wo > 0
+        && pt < kh
+        && pl < kw
+        && pads_end[0] < kh
+        && pads_end[1] < kw
+        && th.len() == ho
+        && tw.len() == wo
+        && th.iter().chain(tw).all(|t| t.1 > t.0)
+}
+
 /// Average pooling's divisor per output, as the general loop computes it (`th` / `tw` per
 /// output row / column), in rows `row_len` long (1 past the outputs) and `len` in all.
 pub(super) fn divisors(
@@ -110,30 +141,14 @@ impl PlanePool {
             out: [ho, wo],
             kernel: [kh, kw],
             strides,
-            dilations,
             pads_begin,
+            ..
         } = g;
         let stride = strides[0];
-        if !(stride == 1 || stride == 2)
-            || strides[1] != stride
-            || dilations != [1, 1]
-            || h * w == 0
-            || ho * wo == 0
-        {
+        if !rows_eligible(&g, pads_end, th, tw) || (stride == 2 && h * w > MAX_PLANE_S2) {
             return None;
         }
-        if stride == 2 && h * w > MAX_PLANE_S2 {
-            return None;
-        }
-        // Every window's rows and columns must include an input tap (ONNX's pads are below
-        // the kernel; windows past the input come only from ceil mode, never wholly).
         let [pt, pl] = pads_begin;
-        if pt >= kh || pl >= kw || pads_end[0] >= kh || pads_end[1] >= kw {
-            return None;
-        }
-        if th.len() != ho || tw.len() != wo || th.iter().chain(tw).any(|t| t.1 <= t.0) {
-            return None;
-        }
         let reach_w = stride * (wo - 1) + kw;
         let vw = (pl + w).max(reach_w).next_multiple_of(stride);
         let gw = vw / stride;

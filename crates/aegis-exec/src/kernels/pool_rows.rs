@@ -27,7 +27,7 @@ use pulp::Simd;
 use super::conv_dw_same::Plane2;
 use super::lanes::{load, store};
 use super::pool::PoolKind;
-use super::pool_plane::{divisors, AxisTaps, Combine, MaxNan, Sum};
+use super::pool_plane::{divisors, rows_eligible, AxisTaps, Combine, MaxNan, Sum};
 use super::v4::{f32s, m512, tail, EVEN, L, ODD};
 
 use core::arch::x86_64::{__m512i, _CMP_ORD_Q};
@@ -68,25 +68,13 @@ impl PoolRows {
         let Plane2 {
             input: [h, w],
             out: [ho, wo],
-            kernel: [kh, kw],
+            kernel: [_, kw],
             strides,
-            dilations,
             pads_begin: [pt, pl],
+            ..
         } = g;
         let stride = strides[0];
-        if !(strides == [1, 1] || strides == [2, 2])
-            || dilations != [1, 1]
-            || !(kw == 2 || kw == 3)
-            || h * w == 0
-            || ho * wo == 0
-            || pt >= kh
-            || pl >= kw
-            || pads_end[0] >= kh
-            || pads_end[1] >= kw
-            || th.len() != ho
-            || tw.len() != wo
-            || th.iter().chain(tw).any(|t| t.1 <= t.0)
-        {
+        if !(kw == 2 || kw == 3) || !rows_eligible(&g, pads_end, th, tw) {
             return None;
         }
         let simd = V4::try_new()?;

@@ -438,3 +438,54 @@ impl ExecutionGraph {
             .sum()
     }
 }
+
+/// Where each input of a Concat node lies in its output, in bytes, when every input is one
+/// contiguous run of the output (every dimension before the axis is 1, so the inputs follow
+/// one another); `None` for any other node. The memory plan may then store the inputs at
+/// those places ([`aegis_memory::NestHint`]), and the concatenation has nothing to copy.
+pub(crate) fn concat_slots(
+    op: &Op,
+    inputs: &[&TensorInfo],
+    output: &TensorInfo,
+) -> Option<Vec<u64>> {
+    let Op::Concat { axis } = op else {
+        return None;
+    };
+    if output.shape.len() <= *axis || output.shape[..*axis].iter().any(|&d| d != 1) {
+        return None;
+    }
+    let mut at = 0u64;
+    let mut slots = Vec::with_capacity(inputs.len());
+    for t in inputs {
+        if t.dtype != output.dtype {
+            return None;
+        }
+        slots.push(at);
+        at = at.checked_add(t.byte_size)?;
+    }
+    (at == output.byte_size).then_some(slots)
+}
+
+/// Whether input `i` of `node`, planned at byte range `input` (offset, length), is already
+/// at its place inside the node's output planned at `output`: a Concat whose plan stored the
+/// part where the concatenation puts it (see [`concat_slots`]).
+pub(crate) fn concat_input_in_place(
+    g: &ExecutionGraph,
+    node: &OperatorNode,
+    i: usize,
+    input: (usize, usize),
+    output: (usize, usize),
+) -> bool {
+    let infos: Vec<&TensorInfo> = node.inputs.iter().map(|&t| g.tensor(t)).collect();
+    let Some(out) = node.outputs.first().map(|&t| g.tensor(t)) else {
+        return false;
+    };
+    let Some(slots) = concat_slots(&node.op, &infos, out) else {
+        return false;
+    };
+    let (Some(&slot), Some(info)) = (slots.get(i), infos.get(i)) else {
+        return false;
+    };
+    let at = output.0 + slot as usize;
+    input.0 == at && input.1 as u64 == info.byte_size && at + input.1 <= output.0 + output.1
+}

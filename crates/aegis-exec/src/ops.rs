@@ -7,8 +7,8 @@ use std::sync::Arc;
 use aegis_cuda::{CudaError, DeviceSlice, HostRead, HostWrite};
 
 use crate::graph::{
-    CompareKind, DType, ExecutionGraph, LogicKind, MathFn, NodeId, Op, ReduceKind, TensorData,
-    TensorId, TensorKind,
+    concat_input_in_place, concat_slots, CompareKind, DType, ExecutionGraph, LogicKind, MathFn,
+    NodeId, Op, ReduceKind, TensorData, TensorId, TensorInfo, TensorKind,
 };
 use crate::kernels::{self as k, BinaryOp, ConvAttrs, KernelError, PreparedConv, UnaryOp};
 use crate::ExecError;
@@ -557,6 +557,9 @@ pub(crate) struct NodeKernel {
     outs: Vec<Arg>,
     /// Input that shares its planned memory with output 0 (in-place elementwise op).
     alias: Option<usize>,
+    /// Concat whose plan stored some inputs at their place in the output: per input, its
+    /// byte offset in the output and whether it is already there (empty otherwise).
+    placed: Vec<(usize, bool)>,
     scratch: Option<DeviceSlice>,
     threads: usize,
     stream: u64,
@@ -694,6 +697,16 @@ impl NodeKernel {
             ),
         };
         let mut alias = None;
+        // Concat inputs may sit at their place in the output (see `concat_slots`).
+        let slots = if matches!(spec, KernelSpec::Generic) {
+            let infos: Vec<&TensorInfo> = node.inputs.iter().map(|&t| g.tensor(t)).collect();
+            node.outputs
+                .first()
+                .and_then(|&o| concat_slots(&node.op, &infos, g.tensor(o)))
+        } else {
+            None
+        };
+        let mut placed: Vec<(usize, bool)> = Vec::new();
         let not_planned = |what: &str| ExecError::InvalidNode {
             model: g.name().to_owned(),
             node: node.name.clone(),
@@ -710,6 +723,16 @@ impl NodeKernel {
                     continue;
                 };
                 if a_slice.overlaps(o) {
+                    if let Some(slots) = &slots {
+                        let (ia, oa) = ((a_slice.offset(), a_slice.len()), (o.offset(), o.len()));
+                        if concat_input_in_place(g, node, i, ia, oa) {
+                            if placed.is_empty() {
+                                placed = slots.iter().map(|&s| (s as usize, false)).collect();
+                            }
+                            placed[i].1 = true;
+                            continue;
+                        }
+                    }
                     let exact = a_slice.offset() == o.offset() && a_slice.len() == o.len();
                     // A reshape whose output the plan placed on its input has nothing to do.
                     let ok = exact
@@ -735,6 +758,7 @@ impl NodeKernel {
             ins,
             outs,
             alias,
+            placed,
             scratch,
             threads: threads.max(1),
             stream,
@@ -775,6 +799,9 @@ impl NodeKernel {
             // The output is the input's memory: the bytes are already in place.
             return Ok(());
         }
+        if !self.placed.is_empty() {
+            return self.concat_rest();
+        }
         let reads: Vec<Option<View<'_>>> = self
             .ins
             .iter()
@@ -808,6 +835,32 @@ impl NodeKernel {
             category: aegis_cuda::ErrorCategory::Permanent,
             message: e.to_string(),
         })
+    }
+
+    /// A Concat whose plan stored some inputs in place: copies the others into their places,
+    /// each through a view of its own bytes only (another stream may be reading the parts
+    /// already there).
+    fn concat_rest(&self) -> Res<()> {
+        let l = self.label;
+        let Some(Mem::Slice(out)) = self.outs.first().map(|o| &o.mem) else {
+            return Err(CudaError::invalid(
+                "kernel view",
+                format!("{l}: output is a constant"),
+            ));
+        };
+        for (a, &(at, done)) in self.ins.iter().zip(&self.placed) {
+            if done {
+                continue;
+            }
+            let src: View<'_> = match &a.mem {
+                Mem::Slice(s) => View::Read(s.host_read(l)?),
+                Mem::Const(c) => View::Const(c.as_bytes()),
+            };
+            let place = out.slice(at..at + src.len())?;
+            let mut dst = place.host_write(l)?;
+            dst.copy_from_slice(&src);
+        }
+        Ok(())
     }
 
     /// `Op::Math` functions `unary_of` does not cover: the integer forms of Neg/Abs/Sign,

@@ -195,3 +195,46 @@ fn our_inference_agrees_with_onnx_declared_intermediate_shapes() {
     assert_eq!(g.tensor(g.outputs()[0]).shape, vec![1, 2]);
     eprintln!("value_info entries cross-checked: {declared}");
 }
+
+/// Concatenations cost nothing where the plan can place their parts: every part of every
+/// Concat in SqueezeNet is produced straight into its place (its parts are whole multiples of
+/// the 256-byte alignment), and most of Inception's and DenseNet's (chained, block by block);
+/// a part of, e.g., 32x27x27 floats would put the next one off the alignment.
+#[test]
+fn concat_parts_are_planned_in_place_in_the_shared_models() {
+    for (name, all) in [
+        ("light-squeezenet", true),
+        ("light-inception_v1", false),
+        ("light-densenet121", false),
+    ] {
+        let g = ExecutionGraph::load(
+            models_dir().join(name).join("model.onnx"),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let plan = g.plan();
+        plan.validate().unwrap();
+        let (mut parts, mut nested) = (0, 0);
+        for node in g.operators() {
+            if !matches!(node.op, aegis_exec::Op::Concat { .. }) {
+                continue;
+            }
+            let out = plan.offset_of(node.outputs[0].index()).unwrap();
+            let mut at = 0;
+            for &t in &node.inputs {
+                parts += 1;
+                if plan.offset_of(t.index()) == Some(out + at) {
+                    nested += 1;
+                }
+                at += g.tensor(t).byte_size;
+            }
+        }
+        assert!(parts > 0, "{name}");
+        if all {
+            assert_eq!(nested, parts, "{name}");
+        } else {
+            assert!(nested * 4 >= parts * 3, "{name}: {nested} of {parts}");
+        }
+        assert_eq!(plan.nested.len(), nested, "{name}");
+    }
+}

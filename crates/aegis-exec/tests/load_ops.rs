@@ -1129,3 +1129,66 @@ fn new_ops_validate_their_inputs_with_typed_errors() {
         );
     }
 }
+
+#[test]
+fn concat_parts_are_planned_in_place_and_the_rest_is_copied() {
+    // c = Concat(Relu(x), Sigmoid(x)); f = Concat(c, Neg(x), x): every part but the graph
+    // input x is produced straight into its place in f, and f's Concat copies only x.
+    let m = Model::new(13)
+        .input("x", F32, &[1, 16, 4, 4])
+        .op("Relu", &["x"], &["a"], vec![])
+        .op("Sigmoid", &["x"], &["b"], vec![])
+        .op("Concat", &["a", "b"], &["c"], vec![attr_i("axis", 1)])
+        .op("Neg", &["x"], &["e"], vec![])
+        .op("Concat", &["c", "e", "x"], &["f"], vec![attr_i("axis", 1)])
+        .output_any("f", F32);
+    let g = Arc::new(load(&m));
+    let plan = g.plan();
+    plan.validate().unwrap();
+    let id = |n: &str| g.tensor_by_name(n).unwrap().index();
+    let off = |n: &str| plan.offset_of(id(n));
+    let part = 16 * 16 * 4;
+    assert_eq!(off("a"), off("c"));
+    assert_eq!(off("b").unwrap(), off("c").unwrap() + part);
+    assert_eq!(off("c"), off("f"));
+    assert_eq!(off("e").unwrap(), off("f").unwrap() + 2 * part);
+    assert_eq!(plan.nested.len(), 4, "{:?}", plan.nested);
+    assert!(plan.nested.iter().all(|h| h.inner != id("x")));
+    // f's block (four parts) plus x: nothing else is ever alive beside them.
+    assert_eq!(plan.peak_bytes, 5 * part);
+    let x: Vec<f32> = (0..256).map(|i| (i as f32 - 128.0) / 32.0).collect();
+    let got = run_f32(&g, &[(vec![1, 16, 4, 4], x.clone())]);
+    let want: Vec<f32> = x
+        .iter()
+        .map(|&v| v.max(0.0))
+        .chain(x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())))
+        .chain(x.iter().map(|&v| -v))
+        .chain(x.iter().copied())
+        .collect();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-6, "element {i}: {g} vs {w}");
+    }
+}
+
+#[test]
+fn concat_over_the_batch_stays_a_copy() {
+    // Batch 2, axis 1: each part is two runs of the output, so nothing is nested.
+    let m = Model::new(13)
+        .input("x", F32, &[2, 64, 2, 2])
+        .op("Relu", &["x"], &["a"], vec![])
+        .op("Neg", &["x"], &["b"], vec![])
+        .op("Concat", &["a", "b"], &["c"], vec![attr_i("axis", 1)])
+        .op("Relu", &["c"], &["y"], vec![])
+        .output_any("y", F32);
+    let g = Arc::new(load(&m));
+    assert!(g.plan().nested.is_empty(), "{:?}", g.plan().nested);
+    let x: Vec<f32> = (0..512).map(|i| i as f32 - 256.0).collect();
+    let got = run_f32(&g, &[(vec![2, 64, 2, 2], x.clone())]);
+    for n in 0..2 {
+        for (k, &v) in x[n * 256..(n + 1) * 256].iter().enumerate() {
+            assert_eq!(got[n * 512 + k], v.max(0.0));
+            assert_eq!(got[n * 512 + 256 + k], (-v).max(0.0));
+        }
+    }
+}

@@ -9,8 +9,9 @@
 //!   hands out each tensor's bytes as an [`aegis_cuda::DeviceSlice`] at its planned offset.
 //! - **Planning, as plain data.** [`LifetimeAnalyser`] turns producer/consumer steps
 //!   ([`TensorUsage`]) into [`Lifetime`] intervals; [`MemoryPlanner`] packs them into one
-//!   arena ([`AllocationPlan`]) with several greedy strategies, in-place [`ShareHint`]s and a
-//!   local search, reporting the peak against the lower bound; [`plan_with_reordering`]
+//!   arena ([`AllocationPlan`]) with several greedy strategies, in-place [`ShareHint`]s,
+//!   [`NestHint`]s (a part stored inside its whole, e.g. a concatenation's) and a local
+//!   search, reporting the peak against the lower bound; [`plan_with_reordering`]
 //!   picks a valid step order that lowers the peak further, for the graph layer to adopt.
 //!
 //! ## What this crate must never do
@@ -29,7 +30,8 @@
 //! - A [`DeviceBuffer`]'s bytes return to its pool's budget exactly once, when it drops.
 //! - Every [`AllocationPlan`] this crate returns passes [`AllocationPlan::validate`]: no two
 //!   tensors alive at one step share a byte (except an applied in-place pair, which shares
-//!   one offset), every offset is aligned, and `peak_bytes` is the highest end.
+//!   one offset, and an applied nest, whose part sits at its offset inside its whole), every
+//!   offset is aligned, and `peak_bytes` is the highest end.
 //! - `lower_bound_bytes <= peak_bytes <= ` the greedy-by-size peak (TensorFlow Lite's
 //!   choice), since that strategy is always among those tried.
 //! - Concurrency primitives come from [`aegis_cuda::sync`], so loom can model them.
@@ -46,8 +48,8 @@ pub use arena::Arena;
 pub use error::{MemoryError, PlanViolation};
 pub use lifetime::{Lifetime, LifetimeAnalyser, TensorUsage};
 pub use planner::{
-    lower_bound, AllocationPlan, Fit, MemoryPlanner, PlacementOrder, ShareHint, DEFAULT_ALIGNMENT,
-    DEFAULT_SEARCH_EFFORT,
+    lower_bound, AllocationPlan, Fit, MemoryPlanner, NestHint, PlacementOrder, ShareHint,
+    DEFAULT_ALIGNMENT, DEFAULT_SEARCH_EFFORT,
 };
 pub use pool::{BudgetCounter, DeviceBuffer, DeviceMemoryPool, PoolStats, Reservation};
 pub use reorder::{plan_with_reordering, Reordering, StepDependency};

@@ -38,6 +38,26 @@ pub struct ShareHint {
     pub output: usize,
 }
 
+/// "`inner` is stored inside `outer`, `offset` bytes from its start": for a concatenation
+/// whose parts are written straight into their place in the result, so the copy costs
+/// nothing. The caller vouches that `inner`'s bytes *are* `outer`'s bytes there (whatever is
+/// written to one is what the other must hold). Applied only when it is consistent: `offset`
+/// aligned, `inner` fits inside `outer`, `inner` is in no other outer and overlaps no other
+/// inner of the same outer. The members then form one block, alive from the first member's
+/// start to the last one's end. A permission, like [`ShareHint`]: the planner keeps a plan
+/// without it when that is smaller.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct NestHint {
+    /// The tensor stored inside `outer` (the first field, so sorted hints are by inner).
+    pub inner: usize,
+    /// The tensor that contains it.
+    pub outer: usize,
+    /// Where `inner` starts, in bytes from `outer`'s start.
+    pub offset: u64,
+}
+
 /// The order in which a greedy pass places tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PlacementOrder {
@@ -110,13 +130,19 @@ pub struct AllocationPlan {
     pub tensors: Vec<Lifetime>,
     /// The share hints the plan applied (each pair sits at one offset), sorted.
     pub shared: Vec<ShareHint>,
+    /// The nest hints the plan applied (each inner sits at its outer's offset plus its
+    /// own), sorted by inner.
+    pub nested: Vec<NestHint>,
     /// Every offset is a multiple of this; every size is rounded up to it.
     pub alignment: u64,
     /// Arena size: the highest offset + aligned size.
     pub peak_bytes: u64,
     /// The most aligned bytes alive at any one step: no plan that keeps every tensor apart
     /// can be smaller. When the plan applied share hints, each applied pair counts once (as
-    /// its larger member) at its handover step, since that is the bound for such plans.
+    /// its larger member) at its handover step, since that is the bound for such plans; when
+    /// it applied nest hints, the smaller of the plain bound and the most bytes alive at one
+    /// step when each group of tensors placed together counts as its block (its extent, over
+    /// its members' joint lifetime).
     pub lower_bound_bytes: u64,
     /// Sum of all aligned sizes: the cost of giving every tensor its own buffer.
     pub naive_bytes: u64,
@@ -149,8 +175,9 @@ impl AllocationPlan {
     }
 
     /// Checks the plan's invariants: tables agree, every offset is aligned, no two tensors
-    /// alive at the same step share a byte (except an applied share pair at one offset), and
-    /// `peak_bytes` is exactly the highest end.
+    /// alive at the same step share a byte (except an applied share pair at one offset, and
+    /// an applied nest's inner at its place inside its outer, directly or through outers
+    /// nested in turn), and `peak_bytes` is exactly the highest end.
     ///
     /// # Errors
     /// [`MemoryError::InvalidPlan`] naming the first violation found.
@@ -213,8 +240,11 @@ impl AllocationPlan {
                     continue;
                 }
                 let ta = &self.tensors[a];
-                let paired = oa == ob
-                    && (self.is_shared(ta.tensor, t.tensor) || self.is_shared(t.tensor, ta.tensor));
+                let paired = (oa == ob
+                    && (self.is_shared(ta.tensor, t.tensor)
+                        || self.is_shared(t.tensor, ta.tensor)))
+                    || self.nested_at(ta.tensor, oa, t.tensor, ob)
+                    || self.nested_at(t.tensor, ob, ta.tensor, oa);
                 if !paired {
                     return Err(PlanViolation::Overlap {
                         a: ta.tensor.min(t.tensor),
@@ -227,6 +257,29 @@ impl AllocationPlan {
             active.push(i);
         }
         Ok(())
+    }
+
+    /// Whether `inner` (at `inner_off`) sits inside `outer` (at `outer_off`) through applied
+    /// nests, at the offsets they name.
+    fn nested_at(&self, outer: usize, outer_off: u64, inner: usize, inner_off: u64) -> bool {
+        let mut at = inner;
+        let mut rel = 0u64;
+        // Each inner has one outer, so the walk is a chain; it cannot be longer than `nested`.
+        for _ in 0..self.nested.len() {
+            let Ok(k) = self.nested.binary_search_by_key(&at, |h| h.inner) else {
+                return false;
+            };
+            let h = self.nested[k];
+            let Some(r) = rel.checked_add(h.offset) else {
+                return false;
+            };
+            rel = r;
+            if h.outer == outer {
+                return outer_off.checked_add(rel) == Some(inner_off);
+            }
+            at = h.outer;
+        }
+        false
     }
 
     fn is_shared(&self, input: usize, output: usize) -> bool {
@@ -256,6 +309,7 @@ impl fmt::Display for AllocationPlan {
 pub struct MemoryPlanner {
     alignment: u64,
     hints: Vec<ShareHint>,
+    nests: Vec<NestHint>,
     effort: u64,
 }
 
@@ -272,6 +326,7 @@ impl MemoryPlanner {
         Self {
             alignment,
             hints: Vec::new(),
+            nests: Vec::new(),
             effort: DEFAULT_SEARCH_EFFORT,
         }
     }
@@ -282,6 +337,12 @@ impl MemoryPlanner {
         self
     }
 
+    /// Allows these parts to be stored inside their wholes (see [`NestHint`]).
+    pub fn with_nest_hints(mut self, hints: impl IntoIterator<Item = NestHint>) -> Self {
+        self.nests = hints.into_iter().collect();
+        self
+    }
+
     /// Sets the local-search budget (0 = greedy passes only). The result depends only on
     /// the input and this number, never on timing.
     pub fn with_search_effort(mut self, effort: u64) -> Self {
@@ -289,9 +350,10 @@ impl MemoryPlanner {
         self
     }
 
-    /// True when share hints were given.
+    /// True when share or nest hints were given (a plan may then beat the bound of plans
+    /// that keep every tensor apart).
     pub fn has_share_hints(&self) -> bool {
-        !self.hints.is_empty()
+        !self.hints.is_empty() || !self.nests.is_empty()
     }
 
     /// The alignment this planner uses.
@@ -309,9 +371,12 @@ impl MemoryPlanner {
     /// unknown tensor, or sizes whose sum overflows `u64`.
     pub fn plan(&self, lifetimes: &[Lifetime]) -> Result<AllocationPlan, MemoryError> {
         let ctx = Context::new(self, lifetimes)?;
-        let mut best: Option<Candidate> = None;
+        // The best greedy candidate of each problem (hinted first), each then improved by
+        // local search: search on one problem cannot stand in for the other's.
+        let mut bests: Vec<Candidate> = Vec::new();
         let mut scratch = Scratch::new(lifetimes.len());
         'outer: for (pi, problem) in ctx.problems.iter().enumerate().rev() {
+            let mut best: Option<Candidate> = None;
             // Dense problems are quadratic per pass: run only the baseline order.
             let orders = if problem.dense {
                 &PlacementOrder::ALL[..1]
@@ -333,22 +398,33 @@ impl MemoryPlanner {
                         });
                     }
                     if peak <= ctx.stop_bound {
+                        bests.extend(best);
                         break 'outer;
                     }
                 }
             }
+            bests.extend(best);
         }
-        let Some(mut best) = best else {
+        for cand in &mut bests {
+            if cand.peak > ctx.stop_bound && self.effort > 0 {
+                ctx.problems[cand.problem].local_search(
+                    cand,
+                    ctx.stop_bound,
+                    self.effort,
+                    &mut scratch,
+                );
+            }
+        }
+        // The smallest peak; ties keep the first (the hinted problem's).
+        let mut best: Option<Candidate> = None;
+        for cand in bests {
+            if best.as_ref().is_none_or(|b| cand.peak < b.peak) {
+                best = Some(cand);
+            }
+        }
+        let Some(best) = best else {
             return Ok(ctx.finish(None));
         };
-        if best.peak > ctx.stop_bound && self.effort > 0 {
-            ctx.problems[best.problem].local_search(
-                &mut best,
-                ctx.stop_bound,
-                self.effort,
-                &mut scratch,
-            );
-        }
         let plan = ctx.finish(Some(best));
         tracing::debug!(
             tensors = plan.tensors.len(),
@@ -450,6 +526,9 @@ struct Context {
     /// A plan at or below this cannot be improved: the lower bound with sharing counted.
     stop_bound: u64,
     applied: Vec<ShareHint>,
+    nested: Vec<NestHint>,
+    /// Each lifetime's offset from its block's start in the hinted problem.
+    rel: Vec<u64>,
     problems: Vec<Problem>,
 }
 
@@ -494,15 +573,28 @@ impl Context {
                 .collect(),
             (0..lifetimes.len()).map(|i| vec![i]).collect(),
         )];
-        let (applied, groups) = apply_hints(lifetimes, &planner.hints)?;
+        let Grouping {
+            shared: applied,
+            nested,
+            groups,
+            rel,
+        } = apply_hints(lifetimes, &planner.hints, &planner.nests, alignment)?;
         let mut stop_bound = lower_bound;
-        if !applied.is_empty() {
+        if !applied.is_empty() || !nested.is_empty() {
             let idx = index_by_id(lifetimes);
-            stop_bound = shared_bound(lifetimes, &aligned, &applied, &idx)?;
             let mut sizes = Vec::with_capacity(groups.len());
             let mut spans = Vec::with_capacity(groups.len());
             for g in &groups {
-                sizes.push(g.iter().map(|&i| aligned[i]).max().unwrap_or(0));
+                let mut size = 0u64;
+                for &i in g {
+                    let end = rel[i]
+                        .checked_add(aligned[i])
+                        .ok_or(MemoryError::SizeOverflow {
+                            what: "nested size",
+                        })?;
+                    size = size.max(end);
+                }
+                sizes.push(size);
                 let first = g
                     .iter()
                     .map(|&i| lifetimes[i].first_step)
@@ -511,6 +603,18 @@ impl Context {
                 let last = g.iter().map(|&i| lifetimes[i].last_step).max().unwrap_or(0);
                 spans.push((first, last));
             }
+            stop_bound = if nested.is_empty() {
+                shared_bound(lifetimes, &aligned, &applied, &idx)?
+            } else {
+                // Blocks never share bytes, so the most block bytes alive at one step bounds
+                // every placement of them; the plain bound, every plan without them.
+                let mut ev: Vec<(usize, bool, u64)> = spans
+                    .iter()
+                    .zip(&sizes)
+                    .flat_map(|(&(f, l), &s)| [(f, false, s), (l, true, s)])
+                    .collect();
+                max_live(&mut ev).min(lower_bound)
+            };
             problems.push(Problem::new(sizes, spans, groups));
         }
         Ok(Self {
@@ -521,6 +625,8 @@ impl Context {
             lower_bound,
             stop_bound,
             applied,
+            nested,
+            rel,
             problems,
         })
     }
@@ -530,18 +636,23 @@ impl Context {
         let mut peak = 0;
         let mut strategy = String::from("empty");
         let mut shared = Vec::new();
+        let mut nested = Vec::new();
+        let hinted = best.as_ref().is_some_and(|c| c.problem > 0);
         if let Some(c) = best {
             let problem = &self.problems[c.problem];
             for (b, members) in problem.members.iter().enumerate() {
                 for &m in members {
-                    offsets[m] = c.offsets[b];
+                    // Problem 0 has one tensor per block; the hinted one places members at
+                    // their offsets inside the block.
+                    offsets[m] = c.offsets[b] + if hinted { self.rel[m] } else { 0 };
                 }
             }
             peak = c.peak;
             strategy = c.name;
-            if c.problem > 0 {
+            if hinted {
                 strategy.push_str("+share");
                 shared = self.applied.clone();
+                nested = self.nested.clone();
             }
         }
         debug_assert_eq!(
@@ -561,15 +672,17 @@ impl Context {
             .collect();
         rows.sort_unstable_by_key(|r| r.0);
         shared.sort_unstable();
-        let lower_bound_bytes = if shared.is_empty() {
-            self.lower_bound
-        } else {
+        nested.sort_unstable();
+        let lower_bound_bytes = if hinted {
             self.stop_bound
+        } else {
+            self.lower_bound
         };
         AllocationPlan {
             offsets: rows.iter().map(|r| (r.0, r.1)).collect(),
             tensors: rows.into_iter().map(|r| r.2).collect(),
             shared,
+            nested,
             alignment: self.alignment,
             peak_bytes: peak,
             lower_bound_bytes,
@@ -638,23 +751,77 @@ fn shared_bound(
     })
 }
 
-/// Applies the safe hints (in the given order; an unsafe or conflicting one is skipped) and
-/// returns them with the resulting groups (lifetime indices sharing one offset).
+/// The hints a plan can apply and the blocks they make.
+struct Grouping {
+    shared: Vec<ShareHint>,
+    nested: Vec<NestHint>,
+    /// Lifetime indices placed together (one block each), sorted.
+    groups: Vec<Vec<usize>>,
+    /// Each lifetime's offset from its block's start.
+    rel: Vec<u64>,
+}
+
+/// Applies the consistent nest hints, then the safe share hints (each kind in the given
+/// order; an unsafe or conflicting one is skipped), and returns them with the resulting
+/// blocks.
 fn apply_hints(
     lifetimes: &[Lifetime],
     hints: &[ShareHint],
-) -> Result<(Vec<ShareHint>, Vec<Vec<usize>>), MemoryError> {
+    nests: &[NestHint],
+    alignment: u64,
+) -> Result<Grouping, MemoryError> {
     let n = lifetimes.len();
     let idx = index_by_id(lifetimes);
     let mut group: Vec<usize> = (0..n).collect();
     let mut groups: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+    let mut rel = vec![0u64; n];
+    let mut parent: Vec<Option<usize>> = vec![None; n];
+    let mut nested = Vec::new();
+    let size = |i: usize| lifetimes[i].size_bytes;
+    for h in nests {
+        let (i, o) = (lookup(&idx, h.inner)?, lookup(&idx, h.outer)?);
+        let (gi, go) = (group[i], group[o]);
+        let fits = h.offset % alignment == 0
+            && h.offset.checked_add(size(i)).is_some_and(|e| e <= size(o));
+        // `i` is its group's root (it has no outer yet), so its group lies inside its range.
+        if i == o || gi == go || parent[i].is_some() || !fits {
+            continue;
+        }
+        let start = rel[o] + h.offset;
+        let end = start + size(i);
+        // Every member of the outer's block that is not the outer or one of its outers must
+        // stay clear of the new range.
+        let mut around = vec![o];
+        while let Some(p) = parent[*around.last().unwrap_or(&o)] {
+            around.push(p);
+        }
+        let clear = groups[go]
+            .iter()
+            .all(|&m| around.contains(&m) || rel[m] + size(m) <= start || end <= rel[m]);
+        if !clear {
+            continue;
+        }
+        parent[i] = Some(o);
+        let moved = std::mem::take(&mut groups[gi]);
+        for &m in &moved {
+            group[m] = go;
+            rel[m] += start;
+        }
+        groups[go].extend(moved);
+        nested.push(*h);
+    }
     let mut gives = vec![false; n];
     let mut takes = vec![false; n];
-    let mut applied = Vec::new();
+    let mut shared = Vec::new();
     for h in hints {
         let (i, o) = (lookup(&idx, h.input)?, lookup(&idx, h.output)?);
         let step = lifetimes[o].first_step;
         if i == o || gives[i] || takes[o] || lifetimes[i].last_step != step {
+            continue;
+        }
+        // A nest's inner keeps its one place inside its outer: it may take an input's storage
+        // only by that input moving there.
+        if parent[i].is_some() {
             continue;
         }
         let (gi, go) = (group[i], group[o]);
@@ -662,31 +829,66 @@ fn apply_hints(
             continue;
         }
         // Only the pair itself may be alive at the handover step; everything else in the
-        // input's group must end before it and everything in the output's group start after.
-        let ok = groups[gi]
+        // input's group must end before it and everything in the output's group that shares
+        // the pair's bytes start after.
+        let i_ok = groups[gi]
             .iter()
-            .all(|&m| m == i || lifetimes[m].last_step < step)
-            && groups[go]
-                .iter()
-                .all(|&m| m == o || lifetimes[m].first_step > step);
-        if !ok {
+            .all(|&m| m == i || lifetimes[m].last_step < step);
+        if !i_ok {
             continue;
+        }
+        if parent[o].is_none() {
+            // (An output moved into a block earlier sits off its start: not movable.)
+            let o_ok = rel[o] == 0
+                && groups[go]
+                    .iter()
+                    .all(|&m| m == o || lifetimes[m].first_step > step);
+            if !o_ok {
+                continue;
+            }
+            // The output's block moves to the input's offset (the output is its block's root).
+            let moved = std::mem::take(&mut groups[go]);
+            for &m in &moved {
+                group[m] = gi;
+                rel[m] = rel[m] - rel[o] + rel[i];
+            }
+            groups[gi].extend(moved);
+        } else {
+            // The output is a nest's inner: the input's block moves to the output's place
+            // (the input is its block's root, at 0), clear of the output's siblings.
+            let (lo, hi) = (rel[o], rel[o] + size(i));
+            let o_ok = size(i) <= size(o)
+                && groups[go].iter().all(|&m| {
+                    m == o
+                        || rel[m] + size(m) <= lo
+                        || hi <= rel[m]
+                        || lifetimes[m].first_step > step
+                });
+            if !o_ok {
+                continue;
+            }
+            let moved = std::mem::take(&mut groups[gi]);
+            for &m in &moved {
+                group[m] = go;
+                rel[m] += lo;
+            }
+            groups[go].extend(moved);
         }
         gives[i] = true;
         takes[o] = true;
-        let moved = std::mem::take(&mut groups[go]);
-        for &m in &moved {
-            group[m] = gi;
-        }
-        groups[gi].extend(moved);
-        applied.push(*h);
+        shared.push(*h);
     }
     let mut out: Vec<Vec<usize>> = groups.into_iter().filter(|g| !g.is_empty()).collect();
     for g in &mut out {
         g.sort_unstable();
     }
     out.sort_unstable_by_key(|g| g[0]);
-    Ok((applied, out))
+    Ok(Grouping {
+        shared,
+        nested,
+        groups: out,
+        rel,
+    })
 }
 
 struct Candidate {

@@ -1,8 +1,8 @@
 //! Planner behaviour on small hand-made cases.
 
 use aegis_memory::{
-    lower_bound, Fit, Lifetime, MemoryError, MemoryPlanner, PlacementOrder, PlanViolation,
-    ShareHint,
+    lower_bound, Fit, Lifetime, MemoryError, MemoryPlanner, NestHint, PlacementOrder,
+    PlanViolation, ShareHint,
 };
 use rstest::rstest;
 
@@ -278,4 +278,233 @@ fn random_problems(#[case] seed: u64) {
         assert!(shared.peak_bytes <= plan.peak_bytes);
         assert!(shared.peak_bytes >= shared.lower_bound_bytes);
     }
+}
+
+/// A dense block as DenseNet exports it: `c1 = concat(x, a)`, `c2 = concat(c1, b)`. With the
+/// nests applied every part sits where the concatenations would copy it, so nothing is
+/// copied, and the block takes less than keeping `c1` and `c2` apart.
+#[test]
+fn concat_chain_nests_its_parts_in_place() {
+    let u = 256;
+    // x (2u) at step 0, a (u) at 1, c1 (3u) at 2, b (u) at 3 (reads c1), c2 (4u) at 4.
+    let l = vec![
+        lt(0, 2 * u, 0, 2),
+        lt(1, u, 1, 2),
+        lt(2, 3 * u, 2, 4),
+        lt(3, u, 3, 4),
+        lt(4, 4 * u, 4, 5),
+    ];
+    let nests = [
+        NestHint {
+            inner: 0,
+            outer: 2,
+            offset: 0,
+        },
+        NestHint {
+            inner: 1,
+            outer: 2,
+            offset: 2 * u,
+        },
+        NestHint {
+            inner: 2,
+            outer: 4,
+            offset: 0,
+        },
+        NestHint {
+            inner: 3,
+            outer: 4,
+            offset: 3 * u,
+        },
+    ];
+    let plain = MemoryPlanner::default().plan(&l).unwrap();
+    let plan = MemoryPlanner::default()
+        .with_nest_hints(nests)
+        .plan(&l)
+        .unwrap();
+    plan.validate().unwrap();
+    assert_eq!(plan.nested.len(), 4);
+    let off = |t| plan.offset_of(t).unwrap();
+    assert_eq!(off(0), off(4));
+    assert_eq!(off(2), off(4));
+    assert_eq!(off(1), off(4) + 2 * u);
+    assert_eq!(off(3), off(4) + 3 * u);
+    assert_eq!(plan.peak_bytes, 4 * u);
+    assert!(plan.peak_bytes < plain.peak_bytes, "{plan} vs {plain}");
+    assert!(plan.lower_bound_bytes <= plan.peak_bytes);
+}
+
+#[test]
+fn inconsistent_nests_are_skipped() {
+    let u = 256;
+    let l = vec![lt(0, u, 0, 1), lt(1, u, 0, 1), lt(2, 2 * u, 1, 2)];
+    let cases = [
+        // Misaligned.
+        vec![NestHint {
+            inner: 0,
+            outer: 2,
+            offset: 4,
+        }],
+        // Runs past the outer's end.
+        vec![NestHint {
+            inner: 0,
+            outer: 2,
+            offset: 2 * u,
+        }],
+        // Two parts on the same bytes: only the first applies.
+        vec![
+            NestHint {
+                inner: 0,
+                outer: 2,
+                offset: 0,
+            },
+            NestHint {
+                inner: 1,
+                outer: 2,
+                offset: 0,
+            },
+        ],
+        // A part in two wholes: only the first applies.
+        vec![
+            NestHint {
+                inner: 0,
+                outer: 2,
+                offset: 0,
+            },
+            NestHint {
+                inner: 0,
+                outer: 1,
+                offset: 0,
+            },
+        ],
+        // A cycle: the second would put the outer inside its own part.
+        vec![
+            NestHint {
+                inner: 0,
+                outer: 1,
+                offset: 0,
+            },
+            NestHint {
+                inner: 1,
+                outer: 0,
+                offset: 0,
+            },
+        ],
+    ];
+    for (k, hints) in cases.into_iter().enumerate() {
+        let plan = MemoryPlanner::default()
+            .with_nest_hints(hints.clone())
+            .plan(&l)
+            .unwrap();
+        plan.validate().unwrap();
+        let expect = if k < 2 { 0 } else { 1 };
+        assert!(plan.nested.len() <= expect, "case {k}: {:?}", plan.nested);
+        for h in &plan.nested {
+            assert_eq!(*h, hints[0], "case {k}");
+        }
+    }
+}
+
+#[test]
+fn validate_checks_nested_offsets() {
+    let u = 256;
+    let l = vec![lt(0, u, 0, 1), lt(1, 2 * u, 1, 2)];
+    let mut plan = MemoryPlanner::default()
+        .with_nest_hints([NestHint {
+            inner: 0,
+            outer: 1,
+            offset: u,
+        }])
+        .plan(&l)
+        .unwrap();
+    plan.validate().unwrap();
+    assert_eq!(plan.offset_of(0).unwrap(), plan.offset_of(1).unwrap() + u);
+    // The inner moved to the outer's start: an overlap the nest does not allow.
+    let o1 = plan.offset_of(1).unwrap();
+    plan.offsets[0].1 = o1;
+    assert!(matches!(
+        plan.validate(),
+        Err(MemoryError::InvalidPlan(PlanViolation::Overlap { .. }))
+    ));
+}
+
+/// Random nests over random lifetimes: whatever the planner applies, the plan is valid and
+/// no larger than the plan without hints.
+#[rstest]
+#[case(1)]
+#[case(2)]
+#[case(3)]
+fn random_nests(#[case] seed: u64) {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move |m: u64| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s % m
+    };
+    for _ in 0..50 {
+        let n = 12;
+        let l: Vec<Lifetime> = (0..n)
+            .map(|t| {
+                let a = next(20) as usize;
+                let b = a + next(6) as usize;
+                lt(t, (1 + next(4)) * 256, a, b)
+            })
+            .collect();
+        let nests: Vec<NestHint> = (0..8)
+            .map(|_| NestHint {
+                inner: next(n as u64) as usize,
+                outer: next(n as u64) as usize,
+                offset: next(3) * 256,
+            })
+            .collect();
+        let plain = MemoryPlanner::default().plan(&l).unwrap();
+        let plan = MemoryPlanner::default()
+            .with_nest_hints(nests)
+            .plan(&l)
+            .unwrap();
+        plan.validate().unwrap();
+        assert!(plan.peak_bytes <= plain.peak_bytes);
+        assert!(plan.lower_bound_bytes <= plan.peak_bytes);
+    }
+}
+
+/// An activation's in-place output that is a concatenation's part: the input moves into the
+/// part's place, so the fused producer and the in-place op need no storage of their own.
+#[test]
+fn share_into_a_nested_part_moves_the_input_there() {
+    let u = 256;
+    // s (u) at 0..2 and r (u) at 1..2 are the parts of c (2u) at 2..3; x (u) at 0..1 is r's
+    // input, in place.
+    let l = vec![
+        lt(0, u, 0, 2),
+        lt(1, u, 0, 1),
+        lt(2, u, 1, 2),
+        lt(3, 2 * u, 2, 3),
+    ];
+    let plan = MemoryPlanner::default()
+        .with_nest_hints([
+            NestHint {
+                inner: 0,
+                outer: 3,
+                offset: 0,
+            },
+            NestHint {
+                inner: 2,
+                outer: 3,
+                offset: u,
+            },
+        ])
+        .with_share_hints([ShareHint {
+            input: 1,
+            output: 2,
+        }])
+        .plan(&l)
+        .unwrap();
+    plan.validate().unwrap();
+    assert_eq!(plan.shared.len(), 1);
+    assert_eq!(plan.nested.len(), 2);
+    let off = |t| plan.offset_of(t).unwrap();
+    assert_eq!(off(1), off(2));
+    assert_eq!(off(2), off(3) + u);
+    assert_eq!(plan.peak_bytes, 2 * u);
 }

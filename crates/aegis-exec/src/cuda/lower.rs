@@ -433,7 +433,16 @@ pub(crate) fn lower(io: &NodeIo<'_>, alias: Option<usize>, p: &mut Params) -> R<
             for i in 0..io.ins.len() {
                 let s = io.shape(i).to_vec();
                 let len = s.get(*axis).copied().unwrap_or(0) as i64;
-                if s.iter().product::<usize>() > 0 {
+                let (a, o) = (&io.ins[i], &io.outs[0]);
+                // A part the plan stored at its place in the output has nothing to copy.
+                let placed = crate::graph::concat_input_in_place(
+                    io.g,
+                    io.node,
+                    i,
+                    (a.offset(), a.len()),
+                    (o.offset(), o.len()),
+                );
+                if s.iter().product::<usize>() > 0 && !placed {
                     let meta = copy_meta(&s, 0, contiguous(&s), at * ost[*axis], ost.clone());
                     v.push(copy_launch(io.x(i), io.y(0), meta, io.dt(i), p));
                 }

@@ -18,7 +18,7 @@ use crate::executor::{
     bind_io, read_output_slots, tensor_names, upload_inputs, upload_weights, Io, OutputSlot,
     Weights,
 };
-use crate::graph::{ExecutionGraph, TensorId, TensorKind};
+use crate::graph::{concat_input_in_place, ExecutionGraph, TensorId, TensorKind};
 use crate::tensor::HostTensor;
 use crate::tracker::{assign_streams, StreamAssignment};
 use crate::{ExecError, ExecOptions};
@@ -460,7 +460,8 @@ fn fusible_activation(
 
 /// The input sharing output 0's memory exactly, if any; any other overlap is an error (the
 /// memory plan only shares storage for elementwise ops, which run in place element by
-/// element).
+/// element, and stores Concat inputs at their place in the output, whose copies lowering
+/// skips).
 fn in_place_input(
     g: &ExecutionGraph,
     node: &crate::graph::OperatorNode,
@@ -471,6 +472,12 @@ fn in_place_input(
     for (oi, o) in outs.iter().enumerate() {
         for (i, a) in ins.iter().enumerate() {
             if !a.overlaps(o) {
+                continue;
+            }
+            let placed = oi == 0
+                && concat_input_in_place(g, node, i, (a.offset(), a.len()), (o.offset(), o.len()));
+            if placed {
+                // Lowering skips its copy.
                 continue;
             }
             let exact = a.offset() == o.offset() && a.len() == o.len();

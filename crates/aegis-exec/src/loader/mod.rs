@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aegis_memory::{plan_with_reordering, LifetimeAnalyser, MemoryPlanner, ShareHint, TensorUsage};
+use aegis_memory::{
+    plan_with_reordering, LifetimeAnalyser, MemoryPlanner, NestHint, ShareHint, TensorUsage,
+};
 use tract_onnx::pb::{self, ModelProto};
 use tract_onnx::tract_hir::prelude::Framework;
 
@@ -1317,7 +1319,9 @@ fn plan_memory(
     }
     usages.retain(|u| !u.is_constant);
     let hints = share_hints(nodes, tensors);
-    let planner = MemoryPlanner::new(options.alignment).with_share_hints(hints);
+    let planner = MemoryPlanner::new(options.alignment)
+        .with_share_hints(hints)
+        .with_nest_hints(nest_hints(nodes, tensors));
     if options.memory_aware_order {
         let r = plan_with_reordering(&planner, order.len(), &usages, &[]).map_err(mem)?;
         let new_order = r.order.iter().map(|&k| order[k]).collect();
@@ -1326,6 +1330,53 @@ fn plan_memory(
         let lifetimes = LifetimeAnalyser::analyse(order.len(), &usages).map_err(mem)?;
         Ok((order, planner.plan(&lifetimes).map_err(mem)?))
     }
+}
+
+/// Concatenations done in place: each part of a Concat whose parts are contiguous runs of its
+/// output may be stored at its place in the output, so its producer writes it there and the
+/// Concat copies nothing. A part qualifies when an operator produces it (not a graph input,
+/// output or constant), it appears once among the Concat's inputs and in no earlier hinted
+/// Concat. Whether the plan applies the hints (alignment, a smaller plan without them) is
+/// the planner's call; the kernels check the placement they are given.
+fn nest_hints(nodes: &[OperatorNode], tensors: &[TensorInfo]) -> Vec<NestHint> {
+    let mut produced = vec![false; tensors.len()];
+    for node in nodes {
+        for &t in &node.outputs {
+            produced[t.index()] = true;
+        }
+    }
+    let mut used = vec![false; tensors.len()];
+    let mut hints = Vec::new();
+    for node in nodes {
+        let Some(&out) = node.outputs.first() else {
+            continue;
+        };
+        let o = &tensors[out.index()];
+        if !matches!(o.kind, TensorKind::Activation | TensorKind::Output) {
+            continue;
+        }
+        let parts: Vec<&TensorInfo> = node.inputs.iter().map(|t| &tensors[t.index()]).collect();
+        let Some(slots) = crate::graph::concat_slots(&node.op, &parts, o) else {
+            continue;
+        };
+        for (k, (&t, &offset)) in node.inputs.iter().zip(&slots).enumerate() {
+            let once = !node.inputs[..k].contains(&t) && !node.inputs[k + 1..].contains(&t);
+            if tensors[t.index()].kind == TensorKind::Activation
+                && produced[t.index()]
+                && once
+                && !used[t.index()]
+                && t != out
+            {
+                used[t.index()] = true;
+                hints.push(NestHint {
+                    inner: t.index(),
+                    outer: out.index(),
+                    offset,
+                });
+            }
+        }
+    }
+    hints
 }
 
 /// In-place candidates: an elementwise op's output may take the storage of a same-sized

@@ -280,6 +280,9 @@ fn main() -> KernelResult<()> {
         1,
     )?;
     gemm_case(512, 512, 512, false)?;
+    // The transformer's attention output projection (Gemm, transB) and the same as MatMul.
+    gemm_case(128, 256, 256, false)?;
+    gemm_case(128, 256, 256, true)?;
     gemm_case(1, 2048, 1000, false)?;
     // Fully connected layers (Gemm with transB, one row): ResNet's head, VGG's and AlexNet's
     // 4096-wide layers (VGG's first streams a 411 MB filter).

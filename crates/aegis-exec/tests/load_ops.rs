@@ -1192,3 +1192,56 @@ fn concat_over_the_batch_stays_a_copy() {
         }
     }
 }
+
+#[rstest::rstest]
+#[case::several_rows(3, false)]
+#[case::one_row_keeps_n_by_k(1, true)]
+fn gemm_constant_b_is_stored_untransposed_for_several_rows(
+    #[case] m: usize,
+    #[case] keeps_trans_b: bool,
+) {
+    // Y = alpha * A * B^T + beta * C with B constant [N=4, K=5], C [4] broadcast.
+    let (n, k) = (4usize, 5usize);
+    let b: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.37).sin()).collect();
+    let c = [0.5f32, -1.0, 2.0, 0.25];
+    let model = Model::new(13)
+        .input("a", F32, &[m as i64, k as i64])
+        .init(tensor_f32("b", &[n as i64, k as i64], &b))
+        .init(tensor_f32("c", &[n as i64], &c))
+        .op(
+            "Gemm",
+            &["a", "b", "c"],
+            &["y"],
+            vec![
+                attr_i("transB", 1),
+                attr_f("alpha", 0.5),
+                attr_f("beta", 2.0),
+            ],
+        )
+        .output_any("y", F32);
+    let g = Arc::new(load(&model));
+    let node = &g.operators()[0];
+    match node.op {
+        Op::Gemm { trans_b, .. } => assert_eq!(trans_b, keeps_trans_b),
+        ref other => panic!("{other:?}"),
+    }
+    let b_shape = &g.tensor(node.inputs[1]).shape;
+    assert_eq!(
+        b_shape,
+        &if keeps_trans_b {
+            vec![n, k]
+        } else {
+            vec![k, n]
+        }
+    );
+    let a: Vec<f32> = (0..m * k).map(|i| i as f32 - 2.0).collect();
+    let got = run_f32(&g, &[(vec![m, k], a.clone())]);
+    for i in 0..m {
+        for j in 0..n {
+            let dot: f32 = (0..k).map(|t| a[i * k + t] * b[j * k + t]).sum();
+            let want = 0.5 * dot + 2.0 * c[j];
+            let g = got[i * n + j];
+            assert!((g - want).abs() <= 1e-4, "({i}, {j}): {g} vs {want}");
+        }
+    }
+}

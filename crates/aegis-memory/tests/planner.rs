@@ -280,6 +280,14 @@ fn random_problems(#[case] seed: u64) {
     }
 }
 
+fn nest(inner: usize, outer: usize, offset: u64) -> NestHint {
+    NestHint {
+        inner,
+        outer,
+        offset,
+    }
+}
+
 /// A dense block as DenseNet exports it: `c1 = concat(x, a)`, `c2 = concat(c1, b)`. With the
 /// nests applied every part sits where the concatenations would copy it, so nothing is
 /// copied, and the block takes less than keeping `c1` and `c2` apart.
@@ -295,26 +303,10 @@ fn concat_chain_nests_its_parts_in_place() {
         lt(4, 4 * u, 4, 5),
     ];
     let nests = [
-        NestHint {
-            inner: 0,
-            outer: 2,
-            offset: 0,
-        },
-        NestHint {
-            inner: 1,
-            outer: 2,
-            offset: 2 * u,
-        },
-        NestHint {
-            inner: 2,
-            outer: 4,
-            offset: 0,
-        },
-        NestHint {
-            inner: 3,
-            outer: 4,
-            offset: 3 * u,
-        },
+        nest(0, 2, 0),
+        nest(1, 2, 2 * u),
+        nest(2, 4, 0),
+        nest(3, 4, 3 * u),
     ];
     let plain = MemoryPlanner::default().plan(&l).unwrap();
     let plan = MemoryPlanner::default()
@@ -339,56 +331,15 @@ fn inconsistent_nests_are_skipped() {
     let l = vec![lt(0, u, 0, 1), lt(1, u, 0, 1), lt(2, 2 * u, 1, 2)];
     let cases = [
         // Misaligned.
-        vec![NestHint {
-            inner: 0,
-            outer: 2,
-            offset: 4,
-        }],
+        vec![nest(0, 2, 4)],
         // Runs past the outer's end.
-        vec![NestHint {
-            inner: 0,
-            outer: 2,
-            offset: 2 * u,
-        }],
+        vec![nest(0, 2, 2 * u)],
         // Two parts on the same bytes: only the first applies.
-        vec![
-            NestHint {
-                inner: 0,
-                outer: 2,
-                offset: 0,
-            },
-            NestHint {
-                inner: 1,
-                outer: 2,
-                offset: 0,
-            },
-        ],
+        vec![nest(0, 2, 0), nest(1, 2, 0)],
         // A part in two wholes: only the first applies.
-        vec![
-            NestHint {
-                inner: 0,
-                outer: 2,
-                offset: 0,
-            },
-            NestHint {
-                inner: 0,
-                outer: 1,
-                offset: 0,
-            },
-        ],
+        vec![nest(0, 2, 0), nest(0, 1, 0)],
         // A cycle: the second would put the outer inside its own part.
-        vec![
-            NestHint {
-                inner: 0,
-                outer: 1,
-                offset: 0,
-            },
-            NestHint {
-                inner: 1,
-                outer: 0,
-                offset: 0,
-            },
-        ],
+        vec![nest(0, 1, 0), nest(1, 0, 0)],
     ];
     for (k, hints) in cases.into_iter().enumerate() {
         let plan = MemoryPlanner::default()
@@ -409,11 +360,7 @@ fn validate_checks_nested_offsets() {
     let u = 256;
     let l = vec![lt(0, u, 0, 1), lt(1, 2 * u, 1, 2)];
     let mut plan = MemoryPlanner::default()
-        .with_nest_hints([NestHint {
-            inner: 0,
-            outer: 1,
-            offset: u,
-        }])
+        .with_nest_hints([nest(0, 1, u)])
         .plan(&l)
         .unwrap();
     plan.validate().unwrap();
@@ -451,10 +398,12 @@ fn random_nests(#[case] seed: u64) {
             })
             .collect();
         let nests: Vec<NestHint> = (0..8)
-            .map(|_| NestHint {
-                inner: next(n as u64) as usize,
-                outer: next(n as u64) as usize,
-                offset: next(3) * 256,
+            .map(|_| {
+                nest(
+                    next(n as u64) as usize,
+                    next(n as u64) as usize,
+                    next(3) * 256,
+                )
             })
             .collect();
         let plain = MemoryPlanner::default().plan(&l).unwrap();
@@ -482,18 +431,7 @@ fn share_into_a_nested_part_moves_the_input_there() {
         lt(3, 2 * u, 2, 3),
     ];
     let plan = MemoryPlanner::default()
-        .with_nest_hints([
-            NestHint {
-                inner: 0,
-                outer: 3,
-                offset: 0,
-            },
-            NestHint {
-                inner: 2,
-                outer: 3,
-                offset: u,
-            },
-        ])
+        .with_nest_hints([nest(0, 3, 0), nest(2, 3, u)])
         .with_share_hints([ShareHint {
             input: 1,
             output: 2,

@@ -6,6 +6,16 @@ use aegis_memory::{
 };
 use rstest::rstest;
 
+/// A xorshift generator from a nonzero state: `next(n)` is in `0..n`.
+fn xorshift(mut s: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s % n
+    }
+}
+
 fn lt(tensor: usize, size_bytes: u64, first_step: usize, last_step: usize) -> Lifetime {
     Lifetime {
         tensor,
@@ -242,13 +252,7 @@ fn thousands_of_tensors_alive_together_stay_cheap() {
 #[case(3)]
 #[case(4)]
 fn random_problems(#[case] seed: u64) {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut next = move |n: u64| {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s % n
-    };
+    let mut next = xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     for _ in 0..30 {
         let n = 1 + next(40) as usize;
         let l: Vec<_> = (0..n)
@@ -381,13 +385,7 @@ fn validate_checks_nested_offsets() {
 #[case(2)]
 #[case(3)]
 fn random_nests(#[case] seed: u64) {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move |m: u64| {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s % m
-    };
+    let mut next = xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     for _ in 0..50 {
         let n = 12;
         let l: Vec<Lifetime> = (0..n)

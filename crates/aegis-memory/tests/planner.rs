@@ -1,8 +1,8 @@
 //! Planner behaviour on small hand-made cases.
 
 use aegis_memory::{
-    lower_bound, Fit, Lifetime, MemoryError, MemoryPlanner, NestHint, PlacementOrder,
-    PlanViolation, ShareHint,
+    lower_bound, AllocationPlan, Fit, Lifetime, MemoryError, MemoryPlanner, NestHint,
+    PlacementOrder, PlanViolation, ShareHint,
 };
 use rstest::rstest;
 
@@ -292,6 +292,20 @@ fn nest(inner: usize, outer: usize, offset: u64) -> NestHint {
     }
 }
 
+/// The plans of `l` without and with `nests` (the latter validated).
+fn plain_and_nested(
+    l: &[Lifetime],
+    nests: impl IntoIterator<Item = NestHint>,
+) -> (AllocationPlan, AllocationPlan) {
+    let plain = MemoryPlanner::default().plan(l).unwrap();
+    let plan = MemoryPlanner::default()
+        .with_nest_hints(nests)
+        .plan(l)
+        .unwrap();
+    plan.validate().unwrap();
+    (plain, plan)
+}
+
 /// A dense block as DenseNet exports it: `c1 = concat(x, a)`, `c2 = concat(c1, b)`. With the
 /// nests applied every part sits where the concatenations would copy it, so nothing is
 /// copied, and the block takes less than keeping `c1` and `c2` apart.
@@ -312,12 +326,7 @@ fn concat_chain_nests_its_parts_in_place() {
         nest(2, 4, 0),
         nest(3, 4, 3 * u),
     ];
-    let plain = MemoryPlanner::default().plan(&l).unwrap();
-    let plan = MemoryPlanner::default()
-        .with_nest_hints(nests)
-        .plan(&l)
-        .unwrap();
-    plan.validate().unwrap();
+    let (plain, plan) = plain_and_nested(&l, nests);
     assert_eq!(plan.nested.len(), 4);
     let off = |t| plan.offset_of(t).unwrap();
     assert_eq!(off(0), off(4));
@@ -404,12 +413,7 @@ fn random_nests(#[case] seed: u64) {
                 )
             })
             .collect();
-        let plain = MemoryPlanner::default().plan(&l).unwrap();
-        let plan = MemoryPlanner::default()
-            .with_nest_hints(nests)
-            .plan(&l)
-            .unwrap();
-        plan.validate().unwrap();
+        let (plain, plan) = plain_and_nested(&l, nests);
         assert!(plan.peak_bytes <= plain.peak_bytes);
         assert!(plan.lower_bound_bytes <= plan.peak_bytes);
     }

@@ -2,10 +2,12 @@
 //! tensor, the peak and the lower bound as labelled horizontal lines, axes with round ticks
 //! and a legend.
 //!
-//! A tensor is drawn over the columns of the steps it is alive at, except at an in-place
-//! handover (a share hint: the step's output takes its input's bytes): there the input ends
-//! and the output starts in the middle of the step, so the two rectangles meet instead of
-//! overlapping. Any other overlap in the picture would be a planner bug.
+//! A tensor is drawn over the columns of the steps it is alive at, except at a handover: an
+//! in-place pair (a share hint: the step's output takes its input's bytes) and a nest (a
+//! Concat's part stored inside its output, whose bytes the output owns from the Concat's
+//! step on). There the first tensor ends and the second starts in the middle of the step, so
+//! the rectangles meet instead of overlapping. Any other overlap in the picture would be a
+//! planner bug.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -95,10 +97,11 @@ pub fn plan_svg(graph: &ExecutionGraph, title: &str) -> String {
         s,
         r##"<text x="{LEFT}" y="54" fill="#444">{}</text>"##,
         esc(&format!(
-            "{} tensors over {operators} operator steps, strategy {}, {} in-place pairs: peak {} ({saving:.1}% below the naive sum {}), lower bound {}, peak/bound {:.3}",
+            "{} tensors over {operators} operator steps, strategy {}, {} in-place pairs, {} parts in place: peak {} ({saving:.1}% below the naive sum {}), lower bound {}, peak/bound {:.3}",
             plan.tensors.len(),
             plan.strategy,
             plan.shared.len(),
+            plan.nested.len(),
             aegis_context::fmt_bytes(plan.peak_bytes),
             aegis_context::fmt_bytes(plan.naive_bytes),
             aegis_context::fmt_bytes(plan.lower_bound_bytes),
@@ -142,6 +145,16 @@ pub fn plan_svg(graph: &ExecutionGraph, title: &str) -> String {
             let at = input.last_step as f64 + 0.5;
             ends_mid.insert(hint.input, at);
             starts_mid.insert(hint.output, at);
+        }
+    }
+    // A part hands its bytes to its whole when the Concat writes the whole (a part still
+    // read later is drawn up to there: from then on the whole's rectangle shows them).
+    for nest in &plan.nested {
+        if let Some(outer) = plan.lifetime_of(nest.outer) {
+            let at = outer.first_step as f64 + 0.5;
+            let end = ends_mid.entry(nest.inner).or_insert(at);
+            *end = end.min(at);
+            starts_mid.insert(nest.outer, at);
         }
     }
     let _ = writeln!(s, r##"<g stroke="#333" stroke-width="0.5">"##);

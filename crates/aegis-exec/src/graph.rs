@@ -466,6 +466,13 @@ pub(crate) fn concat_slots(
     (at == output.byte_size).then_some(slots)
 }
 
+/// [`concat_slots`] of a node of `g`.
+pub(crate) fn node_concat_slots(g: &ExecutionGraph, node: &OperatorNode) -> Option<Vec<u64>> {
+    let infos: Vec<&TensorInfo> = node.inputs.iter().map(|&t| g.tensor(t)).collect();
+    let out = g.tensor(*node.outputs.first()?);
+    concat_slots(&node.op, &infos, out)
+}
+
 /// Whether input `i` of `node`, planned at byte range `input` (offset, length), is already
 /// at its place inside the node's output planned at `output`: a Concat whose plan stored the
 /// part where the concatenation puts it (see [`concat_slots`]).
@@ -476,16 +483,12 @@ pub(crate) fn concat_input_in_place(
     input: (usize, usize),
     output: (usize, usize),
 ) -> bool {
-    let infos: Vec<&TensorInfo> = node.inputs.iter().map(|&t| g.tensor(t)).collect();
-    let Some(out) = node.outputs.first().map(|&t| g.tensor(t)) else {
+    let (Some(slots), Some(&t)) = (node_concat_slots(g, node), node.inputs.get(i)) else {
         return false;
     };
-    let Some(slots) = concat_slots(&node.op, &infos, out) else {
-        return false;
-    };
-    let (Some(&slot), Some(info)) = (slots.get(i), infos.get(i)) else {
+    let Some(&slot) = slots.get(i) else {
         return false;
     };
     let at = output.0 + slot as usize;
-    input.0 == at && input.1 as u64 == info.byte_size && at + input.1 <= output.0 + output.1
+    input.0 == at && input.1 as u64 == g.tensor(t).byte_size && at + input.1 <= output.0 + output.1
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use aegis_cuda::{CudaError, DeviceSlice, HostRead, HostWrite};
 
 use crate::graph::{
-    concat_input_in_place, concat_slots, CompareKind, DType, ExecutionGraph, LogicKind, MathFn,
-    NodeId, Op, ReduceKind, TensorData, TensorId, TensorInfo, TensorKind,
+    concat_input_in_place, node_concat_slots, CompareKind, DType, ExecutionGraph, LogicKind,
+    MathFn, NodeId, Op, ReduceKind, TensorData, TensorId, TensorKind,
 };
 use crate::kernels::{self as k, BinaryOp, ConvAttrs, KernelError, PreparedConv, UnaryOp};
 use crate::ExecError;
@@ -698,14 +698,7 @@ impl NodeKernel {
         };
         let mut alias = None;
         // Concat inputs may sit at their place in the output (see `concat_slots`).
-        let slots = if matches!(spec, KernelSpec::Generic) {
-            let infos: Vec<&TensorInfo> = node.inputs.iter().map(|&t| g.tensor(t)).collect();
-            node.outputs
-                .first()
-                .and_then(|&o| concat_slots(&node.op, &infos, g.tensor(o)))
-        } else {
-            None
-        };
+        let slots = node_concat_slots(g, node).filter(|_| matches!(spec, KernelSpec::Generic));
         let mut placed: Vec<(usize, bool)> = Vec::new();
         let not_planned = |what: &str| ExecError::InvalidNode {
             model: g.name().to_owned(),

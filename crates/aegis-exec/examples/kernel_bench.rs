@@ -178,6 +178,10 @@ fn main() -> KernelResult<()> {
     conv_case("1x1 1024->256 14x14", 1024, 256, 14, 1, 1, 0, 1)?;
     // SqueezeNet's classifier conv and its late expand 3x3.
     conv_case("1x1 512->1000 13x13", 512, 1000, 13, 1, 1, 0, 1)?;
+    conv_case("1x1 512->64 13x13", 512, 64, 13, 1, 1, 0, 1)?;
+    // DenseNet's and ResNet's 1x1 convs on 14x14.
+    conv_case("1x1 512->128 14x14", 512, 128, 14, 1, 1, 0, 1)?;
+    conv_case("1x1 256->1024 14x14", 256, 1024, 14, 1, 1, 0, 1)?;
     conv_case(
         "3x3/2 3->64 224x224 (squeezenet stem)",
         3,
@@ -222,6 +226,8 @@ fn main() -> KernelResult<()> {
     conv_case("3x3/2 128->128 56x56 pad 1", 128, 128, 56, 3, 2, 1, 1)?;
     conv_case("1x1/2 256->512 56x56", 256, 512, 56, 1, 2, 0, 1)?;
     conv_case("7x7/2 3->64 224x224 pad 3 (stem)", 3, 64, 224, 7, 2, 3, 1)?;
+    // AlexNet's stem.
+    conv_case("11x11/4 3->96 227x227 (stem)", 3, 96, 227, 11, 4, 0, 1)?;
     conv_case("3x3 dw 256 56x56 pad 1", 256, 256, 56, 3, 1, 1, 256)?;
     // MobileNetV2's depthwise shapes (stride 1 and 2, large to tiny planes).
     conv_case("3x3 dw 32 112x112 pad 1", 32, 32, 112, 3, 1, 1, 32)?;
@@ -281,6 +287,7 @@ fn main() -> KernelResult<()> {
     )?;
     gemm_case(512, 512, 512, false)?;
     // The transformer's attention output projection (Gemm, transB) and the same as MatMul.
+    gemm_case(1000, 512, 169, false)?;
     gemm_case(128, 256, 256, false)?;
     gemm_case(128, 256, 256, true)?;
     gemm_case(1, 2048, 1000, false)?;

@@ -361,69 +361,45 @@ impl MemoryPlanner {
         self.alignment
     }
 
-    /// Plans `lifetimes`: every greedy order with both fits, with and without the share
-    /// hints, then local search from the best; the smallest peak wins (ties: the first
-    /// found, and the plan with the hints is tried first, so sharing wins a tie: in place
-    /// touches fewer bytes, and a shared reshape costs nothing). Deterministic.
+    /// Plans `lifetimes`: every greedy order with both fits, then local search from the
+    /// best, on up to three block problems: with every applicable hint (shares and nests),
+    /// with none, and, when nests applied, with the shares alone. The plan with every hint
+    /// is kept when its peak is at most that of the best plan without hints; else the
+    /// shares-only plan on the same condition; else the plan without hints. So hints win
+    /// ties (in place touches fewer bytes; a shared reshape or a nested Concat part costs
+    /// nothing), and a nest is dropped only when it costs bytes against the plain plan,
+    /// not because a shares-only plan is smaller still. Deterministic.
     ///
     /// # Errors
     /// Bad alignment, duplicate ids, a lifetime ending before it starts, a hint naming an
     /// unknown tensor, or sizes whose sum overflows `u64`.
     pub fn plan(&self, lifetimes: &[Lifetime]) -> Result<AllocationPlan, MemoryError> {
         let ctx = Context::new(self, lifetimes)?;
-        // The best greedy candidate of each problem (hinted first), each then improved by
-        // local search: search on one problem cannot stand in for the other's.
-        let mut bests: Vec<Candidate> = Vec::new();
         let mut scratch = Scratch::new(lifetimes.len());
-        'outer: for (pi, problem) in ctx.problems.iter().enumerate().rev() {
-            let mut best: Option<Candidate> = None;
-            // Dense problems are quadratic per pass: run only the baseline order.
-            let orders = if problem.dense {
-                &PlacementOrder::ALL[..1]
-            } else {
-                &PlacementOrder::ALL[..]
-            };
-            for &order in orders {
-                let seq = problem.order(order);
-                for fit in [Fit::Best, Fit::First] {
-                    let peak = problem.place(&seq, fit, &mut scratch);
-                    if best.as_ref().is_none_or(|b| peak < b.peak) {
-                        best = Some(Candidate {
-                            problem: pi,
-                            order: seq.clone(),
-                            fit,
-                            peak,
-                            offsets: scratch.offsets.clone(),
-                            name: format!("{}/{}", order.name(), fit.name()),
-                        });
-                    }
-                    if peak <= ctx.stop_bound {
-                        bests.extend(best);
-                        break 'outer;
+        // Hints are permissions: a hinted plan is kept when it is no larger than the best
+        // plan without hints; the most hints first (shares and nests, then shares alone),
+        // so a smaller shares-only plan does not undo nests that cost no bytes against the
+        // plain plan (each dropped nest is a copy per inference).
+        let last = ctx.problems.len() - 1;
+        let effort = self.effort;
+        let Some(full) = ctx.search(last, effort, &mut scratch) else {
+            return Ok(ctx.finish(None));
+        };
+        let best = if last == 0 || full.peak <= ctx.variants[0].bound {
+            full
+        } else {
+            match ctx.search(0, effort, &mut scratch) {
+                Some(plain) if plain.peak < full.peak => {
+                    let shares = (last >= 2)
+                        .then(|| ctx.search(1, effort, &mut scratch))
+                        .flatten();
+                    match shares {
+                        Some(sh) if sh.peak <= plain.peak => sh,
+                        _ => plain,
                     }
                 }
+                _ => full,
             }
-            bests.extend(best);
-        }
-        for cand in &mut bests {
-            if cand.peak > ctx.stop_bound && self.effort > 0 {
-                ctx.problems[cand.problem].local_search(
-                    cand,
-                    ctx.stop_bound,
-                    self.effort,
-                    &mut scratch,
-                );
-            }
-        }
-        // The smallest peak; ties keep the first (the hinted problem's).
-        let mut best: Option<Candidate> = None;
-        for cand in bests {
-            if best.as_ref().is_none_or(|b| cand.peak < b.peak) {
-                best = Some(cand);
-            }
-        }
-        let Some(best) = best else {
-            return Ok(ctx.finish(None));
         };
         let plan = ctx.finish(Some(best));
         tracing::debug!(
@@ -523,13 +499,19 @@ struct Context {
     aligned: Vec<u64>,
     naive: u64,
     lower_bound: u64,
-    /// A plan at or below this cannot be improved: the lower bound with sharing counted.
-    stop_bound: u64,
+    problems: Vec<Problem>,
+    /// Per problem, the hints it applies and its bound.
+    variants: Vec<Variant>,
+}
+
+/// What one block problem applies: none (the plain problem), the share hints only, or the
+/// share and nest hints; and the bound no placement of its blocks can go below.
+struct Variant {
     applied: Vec<ShareHint>,
     nested: Vec<NestHint>,
-    /// Each lifetime's offset from its block's start in the hinted problem.
+    /// Each lifetime's offset from its block's start.
     rel: Vec<u64>,
-    problems: Vec<Problem>,
+    bound: u64,
 }
 
 impl Context {
@@ -573,49 +555,28 @@ impl Context {
                 .collect(),
             (0..lifetimes.len()).map(|i| vec![i]).collect(),
         )];
-        let Grouping {
-            shared: applied,
-            nested,
-            groups,
-            rel,
-        } = apply_hints(lifetimes, &planner.hints, &planner.nests, alignment)?;
-        let mut stop_bound = lower_bound;
-        if !applied.is_empty() || !nested.is_empty() {
-            let idx = index_by_id(lifetimes);
-            let mut sizes = Vec::with_capacity(groups.len());
-            let mut spans = Vec::with_capacity(groups.len());
-            for g in &groups {
-                let mut size = 0u64;
-                for &i in g {
-                    let end = rel[i]
-                        .checked_add(aligned[i])
-                        .ok_or(MemoryError::SizeOverflow {
-                            what: "nested size",
-                        })?;
-                    size = size.max(end);
-                }
-                sizes.push(size);
-                let first = g
-                    .iter()
-                    .map(|&i| lifetimes[i].first_step)
-                    .min()
-                    .unwrap_or(0);
-                let last = g.iter().map(|&i| lifetimes[i].last_step).max().unwrap_or(0);
-                spans.push((first, last));
+        let mut variants = vec![Variant {
+            applied: Vec::new(),
+            nested: Vec::new(),
+            rel: vec![0; lifetimes.len()],
+            bound: lower_bound,
+        }];
+        let full = apply_hints(lifetimes, &planner.hints, &planner.nests, alignment)?;
+        // With nests applied, the shares alone are a problem of their own: a plan that
+        // cannot place the nests as tightly as the plain plan may still keep the shares
+        // (ShuffleNet: its Concats' parts would cost bytes, its reshapes' copies none).
+        let shares_only = if full.nested.is_empty() {
+            None
+        } else {
+            Some(apply_hints(lifetimes, &planner.hints, &[], alignment)?)
+        };
+        for g in shares_only.into_iter().chain([full]) {
+            if g.shared.is_empty() && g.nested.is_empty() {
+                continue;
             }
-            stop_bound = if nested.is_empty() {
-                shared_bound(lifetimes, &aligned, &applied, &idx)?
-            } else {
-                // Blocks never share bytes, so the most block bytes alive at one step bounds
-                // every placement of them; the plain bound, every plan without them.
-                let mut ev: Vec<(usize, bool, u64)> = spans
-                    .iter()
-                    .zip(&sizes)
-                    .flat_map(|(&(f, l), &s)| [(f, false, s), (l, true, s)])
-                    .collect();
-                max_live(&mut ev).min(lower_bound)
-            };
-            problems.push(Problem::new(sizes, spans, groups));
+            let (problem, variant) = hinted_problem(lifetimes, &aligned, lower_bound, g)?;
+            problems.push(problem);
+            variants.push(variant);
         }
         Ok(Self {
             alignment,
@@ -623,12 +584,47 @@ impl Context {
             aligned,
             naive,
             lower_bound,
-            stop_bound,
-            applied,
-            nested,
-            rel,
             problems,
+            variants,
         })
+    }
+
+    /// The best greedy candidate of problem `pi`, improved by local search unless it is
+    /// at the problem's bound (`None` only if there is no placement order to try).
+    fn search(&self, pi: usize, effort: u64, scratch: &mut Scratch) -> Option<Candidate> {
+        let problem = &self.problems[pi];
+        let bound = self.variants[pi].bound;
+        let mut best: Option<Candidate> = None;
+        // Dense problems are quadratic per pass: run only the baseline order.
+        let orders = if problem.dense {
+            &PlacementOrder::ALL[..1]
+        } else {
+            &PlacementOrder::ALL[..]
+        };
+        'orders: for &order in orders {
+            let seq = problem.order(order);
+            for fit in [Fit::Best, Fit::First] {
+                let peak = problem.place(&seq, fit, scratch);
+                if best.as_ref().is_none_or(|b| peak < b.peak) {
+                    best = Some(Candidate {
+                        problem: pi,
+                        order: seq.clone(),
+                        fit,
+                        peak,
+                        offsets: scratch.offsets.clone(),
+                        name: format!("{}/{}", order.name(), fit.name()),
+                    });
+                }
+                if peak <= bound {
+                    break 'orders;
+                }
+            }
+        }
+        let mut cand = best?;
+        if cand.peak > bound && effort > 0 {
+            problem.local_search(&mut cand, bound, effort, scratch);
+        }
+        Some(cand)
     }
 
     fn finish(&self, best: Option<Candidate>) -> AllocationPlan {
@@ -637,22 +633,28 @@ impl Context {
         let mut strategy = String::from("empty");
         let mut shared = Vec::new();
         let mut nested = Vec::new();
-        let hinted = best.as_ref().is_some_and(|c| c.problem > 0);
+        let mut lower_bound_bytes = self.lower_bound;
         if let Some(c) = best {
             let problem = &self.problems[c.problem];
+            let v = &self.variants[c.problem];
             for (b, members) in problem.members.iter().enumerate() {
                 for &m in members {
-                    // Problem 0 has one tensor per block; the hinted one places members at
+                    // Problem 0 has one tensor per block; the hinted ones place members at
                     // their offsets inside the block.
-                    offsets[m] = c.offsets[b] + if hinted { self.rel[m] } else { 0 };
+                    offsets[m] = c.offsets[b] + v.rel[m];
                 }
             }
             peak = c.peak;
             strategy = c.name;
-            if hinted {
-                strategy.push_str("+share");
-                shared = self.applied.clone();
-                nested = self.nested.clone();
+            if c.problem > 0 {
+                strategy.push_str(if v.nested.is_empty() {
+                    "+share"
+                } else {
+                    "+share+nest"
+                });
+                shared = v.applied.clone();
+                nested = v.nested.clone();
+                lower_bound_bytes = v.bound;
             }
         }
         debug_assert_eq!(
@@ -673,11 +675,6 @@ impl Context {
         rows.sort_unstable_by_key(|r| r.0);
         shared.sort_unstable();
         nested.sort_unstable();
-        let lower_bound_bytes = if hinted {
-            self.stop_bound
-        } else {
-            self.lower_bound
-        };
         AllocationPlan {
             offsets: rows.iter().map(|r| (r.0, r.1)).collect(),
             tensors: rows.into_iter().map(|r| r.2).collect(),
@@ -690,6 +687,63 @@ impl Context {
             strategy,
         }
     }
+}
+
+/// The block problem of a grouping (one block per group, as large as its members at their
+/// offsets) and its bound: with nests, the most block bytes alive at one step (blocks never
+/// share bytes) or the plain bound if smaller; with shares only, the shared bound.
+fn hinted_problem(
+    lifetimes: &[Lifetime],
+    aligned: &[u64],
+    lower_bound: u64,
+    g: Grouping,
+) -> Result<(Problem, Variant), MemoryError> {
+    let Grouping {
+        shared: applied,
+        nested,
+        groups,
+        rel,
+    } = g;
+    let mut sizes = Vec::with_capacity(groups.len());
+    let mut spans = Vec::with_capacity(groups.len());
+    for g in &groups {
+        let mut size = 0u64;
+        for &i in g {
+            let end = rel[i]
+                .checked_add(aligned[i])
+                .ok_or(MemoryError::SizeOverflow {
+                    what: "nested size",
+                })?;
+            size = size.max(end);
+        }
+        sizes.push(size);
+        let first = g
+            .iter()
+            .map(|&i| lifetimes[i].first_step)
+            .min()
+            .unwrap_or(0);
+        let last = g.iter().map(|&i| lifetimes[i].last_step).max().unwrap_or(0);
+        spans.push((first, last));
+    }
+    let bound = if nested.is_empty() {
+        shared_bound(lifetimes, aligned, &applied, &index_by_id(lifetimes))?
+    } else {
+        let mut ev: Vec<(usize, bool, u64)> = spans
+            .iter()
+            .zip(&sizes)
+            .flat_map(|(&(f, l), &s)| [(f, false, s), (l, true, s)])
+            .collect();
+        max_live(&mut ev).min(lower_bound)
+    };
+    Ok((
+        Problem::new(sizes, spans, groups),
+        Variant {
+            applied,
+            nested,
+            rel,
+            bound,
+        },
+    ))
 }
 
 fn index_by_id(lifetimes: &[Lifetime]) -> Vec<(usize, usize)> {

@@ -448,3 +448,42 @@ fn share_into_a_nested_part_moves_the_input_there() {
     assert_eq!(off(2), off(3) + u);
     assert_eq!(plan.peak_bytes, 2 * u);
 }
+
+/// Nests that cost bytes against the plain plan are dropped, but the share hints are not
+/// dropped with them (ShuffleNet: its Concats copy, its reshapes stay free).
+#[test]
+fn costly_nests_are_dropped_without_the_shares() {
+    let u = 256;
+    // p (u, 0..4) and q (2u, 3..4) are the parts of c (3u, 4..5); t (4u, 1..2) lives while
+    // the nested block would already span p's steps; a (u, 0..1) -> b (u, 1..2) in place.
+    let l = vec![
+        lt(0, u, 0, 4),
+        lt(1, 2 * u, 3, 4),
+        lt(2, 3 * u, 4, 5),
+        lt(3, 4 * u, 1, 2),
+        lt(4, u, 0, 1),
+        lt(5, u, 1, 2),
+    ];
+    let share = ShareHint {
+        input: 4,
+        output: 5,
+    };
+    let nests = [nest(0, 2, 0), nest(1, 2, u)];
+    let plain = MemoryPlanner::default().plan(&l).unwrap();
+    assert_eq!(plain.peak_bytes, 7 * u);
+    // The nests alone lose to the plain plan (3u + 4u at step 1, plus a).
+    let (_, nested_only) = plain_and_nested(&l, nests);
+    assert!(nested_only.nested.is_empty());
+    assert_eq!(nested_only.peak_bytes, plain.peak_bytes);
+    let plan = MemoryPlanner::default()
+        .with_nest_hints(nests)
+        .with_share_hints([share])
+        .plan(&l)
+        .unwrap();
+    plan.validate().unwrap();
+    assert!(plan.nested.is_empty(), "{plan}");
+    assert_eq!(plan.shared, [share]);
+    assert_eq!(plan.offset_of(4), plan.offset_of(5));
+    assert_eq!(plan.peak_bytes, 6 * u);
+    assert!(plan.strategy.ends_with("+share"), "{}", plan.strategy);
+}

@@ -17,6 +17,7 @@
 //! gives bit-identical results.
 
 use super::conv::DwAct;
+use super::lanes::{load, store};
 
 /// Output channels per packed block.
 pub(super) const CO_BLOCK: usize = 32;
@@ -121,14 +122,17 @@ impl CoRows<'_, '_> {
                 let mut acc = [[simd.splat_f32s(0.0); NV]; RP];
                 for acc_j in &mut acc {
                     for (v, a) in acc_j.iter_mut().enumerate() {
-                        *a = simd.partial_load_f32s(&bias[v * lanes..(v + 1) * lanes]);
+                        // Whole vectors: pulp's partial loads and stores are calls.
+                        *a = load::<S>(&bias[v * lanes..]);
                     }
                 }
                 let acc = sum::<S, NV, RP>(simd, acc, wblk, self.x, self.offs, &base);
                 for (j, acc_j) in acc.iter().enumerate().take(m) {
                     for (v, a) in acc_j.iter().enumerate() {
-                        let at = j * CO_BLOCK + v * lanes;
-                        simd.partial_store_f32s(&mut buf[at..at + lanes], self.act.apply(simd, *a));
+                        store::<S>(
+                            &mut buf[j * CO_BLOCK + v * lanes..],
+                            self.act.apply(simd, *a),
+                        );
                     }
                 }
                 for (c, row) in rows.iter_mut().enumerate() {

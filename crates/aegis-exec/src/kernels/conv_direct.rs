@@ -24,6 +24,7 @@
 use crate::kernels::elementwise::UnaryOp;
 
 use super::conv::apply_activation;
+use super::lanes::{load, store};
 
 /// Output channels one step computes together.
 const ROWS: usize = 6;
@@ -194,8 +195,8 @@ impl Block<'_> {
                 *acc_r = [simd.splat_f32s(self.bias.map_or(0.0, |b| b[r])); NV];
             } else {
                 for (v, a) in acc_r.iter_mut().enumerate() {
-                    let at = r * MAX_TILE + v * lanes;
-                    *a = simd.partial_load_f32s(&stage[at..at + lanes]);
+                    // Whole vectors: pulp's partial loads and stores are out-of-line calls.
+                    *a = load::<S>(&stage[r * MAX_TILE + v * lanes..]);
                 }
             }
         }
@@ -209,8 +210,7 @@ impl Block<'_> {
         } else {
             for (r, acc_r) in acc.iter().enumerate() {
                 for (v, a) in acc_r.iter().enumerate() {
-                    let at = r * MAX_TILE + v * lanes;
-                    simd.partial_store_f32s(&mut stage[at..at + lanes], *a);
+                    store::<S>(&mut stage[r * MAX_TILE + v * lanes..], *a);
                 }
             }
         }
@@ -254,12 +254,16 @@ impl Block<'_> {
                 for (v, a) in acc_r.iter().enumerate() {
                     let lo = (v * lanes).min(len);
                     let hi = ((v + 1) * lanes).min(len);
-                    simd.partial_store_f32s(&mut dst[lo..hi], *a);
+                    if hi - lo == lanes {
+                        store::<S>(&mut dst[lo..], *a);
+                    } else {
+                        simd.partial_store_f32s(&mut dst[lo..hi], *a);
+                    }
                 }
                 continue;
             }
             for (v, a) in acc_r.iter().enumerate() {
-                simd.partial_store_f32s(&mut buf[v * lanes..(v + 1) * lanes], *a);
+                store::<S>(&mut buf[v * lanes..], *a);
             }
             // Copy the runs of valid columns.
             let mut q = q0;

@@ -698,7 +698,9 @@ impl NodeKernel {
         };
         let mut alias = None;
         // Concat inputs may sit at their place in the output (see `concat_slots`).
-        let slots = node_concat_slots(g, node).filter(|_| matches!(spec, KernelSpec::Generic));
+        let slots = matches!(spec, KernelSpec::Generic)
+            .then(|| node_concat_slots(g, node))
+            .flatten();
         let mut placed: Vec<(usize, bool)> = Vec::new();
         let not_planned = |what: &str| ExecError::InvalidNode {
             model: g.name().to_owned(),

@@ -1245,3 +1245,34 @@ fn gemm_constant_b_is_stored_untransposed_for_several_rows(
         }
     }
 }
+
+#[test]
+fn gemms_sharing_a_constant_b_share_its_untransposed_copy() {
+    // y = A * B^T, z = Y * B^T with one constant B [4, 4]: one [K, N] copy, read by both.
+    let b: Vec<f32> = (0..16).map(|i| (i as f32 * 0.21).cos()).collect();
+    let model = Model::new(13)
+        .input("a", F32, &[3, 4])
+        .init(tensor_f32("b", &[4, 4], &b))
+        .op("Gemm", &["a", "b"], &["y"], vec![attr_i("transB", 1)])
+        .op("Gemm", &["y", "b"], &["z"], vec![attr_i("transB", 1)])
+        .output_any("z", F32);
+    let g = Arc::new(load(&model));
+    let ops = g.operators();
+    assert_eq!(ops.len(), 2);
+    assert_eq!(ops[0].inputs[1], ops[1].inputs[1]);
+    assert!(ops
+        .iter()
+        .all(|n| matches!(n.op, Op::Gemm { trans_b: false, .. })));
+    let a: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let mul_bt = |x: &[f32]| -> Vec<f32> {
+        (0..3)
+            .flat_map(|i| (0..4).map(move |j| (i, j)))
+            .map(|(i, j)| (0..4).map(|t| x[i * 4 + t] * b[j * 4 + t]).sum())
+            .collect()
+    };
+    let want = mul_bt(&mul_bt(&a));
+    let got = run_f32(&g, &[(vec![3, 4], a)]);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-4, "element {i}: {g} vs {w}");
+    }
+}

@@ -1039,6 +1039,8 @@ impl Loader<'_> {
     /// The old constant is dropped when nothing else reads it, so weights are never held
     /// twice.
     fn untranspose_gemm_weights(&mut self, graph_outputs: &[String]) {
+        // One `[K, N]` copy per constant, however many Gemms read it.
+        let mut done: HashMap<String, String> = HashMap::new();
         for gi in 0..self.pending.len() {
             let Op::Gemm {
                 trans_a,
@@ -1062,25 +1064,32 @@ impl Loader<'_> {
                 }
                 _ => continue,
             };
-            let Some(v) = self.values.get(&b) else {
-                continue;
-            };
-            let (&[n, k], Some(data)) = (
-                v.shape.as_slice(),
-                v.konst.as_deref().and_then(|d| d.as_f32()),
-            ) else {
-                continue;
-            };
             if rows <= 1 {
                 continue;
             }
-            let mut t = vec![0.0f32; n * k];
-            for (j, row) in data.chunks(k.max(1)).enumerate().take(n) {
-                for (i, &x) in row.iter().enumerate() {
-                    t[i * n + j] = x;
+            let name = match done.get(&b) {
+                Some(name) => name.clone(),
+                None => {
+                    let Some(v) = self.values.get(&b) else {
+                        continue;
+                    };
+                    let (&[n, k], Some(data)) = (
+                        v.shape.as_slice(),
+                        v.konst.as_deref().and_then(|d| d.as_f32()),
+                    ) else {
+                        continue;
+                    };
+                    let mut t = vec![0.0f32; n * k];
+                    // A constant whose length does not match its shape stays as it is: the
+                    // Gemm's own checks then name it.
+                    if crate::kernels::transpose(data, &[n, k], &[1, 0], &mut t, 1).is_err() {
+                        continue;
+                    }
+                    let name = self.add_f32_constant(&format!("{b}__kn{gi}"), vec![k, n], t);
+                    done.insert(b.clone(), name.clone());
+                    name
                 }
-            }
-            let name = self.add_f32_constant(&format!("{b}__kn{gi}"), vec![k, n], t);
+            };
             let gemm = &mut self.pending[gi];
             gemm.inputs[1] = name;
             if let Op::Gemm { trans_b, .. } = &mut gemm.op {

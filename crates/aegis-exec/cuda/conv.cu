@@ -49,49 +49,69 @@ conv_igemm_f32(const float* __restrict__ x, const float* __restrict__ w,
                const long long* __restrict__ p, int act, float act_a, float act_b) {
     __shared__ __align__(16) float As[BK][BM];
     __shared__ __align__(16) float Bs[BK][BN];
-    const long long nb = p[0], cin = p[1], cout = p[2], group = p[3];
-    const long long* in = p + 4;
-    const long long* out = p + 7;
-    const long long* k = p + 10;
-    const long long* s = p + 13;
-    const long long* dl = p + 16;
-    const long long* pb = p + 19;
+    // The k-tile's taps, decoded once per tile: the gather below would otherwise divide per
+    // element, and a 64-bit division costs tens of instructions (it outweighed the FMAs).
+    __shared__ int Tci[BK], Tkd[BK], Tkh[BK], Tkw[BK];
+    // 32-bit geometry: the lowering refuses tensors of 2^31 or more elements.
+    const int nb = (int)p[0], cin = (int)p[1], cout = (int)p[2], group = (int)p[3];
+    const int in0 = (int)p[4], in1 = (int)p[5], in2 = (int)p[6];
+    const int out1 = (int)p[8], out2 = (int)p[9];
+    const int k1 = (int)p[11], k2 = (int)p[12];
+    const int s0 = (int)p[13], s1 = (int)p[14], s2 = (int)p[15];
+    const int d0 = (int)p[16], d1 = (int)p[17], d2 = (int)p[18];
+    const int pb0 = (int)p[19], pb1 = (int)p[20], pb2 = (int)p[21];
     const int has_bias = (int)p[22], vec_a = (int)p[23];
-    const long long cig = cin / group, cog = cout / group;
-    const long long kp = k[0] * k[1] * k[2];
-    const long long R = cig * kp;
-    const long long ip = in[0] * in[1] * in[2];
-    const long long op = out[0] * out[1] * out[2];
-    const long long Q = nb * op;
+    const int cig = cin / group, cog = cout / group;
+    const int kp = (int)p[10] * k1 * k2;
+    const int R = cig * kp;
+    const int ip = in0 * in1 * in2;
+    const int op = (int)p[7] * out1 * out2;
+    const int Q = nb * op;
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
-    const long long m0 = (long long)blockIdx.y * BM, q0 = (long long)blockIdx.x * BN;
+    const int m0 = blockIdx.y * BM, q0 = blockIdx.x * BN;
     // This thread's B column (fixed for the whole tile): output pixel q0 + tid % 64.
     const int bq = tid % BN;
-    const long long gq = q0 + bq;
-    long long qb = 0, qd = 0, qh = 0, qw = 0;
-    if (gq < Q) {
+    const int gq = q0 + bq;
+    const bool q_ok = gq < Q;
+    int qb = 0, qd = 0, qh = 0, qw = 0;
+    if (q_ok) {
         qb = gq / op;
-        long long r = gq - qb * op;
-        qw = r % out[2];
-        qh = (r / out[2]) % out[1];
-        qd = r / (out[2] * out[1]);
+        int r = gq - qb * op;
+        qw = r % out2;
+        qh = (r / out2) % out1;
+        qd = r / (out2 * out1);
     }
-    const long long sd = qd * s[0] - pb[0], sh = qh * s[1] - pb[1], sw = qw * s[2] - pb[2];
-    for (long long g = blockIdx.z; g < group; g += gridDim.z) {
-        const float* wg = w + g * cog * R;
-        const float* xg = x + (qb * cin + g * cig) * ip;
+    const int sd = qd * s0 - pb0, sh = qh * s1 - pb1, sw = qw * s2 - pb2;
+    for (int g = blockIdx.z; g < group; g += gridDim.z) {
+        const float* wg = w + (long long)g * cog * R;
+        const float* xg = x + ((long long)qb * cin + (long long)g * cig) * ip;
         float acc[4][4];
 #pragma unroll
         for (int i = 0; i < 4; ++i)
 #pragma unroll
             for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-        for (long long r0 = 0; r0 < R; r0 += BK) {
+        for (int r0 = 0; r0 < R; r0 += BK) {
+            if (tid < BK) {
+                int gr = r0 + tid, ci = -1, kd = 0, kh = 0, kw = 0;
+                if (gr < R) {
+                    ci = gr / kp;
+                    int t = gr - ci * kp;
+                    kw = t % k2;
+                    t /= k2;
+                    kh = t % k1;
+                    kd = t / k1;
+                }
+                Tci[tid] = ci;
+                Tkd[tid] = kd * d0;
+                Tkh[tid] = kh * d1;
+                Tkw[tid] = kw * d2;
+            }
             if (vec_a) {
                 int am = tid / 4, ak = (tid % 4) * 4;
-                long long gm = m0 + am, gr = r0 + ak;
+                int gm = m0 + am, gr = r0 + ak;
                 float4 va = make_float4(0.f, 0.f, 0.f, 0.f);
-                if (gm < cog && gr < R) va = *(const float4*)(wg + gm * R + gr);
+                if (gm < cog && gr < R) va = *(const float4*)(wg + (long long)gm * R + gr);
                 As[ak + 0][am] = va.x;
                 As[ak + 1][am] = va.y;
                 As[ak + 2][am] = va.z;
@@ -101,24 +121,21 @@ conv_igemm_f32(const float* __restrict__ x, const float* __restrict__ w,
                 for (int l = 0; l < 4; ++l) {
                     int e = tid + CONV_THREADS * l;
                     int am = e / BK, ak = e % BK;
-                    long long gm = m0 + am, gr = r0 + ak;
-                    As[ak][am] = (gm < cog && gr < R) ? wg[gm * R + gr] : 0.0f;
+                    int gm = m0 + am, gr = r0 + ak;
+                    As[ak][am] = (gm < cog && gr < R) ? wg[(long long)gm * R + gr] : 0.0f;
                 }
             }
+            __syncthreads();
 #pragma unroll
             for (int l = 0; l < 4; ++l) {
                 int bk = tid / BN + 4 * l;
-                long long gr = r0 + bk;
+                int ci = Tci[bk];
                 float v = 0.0f;
-                if (gq < Q && gr < R) {
-                    long long ci = gr / kp;
-                    long long t = gr - ci * kp;
-                    long long kw = t % k[2];
-                    long long kh = (t / k[2]) % k[1];
-                    long long kd = t / (k[2] * k[1]);
-                    long long id = sd + kd * dl[0], ih = sh + kh * dl[1], iw = sw + kw * dl[2];
-                    if (id >= 0 && id < in[0] && ih >= 0 && ih < in[1] && iw >= 0 && iw < in[2])
-                        v = xg[ci * ip + (id * in[1] + ih) * in[2] + iw];
+                if (q_ok && ci >= 0) {
+                    int id = sd + Tkd[bk], ih = sh + Tkh[bk], iw = sw + Tkw[bk];
+                    if ((unsigned)id < (unsigned)in0 && (unsigned)ih < (unsigned)in1 &&
+                        (unsigned)iw < (unsigned)in2)
+                        v = xg[(long long)ci * ip + (id * in1 + ih) * in2 + iw];
                 }
                 Bs[bk][bq] = v;
             }
@@ -138,16 +155,16 @@ conv_igemm_f32(const float* __restrict__ x, const float* __restrict__ w,
         }
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            long long gm = m0 + ty * 4 + i;
+            int gm = m0 + ty * 4 + i;
             if (gm >= cog) continue;
-            long long co = g * cog + gm;
+            int co = g * cog + gm;
             float bv = has_bias ? bias[co] : 0.0f;
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
-                long long q = q0 + tx * 4 + j;
+                int q = q0 + tx * 4 + j;
                 if (q >= Q) continue;
-                long long b = q / op, pix = q - b * op;
-                y[(b * cout + co) * op + pix] = act_apply(act, acc[i][j] + bv, act_a, act_b);
+                int b = q / op, pix = q - b * op;
+                y[((long long)b * cout + co) * op + pix] = act_apply(act, acc[i][j] + bv, act_a, act_b);
             }
         }
     }

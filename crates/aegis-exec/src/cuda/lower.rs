@@ -1341,6 +1341,14 @@ fn lower_conv(io: &NodeIo<'_>, c: &ConvAttrs<'_>, p: &mut Params) -> R<Vec<Launc
     if group == 0 || !c_in.is_multiple_of(group) || !c_out.is_multiple_of(group) {
         return unsupported(format!("{c_in} -> {c_out} channels in {group} groups"));
     }
+    // conv_igemm_f32 indexes in 32 bits.
+    for (what, shape) in [("input", xs), ("weight", ws), ("output", ys)] {
+        if shape.iter().product::<usize>() > i32::MAX as usize {
+            return unsupported(format!(
+                "a convolution {what} of {shape:?} (2^31 elements or more)"
+            ));
+        }
+    }
     let r: usize = ws[1..].iter().product();
     let vec_a = r.is_multiple_of(4) && aligned16(&io.ins[1]);
     let (m, bias) = conv_params(io, xs, ys, c_out, c, vec_a, p)?;

@@ -91,6 +91,7 @@ fn bench(device: &Device, dir: &Path, iters: usize) -> Result<String, String> {
         row.push((median(lat), median(enq)));
     }
     let per_launch = enqueue_eager.as_secs_f64() * 1e6 / model.launch_count().max(1) as f64;
+    let profile = gpu_profile(&model, &inputs, &s)?;
     Ok(format!(
         "{:<28} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>9.2} {:>8.3}s {}",
         dir.file_name()
@@ -108,6 +109,55 @@ fn bench(device: &Device, dir: &Path, iters: usize) -> Result<String, String> {
         } else {
             "(graph capture failed: replay ran eager)"
         },
+    ) + &profile)
+}
+
+/// Where the GPU time goes: node medians (event pairs, 10 runs on one stream) summed per op
+/// type, and the three slowest nodes.
+fn gpu_profile(
+    model: &CudaPreparedModel,
+    inputs: &[HostTensor],
+    s: &Stream,
+) -> Result<String, String> {
+    let mut nodes = CudaExecutor::profile(model, inputs, s, 10).map_err(|e| e.to_string())?;
+    let total: f64 = nodes.iter().map(|n| n.median.as_secs_f64()).sum();
+    let mut by_op: Vec<(&str, f64)> = Vec::new();
+    for n in &nodes {
+        match by_op.iter_mut().find(|(op, _)| *op == n.op) {
+            Some((_, t)) => *t += n.median.as_secs_f64(),
+            None => by_op.push((n.op, n.median.as_secs_f64())),
+        }
+    }
+    by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let ops: Vec<String> = by_op
+        .iter()
+        .take(5)
+        .map(|(op, t)| {
+            format!(
+                "{op} {:.3} ms ({:.0}%)",
+                t * 1e3,
+                100.0 * t / total.max(1e-12)
+            )
+        })
+        .collect();
+    nodes.sort_by_key(|n| std::cmp::Reverse(n.median));
+    let slow: Vec<String> = nodes
+        .iter()
+        .take(3)
+        .map(|n| {
+            format!(
+                "{} {} {:.3} ms",
+                n.op,
+                n.shapes(),
+                n.median.as_secs_f64() * 1e3
+            )
+        })
+        .collect();
+    Ok(format!(
+        "\n    gpu node time {:.3} ms: {}\n    slowest: {}",
+        total * 1e3,
+        ops.join(", "),
+        slow.join("; ")
     ))
 }
 

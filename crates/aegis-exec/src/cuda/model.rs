@@ -536,6 +536,85 @@ impl CudaExecutor {
         Self::enqueue(model, inputs, streams, mode)?.collect()
     }
 
+    /// Runs `runs` inferences on `stream` alone with an event pair around every node's
+    /// launches, and returns each node's median GPU time in graph order (nodes with no
+    /// launch, such as an activation fused into its conv, are left out). For finding where a
+    /// model's time goes: the steps run in topological order on the one stream (a
+    /// multi-stream schedule is flattened, so no cross-stream event is needed); the events
+    /// between launches add a little time to each node.
+    pub fn profile(
+        model: &CudaPreparedModel,
+        inputs: &[HostTensor],
+        stream: &Stream,
+        runs: usize,
+    ) -> Result<Vec<crate::NodeTime>, CudaExecError> {
+        let err = |e| model.dev_err(e);
+        let streams = vec![stream; model.schedule.streams.max(1)];
+        let timed: Vec<usize> = (0..model.steps.len())
+            .filter(|&i| !model.steps[i].launches.is_empty())
+            .collect();
+        let events = (0..2 * timed.len())
+            .map(|_| Event::new(&model.device))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        let mut samples = vec![Vec::with_capacity(runs.max(1)); timed.len()];
+        for _ in 0..runs.max(1) {
+            upload_inputs(
+                &model.graph,
+                &model.inputs,
+                model.schedule.streams,
+                inputs,
+                &streams,
+            )?;
+            for (slot, &i) in timed.iter().enumerate() {
+                stream.record(&events[2 * slot]).map_err(err)?;
+                for l in &model.steps[i].launches {
+                    match l {
+                        Launch::Kernel {
+                            kernel,
+                            grid,
+                            block,
+                            args,
+                        } => stream.launch(kernel, *grid, *block, 0, args),
+                        Launch::Copy { src, dst } => stream.copy(src, dst),
+                    }
+                    .map_err(err)?;
+                }
+                stream.record(&events[2 * slot + 1]).map_err(err)?;
+            }
+            stream.synchronize().map_err(err)?;
+            for (slot, v) in samples.iter_mut().enumerate() {
+                v.push(
+                    events[2 * slot + 1]
+                        .elapsed_since(&events[2 * slot])
+                        .map_err(err)?,
+                );
+            }
+        }
+        let order = model.graph.topological_order();
+        let shapes = |ts: &[TensorId]| -> Vec<Vec<usize>> {
+            ts.iter()
+                .map(|&t| model.graph.tensor(t).shape.clone())
+                .collect()
+        };
+        Ok(timed
+            .iter()
+            .zip(samples)
+            .map(|(&step, mut v)| {
+                v.sort_unstable();
+                let node = model.graph.node(order[step]);
+                crate::NodeTime {
+                    step,
+                    node: node.name.clone(),
+                    op: node.op.onnx_name(),
+                    median: v.get(v.len() / 2).copied().unwrap_or_default(),
+                    inputs: shapes(&node.inputs),
+                    outputs: shapes(&node.outputs),
+                }
+            })
+            .collect())
+    }
+
     /// Enqueues one inference without waiting. All work ends on `streams[0]`.
     pub fn enqueue<'m>(
         model: &'m CudaPreparedModel,

@@ -12,8 +12,9 @@
 //!   every `*.cu` file in the repository to PTX (compute_90 and compute_75) and fails on any
 //!   compile error or any kernel whose PTX signature cannot be read. No GPU needed.
 //! - [`gpu_build`]: stub, then the CUDA test binaries in release (aegis-cuda's, and aegis-exec's
-//!   `cuda_models`) and the `cuda_bench` example, stripped, into `.gpu-bin/` with a `run-all.sh`
-//!   to run on the GPU machine (no Rust toolchain needed there).
+//!   `cuda_models`), aegis-exec's `cuda_bench` example and aegis-cuda's `cuda_micro` example,
+//!   stripped, into `.gpu-bin/` with a `run-all.sh` to run on the GPU machine (no Rust
+//!   toolchain needed there).
 //!
 //! Exact commands (CI and developers):
 //!
@@ -305,8 +306,9 @@ pub fn gpu_build(root: &Path) -> Result<(), String> {
     let bin_dir = root.join(".gpu-bin");
     fs::create_dir_all(&bin_dir).map_err(|e| format!("creating {}: {e}", bin_dir.display()))?;
     let mut collected = Vec::new();
-    // aegis-cuda's test binaries; aegis-exec's CUDA model/op tests and the CUDA bench.
-    let builds: [&[&str]; 3] = [
+    // aegis-cuda's test binaries; aegis-exec's CUDA model/op tests and the CUDA bench;
+    // aegis-cuda's CUDA micro-benchmark.
+    let builds: [&[&str]; 4] = [
         &[
             "test",
             "--release",
@@ -336,6 +338,16 @@ pub fn gpu_build(root: &Path) -> Result<(), String> {
             "cuda",
             "--example",
             "cuda_bench",
+        ],
+        &[
+            "build",
+            "--release",
+            "-p",
+            "aegis-cuda",
+            "--features",
+            "cuda",
+            "--example",
+            "cuda_micro",
         ],
     ];
     for args in builds {
@@ -379,14 +391,16 @@ pub fn gpu_build(root: &Path) -> Result<(), String> {
            done\n\
          fi\n\
          echo \"AEGIS_MODELS_DIR=$AEGIS_MODELS_DIR\"\n\
+         # A hung binary is killed (exit 124) so the ones after it still run.\n\
          log=run-all.log\n\
          : > \"$log\"\n\
          { nvidia-smi || true; } 2>&1 | tee -a \"$log\"\n\
          status=0\n",
     );
     for b in &collected {
-        // Test harnesses run one test at a time; the bench takes no harness flags.
-        let flags = if b.ends_with("_bench") {
+        // Test harnesses run one test at a time; the benchmark examples (`*_bench`,
+        // `*_micro`) take no harness flags.
+        let flags = if b.ends_with("_bench") || b.ends_with("_micro") {
             ""
         } else {
             " --test-threads=1"
@@ -394,7 +408,7 @@ pub fn gpu_build(root: &Path) -> Result<(), String> {
         let _ = writeln!(
             script,
             "echo \"== {b}\" | tee -a \"$log\"\n\
-             ./{b}{flags} > {b}.log 2>&1; rc=$?\n\
+             timeout \"${{AEGIS_BIN_TIMEOUT:-600}}\" ./{b}{flags} > {b}.log 2>&1; rc=$?\n\
              tee -a \"$log\" < {b}.log\n\
              echo \"== {b}: exit $rc\" | tee -a \"$log\"\n\
              [ \"$rc\" = 0 ] || status=1"

@@ -524,11 +524,11 @@ fn copies(d: &Device, s: &Stream) -> BoxResult<()> {
     }
     println!(
         "NOTE D2H into pageable memory is not measured: Stream::download only writes staging \
-         memory (HostBuffer, page-locked at 64 KiB and above), and no public call copies device \
+         memory (HostBuffer, page-locked), and no public call copies device \
          memory into an ordinary host allocation"
     );
     println!(
-        "NOTE pinned = HostBuffer, page-locked with cuMemHostRegister when at least 64 KiB; \
+        "NOTE pinned = HostBuffer, page-locked with cuMemHostRegister at allocation; \
          the public API does not say whether registration succeeded (a refusal leaves it \
          pageable, logged at debug level only): pinned figures close to the pageable H2D ones \
          would mean it fell back"

@@ -134,7 +134,8 @@ fn alloc_host_device(
     })))
 }
 
-/// Staging memory for a CUDA device: host memory, page-locked when large enough to pay.
+/// Staging memory for a CUDA device: whole pages of host memory, page-locked (so copies to
+/// and from it are truly asynchronous).
 #[cfg(feature = "cuda")]
 fn alloc_cuda_staging(
     c: &Arc<crate::cuda::CudaDevice>,
@@ -143,7 +144,7 @@ fn alloc_cuda_staging(
     site: CallSite,
 ) -> Result<Arc<MemInner>> {
     c.enter(call, site)?;
-    let Some(block) = HostBlock::alloc(len, c.fresh_id()) else {
+    let Some(block) = HostBlock::alloc_pages(len, c.fresh_id()) else {
         return Err(CudaError::OutOfMemory {
             call,
             site,
@@ -152,7 +153,7 @@ fn alloc_cuda_staging(
             capacity: 0,
         });
     };
-    let pinned = crate::cuda::Pinned::register(c, block.as_ptr(), len, site);
+    let pinned = crate::cuda::Pinned::register(c, block.as_ptr(), block.span(), site);
     Ok(Arc::new(MemInner::Host(HostMem {
         _pinned: pinned,
         block,

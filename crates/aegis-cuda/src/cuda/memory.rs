@@ -5,10 +5,6 @@ use crate::error::{CallSite, CudaError, Result};
 use crate::raw::cuda as raw;
 use crate::sync::Arc;
 
-/// Staging buffers at least this large are page-locked: below it the registration costs more
-/// than the faster, truly asynchronous DMA saves.
-pub(crate) const PIN_THRESHOLD: usize = 64 * 1024;
-
 /// An RAII device allocation (`cuMemAlloc`), zero-filled at allocation.
 pub(crate) struct CudaMem {
     ptr: raw::DevicePtr,
@@ -99,18 +95,17 @@ pub(crate) struct Pinned {
 }
 
 impl Pinned {
-    /// Registers `len` bytes at `ptr` when large enough to pay; `None` (pageable staging, still
-    /// correct, copies just stage through the driver) when small or when the driver refuses —
-    /// e.g. a page shared with another registered buffer.
+    /// Registers the `len` bytes at `ptr` (whole pages the buffer owns alone); `None`
+    /// (pageable staging, still correct, copies just stage through the driver and a copy
+    /// into it waits for its stream) when the driver refuses. Every staging buffer is pinned,
+    /// small ones too: they are allocated once and reused (an executor's output slots), and
+    /// a copy into pageable memory blocks the host until the stream has run up to it.
     pub(crate) fn register(
         dev: &Arc<super::CudaDevice>,
         ptr: *mut u8,
         len: usize,
         site: CallSite,
     ) -> Option<Self> {
-        if len < PIN_THRESHOLD {
-            return None;
-        }
         match raw::host_register(ptr, len, site) {
             Ok(()) => Some(Self {
                 ptr: ptr as usize,

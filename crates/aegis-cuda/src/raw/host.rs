@@ -10,6 +10,11 @@ use crate::CudaError;
 /// plans made for the GPU hold on the host too (and it exceeds any SIMD width we use).
 pub(crate) const HOST_ALIGN: usize = 256;
 
+/// Page size for blocks that may be page-locked: such a block owns its pages outright, so its
+/// registration never overlaps another's (the driver refuses a page registered twice).
+#[cfg(feature = "cuda")]
+pub(crate) const PAGE: usize = 4096;
+
 #[derive(Debug, Clone, Copy)]
 struct Borrow {
     start: usize,
@@ -29,6 +34,8 @@ struct Borrows {
 pub(crate) struct HostBlock {
     ptr: NonNull<u8>,
     len: usize,
+    /// What was allocated (`len` rounded up for page blocks); freed with exactly this.
+    layout: Layout,
     id: u64,
     borrows: Mutex<Borrows>,
 }
@@ -44,12 +51,29 @@ impl HostBlock {
     pub(crate) fn alloc(len: usize, id: u64) -> Option<Self> {
         // A zero-length request still takes one byte, so every block has a real, aligned
         // allocation and no special case is needed when freeing it.
-        let layout = Layout::from_size_align(len.max(1), HOST_ALIGN).ok()?;
+        Self::alloc_layout(
+            len,
+            Layout::from_size_align(len.max(1), HOST_ALIGN).ok()?,
+            id,
+        )
+    }
+
+    /// Like [`HostBlock::alloc`], but page-aligned and a whole number of pages long
+    /// ([`HostBlock::span`]), so the block can be page-locked on its own.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn alloc_pages(len: usize, id: u64) -> Option<Self> {
+        let size = len.max(1).checked_next_multiple_of(PAGE)?;
+        Self::alloc_layout(len, Layout::from_size_align(size, PAGE).ok()?, id)
+    }
+
+    fn alloc_layout(len: usize, layout: Layout, id: u64) -> Option<Self> {
+        debug_assert!(layout.size() >= len.max(1));
         // SAFETY: `layout` has a non-zero size and a valid power-of-two alignment.
         let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })?;
         Some(Self {
             ptr,
             len,
+            layout,
             id,
             borrows: Mutex::new(Borrows::default()),
         })
@@ -57,6 +81,12 @@ impl HostBlock {
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Bytes allocated: `len`, or more for a page block (whole pages).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn span(&self) -> usize {
+        self.layout.size()
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -163,14 +193,9 @@ impl HostBlock {
 
 impl Drop for HostBlock {
     fn drop(&mut self) {
-        // SAFETY: allocated in `alloc` with exactly this layout (which was valid then), and
-        // guards borrow `self`, so none outlives the block.
-        unsafe {
-            alloc::dealloc(
-                self.ptr.as_ptr(),
-                Layout::from_size_align_unchecked(self.len.max(1), HOST_ALIGN),
-            )
-        };
+        // SAFETY: allocated in `alloc_layout` with exactly `self.layout`, and guards borrow
+        // `self`, so none outlives the block.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
     }
 }
 
@@ -214,5 +239,24 @@ impl WriteGuard<'_> {
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         self.block.release(self.token);
+    }
+}
+
+#[cfg(all(test, feature = "cuda"))]
+mod tests {
+    use super::{HostBlock, PAGE};
+
+    #[test]
+    fn page_blocks_own_whole_pages() {
+        for len in [0, 1, 4000, 4096, 4097, 70_000] {
+            let b = HostBlock::alloc_pages(len, 1).unwrap();
+            assert_eq!(b.len(), len);
+            assert_eq!(b.as_ptr() as usize % PAGE, 0, "{len}");
+            assert_eq!(b.span() % PAGE, 0, "{len}");
+            assert!(
+                b.span() >= len.max(1) && b.span() < len.max(1) + PAGE,
+                "{len}"
+            );
+        }
     }
 }

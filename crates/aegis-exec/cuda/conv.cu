@@ -3,19 +3,21 @@
 // activation (the unary op codes of elementwise.cu; 19 = none).
 //
 // Geometry p = [N, C_in, C_out, group, in[3], out[3], k[3], s[3], d[3], pad_begin[3],
-//               has_bias, vec_a] with missing leading spatial axes padded with extent 1,
+//               has_bias, vec_a, split] with missing leading spatial axes padded with extent 1,
 // kernel 1, stride 1, dilation 1, pad 0.
 //
 // conv_igemm_f32: implicit GEMM per group: Y_g[m, q] = sum_r W_g[m, r] * col(X)[r, q] with
 // m an output channel of the group, q = (batch, output pixel), r = (input channel, tap); the
 // im2col matrix is never materialised: B tiles are gathered from X into shared memory with
 // zero padding. Block tile 64 x 64 x 16, 256 threads, 4 x 4 per thread; W rows loaded as
-// float4 when vec_a (R % 4 == 0).
+// float4 when vec_a (R % 4 == 0). conv_igemm128_f32: the same with 128 x 64 tiles, 8 x 4 per
+// thread. With split > 0 (split-K, for convs whose output tiles cannot fill the GPU) each
+// block reduces one slice of r into a scratch [slices][C_out][Q] and
+// conv_splitk_reduce_f32 sums the slices in order (deterministic), adds the bias and applies
+// the activation.
 // conv_depthwise_f32: direct, one thread per output (group == C_in == C_out).
 // conv_transpose_f32: direct gather, one thread per output.
 
-#define BM 64
-#define BN 64
 #define BK 16
 #define CONV_THREADS 256
 
@@ -43,12 +45,19 @@ __device__ __forceinline__ float act_apply(int op, float x, float a, float b) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(CONV_THREADS)
-conv_igemm_f32(const float* __restrict__ x, const float* __restrict__ w,
-               const float* __restrict__ bias, float* __restrict__ y,
-               const long long* __restrict__ p, int act, float act_a, float act_b) {
-    __shared__ __align__(16) float As[BK][BM];
-    __shared__ __align__(16) float Bs[BK][BN];
+// The implicit-GEMM body for a block tile of (16 x TM) output channels x (16 x TN) pixels:
+// each of the 256 threads holds TM channels x TN pixels. Larger TM / TN cut the shared-memory
+// and global traffic per FMA, for convs with enough channels / pixels to fill the tiles.
+template <int TM, int TN>
+__device__ __forceinline__ void conv_igemm_body(const float* __restrict__ x,
+                                                const float* __restrict__ w,
+                                                const float* __restrict__ bias,
+                                                float* __restrict__ y,
+                                                const long long* __restrict__ p, int act,
+                                                float act_a, float act_b) {
+    constexpr int BMT = 16 * TM, BNT = 16 * TN;
+    __shared__ __align__(16) float As[BK][BMT];
+    __shared__ __align__(16) float Bs[BK][BNT];
     // The k-tile's taps, decoded once per tile: the gather below would otherwise divide per
     // element, and a 64-bit division costs tens of instructions (it outweighed the FMAs).
     __shared__ int Tci[BK], Tkd[BK], Tkh[BK], Tkw[BK];
@@ -61,6 +70,10 @@ conv_igemm_f32(const float* __restrict__ x, const float* __restrict__ w,
     const int d0 = (int)p[16], d1 = (int)p[17], d2 = (int)p[18];
     const int pb0 = (int)p[19], pb1 = (int)p[20], pb2 = (int)p[21];
     const int has_bias = (int)p[22], vec_a = (int)p[23];
+    // Split-K: grid.z = group x slices; block z reduces r in [s * split, (s + 1) * split)
+    // of group z / slices (s = z % slices) and stores its raw partial tile to
+    // y[s][cout][Q]; conv_splitk_reduce_f32 finishes.
+    const int split = (int)p[24];
     const int cig = cin / group, cog = cout / group;
     const int kp = (int)p[10] * k1 * k2;
     const int R = cig * kp;
@@ -69,9 +82,9 @@ conv_igemm_f32(const float* __restrict__ x, const float* __restrict__ w,
     const int Q = nb * op;
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
-    const int m0 = blockIdx.y * BM, q0 = blockIdx.x * BN;
-    // This thread's B column (fixed for the whole tile): output pixel q0 + tid % 64.
-    const int bq = tid % BN;
+    const int m0 = blockIdx.y * BMT, q0 = blockIdx.x * BNT;
+    // This thread's B column (fixed for the whole tile): output pixel q0 + tid % BNT.
+    const int bq = tid % BNT;
     const int gq = q0 + bq;
     const bool q_ok = gq < Q;
     int qb = 0, qd = 0, qh = 0, qw = 0;
@@ -83,18 +96,24 @@ conv_igemm_f32(const float* __restrict__ x, const float* __restrict__ w,
         qd = r / (out2 * out1);
     }
     const int sd = qd * s0 - pb0, sh = qh * s1 - pb1, sw = qw * s2 - pb2;
-    for (int g = blockIdx.z; g < group; g += gridDim.z) {
+    const int slices = split ? (R + split - 1) / split : 1;
+    const int zs = split ? (int)blockIdx.z % slices : 0;
+    const int r_lo = zs * split;
+    const int g_lo = split ? (int)blockIdx.z / slices : blockIdx.z;
+    const int g_step = split ? group : gridDim.z;
+    for (int g = g_lo; g < group; g += g_step) {
         const float* wg = w + (long long)g * cog * R;
         const float* xg = x + ((long long)qb * cin + (long long)g * cig) * ip;
-        float acc[4][4];
+        float acc[TM][TN];
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
+        for (int i = 0; i < TM; ++i)
 #pragma unroll
-            for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-        for (int r0 = 0; r0 < R; r0 += BK) {
+            for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+        const int r_hi = split && r_lo + split < R ? r_lo + split : R;
+        for (int r0 = r_lo; r0 < r_hi; r0 += BK) {
             if (tid < BK) {
                 int gr = r0 + tid, ci = -1, kd = 0, kh = 0, kw = 0;
-                if (gr < R) {
+                if (gr < r_hi) {
                     ci = gr / kp;
                     int t = gr - ci * kp;
                     kw = t % k2;
@@ -108,27 +127,32 @@ conv_igemm_f32(const float* __restrict__ x, const float* __restrict__ w,
                 Tkw[tid] = kw * d2;
             }
             if (vec_a) {
-                int am = tid / 4, ak = (tid % 4) * 4;
-                int gm = m0 + am, gr = r0 + ak;
-                float4 va = make_float4(0.f, 0.f, 0.f, 0.f);
-                if (gm < cog && gr < R) va = *(const float4*)(wg + (long long)gm * R + gr);
-                As[ak + 0][am] = va.x;
-                As[ak + 1][am] = va.y;
-                As[ak + 2][am] = va.z;
-                As[ak + 3][am] = va.w;
+#pragma unroll
+                for (int l = 0; l < TM / 4; ++l) {
+                    int e = tid + CONV_THREADS * l;
+                    int am = e / 4, ak = (e % 4) * 4;
+                    int gm = m0 + am, gr = r0 + ak;
+                    float4 va = make_float4(0.f, 0.f, 0.f, 0.f);
+                    if (gm < cog && gr < r_hi)
+                        va = *(const float4*)(wg + (long long)gm * R + gr);
+                    As[ak + 0][am] = va.x;
+                    As[ak + 1][am] = va.y;
+                    As[ak + 2][am] = va.z;
+                    As[ak + 3][am] = va.w;
+                }
             } else {
 #pragma unroll
-                for (int l = 0; l < 4; ++l) {
+                for (int l = 0; l < TM; ++l) {
                     int e = tid + CONV_THREADS * l;
                     int am = e / BK, ak = e % BK;
                     int gm = m0 + am, gr = r0 + ak;
-                    As[ak][am] = (gm < cog && gr < R) ? wg[(long long)gm * R + gr] : 0.0f;
+                    As[ak][am] = (gm < cog && gr < r_hi) ? wg[(long long)gm * R + gr] : 0.0f;
                 }
             }
             __syncthreads();
 #pragma unroll
-            for (int l = 0; l < 4; ++l) {
-                int bk = tid / BN + 4 * l;
+            for (int l = 0; l < TN; ++l) {
+                int bk = tid / BNT + (CONV_THREADS / BNT) * l;
                 int ci = Tci[bk];
                 float v = 0.0f;
                 if (q_ok && ci >= 0) {
@@ -142,31 +166,86 @@ conv_igemm_f32(const float* __restrict__ x, const float* __restrict__ w,
             __syncthreads();
 #pragma unroll
             for (int kk = 0; kk < BK; ++kk) {
-                float4 ra = *(const float4*)&As[kk][ty * 4];
-                float4 rb = *(const float4*)&Bs[kk][tx * 4];
-                float av[4] = {ra.x, ra.y, ra.z, ra.w};
-                float bv[4] = {rb.x, rb.y, rb.z, rb.w};
+                float av[TM];
 #pragma unroll
-                for (int i = 0; i < 4; ++i)
+                for (int i = 0; i < TM; i += 4) {
+                    float4 ra = *(const float4*)&As[kk][ty * TM + i];
+                    av[i] = ra.x;
+                    av[i + 1] = ra.y;
+                    av[i + 2] = ra.z;
+                    av[i + 3] = ra.w;
+                }
+                float bv[TN];
 #pragma unroll
-                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+                for (int j = 0; j < TN; j += 4) {
+                    float4 rb = *(const float4*)&Bs[kk][tx * TN + j];
+                    bv[j] = rb.x;
+                    bv[j + 1] = rb.y;
+                    bv[j + 2] = rb.z;
+                    bv[j + 3] = rb.w;
+                }
+#pragma unroll
+                for (int i = 0; i < TM; ++i)
+#pragma unroll
+                    for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
             }
             __syncthreads();
         }
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            int gm = m0 + ty * 4 + i;
+        for (int i = 0; i < TM; ++i) {
+            int gm = m0 + ty * TM + i;
             if (gm >= cog) continue;
             int co = g * cog + gm;
             float bv = has_bias ? bias[co] : 0.0f;
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                int q = q0 + tx * 4 + j;
+            for (int j = 0; j < TN; ++j) {
+                int q = q0 + tx * TN + j;
                 if (q >= Q) continue;
+                if (split) {
+                    y[((long long)zs * cout + co) * Q + q] = acc[i][j];
+                    continue;
+                }
                 int b = q / op, pix = q - b * op;
                 y[((long long)b * cout + co) * op + pix] = act_apply(act, acc[i][j] + bv, act_a, act_b);
             }
         }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS)
+conv_igemm_f32(const float* __restrict__ x, const float* __restrict__ w,
+               const float* __restrict__ bias, float* __restrict__ y,
+               const long long* __restrict__ p, int act, float act_a, float act_b) {
+    conv_igemm_body<4, 4>(x, w, bias, y, p, act, act_a, act_b);
+}
+
+// conv_igemm128_f32: conv_igemm_f32 with 128-channel block tiles (grid.y = ceil(C_out/g / 128)).
+extern "C" __global__ void __launch_bounds__(CONV_THREADS)
+conv_igemm128_f32(const float* __restrict__ x, const float* __restrict__ w,
+                  const float* __restrict__ bias, float* __restrict__ y,
+                  const long long* __restrict__ p, int act, float act_a, float act_b) {
+    conv_igemm_body<8, 4>(x, w, bias, y, p, act, act_a, act_b);
+}
+
+// conv_splitk_reduce_f32: finishes a split-K conv_igemm_f32. ws = [splits][C_out][Q] raw
+// partial sums (Q = batch x output pixels); sums the splits in order (deterministic), adds
+// the bias, applies the activation and stores NCHW. p = [splits, C_out, Q, out pixels,
+// has_bias].
+extern "C" __global__ void conv_splitk_reduce_f32(const float* __restrict__ ws,
+                                                  const float* __restrict__ bias,
+                                                  float* __restrict__ y,
+                                                  const long long* __restrict__ p, int act,
+                                                  float act_a, float act_b) {
+    const long long splits = p[0], cout = p[1], Q = p[2], op = p[3];
+    const int has_bias = (int)p[4];
+    const long long n = cout * Q;
+    for (long long i = gtid(); i < n; i += gstride()) {
+        long long co = i / Q, q = i - co * Q;
+        float s = 0.0f;
+        for (long long z = 0; z < splits; ++z) s += ws[z * n + i];
+        if (has_bias) s += bias[co];
+        long long b = q / op, pix = q - b * op;
+        y[(b * cout + co) * op + pix] = act_apply(act, s, act_a, act_b);
     }
 }
 

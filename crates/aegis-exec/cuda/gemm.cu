@@ -100,3 +100,72 @@ sgemm_f32(const float* __restrict__ a, const float* __restrict__ b,
         }
     }
 }
+
+// sgemv_f32: the same operation and parameter table as sgemm_f32 for M == 1 (batch-1
+// classifier layers). The tiled SGEMM would use 1 of every 64 tile rows and N / 64 blocks,
+// while the layer is a stream over B. Two layouts, both with a fixed-order reduction:
+// - b_rs == 1 (B's k axis contiguous, as Gemm transB = 1): one warp per column, lanes
+//   strided over k (float4 when `vec`), lane partials summed in lane order;
+// - otherwise: 32 columns per block, lanes over columns (coalesced rows of B), the 8 warps
+//   over interleaved k, warp partials summed in warp order.
+// Launched with grid.x = ceil(N / 8) in the first layout, ceil(N / 32) in the second.
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+sgemv_f32(const float* __restrict__ a, const float* __restrict__ b,
+          const float* __restrict__ c, float* __restrict__ y,
+          const long long* __restrict__ p, float alpha, float beta) {
+    __shared__ float part[GEMM_THREADS / 32][33];
+    const long long N = p[1], K = p[2], batch = p[3];
+    const long long a_cs = p[5], b_rs = p[6], b_cs = p[7], c_cs = p[9];
+    const int has_c = (int)p[10], vec = (int)p[11];
+    const int tid = threadIdx.x, lane = tid % 32, wid = tid / 32;
+    for (long long z = blockIdx.z; z < batch; z += gridDim.z) {
+        const float* az = a + p[12 + 4 * z];
+        const float* bz = b + p[13 + 4 * z];
+        const float* cz = c + p[14 + 4 * z];
+        float* yz = y + p[15 + 4 * z];
+        float acc = 0.0f;
+        long long n;
+        if (b_rs == 1) {
+            n = (long long)blockIdx.x * (GEMM_THREADS / 32) + wid;
+            if (n < N) {
+                const float* bn = bz + n * b_cs;
+                if (vec) {
+                    for (long long k = 4 * lane; k < K; k += 128) {
+                        float4 x = *(const float4*)(az + k);
+                        float4 w = *(const float4*)(bn + k);
+                        acc = fmaf(x.x, w.x, acc);
+                        acc = fmaf(x.y, w.y, acc);
+                        acc = fmaf(x.z, w.z, acc);
+                        acc = fmaf(x.w, w.w, acc);
+                    }
+                } else {
+                    for (long long k = lane; k < K; k += 32) acc = fmaf(az[k * a_cs], bn[k], acc);
+                }
+            }
+            part[wid][lane] = acc;
+        } else {
+            n = (long long)blockIdx.x * 32 + lane;
+            if (n < N)
+                for (long long k = wid; k < K; k += GEMM_THREADS / 32)
+                    acc = fmaf(az[k * a_cs], bz[k * b_rs + n * b_cs], acc);
+            part[wid][lane] = acc;
+        }
+        __syncthreads();
+        if (b_rs == 1) {
+            if (lane == 0 && n < N) {
+                float s = 0.0f;
+                for (int i = 0; i < 32; ++i) s += part[wid][i];
+                float v = alpha * s;
+                if (has_c) v += beta * cz[n * c_cs];
+                yz[n] = v;
+            }
+        } else if (wid == 0 && n < N) {
+            float s = 0.0f;
+            for (int i = 0; i < GEMM_THREADS / 32; ++i) s += part[i][lane];
+            float v = alpha * s;
+            if (has_c) v += beta * cz[n * c_cs];
+            yz[n] = v;
+        }
+        __syncthreads();
+    }
+}

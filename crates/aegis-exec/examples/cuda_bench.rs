@@ -5,7 +5,8 @@
 //! ```sh
 //! cuda_bench [MODEL_DIR...]    # default: every folder of $AEGIS_MODELS_DIR (../shared/models)
 //! ```
-//! `AEGIS_BENCH_ITERS` sets the timed inferences per mode (default 50).
+//! `AEGIS_BENCH_ITERS` sets the timed inferences per mode (default 50); `AEGIS_BENCH_TOP` how
+//! many of the slowest nodes each model lists (default 3).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -113,7 +114,7 @@ fn bench(device: &Device, dir: &Path, iters: usize) -> Result<String, String> {
 }
 
 /// Where the GPU time goes: node medians (event pairs, 10 runs on one stream) summed per op
-/// type, and the three slowest nodes.
+/// type, and the slowest nodes.
 fn gpu_profile(
     model: &CudaPreparedModel,
     inputs: &[HostTensor],
@@ -141,9 +142,14 @@ fn gpu_profile(
         })
         .collect();
     nodes.sort_by_key(|n| std::cmp::Reverse(n.median));
+    // AEGIS_BENCH_TOP=N lists the N slowest nodes (default 3).
+    let top = std::env::var("AEGIS_BENCH_TOP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let slow: Vec<String> = nodes
         .iter()
-        .take(3)
+        .take(top)
         .map(|n| {
             format!(
                 "{} {} {:.3} ms",

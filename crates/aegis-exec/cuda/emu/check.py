@@ -37,6 +37,21 @@ M, N, K = 5, 7, 6
 a4, b3 = f32(2, 1, M, K), f32(3, K, N)
 offs = [[i * M * K, j * K * N, 0, (i * 3 + j) * M * N] for i in range(2) for j in range(3)]
 check("sgemm batched broadcast", sgemm(a4, b3, a4, M, N, K, 6, K, 1, N, 1, 0, 0, 0, 0, offs, 1, 0).reshape(2, 3, M, N), a4 @ b3)
+# ---- sgemv (M == 1): the same table, grid.x = ceil(N / 8) when b_rs == 1, else ceil(N / 32) ----
+def sgemv(a, b, c, N, K, batch, acs, brs, bcs, ccs, has_c, vec, offs, alpha, beta):
+    y = np.zeros(batch * N, np.float32)
+    p = I([1, N, K, batch, K, acs, brs, bcs, 0, ccs, has_c, vec] + [v for o in offs for v in o])
+    L["gemm"].run_sgemv(F(a), F(b), F(c), F(y), F(p), C.c_float(alpha), C.c_float(beta), cd(N, 8 if brs == 1 else 32), batch)
+    return y
+for K, vec in ((36, 1), (37, 0)):
+    N = 45
+    a1, bt, c = f32(1, K), f32(N, K), f32(N)
+    got = sgemv(a1, bt, c, N, K, 1, 1, 1, K, 1, 1, vec, [[0, 0, 0, 0]], 0.5, 2.0).reshape(1, N)
+    check(f"sgemv transB K={K} vec={vec} C-bias alpha beta", got, 0.5 * a1 @ bt.T + 2.0 * c)
+N, K = 70, 37
+a3, b = f32(3, 1, K), f32(K, N)
+offs = [[i * K, 0, 0, i * N] for i in range(3)]
+check("sgemv row-major B, 3 batches sharing B", sgemv(a3, b, a3, N, K, 3, 1, N, 1, 0, 0, 0, offs, 1, 0).reshape(3, 1, N), a3 @ b)
 
 # ---- conv ----
 def conv_ref(x, w, b, s, d, pb, pe, g):
@@ -55,7 +70,7 @@ def conv_ref(x, w, b, s, d, pb, pe, g):
     return y.astype(np.float32)
 def geo(xs, ys, cout, k, s, d, pb, g, hb, va):
     p3 = lambda v, f: [f] * (3 - len(v)) + list(v)
-    return I([xs[0], xs[1], cout, g] + p3(xs[2:], 1) + p3(ys[2:], 1) + p3(k, 1) + p3(s, 1) + p3(d, 1) + p3(pb, 0) + [hb, va])
+    return I([xs[0], xs[1], cout, g] + p3(xs[2:], 1) + p3(ys[2:], 1) + p3(k, 1) + p3(s, 1) + p3(d, 1) + p3(pb, 0) + [hb, va, 0])
 for (name, xs, ws, s, d, pb, pe, g, hb) in [
     ("conv 3x3 pad1 bias", (2, 5, 9, 11), (7, 5, 3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1, True),
     ("conv strided dilated asym pads, 70 out ch", (1, 8, 13, 12), (70, 8, 3, 2), (2, 1), (2, 3), (2, 0), (1, 3), 1, False),
@@ -72,6 +87,42 @@ for (name, xs, ws, s, d, pb, pe, g, hb) in [
     if name.startswith("conv 3x3"):
         L["conv"].run_igemm(F(x), F(w), F(b), F(y), F(p), 0, cd(Q, 64), 1, 1)
         check("conv + fused relu", y, np.maximum(want, 0))
+# 128-channel tiles (8 x 4 per thread): channels not a multiple of 128, vec_a and scalar A,
+# groups, and a split-K run.
+for (name, xs, ws_, g, split) in [
+    ("conv128 vec_a bias 140 out ch", (1, 8, 9, 7), (140, 8, 3, 3), 1, 0),
+    ("conv128 groups scalar A (R=27)", (2, 6, 6, 5), (260, 3, 3, 3), 2, 0),
+    ("conv128 split-K (2 slices)", (1, 8, 9, 7), (140, 8, 3, 3), 1, 48),
+    ("conv128 groups split-K (2 groups x 2 slices)", (2, 6, 6, 5), (260, 3, 3, 3), 2, 16),
+]:
+    x, w, b = f32(*xs), f32(*ws_), f32(ws_[0])
+    want = conv_ref(x, w, b, (1, 1), (1, 1), (1, 1), (1, 1), g)
+    Q = xs[0] * want.shape[2] * want.shape[3]
+    R = ws_[1] * ws_[2] * ws_[3]
+    p = geo(xs, want.shape, ws_[0], (3, 3), (1, 1), (1, 1), (1, 1), g, 1, int(R % 4 == 0))
+    y = np.zeros(want.shape, np.float32)
+    if split:
+        p[-1] = split
+        slices = cd(R, split)
+        ws = np.zeros(slices * ws_[0] * Q, np.float32)
+        L["conv"].run_igemm128(F(x), F(w), F(b), F(ws), F(p), 19, cd(Q, 64), cd(ws_[0] // g, 128), g * slices)
+        L["conv"].run_splitk_reduce(F(ws), F(b), F(y), F(I([slices, ws_[0], Q, want.shape[2] * want.shape[3], 1])), 19, 4)
+    else:
+        L["conv"].run_igemm128(F(x), F(w), F(b), F(y), F(p), 19, cd(Q, 64), cd(ws_[0] // g, 128), g)
+    check(name, y, want)
+# split-K: 3 slices of r (lengths 32, 32, 8 of R = 72) into a [3][C_out][Q] workspace, then
+# the ordered reduction with bias and a fused relu.
+xs, ws_ = (2, 8, 6, 5), (70, 8, 3, 3)
+x, w, b = f32(*xs), f32(*ws_), f32(70)
+want = conv_ref(x, w, b, (1, 1), (1, 1), (1, 1), (1, 1), 1)
+Q = xs[0] * want.shape[2] * want.shape[3]
+p = geo(xs, want.shape, 70, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, 0)
+p[-1] = 32
+ws = np.zeros(3 * 70 * Q, np.float32)
+L["conv"].run_igemm(F(x), F(w), F(b), F(ws), F(p), 19, cd(Q, 64), cd(70, 64), 3)
+y = np.zeros(want.shape, np.float32)
+L["conv"].run_splitk_reduce(F(ws), F(b), F(y), F(I([3, 70, Q, want.shape[2] * want.shape[3], 1])), 0, 4)
+check("conv split-K (3 slices) + reduce with bias and relu", y, np.maximum(want, 0))
 x, w, b = f32(2, 6, 10, 9), f32(6, 1, 3, 3), f32(6)
 want = conv_ref(x, w, b, (2, 2), (1, 1), (1, 1), (1, 1), 6)
 y = np.zeros(want.shape, np.float32)

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use aegis_cuda::{Device, DeviceMemory};
 
-use super::kernels::{KERNEL_SOURCES, TABLE};
-use super::lower::{lower, LaunchSpec, NodeIo, Params, A};
+use super::kernels::{K, KERNEL_SOURCES, TABLE};
+use super::lower::{lower, scratch_bytes, LaunchSpec, NodeIo, Params, A};
 use super::test_builder::*;
 use crate::graph::ExecutionGraph;
 use crate::LoadOptions;
@@ -55,14 +55,25 @@ fn c_signatures() -> HashMap<String, Vec<usize>> {
     out
 }
 
-fn check_graph(g: &ExecutionGraph, sigs: &HashMap<String, Vec<usize>>) -> usize {
+/// Lowers every node (H200-sized: 132 multiprocessors, so small convs split their
+/// reduction) and checks each launch against its kernel's signature; returns the launches
+/// and how many of them were split-K reductions.
+fn check_graph(g: &ExecutionGraph, sigs: &HashMap<String, Vec<usize>>) -> (usize, usize) {
+    const SMS: usize = 132;
     let device = Device::host();
     let n = g.tensors().len();
     let mem = DeviceMemory::alloc(&device, 256 * n.max(1)).unwrap();
     let slice = |t: crate::TensorId| mem.slice(256 * t.index()..256 * (t.index() + 1)).unwrap();
+    let order = g.topological_order();
+    let need = order
+        .iter()
+        .map(|id| scratch_bytes(g, g.node(*id), SMS))
+        .max()
+        .unwrap_or(0);
+    let scratch = DeviceMemory::alloc(&device, need.max(1) as usize).unwrap();
     let mut params = Params::default();
-    let mut launches = 0;
-    for id in g.topological_order() {
+    let (mut launches, mut splits) = (0, 0);
+    for id in order {
         let node = g.node(*id);
         let io = NodeIo {
             g,
@@ -70,6 +81,8 @@ fn check_graph(g: &ExecutionGraph, sigs: &HashMap<String, Vec<usize>>) -> usize 
             ins: node.inputs.iter().map(|&t| slice(t)).collect(),
             outs: node.outputs.iter().map(|&t| slice(t)).collect(),
             act: None,
+            scratch: (scratch_bytes(g, node, SMS) > 0).then(|| scratch.as_slice()),
+            sms: SMS,
         };
         let specs = lower(&io, None, &mut params)
             .unwrap_or_else(|e| panic!("{}: {} ({:?})", g.name(), node.name, e));
@@ -84,6 +97,7 @@ fn check_graph(g: &ExecutionGraph, sigs: &HashMap<String, Vec<usize>>) -> usize 
             else {
                 continue;
             };
+            splits += usize::from(k == K::ConvSplitReduce);
             let entry = TABLE[k as usize].2;
             let want = &sigs[entry];
             let got: Vec<usize> = args
@@ -102,7 +116,7 @@ fn check_graph(g: &ExecutionGraph, sigs: &HashMap<String, Vec<usize>>) -> usize 
             assert!(grid.x > 0 && grid.y > 0 && grid.z > 0 && block.x > 0);
         }
     }
-    launches
+    (launches, splits)
 }
 
 #[test]
@@ -112,6 +126,7 @@ fn every_kernel_in_the_table_has_a_parsed_signature() {
         assert!(sigs.contains_key(entry), "{entry}");
     }
     assert_eq!(sigs["sgemm_f32"], vec![8, 8, 8, 8, 8, 4, 4]);
+    assert_eq!(sigs["sgemv_f32"], sigs["sgemm_f32"]);
     assert_eq!(sigs["unary_f32"], vec![8, 8, 8, 4, 4, 4]);
 }
 
@@ -146,7 +161,12 @@ fn shared_models_lower_to_launches_matching_the_kernel_signatures() {
             opts = opts.with_input_shape(i["name"].as_str().unwrap(), shape);
         }
         let g = ExecutionGraph::load(&file, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(check_graph(&g, &sigs) > 0, "{name}");
+        let (launches, splits) = check_graph(&g, &sigs);
+        assert!(launches > 0, "{name}");
+        if name == "tv-mobilenet_v2" {
+            // Its 7x7 convs (1 x 3-5 output tiles) split their reduction.
+            assert!(splits > 0, "{name}: no split-K conv");
+        }
         checked += 1;
     }
     assert_eq!(checked, 5);
@@ -376,7 +396,7 @@ fn every_op_lowers_to_launches_matching_the_kernel_signatures() {
     let count = models.len();
     for m in models {
         let g = one(m);
-        assert!(check_graph(&g, &sigs) > 0, "{:?}", g.op_histogram());
+        assert!(check_graph(&g, &sigs).0 > 0, "{:?}", g.op_histogram());
     }
     assert_eq!(count, 36);
 }

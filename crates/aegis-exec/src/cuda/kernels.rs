@@ -40,7 +40,10 @@ pub(crate) enum K {
     Lrn,
     Pool,
     Sgemm,
+    Sgemv,
     ConvIgemm,
+    ConvIgemm128,
+    ConvSplitReduce,
     ConvDepthwise,
     ConvTranspose,
     ResizeNearest,
@@ -48,7 +51,7 @@ pub(crate) enum K {
 }
 
 /// (kernel, source file, entry name), in discriminant order.
-pub(crate) const TABLE: [(K, &str, &str); 26] = [
+pub(crate) const TABLE: [(K, &str, &str); 29] = [
     (K::UnaryF32, "elementwise.cu", "unary_f32"),
     (K::BinarySameF32, "elementwise.cu", "binary_same_f32"),
     (K::BinaryF32, "elementwise.cu", "binary_f32"),
@@ -70,7 +73,10 @@ pub(crate) const TABLE: [(K, &str, &str); 26] = [
     (K::Lrn, "norm.cu", "lrn_f32"),
     (K::Pool, "pool.cu", "pool_f32"),
     (K::Sgemm, "gemm.cu", "sgemm_f32"),
+    (K::Sgemv, "gemm.cu", "sgemv_f32"),
     (K::ConvIgemm, "conv.cu", "conv_igemm_f32"),
+    (K::ConvIgemm128, "conv.cu", "conv_igemm128_f32"),
+    (K::ConvSplitReduce, "conv.cu", "conv_splitk_reduce_f32"),
     (K::ConvDepthwise, "conv.cu", "conv_depthwise_f32"),
     (K::ConvTranspose, "conv.cu", "conv_transpose_f32"),
     (K::ResizeNearest, "resize.cu", "resize_nearest_f32"),

@@ -253,6 +253,79 @@ pub(crate) struct NodeIo<'a> {
     /// Conv only: an activation fused into the epilogue (op code, attributes); `outs[0]` is
     /// then the activation's output.
     pub(crate) act: Option<(i32, f32, f32)>,
+    /// Scratch of the node's stream, at least [`scratch_bytes`] long: a split-K conv's
+    /// partial sums. `None` when the node needs none.
+    pub(crate) scratch: Option<DeviceSlice>,
+    /// The device's multiprocessors (how many blocks fill it).
+    pub(crate) sms: usize,
+}
+
+/// How a conv splits its reduction (`(slices, slice length)`, the length a multiple of the
+/// k-tile) when its output tiles (of every group) alone would leave most multiprocessors
+/// idle: the late 7x7 and 14x14 layers of ResNet, Inception, DenseNet, AlexNet's grouped
+/// 12x12 convs. `None` when it fills the device without, or its reduction is too short to
+/// share (at least 4 k-tiles per slice).
+fn conv_split(q: usize, cog: usize, r: usize, group: usize, sms: usize) -> Option<(usize, usize)> {
+    const BK: usize = 16;
+    let (_, bm, bn) = igemm_kernel(cog, q, r, sms);
+    let tiles = q.div_ceil(bn) * cog.div_ceil(bm) * group;
+    if tiles >= sms || group > 65535 / 32 {
+        return None;
+    }
+    // About two blocks per multiprocessor, at most 32 slices.
+    let want = (2 * sms).div_ceil(tiles).min(r / (4 * BK)).min(32);
+    if want < 2 {
+        return None;
+    }
+    let len = r.div_ceil(want).div_ceil(BK) * BK;
+    Some((r.div_ceil(len), len))
+}
+
+/// The implicit-GEMM conv kernel for `cog` output channels per group, `q` output positions
+/// and reduction length `r`, and its block tile (channels, positions):
+/// - 128 x 64 (8 x 4 outputs per thread, less traffic per FMA) for at least 128 channels
+///   when those tiles alone fill the device or the reduction is long (each split slice
+///   stays long);
+/// - 64 x 64 otherwise: twice as many blocks, which measured faster on the H200 for short
+///   reductions on small planes (AlexNet's 12x12 3x3 convs 0.23 against 0.32 ms,
+///   ShuffleNet's 7x7 1x1 convs 0.029 against 0.046 ms with 128 x 64).
+///
+/// 128 x 128 tiles (8 x 8 per thread) were tried and measured slower on VGG-19's large
+/// planes (112x112 128-channel 3x3: 0.31 against 0.24 ms), so are not offered.
+fn igemm_kernel(cog: usize, q: usize, r: usize, sms: usize) -> (K, usize, usize) {
+    if cog >= 128 && (q.div_ceil(64) * cog.div_ceil(128) >= sms || r >= 2048) {
+        (K::ConvIgemm128, 128, 64)
+    } else {
+        (K::ConvIgemm, 64, 64)
+    }
+}
+
+/// Scratch bytes `node` needs on its stream (0 for most): a split-K conv's partial sums.
+pub(crate) fn scratch_bytes(g: &ExecutionGraph, node: &OperatorNode, sms: usize) -> u64 {
+    let Op::Conv { group, .. } = &node.op else {
+        return 0;
+    };
+    let group = (*group).max(1);
+    let (Some(&x), Some(&w), Some(&y)) = (
+        node.inputs.first(),
+        node.inputs.get(1),
+        node.outputs.first(),
+    ) else {
+        return 0;
+    };
+    let (xs, ws, ys) = (&g.tensor(x).shape, &g.tensor(w).shape, &g.tensor(y).shape);
+    if xs.len() < 3 || ws.len() < 2 || ys.len() != xs.len() {
+        return 0;
+    }
+    let q = xs[0] * ys[2..].iter().product::<usize>();
+    let r: usize = ws[1..].iter().product();
+    if group == ws[0] && Some(&group) == xs.get(1) {
+        return 0; // depthwise: its own kernel, never split
+    }
+    match conv_split(q, ws[0] / group, r, group, sms) {
+        Some((slices, _)) => (slices * ws[0] * q * 4) as u64,
+        None => 0,
+    }
 }
 
 impl NodeIo<'_> {
@@ -1041,6 +1114,35 @@ fn gemm_launch(
     for o in offs {
         meta.extend(o);
     }
+    if m == 1 {
+        // One row: a GEMV over the same table (see gemm.cu). Its `vec` means float4 along k
+        // of A and of B's columns: k contiguous in both, every column start 16-byte aligned.
+        let (k, a_cs, b_rs, b_cs) = (head[2], head[5], head[6], head[7]);
+        let aligned = |x: &A| matches!(x, A::T(s) if aligned16(s));
+        meta[11] = i64::from(
+            a_cs == 1
+                && b_rs == 1
+                && k % 4 == 0
+                && b_cs % 4 == 0
+                && offs.iter().all(|o| o[0] % 4 == 0 && o[1] % 4 == 0)
+                && aligned(&a)
+                && aligned(&b),
+        );
+        let cols = if b_rs == 1 { 8 } else { 32 };
+        let pi = p.i64s(&meta);
+        return LaunchSpec::Kernel {
+            k: K::Sgemv,
+            grid: Dim3 {
+                x: u32::try_from((n + cols - 1) / cols)
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+                y: 1,
+                z: u32::try_from(batch).unwrap_or(65535).clamp(1, 65535),
+            },
+            block: Dim3::linear(256),
+            args: vec![a, b, c, y, A::P(pi), A::F32(alpha), A::F32(beta)],
+        };
+    }
     let pi = p.i64s(&meta);
     LaunchSpec::Kernel {
         k: K::Sgemm,
@@ -1282,6 +1384,8 @@ fn conv_geometry(
     g.extend(pad3(&c.pads[..nsp], 0)?);
     g.push(i64::from(has_bias));
     g.push(i64::from(vec_a));
+    // Split-K slice length; 0 = none (lower_conv sets it).
+    g.push(0);
     Ok(g)
 }
 
@@ -1351,8 +1455,70 @@ fn lower_conv(io: &NodeIo<'_>, c: &ConvAttrs<'_>, p: &mut Params) -> R<Vec<Launc
     }
     let r: usize = ws[1..].iter().product();
     let vec_a = r.is_multiple_of(4) && aligned16(&io.ins[1]);
-    let (m, bias) = conv_params(io, xs, ys, c_out, c, vec_a, p)?;
     let act = io.act.unwrap_or((ACT_NONE, 0.0, 0.0));
+    let q = xs[0] * ys[2..].iter().product::<usize>();
+    let cog = c_out / group;
+    let (igemm, bm, bn) = igemm_kernel(cog, q, r, io.sms);
+    let depthwise = group == c_in && group == c_out;
+    let split = conv_split(q, cog, r, group, io.sms)
+        .filter(|_| !depthwise)
+        .zip(io.scratch.clone())
+        .filter(|((slices, _), ws)| ws.len() >= slices * c_out * q * 4);
+    if let Some(((slices, len), ws)) = split {
+        // Partial tiles into the scratch, then one ordered reduction (bias, activation).
+        let has_bias = io.ins.len() > 2;
+        let bias = if has_bias { io.x(2) } else { io.x(1) };
+        let mut geo = conv_geometry(xs, ys, c_out, c, has_bias, vec_a)?;
+        if let Some(last) = geo.last_mut() {
+            *last = len as i64;
+        }
+        let mp = p.i64s(&geo);
+        let rp = p.i64s(&[
+            slices as i64,
+            c_out as i64,
+            q as i64,
+            ys[2..].iter().product::<usize>() as i64,
+            i64::from(has_bias),
+        ]);
+        let ws = A::T(ws);
+        return Ok(vec![
+            LaunchSpec::Kernel {
+                k: igemm,
+                grid: Dim3 {
+                    x: u32::try_from(q.div_ceil(bn)).unwrap_or(u32::MAX).max(1),
+                    y: u32::try_from(cog.div_ceil(bm))
+                        .unwrap_or(65535)
+                        .clamp(1, 65535),
+                    z: u32::try_from(group * slices).unwrap_or(1),
+                },
+                block: Dim3::linear(256),
+                args: vec![
+                    io.x(0),
+                    io.x(1),
+                    bias.clone(),
+                    ws.clone(),
+                    A::P(mp),
+                    A::I32(ACT_NONE),
+                    A::F32(0.0),
+                    A::F32(0.0),
+                ],
+            },
+            launch(
+                K::ConvSplitReduce,
+                c_out * q,
+                vec![
+                    ws,
+                    bias,
+                    io.y(0),
+                    A::P(rp),
+                    A::I32(act.0),
+                    A::F32(act.1),
+                    A::F32(act.2),
+                ],
+            ),
+        ]);
+    }
+    let (m, bias) = conv_params(io, xs, ys, c_out, c, vec_a, p)?;
     let args = vec![
         io.x(0),
         io.x(1),
@@ -1366,13 +1532,11 @@ fn lower_conv(io: &NodeIo<'_>, c: &ConvAttrs<'_>, p: &mut Params) -> R<Vec<Launc
     if group == c_in && group == c_out {
         return Ok(vec![launch(K::ConvDepthwise, out_n, args)]);
     }
-    let q = xs[0] * ys[2..].iter().product::<usize>();
-    let cog = c_out / group;
     Ok(vec![LaunchSpec::Kernel {
-        k: K::ConvIgemm,
+        k: igemm,
         grid: Dim3 {
-            x: u32::try_from(q.div_ceil(64)).unwrap_or(u32::MAX).max(1),
-            y: u32::try_from(cog.div_ceil(64))
+            x: u32::try_from(q.div_ceil(bn)).unwrap_or(u32::MAX).max(1),
+            y: u32::try_from(cog.div_ceil(bm))
                 .unwrap_or(65535)
                 .clamp(1, 65535),
             z: u32::try_from(group).unwrap_or(65535).clamp(1, 65535),

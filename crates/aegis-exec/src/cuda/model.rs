@@ -12,7 +12,7 @@ use aegis_cuda::{
 use aegis_memory::{Arena, DeviceBuffer, DeviceMemoryPool};
 
 use super::kernels::CudaKernels;
-use super::lower::{lower, LaunchSpec, LowerError, NodeIo, Params, A};
+use super::lower::{lower, scratch_bytes, LaunchSpec, LowerError, NodeIo, Params, A};
 use super::CudaExecError;
 use crate::executor::{
     bind_io, read_output_slots, tensor_names, upload_inputs, upload_weights, Io, OutputSlot,
@@ -81,6 +81,9 @@ pub struct CudaMemory {
     pub params_bytes: u64,
     /// The activation arena (the plan's peak).
     pub arena_bytes: u64,
+    /// Split-K convolution partial sums: one region per stream (nodes on different streams
+    /// run concurrently), each as large as the largest need of any node.
+    pub scratch_bytes: u64,
 }
 
 /// A graph prepared on a CUDA device; the CUDA twin of [`crate::PreparedModel`]. Running it
@@ -92,6 +95,7 @@ pub struct CudaPreparedModel {
     memory: CudaMemory,
     _weights: Option<DeviceBuffer>,
     _params: Option<DeviceBuffer>,
+    _scratch: Option<DeviceBuffer>,
     _arena: Arena,
     steps: Vec<Step>,
     schedule: StreamAssignment,
@@ -173,11 +177,32 @@ impl CudaPreparedModel {
             arena.view(t.index()).map_err(mem)
         };
 
+        // Scratch for split-K convs, one region per stream, allocated once here.
+        let order = graph.topological_order();
+        let sms = device.info().parallelism.max(1);
+        let need = order
+            .iter()
+            .map(|id| scratch_bytes(&graph, graph.node(*id), sms))
+            .max()
+            .unwrap_or(0);
+        let region = align(need);
+        let stream_count = schedule.streams.max(1) as u64;
+        let scratch = if need > 0 {
+            Some(pool.allocate(region * stream_count).map_err(mem)?)
+        } else {
+            None
+        };
+        let scratch_of = |stream: usize| -> Result<Option<DeviceSlice>, CudaExecError> {
+            scratch
+                .as_ref()
+                .map(|b| b.slice(stream as u64 * region, need).map_err(mem))
+                .transpose()
+        };
+
         // Lower every node in the graph's order; a Conv followed by its activation becomes
         // one launch (see `fusible_activation`).
         let mut params = Params::default();
         let mut specs: Vec<Vec<LaunchSpec>> = Vec::new();
-        let order = graph.topological_order();
         let mut fused_away = vec![false; order.len()];
         for (p, id) in order.iter().enumerate() {
             if fused_away[p] {
@@ -211,6 +236,12 @@ impl CudaPreparedModel {
                 ins,
                 outs,
                 act,
+                scratch: if scratch_bytes(&graph, node, sms) > 0 {
+                    scratch_of(schedule.stream_of[p])?
+                } else {
+                    None
+                },
+                sms,
             };
             let lowered =
                 lower(&io, alias, &mut params).map_err(|LowerError::Unsupported(reason)| {
@@ -303,6 +334,7 @@ impl CudaPreparedModel {
             weights_bytes: total,
             params_bytes: p_total,
             arena_bytes: arena.len(),
+            scratch_bytes: region * stream_count * u64::from(need > 0),
         };
         tracing::debug!(target: "aegis_exec", model = %model, weights = total, params = p_total, arena = arena.len(), launches, streams = schedule.streams, "model prepared on CUDA");
         Ok(Self {
@@ -311,6 +343,7 @@ impl CudaPreparedModel {
             memory,
             _weights: weights,
             _params: params_buf,
+            _scratch: scratch,
             _arena: arena,
             steps,
             schedule,

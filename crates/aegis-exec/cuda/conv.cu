@@ -45,22 +45,27 @@ __device__ __forceinline__ float act_apply(int op, float x, float a, float b) {
     }
 }
 
-// The implicit-GEMM body for a block tile of (16 x TM) output channels x (16 x TN) pixels:
-// each of the 256 threads holds TM channels x TN pixels. Larger TM / TN cut the shared-memory
-// and global traffic per FMA, for convs with enough channels / pixels to fill the tiles.
-template <int TM, int TN>
+// Taps of the filter kept in shared memory as (kd * d0, kh * d1, kw * d2): decoded once per
+// block, so the gather never divides. Larger filters decode by division (uniform branch).
+#define MAX_TAPS 256
+
+// The implicit-GEMM body for a block tile of (16 x TM) output channels x 64 pixels: each of
+// the 256 threads holds TM channels x 4 pixels. Larger TM cuts the shared-memory and global
+// traffic per FMA, for convs with enough channels to fill the tile. Double-buffered: the
+// next k-tile's A and B values are loaded into registers before the current tile's FMAs and
+// stored into the other shared buffer after them, so global latency overlaps arithmetic and
+// one barrier per k-tile suffices.
+template <int TM>
 __device__ __forceinline__ void conv_igemm_body(const float* __restrict__ x,
                                                 const float* __restrict__ w,
                                                 const float* __restrict__ bias,
                                                 float* __restrict__ y,
                                                 const long long* __restrict__ p, int act,
                                                 float act_a, float act_b) {
-    constexpr int BMT = 16 * TM, BNT = 16 * TN;
-    __shared__ __align__(16) float As[BK][BMT];
-    __shared__ __align__(16) float Bs[BK][BNT];
-    // The k-tile's taps, decoded once per tile: the gather below would otherwise divide per
-    // element, and a 64-bit division costs tens of instructions (it outweighed the FMAs).
-    __shared__ int Tci[BK], Tkd[BK], Tkh[BK], Tkw[BK];
+    constexpr int BMT = 16 * TM, BN = 64;
+    __shared__ __align__(16) float As[2][BK][BMT];
+    __shared__ __align__(16) float Bs[2][BK][BN];
+    __shared__ int4 Tap[MAX_TAPS];
     // 32-bit geometry: the lowering refuses tensors of 2^31 or more elements.
     const int nb = (int)p[0], cin = (int)p[1], cout = (int)p[2], group = (int)p[3];
     const int in0 = (int)p[4], in1 = (int)p[5], in2 = (int)p[6];
@@ -82,9 +87,14 @@ __device__ __forceinline__ void conv_igemm_body(const float* __restrict__ x,
     const int Q = nb * op;
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
-    const int m0 = blockIdx.y * BMT, q0 = blockIdx.x * BNT;
-    // This thread's B column (fixed for the whole tile): output pixel q0 + tid % BNT.
-    const int bq = tid % BNT;
+    const int m0 = blockIdx.y * BMT, q0 = blockIdx.x * BN;
+    for (int t = tid; t < kp && t < MAX_TAPS; t += CONV_THREADS) {
+        int kw = t % k2, kh = (t / k2) % k1, kd = t / (k2 * k1);
+        Tap[t] = make_int4(kd * d0, kh * d1, kw * d2, 0);
+    }
+    // This thread's B column (fixed for the whole tile): output pixel q0 + tid % 64; its
+    // rows of each k-tile: tid / 64 + 4 * l.
+    const int bq = tid % BN;
     const int gq = q0 + bq;
     const bool q_ok = gq < Q;
     int qb = 0, qd = 0, qh = 0, qw = 0;
@@ -99,33 +109,25 @@ __device__ __forceinline__ void conv_igemm_body(const float* __restrict__ x,
     const int slices = split ? (R + split - 1) / split : 1;
     const int zs = split ? (int)blockIdx.z % slices : 0;
     const int r_lo = zs * split;
+    const int r_hi = split && r_lo + split < R ? r_lo + split : R;
     const int g_lo = split ? (int)blockIdx.z / slices : blockIdx.z;
     const int g_step = split ? group : gridDim.z;
+    // Each k-tile moves every row by BK: (channel, tap) advance by (BK / kp, BK % kp).
+    const int dci = BK / kp, dtap = BK % kp;
+    __syncthreads();
     for (int g = g_lo; g < group; g += g_step) {
         const float* wg = w + (long long)g * cog * R;
         const float* xg = x + ((long long)qb * cin + (long long)g * cig) * ip;
-        float acc[TM][TN];
+        // This thread's B rows as (input channel, tap), advanced incrementally per k-tile.
+        int ci[4], tap[4];
 #pragma unroll
-        for (int i = 0; i < TM; ++i)
-#pragma unroll
-            for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
-        const int r_hi = split && r_lo + split < R ? r_lo + split : R;
-        for (int r0 = r_lo; r0 < r_hi; r0 += BK) {
-            if (tid < BK) {
-                int gr = r0 + tid, ci = -1, kd = 0, kh = 0, kw = 0;
-                if (gr < r_hi) {
-                    ci = gr / kp;
-                    int t = gr - ci * kp;
-                    kw = t % k2;
-                    t /= k2;
-                    kh = t % k1;
-                    kd = t / k1;
-                }
-                Tci[tid] = ci;
-                Tkd[tid] = kd * d0;
-                Tkh[tid] = kh * d1;
-                Tkw[tid] = kw * d2;
-            }
+        for (int l = 0; l < 4; ++l) {
+            int r = r_lo + tid / BN + 4 * l;
+            ci[l] = r / kp;
+            tap[l] = r - ci[l] * kp;
+        }
+        float pa[TM], pb[4];
+        auto load = [&](int r0) {
             if (vec_a) {
 #pragma unroll
                 for (int l = 0; l < TM / 4; ++l) {
@@ -135,10 +137,10 @@ __device__ __forceinline__ void conv_igemm_body(const float* __restrict__ x,
                     float4 va = make_float4(0.f, 0.f, 0.f, 0.f);
                     if (gm < cog && gr < r_hi)
                         va = *(const float4*)(wg + (long long)gm * R + gr);
-                    As[ak + 0][am] = va.x;
-                    As[ak + 1][am] = va.y;
-                    As[ak + 2][am] = va.z;
-                    As[ak + 3][am] = va.w;
+                    pa[4 * l] = va.x;
+                    pa[4 * l + 1] = va.y;
+                    pa[4 * l + 2] = va.z;
+                    pa[4 * l + 3] = va.w;
                 }
             } else {
 #pragma unroll
@@ -146,50 +148,92 @@ __device__ __forceinline__ void conv_igemm_body(const float* __restrict__ x,
                     int e = tid + CONV_THREADS * l;
                     int am = e / BK, ak = e % BK;
                     int gm = m0 + am, gr = r0 + ak;
-                    As[ak][am] = (gm < cog && gr < r_hi) ? wg[(long long)gm * R + gr] : 0.0f;
+                    pa[l] = (gm < cog && gr < r_hi) ? wg[(long long)gm * R + gr] : 0.0f;
                 }
             }
-            __syncthreads();
 #pragma unroll
-            for (int l = 0; l < TN; ++l) {
-                int bk = tid / BNT + (CONV_THREADS / BNT) * l;
-                int ci = Tci[bk];
+            for (int l = 0; l < 4; ++l) {
+                int gr = r0 + tid / BN + 4 * l;
                 float v = 0.0f;
-                if (q_ok && ci >= 0) {
-                    int id = sd + Tkd[bk], ih = sh + Tkh[bk], iw = sw + Tkw[bk];
+                if (q_ok && gr < r_hi) {
+                    int4 tp;
+                    if (kp <= MAX_TAPS) {
+                        tp = Tap[tap[l]];
+                    } else {
+                        int t = tap[l];
+                        tp = make_int4(t / (k2 * k1) * d0, (t / k2) % k1 * d1, t % k2 * d2, 0);
+                    }
+                    int id = sd + tp.x, ih = sh + tp.y, iw = sw + tp.z;
                     if ((unsigned)id < (unsigned)in0 && (unsigned)ih < (unsigned)in1 &&
                         (unsigned)iw < (unsigned)in2)
-                        v = xg[(long long)ci * ip + (id * in1 + ih) * in2 + iw];
+                        v = xg[(long long)ci[l] * ip + (id * in1 + ih) * in2 + iw];
                 }
-                Bs[bk][bq] = v;
+                pb[l] = v;
             }
-            __syncthreads();
+        };
+        auto store = [&](int buf) {
+            if (vec_a) {
+#pragma unroll
+                for (int l = 0; l < TM / 4; ++l) {
+                    int e = tid + CONV_THREADS * l;
+                    int am = e / 4, ak = (e % 4) * 4;
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) As[buf][ak + i][am] = pa[4 * l + i];
+                }
+            } else {
+#pragma unroll
+                for (int l = 0; l < TM; ++l) {
+                    int e = tid + CONV_THREADS * l;
+                    As[buf][e % BK][e / BK] = pa[l];
+                }
+            }
+#pragma unroll
+            for (int l = 0; l < 4; ++l) Bs[buf][tid / BN + 4 * l][bq] = pb[l];
+        };
+        float acc[TM][4];
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+        load(r_lo);
+        store(0);
+        __syncthreads();
+        int buf = 0;
+        for (int r0 = r_lo; r0 < r_hi; r0 += BK) {
+            const bool more = r0 + BK < r_hi;
+            if (more) {
+#pragma unroll
+                for (int l = 0; l < 4; ++l) {
+                    ci[l] += dci;
+                    tap[l] += dtap;
+                    if (tap[l] >= kp) {
+                        tap[l] -= kp;
+                        ++ci[l];
+                    }
+                }
+                load(r0 + BK);
+            }
 #pragma unroll
             for (int kk = 0; kk < BK; ++kk) {
                 float av[TM];
 #pragma unroll
                 for (int i = 0; i < TM; i += 4) {
-                    float4 ra = *(const float4*)&As[kk][ty * TM + i];
+                    float4 ra = *(const float4*)&As[buf][kk][ty * TM + i];
                     av[i] = ra.x;
                     av[i + 1] = ra.y;
                     av[i + 2] = ra.z;
                     av[i + 3] = ra.w;
                 }
-                float bv[TN];
-#pragma unroll
-                for (int j = 0; j < TN; j += 4) {
-                    float4 rb = *(const float4*)&Bs[kk][tx * TN + j];
-                    bv[j] = rb.x;
-                    bv[j + 1] = rb.y;
-                    bv[j + 2] = rb.z;
-                    bv[j + 3] = rb.w;
-                }
+                float4 rb = *(const float4*)&Bs[buf][kk][tx * 4];
+                float bv[4] = {rb.x, rb.y, rb.z, rb.w};
 #pragma unroll
                 for (int i = 0; i < TM; ++i)
 #pragma unroll
-                    for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
             }
+            if (more) store(buf ^ 1);
             __syncthreads();
+            buf ^= 1;
         }
 #pragma unroll
         for (int i = 0; i < TM; ++i) {
@@ -198,8 +242,8 @@ __device__ __forceinline__ void conv_igemm_body(const float* __restrict__ x,
             int co = g * cog + gm;
             float bv = has_bias ? bias[co] : 0.0f;
 #pragma unroll
-            for (int j = 0; j < TN; ++j) {
-                int q = q0 + tx * TN + j;
+            for (int j = 0; j < 4; ++j) {
+                int q = q0 + tx * 4 + j;
                 if (q >= Q) continue;
                 if (split) {
                     y[((long long)zs * cout + co) * Q + q] = acc[i][j];
@@ -216,7 +260,7 @@ extern "C" __global__ void __launch_bounds__(CONV_THREADS)
 conv_igemm_f32(const float* __restrict__ x, const float* __restrict__ w,
                const float* __restrict__ bias, float* __restrict__ y,
                const long long* __restrict__ p, int act, float act_a, float act_b) {
-    conv_igemm_body<4, 4>(x, w, bias, y, p, act, act_a, act_b);
+    conv_igemm_body<4>(x, w, bias, y, p, act, act_a, act_b);
 }
 
 // conv_igemm128_f32: conv_igemm_f32 with 128-channel block tiles (grid.y = ceil(C_out/g / 128)).
@@ -224,7 +268,7 @@ extern "C" __global__ void __launch_bounds__(CONV_THREADS)
 conv_igemm128_f32(const float* __restrict__ x, const float* __restrict__ w,
                   const float* __restrict__ bias, float* __restrict__ y,
                   const long long* __restrict__ p, int act, float act_a, float act_b) {
-    conv_igemm_body<8, 4>(x, w, bias, y, p, act, act_a, act_b);
+    conv_igemm_body<8>(x, w, bias, y, p, act, act_a, act_b);
 }
 
 // conv_splitk_reduce_f32: finishes a split-K conv_igemm_f32. ws = [splits][C_out][Q] raw

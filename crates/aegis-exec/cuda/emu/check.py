@@ -75,6 +75,7 @@ for (name, xs, ws, s, d, pb, pe, g, hb) in [
     ("conv 3x3 pad1 bias", (2, 5, 9, 11), (7, 5, 3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1, True),
     ("conv strided dilated asym pads, 70 out ch", (1, 8, 13, 12), (70, 8, 3, 2), (2, 1), (2, 3), (2, 0), (1, 3), 1, False),
     ("conv groups vec_a (R=36)", (1, 8, 7, 7), (6, 4, 3, 3), (1, 1), (1, 1), (0, 0), (0, 0), 2, True),
+    ("conv 17x16 kernel (272 taps, past the tap table)", (1, 2, 20, 18), (5, 2, 17, 16), (1, 1), (1, 1), (1, 2), (1, 0), 1, True),
 ]:
     x, w = f32(*xs), f32(*ws); b = f32(ws[0]) if hb else None
     want = conv_ref(x, w, b, s, d, pb, pe, g)

@@ -19,6 +19,8 @@ static inline void __syncthreads() { g_bar->arrive_and_wait(); }
 #define __launch_bounds__(n)
 struct alignas(16) float4 { float x, y, z, w; };
 static inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+struct alignas(16) int4 { int x, y, z, w; };
+static inline int4 make_int4(int a, int b, int c, int d) { return {a, b, c, d}; }
 static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 using std::isnan;
 template <class F> void emu_launch(dim3 g, dim3 b, F f) {

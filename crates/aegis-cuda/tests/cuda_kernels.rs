@@ -37,6 +37,19 @@ fn saxpy_computes_on_the_gpu() {
 }
 
 #[test]
+fn occupancy_is_reported_per_kernel() {
+    let d = device();
+    let k = kernels(&d);
+    // A tiny kernel: the per-SM warp or block limit binds before registers or shared
+    // memory (32 warps = 8 such blocks on Turing, the oldest CUDA 13 supports).
+    let small = k.saxpy.max_active_blocks_per_sm(128, 0).unwrap();
+    assert!(small >= 8, "{small}");
+    // Asking for more dynamic shared memory than a multiprocessor has fits no block.
+    let none = k.saxpy.max_active_blocks_per_sm(128, 1 << 30).unwrap_or(0);
+    assert_eq!(none, 0);
+}
+
+#[test]
 fn launches_with_wrong_arguments_are_refused() {
     let d = device();
     let k = kernels(&d);

@@ -135,6 +135,22 @@ impl Kernel {
         &self.params
     }
 
+    /// How many blocks of `block_threads` threads (with `dynamic_smem` bytes of dynamic
+    /// shared memory) fit on one multiprocessor at once, from the driver's occupancy
+    /// calculator (registers, shared memory and block limits of this kernel on its device).
+    #[track_caller]
+    pub fn max_active_blocks_per_sm(&self, block_threads: u32, dynamic_smem: usize) -> Result<u32> {
+        let site = CallSite::here();
+        let call = "Kernel::max_active_blocks_per_sm";
+        self.module.dev.enter(call, site)?;
+        self.module.dev.observe(raw::occupancy_max_active_blocks(
+            self.raw,
+            block_threads,
+            dynamic_smem,
+            site,
+        ))
+    }
+
     pub(crate) fn device(&self) -> &Arc<CudaDevice> {
         &self.module.dev
     }

@@ -105,6 +105,12 @@ extern "C" {
         values: *mut *mut c_void,
     ) -> c_int;
     fn cuModuleUnload(module: cu::CUmodule) -> c_int;
+    fn cuOccupancyMaxActiveBlocksPerMultiprocessor(
+        num_blocks: *mut c_int,
+        f: cu::CUfunction,
+        block_size: c_int,
+        dynamic_smem_bytes: usize,
+    ) -> c_int;
     fn cuModuleGetFunction(
         f: *mut cu::CUfunction,
         module: cu::CUmodule,
@@ -637,6 +643,33 @@ pub(crate) fn module_get_function(m: RawModule, name: &str, site: CallSite) -> R
 /// start of its slot.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ParamSlots(pub(crate) Vec<u64>);
+
+/// How many blocks of `block_size` threads (and `dynamic_smem_bytes` of dynamic shared
+/// memory) of `f` fit on one multiprocessor at once.
+pub(crate) fn occupancy_max_active_blocks(
+    f: RawFunction,
+    block_size: u32,
+    dynamic_smem_bytes: usize,
+    site: CallSite,
+) -> Result<u32> {
+    let block = c_int::try_from(block_size).map_err(|_| {
+        CudaError::invalid(
+            "cuOccupancyMaxActiveBlocksPerMultiprocessor",
+            "block size over i32",
+        )
+    })?;
+    let mut n: c_int = 0;
+    // SAFETY: live function handle, valid out-pointer; the call only reads the function's
+    // attributes.
+    check(
+        "cuOccupancyMaxActiveBlocksPerMultiprocessor",
+        site,
+        unsafe {
+            cuOccupancyMaxActiveBlocksPerMultiprocessor(&mut n, f.0, block, dynamic_smem_bytes)
+        },
+    )?;
+    Ok(u32::try_from(n).unwrap_or(0))
+}
 
 /// Launches `f`. `params` must match the kernel's parameter list (count and sizes, at most 8
 /// bytes each); `crate::cuda` checks that against the PTX signature before calling.

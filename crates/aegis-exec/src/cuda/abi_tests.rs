@@ -11,7 +11,7 @@ use std::sync::Arc;
 use aegis_cuda::{Device, DeviceMemory};
 
 use super::kernels::{K, KERNEL_SOURCES, TABLE};
-use super::lower::{lower, scratch_bytes, LaunchSpec, NodeIo, Params, A};
+use super::lower::{lower, scratch_bytes, ConvSlots, LaunchSpec, NodeIo, Params, A};
 use super::test_builder::*;
 use crate::graph::ExecutionGraph;
 use crate::LoadOptions;
@@ -55,11 +55,15 @@ fn c_signatures() -> HashMap<String, Vec<usize>> {
     out
 }
 
-/// Lowers every node (H200-sized: 132 multiprocessors, so small convs split their
-/// reduction) and checks each launch against its kernel's signature; returns the launches
+/// Lowers every node (H200-sized: 132 multiprocessors, each taken to hold 4 blocks of the
+/// 64-channel conv kernel and 2 of the 128-channel one, so small convs split their reduction) and checks each launch against its kernel's signature; returns the launches
 /// and how many of them were split-K reductions.
 fn check_graph(g: &ExecutionGraph, sigs: &HashMap<String, Vec<usize>>) -> (usize, usize) {
-    const SMS: usize = 132;
+    const SLOTS: ConvSlots = ConvSlots {
+        sms: 132,
+        per_sm_64: 4,
+        per_sm_128: 2,
+    };
     let device = Device::host();
     let n = g.tensors().len();
     let mem = DeviceMemory::alloc(&device, 256 * n.max(1)).unwrap();
@@ -67,7 +71,7 @@ fn check_graph(g: &ExecutionGraph, sigs: &HashMap<String, Vec<usize>>) -> (usize
     let order = g.topological_order();
     let need = order
         .iter()
-        .map(|id| scratch_bytes(g, g.node(*id), SMS))
+        .map(|id| scratch_bytes(g, g.node(*id), SLOTS))
         .max()
         .unwrap_or(0);
     let scratch = DeviceMemory::alloc(&device, need.max(1) as usize).unwrap();
@@ -81,8 +85,8 @@ fn check_graph(g: &ExecutionGraph, sigs: &HashMap<String, Vec<usize>>) -> (usize
             ins: node.inputs.iter().map(|&t| slice(t)).collect(),
             outs: node.outputs.iter().map(|&t| slice(t)).collect(),
             act: None,
-            scratch: (scratch_bytes(g, node, SMS) > 0).then(|| scratch.as_slice()),
-            sms: SMS,
+            scratch: (scratch_bytes(g, node, SLOTS) > 0).then(|| scratch.as_slice()),
+            slots: SLOTS,
         };
         let specs = lower(&io, None, &mut params)
             .unwrap_or_else(|e| panic!("{}: {} ({:?})", g.name(), node.name, e));

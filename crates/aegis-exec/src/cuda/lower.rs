@@ -256,28 +256,56 @@ pub(crate) struct NodeIo<'a> {
     /// Scratch of the node's stream, at least [`scratch_bytes`] long: a split-K conv's
     /// partial sums. `None` when the node needs none.
     pub(crate) scratch: Option<DeviceSlice>,
-    /// The device's multiprocessors (how many blocks fill it).
+    /// How many conv blocks fill the device.
+    pub(crate) slots: ConvSlots,
+}
+
+/// The device's multiprocessors and how many blocks of each implicit-GEMM conv kernel one
+/// of them holds at once: a full wave is `sms * per_sm`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvSlots {
     pub(crate) sms: usize,
+    pub(crate) per_sm_64: usize,
+    pub(crate) per_sm_128: usize,
 }
 
 /// How a conv splits its reduction (`(slices, slice length)`, the length a multiple of the
-/// k-tile) when its output tiles (of every group) alone would leave most multiprocessors
-/// idle: the late 7x7 and 14x14 layers of ResNet, Inception, DenseNet, AlexNet's grouped
-/// 12x12 convs. `None` when it fills the device without, or its reduction is too short to
-/// share (at least 4 k-tiles per slice).
-fn conv_split(q: usize, cog: usize, r: usize, group: usize, sms: usize) -> Option<(usize, usize)> {
+/// k-tile) when its output tiles (of every group) are less than one full wave of resident
+/// blocks: the late 7x7 and 14x14 layers of ResNet, Inception, DenseNet, AlexNet's grouped
+/// 12x12 convs, VGG's 28x28 ones. The slice count minimises waves x work per block (ties to
+/// fewer slices), with at least 4 k-tiles per slice and at most 32 slices. `None` when no
+/// split beats one slice.
+fn conv_split(
+    q: usize,
+    cog: usize,
+    r: usize,
+    group: usize,
+    slots: ConvSlots,
+) -> Option<(usize, usize)> {
     const BK: usize = 16;
-    let (_, bm, bn) = igemm_kernel(cog, q, r, sms);
+    let (k, bm, bn) = igemm_kernel(cog, q, r, slots.sms);
+    let per_sm = if k == K::ConvIgemm128 {
+        slots.per_sm_128
+    } else {
+        slots.per_sm_64
+    };
+    let wave = (slots.sms * per_sm).max(1);
     let tiles = q.div_ceil(bn) * cog.div_ceil(bm) * group;
-    if tiles >= sms || group > 65535 / 32 {
+    if tiles >= wave || group > 65535 / 32 {
         return None;
     }
-    // About two blocks per multiprocessor, at most 32 slices.
-    let want = (2 * sms).div_ceil(tiles).min(r / (4 * BK)).min(32);
-    if want < 2 {
+    // Cost of s slices in units of one unsplit block's time: waves x (1 / s).
+    let cost = |s: usize| (tiles * s).div_ceil(wave) as f64 / s as f64;
+    let mut best = (1, cost(1));
+    for s in 2..=(r / (4 * BK)).min(32) {
+        if cost(s) < best.1 - 1e-9 {
+            best = (s, cost(s));
+        }
+    }
+    if best.0 < 2 {
         return None;
     }
-    let len = r.div_ceil(want).div_ceil(BK) * BK;
+    let len = r.div_ceil(best.0).div_ceil(BK) * BK;
     Some((r.div_ceil(len), len))
 }
 
@@ -301,7 +329,7 @@ fn igemm_kernel(cog: usize, q: usize, r: usize, sms: usize) -> (K, usize, usize)
 }
 
 /// Scratch bytes `node` needs on its stream (0 for most): a split-K conv's partial sums.
-pub(crate) fn scratch_bytes(g: &ExecutionGraph, node: &OperatorNode, sms: usize) -> u64 {
+pub(crate) fn scratch_bytes(g: &ExecutionGraph, node: &OperatorNode, slots: ConvSlots) -> u64 {
     let Op::Conv { group, .. } = &node.op else {
         return 0;
     };
@@ -322,7 +350,7 @@ pub(crate) fn scratch_bytes(g: &ExecutionGraph, node: &OperatorNode, sms: usize)
     if group == ws[0] && Some(&group) == xs.get(1) {
         return 0; // depthwise: its own kernel, never split
     }
-    match conv_split(q, ws[0] / group, r, group, sms) {
+    match conv_split(q, ws[0] / group, r, group, slots) {
         Some((slices, _)) => (slices * ws[0] * q * 4) as u64,
         None => 0,
     }
@@ -1458,9 +1486,9 @@ fn lower_conv(io: &NodeIo<'_>, c: &ConvAttrs<'_>, p: &mut Params) -> R<Vec<Launc
     let act = io.act.unwrap_or((ACT_NONE, 0.0, 0.0));
     let q = xs[0] * ys[2..].iter().product::<usize>();
     let cog = c_out / group;
-    let (igemm, bm, bn) = igemm_kernel(cog, q, r, io.sms);
+    let (igemm, bm, bn) = igemm_kernel(cog, q, r, io.slots.sms);
     let depthwise = group == c_in && group == c_out;
-    let split = conv_split(q, cog, r, group, io.sms)
+    let split = conv_split(q, cog, r, group, io.slots)
         .filter(|_| !depthwise)
         .zip(io.scratch.clone())
         .filter(|((slices, _), ws)| ws.len() >= slices * c_out * q * 4);

@@ -12,7 +12,7 @@ use aegis_cuda::{
 use aegis_memory::{Arena, DeviceBuffer, DeviceMemoryPool};
 
 use super::kernels::CudaKernels;
-use super::lower::{lower, scratch_bytes, LaunchSpec, LowerError, NodeIo, Params, A};
+use super::lower::{lower, scratch_bytes, ConvSlots, LaunchSpec, LowerError, NodeIo, Params, A};
 use super::CudaExecError;
 use crate::executor::{
     bind_io, read_output_slots, tensor_names, upload_inputs, upload_weights, Io, OutputSlot,
@@ -180,9 +180,22 @@ impl CudaPreparedModel {
         // Scratch for split-K convs, one region per stream, allocated once here.
         let order = graph.topological_order();
         let sms = device.info().parallelism.max(1);
+        // Resident blocks per multiprocessor of each implicit-GEMM conv kernel (the driver's
+        // occupancy calculator): how many blocks make one full wave, for split-K.
+        let per_sm = |k| -> Result<usize, CudaExecError> {
+            Ok(kernels
+                .get(k)
+                .max_active_blocks_per_sm(256, 0)
+                .map_err(dev_err)? as usize)
+        };
+        let conv_slots = ConvSlots {
+            sms,
+            per_sm_64: per_sm(super::kernels::K::ConvIgemm)?.max(1),
+            per_sm_128: per_sm(super::kernels::K::ConvIgemm128)?.max(1),
+        };
         let need = order
             .iter()
-            .map(|id| scratch_bytes(&graph, graph.node(*id), sms))
+            .map(|id| scratch_bytes(&graph, graph.node(*id), conv_slots))
             .max()
             .unwrap_or(0);
         let region = align(need);
@@ -236,12 +249,12 @@ impl CudaPreparedModel {
                 ins,
                 outs,
                 act,
-                scratch: if scratch_bytes(&graph, node, sms) > 0 {
+                scratch: if scratch_bytes(&graph, node, conv_slots) > 0 {
                     scratch_of(schedule.stream_of[p])?
                 } else {
                     None
                 },
-                sms,
+                slots: conv_slots,
             };
             let lowered =
                 lower(&io, alias, &mut params).map_err(|LowerError::Unsupported(reason)| {

@@ -130,7 +130,36 @@ sgemv_f32(const float* __restrict__ a, const float* __restrict__ b,
             if (n < N) {
                 const float* bn = bz + n * b_cs;
                 if (vec) {
-                    for (long long k = 4 * lane; k < K; k += 128) {
+                    // Four float4 loads of B in flight per lane before their FMAs: the layer
+                    // is a stream over B, bound by memory-level parallelism.
+                    long long k = 4 * lane;
+                    for (; k + 384 < K; k += 512) {
+                        float4 w0 = *(const float4*)(bn + k);
+                        float4 w1 = *(const float4*)(bn + k + 128);
+                        float4 w2 = *(const float4*)(bn + k + 256);
+                        float4 w3 = *(const float4*)(bn + k + 384);
+                        float4 x0 = *(const float4*)(az + k);
+                        float4 x1 = *(const float4*)(az + k + 128);
+                        float4 x2 = *(const float4*)(az + k + 256);
+                        float4 x3 = *(const float4*)(az + k + 384);
+                        acc = fmaf(x0.x, w0.x, acc);
+                        acc = fmaf(x0.y, w0.y, acc);
+                        acc = fmaf(x0.z, w0.z, acc);
+                        acc = fmaf(x0.w, w0.w, acc);
+                        acc = fmaf(x1.x, w1.x, acc);
+                        acc = fmaf(x1.y, w1.y, acc);
+                        acc = fmaf(x1.z, w1.z, acc);
+                        acc = fmaf(x1.w, w1.w, acc);
+                        acc = fmaf(x2.x, w2.x, acc);
+                        acc = fmaf(x2.y, w2.y, acc);
+                        acc = fmaf(x2.z, w2.z, acc);
+                        acc = fmaf(x2.w, w2.w, acc);
+                        acc = fmaf(x3.x, w3.x, acc);
+                        acc = fmaf(x3.y, w3.y, acc);
+                        acc = fmaf(x3.z, w3.z, acc);
+                        acc = fmaf(x3.w, w3.w, acc);
+                    }
+                    for (; k < K; k += 128) {
                         float4 x = *(const float4*)(az + k);
                         float4 w = *(const float4*)(bn + k);
                         acc = fmaf(x.x, w.x, acc);

@@ -43,7 +43,7 @@ def sgemv(a, b, c, N, K, batch, acs, brs, bcs, ccs, has_c, vec, offs, alpha, bet
     p = I([1, N, K, batch, K, acs, brs, bcs, 0, ccs, has_c, vec] + [v for o in offs for v in o])
     L["gemm"].run_sgemv(F(a), F(b), F(c), F(y), F(p), C.c_float(alpha), C.c_float(beta), cd(N, 8 if brs == 1 else 32), batch)
     return y
-for K, vec in ((36, 1), (37, 0)):
+for K, vec in ((36, 1), (37, 0), (1100, 1)):
     N = 45
     a1, bt, c = f32(1, K), f32(N, K), f32(N)
     got = sgemv(a1, bt, c, N, K, 1, 1, 1, K, 1, 1, vec, [[0, 0, 0, 0]], 0.5, 2.0).reshape(1, N)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """GPU peers for `cuda_bench`: each shared model on PyTorch (CUDA) eager and CUDA-graph replay,
-and on onnxruntime's CUDA provider where the installed onnxruntime has one.
+and on onnxruntime (its CUDA provider where the installed onnxruntime has one, else the CPU).
 
 Run on the GPU machine (its python3 has torch, onnx and onnxruntime):
 
@@ -428,17 +428,20 @@ def torchvision_rows(iters):
 
 
 def ort_peer(d, iters):
+    """onnxruntime on the GPU when its CUDA provider is installed, else on the machine's CPU
+    cores (all of them, default options): the CPU runtime a GPU deployment replaces."""
     import onnxruntime as ort
 
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return None
+    provider = ("CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers()
+                else "CPUExecutionProvider")
     meta, path, ins, outs = load_model(d)
     so = ort.SessionOptions()
-    sess = ort.InferenceSession(path, so, providers=["CUDAExecutionProvider"])
+    sess = ort.InferenceSession(path, so, providers=[provider])
     names = [i.name for i in sess.get_inputs()]
     feed = dict(zip(names, ins))
     verdict = check(sess.run(None, feed), outs, meta["rtol"], meta["atol"])
-    return median_ms(lambda: sess.run(None, feed), iters), verdict
+    short = "cuda" if provider.startswith("CUDA") else "cpu"
+    return median_ms(lambda: sess.run(None, feed), iters), f"{short} {verdict}"
 
 
 def main():
@@ -453,7 +456,7 @@ def main():
         print(f"onnxruntime {ort.__version__}, providers {ort.get_available_providers()}")
     except ImportError:
         print("onnxruntime: not installed")
-    print(f"{'model':<28} {'nodes':>6} {'torch eager ms':>15} {'torch graph ms':>15} {'ort cuda ms':>12}  check")
+    print(f"{'model':<28} {'nodes':>6} {'torch eager ms':>15} {'torch graph ms':>15} {'ort ms':>12}  check")
     for name in sorted(os.listdir(args.models)):
         d = os.path.join(args.models, name)
         if not os.path.isfile(os.path.join(d, "meta.json")):

@@ -1398,6 +1398,7 @@ fn conv_geometry(
     c: &ConvAttrs<'_>,
     has_bias: bool,
     vec_a: bool,
+    split_len: usize,
 ) -> R<Vec<i64>> {
     let nsp = c.kernel.len();
     if xs.len() != nsp + 2 || ys.len() != nsp + 2 || c.pads.len() != 2 * nsp || c.group == 0 {
@@ -1412,8 +1413,8 @@ fn conv_geometry(
     g.extend(pad3(&c.pads[..nsp], 0)?);
     g.push(i64::from(has_bias));
     g.push(i64::from(vec_a));
-    // Split-K slice length; 0 = none (lower_conv sets it).
-    g.push(0);
+    // Split-K slice length; 0 = none.
+    g.push(split_len as i64);
     Ok(g)
 }
 
@@ -1446,7 +1447,9 @@ fn conv_shapes<'a>(io: &'a NodeIo<'_>) -> R<Option<ConvShapes<'a>>> {
 }
 
 /// The geometry table (in `p`) and bias argument both convolutions pass; with no bias, w
-/// stands in (the kernels read it only when the table says there is one).
+/// stands in (the kernels read it only when the table says there is one). `split_len`:
+/// the split-K slice length of `conv_igemm*_f32`, 0 for none.
+#[allow(clippy::too_many_arguments)]
 fn conv_params(
     io: &NodeIo<'_>,
     xs: &[usize],
@@ -1454,10 +1457,11 @@ fn conv_params(
     c_out: usize,
     c: &ConvAttrs<'_>,
     vec_a: bool,
+    split_len: usize,
     p: &mut Params,
 ) -> R<(A, A)> {
     let has_bias = io.ins.len() > 2;
-    let geo = conv_geometry(xs, ys, c_out, c, has_bias, vec_a)?;
+    let geo = conv_geometry(xs, ys, c_out, c, has_bias, vec_a, split_len)?;
     let m = p.i64s(&geo);
     let bias = if has_bias { io.x(2) } else { io.x(1) };
     Ok((A::P(m), bias))
@@ -1492,86 +1496,77 @@ fn lower_conv(io: &NodeIo<'_>, c: &ConvAttrs<'_>, p: &mut Params) -> R<Vec<Launc
         .filter(|_| !depthwise)
         .zip(io.scratch.clone())
         .filter(|((slices, _), ws)| ws.len() >= slices * c_out * q * 4);
-    if let Some(((slices, len), ws)) = split {
-        // Partial tiles into the scratch, then one ordered reduction (bias, activation).
-        let has_bias = io.ins.len() > 2;
-        let bias = if has_bias { io.x(2) } else { io.x(1) };
-        let mut geo = conv_geometry(xs, ys, c_out, c, has_bias, vec_a)?;
-        if let Some(last) = geo.last_mut() {
-            *last = len as i64;
-        }
-        let mp = p.i64s(&geo);
-        let rp = p.i64s(&[
-            slices as i64,
-            c_out as i64,
-            q as i64,
-            ys[2..].iter().product::<usize>() as i64,
-            i64::from(has_bias),
-        ]);
-        let ws = A::T(ws);
-        return Ok(vec![
-            LaunchSpec::Kernel {
-                k: igemm,
-                grid: Dim3 {
-                    x: u32::try_from(q.div_ceil(bn)).unwrap_or(u32::MAX).max(1),
-                    y: u32::try_from(cog.div_ceil(bm))
-                        .unwrap_or(65535)
-                        .clamp(1, 65535),
-                    z: u32::try_from(group * slices).unwrap_or(1),
-                },
-                block: Dim3::linear(256),
-                args: vec![
-                    io.x(0),
-                    io.x(1),
-                    bias.clone(),
-                    ws.clone(),
-                    A::P(mp),
-                    A::I32(ACT_NONE),
-                    A::F32(0.0),
-                    A::F32(0.0),
-                ],
-            },
-            launch(
-                K::ConvSplitReduce,
-                c_out * q,
-                vec![
-                    ws,
-                    bias,
-                    io.y(0),
-                    A::P(rp),
-                    A::I32(act.0),
-                    A::F32(act.1),
-                    A::F32(act.2),
-                ],
-            ),
-        ]);
+    let (m, bias) = conv_params(
+        io,
+        xs,
+        ys,
+        c_out,
+        c,
+        vec_a,
+        split.as_ref().map_or(0, |((_, len), _)| *len),
+        p,
+    )?;
+    // Every conv kernel's arguments: x, w, bias, its output, the table, the activation.
+    let args = |out: A, (code, a, b): (i32, f32, f32)| {
+        vec![
+            io.x(0),
+            io.x(1),
+            bias.clone(),
+            out,
+            m.clone(),
+            A::I32(code),
+            A::F32(a),
+            A::F32(b),
+        ]
+    };
+    if depthwise {
+        return Ok(vec![launch(K::ConvDepthwise, out_n, args(io.y(0), act))]);
     }
-    let (m, bias) = conv_params(io, xs, ys, c_out, c, vec_a, p)?;
-    let args = vec![
-        io.x(0),
-        io.x(1),
-        bias,
-        io.y(0),
-        m,
-        A::I32(act.0),
-        A::F32(act.1),
-        A::F32(act.2),
-    ];
-    if group == c_in && group == c_out {
-        return Ok(vec![launch(K::ConvDepthwise, out_n, args)]);
-    }
-    Ok(vec![LaunchSpec::Kernel {
-        k: igemm,
-        grid: Dim3 {
-            x: u32::try_from(q.div_ceil(bn)).unwrap_or(u32::MAX).max(1),
-            y: u32::try_from(cog.div_ceil(bm))
-                .unwrap_or(65535)
-                .clamp(1, 65535),
-            z: u32::try_from(group).unwrap_or(65535).clamp(1, 65535),
+    let grid = |z: usize| Dim3 {
+        x: u32::try_from(q.div_ceil(bn)).unwrap_or(u32::MAX).max(1),
+        y: u32::try_from(cog.div_ceil(bm))
+            .unwrap_or(65535)
+            .clamp(1, 65535),
+        z: u32::try_from(z).unwrap_or(65535).clamp(1, 65535),
+    };
+    let Some(((slices, _), ws)) = split else {
+        return Ok(vec![LaunchSpec::Kernel {
+            k: igemm,
+            grid: grid(group),
+            block: Dim3::linear(256),
+            args: args(io.y(0), act),
+        }]);
+    };
+    // Partial tiles into the scratch, then one ordered reduction (bias, activation).
+    let rp = p.i64s(&[
+        slices as i64,
+        c_out as i64,
+        q as i64,
+        ys[2..].iter().product::<usize>() as i64,
+        i64::from(io.ins.len() > 2),
+    ]);
+    let ws = A::T(ws);
+    Ok(vec![
+        LaunchSpec::Kernel {
+            k: igemm,
+            grid: grid(group * slices),
+            block: Dim3::linear(256),
+            args: args(ws.clone(), (ACT_NONE, 0.0, 0.0)),
         },
-        block: Dim3::linear(256),
-        args,
-    }])
+        launch(
+            K::ConvSplitReduce,
+            c_out * q,
+            vec![
+                ws,
+                bias.clone(),
+                io.y(0),
+                A::P(rp),
+                A::I32(act.0),
+                A::F32(act.1),
+                A::F32(act.2),
+            ],
+        ),
+    ])
 }
 
 fn lower_conv_transpose(io: &NodeIo<'_>, c: &ConvAttrs<'_>, p: &mut Params) -> R<Vec<LaunchSpec>> {
@@ -1586,7 +1581,7 @@ fn lower_conv_transpose(io: &NodeIo<'_>, c: &ConvAttrs<'_>, p: &mut Params) -> R
             "ConvTranspose {c_in} -> {c_out} channels in {group} groups"
         ));
     }
-    let (m, bias) = conv_params(io, xs, ys, c_out, c, false, p)?;
+    let (m, bias) = conv_params(io, xs, ys, c_out, c, false, 0, p)?;
     Ok(vec![launch(
         K::ConvTranspose,
         out_n,

@@ -45,6 +45,20 @@ enum Launch {
     },
 }
 
+impl Launch {
+    fn enqueue(&self, s: &Stream) -> Result<(), CudaError> {
+        match self {
+            Launch::Kernel {
+                kernel,
+                grid,
+                block,
+                args,
+            } => s.launch(kernel, *grid, *block, 0, args),
+            Launch::Copy { src, dst } => s.copy(src, dst),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Step {
     launches: Vec<Launch>,
@@ -433,15 +447,7 @@ impl CudaPreparedModel {
                 s.wait_event(&self.events[w])?;
             }
             for l in &step.launches {
-                match l {
-                    Launch::Kernel {
-                        kernel,
-                        grid,
-                        block,
-                        args,
-                    } => s.launch(kernel, *grid, *block, 0, args)?,
-                    Launch::Copy { src, dst } => s.copy(src, dst)?,
-                }
+                l.enqueue(s)?;
             }
             if let Some(ev) = step.record {
                 s.record(&self.events[ev])?;
@@ -615,16 +621,7 @@ impl CudaExecutor {
             for (slot, &i) in timed.iter().enumerate() {
                 stream.record(&events[2 * slot]).map_err(err)?;
                 for l in &model.steps[i].launches {
-                    match l {
-                        Launch::Kernel {
-                            kernel,
-                            grid,
-                            block,
-                            args,
-                        } => stream.launch(kernel, *grid, *block, 0, args),
-                        Launch::Copy { src, dst } => stream.copy(src, dst),
-                    }
-                    .map_err(err)?;
+                    l.enqueue(stream).map_err(err)?;
                 }
                 stream.record(&events[2 * slot + 1]).map_err(err)?;
             }

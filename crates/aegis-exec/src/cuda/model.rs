@@ -207,11 +207,11 @@ impl CudaPreparedModel {
             per_sm_64: per_sm(super::kernels::K::ConvIgemm)?.max(1),
             per_sm_128: per_sm(super::kernels::K::ConvIgemm128)?.max(1),
         };
-        let need = order
+        let needs: Vec<u64> = order
             .iter()
             .map(|id| scratch_bytes(&graph, graph.node(*id), conv_slots))
-            .max()
-            .unwrap_or(0);
+            .collect();
+        let need = needs.iter().copied().max().unwrap_or(0);
         let region = align(need);
         let stream_count = schedule.streams.max(1) as u64;
         let scratch = if need > 0 {
@@ -263,7 +263,7 @@ impl CudaPreparedModel {
                 ins,
                 outs,
                 act,
-                scratch: if scratch_bytes(&graph, node, conv_slots) > 0 {
+                scratch: if needs[p] > 0 {
                     scratch_of(schedule.stream_of[p])?
                 } else {
                     None
@@ -361,7 +361,7 @@ impl CudaPreparedModel {
             weights_bytes: total,
             params_bytes: p_total,
             arena_bytes: arena.len(),
-            scratch_bytes: region * stream_count * u64::from(need > 0),
+            scratch_bytes: region * stream_count,
         };
         tracing::debug!(target: "aegis_exec", model = %model, weights = total, params = p_total, arena = arena.len(), launches, streams = schedule.streams, "model prepared on CUDA");
         Ok(Self {

@@ -170,6 +170,9 @@ fn main() -> KernelResult<()> {
     conv_case("3x3 48->192 27x27 pad 1", 48, 192, 27, 3, 1, 1, 1)?;
     conv_case("3x3 64->64 224x224 pad 1", 64, 64, 224, 3, 1, 1, 1)?;
     conv_case("3x3 512->512 7x7 pad 1", 512, 512, 7, 3, 1, 1, 1)?;
+    // VGG's late layers (the channel-vectorised kernel on 28x28 and 14x14).
+    conv_case("3x3 512->512 28x28 pad 1", 512, 512, 28, 3, 1, 1, 1)?;
+    conv_case("3x3 512->512 14x14 pad 1", 512, 512, 14, 3, 1, 1, 1)?;
     conv_case("1x1 512->2048 7x7", 512, 2048, 7, 1, 1, 0, 1)?;
     // ResNet-50's later 1x1 convs and its stride-2 layers.
     conv_case("1x1 128->512 28x28", 128, 512, 28, 1, 1, 0, 1)?;

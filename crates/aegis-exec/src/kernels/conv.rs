@@ -52,7 +52,7 @@
 
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
-use super::conv_co::{CoPacked, CoRows, CO_BLOCK};
+use super::conv_co::{co_partial_len, CoPacked, CoRows, CO_BLOCK};
 use super::conv_direct::{pad_planes, sum_taps, tap_offsets, DirectRows, Flat, Taps};
 use super::conv_dw_same::{DwSame, DwStride2, Plane2, PlaneDw, PlaneDwChannels};
 #[cfg(target_arch = "x86_64")]
@@ -80,6 +80,13 @@ const CO_STRIDED_MIN_K: usize = 128;
 /// Shortest reduction the channel-vectorised kernel takes (its transposed stores are paid
 /// once per position and block, its FMAs once per tap).
 const CO_MIN_K: usize = 64;
+/// Input planes and one block's filter rows up to which the channel-vectorised kernel makes
+/// one pass over the taps (see [`PreparedConv::co_taps_per_pass`]): the 1 MiB L2 of this
+/// machine's cores (AMD Zen 4), like most current x86 server cores'.
+const CO_ONE_PASS_BYTES: usize = 1024 * 1024;
+/// Most bytes of input planes and filter rows one of its passes covers beyond that: half of
+/// L2, leaving room for the partial sums and the output rows.
+const CO_PASS_BYTES: usize = 512 * 1024;
 /// Smallest position tile worth a GEMM call.
 const MIN_TILE: usize = 64;
 /// Multiply-adds below which a conv is not split into more tiles than the cache needs.
@@ -485,10 +492,10 @@ impl PreparedConv {
             wp,
             padded_len,
         } = self.padded_input(geo);
+        let (pad_buf, scratch) = scratch.split_at_mut(padded_len);
         let src: &[f32] = if padded_len > 0 {
-            let buf = &mut scratch[..padded_len];
-            pad_planes(x, self.c_in_g, h, w, pads, buf);
-            buf
+            pad_planes(x, self.c_in_g, h, w, pads, pad_buf);
+            pad_buf
         } else {
             x
         };
@@ -507,9 +514,10 @@ impl PreparedConv {
             }
         }
         let p = geo.out_plane();
-        let blocks = self.c_out.div_ceil(CO_BLOCK);
+        let taps_per_pass = self.co_taps_per_pass(geo);
+        let passes = taps_per_pass < offs.len();
         let (vact, rest) = DwAct::split(self.activation);
-        let run = |first_block: usize, j0: usize, rows: &mut [&mut [f32]]| {
+        let run = |first_block: usize, j0: usize, rows: &mut [&mut [f32]], partial: &mut [f32]| {
             let n = rows.first().map_or(0, |r| r.len());
             pulp::Arch::new().dispatch(CoRows {
                 packed: co,
@@ -519,6 +527,8 @@ impl PreparedConv {
                 bases: &bases[j0..j0 + n],
                 rows: &mut *rows,
                 act: vact,
+                taps_per_pass,
+                partial,
             });
             if let Some(act) = rest {
                 for row in rows.iter_mut() {
@@ -526,21 +536,23 @@ impl PreparedConv {
                 }
             }
         };
-        // Workers take whole channel blocks when those split evenly enough, else bands of
-        // positions of every block (a 96-channel conv has 3 blocks: 2 + 1 would cap two
-        // threads at 1.5x). Either way every element's arithmetic is the same.
-        let nw = workers(blocks.max(p.div_ceil(8)), threads);
-        let by_blocks = nw <= 1 || blocks.is_multiple_of(nw) || blocks >= 4 * nw;
-        let (nb, np) = if by_blocks {
-            (workers(blocks, threads), 1)
-        } else {
-            (1, workers(p.div_ceil(8), threads))
-        };
-        let (per_b, per_p) = (blocks.div_ceil(nb), p.div_ceil(np).div_ceil(8) * 8);
-        let mut parts: Vec<(usize, usize, Vec<&mut [f32]>)> = Vec::with_capacity(nb * np);
+        let CoSplit {
+            nb,
+            np,
+            per_b,
+            per_p,
+        } = self.co_split(geo, threads);
+        let part_len = if passes { co_partial_len(per_p) } else { 0 };
+        let mut partials = scratch.chunks_mut(part_len.max(1));
+        let mut parts: Vec<CoPart<'_, '_>> = Vec::with_capacity(nb * np);
         for bi in 0..nb {
             for pi in 0..np {
-                parts.push((bi * per_b, (pi * per_p).min(p), Vec::new()));
+                let partial = if passes {
+                    partials.next().unwrap_or_default()
+                } else {
+                    Default::default()
+                };
+                parts.push((bi * per_b, (pi * per_p).min(p), Vec::new(), partial));
             }
         }
         for (c, row) in out.chunks_mut(p).enumerate() {
@@ -553,10 +565,50 @@ impl PreparedConv {
                 rest = b;
             }
         }
-        let _ = par_workers(parts, |(first_block, j0, mut rows)| {
-            run(first_block, j0, &mut rows);
+        let _ = par_workers(parts, |(first_block, j0, mut rows, partial)| {
+            run(first_block, j0, &mut rows, partial);
             Ok::<(), KernelError>(())
         });
+    }
+
+    /// How [`Self::run_co`] splits a conv between workers: whole channel blocks when those
+    /// split evenly enough, else bands of positions of every block (a 96-channel conv has 3
+    /// blocks: 2 + 1 would cap two threads at 1.5x). Either way every element's arithmetic
+    /// is the same. Shape- and `threads`-determined, so `scratch_len` sizes the same parts.
+    fn co_split(&self, geo: &Geo, threads: usize) -> CoSplit {
+        let threads = self.useful_threads(geo, threads);
+        let p = geo.out_plane();
+        let blocks = self.c_out.div_ceil(CO_BLOCK);
+        let nw = workers(blocks.max(p.div_ceil(8)), threads);
+        let by_blocks = nw <= 1 || blocks.is_multiple_of(nw) || blocks >= 4 * nw;
+        let (nb, np) = if by_blocks {
+            (workers(blocks, threads), 1)
+        } else {
+            (1, workers(p.div_ceil(8), threads))
+        };
+        CoSplit {
+            nb,
+            np,
+            per_b: blocks.div_ceil(nb),
+            per_p: p.div_ceil(np).div_ceil(8) * 8,
+        }
+    }
+
+    /// Taps per pass of [`CoRows`]: every tap (one pass) when all input planes (padded) and
+    /// one block's filter rows fit `CO_ONE_PASS_BYTES`, else equal passes of whole input
+    /// channels of at most `CO_PASS_BYTES`, so a pass's working set stays in L2.
+    /// Shape-determined (never by `threads`).
+    fn co_taps_per_pass(&self, geo: &Geo) -> usize {
+        let PaddedInput { hp, wp, .. } = self.padded_input(geo);
+        let kprod = geo.kprod();
+        let per_channel = (hp * wp + kprod * CO_BLOCK) * std::mem::size_of::<f32>();
+        let c = self.c_in_g;
+        if c * per_channel <= CO_ONE_PASS_BYTES {
+            return c * kprod;
+        }
+        // Passes of equal whole-channel counts, none over the budget.
+        let passes = (c * per_channel).div_ceil(CO_PASS_BYTES);
+        c.div_ceil(passes) * kprod
     }
 
     /// As [`PreparedConv::new`], but keeps `w` (which must hold `w_shape`'s elements in ONNX
@@ -700,7 +752,9 @@ impl PreparedConv {
     }
 
     /// Scratch elements [`PreparedConv::run`] needs for input shape `x_shape` and `threads`
-    /// (per worker: an im2col tile plus an output staging tile; 0 for depthwise).
+    /// (GEMM path, per worker: an im2col tile plus an output staging tile; direct and
+    /// channel-vectorised kernels: the padded input, plus each worker's partial sums when
+    /// the latter makes several passes; depthwise: per worker plane buffers).
     ///
     /// # Errors
     /// As [`PreparedConv::output_shape`].
@@ -716,7 +770,13 @@ impl PreparedConv {
             return Ok(workers(self.c_out, threads) * per_worker);
         }
         if self.co.is_some() && self.co_eligible(&geo) {
-            return Ok(self.padded_input(&geo).padded_len);
+            let split = self.co_split(&geo, threads);
+            let partials = if self.co_taps_per_pass(&geo) < self.c_in_g * geo.kprod() {
+                split.parts() * co_partial_len(split.per_p)
+            } else {
+                0
+            };
+            return Ok(self.padded_input(&geo).padded_len + partials);
         }
         if self.direct_pointwise(&geo) {
             return Ok(0);
@@ -2070,6 +2130,24 @@ fn col2im_plane(col: &[f32], plane: &mut [f32], g: &Geo) {
                 }
             }
         }
+    }
+}
+
+/// A worker's part of [`PreparedConv::run_co`]: first block, first position, its output
+/// rows, its partial-sum scratch.
+type CoPart<'a, 'b> = (usize, usize, Vec<&'a mut [f32]>, &'b mut [f32]);
+
+/// See [`PreparedConv::co_split`].
+struct CoSplit {
+    nb: usize,
+    np: usize,
+    per_b: usize,
+    per_p: usize,
+}
+
+impl CoSplit {
+    fn parts(&self) -> usize {
+        self.nb * self.np
     }
 }
 

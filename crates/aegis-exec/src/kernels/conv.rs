@@ -2158,8 +2158,13 @@ const PW_MAX_FILTER: usize = 64 * 1024;
 /// Smallest output plane the direct pointwise kernel takes.
 const PW_MIN_PLANE: usize = 16;
 /// Input elements (`kdim` rows of a tile of positions) the direct pointwise kernel keeps in
-/// L2 while every channel block reads them (a quarter of a 1 MiB L2).
-const PW_TILE_ELEMS: usize = 64 * 1024;
+/// L1 while every channel block reads them.
+const PW_TILE_ELEMS: usize = 6 * 1024;
+/// The same in L2 (a quarter of a 1 MiB L2), for convs with at least `PW_MANY_ROWS` output
+/// channels.
+const PW_L2_TILE_ELEMS: usize = 64 * 1024;
+/// Output channels from which the direct pointwise kernel takes L2 tiles.
+const PW_MANY_ROWS: usize = 128;
 /// Output channels one direct pointwise step computes together.
 const PW_ROWS: usize = 6;
 /// Position vectors one direct pointwise step computes together (`PW_ROWS * PW_VECS`
@@ -2205,15 +2210,23 @@ impl pulp::WithSimd for PointwiseRows<'_> {
         // each block while it is still in L1.
         let (vact, rest) = DwAct::split(self.act);
         // Tiles of positions outside, channel blocks inside, blocks of positions innermost:
-        // a tile's `[kdim, tile]` input (256 KB) stays in L2 while every channel block reads
-        // it, and each output row receives a whole tile's run at a time, so the rows are
-        // written as long runs rather than one block per row in turn (which kept every row's
-        // page in flight: 96 rows of a 112x112 plane overflow the TLB). Block-sized tiles
-        // for K >= 64 and 6 Ki-element tiles below measured slower, cold and hot
-        // (`kernel_bench`, min of 4 alternating rounds, 1 thread, ms: 64->256 on 56x56 cold
-        // 1.73 -> 1.24, hot 1.49 -> 0.98; 16->96 on 112x112 hot 0.46 -> 0.38; 64->128 on
-        // 28x28 hot 0.141 -> 0.116; none slower beyond the noise).
-        let tile = (PW_TILE_ELEMS / kdim.max(1)).max(block) / block * block;
+        // a tile's `[kdim, tile]` input stays in cache while every channel block reads it,
+        // and each output row receives a whole tile's run at a time (one block per row at a
+        // time would keep every row's page in flight: 96 rows of a 112x112 plane overflow the
+        // TLB). With many output rows, 256 KB tiles (in L2) so the rows are written as long
+        // runs (`kernel_bench`, min of 4 alternating rounds, 1 thread, ms: 64->256 on 56x56
+        // hot 1.56 -> 1.26, cold 1.79 -> 1.23; 128->512 on 28x28 cold 1.63 -> 1.13). With
+        // fewer, tiles in L1 measured faster hot (128->16 on 55x55 0.128 vs 0.161, 96->576 on
+        // 14x14 0.216 vs 0.249): from K = 64 a block (the blocks' FMAs hide the stores), below
+        // 6 Ki elements.
+        let tile = if rows >= PW_MANY_ROWS {
+            PW_L2_TILE_ELEMS / kdim.max(1)
+        } else if kdim >= 64 {
+            block
+        } else {
+            PW_TILE_ELEMS / kdim.max(1)
+        };
+        let tile = tile.max(block) / block * block;
         let mut t0 = 0;
         while t0 < p {
             let t1 = (t0 + tile).min(p);

@@ -75,6 +75,8 @@ print('| model | threads | aegis ms | ORT ms | aegis/ORT (median of rounds) | ra
 print('|---|---|---|---|---|---|')
 for m in a.models:
     path = os.path.join(m, 'model.onnx') if os.path.isdir(m) else m
+    if not os.path.exists(path):
+        continue  # not a model folder (../shared/models/lifetimes)
     name = os.path.basename(os.path.dirname(path)) or path
     for threads in [int(t) for t in a.threads.split(',')]:
         sess, feeds = ort_session(path, threads)

@@ -2163,7 +2163,8 @@ const PW_TILE_ELEMS: usize = 6 * 1024;
 /// The same in L2 (a quarter of a 1 MiB L2), for convs with at least `PW_MANY_ROWS` output
 /// channels.
 const PW_L2_TILE_ELEMS: usize = 64 * 1024;
-/// Output channels from which the direct pointwise kernel takes L2 tiles.
+/// Output channels (of the piece one worker runs) from which the direct pointwise kernel
+/// takes L2 tiles.
 const PW_MANY_ROWS: usize = 128;
 /// Output channels one direct pointwise step computes together.
 const PW_ROWS: usize = 6;

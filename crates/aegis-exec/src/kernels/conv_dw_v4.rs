@@ -152,20 +152,11 @@ impl DwRows {
     /// window's columns 0, 1, 2 for 16 outputs), or `None` for a row of padding.
     #[inline(always)]
     fn taps(&self, pl: &Plane<'_>, ch: &Chunk, top: isize, r: usize) -> Option<[__m512; 3]> {
-        let f = self.simd.avx512f;
         let iy = top + r as isize;
         if iy < 0 || iy >= self.h as isize {
             return None;
         }
-        let v = self.row_vectors(pl.x, pl.base + iy as usize * self.w, ch);
-        let even_idx: __m512i = bytemuck::cast(EVEN);
-        let odd_idx: __m512i = bytemuck::cast(ODD);
-        let even = f._mm512_permutex2var_ps(v[0], even_idx, v[1]);
-        let odd = f._mm512_permutex2var_ps(v[0], odd_idx, v[1]);
-        let even2 = f._mm512_castsi512_ps(
-            f._mm512_alignr_epi32::<1>(f._mm512_castps_si512(v[2]), f._mm512_castps_si512(even)),
-        );
-        Some([even, odd, even2])
+        Some(self.row_taps(pl.x, pl.base + iy as usize * self.w, ch))
     }
 
     /// `acc` plus filter row `ky`'s three taps, in `kx` order.

@@ -515,7 +515,6 @@ impl PreparedConv {
         }
         let p = geo.out_plane();
         let taps_per_pass = self.co_taps_per_pass(geo);
-        let passes = taps_per_pass < offs.len();
         let (vact, rest) = DwAct::split(self.activation);
         let run = |first_block: usize, j0: usize, rows: &mut [&mut [f32]], partial: &mut [f32]| {
             let n = rows.first().map_or(0, |r| r.len());
@@ -536,21 +535,24 @@ impl PreparedConv {
                 }
             }
         };
+        let split = self.co_split(geo, threads);
+        let part_len = self.co_part_partial(geo, &split);
         let CoSplit {
             nb,
             np,
             per_b,
             per_p,
-        } = self.co_split(geo, threads);
-        let part_len = if passes { co_partial_len(per_p) } else { 0 };
+        } = split;
+        // Each part's partial sums (empty when one pass covers every tap); `scratch_len`
+        // counted `parts() * part_len` after the padded input.
         let mut partials = scratch.chunks_mut(part_len.max(1));
         let mut parts: Vec<CoPart<'_, '_>> = Vec::with_capacity(nb * np);
         for bi in 0..nb {
             for pi in 0..np {
-                let partial = if passes {
+                let partial: &mut [f32] = if part_len > 0 {
                     partials.next().unwrap_or_default()
                 } else {
-                    Default::default()
+                    &mut []
                 };
                 parts.push((bi * per_b, (pi * per_p).min(p), Vec::new(), partial));
             }
@@ -574,9 +576,9 @@ impl PreparedConv {
     /// How [`Self::run_co`] splits a conv between workers: whole channel blocks when those
     /// split evenly enough, else bands of positions of every block (a 96-channel conv has 3
     /// blocks: 2 + 1 would cap two threads at 1.5x). Either way every element's arithmetic
-    /// is the same. Shape- and `threads`-determined, so `scratch_len` sizes the same parts.
+    /// is the same. Shape- and `threads`-determined (`threads` already cut by
+    /// `useful_threads`, as `run` and `scratch_len` do), so `scratch_len` sizes the same parts.
     fn co_split(&self, geo: &Geo, threads: usize) -> CoSplit {
-        let threads = self.useful_threads(geo, threads);
         let p = geo.out_plane();
         let blocks = self.c_out.div_ceil(CO_BLOCK);
         let nw = workers(blocks.max(p.div_ceil(8)), threads);
@@ -591,6 +593,15 @@ impl PreparedConv {
             np,
             per_b: blocks.div_ceil(nb),
             per_p: p.div_ceil(np).div_ceil(8) * 8,
+        }
+    }
+
+    /// Partial-sum elements each part of `split` needs: 0 when one pass covers every tap.
+    fn co_part_partial(&self, geo: &Geo, split: &CoSplit) -> usize {
+        if self.co_taps_per_pass(geo) < self.c_in_g * geo.kprod() {
+            co_partial_len(split.per_p)
+        } else {
+            0
         }
     }
 
@@ -771,11 +782,7 @@ impl PreparedConv {
         }
         if self.co.is_some() && self.co_eligible(&geo) {
             let split = self.co_split(&geo, threads);
-            let partials = if self.co_taps_per_pass(&geo) < self.c_in_g * geo.kprod() {
-                split.parts() * co_partial_len(split.per_p)
-            } else {
-                0
-            };
+            let partials = split.parts() * self.co_part_partial(&geo, &split);
             return Ok(self.padded_input(&geo).padded_len + partials);
         }
         if self.direct_pointwise(&geo) {

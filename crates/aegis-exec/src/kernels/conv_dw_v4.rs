@@ -217,7 +217,8 @@ impl DwRows {
     }
 
     /// Input row `at`'s three tap vectors (columns 0, 1, 2 of the window for 16 outputs):
-    /// plain loads for a `full` chunk away from the tensor's end, else [`Self::row_vectors`].
+    /// plain loads for a `full` chunk away from the tensor's end, else [`Self::row_vectors`]
+    /// (masked loads everywhere measured slower: 96x112x112 0.53-0.63 against 0.43-0.50 ms).
     #[inline(always)]
     fn row_taps(&self, x: &[f32], at: usize, ch: &Chunk) -> [__m512; 3] {
         let f = self.simd.avx512f;
@@ -243,8 +244,8 @@ impl DwRows {
     /// [`Self::rows2`] when all five input rows (from `top`) lie inside the plane: every
     /// row's taps first, then the FMAs as straight-line code, so the accumulators stay in
     /// registers (with a branch per row around them, LLVM kept them on the stack: a
-    /// store-to-load round trip per input row, 0.50-0.62 ms on 96x112x112). The same FMAs
-    /// in the same order as `rows2`.
+    /// store-to-load round trip per input row; 96x112x112 0.50-0.62 -> 0.43-0.47 ms). The
+    /// same FMAs in the same order as `rows2`.
     #[inline(always)]
     fn rows2_inside(
         &self,

@@ -1025,3 +1025,59 @@ fn channel_vectorised_passes_match_one_pass_bitwise() {
         );
     }
 }
+
+#[test]
+fn channel_vectorised_stores_reach_every_row_and_position() {
+    // The transposed store (AVX-512) for whole steps of 8 and 7 positions and the short last
+    // step (100 positions: steps of 8, the last of 4; 169: steps of 7, the last of 1), in
+    // whole blocks and one cut at 28 of 32 rows; output pre-filled with NaN, so a position
+    // or row the store misses fails.
+    use super::conv::DwAct;
+    use super::conv_co::{co_partial_len, CoPacked, CoRows};
+    let c_in = 3;
+    for (p, c_out) in [
+        (100, 64),
+        (100, 60),
+        (169, 64),
+        (169, 60),
+        (49, 32),
+        (64, 60),
+    ] {
+        let kdim = c_in;
+        let w = rand_vec(c_out * kdim, 41);
+        let bias = rand_vec(c_out, 42);
+        let x = rand_vec(c_in * p, 43);
+        let packed = CoPacked::new(&w, c_out, kdim, Some(&bias));
+        // A 1x1 conv: tap k reads input channel k.
+        let offs: Vec<usize> = (0..c_in).map(|k| k * p).collect();
+        let bases: Vec<usize> = (0..p).collect();
+        let mut out = vec![f32::NAN; c_out * p];
+        let mut partial = vec![0.0; co_partial_len(p)];
+        let mut rows: Vec<&mut [f32]> = out.chunks_mut(p).collect();
+        pulp::Arch::new().dispatch(CoRows {
+            packed: &packed,
+            first_block: 0,
+            x: &x,
+            offs: &offs,
+            bases: &bases,
+            rows: &mut rows,
+            act: DwAct::None,
+            taps_per_pass: kdim,
+            partial: &mut partial,
+        });
+        for co in 0..c_out {
+            for q in 0..p {
+                let mut want = bias[co];
+                for k in 0..c_in {
+                    want = x[k * p + q].mul_add(w[co * kdim + k], want);
+                }
+                let got = out[co * p + q];
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "p {p}, channel {co}, position {q}"
+                );
+            }
+        }
+    }
+}

@@ -9,9 +9,8 @@
 //! where that computes fewer in all, as on a 7x7 plane; AVX2: 3 by 32 in 12): per tap it loads the block's filter vectors and broadcasts each position's input
 //! value, read straight from the (once padded) input at `base[position] + offset[tap]` with
 //! `base = (oy * sh) * wp + ox * sw` and `offset = ci * plane + ky * dh * wp + kx * dw`: no
-//! im2col, no packing per run. Results leave the registers transposed into the NCHW rows: by
-//! permutes and one 8-wide store per channel row under AVX-512, through a small buffer
-//! elsewhere.
+//! im2col, no packing per run. Results leave the registers through a small transpose buffer
+//! into the NCHW rows.
 //!
 //! Determinism: every output element is `bias + sum over taps in order` with the same FMA
 //! sequence wherever its block and step fall, so any split of channel blocks between workers
@@ -159,20 +158,17 @@ impl CoRows<'_, '_> {
                     }
                     let acc = sum::<S, NV, RP>(simd, acc, w, self.x, offs, &base);
                     if last {
-                        let mut acc = acc;
-                        for a in acc.iter_mut().flatten() {
-                            *a = self.act.apply(simd, *a);
-                        }
-                        if !store_transposed(simd, &acc, rows, j0, m) {
-                            for (j, acc_j) in acc.iter().enumerate().take(m) {
-                                for (v, a) in acc_j.iter().enumerate() {
-                                    store::<S>(&mut buf[j * CO_BLOCK + v * lanes..], *a);
-                                }
+                        for (j, acc_j) in acc.iter().enumerate().take(m) {
+                            for (v, a) in acc_j.iter().enumerate() {
+                                store::<S>(
+                                    &mut buf[j * CO_BLOCK + v * lanes..],
+                                    self.act.apply(simd, *a),
+                                );
                             }
-                            for (c, row) in rows.iter_mut().enumerate() {
-                                for (j, o) in row[j0..j0 + m].iter_mut().enumerate() {
-                                    *o = buf[j * CO_BLOCK + c];
-                                }
+                        }
+                        for (c, row) in rows.iter_mut().enumerate() {
+                            for (j, o) in row[j0..j0 + m].iter_mut().enumerate() {
+                                *o = buf[j * CO_BLOCK + c];
                             }
                         }
                     } else {
@@ -209,113 +205,6 @@ impl CoRows<'_, '_> {
                         acc = self.x[base + off].mul_add(wblk[k * CO_BLOCK + c], acc);
                     }
                     *o = self.act.scalar(acc);
-                }
-            }
-        }
-    }
-}
-
-/// Stores a step's results (`RP <= 8` positions by one block of 32 channels, activation
-/// applied) into the NCHW rows at `j0..j0 + m` by an in-register transpose under AVX-512:
-/// one 8-wide store per channel row. `false` (nothing stored) elsewhere, for the caller's
-/// scalar copy. Why: the scalar copy is 256 single-float stores into 32 rows per step; on a
-/// short reduction it dominated (`perf annotate` on a 7x7/2 stem over RGB, 147 taps: 21 % of
-/// the kernel's samples on those stores).
-#[inline(always)]
-fn store_transposed<S: pulp::Simd, const NV: usize, const RP: usize>(
-    simd: S,
-    acc: &[[S::f32s; NV]; RP],
-    rows: &mut [&mut [f32]],
-    j0: usize,
-    m: usize,
-) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if NV == 2 && S::F32_LANES == 16 && RP <= STEP {
-        // A type test the compiler settles per instantiation: only pulp's V4 gets here.
-        if let Some(&v4) = (&simd as &dyn core::any::Any).downcast_ref::<pulp::x86::V4>() {
-            let mut t = [[v4.avx512f._mm512_setzero_ps(); 2]; STEP];
-            for (j, tj) in t.iter_mut().enumerate() {
-                // Positions past RP repeat the last one (never stored: m <= RP).
-                let a = &acc[j.min(RP - 1)];
-                *tj = [bytemuck::cast(a[0]), bytemuck::cast(a[1])];
-            }
-            transpose_store::<RP>(v4, &t, rows, j0, m);
-            return true;
-        }
-    }
-    let _ = (simd, acc, rows, j0, m);
-    false
-}
-
-/// Eight positions by 32 channels (`t[position][half]`) out to the first `m <= RP`
-/// positions of 32 channel rows at `j0`: three rounds of two-source permutes (pairs of
-/// positions per channel, then four, then eight), then one 8-wide store per row.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-#[allow(clippy::needless_range_loop)]
-fn transpose_store<const RP: usize>(
-    simd: pulp::x86::V4,
-    t: &[[core::arch::x86_64::__m512; 2]; STEP],
-    rows: &mut [&mut [f32]],
-    j0: usize,
-    m: usize,
-) {
-    use core::arch::x86_64::__m512i;
-    // Lane i takes element idx[i] of A:B; each round's second index vector is the first's
-    // plus 8.
-    const R1: [i32; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
-    const R2: [i32; 16] = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
-    const R3: [i32; 16] = [0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23];
-    const fn plus8(r: [i32; 16]) -> [i32; 16] {
-        let mut o = r;
-        let mut i = 0;
-        while i < 16 {
-            o[i] += 8;
-            i += 1;
-        }
-        o
-    }
-    let f = simd.avx512f;
-    let r1: [__m512i; 2] = [bytemuck::cast(R1), bytemuck::cast(plus8(R1))];
-    let r2: [__m512i; 2] = [bytemuck::cast(R2), bytemuck::cast(plus8(R2))];
-    let r3: [__m512i; 2] = [bytemuck::cast(R3), bytemuck::cast(plus8(R3))];
-    let zero = f._mm512_setzero_ps();
-    for v in 0..2 {
-        // b[p][h]: channels 8h.. + 8 of this half, positions 2p, 2p + 1 ([channel][2]).
-        let mut b = [[zero; 2]; 4];
-        for p in 0..4 {
-            for h in 0..2 {
-                b[p][h] = f._mm512_permutex2var_ps(t[2 * p][v], r1[h], t[2 * p + 1][v]);
-            }
-        }
-        for h in 0..2 {
-            // c[q][s]: channels 8h + 4s.. + 4, positions 4q.. + 4 ([channel][4]).
-            let mut c = [[zero; 2]; 2];
-            for q in 0..2 {
-                for s in 0..2 {
-                    c[q][s] = f._mm512_permutex2var_ps(b[2 * q][h], r2[s], b[2 * q + 1][h]);
-                }
-            }
-            for s in 0..2 {
-                for u in 0..2 {
-                    // Channels ch and ch + 1, eight positions each.
-                    let d: [f32; 16] =
-                        bytemuck::cast(f._mm512_permutex2var_ps(c[0][s], r3[u], c[1][s]));
-                    let ch = v * 16 + h * 8 + s * 4 + 2 * u;
-                    for k in 0..2 {
-                        let Some(row) = rows.get_mut(ch + k) else {
-                            continue;
-                        };
-                        // A whole step is a copy of constant length (inlined; a variable one
-                        // calls memcpy).
-                        if m == RP {
-                            row[j0..j0 + RP].copy_from_slice(&d[k * STEP..k * STEP + RP]);
-                        } else {
-                            for (o, &x) in row[j0..j0 + m].iter_mut().zip(&d[k * STEP..]) {
-                                *o = x;
-                            }
-                        }
-                    }
                 }
             }
         }

@@ -1028,10 +1028,10 @@ fn channel_vectorised_passes_match_one_pass_bitwise() {
 
 #[test]
 fn channel_vectorised_stores_reach_every_row_and_position() {
-    // The transposed store (AVX-512) for whole steps of 8 and 7 positions and the short last
-    // step (100 positions: steps of 8, the last of 4; 169: steps of 7, the last of 1), in
-    // whole blocks and one cut at 28 of 32 rows; output pre-filled with NaN, so a position
-    // or row the store misses fails.
+    // The results' way out of the registers for whole steps of 8 and 7 positions and the
+    // short last step (100 positions: steps of 8, the last of 4; 169: steps of 7, the last
+    // of 1), in whole blocks and one cut at 28 of 32 rows; output pre-filled with NaN, so a
+    // position or row the store misses fails.
     use super::conv::DwAct;
     use super::conv_co::{co_partial_len, CoPacked, CoRows};
     let c_in = 3;

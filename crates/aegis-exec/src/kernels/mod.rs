@@ -126,6 +126,7 @@ mod conv_direct;
 mod conv_dw_same;
 #[cfg(target_arch = "x86_64")]
 mod conv_dw_v4;
+mod conv_wino;
 mod data;
 mod elementwise;
 mod error;

@@ -1081,3 +1081,70 @@ fn channel_vectorised_stores_reach_every_row_and_position() {
         }
     }
 }
+
+#[rstest]
+// Even plane, pad 1, Relu fused in the output transform.
+#[case([1, 128, 28, 28], 64, [1, 1, 1, 1], Some(UnaryOp::Relu))]
+// Odd plane (the last tile row and column cut), 92 channels (a block cut at 28 of 32
+// rows), a batch of 2.
+#[case([2, 130, 29, 31], 92, [1, 1, 1, 1], None)]
+// No padding (the tile grid padded at the end only), LeakyRelu applied afterwards.
+#[case([1, 128, 31, 30], 64, [0, 0, 0, 0], Some(UnaryOp::LeakyRelu { alpha: 0.25 }))]
+// Asymmetric pads, rows of more than one chunk of tiles.
+#[case([1, 128, 60, 58], 64, [2, 0, 1, 2], Some(UnaryOp::Clip { min: -0.5, max: 0.5 }))]
+fn winograd_matches_the_definition_and_is_threads_invariant(
+    #[case] xs: [usize; 4],
+    #[case] c_out: usize,
+    #[case] pads: [usize; 4],
+    #[case] act: Option<UnaryOp>,
+) {
+    let ws = [c_out, xs[1], 3, 3];
+    let x = rand_vec(xs.iter().product(), 51);
+    let w = rand_vec(ws.iter().product(), 52);
+    let b = rand_vec(c_out, 53);
+    let a = attrs(&[3, 3], &[1, 1], &[1, 1], &pads[..2], &pads[2..], 1);
+    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
+    let want: Vec<f32> = match act {
+        Some(UnaryOp::Relu) => want.iter().map(|v| v.max(0.0)).collect(),
+        Some(UnaryOp::LeakyRelu { alpha }) => want
+            .iter()
+            .map(|&v| if v < 0.0 { alpha * v } else { v })
+            .collect(),
+        Some(UnaryOp::Clip { min, max }) => want.iter().map(|v| v.clamp(min, max)).collect(),
+        _ => want,
+    };
+    let mut pc = PreparedConv::new(&w, &ws, Some(&b), a).unwrap();
+    if let Some(act) = act {
+        pc = pc.with_activation(act);
+    }
+    let pc = pc.prepare_input(&xs).unwrap();
+    assert!(pc.uses_wino(&xs).unwrap(), "{xs:?} -> {c_out}");
+    // Transforms reorder the sums: rounding-level differences only.
+    assert_runs_match(&pc, &x, &xs, &want, 1e-4, &[1, 2, 4]);
+}
+
+#[test]
+fn winograd_is_chosen_by_shape() {
+    let a3 = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1);
+    let wino = |ws: [usize; 4], a: ConvAttrs, xs: [usize; 4]| {
+        let w = vec![0.0; ws.iter().product()];
+        PreparedConv::new(&w, &ws, None, a)
+            .unwrap()
+            .prepare_input(&xs)
+            .unwrap()
+            .uses_wino(&xs)
+            .unwrap()
+    };
+    assert!(wino([256, 256, 3, 3], a3.clone(), [1, 256, 56, 56]));
+    assert!(wino([128, 128, 3, 3], a3.clone(), [1, 128, 28, 28]));
+    // Too few input or output channels, too small a plane, too large a filter, stride 2.
+    assert!(!wino([64, 64, 3, 3], a3.clone(), [1, 64, 56, 56]));
+    assert!(!wino([32, 128, 3, 3], a3.clone(), [1, 128, 56, 56]));
+    assert!(!wino([256, 128, 3, 3], a3.clone(), [1, 128, 14, 14]));
+    assert!(!wino([512, 512, 3, 3], a3.clone(), [1, 512, 28, 28]));
+    let s2 = attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 1);
+    assert!(!wino([128, 128, 3, 3], s2, [1, 128, 56, 56]));
+    // Without prepare_input the conv runs the other paths.
+    let pc = PreparedConv::new(&vec![0.0; 128 * 128 * 9], &[128, 128, 3, 3], None, a3).unwrap();
+    assert!(!pc.uses_wino(&[1, 128, 28, 28]).unwrap());
+}

@@ -162,6 +162,9 @@ fn gemm_case(m: usize, k: usize, n: usize, trans_b: bool) -> KernelResult<()> {
 fn main() -> KernelResult<()> {
     conv_case("3x3 64->64 56x56 pad 1", 64, 64, 56, 3, 1, 1, 1)?;
     conv_case("3x3 256->256 56x56 pad 1", 256, 256, 56, 3, 1, 1, 1)?;
+    conv_case("3x3 96->96 28x28 pad 1", 96, 96, 28, 3, 1, 1, 1)?;
+    conv_case("3x3 64->192 56x56 pad 1", 64, 192, 56, 3, 1, 1, 1)?;
+    conv_case("3x3 128->128 56x56 pad 1", 128, 128, 56, 3, 1, 1, 1)?;
     conv_case("1x1 256->64 56x56", 256, 64, 56, 1, 1, 0, 1)?;
     conv_case("1x1 64->256 56x56", 64, 256, 56, 1, 1, 0, 1)?;
     conv_case("3x3 128->128 28x28 pad 1", 128, 128, 28, 3, 1, 1, 1)?;

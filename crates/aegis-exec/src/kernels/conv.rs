@@ -22,7 +22,7 @@
 //!   accumulate every tap in registers, through `pulp`'s run-time dispatch to AVX-512/AVX2
 //!   (1-D and 2-D; 3-D keeps a direct loop);
 //! - **Winograd F(2x2, 3x3)** (one group, 3x3 stride 1, >= 128 input and >= 64 output
-//!   channels, planes of 28x28 and wider, filters up to 256 x 256; needs
+//!   channels, planes of 28x28 and wider, filters up to 512 x 512; needs
 //!   [`PreparedConv::prepare_input`], which transforms the filter once): 16 products of
 //!   transformed tiles instead of 9 taps per output, 2.25x fewer multiply-adds (`conv_wino`;
 //!   `kernel_bench` 256->256 on 56x56, 1 thread: 36-39 -> 26-33 ms; with 64 input channels
@@ -102,8 +102,10 @@ const WINO_MIN_C_OUT: usize = 64;
 /// Smallest output plane a Winograd conv takes.
 const WINO_MIN_PLANE: usize = 28 * 28;
 /// Largest filter (`C_out x C_in`) a Winograd conv takes: its transformed copy holds 16/9
-/// of the filter, on top of the graph's (VGG's 256 x 256 layers: 4.2 MB each).
-const WINO_MAX_FILTER: usize = 256 * 256;
+/// of the filter, on top of the graph's (VGG's 512 x 512 layers on 28x28: 16.8 MB each, in
+/// place of the channel-vectorised kernel's 9.4 MB packing; `kernel_bench` 1 thread 34.0 ->
+/// 21.6 ms, 2 threads 21.5 -> 13.7).
+const WINO_MAX_FILTER: usize = 512 * 512;
 /// Smallest position tile worth a GEMM call.
 const MIN_TILE: usize = 64;
 /// Multiply-adds below which a conv is not split into more tiles than the cache needs.

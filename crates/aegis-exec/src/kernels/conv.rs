@@ -22,7 +22,8 @@
 //!   accumulate every tap in registers, through `pulp`'s run-time dispatch to AVX-512/AVX2
 //!   (1-D and 2-D; 3-D keeps a direct loop);
 //! - **Winograd F(2x2, 3x3)** (one group, 3x3 stride 1, >= 128 input and >= 64 output
-//!   channels, planes of 28x28 and wider, filters up to 512 x 512; needs
+//!   channels, planes of 14x14 and wider, filters up to 512 x 512 (above 256 x 256 on 28x28
+//!   and wider); needs
 //!   [`PreparedConv::prepare_input`], which transforms the filter once): 16 products of
 //!   transformed tiles instead of 9 taps per output, 2.25x fewer multiply-adds (`conv_wino`;
 //!   `kernel_bench` 256->256 on 56x56, 1 thread: 36-39 -> 26-33 ms; with 64 input channels
@@ -99,8 +100,13 @@ const CO_PASS_BYTES: usize = 512 * 1024;
 const WINO_MIN_C_IN: usize = 128;
 /// Fewest output channels a Winograd conv takes.
 const WINO_MIN_C_OUT: usize = 64;
-/// Smallest output plane a Winograd conv takes.
-const WINO_MIN_PLANE: usize = 28 * 28;
+/// Smallest output plane a Winograd conv takes (`kernel_bench`, 1 thread: 128->128 on 14x14
+/// 0.67 -> 0.50 ms, 256->256 on 14x14 2.81 -> 2.11; on 7x7 no gain, 192->256 0.51 either
+/// way).
+const WINO_MIN_PLANE: usize = 14 * 14;
+/// Filters (`C_out x C_in`) above this take the Winograd path only on planes of 28x28 and
+/// wider (512->512 on 14x14: 11.3 -> 10.9 ms, not worth 16.8 MB of transformed filter).
+const WINO_WIDE_FILTER: usize = 256 * 256;
 /// Largest filter (`C_out x C_in`) a Winograd conv takes: its transformed copy holds 16/9
 /// of the filter, on top of the graph's (VGG's 512 x 512 layers on 28x28: 16.8 MB each, in
 /// place of the channel-vectorised kernel's 9.4 MB packing; `kernel_bench` 1 thread 34.0 ->
@@ -1224,6 +1230,7 @@ impl PreparedConv {
             && self.c_out >= WINO_MIN_C_OUT
             && self.c_out * 10 >= self.c_out.div_ceil(CO_BLOCK) * CO_BLOCK * 9
             && geo.out_plane() >= WINO_MIN_PLANE
+            && (self.c_out * self.c_in_g <= WINO_WIDE_FILTER || geo.out_plane() >= 28 * 28)
             && geo.out[2] <= 2 * MAX_TW
             && self.c_out * self.c_in_g <= WINO_MAX_FILTER;
         ok.then(|| {

@@ -1140,7 +1140,10 @@ fn winograd_is_chosen_by_shape() {
     // Too few input or output channels, too small a plane, too large a filter, stride 2.
     assert!(!wino([64, 64, 3, 3], a3.clone(), [1, 64, 56, 56]));
     assert!(!wino([32, 128, 3, 3], a3.clone(), [1, 128, 56, 56]));
-    assert!(!wino([256, 128, 3, 3], a3.clone(), [1, 128, 14, 14]));
+    assert!(wino([256, 128, 3, 3], a3.clone(), [1, 128, 14, 14]));
+    assert!(!wino([256, 128, 3, 3], a3.clone(), [1, 128, 13, 13]));
+    assert!(!wino([512, 512, 3, 3], a3.clone(), [1, 512, 14, 14]));
+    assert!(wino([512, 512, 3, 3], a3.clone(), [1, 512, 28, 28]));
     assert!(!wino([1024, 512, 3, 3], a3.clone(), [1, 512, 28, 28]));
     let s2 = attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 1);
     assert!(!wino([128, 128, 3, 3], s2, [1, 128, 56, 56]));

@@ -23,8 +23,8 @@
 //!   (1-D and 2-D; 3-D keeps a direct loop);
 //! - **Winograd F(2x2, 3x3)** (one group, 3x3 stride 1, >= 128 input and >= 64 output
 //!   channels, planes of 14x14 and wider, filters up to 512 x 512 (above 256 x 256 on 28x28
-//!   and wider); needs
-//!   [`PreparedConv::prepare_input`], which transforms the filter once): 16 products of
+//!   and wider); needs [`PreparedConv::prepare_input`], which transforms the filter once):
+//!   16 products of
 //!   transformed tiles instead of 9 taps per output, 2.25x fewer multiply-adds (`conv_wino`;
 //!   `kernel_bench` 256->256 on 56x56, 1 thread: 36-39 -> 26-33 ms; with 64 input channels
 //!   the transforms cost what the products save, 2.4 -> 2.9 ms on 56x56);
@@ -1216,8 +1216,10 @@ impl PreparedConv {
     /// The Winograd geometry where F(2x2, 3x3) suits this conv: one group, 2-D, 3x3, stride
     /// and dilation 1, at least `WINO_MIN_C_IN` input channels, output channels filling 90 %
     /// of blocks of 32 (the products run the channel-vectorised kernel), a plane of at least
-    /// `WINO_MIN_PLANE` outputs and rows of at most `2 * MAX_TW`, and a filter of at most
-    /// `WINO_MAX_FILTER` elements (the transformed filter holds 16/9 of it). Shape-determined.
+    /// `WINO_MIN_PLANE` outputs (28x28 for filters above `WINO_WIDE_FILTER`) and rows of at
+    /// most `2 * MAX_TW`, and a filter of at most `WINO_MAX_FILTER` elements (the transformed
+    /// filter holds 16/9 of it). Shape-determined; `threads` only sets how many chunks the
+    /// plane is cut into (one per worker at least), which changes no element's arithmetic.
     fn wino_geo(&self, geo: &Geo, threads: usize) -> Option<WinoGeo> {
         let two_d = geo.k[0] == 1 && geo.input[0] == 1 && geo.out[0] == 1;
         let ok = self.path == ConvPath::Im2col

@@ -1112,22 +1112,13 @@ impl PreparedConv {
         let (t, _) = self.tiles(geo);
         let nw = workers(n_tiles, threads);
         let per = n_tiles.div_ceil(nw);
+        let bounds: Vec<usize> = (0..=nw).map(|w| (w * per * t).min(p)).collect();
         let mut parts: Vec<WorkerPart<'_>> = Vec::with_capacity(nw);
         let mut scr_rest = scratch;
-        for w in 0..nw {
+        for (w, rows) in cut_planes(out, p, &bounds).into_iter().enumerate() {
             let (sp, tail) = scr_rest.split_at_mut(per_worker.min(scr_rest.len()));
             scr_rest = tail;
-            parts.push((w * per, Vec::with_capacity(c_out_g), sp));
-        }
-        for row in out.chunks_mut(p) {
-            let mut rest = row;
-            for (w, part) in parts.iter_mut().enumerate() {
-                let lo = (w * per * t).min(p);
-                let hi = ((w + 1) * per * t).min(p);
-                let (a, b) = rest.split_at_mut(hi - lo);
-                part.1.push(a);
-                rest = b;
-            }
+            parts.push((w * per, rows, sp));
         }
         par_workers(parts, |(t0, mut rows, scr)| {
             let t1 = (t0 + per).min(n_tiles);
@@ -1276,22 +1267,15 @@ impl PreparedConv {
         let nw = workers(chunks, threads);
         let per = chunks.div_ceil(nw);
         // Worker i: chunks [i * per, (i + 1) * per), output rows from 2 * rpc * i * per.
-        let row_at = |c: usize| (2 * rpc * c).min(wg.ho);
+        let bounds: Vec<usize> = (0..=nw)
+            .map(|i| (2 * rpc * (i * per).min(chunks)).min(wg.ho) * wg.wo)
+            .collect();
         let mut parts: Vec<WorkerPart<'_>> = Vec::with_capacity(nw);
         let mut scr = rest;
-        for i in 0..nw {
+        for (i, rows) in cut_planes(out, p, &bounds).into_iter().enumerate() {
             let (s, tail) = scr.split_at_mut(wg.worker_scratch());
             scr = tail;
-            parts.push((i * per, Vec::with_capacity(wg.c_out), s));
-        }
-        for row in out.chunks_mut(p) {
-            let mut rest = row;
-            for (i, part) in parts.iter_mut().enumerate() {
-                let n = (row_at(((i + 1) * per).min(chunks)) - row_at(i * per)) * wg.wo;
-                let (a, b) = rest.split_at_mut(n);
-                part.1.push(a);
-                rest = b;
-            }
+            parts.push((i * per, rows, s));
         }
         let _ = par_workers(parts, |(c0, mut rows, s)| {
             WinoChunks {
@@ -1370,18 +1354,12 @@ impl PreparedConv {
             return;
         }
         let per = h_out.div_ceil(pieces);
-        let mut parts: Vec<(usize, Vec<&mut [f32]>)> = (0..pieces)
-            .map(|i| (i * per, Vec::with_capacity(self.c_out)))
+        let bounds: Vec<usize> = (0..=pieces).map(|i| (i * per).min(h_out) * w_out).collect();
+        let parts: Vec<(usize, Vec<&mut [f32]>)> = cut_planes(out, p, &bounds)
+            .into_iter()
+            .enumerate()
+            .map(|(i, rows)| (i * per, rows))
             .collect();
-        for row in out.chunks_mut(p) {
-            let mut rest = row;
-            for (i, part) in parts.iter_mut().enumerate() {
-                let hi = ((i + 1) * per).min(h_out) * w_out;
-                let (a, b) = rest.split_at_mut(hi - (i * per).min(h_out) * w_out);
-                part.1.push(a);
-                rest = b;
-            }
-        }
         let _ = par_workers(parts, |(y0, mut rows)| {
             run(y0, (y0 + per).min(h_out), &mut rows);
             Ok::<(), KernelError>(())
@@ -2288,6 +2266,25 @@ fn col2im_plane(col: &[f32], plane: &mut [f32], g: &Geo) {
             }
         }
     }
+}
+
+/// Each output channel's plane (`p` elements of `out`) cut at `bounds` (offsets in the plane,
+/// from 0 to `p`, one band per worker): worker `i` gets band `bounds[i]..bounds[i + 1]` of
+/// every plane, so workers write disjoint parts of every channel.
+fn cut_planes<'a>(out: &'a mut [f32], p: usize, bounds: &[usize]) -> Vec<Vec<&'a mut [f32]>> {
+    let n = bounds.len().saturating_sub(1);
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..n)
+        .map(|_| Vec::with_capacity(out.len() / p.max(1)))
+        .collect();
+    for plane in out.chunks_mut(p.max(1)) {
+        let mut rest = plane;
+        for (part, w) in parts.iter_mut().zip(bounds.windows(2)) {
+            let (a, b) = rest.split_at_mut(w[1] - w[0]);
+            part.push(a);
+            rest = b;
+        }
+    }
+    parts
 }
 
 /// A worker's part of [`PreparedConv::run_co`]: first block, first position, its output

@@ -353,6 +353,51 @@ fn batch_norm_matches_formula() {
     assert!(batch_norm(&x, &xs, &s[..2], &b, &m, &v, 1e-5, &mut out, 1).is_err());
 }
 
+/// The fused affine + activation (a BatchNormalization with its Relu or Clip folded in) is
+/// exactly the affine followed by the activation, for any plane size and thread count, and a
+/// Clip with a NaN bound is an error rather than a silently skipped activation.
+#[rstest]
+#[case::relu(UnaryOp::Relu)]
+#[case::clip(UnaryOp::Clip { min: -0.25, max: 0.5 })]
+#[case::none(UnaryOp::Identity)]
+fn channel_affine_act_is_affine_then_activation(#[case] act: UnaryOp) {
+    for xs in [[2usize, 5, 7, 7], [1, 3, 56, 56], [1, 1000, 1, 1]] {
+        let n: usize = xs.iter().product();
+        let x = rand_vec(n, 81);
+        let a = rand_vec(xs[1], 82);
+        let b = rand_vec(xs[1], 83);
+        let ip = xs[2] * xs[3];
+        let affine: Vec<f32> = (0..n)
+            .map(|i| {
+                let c = (i / ip) % xs[1];
+                x[i] * a[c] + b[c]
+            })
+            .collect();
+        let mut want = vec![0.0; n];
+        unary_f32(act, &affine, &mut want, 1).unwrap();
+        for threads in [1, 2, 4] {
+            let mut out = vec![f32::NAN; n];
+            channel_affine_act(&x, &xs, &a, &b, Some(act), &mut out, threads).unwrap();
+            assert_eq!(out, want, "{xs:?} at {threads} threads");
+        }
+    }
+    let mut out = vec![0.0; 4];
+    let nan_clip = UnaryOp::Clip {
+        min: f32::NAN,
+        max: 1.0,
+    };
+    let err = channel_affine_act(
+        &[0.0; 4],
+        &[1, 1, 2, 2],
+        &[1.0],
+        &[0.0],
+        Some(nan_clip),
+        &mut out,
+        1,
+    );
+    assert!(err.is_err(), "a NaN Clip bound must be rejected");
+}
+
 #[test]
 fn layer_norm_matches_formula() {
     let xs = [3, 2, 5];

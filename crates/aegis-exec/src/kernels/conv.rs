@@ -99,7 +99,14 @@ const CO_PASS_BYTES: usize = 512 * 1024;
 /// Fewest input channels a Winograd conv takes (its products reduce over them).
 const WINO_MIN_C_IN: usize = 128;
 /// Fewest output channels a Winograd conv takes.
-const WINO_MIN_C_OUT: usize = 64;
+const WINO_MIN_C_OUT: usize = 32;
+/// Below this many output channels the input transform weighs more against the products, so
+/// a Winograd conv needs a plane of `WINO_NARROW_MIN_PLANE` (`kernel_bench`, 1 thread,
+/// DenseNet's 128->32: on 56x56 2.31 -> 1.93 ms, on 28x28 0.54 -> 0.555).
+const WINO_NARROW_C_OUT: usize = 64;
+/// Smallest output plane a Winograd conv with fewer than `WINO_NARROW_C_OUT` output channels
+/// takes.
+const WINO_NARROW_MIN_PLANE: usize = 56 * 56;
 /// Smallest output plane a Winograd conv takes (`kernel_bench`, 1 thread: 128->128 on 14x14
 /// 0.67 -> 0.50 ms, 256->256 on 14x14 2.81 -> 2.11; on 7x7 no gain, 192->256 0.51 either
 /// way).
@@ -1207,7 +1214,8 @@ impl PreparedConv {
     /// The Winograd geometry where F(2x2, 3x3) suits this conv: one group, 2-D, 3x3, stride
     /// and dilation 1, at least `WINO_MIN_C_IN` input channels, output channels filling 90 %
     /// of blocks of 32 (the products run the channel-vectorised kernel), a plane of at least
-    /// `WINO_MIN_PLANE` outputs (28x28 for filters above `WINO_WIDE_FILTER`) and rows of at
+    /// `WINO_MIN_PLANE` outputs (28x28 for filters above `WINO_WIDE_FILTER`, 56x56 for fewer
+    /// than `WINO_NARROW_C_OUT` output channels) and rows of at
     /// most `2 * MAX_TW`, and a filter of at most `WINO_MAX_FILTER` elements (the transformed
     /// filter holds 16/9 of it). Shape-determined; `threads` only sets how many chunks the
     /// plane is cut into (one per worker at least), which changes no element's arithmetic.
@@ -1221,6 +1229,7 @@ impl PreparedConv {
             && geo.d == [1, 1, 1]
             && self.c_in_g >= WINO_MIN_C_IN
             && self.c_out >= WINO_MIN_C_OUT
+            && (self.c_out >= WINO_NARROW_C_OUT || geo.out_plane() >= WINO_NARROW_MIN_PLANE)
             && self.c_out * 10 >= self.c_out.div_ceil(CO_BLOCK) * CO_BLOCK * 9
             && geo.out_plane() >= WINO_MIN_PLANE
             && (self.c_out * self.c_in_g <= WINO_WIDE_FILTER || geo.out_plane() >= 28 * 28)

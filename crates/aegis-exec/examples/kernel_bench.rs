@@ -189,6 +189,10 @@ fn main() -> KernelResult<()> {
     // SqueezeNet's classifier conv and its late expand 3x3.
     conv_case("1x1 512->1000 13x13", 512, 1000, 13, 1, 1, 0, 1)?;
     conv_case("1x1 512->64 13x13", 512, 64, 13, 1, 1, 0, 1)?;
+    // SqueezeNet's late squeeze convs (48 channels: no full block for the channel-vectorised
+    // kernel, too long a reduction for the pointwise rows).
+    conv_case("1x1 384->48 13x13", 384, 48, 13, 1, 1, 0, 1)?;
+    conv_case("1x1 256->48 13x13", 256, 48, 13, 1, 1, 0, 1)?;
     // DenseNet's and ResNet's 1x1 convs on 14x14.
     conv_case("1x1 512->128 14x14", 512, 128, 14, 1, 1, 0, 1)?;
     conv_case("1x1 256->1024 14x14", 256, 1024, 14, 1, 1, 0, 1)?;

@@ -121,8 +121,11 @@ const WINO_WIDE_FILTER: usize = 256 * 256;
 const WINO_MAX_FILTER: usize = 512 * 512;
 /// Smallest position tile worth a GEMM call.
 const MIN_TILE: usize = 64;
-/// Multiply-adds below which a conv is not split into more tiles than the cache needs.
-const PAR_MIN_MACS: usize = 1 << 22;
+/// Multiply-adds below which a conv is not split into more tiles than the cache needs: the
+/// same bar as [`PAR_MIN_MACS_GEMM`], so a conv worth a helper thread also has two tiles to
+/// share (at 4 Mi, SqueezeNet's 384->48 1x1 on 13x13 ran on one thread at 2 threads; model
+/// profile, 2 threads: 0.095 -> 0.048 ms, 256->32 on 27x27 0.146 -> 0.11).
+const PAR_MIN_MACS: usize = 1 << 20;
 /// Multiply-adds (one image) below which a GEMM conv runs on the calling thread only.
 const PAR_MIN_MACS_GEMM: usize = 1 << 20;
 /// The same for a depthwise conv (its small-plane kernels run ~0.3 ns per multiply-add: 64 Ki

@@ -780,6 +780,10 @@ impl PreparedConv {
     /// 20 us of work: waking a parked thread and joining it costs several microseconds, far
     /// more on a busy machine). Shape-determined, and tiles do not depend on it.
     fn useful_threads(&self, geo: &Geo, threads: usize) -> usize {
+        if self.dot_case(geo) {
+            // Memory-bound: the dot products choose their own split.
+            return threads;
+        }
         let macs = self.c_out * self.c_in_g * geo.kprod() * geo.out_plane();
         // Depthwise runs at a fraction of GEMM throughput, so its bar is lower.
         let min = if self.path == ConvPath::Depthwise {
@@ -1004,6 +1008,16 @@ impl PreparedConv {
         )
     }
 
+    /// Whether this is a fully connected layer written as a 1x1 conv on a 1x1 plane
+    /// (DenseNet's and SqueezeNet-style classifiers): one group, nothing but the weights'
+    /// rows dotted with the input's channels, which [`super::matmul::dot_rows`] streams once.
+    fn dot_case(&self, geo: &Geo) -> bool {
+        self.path == ConvPath::Pointwise
+            && self.attrs.group == 1
+            && geo.in_plane() == 1
+            && geo.out_plane() == 1
+    }
+
     /// Whether a pointwise conv runs the direct kernel ([`PointwiseRows`]) instead of GEMM
     /// calls: when a group's filter is small (it is re-read from cache for every block of
     /// positions, and a short reduction gives the GEMM's packing little to amortise).
@@ -1064,6 +1078,19 @@ impl PreparedConv {
     ) -> KernelResult<()> {
         if let (Some(wp), Some(wg)) = (&self.wino, self.wino_geo(geo, threads)) {
             self.run_wino(wp, wg, x, out, geo, scratch, threads);
+            return Ok(());
+        }
+        if self.dot_case(geo) {
+            // A classifier as a 1x1 conv on a 1x1 plane: one dot product per output channel.
+            match &self.bias {
+                Some(b) => out.copy_from_slice(b),
+                None => out.fill(0.0),
+            }
+            let w = self.weights.get();
+            super::matmul::dot_rows(x, w, self.c_in_g, out, 1.0, true, threads);
+            if let Some(act) = self.activation {
+                apply_activation(act, out);
+            }
             return Ok(());
         }
         if let Some(co) = self.co.as_ref().filter(|_| self.co_eligible(geo)) {
@@ -1134,6 +1161,12 @@ impl PreparedConv {
             let t1 = (t0 + per).min(n_tiles);
             self.group_tiles(xg(0), 0, 0, &mut rows, t0, t1, scr, geo)
         })
+    }
+
+    /// Whether an input of shape `x_shape` runs as dot products (tests check the choice).
+    #[cfg(test)]
+    pub(crate) fn uses_dot(&self, x_shape: &[usize]) -> KernelResult<bool> {
+        Ok(self.dot_case(&self.geo(x_shape)?))
     }
 
     /// Whether an input of shape `x_shape` runs the Winograd kernel (tests check the choice).

@@ -17,6 +17,10 @@ use super::par::par_chunks_scratch;
 
 /// Work (multiply-adds) below which a GEMM is a single tile.
 const SMALL_GEMM: usize = 1 << 21;
+/// Weights (elements) from which a row of dot products is cut in two: it streams its weights
+/// once, memory-bound, so half a megabyte (about 30 us) repays a helper. At the GEMM's bar a
+/// 1024 x 1000 classifier (Inception-v2's, DenseNet's) stayed on one thread.
+const DOT_SPLIT: usize = 1 << 17;
 
 /// A strided operand: element `(i, j)` at `data[i * rs + j * cs]`.
 #[derive(Debug, Clone, Copy)]
@@ -55,26 +59,21 @@ pub(crate) fn gemm_tiled(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let t = tile(m, n, k);
     if m == 1 && b.rs == 1 && b.cs == k && k > 0 && a.cs == 1 {
         // One row against `B` stored `[N, K]` (a Gemm with transB, a fully connected layer):
         // each output is a dot product of two contiguous runs, so `B` streams once, in order.
-        par_chunks_scratch(out, t, threads, &mut [0u8; 0], 0, |first, piece, _| {
-            for (i, cols) in piece.chunks_mut(t).enumerate() {
-                let c0 = (first + i) * t;
-                pulp::Arch::new().dispatch(DotRows {
-                    a: &a.data[..k],
-                    b: &b.data[c0 * k..(c0 + cols.len()) * k],
-                    k,
-                    out: cols,
-                    alpha,
-                    accumulate,
-                });
-            }
-            Ok::<(), KernelError>(())
-        })?;
+        dot_rows(
+            &a.data[..k],
+            &b.data[..n * k],
+            k,
+            out,
+            alpha,
+            accumulate,
+            threads,
+        );
         return Ok(());
     }
+    let t = tile(m, n, k);
     let dst_scale = accumulate.then_some(1.0);
     let call = |dst: HostMatMut<'_>, lhs: HostMat<'_>, rhs: HostMat<'_>| {
         host_sgemm(dst, lhs, rhs, dst_scale, alpha)
@@ -149,6 +148,41 @@ pub(crate) fn gemm_tiled(
 /// `b` at a time, two vectors of each in flight (the rows stream from memory; a large fully
 /// connected layer is bound by that stream). Every output's sum is the same fixed order of
 /// lane-wise FMAs and one horizontal reduction, whichever tile or thread computes it.
+/// `out[j] = alpha * dot(a, b[j * k..(j + 1) * k]) (+ out[j] if accumulate)` for every row
+/// `j` of `b` (`out.len()` rows of `k`): a fully connected layer on one input row. The rows
+/// are cut into two fixed halves once `b` holds [`DOT_SPLIT`] elements, so both cores stream
+/// their half of the weights; a row's arithmetic never depends on the cut.
+pub(crate) fn dot_rows(
+    a: &[f32],
+    b: &[f32],
+    k: usize,
+    out: &mut [f32],
+    alpha: f32,
+    accumulate: bool,
+    threads: usize,
+) {
+    let n = out.len();
+    let t = if n * k >= DOT_SPLIT {
+        (n.div_ceil(2).div_ceil(16) * 16).max(1)
+    } else {
+        n.max(1)
+    };
+    let _ = par_chunks_scratch(out, t, threads, &mut [0u8; 0], 0, |first, piece, _| {
+        for (i, cols) in piece.chunks_mut(t).enumerate() {
+            let c0 = (first + i) * t;
+            pulp::Arch::new().dispatch(DotRows {
+                a,
+                b: &b[c0 * k..(c0 + cols.len()) * k],
+                k,
+                out: cols,
+                alpha,
+                accumulate,
+            });
+        }
+        Ok::<(), KernelError>(())
+    });
+}
+
 struct DotRows<'a> {
     a: &'a [f32],
     b: &'a [f32],

@@ -876,6 +876,8 @@ fn gemm_is_thread_count_independent() {
         (300, 200, 150, false),
         (1, 2048, 1000, false),
         (1, 2055, 1003, true),
+        // Above the dot products' own split, below the GEMM's.
+        (1, 520, 300, true),
     ] {
         let a = rand_vec(m * k, 4);
         let b = rand_vec(k * n, 5);
@@ -1122,6 +1124,43 @@ fn winograd_matches_the_definition_and_is_threads_invariant(
     let pc = pc.prepare_input(&xs).unwrap();
     assert!(pc.uses_wino(&xs).unwrap(), "{xs:?} -> {c_out}");
     // Transforms reorder the sums: rounding-level differences only.
+    assert_runs_match(&pc, &x, &xs, &want, 1e-4, &[1, 2, 4]);
+}
+
+/// A classifier written as a 1x1 conv on a 1x1 plane (DenseNet's) runs as dot products over
+/// the weights' rows: the definition's result, bit-identical at any thread count (the rows
+/// are cut in two above a size), with and without bias, with a fused activation, batch 2.
+#[rstest]
+#[case(1024, 1000, true, Some(UnaryOp::Relu))]
+#[case(37, 21, false, None)]
+fn classifier_conv_on_a_1x1_plane_runs_as_dot_products(
+    #[case] c_in: usize,
+    #[case] c_out: usize,
+    #[case] with_bias: bool,
+    #[case] act: Option<UnaryOp>,
+) {
+    let xs = [2, c_in, 1, 1];
+    let ws = [c_out, c_in, 1, 1];
+    let x = rand_vec(2 * c_in, 61);
+    let w = rand_vec(c_out * c_in, 62);
+    let b = rand_vec(c_out, 63);
+    let bias = with_bias.then_some(&b[..]);
+    let a = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
+    let (want, _) = naive_conv(&x, &xs, &w, &ws, bias, &a);
+    let want: Vec<f32> = match act {
+        Some(UnaryOp::Relu) => want.iter().map(|v| v.max(0.0)).collect(),
+        _ => want,
+    };
+    let mut pc = PreparedConv::new(&w, &ws, bias, a).unwrap();
+    if let Some(act) = act {
+        pc = pc.with_activation(act);
+    }
+    let pc = pc.prepare_input(&xs).unwrap();
+    assert!(pc.uses_dot(&xs).unwrap());
+    assert!(
+        !pc.uses_dot(&[1, c_in, 2, 1]).unwrap(),
+        "a 2x1 plane is no dot case"
+    );
     assert_runs_match(&pc, &x, &xs, &want, 1e-4, &[1, 2, 4]);
 }
 

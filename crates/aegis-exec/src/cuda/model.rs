@@ -114,7 +114,7 @@ pub struct CudaPreparedModel {
     steps: Vec<Step>,
     schedule: StreamAssignment,
     events: Vec<Event>,
-    inputs: Vec<(TensorId, DeviceSlice)>,
+    inputs: Vec<crate::executor::InputSlot>,
     outputs: Vec<OutputSlot>,
     captured: Mutex<Captured>,
     launches: usize,

@@ -1033,22 +1033,24 @@ impl PreparedConv {
             && geo.out_plane() >= PW_MIN_PLANE
     }
 
-    /// A pointwise conv through [`PointwiseRows`]: whole groups per worker, or for one group
-    /// whole blocks of `PW_ROWS` output channels per worker.
+    /// A pointwise conv through [`PointwiseRows`]: whole groups per worker; for one group
+    /// whole blocks of `PW_ROWS` output channels per worker, or, with fewer than two blocks
+    /// per worker, a band of positions of every channel per worker.
     fn run_pointwise(&self, x: &[f32], out: &mut [f32], geo: &Geo, threads: usize) {
         let group = self.attrs.group;
         let c_out_g = self.c_out / group;
         let (p, kdim) = (geo.out_plane(), self.c_in_g);
         let w = self.weights.get();
         let offs: Vec<usize> = (0..kdim).map(|k| k * p).collect();
-        let rows = |co: usize, xg: &[f32], out: &mut [f32]| {
-            let n = out.len() / p;
+        let rows = |co: usize, xg: &[f32], out: &mut [&mut [f32]], q0: usize, q1: usize| {
+            let n = out.len();
             pulp::Arch::new().dispatch(PointwiseRows {
                 w: &w[co * kdim..(co + n) * kdim],
                 kdim,
                 x: xg,
                 offs: &offs,
-                p,
+                q0,
+                q1,
                 bias: self.bias.as_deref().map(|b| &b[co..co + n]),
                 act: self.activation,
                 out,
@@ -1058,14 +1060,41 @@ impl PreparedConv {
             par_chunks(out, c_out_g * p, threads, 1, |first, piece| {
                 for (gi, gout) in piece.chunks_mut(c_out_g * p).enumerate() {
                     let g = first + gi;
-                    rows(g * c_out_g, &x[g * kdim * p..(g + 1) * kdim * p], gout);
+                    let mut planes: Vec<&mut [f32]> = gout.chunks_mut(p).collect();
+                    rows(
+                        g * c_out_g,
+                        &x[g * kdim * p..(g + 1) * kdim * p],
+                        &mut planes,
+                        0,
+                        p,
+                    );
                 }
             });
-        } else {
-            par_chunks(out, PW_ROWS * p, threads, 1, |first, piece| {
-                rows(first * PW_ROWS, x, piece);
-            });
+            return;
         }
+        // SqueezeNet's 16-channel squeezes on 55x55 are 3 blocks: split by channels, two
+        // workers share them 2 : 1 and each reads the whole input; by positions each reads
+        // half of it.
+        let nw = workers(p.div_ceil(PW_POS_BAND), threads);
+        if nw > 1 && c_out_g < 2 * PW_ROWS * nw {
+            let per = p.div_ceil(nw).div_ceil(PW_POS_BAND) * PW_POS_BAND;
+            let bounds: Vec<usize> = (0..=nw).map(|i| (i * per).min(p)).collect();
+            let parts: Vec<(usize, Vec<&mut [f32]>)> = cut_planes(out, p, &bounds)
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| (bounds[i], r))
+                .collect();
+            let _ = par_workers(parts, |(q0, mut band)| {
+                let q1 = band.first().map_or(q0, |r| q0 + r.len());
+                rows(0, x, &mut band, q0, q1);
+                Ok::<(), KernelError>(())
+            });
+            return;
+        }
+        par_chunks(out, PW_ROWS * p, threads, 1, |first, piece| {
+            let mut planes: Vec<&mut [f32]> = piece.chunks_mut(p).collect();
+            rows(first * PW_ROWS, x, &mut planes, 0, p);
+        });
     }
 
     fn run_gemm(
@@ -1483,15 +1512,17 @@ impl PreparedConv {
                 if let Some(offs) = &tile_offs {
                     // Short reduction: the register-blocked kernel on the im2col tile
                     // (rows of `t` positions) beats the GEMM's packing.
+                    let mut st_rows: Vec<&mut [f32]> = st.chunks_mut(t).collect();
                     pulp::Arch::new().dispatch(PointwiseRows {
                         w: &self.weights.get()[co * kdim..(co + n) * kdim],
                         kdim,
                         x: lhs.data,
                         offs: &offs[..kdim],
-                        p: t,
+                        q0: 0,
+                        q1: t,
                         bias: None,
                         act: None,
-                        out: st,
+                        out: &mut st_rows,
                     });
                 } else {
                     host_sgemm(
@@ -2371,6 +2402,9 @@ const PW_L2_TILE_ELEMS: usize = 64 * 1024;
 const PW_MANY_ROWS: usize = 128;
 /// Output channels one direct pointwise step computes together.
 const PW_ROWS: usize = 6;
+/// Positions a worker's band of a position-split pointwise conv is a multiple of (one block
+/// of `PW_VECS` AVX-512 vectors).
+const PW_POS_BAND: usize = 32;
 /// Position vectors one direct pointwise step computes together (`PW_ROWS * PW_VECS`
 /// accumulators: enough independent FMA chains to hide their latency, few enough for AVX2's
 /// 16 registers).
@@ -2381,7 +2415,7 @@ const PW_VECS: usize = 2;
 /// one block of `PW_ROWS` channels by `PW_VECS` vectors of positions at a time. Each output
 /// element's arithmetic is the same whatever block it falls in, so any split of the rows
 /// between workers gives bit-identical results. Run through pulp's dispatch.
-struct PointwiseRows<'a> {
+struct PointwiseRows<'a, 'b> {
     /// `[rows, kdim]` filter rows of the channels in `out`.
     w: &'a [f32],
     kdim: usize,
@@ -2390,25 +2424,27 @@ struct PointwiseRows<'a> {
     /// Per reduction step, where its input run starts in `x` (`k * p` for planes or an
     /// im2col tile).
     offs: &'a [usize],
-    /// Positions per output row.
-    p: usize,
+    /// The positions `q0..q1` computed; row slices in `out` hold exactly those.
+    q0: usize,
+    q1: usize,
     /// The channels' biases, one per row of `out`.
     bias: Option<&'a [f32]>,
     act: Option<UnaryOp>,
-    /// `[rows, p]` output rows.
-    out: &'a mut [f32],
+    /// One output row per channel, each `q1 - q0` positions long (whole planes, or one
+    /// worker's band of every plane).
+    out: &'a mut [&'b mut [f32]],
 }
 
-impl pulp::WithSimd for PointwiseRows<'_> {
+impl pulp::WithSimd for PointwiseRows<'_, '_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
-        let (kdim, p, offs) = (self.kdim, self.p, self.offs);
-        if p == 0 {
+        let (kdim, offs, q0) = (self.kdim, self.offs, self.q0);
+        if self.q1 <= q0 {
             return;
         }
-        let rows = self.out.len() / p;
+        let rows = self.out.len();
         let block = PW_VECS * S::F32_LANES;
         // Relu and Clip in registers before the store; any other activation in a pass over
         // each block while it is still in L1.
@@ -2431,32 +2467,32 @@ impl pulp::WithSimd for PointwiseRows<'_> {
             PW_TILE_ELEMS / kdim.max(1)
         };
         let tile = tile.max(block) / block * block;
-        let mut t0 = 0;
-        while t0 < p {
-            let t1 = (t0 + tile).min(p);
+        let mut t0 = q0;
+        while t0 < self.q1 {
+            let t1 = (t0 + tile).min(self.q1);
             let mut r = 0;
             while r < rows {
                 let n = PW_ROWS.min(rows - r);
                 let w = &self.w[r * kdim..(r + n) * kdim];
                 let bias = self.bias.map(|b| &b[r..r + n]);
-                let out = &mut self.out[r * p..(r + n) * p];
+                let out = &mut self.out[r..r + n];
                 let x = self.x;
                 let mut p0 = t0;
                 while p0 < t1 {
                     let len = block.min(t1 - p0);
                     match n {
-                        6 => pw_block::<S, 6>(simd, w, kdim, x, offs, p, bias, vact, p0, len, out),
-                        5 => pw_block::<S, 5>(simd, w, kdim, x, offs, p, bias, vact, p0, len, out),
-                        4 => pw_block::<S, 4>(simd, w, kdim, x, offs, p, bias, vact, p0, len, out),
-                        3 => pw_block::<S, 3>(simd, w, kdim, x, offs, p, bias, vact, p0, len, out),
-                        2 => pw_block::<S, 2>(simd, w, kdim, x, offs, p, bias, vact, p0, len, out),
-                        _ => pw_block::<S, 1>(simd, w, kdim, x, offs, p, bias, vact, p0, len, out),
+                        6 => pw_block::<S, 6>(simd, w, kdim, x, offs, q0, bias, vact, p0, len, out),
+                        5 => pw_block::<S, 5>(simd, w, kdim, x, offs, q0, bias, vact, p0, len, out),
+                        4 => pw_block::<S, 4>(simd, w, kdim, x, offs, q0, bias, vact, p0, len, out),
+                        3 => pw_block::<S, 3>(simd, w, kdim, x, offs, q0, bias, vact, p0, len, out),
+                        2 => pw_block::<S, 2>(simd, w, kdim, x, offs, q0, bias, vact, p0, len, out),
+                        _ => pw_block::<S, 1>(simd, w, kdim, x, offs, q0, bias, vact, p0, len, out),
                     }
                     p0 += len;
                 }
                 if let Some(act) = rest {
-                    for row in out.chunks_mut(p) {
-                        with_unary(act, MapInPlace(&mut row[t0..t1]));
+                    for row in out.iter_mut() {
+                        with_unary(act, MapInPlace(&mut row[t0 - q0..t1 - q0]));
                     }
                 }
                 r += n;
@@ -2475,17 +2511,17 @@ fn pw_block<S: pulp::Simd, const R: usize>(
     kdim: usize,
     x: &[f32],
     offs: &[usize],
-    p: usize,
+    q0: usize,
     bias: Option<&[f32]>,
     act: DwAct,
     p0: usize,
     len: usize,
-    out: &mut [f32],
+    out: &mut [&mut [f32]],
 ) {
     if len == PW_VECS * S::F32_LANES {
-        pw_block_n::<S, R, true>(simd, w, kdim, x, offs, p, bias, act, p0, len, out);
+        pw_block_n::<S, R, true>(simd, w, kdim, x, offs, q0, bias, act, p0, len, out);
     } else {
-        pw_block_n::<S, R, false>(simd, w, kdim, x, offs, p, bias, act, p0, len, out);
+        pw_block_n::<S, R, false>(simd, w, kdim, x, offs, q0, bias, act, p0, len, out);
     }
 }
 
@@ -2499,12 +2535,12 @@ fn pw_block_n<S: pulp::Simd, const R: usize, const FULL: bool>(
     kdim: usize,
     x: &[f32],
     offs: &[usize],
-    p: usize,
+    q0: usize,
     bias: Option<&[f32]>,
     act: DwAct,
     p0: usize,
     len: usize,
-    out: &mut [f32],
+    out: &mut [&mut [f32]],
 ) {
     let lanes = S::F32_LANES;
     let mut acc = [[simd.splat_f32s(0.0); PW_VECS]; R];
@@ -2528,7 +2564,7 @@ fn pw_block_n<S: pulp::Simd, const R: usize, const FULL: bool>(
         },
     );
     for r in 0..R {
-        let dst = &mut out[r * p + p0..r * p + p0 + len];
+        let dst = &mut out[r][p0 - q0..p0 - q0 + len];
         for v in 0..PW_VECS {
             let a = act.apply(simd, acc[r][v]);
             let lo = (v * lanes).min(len);

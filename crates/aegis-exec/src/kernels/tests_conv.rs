@@ -370,6 +370,33 @@ fn pointwise_fused_activation_is_threads_invariant() {
     }
 }
 
+/// A pointwise conv with few output channels (SqueezeNet's 16-channel squeezes) is split
+/// between workers by bands of positions: the definition's result, bit-identical at 1, 2
+/// and 4 threads, with the activation in registers (Clip) and in a pass after (LeakyRelu),
+/// bands ending inside a block of positions (33x33).
+#[rstest]
+#[case(UnaryOp::Clip { min: -0.5, max: 0.5 })]
+#[case(UnaryOp::LeakyRelu { alpha: 0.25 })]
+fn pointwise_few_channels_split_by_positions(#[case] act: UnaryOp) {
+    let (xs, ws) = ([1, 64, 33, 33], [16, 64, 1, 1]);
+    let x = rand_vec(xs.iter().product(), 13);
+    let w = rand_vec(ws.iter().product(), 14);
+    let b = rand_vec(16, 15);
+    let a = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
+    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
+    let want: Vec<f32> = match act {
+        UnaryOp::Clip { min, max } => want.iter().map(|v| v.clamp(min, max)).collect(),
+        _ => want
+            .iter()
+            .map(|&v| if v < 0.0 { 0.25 * v } else { v })
+            .collect(),
+    };
+    let pc = PreparedConv::new(&w, &ws, Some(&b), a)
+        .unwrap()
+        .with_activation(act);
+    assert_runs_match(&pc, &x, &xs, &want, 1e-5, &[1, 2, 4]);
+}
+
 #[test]
 fn pointwise_short_reduction_tiles_with_any_activation() {
     // K = 16: tiles of 384 positions (1600 = 4 tiles + a partial one), 14 channels (6 + 6 + 2),

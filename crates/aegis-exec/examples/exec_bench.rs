@@ -3,7 +3,10 @@
 //! medians from ../shared/bench/baselines.md (measured on this machine kind by
 //! ../shared/bench/ort_bench.py; re-run it beside this for a same-run comparison).
 //!
-//! Usage: exec_bench [MODEL_DIR_NAME...] [--iters N] [--rss] [--threads N] [--no-tract]
+//! Usage: exec_bench [MODEL...] [--iters N] [--rss] [--threads N] [--no-tract] [--ops]
+//! (`--help` prints it; an unknown option is an error). MODEL is a folder name under
+//! ../shared/models or a path to a model folder; a folder without meta.json gets a row
+//! saying so.
 //! With `--rss` and exactly one model, also prints this process's peak RSS (VmHWM).
 //! `--threads N` times aegis at N threads only (the 2T column then shows N threads);
 //! `--no-tract` skips tract (profiling runs).
@@ -117,8 +120,32 @@ fn print_profile(model: &str, threads: usize, times: &[aegis_exec::NodeTime]) {
     }
 }
 
+const USAGE: &str =
+    "Usage: exec_bench [MODEL...] [--iters N] [--rss] [--threads N] [--no-tract] [--ops]
+MODEL: a folder name under ../shared/models, or a path to a model folder (with meta.json);
+none: every shared model.";
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
+    const FLAGS: [&str; 6] = [
+        "--iters",
+        "--rss",
+        "--no-tract",
+        "--ops",
+        "--threads",
+        "--help",
+    ];
+    if let Some(bad) = args
+        .iter()
+        .find(|a| a.starts_with('-') && !FLAGS.contains(&a.as_str()))
+    {
+        eprintln!("exec_bench: unknown option {bad}\n{USAGE}");
+        std::process::exit(2);
+    }
     let iters = args
         .iter()
         .position(|a| a == "--iters")
@@ -156,14 +183,27 @@ fn main() {
     let ort = ort_baselines();
     println!("| model | aegis 1T (ms) | aegis 2T (ms) | tract 1T (ms) | aegis/tract 1T | ORT 1T / 2T (ms, baselines.md) | aegis/ORT 1T | aegis/ORT 2T | aegis CPU ms/run 1T / 2T |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for name in &names {
-        let dir = shared().join("models").join(name);
+    for arg in &names {
+        // A path to a model folder, or a folder name under ../shared/models.
+        let given = std::path::Path::new(arg);
+        let dir = if given.join("meta.json").exists() {
+            given.to_path_buf()
+        } else {
+            shared().join("models").join(arg)
+        };
+        let name = dir
+            .file_name()
+            .map_or_else(|| arg.clone(), |n| n.to_string_lossy().into_owned());
+        let name = &name;
         let meta: serde_json::Value = match std::fs::read_to_string(dir.join("meta.json"))
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())
         {
             Some(m) => m,
-            None => continue,
+            None => {
+                println!("| {arg} | no readable meta.json in {} |", dir.display());
+                continue;
+            }
         };
         let mut opts = LoadOptions::default();
         let mut shapes = Vec::new();

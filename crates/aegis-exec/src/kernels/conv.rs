@@ -1,8 +1,12 @@
 //! Convolution (ONNX `Conv`) and transposed convolution (`ConvTranspose`), NCHW (NCW,
 //! NCDHW), f32.
 //!
-//! Nine paths, chosen from the weights and the input shape, which is static once a model is
+//! Ten paths, chosen from the weights and the input shape, which is static once a model is
 //! loaded:
+//! - **dot products** (one group, a 1x1 conv on a 1x1 plane: a classifier written as a conv,
+//!   as in DenseNet): one dot product of a filter row with the input's channels per output
+//!   channel, the rows cut in two between workers above a size (`matmul::dot_rows`, shared
+//!   with `Gemm` on one row);
 //! - **depthwise, small planes** (`group == C_in == C_out`, stride 1, output the input's size,
 //!   planes of up to 28x28, 3 or 5 kernel columns): the output plane itself is the flat grid,
 //!   the input copied once per channel between zero margins, taps summed per kernel column
@@ -22,8 +26,9 @@
 //!   accumulate every tap in registers, through `pulp`'s run-time dispatch to AVX-512/AVX2
 //!   (1-D and 2-D; 3-D keeps a direct loop);
 //! - **Winograd F(2x2, 3x3)** (one group, 3x3 stride 1, >= 128 input and >= 64 output
-//!   channels, planes of 14x14 and wider, filters up to 512 x 512 (above 256 x 256 on 28x28
-//!   and wider); needs [`PreparedConv::prepare_input`], which transforms the filter once):
+//!   channels, planes of 14x14 and wider (32 output channels from 56x56), filters up to
+//!   512 x 512 (above 256 x 256 on 28x28 and wider); needs [`PreparedConv::prepare_input`],
+//!   which transforms the filter once):
 //!   16 products of
 //!   transformed tiles instead of 9 taps per output, 2.25x fewer multiply-adds (`conv_wino`;
 //!   `kernel_bench` 256->256 on 56x56, 1 thread: 36-39 -> 26-33 ms; with 64 input channels
@@ -41,8 +46,9 @@
 //! - **pointwise** (all kernel extents 1, strides 1, no padding): straight from the input,
 //!   no im2col; with a short reduction and a small filter (K <= 128, <= 64 Ki elements per
 //!   group, planes of >= 16 positions) the register-blocked direct kernel [`PointwiseRows`]
-//!   (6 channels x 2 vectors of positions, FMAs over K, bias and activation fused), else one
-//!   GEMM per tile;
+//!   (6 channels x 2 vectors of positions, FMAs over K, bias and activation fused; workers
+//!   share blocks of channels, or bands of positions when there are fewer than two blocks
+//!   per worker), else one GEMM per tile;
 //! - **general**: im2col of a tile of output positions into caller-provided scratch, then
 //!   GEMM against the weights ([`PointwiseRows`] on the tile instead when K and the filter
 //!   are as small as above, e.g. a first 3x3 conv over RGB).

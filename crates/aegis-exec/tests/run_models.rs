@@ -84,18 +84,24 @@ fn matches_reference_and_is_deterministic_across_streams(#[case] name: &str) {
     }
 }
 
-/// Inputs are uploaded through host buffers the model reuses from one inference to the next:
-/// every inference still sees its own input (a different input in between changes the
-/// output, and the first input again gives its first output bit for bit), also when
-/// inferences are enqueued back to back without waiting.
-#[test]
-fn reused_upload_buffers_carry_each_inferences_own_input() {
+/// lightrand-squeezenet prepared with the default options, and one stream to run it on.
+fn squeezenet_on_one_stream() -> (Case, PreparedModel, Stream) {
     let case = load_case("lightrand-squeezenet");
     let device = Device::host();
     let pool = DeviceMemoryPool::new(&device, 1 << 30);
     let model =
         PreparedModel::prepare(Arc::clone(&case.graph), &pool, &ExecOptions::default()).unwrap();
     let s = Stream::new(&device, StreamPriority::NORMAL).unwrap();
+    (case, model, s)
+}
+
+/// Inputs are uploaded through host buffers the model reuses from one inference to the next:
+/// every inference still sees its own input (a different input in between changes the
+/// output, and the first input again gives its first output bit for bit), also when
+/// inferences are enqueued back to back without waiting.
+#[test]
+fn reused_upload_buffers_carry_each_inferences_own_input() {
+    let (case, model, s) = squeezenet_on_one_stream();
     let a = case.inputs.clone();
     let x = a[0].to_f32().unwrap();
     let half: Vec<f32> = x.iter().map(|v| v * 0.5).collect();
@@ -117,12 +123,7 @@ fn reused_upload_buffers_carry_each_inferences_own_input() {
 
 #[test]
 fn wrong_inputs_are_typed_errors() {
-    let case = load_case("lightrand-squeezenet");
-    let device = Device::host();
-    let pool = DeviceMemoryPool::new(&device, 1 << 30);
-    let model =
-        PreparedModel::prepare(Arc::clone(&case.graph), &pool, &ExecOptions::default()).unwrap();
-    let s = Stream::new(&device, StreamPriority::NORMAL).unwrap();
+    let (_, model, s) = squeezenet_on_one_stream();
     let bad = HostTensor::from_f32(vec![1, 3, 2, 2], &[0.0; 12]).unwrap();
     let err = Executor::run(&model, &[bad], &[&s]).unwrap_err();
     assert!(

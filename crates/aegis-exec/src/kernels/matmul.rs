@@ -144,10 +144,6 @@ pub(crate) fn gemm_tiled(
     }
 }
 
-/// `out[j] = alpha * dot(a, b[j * k..(j + 1) * k]) (+ out[j] if accumulate)`, four rows of
-/// `b` at a time, two vectors of each in flight (the rows stream from memory; a large fully
-/// connected layer is bound by that stream). Every output's sum is the same fixed order of
-/// lane-wise FMAs and one horizontal reduction, whichever tile or thread computes it.
 /// `out[j] = alpha * dot(a, b[j * k..(j + 1) * k]) (+ out[j] if accumulate)` for every row
 /// `j` of `b` (`out.len()` rows of `k`): a fully connected layer on one input row. The rows
 /// are cut into two fixed halves once `b` holds [`DOT_SPLIT`] elements, so both cores stream
@@ -183,6 +179,10 @@ pub(crate) fn dot_rows(
     });
 }
 
+/// `out[j] = alpha * dot(a, b[j * k..(j + 1) * k]) (+ out[j] if accumulate)`, four rows of
+/// `b` at a time, two vectors of each in flight (the rows stream from memory; a large fully
+/// connected layer is bound by that stream). Every output's sum is the same fixed order of
+/// lane-wise FMAs and one horizontal reduction, whichever tile or thread computes it.
 struct DotRows<'a> {
     a: &'a [f32],
     b: &'a [f32],

@@ -1276,3 +1276,85 @@ fn gemms_sharing_a_constant_b_share_its_untransposed_copy() {
         assert!((g - w).abs() <= 1e-4, "element {i}: {g} vs {w}");
     }
 }
+
+#[test]
+fn size_and_integer_neg_fold_into_the_shapes_they_feed() {
+    // Expanded LayerNormalization's shape arithmetic: Size of a Shape (the rank) and Neg of
+    // a constant axis feed a ConstantOfShape, which must be known at load.
+    let m = Model::new(17)
+        .input("x", F32, &[2, 3, 4])
+        .init(tensor_i64("axis", &[1], &[-2]))
+        .op("Shape", &["x"], &["shape"], vec![])
+        .op("Size", &["shape"], &["rank"], vec![])
+        .op("Size", &["x"], &["numel"], vec![])
+        .op("Neg", &["axis"], &["n"], vec![])
+        .op(
+            "ConstantOfShape",
+            &["n"],
+            &["ones"],
+            vec![attr_t("value", tensor_i64("", &[1], &[1]))],
+        )
+        .op("Add", &["x", "x"], &["y"], vec![])
+        .output_any("y", F32)
+        .output_any("rank", I64)
+        .output_any("numel", I64)
+        .output_any("ones", I64);
+    let g = load(&m);
+    assert_eq!(only_op(&g), &Op::Add);
+    let data = |i: usize| g.constant_data(g.outputs()[i]);
+    assert_eq!(data(1), Some(&TensorData::I64(vec![3])));
+    assert!(
+        g.tensor(g.outputs()[1]).shape.is_empty(),
+        "Size is a scalar"
+    );
+    assert_eq!(data(2), Some(&TensorData::I64(vec![24])));
+    assert_eq!(data(3), Some(&TensorData::I64(vec![1, 1])));
+}
+
+#[test]
+fn cast_like_takes_the_second_inputs_type_and_reduce_l1_l2_run() {
+    let m = Model::new(18)
+        .input("x", F32, &[2, 3])
+        .input("like", I64, &[1])
+        .init(tensor_i64("axes", &[1], &[1]))
+        .op("CastLike", &["x", "like"], &["xi"], vec![])
+        .op(
+            "ReduceL1",
+            &["x", "axes"],
+            &["l1"],
+            vec![attr_i("keepdims", 0)],
+        )
+        .op(
+            "ReduceL2",
+            &["x", "axes"],
+            &["l2"],
+            vec![attr_i("keepdims", 0)],
+        )
+        .op("Add", &["l1", "l2"], &["y"], vec![])
+        .output_any("y", F32)
+        .output_any("xi", I64);
+    let g = load(&m);
+    let xi = g.outputs()[1];
+    assert_eq!(g.tensor(xi).dtype, aegis_exec::DType::I64);
+    assert!(g.operators().iter().any(|n| n.op
+        == Op::Cast {
+            to: aegis_exec::DType::I64
+        }));
+    let g = Arc::new(g);
+    let device = Device::host();
+    let pool = DeviceMemoryPool::new(&device, 1 << 20);
+    let model = PreparedModel::prepare(Arc::clone(&g), &pool, &ExecOptions::default()).unwrap();
+    let stream = Stream::new(&device, StreamPriority::NORMAL).unwrap();
+    let x = HostTensor::from_f32(vec![2, 3], &[3.0, -4.0, 0.0, 1.5, 2.0, -6.0]).unwrap();
+    let like = HostTensor::from_data(vec![1], &TensorData::I64(vec![0]));
+    let outs = Executor::run(&model, &[x, like], &[&stream]).unwrap();
+    // Row 0: L1 7, L2 5; row 1: L1 9.5, L2 sqrt(2.25 + 4 + 36) = 6.5.
+    assert_eq!(outs[0].to_f32().unwrap(), vec![12.0, 16.0]);
+    assert_eq!(outs[1].dtype, aegis_exec::DType::I64);
+    let xi: Vec<i64> = outs[1]
+        .data
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(xi, vec![3, -4, 0, 1, 2, -6]);
+}

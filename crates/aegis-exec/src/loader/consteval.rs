@@ -5,7 +5,7 @@
 //! division by zero is an error).
 
 use crate::error::ExecError;
-use crate::graph::{DType, Op, TensorData};
+use crate::graph::{DType, MathFn, Op, TensorData};
 use crate::loader::node::NodeCtx;
 use crate::loader::tensor::{checked_bytes, MAX_CONSTANT_BYTES};
 
@@ -165,6 +165,38 @@ pub(crate) fn eval(
             one(TensorData::F32(
                 x.iter().map(|&v| v.max(*min).min(*max)).collect(),
             ))
+        }
+        // Shape arithmetic (`Neg` of an axis in expanded LayerNormalization): integers only,
+        // so no float function is evaluated differently from the runtime kernel.
+        Op::Math {
+            f: f @ (MathFn::Neg | MathFn::Abs),
+        } => {
+            let neg = *f == MathFn::Neg;
+            match args[0].0 {
+                TensorData::I64(v) => one(TensorData::I64(
+                    v.iter()
+                        .map(|&x| {
+                            if neg {
+                                x.wrapping_neg()
+                            } else {
+                                x.wrapping_abs()
+                            }
+                        })
+                        .collect(),
+                )),
+                TensorData::I32(v) => one(TensorData::I32(
+                    v.iter()
+                        .map(|&x| {
+                            if neg {
+                                x.wrapping_neg()
+                            } else {
+                                x.wrapping_abs()
+                            }
+                        })
+                        .collect(),
+                )),
+                _ => Ok(None),
+            }
         }
         Op::Cast { to } => one(cast(args[0].0, *to)),
         Op::Transpose { perm } => {

@@ -27,6 +27,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("AveragePool", 7),
     ("BatchNormalization", 7),
     ("Cast", 7),
+    ("CastLike", 15),
     ("Ceil", 7),
     ("Celu", 12),
     ("Clip", 7),
@@ -86,6 +87,8 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Pow", 7),
     ("Range", 11),
     ("Reciprocal", 7),
+    ("ReduceL1", 7),
+    ("ReduceL2", 7),
     ("ReduceLogSum", 7),
     ("ReduceLogSumExp", 7),
     ("ReduceMax", 7),
@@ -108,6 +111,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Sign", 9),
     ("Sin", 7),
     ("Sinh", 9),
+    ("Size", 7),
     ("Slice", 7),
     ("Softmax", 7),
     ("Softplus", 7),
@@ -197,6 +201,7 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         }
         "Clip" => clip(c),
         "Cast" => cast(c),
+        "CastLike" => cast_like(c),
         "Conv" => conv(c),
         "ConvTranspose" => conv_transpose(c),
         "BatchNormalization" => batch_norm(c),
@@ -401,6 +406,17 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             Ok(Inferred::Const(vec![(
                 vec![dims.len()],
                 TensorData::I64(dims),
+            )]))
+        }
+        "Size" => {
+            // The element count, known at load like the shape it comes from.
+            c.arity(1, 1)?;
+            let x = c.input(0)?;
+            let n = checked_numel(&x.shape).ok_or_else(|| c.overflow("Size"))?;
+            let n = i64::try_from(n).map_err(|_| c.overflow("Size"))?;
+            Ok(Inferred::Const(vec![(
+                Vec::new(),
+                TensorData::I64(vec![n]),
             )]))
         }
         "ConstantOfShape" => {
@@ -623,6 +639,14 @@ fn cast(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         to_dtype,
         x.shape.clone(),
     ))
+}
+
+/// `CastLike`: a `Cast` to the element type of the second input (whose values are unused).
+fn cast_like(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let x = c.input(0)?;
+    let to = c.input(1)?.dtype;
+    Ok(node(Op::Cast { to }, vec![0], to, x.shape.clone()))
 }
 
 /// Spatial attributes shared by Conv, ConvTranspose and the pools.

@@ -1739,6 +1739,55 @@ impl NodeKernel {
                 *reverse,
                 view_mut(l, &mut writes[0])?,
             )?),
+            Op::GatherNd { batch_dims } => by_dtype!(dt(0), |view, view_mut| k::gather_nd(
+                view(l, inb(0))?,
+                shape(0),
+                i64s(l, inb(1))?,
+                shape(1),
+                *batch_dims,
+                view_mut(l, &mut writes[0])?,
+            )?),
+            Op::Hardmax { axis, flatten_2d } => k::hardmax(
+                f32s(l, inb(0))?,
+                shape(0),
+                *axis,
+                *flatten_2d,
+                f32s_mut(l, &mut writes[0])?,
+            )?,
+            Op::MeanVarianceNormalization { axes } => k::mean_variance_norm(
+                f32s(l, inb(0))?,
+                shape(0),
+                axes,
+                f32s_mut(l, &mut writes[0])?,
+            )?,
+            Op::GroupNormalization { groups, epsilon } => k::group_norm(
+                f32s(l, inb(0))?,
+                shape(0),
+                *groups,
+                f32s(l, inb(1))?,
+                f32s(l, inb(2))?,
+                *epsilon,
+                f32s_mut(l, &mut writes[0])?,
+                t,
+            )?,
+            Op::LpPool {
+                kernel_shape,
+                strides,
+                pads,
+                dilations,
+                ceil_mode,
+                p,
+            } => {
+                let a = pool_attrs(kernel_shape, strides, pads, dilations, *ceil_mode, false);
+                k::lp_pool(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    &a,
+                    *p,
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
             Op::Trilu { k: kk, upper } => by_dtype!(dt(0), |view, view_mut| k::trilu(
                 view(l, inb(0))?,
                 shape(0),

@@ -1358,3 +1358,55 @@ fn cast_like_takes_the_second_inputs_type_and_reduce_l1_l2_run() {
         .collect();
     assert_eq!(xi, vec![3, -4, 0, 1, 2, -6]);
 }
+
+#[test]
+fn global_lp_pool_eye_like_and_group_norm_parameter_shapes() {
+    // GlobalLpPool: one window over each whole plane.
+    let m = Model::new(13)
+        .input("x", F32, &[1, 2, 2, 2])
+        .op("GlobalLpPool", &["x"], &["y"], vec![attr_i("p", 2)])
+        .output_any("y", F32);
+    let g = Arc::new(load(&m));
+    assert_eq!(out_shape(&g), vec![1, 2, 1, 1]);
+    let x = vec![1.0, 2.0, 2.0, 4.0, 0.0, 3.0, 0.0, -4.0];
+    assert_eq!(run_f32(&g, &[(vec![1, 2, 2, 2], x)]), vec![5.0, 5.0]);
+
+    // EyeLike folds to a constant of its input's static shape.
+    let m = Model::new(13)
+        .input("x", F32, &[2, 3])
+        .op(
+            "EyeLike",
+            &["x"],
+            &["eye"],
+            vec![attr_i("k", 1), attr_i("dtype", 7)],
+        )
+        .op("Add", &["x", "x"], &["y"], vec![])
+        .output_any("y", F32)
+        .output_any("eye", I64);
+    let g = load(&m);
+    assert_eq!(
+        g.constant_data(g.outputs()[1]),
+        Some(&TensorData::I64(vec![0, 1, 0, 0, 0, 1]))
+    );
+
+    // GroupNormalization: scale and bias per group at opset 18, per channel at 21.
+    let gn = |opset: i64, params: i64| {
+        let m = Model::new(opset)
+            .input("x", F32, &[1, 4, 2])
+            .init(tensor_f32("s", &[params], &vec![1.0; params as usize]))
+            .init(tensor_f32("b", &[params], &vec![0.0; params as usize]))
+            .op(
+                "GroupNormalization",
+                &["x", "s", "b"],
+                &["y"],
+                vec![attr_i("num_groups", 2)],
+            )
+            .output_any("y", F32);
+        ExecutionGraph::from_bytes(&m.bytes(), "gn", &LoadOptions::default())
+    };
+    assert!(gn(18, 2).is_ok());
+    assert!(gn(21, 4).is_ok());
+    let err = gn(18, 4).unwrap_err().to_string();
+    assert!(err.contains("scale [4] is not [2]"), "{err}");
+    assert!(gn(21, 2).is_err());
+}

@@ -247,6 +247,56 @@ pub fn scatter_nd<T: ScatterValue>(
     Ok(())
 }
 
+/// ONNX GatherND: the first `batch_dims` axes of `data` and `indices` are shared; the last
+/// axis of `indices` holds tuples of `k` indices into the next `k` axes of `data`, and each
+/// tuple selects the slice of the remaining axes. `out` has shape
+/// `indices.shape[..q-1] ++ data.shape[batch_dims + k..]`.
+///
+/// # Errors
+/// Shape or length mismatches, an index out of range.
+pub fn gather_nd<T: Copy>(
+    data: &[T],
+    data_shape: &[usize],
+    indices: &[i64],
+    indices_shape: &[usize],
+    batch_dims: usize,
+    out: &mut [T],
+) -> KernelResult<()> {
+    const OP: &str = "GatherND";
+    check_len(OP, "data", data.len(), numel(OP, data_shape)?)?;
+    check_len(OP, "indices", indices.len(), numel(OP, indices_shape)?)?;
+    let mismatch = || KernelError::ShapeMismatch {
+        op: OP,
+        a: data_shape.to_vec(),
+        b: indices_shape.to_vec(),
+    };
+    let q = indices_shape.len();
+    let b = batch_dims;
+    let k = match indices_shape.last() {
+        Some(&k) if b < q && b + k <= data_shape.len() && data_shape[..b] == indices_shape[..b] => {
+            k
+        }
+        _ => return Err(mismatch()),
+    };
+    let batches: usize = data_shape[..b].iter().product();
+    let per_batch: usize = data_shape[b..].iter().product();
+    let tuples: usize = indices_shape[b..q - 1].iter().product();
+    let slice: usize = data_shape[b + k..].iter().product();
+    check_len(OP, "output", out.len(), batches * tuples * slice)?;
+    let st = strides(&data_shape[b..]);
+    for bi in 0..batches {
+        for t in 0..tuples {
+            let tuple = &indices[(bi * tuples + t) * k..][..k];
+            let mut base = bi * per_batch;
+            for (a, &i) in tuple.iter().enumerate() {
+                base += resolve_index(OP, i, data_shape[b + a])? * st[a];
+            }
+            out[(bi * tuples + t) * slice..][..slice].copy_from_slice(&data[base..base + slice]);
+        }
+    }
+    Ok(())
+}
+
 /// ONNX OneHot: `out` has `indices`' shape with an axis of `depth` inserted at `axis`
 /// (`0..=rank`); the element is `on` where the index (negative counts from `depth`) equals the
 /// position along that axis, else `off`. Indices out of range give an all-`off` row (the

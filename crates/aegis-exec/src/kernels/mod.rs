@@ -75,7 +75,8 @@
 //! Pooling and normalisation:
 //! - `PoolAttrs { kernel, strides, dilations, pads_begin, pads_end, ceil_mode,
 //!   count_include_pad }`, `PoolAttrs::new(kernel)`, `pool_output_spatial(input_spatial, &PoolAttrs)`
-//! - `pool(PoolKind::{Max, Average}, x, x_shape, &PoolAttrs, out, threads)`
+//! - `pool(PoolKind::{Max, Average}, x, x_shape, &PoolAttrs, out, threads)`,
+//!   `lp_pool(x, x_shape, &PoolAttrs, p, out, threads)`
 //! - `global_pool(max: bool, x, x_shape, out, threads)`
 //! - `lrn(x, x_shape, &LrnAttrs { alpha, beta, bias, size }, out, threads)`
 //! - `batch_norm(x, x_shape, scale, bias, mean, var, epsilon, out, threads)`,
@@ -84,13 +85,16 @@
 //! - `layer_norm(x, x_shape, axis, scale, bias: Option, epsilon, out, threads)`
 //! - `layer_norm_stats(x, x_shape, axis, epsilon, mean: Option, inv_std_dev: Option)`
 //! - `softmax(SoftmaxKind::{Softmax, LogSoftmax}, x, x_shape, axis, out, threads)` (opset 13+),
-//!   `softmax_legacy(kind, x, x_shape, axis, out, threads)` (opset < 13: flatten at `axis`)
+//!   `softmax_legacy(kind, x, x_shape, axis, out, threads)` (opset < 13: flatten at `axis`),
+//!   `hardmax(x, x_shape, axis, flatten_2d, out)`
 //! - `reduce_output_shape(x_shape, axes, keepdims)`,
 //!   `reduce(ReduceOp::{Mean, Sum, Max, Min}, x, x_shape, axes, out, threads)`
 //! - `reduce_any<T: Reducible>(ReduceAny::{Sum, Mean, Max, Min, Prod, L1, L2, SumSquare, LogSum,
 //!   LogSumExp}, x, x_shape, axes, out, threads)` (f32, i32, i64, bool as u8; any axes),
 //!   `arg_reduce(max, select_last_index, x, x_shape, axis, out: &mut [i64], threads)`,
-//!   `instance_norm(x, x_shape, scale, bias, epsilon, out, threads)`
+//!   `instance_norm(x, x_shape, scale, bias, epsilon, out, threads)`,
+//!   `group_norm(x, x_shape, groups, scale, bias, epsilon, out, threads)`,
+//!   `mean_variance_norm(x, x_shape, axes, out)`
 //! - `map(op_name, x, out, threads, f)`, `map_inplace(data, threads, f)`: scalar maps for the
 //!   rarer one-input ops; `softplus`, `sign_f32`
 //!
@@ -105,7 +109,8 @@
 //!   SpaceToDepth)
 //! - `gather(data, data_shape, indices: &[i64 | i32], indices_shape, axis, out)`
 //! - indexing: `gather_elements`, `scatter_elements` / `scatter_nd` (with
-//!   `ScatterReduction::{None, Add, Mul, Max, Min}`), `one_hot`, `top_k`, `cumsum`, `trilu`
+//!   `ScatterReduction::{None, Add, Mul, Max, Min}`), `gather_nd`, `one_hot`, `top_k`,
+//!   `cumsum`, `trilu`
 //! - `pad(x, x_shape, pads_begin: &[i64], pads_end: &[i64], PadMode::{Constant(v), Reflect,
 //!   Edge, Wrap}, out)`
 //! - `resize(x, x_shape, out_shape, scales, ResizeMode::{Nearest(NearestMode), Linear},
@@ -164,17 +169,21 @@ pub use elementwise::{
 };
 pub use error::{KernelError, KernelResult};
 pub use indexing::{
-    cumsum, gather_elements, one_hot, scatter_elements, scatter_nd, top_k, trilu, Accumulate,
-    ScatterReduction, ScatterValue,
+    cumsum, gather_elements, gather_nd, one_hot, scatter_elements, scatter_nd, top_k, trilu,
+    Accumulate, ScatterReduction, ScatterValue,
 };
 pub use map::{map, map_inplace, sign_f32, softplus};
 pub use matmul::{gemm, matmul, matmul_output_shape, GemmAttrs};
 pub use norm::{
-    batch_norm, batch_norm_coefficients, channel_affine, channel_affine_act, layer_norm,
+    batch_norm, batch_norm_coefficients, channel_affine, channel_affine_act, hardmax, layer_norm,
     layer_norm_stats, reduce, reduce_output_shape, softmax, softmax_legacy, ReduceOp, SoftmaxKind,
 };
-pub use pool::{global_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind};
-pub use reduce::{arg_reduce, instance_norm, reduce_any, ReduceAny, Reducible};
+pub use pool::{
+    global_pool, lp_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind,
+};
+pub use reduce::{
+    arg_reduce, group_norm, instance_norm, mean_variance_norm, reduce_any, ReduceAny, Reducible,
+};
 #[cfg(feature = "cuda")]
 pub(crate) use resize::{nearest_index, original_coord};
 pub use resize::{

@@ -332,6 +332,52 @@ pub fn softmax_legacy(
     softmax_blocks(kind, x, numel(OP, x_shape)?, n, 1, out, threads)
 }
 
+/// ONNX `Hardmax`: 1 at the first largest element of each row and 0 elsewhere. A row runs
+/// along the single axis `axis` (opset 13+), or with `flatten_2d` (opset < 13) over the
+/// flattened `shape[axis..]`. NaN counts as the largest value (as numpy's `argmax`, which
+/// the specification's reference uses).
+///
+/// # Errors
+/// Axis out of range or length mismatches.
+pub fn hardmax(
+    x: &[f32],
+    x_shape: &[usize],
+    axis: usize,
+    flatten_2d: bool,
+    out: &mut [f32],
+) -> KernelResult<()> {
+    const OP: &str = "Hardmax";
+    let r = x_shape.len();
+    if axis > r || (!flatten_2d && axis == r) {
+        return Err(invalid(OP, "axis", format!("{axis} for rank {r}")));
+    }
+    let total = numel(OP, x_shape)?;
+    check_len(OP, "X", x.len(), total)?;
+    check_len(OP, "Y", out.len(), total)?;
+    let (n, inner) = if flatten_2d {
+        (x_shape[axis..].iter().product::<usize>(), 1)
+    } else {
+        (x_shape[axis], x_shape[axis + 1..].iter().product())
+    };
+    out.fill(0.0);
+    if n == 0 || inner == 0 {
+        return Ok(());
+    }
+    for (xb, ob) in x.chunks(n * inner).zip(out.chunks_mut(n * inner)) {
+        for i in 0..inner {
+            let mut best = 0;
+            for j in 1..n {
+                let (v, m) = (xb[j * inner + i], xb[best * inner + i]);
+                if !m.is_nan() && (v > m || v.is_nan()) {
+                    best = j;
+                }
+            }
+            ob[best * inner + i] = 1.0;
+        }
+    }
+    Ok(())
+}
+
 /// Softmax over blocks `[n, inner]`: element `(j, i)` of block `b` at `(b * n + j) * inner + i`,
 /// normalised over `j`.
 fn softmax_blocks(

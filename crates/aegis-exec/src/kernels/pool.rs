@@ -141,6 +141,90 @@ pub fn pool(
     pool_paths(kind, x, x_shape, a, out, threads, true)
 }
 
+/// ONNX LpPool (and GlobalLpPool as a window over the whole plane): per output,
+/// `(sum over the window's taps of |x|^p)^(1/p)`. Padding contributes zeros, so only the
+/// in-bounds taps are summed, in window order (the result does not depend on `threads`).
+///
+/// # Errors
+/// `p < 1`, a rank below 3, or shape and length mismatches.
+pub fn lp_pool(
+    x: &[f32],
+    x_shape: &[usize],
+    a: &PoolAttrs,
+    p: i64,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "LpPool";
+    if x_shape.len() < 3 {
+        return Err(KernelError::ShapeMismatch {
+            op: OP,
+            a: x_shape.to_vec(),
+            b: a.kernel.clone(),
+        });
+    }
+    let p = match i32::try_from(p) {
+        Ok(p) if p >= 1 => p,
+        _ => return Err(invalid(OP, "p", format!("{p} (must be at least 1)"))),
+    };
+    let osp = pool_output_spatial(&x_shape[2..], a)?;
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    let planes = x_shape[0] * x_shape[1];
+    let (i3, o3) = (pad3(&x_shape[2..], 1), pad3(&osp, 1));
+    let (k3, s3, d3) = (
+        pad3(&a.kernel, 1),
+        pad3(&a.strides, 1),
+        pad3(&a.dilations, 1),
+    );
+    let pb3 = pad3(&a.pads_begin, 0);
+    let (ip, op): (usize, usize) = (i3.iter().product(), o3.iter().product());
+    check_len(OP, "Y", out.len(), planes * op)?;
+    if op == 0 {
+        return Ok(());
+    }
+    // Input index of output `o`, tap `t` on axis `ax`, when inside the input.
+    let at = |ax: usize, o: usize, t: usize| -> Option<usize> {
+        let pos = (o * s3[ax] + t * d3[ax]).checked_sub(pb3[ax])?;
+        (pos < i3[ax]).then_some(pos)
+    };
+    let pow = |v: f32| match p {
+        1 => v.abs(),
+        2 => v * v,
+        _ => v.abs().powi(p),
+    };
+    let root = |s: f32| match p {
+        1 => s,
+        2 => s.sqrt(),
+        _ => s.powf(1.0 / p as f32),
+    };
+    let min_planes = (1usize << 14) / (op * k3.iter().product::<usize>()).max(1);
+    par_chunks(out, op, threads, min_planes, |first, piece| {
+        for (pi, oplane) in piece.chunks_mut(op).enumerate() {
+            let plane = &x[(first + pi) * ip..(first + pi + 1) * ip];
+            let mut outs = oplane.iter_mut();
+            for od in 0..o3[0] {
+                for oh in 0..o3[1] {
+                    for ow in 0..o3[2] {
+                        let mut acc = 0.0f32;
+                        for id in (0..k3[0]).filter_map(|t| at(0, od, t)) {
+                            for ih in (0..k3[1]).filter_map(|t| at(1, oh, t)) {
+                                let row = &plane[(id * i3[1] + ih) * i3[2]..][..i3[2]];
+                                for iw in (0..k3[2]).filter_map(|t| at(2, ow, t)) {
+                                    acc += pow(row[iw]);
+                                }
+                            }
+                        }
+                        if let Some(o) = outs.next() {
+                            *o = root(acc);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 /// [`pool`], with the AVX-512 stride-2 path allowed or not (tests compare the paths).
 pub(super) fn pool_paths(
     kind: PoolKind,

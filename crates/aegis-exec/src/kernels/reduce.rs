@@ -404,6 +404,128 @@ pub fn instance_norm(
     Ok(())
 }
 
+/// ONNX GroupNormalization: the channels of `x [N, C, spatial...]` split into `groups`
+/// groups of `C / groups`, each `(n, group)` normalised by its mean and (biased) variance
+/// (accumulated in f64 in index order), then `scale * x_hat + bias` per channel (`scale`,
+/// `bias` of `C` elements, opset 21) or per group (`groups` elements, opset 18).
+///
+/// # Errors
+/// Wrong lengths, a rank below 3, or `C` not a multiple of `groups`.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm(
+    x: &[f32],
+    x_shape: &[usize],
+    groups: usize,
+    scale: &[f32],
+    bias: &[f32],
+    epsilon: f32,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "GroupNormalization";
+    if x_shape.len() < 3 || groups == 0 || !x_shape[1].is_multiple_of(groups) {
+        return Err(KernelError::ShapeMismatch {
+            op: OP,
+            a: x_shape.to_vec(),
+            b: vec![groups],
+        });
+    }
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    check_len(OP, "Y", out.len(), x.len())?;
+    let c = x_shape[1];
+    let per_channel = scale.len() == c;
+    let params = if per_channel { c } else { groups };
+    check_len(OP, "scale", scale.len(), params)?;
+    check_len(OP, "bias", bias.len(), params)?;
+    let plane: usize = x_shape[2..].iter().product();
+    let cg = c / groups;
+    let len = cg * plane;
+    if len == 0 {
+        return Ok(());
+    }
+    par_chunks(out, len, threads, 1, |first, piece| {
+        for (gi, o) in piece.chunks_mut(len).enumerate() {
+            let idx = first + gi;
+            let xs = &x[idx * len..(idx + 1) * len];
+            let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / len as f64;
+            let var = xs
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / len as f64;
+            let inv = 1.0 / (var + f64::from(epsilon)).sqrt();
+            let g = idx % groups;
+            for (ci, (orow, xrow)) in o.chunks_mut(plane).zip(xs.chunks(plane)).enumerate() {
+                let pi = if per_channel { g * cg + ci } else { g };
+                let (a, b) = (f64::from(scale[pi]) * inv, f64::from(bias[pi]));
+                for (y, &v) in orow.iter_mut().zip(xrow) {
+                    *y = ((f64::from(v) - mean) * a + b) as f32;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// ONNX MeanVarianceNormalization over `axes`: `(x - mean) / (sqrt(mean(x^2) - mean^2) +
+/// 1e-9)`, the specification's function body, with both means accumulated in f64 in index
+/// order. A variance that rounds below zero is taken as zero (the body would give NaN).
+///
+/// # Errors
+/// An axis out of range or length mismatches.
+pub fn mean_variance_norm(
+    x: &[f32],
+    x_shape: &[usize],
+    axes: &[usize],
+    out: &mut [f32],
+) -> KernelResult<()> {
+    const OP: &str = "MeanVarianceNormalization";
+    let r = x_shape.len();
+    if let Some(&a) = axes.iter().find(|&&a| a >= r) {
+        return Err(invalid(OP, "axes", format!("{a} for rank {r}")));
+    }
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    check_len(OP, "Y", out.len(), x.len())?;
+    // Each element's group: its index over the kept axes.
+    let mut gstride = vec![0usize; r];
+    let mut groups = 1usize;
+    for a in (0..r).rev() {
+        if !axes.contains(&a) {
+            gstride[a] = groups;
+            groups *= x_shape[a];
+        }
+    }
+    let group_of = |mut i: usize| {
+        let mut g = 0;
+        for a in (0..r).rev() {
+            g += (i % x_shape[a]) * gstride[a];
+            i /= x_shape[a];
+        }
+        g
+    };
+    let mut sums = vec![(0.0f64, 0.0f64, 0usize); groups];
+    for (i, &v) in x.iter().enumerate() {
+        let s = &mut sums[group_of(i)];
+        let v = f64::from(v);
+        s.0 += v;
+        s.1 += v * v;
+        s.2 += 1;
+    }
+    let stats: Vec<(f64, f64)> = sums
+        .iter()
+        .map(|&(s, s2, n)| {
+            let n = n.max(1) as f64;
+            let mean = s / n;
+            (mean, ((s2 / n - mean * mean).max(0.0)).sqrt() + 1e-9)
+        })
+        .collect();
+    for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+        let (mean, sd) = stats[group_of(i)];
+        *o = ((f64::from(v) - mean) / sd) as f32;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -554,3 +554,69 @@ fn reduce_matches_naive(#[case] xs: &[usize], #[case] axes: &[usize], #[case] ke
     }
     assert!(reduce(ReduceOp::Sum, &x, xs, &[9], &mut [0.0], 1).is_err());
 }
+
+#[test]
+fn lp_pool_sums_in_bounds_taps_to_the_power_p() {
+    // One 3x3 plane, 2x2 windows, stride 1, one pad at the start of each axis.
+    let x = [1.0, -2.0, 3.0, -4.0, 5.0, -6.0, 7.0, -8.0, 9.0];
+    let mut a = PoolAttrs::new(&[2, 2]);
+    a.pads_begin = vec![1, 1];
+    a.pads_end = vec![0, 0];
+    let mut out = [0.0f32; 9];
+    lp_pool(&x, &[1, 1, 3, 3], &a, 1, &mut out, 1).unwrap();
+    // Window at (1, 1) covers x[0..2] and x[3..5]: 1 + 2 + 4 + 5.
+    assert_eq!(out[4], 12.0);
+    assert_eq!(out[0], 1.0, "the padded cells add nothing");
+    lp_pool(&x, &[1, 1, 3, 3], &a, 2, &mut out, 2).unwrap();
+    assert_eq!(out[4], (1.0f32 + 4.0 + 16.0 + 25.0).sqrt());
+    lp_pool(&x, &[1, 1, 3, 3], &a, 3, &mut out, 1).unwrap();
+    let want = (1.0f32 + 8.0 + 64.0 + 125.0).powf(1.0 / 3.0);
+    assert!((out[4] - want).abs() < 1e-5, "{} vs {want}", out[4]);
+    assert!(lp_pool(&x, &[1, 1, 3, 3], &a, 0, &mut out, 1).is_err());
+}
+
+#[test]
+fn hardmax_marks_the_first_largest_per_row() {
+    // [2, 3] rows along axis 1; the second row ties at 5 and keeps the first.
+    let x = [1.0, 3.0, 2.0, 5.0, 0.0, 5.0];
+    let mut out = [9.0f32; 6];
+    hardmax(&x, &[2, 3], 1, false, &mut out).unwrap();
+    assert_eq!(out, [0.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
+    // Along axis 0: columns.
+    hardmax(&x, &[2, 3], 0, false, &mut out).unwrap();
+    assert_eq!(out, [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+    // Legacy flatten at axis 0: one row of six, the first 5 wins.
+    hardmax(&x, &[2, 3], 0, true, &mut out).unwrap();
+    assert_eq!(out, [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+    // NaN wins, as numpy's argmax.
+    hardmax(&[1.0, f32::NAN, 7.0], &[3], 0, false, &mut out[..3]).unwrap();
+    assert_eq!(&out[..3], &[0.0, 1.0, 0.0]);
+    assert!(hardmax(&x, &[2, 3], 2, false, &mut out).is_err());
+}
+
+#[test]
+fn group_norm_params_per_group_and_per_channel_agree_and_one_group_per_channel_is_instance_norm() {
+    let xs = [2, 4, 3];
+    let x: Vec<f32> = (0..24).map(|i| ((i * 7) % 11) as f32 - 4.0).collect();
+    let (gs, gb) = ([1.5f32, -0.5], [0.25f32, 2.0]);
+    // The same parameters spread over each group's two channels.
+    let (cs, cb) = ([1.5f32, 1.5, -0.5, -0.5], [0.25f32, 0.25, 2.0, 2.0]);
+    let mut per_group = vec![0.0f32; 24];
+    let mut per_channel = vec![0.0f32; 24];
+    group_norm(&x, &xs, 2, &gs, &gb, 1e-5, &mut per_group, 1).unwrap();
+    group_norm(&x, &xs, 2, &cs, &cb, 1e-5, &mut per_channel, 2).unwrap();
+    assert_eq!(per_group, per_channel);
+    // Group (0, 0) is x[0..6]: check one element against the definition.
+    let g = &x[..6];
+    let mean = g.iter().sum::<f32>() / 6.0;
+    let var = g.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 6.0;
+    let want = 1.5 * (x[1] - mean) / (var + 1e-5).sqrt() + 0.25;
+    assert!((per_group[1] - want).abs() < 1e-5);
+    let (s4, b4) = ([0.5f32, 1.0, 2.0, -1.0], [0.0f32, 1.0, -1.0, 0.5]);
+    let mut gn = vec![0.0f32; 24];
+    let mut inorm = vec![0.0f32; 24];
+    group_norm(&x, &xs, 4, &s4, &b4, 1e-5, &mut gn, 1).unwrap();
+    instance_norm(&x, &xs, &s4, &b4, 1e-5, &mut inorm, 1).unwrap();
+    assert_eq!(gn, inorm);
+    assert!(group_norm(&x, &xs, 3, &gs, &gb, 1e-5, &mut gn, 1).is_err());
+}

@@ -47,16 +47,21 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Erf", 9),
     ("Exp", 7),
     ("Expand", 8),
+    ("EyeLike", 9),
     ("Flatten", 7),
     ("Floor", 7),
     ("Gather", 7),
     ("GatherElements", 11),
+    ("GatherND", 11),
     ("Gelu", 20),
     ("Gemm", 7),
     ("GlobalAveragePool", 7),
     ("GlobalMaxPool", 7),
+    ("GlobalLpPool", 7),
     ("Greater", 7),
     ("GreaterOrEqual", 12),
+    ("GroupNormalization", 18),
+    ("Hardmax", 7),
     ("HardSigmoid", 7),
     ("HardSwish", 14),
     ("Identity", 7),
@@ -70,10 +75,12 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("LessOrEqual", 12),
     ("Log", 7),
     ("LogSoftmax", 7),
+    ("LpPool", 7),
     ("MatMul", 7),
     ("Max", 7),
     ("MaxPool", 7),
     ("Mean", 7),
+    ("MeanVarianceNormalization", 9),
     ("Min", 7),
     ("Mish", 18),
     ("Mod", 10),
@@ -387,6 +394,22 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             };
             Ok(node(op, vec![0], DType::F32, x.shape.clone()))
         }
+        "Hardmax" => {
+            c.arity(1, 1)?;
+            let x = c.f32_input(0)?;
+            let legacy = c.opset < 13;
+            let axis = c.attr_int_or("axis", if legacy { 1 } else { -1 })?;
+            let op = Op::Hardmax {
+                axis: c.axis(axis, x.rank())?,
+                flatten_2d: legacy,
+            };
+            Ok(node(op, vec![0], DType::F32, x.shape.clone()))
+        }
+        "GatherND" => gather_nd(c),
+        "EyeLike" => eye_like(c),
+        "MeanVarianceNormalization" => mean_variance_norm(c),
+        "GroupNormalization" => group_norm(c),
+        "LpPool" | "GlobalLpPool" => lp_pool(c),
         "LayerNormalization" => layer_norm(c),
         "Range" => range(c),
         "Shape" => {
@@ -1023,6 +1046,171 @@ fn pool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         }
     };
     Ok(node(op, vec![0], DType::F32, shape))
+}
+
+/// LpPool, and GlobalLpPool as an LpPool whose window is the whole plane.
+fn lp_pool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let x = c.f32_input(0)?;
+    if x.rank() < 3 {
+        return Err(c.mismatch(format!("input rank {} < 3", x.rank())));
+    }
+    let p = c.attr_int_or("p", 2)?;
+    if p < 1 {
+        return Err(c.invalid(format!("p = {p}; the norm's order must be at least 1")));
+    }
+    let nsp = x.rank() - 2;
+    let mut shape = x.shape[..2].to_vec();
+    let op = if c.op_type == "GlobalLpPool" {
+        shape.extend(std::iter::repeat_n(1, nsp));
+        Op::LpPool {
+            kernel_shape: x.shape[2..].to_vec(),
+            strides: vec![1; nsp],
+            pads: vec![0; 2 * nsp],
+            dilations: vec![1; nsp],
+            ceil_mode: false,
+            p,
+        }
+    } else {
+        let kernel = c
+            .attr_ints("kernel_shape")?
+            .ok_or_else(|| c.invalid("attribute 'kernel_shape' is required"))?;
+        let kernel = c.positive("kernel_shape", &kernel)?;
+        let mut sp = spatial_attrs(c, nsp, kernel, c.opset >= 18)?;
+        let ceil_mode = c.opset >= 18 && c.attr_bool_or("ceil_mode", false)?;
+        shape.extend(sp.forward(c, &x.shape[2..], ceil_mode)?);
+        Op::LpPool {
+            kernel_shape: sp.kernel,
+            strides: sp.strides,
+            pads: sp.pads,
+            dilations: sp.dilations,
+            ceil_mode,
+            p,
+        }
+    };
+    if nsp > 3 {
+        return Err(c.mismatch(format!("{nsp} spatial axes (at most 3)")));
+    }
+    Ok(node(op, vec![0], DType::F32, shape))
+}
+
+fn gather_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let data = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?;
+    let idx = c.typed_input(1, &[DType::I64])?;
+    let b = c.attr_int_or("batch_dims", 0)?;
+    let (r, q) = (data.rank(), idx.rank());
+    let b = usize::try_from(b)
+        .ok()
+        .filter(|&b| b < r.min(q))
+        .ok_or_else(|| {
+            c.invalid(format!(
+                "batch_dims {b} for data rank {r}, indices rank {q}"
+            ))
+        })?;
+    let k = idx.shape[q - 1];
+    if data.shape[..b] != idx.shape[..b] || k < 1 || b + k > r {
+        return Err(c.mismatch(format!(
+            "indices {:?} for data {:?} with batch_dims {b}",
+            idx.shape, data.shape
+        )));
+    }
+    let shape = idx.shape[..q - 1]
+        .iter()
+        .chain(&data.shape[b + k..])
+        .copied()
+        .collect();
+    Ok(node(
+        Op::GatherNd { batch_dims: b },
+        vec![0, 1],
+        data.dtype,
+        shape,
+    ))
+}
+
+/// EyeLike's output depends only on its input's (static) shape: a constant.
+fn eye_like(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let x = c.input(0)?;
+    if x.rank() != 2 {
+        return Err(c.mismatch(format!("input rank {} (must be 2)", x.rank())));
+    }
+    let dtype = match c.attr_int("dtype")? {
+        Some(t) => i32::try_from(t)
+            .ok()
+            .and_then(DType::from_onnx)
+            .ok_or_else(|| ExecError::UnsupportedDType {
+                model: c.model.to_owned(),
+                tensor: format!("output of {}", c.name),
+                dtype: crate::loader::tensor::onnx_dtype_name(i32::try_from(t).unwrap_or(-1)),
+            })?,
+        None => x.dtype,
+    };
+    let (rows, cols) = (x.shape[0], x.shape[1]);
+    let k = c.attr_int_or("k", 0)?;
+    crate::loader::consteval::check_const_size(c, &x.shape, dtype)?;
+    let ones: Vec<bool> = (0..rows * cols)
+        .map(|i| (i % cols) as i64 - (i / cols) as i64 == k)
+        .collect();
+    let data = match dtype {
+        DType::F32 => TensorData::F32(ones.iter().map(|&o| f32::from(u8::from(o))).collect()),
+        DType::I32 => TensorData::I32(ones.iter().map(|&o| i32::from(o)).collect()),
+        DType::I64 => TensorData::I64(ones.iter().map(|&o| i64::from(o)).collect()),
+        DType::Bool => TensorData::Bool(ones.iter().map(|&o| u8::from(o)).collect()),
+    };
+    Ok(Inferred::Const(vec![(x.shape.clone(), data)]))
+}
+
+fn mean_variance_norm(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let x = c.f32_input(0)?;
+    let axes = c.attr_ints("axes")?.unwrap_or_else(|| vec![0, 2, 3]);
+    let mut resolved = Vec::with_capacity(axes.len());
+    for a in axes {
+        let a = c.axis(a, x.rank())?;
+        if resolved.contains(&a) {
+            return Err(c.invalid(format!("axis {a} repeated in axes")));
+        }
+        resolved.push(a);
+    }
+    Ok(node(
+        Op::MeanVarianceNormalization { axes: resolved },
+        vec![0],
+        DType::F32,
+        x.shape.clone(),
+    ))
+}
+
+/// GroupNormalization: `scale` and `bias` per group (opset 18) or per channel (opset 21).
+fn group_norm(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(3, 3)?;
+    let x = c.f32_input(0)?;
+    if x.rank() < 3 {
+        return Err(c.mismatch(format!("input rank {} < 3", x.rank())));
+    }
+    let groups = c
+        .attr_int("num_groups")?
+        .ok_or_else(|| c.invalid("attribute 'num_groups' is required"))?;
+    let groups = c.positive("num_groups", &[groups])?[0];
+    let ch = x.shape[1];
+    if !ch.is_multiple_of(groups) {
+        return Err(c.mismatch(format!("{ch} channels in {groups} groups")));
+    }
+    if c.attr_int_or("stash_type", 1)? != 1 {
+        return Err(c.invalid("stash_type other than float (1) is unsupported"));
+    }
+    let params = if c.opset >= 21 { ch } else { groups };
+    for (i, what) in [(1, "scale"), (2, "bias")] {
+        let v = c.f32_input(i)?;
+        if v.shape != [params] {
+            return Err(c.mismatch(format!("{what} {:?} is not [{params}]", v.shape)));
+        }
+    }
+    let op = Op::GroupNormalization {
+        groups,
+        epsilon: c.attr_float_or("epsilon", 1e-5)?,
+    };
+    Ok(node(op, vec![0, 1, 2], DType::F32, x.shape.clone()))
 }
 
 fn gemm(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {

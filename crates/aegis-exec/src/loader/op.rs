@@ -750,6 +750,49 @@ pub enum Op {
         /// Sum from the end.
         reverse: bool,
     },
+    /// Slices of `data` addressed by index tuples (the last axis of `indices`), after
+    /// `batch_dims` leading axes shared by both. Inputs: `data, indices (int64)`.
+    GatherNd {
+        /// Leading axes of `data` and `indices` that are batch axes.
+        batch_dims: usize,
+    },
+    /// 1 at the first largest element of each row, 0 elsewhere; rows as in
+    /// [`Op::Softmax`]. Inputs: `x`.
+    Hardmax {
+        /// Axis.
+        axis: usize,
+        /// Opset < 13 coercion to 2-D.
+        flatten_2d: bool,
+    },
+    /// `(x - mean) / (std + 1e-9)` over `axes`. Inputs: `x`.
+    MeanVarianceNormalization {
+        /// Reduced axes (default `[0, 2, 3]`).
+        axes: Vec<usize>,
+    },
+    /// Per-instance normalisation over groups of channels, then a per-channel (opset 21) or
+    /// per-group (opset 18) scale and bias. Inputs: `x, scale, bias`.
+    GroupNormalization {
+        /// Number of channel groups (divides `C`).
+        groups: usize,
+        /// Added to the variance.
+        epsilon: f32,
+    },
+    /// `(sum of |x|^p over the window)^(1/p)` (GlobalLpPool is a window over the whole
+    /// plane). Inputs: `x`.
+    LpPool {
+        /// Window per spatial axis.
+        kernel_shape: Vec<usize>,
+        /// Stride per spatial axis.
+        strides: Vec<usize>,
+        /// `[begins..., ends...]`; padded cells contribute 0.
+        pads: Vec<usize>,
+        /// Dilation per spatial axis.
+        dilations: Vec<usize>,
+        /// The output shape used ceil instead of floor (already in the output shape).
+        ceil_mode: bool,
+        /// The norm's order (at least 1).
+        p: i64,
+    },
     /// Keeps the upper (or lower) triangle of the last two axes from the `k`-th diagonal.
     /// Inputs: `x` (`k` resolved at load).
     Trilu {
@@ -837,6 +880,11 @@ impl Op {
             Op::TopK { .. } => "TopK",
             Op::CumSum { .. } => "CumSum",
             Op::Trilu { .. } => "Trilu",
+            Op::GatherNd { .. } => "GatherND",
+            Op::Hardmax { .. } => "Hardmax",
+            Op::MeanVarianceNormalization { .. } => "MeanVarianceNormalization",
+            Op::GroupNormalization { .. } => "GroupNormalization",
+            Op::LpPool { .. } => "LpPool",
             Op::Softmax { .. } => "Softmax",
             Op::LayerNormalization { .. } => "LayerNormalization",
         }

@@ -1788,6 +1788,29 @@ impl NodeKernel {
                     t,
                 )?;
             }
+            Op::GridSample {
+                mode,
+                padding,
+                align_corners,
+            } => k::grid_sample(
+                f32s(l, inb(0))?,
+                shape(0),
+                f32s(l, inb(1))?,
+                shape(1),
+                match mode {
+                    crate::loader::op::ResizeMode::Nearest => k::GridMode::Nearest,
+                    crate::loader::op::ResizeMode::Linear => k::GridMode::Linear,
+                    crate::loader::op::ResizeMode::Cubic => k::GridMode::Cubic,
+                },
+                match padding {
+                    crate::loader::op::GridPaddingMode::Zeros => k::GridPadding::Zeros,
+                    crate::loader::op::GridPaddingMode::Border => k::GridPadding::Border,
+                    crate::loader::op::GridPaddingMode::Reflection => k::GridPadding::Reflection,
+                },
+                *align_corners,
+                f32s_mut(l, &mut writes[0])?,
+                t,
+            )?,
             Op::Trilu { k: kk, upper } => by_dtype!(dt(0), |view, view_mut| k::trilu(
                 view(l, inb(0))?,
                 shape(0),

@@ -117,6 +117,8 @@
 //!   CoordTransform, out, threads)`; `NearestMode::{RoundPreferFloor, RoundPreferCeil,
 //!   Floor, Ceil}`, `CoordTransform::{HalfPixel, HalfPixelSymmetric, PytorchHalfPixel,
 //!   AlignCorners, Asymmetric, TfHalfPixelForNearest}`
+//! - `grid_sample(x, x_shape, grid, grid_shape, GridMode::{Nearest, Linear, Cubic},
+//!   GridPadding::{Zeros, Border, Reflection}, align_corners, out, threads)`
 //! - `resize_filtered(x, x_shape, out_shape, scales, &FilteredResize { filter:
 //!   ResizeFilter::{Linear, Cubic { a }}, coord: FilteredCoord::{Transform(_),
 //!   TfCropAndResize { roi, extrapolation_value }}, antialias, exclude_outside }, out, threads)`
@@ -135,6 +137,7 @@ mod conv_wino;
 mod data;
 mod elementwise;
 mod error;
+mod grid_sample;
 mod indexing;
 mod lanes;
 mod map;
@@ -168,6 +171,7 @@ pub use elementwise::{
     GeluApprox, UnaryOp, VariadicOp,
 };
 pub use error::{KernelError, KernelResult};
+pub use grid_sample::{grid_sample, GridMode, GridPadding};
 pub use indexing::{
     cumsum, gather_elements, gather_nd, one_hot, scatter_elements, scatter_nd, top_k, trilu,
     Accumulate, ScatterReduction, ScatterValue,

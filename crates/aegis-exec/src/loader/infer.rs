@@ -5,8 +5,8 @@ use crate::error::ExecError;
 use crate::graph::{DType, Op, TensorData};
 use crate::loader::node::{Inferred, NodeCtx, Value};
 use crate::loader::op::{
-    CompareKind, CoordinateTransform, GeluApproximation, LogicKind, MathFn, NearestMode, PadMode,
-    ReduceKind, ResizeMode, ScatterReduce,
+    CompareKind, CoordinateTransform, GeluApproximation, GridPaddingMode, LogicKind, MathFn,
+    NearestMode, PadMode, ReduceKind, ResizeMode, ScatterReduce,
 };
 use crate::loader::tensor::checked_numel;
 
@@ -60,6 +60,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("GlobalLpPool", 7),
     ("Greater", 7),
     ("GreaterOrEqual", 12),
+    ("GridSample", 16),
     ("GroupNormalization", 18),
     ("Hardmax", 7),
     ("HardSigmoid", 7),
@@ -406,6 +407,7 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             Ok(node(op, vec![0], DType::F32, x.shape.clone()))
         }
         "GatherND" => gather_nd(c),
+        "GridSample" => grid_sample(c),
         "EyeLike" => eye_like(c),
         "MeanVarianceNormalization" => mean_variance_norm(c),
         "GroupNormalization" => group_norm(c),
@@ -1092,6 +1094,47 @@ fn lp_pool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         return Err(c.mismatch(format!("{nsp} spatial axes (at most 3)")));
     }
     Ok(node(op, vec![0], DType::F32, shape))
+}
+
+/// GridSample: opsets 16-19 name the modes `bilinear`/`bicubic` and take 4-D input only;
+/// from 20 `linear`/`cubic` and 1 to 3 spatial axes here.
+fn grid_sample(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let x = c.f32_input(0)?;
+    let grid = c.f32_input(1)?;
+    let r = x.rank().saturating_sub(2);
+    let max_axes = if c.opset < 20 { 2 } else { 3 };
+    if !(1..=max_axes).contains(&r) || (c.opset < 20 && r != 2) {
+        return Err(c.mismatch(format!("input {:?}: unsupported spatial rank", x.shape)));
+    }
+    if grid.rank() != r + 2 || grid.shape[0] != x.shape[0] || grid.shape[r + 1] != r {
+        return Err(c.mismatch(format!(
+            "grid {:?} for input {:?} (expected [N, out..., {r}])",
+            grid.shape, x.shape
+        )));
+    }
+    let legacy = c.opset < 20;
+    let mode_name = c.attr_string_or("mode", if legacy { "bilinear" } else { "linear" })?;
+    let mode = match (mode_name.as_str(), legacy) {
+        ("nearest", _) => ResizeMode::Nearest,
+        ("bilinear", true) | ("linear", false) => ResizeMode::Linear,
+        ("bicubic", true) | ("cubic", false) => ResizeMode::Cubic,
+        (other, _) => return Err(c.invalid(format!("mode '{other}'"))),
+    };
+    let padding = match c.attr_string_or("padding_mode", "zeros")?.as_str() {
+        "zeros" => GridPaddingMode::Zeros,
+        "border" => GridPaddingMode::Border,
+        "reflection" => GridPaddingMode::Reflection,
+        other => return Err(c.invalid(format!("padding_mode '{other}'"))),
+    };
+    let mut shape = x.shape[..2].to_vec();
+    shape.extend_from_slice(&grid.shape[1..=r]);
+    let op = Op::GridSample {
+        mode,
+        padding,
+        align_corners: c.attr_bool_or("align_corners", false)?,
+    };
+    Ok(node(op, vec![0, 1], DType::F32, shape))
 }
 
 fn gather_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {

@@ -276,6 +276,17 @@ pub enum ResizeMode {
     Cubic,
 }
 
+/// What `GridSample` reads outside the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GridPaddingMode {
+    /// Zeros.
+    Zeros,
+    /// The nearest border value.
+    Border,
+    /// The input reflected at its borders.
+    Reflection,
+}
+
 /// How an output coordinate maps back to an input coordinate in `Resize`
 /// (`x_out` an output index, `scale` the per-axis scale, `len_*` the axis lengths).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -793,6 +804,16 @@ pub enum Op {
         /// The norm's order (at least 1).
         p: i64,
     },
+    /// Samples `x [N, C, spatial...]` at the normalised points of `grid [N, out..., r]`.
+    /// Inputs: `x, grid`.
+    GridSample {
+        /// Nearest, linear or cubic (`Resize`'s modes; cubic with `a = -0.75`).
+        mode: ResizeMode,
+        /// Reads outside the input.
+        padding: GridPaddingMode,
+        /// `-1` and `1` are the corner points' centres (else their outer edges).
+        align_corners: bool,
+    },
     /// Keeps the upper (or lower) triangle of the last two axes from the `k`-th diagonal.
     /// Inputs: `x` (`k` resolved at load).
     Trilu {
@@ -885,6 +906,7 @@ impl Op {
             Op::MeanVarianceNormalization { .. } => "MeanVarianceNormalization",
             Op::GroupNormalization { .. } => "GroupNormalization",
             Op::LpPool { .. } => "LpPool",
+            Op::GridSample { .. } => "GridSample",
             Op::Softmax { .. } => "Softmax",
             Op::LayerNormalization { .. } => "LayerNormalization",
         }

@@ -1811,6 +1811,24 @@ impl NodeKernel {
                 f32s_mut(l, &mut writes[0])?,
                 t,
             )?,
+            Op::Einsum {
+                terms,
+                output,
+                sizes,
+            } => {
+                let mut operands = Vec::with_capacity(terms.len());
+                for i in 0..terms.len() {
+                    operands.push((f32s(l, inb(i))?, shape(i)));
+                }
+                k::einsum(
+                    &operands,
+                    terms,
+                    output,
+                    sizes,
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                )?;
+            }
             Op::Trilu { k: kk, upper } => by_dtype!(dt(0), |view, view_mut| k::trilu(
                 view(l, inb(0))?,
                 shape(0),

@@ -1410,3 +1410,63 @@ fn global_lp_pool_eye_like_and_group_norm_parameter_shapes() {
     assert!(err.contains("scale [4] is not [2]"), "{err}");
     assert!(gn(21, 2).is_err());
 }
+
+#[test]
+fn einsum_equations_resolve_at_load_and_run() {
+    let einsum = |eq: &str, shapes: &[&[i64]]| {
+        let names = ["a", "b", "c"];
+        let mut m = Model::new(12);
+        for (i, s) in shapes.iter().enumerate() {
+            m = m.input(names[i], F32, s);
+        }
+        m.op(
+            "Einsum",
+            &names[..shapes.len()],
+            &["y"],
+            vec![attr_s("equation", eq)],
+        )
+        .output_any("y", F32)
+    };
+    // Spaces as in the ONNX tests; a batched matmul.
+    let g = Arc::new(load(&einsum("bij, bjk -> bik", &[&[2, 2, 3], &[2, 3, 1]])));
+    assert_eq!(out_shape(&g), vec![2, 2, 1]);
+    let a: Vec<f32> = (1..=12).map(|v| v as f32).collect();
+    let y = run_f32(
+        &g,
+        &[
+            (vec![2, 2, 3], a),
+            (vec![2, 3, 1], vec![1.0, 0.0, -1.0, 2.0, 1.0, 0.0]),
+        ],
+    );
+    // Batch 0: rows [1 2 3], [4 5 6] . [1 0 -1]; batch 1: [7 8 9], [10 11 12] . [2 1 0].
+    assert_eq!(y, vec![-2.0, -2.0, 22.0, 31.0]);
+    // Implicit output: the letters used once, alphabetically (k before i here is "ik").
+    let g = load(&einsum("kj,ji", &[&[4, 3], &[3, 5]]));
+    assert_eq!(out_shape(&g), vec![5, 4]);
+    // Ellipsis and a diagonal.
+    let g = load(&einsum("...ii->...i", &[&[3, 5, 5]]));
+    assert_eq!(out_shape(&g), vec![3, 5]);
+    // Ellipses of different widths broadcast, right-aligned.
+    let g = load(&einsum("...ij,...jk", &[&[2, 1, 4, 3], &[6, 3, 2]]));
+    assert_eq!(out_shape(&g), vec![2, 6, 4, 2]);
+    for (eq, shapes, what) in [
+        (
+            "ij,jk->iz",
+            &[&[2, 3][..], &[3, 4][..]][..],
+            "not in any input",
+        ),
+        ("ij->i", &[&[2, 3, 4][..]][..], "subscripts"),
+        (
+            "ij,jk->ik",
+            &[&[2, 3][..], &[4, 4][..]][..],
+            "same subscript",
+        ),
+        ("i1->i", &[&[2, 3][..]][..], "'1'"),
+    ] {
+        let err =
+            ExecutionGraph::from_bytes(&einsum(eq, shapes).bytes(), "e", &LoadOptions::default())
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains(what), "{eq}: {err}");
+    }
+}

@@ -71,6 +71,8 @@
 //! - `GemmAttrs { alpha, beta, trans_a, trans_b }` (Default = ONNX defaults),
 //!   `gemm(a, a_shape, b, b_shape, c: Option<(&[f32], &[usize])>, &GemmAttrs, out, threads)`
 //! - `matmul_output_shape(a_shape, b_shape)`, `matmul(a, a_shape, b, b_shape, out, threads)`
+//! - `einsum(inputs, terms, output, sizes, out, threads)` (subscripts resolved to letter ids;
+//!   pairwise batched GEMMs)
 //!
 //! Pooling and normalisation:
 //! - `PoolAttrs { kernel, strides, dilations, pads_begin, pads_end, ceil_mode,
@@ -135,6 +137,7 @@ mod conv_dw_same;
 mod conv_dw_v4;
 mod conv_wino;
 mod data;
+mod einsum;
 mod elementwise;
 mod error;
 mod grid_sample;
@@ -165,6 +168,7 @@ pub use data::{
     block_shuffle, concat, copy, gather, pad, slice, slice_params, split, tile, transpose, PadMode,
     SliceAxis,
 };
+pub use einsum::einsum;
 pub use elementwise::{
     binary_f32, binary_f32_inplace, binary_i32, binary_i64, cast, compare, expand, unary_f32,
     unary_f32_inplace, variadic_f32, where_select, BinaryOp, CastDst, CastSrc, CompareOp,

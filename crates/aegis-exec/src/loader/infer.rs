@@ -42,6 +42,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("DepthToSpace", 7),
     ("Div", 7),
     ("Dropout", 7),
+    ("Einsum", 12),
     ("Elu", 7),
     ("Equal", 7),
     ("Erf", 9),
@@ -407,6 +408,7 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             Ok(node(op, vec![0], DType::F32, x.shape.clone()))
         }
         "GatherND" => gather_nd(c),
+        "Einsum" => einsum(c),
         "GridSample" => grid_sample(c),
         "EyeLike" => eye_like(c),
         "MeanVarianceNormalization" => mean_variance_norm(c),
@@ -1135,6 +1137,142 @@ fn grid_sample(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         align_corners: c.attr_bool_or("align_corners", false)?,
     };
     Ok(node(op, vec![0, 1], DType::F32, shape))
+}
+
+/// Einsum: parses the equation against the inputs' ranks. Letters get ids 0-51 (`A-Z`,
+/// `a-z`), ellipsis axes 52 onwards (right-aligned across operands, as numpy broadcasts
+/// them). Without `->` the output is the ellipsis axes, then the letters used once, in
+/// alphabetical order. A letter's extent must agree between operands, or be 1 there.
+fn einsum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    const ELLIPSIS: u8 = 52;
+    let eq: String = c
+        .attr_string("equation")?
+        .ok_or_else(|| c.invalid("attribute 'equation' is required"))?
+        .chars()
+        .filter(|ch| !ch.is_whitespace())
+        .collect();
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l, Some(r)),
+        None => (eq.as_str(), None),
+    };
+    let specs: Vec<&str> = lhs.split(',').collect();
+    c.arity(specs.len(), specs.len())?;
+    let mut inputs = Vec::with_capacity(specs.len());
+    for i in 0..specs.len() {
+        inputs.push(c.f32_input(i)?);
+    }
+    let letter = |ch: char| -> Result<u8, ExecError> {
+        match ch {
+            'A'..='Z' => Ok(ch as u8 - b'A'),
+            'a'..='z' => Ok(ch as u8 - b'a' + 26),
+            _ => Err(c.invalid(format!("'{ch}' in equation '{eq}'"))),
+        }
+    };
+    // Per operand: its letters with `None` where the ellipsis stands.
+    let parse = |spec: &str| -> Result<Vec<Option<u8>>, ExecError> {
+        let mut out = Vec::new();
+        let mut rest = spec;
+        let mut seen_ellipsis = false;
+        while !rest.is_empty() {
+            if let Some(r) = rest.strip_prefix("...") {
+                if seen_ellipsis {
+                    return Err(c.invalid(format!("two ellipses in '{spec}'")));
+                }
+                seen_ellipsis = true;
+                out.push(None);
+                rest = r;
+            } else {
+                let ch = rest.chars().next().unwrap_or(' ');
+                out.push(Some(letter(ch)?));
+                rest = &rest[ch.len_utf8()..];
+            }
+        }
+        Ok(out)
+    };
+    let parsed: Vec<Vec<Option<u8>>> = specs.iter().map(|s| parse(s)).collect::<Result<_, _>>()?;
+    // Ellipsis axes of each operand, and of the widest.
+    let mut ell = Vec::with_capacity(parsed.len());
+    for (p, x) in parsed.iter().zip(&inputs) {
+        let named = p.iter().filter(|l| l.is_some()).count();
+        let e = if p.contains(&None) {
+            x.rank().checked_sub(named)
+        } else {
+            (x.rank() == named).then_some(0)
+        };
+        ell.push(e.ok_or_else(|| {
+            c.mismatch(format!(
+                "input of shape {:?} for subscripts {} letters",
+                x.shape, named
+            ))
+        })?);
+    }
+    let e_max = ell.iter().copied().max().unwrap_or(0);
+    let ids = |e_max: usize| (0..e_max).map(|j| ELLIPSIS + j as u8);
+    if e_max > usize::from(u8::MAX - ELLIPSIS) {
+        return Err(c.invalid("too many ellipsis axes"));
+    }
+    let mut terms = Vec::with_capacity(parsed.len());
+    let mut sizes = vec![1usize; usize::from(ELLIPSIS) + e_max];
+    let mut fixed = vec![false; sizes.len()];
+    for ((p, x), &e) in parsed.iter().zip(&inputs).zip(&ell) {
+        let mut term = Vec::with_capacity(x.rank());
+        for l in p {
+            match l {
+                Some(l) => term.push(*l),
+                None => term.extend(ids(e_max).skip(e_max - e)),
+            }
+        }
+        for (&l, &d) in term.iter().zip(&x.shape) {
+            let slot = usize::from(l);
+            if d != 1 {
+                if fixed[slot] && sizes[slot] != d {
+                    return Err(c.mismatch(format!(
+                        "an axis of {d} where the same subscript has {}",
+                        sizes[slot]
+                    )));
+                }
+                sizes[slot] = d;
+                fixed[slot] = true;
+            }
+        }
+        terms.push(term);
+    }
+    let used = |l: u8| {
+        terms
+            .iter()
+            .map(|t| t.iter().filter(|&&x| x == l).count())
+            .sum::<usize>()
+    };
+    let output: Vec<u8> = match rhs {
+        Some(r) => {
+            let mut out = Vec::new();
+            for l in parse(r)? {
+                match l {
+                    Some(l) if used(l) == 0 => {
+                        return Err(
+                            c.invalid(format!("output subscript of '{eq}' not in any input"))
+                        )
+                    }
+                    Some(l) if out.contains(&l) => {
+                        return Err(c.invalid(format!("output subscript repeated in '{eq}'")))
+                    }
+                    Some(l) => out.push(l),
+                    None => out.extend(ids(e_max)),
+                }
+            }
+            out
+        }
+        None => ids(e_max)
+            .chain((0..ELLIPSIS).filter(|&l| used(l) == 1))
+            .collect(),
+    };
+    let shape = output.iter().map(|&l| sizes[usize::from(l)]).collect();
+    let op = Op::Einsum {
+        terms,
+        output,
+        sizes,
+    };
+    Ok(node(op, (0..specs.len()).collect(), DType::F32, shape))
 }
 
 fn gather_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {

@@ -814,6 +814,17 @@ pub enum Op {
         /// `-1` and `1` are the corner points' centres (else their outer edges).
         align_corners: bool,
     },
+    /// Einsum with its subscripts resolved at load: one letter id per axis of each input and
+    /// of the output (ellipsis axes have their own ids), and each id's extent. Inputs: the
+    /// operands.
+    Einsum {
+        /// Per input, its letters.
+        terms: Vec<Vec<u8>>,
+        /// The output's letters.
+        output: Vec<u8>,
+        /// Extent of each letter id.
+        sizes: Vec<usize>,
+    },
     /// Keeps the upper (or lower) triangle of the last two axes from the `k`-th diagonal.
     /// Inputs: `x` (`k` resolved at load).
     Trilu {
@@ -907,6 +918,7 @@ impl Op {
             Op::GroupNormalization { .. } => "GroupNormalization",
             Op::LpPool { .. } => "LpPool",
             Op::GridSample { .. } => "GridSample",
+            Op::Einsum { .. } => "Einsum",
             Op::Softmax { .. } => "Softmax",
             Op::LayerNormalization { .. } => "LayerNormalization",
         }

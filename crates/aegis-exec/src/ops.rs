@@ -1829,6 +1829,34 @@ impl NodeKernel {
                     t,
                 )?;
             }
+            Op::Recurrent { spec, present } => {
+                // Positions of the optional inputs among the node's inputs.
+                let mut at = [None; 5];
+                let mut next = 3;
+                for (slot, &p) in at.iter_mut().zip(present) {
+                    if p {
+                        *slot = Some(next);
+                        next += 1;
+                    }
+                }
+                let f = |i: Option<usize>| i.map(|i| f32s(l, inb(i))).transpose();
+                let seq_lens = at[1].map(|i| i32s(l, inb(i))).transpose()?;
+                let inputs = k::RnnInputs {
+                    x: f32s(l, inb(0))?,
+                    x_shape: shape(0),
+                    w: f32s(l, inb(1))?,
+                    r: f32s(l, inb(2))?,
+                    b: f(at[0])?,
+                    seq_lens,
+                    initial_h: f(at[2])?,
+                    initial_c: f(at[3])?,
+                    p: f(at[4])?,
+                };
+                let mut outs = writes.iter_mut();
+                let mut take = || outs.next().map(|w| f32s_mut(l, w)).transpose();
+                let (y, y_h, y_c) = (take()?, take()?, take()?);
+                k::rnn(spec, &inputs, k::RnnOutputs { y, y_h, y_c }, t)?;
+            }
             Op::Trilu { k: kk, upper } => by_dtype!(dt(0), |view, view_mut| k::trilu(
                 view(l, inb(0))?,
                 shape(0),

@@ -71,6 +71,8 @@
 //! - `GemmAttrs { alpha, beta, trans_a, trans_b }` (Default = ONNX defaults),
 //!   `gemm(a, a_shape, b, b_shape, c: Option<(&[f32], &[usize])>, &GemmAttrs, out, threads)`
 //! - `matmul_output_shape(a_shape, b_shape)`, `matmul(a, a_shape, b, b_shape, out, threads)`
+//! - `rnn(&RnnSpec { cell: RnnCell::{Simple, Gru, Lstm}, .. }, &RnnInputs, RnnOutputs,
+//!   threads)`: the RNN, GRU and LSTM layers
 //! - `einsum(inputs, terms, output, sizes, out, threads)` (subscripts resolved to letter ids;
 //!   pairwise batched GEMMs)
 //!
@@ -153,6 +155,7 @@ mod pool_plane;
 mod pool_rows;
 mod reduce;
 mod resize;
+mod rnn;
 #[cfg(target_arch = "x86_64")]
 mod v4;
 
@@ -198,6 +201,7 @@ pub use resize::{
     resize, resize_filtered, CoordTransform, FilteredCoord, FilteredResize, NearestMode,
     ResizeFilter, ResizeMode,
 };
+pub use rnn::{rnn, RnnActivation, RnnCell, RnnDirection, RnnInputs, RnnOutputs, RnnSpec};
 
 #[cfg(test)]
 mod tests_conv;

@@ -60,6 +60,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("GlobalMaxPool", 7),
     ("GlobalLpPool", 7),
     ("Greater", 7),
+    ("GRU", 7),
     ("GreaterOrEqual", 12),
     ("GridSample", 16),
     ("GroupNormalization", 18),
@@ -71,6 +72,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("IsInf", 10),
     ("IsNaN", 9),
     ("LRN", 7),
+    ("LSTM", 7),
     ("LayerNormalization", 17),
     ("LeakyRelu", 7),
     ("Less", 7),
@@ -92,6 +94,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("OneHot", 9),
     ("Or", 7),
     ("PRelu", 7),
+    ("RNN", 7),
     ("Pad", 7),
     ("Pow", 7),
     ("Range", 11),
@@ -408,6 +411,7 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             Ok(node(op, vec![0], DType::F32, x.shape.clone()))
         }
         "GatherND" => gather_nd(c),
+        "RNN" | "GRU" | "LSTM" => recurrent(c),
         "Einsum" => einsum(c),
         "GridSample" => grid_sample(c),
         "EyeLike" => eye_like(c),
@@ -1273,6 +1277,159 @@ fn einsum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         sizes,
     };
     Ok(node(op, (0..specs.len()).collect(), DType::F32, shape))
+}
+
+/// RNN, GRU and LSTM: shapes checked against `hidden_size` (or `R`'s last axis), the
+/// activation list resolved with its alphas and betas (each function that takes one consumes
+/// the next given value, else its operator's default).
+fn recurrent(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    use crate::kernels::{RnnActivation as A, RnnCell, RnnDirection, RnnSpec};
+    let cell = match c.op_type {
+        "RNN" => RnnCell::Simple,
+        "GRU" => RnnCell::Gru {
+            linear_before_reset: c.attr_bool_or("linear_before_reset", false)?,
+        },
+        _ => RnnCell::Lstm {
+            input_forget: c.attr_bool_or("input_forget", false)?,
+        },
+    };
+    let is_lstm = matches!(cell, RnnCell::Lstm { .. });
+    c.arity(3, if is_lstm { 8 } else { 6 })?;
+    let x = c.f32_input(0)?;
+    c.f32_input(1)?;
+    let r = c.f32_input(2)?;
+    let direction = match c.attr_string_or("direction", "forward")?.as_str() {
+        "forward" => RnnDirection::Forward,
+        "reverse" => RnnDirection::Reverse,
+        "bidirectional" => RnnDirection::Bidirectional,
+        other => return Err(c.invalid(format!("direction '{other}'"))),
+    };
+    let batch_first = c.opset >= 14 && c.attr_bool_or("layout", false)?;
+    if x.rank() != 3 || r.rank() != 3 {
+        return Err(c.mismatch(format!("X {:?} and R {:?} must be 3-D", x.shape, r.shape)));
+    }
+    let hidden = match c.attr_int("hidden_size")? {
+        Some(h) => c.positive("hidden_size", &[h])?[0],
+        None => r.shape[2],
+    };
+    let (dirs, g) = (direction.count(), cell.gates());
+    let (seq, batch, input) = if batch_first {
+        (x.shape[1], x.shape[0], x.shape[2])
+    } else {
+        (x.shape[0], x.shape[1], x.shape[2])
+    };
+    let expect = |i: usize, what: &str, shape: Vec<usize>| -> Result<bool, ExecError> {
+        match c.opt_input(i) {
+            None => Ok(false),
+            Some(v) => {
+                if v.shape != shape {
+                    return Err(c.mismatch(format!("{what} {:?} is not {shape:?}", v.shape)));
+                }
+                Ok(true)
+            }
+        }
+    };
+    expect(1, "W", vec![dirs, g * hidden, input])?;
+    expect(2, "R", vec![dirs, g * hidden, hidden])?;
+    let state = if batch_first {
+        vec![batch, dirs, hidden]
+    } else {
+        vec![dirs, batch, hidden]
+    };
+    let mut present = [false; 5];
+    present[0] = expect(3, "B", vec![dirs, 2 * g * hidden])?;
+    if let Some(v) = c.opt_input(4) {
+        if v.dtype != DType::I32 {
+            return Err(c.invalid(format!("sequence_lens is {}, not int32", v.dtype)));
+        }
+        present[1] = expect(4, "sequence_lens", vec![batch])?;
+    }
+    present[2] = expect(5, "initial_h", state.clone())?;
+    if is_lstm {
+        present[3] = expect(6, "initial_c", state.clone())?;
+        present[4] = expect(7, "P", vec![dirs, 3 * hidden])?;
+    }
+    for (i, &p) in present.iter().enumerate() {
+        if p && i != 1 {
+            c.f32_input(i + 3)?;
+        }
+    }
+    let defaults: &[&str] = match cell {
+        RnnCell::Simple => &["Tanh"],
+        RnnCell::Gru { .. } => &["Sigmoid", "Tanh"],
+        RnnCell::Lstm { .. } => &["Sigmoid", "Tanh", "Tanh"],
+    };
+    let nf = cell.functions();
+    let names: Vec<String> = match c.attr_strings("activations")? {
+        // One list for both directions, or one per direction.
+        Some(l) if l.len() == nf * dirs => l,
+        Some(l) if l.len() == nf => l.iter().cycle().take(nf * dirs).cloned().collect(),
+        Some(l) => {
+            return Err(c.invalid(format!(
+                "{} activations for {nf} functions in {dirs} direction(s)",
+                l.len()
+            )))
+        }
+        None => defaults
+            .iter()
+            .cycle()
+            .take(nf * dirs)
+            .map(|s| (*s).to_owned())
+            .collect(),
+    };
+    let alphas = c.attr_floats("activation_alpha")?.unwrap_or_default();
+    let betas = c.attr_floats("activation_beta")?.unwrap_or_default();
+    let (mut ai, mut bi) = (alphas.iter(), betas.iter());
+    let next =
+        |it: &mut std::slice::Iter<'_, f32>, default: f32| it.next().copied().unwrap_or(default);
+    let mut activations = Vec::with_capacity(names.len());
+    for n in &names {
+        activations.push(match n.to_ascii_lowercase().as_str() {
+            "sigmoid" => A::Sigmoid,
+            "tanh" => A::Tanh,
+            "relu" => A::Relu,
+            "hardsigmoid" => A::HardSigmoid(next(&mut ai, 0.2), next(&mut bi, 0.5)),
+            "leakyrelu" => A::LeakyRelu(next(&mut ai, 0.01)),
+            "thresholdedrelu" => A::ThresholdedRelu(next(&mut ai, 1.0)),
+            "scaledtanh" => A::ScaledTanh(next(&mut ai, 1.0), next(&mut bi, 1.0)),
+            "affine" => A::Affine(next(&mut ai, 1.0), next(&mut bi, 0.0)),
+            "elu" => A::Elu(next(&mut ai, 1.0)),
+            "softsign" => A::Softsign,
+            "softplus" => A::Softplus,
+            other => return Err(c.invalid(format!("activation '{other}'"))),
+        });
+    }
+    let clip = match c.attr_float("clip")? {
+        Some(v) if v > 0.0 => Some(v),
+        Some(v) => return Err(c.invalid(format!("clip {v} must be positive"))),
+        None => None,
+    };
+    let y = if batch_first {
+        vec![batch, seq, dirs, hidden]
+    } else {
+        vec![seq, dirs, batch, hidden]
+    };
+    let n_out = c.num_outputs.clamp(1, if is_lstm { 3 } else { 2 });
+    let outputs = [y, state.clone(), state]
+        .into_iter()
+        .take(n_out)
+        .map(|s| (DType::F32, s))
+        .collect();
+    let mut inputs = vec![0, 1, 2];
+    inputs.extend((0..5).filter(|&i| present[i]).map(|i| i + 3));
+    let spec = RnnSpec {
+        cell,
+        hidden,
+        direction,
+        activations,
+        clip,
+        batch_first,
+    };
+    Ok(Inferred::Node {
+        op: Op::Recurrent { spec, present },
+        inputs,
+        outputs,
+    })
 }
 
 fn gather_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {

@@ -62,6 +62,7 @@ const AT_STRING: i32 = 3;
 const AT_TENSOR: i32 = 4;
 const AT_FLOATS: i32 = 6;
 const AT_INTS: i32 = 7;
+const AT_STRINGS: i32 = 8;
 
 impl<'a> NodeCtx<'a> {
     pub(crate) fn invalid(&self, reason: impl Into<String>) -> ExecError {
@@ -269,6 +270,23 @@ impl<'a> NodeCtx<'a> {
                 String::from_utf8(a.s.clone())
                     .map(Some)
                     .map_err(|_| self.invalid(format!("attribute '{name}' is not UTF-8")))
+            }
+        }
+    }
+
+    pub(crate) fn attr_strings(&self, name: &str) -> Result<Option<Vec<String>>, ExecError> {
+        match self.attr(name) {
+            None => Ok(None),
+            Some(a) => {
+                self.check_type(a, AT_STRINGS)?;
+                a.strings
+                    .iter()
+                    .map(|b| {
+                        String::from_utf8(b.clone())
+                            .map_err(|_| self.invalid(format!("attribute '{name}' is not UTF-8")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some)
             }
         }
     }

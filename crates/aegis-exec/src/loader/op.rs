@@ -14,6 +14,7 @@
 //!   the output extent from there rather than recompute it.
 
 use crate::graph::DType;
+use crate::kernels::RnnSpec;
 
 /// The reduction of an `Op::Reduce` (ONNX `Reduce*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -825,6 +826,15 @@ pub enum Op {
         /// Extent of each letter id.
         sizes: Vec<usize>,
     },
+    /// An RNN, GRU or LSTM layer. Inputs: `X, W, R`, then those of `B, sequence_lens (int32),
+    /// initial_h, initial_c, P` that `present` marks, in that order. Outputs: `Y, Y_h` and,
+    /// for LSTM, `Y_c`, as many as the model declares.
+    Recurrent {
+        /// Cell, sizes, direction, activations, clip and layout.
+        spec: RnnSpec,
+        /// Which of `B, sequence_lens, initial_h, initial_c, P` the node has.
+        present: [bool; 5],
+    },
     /// Keeps the upper (or lower) triangle of the last two axes from the `k`-th diagonal.
     /// Inputs: `x` (`k` resolved at load).
     Trilu {
@@ -919,6 +929,11 @@ impl Op {
             Op::LpPool { .. } => "LpPool",
             Op::GridSample { .. } => "GridSample",
             Op::Einsum { .. } => "Einsum",
+            Op::Recurrent { spec, .. } => match spec.cell {
+                crate::kernels::RnnCell::Simple => "RNN",
+                crate::kernels::RnnCell::Gru { .. } => "GRU",
+                crate::kernels::RnnCell::Lstm { .. } => "LSTM",
+            },
             Op::Softmax { .. } => "Softmax",
             Op::LayerNormalization { .. } => "LayerNormalization",
         }

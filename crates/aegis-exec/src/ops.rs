@@ -1857,6 +1857,28 @@ impl NodeKernel {
                 let (y, y_h, y_c) = (take()?, take()?, take()?);
                 k::rnn(spec, &inputs, k::RnnOutputs { y, y_h, y_c }, t)?;
             }
+            Op::ReverseSequence {
+                batch_axis,
+                time_axis,
+            } => by_dtype!(dt(0), |view, view_mut| k::reverse_sequence(
+                view(l, inb(0))?,
+                shape(0),
+                i64s(l, inb(1))?,
+                *batch_axis,
+                *time_axis,
+                view_mut(l, &mut writes[0])?,
+            )?),
+            Op::Det => k::det(f32s(l, inb(0))?, shape(0), f32s_mut(l, &mut writes[0])?)?,
+            Op::AffineGrid {
+                spatial,
+                align_corners,
+            } => k::affine_grid(
+                f32s(l, inb(0))?,
+                shape(0)[0],
+                spatial,
+                *align_corners,
+                f32s_mut(l, &mut writes[0])?,
+            )?,
             Op::Trilu { k: kk, upper } => by_dtype!(dt(0), |view, view_mut| k::trilu(
                 view(l, inb(0))?,
                 shape(0),

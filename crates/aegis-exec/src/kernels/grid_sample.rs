@@ -104,6 +104,58 @@ pub fn grid_sample(
     Ok(())
 }
 
+/// ONNX AffineGrid: for each of the `N` affine matrices `theta` (`[N, 2, 3]` for 2-D,
+/// `[N, 3, 4]` for 3-D), the sampling grid `[N, (D,) H, W, r]` of the output points'
+/// normalised coordinates (`x` first) mapped through it, for [`grid_sample`].
+///
+/// # Errors
+/// `spatial` of other than 2 or 3 axes, or length mismatches.
+pub fn affine_grid(
+    theta: &[f32],
+    n: usize,
+    spatial: &[usize],
+    align_corners: bool,
+    out: &mut [f32],
+) -> KernelResult<()> {
+    const OP: &str = "AffineGrid";
+    let r = spatial.len();
+    if r != 2 && r != 3 {
+        return Err(invalid(OP, "size", format!("{r} spatial axes (2 or 3)")));
+    }
+    check_len(OP, "theta", theta.len(), n * r * (r + 1))?;
+    let points: usize = spatial.iter().product();
+    check_len(OP, "grid", out.len(), n * points * r)?;
+    // The base coordinate of index `i` on an axis of `d` points.
+    let base = |i: usize, d: usize| -> f32 {
+        if align_corners {
+            if d <= 1 {
+                -1.0
+            } else {
+                -1.0 + 2.0 * i as f32 / (d - 1) as f32
+            }
+        } else {
+            -1.0 + (2 * i + 1) as f32 / d as f32
+        }
+    };
+    for (b, grid) in out.chunks_exact_mut(points * r).enumerate() {
+        let th = &theta[b * r * (r + 1)..(b + 1) * r * (r + 1)];
+        for (p, g) in grid.chunks_exact_mut(r).enumerate() {
+            // Homogeneous coordinates, `x` (last axis) first.
+            let mut hom = [1.0f32; 4];
+            let mut rest = p;
+            for (k, &d) in spatial.iter().enumerate().rev() {
+                hom[r - 1 - k] = base(rest % d, d);
+                rest /= d;
+            }
+            for (row, o) in g.iter_mut().enumerate() {
+                let coeffs = &th[row * (r + 1)..(row + 1) * (r + 1)];
+                *o = coeffs.iter().zip(&hom).map(|(c, h)| c * h).sum();
+            }
+        }
+    }
+    Ok(())
+}
+
 struct Sampler<'a> {
     dims: &'a [usize],
     stride: [usize; MAX_AXES],
@@ -276,6 +328,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_identity_affine_grid_samples_the_input_back() {
+        let theta = [1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let mut grid = vec![0.0; 3 * 4 * 2];
+        affine_grid(&theta, 1, &[3, 4], true, &mut grid).unwrap();
+        assert_eq!(grid, identity_grid(3, 4));
+        // Without align_corners the points are the cells' centres.
+        affine_grid(&theta, 1, &[3, 4], false, &mut grid).unwrap();
+        for (g, w) in grid.iter().zip([-0.75, -2.0 / 3.0, -0.25, -2.0 / 3.0]) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let mut out = vec![0.0; 12];
+        grid_sample(
+            &x,
+            &[1, 1, 3, 4],
+            &grid,
+            &[1, 3, 4, 2],
+            GridMode::Linear,
+            GridPadding::Zeros,
+            false,
+            &mut out,
+            1,
+        )
+        .unwrap();
+        for (o, v) in out.iter().zip(&x) {
+            assert!((o - v).abs() < 1e-5, "{o} vs {v}");
+        }
+        assert!(affine_grid(&theta, 1, &[4], true, &mut grid).is_err());
     }
 
     #[test]

@@ -297,6 +297,56 @@ pub fn gather_nd<T: Copy>(
     Ok(())
 }
 
+/// ONNX ReverseSequence: for each batch entry `b` (axis `batch_axis`), its first `lens[b]`
+/// steps along `time_axis` reversed and the rest copied. The two axes are 0 and 1 (either
+/// way round).
+///
+/// # Errors
+/// Axes other than 0 and 1, a length outside `0..=steps`, or length mismatches.
+pub fn reverse_sequence<T: Copy>(
+    x: &[T],
+    x_shape: &[usize],
+    lens: &[i64],
+    batch_axis: usize,
+    time_axis: usize,
+    out: &mut [T],
+) -> KernelResult<()> {
+    const OP: &str = "ReverseSequence";
+    if x_shape.len() < 2 || batch_axis > 1 || time_axis > 1 || batch_axis == time_axis {
+        return Err(KernelError::ShapeMismatch {
+            op: OP,
+            a: x_shape.to_vec(),
+            b: vec![batch_axis, time_axis],
+        });
+    }
+    check_len(OP, "input", x.len(), numel(OP, x_shape)?)?;
+    check_len(OP, "output", out.len(), x.len())?;
+    let (batch, steps) = (x_shape[batch_axis], x_shape[time_axis]);
+    check_len(OP, "sequence_lens", lens.len(), batch)?;
+    let inner: usize = x_shape[2..].iter().product();
+    let at = |b: usize, t: usize| {
+        if batch_axis == 0 {
+            (b * steps + t) * inner
+        } else {
+            (t * batch + b) * inner
+        }
+    };
+    for (b, &len) in lens.iter().enumerate() {
+        let len = usize::try_from(len).ok().filter(|&l| l <= steps).ok_or(
+            KernelError::IndexOutOfRange {
+                op: OP,
+                index: len,
+                size: steps,
+            },
+        )?;
+        for t in 0..steps {
+            let src = if t < len { len - 1 - t } else { t };
+            out[at(b, t)..at(b, t) + inner].copy_from_slice(&x[at(b, src)..at(b, src) + inner]);
+        }
+    }
+    Ok(())
+}
+
 /// ONNX OneHot: `out` has `indices`' shape with an axis of `depth` inserted at `axis`
 /// (`0..=rank`); the element is `on` where the index (negative counts from `depth`) equals the
 /// position along that axis, else `off`. Indices out of range give an all-`off` row (the

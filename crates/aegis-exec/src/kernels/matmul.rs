@@ -517,3 +517,60 @@ pub fn matmul(
         Ok(())
     })
 }
+
+/// ONNX Det: the determinant of each trailing `[n, n]` matrix of `x`, by LU decomposition
+/// with partial pivoting in f64.
+///
+/// # Errors
+/// A rank below 2, non-square matrices, or length mismatches.
+pub fn det(x: &[f32], x_shape: &[usize], out: &mut [f32]) -> KernelResult<()> {
+    const OP: &str = "Det";
+    let r = x_shape.len();
+    if r < 2 || x_shape[r - 1] != x_shape[r - 2] {
+        return Err(KernelError::ShapeMismatch {
+            op: OP,
+            a: x_shape.to_vec(),
+            b: vec![],
+        });
+    }
+    let n = x_shape[r - 1];
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    check_len(OP, "Y", out.len(), numel(OP, &x_shape[..r - 2])?)?;
+    if n == 0 {
+        // The empty product.
+        out.fill(1.0);
+        return Ok(());
+    }
+    let mut a = vec![0.0f64; n * n];
+    for (o, m) in out.iter_mut().zip(x.chunks_exact(n * n)) {
+        for (d, &v) in a.iter_mut().zip(m) {
+            *d = f64::from(v);
+        }
+        let mut det = 1.0f64;
+        for col in 0..n {
+            let pivot = (col..n)
+                .max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))
+                .unwrap_or(col);
+            if a[pivot * n + col] == 0.0 {
+                det = 0.0;
+                break;
+            }
+            if pivot != col {
+                for k in 0..n {
+                    a.swap(pivot * n + k, col * n + k);
+                }
+                det = -det;
+            }
+            let p = a[col * n + col];
+            det *= p;
+            for row in col + 1..n {
+                let f = a[row * n + col] / p;
+                for k in col..n {
+                    a[row * n + k] -= f * a[col * n + k];
+                }
+            }
+        }
+        *o = det as f32;
+    }
+    Ok(())
+}

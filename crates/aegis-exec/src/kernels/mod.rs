@@ -70,7 +70,8 @@
 //!   `conv_transpose(x, x_shape, w, w_shape, bias, &attrs, out, threads)`
 //! - `GemmAttrs { alpha, beta, trans_a, trans_b }` (Default = ONNX defaults),
 //!   `gemm(a, a_shape, b, b_shape, c: Option<(&[f32], &[usize])>, &GemmAttrs, out, threads)`
-//! - `matmul_output_shape(a_shape, b_shape)`, `matmul(a, a_shape, b, b_shape, out, threads)`
+//! - `matmul_output_shape(a_shape, b_shape)`, `matmul(a, a_shape, b, b_shape, out, threads)`,
+//!   `det(x, x_shape, out)`
 //! - `rnn(&RnnSpec { cell: RnnCell::{Simple, Gru, Lstm}, .. }, &RnnInputs, RnnOutputs,
 //!   threads)`: the RNN, GRU and LSTM layers
 //! - `einsum(inputs, terms, output, sizes, out, threads)` (subscripts resolved to letter ids;
@@ -114,6 +115,7 @@
 //! - `gather(data, data_shape, indices: &[i64 | i32], indices_shape, axis, out)`
 //! - indexing: `gather_elements`, `scatter_elements` / `scatter_nd` (with
 //!   `ScatterReduction::{None, Add, Mul, Max, Min}`), `gather_nd`, `one_hot`, `top_k`,
+//!   `reverse_sequence`,
 //!   `cumsum`, `trilu`
 //! - `pad(x, x_shape, pads_begin: &[i64], pads_end: &[i64], PadMode::{Constant(v), Reflect,
 //!   Edge, Wrap}, out)`
@@ -121,7 +123,8 @@
 //!   CoordTransform, out, threads)`; `NearestMode::{RoundPreferFloor, RoundPreferCeil,
 //!   Floor, Ceil}`, `CoordTransform::{HalfPixel, HalfPixelSymmetric, PytorchHalfPixel,
 //!   AlignCorners, Asymmetric, TfHalfPixelForNearest}`
-//! - `grid_sample(x, x_shape, grid, grid_shape, GridMode::{Nearest, Linear, Cubic},
+//! - `affine_grid(theta, n, spatial, align_corners, out)`,
+//!   `grid_sample(x, x_shape, grid, grid_shape, GridMode::{Nearest, Linear, Cubic},
 //!   GridPadding::{Zeros, Border, Reflection}, align_corners, out, threads)`
 //! - `resize_filtered(x, x_shape, out_shape, scales, &FilteredResize { filter:
 //!   ResizeFilter::{Linear, Cubic { a }}, coord: FilteredCoord::{Transform(_),
@@ -178,13 +181,13 @@ pub use elementwise::{
     GeluApprox, UnaryOp, VariadicOp,
 };
 pub use error::{KernelError, KernelResult};
-pub use grid_sample::{grid_sample, GridMode, GridPadding};
+pub use grid_sample::{affine_grid, grid_sample, GridMode, GridPadding};
 pub use indexing::{
-    cumsum, gather_elements, gather_nd, one_hot, scatter_elements, scatter_nd, top_k, trilu,
-    Accumulate, ScatterReduction, ScatterValue,
+    cumsum, gather_elements, gather_nd, one_hot, reverse_sequence, scatter_elements, scatter_nd,
+    top_k, trilu, Accumulate, ScatterReduction, ScatterValue,
 };
 pub use map::{map, map_inplace, sign_f32, softplus};
-pub use matmul::{gemm, matmul, matmul_output_shape, GemmAttrs};
+pub use matmul::{det, gemm, matmul, matmul_output_shape, GemmAttrs};
 pub use norm::{
     batch_norm, batch_norm_coefficients, channel_affine, channel_affine_act, hardmax, layer_norm,
     layer_norm_stats, reduce, reduce_output_shape, softmax, softmax_legacy, ReduceOp, SoftmaxKind,

@@ -472,3 +472,34 @@ fn cubic_resize_keeps_constants_and_extrapolates_outside_the_roi() {
     )
     .is_err());
 }
+
+#[test]
+fn det_pivots_signs_and_singular_matrices() {
+    // [[0, 2], [3, 4]] needs a row swap: det = -6. A 3x3 with det 6, and a singular one.
+    let x = [0.0, 2.0, 3.0, 4.0];
+    let mut out = [0.0f32];
+    det(&x, &[2, 2], &mut out).unwrap();
+    assert_eq!(out[0], -6.0);
+    let x = [
+        2.0, 0.0, 1.0, 1.0, 3.0, 2.0, 1.0, 1.0, 2.0, 1.0, 2.0, 3.0, 2.0, 4.0, 6.0, 0.0, 0.0, 1.0,
+    ];
+    let mut out = [0.0f32; 2];
+    det(&x, &[2, 3, 3], &mut out).unwrap();
+    assert!((out[0] - 6.0).abs() < 1e-5, "{}", out[0]);
+    assert_eq!(out[1], 0.0);
+    assert!(det(&x[..6], &[2, 3], &mut out[..1]).is_err());
+}
+
+#[test]
+fn reverse_sequence_reverses_each_prefix_and_checks_lengths() {
+    // [batch 2, time 3]: lengths 3 and 2.
+    let x = [1, 2, 3, 4, 5, 6];
+    let mut out = [0; 6];
+    reverse_sequence(&x, &[2, 3], &[3, 2], 0, 1, &mut out).unwrap();
+    assert_eq!(out, [3, 2, 1, 5, 4, 6]);
+    // Time-major [time 3, batch 2].
+    reverse_sequence(&x, &[3, 2], &[1, 3], 1, 0, &mut out).unwrap();
+    assert_eq!(out, [1, 6, 3, 4, 5, 2]);
+    assert!(reverse_sequence(&x, &[2, 3], &[4, 1], 0, 1, &mut out).is_err());
+    assert!(reverse_sequence(&x, &[2, 3], &[-1, 1], 0, 1, &mut out).is_err());
+}

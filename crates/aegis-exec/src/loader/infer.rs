@@ -17,6 +17,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Acos", 7),
     ("Acosh", 9),
     ("Add", 7),
+    ("AffineGrid", 20),
     ("And", 7),
     ("ArgMax", 7),
     ("ArgMin", 7),
@@ -29,6 +30,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Cast", 7),
     ("CastLike", 15),
     ("Ceil", 7),
+    ("CenterCropPad", 18),
     ("Celu", 12),
     ("Clip", 7),
     ("Concat", 7),
@@ -40,6 +42,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Cosh", 9),
     ("CumSum", 11),
     ("DepthToSpace", 7),
+    ("Det", 11),
     ("Div", 7),
     ("Dropout", 7),
     ("Einsum", 12),
@@ -112,6 +115,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Relu", 7),
     ("Reshape", 7),
     ("Resize", 10),
+    ("ReverseSequence", 10),
     ("Round", 11),
     ("Scatter", 9),
     ("ScatterElements", 11),
@@ -411,6 +415,23 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             Ok(node(op, vec![0], DType::F32, x.shape.clone()))
         }
         "GatherND" => gather_nd(c),
+        "ReverseSequence" => reverse_sequence(c),
+        "Det" => {
+            c.arity(1, 1)?;
+            let x = c.f32_input(0)?;
+            let r = x.rank();
+            if r < 2 || x.shape[r - 1] != x.shape[r - 2] {
+                return Err(c.mismatch(format!("input {:?} is not [..., n, n]", x.shape)));
+            }
+            Ok(node(
+                Op::Det,
+                vec![0],
+                DType::F32,
+                x.shape[..r - 2].to_vec(),
+            ))
+        }
+        "AffineGrid" => affine_grid(c),
+        "CenterCropPad" => center_crop_pad(c),
         "RNN" | "GRU" | "LSTM" => recurrent(c),
         "Einsum" => einsum(c),
         "GridSample" => grid_sample(c),
@@ -1430,6 +1451,92 @@ fn recurrent(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         inputs,
         outputs,
     })
+}
+
+fn reverse_sequence(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?;
+    let lens = c.typed_input(1, &[DType::I64])?;
+    let batch_axis = c.attr_int_or("batch_axis", 1)?;
+    let time_axis = c.attr_int_or("time_axis", 0)?;
+    let (batch_axis, time_axis) = match (batch_axis, time_axis) {
+        (0, 1) => (0, 1),
+        (1, 0) => (1, 0),
+        _ => {
+            return Err(c.invalid(format!(
+                "batch_axis {batch_axis} and time_axis {time_axis} must be 0 and 1"
+            )))
+        }
+    };
+    if x.rank() < 2 || lens.shape != [x.shape[batch_axis]] {
+        return Err(c.mismatch(format!(
+            "sequence_lens {:?} for input {:?}",
+            lens.shape, x.shape
+        )));
+    }
+    let op = Op::ReverseSequence {
+        batch_axis,
+        time_axis,
+    };
+    Ok(node(op, vec![0, 1], x.dtype, x.shape.clone()))
+}
+
+fn affine_grid(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let theta = c.f32_input(0)?;
+    let size = c
+        .const_ints(1)?
+        .ok_or_else(|| c.invalid("size must be a constant known at load (shapes are static)"))?;
+    let size = c.non_negative("size", &size)?;
+    let r = size.len().saturating_sub(2);
+    if (r != 2 && r != 3) || theta.shape != [size[0], r, r + 1] {
+        return Err(c.mismatch(format!(
+            "theta {:?} for size {size:?} (expected [N, 2, 3] with 4 sizes or [N, 3, 4] with 5)",
+            theta.shape
+        )));
+    }
+    let mut shape = vec![size[0]];
+    shape.extend_from_slice(&size[2..]);
+    shape.push(r);
+    let op = Op::AffineGrid {
+        spatial: size[2..].to_vec(),
+        align_corners: c.attr_bool_or("align_corners", false)?,
+    };
+    Ok(node(op, vec![0], DType::F32, shape))
+}
+
+/// CenterCropPad is a Pad with negative pads where it crops (centred, the odd cell at the
+/// end), so it runs as one.
+fn center_crop_pad(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let x = c.f32_input(0)?;
+    let target = c
+        .const_ints(1)?
+        .ok_or_else(|| c.invalid("shape must be a constant known at load (shapes are static)"))?;
+    let target = c.non_negative("shape", &target)?;
+    let r = x.rank();
+    let axes = match c.attr_ints("axes")? {
+        Some(a) => c.axes(&a, r)?,
+        None => (0..r).collect(),
+    };
+    if axes.len() != target.len() {
+        return Err(c.mismatch(format!("shape {target:?} for axes {axes:?}")));
+    }
+    let mut pads = vec![0i64; 2 * r];
+    let mut shape = x.shape.clone();
+    for (&a, &s) in axes.iter().zip(&target) {
+        let (d, s) = (x.shape[a] as i64, s as i64);
+        let begin = if s < d { -((d - s) / 2) } else { (s - d) / 2 };
+        pads[a] = begin;
+        pads[r + a] = s - d - begin;
+        shape[a] = s as usize;
+    }
+    let op = Op::Pad {
+        mode: PadMode::Constant,
+        pads,
+        value: 0.0,
+    };
+    Ok(node(op, vec![0], DType::F32, shape))
 }
 
 fn gather_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {

@@ -835,6 +835,23 @@ pub enum Op {
         /// Which of `B, sequence_lens, initial_h, initial_c, P` the node has.
         present: [bool; 5],
     },
+    /// Reverses each batch entry's first `sequence_lens[b]` steps. Inputs: `x,
+    /// sequence_lens (int64)`.
+    ReverseSequence {
+        /// Batch axis (0 or 1).
+        batch_axis: usize,
+        /// Time axis (the other of 0 and 1).
+        time_axis: usize,
+    },
+    /// Determinant of each trailing square matrix. Inputs: `x`.
+    Det,
+    /// The sampling grid of `N` affine matrices over a `(D,) H, W` output. Inputs: `theta`.
+    AffineGrid {
+        /// The output's spatial extents (from the constant `size`).
+        spatial: Vec<usize>,
+        /// As GridSample's.
+        align_corners: bool,
+    },
     /// Keeps the upper (or lower) triangle of the last two axes from the `k`-th diagonal.
     /// Inputs: `x` (`k` resolved at load).
     Trilu {
@@ -929,6 +946,9 @@ impl Op {
             Op::LpPool { .. } => "LpPool",
             Op::GridSample { .. } => "GridSample",
             Op::Einsum { .. } => "Einsum",
+            Op::ReverseSequence { .. } => "ReverseSequence",
+            Op::Det => "Det",
+            Op::AffineGrid { .. } => "AffineGrid",
             Op::Recurrent { spec, .. } => match spec.cell {
                 crate::kernels::RnnCell::Simple => "RNN",
                 crate::kernels::RnnCell::Gru { .. } => "GRU",

@@ -33,8 +33,8 @@
 //!   transformed tiles instead of 9 taps per output, 2.25x fewer multiply-adds (`conv_wino`;
 //!   `kernel_bench` 256->256 on 56x56, 1 thread: 36-39 -> 26-33 ms; with 64 input channels
 //!   the transforms cost what the products save, 2.4 -> 2.9 ms on 56x56);
-//! - **channel-vectorised** (one group, planes of 28x28 and smaller, 1x1 from 14x14 unless
-//!   the direct pointwise kernel below takes it, strided
+//! - **channel-vectorised** (one group, planes of 28x28 and smaller, 1x1 from 14x14 with
+//!   K < 256 unless the direct pointwise kernel below takes it, strided
 //!   convs with K >= 128 such as a 7x7/2 stem on any plane, channels filling >= 90 % of
 //!   blocks of 32; needs [`PreparedConv::prepare_input`], which packs the
 //!   filter once): vectors along output channels, so small planes lose no lanes, reading the
@@ -88,6 +88,13 @@ const CO_MAX_PLANE: usize = 28 * 28;
 /// The same for a 1x1 conv, whose other paths lose no lanes down to 28x28 planes (even at
 /// 14x14, 7x7 wins 10 %; a strided 1x1 onto 28x28 loses 7 %).
 const CO_MAX_PLANE_POINTWISE: usize = 14 * 14;
+/// Reductions from which a small-plane 1x1 conv takes the GEMM instead. Measured in one
+/// process, the same buffers, the two paths alternating (`kernel_bench`, medians of 40 runs,
+/// 1 thread, co / GEMM): 512->1000 on 13x13 1.17-1.28, 1024->256 on 14x14 1.13-1.29,
+/// 256->1024 1.09-1.19, 512->2048 on 7x7 1.09-1.19, while 160->960 on 7x7 was 0.89-1.02.
+/// (Alternating whole processes had hidden this: the channel-vectorised kernel's time is
+/// bimodal between processes.)
+const CO_POINTWISE_MAX_K: usize = 256;
 /// Strided convs with at least this long a reduction take the channel-vectorised kernel on
 /// any plane (the GEMM path's im2col gathers strided columns: a 7x7/2 stem over RGB,
 /// K = 147, measured 78-81 -> 90-91 GFLOP/s on one thread).
@@ -486,8 +493,8 @@ impl PreparedConv {
     /// (the last block's missing channels are computed as zeros and dropped). A 1x1 conv
     /// that [`PointwiseRows`] takes stays there: in MobileNetV2, per-node medians (ms, 1
     /// thread, this kernel -> that one) 64->384 on 14x14 0.155 -> 0.11, 96->576 on 14x14
-    /// 0.296 -> 0.248, while the 1x1 convs the GEMM would take instead were as fast or faster
-    /// here (160->960 on 7x7 0.245 vs 0.26-0.27). Shape-determined.
+    /// 0.296 -> 0.248; a 1x1 conv with a reduction from `CO_POINTWISE_MAX_K` takes the GEMM,
+    /// a shorter one stays here (160->960 on 7x7 0.245 vs 0.26-0.27). Shape-determined.
     fn co_eligible(&self, geo: &Geo) -> bool {
         let two_d = geo.k[0] == 1 && geo.input[0] == 1 && geo.out[0] == 1;
         let kdim = self.c_in_g * geo.kprod();
@@ -496,13 +503,11 @@ impl PreparedConv {
             && two_d
             && self.c_out * 10 >= self.c_out.div_ceil(CO_BLOCK) * CO_BLOCK * 9
             && kdim >= CO_MIN_K
-            && (geo.out_plane()
-                <= if geo.kprod() == 1 {
-                    CO_MAX_PLANE_POINTWISE
-                } else {
-                    CO_MAX_PLANE
-                }
-                || (geo.s[1] > 1 && geo.kprod() > 1 && kdim >= CO_STRIDED_MIN_K))
+            && (if geo.kprod() == 1 {
+                geo.out_plane() <= CO_MAX_PLANE_POINTWISE && kdim < CO_POINTWISE_MAX_K
+            } else {
+                geo.out_plane() <= CO_MAX_PLANE
+            } || (geo.s[1] > 1 && geo.kprod() > 1 && kdim >= CO_STRIDED_MIN_K))
             && self.direct(geo).is_none()
             && !self.direct_pointwise(geo)
     }

@@ -238,8 +238,8 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
     assert!(co_once_prepared([64, 3, 7, 7], stem, [1, 3, 96, 96]));
     assert!(!co_once_prepared([64, 2, 3, 3], a3, [1, 2, 14, 14]));
     // 1x1 on 14x14: a short reduction and small filter (MobileNetV2's 96->576) stay on the
-    // direct pointwise kernel (and pack nothing); a long reduction (DenseNet's 512->128)
-    // takes this one.
+    // direct pointwise kernel (and pack nothing); a middle one (MobileNetV2's 160->960 on
+    // 7x7) takes this one; from K = 256 (DenseNet's 512->128) the GEMM.
     let pw = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
     assert!(!co_once_prepared(
         [576, 96, 1, 1],
@@ -248,7 +248,12 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
     ));
     let pc = PreparedConv::new(&vec![0.0; 576 * 96], &[576, 96, 1, 1], None, pw.clone()).unwrap();
     assert_eq!(pc.prepare_input(&[1, 96, 14, 14]).unwrap().packed_len(), 0);
-    assert!(co_once_prepared([128, 512, 1, 1], pw, [1, 512, 14, 14]));
+    assert!(co_once_prepared(
+        [960, 160, 1, 1],
+        pw.clone(),
+        [1, 160, 7, 7]
+    ));
+    assert!(!co_once_prepared([128, 512, 1, 1], pw, [1, 512, 14, 14]));
 }
 
 /// Whether a conv of filter shape `ws` (zero weights) takes the channel-vectorised kernel on

@@ -225,6 +225,22 @@ fn main() -> KernelResult<()> {
     conv_case("1x1 128->32 27x27", 128, 32, 27, 1, 1, 0, 1)?;
     conv_case("1x1 128->16 55x55", 128, 16, 55, 1, 1, 0, 1)?;
     conv_case("1x1 16->64 55x55", 16, 64, 55, 1, 1, 0, 1)?;
+    // Narrowing 1x1 convs on large planes (MobileNetV2's 96->24, SqueezeNet's squeezes):
+    // the GEMM, not the direct pointwise kernel.
+    conv_case("1x1 96->24 56x56", 96, 24, 56, 1, 1, 0, 1)?;
+    conv_case("1x1 96->16 55x55", 96, 16, 55, 1, 1, 0, 1)?;
+    conv_case("1x1 64->32 56x56", 64, 32, 56, 1, 1, 0, 1)?;
+    // ZFNet's stem.
+    conv_case(
+        "7x7/2 3->96 224x224 pad 1 (zfnet stem)",
+        3,
+        96,
+        224,
+        7,
+        2,
+        1,
+        1,
+    )?;
     conv_case("3x3 64->256 13x13 pad 1", 64, 256, 13, 3, 1, 1, 1)?;
     // MobileNetV2's expand 1x1 on a 112x112 plane (a reduction of 16).
     conv_case("1x1 16->96 112x112", 16, 96, 112, 1, 1, 0, 1)?;

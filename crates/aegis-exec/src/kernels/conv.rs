@@ -45,7 +45,8 @@
 //!   (`conv_direct`);
 //! - **pointwise** (all kernel extents 1, strides 1, no padding): straight from the input,
 //!   no im2col; with a short reduction and a small filter (K <= 128, <= 64 Ki elements per
-//!   group, planes of >= 16 positions) the register-blocked direct kernel [`PointwiseRows`]
+//!   group, planes of >= 16 positions; not a one-group conv that narrows the channels from
+//!   K >= 64 on a plane over 28x28) the register-blocked direct kernel [`PointwiseRows`]
 //!   (6 channels x 2 vectors of positions, FMAs over K, bias and activation fused; workers
 //!   share blocks of channels, or bands of positions when there are fewer than two blocks
 //!   per worker), else one GEMM per tile;
@@ -1035,13 +1036,20 @@ impl PreparedConv {
     /// Measured on the shared models: the direct kernel wins up to about K = 128 with a
     /// filter of up to 64 Ki elements, and loses beyond. Weights-determined, so the choice
     /// never depends on `threads`. Planes of fewer than `PW_MIN_PLANE` positions (squeeze-
-    /// excitation's 1x1) would fill vectors with masked lanes, so they keep the GEMM.
+    /// excitation's 1x1) would fill vectors with masked lanes, so they keep the GEMM, and so
+    /// does a narrowing conv on a large plane (`PW_NARROW_MIN_K`; one process, the paths
+    /// alternating, medians, 1 thread, direct / GEMM: 64->16 on 55x55 1.2-1.35, 96->24 on
+    /// 56x56 1.06-1.35, 64->32 on 56x56 1.04-1.39; 128->32 on 27x27 0.89-1.13).
     fn direct_pointwise(&self, geo: &Geo) -> bool {
         let c_out_g = self.c_out / self.attrs.group;
         self.path == ConvPath::Pointwise
             && self.c_in_g <= PW_MAX_K
             && c_out_g * self.c_in_g <= PW_MAX_FILTER
             && geo.out_plane() >= PW_MIN_PLANE
+            && (self.attrs.group > 1
+                || c_out_g >= self.c_in_g
+                || self.c_in_g < PW_NARROW_MIN_K
+                || geo.out_plane() <= PW_NARROW_MAX_PLANE)
     }
 
     /// A pointwise conv through [`PointwiseRows`]: whole groups per worker; for one group
@@ -1249,6 +1257,14 @@ impl PreparedConv {
     pub(crate) fn uses_dw_rows(&self, x_shape: &[usize]) -> KernelResult<bool> {
         let geo = self.geo(x_shape)?;
         Ok(self.path == ConvPath::Depthwise && dw_same(&geo).is_none() && dw_rows(&geo))
+    }
+
+    /// Whether an input of shape `x_shape` runs the direct pointwise kernel (tests check the
+    /// choice).
+    #[cfg(test)]
+    pub(crate) fn uses_pointwise_rows(&self, x_shape: &[usize]) -> KernelResult<bool> {
+        let geo = self.geo(x_shape)?;
+        Ok(self.direct_pointwise(&geo))
     }
 
     /// Whether an input of shape `x_shape` runs the direct stride-1 kernel (tests check the
@@ -2398,6 +2414,12 @@ impl CoSplit {
 
 /// Longest reduction (input channels per group) the direct pointwise kernel takes.
 const PW_MAX_K: usize = 128;
+/// A one-group pointwise conv that narrows the channels (fewer outputs than inputs) takes
+/// the GEMM from this reduction on planes larger than `PW_NARROW_MAX_PLANE`: a tile of 32
+/// positions reads every input channel a plane apart, while the GEMM packs its panels.
+const PW_NARROW_MIN_K: usize = 64;
+/// See `PW_NARROW_MIN_K`.
+const PW_NARROW_MAX_PLANE: usize = 28 * 28;
 /// Largest per-group filter (elements) the direct pointwise kernel takes.
 const PW_MAX_FILTER: usize = 64 * 1024;
 /// Smallest output plane the direct pointwise kernel takes.

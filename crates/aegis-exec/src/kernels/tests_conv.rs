@@ -383,7 +383,8 @@ fn pointwise_fused_activation_is_threads_invariant() {
 #[case(UnaryOp::Clip { min: -0.5, max: 0.5 })]
 #[case(UnaryOp::LeakyRelu { alpha: 0.25 })]
 fn pointwise_few_channels_split_by_positions(#[case] act: UnaryOp) {
-    let (xs, ws) = ([1, 64, 33, 33], [16, 64, 1, 1]);
+    // K = 48: below the bar from which a narrowing conv on a large plane takes the GEMM.
+    let (xs, ws) = ([1, 48, 33, 33], [16, 48, 1, 1]);
     let x = rand_vec(xs.iter().product(), 13);
     let w = rand_vec(ws.iter().product(), 14);
     let b = rand_vec(16, 15);
@@ -399,7 +400,30 @@ fn pointwise_few_channels_split_by_positions(#[case] act: UnaryOp) {
     let pc = PreparedConv::new(&w, &ws, Some(&b), a)
         .unwrap()
         .with_activation(act);
+    assert!(pc.uses_pointwise_rows(&xs).unwrap());
     assert_runs_match(&pc, &x, &xs, &want, 1e-5, &[1, 2, 4]);
+}
+
+#[test]
+fn narrowing_pointwise_convs_on_large_planes_take_the_gemm() {
+    let a = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
+    let rows = |c_out: usize, c_in: usize, hw: usize, group: usize| {
+        let mut a = a.clone();
+        a.group = group;
+        let ws = [c_out, c_in / group, 1, 1];
+        PreparedConv::new(&vec![0.0; ws.iter().product()], &ws, None, a)
+            .unwrap()
+            .uses_pointwise_rows(&[1, c_in, hw, hw])
+            .unwrap()
+    };
+    // SqueezeNet's 64->16 and MobileNetV2's 96->24 squeezes on large planes: the GEMM.
+    assert!(!rows(16, 64, 55, 1));
+    assert!(!rows(24, 96, 56, 1));
+    // Expanding, a short reduction, a small plane, or grouped: the direct kernel.
+    assert!(rows(64, 16, 55, 1));
+    assert!(rows(16, 32, 112, 1));
+    assert!(rows(32, 128, 27, 1));
+    assert!(rows(24, 96, 56, 4));
 }
 
 #[test]

@@ -26,7 +26,7 @@
 //!   accumulate every tap in registers, through `pulp`'s run-time dispatch to AVX-512/AVX2
 //!   (1-D and 2-D; 3-D keeps a direct loop);
 //! - **Winograd F(2x2, 3x3)** (one group, 3x3 stride 1, >= 128 input and >= 64 output
-//!   channels, planes of 14x14 and wider (32 output channels from 56x56), filters up to
+//!   channels, planes of 14x14 and wider, filters up to
 //!   512 x 512 (above 256 x 256 on 28x28 and wider); needs [`PreparedConv::prepare_input`],
 //!   which transforms the filter once):
 //!   16 products of
@@ -112,15 +112,12 @@ const CO_ONE_PASS_BYTES: usize = 1024 * 1024;
 const CO_PASS_BYTES: usize = 512 * 1024;
 /// Fewest input channels a Winograd conv takes (its products reduce over them).
 const WINO_MIN_C_IN: usize = 128;
-/// Fewest output channels a Winograd conv takes.
-const WINO_MIN_C_OUT: usize = 32;
-/// Below this many output channels the input transform weighs more against the products, so
-/// a Winograd conv needs a plane of `WINO_NARROW_MIN_PLANE` (`kernel_bench`, 1 thread,
-/// DenseNet's 128->32: on 56x56 2.31 -> 1.93 ms, on 28x28 0.54 -> 0.555).
-const WINO_NARROW_C_OUT: usize = 64;
-/// Smallest output plane a Winograd conv with fewer than `WINO_NARROW_C_OUT` output channels
-/// takes.
-const WINO_NARROW_MIN_PLANE: usize = 56 * 56;
+/// Fewest output channels a Winograd conv takes. With one block of 32 (DenseNet's 128->32
+/// growth convs on 56x56) the input transform outweighs the products: measured in one
+/// process, the paths alternating (medians of 30 runs, Winograd / the other path), 1 thread
+/// 1.03-1.19, 2 threads 1.17-1.48; DenseNet's six such convs at 2 threads 13.0-13.6 ->
+/// 10.0-11.6 ms.
+const WINO_MIN_C_OUT: usize = 64;
 /// Smallest output plane a Winograd conv takes (`kernel_bench`, 1 thread: 128->128 on 14x14
 /// 0.67 -> 0.50 ms, 256->256 on 14x14 2.81 -> 2.11; on 7x7 no gain, 192->256 0.51 either
 /// way).
@@ -1304,11 +1301,10 @@ impl PreparedConv {
     }
 
     /// The Winograd geometry where F(2x2, 3x3) suits this conv: one group, 2-D, 3x3, stride
-    /// and dilation 1, at least `WINO_MIN_C_IN` input channels, output channels filling 90 %
-    /// of blocks of 32 (the products run the channel-vectorised kernel), a plane of at least
-    /// `WINO_MIN_PLANE` outputs (28x28 for filters above `WINO_WIDE_FILTER`, 56x56 for fewer
-    /// than `WINO_NARROW_C_OUT` output channels) and rows of at
-    /// most `2 * MAX_TW`, and a filter of at most `WINO_MAX_FILTER` elements (the transformed
+    /// and dilation 1, at least `WINO_MIN_C_IN` input and `WINO_MIN_C_OUT` output channels,
+    /// output channels filling 90 % of blocks of 32 (the products run the channel-vectorised
+    /// kernel), a plane of at least `WINO_MIN_PLANE` outputs (28x28 for filters above
+    /// `WINO_WIDE_FILTER`) and rows of at most `2 * MAX_TW`, and a filter of at most `WINO_MAX_FILTER` elements (the transformed
     /// filter holds 16/9 of it). Shape-determined; `threads` only sets how many chunks the
     /// plane is cut into (one per worker at least), which changes no element's arithmetic.
     fn wino_geo(&self, geo: &Geo, threads: usize) -> Option<WinoGeo> {
@@ -1321,7 +1317,6 @@ impl PreparedConv {
             && geo.d == [1, 1, 1]
             && self.c_in_g >= WINO_MIN_C_IN
             && self.c_out >= WINO_MIN_C_OUT
-            && (self.c_out >= WINO_NARROW_C_OUT || geo.out_plane() >= WINO_NARROW_MIN_PLANE)
             && self.c_out * 10 >= self.c_out.div_ceil(CO_BLOCK) * CO_BLOCK * 9
             && geo.out_plane() >= WINO_MIN_PLANE
             && (self.c_out * self.c_in_g <= WINO_WIDE_FILTER || geo.out_plane() >= 28 * 28)

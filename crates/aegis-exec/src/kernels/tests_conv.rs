@@ -1150,8 +1150,6 @@ fn channel_vectorised_stores_reach_every_row_and_position() {
 #[case([1, 128, 31, 30], 64, [0, 0, 0, 0], Some(UnaryOp::LeakyRelu { alpha: 0.25 }))]
 // Asymmetric pads, rows of more than one chunk of tiles.
 #[case([1, 128, 60, 58], 64, [2, 0, 1, 2], Some(UnaryOp::Clip { min: -0.5, max: 0.5 }))]
-// One block of 32 output channels (DenseNet's growth convs) on a 56x56 plane.
-#[case([1, 128, 56, 56], 32, [1, 1, 1, 1], Some(UnaryOp::Relu))]
 fn winograd_matches_the_definition_and_is_threads_invariant(
     #[case] xs: [usize; 4],
     #[case] c_out: usize,
@@ -1237,9 +1235,8 @@ fn winograd_is_chosen_by_shape() {
     // Too few input or output channels, too small a plane, too large a filter, stride 2.
     assert!(!wino([64, 64, 3, 3], a3.clone(), [1, 64, 56, 56]));
     assert!(!wino([16, 128, 3, 3], a3.clone(), [1, 128, 56, 56]));
-    // One block of 32 output channels from 56x56 planes only.
-    assert!(wino([32, 128, 3, 3], a3.clone(), [1, 128, 56, 56]));
-    assert!(!wino([32, 128, 3, 3], a3.clone(), [1, 128, 28, 28]));
+    // One block of 32 output channels (DenseNet's growth convs): not even on 56x56.
+    assert!(!wino([32, 128, 3, 3], a3.clone(), [1, 128, 56, 56]));
     assert!(wino([256, 128, 3, 3], a3.clone(), [1, 128, 14, 14]));
     assert!(!wino([256, 128, 3, 3], a3.clone(), [1, 128, 13, 13]));
     assert!(!wino([512, 512, 3, 3], a3.clone(), [1, 512, 14, 14]));

@@ -351,6 +351,18 @@ pub fn arg_reduce<T: Copy + PartialOrd + Sync>(
     Ok(())
 }
 
+/// Mean and (biased) variance of `xs`, accumulated in f64 in index order (two passes).
+fn mean_var(xs: &[f32]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = xs
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    (mean, var)
+}
+
 /// ONNX InstanceNormalization: for every `(n, c)` plane of `x [N, C, spatial...]`,
 /// `scale[c] (x - mean) / sqrt(var + epsilon) + bias[c]` with the plane's mean and (biased)
 /// variance, accumulated in f64 in index order.
@@ -387,12 +399,7 @@ pub fn instance_norm(
         for (p, o) in piece.chunks_mut(plane).enumerate() {
             let idx = first + p;
             let xs = &x[idx * plane..(idx + 1) * plane];
-            let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64;
-            let var = xs
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / plane as f64;
+            let (mean, var) = mean_var(xs);
             let ch = idx % c;
             let a = f64::from(scale[ch]) / (var + f64::from(epsilon)).sqrt();
             let b = f64::from(bias[ch]);
@@ -447,12 +454,7 @@ pub fn group_norm(
         for (gi, o) in piece.chunks_mut(len).enumerate() {
             let idx = first + gi;
             let xs = &x[idx * len..(idx + 1) * len];
-            let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / len as f64;
-            let var = xs
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / len as f64;
+            let (mean, var) = mean_var(xs);
             let inv = 1.0 / (var + f64::from(epsilon)).sqrt();
             let g = idx % groups;
             for (ci, (orow, xrow)) in o.chunks_mut(plane).zip(xs.chunks(plane)).enumerate() {

@@ -172,29 +172,24 @@ pub(crate) fn eval(
             f: f @ (MathFn::Neg | MathFn::Abs),
         } => {
             let neg = *f == MathFn::Neg;
+            macro_rules! neg_abs {
+                ($v:expr, $variant:ident) => {
+                    one(TensorData::$variant(
+                        $v.iter()
+                            .map(|&x| {
+                                if neg {
+                                    x.wrapping_neg()
+                                } else {
+                                    x.wrapping_abs()
+                                }
+                            })
+                            .collect(),
+                    ))
+                };
+            }
             match args[0].0 {
-                TensorData::I64(v) => one(TensorData::I64(
-                    v.iter()
-                        .map(|&x| {
-                            if neg {
-                                x.wrapping_neg()
-                            } else {
-                                x.wrapping_abs()
-                            }
-                        })
-                        .collect(),
-                )),
-                TensorData::I32(v) => one(TensorData::I32(
-                    v.iter()
-                        .map(|&x| {
-                            if neg {
-                                x.wrapping_neg()
-                            } else {
-                                x.wrapping_abs()
-                            }
-                        })
-                        .collect(),
-                )),
+                TensorData::I64(v) => neg_abs!(v, I64),
+                TensorData::I32(v) => neg_abs!(v, I32),
                 _ => Ok(None),
             }
         }

@@ -378,37 +378,19 @@ pub fn instance_norm(
     out: &mut [f32],
     threads: usize,
 ) -> KernelResult<()> {
-    const OP: &str = "InstanceNormalization";
-    if x_shape.len() < 3 {
-        return Err(KernelError::ShapeMismatch {
-            op: OP,
-            a: x_shape.to_vec(),
-            b: vec![],
-        });
-    }
-    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
-    check_len(OP, "Y", out.len(), x.len())?;
-    let c = x_shape[1];
-    check_len(OP, "scale", scale.len(), c)?;
-    check_len(OP, "B", bias.len(), c)?;
-    let plane: usize = x_shape[2..].iter().product();
-    if plane == 0 {
-        return Ok(());
-    }
-    par_chunks(out, plane, threads, 1, |first, piece| {
-        for (p, o) in piece.chunks_mut(plane).enumerate() {
-            let idx = first + p;
-            let xs = &x[idx * plane..(idx + 1) * plane];
-            let (mean, var) = mean_var(xs);
-            let ch = idx % c;
-            let a = f64::from(scale[ch]) / (var + f64::from(epsilon)).sqrt();
-            let b = f64::from(bias[ch]);
-            for (y, &v) in o.iter_mut().zip(xs) {
-                *y = ((f64::from(v) - mean) * a + b) as f32;
-            }
-        }
-    });
-    Ok(())
+    // One group per channel.
+    let c = x_shape.get(1).copied().unwrap_or(0);
+    normalize_groups(
+        "InstanceNormalization",
+        x,
+        x_shape,
+        c,
+        scale,
+        bias,
+        epsilon,
+        out,
+        threads,
+    )
 }
 
 /// ONNX GroupNormalization: the channels of `x [N, C, spatial...]` split into `groups`
@@ -429,21 +411,58 @@ pub fn group_norm(
     out: &mut [f32],
     threads: usize,
 ) -> KernelResult<()> {
-    const OP: &str = "GroupNormalization";
-    if x_shape.len() < 3 || groups == 0 || !x_shape[1].is_multiple_of(groups) {
+    normalize_groups(
+        "GroupNormalization",
+        x,
+        x_shape,
+        groups,
+        scale,
+        bias,
+        epsilon,
+        out,
+        threads,
+    )
+}
+
+/// [`group_norm`] for the op named `op` (InstanceNormalization is one group per channel).
+#[allow(clippy::too_many_arguments)]
+fn normalize_groups(
+    op: &'static str,
+    x: &[f32],
+    x_shape: &[usize],
+    groups: usize,
+    scale: &[f32],
+    bias: &[f32],
+    epsilon: f32,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    if x_shape.len() < 3 {
         return Err(KernelError::ShapeMismatch {
-            op: OP,
+            op,
             a: x_shape.to_vec(),
             b: vec![groups],
         });
     }
-    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
-    check_len(OP, "Y", out.len(), x.len())?;
+    if x_shape[1] == 0 {
+        // No channels: nothing to normalise.
+        check_len(op, "X", x.len(), 0)?;
+        return check_len(op, "Y", out.len(), 0);
+    }
+    if groups == 0 || !x_shape[1].is_multiple_of(groups) {
+        return Err(KernelError::ShapeMismatch {
+            op,
+            a: x_shape.to_vec(),
+            b: vec![groups],
+        });
+    }
+    check_len(op, "X", x.len(), numel(op, x_shape)?)?;
+    check_len(op, "Y", out.len(), x.len())?;
     let c = x_shape[1];
     let per_channel = scale.len() == c;
     let params = if per_channel { c } else { groups };
-    check_len(OP, "scale", scale.len(), params)?;
-    check_len(OP, "bias", bias.len(), params)?;
+    check_len(op, "scale", scale.len(), params)?;
+    check_len(op, "bias", bias.len(), params)?;
     let plane: usize = x_shape[2..].iter().product();
     let cg = c / groups;
     let len = cg * plane;

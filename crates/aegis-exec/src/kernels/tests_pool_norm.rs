@@ -595,7 +595,7 @@ fn hardmax_marks_the_first_largest_per_row() {
 }
 
 #[test]
-fn group_norm_params_per_group_and_per_channel_agree_and_one_group_per_channel_is_instance_norm() {
+fn group_norm_params_per_group_and_per_channel_agree_and_one_group_per_channel_normalises_planes() {
     let xs = [2, 4, 3];
     let x: Vec<f32> = (0..24).map(|i| ((i * 7) % 11) as f32 - 4.0).collect();
     let (gs, gb) = ([1.5f32, -0.5], [0.25f32, 2.0]);
@@ -612,11 +612,14 @@ fn group_norm_params_per_group_and_per_channel_agree_and_one_group_per_channel_i
     let var = g.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 6.0;
     let want = 1.5 * (x[1] - mean) / (var + 1e-5).sqrt() + 0.25;
     assert!((per_group[1] - want).abs() < 1e-5);
+    // One group per channel normalises each plane: plane (1, 3) is x[21..24].
     let (s4, b4) = ([0.5f32, 1.0, 2.0, -1.0], [0.0f32, 1.0, -1.0, 0.5]);
     let mut gn = vec![0.0f32; 24];
-    let mut inorm = vec![0.0f32; 24];
-    group_norm(&x, &xs, 4, &s4, &b4, 1e-5, &mut gn, 1).unwrap();
-    instance_norm(&x, &xs, &s4, &b4, 1e-5, &mut inorm, 1).unwrap();
-    assert_eq!(gn, inorm);
+    group_norm(&x, &xs, 4, &s4, &b4, 1e-5, &mut gn, 2).unwrap();
+    let p = &x[21..24];
+    let mean = p.iter().sum::<f32>() / 3.0;
+    let var = p.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 3.0;
+    let want = -(x[22] - mean) / (var + 1e-5).sqrt() + 0.5;
+    assert!((gn[22] - want).abs() < 1e-5, "{} vs {want}", gn[22]);
     assert!(group_norm(&x, &xs, 3, &gs, &gb, 1e-5, &mut gn, 1).is_err());
 }

@@ -192,7 +192,9 @@ impl Sampler<'_> {
                 match self.padding {
                     GridPadding::Border => v = v.clamp(0.0, d as f32 - 1.0),
                     GridPadding::Reflection => v = reflect(v, lo, hi),
-                    GridPadding::Zeros => {}
+                    // Every tap this far out reads a zero either way; the bound keeps the
+                    // tap indices far from i64's limits (a grid value of 1e30).
+                    GridPadding::Zeros => v = v.clamp(-4.0 - d as f32, d as f32 + 4.0),
                 }
             }
             let at = |t: i64| self.index(t, i, lo, hi);
@@ -390,6 +392,14 @@ mod tests {
         assert_eq!(at(1.5, GridPadding::Border), 20.0);
         // Reflected at 2: index 1.5, between 10 and 20.
         assert_eq!(at(1.5, GridPadding::Reflection), 15.0);
+        // Points absurdly far out read zeros or the border, without overflow.
+        for g in [1e30, -1e30, f32::MAX] {
+            assert_eq!(at(g, GridPadding::Zeros), 0.0);
+            assert_eq!(
+                at(g.min(1e30), GridPadding::Border),
+                if g > 0.0 { 20.0 } else { 0.0 }
+            );
+        }
         assert!(grid_sample(
             &x,
             &[1, 1, 3],

@@ -60,6 +60,10 @@ pub enum DType {
     I64,
     /// Boolean, one byte per element (0 or 1).
     Bool,
+    /// 8-bit unsigned integer (quantized tensors).
+    U8,
+    /// 8-bit signed integer (quantized tensors).
+    I8,
 }
 
 impl DType {
@@ -68,7 +72,7 @@ impl DType {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::I64 => 8,
-            DType::Bool => 1,
+            DType::Bool | DType::U8 | DType::I8 => 1,
         }
     }
 
@@ -79,6 +83,8 @@ impl DType {
             6 => Some(DType::I32),
             7 => Some(DType::I64),
             9 => Some(DType::Bool),
+            2 => Some(DType::U8),
+            3 => Some(DType::I8),
             _ => None,
         }
     }
@@ -90,6 +96,8 @@ impl DType {
             DType::I32 => 6,
             DType::I64 => 7,
             DType::Bool => 9,
+            DType::U8 => 2,
+            DType::I8 => 3,
         }
     }
 }
@@ -101,6 +109,8 @@ impl fmt::Display for DType {
             DType::I32 => "i32",
             DType::I64 => "i64",
             DType::Bool => "bool",
+            DType::U8 => "u8",
+            DType::I8 => "i8",
         })
     }
 }
@@ -116,6 +126,10 @@ pub enum TensorData {
     I64(Vec<i64>),
     /// `DType::Bool`, one byte (0 or 1) per element.
     Bool(Vec<u8>),
+    /// `DType::U8`.
+    U8(Vec<u8>),
+    /// `DType::I8`.
+    I8(Vec<i8>),
 }
 
 impl TensorData {
@@ -126,6 +140,8 @@ impl TensorData {
             TensorData::I32(_) => DType::I32,
             TensorData::I64(_) => DType::I64,
             TensorData::Bool(_) => DType::Bool,
+            TensorData::U8(_) => DType::U8,
+            TensorData::I8(_) => DType::I8,
         }
     }
 
@@ -135,7 +151,8 @@ impl TensorData {
             TensorData::F32(v) => v.len(),
             TensorData::I32(v) => v.len(),
             TensorData::I64(v) => v.len(),
-            TensorData::Bool(v) => v.len(),
+            TensorData::Bool(v) | TensorData::U8(v) => v.len(),
+            TensorData::I8(v) => v.len(),
         }
     }
 
@@ -150,7 +167,8 @@ impl TensorData {
             TensorData::F32(v) => bytemuck::cast_slice(v),
             TensorData::I32(v) => bytemuck::cast_slice(v),
             TensorData::I64(v) => bytemuck::cast_slice(v),
-            TensorData::Bool(v) => v,
+            TensorData::Bool(v) | TensorData::U8(v) => v,
+            TensorData::I8(v) => bytemuck::cast_slice(v),
         }
     }
 

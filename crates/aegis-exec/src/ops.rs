@@ -592,7 +592,13 @@ fn i32s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [i32]> {
 fn i32s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [i32]> {
     bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "i32 view"))
 }
-/// Bool is one byte per element: its view is the bytes themselves (the same shape as the
+fn i8s<'a>(_label: &str, b: &'a [u8]) -> Res<&'a [i8]> {
+    Ok(bytemuck::cast_slice(b))
+}
+fn i8s_mut<'a>(_label: &str, b: &'a mut [u8]) -> Res<&'a mut [i8]> {
+    Ok(bytemuck::cast_slice_mut(b))
+}
+/// Bool and u8 are one byte per element: their view is the bytes themselves (the same shape as the
 /// typed views so that `by_dtype!` can pick any of them).
 fn bytes<'a>(_label: &str, b: &'a [u8]) -> Res<&'a [u8]> {
     Ok(b)
@@ -603,7 +609,7 @@ fn bytes_mut<'a>(_label: &str, b: &'a mut [u8]) -> Res<&'a mut [u8]> {
 
 /// `by_dtype!(dt, |view, view_mut| body)`: `body` once per element type, with `view` and
 /// `view_mut` naming that type's view functions (`f32s`/`f32s_mut`, ..., `bytes`/`bytes_mut`
-/// for Bool), so an op calling a generic kernel is written once. `view_mut` may be left out.
+/// for Bool and u8), so an op calling a generic kernel is written once. `view_mut` may be left out.
 macro_rules! by_dtype {
     ($dt:expr, |$view:ident $(, $view_mut:ident)?| $body:expr) => {
         match $dt {
@@ -622,9 +628,14 @@ macro_rules! by_dtype {
                 $(let $view_mut = i32s_mut;)?
                 $body
             }
-            DType::Bool => {
+            DType::Bool | DType::U8 => {
                 let $view = bytes;
                 $(let $view_mut = bytes_mut;)?
+                $body
+            }
+            DType::I8 => {
+                let $view = i8s;
+                $(let $view_mut = i8s_mut;)?
                 $body
             }
         }
@@ -1154,6 +1165,8 @@ impl NodeKernel {
                     DType::I64 => k::CastSrc::I64(i64s(l, inb(0))?),
                     DType::I32 => k::CastSrc::I32(i32s(l, inb(0))?),
                     DType::Bool => k::CastSrc::Bool(inb(0)),
+                    DType::U8 => k::CastSrc::U8(inb(0)),
+                    DType::I8 => k::CastSrc::I8(i8s(l, inb(0))?),
                 };
                 let w = &mut writes[0];
                 let dst = match to {
@@ -1161,6 +1174,8 @@ impl NodeKernel {
                     DType::I64 => k::CastDst::I64(i64s_mut(l, w)?),
                     DType::I32 => k::CastDst::I32(i32s_mut(l, w)?),
                     DType::Bool => k::CastDst::Bool(&mut w[..]),
+                    DType::U8 => k::CastDst::U8(&mut w[..]),
+                    DType::I8 => k::CastDst::I8(i8s_mut(l, w)?),
                 };
                 k::cast(src, dst)?;
             }

@@ -78,7 +78,7 @@ impl HostTensor {
             .collect())
     }
 
-    /// Reads a `.npy` (v1–v3, little-endian f4/f8/i4/i8/b1/u1, C order) or an ONNX
+    /// Reads a `.npy` (v1–v3, little-endian f4/f8/i4/i8/b1/u1/i1, C order) or an ONNX
     /// `TensorProto` `.pb` file, by extension.
     pub fn read(path: &Path) -> Result<Self, ExecError> {
         match path.extension().and_then(|e| e.to_str()) {
@@ -175,7 +175,9 @@ impl HostTensor {
             }
             "<i8" => (DType::I64, take(8)?.to_vec()),
             "<i4" => (DType::I32, take(4)?.to_vec()),
-            "|b1" | "|u1" => (DType::Bool, take(1)?.to_vec()),
+            "|b1" => (DType::Bool, take(1)?.to_vec()),
+            "|u1" => (DType::U8, take(1)?.to_vec()),
+            "|i1" => (DType::I8, take(1)?.to_vec()),
             other => return Err(format!("unsupported dtype {other}")),
         };
         Ok(Self { dtype, shape, data })
@@ -193,6 +195,8 @@ impl HostTensor {
             DType::I64 => "<i8",
             DType::I32 => "<i4",
             DType::Bool => "|b1",
+            DType::U8 => "|u1",
+            DType::I8 => "|i1",
         };
         let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
         let shape = match dims.len() {

@@ -346,7 +346,8 @@ fn values(t: &HostTensor) -> Vec<f64> {
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64)
             .collect(),
-        DType::Bool => b.iter().map(|&x| f64::from(x)).collect(),
+        DType::Bool | DType::U8 => b.iter().map(|&x| f64::from(x)).collect(),
+        DType::I8 => b.iter().map(|&x| f64::from(x as i8)).collect(),
     }
 }
 

@@ -718,6 +718,10 @@ pub enum CastSrc<'a> {
     I32(&'a [i32]),
     /// bool elements as `u8`.
     Bool(&'a [u8]),
+    /// u8 elements.
+    U8(&'a [u8]),
+    /// i8 elements.
+    I8(&'a [i8]),
 }
 
 /// A typed writable view for [`cast`].
@@ -733,50 +737,121 @@ pub enum CastDst<'a> {
     I32(&'a mut [i32]),
     /// bool elements as `u8`.
     Bool(&'a mut [u8]),
+    /// u8 elements.
+    U8(&'a mut [u8]),
+    /// i8 elements.
+    I8(&'a mut [i8]),
 }
 
-/// ONNX `Cast` between f32, f64, i64, i32 and bool. Float to integer truncates toward zero
-/// and saturates (NaN becomes 0; ONNX leaves out-of-range values undefined); anything to bool
-/// is `x != 0` (NaN is true); bool to number is 0/1; integer narrowing wraps (two's
+/// A source element of [`cast`]: floats go through f64 and integers through i64, both exact.
+trait CastFrom: Copy {
+    const FLOAT: bool;
+    fn float(self) -> f64;
+    fn int(self) -> i64;
+}
+
+/// A destination element of [`cast`].
+trait CastTo: Copy {
+    fn from_float(v: f64) -> Self;
+    fn from_int(v: i64) -> Self;
+}
+
+macro_rules! cast_float {
+    ($($t:ty),*) => {$(
+        impl CastFrom for $t {
+            const FLOAT: bool = true;
+            fn float(self) -> f64 { f64::from(self) }
+            fn int(self) -> i64 { self as i64 }
+        }
+        impl CastTo for $t {
+            fn from_float(v: f64) -> Self { v as $t }
+            fn from_int(v: i64) -> Self { v as $t }
+        }
+    )*};
+}
+cast_float!(f32, f64);
+
+macro_rules! cast_int {
+    ($($t:ty),*) => {$(
+        impl CastFrom for $t {
+            const FLOAT: bool = false;
+            fn float(self) -> f64 { self as f64 }
+            fn int(self) -> i64 { i64::from(self) }
+        }
+        impl CastTo for $t {
+            // `as` from a float saturates (NaN to 0); from a wider integer it wraps.
+            fn from_float(v: f64) -> Self { v as $t }
+            fn from_int(v: i64) -> Self { v as $t }
+        }
+    )*};
+}
+cast_int!(i64, i32, u8, i8);
+
+/// Bool as a destination (bool as a source is `u8`, already 0 or 1).
+#[derive(Clone, Copy)]
+struct BoolByte(u8);
+
+impl CastTo for BoolByte {
+    fn from_float(v: f64) -> Self {
+        BoolByte(u8::from(v != 0.0))
+    }
+    fn from_int(v: i64) -> Self {
+        BoolByte(u8::from(v != 0))
+    }
+}
+
+/// One source element as the destination type; `BOOL` reads a stored bool as 0 or 1.
+fn cast_one<S: CastFrom, D: CastTo, const BOOL: bool>(v: S) -> D {
+    // `S::FLOAT` and `BOOL` are constants: each instance keeps one branch.
+    if S::FLOAT {
+        D::from_float(v.float())
+    } else if BOOL {
+        D::from_int(i64::from(v.int() != 0))
+    } else {
+        D::from_int(v.int())
+    }
+}
+
+fn cast_slice<S: CastFrom, D: CastTo, const BOOL: bool>(s: &[S], d: &mut [D]) -> KernelResult<()> {
+    check_len("Cast", "output", d.len(), s.len())?;
+    for (o, &v) in d.iter_mut().zip(s) {
+        *o = cast_one::<S, D, BOOL>(v);
+    }
+    Ok(())
+}
+
+/// ONNX `Cast` between f32, f64, i64, i32, u8, i8 and bool. Float to integer truncates toward
+/// zero and saturates (NaN becomes 0; ONNX leaves out-of-range values undefined); anything to
+/// bool is `x != 0` (NaN is true); bool to number is 0/1; integer narrowing wraps (two's
 /// complement, like C++ `static_cast`).
 ///
 /// # Errors
 /// Source and destination lengths differ.
 pub fn cast(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
-    macro_rules! conv {
-        ($s:expr, $d:expr, $f:expr) => {{
-            check_len("Cast", "output", $d.len(), $s.len())?;
-            for (o, &v) in $d.iter_mut().zip($s.iter()) {
-                *o = $f(v);
+    fn to<S: CastFrom, const BOOL: bool>(s: &[S], dst: CastDst<'_>) -> KernelResult<()> {
+        match dst {
+            CastDst::F32(d) => cast_slice::<_, _, BOOL>(s, d),
+            CastDst::F64(d) => cast_slice::<_, _, BOOL>(s, d),
+            CastDst::I64(d) => cast_slice::<_, _, BOOL>(s, d),
+            CastDst::I32(d) => cast_slice::<_, _, BOOL>(s, d),
+            CastDst::U8(d) => cast_slice::<_, _, BOOL>(s, d),
+            CastDst::I8(d) => cast_slice::<_, _, BOOL>(s, d),
+            CastDst::Bool(d) => {
+                check_len("Cast", "output", d.len(), s.len())?;
+                for (o, &v) in d.iter_mut().zip(s) {
+                    *o = cast_one::<S, BoolByte, BOOL>(v).0;
+                }
+                Ok(())
             }
-        }};
+        }
     }
-    match (src, dst) {
-        (CastSrc::F32(s), CastDst::F32(d)) => conv!(s, d, |v: f32| v),
-        (CastSrc::F32(s), CastDst::F64(d)) => conv!(s, d, f64::from),
-        (CastSrc::F32(s), CastDst::I64(d)) => conv!(s, d, |v: f32| v as i64),
-        (CastSrc::F32(s), CastDst::I32(d)) => conv!(s, d, |v: f32| v as i32),
-        (CastSrc::F32(s), CastDst::Bool(d)) => conv!(s, d, |v: f32| u8::from(v != 0.0)),
-        (CastSrc::F64(s), CastDst::F32(d)) => conv!(s, d, |v: f64| v as f32),
-        (CastSrc::F64(s), CastDst::F64(d)) => conv!(s, d, |v: f64| v),
-        (CastSrc::F64(s), CastDst::I64(d)) => conv!(s, d, |v: f64| v as i64),
-        (CastSrc::F64(s), CastDst::I32(d)) => conv!(s, d, |v: f64| v as i32),
-        (CastSrc::F64(s), CastDst::Bool(d)) => conv!(s, d, |v: f64| u8::from(v != 0.0)),
-        (CastSrc::I64(s), CastDst::F32(d)) => conv!(s, d, |v: i64| v as f32),
-        (CastSrc::I64(s), CastDst::F64(d)) => conv!(s, d, |v: i64| v as f64),
-        (CastSrc::I64(s), CastDst::I64(d)) => conv!(s, d, |v: i64| v),
-        (CastSrc::I64(s), CastDst::I32(d)) => conv!(s, d, |v: i64| v as i32),
-        (CastSrc::I64(s), CastDst::Bool(d)) => conv!(s, d, |v: i64| u8::from(v != 0)),
-        (CastSrc::I32(s), CastDst::F32(d)) => conv!(s, d, |v: i32| v as f32),
-        (CastSrc::I32(s), CastDst::F64(d)) => conv!(s, d, f64::from),
-        (CastSrc::I32(s), CastDst::I64(d)) => conv!(s, d, i64::from),
-        (CastSrc::I32(s), CastDst::I32(d)) => conv!(s, d, |v: i32| v),
-        (CastSrc::I32(s), CastDst::Bool(d)) => conv!(s, d, |v: i32| u8::from(v != 0)),
-        (CastSrc::Bool(s), CastDst::F32(d)) => conv!(s, d, |v: u8| f32::from(u8::from(v != 0))),
-        (CastSrc::Bool(s), CastDst::F64(d)) => conv!(s, d, |v: u8| f64::from(u8::from(v != 0))),
-        (CastSrc::Bool(s), CastDst::I64(d)) => conv!(s, d, |v: u8| i64::from(v != 0)),
-        (CastSrc::Bool(s), CastDst::I32(d)) => conv!(s, d, |v: u8| i32::from(v != 0)),
-        (CastSrc::Bool(s), CastDst::Bool(d)) => conv!(s, d, |v: u8| u8::from(v != 0)),
+    match src {
+        CastSrc::F32(s) => to::<_, false>(s, dst),
+        CastSrc::F64(s) => to::<_, false>(s, dst),
+        CastSrc::I64(s) => to::<_, false>(s, dst),
+        CastSrc::I32(s) => to::<_, false>(s, dst),
+        CastSrc::U8(s) => to::<_, false>(s, dst),
+        CastSrc::I8(s) => to::<_, false>(s, dst),
+        CastSrc::Bool(s) => to::<_, true>(s, dst),
     }
-    Ok(())
 }

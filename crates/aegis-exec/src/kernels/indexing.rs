@@ -140,7 +140,7 @@ macro_rules! scatter_int {
         }
     )*};
 }
-scatter_int!(i32, i64, u8);
+scatter_int!(i32, i64, u8, i8);
 
 fn combine<T: ScatterValue>(r: ScatterReduction, old: T, new: T) -> T {
     match r {
@@ -482,7 +482,7 @@ macro_rules! acc_int {
 }
 // u8 (bool) only so the dispatcher can treat every element type alike; the loader admits
 // f32/i32/i64.
-acc_int!(i32, i64, u8);
+acc_int!(i32, i64, u8, i8);
 
 /// ONNX CumSum along `axis`, optionally `exclusive` (each output leaves out its own element)
 /// and/or `reverse` (summing from the end).

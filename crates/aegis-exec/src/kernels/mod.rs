@@ -44,7 +44,7 @@
 //!   `UnaryOp::{Relu, Sigmoid, Tanh, Erf, Sqrt, Gelu(GeluApprox::{None, Tanh}),
 //!   HardSigmoid { alpha, beta }, HardSwish, Clip { min, max }, LeakyRelu { alpha }, Neg, Abs,
 //!   Exp, Log, Reciprocal, Floor, Ceil, Round, Identity}`
-//! - `cast(src: CastSrc, dst: CastDst)` between F32, F64, I64, I32, Bool(u8)
+//! - `cast(src: CastSrc, dst: CastDst)` between F32, F64, I64, I32, U8, I8, Bool(u8)
 //!
 //! Convolution and matrix products:
 //! - `ConvAttrs { kernel, strides, dilations, pads_begin, pads_end, group }`, `ConvAttrs::new(kernel)`
@@ -130,6 +130,16 @@
 //!   ResizeFilter::{Linear, Cubic { a }}, coord: FilteredCoord::{Transform(_),
 //!   TfCropAndResize { roi, extrapolation_value }}, antialias, exclude_outside }, out, threads)`
 //!
+//! Quantized (u8/i8 with f32 scales; exact i32 sums; `QElem` is u8, i8 or i32):
+//! - `quantize_linear(x, shape, scale, zero_point, QuantLayout::{Tensor, Axis(a), Blocked {
+//!   axis, block }}, out, threads)`, `dequantize_linear(..)`,
+//!   `dynamic_quantize_linear(x, y, scale, zero_point, threads)`
+//! - `matmul_integer(a, a_shape, b, b_shape, a_zp, b_zp, out, threads)`,
+//!   `qlinear_matmul(.., Requant { a_scale, b_scale, y_scale, y_zero_point }, out, threads)`
+//! - `conv_integer(x, x_shape, x_zp, w, w_shape, w_zp, &ConvAttrs, out, out_shape, threads)`,
+//!   `qlinear_conv(.., bias, &ConvAttrs, Requant, out, out_shape, threads)` (direct loops:
+//!   correct for any geometry, not tuned)
+//!
 //! Not implemented: MaxPool's `Indices` output; `resize`'s linear mode only filters the
 //! trailing spatial axes (`resize_filtered` filters any).
 
@@ -156,6 +166,7 @@ mod pool;
 mod pool_plane;
 #[cfg(target_arch = "x86_64")]
 mod pool_rows;
+mod quant;
 mod reduce;
 mod resize;
 mod rnn;
@@ -194,6 +205,10 @@ pub use norm::{
 };
 pub use pool::{
     global_pool, lp_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind,
+};
+pub use quant::{
+    conv_integer, dequantize_linear, dynamic_quantize_linear, matmul_integer, qlinear_conv,
+    qlinear_matmul, quantize_linear, QElem, QuantLayout, Requant,
 };
 pub use reduce::{
     arg_reduce, group_norm, instance_norm, mean_variance_norm, reduce_any, ReduceAny, Reducible,

@@ -28,6 +28,8 @@ pub(crate) fn splat(fill: &TensorData, n: usize) -> TensorData {
         TensorData::I32(v) => TensorData::I32(vec![v.first().copied().unwrap_or(0); n]),
         TensorData::I64(v) => TensorData::I64(vec![v.first().copied().unwrap_or(0); n]),
         TensorData::Bool(v) => TensorData::Bool(vec![v.first().copied().unwrap_or(0); n]),
+        TensorData::U8(v) => TensorData::U8(vec![v.first().copied().unwrap_or(0); n]),
+        TensorData::I8(v) => TensorData::I8(vec![v.first().copied().unwrap_or(0); n]),
     }
 }
 
@@ -41,6 +43,8 @@ fn take(d: &TensorData, idx: &[usize]) -> TensorData {
         TensorData::I32(v) => TensorData::I32(pick(v, idx)),
         TensorData::I64(v) => TensorData::I64(pick(v, idx)),
         TensorData::Bool(v) => TensorData::Bool(pick(v, idx)),
+        TensorData::U8(v) => TensorData::U8(pick(v, idx)),
+        TensorData::I8(v) => TensorData::I8(pick(v, idx)),
     }
 }
 
@@ -315,6 +319,8 @@ fn concat_data(parts: &[&TensorData]) -> Option<TensorData> {
         TensorData::I32(_) => TensorData::I32(Vec::new()),
         TensorData::I64(_) => TensorData::I64(Vec::new()),
         TensorData::Bool(_) => TensorData::Bool(Vec::new()),
+        TensorData::U8(_) => TensorData::U8(Vec::new()),
+        TensorData::I8(_) => TensorData::I8(Vec::new()),
     };
     for p in parts {
         match (&mut out, p) {
@@ -322,6 +328,8 @@ fn concat_data(parts: &[&TensorData]) -> Option<TensorData> {
             (TensorData::I32(o), TensorData::I32(v)) => o.extend_from_slice(v),
             (TensorData::I64(o), TensorData::I64(v)) => o.extend_from_slice(v),
             (TensorData::Bool(o), TensorData::Bool(v)) => o.extend_from_slice(v),
+            (TensorData::U8(o), TensorData::U8(v)) => o.extend_from_slice(v),
+            (TensorData::I8(o), TensorData::I8(v)) => o.extend_from_slice(v),
             _ => return None,
         }
     }
@@ -339,9 +347,13 @@ fn cast(d: &TensorData, to: DType) -> TensorData {
                 DType::I32 => TensorData::I32(v.iter().map(|&x| x as i32).collect()),
                 DType::F32 => TensorData::F32(v.iter().map(|&x| x as f32).collect()),
                 DType::Bool => TensorData::Bool(v.iter().map(|&x| u8::from(x != 0)).collect()),
-            }
+                // Integer narrowing wraps, as numpy's astype and C casts do.
+                DType::U8 => TensorData::U8(v.iter().map(|&x| x as u8).collect()),
+                DType::I8 => TensorData::I8(v.iter().map(|&x| x as i8).collect()),
+            };
         }
-        TensorData::Bool(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::Bool(v) | TensorData::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::I8(v) => v.iter().map(|&x| f64::from(x)).collect(),
     };
     match to {
         DType::F32 => TensorData::F32(as_f64.iter().map(|&x| x as f32).collect()),
@@ -349,6 +361,19 @@ fn cast(d: &TensorData, to: DType) -> TensorData {
         DType::I32 => TensorData::I32(as_f64.iter().map(|&x| x as i32).collect()),
         DType::I64 => TensorData::I64(as_f64.iter().map(|&x| x as i64).collect()),
         DType::Bool => TensorData::Bool(as_f64.iter().map(|&x| u8::from(x != 0.0)).collect()),
+        // From a float `as` saturates; from an integer it wraps through i64, as above.
+        DType::U8 | DType::I8 => {
+            let ints: Vec<i64> = match d {
+                TensorData::F32(_) => {
+                    return match to {
+                        DType::U8 => TensorData::U8(as_f64.iter().map(|&x| x as u8).collect()),
+                        _ => TensorData::I8(as_f64.iter().map(|&x| x as i8).collect()),
+                    }
+                }
+                _ => as_f64.iter().map(|&x| x as i64).collect(),
+            };
+            cast(&TensorData::I64(ints), to)
+        }
     }
 }
 

@@ -1602,6 +1602,8 @@ fn eye_like(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         DType::I32 => TensorData::I32(ones.iter().map(|&o| i32::from(o)).collect()),
         DType::I64 => TensorData::I64(ones.iter().map(|&o| i64::from(o)).collect()),
         DType::Bool => TensorData::Bool(ones.iter().map(|&o| u8::from(o)).collect()),
+        DType::U8 => TensorData::U8(ones.iter().map(|&o| u8::from(o)).collect()),
+        DType::I8 => TensorData::I8(ones.iter().map(|&o| i8::from(o)).collect()),
     };
     Ok(Inferred::Const(vec![(x.shape.clone(), data)]))
 }

@@ -112,6 +112,8 @@ pub(crate) fn decode_tensor(
                     .collect(),
             ),
             DType::Bool => TensorData::Bool(raw.iter().map(|&b| u8::from(b != 0)).collect()),
+            DType::U8 => TensorData::U8(raw),
+            DType::I8 => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
         }
     } else {
         let data = match dtype {
@@ -121,6 +123,9 @@ pub(crate) fn decode_tensor(
             DType::Bool => {
                 TensorData::Bool(t.int32_data.iter().map(|&b| u8::from(b != 0)).collect())
             }
+            // 8-bit types are stored one element per int32 when not in raw_data.
+            DType::U8 => TensorData::U8(t.int32_data.iter().map(|&b| b as u8).collect()),
+            DType::I8 => TensorData::I8(t.int32_data.iter().map(|&b| b as i8).collect()),
         };
         if data.len() != numel {
             return Err(bad_len(data.len()));

@@ -642,6 +642,43 @@ macro_rules! by_dtype {
     };
 }
 
+/// The one element of a per-tensor parameter.
+fn first<T: Copy>(label: &str, v: &[T]) -> Res<T> {
+    v.first().copied().ok_or_else(|| {
+        CudaError::invalid(
+            "kernel view",
+            format!("{label}: empty quantization parameter"),
+        )
+    })
+}
+
+/// `by_q8!(dt, label, |view, view_mut| body)`: `body` for u8 or i8 (the quantized types) with
+/// that type's view functions; another element type is a dispatch error.
+macro_rules! by_q8 {
+    ($dt:expr, $l:expr, |$view:ident, $view_mut:ident| $body:expr) => {
+        match $dt {
+            DType::U8 => {
+                let $view = bytes;
+                #[allow(unused_variables)]
+                let $view_mut = bytes_mut;
+                $body
+            }
+            DType::I8 => {
+                let $view = i8s;
+                #[allow(unused_variables)]
+                let $view_mut = i8s_mut;
+                $body
+            }
+            other => {
+                return Err(DispatchError::Unsupported(format!(
+                    "{} on {other} (u8 or i8 expected)",
+                    $l
+                )))
+            }
+        }
+    };
+}
+
 /// Runs `$body` with `$idx` bound to an index input's values as i64 or i32 (Gather and the
 /// indexing ops); another element type is a dispatch error.
 macro_rules! by_index {
@@ -1901,6 +1938,164 @@ impl NodeKernel {
                 *upper,
                 view_mut(l, &mut writes[0])?,
             )?),
+            Op::QuantizeLinear { layout } => {
+                let zp = (self.ins.len() > 2).then(|| inb(2));
+                by_q8!(self.outs[0].dtype, l, |view, view_mut| k::quantize_linear(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    f32s(l, inb(1))?,
+                    zp.map(|z| view(l, z)).transpose()?,
+                    *layout,
+                    view_mut(l, &mut writes[0])?,
+                    t,
+                )?)
+            }
+            Op::DequantizeLinear { layout } => {
+                let zp = (self.ins.len() > 2).then(|| inb(2));
+                let (scale, out) = (f32s(l, inb(1))?, f32s_mut(l, &mut writes[0])?);
+                if dt(0) == DType::I32 {
+                    let zp = zp.map(|z| i32s(l, z)).transpose()?;
+                    let x = i32s(l, inb(0))?;
+                    k::dequantize_linear(x, shape(0), scale, zp, *layout, out, t)?;
+                } else {
+                    by_q8!(dt(0), l, |view, _unused| k::dequantize_linear(
+                        view(l, inb(0))?,
+                        shape(0),
+                        scale,
+                        zp.map(|z| view(l, z)).transpose()?,
+                        *layout,
+                        out,
+                        t,
+                    )?)
+                }
+            }
+            Op::DynamicQuantizeLinear => {
+                let (y, rest) = writes.split_at_mut(1);
+                let (s, z) = rest.split_at_mut(1);
+                k::dynamic_quantize_linear(
+                    f32s(l, inb(0))?,
+                    &mut y[0],
+                    f32s_mut(l, &mut s[0])?,
+                    &mut z[0],
+                    t,
+                )?;
+            }
+            Op::MatMulInteger {
+                a_zero_point,
+                b_zero_point,
+            } => {
+                // Absent zero points are 0; present ones follow a and b in the inputs.
+                let za = a_zero_point.then_some(2);
+                let zb = b_zero_point.then(|| 2 + usize::from(*a_zero_point));
+                let out = i32s_mut(l, &mut writes[0])?;
+                by_q8!(dt(0), l, |va, _ua| by_q8!(dt(1), l, |vb, _ub| {
+                    let a_zp = match za {
+                        Some(i) => va(l, inb(i))?,
+                        None => &[0; 1][..],
+                    };
+                    let b_zp = match zb {
+                        Some(i) => vb(l, inb(i))?,
+                        None => &[0; 1][..],
+                    };
+                    k::matmul_integer(
+                        va(l, inb(0))?,
+                        shape(0),
+                        vb(l, inb(1))?,
+                        shape(1),
+                        a_zp,
+                        b_zp,
+                        out,
+                        t,
+                    )?
+                }))
+            }
+            Op::QLinearMatMul => {
+                let f = |i: usize| f32s(l, inb(i));
+                by_q8!(dt(0), l, |va, _ua| by_q8!(dt(3), l, |vb, _ub| by_q8!(
+                    dt(7),
+                    l,
+                    |vy, vy_mut| {
+                        let rq = k::Requant {
+                            a_scale: f(1)?,
+                            b_scale: f(4)?,
+                            y_scale: first(l, f(6)?)?,
+                            y_zero_point: first(l, vy(l, inb(7))?)?,
+                        };
+                        k::qlinear_matmul(
+                            va(l, inb(0))?,
+                            shape(0),
+                            va(l, inb(2))?,
+                            vb(l, inb(3))?,
+                            shape(3),
+                            vb(l, inb(5))?,
+                            rq,
+                            vy_mut(l, &mut writes[0])?,
+                            t,
+                        )?
+                    }
+                )))
+            }
+            Op::ConvInteger {
+                attrs,
+                x_zero_point,
+                w_zero_point,
+            } => {
+                let zx = x_zero_point.then_some(2);
+                let zw = w_zero_point.then(|| 2 + usize::from(*x_zero_point));
+                let out = i32s_mut(l, &mut writes[0])?;
+                by_q8!(dt(0), l, |vx, _ux| by_q8!(dt(1), l, |vw, _uw| {
+                    let x_zp = match zx {
+                        Some(i) => first(l, vx(l, inb(i))?)?,
+                        None => 0,
+                    };
+                    let w_zp = match zw {
+                        Some(i) => vw(l, inb(i))?,
+                        None => &[0; 1][..],
+                    };
+                    k::conv_integer(
+                        vx(l, inb(0))?,
+                        shape(0),
+                        x_zp,
+                        vw(l, inb(1))?,
+                        shape(1),
+                        w_zp,
+                        attrs,
+                        out,
+                        &out_shape,
+                        t,
+                    )?
+                }))
+            }
+            Op::QLinearConv { attrs } => {
+                let f = |i: usize| f32s(l, inb(i));
+                let bias = (self.ins.len() > 8).then(|| i32s(l, inb(8))).transpose()?;
+                by_q8!(dt(0), l, |vx, _ux| by_q8!(dt(3), l, |vw, _uw| by_q8!(
+                    dt(7),
+                    l,
+                    |vy, vy_mut| {
+                        let rq = k::Requant {
+                            a_scale: f(1)?,
+                            b_scale: f(4)?,
+                            y_scale: first(l, f(6)?)?,
+                            y_zero_point: first(l, vy(l, inb(7))?)?,
+                        };
+                        k::qlinear_conv(
+                            vx(l, inb(0))?,
+                            shape(0),
+                            first(l, vx(l, inb(2))?)?,
+                            vw(l, inb(3))?,
+                            shape(3),
+                            vw(l, inb(5))?,
+                            bias,
+                            attrs,
+                            rq,
+                            vy_mut(l, &mut writes[0])?,
+                            &out_shape,
+                            t,
+                        )?
+                    }
+                )))
+            }
             op if float_fn(op).is_some() => {
                 let f = float_fn(op).ok_or_else(|| DispatchError::Unsupported(l.into()))?;
                 if self.alias == Some(0) {

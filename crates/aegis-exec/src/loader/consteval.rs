@@ -6,6 +6,7 @@
 
 use crate::error::ExecError;
 use crate::graph::{DType, MathFn, Op, TensorData};
+use crate::kernels;
 use crate::loader::node::NodeCtx;
 use crate::loader::tensor::{checked_bytes, MAX_CONSTANT_BYTES};
 
@@ -198,6 +199,39 @@ pub(crate) fn eval(
             }
         }
         Op::Cast { to } => one(cast(args[0].0, *to)),
+        // Quantized weights of a QDQ model fold to f32 here, so the f32 kernels (with their
+        // load-time weight preparation) run the layer. Same kernel as at run time.
+        Op::DequantizeLinear { layout } => {
+            let Some(scale) = args[1].0.as_f32() else {
+                return Ok(None);
+            };
+            let mut out = vec![0f32; args[0].0.len()];
+            let zp = args.get(2).map(|a| a.0);
+            let x_shape = args[0].1;
+            let r = match (args[0].0, zp) {
+                (TensorData::U8(x), None) => {
+                    kernels::dequantize_linear(x, x_shape, scale, None, *layout, &mut out, 1)
+                }
+                (TensorData::U8(x), Some(TensorData::U8(z))) => {
+                    kernels::dequantize_linear(x, x_shape, scale, Some(z), *layout, &mut out, 1)
+                }
+                (TensorData::I8(x), None) => {
+                    kernels::dequantize_linear(x, x_shape, scale, None, *layout, &mut out, 1)
+                }
+                (TensorData::I8(x), Some(TensorData::I8(z))) => {
+                    kernels::dequantize_linear(x, x_shape, scale, Some(z), *layout, &mut out, 1)
+                }
+                (TensorData::I32(x), None) => {
+                    kernels::dequantize_linear(x, x_shape, scale, None, *layout, &mut out, 1)
+                }
+                (TensorData::I32(x), Some(TensorData::I32(z))) => {
+                    kernels::dequantize_linear(x, x_shape, scale, Some(z), *layout, &mut out, 1)
+                }
+                _ => return Ok(None),
+            };
+            r.map_err(|e| c.mismatch(e.to_string()))?;
+            one(TensorData::F32(out))
+        }
         Op::Transpose { perm } => {
             let (d, shape) = args[0];
             let st = strides(shape);

@@ -3,6 +3,7 @@
 
 use crate::error::ExecError;
 use crate::graph::{DType, Op, TensorData};
+use crate::kernels::QuantLayout;
 use crate::loader::node::{Inferred, NodeCtx, Value};
 use crate::loader::op::{
     CompareKind, CoordinateTransform, GeluApproximation, GridPaddingMode, LogicKind, MathFn,
@@ -37,14 +38,17 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Constant", 7),
     ("ConstantOfShape", 9),
     ("Conv", 7),
+    ("ConvInteger", 10),
     ("ConvTranspose", 7),
     ("Cos", 7),
     ("Cosh", 9),
     ("CumSum", 11),
     ("DepthToSpace", 7),
+    ("DequantizeLinear", 10),
     ("Det", 11),
     ("Div", 7),
     ("Dropout", 7),
+    ("DynamicQuantizeLinear", 11),
     ("Einsum", 12),
     ("Elu", 7),
     ("Equal", 7),
@@ -84,6 +88,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("LogSoftmax", 7),
     ("LpPool", 7),
     ("MatMul", 7),
+    ("MatMulInteger", 10),
     ("Max", 7),
     ("MaxPool", 7),
     ("Mean", 7),
@@ -97,6 +102,9 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("OneHot", 9),
     ("Or", 7),
     ("PRelu", 7),
+    ("QLinearConv", 10),
+    ("QLinearMatMul", 10),
+    ("QuantizeLinear", 10),
     ("RNN", 7),
     ("Pad", 7),
     ("Pow", 7),
@@ -416,6 +424,25 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         }
         "GatherND" => gather_nd(c),
         "ReverseSequence" => reverse_sequence(c),
+        "QuantizeLinear" => quantize_linear(c),
+        "DequantizeLinear" => dequantize_linear(c),
+        "DynamicQuantizeLinear" => {
+            c.arity(1, 1)?;
+            let x = c.f32_input(0)?;
+            Ok(Inferred::Node {
+                op: Op::DynamicQuantizeLinear,
+                inputs: vec![0],
+                outputs: vec![
+                    (DType::U8, x.shape.clone()),
+                    (DType::F32, vec![]),
+                    (DType::U8, vec![]),
+                ],
+            })
+        }
+        "MatMulInteger" => matmul_integer(c),
+        "QLinearMatMul" => qlinear_matmul(c),
+        "ConvInteger" => conv_integer(c),
+        "QLinearConv" => qlinear_conv(c),
         "Det" => {
             c.arity(1, 1)?;
             let x = c.f32_input(0)?;
@@ -825,6 +852,34 @@ fn conv(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 3)?;
     let x = c.f32_input(0)?;
     let w = c.f32_input(1)?;
+    let (attrs, shape) = conv_geometry(c, x, w)?;
+    let m = w.shape[0];
+    let mut inputs = vec![0, 1];
+    if let Some(b) = c.opt_input(2) {
+        if b.dtype != DType::F32 || b.shape != [m] {
+            return Err(c.mismatch(format!("bias {:?} is not [{m}]", b.shape)));
+        }
+        inputs.push(2);
+    }
+    let mut pads = attrs.pads_begin;
+    pads.extend(attrs.pads_end);
+    let op = Op::Conv {
+        kernel_shape: attrs.kernel,
+        strides: attrs.strides,
+        pads,
+        dilations: attrs.dilations,
+        group: attrs.group,
+    };
+    Ok(node(op, inputs, DType::F32, shape))
+}
+
+/// The geometry of a convolution of `x` by `w` (Conv, ConvInteger, QLinearConv): attributes
+/// with defaults filled and `auto_pad` resolved, and the output shape.
+fn conv_geometry(
+    c: &NodeCtx<'_>,
+    x: &Value,
+    w: &Value,
+) -> Result<(crate::kernels::ConvAttrs, Vec<usize>), ExecError> {
     if x.rank() < 3 || w.rank() != x.rank() {
         return Err(c.mismatch(format!(
             "input {:?} and weight {:?} ranks do not fit",
@@ -851,25 +906,19 @@ fn conv(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             w.shape
         )));
     }
-    let mut inputs = vec![0, 1];
-    if let Some(b) = c.opt_input(2) {
-        if b.dtype != DType::F32 || b.shape != [m] {
-            return Err(c.mismatch(format!("bias {:?} is not [{m}]", b.shape)));
-        }
-        inputs.push(2);
-    }
     let mut sp = spatial_attrs(c, nsp, kernel, true)?;
     let out_sp = sp.forward(c, &x.shape[2..], false)?;
     let mut shape = vec![x.shape[0], m];
     shape.extend(out_sp);
-    let op = Op::Conv {
-        kernel_shape: sp.kernel,
+    let attrs = crate::kernels::ConvAttrs {
+        kernel: sp.kernel,
         strides: sp.strides,
-        pads: sp.pads,
         dilations: sp.dilations,
+        pads_begin: sp.pads[..nsp].to_vec(),
+        pads_end: sp.pads[nsp..].to_vec(),
         group,
     };
-    Ok(node(op, inputs, DType::F32, shape))
+    Ok((attrs, shape))
 }
 
 fn conv_transpose(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
@@ -1708,8 +1757,18 @@ fn matmul(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
     let a = c.f32_input(0)?;
     let b = c.f32_input(1)?;
+    let (shape, _, _) = matmul_shape(c, a, b)?;
+    Ok(node(Op::MatMul, vec![0, 1], DType::F32, shape))
+}
+
+/// numpy matmul's output shape of `a @ b`, with the row count `m` and column count `n`.
+fn matmul_shape(
+    c: &NodeCtx<'_>,
+    a: &Value,
+    b: &Value,
+) -> Result<(Vec<usize>, usize, usize), ExecError> {
     if a.rank() == 0 || b.rank() == 0 {
-        return Err(c.mismatch("MatMul operands must have rank >= 1"));
+        return Err(c.mismatch(format!("{} operands must have rank >= 1", c.op_type)));
     }
     let mut sa = a.shape.clone();
     let mut sb = b.shape.clone();
@@ -1742,7 +1801,7 @@ fn matmul(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     if !b1 {
         shape.push(n);
     }
-    Ok(node(Op::MatMul, vec![0, 1], DType::F32, shape))
+    Ok((shape, m, n))
 }
 
 fn reshape(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
@@ -2964,4 +3023,261 @@ fn constant(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         )));
     }
     Ok(Inferred::Const(found))
+}
+
+/// The 8-bit integer types of quantized tensors.
+const Q8: &[DType] = &[DType::U8, DType::I8];
+
+/// How the scale (and zero point) of a QuantizeLinear / DequantizeLinear map onto `x`: one
+/// value per tensor, one per index of `axis` (opset 13), or one per block of `block_size`
+/// indices along `axis` (opset 21).
+fn quant_layout(c: &NodeCtx<'_>, x: &Value, scale: &Value) -> Result<QuantLayout, ExecError> {
+    let block = if c.opset >= 21 {
+        c.attr_int_or("block_size", 0)?
+    } else {
+        0
+    };
+    let block = c.non_negative("block_size", &[block])?[0];
+    let count = checked_numel(&scale.shape).unwrap_or(0);
+    if block == 0 && scale.rank() <= 1 && count == 1 {
+        return Ok(QuantLayout::Tensor);
+    }
+    if c.opset < 13 {
+        return Err(c.mismatch(format!(
+            "scale {:?} must be a scalar before opset 13",
+            scale.shape
+        )));
+    }
+    let axis = c.axis(c.attr_int_or("axis", 1)?, x.rank())?;
+    if block == 0 {
+        if scale.shape != [x.shape[axis]] {
+            return Err(c.mismatch(format!(
+                "per-axis scale {:?} does not match axis {axis} of {:?}",
+                scale.shape, x.shape
+            )));
+        }
+        return Ok(QuantLayout::Axis(axis));
+    }
+    let fits = scale.rank() == x.rank()
+        && scale
+            .shape
+            .iter()
+            .zip(&x.shape)
+            .enumerate()
+            .all(|(d, (&s, &n))| {
+                if d == axis {
+                    s == n.div_ceil(block)
+                } else {
+                    s == n
+                }
+            });
+    if !fits {
+        return Err(c.mismatch(format!(
+            "blocked scale {:?} does not fit {:?} with block_size {block} on axis {axis}",
+            scale.shape, x.shape
+        )));
+    }
+    Ok(QuantLayout::Blocked { axis, block })
+}
+
+/// The optional zero point of QuantizeLinear / DequantizeLinear: shaped as `scale`, of type
+/// `dtype` when given.
+fn quant_zero_point<'a>(
+    c: &NodeCtx<'a>,
+    scale: &Value,
+    dtypes: &[DType],
+) -> Result<Option<&'a Value>, ExecError> {
+    let Some(zp) = c.opt_input(2) else {
+        return Ok(None);
+    };
+    if !dtypes.contains(&zp.dtype) {
+        return Err(c.mismatch(format!(
+            "zero point has type {}, expected one of {dtypes:?}",
+            zp.dtype
+        )));
+    }
+    if checked_numel(&zp.shape) != checked_numel(&scale.shape) || zp.rank() > scale.rank().max(1) {
+        return Err(c.mismatch(format!(
+            "zero point {:?} is not shaped as scale {:?}",
+            zp.shape, scale.shape
+        )));
+    }
+    Ok(Some(zp))
+}
+
+fn quantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 3)?;
+    let x = c.f32_input(0)?;
+    let scale = c.f32_input(1)?;
+    let layout = quant_layout(c, x, scale)?;
+    let zp = quant_zero_point(c, scale, Q8)?;
+    let declared = match c.opset >= 21 {
+        true => c.attr_int_or("output_dtype", 0)?,
+        false => 0,
+    };
+    let declared = match declared {
+        0 => None,
+        code => Some(
+            i32::try_from(code)
+                .ok()
+                .and_then(DType::from_onnx)
+                .filter(|d| Q8.contains(d))
+                .ok_or_else(|| ExecError::UnsupportedDType {
+                    model: c.model.to_owned(),
+                    tensor: format!("output of {}", c.name),
+                    dtype: crate::loader::tensor::onnx_dtype_name(
+                        i32::try_from(code).unwrap_or(-1),
+                    ),
+                })?,
+        ),
+    };
+    let dtype = match (zp, declared) {
+        (Some(z), Some(d)) if z.dtype != d => {
+            return Err(c.invalid(format!(
+                "output_dtype {d} differs from the zero point's type {}",
+                z.dtype
+            )))
+        }
+        (Some(z), _) => z.dtype,
+        (None, Some(d)) => d,
+        (None, None) => DType::U8,
+    };
+    let inputs = if zp.is_some() {
+        vec![0, 1, 2]
+    } else {
+        vec![0, 1]
+    };
+    Ok(node(
+        Op::QuantizeLinear { layout },
+        inputs,
+        dtype,
+        x.shape.clone(),
+    ))
+}
+
+fn dequantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 3)?;
+    let x = c.typed_input(0, &[DType::U8, DType::I8, DType::I32])?;
+    let scale = c.f32_input(1)?;
+    let layout = quant_layout(c, x, scale)?;
+    let zp = quant_zero_point(c, scale, &[x.dtype])?;
+    let inputs = if zp.is_some() {
+        vec![0, 1, 2]
+    } else {
+        vec![0, 1]
+    };
+    Ok(node(
+        Op::DequantizeLinear { layout },
+        inputs,
+        DType::F32,
+        x.shape.clone(),
+    ))
+}
+
+/// A quantization parameter at input `i` of one element, or (with `per` = Some(n)) of one
+/// element or `n` elements, of one of `dtypes`.
+fn quant_param<'a>(
+    c: &NodeCtx<'a>,
+    i: usize,
+    what: &str,
+    dtypes: &[DType],
+    per: Option<usize>,
+) -> Result<&'a Value, ExecError> {
+    let v = c.typed_input(i, dtypes)?;
+    let n = checked_numel(&v.shape).unwrap_or(0);
+    let ok = v.rank() <= 1 && (n == 1 || per == Some(n));
+    if !ok {
+        return Err(c.mismatch(match per {
+            Some(p) => format!("{what} {:?} must have 1 or {p} elements", v.shape),
+            None => format!("{what} {:?} must have one element", v.shape),
+        }));
+    }
+    Ok(v)
+}
+
+/// Whether the optional zero point at input `i` (MatMulInteger, ConvInteger) is present;
+/// when it is, it is checked like [`quant_param`].
+fn opt_zero_point(
+    c: &NodeCtx<'_>,
+    i: usize,
+    what: &str,
+    dtype: DType,
+    per: Option<usize>,
+) -> Result<bool, ExecError> {
+    if c.opt_input(i).is_none() {
+        return Ok(false);
+    }
+    quant_param(c, i, what, &[dtype], per)?;
+    Ok(true)
+}
+
+fn matmul_integer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 4)?;
+    let a = c.typed_input(0, Q8)?;
+    let b = c.typed_input(1, Q8)?;
+    let (shape, m, n) = matmul_shape(c, a, b)?;
+    let a_zero_point = opt_zero_point(c, 2, "a_zero_point", a.dtype, Some(m))?;
+    let b_zero_point = opt_zero_point(c, 3, "b_zero_point", b.dtype, Some(n))?;
+    let mut inputs = vec![0, 1];
+    inputs.extend(a_zero_point.then_some(2));
+    inputs.extend(b_zero_point.then_some(3));
+    let op = Op::MatMulInteger {
+        a_zero_point,
+        b_zero_point,
+    };
+    Ok(node(op, inputs, DType::I32, shape))
+}
+
+fn qlinear_matmul(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(8, 8)?;
+    let a = c.typed_input(0, Q8)?;
+    let b = c.typed_input(3, Q8)?;
+    let (shape, m, n) = matmul_shape(c, a, b)?;
+    quant_param(c, 1, "a_scale", &[DType::F32], Some(m))?;
+    quant_param(c, 2, "a_zero_point", &[a.dtype], Some(m))?;
+    quant_param(c, 4, "b_scale", &[DType::F32], Some(n))?;
+    quant_param(c, 5, "b_zero_point", &[b.dtype], Some(n))?;
+    quant_param(c, 6, "y_scale", &[DType::F32], None)?;
+    let y_zp = quant_param(c, 7, "y_zero_point", Q8, None)?;
+    Ok(node(Op::QLinearMatMul, (0..8).collect(), y_zp.dtype, shape))
+}
+
+fn conv_integer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 4)?;
+    let x = c.typed_input(0, Q8)?;
+    let w = c.typed_input(1, Q8)?;
+    let (attrs, shape) = conv_geometry(c, x, w)?;
+    let x_zero_point = opt_zero_point(c, 2, "x_zero_point", x.dtype, None)?;
+    let w_zero_point = opt_zero_point(c, 3, "w_zero_point", w.dtype, Some(w.shape[0]))?;
+    let mut inputs = vec![0, 1];
+    inputs.extend(x_zero_point.then_some(2));
+    inputs.extend(w_zero_point.then_some(3));
+    let op = Op::ConvInteger {
+        attrs,
+        x_zero_point,
+        w_zero_point,
+    };
+    Ok(node(op, inputs, DType::I32, shape))
+}
+
+fn qlinear_conv(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(8, 9)?;
+    let x = c.typed_input(0, Q8)?;
+    let w = c.typed_input(3, Q8)?;
+    let (attrs, shape) = conv_geometry(c, x, w)?;
+    let m = w.shape[0];
+    quant_param(c, 1, "x_scale", &[DType::F32], None)?;
+    quant_param(c, 2, "x_zero_point", &[x.dtype], None)?;
+    quant_param(c, 4, "w_scale", &[DType::F32], Some(m))?;
+    quant_param(c, 5, "w_zero_point", &[w.dtype], Some(m))?;
+    quant_param(c, 6, "y_scale", &[DType::F32], None)?;
+    let y_zp = quant_param(c, 7, "y_zero_point", Q8, None)?;
+    let mut inputs: Vec<usize> = (0..8).collect();
+    if let Some(b) = c.opt_input(8) {
+        if b.dtype != DType::I32 || b.shape != [m] {
+            return Err(c.mismatch(format!("bias {} {:?} is not i32 [{m}]", b.dtype, b.shape)));
+        }
+        inputs.push(8);
+    }
+    Ok(node(Op::QLinearConv { attrs }, inputs, y_zp.dtype, shape))
 }

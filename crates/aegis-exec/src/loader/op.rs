@@ -14,7 +14,7 @@
 //!   the output extent from there rather than recompute it.
 
 use crate::graph::DType;
-use crate::kernels::RnnSpec;
+use crate::kernels::{ConvAttrs, QuantLayout, RnnSpec};
 
 /// The reduction of an `Op::Reduce` (ONNX `Reduce*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -845,6 +845,46 @@ pub enum Op {
     },
     /// Determinant of each trailing square matrix. Inputs: `x`.
     Det,
+    /// `QuantizeLinear` to the output's u8/i8 type. Inputs: `x` (f32), `scale` (f32),
+    /// `zero_point?` (the output's type, shaped as `scale`).
+    QuantizeLinear {
+        /// How `scale` and `zero_point` map onto `x`.
+        layout: QuantLayout,
+    },
+    /// `DequantizeLinear` to f32. Inputs: `x` (u8, i8 or i32), `scale` (f32), `zero_point?`
+    /// (`x`'s type, shaped as `scale`).
+    DequantizeLinear {
+        /// How `scale` and `zero_point` map onto `x`.
+        layout: QuantLayout,
+    },
+    /// `DynamicQuantizeLinear`. Inputs: `x` (f32). Outputs: `y` (u8), `y_scale` (f32 scalar),
+    /// `y_zero_point` (u8 scalar).
+    DynamicQuantizeLinear,
+    /// `MatMulInteger` to i32. Inputs: `a`, `b` (u8/i8), then the zero points present.
+    MatMulInteger {
+        /// Whether `a_zero_point` (one, or one per row of `a`) is among the inputs.
+        a_zero_point: bool,
+        /// Whether `b_zero_point` (one, or one per column of `b`) is among the inputs.
+        b_zero_point: bool,
+    },
+    /// `QLinearMatMul`. Inputs: `a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale,
+    /// y_zero_point` (scales f32; `a_*` one or per row, `b_*` one or per column).
+    QLinearMatMul,
+    /// `ConvInteger` to i32. Inputs: `x`, `w` (u8/i8), then the zero points present.
+    ConvInteger {
+        /// The convolution's geometry.
+        attrs: ConvAttrs,
+        /// Whether `x_zero_point` (one value) is among the inputs.
+        x_zero_point: bool,
+        /// Whether `w_zero_point` (one, or one per output channel) is among the inputs.
+        w_zero_point: bool,
+    },
+    /// `QLinearConv`. Inputs: `x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale,
+    /// y_zero_point, bias?` (bias i32 `[M]`; `w_*` one or per output channel).
+    QLinearConv {
+        /// The convolution's geometry.
+        attrs: ConvAttrs,
+    },
     /// The sampling grid of `N` affine matrices over a `(D,) H, W` output. Inputs: `theta`.
     AffineGrid {
         /// The output's spatial extents (from the constant `size`).
@@ -948,6 +988,13 @@ impl Op {
             Op::Einsum { .. } => "Einsum",
             Op::ReverseSequence { .. } => "ReverseSequence",
             Op::Det => "Det",
+            Op::QuantizeLinear { .. } => "QuantizeLinear",
+            Op::DequantizeLinear { .. } => "DequantizeLinear",
+            Op::DynamicQuantizeLinear => "DynamicQuantizeLinear",
+            Op::MatMulInteger { .. } => "MatMulInteger",
+            Op::QLinearMatMul => "QLinearMatMul",
+            Op::ConvInteger { .. } => "ConvInteger",
+            Op::QLinearConv { .. } => "QLinearConv",
             Op::AffineGrid { .. } => "AffineGrid",
             Op::Recurrent { spec, .. } => match spec.cell {
                 crate::kernels::RnnCell::Simple => "RNN",

@@ -443,3 +443,72 @@ fn a_value_info_contradicting_inference_is_a_shape_mismatch() {
         e => panic!("{e}"),
     }
 }
+
+/// x[1,3,4,4] f32 -> QuantizeLinear(scale, zero_point) -> y
+fn quantize_model(scale: &[f32], zp_elem: i32, zp: &[i32]) -> Model {
+    let n = scale.len() as i64;
+    let dims: &[i64] = if n == 1 { &[] } else { &[n] };
+    Model::new(13)
+        .input("x", F32, &[1, 3, 4, 4])
+        .init(tensor_f32("s", dims, scale))
+        .init(tensor_small_int("z", zp_elem, dims, zp))
+        .op(
+            "QuantizeLinear",
+            &["x", "s", "z"],
+            &["y"],
+            vec![attr_i("axis", 1)],
+        )
+        .output_any("y", zp_elem)
+}
+
+#[test]
+fn quantization_parameters_that_do_not_fit_are_typed_errors() {
+    // The base: per-axis parameters over the 3 channels load.
+    load(&quantize_model(&[0.5, 1.0, 2.0], U8, &[0, 1, 2])).unwrap();
+    // Four scales for three channels.
+    match err(&quantize_model(&[0.5, 1.0, 2.0, 4.0], U8, &[0, 1, 2, 3])) {
+        ExecError::ShapeMismatch { node, reason, .. } => {
+            assert_eq!(node, "QuantizeLinear_y");
+            assert!(reason.contains("per-axis scale [4]"), "{reason}");
+        }
+        e => panic!("{e}"),
+    }
+    // A zero point whose shape differs from the scale's.
+    let mut m = quantize_model(&[0.5, 1.0, 2.0], I8, &[0, 1, 2]);
+    m.graph().initializer[1] = tensor_small_int("z", I8, &[2], &[0, 1]);
+    assert!(matches!(err(&m), ExecError::ShapeMismatch { .. }));
+    // 16-bit quantization is named as an unsupported element type.
+    match err(&quantize_model(&[0.5], I16, &[0])) {
+        ExecError::UnsupportedDType { dtype, .. } => assert_eq!(dtype, "INT16"),
+        e => panic!("{e}"),
+    }
+}
+
+#[test]
+fn qlinear_conv_with_a_scale_per_wrong_channel_count_is_a_typed_error() {
+    let m = Model::new(13)
+        .input("x", U8, &[1, 2, 5, 5])
+        .init(tensor_f32("xs", &[], &[0.1]))
+        .init(tensor_small_int("xz", U8, &[], &[128]))
+        .init(tensor_small_int("w", I8, &[4, 2, 3, 3], &[1; 72]))
+        .init(tensor_f32("ws", &[3], &[0.1, 0.2, 0.3]))
+        .init(tensor_small_int("wz", I8, &[], &[0]))
+        .init(tensor_f32("ys", &[], &[0.5]))
+        .init(tensor_small_int("yz", U8, &[], &[0]))
+        .op(
+            "QLinearConv",
+            &["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"],
+            &["y"],
+            vec![],
+        )
+        .output_any("y", U8);
+    match err(&m) {
+        ExecError::ShapeMismatch { reason, .. } => {
+            assert!(
+                reason.contains("w_scale [3] must have 1 or 4 elements"),
+                "{reason}"
+            )
+        }
+        e => panic!("{e}"),
+    }
+}

@@ -887,7 +887,7 @@ mod tests {
         let xs = [1, 2, 5, 6];
         let ws = [4, 1, 3, 2];
         let x: Vec<u8> = (0..60).map(|i| (i * 29 % 251) as u8).collect();
-        let w: Vec<i8> = (0..24).map(|i| ((i * 11 % 31) as i32 - 15) as i8).collect();
+        let w: Vec<i8> = (0..24i32).map(|i| (i * 11 % 31 - 15) as i8).collect();
         let mut attrs = ConvAttrs::new(&[3, 2]);
         attrs.strides = vec![2, 1];
         attrs.dilations = vec![1, 2];

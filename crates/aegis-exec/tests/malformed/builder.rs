@@ -9,6 +9,9 @@ pub const F32: i32 = 1;
 pub const I32: i32 = 6;
 pub const I64: i32 = 7;
 pub const BOOL: i32 = 9;
+pub const U8: i32 = 2;
+pub const I8: i32 = 3;
+pub const I16: i32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -85,6 +88,18 @@ pub fn tensor_i64(name: &str, dims: &[i64], data: &[i64]) -> pb::TensorProto {
         dims: dims.to_vec(),
         data_type: I64,
         int64_data: data.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// An 8- or 16-bit integer tensor (`elem` U8, I8 or I16), stored one value per int32 as ONNX
+/// does when not in raw_data.
+pub fn tensor_small_int(name: &str, elem: i32, dims: &[i64], data: &[i32]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: elem,
+        int32_data: data.to_vec(),
         ..Default::default()
     }
 }

@@ -993,6 +993,8 @@ impl NodeKernel {
         match self.ins[0].dtype {
             DType::I64 => int_fold!(i64s, i64s_mut),
             DType::I32 => int_fold!(i32s, i32s_mut),
+            DType::I8 => int_fold!(i8s, i8s_mut),
+            DType::U8 => int_fold!(bytes, bytes_mut),
             other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
         }
         Ok(())
@@ -1145,6 +1147,18 @@ impl NodeKernel {
                     i32s_mut(l, &mut writes[0])?,
                     t,
                 )?,
+                (_, DType::I8) => k::binary_i8(
+                    b,
+                    i8s(l, inb(0))?,
+                    shape(0),
+                    i8s(l, inb(1))?,
+                    shape(1),
+                    i8s_mut(l, &mut writes[0])?,
+                    t,
+                )?,
+                (_, DType::U8) => {
+                    k::binary_u8(b, inb(0), shape(0), inb(1), shape(1), &mut writes[0], t)?
+                }
                 (_, other) => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
             }
             return Ok(());

@@ -97,6 +97,15 @@ macro_rules! int_ops {
 }
 int_ops!(i64, mod_i64, pow_i64);
 int_ops!(i32, mod_i32, pow_i32);
+int_ops!(i8, mod_i8, pow_i8);
+
+// Unsigned: no negative remainders or exponents to adjust.
+fn mod_u8(x: u8, y: u8, _fmod: bool) -> u8 {
+    x.wrapping_rem(y)
+}
+fn pow_u8(x: u8, y: u8) -> u8 {
+    x.wrapping_pow(u32::from(y))
+}
 
 /// Broadcasting f32 binary arithmetic: `out = op(a, b)`; `out` has the broadcast shape of
 /// `a_shape` and `b_shape` (numpy rules).
@@ -241,6 +250,20 @@ binary_int!(
     /// # Errors
     /// As [`binary_i64`].
     binary_i32, i32, mod_i32, pow_i32
+);
+binary_int!(
+    /// Broadcasting i8 binary arithmetic; see [`binary_i64`].
+    ///
+    /// # Errors
+    /// As [`binary_i64`].
+    binary_i8, i8, mod_i8, pow_i8
+);
+binary_int!(
+    /// Broadcasting u8 binary arithmetic; see [`binary_i64`].
+    ///
+    /// # Errors
+    /// As [`binary_i64`].
+    binary_u8, u8, mod_u8, pow_u8
 );
 
 /// A broadcasting comparison; outputs are ONNX bools stored as `u8` (0 or 1).

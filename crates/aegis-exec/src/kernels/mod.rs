@@ -31,7 +31,7 @@
 //! - `broadcast_shape(a, b) -> Result<Vec<usize>>`, `broadcast_shapes(&[&[usize]])`
 //! - `binary_f32(op: BinaryOp, a, a_shape, b, b_shape, out, threads)`,
 //!   `binary_f32_inplace(op, out, out_shape, b, b_shape, b_first, threads)`, `binary_i64`,
-//!   `binary_i32`; `BinaryOp::{Add, Sub, Mul, Div, Pow, Mod { fmod }, Max, Min}`
+//!   `binary_i32`, `binary_i8`, `binary_u8`; `BinaryOp::{Add, Sub, Mul, Div, Pow, Mod { fmod }, Max, Min}`
 //! - `compare<T: PartialOrd>(op: CompareOp, a, a_shape, b, b_shape, out: &mut [u8], threads)`;
 //!   `CompareOp::{Equal, Less, LessOrEqual, Greater, GreaterOrEqual}`
 //! - `where_select<T>(cond: &[u8], cond_shape, x, x_shape, y, y_shape, out, threads)`
@@ -187,9 +187,9 @@ pub use data::{
 };
 pub use einsum::einsum;
 pub use elementwise::{
-    binary_f32, binary_f32_inplace, binary_i32, binary_i64, cast, compare, expand, unary_f32,
-    unary_f32_inplace, variadic_f32, where_select, BinaryOp, CastDst, CastSrc, CompareOp,
-    GeluApprox, UnaryOp, VariadicOp,
+    binary_f32, binary_f32_inplace, binary_i32, binary_i64, binary_i8, binary_u8, cast, compare,
+    expand, unary_f32, unary_f32_inplace, variadic_f32, where_select, BinaryOp, CastDst, CastSrc,
+    CompareOp, GeluApprox, UnaryOp, VariadicOp,
 };
 pub use error::{KernelError, KernelResult};
 pub use grid_sample::{affine_grid, grid_sample, GridMode, GridPadding};

@@ -121,6 +121,10 @@ pub(crate) fn eval(
             one(args[0].0.clone())
         }
         Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Mod { .. } | Op::Equal => {
+            // 8-bit arithmetic is not shape arithmetic: the runtime kernel computes it.
+            if matches!(args[0].0.dtype(), DType::U8 | DType::I8) {
+                return Ok(None);
+            }
             let a = take(args[0].0, &broadcast_index(args[0].1, out_shape));
             let b = take(args[1].0, &broadcast_index(args[1].1, out_shape));
             binary(c, op, &a, &b).map(|d| Some(vec![d]))

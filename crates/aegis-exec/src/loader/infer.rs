@@ -565,9 +565,12 @@ fn bcast(c: &NodeCtx<'_>, a: &Value, b: &Value) -> Result<Vec<usize>, ExecError>
     })
 }
 
+/// Element types of the arithmetic, comparison and Max/Min kernels.
+const NUMERIC: [DType; 5] = [DType::F32, DType::I32, DType::I64, DType::U8, DType::I8];
+
 fn binary_arith(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
-    let numeric = [DType::F32, DType::I32, DType::I64];
+    let numeric = NUMERIC;
     let a = c.typed_input(0, &numeric)?;
     let b = c.typed_input(1, &numeric)?;
     same_dtype(c, a, b)?;
@@ -595,7 +598,7 @@ fn pow(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn modulo(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
-    let numeric = [DType::F32, DType::I32, DType::I64];
+    let numeric = NUMERIC;
     let a = c.typed_input(0, &numeric)?;
     let b = c.typed_input(1, &numeric)?;
     same_dtype(c, a, b)?;
@@ -2460,7 +2463,7 @@ fn variadic(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let types: &[DType] = if c.op_type == "Mean" {
         &[DType::F32]
     } else {
-        &[DType::F32, DType::I32, DType::I64]
+        &NUMERIC
     };
     let first = c.typed_input(0, types)?;
     let mut shape = first.shape.clone();
@@ -2484,7 +2487,7 @@ fn variadic(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn compare(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
-    let numeric = [DType::F32, DType::I32, DType::I64];
+    let numeric = NUMERIC;
     let a = c.typed_input(0, &numeric)?;
     let b = c.typed_input(1, &numeric)?;
     same_dtype(c, a, b)?;

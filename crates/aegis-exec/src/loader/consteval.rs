@@ -203,8 +203,40 @@ pub(crate) fn eval(
             }
         }
         Op::Cast { to } => one(cast(args[0].0, *to)),
-        // Quantized weights of a QDQ model fold to f32 here, so the f32 kernels (with their
+        // Weights computed at load (ConstantOfShape, folded arithmetic) quantize once here.
+        // Quantized weights of a QDQ model fold to f32 below, so the f32 kernels (with their
         // load-time weight preparation) run the layer. Same kernel as at run time.
+        Op::QuantizeLinear { layout } => {
+            let (Some(x), Some(scale)) = (args[0].0.as_f32(), args[1].0.as_f32()) else {
+                return Ok(None);
+            };
+            let x_shape = args[0].1;
+            let zp = args.get(2).map(|a| a.0);
+            let r = match (outs[0].0, zp) {
+                (DType::U8, None) => {
+                    let mut o = vec![0u8; x.len()];
+                    kernels::quantize_linear(x, x_shape, scale, None, *layout, &mut o, 1)
+                        .map(|()| TensorData::U8(o))
+                }
+                (DType::U8, Some(TensorData::U8(z))) => {
+                    let mut o = vec![0u8; x.len()];
+                    kernels::quantize_linear(x, x_shape, scale, Some(z), *layout, &mut o, 1)
+                        .map(|()| TensorData::U8(o))
+                }
+                (DType::I8, None) => {
+                    let mut o = vec![0i8; x.len()];
+                    kernels::quantize_linear(x, x_shape, scale, None, *layout, &mut o, 1)
+                        .map(|()| TensorData::I8(o))
+                }
+                (DType::I8, Some(TensorData::I8(z))) => {
+                    let mut o = vec![0i8; x.len()];
+                    kernels::quantize_linear(x, x_shape, scale, Some(z), *layout, &mut o, 1)
+                        .map(|()| TensorData::I8(o))
+                }
+                _ => return Ok(None),
+            };
+            one(r.map_err(|e| c.mismatch(e.to_string()))?)
+        }
         Op::DequantizeLinear { layout } => {
             let Some(scale) = args[1].0.as_f32() else {
                 return Ok(None);

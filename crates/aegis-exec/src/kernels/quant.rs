@@ -14,6 +14,13 @@
 use super::conv::ConvAttrs;
 use super::error::{check_len, KernelError, KernelResult};
 use super::par::par_chunks;
+use std::cell::RefCell;
+
+thread_local! {
+    /// The im2col matrix of integer convolutions (`x - x_zero_point` as i16), reused across
+    /// runs: it grows to the largest layer once, so a steady-state inference allocates nothing.
+    static COLS: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Output columns accumulated at once: an `i32` row tile on the stack.
 const TILE: usize = 64;
@@ -44,7 +51,7 @@ macro_rules! qelem {
         }
     )*};
 }
-qelem!(u8, i8, i32);
+qelem!(u8, i8, i16, i32);
 
 /// How scales and zero points map onto a tensor's elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -153,10 +160,29 @@ fn params<Z>(
 /// Elements per thread piece of the elementwise quantize kernels.
 const MIN_ELEMS: usize = 1 << 14;
 
+/// Round half to even by adding and subtracting 1.5 * 2^23: exact for |v| <= 2^22 in the
+/// default rounding mode, and inlined (`f32::round_ties_even` is a libm call on baseline
+/// x86-64, which cost 10 ns per element). Larger magnitudes are clamped first: they saturate
+/// every 8-bit type anyway. NaN stays NaN.
+#[inline(always)]
+fn round_even_f32(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v.clamp(-4_194_304.0, 4_194_304.0) + MAGIC) - MAGIC
+}
+
+/// [`round_even_f32`] for f64 (1.5 * 2^52; clamped to 2^50, far beyond any i32 sum times an
+/// 8-bit output range).
+#[inline(always)]
+fn round_even_f64(v: f64) -> f64 {
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+    (v.clamp(-1.125_899_906_842_624e15, 1.125_899_906_842_624e15) + MAGIC) - MAGIC
+}
+
 /// `round_half_even(x / scale) + zero_point`, saturated.
+#[inline(always)]
 fn quantize_one<Q: QElem>(x: f32, scale: f32, zp: i64) -> Q {
-    // f32 `as i64` saturates and maps NaN to 0; the sum cannot overflow i64.
-    Q::saturate(((x / scale).round_ties_even() as i64).saturating_add(zp))
+    // f32 `as i64` maps NaN to 0; the sum cannot overflow i64.
+    Q::saturate((round_even_f32(x / scale) as i64) + zp)
 }
 
 /// ONNX QuantizeLinear: `out = saturate(round_half_even(x / scale) + zero_point)` with the
@@ -178,6 +204,15 @@ pub fn quantize_linear<Q: QElem>(
     check_len(OP, "input", x.len(), shape.iter().product())?;
     check_len(OP, "output", out.len(), x.len())?;
     par_chunks(out, 1, threads, MIN_ELEMS, |start, piece| {
+        if layout == QuantLayout::Tensor {
+            // One scale: a straight loop the compiler vectorises.
+            let zp = zero_point.map_or(0, |z| i64::from(z[0].widen()));
+            let s = scale[0];
+            for (o, &v) in piece.iter_mut().zip(&x[start..]) {
+                *o = quantize_one(v, s, zp);
+            }
+            return;
+        }
         for (k, o) in piece.iter_mut().enumerate() {
             let i = start + k;
             let j = p.at(i);
@@ -206,10 +241,18 @@ pub fn dequantize_linear<Q: QElem>(
     check_len(OP, "input", x.len(), shape.iter().product())?;
     check_len(OP, "output", out.len(), x.len())?;
     par_chunks(out, 1, threads, MIN_ELEMS, |start, piece| {
+        // i32 to f32 rounds above 2^24, as the reference's astype(float32) does.
+        if layout == QuantLayout::Tensor {
+            let zp = zero_point.map_or(0.0, |z| z[0].widen() as f32);
+            let s = scale[0];
+            for (o, &v) in piece.iter_mut().zip(&x[start..]) {
+                *o = (v.widen() as f32 - zp) * s;
+            }
+            return;
+        }
         for (k, o) in piece.iter_mut().enumerate() {
             let i = start + k;
             let j = p.at(i);
-            // i32 to f32 rounds above 2^24, as the reference's astype(float32) does.
             let zp = zero_point.map_or(0.0, |z| z[j].widen() as f32);
             *o = (x[i].widen() as f32 - zp) * scale[j];
         }
@@ -406,9 +449,9 @@ pub fn matmul_integer<A: QElem, B: QElem>(
 /// Requantization of an i32 sum: `saturate(round_half_even(sum * multiplier) + zp)`, the
 /// product in f64 as the ONNX reference computes it (numpy promotes i32 * f32 to f64).
 fn requantize<Q: QElem>(sum: i32, multiplier: f32, zp: i32) -> Q {
-    let v = (f64::from(sum) * f64::from(multiplier)).round_ties_even();
-    // f64 `as i64` saturates; the sum with an 8-bit zero point cannot overflow.
-    Q::saturate((v as i64).saturating_add(i64::from(zp)))
+    let v = round_even_f64(f64::from(sum) * f64::from(multiplier));
+    // The clamped value and an 8-bit zero point cannot overflow i64.
+    Q::saturate((v as i64) + i64::from(zp))
 }
 
 /// Scales and zero points of a QLinear op: `a_scale` per tensor or per row (`MatMul`) / the
@@ -543,6 +586,45 @@ impl Geom3 {
     }
 }
 
+/// Writes the im2col matrix of one image: row `ci * taps + tap`, column = output position,
+/// value `x - x_zero_point` (0 where the tap falls in the padding, which is the zero point).
+fn im2col<X: QElem>(x: &[X], geo: &Geom3, xzp: i32, cols: &mut [i16]) {
+    let [od, oh, ow] = geo.output;
+    let [kd, kh, kw] = geo.kernel;
+    let [_, ih, iw] = geo.input;
+    let plane = od * oh * ow;
+    let in_plane: usize = geo.input.iter().product();
+    let taps = kd * kh * kw;
+    for (ci, x_c) in x.chunks_exact(in_plane).enumerate() {
+        for a in 0..kd {
+            for b in 0..kh {
+                for cq in 0..kw {
+                    let r = ci * taps + (a * kh + b) * kw + cq;
+                    let row = &mut cols[r * plane..][..plane];
+                    let (lo, hi) = geo.valid_cols(cq);
+                    let (s, off) = (geo.stride[2], cq * geo.dilation[2]);
+                    for z in 0..od {
+                        for y in 0..oh {
+                            let dst = &mut row[(z * oh + y) * ow..][..ow];
+                            let (Some(iz), Some(iy)) = (geo.src(0, z, a), geo.src(1, y, b)) else {
+                                dst.fill(0);
+                                continue;
+                            };
+                            let x_row = &x_c[(iz * ih + iy) * iw..][..iw];
+                            dst[..lo].fill(0);
+                            dst[hi..].fill(0);
+                            for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                                // |x - zp| <= 255 for 8-bit types: fits i16.
+                                *d = (x_row[ox * s + off - geo.pad[2]].widen() - xzp) as i16;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Integer convolution: i32 sums of `(x - x_zero_point) * (w - w_zero_point)` (plus `bias`)
 /// per output row tile, handed to `epilogue(m, sums, out)` with `m` the output channel.
 #[allow(clippy::too_many_arguments)]
@@ -598,6 +680,42 @@ fn int_conv<X: QElem, W: QElem, O: Send>(
     let m_per_g = m / g;
     let xzp = x_zero_point.widen();
     let epilogue = &epilogue;
+    if g == 1 {
+        // One group: im2col, then the integer matrix product (contiguous rows, long tiles).
+        let k = c * taps;
+        let mut gemm = |cols: &mut Vec<i16>| -> KernelResult<()> {
+            cols.clear();
+            cols.resize(k * plane, 0);
+            for n in 0..nb {
+                im2col(&x[n * c * in_plane..][..c * in_plane], &geo, xzp, cols);
+                int_matmul(
+                    op,
+                    w,
+                    &[m, k],
+                    &cols[..],
+                    &[k, plane],
+                    w_zero_point,
+                    &[0i16],
+                    &mut out[n * m * plane..][..m * plane],
+                    threads,
+                    |oc, _, sums, o| {
+                        let b0 = bias.map_or(0, |b| b[oc]);
+                        let mut t = [0i32; TILE];
+                        for (d, &s) in t.iter_mut().zip(sums) {
+                            *d = s.wrapping_add(b0);
+                        }
+                        epilogue(oc, &t[..sums.len()], o);
+                    },
+                )?;
+            }
+            Ok(())
+        };
+        return COLS.with(|cols| match cols.try_borrow_mut() {
+            Ok(mut cols) => gemm(&mut cols),
+            // Never expected (kernels do not nest); stay correct with a buffer of its own.
+            Err(_) => gemm(&mut Vec::new()),
+        });
+    }
     par_chunks(out, plane, threads, 1, |first, planes| {
         for (p, dst) in planes.chunks_mut(plane).enumerate() {
             let (n, oc) = ((first + p) / m, (first + p) % m);
@@ -744,6 +862,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn inline_rounding_is_round_half_to_even() {
+        for v in [
+            0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, 3.7, -3.7, 1e9, -1e9,
+        ] {
+            let want = v.clamp(-4_194_304.0, 4_194_304.0).round_ties_even();
+            assert_eq!(round_even_f32(v), want, "{v}");
+            let w = f64::from(v);
+            assert_eq!(round_even_f64(w), w.round_ties_even(), "{w}");
+        }
+        assert_eq!(round_even_f64(2.5e15), 1.125_899_906_842_624e15);
+        assert!(round_even_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
     fn quantize_rounds_half_to_even_and_saturates() {
         let x = [0.0f32, 1.0, 1.5, 2.5, -1.0, 1000.0, -1000.0];
         let mut out = [0u8; 7];
@@ -883,40 +1015,55 @@ mod tests {
 
     #[test]
     fn conv_integer_matches_a_direct_sum_with_padding_stride_and_groups() {
-        // x [1, 2, 5, 6], w [4, 1, 3, 2], group 2, stride (2, 1), pads (1, 0, 1, 1), dilation (1, 2).
-        let xs = [1, 2, 5, 6];
-        let ws = [4, 1, 3, 2];
-        let x: Vec<u8> = (0..60).map(|i| (i * 29 % 251) as u8).collect();
-        let w: Vec<i8> = (0..24i32).map(|i| (i * 11 % 31 - 15) as i8).collect();
-        let mut attrs = ConvAttrs::new(&[3, 2]);
-        attrs.strides = vec![2, 1];
-        attrs.dilations = vec![1, 2];
-        attrs.pads_begin = vec![1, 0];
-        attrs.pads_end = vec![1, 1];
-        attrs.group = 2;
-        let oh = (5 + 2 - 3) / 2 + 1;
-        let ow = 6 + 1 - 2 - 1 + 1;
-        let os = [1, 4, oh, ow];
-        let (xzp, wzp) = (17u8, [1i8, -2, 0, 3]);
-        let mut out = vec![0i32; 4 * oh * ow];
-        conv_integer(&x, &xs, xzp, &w, &ws, &wzp, &attrs, &mut out, &os, 2).unwrap();
-        for m in 0..4 {
-            let c = m / 2;
-            for y in 0..oh {
-                for xo in 0..ow {
-                    let mut s = 0i32;
-                    for a in 0..3 {
-                        for b in 0..2 {
-                            let iy = (y * 2 + a) as isize - 1;
-                            let ix = (xo + 2 * b) as isize;
-                            if (0..5).contains(&iy) && (0..6).contains(&ix) {
-                                let xv = i32::from(x[c * 30 + iy as usize * 6 + ix as usize]) - 17;
-                                let wv = i32::from(w[m * 6 + a * 2 + b]) - i32::from(wzp[m]);
-                                s += xv * wv;
+        // x [2, 2, 5, 6], w [4, 2/group, 3, 2], stride (2, 1), pads (1, 0, 1, 1), dilation
+        // (1, 2); group 1 runs im2col + the integer product, group 2 the direct loops.
+        for group in [1usize, 2] {
+            let cg = 2 / group;
+            let xs = [2, 2, 5, 6];
+            let ws = [4, cg, 3, 2];
+            let x: Vec<u8> = (0..120).map(|i| (i * 29 % 251) as u8).collect();
+            let w: Vec<i8> = (0..24 * cg as i32)
+                .map(|i| (i * 11 % 31 - 15) as i8)
+                .collect();
+            let mut attrs = ConvAttrs::new(&[3, 2]);
+            attrs.strides = vec![2, 1];
+            attrs.dilations = vec![1, 2];
+            attrs.pads_begin = vec![1, 0];
+            attrs.pads_end = vec![1, 1];
+            attrs.group = group;
+            let oh = (5 + 2 - 3) / 2 + 1;
+            let ow = 6 + 1 - 2 - 1 + 1;
+            let os = [2, 4, oh, ow];
+            let (xzp, wzp) = (17u8, [1i8, -2, 0, 3]);
+            let mut out = vec![0i32; 2 * 4 * oh * ow];
+            conv_integer(&x, &xs, xzp, &w, &ws, &wzp, &attrs, &mut out, &os, 2).unwrap();
+            for n in 0..2 {
+                for m in 0..4 {
+                    let g = m / (4 / group);
+                    for y in 0..oh {
+                        for xo in 0..ow {
+                            let mut s = 0i32;
+                            for ci in 0..cg {
+                                let c = g * cg + ci;
+                                for a in 0..3 {
+                                    for b in 0..2 {
+                                        let iy = (y * 2 + a) as isize - 1;
+                                        let ix = (xo + 2 * b) as isize;
+                                        if (0..5).contains(&iy) && (0..6).contains(&ix) {
+                                            let xi =
+                                                (n * 2 + c) * 30 + iy as usize * 6 + ix as usize;
+                                            let xv = i32::from(x[xi]) - 17;
+                                            let wv = i32::from(w[(m * cg + ci) * 6 + a * 2 + b])
+                                                - i32::from(wzp[m]);
+                                            s += xv * wv;
+                                        }
+                                    }
+                                }
                             }
+                            let got = out[((n * 4 + m) * oh + y) * ow + xo];
+                            assert_eq!(got, s, "group {group} n {n} m {m} y {y} x {xo}");
                         }
                     }
-                    assert_eq!(out[(m * oh + y) * ow + xo], s, "m {m} y {y} x {xo}");
                 }
             }
         }

@@ -652,6 +652,22 @@ fn first<T: Copy>(label: &str, v: &[T]) -> Res<T> {
     })
 }
 
+/// The scales and output zero point of QLinearMatMul / QLinearConv, which share input
+/// positions: 1 (a / x scale), 4 (b / w scale), 6 (y scale), 7 (y zero point, viewed by
+/// `view`).
+fn requant<'a, Y: Copy>(
+    label: &str,
+    inb: &impl Fn(usize) -> &'a [u8],
+    view: fn(&str, &'a [u8]) -> Res<&'a [Y]>,
+) -> Res<k::Requant<'a, Y>> {
+    Ok(k::Requant {
+        a_scale: f32s(label, inb(1))?,
+        b_scale: f32s(label, inb(4))?,
+        y_scale: first(label, f32s(label, inb(6))?)?,
+        y_zero_point: first(label, view(label, inb(7))?)?,
+    })
+}
+
 /// `by_q8!(dt, label, |view, view_mut| body)`: `body` for u8 or i8 (the quantized types) with
 /// that type's view functions; another element type is a dispatch error.
 macro_rules! by_q8 {
@@ -2024,17 +2040,11 @@ impl NodeKernel {
                 }))
             }
             Op::QLinearMatMul => {
-                let f = |i: usize| f32s(l, inb(i));
                 by_q8!(dt(0), l, |va, _ua| by_q8!(dt(3), l, |vb, _ub| by_q8!(
                     dt(7),
                     l,
                     |vy, vy_mut| {
-                        let rq = k::Requant {
-                            a_scale: f(1)?,
-                            b_scale: f(4)?,
-                            y_scale: first(l, f(6)?)?,
-                            y_zero_point: first(l, vy(l, inb(7))?)?,
-                        };
+                        let rq = requant(l, &inb, vy)?;
                         k::qlinear_matmul(
                             va(l, inb(0))?,
                             shape(0),
@@ -2081,18 +2091,12 @@ impl NodeKernel {
                 }))
             }
             Op::QLinearConv { attrs } => {
-                let f = |i: usize| f32s(l, inb(i));
                 let bias = (self.ins.len() > 8).then(|| i32s(l, inb(8))).transpose()?;
                 by_q8!(dt(0), l, |vx, _ux| by_q8!(dt(3), l, |vw, _uw| by_q8!(
                     dt(7),
                     l,
                     |vy, vy_mut| {
-                        let rq = k::Requant {
-                            a_scale: f(1)?,
-                            b_scale: f(4)?,
-                            y_scale: first(l, f(6)?)?,
-                            y_zero_point: first(l, vy(l, inb(7))?)?,
-                        };
+                        let rq = requant(l, &inb, vy)?;
                         k::qlinear_conv(
                             vx(l, inb(0))?,
                             shape(0),

@@ -185,6 +185,41 @@ fn quantize_one<Q: QElem>(x: f32, scale: f32, zp: i64) -> Q {
     Q::saturate((round_even_f32(x / scale) as i64) + zp)
 }
 
+/// `out[i] = f(x[i], scale, zero_point)` with the parameters `layout` gives element `i` (zero
+/// point 0 when absent): the elementwise body of QuantizeLinear and DequantizeLinear.
+#[allow(clippy::too_many_arguments)]
+fn map_with_params<I: Copy + Sync, O: Send, Z: QElem>(
+    op: &'static str,
+    x: &[I],
+    shape: &[usize],
+    scale: &[f32],
+    zero_point: Option<&[Z]>,
+    layout: QuantLayout,
+    out: &mut [O],
+    threads: usize,
+    f: impl Fn(I, f32, i32) -> O + Sync,
+) -> KernelResult<()> {
+    let p = params(op, shape, layout, scale, zero_point)?;
+    check_len(op, "input", x.len(), shape.iter().product())?;
+    check_len(op, "output", out.len(), x.len())?;
+    let zp_at = |j: usize| zero_point.map_or(0, |z| z[j].widen());
+    par_chunks(out, 1, threads, MIN_ELEMS, |start, piece| {
+        if layout == QuantLayout::Tensor {
+            // One scale: a straight loop the compiler vectorises.
+            let (s, zp) = (scale[0], zp_at(0));
+            for (o, &v) in piece.iter_mut().zip(&x[start..]) {
+                *o = f(v, s, zp);
+            }
+            return;
+        }
+        for (k, o) in piece.iter_mut().enumerate() {
+            let j = p.at(start + k);
+            *o = f(x[start + k], scale[j], zp_at(j));
+        }
+    });
+    Ok(())
+}
+
 /// ONNX QuantizeLinear: `out = saturate(round_half_even(x / scale) + zero_point)` with the
 /// parameters of `layout` (zero point 0 when absent).
 ///
@@ -199,31 +234,13 @@ pub fn quantize_linear<Q: QElem>(
     out: &mut [Q],
     threads: usize,
 ) -> KernelResult<()> {
-    const OP: &str = "QuantizeLinear";
-    let p = params(OP, shape, layout, scale, zero_point)?;
-    check_len(OP, "input", x.len(), shape.iter().product())?;
-    check_len(OP, "output", out.len(), x.len())?;
-    par_chunks(out, 1, threads, MIN_ELEMS, |start, piece| {
-        if layout == QuantLayout::Tensor {
-            // One scale: a straight loop the compiler vectorises.
-            let zp = zero_point.map_or(0, |z| i64::from(z[0].widen()));
-            let s = scale[0];
-            for (o, &v) in piece.iter_mut().zip(&x[start..]) {
-                *o = quantize_one(v, s, zp);
-            }
-            return;
-        }
-        for (k, o) in piece.iter_mut().enumerate() {
-            let i = start + k;
-            let j = p.at(i);
-            let zp = zero_point.map_or(0, |z| i64::from(z[j].widen()));
-            *o = quantize_one(x[i], scale[j], zp);
-        }
-    });
-    Ok(())
+    let f = |v, s, zp| quantize_one(v, s, i64::from(zp));
+    let op = "QuantizeLinear";
+    map_with_params(op, x, shape, scale, zero_point, layout, out, threads, f)
 }
 
-/// ONNX DequantizeLinear: `out = (x - zero_point) * scale`, in f32 as the reference does.
+/// ONNX DequantizeLinear: `out = (x - zero_point) * scale`, in f32 as the reference does
+/// (i32 to f32 rounds above 2^24, as its astype(float32) does).
 ///
 /// # Errors
 /// Length mismatches or a layout that does not fit `shape`.
@@ -236,28 +253,9 @@ pub fn dequantize_linear<Q: QElem>(
     out: &mut [f32],
     threads: usize,
 ) -> KernelResult<()> {
-    const OP: &str = "DequantizeLinear";
-    let p = params(OP, shape, layout, scale, zero_point)?;
-    check_len(OP, "input", x.len(), shape.iter().product())?;
-    check_len(OP, "output", out.len(), x.len())?;
-    par_chunks(out, 1, threads, MIN_ELEMS, |start, piece| {
-        // i32 to f32 rounds above 2^24, as the reference's astype(float32) does.
-        if layout == QuantLayout::Tensor {
-            let zp = zero_point.map_or(0.0, |z| z[0].widen() as f32);
-            let s = scale[0];
-            for (o, &v) in piece.iter_mut().zip(&x[start..]) {
-                *o = (v.widen() as f32 - zp) * s;
-            }
-            return;
-        }
-        for (k, o) in piece.iter_mut().enumerate() {
-            let i = start + k;
-            let j = p.at(i);
-            let zp = zero_point.map_or(0.0, |z| z[j].widen() as f32);
-            *o = (x[i].widen() as f32 - zp) * scale[j];
-        }
-    });
-    Ok(())
+    let f = |v: Q, s, zp| (v.widen() as f32 - zp as f32) * s;
+    let op = "DequantizeLinear";
+    map_with_params(op, x, shape, scale, zero_point, layout, out, threads, f)
 }
 
 /// ONNX DynamicQuantizeLinear: u8 quantization over the range of `x` widened to include 0.

@@ -193,7 +193,9 @@ pub fn summarize(t: &HostTensor) -> String {
                 .map(|b| i32::from_le_bytes(b) as f64)
                 .collect()
         }),
-        _ => None,
+        // One byte per element: quantized outputs read as their integer values.
+        DType::U8 | DType::Bool => Some(t.data.iter().map(|&b| f64::from(b)).collect()),
+        DType::I8 => Some(t.data.iter().map(|&b| f64::from(b as i8)).collect()),
     };
     let Some(v) = values.filter(|v| !v.is_empty()) else {
         return format!("{} bytes", t.data.len());
@@ -263,4 +265,24 @@ pub fn file_safe(name: &str) -> String {
 pub fn stderr_is_terminal() -> bool {
     use std::io::IsTerminal;
     std::io::stderr().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eight_bit_outputs_are_summarized_by_value() {
+        let t = |dtype, data: Vec<u8>| HostTensor {
+            dtype,
+            shape: vec![data.len()],
+            data,
+        };
+        let s = summarize(&t(DType::U8, vec![1, 250, 3]));
+        assert!(s.starts_with("min 1.000000  max 250.000000"), "{s}");
+        assert!(s.contains("argmax 1"), "{s}");
+        // 0xff is -1 as i8.
+        let s = summarize(&t(DType::I8, vec![0xff, 5, 0x80]));
+        assert!(s.starts_with("min -128.000000  max 5.000000"), "{s}");
+    }
 }

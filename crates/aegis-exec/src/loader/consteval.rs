@@ -97,6 +97,18 @@ pub(crate) type Arg<'a> = (&'a TensorData, &'a [usize]);
 /// and the evaluator's index lists cost 8 bytes per element.
 const FOLD_MAX_ELEMENTS: usize = 1 << 22;
 
+/// A constant zero point as the `$variant` slice, `None` when absent; one of another type
+/// leaves the node to the runtime (its kernel reports the mismatch).
+macro_rules! zp_as {
+    ($zp:expr, $variant:ident) => {
+        match $zp {
+            None => None,
+            Some(TensorData::$variant(z)) => Some(z.as_slice()),
+            Some(_) => return Ok(None),
+        }
+    };
+}
+
 /// Evaluates `op` on constant inputs. `Ok(None)`: the evaluator does not cover this op (it
 /// stays a runtime node). `outs` are the inferred output shapes.
 pub(crate) fn eval(
@@ -210,27 +222,16 @@ pub(crate) fn eval(
             let (Some(x), Some(scale)) = (args[0].0.as_f32(), args[1].0.as_f32()) else {
                 return Ok(None);
             };
-            let x_shape = args[0].1;
-            let zp = args.get(2).map(|a| a.0);
-            let r = match (outs[0].0, zp) {
-                (DType::U8, None) => {
+            let (x_shape, zp) = (args[0].1, args.get(2).map(|a| a.0));
+            let r = match outs[0].0 {
+                DType::U8 => {
                     let mut o = vec![0u8; x.len()];
-                    kernels::quantize_linear(x, x_shape, scale, None, *layout, &mut o, 1)
+                    kernels::quantize_linear(x, x_shape, scale, zp_as!(zp, U8), *layout, &mut o, 1)
                         .map(|()| TensorData::U8(o))
                 }
-                (DType::U8, Some(TensorData::U8(z))) => {
-                    let mut o = vec![0u8; x.len()];
-                    kernels::quantize_linear(x, x_shape, scale, Some(z), *layout, &mut o, 1)
-                        .map(|()| TensorData::U8(o))
-                }
-                (DType::I8, None) => {
+                DType::I8 => {
                     let mut o = vec![0i8; x.len()];
-                    kernels::quantize_linear(x, x_shape, scale, None, *layout, &mut o, 1)
-                        .map(|()| TensorData::I8(o))
-                }
-                (DType::I8, Some(TensorData::I8(z))) => {
-                    let mut o = vec![0i8; x.len()];
-                    kernels::quantize_linear(x, x_shape, scale, Some(z), *layout, &mut o, 1)
+                    kernels::quantize_linear(x, x_shape, scale, zp_as!(zp, I8), *layout, &mut o, 1)
                         .map(|()| TensorData::I8(o))
                 }
                 _ => return Ok(None),
@@ -241,27 +242,18 @@ pub(crate) fn eval(
             let Some(scale) = args[1].0.as_f32() else {
                 return Ok(None);
             };
+            let (x_shape, zp) = (args[0].1, args.get(2).map(|a| a.0));
             let mut out = vec![0f32; args[0].0.len()];
-            let zp = args.get(2).map(|a| a.0);
-            let x_shape = args[0].1;
-            let r = match (args[0].0, zp) {
-                (TensorData::U8(x), None) => {
-                    kernels::dequantize_linear(x, x_shape, scale, None, *layout, &mut out, 1)
+            let (l, o) = (*layout, &mut out);
+            let r = match args[0].0 {
+                TensorData::U8(x) => {
+                    kernels::dequantize_linear(x, x_shape, scale, zp_as!(zp, U8), l, o, 1)
                 }
-                (TensorData::U8(x), Some(TensorData::U8(z))) => {
-                    kernels::dequantize_linear(x, x_shape, scale, Some(z), *layout, &mut out, 1)
+                TensorData::I8(x) => {
+                    kernels::dequantize_linear(x, x_shape, scale, zp_as!(zp, I8), l, o, 1)
                 }
-                (TensorData::I8(x), None) => {
-                    kernels::dequantize_linear(x, x_shape, scale, None, *layout, &mut out, 1)
-                }
-                (TensorData::I8(x), Some(TensorData::I8(z))) => {
-                    kernels::dequantize_linear(x, x_shape, scale, Some(z), *layout, &mut out, 1)
-                }
-                (TensorData::I32(x), None) => {
-                    kernels::dequantize_linear(x, x_shape, scale, None, *layout, &mut out, 1)
-                }
-                (TensorData::I32(x), Some(TensorData::I32(z))) => {
-                    kernels::dequantize_linear(x, x_shape, scale, Some(z), *layout, &mut out, 1)
+                TensorData::I32(x) => {
+                    kernels::dequantize_linear(x, x_shape, scale, zp_as!(zp, I32), l, o, 1)
                 }
                 _ => return Ok(None),
             };

@@ -42,6 +42,9 @@ pub(crate) enum KernelSpec {
         act: UnaryOp,
         output: TensorId,
     },
+    /// A generic kernel (inputs and outputs as for `Generic`) whose constant integer filter
+    /// was packed once for the GEMM: QLinearConv / ConvInteger with one group.
+    Packed { rows: Arc<k::PackedRows> },
 }
 
 /// Result of planning kernels for a graph.
@@ -276,6 +279,12 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
             });
             continue;
         }
+        if let Some(rows) = packed_filter(g, node)? {
+            prepared_bytes += rows.bytes() as u64;
+            kernels[id.index()] = Some(KernelSpec::Packed {
+                rows: Arc::new(rows),
+            });
+        }
         if matches!(node.op, Op::Add) {
             // Hard-swish as four nodes: one pass instead of four (in place when the plan puts
             // the output exactly on the input).
@@ -352,6 +361,51 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
         prepared_bytes,
         scratch_elems: scratch,
     })
+}
+
+/// A one-group QLinearConv / ConvInteger's constant filter (with a constant or absent zero
+/// point) packed for the integer GEMM, so runs do not repack it; `None` for other nodes.
+fn packed_filter(
+    g: &ExecutionGraph,
+    node: &crate::graph::OperatorNode,
+) -> Result<Option<k::PackedRows>, ExecError> {
+    let (attrs, w_at, zp_at) = match &node.op {
+        Op::QLinearConv { attrs } => (attrs, 3, Some(5)),
+        Op::ConvInteger {
+            attrs,
+            x_zero_point,
+            w_zero_point,
+        } => (
+            attrs,
+            1,
+            w_zero_point.then(|| 2 + usize::from(*x_zero_point)),
+        ),
+        _ => return Ok(None),
+    };
+    if attrs.group > 1 {
+        return Ok(None);
+    }
+    let constant = |at: usize| node.inputs.get(at).and_then(|&t| g.constant_data(t));
+    let Some(w) = constant(w_at) else {
+        return Ok(None);
+    };
+    let w_shape = &g.tensor(node.inputs[w_at]).shape;
+    let zp = match zp_at {
+        Some(at) => match constant(at) {
+            Some(z) => Some(z),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let packed = match (w, zp) {
+        (TensorData::U8(w), Some(TensorData::U8(z))) => k::pack_conv_weights(w, w_shape, z, 1),
+        (TensorData::U8(w), None) => k::pack_conv_weights(w, w_shape, &[0], 1),
+        (TensorData::I8(w), Some(TensorData::I8(z))) => k::pack_conv_weights(w, w_shape, z, 1),
+        (TensorData::I8(w), None) => k::pack_conv_weights(w, w_shape, &[0], 1),
+        // Mismatched types: the kernel reports them at run time, as without packing.
+        _ => return Ok(None),
+    };
+    packed.map_err(|e| kernel_err(g, &node.name, e))
 }
 
 /// The activation that may run fused at the end of `node`'s kernel: its output's only reader,
@@ -749,7 +803,7 @@ impl NodeKernel {
                     .collect::<Result<Vec<_>, _>>()?,
                 vec![arg(*output)?],
             ),
-            KernelSpec::Generic => (
+            KernelSpec::Generic | KernelSpec::Packed { .. } => (
                 node.inputs
                     .iter()
                     .map(|&t| arg(t))
@@ -762,7 +816,7 @@ impl NodeKernel {
         };
         let mut alias = None;
         // Concat inputs may sit at their place in the output (see `concat_slots`).
-        let slots = matches!(spec, KernelSpec::Generic)
+        let slots = matches!(spec, KernelSpec::Generic | KernelSpec::Packed { .. })
             .then(|| node_concat_slots(g, node))
             .flatten();
         let mut placed: Vec<(usize, bool)> = Vec::new();
@@ -1014,6 +1068,14 @@ impl NodeKernel {
             other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
         }
         Ok(())
+    }
+
+    /// The filter packed at load, if this kernel has one.
+    fn packed_rows(&self) -> Option<&k::PackedRows> {
+        match &self.spec {
+            KernelSpec::Packed { rows } => Some(rows),
+            _ => None,
+        }
     }
 
     fn dispatch(
@@ -2064,6 +2126,7 @@ impl NodeKernel {
                 x_zero_point,
                 w_zero_point,
             } => {
+                let packed = self.packed_rows();
                 let zx = x_zero_point.then_some(2);
                 let zw = w_zero_point.then(|| 2 + usize::from(*x_zero_point));
                 let out = i32s_mut(l, &mut writes[0])?;
@@ -2083,6 +2146,7 @@ impl NodeKernel {
                         vw(l, inb(1))?,
                         shape(1),
                         w_zp,
+                        packed,
                         attrs,
                         out,
                         &out_shape,
@@ -2091,6 +2155,7 @@ impl NodeKernel {
                 }))
             }
             Op::QLinearConv { attrs } => {
+                let packed = self.packed_rows();
                 let bias = (self.ins.len() > 8).then(|| i32s(l, inb(8))).transpose()?;
                 by_q8!(dt(0), l, |vx, _ux| by_q8!(dt(3), l, |vw, _uw| by_q8!(
                     dt(7),
@@ -2104,6 +2169,7 @@ impl NodeKernel {
                             vw(l, inb(3))?,
                             shape(3),
                             vw(l, inb(5))?,
+                            packed,
                             bias,
                             attrs,
                             rq,

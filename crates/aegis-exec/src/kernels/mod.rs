@@ -156,6 +156,7 @@ mod einsum;
 mod elementwise;
 mod error;
 mod grid_sample;
+mod igemm;
 mod indexing;
 mod lanes;
 mod map;
@@ -193,6 +194,7 @@ pub use elementwise::{
 };
 pub use error::{KernelError, KernelResult};
 pub use grid_sample::{affine_grid, grid_sample, GridMode, GridPadding};
+pub use igemm::PackedRows;
 pub use indexing::{
     cumsum, gather_elements, gather_nd, one_hot, reverse_sequence, scatter_elements, scatter_nd,
     top_k, trilu, Accumulate, ScatterReduction, ScatterValue,
@@ -207,8 +209,8 @@ pub use pool::{
     global_pool, lp_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind,
 };
 pub use quant::{
-    conv_integer, dequantize_linear, dynamic_quantize_linear, matmul_integer, qlinear_conv,
-    qlinear_matmul, quantize_linear, QElem, QuantLayout, Requant,
+    conv_integer, dequantize_linear, dynamic_quantize_linear, matmul_integer, pack_conv_weights,
+    qlinear_conv, qlinear_matmul, quantize_linear, QElem, QuantLayout, Requant,
 };
 pub use reduce::{
     arg_reduce, group_norm, instance_norm, mean_variance_norm, reduce_any, ReduceAny, Reducible,

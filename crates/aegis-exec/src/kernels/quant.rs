@@ -13,17 +13,25 @@
 
 use super::conv::ConvAttrs;
 use super::error::{check_len, KernelError, KernelResult};
+use super::igemm::{self, Epilogue, PackedRows};
 use super::par::par_chunks;
 use std::cell::RefCell;
 
-thread_local! {
-    /// The im2col matrix of integer convolutions (`x - x_zero_point` as i16), reused across
-    /// runs: it grows to the largest layer once, so a steady-state inference allocates nothing.
-    static COLS: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
+/// The operands of one integer GEMM, reused across runs: they grow to the largest layer
+/// once, so a steady-state inference allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    /// Two rows of the column operand (`b - b_zero_point`, or im2col rows) while packing.
+    two: Vec<i16>,
+    /// `cols` packed into panels.
+    panels: Vec<i16>,
+    /// The row operand packed.
+    rows: PackedRows,
 }
 
-/// Output columns accumulated at once: an `i32` row tile on the stack.
-const TILE: usize = 64;
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
 
 /// An integer element of a quantized tensor (or the i32 input of DequantizeLinear).
 pub trait QElem: Copy + Send + Sync + 'static {
@@ -35,6 +43,8 @@ pub trait QElem: Copy + Send + Sync + 'static {
     fn widen(self) -> i32;
     /// `v` saturated to the type's range.
     fn saturate(v: i64) -> Self;
+    /// `v` saturated to the type's range (i32 lanes vectorise where i64 ones do not).
+    fn saturate_i32(v: i32) -> Self;
 }
 
 macro_rules! qelem {
@@ -42,11 +52,17 @@ macro_rules! qelem {
         impl QElem for $t {
             const LO: i64 = <$t>::MIN as i64;
             const HI: i64 = <$t>::MAX as i64;
+            #[inline(always)]
             fn widen(self) -> i32 {
                 i32::from(self)
             }
+            #[inline(always)]
             fn saturate(v: i64) -> Self {
                 v.clamp(Self::LO, Self::HI) as $t
+            }
+            #[inline(always)]
+            fn saturate_i32(v: i32) -> Self {
+                v.clamp(Self::LO as i32, Self::HI as i32) as $t
             }
         }
     )*};
@@ -160,29 +176,41 @@ fn params<Z>(
 /// Elements per thread piece of the elementwise quantize kernels.
 const MIN_ELEMS: usize = 1 << 14;
 
-/// Round half to even by adding and subtracting 1.5 * 2^23: exact for |v| <= 2^22 in the
-/// default rounding mode, and inlined (`f32::round_ties_even` is a libm call on baseline
-/// x86-64, which cost 10 ns per element). Larger magnitudes are clamped first: they saturate
-/// every 8-bit type anyway. NaN stays NaN.
+/// `v` rounded half to even as an integer, `v` clamped to +-2^22 first (larger magnitudes
+/// saturate every 8-bit type anyway); NaN gives 0. Adding 1.5 * 2^23 rounds in the default
+/// mode and leaves the integer in the mantissa, read off the bits: no libm call
+/// (`round_ties_even` is one on baseline x86-64, 10 ns per element) and no float-to-int cast
+/// (whose saturating semantics LLVM scalarises), so loops over it vectorise.
 #[inline(always)]
-fn round_even_f32(v: f32) -> f32 {
+fn round_even_i32(v: f32) -> i32 {
     const MAGIC: f32 = 12_582_912.0;
-    (v.clamp(-4_194_304.0, 4_194_304.0) + MAGIC) - MAGIC
+    let c = v.clamp(-4_194_304.0, 4_194_304.0);
+    let i = ((c + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    if c.is_nan() {
+        0
+    } else {
+        i
+    }
 }
 
-/// [`round_even_f32`] for f64 (1.5 * 2^52; clamped to 2^50, far beyond any i32 sum times an
-/// 8-bit output range).
+/// [`round_even_i32`] for f64 (1.5 * 2^52), clamped to +-2^30: beyond that every 8-bit output
+/// saturates, and the result plus an 8-bit zero point stays inside i32.
 #[inline(always)]
-fn round_even_f64(v: f64) -> f64 {
+fn round_even_f64_i32(v: f64) -> i32 {
     const MAGIC: f64 = 6_755_399_441_055_744.0;
-    (v.clamp(-1.125_899_906_842_624e15, 1.125_899_906_842_624e15) + MAGIC) - MAGIC
+    let c = v.clamp(-1_073_741_824.0, 1_073_741_824.0);
+    let i = ((c + MAGIC).to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64) as i32;
+    if c.is_nan() {
+        0
+    } else {
+        i
+    }
 }
 
-/// `round_half_even(x / scale) + zero_point`, saturated.
+/// `round_half_even(x / scale) + zero_point`, saturated (NaN gives the zero point).
 #[inline(always)]
-fn quantize_one<Q: QElem>(x: f32, scale: f32, zp: i64) -> Q {
-    // f32 `as i64` maps NaN to 0; the sum cannot overflow i64.
-    Q::saturate((round_even_f32(x / scale) as i64) + zp)
+fn quantize_one<Q: QElem>(x: f32, scale: f32, zp: i32) -> Q {
+    Q::saturate_i32(round_even_i32(x / scale).saturating_add(zp))
 }
 
 /// `out[i] = f(x[i], scale, zero_point)` with the parameters `layout` gives element `i` (zero
@@ -205,11 +233,13 @@ fn map_with_params<I: Copy + Sync, O: Send, Z: QElem>(
     let zp_at = |j: usize| zero_point.map_or(0, |z| z[j].widen());
     par_chunks(out, 1, threads, MIN_ELEMS, |start, piece| {
         if layout == QuantLayout::Tensor {
-            // One scale: a straight loop the compiler vectorises.
+            // One scale: a straight loop, vectorised for the machine.
             let (s, zp) = (scale[0], zp_at(0));
-            for (o, &v) in piece.iter_mut().zip(&x[start..]) {
-                *o = f(v, s, zp);
-            }
+            pulp::Arch::new().dispatch(MapOne {
+                x: &x[start..],
+                out: piece,
+                f: |v| f(v, s, zp),
+            });
             return;
         }
         for (k, o) in piece.iter_mut().enumerate() {
@@ -218,6 +248,24 @@ fn map_with_params<I: Copy + Sync, O: Send, Z: QElem>(
         }
     });
     Ok(())
+}
+
+/// `out[i] = f(x[i])`, compiled for the machine's vector width by `pulp::Arch::dispatch`.
+struct MapOne<'a, I, O, F> {
+    x: &'a [I],
+    out: &'a mut [O],
+    f: F,
+}
+
+impl<I: Copy, O, F: Fn(I) -> O> pulp::WithSimd for MapOne<'_, I, O, F> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for (o, &v) in self.out.iter_mut().zip(self.x) {
+            *o = (self.f)(v);
+        }
+    }
 }
 
 /// ONNX QuantizeLinear: `out = saturate(round_half_even(x / scale) + zero_point)` with the
@@ -234,7 +282,7 @@ pub fn quantize_linear<Q: QElem>(
     out: &mut [Q],
     threads: usize,
 ) -> KernelResult<()> {
-    let f = |v, s, zp| quantize_one(v, s, i64::from(zp));
+    let f = quantize_one;
     let op = "QuantizeLinear";
     map_with_params(op, x, shape, scale, zero_point, layout, out, threads, f)
 }
@@ -283,11 +331,13 @@ pub fn dynamic_quantize_linear(
     let zp = (0.0 - lo / s).clamp(0.0, 255.0).round_ties_even();
     scale[0] = s;
     zero_point[0] = zp as u8;
-    let zp = i64::from(zp as u8);
+    let zp = i32::from(zp as u8);
     par_chunks(y, 1, threads, MIN_ELEMS, |start, piece| {
-        for (k, o) in piece.iter_mut().enumerate() {
-            *o = quantize_one(x[start + k], s, zp);
-        }
+        pulp::Arch::new().dispatch(MapOne {
+            x: &x[start..],
+            out: piece,
+            f: |v| quantize_one(v, s, zp),
+        });
     });
     Ok(())
 }
@@ -338,9 +388,9 @@ fn per<T: Copy>(op: &'static str, what: &'static str, v: &[T], n: usize) -> Kern
 }
 
 /// Integer matrix product with broadcasting batch dimensions (numpy matmul), zero points
-/// per tensor or per row of `a` / per column of `b`; each tile of at most [`TILE`] i32 sums of
-/// output row `i` (of its matrix), starting at column `j0`, goes to `epilogue(i, j0, sums,
-/// out)`.
+/// per tensor or per row of `a` / per column of `b`; each tile of at most [`igemm::NR`] i32
+/// sums of output row `i` (of its matrix), starting at column `j0`, goes to
+/// `epilogue.apply(i, j0, sums, out)`.
 ///
 /// # Errors
 /// Shapes that do not multiply or broadcast, or length mismatches.
@@ -355,7 +405,7 @@ fn int_matmul<A: QElem, B: QElem, O: Send>(
     b_zp: &[B],
     out: &mut [O],
     threads: usize,
-    epilogue: impl Fn(usize, usize, &[i32], &mut [O]) + Sync,
+    epilogue: &impl Epilogue<O>,
 ) -> KernelResult<()> {
     let (m, k, a_batch) = mat_dims(a_shape, false);
     let (kb, n, b_batch) = mat_dims(b_shape, true);
@@ -377,38 +427,39 @@ fn int_matmul<A: QElem, B: QElem, O: Send>(
     if n == 0 || m == 0 {
         return Ok(());
     }
-    let epilogue = &epilogue;
-    par_chunks(out, n, threads, 4, |first_row, rows| {
-        for (r, row) in rows.chunks_mut(n).enumerate() {
-            let gr = first_row + r;
-            let (bi, i) = (gr / m, gr % m);
-            let a_row = &a[batch_offset(bi, &out_batch, a_batch, m * k) + i * k..][..k];
+    SCRATCH.with(|cell| {
+        let mut own = Scratch::default();
+        // Never expected busy (kernels do not nest); stay correct with buffers of its own.
+        let mut guard = cell.try_borrow_mut();
+        let sc = match guard.as_deref_mut() {
+            Ok(sc) => sc,
+            Err(_) => &mut own,
+        };
+        for bi in 0..batches {
+            let a_mat = &a[batch_offset(bi, &out_batch, a_batch, m * k)..][..m * k];
             let b_mat = &b[batch_offset(bi, &out_batch, b_batch, k * n)..][..k * n];
-            let azp = a_zp[if a_zp.len() == 1 { 0 } else { i }].widen();
-            for j0 in (0..n).step_by(TILE) {
-                let w = TILE.min(n - j0);
-                let mut acc = [0i32; TILE];
-                let acc = &mut acc[..w];
-                for (kk, &av) in a_row.iter().enumerate() {
-                    let av = av.widen().wrapping_sub(azp);
-                    if av == 0 {
-                        continue;
+            // 8-bit values minus 8-bit zero points lie within +-255: exact in i16.
+            sc.rows.repack(m, k, &mut |i, buf: &mut [i16]| {
+                let z = a_zp[if a_zp.len() == 1 { 0 } else { i }].widen();
+                for (d, &v) in buf.iter_mut().zip(&a_mat[i * k..][..k]) {
+                    *d = (v.widen() - z) as i16;
+                }
+            });
+            igemm::pack_cols(k, n, &mut sc.panels, &mut sc.two, |kk, buf| {
+                let src = &b_mat[kk * n..][..n];
+                if b_zp.len() == 1 {
+                    let z = b_zp[0].widen();
+                    for (d, &v) in buf.iter_mut().zip(src) {
+                        *d = (v.widen() - z) as i16;
                     }
-                    let b_row = &b_mat[kk * n + j0..][..w];
-                    if b_zp.len() == 1 {
-                        let bzp = b_zp[0].widen();
-                        for (s, &bv) in acc.iter_mut().zip(b_row) {
-                            *s = s.wrapping_add(av.wrapping_mul(bv.widen().wrapping_sub(bzp)));
-                        }
-                    } else {
-                        for ((s, &bv), &z) in acc.iter_mut().zip(b_row).zip(&b_zp[j0..j0 + w]) {
-                            *s =
-                                s.wrapping_add(av.wrapping_mul(bv.widen().wrapping_sub(z.widen())));
-                        }
+                } else {
+                    for ((d, &v), &z) in buf.iter_mut().zip(src).zip(b_zp) {
+                        *d = (v.widen() - z.widen()) as i16;
                     }
                 }
-                epilogue(i, j0, acc, &mut row[j0..j0 + w]);
-            }
+            });
+            let o = &mut out[bi * m * n..][..m * n];
+            igemm::gemm(&sc.rows, &sc.panels, n, o, threads, epilogue);
         }
     });
     Ok(())
@@ -440,16 +491,61 @@ pub fn matmul_integer<A: QElem, B: QElem>(
         b_zero_point,
         out,
         threads,
-        |_, _, sums, o| o.copy_from_slice(sums),
+        &Sums { bias: None },
     )
+}
+
+/// The sums themselves, plus a conv's bias per output channel (MatMulInteger, ConvInteger).
+struct Sums<'a> {
+    bias: Option<&'a [i32]>,
+}
+
+impl Epilogue<i32> for Sums<'_> {
+    #[inline(always)]
+    fn apply(&self, i: usize, _: usize, sums: &[i32], out: &mut [i32]) {
+        let b = self.bias.map_or(0, |b| b[i]);
+        for (o, &s) in out.iter_mut().zip(sums) {
+            *o = s.wrapping_add(b);
+        }
+    }
+}
+
+/// Requantized sums: QLinearMatMul's (multiplier per row of `a` and column of `b`) or
+/// QLinearConv's (per output channel, after its bias).
+struct Requantized<'a, Y> {
+    rq: Requant<'a, Y>,
+    bias: Option<&'a [i32]>,
+    conv: bool,
+}
+
+impl<Y: QElem> Epilogue<Y> for Requantized<'_, Y> {
+    #[inline(always)]
+    fn apply(&self, i: usize, j0: usize, sums: &[i32], out: &mut [Y]) {
+        let yzp = self.rq.y_zero_point.widen();
+        if self.conv || self.rq.b_scale.len() == 1 {
+            let mult = if self.conv {
+                self.rq.multiplier(0, i)
+            } else {
+                self.rq.multiplier(i, 0)
+            };
+            let b = self.bias.map_or(0, |b| b[i]);
+            for (y, &s) in out.iter_mut().zip(sums) {
+                *y = requantize(s.wrapping_add(b), mult, yzp);
+            }
+        } else {
+            for (jj, (y, &s)) in out.iter_mut().zip(sums).enumerate() {
+                *y = requantize(s, self.rq.multiplier(i, j0 + jj), yzp);
+            }
+        }
+    }
 }
 
 /// Requantization of an i32 sum: `saturate(round_half_even(sum * multiplier) + zp)`, the
 /// product in f64 as the ONNX reference computes it (numpy promotes i32 * f32 to f64).
+#[inline(always)]
 fn requantize<Q: QElem>(sum: i32, multiplier: f32, zp: i32) -> Q {
-    let v = round_even_f64(f64::from(sum) * f64::from(multiplier));
-    // The clamped value and an 8-bit zero point cannot overflow i64.
-    Q::saturate((v as i64) + i64::from(zp))
+    let v = round_even_f64_i32(f64::from(sum) * f64::from(multiplier));
+    Q::saturate_i32(v.saturating_add(zp))
 }
 
 /// Scales and zero points of a QLinear op: `a_scale` per tensor or per row (`MatMul`) / the
@@ -499,7 +595,6 @@ pub fn qlinear_matmul<A: QElem, B: QElem, Y: QElem>(
     let (_, n, _) = mat_dims(b_shape, true);
     per(OP, "a_scale", rq.a_scale, m)?;
     per(OP, "b_scale", rq.b_scale, n)?;
-    let yzp = rq.y_zero_point.widen();
     int_matmul(
         OP,
         a,
@@ -510,10 +605,10 @@ pub fn qlinear_matmul<A: QElem, B: QElem, Y: QElem>(
         b_zero_point,
         out,
         threads,
-        |i, j0, sums, o| {
-            for (jj, (y, &s)) in o.iter_mut().zip(sums).enumerate() {
-                *y = requantize(s, rq.multiplier(i, j0 + jj), yzp);
-            }
+        &Requantized {
+            rq,
+            bias: None,
+            conv: false,
         },
     )
 }
@@ -584,47 +679,52 @@ impl Geom3 {
     }
 }
 
-/// Writes the im2col matrix of one image: row `ci * taps + tap`, column = output position,
-/// value `x - x_zero_point` (0 where the tap falls in the padding, which is the zero point).
-fn im2col<X: QElem>(x: &[X], geo: &Geom3, xzp: i32, cols: &mut [i16]) {
+/// Writes row `r = ci * taps + tap` of one image's im2col matrix into `row` (one value per
+/// output position): `x - x_zero_point`, 0 where the tap falls in the padding (which is the
+/// zero point).
+fn im2col_row<X: QElem>(x: &[X], geo: &Geom3, xzp: i32, r: usize, row: &mut [i16]) {
     let [od, oh, ow] = geo.output;
     let [kd, kh, kw] = geo.kernel;
     let [_, ih, iw] = geo.input;
-    let plane = od * oh * ow;
     let in_plane: usize = geo.input.iter().product();
     let taps = kd * kh * kw;
-    for (ci, x_c) in x.chunks_exact(in_plane).enumerate() {
-        for a in 0..kd {
-            for b in 0..kh {
-                for cq in 0..kw {
-                    let r = ci * taps + (a * kh + b) * kw + cq;
-                    let row = &mut cols[r * plane..][..plane];
-                    let (lo, hi) = geo.valid_cols(cq);
-                    let (s, off) = (geo.stride[2], cq * geo.dilation[2]);
-                    for z in 0..od {
-                        for y in 0..oh {
-                            let dst = &mut row[(z * oh + y) * ow..][..ow];
-                            let (Some(iz), Some(iy)) = (geo.src(0, z, a), geo.src(1, y, b)) else {
-                                dst.fill(0);
-                                continue;
-                            };
-                            let x_row = &x_c[(iz * ih + iy) * iw..][..iw];
-                            dst[..lo].fill(0);
-                            dst[hi..].fill(0);
-                            for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
-                                // |x - zp| <= 255 for 8-bit types: fits i16.
-                                *d = (x_row[ox * s + off - geo.pad[2]].widen() - xzp) as i16;
-                            }
-                        }
-                    }
+    let (ci, tap) = (r / taps, r % taps);
+    let (a, b, cq) = (tap / (kh * kw), tap / kw % kh, tap % kw);
+    let x_c = &x[ci * in_plane..][..in_plane];
+    let (lo, hi) = geo.valid_cols(cq);
+    let (s, off) = (geo.stride[2], cq * geo.dilation[2]);
+    for z in 0..od {
+        for y in 0..oh {
+            let dst = &mut row[(z * oh + y) * ow..][..ow];
+            let (Some(iz), Some(iy)) = (geo.src(0, z, a), geo.src(1, y, b)) else {
+                dst.fill(0);
+                continue;
+            };
+            let x_row = &x_c[(iz * ih + iy) * iw..][..iw];
+            dst[..lo].fill(0);
+            dst[hi..].fill(0);
+            if lo >= hi {
+                continue;
+            }
+            // |x - zp| <= 255 for 8-bit types: fits i16.
+            let first = lo * s + off - geo.pad[2];
+            if s == 1 {
+                for (d, &v) in dst[lo..hi].iter_mut().zip(&x_row[first..]) {
+                    *d = (v.widen() - xzp) as i16;
+                }
+            } else {
+                let taken = x_row[first..].iter().step_by(s);
+                for (d, &v) in dst[lo..hi].iter_mut().zip(taken) {
+                    *d = (v.widen() - xzp) as i16;
                 }
             }
         }
     }
 }
 
-/// Integer convolution: i32 sums of `(x - x_zero_point) * (w - w_zero_point)` (plus `bias`)
-/// per output row tile, handed to `epilogue(m, sums, out)` with `m` the output channel.
+/// Integer convolution: i32 sums of `(x - x_zero_point) * (w - w_zero_point)` per output row
+/// tile, handed to `epilogue.apply(m, j0, sums, out)` with `m` the output channel (the
+/// epilogue adds any bias).
 #[allow(clippy::too_many_arguments)]
 fn int_conv<X: QElem, W: QElem, O: Send>(
     op: &'static str,
@@ -634,12 +734,12 @@ fn int_conv<X: QElem, W: QElem, O: Send>(
     w: &[W],
     w_shape: &[usize],
     w_zero_point: &[W],
-    bias: Option<&[i32]>,
+    packed: Option<&PackedRows>,
     attrs: &ConvAttrs,
     out: &mut [O],
     out_shape: &[usize],
     threads: usize,
-    epilogue: impl Fn(usize, &[i32], &mut [O]) + Sync,
+    epilogue: &impl Epilogue<O>,
 ) -> KernelResult<()> {
     let mismatch = || KernelError::ShapeMismatch {
         op,
@@ -663,112 +763,293 @@ fn int_conv<X: QElem, W: QElem, O: Send>(
     check_len(op, "w", w.len(), w_shape.iter().product())?;
     check_len(op, "output", out.len(), out_shape.iter().product())?;
     per(op, "w_zero_point", w_zero_point, m)?;
-    if let Some(b) = bias {
-        check_len(op, "bias", b.len(), m)?;
-    }
     let plane: usize = geo.output.iter().product();
     let in_plane: usize = geo.input.iter().product();
     let taps: usize = geo.kernel.iter().product();
     if plane == 0 {
         return Ok(());
     }
-    let [od, oh, ow] = geo.output;
-    let [kd, kh, kw] = geo.kernel;
-    let [_, ih, iw] = geo.input;
+    let ow = geo.output[2];
     let m_per_g = m / g;
     let xzp = x_zero_point.widen();
-    let epilogue = &epilogue;
     if g == 1 {
-        // One group: im2col, then the integer matrix product (contiguous rows, long tiles).
+        // One group: im2col, then the integer GEMM of the weights (rows) and the columns.
         let k = c * taps;
-        let mut gemm = |cols: &mut Vec<i16>| -> KernelResult<()> {
-            cols.clear();
-            cols.resize(k * plane, 0);
-            for n in 0..nb {
-                im2col(&x[n * c * in_plane..][..c * in_plane], &geo, xzp, cols);
-                int_matmul(
+        if let Some(p) = packed {
+            if (p.rows(), p.k()) != (m, k) {
+                return Err(KernelError::InvalidAttribute {
                     op,
-                    w,
-                    &[m, k],
-                    &cols[..],
-                    &[k, plane],
-                    w_zero_point,
-                    &[0i16],
-                    &mut out[n * m * plane..][..m * plane],
-                    threads,
-                    |oc, _, sums, o| {
-                        let b0 = bias.map_or(0, |b| b[oc]);
-                        let mut t = [0i32; TILE];
-                        for (d, &s) in t.iter_mut().zip(sums) {
-                            *d = s.wrapping_add(b0);
-                        }
-                        epilogue(oc, &t[..sums.len()], o);
-                    },
-                )?;
-            }
-            Ok(())
-        };
-        return COLS.with(|cols| match cols.try_borrow_mut() {
-            Ok(mut cols) => gemm(&mut cols),
-            // Never expected (kernels do not nest); stay correct with a buffer of its own.
-            Err(_) => gemm(&mut Vec::new()),
-        });
-    }
-    par_chunks(out, plane, threads, 1, |first, planes| {
-        for (p, dst) in planes.chunks_mut(plane).enumerate() {
-            let (n, oc) = ((first + p) / m, (first + p) % m);
-            let grp = oc / m_per_g;
-            let wzp = w_zero_point[if w_zero_point.len() == 1 { 0 } else { oc }].widen();
-            let b0 = bias.map_or(0, |b| b[oc]);
-            let w_oc = &w[oc * cg * taps..][..cg * taps];
-            for z in 0..od {
-                for y in 0..oh {
-                    let row = &mut dst[(z * oh + y) * ow..][..ow];
-                    for x0 in (0..ow).step_by(TILE) {
-                        let width = TILE.min(ow - x0);
-                        let mut acc = [b0; TILE];
-                        let acc = &mut acc[..width];
-                        for ci in 0..cg {
-                            let x_c = &x[(n * c + grp * cg + ci) * in_plane..][..in_plane];
-                            let w_c = &w_oc[ci * taps..][..taps];
-                            for a in 0..kd {
-                                let Some(iz) = geo.src(0, z, a) else { continue };
-                                for bq in 0..kh {
-                                    let Some(iy) = geo.src(1, y, bq) else {
-                                        continue;
-                                    };
-                                    let x_row = &x_c[(iz * ih + iy) * iw..][..iw];
-                                    for cq in 0..kw {
-                                        let wv =
-                                            w_c[(a * kh + bq) * kw + cq].widen().wrapping_sub(wzp);
-                                        if wv == 0 {
-                                            continue;
-                                        }
-                                        let (lo, hi) = geo.valid_cols(cq);
-                                        let (lo, hi) = (lo.max(x0), hi.min(x0 + width));
-                                        let (s, off) = (geo.stride[2], cq * geo.dilation[2]);
-                                        for ox in lo..hi {
-                                            let ix = ox * s + off - geo.pad[2];
-                                            let xv = x_row[ix].widen().wrapping_sub(xzp);
-                                            let sum = &mut acc[ox - x0];
-                                            *sum = sum.wrapping_add(wv.wrapping_mul(xv));
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        epilogue(oc, acc, &mut row[x0..x0 + width]);
-                    }
-                }
+                    attr: "packed weights",
+                    reason: format!(
+                        "packed as {} x {}, the filter {:?} is {m} x {k}",
+                        p.rows(),
+                        p.k(),
+                        w_shape
+                    ),
+                });
             }
         }
+        let mut run = |sc: &mut Scratch| {
+            if packed.is_none() {
+                sc.rows.repack(m, k, &mut weight_rows(w, w_zero_point, k));
+            }
+            let rows = packed.unwrap_or(&sc.rows);
+            for n in 0..nb {
+                let x_n = &x[n * c * in_plane..][..c * in_plane];
+                igemm::pack_cols(k, plane, &mut sc.panels, &mut sc.two, |r, row| {
+                    im2col_row(x_n, &geo, xzp, r, row)
+                });
+                let o = &mut out[n * m * plane..][..m * plane];
+                igemm::gemm(rows, &sc.panels, plane, o, threads, epilogue);
+            }
+        };
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut sc) => run(&mut sc),
+            // Never expected (kernels do not nest); stay correct with buffers of its own.
+            Err(_) => run(&mut Scratch::default()),
+        });
+        return Ok(());
+    }
+    // Grouped (depthwise among them): per output plane, each input channel of its group as a
+    // zero-padded i16 volume split into column phases, then one contiguous multiply-add run
+    // per tap and output row.
+    let pw = PhaseGeom::new(&geo);
+    par_chunks(out, plane, threads, 1, |first, planes| {
+        GROUPED.with(|cell| {
+            let mut own = Grouped::default();
+            let mut guard = cell.try_borrow_mut();
+            let Grouped {
+                phases,
+                acc,
+                taps: wt,
+            } = match guard.as_deref_mut() {
+                Ok(sc) => sc,
+                Err(_) => &mut own,
+            };
+            for (p, dst) in planes.chunks_mut(plane).enumerate() {
+                let (n, oc) = ((first + p) / m, (first + p) % m);
+                let grp = oc / m_per_g;
+                let wzp = w_zero_point[if w_zero_point.len() == 1 { 0 } else { oc }].widen();
+                acc.clear();
+                acc.resize(plane, 0);
+                for ci in 0..cg {
+                    let x_c = &x[(n * c + grp * cg + ci) * in_plane..][..in_plane];
+                    pw.fill(x_c, xzp, phases);
+                    wt.clear();
+                    let w_c = &w[(oc * cg + ci) * taps..][..taps];
+                    wt.extend(w_c.iter().map(|v| v.widen() - wzp));
+                    pulp::Arch::new().dispatch(GroupedTaps {
+                        geo: &geo,
+                        pw: &pw,
+                        phases,
+                        w: wt,
+                        acc,
+                    });
+                }
+                pulp::Arch::new().dispatch(ApplyRows {
+                    oc,
+                    width: ow,
+                    sums: acc,
+                    out: dst,
+                    epilogue,
+                });
+            }
+        });
     });
     Ok(())
 }
 
+/// Row `oc` of a filter as the GEMM's row operand: `w - w_zero_point` over its `k` values.
+fn weight_rows<'a, W: QElem>(
+    w: &'a [W],
+    w_zero_point: &'a [W],
+    k: usize,
+) -> impl FnMut(usize, &mut [i16]) + 'a {
+    move |oc, buf| {
+        let z = w_zero_point[if w_zero_point.len() == 1 { 0 } else { oc }].widen();
+        for (d, &v) in buf.iter_mut().zip(&w[oc * k..][..k]) {
+            // An 8-bit weight minus its zero point lies within +-255.
+            *d = (v.widen() - z) as i16;
+        }
+    }
+}
+
+/// A one-group integer conv's filter packed once (at load) for the GEMM; `None` for grouped
+/// convs, whose direct path reads the filter as it is.
+///
+/// # Errors
+/// A filter of fewer than 3 axes, a length that does not match, or a zero point count other
+/// than 1 or the output channel count.
+pub fn pack_conv_weights<W: QElem>(
+    w: &[W],
+    w_shape: &[usize],
+    w_zero_point: &[W],
+    group: usize,
+) -> KernelResult<Option<PackedRows>> {
+    const OP: &str = "QLinearConv / ConvInteger";
+    if w_shape.len() < 3 {
+        return Err(KernelError::InvalidAttribute {
+            op: OP,
+            attr: "w",
+            reason: format!("filter shape {w_shape:?} has fewer than 3 axes"),
+        });
+    }
+    check_len(OP, "w", w.len(), w_shape.iter().product())?;
+    let (m, k) = (w_shape[0], w_shape[1..].iter().product::<usize>());
+    per(OP, "w_zero_point", w_zero_point, m)?;
+    if group > 1 {
+        return Ok(None);
+    }
+    Ok(Some(PackedRows::pack(
+        m,
+        k,
+        weight_rows(w, w_zero_point, k),
+    )))
+}
+
+/// An output plane's sums through the epilogue, row by row (compiled for the machine's vector
+/// width).
+struct ApplyRows<'a, O, E> {
+    oc: usize,
+    width: usize,
+    sums: &'a [i32],
+    out: &'a mut [O],
+    epilogue: &'a E,
+}
+
+impl<O, E: Epilogue<O>> pulp::WithSimd for ApplyRows<'_, O, E> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let rows = self.sums.chunks_exact(self.width);
+        for (sums, row) in rows.zip(self.out.chunks_exact_mut(self.width)) {
+            self.epilogue.apply(self.oc, 0, sums, row);
+        }
+    }
+}
+
+/// The grouped path's buffers, per worker, reused across runs.
+#[derive(Default)]
+struct Grouped {
+    /// One input channel as [`PhaseGeom`] rows.
+    phases: Vec<i16>,
+    /// The output plane's sums.
+    acc: Vec<i32>,
+    /// One input channel's weights minus the zero point.
+    taps: Vec<i32>,
+}
+
+thread_local! {
+    static GROUPED: RefCell<Grouped> = RefCell::new(Grouped::default());
+}
+
+/// The padded input rows of a grouped conv split into column phases: padded column `j` of a
+/// row is phase `j % s`, position `j / s` (`s` the last axis's stride), so output column `ox`
+/// of tap `kx` reads phase `(kx * dilation) % s` at `(kx * dilation) / s + ox`: a contiguous
+/// run for any stride and dilation.
+struct PhaseGeom {
+    /// Input rows (depth x height) and columns, the left padding, the stride `s`.
+    rows: usize,
+    iw: usize,
+    pad: usize,
+    s: usize,
+    /// Positions per phase.
+    width: usize,
+}
+
+impl PhaseGeom {
+    fn new(geo: &Geom3) -> Self {
+        let s = geo.stride[2].max(1);
+        // The padded columns any tap reads, and at least the input itself.
+        let reach =
+            (geo.output[2].max(1) - 1) * s + (geo.kernel[2].max(1) - 1) * geo.dilation[2] + 1;
+        let cols = reach.max(geo.input[2] + geo.pad[2]);
+        PhaseGeom {
+            rows: geo.input[0] * geo.input[1],
+            iw: geo.input[2],
+            pad: geo.pad[2],
+            s,
+            width: cols.div_ceil(s),
+        }
+    }
+
+    /// Elements of one row's phases.
+    fn row_len(&self) -> usize {
+        self.s * self.width
+    }
+
+    /// Writes `x - zero point` of one channel volume (zeros in the padding).
+    fn fill<X: QElem>(&self, x_c: &[X], xzp: i32, dst: &mut Vec<i16>) {
+        dst.clear();
+        dst.resize(self.rows * self.row_len(), 0);
+        let s = self.s;
+        for (src, row) in x_c
+            .chunks_exact(self.iw)
+            .zip(dst.chunks_exact_mut(self.row_len()))
+        {
+            for (p, phase) in row.chunks_exact_mut(self.width).enumerate() {
+                // Padded column `t * s + p` is input column `t * s + p - pad`.
+                let t0 = self.pad.saturating_sub(p).div_ceil(s);
+                let first = t0 * s + p - self.pad;
+                let taken = src.iter().skip(first).step_by(s);
+                for (d, &v) in phase[t0..].iter_mut().zip(taken) {
+                    // An 8-bit value minus its zero point lies within +-255.
+                    *d = (v.widen() - xzp) as i16;
+                }
+            }
+        }
+    }
+}
+
+/// One input channel's taps added into an output plane's sums (compiled for the machine's
+/// vector width by `pulp::Arch::dispatch`).
+struct GroupedTaps<'a> {
+    geo: &'a Geom3,
+    pw: &'a PhaseGeom,
+    phases: &'a [i16],
+    w: &'a [i32],
+    acc: &'a mut [i32],
+}
+
+impl pulp::WithSimd for GroupedTaps<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let geo = self.geo;
+        let [od, oh, ow] = geo.output;
+        let [kd, kh, kw] = geo.kernel;
+        let ih = geo.input[1];
+        let (s, d) = (self.pw.s, geo.dilation[2]);
+        for z in 0..od {
+            for y in 0..oh {
+                let acc = &mut self.acc[(z * oh + y) * ow..][..ow];
+                for a in 0..kd {
+                    let Some(iz) = geo.src(0, z, a) else { continue };
+                    for b in 0..kh {
+                        let Some(iy) = geo.src(1, y, b) else { continue };
+                        let row =
+                            &self.phases[(iz * ih + iy) * self.pw.row_len()..][..self.pw.row_len()];
+                        for cq in 0..kw {
+                            let wv = self.w[(a * kh + b) * kw + cq];
+                            let off = cq * d;
+                            let run = &row[(off % s) * self.pw.width + off / s..][..ow];
+                            for (sum, &v) in acc.iter_mut().zip(run) {
+                                *sum = sum.wrapping_add(wv.wrapping_mul(i32::from(v)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// ONNX ConvInteger: `conv(x - x_zero_point, w - w_zero_point)` in i32 (zero points 0 when
 /// absent; `w_zero_point` per tensor or per output channel). Padding contributes nothing
-/// (it is the zero point).
+/// (it is the zero point). `packed` is the filter from [`pack_conv_weights`] (of this `w` and
+/// zero point), or `None` to pack it per call.
 ///
 /// # Errors
 /// Shapes that do not fit, or length mismatches.
@@ -780,6 +1061,7 @@ pub fn conv_integer<X: QElem, W: QElem>(
     w: &[W],
     w_shape: &[usize],
     w_zero_point: &[W],
+    packed: Option<&PackedRows>,
     attrs: &ConvAttrs,
     out: &mut [i32],
     out_shape: &[usize],
@@ -793,12 +1075,12 @@ pub fn conv_integer<X: QElem, W: QElem>(
         w,
         w_shape,
         w_zero_point,
-        None,
+        packed,
         attrs,
         out,
         out_shape,
         threads,
-        |_, sums, o| o.copy_from_slice(sums),
+        &Sums { bias: None },
     )
 }
 
@@ -817,6 +1099,7 @@ pub fn qlinear_conv<X: QElem, W: QElem, Y: QElem>(
     w: &[W],
     w_shape: &[usize],
     w_zero_point: &[W],
+    packed: Option<&PackedRows>,
     bias: Option<&[i32]>,
     attrs: &ConvAttrs,
     rq: Requant<'_, Y>,
@@ -832,7 +1115,9 @@ pub fn qlinear_conv<X: QElem, W: QElem, Y: QElem>(
         rq.b_scale,
         w_shape.first().copied().unwrap_or(0),
     )?;
-    let yzp = rq.y_zero_point.widen();
+    if let Some(b) = bias {
+        check_len(OP, "bias", b.len(), w_shape.first().copied().unwrap_or(0))?;
+    }
     int_conv(
         OP,
         x,
@@ -841,16 +1126,15 @@ pub fn qlinear_conv<X: QElem, W: QElem, Y: QElem>(
         w,
         w_shape,
         w_zero_point,
-        bias,
+        packed,
         attrs,
         out,
         out_shape,
         threads,
-        |oc, sums, o| {
-            let mult = rq.multiplier(0, oc);
-            for (y, &s) in o.iter_mut().zip(sums) {
-                *y = requantize(s, mult, yzp);
-            }
+        &Requantized {
+            rq,
+            bias,
+            conv: true,
         },
     )
 }
@@ -862,15 +1146,31 @@ mod tests {
     #[test]
     fn inline_rounding_is_round_half_to_even() {
         for v in [
-            0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, 3.7, -3.7, 1e9, -1e9,
+            0.5f32,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            -2.5,
+            0.49999997,
+            3.7,
+            -3.7,
+            4_194_303.5,
+            -4_194_304.0,
+            1e9,
+            -1e9,
         ] {
             let want = v.clamp(-4_194_304.0, 4_194_304.0).round_ties_even();
-            assert_eq!(round_even_f32(v), want, "{v}");
+            assert_eq!(round_even_i32(v), want as i32, "{v}");
             let w = f64::from(v);
-            assert_eq!(round_even_f64(w), w.round_ties_even(), "{w}");
+            assert_eq!(round_even_f64_i32(w), w.round_ties_even() as i32, "{w}");
         }
-        assert_eq!(round_even_f64(2.5e15), 1.125_899_906_842_624e15);
-        assert!(round_even_f32(f32::NAN).is_nan());
+        assert_eq!(round_even_i32(4_194_304.0), 4_194_304);
+        assert_eq!(round_even_f64_i32(2.5e15), 1 << 30);
+        assert_eq!(round_even_f64_i32(-2.5e15), -(1 << 30));
+        assert_eq!(round_even_f64_i32(1_073_741_823.5), 1 << 30);
+        assert_eq!(round_even_i32(f32::NAN), 0);
+        assert_eq!(round_even_f64_i32(f64::NAN), 0);
     }
 
     #[test]
@@ -963,7 +1263,7 @@ mod tests {
 
     #[test]
     fn matmul_integer_matches_the_definition_with_batches_and_zero_points() {
-        let (m, k, n) = (3, 5, 70); // n > TILE: two column tiles
+        let (m, k, n) = (3, 5, 70); // n > 2 * NR: three column panels
         let a: Vec<u8> = (0..2 * m * k).map(|i| (i * 37 % 256) as u8).collect();
         let b: Vec<i8> = (0..k * n)
             .map(|i| ((i * 53 % 256) as i32 - 128) as i8)
@@ -1034,7 +1334,45 @@ mod tests {
             let os = [2, 4, oh, ow];
             let (xzp, wzp) = (17u8, [1i8, -2, 0, 3]);
             let mut out = vec![0i32; 2 * 4 * oh * ow];
-            conv_integer(&x, &xs, xzp, &w, &ws, &wzp, &attrs, &mut out, &os, 2).unwrap();
+            conv_integer(&x, &xs, xzp, &w, &ws, &wzp, None, &attrs, &mut out, &os, 2).unwrap();
+            let packed = pack_conv_weights(&w, &ws, &wzp, group).unwrap();
+            assert_eq!(packed.is_some(), group == 1);
+            if let Some(p) = &packed {
+                let mut again = vec![0i32; out.len()];
+                conv_integer(
+                    &x,
+                    &xs,
+                    xzp,
+                    &w,
+                    &ws,
+                    &wzp,
+                    Some(p),
+                    &attrs,
+                    &mut again,
+                    &os,
+                    1,
+                )
+                .unwrap();
+                assert_eq!(again, out, "prepacked filter");
+                let other = pack_conv_weights(&w[..12], &[2, 2, 3, 1], &[0], 1).unwrap();
+                let err = conv_integer(
+                    &x,
+                    &xs,
+                    xzp,
+                    &w,
+                    &ws,
+                    &wzp,
+                    other.as_ref(),
+                    &attrs,
+                    &mut again,
+                    &os,
+                    1,
+                );
+                assert!(
+                    matches!(err, Err(KernelError::InvalidAttribute { .. })),
+                    "{err:?}"
+                );
+            }
             for n in 0..2 {
                 for m in 0..4 {
                     let g = m / (4 / group);
@@ -1061,6 +1399,56 @@ mod tests {
                             let got = out[((n * 4 + m) * oh + y) * ow + xo];
                             assert_eq!(got, s, "group {group} n {n} m {m} y {y} x {xo}");
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The grouped path's column phases: strides 2 and 3 on the last axis with left pads of
+    /// 0 to 3 (pads larger than the stride included) and a dilation, against a direct sum.
+    #[test]
+    fn depthwise_conv_with_strided_columns_matches_a_direct_sum() {
+        let (c, h, wd) = (3usize, 7usize, 11usize);
+        let x: Vec<i8> = (0..c * h * wd)
+            .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
+            .collect();
+        let w: Vec<u8> = (0..c * 9).map(|i| (i * 53 % 256) as u8).collect();
+        for (stride, pad, dil) in [(2, 0, 1), (2, 1, 1), (3, 2, 1), (2, 3, 1), (3, 1, 2)] {
+            let mut attrs = ConvAttrs::new(&[3, 3]);
+            attrs.strides = vec![1, stride];
+            attrs.dilations = vec![1, dil];
+            attrs.pads_begin = vec![1, pad];
+            attrs.pads_end = vec![1, pad];
+            attrs.group = c;
+            let ow = (wd + 2 * pad - (dil * 2 + 1)) / stride + 1;
+            let os = [1, c, h, ow];
+            let (xzp, wzp) = (-3i8, [128u8, 7, 255]);
+            let mut out = vec![0i32; c * h * ow];
+            let xs = [1, c, h, wd];
+            let ws = [c, 1, 3, 3];
+            conv_integer(&x, &xs, xzp, &w, &ws, &wzp, None, &attrs, &mut out, &os, 2).unwrap();
+            for ch in 0..c {
+                for y in 0..h {
+                    for xo in 0..ow {
+                        let mut s = 0i32;
+                        for a in 0..3 {
+                            for b in 0..3 {
+                                let iy = (y + a) as isize - 1;
+                                let ix = (xo * stride + b * dil) as isize - pad as isize;
+                                if (0..h as isize).contains(&iy) && (0..wd as isize).contains(&ix) {
+                                    let xv =
+                                        i32::from(x[(ch * h + iy as usize) * wd + ix as usize]) + 3;
+                                    let wv = i32::from(w[ch * 9 + a * 3 + b]) - i32::from(wzp[ch]);
+                                    s += xv * wv;
+                                }
+                            }
+                        }
+                        let got = out[(ch * h + y) * ow + xo];
+                        assert_eq!(
+                            got, s,
+                            "stride {stride} pad {pad} dil {dil} c {ch} y {y} x {xo}"
+                        );
                     }
                 }
             }

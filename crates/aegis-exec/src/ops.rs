@@ -1403,14 +1403,24 @@ impl NodeKernel {
                 ceil_mode,
             } => {
                 let a = pool_attrs(kernel_shape, strides, pads, dilations, *ceil_mode, false);
-                k::pool(
-                    k::PoolKind::Max,
-                    f32s(l, inb(0))?,
-                    shape(0),
-                    &a,
-                    f32s_mut(l, &mut writes[0])?,
-                    t,
-                )?;
+                if dt(0) == DType::F32 {
+                    k::pool(
+                        k::PoolKind::Max,
+                        f32s(l, inb(0))?,
+                        shape(0),
+                        &a,
+                        f32s_mut(l, &mut writes[0])?,
+                        t,
+                    )?;
+                } else {
+                    by_q8!(dt(0), l, |view, view_mut| k::max_pool_q8(
+                        view(l, inb(0))?,
+                        shape(0),
+                        &a,
+                        view_mut(l, &mut writes[0])?,
+                        t,
+                    )?)
+                }
             }
             Op::GlobalAveragePool => {
                 k::global_pool(

@@ -209,8 +209,8 @@ pub use pool::{
     global_pool, lp_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind,
 };
 pub use quant::{
-    conv_integer, dequantize_linear, dynamic_quantize_linear, matmul_integer, pack_conv_weights,
-    qlinear_conv, qlinear_matmul, quantize_linear, QElem, QuantLayout, Requant,
+    conv_integer, dequantize_linear, dynamic_quantize_linear, matmul_integer, max_pool_q8,
+    pack_conv_weights, qlinear_conv, qlinear_matmul, quantize_linear, QElem, QuantLayout, Requant,
 };
 pub use reduce::{
     arg_reduce, group_norm, instance_norm, mean_variance_norm, reduce_any, ReduceAny, Reducible,

@@ -613,6 +613,45 @@ pub fn qlinear_matmul<A: QElem, B: QElem, Y: QElem>(
     )
 }
 
+/// ONNX MaxPool on u8 / i8: every 8-bit value is exact in f32 and max commutes with the
+/// conversion, so the f32 kernel (all its paths) runs on a widened copy and the result narrows
+/// back unchanged. The copies live in per-thread buffers that grow once.
+///
+/// # Errors
+/// As [`super::pool`].
+pub fn max_pool_q8<Q: QElem>(
+    x: &[Q],
+    x_shape: &[usize],
+    attrs: &super::PoolAttrs,
+    out: &mut [Q],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "MaxPool";
+    check_len(OP, "input", x.len(), x_shape.iter().product())?;
+    let mut run = |(wide, pooled): &mut (Vec<f32>, Vec<f32>)| {
+        wide.clear();
+        wide.extend(x.iter().map(|&v| v.widen() as f32));
+        pooled.clear();
+        pooled.resize(out.len(), 0.0);
+        super::pool(super::PoolKind::Max, wide, x_shape, attrs, pooled, threads)?;
+        for (o, &v) in out.iter_mut().zip(pooled.iter()) {
+            // A max of 8-bit values (or of none, -inf, for an all-padding window) narrows
+            // exactly; saturation only bounds the empty window.
+            *o = Q::saturate_i32(v.max(Q::LO as f32) as i32);
+        }
+        Ok(())
+    };
+    POOL8.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => run(&mut bufs),
+        Err(_) => run(&mut (Vec::new(), Vec::new())),
+    })
+}
+
+thread_local! {
+    /// [`max_pool_q8`]'s widened input and f32 output.
+    static POOL8: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// A conv's geometry padded to three spatial axes (leading axes of extent 1).
 #[derive(Debug, Clone, Copy)]
 struct Geom3 {
@@ -1453,5 +1492,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// 8-bit MaxPool equals the f32 pool of the same values, padding and negative i8 values
+    /// included (padding must never win, as a 0 would over all-negative windows).
+    #[test]
+    fn max_pool_on_8_bit_matches_the_f32_pool() {
+        let shape = [1usize, 2, 5, 5];
+        let x: Vec<i8> = (0..50).map(|i| -100 - (i * 7 % 28) as i8).collect();
+        let mut a = super::super::PoolAttrs::new(&[3, 3]);
+        a.strides = vec![2, 2];
+        a.pads_begin = vec![1, 1];
+        a.pads_end = vec![1, 1];
+        let mut got = vec![0i8; 2 * 3 * 3];
+        max_pool_q8(&x, &shape, &a, &mut got, 2).unwrap();
+        let wide: Vec<f32> = x.iter().map(|&v| f32::from(v)).collect();
+        let mut want = vec![0f32; got.len()];
+        super::super::pool(super::super::PoolKind::Max, &wide, &shape, &a, &mut want, 1).unwrap();
+        assert_eq!(got.iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), want);
+        assert!(got.iter().all(|&v| v < 0));
+        let xu: Vec<u8> = (0..50).map(|i| (i * 37 % 256) as u8).collect();
+        let mut gu = vec![0u8; 18];
+        max_pool_q8(&xu, &shape, &a, &mut gu, 1).unwrap();
+        assert_eq!(gu[0], *[xu[0], xu[1], xu[5], xu[6]].iter().max().unwrap());
+        let err = max_pool_q8(&xu[..49], &shape, &a, &mut gu, 1);
+        assert!(err.is_err());
     }
 }

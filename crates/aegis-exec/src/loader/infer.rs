@@ -1085,7 +1085,12 @@ fn batch_norm(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn pool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(1, 1)?;
-    let x = c.f32_input(0)?;
+    // MaxPool takes u8 and i8 from opset 12 (QOperator models pool quantized tensors).
+    let x = if c.op_type == "MaxPool" && c.opset >= 12 {
+        c.typed_input(0, &[DType::F32, DType::U8, DType::I8])?
+    } else {
+        c.f32_input(0)?
+    };
     if x.rank() < 3 {
         return Err(c.mismatch(format!("input rank {} < 3", x.rank())));
     }
@@ -1126,7 +1131,7 @@ fn pool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             ceil_mode,
         }
     };
-    Ok(node(op, vec![0], DType::F32, shape))
+    Ok(node(op, vec![0], x.dtype, shape))
 }
 
 /// LpPool, and GlobalLpPool as an LpPool whose window is the whole plane.

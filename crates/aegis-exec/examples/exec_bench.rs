@@ -109,7 +109,12 @@ fn print_profile(model: &str, threads: usize, times: &[aegis_exec::NodeTime]) {
     let mut slow: Vec<_> = times.iter().collect();
     slow.sort_by_key(|t| std::cmp::Reverse(t.median));
     println!("slowest nodes:");
-    for t in slow.iter().take(30) {
+    for t in slow.iter().take(
+        std::env::var("EB_SLOWEST")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30),
+    ) {
         println!(
             "  {:>8.3} ms  {} ({}: {})",
             t.median.as_secs_f64() * 1e3,

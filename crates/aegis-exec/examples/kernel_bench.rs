@@ -242,6 +242,19 @@ fn main() -> KernelResult<()> {
         1,
     )?;
     conv_case("3x3 64->256 13x13 pad 1", 64, 256, 13, 3, 1, 1, 1)?;
+    // ResNet's, Inception's and DenseNet's stem.
+    conv_case(
+        "7x7/2 3->64 224x224 pad 3 (resnet stem)",
+        3,
+        64,
+        224,
+        7,
+        2,
+        3,
+        1,
+    )?;
+    // Inception-v2's 3x3 convs on 28x28.
+    conv_case("3x3 64->96 28x28 pad 1", 64, 96, 28, 3, 1, 1, 1)?;
     // MobileNetV2's expand 1x1 on a 112x112 plane (a reduction of 16).
     conv_case("1x1 16->96 112x112", 16, 96, 112, 1, 1, 0, 1)?;
     conv_case("1x1 32->16 112x112", 32, 16, 112, 1, 1, 0, 1)?;

@@ -64,6 +64,9 @@ pub enum DType {
     U8,
     /// 8-bit signed integer (quantized tensors).
     I8,
+    /// IEEE 754 binary16. Held as f16; operators other than `Cast` compute it in f32
+    /// (the loader casts their f16 inputs up and their outputs back down).
+    F16,
 }
 
 impl DType {
@@ -73,6 +76,7 @@ impl DType {
             DType::F32 | DType::I32 => 4,
             DType::I64 => 8,
             DType::Bool | DType::U8 | DType::I8 => 1,
+            DType::F16 => 2,
         }
     }
 
@@ -85,6 +89,7 @@ impl DType {
             9 => Some(DType::Bool),
             2 => Some(DType::U8),
             3 => Some(DType::I8),
+            10 => Some(DType::F16),
             _ => None,
         }
     }
@@ -98,6 +103,7 @@ impl DType {
             DType::Bool => 9,
             DType::U8 => 2,
             DType::I8 => 3,
+            DType::F16 => 10,
         }
     }
 }
@@ -111,6 +117,7 @@ impl fmt::Display for DType {
             DType::Bool => "bool",
             DType::U8 => "u8",
             DType::I8 => "i8",
+            DType::F16 => "f16",
         })
     }
 }
@@ -130,6 +137,8 @@ pub enum TensorData {
     U8(Vec<u8>),
     /// `DType::I8`.
     I8(Vec<i8>),
+    /// `DType::F16`, as IEEE binary16 bit patterns.
+    F16(Vec<u16>),
 }
 
 impl TensorData {
@@ -142,6 +151,7 @@ impl TensorData {
             TensorData::Bool(_) => DType::Bool,
             TensorData::U8(_) => DType::U8,
             TensorData::I8(_) => DType::I8,
+            TensorData::F16(_) => DType::F16,
         }
     }
 
@@ -153,6 +163,7 @@ impl TensorData {
             TensorData::I64(v) => v.len(),
             TensorData::Bool(v) | TensorData::U8(v) => v.len(),
             TensorData::I8(v) => v.len(),
+            TensorData::F16(v) => v.len(),
         }
     }
 
@@ -169,6 +180,7 @@ impl TensorData {
             TensorData::I64(v) => bytemuck::cast_slice(v),
             TensorData::Bool(v) | TensorData::U8(v) => v,
             TensorData::I8(v) => bytemuck::cast_slice(v),
+            TensorData::F16(v) => bytemuck::cast_slice(v),
         }
     }
 

@@ -646,6 +646,12 @@ fn i32s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [i32]> {
 fn i32s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [i32]> {
     bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "i32 view"))
 }
+fn f16s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [half::f16]> {
+    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "f16 view"))
+}
+fn f16s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [half::f16]> {
+    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "f16 view"))
+}
 fn i8s<'a>(_label: &str, b: &'a [u8]) -> Res<&'a [i8]> {
     Ok(bytemuck::cast_slice(b))
 }
@@ -691,6 +697,12 @@ macro_rules! by_dtype {
                 let $view = i8s;
                 $(let $view_mut = i8s_mut;)?
                 $body
+            }
+            // The loader computes every operator but Cast on f16 tensors in f32.
+            DType::F16 => {
+                return Err(DispatchError::Unsupported(
+                    "an f16 tensor outside Cast (the loader casts f16 operands to f32)".into(),
+                ))
             }
         }
     };
@@ -1296,6 +1308,7 @@ impl NodeKernel {
                     DType::Bool => k::CastSrc::Bool(inb(0)),
                     DType::U8 => k::CastSrc::U8(inb(0)),
                     DType::I8 => k::CastSrc::I8(i8s(l, inb(0))?),
+                    DType::F16 => k::CastSrc::F16(f16s(l, inb(0))?),
                 };
                 let w = &mut writes[0];
                 let dst = match to {
@@ -1305,6 +1318,7 @@ impl NodeKernel {
                     DType::Bool => k::CastDst::Bool(&mut w[..]),
                     DType::U8 => k::CastDst::U8(&mut w[..]),
                     DType::I8 => k::CastDst::I8(i8s_mut(l, w)?),
+                    DType::F16 => k::CastDst::F16(f16s_mut(l, w)?),
                 };
                 k::cast(src, dst)?;
             }

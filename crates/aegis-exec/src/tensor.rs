@@ -63,8 +63,16 @@ impl HostTensor {
         self.data.len()
     }
 
-    /// The elements as f32 (copied: the byte buffer carries no alignment guarantee).
+    /// The elements as f32 (copied: the byte buffer carries no alignment guarantee); f16
+    /// elements are widened, which is exact.
     pub fn to_f32(&self) -> Result<Vec<f32>, ExecError> {
+        if self.dtype == DType::F16 {
+            return Ok(self
+                .data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect());
+        }
         if self.dtype != DType::F32 {
             return Err(ExecError::InputMismatch {
                 input: "<tensor>".into(),
@@ -173,6 +181,7 @@ impl HostTensor {
                     .collect();
                 (DType::F32, v)
             }
+            "<f2" => (DType::F16, take(2)?.to_vec()),
             "<i8" => (DType::I64, take(8)?.to_vec()),
             "<i4" => (DType::I32, take(4)?.to_vec()),
             "|b1" => (DType::Bool, take(1)?.to_vec()),
@@ -197,6 +206,7 @@ impl HostTensor {
             DType::Bool => "|b1",
             DType::U8 => "|u1",
             DType::I8 => "|i1",
+            DType::F16 => "<f2",
         };
         let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
         let shape = match dims.len() {
@@ -233,6 +243,17 @@ mod tests {
             data: bytemuck::cast_slice(&[1i64, -2, 3]).to_vec(),
         };
         assert_eq!(HostTensor::parse_npy(&v.to_npy()).unwrap(), v);
+        // f16 keeps its bits through .npy ('<f2') and widens exactly.
+        let h = HostTensor {
+            dtype: DType::F16,
+            shape: vec![3],
+            data: bytemuck::cast_slice(&[0x3c00u16, 0xc100, 0x7e00]).to_vec(),
+        };
+        let back = HostTensor::parse_npy(&h.to_npy()).unwrap();
+        assert_eq!(back, h);
+        let f = back.to_f32().unwrap();
+        assert_eq!(&f[..2], &[1.0, -2.5]);
+        assert!(f[2].is_nan());
     }
 
     #[test]

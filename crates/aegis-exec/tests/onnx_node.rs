@@ -348,6 +348,10 @@ fn values(t: &HostTensor) -> Vec<f64> {
             .collect(),
         DType::Bool | DType::U8 => b.iter().map(|&x| f64::from(x)).collect(),
         DType::I8 => b.iter().map(|&x| f64::from(x as i8)).collect(),
+        DType::F16 => b
+            .chunks_exact(2)
+            .map(|c| f64::from(half::f16::from_le_bytes([c[0], c[1]])))
+            .collect(),
     }
 }
 
@@ -370,7 +374,7 @@ fn compare(got: &HostTensor, want: &HostTensor) -> Result<(), String> {
             want.data.len()
         ));
     }
-    let exact = got.dtype != DType::F32;
+    let exact = !matches!(got.dtype, DType::F32 | DType::F16);
     let (g, w) = (values(got), values(want));
     let mut worst: Option<(usize, f64, f64, f64)> = None;
     for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {

@@ -97,7 +97,8 @@ impl Rng {
     }
 }
 
-/// A generated input for `info`: floats uniform in [0, 1), integers zero, booleans false.
+/// A generated input for `info`: floats (f32, f16) uniform in [0, 1), integers zero, booleans
+/// false.
 pub fn generate_input(dtype: DType, shape: &[usize], byte_size: u64, rng: &mut Rng) -> HostTensor {
     if dtype == DType::F32 {
         let n: usize = shape.iter().product();
@@ -105,6 +106,20 @@ pub fn generate_input(dtype: DType, shape: &[usize], byte_size: u64, rng: &mut R
         if let Ok(t) = HostTensor::from_f32(shape.to_vec(), &data) {
             return t;
         }
+    }
+    if dtype == DType::F16 {
+        let n: usize = shape.iter().product();
+        return HostTensor {
+            dtype,
+            shape: shape.to_vec(),
+            data: (0..n)
+                // 0x3bff is the largest f16 below 1: rounding must not reach 1.0.
+                .flat_map(|_| {
+                    let v = half::f16::from_f64(rng.unit()).min(half::f16::from_bits(0x3bff));
+                    v.to_le_bytes()
+                })
+                .collect(),
+        };
     }
     HostTensor {
         dtype,
@@ -155,7 +170,7 @@ pub fn inputs_for(
                 out.push(tensor);
             }
             None => {
-                let what = if info.dtype == DType::F32 {
+                let what = if matches!(info.dtype, DType::F32 | DType::F16) {
                     format!("uniform [0,1), seed {seed}")
                 } else {
                     "zeros".to_owned()
@@ -179,7 +194,8 @@ pub fn inputs_for(
 /// `min/max/mean` and the first values of a tensor, one line.
 pub fn summarize(t: &HostTensor) -> String {
     let values: Option<Vec<f64>> = match t.dtype {
-        DType::F32 => t
+        // f16 widens to f32 exactly.
+        DType::F32 | DType::F16 => t
             .to_f32()
             .ok()
             .map(|v| v.into_iter().map(f64::from).collect()),

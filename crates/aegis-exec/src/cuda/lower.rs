@@ -96,14 +96,16 @@ fn i64v(v: &[usize]) -> Vec<i64> {
     v.iter().map(|&x| x as i64).collect()
 }
 
-/// The element-type code the CUDA kernels switch on. 8-bit integer tensors never reach here:
-/// [`lower`] rejects any node that touches one.
+/// The element-type code the CUDA kernels switch on. 8-bit integer and f16 tensors never
+/// reach here: [`lower`] rejects any node that touches one.
 fn dtype_code(d: DType) -> i32 {
     match d {
         DType::F32 => 0,
         DType::I64 => 1,
         DType::I32 => 2,
         DType::Bool | DType::U8 | DType::I8 => 3,
+        // Unreachable through `lower`; the code of a 2-byte type would be new kernel work.
+        DType::F16 => 4,
     }
 }
 
@@ -401,17 +403,18 @@ fn need_f32(io: &NodeIo<'_>, i: usize) -> R<()> {
 /// elementwise f32 ops may have one; the caller checked).
 pub(crate) fn lower(io: &NodeIo<'_>, alias: Option<usize>, p: &mut Params) -> R<Vec<LaunchSpec>> {
     let op = &io.node.op;
-    // The quantized ops and their u8/i8 tensors have host kernels only.
+    // The quantized ops and their u8/i8 tensors, and f16 tensors (their casts), have host
+    // kernels only.
     if let Some(t) = io
         .node
         .inputs
         .iter()
         .chain(&io.node.outputs)
         .map(|&t| io.g.tensor(t))
-        .find(|t| matches!(t.dtype, DType::U8 | DType::I8))
+        .find(|t| matches!(t.dtype, DType::U8 | DType::I8 | DType::F16))
     {
         return unsupported(format!(
-            "{} tensor '{}' (8-bit tensors have host kernels only)",
+            "{} tensor '{}' (8-bit and f16 tensors have host kernels only)",
             t.dtype, t.name
         ));
     }
@@ -998,7 +1001,9 @@ fn lower_binary(io: &NodeIo<'_>, code: i32, p: &mut Params) -> R<Vec<LaunchSpec>
         DType::F32 => K::BinaryF32,
         DType::I64 => K::BinaryI64,
         DType::I32 => K::BinaryI32,
-        DType::Bool | DType::U8 | DType::I8 => return unsupported(format!("arithmetic on {da}")),
+        DType::Bool | DType::U8 | DType::I8 | DType::F16 => {
+            return unsupported(format!("arithmetic on {da}"))
+        }
     };
     let meta = bcast_meta(&out, &[io.shape(0), io.shape(1)])?;
     let m = p.i64s(&meta);

@@ -745,6 +745,8 @@ pub enum CastSrc<'a> {
     U8(&'a [u8]),
     /// i8 elements.
     I8(&'a [i8]),
+    /// binary16 elements.
+    F16(&'a [half::f16]),
 }
 
 /// A typed writable view for [`cast`].
@@ -764,6 +766,8 @@ pub enum CastDst<'a> {
     U8(&'a mut [u8]),
     /// i8 elements.
     I8(&'a mut [i8]),
+    /// binary16 elements.
+    F16(&'a mut [half::f16]),
 }
 
 /// A source element of [`cast`]: floats go through f64 and integers through i64, both exact.
@@ -810,6 +814,25 @@ macro_rules! cast_int {
 }
 cast_int!(i64, i32, u8, i8);
 
+// binary16 through f64 (exact both ways); to f16 is one rounding, to nearest even.
+impl CastFrom for half::f16 {
+    const FLOAT: bool = true;
+    fn float(self) -> f64 {
+        f64::from(self)
+    }
+    fn int(self) -> i64 {
+        f64::from(self) as i64
+    }
+}
+impl CastTo for half::f16 {
+    fn from_float(v: f64) -> Self {
+        half::f16::from_f64(v)
+    }
+    fn from_int(v: i64) -> Self {
+        half::f16::from_f64(v as f64)
+    }
+}
+
 /// Bool as a destination (bool as a source is `u8`, already 0 or 1).
 #[derive(Clone, Copy)]
 struct BoolByte(u8);
@@ -843,7 +866,7 @@ fn cast_slice<S: CastFrom, D: CastTo, const BOOL: bool>(s: &[S], d: &mut [D]) ->
     Ok(())
 }
 
-/// ONNX `Cast` between f32, f64, i64, i32, u8, i8 and bool. Float to integer truncates toward
+/// ONNX `Cast` between f32, f64, f16, i64, i32, u8, i8 and bool. Float to integer truncates toward
 /// zero and saturates (NaN becomes 0; ONNX leaves out-of-range values undefined); anything to
 /// bool is `x != 0` (NaN is true); bool to number is 0/1; integer narrowing wraps (two's
 /// complement, like C++ `static_cast`).
@@ -859,6 +882,7 @@ pub fn cast(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
             CastDst::I32(d) => cast_slice::<_, _, BOOL>(s, d),
             CastDst::U8(d) => cast_slice::<_, _, BOOL>(s, d),
             CastDst::I8(d) => cast_slice::<_, _, BOOL>(s, d),
+            CastDst::F16(d) => cast_slice::<_, _, BOOL>(s, d),
             CastDst::Bool(d) => {
                 check_len("Cast", "output", d.len(), s.len())?;
                 for (o, &v) in d.iter_mut().zip(s) {
@@ -875,6 +899,7 @@ pub fn cast(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
         CastSrc::I32(s) => to::<_, false>(s, dst),
         CastSrc::U8(s) => to::<_, false>(s, dst),
         CastSrc::I8(s) => to::<_, false>(s, dst),
+        CastSrc::F16(s) => to::<_, false>(s, dst),
         CastSrc::Bool(s) => to::<_, true>(s, dst),
     }
 }

@@ -546,6 +546,55 @@ impl Loader<'_> {
             .unwrap_or_else(|| name.to_owned())
     }
 
+    /// The f32 twin of f16 tensor `src` (any other tensor is returned as is): a constant
+    /// widened now, or the output of a `Cast` to f32 added once and shared by every reader.
+    /// Why: as onnxruntime's CPU provider does, operators other than `Cast` compute f16
+    /// tensors in f32 and round their results back to f16, so the kernels stay f32-only.
+    fn widened(&mut self, src: &str, file_index: usize) -> Result<String, ExecError> {
+        let Some(v) = self.values.get(src).filter(|v| v.dtype == DType::F16) else {
+            return Ok(src.to_owned());
+        };
+        // Not `{src}:f32`: that names the unrounded result of the node that made `src`.
+        let twin = format!("{src}:from_f16");
+        if self.values.contains_key(&twin) {
+            return Ok(twin);
+        }
+        let shape = v.shape.clone();
+        let konst = match &v.konst {
+            Some(data) => {
+                let wide = consteval::cast(data, DType::F32);
+                let bytes = wide.as_bytes().len() as u64;
+                if bytes > self.const_budget {
+                    return Err(ExecError::Overflow {
+                        model: self.model.to_owned(),
+                        what: format!("f32 copy of f16 constant '{src}' of shape {shape:?}"),
+                    });
+                }
+                self.const_budget -= bytes;
+                Some(Arc::new(wide))
+            }
+            None => {
+                self.pending.push(Pending {
+                    file_index,
+                    name: format!("{src}:to_f32"),
+                    op: Op::Cast { to: DType::F32 },
+                    inputs: vec![src.to_owned()],
+                    outputs: vec![twin.clone()],
+                });
+                None
+            }
+        };
+        self.values.insert(
+            twin.clone(),
+            Value {
+                dtype: DType::F32,
+                shape,
+                konst,
+            },
+        );
+        Ok(twin)
+    }
+
     fn process(
         &mut self,
         n: &pb::NodeProto,
@@ -566,6 +615,29 @@ impl Loader<'_> {
                 });
             }
         }
+        // f16 operands of anything but a cast are read through their f32 twins, and the
+        // node's f32 results are rounded back to f16 below (`narrow`).
+        let as_read = resolved.clone();
+        let narrow = !matches!(n.op_type.as_str(), "Cast" | "CastLike")
+            && resolved
+                .iter()
+                .flatten()
+                .any(|r| self.values.get(r).is_some_and(|v| v.dtype == DType::F16));
+        let resolved: Vec<Option<String>> = if narrow {
+            resolved
+                .into_iter()
+                .map(|r| r.map(|r| self.widened(&r, file_index)).transpose())
+                .collect::<Result<_, _>>()?
+        } else {
+            resolved
+        };
+        // Which outputs are the f16 operands' type (LayerNormalization's mean and inverse
+        // standard deviation are its stash type, f32, whatever the input's).
+        let narrowed_outputs = if n.op_type == "LayerNormalization" {
+            1
+        } else {
+            usize::MAX
+        };
         let mut inputs = Vec::with_capacity(resolved.len());
         for r in &resolved {
             match r {
@@ -655,7 +727,8 @@ impl Loader<'_> {
         };
         match inferred {
             Inferred::Alias => {
-                let Some(Some(src)) = resolved.first() else {
+                // An alias forwards the tensor as read: an f16 input stays f16.
+                let Some(Some(src)) = as_read.first() else {
                     return Err(ExecError::InvalidNode {
                         model: self.model.to_owned(),
                         node: name.to_owned(),
@@ -700,6 +773,11 @@ impl Loader<'_> {
                 let bytes: u64 = list.iter().map(|(_, d)| d.as_bytes().len() as u64).sum();
                 self.const_budget = self.const_budget.saturating_sub(bytes);
                 for (k, (shape, data)) in list.into_iter().enumerate() {
+                    let data = if narrow && k < narrowed_outputs && data.dtype() == DType::F32 {
+                        consteval::cast(&data, DType::F16)
+                    } else {
+                        data
+                    };
                     let numel = tensor::checked_numel(&shape);
                     if numel != Some(data.len()) {
                         return Err(ExecError::ShapeMismatch {
@@ -742,12 +820,29 @@ impl Loader<'_> {
                     });
                 }
                 let mut out_names = Vec::with_capacity(outputs.len());
+                // (f32 result, the f16 tensor the model names) per narrowed output.
+                let mut narrowings = Vec::new();
                 for (k, (dtype, shape)) in outputs.into_iter().enumerate() {
                     // An output the model does not name still needs a buffer to be written.
                     let oname = if declared[k].is_empty() {
                         format!("{name}:unnamed_output_{k}")
                     } else {
                         declared[k].clone()
+                    };
+                    let oname = if narrow && k < narrowed_outputs && dtype == DType::F32 {
+                        let wide = format!("{oname}:f32");
+                        self.values.insert(
+                            oname.clone(),
+                            Value {
+                                dtype: DType::F16,
+                                shape: shape.clone(),
+                                konst: None,
+                            },
+                        );
+                        narrowings.push((wide.clone(), oname));
+                        wide
+                    } else {
+                        oname
                     };
                     self.values.insert(
                         oname.clone(),
@@ -771,6 +866,15 @@ impl Loader<'_> {
                     inputs: in_names,
                     outputs: out_names,
                 });
+                for (wide, f16_name) in narrowings {
+                    self.pending.push(Pending {
+                        file_index,
+                        name: format!("{f16_name}:to_f16"),
+                        op: Op::Cast { to: DType::F16 },
+                        inputs: vec![wide],
+                        outputs: vec![f16_name],
+                    });
+                }
             }
         }
         Ok(())

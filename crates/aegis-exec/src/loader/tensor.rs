@@ -114,6 +114,11 @@ pub(crate) fn decode_tensor(
             DType::Bool => TensorData::Bool(raw.iter().map(|&b| u8::from(b != 0)).collect()),
             DType::U8 => TensorData::U8(raw),
             DType::I8 => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
+            DType::F16 => TensorData::F16(
+                raw.chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
         }
     } else {
         let data = match dtype {
@@ -126,6 +131,8 @@ pub(crate) fn decode_tensor(
             // 8-bit types are stored one element per int32 when not in raw_data.
             DType::U8 => TensorData::U8(t.int32_data.iter().map(|&b| b as u8).collect()),
             DType::I8 => TensorData::I8(t.int32_data.iter().map(|&b| b as i8).collect()),
+            // float16 bit patterns, one per int32 (the low 16 bits).
+            DType::F16 => TensorData::F16(t.int32_data.iter().map(|&b| b as u16).collect()),
         };
         if data.len() != numel {
             return Err(bad_len(data.len()));

@@ -1320,7 +1320,7 @@ impl NodeKernel {
                     DType::I8 => k::CastDst::I8(i8s_mut(l, w)?),
                     DType::F16 => k::CastDst::F16(f16s_mut(l, w)?),
                 };
-                k::cast(src, dst)?;
+                k::cast_par(src, dst, t)?;
             }
             Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
                 writes[0].copy_from_slice(inb(0));

@@ -874,6 +874,37 @@ fn cast_slice<S: CastFrom, D: CastTo, const BOOL: bool>(s: &[S], d: &mut [D]) ->
 /// # Errors
 /// Source and destination lengths differ.
 pub fn cast(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
+    cast_par(src, dst, 1)
+}
+
+/// [`cast`] on up to `threads` threads for f16 <-> f32, the casts around every operator of
+/// an f16 model, which use half's slice conversions (F16C where the CPU has it; the same
+/// rounding, to nearest even); every other pair runs as [`cast`] does, on the caller.
+///
+/// # Errors
+/// Source and destination lengths differ.
+pub fn cast_par(src: CastSrc<'_>, dst: CastDst<'_>, threads: usize) -> KernelResult<()> {
+    use half::slice::HalfFloatSliceExt;
+    match (src, dst) {
+        (CastSrc::F16(s), CastDst::F32(d)) => {
+            check_len("Cast", "output", d.len(), s.len())?;
+            par_chunks(d, 1, threads, PAR_MIN_ELEMS, |first, piece| {
+                s[first..first + piece.len()].convert_to_f32_slice(piece);
+            });
+            Ok(())
+        }
+        (CastSrc::F32(s), CastDst::F16(d)) => {
+            check_len("Cast", "output", d.len(), s.len())?;
+            par_chunks(d, 1, threads, PAR_MIN_ELEMS, |first, piece| {
+                piece.convert_from_f32_slice(&s[first..first + piece.len()]);
+            });
+            Ok(())
+        }
+        (src, dst) => cast_any(src, dst),
+    }
+}
+
+pub(super) fn cast_any(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
     fn to<S: CastFrom, const BOOL: bool>(s: &[S], dst: CastDst<'_>) -> KernelResult<()> {
         match dst {
             CastDst::F32(d) => cast_slice::<_, _, BOOL>(s, d),

@@ -44,7 +44,7 @@
 //!   `UnaryOp::{Relu, Sigmoid, Tanh, Erf, Sqrt, Gelu(GeluApprox::{None, Tanh}),
 //!   HardSigmoid { alpha, beta }, HardSwish, Clip { min, max }, LeakyRelu { alpha }, Neg, Abs,
 //!   Exp, Log, Reciprocal, Floor, Ceil, Round, Identity}`
-//! - `cast(src: CastSrc, dst: CastDst)` between F32, F64, I64, I32, U8, I8, Bool(u8)
+//! - `cast(src: CastSrc, dst: CastDst)` between F32, F64, F16, I64, I32, U8, I8, Bool(u8)
 //!
 //! Convolution and matrix products:
 //! - `ConvAttrs { kernel, strides, dilations, pads_begin, pads_end, group }`, `ConvAttrs::new(kernel)`
@@ -188,9 +188,9 @@ pub use data::{
 };
 pub use einsum::einsum;
 pub use elementwise::{
-    binary_f32, binary_f32_inplace, binary_i32, binary_i64, binary_i8, binary_u8, cast, compare,
-    expand, unary_f32, unary_f32_inplace, variadic_f32, where_select, BinaryOp, CastDst, CastSrc,
-    CompareOp, GeluApprox, UnaryOp, VariadicOp,
+    binary_f32, binary_f32_inplace, binary_i32, binary_i64, binary_i8, binary_u8, cast, cast_par,
+    compare, expand, unary_f32, unary_f32_inplace, variadic_f32, where_select, BinaryOp, CastDst,
+    CastSrc, CompareOp, GeluApprox, UnaryOp, VariadicOp,
 };
 pub use error::{KernelError, KernelResult};
 pub use grid_sample::{affine_grid, grid_sample, GridMode, GridPadding};

@@ -547,6 +547,44 @@ fn cast_between_types() {
     assert!(cast(CastSrc::I32(&[3, -4]), CastDst::F64(&mut [0.0])).is_err());
 }
 
+/// The threaded f16 <-> f32 slice conversions give the bits of the element-wise path (one
+/// rounding from the exact value through f64), on every f16 bit pattern and on f32 values
+/// around ties, overflow and subnormals, split over 2 threads.
+#[test]
+fn f16_casts_in_parallel_match_the_element_wise_rounding() {
+    let all: Vec<half::f16> = (0..=u16::MAX).map(half::f16::from_bits).collect();
+    let mut wide = vec![0.0f32; all.len()];
+    cast_par(CastSrc::F16(&all), CastDst::F32(&mut wide), 2).unwrap();
+    for (h, w) in all.iter().zip(&wide) {
+        assert!(
+            h.is_nan() && w.is_nan() || f64::from(*w) == f64::from(*h),
+            "{h:?}"
+        );
+    }
+    let xs: Vec<f32> = (0..200_000u32)
+        .map(|i| f32::from_bits(0x3300_0000u32.wrapping_add(i.wrapping_mul(21_017))))
+        .chain([
+            65519.0,
+            65520.0,
+            -65520.0,
+            2.0f32.powi(-25),
+            3.0 * 2.0f32.powi(-25),
+        ])
+        .collect();
+    let mut fast = vec![half::f16::ZERO; xs.len()];
+    let mut each = vec![half::f16::ZERO; xs.len()];
+    cast_par(CastSrc::F32(&xs), CastDst::F16(&mut fast), 2).unwrap();
+    super::elementwise::cast_any(CastSrc::F32(&xs), CastDst::F16(&mut each)).unwrap();
+    for (k, (a, b)) in fast.iter().zip(&each).enumerate() {
+        assert!(
+            a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan(),
+            "{}: {a:?} vs {b:?}",
+            xs[k]
+        );
+    }
+    assert!(cast_par(CastSrc::F32(&xs), CastDst::F16(&mut each[1..]), 2).is_err());
+}
+
 /// The fused hard-swish of four exported nodes gives the bits the four kernels give one
 /// after another: Add 3, Clip [0, 6], Mul by the input, Div by 6 (around the clip's corners,
 /// signed zeros, infinities and NaN included).

@@ -67,16 +67,23 @@ pub enum DType {
     /// IEEE 754 binary16. Held as f16; operators other than `Cast` compute it in f32
     /// (the loader casts their f16 inputs up and their outputs back down).
     F16,
+    /// bfloat16 (8-bit exponent, 7-bit fraction). Held as bf16 and computed like f16.
+    BF16,
 }
 
 impl DType {
+    /// A 16-bit float (f16, bf16): stored as itself, computed in f32 (see the loader).
+    pub fn is_16bit_float(self) -> bool {
+        matches!(self, DType::F16 | DType::BF16)
+    }
+
     /// Bytes per element.
     pub fn size_bytes(self) -> u64 {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::I64 => 8,
             DType::Bool | DType::U8 | DType::I8 => 1,
-            DType::F16 => 2,
+            DType::F16 | DType::BF16 => 2,
         }
     }
 
@@ -90,6 +97,7 @@ impl DType {
             2 => Some(DType::U8),
             3 => Some(DType::I8),
             10 => Some(DType::F16),
+            16 => Some(DType::BF16),
             _ => None,
         }
     }
@@ -104,6 +112,7 @@ impl DType {
             DType::U8 => 2,
             DType::I8 => 3,
             DType::F16 => 10,
+            DType::BF16 => 16,
         }
     }
 }
@@ -118,6 +127,7 @@ impl fmt::Display for DType {
             DType::U8 => "u8",
             DType::I8 => "i8",
             DType::F16 => "f16",
+            DType::BF16 => "bf16",
         })
     }
 }
@@ -139,6 +149,8 @@ pub enum TensorData {
     I8(Vec<i8>),
     /// `DType::F16`, as IEEE binary16 bit patterns.
     F16(Vec<u16>),
+    /// `DType::BF16`, as bfloat16 bit patterns.
+    BF16(Vec<u16>),
 }
 
 impl TensorData {
@@ -152,6 +164,7 @@ impl TensorData {
             TensorData::U8(_) => DType::U8,
             TensorData::I8(_) => DType::I8,
             TensorData::F16(_) => DType::F16,
+            TensorData::BF16(_) => DType::BF16,
         }
     }
 
@@ -163,7 +176,7 @@ impl TensorData {
             TensorData::I64(v) => v.len(),
             TensorData::Bool(v) | TensorData::U8(v) => v.len(),
             TensorData::I8(v) => v.len(),
-            TensorData::F16(v) => v.len(),
+            TensorData::F16(v) | TensorData::BF16(v) => v.len(),
         }
     }
 
@@ -180,7 +193,7 @@ impl TensorData {
             TensorData::I64(v) => bytemuck::cast_slice(v),
             TensorData::Bool(v) | TensorData::U8(v) => v,
             TensorData::I8(v) => bytemuck::cast_slice(v),
-            TensorData::F16(v) => bytemuck::cast_slice(v),
+            TensorData::F16(v) | TensorData::BF16(v) => bytemuck::cast_slice(v),
         }
     }
 

@@ -652,6 +652,12 @@ fn f16s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [half::f16]> {
 fn f16s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [half::f16]> {
     bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "f16 view"))
 }
+fn bf16s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [half::bf16]> {
+    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "bf16 view"))
+}
+fn bf16s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [half::bf16]> {
+    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "bf16 view"))
+}
 fn i8s<'a>(_label: &str, b: &'a [u8]) -> Res<&'a [i8]> {
     Ok(bytemuck::cast_slice(b))
 }
@@ -698,10 +704,11 @@ macro_rules! by_dtype {
                 $(let $view_mut = i8s_mut;)?
                 $body
             }
-            // The loader computes every operator but Cast on f16 tensors in f32.
-            DType::F16 => {
+            // The loader computes every operator but Cast on 16-bit float tensors in f32.
+            DType::F16 | DType::BF16 => {
                 return Err(DispatchError::Unsupported(
-                    "an f16 tensor outside Cast (the loader casts f16 operands to f32)".into(),
+                    "a 16-bit float tensor outside Cast (the loader casts such operands to f32)"
+                        .into(),
                 ))
             }
         }
@@ -1309,6 +1316,7 @@ impl NodeKernel {
                     DType::U8 => k::CastSrc::U8(inb(0)),
                     DType::I8 => k::CastSrc::I8(i8s(l, inb(0))?),
                     DType::F16 => k::CastSrc::F16(f16s(l, inb(0))?),
+                    DType::BF16 => k::CastSrc::BF16(bf16s(l, inb(0))?),
                 };
                 let w = &mut writes[0];
                 let dst = match to {
@@ -1319,6 +1327,7 @@ impl NodeKernel {
                     DType::U8 => k::CastDst::U8(&mut w[..]),
                     DType::I8 => k::CastDst::I8(i8s_mut(l, w)?),
                     DType::F16 => k::CastDst::F16(f16s_mut(l, w)?),
+                    DType::BF16 => k::CastDst::BF16(bf16s_mut(l, w)?),
                 };
                 k::cast_par(src, dst, t)?;
             }

@@ -63,15 +63,22 @@ impl HostTensor {
         self.data.len()
     }
 
-    /// The elements as f32 (copied: the byte buffer carries no alignment guarantee); f16
+    /// The elements as f32 (copied: the byte buffer carries no alignment guarantee); f16 and bf16
     /// elements are widened, which is exact.
     pub fn to_f32(&self) -> Result<Vec<f32>, ExecError> {
-        if self.dtype == DType::F16 {
-            return Ok(self
-                .data
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect());
+        let bits = || self.data.chunks_exact(2).map(|c| [c[0], c[1]]);
+        match self.dtype {
+            DType::F16 => {
+                return Ok(bits()
+                    .map(|b| half::f16::from_le_bytes(b).to_f32())
+                    .collect())
+            }
+            DType::BF16 => {
+                return Ok(bits()
+                    .map(|b| half::bf16::from_le_bytes(b).to_f32())
+                    .collect())
+            }
+            _ => {}
         }
         if self.dtype != DType::F32 {
             return Err(ExecError::InputMismatch {
@@ -197,7 +204,7 @@ impl HostTensor {
         std::fs::write(path, self.to_npy()).map_err(|e| io_err(path, e))
     }
 
-    /// Encodes as version-1 `.npy` bytes.
+    /// Encodes as version-1 `.npy` bytes (bf16, which numpy lacks, widened to f32).
     pub fn to_npy(&self) -> Vec<u8> {
         let descr = match self.dtype {
             DType::F32 => "<f4",
@@ -207,6 +214,8 @@ impl HostTensor {
             DType::U8 => "|u1",
             DType::I8 => "|i1",
             DType::F16 => "<f2",
+            // numpy has no bfloat16: written widened to f32, which is exact.
+            DType::BF16 => "<f4",
         };
         let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
         let shape = match dims.len() {
@@ -223,7 +232,14 @@ impl HostTensor {
         let mut out = b"\x93NUMPY\x01\x00".to_vec();
         out.extend((header.len() as u16).to_le_bytes());
         out.extend(header.as_bytes());
-        out.extend(&self.data);
+        match self.dtype {
+            DType::BF16 => out.extend(self.data.chunks_exact(2).flat_map(|c| {
+                half::bf16::from_le_bytes([c[0], c[1]])
+                    .to_f32()
+                    .to_le_bytes()
+            })),
+            _ => out.extend(&self.data),
+        }
         out
     }
 }

@@ -254,3 +254,68 @@ fn data_movement_on_f16_is_exact_and_casts_once_each_way() {
     assert_eq!(casts, vec!["x:to_f32", "y:to_f16"]);
     assert_eq!(g.tensor(g.outputs()[0]).dtype, DType::F16);
 }
+
+fn bf16_tensor(shape: Vec<usize>, v: &[f32]) -> HostTensor {
+    HostTensor {
+        dtype: DType::BF16,
+        shape,
+        data: v
+            .iter()
+            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+            .collect(),
+    }
+}
+
+#[test]
+fn bf16_takes_the_same_path_with_its_own_rounding() {
+    // bf16 keeps 8 significant bits: 256 + 1 is a tie between 256 and 258 (to even: 256),
+    // and Mul reads the rounded 256 (256 * 3 = 768; the unrounded 257 * 3 = 771 -> 772).
+    const BF16: i32 = 16;
+    let m = Model::new(13)
+        .input("a", BF16, &[2])
+        .input("b", BF16, &[2])
+        .input("c", BF16, &[2])
+        .op("Add", &["a", "b"], &["s"], vec![])
+        .op("Mul", &["s", "c"], &["y"], vec![])
+        .op("Cast", &["y"], &["f"], vec![attr_i("to", 1)])
+        .output("s", BF16, &[2])
+        .output("f", F32, &[2]);
+    let (g, outs) = run(
+        &m,
+        vec![
+            bf16_tensor(vec![2], &[256.0, 1.5]),
+            bf16_tensor(vec![2], &[1.0, 0.25]),
+            bf16_tensor(vec![2], &[3.0, 2.0]),
+        ],
+    );
+    assert_eq!(outs[0].dtype, DType::BF16);
+    assert_eq!(outs[0].to_f32().unwrap(), vec![256.0, 1.75]);
+    assert_eq!(outs[1].dtype, DType::F32);
+    assert_eq!(outs[1].to_f32().unwrap(), vec![768.0, 3.5]);
+    let names: Vec<&str> = g
+        .operators()
+        .iter()
+        .filter(|n| matches!(n.op, Op::Cast { .. }))
+        .map(|n| n.name.as_str())
+        .collect();
+    for want in ["a:to_f32", "s:to_bf16", "y:to_bf16"] {
+        assert!(
+            names.iter().any(|n| n.ends_with(want) || *n == want),
+            "{want} in {names:?}"
+        );
+    }
+    // f32 -> bf16 rounds to nearest even (0x3f51b0e5 -> 0x3f52; truncation gives 0x3f51).
+    let m = Model::new(13)
+        .input("x", F32, &[2])
+        .op("Cast", &["x"], &["h"], vec![attr_i("to", 16)])
+        .output("h", BF16, &[2]);
+    let x = [f32::from_bits(0x3f51_b0e5), f32::from_bits(0x3f51_8000)];
+    let (_, outs) = run(&m, vec![HostTensor::from_f32(vec![2], &x).unwrap()]);
+    let b: Vec<u16> = outs[0]
+        .data
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    // The second is a tie: to the even 0x3f52.
+    assert_eq!(b, vec![0x3f52, 0x3f52]);
+}

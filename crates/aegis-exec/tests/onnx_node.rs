@@ -310,7 +310,7 @@ fn run_case(case: &Case) -> Result<Pass, Failure> {
         let path = files
             .get(k)
             .ok_or_else(|| Failure::new("data", format!("missing input_{k}.pb")))?;
-        inputs.push(HostTensor::read_pb(path).map_err(|e| Failure::exec("data", &e))?);
+        inputs.push(read_data(path)?);
     }
     let stream = Stream::new(&device, StreamPriority::NORMAL)
         .map_err(|e| Failure::new("run", e.to_string()))?;
@@ -324,10 +324,40 @@ fn run_case(case: &Case) -> Result<Pass, Failure> {
         ));
     }
     for (k, (g, path)) in got.iter().zip(&want_files).enumerate() {
-        let w = HostTensor::read_pb(path).map_err(|e| Failure::exec("data", &e))?;
+        let w = read_data(path)?;
         compare(g, &w).map_err(|r| Failure::new("compare", format!("output {k}: {r}")))?;
     }
     Ok(Pass { frozen })
+}
+
+/// A test data file. The onnx package writes bfloat16 data (which numpy lacks) as UINT16
+/// tensors of the same bit patterns: those are read as bf16.
+fn read_data(path: &Path) -> Result<HostTensor, Failure> {
+    let bytes = std::fs::read(path).map_err(|e| Failure::new("data", e.to_string()))?;
+    let proto = TensorProto::decode(bytes.as_slice())
+        .map_err(|e| Failure::new("data", format!("not a TensorProto: {e}")))?;
+    const UINT16: i32 = 4;
+    if proto.data_type != UINT16 {
+        return HostTensor::read_pb(path).map_err(|e| Failure::exec("data", &e));
+    }
+    let data: Vec<u8> = if proto.raw_data.is_empty() {
+        proto
+            .int32_data
+            .iter()
+            .flat_map(|&v| (v as u16).to_le_bytes())
+            .collect()
+    } else {
+        proto.raw_data.clone()
+    };
+    let shape: Vec<usize> = proto.dims.iter().map(|&d| d as usize).collect();
+    if data.len() != 2 * shape.iter().product::<usize>() {
+        return Err(Failure::new("data", "UINT16 data does not fill its shape"));
+    }
+    Ok(HostTensor {
+        dtype: DType::BF16,
+        shape,
+        data,
+    })
 }
 
 fn values(t: &HostTensor) -> Vec<f64> {
@@ -352,6 +382,10 @@ fn values(t: &HostTensor) -> Vec<f64> {
             .chunks_exact(2)
             .map(|c| f64::from(half::f16::from_le_bytes([c[0], c[1]])))
             .collect(),
+        DType::BF16 => b
+            .chunks_exact(2)
+            .map(|c| f64::from(half::bf16::from_le_bytes([c[0], c[1]])))
+            .collect(),
     }
 }
 
@@ -374,7 +408,7 @@ fn compare(got: &HostTensor, want: &HostTensor) -> Result<(), String> {
             want.data.len()
         ));
     }
-    let exact = !matches!(got.dtype, DType::F32 | DType::F16);
+    let exact = !matches!(got.dtype, DType::F32 | DType::F16 | DType::BF16);
     let (g, w) = (values(got), values(want));
     let mut worst: Option<(usize, f64, f64, f64)> = None;
     for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {

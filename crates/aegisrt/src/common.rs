@@ -97,7 +97,7 @@ impl Rng {
     }
 }
 
-/// A generated input for `info`: floats (f32, f16) uniform in [0, 1), integers zero, booleans
+/// A generated input for `info`: floats (f32, f16, bf16) uniform in [0, 1), integers zero, booleans
 /// false.
 pub fn generate_input(dtype: DType, shape: &[usize], byte_size: u64, rng: &mut Rng) -> HostTensor {
     if dtype == DType::F32 {
@@ -116,6 +116,20 @@ pub fn generate_input(dtype: DType, shape: &[usize], byte_size: u64, rng: &mut R
                 // 0x3bff is the largest f16 below 1: rounding must not reach 1.0.
                 .flat_map(|_| {
                     let v = half::f16::from_f64(rng.unit()).min(half::f16::from_bits(0x3bff));
+                    v.to_le_bytes()
+                })
+                .collect(),
+        };
+    }
+    if dtype == DType::BF16 {
+        let n: usize = shape.iter().product();
+        return HostTensor {
+            dtype,
+            shape: shape.to_vec(),
+            data: (0..n)
+                // 0x3f7f is the largest bf16 below 1.
+                .flat_map(|_| {
+                    let v = half::bf16::from_f64(rng.unit()).min(half::bf16::from_bits(0x3f7f));
                     v.to_le_bytes()
                 })
                 .collect(),
@@ -170,7 +184,7 @@ pub fn inputs_for(
                 out.push(tensor);
             }
             None => {
-                let what = if matches!(info.dtype, DType::F32 | DType::F16) {
+                let what = if matches!(info.dtype, DType::F32 | DType::F16 | DType::BF16) {
                     format!("uniform [0,1), seed {seed}")
                 } else {
                     "zeros".to_owned()
@@ -195,7 +209,7 @@ pub fn inputs_for(
 pub fn summarize(t: &HostTensor) -> String {
     let values: Option<Vec<f64>> = match t.dtype {
         // f16 widens to f32 exactly.
-        DType::F32 | DType::F16 => t
+        DType::F32 | DType::F16 | DType::BF16 => t
             .to_f32()
             .ok()
             .map(|v| v.into_iter().map(f64::from).collect()),

@@ -105,7 +105,7 @@ fn dtype_code(d: DType) -> i32 {
         DType::I32 => 2,
         DType::Bool | DType::U8 | DType::I8 => 3,
         // Unreachable through `lower`; the code of a 2-byte type would be new kernel work.
-        DType::F16 => 4,
+        DType::F16 | DType::BF16 => 4,
     }
 }
 
@@ -403,7 +403,7 @@ fn need_f32(io: &NodeIo<'_>, i: usize) -> R<()> {
 /// elementwise f32 ops may have one; the caller checked).
 pub(crate) fn lower(io: &NodeIo<'_>, alias: Option<usize>, p: &mut Params) -> R<Vec<LaunchSpec>> {
     let op = &io.node.op;
-    // The quantized ops and their u8/i8 tensors, and f16 tensors (their casts), have host
+    // The quantized ops and their u8/i8 tensors, and 16-bit float tensors (their casts), have host
     // kernels only.
     if let Some(t) = io
         .node
@@ -411,10 +411,10 @@ pub(crate) fn lower(io: &NodeIo<'_>, alias: Option<usize>, p: &mut Params) -> R<
         .iter()
         .chain(&io.node.outputs)
         .map(|&t| io.g.tensor(t))
-        .find(|t| matches!(t.dtype, DType::U8 | DType::I8 | DType::F16))
+        .find(|t| matches!(t.dtype, DType::U8 | DType::I8) || t.dtype.is_16bit_float())
     {
         return unsupported(format!(
-            "{} tensor '{}' (8-bit and f16 tensors have host kernels only)",
+            "{} tensor '{}' (8-bit and 16-bit float tensors have host kernels only)",
             t.dtype, t.name
         ));
     }
@@ -1001,7 +1001,7 @@ fn lower_binary(io: &NodeIo<'_>, code: i32, p: &mut Params) -> R<Vec<LaunchSpec>
         DType::F32 => K::BinaryF32,
         DType::I64 => K::BinaryI64,
         DType::I32 => K::BinaryI32,
-        DType::Bool | DType::U8 | DType::I8 | DType::F16 => {
+        DType::Bool | DType::U8 | DType::I8 | DType::F16 | DType::BF16 => {
             return unsupported(format!("arithmetic on {da}"))
         }
     };

@@ -747,6 +747,8 @@ pub enum CastSrc<'a> {
     I8(&'a [i8]),
     /// binary16 elements.
     F16(&'a [half::f16]),
+    /// bfloat16 elements.
+    BF16(&'a [half::bf16]),
 }
 
 /// A typed writable view for [`cast`].
@@ -768,6 +770,8 @@ pub enum CastDst<'a> {
     I8(&'a mut [i8]),
     /// binary16 elements.
     F16(&'a mut [half::f16]),
+    /// bfloat16 elements.
+    BF16(&'a mut [half::bf16]),
 }
 
 /// A source element of [`cast`]: floats go through f64 and integers through i64, both exact.
@@ -814,24 +818,21 @@ macro_rules! cast_int {
 }
 cast_int!(i64, i32, u8, i8);
 
-// binary16 through f64 (exact both ways); to f16 is one rounding, to nearest even.
-impl CastFrom for half::f16 {
-    const FLOAT: bool = true;
-    fn float(self) -> f64 {
-        f64::from(self)
-    }
-    fn int(self) -> i64 {
-        f64::from(self) as i64
-    }
+// 16-bit floats through f64 (exact both ways); to them is one rounding, to nearest even.
+macro_rules! cast_half {
+    ($($t:ty),*) => {$(
+        impl CastFrom for $t {
+            const FLOAT: bool = true;
+            fn float(self) -> f64 { f64::from(self) }
+            fn int(self) -> i64 { f64::from(self) as i64 }
+        }
+        impl CastTo for $t {
+            fn from_float(v: f64) -> Self { <$t>::from_f64(v) }
+            fn from_int(v: i64) -> Self { <$t>::from_f64(v as f64) }
+        }
+    )*};
 }
-impl CastTo for half::f16 {
-    fn from_float(v: f64) -> Self {
-        half::f16::from_f64(v)
-    }
-    fn from_int(v: i64) -> Self {
-        half::f16::from_f64(v as f64)
-    }
-}
+cast_half!(half::f16, half::bf16);
 
 /// Bool as a destination (bool as a source is `u8`, already 0 or 1).
 #[derive(Clone, Copy)]
@@ -900,6 +901,20 @@ pub fn cast_par(src: CastSrc<'_>, dst: CastDst<'_>, threads: usize) -> KernelRes
             });
             Ok(())
         }
+        (CastSrc::BF16(s), CastDst::F32(d)) => {
+            check_len("Cast", "output", d.len(), s.len())?;
+            par_chunks(d, 1, threads, PAR_MIN_ELEMS, |first, piece| {
+                s[first..first + piece.len()].convert_to_f32_slice(piece);
+            });
+            Ok(())
+        }
+        (CastSrc::F32(s), CastDst::BF16(d)) => {
+            check_len("Cast", "output", d.len(), s.len())?;
+            par_chunks(d, 1, threads, PAR_MIN_ELEMS, |first, piece| {
+                piece.convert_from_f32_slice(&s[first..first + piece.len()]);
+            });
+            Ok(())
+        }
         (src, dst) => cast_any(src, dst),
     }
 }
@@ -914,6 +929,7 @@ pub(super) fn cast_any(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
             CastDst::U8(d) => cast_slice::<_, _, BOOL>(s, d),
             CastDst::I8(d) => cast_slice::<_, _, BOOL>(s, d),
             CastDst::F16(d) => cast_slice::<_, _, BOOL>(s, d),
+            CastDst::BF16(d) => cast_slice::<_, _, BOOL>(s, d),
             CastDst::Bool(d) => {
                 check_len("Cast", "output", d.len(), s.len())?;
                 for (o, &v) in d.iter_mut().zip(s) {
@@ -931,6 +947,7 @@ pub(super) fn cast_any(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
         CastSrc::U8(s) => to::<_, false>(s, dst),
         CastSrc::I8(s) => to::<_, false>(s, dst),
         CastSrc::F16(s) => to::<_, false>(s, dst),
+        CastSrc::BF16(s) => to::<_, false>(s, dst),
         CastSrc::Bool(s) => to::<_, true>(s, dst),
     }
 }

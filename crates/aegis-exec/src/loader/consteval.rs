@@ -32,6 +32,7 @@ pub(crate) fn splat(fill: &TensorData, n: usize) -> TensorData {
         TensorData::U8(v) => TensorData::U8(vec![v.first().copied().unwrap_or(0); n]),
         TensorData::I8(v) => TensorData::I8(vec![v.first().copied().unwrap_or(0); n]),
         TensorData::F16(v) => TensorData::F16(vec![v.first().copied().unwrap_or(0); n]),
+        TensorData::BF16(v) => TensorData::BF16(vec![v.first().copied().unwrap_or(0); n]),
     }
 }
 
@@ -48,6 +49,7 @@ fn take(d: &TensorData, idx: &[usize]) -> TensorData {
         TensorData::U8(v) => TensorData::U8(pick(v, idx)),
         TensorData::I8(v) => TensorData::I8(pick(v, idx)),
         TensorData::F16(v) => TensorData::F16(pick(v, idx)),
+        TensorData::BF16(v) => TensorData::BF16(pick(v, idx)),
     }
 }
 
@@ -386,6 +388,7 @@ fn concat_data(parts: &[&TensorData]) -> Option<TensorData> {
         TensorData::U8(_) => TensorData::U8(Vec::new()),
         TensorData::I8(_) => TensorData::I8(Vec::new()),
         TensorData::F16(_) => TensorData::F16(Vec::new()),
+        TensorData::BF16(_) => TensorData::BF16(Vec::new()),
     };
     for p in parts {
         match (&mut out, p) {
@@ -396,6 +399,7 @@ fn concat_data(parts: &[&TensorData]) -> Option<TensorData> {
             (TensorData::U8(o), TensorData::U8(v)) => o.extend_from_slice(v),
             (TensorData::I8(o), TensorData::I8(v)) => o.extend_from_slice(v),
             (TensorData::F16(o), TensorData::F16(v)) => o.extend_from_slice(v),
+            (TensorData::BF16(o), TensorData::BF16(v)) => o.extend_from_slice(v),
             _ => return None,
         }
     }
@@ -417,6 +421,7 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
                 DType::U8 => TensorData::U8(v.iter().map(|&x| x as u8).collect()),
                 DType::I8 => TensorData::I8(v.iter().map(|&x| x as i8).collect()),
                 DType::F16 => TensorData::F16(v.iter().map(|&x| f16_bits(x as f64)).collect()),
+                DType::BF16 => TensorData::BF16(v.iter().map(|&x| bf16_bits(x as f64)).collect()),
             };
         }
         TensorData::Bool(v) | TensorData::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
@@ -426,11 +431,16 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
             .iter()
             .map(|&b| f64::from(half::f16::from_bits(b)))
             .collect(),
+        TensorData::BF16(v) => v
+            .iter()
+            .map(|&b| f64::from(half::bf16::from_bits(b)))
+            .collect(),
     };
     match to {
         DType::F32 => TensorData::F32(as_f64.iter().map(|&x| x as f32).collect()),
         // One rounding, to nearest even, from the exact value.
         DType::F16 => TensorData::F16(as_f64.iter().map(|&x| f16_bits(x)).collect()),
+        DType::BF16 => TensorData::BF16(as_f64.iter().map(|&x| bf16_bits(x)).collect()),
         // `as` saturates and maps NaN to 0: defined behaviour, never a panic.
         DType::I32 => TensorData::I32(as_f64.iter().map(|&x| x as i32).collect()),
         DType::I64 => TensorData::I64(as_f64.iter().map(|&x| x as i64).collect()),
@@ -438,7 +448,7 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
         // From a float `as` saturates; from an integer it wraps through i64, as above.
         DType::U8 | DType::I8 => {
             let ints: Vec<i64> = match d {
-                TensorData::F32(_) | TensorData::F16(_) => {
+                TensorData::F32(_) | TensorData::F16(_) | TensorData::BF16(_) => {
                     return match to {
                         DType::U8 => TensorData::U8(as_f64.iter().map(|&x| x as u8).collect()),
                         _ => TensorData::I8(as_f64.iter().map(|&x| x as i8).collect()),
@@ -454,6 +464,11 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
 /// The binary16 bit pattern nearest `x` (ties to even; overflow to infinity, NaN kept).
 fn f16_bits(x: f64) -> u16 {
     half::f16::from_f64(x).to_bits()
+}
+
+/// The bfloat16 bit pattern nearest `x` (ties to even; overflow to infinity, NaN kept).
+fn bf16_bits(x: f64) -> u16 {
+    half::bf16::from_f64(x).to_bits()
 }
 
 fn int_op(c: &NodeCtx<'_>, op: &Op, a: i64, b: i64) -> Result<i64, ExecError> {

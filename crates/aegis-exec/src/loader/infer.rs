@@ -1663,6 +1663,8 @@ fn eye_like(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         DType::I8 => TensorData::I8(ones.iter().map(|&o| i8::from(o)).collect()),
         // 0x3c00 is 1.0 in binary16.
         DType::F16 => TensorData::F16(ones.iter().map(|&o| if o { 0x3c00 } else { 0 }).collect()),
+        // 0x3f80 is 1.0 in bfloat16.
+        DType::BF16 => TensorData::BF16(ones.iter().map(|&o| if o { 0x3f80 } else { 0 }).collect()),
     };
     Ok(Inferred::Const(vec![(x.shape.clone(), data)]))
 }

@@ -546,16 +546,17 @@ impl Loader<'_> {
             .unwrap_or_else(|| name.to_owned())
     }
 
-    /// The f32 twin of f16 tensor `src` (any other tensor is returned as is): a constant
-    /// widened now, or the output of a `Cast` to f32 added once and shared by every reader.
-    /// Why: as onnxruntime's CPU provider does, operators other than `Cast` compute f16
-    /// tensors in f32 and round their results back to f16, so the kernels stay f32-only.
+    /// The f32 twin of 16-bit float (f16, bf16) tensor `src` (any other tensor is returned
+    /// as is): a constant widened now, or the output of a `Cast` to f32 added once and shared
+    /// by every reader. Why: as onnxruntime's CPU provider does, operators other than `Cast`
+    /// compute 16-bit float tensors in f32 and round their results back, so the kernels stay
+    /// f32-only.
     fn widened(&mut self, src: &str, file_index: usize) -> Result<String, ExecError> {
-        let Some(v) = self.values.get(src).filter(|v| v.dtype == DType::F16) else {
+        let Some(v) = self.values.get(src).filter(|v| v.dtype.is_16bit_float()) else {
             return Ok(src.to_owned());
         };
         // Not `{src}:f32`: that names the unrounded result of the node that made `src`.
-        let twin = format!("{src}:from_f16");
+        let twin = format!("{src}:from_{}", v.dtype);
         if self.values.contains_key(&twin) {
             return Ok(twin);
         }
@@ -615,14 +616,20 @@ impl Loader<'_> {
                 });
             }
         }
-        // f16 operands of anything but a cast are read through their f32 twins, and the
-        // node's f32 results are rounded back to f16 below (`narrow`).
+        // 16-bit float operands of anything but a cast are read through their f32 twins, and
+        // the node's f32 results are rounded back to that type below (`narrow_to`).
         let as_read = resolved.clone();
-        let narrow = !matches!(n.op_type.as_str(), "Cast" | "CastLike")
-            && resolved
-                .iter()
-                .flatten()
-                .any(|r| self.values.get(r).is_some_and(|v| v.dtype == DType::F16));
+        let narrow_to = if matches!(n.op_type.as_str(), "Cast" | "CastLike") {
+            None
+        } else {
+            resolved.iter().flatten().find_map(|r| {
+                self.values
+                    .get(r)
+                    .map(|v| v.dtype)
+                    .filter(|d| d.is_16bit_float())
+            })
+        };
+        let narrow = narrow_to.is_some();
         let resolved: Vec<Option<String>> = if narrow {
             resolved
                 .into_iter()
@@ -631,7 +638,7 @@ impl Loader<'_> {
         } else {
             resolved
         };
-        // Which outputs are the f16 operands' type (LayerNormalization's mean and inverse
+        // Which outputs are the 16-bit operands' type (LayerNormalization's mean and inverse
         // standard deviation are its stash type, f32, whatever the input's).
         let narrowed_outputs = if n.op_type == "LayerNormalization" {
             1
@@ -773,10 +780,11 @@ impl Loader<'_> {
                 let bytes: u64 = list.iter().map(|(_, d)| d.as_bytes().len() as u64).sum();
                 self.const_budget = self.const_budget.saturating_sub(bytes);
                 for (k, (shape, data)) in list.into_iter().enumerate() {
-                    let data = if narrow && k < narrowed_outputs && data.dtype() == DType::F32 {
-                        consteval::cast(&data, DType::F16)
-                    } else {
-                        data
+                    let data = match narrow_to {
+                        Some(to) if k < narrowed_outputs && data.dtype() == DType::F32 => {
+                            consteval::cast(&data, to)
+                        }
+                        _ => data,
                     };
                     let numel = tensor::checked_numel(&shape);
                     if numel != Some(data.len()) {
@@ -829,20 +837,21 @@ impl Loader<'_> {
                     } else {
                         declared[k].clone()
                     };
-                    let oname = if narrow && k < narrowed_outputs && dtype == DType::F32 {
-                        let wide = format!("{oname}:f32");
-                        self.values.insert(
-                            oname.clone(),
-                            Value {
-                                dtype: DType::F16,
-                                shape: shape.clone(),
-                                konst: None,
-                            },
-                        );
-                        narrowings.push((wide.clone(), oname));
-                        wide
-                    } else {
-                        oname
+                    let oname = match narrow_to {
+                        Some(to) if k < narrowed_outputs && dtype == DType::F32 => {
+                            let wide = format!("{oname}:f32");
+                            self.values.insert(
+                                oname.clone(),
+                                Value {
+                                    dtype: to,
+                                    shape: shape.clone(),
+                                    konst: None,
+                                },
+                            );
+                            narrowings.push((wide.clone(), oname, to));
+                            wide
+                        }
+                        _ => oname,
                     };
                     self.values.insert(
                         oname.clone(),
@@ -866,13 +875,13 @@ impl Loader<'_> {
                     inputs: in_names,
                     outputs: out_names,
                 });
-                for (wide, f16_name) in narrowings {
+                for (wide, narrow_name, to) in narrowings {
                     self.pending.push(Pending {
                         file_index,
-                        name: format!("{f16_name}:to_f16"),
-                        op: Op::Cast { to: DType::F16 },
+                        name: format!("{narrow_name}:to_{to}"),
+                        op: Op::Cast { to },
                         inputs: vec![wide],
-                        outputs: vec![f16_name],
+                        outputs: vec![narrow_name],
                     });
                 }
             }

@@ -119,6 +119,11 @@ pub(crate) fn decode_tensor(
                     .map(|c| u16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             ),
+            DType::BF16 => TensorData::BF16(
+                raw.chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
         }
     } else {
         let data = match dtype {
@@ -133,6 +138,7 @@ pub(crate) fn decode_tensor(
             DType::I8 => TensorData::I8(t.int32_data.iter().map(|&b| b as i8).collect()),
             // float16 bit patterns, one per int32 (the low 16 bits).
             DType::F16 => TensorData::F16(t.int32_data.iter().map(|&b| b as u16).collect()),
+            DType::BF16 => TensorData::BF16(t.int32_data.iter().map(|&b| b as u16).collect()),
         };
         if data.len() != numel {
             return Err(bad_len(data.len()));

@@ -107,33 +107,31 @@ pub fn generate_input(dtype: DType, shape: &[usize], byte_size: u64, rng: &mut R
             return t;
         }
     }
-    if dtype == DType::F16 {
-        let n: usize = shape.iter().product();
-        return HostTensor {
-            dtype,
-            shape: shape.to_vec(),
-            data: (0..n)
-                // 0x3bff is the largest f16 below 1: rounding must not reach 1.0.
-                .flat_map(|_| {
-                    let v = half::f16::from_f64(rng.unit()).min(half::f16::from_bits(0x3bff));
-                    v.to_le_bytes()
-                })
-                .collect(),
-        };
-    }
-    if dtype == DType::BF16 {
-        let n: usize = shape.iter().product();
-        return HostTensor {
-            dtype,
-            shape: shape.to_vec(),
-            data: (0..n)
-                // 0x3f7f is the largest bf16 below 1.
-                .flat_map(|_| {
-                    let v = half::bf16::from_f64(rng.unit()).min(half::bf16::from_bits(0x3f7f));
-                    v.to_le_bytes()
-                })
-                .collect(),
-        };
+    // 16-bit floats: `bits` rounds a value in [0, 1) to one, kept below 1.0 (0x3bff and
+    // 0x3f7f are the largest f16 / bf16 below 1).
+    let mut sixteen = |bits: fn(f64) -> [u8; 2]| HostTensor {
+        dtype,
+        shape: shape.to_vec(),
+        data: (0..shape.iter().product::<usize>())
+            .flat_map(|_| bits(rng.unit()))
+            .collect(),
+    };
+    match dtype {
+        DType::F16 => {
+            return sixteen(|v| {
+                half::f16::from_f64(v)
+                    .min(half::f16::from_bits(0x3bff))
+                    .to_le_bytes()
+            })
+        }
+        DType::BF16 => {
+            return sixteen(|v| {
+                half::bf16::from_f64(v)
+                    .min(half::bf16::from_bits(0x3f7f))
+                    .to_le_bytes()
+            })
+        }
+        _ => {}
     }
     HostTensor {
         dtype,
@@ -300,6 +298,21 @@ pub fn stderr_is_terminal() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_16bit_float_inputs_stay_below_one() {
+        for dt in [DType::F16, DType::BF16] {
+            let t = generate_input(dt, &[4096], 8192, &mut Rng::new(1));
+            assert_eq!(t.dtype, dt);
+            let v = t.to_f32().unwrap();
+            assert_eq!(v.len(), 4096);
+            assert!(v.iter().all(|&x| (0.0..1.0).contains(&x)), "{dt}");
+            assert!(
+                v.iter().any(|&x| x > 0.99),
+                "{dt}: the top of the range is reached"
+            );
+        }
+    }
 
     #[test]
     fn eight_bit_outputs_are_summarized_by_value() {

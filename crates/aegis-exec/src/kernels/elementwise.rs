@@ -7,6 +7,7 @@ use super::broadcast::{
 };
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::par_chunks;
+use half::slice::HalfFloatSliceExt;
 
 /// A broadcasting binary arithmetic operator.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -878,45 +879,42 @@ pub fn cast(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
     cast_par(src, dst, 1)
 }
 
-/// [`cast`] on up to `threads` threads for f16 <-> f32, the casts around every operator of
-/// an f16 model, which use half's slice conversions (F16C where the CPU has it; the same
-/// rounding, to nearest even); every other pair runs as [`cast`] does, on the caller.
+/// [`cast`] on up to `threads` threads for f16/bf16 <-> f32, the casts around every operator
+/// of a 16-bit float model, which use half's slice conversions (F16C where the CPU has it; the
+/// same rounding, to nearest even); every other pair runs as [`cast`] does, on the caller.
 ///
 /// # Errors
 /// Source and destination lengths differ.
 pub fn cast_par(src: CastSrc<'_>, dst: CastDst<'_>, threads: usize) -> KernelResult<()> {
-    use half::slice::HalfFloatSliceExt;
     match (src, dst) {
-        (CastSrc::F16(s), CastDst::F32(d)) => {
-            check_len("Cast", "output", d.len(), s.len())?;
-            par_chunks(d, 1, threads, PAR_MIN_ELEMS, |first, piece| {
-                s[first..first + piece.len()].convert_to_f32_slice(piece);
-            });
-            Ok(())
-        }
-        (CastSrc::F32(s), CastDst::F16(d)) => {
-            check_len("Cast", "output", d.len(), s.len())?;
-            par_chunks(d, 1, threads, PAR_MIN_ELEMS, |first, piece| {
-                piece.convert_from_f32_slice(&s[first..first + piece.len()]);
-            });
-            Ok(())
-        }
-        (CastSrc::BF16(s), CastDst::F32(d)) => {
-            check_len("Cast", "output", d.len(), s.len())?;
-            par_chunks(d, 1, threads, PAR_MIN_ELEMS, |first, piece| {
-                s[first..first + piece.len()].convert_to_f32_slice(piece);
-            });
-            Ok(())
-        }
-        (CastSrc::F32(s), CastDst::BF16(d)) => {
-            check_len("Cast", "output", d.len(), s.len())?;
-            par_chunks(d, 1, threads, PAR_MIN_ELEMS, |first, piece| {
-                piece.convert_from_f32_slice(&s[first..first + piece.len()]);
-            });
-            Ok(())
-        }
+        (CastSrc::F16(s), CastDst::F32(d)) => widen_par(s, d, threads),
+        (CastSrc::BF16(s), CastDst::F32(d)) => widen_par(s, d, threads),
+        (CastSrc::F32(s), CastDst::F16(d)) => narrow_par(s, d, threads),
+        (CastSrc::F32(s), CastDst::BF16(d)) => narrow_par(s, d, threads),
         (src, dst) => cast_any(src, dst),
     }
+}
+
+fn widen_par<H: Sync>(s: &[H], d: &mut [f32], threads: usize) -> KernelResult<()>
+where
+    [H]: HalfFloatSliceExt,
+{
+    check_len("Cast", "output", d.len(), s.len())?;
+    par_chunks(d, 1, threads, PAR_MIN_ELEMS, |first, piece| {
+        s[first..first + piece.len()].convert_to_f32_slice(piece);
+    });
+    Ok(())
+}
+
+fn narrow_par<H: Send>(s: &[f32], d: &mut [H], threads: usize) -> KernelResult<()>
+where
+    [H]: HalfFloatSliceExt,
+{
+    check_len("Cast", "output", d.len(), s.len())?;
+    par_chunks(d, 1, threads, PAR_MIN_ELEMS, |first, piece| {
+        piece.convert_from_f32_slice(&s[first..first + piece.len()]);
+    });
+    Ok(())
 }
 
 pub(super) fn cast_any(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {

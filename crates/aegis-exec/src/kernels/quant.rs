@@ -1372,41 +1372,22 @@ mod tests {
             let ow = 6 + 1 - 2 - 1 + 1;
             let os = [2, 4, oh, ow];
             let (xzp, wzp) = (17u8, [1i8, -2, 0, 3]);
+            // The same conv with a given packed filter (or none), output and thread count.
+            let run = |packed: Option<&PackedRows>, out: &mut [i32], threads: usize| {
+                conv_integer(
+                    &x, &xs, xzp, &w, &ws, &wzp, packed, &attrs, out, &os, threads,
+                )
+            };
             let mut out = vec![0i32; 2 * 4 * oh * ow];
-            conv_integer(&x, &xs, xzp, &w, &ws, &wzp, None, &attrs, &mut out, &os, 2).unwrap();
+            run(None, &mut out, 2).unwrap();
             let packed = pack_conv_weights(&w, &ws, &wzp, group).unwrap();
             assert_eq!(packed.is_some(), group == 1);
             if let Some(p) = &packed {
                 let mut again = vec![0i32; out.len()];
-                conv_integer(
-                    &x,
-                    &xs,
-                    xzp,
-                    &w,
-                    &ws,
-                    &wzp,
-                    Some(p),
-                    &attrs,
-                    &mut again,
-                    &os,
-                    1,
-                )
-                .unwrap();
+                run(Some(p), &mut again, 1).unwrap();
                 assert_eq!(again, out, "prepacked filter");
                 let other = pack_conv_weights(&w[..12], &[2, 2, 3, 1], &[0], 1).unwrap();
-                let err = conv_integer(
-                    &x,
-                    &xs,
-                    xzp,
-                    &w,
-                    &ws,
-                    &wzp,
-                    other.as_ref(),
-                    &attrs,
-                    &mut again,
-                    &os,
-                    1,
-                );
+                let err = run(other.as_ref(), &mut again, 1);
                 assert!(
                     matches!(err, Err(KernelError::InvalidAttribute { .. })),
                     "{err:?}"

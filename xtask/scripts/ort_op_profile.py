@@ -14,6 +14,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument('model')
 ap.add_argument('--threads', type=int, default=1)
 ap.add_argument('--runs', type=int, default=20)
+ap.add_argument('--nodes', type=int, default=0, help='also list the N slowest nodes with shapes')
 a = ap.parse_args()
 path = os.path.join(a.model, 'model.onnx') if os.path.isdir(a.model) else a.model
 folder = os.path.dirname(path)
@@ -38,11 +39,13 @@ events = json.load(open(prof))
 os.remove(prof)
 per_node = collections.defaultdict(list)
 op_of = {}
+shapes_of = {}
 for e in events:
     if e.get('cat') == 'Node' and e.get('name', '').endswith('_kernel_time'):
         n = e['name'][: -len('_kernel_time')]
         per_node[n].append(e['dur'])
         op_of[n] = e.get('args', {}).get('op_name', '?')
+        shapes_of[n] = e.get('args', {}).get('input_type_shape', [])
 by_op = collections.defaultdict(lambda: [0.0, 0])
 for n, d in per_node.items():
     by_op[op_of[n]][0] += statistics.median(d) / 1e3
@@ -52,3 +55,9 @@ print(f"onnxruntime {ort.__version__}, {a.threads} thread(s): sum of kernel medi
 print("| op | nodes | ms | share |\n|---|---|---|---|")
 for op, (ms, n) in sorted(by_op.items(), key=lambda kv: -kv[1][0]):
     print(f"| {op} | {n} | {ms:.3f} | {100 * ms / max(total, 1e-9):.1f} % |")
+if a.nodes:
+    print("slowest nodes:")
+    meds = sorted(((statistics.median(d) / 1e3, n) for n, d in per_node.items()), reverse=True)
+    for ms, n in meds[: a.nodes]:
+        dims = ['x'.join(str(v) for v in list(t.values())[0]) for t in shapes_of[n]]
+        print(f"  {ms:8.3f} ms  {n} ({op_of[n]}: {', '.join(dims)})")

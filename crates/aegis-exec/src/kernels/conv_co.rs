@@ -129,13 +129,9 @@ impl CoRows<'_, '_> {
         let kdim = self.packed.kdim;
         let kc = self.taps_per_pass.clamp(1, kdim.max(1));
         let mut buf = [0.0f32; STEP * CO_BLOCK];
-        // Whole steps leave through registers (see [`StoreRows`]) where AVX-512 runs.
+        // Steps leave through registers (see [`StoreRows`]) where AVX-512 runs.
         #[cfg(target_arch = "x86_64")]
-        let v4 = if RP == STEP {
-            pulp::x86::V4::try_new()
-        } else {
-            None
-        };
+        let v4 = pulp::x86::V4::try_new();
         for (bi, rows) in self.rows.chunks_mut(CO_BLOCK).enumerate() {
             let b = self.first_block + bi;
             let wblk = &self.packed.w[b * kdim * CO_BLOCK..(b + 1) * kdim * CO_BLOCK];
@@ -174,7 +170,7 @@ impl CoRows<'_, '_> {
                             }
                         }
                         #[cfg(target_arch = "x86_64")]
-                        if let (Some(v4), true) = (v4, m == STEP) {
+                        if let Some(v4) = v4 {
                             pulp::Simd::vectorize(
                                 v4,
                                 StoreRows {
@@ -182,6 +178,7 @@ impl CoRows<'_, '_> {
                                     buf: &buf,
                                     rows: &mut *rows,
                                     j0,
+                                    m,
                                 },
                             );
                             j0 += m;
@@ -232,19 +229,22 @@ impl CoRows<'_, '_> {
     }
 }
 
-/// One whole step (`STEP` positions by the block's channels, `buf` as `[position][CO_BLOCK]`)
+/// One step (up to `STEP` positions by the block's channels, `buf` as `[position][CO_BLOCK]`)
 /// into the channel rows at `j0`, transposed in registers: per 16 channels, unpacks and
 /// shuffles turn the 8 position vectors into 8 vectors of two channels' 8 positions each,
 /// stored as 256-bit halves, in place of 256 scalar loads and stores per step. Measured in
 /// one process, the two ways alternating run by run (`kernel_bench`, medians of 20 runs
 /// each): the 7x7/2 stems over RGB (147 taps a step, 3.2 MB of output) 0.81-0.90 of the
-/// time at 1 and 2 threads, 3x3 convs on 28x28 0.93-0.95, long reductions unchanged.
+/// time at 1 and 2 threads, 3x3 convs on 28x28 0.93-0.95, 160->960 1x1 on 7x7 (steps of 7)
+/// 0.93, long reductions unchanged. Short steps (7 positions, a plane's last) take it too.
 #[cfg(target_arch = "x86_64")]
 struct StoreRows<'a, 'b> {
     v4: pulp::x86::V4,
     buf: &'a [f32; STEP * CO_BLOCK],
     rows: &'a mut [&'b mut [f32]],
     j0: usize,
+    /// Positions of the step (`<= STEP`; the rest of `buf` is ignored).
+    m: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -260,7 +260,7 @@ impl pulp::WithSimd for StoreRows<'_, '_> {
         const HI: [i32; L] = [8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31];
         let f = self.v4.avx512f;
         let (lo, hi): (__m512i, __m512i) = (bytemuck::cast(LO), bytemuck::cast(HI));
-        let j0 = self.j0;
+        let (j0, m) = (self.j0, self.m);
         for (half, rows) in self.rows.chunks_mut(L).enumerate() {
             let r: [_; STEP] = std::array::from_fn(|j| {
                 m512(load::<pulp::x86::V4>(&self.buf[j * CO_BLOCK + half * L..]))
@@ -293,7 +293,7 @@ impl pulp::WithSimd for StoreRows<'_, '_> {
                     let v: [f32; L] = bytemuck::cast(f._mm512_permutex2var_ps(u[i], sel, u[4 + i]));
                     for (part, c) in [c0, c0 + 4].into_iter().enumerate() {
                         if let Some(row) = rows.get_mut(c) {
-                            row[j0..j0 + STEP].copy_from_slice(&v[part * STEP..(part + 1) * STEP]);
+                            row[j0..j0 + m].copy_from_slice(&v[part * STEP..part * STEP + m]);
                         }
                     }
                 }

@@ -122,6 +122,18 @@ impl PoolRows {
         c: isize,
     ) -> pulp::f32x16 {
         let (simd, f) = (self.simd, self.simd.avx512f);
+        // A whole vector inside the row: no masks, no shift, one bounds check for its rows.
+        if c >= 0 && c as usize + L <= self.w {
+            let first = base + r0 * self.w + c as usize;
+            let rows = (r1 - r0 - 1) * self.w + L;
+            if let Some(xs) = x.get(first..first + rows) {
+                let mut acc = load::<V4>(xs);
+                for r in 1..r1 - r0 {
+                    acc = C::comb(simd, acc, load::<V4>(&xs[r * self.w..]));
+                }
+                return acc;
+            }
+        }
         let init = simd.splat_f32s(C::INIT);
         if c >= self.w as isize {
             return init;
@@ -216,8 +228,23 @@ impl pulp::WithSimd for PoolRowsPlanes<'_> {
 }
 
 impl PoolRowsPlanes<'_> {
+    /// Stride and window width as constants, so each case compiles to its own loop; with
+    /// [`PoolRows::vred`]'s unmasked path for vectors inside the row, 1.4-1.7x faster
+    /// (`kernel_bench`, 1 thread, ms, before -> after, alternating binaries: 3x3/2 max on
+    /// 64x111x111 0.21 -> 0.13, 128x55x55 0.115 -> 0.075, pad 1 64x112x112 0.23 -> 0.14;
+    /// 3x3/1 average on 576x14x14 0.11 -> 0.074).
     #[inline(always)]
     fn planes<C: Reduce4>(self) {
+        match (self.plan.stride == 2, self.plan.kw == 3) {
+            (true, true) => self.planes_k::<C, true, true>(),
+            (true, false) => self.planes_k::<C, true, false>(),
+            (false, true) => self.planes_k::<C, false, true>(),
+            (false, false) => self.planes_k::<C, false, false>(),
+        }
+    }
+
+    #[inline(always)]
+    fn planes_k<C: Reduce4, const S2: bool, const K3: bool>(self) {
         let p = self.plan;
         let simd = p.simd;
         let f = simd.avx512f;
@@ -238,7 +265,7 @@ impl PoolRowsPlanes<'_> {
                     // The vector after `a` (this chunk's last windows reach into it) becomes
                     // the next chunk's `a`, so each input vector is reduced once per row.
                     let next;
-                    if p.stride == 1 {
+                    if !S2 {
                         // Column `ox + kx` of the window: `a` shifted left by `kx` lanes, `b`
                         // coming in.
                         let s = ox0 as isize - p.pl as isize;
@@ -250,7 +277,7 @@ impl PoolRowsPlanes<'_> {
                         acc = C::comb(simd, init, a);
                         let t1 = f._mm512_castsi512_ps(f._mm512_alignr_epi32::<1>(bi, ai));
                         acc = C::comb(simd, acc, f32s(t1));
-                        if p.kw == 3 {
+                        if K3 {
                             let t2 = f._mm512_castsi512_ps(f._mm512_alignr_epi32::<2>(bi, ai));
                             acc = C::comb(simd, acc, f32s(t2));
                         }
@@ -263,13 +290,13 @@ impl PoolRowsPlanes<'_> {
                         let odd = f._mm512_permutex2var_ps(am, odd_idx, bm);
                         // The next pair's first vector: the third column of the last window
                         // here, and the next 16 outputs' `a`.
-                        let c = if p.kw == 3 || more {
+                        let c = if K3 || more {
                             p.vred::<C>(self.x, base, r0, r1, s + 2 * L as isize)
                         } else {
                             init
                         };
                         acc = C::comb(simd, C::comb(simd, init, f32s(even)), f32s(odd));
-                        if p.kw == 3 {
+                        if K3 {
                             let shifted = f._mm512_alignr_epi32::<1>(
                                 f._mm512_castps_si512(m512(c)),
                                 f._mm512_castps_si512(even),

@@ -96,6 +96,20 @@ const CO_MAX_PLANE_POINTWISE: usize = 14 * 14;
 /// (Alternating whole processes had hidden this: the channel-vectorised kernel's time is
 /// bimodal between processes.)
 const CO_POINTWISE_MAX_K: usize = 256;
+/// Planes up to which a 1x1 conv takes the channel-vectorised kernel whatever its reduction
+/// (in passes of `CO_POINTWISE_PASS_TAPS` input channels), when its packed copy stays within
+/// `CO_POINTWISE_MAX_PACKED`. Measured in one process, the paths alternating run by run
+/// (`kernel_bench`, medians of 20 runs each, co / GEMM, 1 thread, hot and with the filter
+/// evicted): 960->320 0.79-0.99, 960->160 0.78-0.86, 1024->352 0.83-0.90, 1024->128
+/// 0.82-0.89, 320->1280 0.88-0.89, 2048->512 0.93; 2 threads 0.79-1.04.
+const CO_SMALL_PLANE_POINTWISE: usize = 7 * 7;
+/// Input channels per pass of such a 1x1 conv: a block's filter rows of one pass (16 KB)
+/// stay in L1 while its steps read them.
+const CO_POINTWISE_PASS_TAPS: usize = 128;
+/// Largest filter (`C_out x C_in`) such a 1x1 conv packs: the copy adds to the graph's
+/// weights, and ResNet-50's 512x2048 filters at 7x7 (4 MB each, 28 MB in all) would lift its
+/// peak RSS to the 0.8x-onnxruntime line.
+const CO_POINTWISE_MAX_PACKED: usize = 512 * 1024;
 /// Strided convs with at least this long a reduction take the channel-vectorised kernel on
 /// any plane (the GEMM path's im2col gathers strided columns: a 7x7/2 stem over RGB,
 /// K = 147, measured 78-81 -> 90-91 GFLOP/s on one thread).
@@ -492,7 +506,8 @@ impl PreparedConv {
     /// that [`PointwiseRows`] takes stays there: in MobileNetV2, per-node medians (ms, 1
     /// thread, this kernel -> that one) 64->384 on 14x14 0.155 -> 0.11, 96->576 on 14x14
     /// 0.296 -> 0.248; a 1x1 conv with a reduction from `CO_POINTWISE_MAX_K` takes the GEMM,
-    /// a shorter one stays here (160->960 on 7x7 0.245 vs 0.26-0.27). Shape-determined.
+    /// a shorter one stays here (160->960 on 7x7 0.245 vs 0.26-0.27), and so does a long one
+    /// on a plane of at most `CO_SMALL_PLANE_POINTWISE`. Shape-determined.
     fn co_eligible(&self, geo: &Geo) -> bool {
         let two_d = geo.k[0] == 1 && geo.input[0] == 1 && geo.out[0] == 1;
         let kdim = self.c_in_g * geo.kprod();
@@ -502,7 +517,10 @@ impl PreparedConv {
             && self.c_out * 10 >= self.c_out.div_ceil(CO_BLOCK) * CO_BLOCK * 9
             && kdim >= CO_MIN_K
             && (if geo.kprod() == 1 {
-                geo.out_plane() <= CO_MAX_PLANE_POINTWISE && kdim < CO_POINTWISE_MAX_K
+                geo.out_plane() <= CO_MAX_PLANE_POINTWISE
+                    && (kdim < CO_POINTWISE_MAX_K
+                        || (geo.out_plane() <= CO_SMALL_PLANE_POINTWISE
+                            && self.c_out * kdim <= CO_POINTWISE_MAX_PACKED))
             } else {
                 geo.out_plane() <= CO_MAX_PLANE
             } || (geo.s[1] > 1 && geo.kprod() > 1 && kdim >= CO_STRIDED_MIN_K))
@@ -659,13 +677,18 @@ impl PreparedConv {
 
     /// Taps per pass of [`CoRows`]: every tap (one pass) when all input planes (padded) and
     /// one block's filter rows fit `CO_ONE_PASS_BYTES`, else equal passes of whole input
-    /// channels of at most `CO_PASS_BYTES`, so a pass's working set stays in L2.
+    /// channels of at most `CO_PASS_BYTES`, so a pass's working set stays in L2; a long 1x1
+    /// reduction, passes of `CO_POINTWISE_PASS_TAPS` channels.
     /// Shape-determined (never by `threads`).
     fn co_taps_per_pass(&self, geo: &Geo) -> usize {
         let PaddedInput { hp, wp, .. } = self.padded_input(geo);
         let kprod = geo.kprod();
         let per_channel = (hp * wp + kprod * CO_BLOCK) * std::mem::size_of::<f32>();
         let c = self.c_in_g;
+        if kprod == 1 && c >= CO_POINTWISE_MAX_K {
+            // A long 1x1 reduction on a small plane (see `CO_SMALL_PLANE_POINTWISE`).
+            return CO_POINTWISE_PASS_TAPS.min(c);
+        }
         if c * per_channel <= CO_ONE_PASS_BYTES {
             return c * kprod;
         }

@@ -253,7 +253,41 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
         pw.clone(),
         [1, 160, 7, 7]
     ));
-    assert!(!co_once_prepared([128, 512, 1, 1], pw, [1, 512, 14, 14]));
+    assert!(!co_once_prepared(
+        [128, 512, 1, 1],
+        pw.clone(),
+        [1, 512, 14, 14]
+    ));
+    // On 7x7 a long reduction takes it too (MobileNetV2's 960->320), unless the packed copy
+    // would be large (ResNet-50's 2048->512).
+    assert!(co_once_prepared(
+        [320, 960, 1, 1],
+        pw.clone(),
+        [1, 960, 7, 7]
+    ));
+    assert!(!co_once_prepared([512, 2048, 1, 1], pw, [1, 2048, 7, 7]));
+}
+
+#[test]
+fn long_pointwise_reduction_on_a_small_plane_runs_in_passes() {
+    // K = 300: passes of 128, 128 and 44 input channels, the partial sums kept between
+    // them; 60 output channels (a block and a cut one); a 6x7 plane (steps of 7, and a
+    // short last one at 2 threads' bands). Same values as the reference, bit-identical
+    // across thread counts.
+    let (xs, ws) = ([1, 300, 6, 7], [60, 300, 1, 1]);
+    let x = rand_vec(xs.iter().product(), 11);
+    let w = rand_vec(ws.iter().product(), 12);
+    let b = rand_vec(60, 13);
+    let a = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
+    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
+    let pc = PreparedConv::new(&w, &ws, Some(&b), a)
+        .unwrap()
+        .with_activation(UnaryOp::Relu)
+        .prepare_input(&xs)
+        .unwrap();
+    assert!(pc.uses_co(&xs).unwrap());
+    let want: Vec<f32> = want.iter().map(|v| v.max(0.0)).collect();
+    assert_runs_match(&pc, &x, &xs, &want, 1e-4, &[1, 2, 4]);
 }
 
 /// Whether a conv of filter shape `ws` (zero weights) takes the channel-vectorised kernel on

@@ -264,6 +264,11 @@ fn main() -> KernelResult<()> {
     conv_case("1x1 64->384 14x14", 64, 384, 14, 1, 1, 0, 1)?;
     conv_case("1x1 160->960 7x7", 160, 960, 7, 1, 1, 0, 1)?;
     conv_case("1x1 320->1280 7x7", 320, 1280, 7, 1, 1, 0, 1)?;
+    // Long reductions on 7x7 (ResNet-50, MobileNetV2, Inception-v2, DenseNet-121).
+    conv_case("1x1 2048->512 7x7", 2048, 512, 7, 1, 1, 0, 1)?;
+    conv_case("1x1 960->320 7x7", 960, 320, 7, 1, 1, 0, 1)?;
+    conv_case("1x1 1024->352 7x7", 1024, 352, 7, 1, 1, 0, 1)?;
+    conv_case("1x1 1024->128 7x7", 1024, 128, 7, 1, 1, 0, 1)?;
     // Inception's narrow 3x3 convs (3 blocks of 32 channels).
     conv_case("3x3 64->96 28x28 pad 1", 64, 96, 28, 3, 1, 1, 1)?;
     conv_case("3x3/2 128->128 56x56 pad 1", 128, 128, 56, 3, 2, 1, 1)?;

@@ -268,6 +268,25 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
     assert!(!co_once_prepared([512, 2048, 1, 1], pw, [1, 2048, 7, 7]));
 }
 
+/// A 1x1 conv's random input, filter and bias (seeds `seed..seed + 3`) and its reference
+/// output without an activation.
+struct PointwiseCase {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    a: ConvAttrs,
+    want: Vec<f32>,
+}
+
+fn pointwise_case(xs: [usize; 4], ws: [usize; 4], seed: u64) -> PointwiseCase {
+    let x = rand_vec(xs.iter().product(), seed);
+    let w = rand_vec(ws.iter().product(), seed + 1);
+    let b = rand_vec(ws[0], seed + 2);
+    let a = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
+    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
+    PointwiseCase { x, w, b, a, want }
+}
+
 #[test]
 fn long_pointwise_reduction_on_a_small_plane_runs_in_passes() {
     // K = 300: passes of 128, 128 and 44 input channels, the partial sums kept between
@@ -275,11 +294,7 @@ fn long_pointwise_reduction_on_a_small_plane_runs_in_passes() {
     // short last one at 2 threads' bands). Same values as the reference, bit-identical
     // across thread counts.
     let (xs, ws) = ([1, 300, 6, 7], [60, 300, 1, 1]);
-    let x = rand_vec(xs.iter().product(), 11);
-    let w = rand_vec(ws.iter().product(), 12);
-    let b = rand_vec(60, 13);
-    let a = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
-    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
+    let PointwiseCase { x, w, b, a, want } = pointwise_case(xs, ws, 11);
     let pc = PreparedConv::new(&w, &ws, Some(&b), a)
         .unwrap()
         .with_activation(UnaryOp::Relu)
@@ -419,11 +434,7 @@ fn pointwise_fused_activation_is_threads_invariant() {
 fn pointwise_few_channels_split_by_positions(#[case] act: UnaryOp) {
     // K = 48: below the bar from which a narrowing conv on a large plane takes the GEMM.
     let (xs, ws) = ([1, 48, 33, 33], [16, 48, 1, 1]);
-    let x = rand_vec(xs.iter().product(), 13);
-    let w = rand_vec(ws.iter().product(), 14);
-    let b = rand_vec(16, 15);
-    let a = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
-    let (want, _) = naive_conv(&x, &xs, &w, &ws, Some(&b), &a);
+    let PointwiseCase { x, w, b, a, want } = pointwise_case(xs, ws, 13);
     let want: Vec<f32> = match act {
         UnaryOp::Clip { min, max } => want.iter().map(|v| v.clamp(min, max)).collect(),
         _ => want

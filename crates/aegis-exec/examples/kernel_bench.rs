@@ -324,6 +324,8 @@ fn main() -> KernelResult<()> {
         1,
     )?;
     pool_case("max 3x3/1 pad 1 1024x7x7", PoolKind::Max, 1024, 7, 3, 1, 1)?;
+    // A classifier head's average over the whole 7x7 plane (ResNet-50, Inception).
+    pool_case("avg 7x7/1 2048x7x7", PoolKind::Average, 2048, 7, 7, 1, 0)?;
     pool_case(
         "avg 3x3/2 pad 1 240x28x28",
         PoolKind::Average,

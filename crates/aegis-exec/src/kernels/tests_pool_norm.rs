@@ -136,6 +136,11 @@ fn pa(
 #[case(&[1, 3, 6, 34], pa(&[1, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], true, false))]
 #[case(&[1, 2, 8, 33], pa(&[2, 2], &[2, 2], &[1, 1], &[1, 1], &[0, 0], true, true))]
 #[case(&[3, 1, 5, 6], pa(&[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], true, false))]
+// One window over the whole plane (the global pool's path): a classifier head's 7x7, a 1-D
+// one in ceil mode; with padding it stays on the window paths
+#[case(&[2, 5, 7, 7], pa(&[7, 7], &[1, 1], &[1, 1], &[0, 0], &[0, 0], false, false))]
+#[case(&[1, 3, 9], pa(&[9], &[3], &[1], &[0], &[0], true, true))]
+#[case(&[1, 3, 5, 5], pa(&[5, 5], &[1, 1], &[1, 1], &[1, 1], &[0, 0], false, false))]
 fn pool_matches_naive(#[case] xs: &[usize], #[case] a: PoolAttrs) {
     let x = rand_vec(xs.iter().product(), 31);
     for kind in [PoolKind::Max, PoolKind::Average] {

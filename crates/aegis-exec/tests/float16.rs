@@ -59,16 +59,22 @@ fn bits(t: &HostTensor) -> Vec<u16> {
         .collect()
 }
 
+/// `s = a + b`, `y = s * c` over three inputs of element type `ty` and length `n` (the
+/// caller declares the outputs): the pair that shows one rounding per operator.
+fn add_then_mul(ty: i32, n: i64) -> Model {
+    Model::new(13)
+        .input("a", ty, &[n])
+        .input("b", ty, &[n])
+        .input("c", ty, &[n])
+        .op("Add", &["a", "b"], &["s"], vec![])
+        .op("Mul", &["s", "c"], &["y"], vec![])
+}
+
 #[test]
 fn results_are_rounded_to_f16_once_per_operator() {
     // 1 + 2^-11 is a tie between 1 and 1 + 2^-10: to even gives 1. 2048 + 1 is a tie
     // between 2048 and 2050: to even gives 2048. 60000 + 10000 overflows binary16: inf.
-    let m = Model::new(13)
-        .input("a", F16, &[4])
-        .input("b", F16, &[4])
-        .input("c", F16, &[4])
-        .op("Add", &["a", "b"], &["s"], vec![])
-        .op("Mul", &["s", "c"], &["y"], vec![])
+    let m = add_then_mul(F16, 4)
         .output("s", F16, &[4])
         .output("y", F16, &[4]);
     let a = [1.0, 2048.0, 60000.0, -0.5];
@@ -245,14 +251,17 @@ fn data_movement_on_f16_is_exact_and_casts_once_each_way() {
     let input = f16_tensor(vec![2, 5], &v);
     let (g, outs) = run(&m, vec![input.clone()]);
     assert_eq!(outs[0].data, input.data);
-    let casts: Vec<&str> = g
-        .operators()
+    assert_eq!(cast_names(&g), vec!["x:to_f32", "y:to_f16"]);
+    assert_eq!(g.tensor(g.outputs()[0]).dtype, DType::F16);
+}
+
+/// The graph's Cast operators, by name, in execution order.
+fn cast_names(g: &ExecutionGraph) -> Vec<&str> {
+    g.operators()
         .iter()
         .filter(|n| matches!(n.op, Op::Cast { .. }))
         .map(|n| n.name.as_str())
-        .collect();
-    assert_eq!(casts, vec!["x:to_f32", "y:to_f16"]);
-    assert_eq!(g.tensor(g.outputs()[0]).dtype, DType::F16);
+        .collect()
 }
 
 fn bf16_tensor(shape: Vec<usize>, v: &[f32]) -> HostTensor {
@@ -271,12 +280,7 @@ fn bf16_takes_the_same_path_with_its_own_rounding() {
     // bf16 keeps 8 significant bits: 256 + 1 is a tie between 256 and 258 (to even: 256),
     // and Mul reads the rounded 256 (256 * 3 = 768; the unrounded 257 * 3 = 771 -> 772).
     const BF16: i32 = 16;
-    let m = Model::new(13)
-        .input("a", BF16, &[2])
-        .input("b", BF16, &[2])
-        .input("c", BF16, &[2])
-        .op("Add", &["a", "b"], &["s"], vec![])
-        .op("Mul", &["s", "c"], &["y"], vec![])
+    let m = add_then_mul(BF16, 2)
         .op("Cast", &["y"], &["f"], vec![attr_i("to", 1)])
         .output("s", BF16, &[2])
         .output("f", F32, &[2]);
@@ -292,12 +296,7 @@ fn bf16_takes_the_same_path_with_its_own_rounding() {
     assert_eq!(outs[0].to_f32().unwrap(), vec![256.0, 1.75]);
     assert_eq!(outs[1].dtype, DType::F32);
     assert_eq!(outs[1].to_f32().unwrap(), vec![768.0, 3.5]);
-    let names: Vec<&str> = g
-        .operators()
-        .iter()
-        .filter(|n| matches!(n.op, Op::Cast { .. }))
-        .map(|n| n.name.as_str())
-        .collect();
+    let names = cast_names(&g);
     for want in ["a:to_f32", "s:to_bf16", "y:to_bf16"] {
         assert!(
             names.iter().any(|n| n.ends_with(want) || *n == want),

@@ -287,6 +287,14 @@ fn main() -> KernelResult<()> {
     conv_case("3x3/2 dw 144 56x56 pad 1", 144, 144, 56, 3, 2, 1, 144)?;
     conv_case("3x3/2 dw 192 28x28 pad 1", 192, 192, 28, 3, 2, 1, 192)?;
     conv_case("3x3/2 dw 576 14x14 pad 1", 576, 576, 14, 3, 2, 1, 576)?;
+    // MobileNetV3's 5x5 depthwise layers; ShuffleNet's stride-2 ones.
+    conv_case("5x5 dw 576 7x7 pad 2", 576, 576, 7, 5, 1, 2, 576)?;
+    conv_case("5x5 dw 240 14x14 pad 2", 240, 240, 14, 5, 1, 2, 240)?;
+    conv_case("5x5/2 dw 96 28x28 pad 2", 96, 96, 28, 5, 2, 2, 96)?;
+    conv_case("5x5 dw 120 28x28 pad 2", 120, 120, 28, 5, 1, 2, 120)?;
+    conv_case("5x5/2 dw 72 56x56 pad 2", 72, 72, 56, 5, 2, 2, 72)?;
+    conv_case("3x3/2 dw 232 14x14 pad 1", 232, 232, 14, 3, 2, 1, 232)?;
+    conv_case("3x3 dw 464 7x7 pad 1", 464, 464, 7, 3, 1, 1, 464)?;
     // SqueezeNet's max pools, ResNet's stem pool, DenseNet's transition pools.
     pool_case("max 3x3/2 64x111x111", PoolKind::Max, 64, 111, 3, 2, 0)?;
     pool_case("max 3x3/2 128x55x55", PoolKind::Max, 128, 55, 3, 2, 0)?;

@@ -71,6 +71,8 @@ use super::conv_co::{co_partial_len, CoPacked, CoRows, CO_BLOCK};
 use super::conv_direct::{pad_planes, sum_taps, tap_offsets, DirectRows, Flat, Taps};
 use super::conv_dw_same::{DwSame, DwStride2, Plane2, PlaneDw, PlaneDwChannels};
 #[cfg(target_arch = "x86_64")]
+use super::conv_dw_t::{DwT, DwTChannels};
+#[cfg(target_arch = "x86_64")]
 use super::conv_dw_v4::{DwRows, DwRowsChannels};
 use super::conv_wino::{WinoChunks, WinoGeo, WinoPacked, MAX_TW};
 use super::elementwise::{check_unary, with_unary, MapInPlace, UnaryMap, UnaryOp};
@@ -867,6 +869,10 @@ impl PreparedConv {
         let geo = self.geo(x_shape)?;
         let threads = self.useful_threads(&geo, threads);
         if self.path == ConvPath::Depthwise {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(p) = dw_t(&geo) {
+                return Ok(workers(self.c_out.div_ceil(DW_T_BLOCK), threads) * p.scratch_len());
+            }
             let per_worker = match (dw_same(&geo), dw_stride2(&geo)) {
                 (Some(p), _) => p.scratch_len(),
                 (None, Some(p)) => p.scratch_len(),
@@ -952,6 +958,33 @@ impl PreparedConv {
     ) -> KernelResult<()> {
         let (ip, op) = (geo.in_plane(), geo.out_plane());
         let kp = geo.kprod();
+        #[cfg(target_arch = "x86_64")]
+        if let Some(plan) = dw_t(geo) {
+            if let Some(act) = self.activation {
+                check_unary(act)?;
+            }
+            return par_chunks_scratch(
+                out,
+                DW_T_BLOCK * op,
+                threads,
+                scratch,
+                plan.scratch_len(),
+                |first, piece, buf| {
+                    DwTChannels {
+                        plan: &plan,
+                        weights: self.weights.get(),
+                        bias: self.bias.as_deref(),
+                        act: self.activation,
+                        x,
+                        first: first * DW_T_BLOCK,
+                        out: piece,
+                        scratch: buf,
+                    }
+                    .run();
+                    Ok(())
+                },
+            );
+        }
         if let Some(plan) = dw_same(geo) {
             return self.run_plane_dw(&plan, x, out, op, scratch, threads);
         }
@@ -1272,7 +1305,7 @@ impl PreparedConv {
     #[cfg(test)]
     pub(crate) fn uses_dw_same(&self, x_shape: &[usize]) -> KernelResult<bool> {
         let geo = self.geo(x_shape)?;
-        Ok(self.path == ConvPath::Depthwise && dw_same(&geo).is_some())
+        Ok(self.path == ConvPath::Depthwise && !dw_t_taken(&geo) && dw_same(&geo).is_some())
     }
 
     /// Whether an input of shape `x_shape` runs the stride-2 even-width depthwise kernel
@@ -1281,9 +1314,18 @@ impl PreparedConv {
     pub(crate) fn uses_dw_stride2(&self, x_shape: &[usize]) -> KernelResult<bool> {
         let geo = self.geo(x_shape)?;
         Ok(self.path == ConvPath::Depthwise
+            && !dw_t_taken(&geo)
             && dw_same(&geo).is_none()
             && !dw_rows(&geo)
             && dw_stride2(&geo).is_some())
+    }
+
+    /// Whether an input of shape `x_shape` runs the channels-in-lanes depthwise kernel
+    /// (tests check the choice).
+    #[cfg(test)]
+    pub(crate) fn uses_dw_t(&self, x_shape: &[usize]) -> KernelResult<bool> {
+        let geo = self.geo(x_shape)?;
+        Ok(self.path == ConvPath::Depthwise && dw_t_taken(&geo))
     }
 
     /// Whether an input of shape `x_shape` runs the AVX-512 stride-2 row kernel (tests check
@@ -1291,7 +1333,10 @@ impl PreparedConv {
     #[cfg(test)]
     pub(crate) fn uses_dw_rows(&self, x_shape: &[usize]) -> KernelResult<bool> {
         let geo = self.geo(x_shape)?;
-        Ok(self.path == ConvPath::Depthwise && dw_same(&geo).is_none() && dw_rows(&geo))
+        Ok(self.path == ConvPath::Depthwise
+            && !dw_t_taken(&geo)
+            && dw_same(&geo).is_none()
+            && dw_rows(&geo))
     }
 
     /// Whether an input of shape `x_shape` runs the direct pointwise kernel (tests check the
@@ -1782,6 +1827,44 @@ fn plane2(g: &Geo) -> Option<Plane2> {
         dilations: [g.d[1], g.d[2]],
         pads_begin: [g.pb[1], g.pb[2]],
     })
+}
+
+/// Channels per block of the channels-in-lanes depthwise kernel ([`DwT`]).
+#[cfg(target_arch = "x86_64")]
+const DW_T_BLOCK: usize = 16;
+
+/// Largest output plane of a 3x3 stride-2 depthwise conv the channels-in-lanes kernel
+/// takes (above it the stride-2 kernels along positions are faster).
+#[cfg(target_arch = "x86_64")]
+const DW_T_MAX_3X3_S2_PLANE: usize = 8 * 8;
+
+/// The channels-in-lanes depthwise geometry ([`DwT`]), when it applies: any kernel other
+/// than 3x3 (MobileNetV3's 5x5, dilated 3x3s), and a 3x3 at stride 2 down to at most
+/// `DW_T_MAX_3X3_S2_PLANE` outputs. A 3x3 at stride 1 keeps [`DwSame`] (`kernel_bench`,
+/// one process, the two alternating, medians, 1 / 2 threads, time against the other
+/// kernels: 576x14x14 1.12 / 1.08, 464x7x7 1.29 / 1.38), as does a 3x3 stride-2 conv onto
+/// 14x14 (192x28x28: 1.21 / 1.25). Taken: 3x3/2 576x14x14 0.63 / 0.64, 232x14x14
+/// 0.71 / 0.70; 5x5 576x7x7 0.79 / 0.80, 240x14x14 0.74 / 0.79, 120x28x28 0.92 / 0.89,
+/// 5x5/2 96x28x28 0.70 / 0.76, 72x56x56 0.82 / 1.01.
+#[cfg(target_arch = "x86_64")]
+fn dw_t(g: &Geo) -> Option<DwT> {
+    let p = plane2(g)?;
+    if p.kernel == [3, 3] && p.dilations == [1, 1] {
+        let small_s2 = p.strides == [2, 2] && p.out[0] * p.out[1] <= DW_T_MAX_3X3_S2_PLANE;
+        if !small_s2 {
+            return None;
+        }
+    }
+    DwT::new(p)
+}
+
+/// Whether [`DwT`] takes this depthwise geometry (before every other kernel).
+#[cfg(test)]
+fn dw_t_taken(g: &Geo) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return dw_t(g).is_some();
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
 }
 
 /// The small-plane stride-1 "same" depthwise geometry ([`DwSame`]), when it applies.

@@ -149,6 +149,8 @@ mod conv_co;
 mod conv_direct;
 mod conv_dw_same;
 #[cfg(target_arch = "x86_64")]
+mod conv_dw_t;
+#[cfg(target_arch = "x86_64")]
 mod conv_dw_v4;
 mod conv_wino;
 mod data;

@@ -668,14 +668,18 @@ fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
         attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 8),
     )
     .unwrap();
-    assert!(s2.uses_dw_stride2(&[1, 8, 14, 14]).unwrap());
-    assert!(!s2.uses_dw_stride2(&[1, 8, 15, 15]).unwrap());
-    assert!(!s2.uses_dw_stride2(&[1, 8, 112, 112]).unwrap());
-    // On AVX-512, output rows of a whole vector or more take the row kernel first.
     #[cfg(target_arch = "x86_64")]
     let avx512 = pulp::x86::V4::try_new().is_some();
     #[cfg(not(target_arch = "x86_64"))]
     let avx512 = false;
+    // On AVX-512, outputs of at most 8x8 take the channels-in-lanes kernel first.
+    assert_eq!(s2.uses_dw_stride2(&[1, 8, 14, 14]).unwrap(), !avx512);
+    assert_eq!(s2.uses_dw_t(&[1, 8, 14, 14]).unwrap(), avx512);
+    assert!(s2.uses_dw_stride2(&[1, 8, 28, 28]).unwrap());
+    assert!(!s2.uses_dw_t(&[1, 8, 28, 28]).unwrap());
+    assert!(!s2.uses_dw_stride2(&[1, 8, 15, 15]).unwrap());
+    assert!(!s2.uses_dw_stride2(&[1, 8, 112, 112]).unwrap());
+    // On AVX-512, output rows of a whole vector or more take the row kernel first.
     assert_eq!(s2.uses_dw_rows(&[1, 8, 56, 56]).unwrap(), avx512);
     assert_eq!(s2.uses_dw_stride2(&[1, 8, 56, 56]).unwrap(), !avx512);
     assert_eq!(s2.uses_dw_rows(&[1, 8, 112, 112]).unwrap(), avx512);
@@ -692,12 +696,56 @@ fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
     assert!(!grouped.uses_dw_same(&[1, 16, 7, 7]).unwrap());
 }
 
+/// The channels-in-lanes kernel ([`super::conv_dw_t`]) against the naive conv: channel
+/// counts that leave a partial block of 16 (and several blocks, threaded), any kernel other
+/// than a plain 3x3, strides and dilations, pads that let windows reach past the input,
+/// steps of 8 outputs running past a row's end, no bias, the largest plane it takes.
+#[rstest]
+#[case(&[1, 20, 7, 7], attrs(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 20), true)]
+#[case(&[2, 37, 14, 14], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 37), true)]
+#[case(&[1, 18, 13, 11], attrs(&[3, 5], &[1, 2], &[1, 1], &[0, 2], &[2, 1], 18), false)]
+#[case(&[1, 16, 12, 12], attrs(&[3, 3], &[1, 1], &[2, 2], &[2, 2], &[2, 2], 16), true)]
+#[case(&[1, 5, 10, 19], attrs(&[5, 5], &[3, 2], &[1, 2], &[1, 3], &[4, 0], 5), true)]
+#[case(&[1, 33, 28, 28], attrs(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 33), true)]
+#[case(&[1, 17, 15, 15], attrs(&[7, 7], &[2, 2], &[1, 1], &[3, 3], &[3, 3], 17), false)]
+#[case(&[1, 3, 2, 2], attrs(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 3), true)]
+fn channels_in_lanes_depthwise_matches_naive(
+    #[case] xs: &[usize],
+    #[case] a: ConvAttrs,
+    #[case] with_bias: bool,
+) {
+    let c = xs[1];
+    let mut ws = vec![c, 1];
+    ws.extend(&a.kernel);
+    let x = rand_vec(xs.iter().product(), 31);
+    let w = rand_vec(ws.iter().product(), 32);
+    let b = rand_vec(c, 33);
+    let bias = with_bias.then_some(&b[..]);
+    let (plain, _) = naive_conv(&x, xs, &w, &ws, bias, &a);
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = pulp::x86::V4::try_new().is_some();
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
+    for act in [None, Some(UnaryOp::Relu), Some(UnaryOp::HardSwish)] {
+        let mut want = plain.clone();
+        if let Some(act) = act {
+            unary_f32_inplace(act, &mut want, 1).unwrap();
+        }
+        let mut pc = PreparedConv::new(&w, &ws, bias, a.clone()).unwrap();
+        if let Some(act) = act {
+            pc = pc.with_activation(act);
+        }
+        assert_eq!(pc.uses_dw_t(xs).unwrap(), avx512, "{xs:?}");
+        assert_runs_match(&pc, &x, xs, &want, 1e-5, &[1, 2, 3]);
+    }
+}
+
 #[test]
 fn depthwise_relu_and_clip_pass_nan_as_the_scalar_ops() {
     // A NaN input makes its window's outputs NaN before the activation: Relu turns them to 0
-    // (as `f32::max(x, 0.0)`), Clip passes them through. The small-plane kernel and the
-    // stride-2 row kernel.
-    for (hw, s) in [(6, 1), (40, 2)] {
+    // (as `f32::max(x, 0.0)`), Clip passes them through. The small-plane kernel, the
+    // stride-2 row kernel and (AVX-512, a 7x7 output at stride 2) the channels-in-lanes one.
+    for (hw, s) in [(6, 1), (40, 2), (14, 2)] {
         nan_through_activations(hw, s);
     }
 }

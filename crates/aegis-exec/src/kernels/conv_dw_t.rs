@@ -1,0 +1,352 @@
+//! Depthwise convolution on small planes under AVX-512 with channels in lanes: each block of
+//! 16 channels is transposed in registers into a zero-padded `[row][column][16]` grid, every
+//! output position is one vector of 16 channels summed over the taps with one FMA each, and
+//! the results are transposed back into the channels' NCHW planes.
+//!
+//! Why: along positions, a 14x14 or 7x7 plane is a few vectors with ragged ends, and every
+//! channel pays its own setup (a padded plane copy, masks, a staged output): MobileNetV2's
+//! depthwise layers on 14x14 and 7x7 ran 1.8-2.2x onnxruntime's time, which keeps channels
+//! in lanes (NCHWc). With channels in lanes no lane is wasted whatever the plane, the taps
+//! are plain aligned loads (no shifts, no masks) and any kernel size, stride, dilation or
+//! padding is the same loop. The price is the two transposes: 16x16 blocks in four rounds
+//! of unpacks and shuffles (64 operations per 256 values), where the scalar transposes
+//! tried in session 20 cost more than the arithmetic they saved.
+//!
+//! Determinism: every output is `bias + sum over taps in (ky, kx) order` of FMAs, padded taps
+//! included (they add `0 * w`), the same sequence whichever block or worker computes it, so
+//! results do not depend on `threads`.
+
+use pulp::x86::V4;
+use pulp::Simd;
+
+use core::arch::x86_64::__m512;
+
+use super::conv::{apply_activation, DwAct};
+use super::conv_dw_same::Plane2;
+use super::elementwise::UnaryOp;
+use super::lanes::{load, store};
+use super::v4::{f32s, m512, tail, L};
+
+/// One eligible depthwise geometry, with the AVX-512 token it runs under.
+#[derive(Debug, Clone)]
+pub(super) struct DwT {
+    simd: V4,
+    /// Input plane.
+    h: usize,
+    w: usize,
+    /// Output plane.
+    ho: usize,
+    wo: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    pt: usize,
+    pl: usize,
+    /// The padded grid: rows and columns (input at `[pt.., pl..]`, zeros around it).
+    hp: usize,
+    wp: usize,
+}
+
+/// Output positions one step computes (independent FMA chains; each filter vector loaded
+/// once for all of them).
+const RP: usize = 8;
+
+/// Largest output plane taken: above it the plane kernels along positions waste few lanes.
+const MAX_OUT_PLANE: usize = 28 * 28;
+
+impl DwT {
+    /// `Some` on a CPU with AVX-512 for a 2-D depthwise geometry with an output plane of at
+    /// most `MAX_OUT_PLANE` positions.
+    pub(super) fn new(g: Plane2) -> Option<Self> {
+        let Plane2 {
+            input: [h, w],
+            out: [ho, wo],
+            kernel: [kh, kw],
+            strides: [sh, sw],
+            dilations: [dh, dw],
+            pads_begin: [pt, pl],
+        } = g;
+        if ho * wo == 0 || ho * wo > MAX_OUT_PLANE || h * w == 0 || kh * kw == 0 {
+            return None;
+        }
+        let simd = V4::try_new()?;
+        // Every window inside the grid; the grid holds the whole input.
+        let hp = (h + pt).max((ho - 1) * sh + (kh - 1) * dh + 1);
+        let wp = (w + pl).max((wo - 1) * sw + (kw - 1) * dw + 1);
+        Some(Self {
+            simd,
+            h,
+            w,
+            ho,
+            wo,
+            kh,
+            kw,
+            sh,
+            sw,
+            dh,
+            dw,
+            pt,
+            pl,
+            hp,
+            wp,
+        })
+    }
+
+    /// Scratch elements one worker needs: the grid, the output block and the taps' filter
+    /// vectors.
+    pub(super) fn scratch_len(&self) -> usize {
+        // One vector of slack to align the grid.
+        (self.grid_len() + self.ho * self.wo + self.kh * self.kw + 1) * L
+    }
+
+    /// Grid positions: the rows, and slack for a last step's columns past its row end.
+    fn grid_len(&self) -> usize {
+        self.hp * self.wp + RP * self.sw
+    }
+}
+
+/// One worker's channels (`first..`, whole output planes in `out`).
+pub(super) struct DwTChannels<'a> {
+    pub plan: &'a DwT,
+    /// `[c, kh * kw]`.
+    pub weights: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub act: Option<UnaryOp>,
+    /// The whole input, `[c, h, w]`.
+    pub x: &'a [f32],
+    pub first: usize,
+    pub out: &'a mut [f32],
+    pub scratch: &'a mut [f32],
+}
+
+impl DwTChannels<'_> {
+    /// Runs under the plan's AVX-512 token (so the loops are compiled for it).
+    pub(super) fn run(self) {
+        let simd = self.plan.simd;
+        pulp::Simd::vectorize(simd, self);
+    }
+}
+
+impl pulp::WithSimd for DwTChannels<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let p = self.plan;
+        let (ip, op, kp) = (p.h * p.w, p.ho * p.wo, p.kh * p.kw);
+        let (vact, rest) = DwAct::split(self.act);
+        // Vectors on 64-byte boundaries: a load across two cache lines costs two.
+        let skew = (self.scratch.as_ptr() as usize / 4).wrapping_neg() % L;
+        let (grid, more) = self.scratch[skew..].split_at_mut(p.grid_len() * L);
+        let (obuf, wbuf) = more.split_at_mut(op * L);
+        // The border stays zero: blocks only write the input's positions.
+        grid.fill(0.0);
+        for (bi, planes) in self.out.chunks_mut(L * op).enumerate() {
+            let c0 = self.first + bi * L;
+            let nc = planes.len() / op;
+            // Filter vectors: tap t's 16 channels at wbuf[t * 16..]; missing channels 0.
+            for t in 0..kp {
+                for c in 0..L {
+                    wbuf[t * L + c] = if c < nc {
+                        self.weights[(c0 + c) * kp + t]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            let mut bv = [0.0f32; L];
+            if let Some(b) = self.bias {
+                bv[..nc].copy_from_slice(&b[c0..c0 + nc]);
+            }
+            p.transpose_in(self.x, c0, nc, ip, grid);
+            p.compute(grid, wbuf, load::<V4>(&bv), vact, obuf);
+            p.transpose_out(obuf, nc, op, planes);
+            if let Some(act) = rest {
+                apply_activation(act, planes);
+            }
+        }
+    }
+}
+
+impl DwT {
+    /// Channels `c0..c0 + nc` of `x` into the grid's interior (lanes past `nc` zero).
+    #[inline(always)]
+    fn transpose_in(&self, x: &[f32], c0: usize, nc: usize, ip: usize, grid: &mut [f32]) {
+        let f = self.simd.avx512f;
+        let zero = f._mm512_setzero_ps();
+        let (mut y, mut xx) = (0, 0);
+        let mut i = 0;
+        while i < ip {
+            let mut r = [zero; L];
+            for (c, rc) in r.iter_mut().enumerate().take(nc) {
+                let at = (c0 + c) * ip + i;
+                // Lanes past the plane read on into the next one (never stored); the
+                // tensor's end is copied out.
+                *rc = if at + L <= x.len() {
+                    m512(load::<V4>(&x[at..]))
+                } else {
+                    m512(load::<V4>(&tail(x, at, 0.0)))
+                };
+            }
+            let v = transpose16(self.simd, r);
+            for vj in v.iter().take(L.min(ip - i)) {
+                let g = ((y + self.pt) * self.wp + xx + self.pl) * L;
+                store::<V4>(&mut grid[g..], f32s(*vj));
+                xx += 1;
+                if xx == self.w {
+                    xx = 0;
+                    y += 1;
+                }
+            }
+            i += L;
+        }
+    }
+
+    /// Every output position's 16 channels into `obuf` (`[position][16]`).
+    #[inline(always)]
+    fn compute(
+        &self,
+        grid: &[f32],
+        wbuf: &[f32],
+        bias: pulp::f32x16,
+        act: DwAct,
+        obuf: &mut [f32],
+    ) {
+        match self.sw {
+            1 => self.compute_sw::<1>(grid, wbuf, bias, act, obuf),
+            2 => self.compute_sw::<2>(grid, wbuf, bias, act, obuf),
+            _ => self.compute_sw::<0>(grid, wbuf, bias, act, obuf),
+        }
+    }
+
+    /// [`DwT::compute`] with the column stride `SW` a constant (0: `self.sw`): each output
+    /// row in steps of `RP` positions, per tap row one slice of the grid, so the positions'
+    /// loads sit at fixed distances from it. A step past the row's end computes columns
+    /// that wrap into the next grid row (within the grid's slack) and are not stored.
+    #[inline(always)]
+    fn compute_sw<const SW: usize>(
+        &self,
+        grid: &[f32],
+        wbuf: &[f32],
+        bias: pulp::f32x16,
+        act: DwAct,
+        obuf: &mut [f32],
+    ) {
+        let simd = self.simd;
+        let sw = if SW == 0 { self.sw } else { SW };
+        let (kh, kw) = (self.kh, self.kw);
+        for oy in 0..self.ho {
+            let mut ox0 = 0;
+            while ox0 < self.wo {
+                let m = RP.min(self.wo - ox0);
+                let mut acc = [bias; RP];
+                for ky in 0..kh {
+                    let row = (oy * self.sh + ky * self.dh) * self.wp + ox0 * sw;
+                    let rin = &grid[row * L..];
+                    for kx in 0..kw {
+                        let wv = load::<V4>(&wbuf[(ky * kw + kx) * L..]);
+                        let rk = &rin[kx * self.dw * L..];
+                        for (j, a) in acc.iter_mut().enumerate() {
+                            let xv = load::<V4>(&rk[j * sw * L..]);
+                            *a = simd.mul_add_e_f32s(xv, wv, *a);
+                        }
+                    }
+                }
+                let o = oy * self.wo + ox0;
+                for (j, a) in acc.iter().enumerate().take(m) {
+                    store::<V4>(&mut obuf[(o + j) * L..], act.apply(simd, *a));
+                }
+                ox0 += m;
+            }
+        }
+    }
+
+    /// `obuf` (`[position][16]`) back into the first `nc` channels' planes.
+    #[inline(always)]
+    fn transpose_out(&self, obuf: &[f32], nc: usize, op: usize, planes: &mut [f32]) {
+        let f = self.simd.avx512f;
+        let zero = f._mm512_setzero_ps();
+        let mut i = 0;
+        while i < op {
+            let n = L.min(op - i);
+            let mut r = [zero; L];
+            for (j, rj) in r.iter_mut().enumerate().take(n) {
+                *rj = m512(load::<V4>(&obuf[(i + j) * L..]));
+            }
+            let v = transpose16(self.simd, r);
+            for (c, vc) in v.iter().enumerate().take(nc) {
+                let dst = &mut planes[c * op + i..c * op + i + n];
+                if n == L {
+                    store::<V4>(dst, f32s(*vc));
+                } else {
+                    let mut t = [0.0f32; L];
+                    store::<V4>(&mut t, f32s(*vc));
+                    dst.copy_from_slice(&t[..n]);
+                }
+            }
+            i += L;
+        }
+    }
+}
+
+/// A 16x16 transpose in registers: `out[j]` lane `i` is `r[i]` lane `j`. Unpacks pair rows
+/// per 128-bit lane, `shufps` gathers each lane's column of four rows, and two rounds of
+/// `shuf_f32x4` transpose the 4x4 grid of 128-bit lanes.
+#[inline(always)]
+pub(super) fn transpose16(simd: V4, r: [__m512; L]) -> [__m512; L] {
+    // Plain loops, no closures: a closure does not inherit the target features, and the
+    // intrinsics inside one became out-of-line calls (4x slower than the plane kernels).
+    let f = simd.avx512f;
+    let mut t = [f._mm512_setzero_ps(); L];
+    // t[2k], t[2k + 1]: rows 2k and 2k + 1 interleaved, columns 4L..4L+1 and 4L+2..4L+3 of
+    // each 128-bit lane L.
+    for k in 0..L / 2 {
+        t[2 * k] = f._mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = f._mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+    // s[4k + c]: in lane L, column 4L + c of rows 4k..4k + 4.
+    let mut s = [f._mm512_setzero_ps(); L];
+    for k in 0..4 {
+        s[4 * k] = f._mm512_shuffle_ps::<0x44>(t[4 * k], t[4 * k + 2]);
+        s[4 * k + 1] = f._mm512_shuffle_ps::<0xEE>(t[4 * k], t[4 * k + 2]);
+        s[4 * k + 2] = f._mm512_shuffle_ps::<0x44>(t[4 * k + 1], t[4 * k + 3]);
+        s[4 * k + 3] = f._mm512_shuffle_ps::<0xEE>(t[4 * k + 1], t[4 * k + 3]);
+    }
+    // Per column c, the 4x4 grid of 128-bit lanes (rows of four by lanes) transposed.
+    let mut out = [f._mm512_setzero_ps(); L];
+    for c in 0..4 {
+        let x0 = f._mm512_shuffle_f32x4::<0x44>(s[c], s[4 + c]);
+        let x1 = f._mm512_shuffle_f32x4::<0xEE>(s[c], s[4 + c]);
+        let x2 = f._mm512_shuffle_f32x4::<0x44>(s[8 + c], s[12 + c]);
+        let x3 = f._mm512_shuffle_f32x4::<0xEE>(s[8 + c], s[12 + c]);
+        out[c] = f._mm512_shuffle_f32x4::<0x88>(x0, x2);
+        out[4 + c] = f._mm512_shuffle_f32x4::<0xDD>(x0, x2);
+        out[8 + c] = f._mm512_shuffle_f32x4::<0x88>(x1, x3);
+        out[12 + c] = f._mm512_shuffle_f32x4::<0xDD>(x1, x3);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose16_transposes() {
+        let Some(simd) = V4::try_new() else {
+            return;
+        };
+        let m: Vec<f32> = (0..L * L).map(|i| i as f32).collect();
+        let r: [__m512; L] = std::array::from_fn(|i| m512(load::<V4>(&m[i * L..])));
+        let out = transpose16(simd, r);
+        for (j, v) in out.iter().enumerate() {
+            let lanes: [f32; L] = bytemuck::cast(*v);
+            for (i, &x) in lanes.iter().enumerate() {
+                assert_eq!(x, m[i * L + j], "out[{j}] lane {i}");
+            }
+        }
+    }
+}

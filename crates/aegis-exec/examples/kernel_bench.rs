@@ -266,6 +266,8 @@ fn main() -> KernelResult<()> {
     conv_case("1x1 320->1280 7x7", 320, 1280, 7, 1, 1, 0, 1)?;
     // Long reductions on 7x7 (ResNet-50, MobileNetV2, Inception-v2, DenseNet-121).
     conv_case("1x1 2048->512 7x7", 2048, 512, 7, 1, 1, 0, 1)?;
+    conv_case("1x1 512->512 7x7", 512, 512, 7, 1, 1, 0, 1)?;
+    conv_case("1x1 1024->1024 7x7", 1024, 1024, 7, 1, 1, 0, 1)?;
     conv_case("1x1 960->320 7x7", 960, 320, 7, 1, 1, 0, 1)?;
     conv_case("1x1 1024->352 7x7", 1024, 352, 7, 1, 1, 0, 1)?;
     conv_case("1x1 1024->128 7x7", 1024, 128, 7, 1, 1, 0, 1)?;
@@ -298,6 +300,18 @@ fn main() -> KernelResult<()> {
     // SqueezeNet's max pools, ResNet's stem pool, DenseNet's transition pools.
     pool_case("max 3x3/2 64x111x111", PoolKind::Max, 64, 111, 3, 2, 0)?;
     pool_case("max 3x3/2 128x55x55", PoolKind::Max, 128, 55, 3, 2, 0)?;
+    pool_case("max 3x3/2 576x14x14", PoolKind::Max, 576, 14, 3, 2, 0)?;
+    pool_case("max 3x3/2 320x28x28", PoolKind::Max, 320, 28, 3, 2, 0)?;
+    pool_case("max 3x3/2 512x13x13", PoolKind::Max, 512, 13, 3, 2, 0)?;
+    pool_case(
+        "avg 3x3/1 pad 1 1024x7x7",
+        PoolKind::Average,
+        1024,
+        7,
+        3,
+        1,
+        1,
+    )?;
     pool_case("max 3x3/2 256x27x27", PoolKind::Max, 256, 27, 3, 2, 0)?;
     pool_case(
         "max 3x3/2 pad 1 64x112x112",

@@ -19,10 +19,13 @@ pub(crate) enum KernelSpec {
     /// A generic kernel reading its inputs from the arena or the weights buffer.
     Generic,
     /// A convolution with prepared weights; `output` is where it writes (the fused
-    /// activation's output when one was fused).
+    /// activation's output when one was fused). `residual`: a residual join fused in, the
+    /// Add's other input, added before the activation (the Add, and the Relu after it when
+    /// there is one, run inside this kernel).
     Conv {
         conv: Arc<PreparedConv>,
         output: TensorId,
+        residual: Option<TensorId>,
     },
     /// A two-input f32 Add or Sum with the Relu after it fused (a residual join): one pass
     /// computes `max(a + b, 0)` into `output`, the Relu's output.
@@ -257,16 +260,36 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
             }
             .map_err(|e| kernel_err(g, &node.name, e))?;
             let mut output = node.outputs[0];
+            let mut join = None;
             if let Some((next, act, fused_out)) = fusable_activation(g, node, p, &pos) {
                 conv = conv.with_activation(act);
                 output = fused_out;
                 kernels[next.index()] = None;
                 runs_with[next.index()] = Some(*id);
+            } else {
+                join = fusable_residual(g, node, p, &pos);
             }
             let x_shape = &g.tensor(node.inputs[0]).shape;
-            let conv = conv
+            let mut conv = conv
                 .prepare_input(x_shape)
                 .map_err(|e| kernel_err(g, &node.name, e))?;
+            let mut residual = None;
+            if let Some(j) = join {
+                if conv
+                    .supports_residual(x_shape)
+                    .map_err(|e| kernel_err(g, &node.name, e))?
+                {
+                    for fused in std::iter::once(j.add).chain(j.relu) {
+                        kernels[fused.index()] = None;
+                        runs_with[fused.index()] = Some(*id);
+                    }
+                    if j.relu.is_some() {
+                        conv = conv.with_activation(UnaryOp::Relu);
+                    }
+                    output = j.output;
+                    residual = Some(j.skip);
+                }
+            }
             scratch = scratch.max(
                 conv.scratch_len(x_shape, threads)
                     .map_err(|e| kernel_err(g, &node.name, e))?,
@@ -276,6 +299,7 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
             kernels[id.index()] = Some(KernelSpec::Conv {
                 conv: Arc::new(conv),
                 output,
+                residual,
             });
             continue;
         }
@@ -497,6 +521,64 @@ fn sole_next_reader<'g>(
     let next = consumers[0];
     let nn = g.node(next);
     (pos[next.index()] == p + 1 && nn.inputs.len() == 1).then_some((next, nn))
+}
+
+/// A residual join a conv may run in its epilogue ([`fusable_residual`]).
+struct ResidualJoin {
+    /// The Add (or two-input Sum) reading the conv's output.
+    add: NodeId,
+    /// The Add's other input.
+    skip: TensorId,
+    /// The Relu after the Add, when it fuses too.
+    relu: Option<NodeId>,
+    /// Where the fused kernel writes: the Relu's output, else the Add's.
+    output: TensorId,
+}
+
+/// `Relu(Add(Conv(x), skip))` (ResNet's joins; the Relu optional) as the conv's epilogue: the
+/// conv's output is read only by a two-input f32 Add or Sum right after it, whose other input
+/// has the output's shape (no broadcast); a Relu right after that, the Add's only reader,
+/// fuses as well. The written tensor must not overlap `x` (read while it is written) and must
+/// be apart from `skip` or exactly on it (read element by element before each write).
+fn fusable_residual(
+    g: &ExecutionGraph,
+    node: &crate::graph::OperatorNode,
+    p: usize,
+    pos: &[usize],
+) -> Option<ResidualJoin> {
+    let y = node.outputs[0];
+    let consumers = g.consumers(y);
+    if consumers.len() != 1 || g.tensor(y).kind != TensorKind::Activation {
+        return None;
+    }
+    let add = consumers[0];
+    let an = g.node(add);
+    let two = matches!(an.op, Op::Add) || matches!(an.op, Op::Sum);
+    if !two || an.inputs.len() != 2 || an.outputs.len() != 1 || pos[add.index()] != p + 1 {
+        return None;
+    }
+    let skip = if an.inputs[0] == y {
+        an.inputs[1]
+    } else {
+        an.inputs[0]
+    };
+    let f32s = [y, skip, an.outputs[0]]
+        .iter()
+        .all(|&t| g.tensor(t).dtype == DType::F32);
+    if skip == y || !f32s || g.tensor(skip).shape != g.tensor(y).shape {
+        return None;
+    }
+    let relu = sole_next_reader(g, an, p + 1, pos).filter(|(_, nn)| matches!(nn.op, Op::Relu));
+    let output = relu.map_or(an.outputs[0], |(_, nn)| nn.outputs[0]);
+    if planned_overlap(g, output, node.inputs[0]) || !apart_or_exact(g, output, skip) {
+        return None;
+    }
+    Some(ResidualJoin {
+        add,
+        skip,
+        relu: relu.map(|(id, _)| id),
+        output,
+    })
 }
 
 /// The Relu output a two-input f32 `Add`/`Sum` may write with the Relu fused: the sum's only
@@ -811,9 +893,16 @@ impl NodeKernel {
             })
         };
         let (ins, outs) = match &spec {
-            KernelSpec::Conv { output, .. } | KernelSpec::Affine { output, .. } => {
-                (vec![arg(node.inputs[0])?], vec![arg(*output)?])
+            KernelSpec::Conv {
+                output, residual, ..
+            } => {
+                let mut ins = vec![arg(node.inputs[0])?];
+                if let Some(r) = residual {
+                    ins.push(arg(*r)?);
+                }
+                (ins, vec![arg(*output)?])
             }
+            KernelSpec::Affine { output, .. } => (vec![arg(node.inputs[0])?], vec![arg(*output)?]),
             KernelSpec::Map { input, output, .. } => (vec![arg(*input)?], vec![arg(*output)?]),
             KernelSpec::AddRelu { output } => (
                 node.inputs
@@ -867,9 +956,20 @@ impl NodeKernel {
                     }
                     let exact = a_slice.offset() == o.offset() && a_slice.len() == o.len();
                     // A reshape whose output the plan placed on its input has nothing to do.
+                    // A conv's fused residual may be the output's own memory (read
+                    // element by element before each write).
+                    let residual = i == 1
+                        && matches!(
+                            spec,
+                            KernelSpec::Conv {
+                                residual: Some(_),
+                                ..
+                            }
+                        );
                     let ok = exact
                         && alias.is_none()
                         && (node.op.is_reshape_only()
+                            || residual
                             || (node.op.is_elementwise() && a.dtype == DType::F32));
                     if !ok {
                         return Err(ExecError::InvalidNode {
@@ -1112,8 +1212,13 @@ impl NodeKernel {
             .first()
             .map(|o| o.shape.clone())
             .unwrap_or_default();
-        if let KernelSpec::Conv { conv, .. } = &self.spec {
+        if let KernelSpec::Conv { conv, residual, .. } = &self.spec {
             let x = f32s(l, inb(0))?;
+            let res = match residual {
+                None => None,
+                Some(_) if self.alias == Some(1) => Some(k::Residual::InPlace),
+                Some(_) => Some(k::Residual::Separate(f32s(l, inb(1))?)),
+            };
             let out = f32s_mut(l, &mut writes[0])?;
             let mut sg = match &self.scratch {
                 Some(s) => Some(s.host_write(l)?),
@@ -1123,7 +1228,7 @@ impl NodeKernel {
                 Some(g) => f32s_mut(l, g)?,
                 None => &mut [],
             };
-            conv.run(x, shape(0), out, sc, t)?;
+            conv.run_with_residual(x, shape(0), res, out, sc, t)?;
             return Ok(());
         }
         if let KernelSpec::AddRelu { .. } = &self.spec {
@@ -2364,5 +2469,47 @@ mod tests {
         assert_eq!(fused_divs, 18);
         assert_eq!(maps, 18);
         assert_eq!(convs_with_chain, 0);
+    }
+
+    /// ResNet-50's residual joins (`Relu(Sum(conv, skip))`) run in the epilogue of the conv
+    /// before them: no Sum or Relu kernel is left for them (the outputs are checked against
+    /// the model's reference, across streams, in tests/run_models.rs).
+    #[test]
+    fn resnet_residual_joins_run_in_the_conv_before_them() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/models/light-resnet50/model.onnx");
+        let g = ExecutionGraph::load(&p, &LoadOptions::default()).unwrap();
+        let plan = super::plan_kernels(&g, 1).unwrap();
+        let joins = g
+            .topological_order()
+            .iter()
+            .filter(|id| matches!(g.node(**id).op, Op::Sum | Op::Add))
+            .count();
+        let sums_left = g
+            .topological_order()
+            .iter()
+            .filter(|id| {
+                matches!(g.node(**id).op, Op::Sum | Op::Add) && plan.kernels[id.index()].is_some()
+            })
+            .count();
+        let fused: Vec<_> = plan
+            .kernels
+            .iter()
+            .flatten()
+            .filter_map(|k| match k {
+                super::KernelSpec::Conv {
+                    conv,
+                    residual: Some(_),
+                    ..
+                } => Some(conv.activation()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(joins, 16);
+        assert_eq!(sums_left, 0);
+        assert_eq!(fused.len(), 16);
+        assert!(fused
+            .iter()
+            .all(|a| *a == Some(crate::kernels::UnaryOp::Relu)));
     }
 }

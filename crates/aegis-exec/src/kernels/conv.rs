@@ -341,6 +341,69 @@ enum ConvPath {
     Im2col,
 }
 
+/// A tensor a conv adds to its output before the activation
+/// ([`PreparedConv::run_with_residual`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Residual<'a> {
+    /// In its own memory, the output's shape.
+    Separate(&'a [f32]),
+    /// The output's memory itself (planned exactly on the residual): each element is read
+    /// before it is overwritten.
+    InPlace,
+}
+
+/// One image's residual inside the kernels.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Res<'a> {
+    None,
+    /// The image's `[c_out, plane]` residual.
+    Separate(&'a [f32]),
+    InPlace,
+}
+
+impl<'a> Res<'a> {
+    /// The residual of output rows from channel `co` on, row `r` position `q` (of a kernel
+    /// whose positions start at `pos0` of the plane) at `(co + r) * plane + pos0 + q`.
+    fn rows(self, co: usize, plane: usize, pos0: usize) -> ResRows<'a> {
+        match self {
+            Res::None => ResRows::None,
+            Res::InPlace => ResRows::InPlace,
+            Res::Separate(data) => ResRows::Separate {
+                data,
+                at: co * plane + pos0,
+                plane,
+            },
+        }
+    }
+}
+
+impl<'a> ResRows<'a> {
+    /// The same from row `r` on.
+    fn skip_rows(self, r: usize) -> Self {
+        match self {
+            ResRows::Separate { data, at, plane } => ResRows::Separate {
+                data,
+                at: at + r * plane,
+                plane,
+            },
+            other => other,
+        }
+    }
+}
+
+/// [`PointwiseRows`]' residual: row `r`, position `q` at `data[at + r * plane + q]`, or the
+/// output row's current value.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ResRows<'a> {
+    None,
+    Separate {
+        data: &'a [f32],
+        at: usize,
+        plane: usize,
+    },
+    InPlace,
+}
+
 /// Filter values shared with their owner (e.g. a graph constant), read in place.
 pub type SharedWeights = std::sync::Arc<dyn AsRef<[f32]> + Send + Sync>;
 
@@ -912,10 +975,60 @@ impl PreparedConv {
         scratch: &mut [f32],
         threads: usize,
     ) -> KernelResult<()> {
+        self.run_with_residual(x, x_shape, None, out, scratch, threads)
+    }
+
+    /// Whether an input of shape `x_shape` runs a path that adds a residual in its epilogue
+    /// ([`PreparedConv::run_with_residual`]): the direct pointwise kernel and the GEMM tiles.
+    /// Shape-determined.
+    ///
+    /// # Errors
+    /// As [`PreparedConv::output_shape`].
+    pub fn supports_residual(&self, x_shape: &[usize]) -> KernelResult<bool> {
+        let geo = self.geo(x_shape)?;
+        let wino = self.wino.is_some() && self.wino_geo(&geo, 1).is_some();
+        let co = self.co.is_some() && self.co_eligible(&geo);
+        Ok(self.path != ConvPath::Depthwise
+            && !wino
+            && !self.dot_case(&geo)
+            && !co
+            && (self.direct_pointwise(&geo) || self.direct(&geo).is_none()))
+    }
+
+    /// [`PreparedConv::run`] with a tensor of the output's shape added to the convolution
+    /// before the activation, `act(conv(x) + residual)`, in the pass that writes the output
+    /// (a residual join, `Relu(Add(Conv(x), skip))`, with one write of the output instead of
+    /// a conv pass and an add pass). Each element gets the same two roundings as the conv
+    /// followed by an Add. Only where [`PreparedConv::supports_residual`].
+    ///
+    /// # Errors
+    /// As [`PreparedConv::run`]; a residual of the wrong length, or on a path without the
+    /// epilogue.
+    pub fn run_with_residual(
+        &self,
+        x: &[f32],
+        x_shape: &[usize],
+        residual: Option<Residual<'_>>,
+        out: &mut [f32],
+        scratch: &mut [f32],
+        threads: usize,
+    ) -> KernelResult<()> {
         const OP: &str = "Conv";
         let out_shape = self.output_shape(x_shape)?;
         check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
         check_len(OP, "Y", out.len(), numel(OP, &out_shape)?)?;
+        if let Some(r) = residual {
+            if let Residual::Separate(r) = r {
+                check_len(OP, "residual", r.len(), out.len())?;
+            }
+            if !self.supports_residual(x_shape)? {
+                return Err(invalid(
+                    OP,
+                    "residual",
+                    format!("no residual epilogue on this conv's path for input {x_shape:?}"),
+                ));
+            }
+        }
         let need = self.scratch_len(x_shape, threads)?;
         if scratch.len() < need {
             return Err(KernelError::ScratchTooSmall {
@@ -935,13 +1048,18 @@ impl PreparedConv {
         for b in 0..n {
             let xb = &x[b * in_img..(b + 1) * in_img];
             let ob = &mut out[b * out_img..(b + 1) * out_img];
+            let rb = match residual {
+                Some(Residual::Separate(r)) => Res::Separate(&r[b * out_img..(b + 1) * out_img]),
+                Some(Residual::InPlace) => Res::InPlace,
+                None => Res::None,
+            };
             match self.path {
                 ConvPath::Depthwise => self.run_depthwise(xb, ob, &geo, scratch, threads)?,
                 _ => {
                     if let Some(act) = self.activation {
                         check_unary(act)?;
                     }
-                    self.run_gemm(xb, ob, &geo, scratch, threads)?
+                    self.run_gemm(xb, ob, &geo, scratch, threads, rb)?
                 }
             }
         }
@@ -1123,7 +1241,7 @@ impl PreparedConv {
     /// A pointwise conv through [`PointwiseRows`]: whole groups per worker; for one group
     /// whole blocks of `PW_ROWS` output channels per worker, or, with fewer than two blocks
     /// per worker, a band of positions of every channel per worker.
-    fn run_pointwise(&self, x: &[f32], out: &mut [f32], geo: &Geo, threads: usize) {
+    fn run_pointwise(&self, x: &[f32], out: &mut [f32], geo: &Geo, threads: usize, res: Res<'_>) {
         let group = self.attrs.group;
         let c_out_g = self.c_out / group;
         let (p, kdim) = (geo.out_plane(), self.c_in_g);
@@ -1140,6 +1258,7 @@ impl PreparedConv {
                 q1,
                 bias: self.bias.as_deref().map(|b| &b[co..co + n]),
                 act: self.activation,
+                res: res.rows(co, p, 0),
                 out,
             });
         };
@@ -1191,6 +1310,7 @@ impl PreparedConv {
         geo: &Geo,
         scratch: &mut [f32],
         threads: usize,
+        res: Res<'_>,
     ) -> KernelResult<()> {
         if let (Some(wp), Some(wg)) = (&self.wino, self.wino_geo(geo, threads)) {
             self.run_wino(wp, wg, x, out, geo, scratch, threads);
@@ -1214,7 +1334,7 @@ impl PreparedConv {
             return Ok(());
         }
         if self.direct_pointwise(geo) {
-            self.run_pointwise(x, out, geo, threads);
+            self.run_pointwise(x, out, geo, threads, res);
             return Ok(());
         }
         if let Some(d) = self.direct(geo) {
@@ -1239,7 +1359,7 @@ impl PreparedConv {
                     for (gi, gout) in piece.chunks_mut(c_out_g * p).enumerate() {
                         let g = first + gi;
                         let mut rows: Vec<&mut [f32]> = gout.chunks_mut(p).collect();
-                        self.group_tiles(xg(g), g, 0, &mut rows, 0, n_tiles, scr, geo)?;
+                        self.group_tiles(xg(g), g, 0, &mut rows, 0, n_tiles, scr, geo, res)?;
                     }
                     Ok(())
                 },
@@ -1256,7 +1376,7 @@ impl PreparedConv {
                 per_worker,
                 |first, piece, scr| {
                     let mut rows: Vec<&mut [f32]> = piece.chunks_mut(p).collect();
-                    self.group_tiles(xg(0), 0, first * ct, &mut rows, 0, n_tiles, scr, geo)
+                    self.group_tiles(xg(0), 0, first * ct, &mut rows, 0, n_tiles, scr, geo, res)
                 },
             );
         }
@@ -1275,7 +1395,7 @@ impl PreparedConv {
         }
         par_workers(parts, |(t0, mut rows, scr)| {
             let t1 = (t0 + per).min(n_tiles);
-            self.group_tiles(xg(0), 0, 0, &mut rows, t0, t1, scr, geo)
+            self.group_tiles(xg(0), 0, 0, &mut rows, t0, t1, scr, geo, res)
         })
     }
 
@@ -1561,6 +1681,7 @@ impl PreparedConv {
         t1: usize,
         scr: &mut [f32],
         geo: &Geo,
+        res: Res<'_>,
     ) -> KernelResult<()> {
         let c_out_g = self.c_out / self.attrs.group;
         let kdim = self.c_in_g * geo.kprod();
@@ -1629,6 +1750,7 @@ impl PreparedConv {
                         q1: t,
                         bias: self.bias.as_deref().map(|b| &b[co..co + n]),
                         act: self.activation,
+                        res: res.rows(co, p, p0),
                         out: &mut out_rows,
                     });
                     continue;
@@ -1664,9 +1786,26 @@ impl PreparedConv {
                         for (r, (row, src)) in trows.iter_mut().zip(st.chunks(t)).enumerate() {
                             let dst = &mut row[off..off + t];
                             let bias = self.bias.as_ref().map(|b| b[co + r]);
-                            // Bias and activation in the one pass that moves the staged tile.
+                            let res = match res {
+                                Res::None => StageRes::None,
+                                Res::InPlace => StageRes::InPlace,
+                                Res::Separate(data) => {
+                                    let at = (co + r) * p + p0;
+                                    StageRes::Separate(&data[at..at + t])
+                                }
+                            };
+                            // Bias, residual and activation in the one pass that moves the
+                            // staged tile.
                             let act = self.activation.unwrap_or(UnaryOp::Identity);
-                            with_unary(act, StageMap { src, dst, bias });
+                            with_unary(
+                                act,
+                                StageMap {
+                                    src,
+                                    dst,
+                                    bias,
+                                    res,
+                                },
+                            );
                         }
                     },
                 );
@@ -1676,26 +1815,45 @@ impl PreparedConv {
     }
 }
 
-/// A staged GEMM tile into its output row: `dst = f(src + bias)` (`f(src)` without a bias, so
-/// a `-0.0` stays `-0.0` exactly as with a separate activation pass).
+/// A staged GEMM tile into its output row: `dst = f(src + bias + res)` (without a bias
+/// `f(src + res)`, without a residual `f(src + bias)`, so a `-0.0` stays `-0.0` exactly as with
+/// separate passes).
 struct StageMap<'a> {
     src: &'a [f32],
     dst: &'a mut [f32],
     bias: Option<f32>,
+    res: StageRes<'a>,
+}
+
+/// A staged tile's residual: none, its own run, or the destination's current values.
+#[derive(Clone, Copy)]
+enum StageRes<'a> {
+    None,
+    Separate(&'a [f32]),
+    InPlace,
 }
 
 impl UnaryMap for StageMap<'_> {
     #[inline(always)]
     fn map(self, f: impl Fn(f32) -> f32 + Copy + Sync) {
-        match self.bias {
-            Some(bv) => {
+        let conv = |s: f32| match self.bias {
+            Some(bv) => s + bv,
+            None => s,
+        };
+        match self.res {
+            StageRes::None => {
                 for (d, &s) in self.dst.iter_mut().zip(self.src) {
-                    *d = f(s + bv);
+                    *d = f(conv(s));
                 }
             }
-            None => {
+            StageRes::Separate(r) => {
+                for ((d, &s), &rv) in self.dst.iter_mut().zip(self.src).zip(r) {
+                    *d = f(conv(s) + rv);
+                }
+            }
+            StageRes::InPlace => {
                 for (d, &s) in self.dst.iter_mut().zip(self.src) {
-                    *d = f(s);
+                    *d = f(conv(s) + *d);
                 }
             }
         }
@@ -2584,6 +2742,8 @@ struct PointwiseRows<'a, 'b> {
     /// The channels' biases, one per row of `out`.
     bias: Option<&'a [f32]>,
     act: Option<UnaryOp>,
+    /// Added before the activation (row `r` of `out` is the residual's row `r`).
+    res: ResRows<'a>,
     /// One output row per channel, each `q1 - q0` positions long (whole planes, or one
     /// worker's band of every plane).
     out: &'a mut [&'b mut [f32]],
@@ -2629,18 +2789,31 @@ impl pulp::WithSimd for PointwiseRows<'_, '_> {
                 let n = PW_ROWS.min(rows - r);
                 let w = &self.w[r * kdim..(r + n) * kdim];
                 let bias = self.bias.map(|b| &b[r..r + n]);
+                let res = self.res.skip_rows(r);
                 let out = &mut self.out[r..r + n];
                 let x = self.x;
                 let mut p0 = t0;
                 while p0 < t1 {
                     let len = block.min(t1 - p0);
                     match n {
-                        6 => pw_block::<S, 6>(simd, w, kdim, x, offs, q0, bias, vact, p0, len, out),
-                        5 => pw_block::<S, 5>(simd, w, kdim, x, offs, q0, bias, vact, p0, len, out),
-                        4 => pw_block::<S, 4>(simd, w, kdim, x, offs, q0, bias, vact, p0, len, out),
-                        3 => pw_block::<S, 3>(simd, w, kdim, x, offs, q0, bias, vact, p0, len, out),
-                        2 => pw_block::<S, 2>(simd, w, kdim, x, offs, q0, bias, vact, p0, len, out),
-                        _ => pw_block::<S, 1>(simd, w, kdim, x, offs, q0, bias, vact, p0, len, out),
+                        6 => pw_block::<S, 6>(
+                            simd, w, kdim, x, offs, q0, bias, vact, res, p0, len, out,
+                        ),
+                        5 => pw_block::<S, 5>(
+                            simd, w, kdim, x, offs, q0, bias, vact, res, p0, len, out,
+                        ),
+                        4 => pw_block::<S, 4>(
+                            simd, w, kdim, x, offs, q0, bias, vact, res, p0, len, out,
+                        ),
+                        3 => pw_block::<S, 3>(
+                            simd, w, kdim, x, offs, q0, bias, vact, res, p0, len, out,
+                        ),
+                        2 => pw_block::<S, 2>(
+                            simd, w, kdim, x, offs, q0, bias, vact, res, p0, len, out,
+                        ),
+                        _ => pw_block::<S, 1>(
+                            simd, w, kdim, x, offs, q0, bias, vact, res, p0, len, out,
+                        ),
                     }
                     p0 += len;
                 }
@@ -2668,14 +2841,15 @@ fn pw_block<S: pulp::Simd, const R: usize>(
     q0: usize,
     bias: Option<&[f32]>,
     act: DwAct,
+    res: ResRows<'_>,
     p0: usize,
     len: usize,
     out: &mut [&mut [f32]],
 ) {
     if len == PW_VECS * S::F32_LANES {
-        pw_block_n::<S, R, true>(simd, w, kdim, x, offs, q0, bias, act, p0, len, out);
+        pw_block_n::<S, R, true>(simd, w, kdim, x, offs, q0, bias, act, res, p0, len, out);
     } else {
-        pw_block_n::<S, R, false>(simd, w, kdim, x, offs, q0, bias, act, p0, len, out);
+        pw_block_n::<S, R, false>(simd, w, kdim, x, offs, q0, bias, act, res, p0, len, out);
     }
 }
 
@@ -2692,6 +2866,7 @@ fn pw_block_n<S: pulp::Simd, const R: usize, const FULL: bool>(
     q0: usize,
     bias: Option<&[f32]>,
     act: DwAct,
+    res: ResRows<'_>,
     p0: usize,
     len: usize,
     out: &mut [&mut [f32]],
@@ -2720,9 +2895,30 @@ fn pw_block_n<S: pulp::Simd, const R: usize, const FULL: bool>(
     for r in 0..R {
         let dst = &mut out[r][p0 - q0..p0 - q0 + len];
         for v in 0..PW_VECS {
-            let a = act.apply(simd, acc[r][v]);
             let lo = (v * lanes).min(len);
             let hi = ((v + 1) * lanes).min(len);
+            // The residual joins the conv's value before the activation, as an Add would.
+            let rv = match res {
+                ResRows::None => None,
+                ResRows::Separate { data, at, plane } => {
+                    let src = &data[at + r * plane + p0 + lo..at + r * plane + p0 + hi];
+                    Some(if FULL {
+                        load::<S>(src)
+                    } else {
+                        simd.partial_load_f32s(src)
+                    })
+                }
+                ResRows::InPlace => Some(if FULL {
+                    load::<S>(&dst[lo..hi])
+                } else {
+                    simd.partial_load_f32s(&dst[lo..hi])
+                }),
+            };
+            let sum = match rv {
+                Some(rv) => simd.add_f32s(acc[r][v], rv),
+                None => acc[r][v],
+            };
+            let a = act.apply(simd, sum);
             if FULL {
                 dst[lo..hi].copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&a)));
             } else {

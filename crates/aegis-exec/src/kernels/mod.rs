@@ -181,7 +181,7 @@ pub use broadcast::{
 };
 pub use conv::{
     auto_pad, conv, conv_output_spatial, conv_scratch_len, conv_transpose,
-    conv_transpose_output_spatial, AutoPad, ConvAttrs, ConvTransposeAttrs, PreparedConv,
+    conv_transpose_output_spatial, AutoPad, ConvAttrs, ConvTransposeAttrs, PreparedConv, Residual,
     SharedWeights,
 };
 pub use data::{

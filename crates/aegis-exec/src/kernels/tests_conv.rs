@@ -1341,3 +1341,123 @@ fn winograd_is_chosen_by_shape() {
     let pc = PreparedConv::new(&vec![0.0; 128 * 128 * 9], &[128, 128, 3, 3], None, a3).unwrap();
     assert!(!pc.uses_wino(&[1, 128, 28, 28]).unwrap());
 }
+
+/// A residual added in the epilogue (`act(conv(x) + r)`) gives the bits of the conv, then an
+/// Add, then the activation, on every path that takes it (direct pointwise, grouped
+/// pointwise, GEMM tiles over a plane and over im2col tiles, short-reduction im2col tiles),
+/// from its own memory or in place, at any thread count and over a batch.
+#[rstest]
+#[case(&[2, 64, 14, 14], 96, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+#[case(&[1, 24, 14, 14], 36, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 4), false)]
+#[case(&[1, 256, 14, 14], 160, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+#[case(&[2, 200, 7, 7], 40, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), false)]
+#[case(&[1, 3, 33, 31], 16, attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 1), true)]
+#[case(&[1, 64, 15, 15], 40, attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 1), false)]
+fn residual_epilogue_matches_conv_then_add(
+    #[case] xs: &[usize],
+    #[case] c_out: usize,
+    #[case] a: ConvAttrs,
+    #[case] with_bias: bool,
+) {
+    use super::conv::Residual;
+    let mut ws = vec![c_out, xs[1] / a.group];
+    ws.extend(&a.kernel);
+    let x = rand_vec(xs.iter().product(), 41);
+    let w = rand_vec(ws.iter().product(), 42);
+    let b = rand_vec(c_out, 43);
+    let bias = with_bias.then_some(&b[..]);
+    for act in [None, Some(UnaryOp::Relu), Some(UnaryOp::HardSwish)] {
+        let plain = PreparedConv::new(&w, &ws, bias, a.clone())
+            .unwrap()
+            .prepare_input(xs)
+            .unwrap();
+        let mut fused = PreparedConv::new(&w, &ws, bias, a.clone()).unwrap();
+        if let Some(act) = act {
+            fused = fused.with_activation(act);
+        }
+        let fused = fused.prepare_input(xs).unwrap();
+        assert!(fused.supports_residual(xs).unwrap(), "{xs:?} {ws:?}");
+        let os = plain.output_shape(xs).unwrap();
+        let r = rand_vec(os.iter().product(), 44);
+        let mut want = vec![0.0; r.len()];
+        let mut scratch = vec![0.0; plain.scratch_len(xs, 1).unwrap()];
+        plain.run(&x, xs, &mut want, &mut scratch, 1).unwrap();
+        for (o, rv) in want.iter_mut().zip(&r) {
+            *o += rv;
+        }
+        if let Some(act) = act {
+            unary_f32_inplace(act, &mut want, 1).unwrap();
+        }
+        for t in [1, 2, 3] {
+            let mut scratch = vec![f32::NAN; fused.scratch_len(xs, t).unwrap()];
+            let mut out = vec![f32::NAN; r.len()];
+            let sep = Some(Residual::Separate(&r));
+            fused
+                .run_with_residual(&x, xs, sep, &mut out, &mut scratch, t)
+                .unwrap();
+            assert_bits_eq(&out, &want);
+            let mut inplace = r.clone();
+            fused
+                .run_with_residual(
+                    &x,
+                    xs,
+                    Some(Residual::InPlace),
+                    &mut inplace,
+                    &mut scratch,
+                    t,
+                )
+                .unwrap();
+            assert_bits_eq(&inplace, &want);
+        }
+    }
+}
+
+#[test]
+fn residual_of_the_wrong_length_or_on_a_path_without_the_epilogue_is_refused() {
+    use super::conv::Residual;
+    let xs = [1, 8, 6, 6];
+    let pw = PreparedConv::new(
+        &[0.5; 64],
+        &[8, 8, 1, 1],
+        None,
+        attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1),
+    )
+    .unwrap();
+    let x = vec![1.0; 288];
+    let mut out = vec![0.0; 288];
+    let short = vec![0.0; 100];
+    let mut scratch = vec![0.0; pw.scratch_len(&xs, 1).unwrap()];
+    let err = pw
+        .run_with_residual(
+            &x,
+            &xs,
+            Some(Residual::Separate(&short)),
+            &mut out,
+            &mut scratch,
+            1,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("residual"), "{err}");
+    // A depthwise conv has no residual epilogue.
+    let dw = PreparedConv::new(
+        &[0.5; 72],
+        &[8, 1, 3, 3],
+        None,
+        attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 8),
+    )
+    .unwrap();
+    assert!(!dw.supports_residual(&xs).unwrap());
+    let mut scratch = vec![0.0; dw.scratch_len(&xs, 1).unwrap()];
+    let r = vec![0.0; 288];
+    let err = dw
+        .run_with_residual(
+            &x,
+            &xs,
+            Some(Residual::Separate(&r)),
+            &mut out,
+            &mut scratch,
+            1,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("residual epilogue"), "{err}");
+}

@@ -95,6 +95,21 @@ fn attrs(
     }
 }
 
+/// A conv case's filter shape, input, filter and bias (random, from seeds `seed..seed + 3`).
+fn case_tensors(
+    xs: &[usize],
+    c_out: usize,
+    a: &ConvAttrs,
+    seed: u64,
+) -> (Vec<usize>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut ws = vec![c_out, xs[1] / a.group];
+    ws.extend(&a.kernel);
+    let x = rand_vec(xs.iter().product(), seed);
+    let w = rand_vec(ws.iter().product(), seed + 1);
+    let b = rand_vec(c_out, seed + 2);
+    (ws, x, w, b)
+}
+
 /// Runs `pc` on `x` at each thread count: every run within `tol` of `want`, and all runs
 /// bit-identical (scratch and output start as NaN, so nothing left unwritten passes).
 fn assert_runs_match(
@@ -187,11 +202,7 @@ fn conv_matches_naive(
     #[case] a: ConvAttrs,
     #[case] with_bias: bool,
 ) {
-    let mut ws = vec![c_out, xs[1] / a.group];
-    ws.extend(&a.kernel);
-    let x = rand_vec(xs.iter().product(), 11);
-    let w = rand_vec(ws.iter().product(), 12);
-    let b = rand_vec(c_out, 13);
+    let (ws, x, w, b) = case_tensors(xs, c_out, &a, 11);
     let bias = with_bias.then_some(&b[..]);
     let (want, shape) = naive_conv(&x, xs, &w, &ws, bias, &a);
     let pc = PreparedConv::new(&w, &ws, bias, a.clone())
@@ -601,12 +612,7 @@ fn depthwise_fused_clip_is_thread_count_independent() {
 #[case(&[1, 6, 3, 3], attrs(&[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], 6))]
 #[case(&[2, 5, 41], attrs(&[5], &[2], &[1], &[2], &[2], 5))]
 fn depthwise_activations_match_naive(#[case] xs: &[usize], #[case] a: ConvAttrs) {
-    let c = xs[1];
-    let mut ws = vec![c, 1];
-    ws.extend(&a.kernel);
-    let x = rand_vec(xs.iter().product(), 21);
-    let w = rand_vec(ws.iter().product(), 22);
-    let b = rand_vec(c, 23);
+    let (ws, x, w, b) = case_tensors(xs, xs[1], &a, 21);
     let (plain, _) = naive_conv(&x, xs, &w, &ws, Some(&b), &a);
     let acts = [
         None,
@@ -714,12 +720,7 @@ fn channels_in_lanes_depthwise_matches_naive(
     #[case] a: ConvAttrs,
     #[case] with_bias: bool,
 ) {
-    let c = xs[1];
-    let mut ws = vec![c, 1];
-    ws.extend(&a.kernel);
-    let x = rand_vec(xs.iter().product(), 31);
-    let w = rand_vec(ws.iter().product(), 32);
-    let b = rand_vec(c, 33);
+    let (ws, x, w, b) = case_tensors(xs, xs[1], &a, 31);
     let bias = with_bias.then_some(&b[..]);
     let (plain, _) = naive_conv(&x, xs, &w, &ws, bias, &a);
     #[cfg(target_arch = "x86_64")]
@@ -1360,11 +1361,7 @@ fn residual_epilogue_matches_conv_then_add(
     #[case] with_bias: bool,
 ) {
     use super::conv::Residual;
-    let mut ws = vec![c_out, xs[1] / a.group];
-    ws.extend(&a.kernel);
-    let x = rand_vec(xs.iter().product(), 41);
-    let w = rand_vec(ws.iter().product(), 42);
-    let b = rand_vec(c_out, 43);
+    let (ws, x, w, b) = case_tensors(xs, c_out, &a, 41);
     let bias = with_bias.then_some(&b[..]);
     for act in [None, Some(UnaryOp::Relu), Some(UnaryOp::HardSwish)] {
         let plain = PreparedConv::new(&w, &ws, bias, a.clone())

@@ -56,10 +56,12 @@ const RP: usize = 8;
 
 /// Largest output plane taken: above it the plane kernels along positions waste few lanes.
 const MAX_OUT_PLANE: usize = 28 * 28;
+/// Largest padded input plane taken (positions; 256 KiB of grid per worker).
+const MAX_GRID: usize = 64 * 64;
 
 impl DwT {
     /// `Some` on a CPU with AVX-512 for a 2-D depthwise geometry with an output plane of at
-    /// most `MAX_OUT_PLANE` positions.
+    /// most `MAX_OUT_PLANE` positions and a padded input of at most `MAX_GRID`.
     pub(super) fn new(g: Plane2) -> Option<Self> {
         let Plane2 {
             input: [h, w],
@@ -72,10 +74,15 @@ impl DwT {
         if ho * wo == 0 || ho * wo > MAX_OUT_PLANE || h * w == 0 || kh * kw == 0 {
             return None;
         }
-        let simd = V4::try_new()?;
         // Every window inside the grid; the grid holds the whole input.
         let hp = (h + pt).max((ho - 1) * sh + (kh - 1) * dh + 1);
         let wp = (w + pl).max((wo - 1) * sw + (kw - 1) * dw + 1);
+        if hp * wp > MAX_GRID {
+            // A large input for a small output (long strides, wide dilations): the grid
+            // would be mostly unread.
+            return None;
+        }
+        let simd = V4::try_new()?;
         Some(Self {
             simd,
             h,

@@ -683,6 +683,17 @@ fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
     assert_eq!(s2.uses_dw_t(&[1, 8, 14, 14]).unwrap(), avx512);
     assert!(s2.uses_dw_stride2(&[1, 8, 28, 28]).unwrap());
     assert!(!s2.uses_dw_t(&[1, 8, 28, 28]).unwrap());
+    // A 5x5 at stride 8 onto 16x16 reads a 128x128 input: too large a grid for so few
+    // outputs.
+    let far = PreparedConv::new(
+        &[0.5; 200],
+        &[8, 1, 5, 5],
+        None,
+        attrs(&[5, 5], &[8, 8], &[1, 1], &[2, 2], &[2, 2], 8),
+    )
+    .unwrap();
+    assert_eq!(far.uses_dw_t(&[1, 8, 32, 32]).unwrap(), avx512);
+    assert!(!far.uses_dw_t(&[1, 8, 128, 128]).unwrap());
     assert!(!s2.uses_dw_stride2(&[1, 8, 15, 15]).unwrap());
     assert!(!s2.uses_dw_stride2(&[1, 8, 112, 112]).unwrap());
     // On AVX-512, output rows of a whole vector or more take the row kernel first.
@@ -715,6 +726,7 @@ fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
 #[case(&[1, 33, 28, 28], attrs(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 33), true)]
 #[case(&[1, 17, 15, 15], attrs(&[7, 7], &[2, 2], &[1, 1], &[3, 3], &[3, 3], 17), false)]
 #[case(&[1, 3, 2, 2], attrs(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 3), true)]
+#[case(&[1, 8, 32, 32], attrs(&[5, 5], &[8, 8], &[1, 1], &[2, 2], &[2, 2], 8), true)]
 fn channels_in_lanes_depthwise_matches_naive(
     #[case] xs: &[usize],
     #[case] a: ConvAttrs,

@@ -71,7 +71,7 @@ use super::conv_co::{co_partial_len, CoPacked, CoRows, CO_BLOCK};
 use super::conv_direct::{pad_planes, sum_taps, tap_offsets, DirectRows, Flat, Taps};
 use super::conv_dw_same::{DwSame, DwStride2, Plane2, PlaneDw, PlaneDwChannels};
 #[cfg(target_arch = "x86_64")]
-use super::conv_dw_t::{DwT, DwTChannels};
+use super::conv_dw_t::DwT;
 #[cfg(target_arch = "x86_64")]
 use super::conv_dw_v4::{DwRows, DwRowsChannels};
 use super::conv_wino::{WinoChunks, WinoGeo, WinoPacked, MAX_TW};
@@ -1088,7 +1088,7 @@ impl PreparedConv {
                 scratch,
                 plan.scratch_len(),
                 |first, piece, buf| {
-                    DwTChannels {
+                    PlaneDwChannels {
                         plan: &plan,
                         weights: self.weights.get(),
                         bias: self.bias.as_deref(),

@@ -107,8 +107,9 @@ impl DwSame {
     }
 }
 
-/// One worker's channels for a plane depthwise kernel `P` ([`DwSame`] or [`DwStride2`]):
-/// `first..`, whole planes in `out`. Run through pulp's dispatch.
+/// One worker's channels for a depthwise kernel `P` with per-worker scratch ([`DwSame`],
+/// [`DwStride2`], and on AVX-512 the channels-in-lanes kernel): `first..`, whole planes in
+/// `out`. The plane kernels run through pulp's dispatch.
 pub(super) struct PlaneDwChannels<'a, P> {
     pub plan: &'a P,
     /// Every channel's filter, `[c][kh * kw]`.

@@ -22,8 +22,7 @@ use pulp::Simd;
 use core::arch::x86_64::__m512;
 
 use super::conv::{apply_activation, DwAct};
-use super::conv_dw_same::Plane2;
-use super::elementwise::UnaryOp;
+use super::conv_dw_same::{Plane2, PlaneDwChannels};
 use super::lanes::{load, store};
 use super::v4::{f32s, m512, tail, L};
 
@@ -115,21 +114,7 @@ impl DwT {
     }
 }
 
-/// One worker's channels (`first..`, whole output planes in `out`).
-pub(super) struct DwTChannels<'a> {
-    pub plan: &'a DwT,
-    /// `[c, kh * kw]`.
-    pub weights: &'a [f32],
-    pub bias: Option<&'a [f32]>,
-    pub act: Option<UnaryOp>,
-    /// The whole input, `[c, h, w]`.
-    pub x: &'a [f32],
-    pub first: usize,
-    pub out: &'a mut [f32],
-    pub scratch: &'a mut [f32],
-}
-
-impl DwTChannels<'_> {
+impl PlaneDwChannels<'_, DwT> {
     /// Runs under the plan's AVX-512 token (so the loops are compiled for it).
     pub(super) fn run(self) {
         let simd = self.plan.simd;
@@ -137,7 +122,7 @@ impl DwTChannels<'_> {
     }
 }
 
-impl pulp::WithSimd for DwTChannels<'_> {
+impl pulp::WithSimd for PlaneDwChannels<'_, DwT> {
     type Output = ();
 
     #[inline(always)]

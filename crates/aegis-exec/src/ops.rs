@@ -2436,15 +2436,23 @@ mod tests {
     use crate::graph::Op;
     use crate::{ExecutionGraph, LoadOptions};
 
+    /// A shared model (path under `shared/models/`) loaded and its kernels planned at 1
+    /// thread.
+    fn planned(model: &str) -> (ExecutionGraph, super::KernelPlan) {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/models")
+            .join(model);
+        let g = ExecutionGraph::load(&p, &LoadOptions::default()).unwrap();
+        let plan = super::plan_kernels(&g, 1).unwrap();
+        (g, plan)
+    }
+
     /// PaddleOCR's classifier writes hard-swish as Add, Clip, Mul, Div after its convs: each
     /// chain runs as one pass (the model's outputs are checked against its reference in
     /// tests/run_models.rs).
     #[test]
     fn exported_hard_swish_chains_run_as_one_pass() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/models/ppocr-mobile-v2-cls/model_static.onnx");
-        let g = ExecutionGraph::load(&p, &LoadOptions::default()).unwrap();
-        let plan = super::plan_kernels(&g, 1).unwrap();
+        let (g, plan) = planned("ppocr-mobile-v2-cls/model_static.onnx");
         let fused_divs = g
             .topological_order()
             .iter()
@@ -2476,10 +2484,7 @@ mod tests {
     /// the model's reference, across streams, in tests/run_models.rs).
     #[test]
     fn resnet_residual_joins_run_in_the_conv_before_them() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/models/light-resnet50/model.onnx");
-        let g = ExecutionGraph::load(&p, &LoadOptions::default()).unwrap();
-        let plan = super::plan_kernels(&g, 1).unwrap();
+        let (g, plan) = planned("light-resnet50/model.onnx");
         let joins = g
             .topological_order()
             .iter()

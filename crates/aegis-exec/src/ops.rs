@@ -513,14 +513,24 @@ fn sole_next_reader<'g>(
     p: usize,
     pos: &[usize],
 ) -> Option<(NodeId, &'g crate::graph::OperatorNode)> {
+    next_only_reader(g, node, p, pos).filter(|(_, nn)| nn.inputs.len() == 1)
+}
+
+/// The only reader of `node`'s (activation) output, when it runs right after `node` (at
+/// position `p` of the order), whatever its other inputs.
+fn next_only_reader<'g>(
+    g: &'g ExecutionGraph,
+    node: &crate::graph::OperatorNode,
+    p: usize,
+    pos: &[usize],
+) -> Option<(NodeId, &'g crate::graph::OperatorNode)> {
     let output = node.outputs[0];
     let consumers = g.consumers(output);
     if consumers.len() != 1 || g.tensor(output).kind != TensorKind::Activation {
         return None;
     }
     let next = consumers[0];
-    let nn = g.node(next);
-    (pos[next.index()] == p + 1 && nn.inputs.len() == 1).then_some((next, nn))
+    (pos[next.index()] == p + 1).then(|| (next, g.node(next)))
 }
 
 /// A residual join a conv may run in its epilogue ([`fusable_residual`]).
@@ -547,14 +557,9 @@ fn fusable_residual(
     pos: &[usize],
 ) -> Option<ResidualJoin> {
     let y = node.outputs[0];
-    let consumers = g.consumers(y);
-    if consumers.len() != 1 || g.tensor(y).kind != TensorKind::Activation {
-        return None;
-    }
-    let add = consumers[0];
-    let an = g.node(add);
+    let (add, an) = next_only_reader(g, node, p, pos)?;
     let two = matches!(an.op, Op::Add) || matches!(an.op, Op::Sum);
-    if !two || an.inputs.len() != 2 || an.outputs.len() != 1 || pos[add.index()] != p + 1 {
+    if !two || an.inputs.len() != 2 || an.outputs.len() != 1 {
         return None;
     }
     let skip = if an.inputs[0] == y {

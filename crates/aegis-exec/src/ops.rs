@@ -558,8 +558,7 @@ fn fusable_residual(
 ) -> Option<ResidualJoin> {
     let y = node.outputs[0];
     let (add, an) = next_only_reader(g, node, p, pos)?;
-    let two = matches!(an.op, Op::Add) || matches!(an.op, Op::Sum);
-    if !two || an.inputs.len() != 2 || an.outputs.len() != 1 {
+    if !two_input_sum(an) || an.outputs.len() != 1 {
         return None;
     }
     let skip = if an.inputs[0] == y {
@@ -586,6 +585,11 @@ fn fusable_residual(
     })
 }
 
+/// An `Add`, or a `Sum` of two inputs: the joins the fusions take.
+fn two_input_sum(node: &crate::graph::OperatorNode) -> bool {
+    matches!(node.op, Op::Add | Op::Sum) && node.inputs.len() == 2
+}
+
 /// The Relu output a two-input f32 `Add`/`Sum` may write with the Relu fused: the sum's only
 /// reader, right after it, and planned either apart from each input or exactly on it (the
 /// in-place case, which the kernel handles like an unfused in-place Add).
@@ -595,8 +599,7 @@ fn fusable_add_relu(
     p: usize,
     pos: &[usize],
 ) -> Option<TensorId> {
-    let two = matches!(node.op, Op::Add) || (matches!(node.op, Op::Sum) && node.inputs.len() == 2);
-    if !two || node.inputs.len() != 2 {
+    if !two_input_sum(node) {
         return None;
     }
     if node

@@ -154,7 +154,12 @@ impl pulp::WithSimd for PlaneDwChannels<'_, DwT> {
                 bv[..nc].copy_from_slice(&b[c0..c0 + nc]);
             }
             p.transpose_in(self.x, c0, nc, ip, grid);
-            p.compute(grid, wbuf, load::<V4>(&bv), vact, obuf);
+            let bias = load::<V4>(&bv);
+            match p.sw {
+                1 => p.compute::<1>(grid, wbuf, bias, vact, obuf),
+                2 => p.compute::<2>(grid, wbuf, bias, vact, obuf),
+                _ => p.compute::<0>(grid, wbuf, bias, vact, obuf),
+            }
             p.transpose_out(obuf, nc, op, planes);
             if let Some(act) = rest {
                 apply_activation(act, planes);
@@ -197,29 +202,12 @@ impl DwT {
         }
     }
 
-    /// Every output position's 16 channels into `obuf` (`[position][16]`).
-    #[inline(always)]
-    fn compute(
-        &self,
-        grid: &[f32],
-        wbuf: &[f32],
-        bias: pulp::f32x16,
-        act: DwAct,
-        obuf: &mut [f32],
-    ) {
-        match self.sw {
-            1 => self.compute_sw::<1>(grid, wbuf, bias, act, obuf),
-            2 => self.compute_sw::<2>(grid, wbuf, bias, act, obuf),
-            _ => self.compute_sw::<0>(grid, wbuf, bias, act, obuf),
-        }
-    }
-
-    /// [`DwT::compute`] with the column stride `SW` a constant (0: `self.sw`): each output
-    /// row in steps of `RP` positions, per tap row one slice of the grid, so the positions'
+    /// Every output position's 16 channels into `obuf` (`[position][16]`), with the column
+    /// stride `SW` a constant (0: `self.sw`): each output row in steps of `RP` positions, per tap row one slice of the grid, so the positions'
     /// loads sit at fixed distances from it. A step past the row's end computes columns
     /// that wrap into the next grid row (within the grid's slack) and are not stored.
     #[inline(always)]
-    fn compute_sw<const SW: usize>(
+    fn compute<const SW: usize>(
         &self,
         grid: &[f32],
         wbuf: &[f32],

@@ -1,12 +1,16 @@
 //! Convolution (ONNX `Conv`) and transposed convolution (`ConvTranspose`), NCHW (NCW,
 //! NCDHW), f32.
 //!
-//! Ten paths, chosen from the weights and the input shape, which is static once a model is
+//! Eleven paths, chosen from the weights and the input shape, which is static once a model is
 //! loaded:
 //! - **dot products** (one group, a 1x1 conv on a 1x1 plane: a classifier written as a conv,
 //!   as in DenseNet): one dot product of a filter row with the input's channels per output
 //!   channel, the rows cut in two between workers above a size (`matmul::dot_rows`, shared
 //!   with `Gemm` on one row);
+//! - **depthwise, channels in lanes, AVX-512** (`group == C_in == C_out`, 2-D, outputs up to
+//!   56x56 for a 3x3 and 28x28 for other kernels, the padded input up to 64x64): blocks of 16
+//!   channels transposed into a `[row][col][16]` grid, one FMA per tap and vector of
+//!   outputs (`conv_dw_t`; goes before the depthwise paths below);
 //! - **depthwise, small planes** (`group == C_in == C_out`, stride 1, output the input's size,
 //!   planes of up to 28x28, 3 or 5 kernel columns): the output plane itself is the flat grid,
 //!   the input copied once per channel between zero margins, taps summed per kernel column
@@ -1991,29 +1995,18 @@ fn plane2(g: &Geo) -> Option<Plane2> {
 #[cfg(target_arch = "x86_64")]
 const DW_T_BLOCK: usize = 16;
 
-/// Largest output plane of a 3x3 stride-2 depthwise conv the channels-in-lanes kernel
-/// takes (above it the stride-2 kernels along positions are faster).
-#[cfg(target_arch = "x86_64")]
-const DW_T_MAX_3X3_S2_PLANE: usize = 8 * 8;
-
-/// The channels-in-lanes depthwise geometry ([`DwT`]), when it applies: any kernel other
-/// than 3x3 (MobileNetV3's 5x5, dilated 3x3s), and a 3x3 at stride 2 down to at most
-/// `DW_T_MAX_3X3_S2_PLANE` outputs. A 3x3 at stride 1 keeps [`DwSame`] (`kernel_bench`,
-/// one process, the two alternating, medians, 1 / 2 threads, time against the other
-/// kernels: 576x14x14 1.12 / 1.08, 464x7x7 1.29 / 1.38), as does a 3x3 stride-2 conv onto
-/// 14x14 (192x28x28: 1.21 / 1.25). Taken: 3x3/2 576x14x14 0.63 / 0.64, 232x14x14
-/// 0.71 / 0.70; 5x5 576x7x7 0.79 / 0.80, 240x14x14 0.74 / 0.79, 120x28x28 0.92 / 0.89,
-/// 5x5/2 96x28x28 0.70 / 0.76, 72x56x56 0.82 / 1.01.
+/// The channels-in-lanes depthwise geometry ([`DwT`]), when it applies: it goes before
+/// every other depthwise kernel, within its plane limits (see [`DwT::new`]). Time against
+/// the kernels it replaced (`kernel_bench`, 1 / 2 threads): 5x5 576x7x7 0.79 / 0.80,
+/// 240x14x14 0.74 / 0.79, 120x28x28 0.92 / 0.89, 5x5/2 96x28x28 0.70 / 0.76, 72x56x56
+/// 0.82 / 1.01; 3x3/2 576x14x14 0.63 / 0.64, 232x14x14 0.71 / 0.70 (session 21). Since the
+/// 3x3 taps run from registers (session 22), also 3x3 at stride 1: 144x56x56 0.79-0.82 /
+/// 0.72-0.83, 192x28x28 0.65-0.83 / 0.63-0.81, 576x14x14 0.75-0.92 / 0.76-0.80, 960x7x7
+/// 0.79-0.84 / 0.49-0.74, 464x7x7 0.75 / 0.69; and 3x3/2 onto 28x28 and 14x14: 144x56x56
+/// 0.83-0.86 / 0.84-0.87, 192x28x28 0.79-0.81 / 0.79-0.86.
 #[cfg(target_arch = "x86_64")]
 fn dw_t(g: &Geo) -> Option<DwT> {
-    let p = plane2(g)?;
-    if p.kernel == [3, 3] && p.dilations == [1, 1] {
-        let small_s2 = p.strides == [2, 2] && p.out[0] * p.out[1] <= DW_T_MAX_3X3_S2_PLANE;
-        if !small_s2 {
-            return None;
-        }
-    }
-    DwT::new(p)
+    plane2(g).and_then(DwT::new)
 }
 
 /// Whether [`DwT`] takes this depthwise geometry (before every other kernel).

@@ -1,4 +1,4 @@
-//! Depthwise convolution on small planes under AVX-512 with channels in lanes: each block of
+//! Depthwise convolution on small and mid-sized planes under AVX-512 with channels in lanes: each block of
 //! 16 channels is transposed in registers into a zero-padded `[row][column][16]` grid, every
 //! output position is one vector of 16 channels summed over the taps with one FMA each, and
 //! the results are transposed back into the channels' NCHW planes.
@@ -10,7 +10,10 @@
 //! are plain aligned loads (no shifts, no masks) and any kernel size, stride, dilation or
 //! padding is the same loop. The price is the two transposes: 16x16 blocks in four rounds
 //! of unpacks and shuffles (64 operations per 256 values), where the scalar transposes
-//! tried in session 20 cost more than the arithmetic they saved.
+//! tried in session 20 cost more than the arithmetic they saved. With a 3x3's nine filter
+//! vectors held in registers, whole 16x16 transposes kept in registers and the output
+//! transposed back a band of rows at a time, it also beats the kernels along positions on
+//! 3x3 at stride 1 and 2 (0.7-0.9 of their time on MobileNetV2's layers, 7x7 to 56x56).
 //!
 //! Determinism: every output is `bias + sum over taps in (ky, kx) order` of FMAs, padded taps
 //! included (they add `0 * w`), the same sequence whichever block or worker computes it, so
@@ -20,6 +23,7 @@ use pulp::x86::V4;
 use pulp::Simd;
 
 use core::arch::x86_64::__m512;
+use core::ops::Range;
 
 use super::conv::{apply_activation, DwAct};
 use super::conv_dw_same::{Plane2, PlaneDwChannels};
@@ -53,14 +57,20 @@ pub(super) struct DwT {
 /// once for all of them).
 const RP: usize = 8;
 
-/// Largest output plane taken: above it the plane kernels along positions waste few lanes.
+/// Largest output plane taken for kernels other than a plain 3x3: above it the plane
+/// kernels along positions waste few lanes.
 const MAX_OUT_PLANE: usize = 28 * 28;
+/// Largest output plane taken for a 3x3 (dilation 1, column stride 1 or 2), whose taps run
+/// from registers ([`DwT::compute3x3`]): MobileNetV2's 144 channels at 56x56 took 0.79-0.82 of
+/// the phase-split kernel's time (`kernel_bench`, 1 thread).
+const MAX_OUT_PLANE_3X3: usize = 56 * 56;
 /// Largest padded input plane taken (positions; 256 KiB of grid per worker).
 const MAX_GRID: usize = 64 * 64;
 
 impl DwT {
     /// `Some` on a CPU with AVX-512 for a 2-D depthwise geometry with an output plane of at
-    /// most `MAX_OUT_PLANE` positions and a padded input of at most `MAX_GRID`.
+    /// most `MAX_OUT_PLANE` positions (`MAX_OUT_PLANE_3X3` for a plain 3x3) and a padded
+    /// input of at most `MAX_GRID`.
     pub(super) fn new(g: Plane2) -> Option<Self> {
         let Plane2 {
             input: [h, w],
@@ -70,7 +80,13 @@ impl DwT {
             dilations: [dh, dw],
             pads_begin: [pt, pl],
         } = g;
-        if ho * wo == 0 || ho * wo > MAX_OUT_PLANE || h * w == 0 || kh * kw == 0 {
+        let plain3x3 = fast_3x3(kh, kw, dh, dw, sw);
+        let max_out = if plain3x3 {
+            MAX_OUT_PLANE_3X3
+        } else {
+            MAX_OUT_PLANE
+        };
+        if ho * wo == 0 || ho * wo > max_out || h * w == 0 || kh * kw == 0 {
             return None;
         }
         // Every window inside the grid; the grid holds the whole input.
@@ -101,11 +117,18 @@ impl DwT {
         })
     }
 
-    /// Scratch elements one worker needs: the grid, the output block and the taps' filter
-    /// vectors.
+    /// Scratch elements one worker needs: the grid, a band of output rows and the taps'
+    /// filter vectors.
     pub(super) fn scratch_len(&self) -> usize {
         // One vector of slack to align the grid.
-        (self.grid_len() + self.ho * self.wo + self.kh * self.kw + 1) * L
+        (self.grid_len() + self.band_rows() * self.wo + self.kh * self.kw + 1) * L
+    }
+
+    /// Output rows computed before they are transposed out: the fewest whose positions fill
+    /// whole vectors (so every transpose but the plane's last is a whole 16x16), at most the
+    /// plane. The band stays in L1 between the two (a whole 56x56 plane would be 200 KiB).
+    fn band_rows(&self) -> usize {
+        (L / gcd(self.wo, L)).min(self.ho)
     }
 
     /// Grid positions: the rows, and slack for a last step's columns past its row end.
@@ -133,7 +156,8 @@ impl pulp::WithSimd for PlaneDwChannels<'_, DwT> {
         // Vectors on 64-byte boundaries: a load across two cache lines costs two.
         let skew = (self.scratch.as_ptr() as usize / 4).wrapping_neg() % L;
         let (grid, more) = self.scratch[skew..].split_at_mut(p.grid_len() * L);
-        let (obuf, wbuf) = more.split_at_mut(op * L);
+        let band = p.band_rows();
+        let (obuf, wbuf) = more.split_at_mut(band * p.wo * L);
         // The border stays zero: blocks only write the input's positions.
         grid.fill(0.0);
         for (bi, planes) in self.out.chunks_mut(L * op).enumerate() {
@@ -155,12 +179,19 @@ impl pulp::WithSimd for PlaneDwChannels<'_, DwT> {
             }
             p.transpose_in(self.x, c0, nc, ip, grid);
             let bias = load::<V4>(&bv);
-            match p.sw {
-                1 => p.compute::<1>(grid, wbuf, bias, vact, obuf),
-                2 => p.compute::<2>(grid, wbuf, bias, vact, obuf),
-                _ => p.compute::<0>(grid, wbuf, bias, vact, obuf),
+            let plain3x3 = fast_3x3(p.kh, p.kw, p.dh, p.dw, p.sw);
+            for oy0 in (0..p.ho).step_by(band) {
+                let rows = oy0..(oy0 + band).min(p.ho);
+                let n = rows.len() * p.wo;
+                match (p.sw, plain3x3) {
+                    (1, true) => p.compute3x3::<1>(rows, grid, wbuf, bias, vact, obuf),
+                    (2, true) => p.compute3x3::<2>(rows, grid, wbuf, bias, vact, obuf),
+                    (1, _) => p.compute::<1>(rows, grid, wbuf, bias, vact, obuf),
+                    (2, _) => p.compute::<2>(rows, grid, wbuf, bias, vact, obuf),
+                    _ => p.compute::<0>(rows, grid, wbuf, bias, vact, obuf),
+                }
+                p.transpose_out(&obuf[..n * L], nc, op, oy0 * p.wo, planes);
             }
-            p.transpose_out(obuf, nc, op, planes);
             if let Some(act) = rest {
                 apply_activation(act, planes);
             }
@@ -178,6 +209,26 @@ impl DwT {
         let mut i = 0;
         while i < ip {
             let mut r = [zero; L];
+            // 16 channels by 16 positions inside the tensor: constant trip counts, so the
+            // vectors stay in registers (the general loop below spilled them: 0.86-0.99 of
+            // its time on 576x14x14).
+            if nc == L && i + L <= ip && (c0 + L - 1) * ip + i + L <= x.len() {
+                let xs = &x[c0 * ip + i..];
+                for (c, rc) in r.iter_mut().enumerate() {
+                    *rc = m512(load::<V4>(&xs[c * ip..]));
+                }
+                for vj in transpose16(self.simd, r) {
+                    let g = ((y + self.pt) * self.wp + xx + self.pl) * L;
+                    store::<V4>(&mut grid[g..], f32s(vj));
+                    xx += 1;
+                    if xx == self.w {
+                        xx = 0;
+                        y += 1;
+                    }
+                }
+                i += L;
+                continue;
+            }
             for (c, rc) in r.iter_mut().enumerate().take(nc) {
                 let at = (c0 + c) * ip + i;
                 // Lanes past the plane read on into the next one (never stored); the
@@ -202,13 +253,15 @@ impl DwT {
         }
     }
 
-    /// Every output position's 16 channels into `obuf` (`[position][16]`), with the column
-    /// stride `SW` a constant (0: `self.sw`): each output row in steps of `RP` positions, per tap row one slice of the grid, so the positions'
+    /// The 16 channels of output rows `rows` into `obuf` (`[position][16]`, from the band's
+    /// first position), with the column stride `SW` a constant (0: `self.sw`): each output
+    /// row in steps of `RP` positions, per tap row one slice of the grid, so the positions'
     /// loads sit at fixed distances from it. A step past the row's end computes columns
     /// that wrap into the next grid row (within the grid's slack) and are not stored.
     #[inline(always)]
     fn compute<const SW: usize>(
         &self,
+        rows: Range<usize>,
         grid: &[f32],
         wbuf: &[f32],
         bias: pulp::f32x16,
@@ -218,7 +271,8 @@ impl DwT {
         let simd = self.simd;
         let sw = if SW == 0 { self.sw } else { SW };
         let (kh, kw) = (self.kh, self.kw);
-        for oy in 0..self.ho {
+        let first = rows.start;
+        for oy in rows {
             let mut ox0 = 0;
             while ox0 < self.wo {
                 let m = RP.min(self.wo - ox0);
@@ -235,7 +289,7 @@ impl DwT {
                         }
                     }
                 }
-                let o = oy * self.wo + ox0;
+                let o = (oy - first) * self.wo + ox0;
                 for (j, a) in acc.iter().enumerate().take(m) {
                     store::<V4>(&mut obuf[(o + j) * L..], act.apply(simd, *a));
                 }
@@ -244,21 +298,84 @@ impl DwT {
         }
     }
 
-    /// `obuf` (`[position][16]`) back into the first `nc` channels' planes.
+    /// [`DwT::compute`] for a 3x3 kernel with dilation 1 and column stride `SW` (1 or 2):
+    /// the nine filter vectors stay in registers for the whole block, and each tap row's
+    /// slice has a constant length, so its loads need no bounds checks (the general loop
+    /// spent about half its time on those and on reloading the filter: 576x14x14, 49 ->
+    /// 23 us). The same FMA sequence per output as the general loop.
     #[inline(always)]
-    fn transpose_out(&self, obuf: &[f32], nc: usize, op: usize, planes: &mut [f32]) {
+    fn compute3x3<const SW: usize>(
+        &self,
+        rows: Range<usize>,
+        grid: &[f32],
+        wbuf: &[f32],
+        bias: pulp::f32x16,
+        act: DwAct,
+        obuf: &mut [f32],
+    ) {
+        let simd = self.simd;
+        let mut wv = [bias; 9];
+        for (t, v) in wv.iter_mut().enumerate() {
+            *v = load::<V4>(&wbuf[t * L..]);
+        }
+        // Grid positions one step's tap row reads.
+        let span = ((RP - 1) * SW + 3) * L;
+        let first = rows.start;
+        for oy in rows {
+            let mut ox0 = 0;
+            while ox0 < self.wo {
+                let m = RP.min(self.wo - ox0);
+                let mut acc = [bias; RP];
+                for ky in 0..3 {
+                    let at = ((oy * self.sh + ky) * self.wp + ox0 * SW) * L;
+                    let r = &grid[at..at + span];
+                    for kx in 0..3 {
+                        let w = wv[ky * 3 + kx];
+                        for (j, a) in acc.iter_mut().enumerate() {
+                            let xv = load::<V4>(&r[(j * SW + kx) * L..]);
+                            *a = simd.mul_add_e_f32s(xv, w, *a);
+                        }
+                    }
+                }
+                let o = (oy - first) * self.wo + ox0;
+                for (j, a) in acc.iter().enumerate().take(m) {
+                    store::<V4>(&mut obuf[(o + j) * L..], act.apply(simd, *a));
+                }
+                ox0 += m;
+            }
+        }
+    }
+
+    /// `obuf` (`[position][16]`, positions `p0..` of the plane) back into the first `nc`
+    /// channels' planes.
+    #[inline(always)]
+    fn transpose_out(&self, obuf: &[f32], nc: usize, op: usize, p0: usize, planes: &mut [f32]) {
         let f = self.simd.avx512f;
         let zero = f._mm512_setzero_ps();
+        let np = obuf.len() / L;
         let mut i = 0;
-        while i < op {
-            let n = L.min(op - i);
+        while i < np {
+            let n = L.min(np - i);
             let mut r = [zero; L];
+            if n == L && nc == L {
+                // Constant trip counts (registers, no spills), as in `transpose_in`.
+                for (j, rj) in r.iter_mut().enumerate() {
+                    *rj = m512(load::<V4>(&obuf[(i + j) * L..]));
+                }
+                let ps = &mut planes[p0 + i..];
+                for (c, vc) in transpose16(self.simd, r).into_iter().enumerate() {
+                    store::<V4>(&mut ps[c * op..], f32s(vc));
+                }
+                i += L;
+                continue;
+            }
             for (j, rj) in r.iter_mut().enumerate().take(n) {
                 *rj = m512(load::<V4>(&obuf[(i + j) * L..]));
             }
             let v = transpose16(self.simd, r);
             for (c, vc) in v.iter().enumerate().take(nc) {
-                let dst = &mut planes[c * op + i..c * op + i + n];
+                let at = c * op + p0 + i;
+                let dst = &mut planes[at..at + n];
                 if n == L {
                     store::<V4>(dst, f32s(*vc));
                 } else {
@@ -269,6 +386,19 @@ impl DwT {
             }
             i += L;
         }
+    }
+}
+
+/// Whether a kernel takes [`DwT::compute3x3`]: 3x3, dilation 1, column stride 1 or 2.
+fn fast_3x3(kh: usize, kw: usize, dh: usize, dw: usize, sw: usize) -> bool {
+    (kh, kw, dh, dw) == (3, 3, 1, 1) && matches!(sw, 1 | 2)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 

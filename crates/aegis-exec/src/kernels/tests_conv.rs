@@ -639,18 +639,33 @@ fn depthwise_activations_match_naive(#[case] xs: &[usize], #[case] a: ConvAttrs)
 
 #[test]
 fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
-    let dw = |xs: &[usize], a: ConvAttrs| {
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = pulp::x86::V4::try_new().is_some();
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
+    let prepared = |xs: &[usize], a: ConvAttrs| {
         let mut ws = vec![xs[1], 1];
         ws.extend(&a.kernel);
         let w = vec![0.5; ws.iter().product()];
-        PreparedConv::new(&w, &ws, None, a)
-            .unwrap()
-            .uses_dw_same(xs)
-            .unwrap()
+        PreparedConv::new(&w, &ws, None, a).unwrap()
     };
+    let dw = |xs: &[usize], a: ConvAttrs| prepared(xs, a).uses_dw_same(xs).unwrap();
     let same3 = || attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 8);
-    assert!(dw(&[1, 8, 7, 7], same3()));
-    assert!(dw(&[1, 8, 28, 28], same3()));
+    // On AVX-512 the channels-in-lanes kernel takes every 3x3 up to 56x56 first.
+    assert_eq!(dw(&[1, 8, 7, 7], same3()), !avx512);
+    assert_eq!(dw(&[1, 8, 28, 28], same3()), !avx512);
+    for hw in [7, 28, 56] {
+        let xs = [1, 8, hw, hw];
+        assert_eq!(prepared(&xs, same3()).uses_dw_t(&xs).unwrap(), avx512);
+    }
+    let big = [1, 8, 57, 57];
+    assert!(!prepared(&big, same3()).uses_dw_t(&big).unwrap());
+    // A 5x5 keeps the 28x28 limit.
+    let same5 = || attrs(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 8);
+    for (hw, taken) in [(28, avx512), (29, false)] {
+        let xs = [1, 8, hw, hw];
+        assert_eq!(prepared(&xs, same5()).uses_dw_t(&xs).unwrap(), taken);
+    }
     // Wider planes keep the phase-split kernel (faster there: 56x56 0.30 vs 0.26 ms).
     assert!(!dw(&[1, 8, 29, 29], same3()));
     // Strided, shrinking, or 7 kernel columns: not this kernel.
@@ -674,15 +689,13 @@ fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
         attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 8),
     )
     .unwrap();
-    #[cfg(target_arch = "x86_64")]
-    let avx512 = pulp::x86::V4::try_new().is_some();
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx512 = false;
-    // On AVX-512, outputs of at most 8x8 take the channels-in-lanes kernel first.
-    assert_eq!(s2.uses_dw_stride2(&[1, 8, 14, 14]).unwrap(), !avx512);
-    assert_eq!(s2.uses_dw_t(&[1, 8, 14, 14]).unwrap(), avx512);
-    assert!(s2.uses_dw_stride2(&[1, 8, 28, 28]).unwrap());
-    assert!(!s2.uses_dw_t(&[1, 8, 28, 28]).unwrap());
+    // On AVX-512, outputs of at most 56x56 whose padded input fits 64x64 take the
+    // channels-in-lanes kernel first.
+    for hw in [14, 28, 56] {
+        let xs = [1, 8, hw, hw];
+        assert_eq!(s2.uses_dw_stride2(&xs).unwrap(), !avx512);
+        assert_eq!(s2.uses_dw_t(&xs).unwrap(), avx512);
+    }
     // A 5x5 at stride 8 onto 16x16 reads a 128x128 input: too large a grid for so few
     // outputs.
     let far = PreparedConv::new(
@@ -696,11 +709,11 @@ fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
     assert!(!far.uses_dw_t(&[1, 8, 128, 128]).unwrap());
     assert!(!s2.uses_dw_stride2(&[1, 8, 15, 15]).unwrap());
     assert!(!s2.uses_dw_stride2(&[1, 8, 112, 112]).unwrap());
-    // On AVX-512, output rows of a whole vector or more take the row kernel first.
-    assert_eq!(s2.uses_dw_rows(&[1, 8, 56, 56]).unwrap(), avx512);
-    assert_eq!(s2.uses_dw_stride2(&[1, 8, 56, 56]).unwrap(), !avx512);
+    // On AVX-512, output rows of a whole vector or more take the row kernel where the
+    // channels-in-lanes grid would not fit.
     assert_eq!(s2.uses_dw_rows(&[1, 8, 112, 112]).unwrap(), avx512);
-    assert!(!s2.uses_dw_rows(&[1, 8, 28, 28]).unwrap());
+    assert!(!s2.uses_dw_t(&[1, 8, 112, 112]).unwrap());
+    assert!(!s2.uses_dw_rows(&[1, 8, 56, 56]).unwrap());
     // A grouped (not depthwise) conv never does.
     let w = vec![0.5; 8 * 2 * 9];
     let grouped = PreparedConv::new(
@@ -711,12 +724,14 @@ fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
     )
     .unwrap();
     assert!(!grouped.uses_dw_same(&[1, 16, 7, 7]).unwrap());
+    assert!(!grouped.uses_dw_t(&[1, 16, 7, 7]).unwrap());
 }
 
 /// The channels-in-lanes kernel ([`super::conv_dw_t`]) against the naive conv: channel
-/// counts that leave a partial block of 16 (and several blocks, threaded), any kernel other
-/// than a plain 3x3, strides and dilations, pads that let windows reach past the input,
-/// steps of 8 outputs running past a row's end, no bias, the largest plane it takes.
+/// counts that leave a partial block of 16 (and several blocks, threaded), kernels of any
+/// size (the 3x3 on its register path), strides and dilations, pads that let windows reach
+/// past the input, steps of 8 outputs running past a row's end, bands of output rows, no
+/// bias, the largest planes it takes.
 #[rstest]
 #[case(&[1, 20, 7, 7], attrs(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 20), true)]
 #[case(&[2, 37, 14, 14], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 37), true)]
@@ -727,6 +742,15 @@ fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
 #[case(&[1, 17, 15, 15], attrs(&[7, 7], &[2, 2], &[1, 1], &[3, 3], &[3, 3], 17), false)]
 #[case(&[1, 3, 2, 2], attrs(&[5, 5], &[1, 1], &[1, 1], &[2, 2], &[2, 2], 3), true)]
 #[case(&[1, 8, 32, 32], attrs(&[5, 5], &[8, 8], &[1, 1], &[2, 2], &[2, 2], 8), true)]
+// 3x3 with the taps in registers: stride 1 and 2, bands of 2 (56 wide), 4 (28), 8 (10, cut
+// at 9 rows) and whole planes (7x7), partial blocks of 16, asymmetric pads, batches
+#[case(&[1, 35, 56, 56], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 35), true)]
+#[case(&[2, 48, 28, 28], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 48), false)]
+#[case(&[1, 17, 9, 10], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 0], &[1, 2], 17), true)]
+#[case(&[1, 40, 7, 7], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 40), true)]
+#[case(&[1, 33, 56, 56], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 33), true)]
+#[case(&[1, 19, 29, 27], attrs(&[3, 3], &[2, 1], &[1, 1], &[0, 1], &[1, 1], 19), true)]
+#[case(&[1, 16, 14, 14], attrs(&[3, 3], &[1, 2], &[1, 1], &[1, 1], &[1, 1], 16), false)]
 fn channels_in_lanes_depthwise_matches_naive(
     #[case] xs: &[usize],
     #[case] a: ConvAttrs,

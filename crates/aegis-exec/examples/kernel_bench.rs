@@ -1,4 +1,5 @@
-//! Host kernel throughput: ResNet-50-like convolutions and a square GEMM at 1 and 2 threads.
+//! Host kernel throughput: convolutions, pools and GEMMs (the host GEMM, and on packed
+//! constant matrices) at 1 and 2 threads.
 //!
 //! `cargo run --release -p aegis-exec --example kernel_bench` prints GFLOP/s per case
 //! (best of several runs, 2 FLOPs per multiply-add); an argument keeps only the cases whose
@@ -8,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use aegis_exec::kernels::{
-    gemm, pool, ConvAttrs, GemmAttrs, KernelResult, PoolAttrs, PoolKind, PreparedConv,
+    gemm, pool, ConvAttrs, GemmAttrs, KernelResult, PackedB, PoolAttrs, PoolKind, PreparedConv,
 };
 
 fn best_of(reps: usize, mut f: impl FnMut() -> KernelResult<()>) -> KernelResult<Duration> {
@@ -152,6 +153,19 @@ fn gemm_case(m: usize, k: usize, n: usize, trans_b: bool) -> KernelResult<()> {
         })?;
         println!(
             "gemm {m}x{k} * {k}x{n}{tb:<14} threads {threads}: {:>8.3} ms  {:>7.1} GFLOP/s",
+            t.as_secs_f64() * 1e3,
+            flops / t.as_secs_f64() / 1e9
+        );
+    }
+    if m < 8 {
+        return Ok(());
+    }
+    // The same product with `B` packed once (a constant weight, as the loader packs it).
+    let packed = PackedB::new(&b, k, n, trans_b, None)?;
+    for threads in [1, 2] {
+        let t = best_of(30, || packed.run(&a, m, &mut out, None, threads))?;
+        println!(
+            "gemm {m}x{k} * {k}x{n}{tb:<7} packed threads {threads}: {:>8.3} ms  {:>7.1} GFLOP/s",
             t.as_secs_f64() * 1e3,
             flops / t.as_secs_f64() / 1e9
         );
@@ -362,6 +376,12 @@ fn main() -> KernelResult<()> {
     gemm_case(1000, 512, 169, false)?;
     gemm_case(128, 256, 256, false)?;
     gemm_case(128, 256, 256, true)?;
+    // The transformer encoder's QKV projection and feed-forward layers; BERT-base's.
+    gemm_case(128, 256, 768, false)?;
+    gemm_case(128, 256, 1024, false)?;
+    gemm_case(128, 1024, 256, false)?;
+    gemm_case(384, 768, 768, true)?;
+    gemm_case(384, 768, 3072, false)?;
     gemm_case(1, 2048, 1000, false)?;
     // Fully connected layers (Gemm with transB, one row): ResNet's head, VGG's and AlexNet's
     // 4096-wide layers (VGG's first streams a 411 MB filter).

@@ -48,6 +48,16 @@ pub(crate) enum KernelSpec {
     /// A generic kernel (inputs and outputs as for `Generic`) whose constant integer filter
     /// was packed once for the GEMM: QLinearConv / ConvInteger with one group.
     Packed { rows: Arc<k::PackedRows> },
+    /// An f32 `MatMul` or `Gemm` whose right-hand matrix is a constant, packed once (with
+    /// its bias: a `Gemm`'s constant row `C`, or the constant row of an `Add` right after a
+    /// `MatMul`, fused). Reads input 0 only; `output` as for Conv (the fused Add's or
+    /// activation's output when those were fused). `b_shape`: the constant's shape.
+    MatMulPacked {
+        b: Arc<k::PackedB>,
+        b_shape: Vec<usize>,
+        act: Option<UnaryOp>,
+        output: TensorId,
+    },
 }
 
 /// Result of planning kernels for a graph.
@@ -303,6 +313,23 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
             });
             continue;
         }
+        if let Some(pm) =
+            packed_matmul(g, node, p, &pos).map_err(|e| kernel_err(g, &node.name, e))?
+        {
+            for fused in &pm.fused {
+                kernels[fused.index()] = None;
+                runs_with[fused.index()] = Some(*id);
+            }
+            prepared_bytes += pm.b.bytes() as u64;
+            kernels[id.index()] = Some(KernelSpec::MatMulPacked {
+                b: Arc::new(pm.b),
+                b_shape: pm.b_shape,
+                act: pm.act,
+                output: pm.output,
+            });
+            // The constants live in the packed copy only: not uploaded.
+            continue;
+        }
         if let Some(rows) = packed_filter(g, node)? {
             prepared_bytes += rows.bytes() as u64;
             kernels[id.index()] = Some(KernelSpec::Packed {
@@ -385,6 +412,121 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
         prepared_bytes,
         scratch_elems: scratch,
     })
+}
+
+/// A `MatMul` / `Gemm` run on a right-hand matrix packed at load ([`packed_matmul`]).
+struct PackedMatMul {
+    b: k::PackedB,
+    b_shape: Vec<usize>,
+    act: Option<UnaryOp>,
+    /// Where the kernel writes: the node's output, or that of the last node fused.
+    output: TensorId,
+    /// The nodes fused in (a bias Add, an activation).
+    fused: Vec<NodeId>,
+}
+
+/// Rows of `A` below which the packed kernel is not used (its steps are 8 rows; a single
+/// row is a matrix-vector product, which the host GEMM's dot-product path streams).
+const PACKED_MIN_ROWS: usize = 8;
+
+/// An f32 `MatMul` with a constant 2-D `B`, or a `Gemm` with a constant `B`, no `transA`,
+/// `alpha = 1` and `C` absent or a constant row (`[N]`, `[1, N]` or a scalar), as a
+/// [`k::PackedB`]: at least `PACKED_MIN_ROWS` rows, and `N` whole blocks of 32 columns or
+/// wide enough that the last block's padding is under 1/16 of the work. A `MatMul`'s bias
+/// `Add` right after it (the other operand a constant row of `N`), and an activation after
+/// that (or after the `Gemm`), fuse when the written tensor does not overlap `A`.
+fn packed_matmul(
+    g: &ExecutionGraph,
+    node: &crate::graph::OperatorNode,
+    p: usize,
+    pos: &[usize],
+) -> Result<Option<PackedMatMul>, k::KernelError> {
+    let (trans_b, beta, c) = match &node.op {
+        Op::MatMul if node.inputs.len() == 2 => (false, 1.0, None),
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a: false,
+            trans_b,
+        } if *alpha == 1.0 => (*trans_b, *beta, node.inputs.get(2).copied()),
+        _ => return Ok(None),
+    };
+    let (a, b_id, y) = (node.inputs[0], node.inputs[1], node.outputs[0]);
+    let Some(b) = g.constant_data(b_id).and_then(|d| d.as_f32()) else {
+        return Ok(None);
+    };
+    let (a_shape, b_shape) = (&g.tensor(a).shape, &g.tensor(b_id).shape);
+    let f32s = [a, y].iter().all(|&t| g.tensor(t).dtype == DType::F32);
+    let (&[br, bc], [batch @ .., am, ak]) = (b_shape.as_slice(), a_shape.as_slice()) else {
+        return Ok(None);
+    };
+    let (k, n) = if trans_b { (bc, br) } else { (br, bc) };
+    let m = batch.iter().product::<usize>() * am;
+    let padding = n.next_multiple_of(32) - n;
+    let gemm_rank_ok = matches!(node.op, Op::MatMul) || batch.is_empty();
+    if !f32s || *ak != k || m < PACKED_MIN_ROWS || n == 0 || padding * 16 > n || !gemm_rank_ok {
+        return Ok(None);
+    }
+    let row_of = |t: TensorId| -> Option<Vec<f32>> {
+        let v = g.constant_data(t)?.as_f32()?;
+        let shape = &g.tensor(t).shape;
+        let row = shape.last().is_none_or(|&d| d == n || d == 1)
+            && shape.iter().rev().skip(1).all(|&d| d == 1);
+        match (row, v.len()) {
+            (true, len) if len == n => Some(v.to_vec()),
+            (true, 1) => Some(vec![v[0]; n]),
+            _ => None,
+        }
+    };
+    let mut bias = None;
+    let mut fused = Vec::new();
+    let (mut output, mut last, mut at) = (y, node, p);
+    match c {
+        Some(c) => {
+            let Some(row) = row_of(c) else {
+                return Ok(None);
+            };
+            // beta * C, rounded as the host GEMM scales its expanded C.
+            bias = Some(row.into_iter().map(|v| v * beta).collect::<Vec<_>>());
+        }
+        None => {
+            // MatMul then Add(bias row): the bias joins the kernel when the Add is the
+            // MatMul's only reader, right after it, and broadcasts only along rows.
+            if let Some((add, an)) = next_only_reader(g, node, p, pos) {
+                let other = an.inputs.iter().copied().find(|&t| t != y);
+                let row = other.filter(|_| two_input_sum(an)).and_then(row_of);
+                let same = an.outputs.len() == 1
+                    && g.tensor(an.outputs[0]).shape == g.tensor(y).shape
+                    && g.tensor(an.outputs[0]).dtype == DType::F32;
+                if let (Some(row), true) = (row, same) {
+                    if !planned_overlap(g, an.outputs[0], a) {
+                        bias = Some(row);
+                        fused.push(add);
+                        (output, last, at) = (an.outputs[0], an, p + 1);
+                    }
+                }
+            }
+        }
+    }
+    let mut act = None;
+    if let Some((next, nn)) = sole_next_reader(g, last, at, pos) {
+        if let Some(u) = unary_of(&nn.op) {
+            if !planned_overlap(g, nn.outputs[0], a) && g.tensor(nn.outputs[0]).dtype == DType::F32
+            {
+                act = Some(u);
+                fused.push(next);
+                output = nn.outputs[0];
+            }
+        }
+    }
+    let b = k::PackedB::new(b, k, n, trans_b, bias.as_deref())?;
+    Ok(Some(PackedMatMul {
+        b,
+        b_shape: b_shape.clone(),
+        act,
+        output,
+        fused,
+    }))
 }
 
 /// A one-group QLinearConv / ConvInteger's constant filter (with a constant or absent zero
@@ -910,7 +1052,9 @@ impl NodeKernel {
                 }
                 (ins, vec![arg(*output)?])
             }
-            KernelSpec::Affine { output, .. } => (vec![arg(node.inputs[0])?], vec![arg(*output)?]),
+            KernelSpec::Affine { output, .. } | KernelSpec::MatMulPacked { output, .. } => {
+                (vec![arg(node.inputs[0])?], vec![arg(*output)?])
+            }
             KernelSpec::Map { input, output, .. } => (vec![arg(*input)?], vec![arg(*output)?]),
             KernelSpec::AddRelu { output } => (
                 node.inputs
@@ -1023,6 +1167,9 @@ impl NodeKernel {
             if shapes.get(1) != Some(&w) {
                 shapes.insert(shapes.len().min(1), w);
             }
+        }
+        if let KernelSpec::MatMulPacked { b_shape, .. } = &self.spec {
+            shapes.insert(shapes.len().min(1), b_shape.clone());
         }
         shapes
     }
@@ -1270,6 +1417,13 @@ impl NodeKernel {
                 Some(_) => k::unary_f32_inplace(*act, out, t)?,
                 None => k::unary_f32(*act, f32s(l, inb(0))?, out, t)?,
             }
+            return Ok(());
+        }
+        if let KernelSpec::MatMulPacked { b, act, .. } = &self.spec {
+            let a = f32s(l, inb(0))?;
+            let s0 = shape(0);
+            let m = s0[..s0.len().saturating_sub(1)].iter().product();
+            b.run(a, m, f32s_mut(l, &mut writes[0])?, *act, t)?;
             return Ok(());
         }
         if let KernelSpec::Affine { a, b, act, .. } = &self.spec {
@@ -2485,6 +2639,74 @@ mod tests {
         assert_eq!(fused_divs, 18);
         assert_eq!(maps, 18);
         assert_eq!(convs_with_chain, 0);
+    }
+
+    /// The transformer encoder's projections and feed-forward layers (MatMul or Gemm on a
+    /// constant matrix) run on their matrix packed at load, each MatMul's bias Add (and the
+    /// first feed-forward layer's Relu) fused in; the attention products, on two run-time
+    /// operands, keep the host GEMM (the outputs are checked against the model's reference
+    /// in tests/run_models.rs).
+    #[test]
+    fn constant_weight_products_run_packed_with_their_bias_and_activation() {
+        let (g, plan) = planned("tv-transformer_encoder_2l/model.onnx");
+        let order = g.topological_order();
+        let count = |f: &dyn Fn(&Op, Option<&super::KernelSpec>) -> bool| {
+            order
+                .iter()
+                .filter(|id| f(&g.node(**id).op, plan.kernels[id.index()].as_ref()))
+                .count()
+        };
+        let packed = |k: Option<&super::KernelSpec>| {
+            matches!(k, Some(super::KernelSpec::MatMulPacked { .. }))
+        };
+        let relu = |k: Option<&super::KernelSpec>| {
+            matches!(
+                k,
+                Some(super::KernelSpec::MatMulPacked {
+                    act: Some(crate::kernels::UnaryOp::Relu),
+                    ..
+                })
+            )
+        };
+        let matmuls = |k: &dyn Fn(Option<&super::KernelSpec>) -> bool| {
+            count(&|op, spec| matches!(op, Op::MatMul) && k(spec))
+        };
+        // Per layer: QKV, linear1, linear2 packed; Q*K^T and attention*V on the GEMM.
+        assert_eq!(matmuls(&packed), 6);
+        assert_eq!(
+            matmuls(&|k| matches!(k, Some(super::KernelSpec::Generic))),
+            4
+        );
+        assert_eq!(
+            count(&|op, k| matches!(op, Op::Gemm { .. }) && packed(k)),
+            2
+        );
+        // The six MatMuls' bias Adds run inside them (the residual Adds do not); both
+        // linear1 Relus too.
+        assert_eq!(count(&|op, _| matches!(op, Op::Add)), 10);
+        assert_eq!(count(&|op, k| matches!(op, Op::Add) && k.is_none()), 6);
+        assert_eq!(count(&|op, k| matches!(op, Op::Relu) && k.is_none()), 2);
+        assert_eq!(count(&|_, k| relu(k)), 2);
+        // The packed constants are not uploaded as weights: the prepared bytes hold them.
+        let packed_bytes: u64 = plan
+            .kernels
+            .iter()
+            .flatten()
+            .filter_map(|k| match k {
+                super::KernelSpec::MatMulPacked { b, .. } => Some(b.bytes() as u64),
+                _ => None,
+            })
+            .sum();
+        assert!(packed_bytes > 0 && plan.prepared_bytes >= packed_bytes);
+        for t in &plan.weight_tensors {
+            let consumers = g.consumers(*t);
+            assert!(
+                consumers
+                    .iter()
+                    .any(|c| !packed(plan.kernels[c.index()].as_ref())),
+                "weight {t:?} is read only by packed products"
+            );
+        }
     }
 
     /// ResNet-50's residual joins (`Relu(Sum(conv, skip))`) run in the epilogue of the conv

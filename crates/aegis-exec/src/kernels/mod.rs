@@ -72,6 +72,8 @@
 //!   `gemm(a, a_shape, b, b_shape, c: Option<(&[f32], &[usize])>, &GemmAttrs, out, threads)`
 //! - `matmul_output_shape(a_shape, b_shape)`, `matmul(a, a_shape, b, b_shape, out, threads)`,
 //!   `det(x, x_shape, out)`
+//! - `PackedB::new(b, k, n, trans_b, bias)` (a constant right-hand matrix packed once),
+//!   `PackedB::run(a, m, out, act, threads)`
 //! - `rnn(&RnnSpec { cell: RnnCell::{Simple, Gru, Lstm}, .. }, &RnnInputs, RnnOutputs,
 //!   threads)`: the RNN, GRU and LSTM layers
 //! - `einsum(inputs, terms, output, sizes, out, threads)` (subscripts resolved to letter ids;
@@ -157,6 +159,7 @@ mod data;
 mod einsum;
 mod elementwise;
 mod error;
+mod gemm_packed;
 mod grid_sample;
 mod igemm;
 mod indexing;
@@ -195,6 +198,7 @@ pub use elementwise::{
     CastSrc, CompareOp, GeluApprox, UnaryOp, VariadicOp,
 };
 pub use error::{KernelError, KernelResult};
+pub use gemm_packed::PackedB;
 pub use grid_sample::{affine_grid, grid_sample, GridMode, GridPadding};
 pub use igemm::PackedRows;
 pub use indexing::{

@@ -237,7 +237,7 @@ fn row_stats(xr: &[f32], epsilon: f32) -> (f32, f32) {
 
 /// `sum of f(x)` over `xr` in f64, in `STAT_LANES` partial sums and a fixed tree.
 #[inline(always)]
-fn lane_sum(xr: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+pub(super) fn lane_sum(xr: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     let mut acc = [0.0f64; STAT_LANES];
     let mut chunks = xr.chunks_exact(STAT_LANES);
     for c in &mut chunks {

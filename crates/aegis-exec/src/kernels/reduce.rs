@@ -2,10 +2,12 @@
 //! over any element type and any axes (Prod, L1, L2, SumSquare, LogSum, LogSumExp, and the
 //! integer forms), ArgMax/ArgMin, and instance normalisation (per-plane statistics).
 //!
-//! Each output element is reduced by one scalar loop in index order, so results do not depend
-//! on the thread count (work is split along output elements only).
+//! Each output element is reduced by one scalar loop in index order (the normalisations'
+//! statistics in fixed f64 lanes, then a fixed tree), so results do not depend on the thread
+//! count (work is split along output elements only).
 
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
+use super::norm::lane_sum;
 use super::par::par_chunks;
 
 /// Output elements below which a reduction stays on one thread.
@@ -352,21 +354,18 @@ pub fn arg_reduce<T: Copy + PartialOrd + Sync>(
     Ok(())
 }
 
-/// Mean and (biased) variance of `xs`, accumulated in f64 in index order (two passes).
+/// Mean and (biased) variance of `xs`, accumulated in f64 (two passes), each sum in fixed
+/// lanes and a fixed tree ([`lane_sum`]): not one dependent chain of adds.
 fn mean_var(xs: &[f32]) -> (f64, f64) {
     let n = xs.len() as f64;
-    let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = xs
-        .iter()
-        .map(|&v| (f64::from(v) - mean).powi(2))
-        .sum::<f64>()
-        / n;
+    let mean = lane_sum(xs, |v| v) / n;
+    let var = lane_sum(xs, |v| (v - mean) * (v - mean)) / n;
     (mean, var)
 }
 
 /// ONNX InstanceNormalization: for every `(n, c)` plane of `x [N, C, spatial...]`,
 /// `scale[c] (x - mean) / sqrt(var + epsilon) + bias[c]` with the plane's mean and (biased)
-/// variance, accumulated in f64 in index order.
+/// variance, accumulated in f64 in a fixed order.
 ///
 /// # Errors
 /// Wrong lengths or a rank below 3.
@@ -396,7 +395,7 @@ pub fn instance_norm(
 
 /// ONNX GroupNormalization: the channels of `x [N, C, spatial...]` split into `groups`
 /// groups of `C / groups`, each `(n, group)` normalised by its mean and (biased) variance
-/// (accumulated in f64 in index order), then `scale * x_hat + bias` per channel (`scale`,
+/// (accumulated in f64 in a fixed order), then `scale * x_hat + bias` per channel (`scale`,
 /// `bias` of `C` elements, opset 21) or per group (`groups` elements, opset 18).
 ///
 /// # Errors

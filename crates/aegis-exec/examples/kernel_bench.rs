@@ -9,7 +9,8 @@
 use std::time::{Duration, Instant};
 
 use aegis_exec::kernels::{
-    gemm, pool, ConvAttrs, GemmAttrs, KernelResult, PackedB, PoolAttrs, PoolKind, PreparedConv,
+    gemm, pool, softmax, ConvAttrs, GemmAttrs, KernelResult, PackedB, PoolAttrs, PoolKind,
+    PreparedConv, SoftmaxKind,
 };
 
 fn best_of(reps: usize, mut f: impl FnMut() -> KernelResult<()>) -> KernelResult<Duration> {
@@ -371,6 +372,28 @@ fn main() -> KernelResult<()> {
         2,
         1,
     )?;
+    // The transformer encoder's attention softmax (4 heads of 128 x 128).
+    if selected("softmax 512x128") {
+        let x = data(512 * 128);
+        let mut out = vec![0.0; x.len()];
+        for threads in [1, 2] {
+            let t = best_of(30, || {
+                softmax(
+                    SoftmaxKind::Softmax,
+                    &x,
+                    &[4, 128, 128],
+                    2,
+                    &mut out,
+                    threads,
+                )
+            })?;
+            println!(
+                "softmax 512x128{:<27} threads {threads}: {:>8.3} ms",
+                "",
+                t.as_secs_f64() * 1e3
+            );
+        }
+    }
     gemm_case(512, 512, 512, false)?;
     // The transformer's attention output projection (Gemm, transB) and the same as MatMul.
     gemm_case(1000, 512, 169, false)?;

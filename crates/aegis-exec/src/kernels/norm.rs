@@ -238,21 +238,34 @@ fn row_stats(xr: &[f32], epsilon: f32) -> (f32, f32) {
 /// `sum of f(x)` over `xr` in f64, in `STAT_LANES` partial sums and a fixed tree.
 #[inline(always)]
 pub(super) fn lane_sum(xr: &[f32], f: impl Fn(f64) -> f64) -> f64 {
-    let mut acc = [0.0f64; STAT_LANES];
-    let mut chunks = xr.chunks_exact(STAT_LANES);
+    tree_sum::<f64, STAT_LANES>(xr, 0.0, |v| f(f64::from(v)))
+}
+
+/// `sum of f(x)` over `x` in `N` partial sums (element `i` into sum `i % N`, in element
+/// order), then a fixed tree: the same order for a given length every time, whatever the
+/// vector width, and not one chain of dependent adds. `N` a power of two.
+#[inline(always)]
+fn tree_sum<T: Copy + core::ops::AddAssign, const N: usize>(
+    x: &[f32],
+    zero: T,
+    f: impl Fn(f32) -> T,
+) -> T {
+    let mut acc = [zero; N];
+    let mut chunks = x.chunks_exact(N);
     for c in &mut chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f(f64::from(v));
+            *a += f(v);
         }
     }
     for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += f(f64::from(v));
+        *a += f(v);
     }
-    let mut w = STAT_LANES;
+    let mut w = N;
     while w > 1 {
         w /= 2;
         for i in 0..w {
-            acc[i] += acc[i + w];
+            let v = acc[i + w];
+            acc[i] += v;
         }
     }
     acc[0]
@@ -482,24 +495,7 @@ fn row_max(x: &[f32]) -> f32 {
 /// order for a given length every time, and not one chain of dependent adds).
 #[inline(always)]
 fn row_sum(x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; ROW_LANES];
-    let mut chunks = x.chunks_exact(ROW_LANES);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += v;
-    }
-    let mut w = ROW_LANES;
-    while w > 1 {
-        w /= 2;
-        for i in 0..w {
-            acc[i] += acc[i + w];
-        }
-    }
-    acc[0]
+    tree_sum::<f32, ROW_LANES>(x, 0.0, |v| v)
 }
 
 /// Softmax / LogSoftmax of one contiguous row: `e = exp(v - max)` (vectorised [`exp_f32`]),

@@ -320,14 +320,16 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                 kernels[fused.index()] = None;
                 runs_with[fused.index()] = Some(*id);
             }
-            prepared_bytes += pm.b.bytes() as u64;
+            // The packed copy, and the constants it came from (the graph keeps them), as a
+            // prepared conv counts its filter.
+            prepared_bytes += pm.b.bytes() as u64 + pm.source_bytes;
             kernels[id.index()] = Some(KernelSpec::MatMulPacked {
                 b: Arc::new(pm.b),
                 b_shape: pm.b_shape,
                 act: pm.act,
                 output: pm.output,
             });
-            // The constants live in the packed copy only: not uploaded.
+            // No kernel reads the constants themselves: they are not weights to upload.
             continue;
         }
         if let Some(rows) = packed_filter(g, node)? {
@@ -423,6 +425,8 @@ struct PackedMatMul {
     output: TensorId,
     /// The nodes fused in (a bias Add, an activation).
     fused: Vec<NodeId>,
+    /// Bytes of the graph constants packed (`B` and the bias's source).
+    source_bytes: u64,
 }
 
 /// Rows of `A` below which the packed kernel is not used (its steps are 8 rows; a single
@@ -467,6 +471,7 @@ fn packed_matmul(
     if !f32s || *ak != k || m < PACKED_MIN_ROWS || n == 0 || padding * 16 > n || !gemm_rank_ok {
         return Ok(None);
     }
+    let mut source_bytes = g.tensor(b_id).byte_size;
     let row_of = |t: TensorId| -> Option<Vec<f32>> {
         let v = g.constant_data(t)?.as_f32()?;
         let shape = &g.tensor(t).shape;
@@ -488,6 +493,7 @@ fn packed_matmul(
             };
             // beta * C, rounded as the host GEMM scales its expanded C.
             bias = Some(row.into_iter().map(|v| v * beta).collect::<Vec<_>>());
+            source_bytes += g.tensor(c).byte_size;
         }
         None => {
             // MatMul then Add(bias row): the bias joins the kernel when the Add is the
@@ -500,6 +506,7 @@ fn packed_matmul(
                     && g.tensor(an.outputs[0]).dtype == DType::F32;
                 if let (Some(row), true) = (row, same) {
                     if !planned_overlap(g, an.outputs[0], a) {
+                        source_bytes += other.map_or(0, |t| g.tensor(t).byte_size);
                         bias = Some(row);
                         fused.push(add);
                         (output, last, at) = (an.outputs[0], an, p + 1);
@@ -526,6 +533,7 @@ fn packed_matmul(
         act,
         output,
         fused,
+        source_bytes,
     }))
 }
 
@@ -2687,7 +2695,8 @@ mod tests {
         assert_eq!(count(&|op, k| matches!(op, Op::Add) && k.is_none()), 6);
         assert_eq!(count(&|op, k| matches!(op, Op::Relu) && k.is_none()), 2);
         assert_eq!(count(&|_, k| relu(k)), 2);
-        // The packed constants are not uploaded as weights: the prepared bytes hold them.
+        // The packed constants are not weights any kernel reads: the prepared bytes count
+        // them with their packed copies.
         let packed_bytes: u64 = plan
             .kernels
             .iter()

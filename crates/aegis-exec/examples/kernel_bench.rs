@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use aegis_exec::kernels::{
-    gemm, pool, softmax, ConvAttrs, GemmAttrs, KernelResult, PackedB, PoolAttrs, PoolKind,
-    PreparedConv, SoftmaxKind,
+    gemm, pool, softmax, unary_f32, ConvAttrs, GeluApprox, GemmAttrs, KernelResult, PackedB,
+    PoolAttrs, PoolKind, PreparedConv, SoftmaxKind, UnaryOp,
 };
 
 fn best_of(reps: usize, mut f: impl FnMut() -> KernelResult<()>) -> KernelResult<Duration> {
@@ -372,24 +372,54 @@ fn main() -> KernelResult<()> {
         2,
         1,
     )?;
-    // The transformer encoder's attention softmax (4 heads of 128 x 128).
-    if selected("softmax 512x128") {
-        let x = data(512 * 128);
+    // The transformer encoder's attention softmax (4 heads of 128 x 128) and a Swin stage's
+    // window attention (64 windows, 3 heads, 49 x 49).
+    for (label, shape) in [
+        ("softmax 512x128", [1, 4, 128, 128]),
+        ("softmax 9408x49", [64, 3, 49, 49]),
+    ] {
+        if !selected(label) {
+            continue;
+        }
+        let x = data(shape.iter().product());
         let mut out = vec![0.0; x.len()];
         for threads in [1, 2] {
             let t = best_of(30, || {
-                softmax(
-                    SoftmaxKind::Softmax,
-                    &x,
-                    &[4, 128, 128],
-                    2,
-                    &mut out,
-                    threads,
-                )
+                softmax(SoftmaxKind::Softmax, &x, &shape, 3, &mut out, threads)
             })?;
             println!(
-                "softmax 512x128{:<27} threads {threads}: {:>8.3} ms",
-                "",
+                "{label:<42} threads {threads}: {:>8.3} ms",
+                t.as_secs_f64() * 1e3
+            );
+        }
+    }
+    // Transcendental activations over a ConvNeXt-stage MLP activation (56x56x384).
+    for (name, op) in [
+        ("erf", UnaryOp::Erf),
+        ("tanh", UnaryOp::Tanh),
+        ("gelu", UnaryOp::Gelu(GeluApprox::None)),
+        ("gelu tanh", UnaryOp::Gelu(GeluApprox::Tanh)),
+        (
+            "gelu ops",
+            UnaryOp::GeluOps {
+                k: std::f32::consts::SQRT_2,
+                divide: true,
+                half_first: false,
+            },
+        ),
+        ("sigmoid", UnaryOp::Sigmoid),
+        ("exp", UnaryOp::Exp),
+    ] {
+        let label = format!("unary {name} 1204224");
+        if !selected(&label) {
+            continue;
+        }
+        let x: Vec<f32> = data(56 * 56 * 384).iter().map(|v| 6.0 * v - 3.0).collect();
+        let mut out = vec![0.0; x.len()];
+        for threads in [1, 2] {
+            let t = best_of(30, || unary_f32(op, &x, &mut out, threads))?;
+            println!(
+                "{label:<42} threads {threads}: {:>8.3} ms",
                 t.as_secs_f64() * 1e3
             );
         }

@@ -142,7 +142,7 @@ fn float_fn(op: &Op) -> Option<Box<dyn Fn(f32) -> f32 + Sync>> {
             MathFn::Atanh => Box::new(f32::atanh),
             MathFn::Softplus => Box::new(k::softplus),
             MathFn::Softsign => Box::new(|x: f32| x / (1.0 + x.abs())),
-            MathFn::Mish => Box::new(|x: f32| x * k::softplus(x).tanh()),
+            MathFn::Mish => Box::new(|x: f32| x * k::tanh_f32(k::softplus(x))),
             _ => return None,
         },
         Op::Elu { alpha } => Box::new(move |x: f32| if x < 0.0 { alpha * x.exp_m1() } else { x }),
@@ -337,6 +337,28 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
             kernels[id.index()] = Some(KernelSpec::Packed {
                 rows: Arc::new(rows),
             });
+        }
+        // Gelu as five nodes: one pass instead of five.
+        let gelu = node
+            .inputs
+            .iter()
+            .filter(|&&t| g.constant_data(t).is_none())
+            .find_map(|&x| Some((x, gelu_ops_at(g, x, p, order)?)));
+        if let Some((x, (chain, act, y))) = gelu {
+            {
+                if apart_or_exact(g, y, x) {
+                    kernels[id.index()] = Some(KernelSpec::Map {
+                        input: x,
+                        act,
+                        output: y,
+                    });
+                    for next in chain.iter().filter(|&&n| n != *id) {
+                        kernels[next.index()] = None;
+                        runs_with[next.index()] = Some(*id);
+                    }
+                    continue;
+                }
+            }
         }
         if matches!(node.op, Op::Add) {
             // Hard-swish as four nodes: one pass instead of four (in place when the plan puts
@@ -652,6 +674,114 @@ fn hard_swish_ops_at(
         && matches!(div.op, Op::Div)
         && matches!(div.inputs[..], [m, k] if m == mul.outputs[0] && scalar(k, 6.0));
     ok.then_some((chain, div.outputs[0]))
+}
+
+/// Gelu written as five nodes (below opset 20), as the steps `p..p + 5` of `order`, reading
+/// `x`: `Div(x, k)` (or `Mul(x, k)`), `Erf`, `Add(·, 1)`, then `Mul(Mul(x, ·), 0.5)` (torch's
+/// `nn.GELU`) or `Mul(Mul(x, 0.5), ·)` (`0.5 * x * (1 + erf(...))`, the Mul by 0.5 anywhere in
+/// the five). `x` is read only inside the chain, each intermediate only by the next node, the
+/// constants are scalars. Returns the nodes, the one-pass operator (same bits as the nodes)
+/// and the chain's output.
+fn gelu_ops_at(
+    g: &ExecutionGraph,
+    x: TensorId,
+    p: usize,
+    order: &[NodeId],
+) -> Option<([NodeId; 5], UnaryOp, TensorId)> {
+    let chain: [NodeId; 5] = order.get(p..p + 5)?.try_into().ok()?;
+    let nodes = chain.map(|id| g.node(id));
+    let scalar = |t: TensorId| {
+        g.constant_data(t)
+            .and_then(|d| d.as_f32())
+            .and_then(|d| (d.len() == 1).then(|| d[0]))
+    };
+    // The other operand of a two-input node, when one is `a`.
+    let other = |n: &crate::graph::OperatorNode, a: TensorId| match n.inputs[..] {
+        [i, o] if i == a => Some(o),
+        [o, i] if i == a => Some(o),
+        _ => None,
+    };
+    let in_chain = |id: NodeId| chain.contains(&id);
+    let only_reader = |t: TensorId| -> Option<NodeId> {
+        match g.consumers(t) {
+            [r] if in_chain(*r) && g.tensor(t).kind == TensorKind::Activation => Some(*r),
+            _ => None,
+        }
+    };
+    let f32_same = nodes.iter().all(|n| {
+        n.outputs.len() == 1
+            && g.tensor(n.outputs[0]).dtype == DType::F32
+            && g.tensor(n.outputs[0]).shape == g.tensor(x).shape
+    });
+    if !f32_same || g.tensor(x).dtype != DType::F32 {
+        return None;
+    }
+    let erf = nodes.iter().position(|n| matches!(n.op, Op::Erf))?;
+    let scaled = nodes[erf].inputs[0];
+    let di = nodes.iter().position(|n| n.outputs[0] == scaled)?;
+    let divide = matches!(nodes[di].op, Op::Div);
+    let k = match nodes[di].inputs[..] {
+        [a, c] if a == x && (divide || matches!(nodes[di].op, Op::Mul)) => scalar(c)?,
+        [c, a] if a == x && matches!(nodes[di].op, Op::Mul) => scalar(c)?,
+        _ => return None,
+    };
+    only_reader(scaled).filter(|&r| r == chain[erf])?;
+    let add = only_reader(nodes[erf].outputs[0])?;
+    let add_n = g.node(add);
+    let e1 = add_n.outputs[0];
+    if !matches!(add_n.op, Op::Add)
+        || other(add_n, nodes[erf].outputs[0]).and_then(scalar) != Some(1.0)
+    {
+        return None;
+    }
+    let prod = only_reader(e1)?;
+    let prod_n = g.node(prod);
+    if !matches!(prod_n.op, Op::Mul) {
+        return None;
+    }
+    let with = other(prod_n, e1)?;
+    let is_half_of_x = |t: TensorId| {
+        nodes.iter().any(|n| {
+            n.outputs[0] == t
+                && matches!(n.op, Op::Mul)
+                && other(n, x).and_then(scalar) == Some(0.5)
+        })
+    };
+    // The fifth node (the last Mul, or the Mul by 0.5 before the product), the output, and
+    // the node besides the Div that reads `x`.
+    let (half_first, fifth, y, x_reader) = if with == x {
+        // (x * (e + 1)) * 0.5
+        let last = only_reader(prod_n.outputs[0])?;
+        let ln = g.node(last);
+        let ok =
+            matches!(ln.op, Op::Mul) && other(ln, prod_n.outputs[0]).and_then(scalar) == Some(0.5);
+        ok.then_some((false, last, ln.outputs[0], prod))?
+    } else if is_half_of_x(with) {
+        // (x * 0.5) * (e + 1)
+        let half = g.producer(with)?;
+        only_reader(with).filter(|&r| r == prod)?;
+        (true, half, prod_n.outputs[0], half)
+    } else {
+        return None;
+    };
+    // The five nodes are exactly the chain, and `x` has no reader outside it.
+    let mut used = [chain[di], chain[erf], add, prod, fifth];
+    used.sort_unstable();
+    let mut all = chain;
+    all.sort_unstable();
+    let mut xr = g.consumers(x).to_vec();
+    xr.sort_unstable();
+    let mut want = [chain[di], x_reader];
+    want.sort_unstable();
+    (used == all && xr == want).then_some((
+        chain,
+        UnaryOp::GeluOps {
+            k,
+            divide,
+            half_first,
+        },
+        y,
+    ))
 }
 
 /// The node that may fuse into `node` (at position `p` of the order): the only reader of its
@@ -1833,6 +1963,13 @@ impl NodeKernel {
                     }
                 ))
             }
+            Op::Transpose { perm } if dt(0) == DType::F32 => k::transpose_f32(
+                f32s(l, inb(0))?,
+                shape(0),
+                perm,
+                f32s_mut(l, &mut writes[0])?,
+                t,
+            )?,
             Op::Transpose { perm } => by_dtype!(dt(0), |view, view_mut| k::transpose(
                 view(l, inb(0))?,
                 shape(0),
@@ -2647,6 +2784,46 @@ mod tests {
         assert_eq!(fused_divs, 18);
         assert_eq!(maps, 18);
         assert_eq!(convs_with_chain, 0);
+    }
+
+    /// A ConvNeXt block's Gelu, written as the five nodes torch exports below opset 20 (Div,
+    /// Erf, Add, Mul, Mul), runs as one pass (the block's output is checked against
+    /// onnxruntime in tests/arch_blocks.rs).
+    #[test]
+    fn exported_gelu_chains_run_as_one_pass() {
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arch/convnext/model.onnx");
+        let g = ExecutionGraph::load(&p, &LoadOptions::default()).unwrap();
+        let plan = super::plan_kernels(&g, 1).unwrap();
+        let gelu_maps: Vec<_> = plan
+            .kernels
+            .iter()
+            .flatten()
+            .filter(|k| {
+                matches!(
+                    k,
+                    super::KernelSpec::Map {
+                        act: crate::kernels::UnaryOp::GeluOps {
+                            divide: true,
+                            half_first: false,
+                            ..
+                        },
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(gelu_maps.len(), 1);
+        let fused = |f: &dyn Fn(&Op) -> bool| {
+            g.topological_order()
+                .iter()
+                .filter(|id| f(&g.node(**id).op) && plan.kernels[id.index()].is_none())
+                .count()
+        };
+        assert_eq!(fused(&|op| matches!(op, Op::Erf)), 1);
+        // The chain's Add of 1 and two Muls, and the two linear layers' bias Adds (inside the
+        // packed products); the layer-scale Mul and the residual Add stay.
+        assert_eq!(fused(&|op| matches!(op, Op::Mul | Op::Add)), 5);
     }
 
     /// The transformer encoder's projections and feed-forward layers (MatMul or Gemm on a

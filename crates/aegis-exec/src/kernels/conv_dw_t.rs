@@ -402,6 +402,74 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+/// Input columns `cs` of the row-major `rows x cols` matrix `src` as the rows of `dst`
+/// (`dst[(c - cs.start) * rows + r] = src[r * cols + c]`): whole 16x16 blocks through
+/// [`transpose16`], the edges element by element.
+pub(super) fn transpose_block(
+    simd: V4,
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    cs: Range<usize>,
+    dst: &mut [f32],
+) {
+    struct Block<'a> {
+        simd: V4,
+        src: &'a [f32],
+        rows: usize,
+        cols: usize,
+        cs: Range<usize>,
+        dst: &'a mut [f32],
+    }
+    impl pulp::WithSimd for Block<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) {
+            let Block {
+                simd,
+                src,
+                rows,
+                cols,
+                cs,
+                dst,
+            } = self;
+            let (c_full, r_full) = (cs.start + (cs.len() / L) * L, (rows / L) * L);
+            for c in (cs.start..c_full).step_by(L) {
+                for r in (0..r_full).step_by(L) {
+                    let mut v = [simd.avx512f._mm512_setzero_ps(); L];
+                    for (i, vi) in v.iter_mut().enumerate() {
+                        *vi = m512(load::<V4>(&src[(r + i) * cols + c..]));
+                    }
+                    for (j, vj) in transpose16(simd, v).into_iter().enumerate() {
+                        store::<V4>(&mut dst[(c + j - cs.start) * rows + r..], f32s(vj));
+                    }
+                }
+                for j in c..c + L {
+                    for r in r_full..rows {
+                        dst[(j - cs.start) * rows + r] = src[r * cols + j];
+                    }
+                }
+            }
+            for j in c_full..cs.end {
+                for r in 0..rows {
+                    dst[(j - cs.start) * rows + r] = src[r * cols + j];
+                }
+            }
+        }
+    }
+    pulp::Simd::vectorize(
+        simd,
+        Block {
+            simd,
+            src,
+            rows,
+            cols,
+            cs,
+            dst,
+        },
+    );
+}
+
 /// A 16x16 transpose in registers: `out[j]` lane `i` is `r[i]` lane `j`. Unpacks pair rows
 /// per 128-bit lane, `shufps` gathers each lane's column of four rows, and two rounds of
 /// `shuf_f32x4` transpose the 4x4 grid of 128-bit lanes.

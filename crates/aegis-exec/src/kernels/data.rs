@@ -3,6 +3,8 @@
 //! bool as u8, ...). Axes are non-negative unless stated (callers resolve negative ONNX axes
 //! by adding the rank); Slice and Gather normalise their data-dependent values here.
 
+use std::ops::Range;
+
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::indexing::resolve_index;
 use super::par::par_chunks;
@@ -313,6 +315,63 @@ pub fn transpose<T: Copy + Send + Sync>(
     out: &mut [T],
     threads: usize,
 ) -> KernelResult<()> {
+    transpose_with(x, x_shape, perm, out, threads, &block_transpose::<T>)
+}
+
+/// [`transpose`] for f32, with the 2-D swaps (NCHW <-> NHWC, attention heads' keys) moved in
+/// 16x16 blocks transposed in AVX-512 registers where the CPU has them (a ConvNeXt block's
+/// two 96x56x56 layout swaps, `aegisrt profile`, 1 thread: 0.23 and 0.45 -> 0.07 and 0.07
+/// ms). Same result as [`transpose`]: a transpose moves values.
+///
+/// # Errors
+/// As [`transpose`].
+pub fn transpose_f32(
+    x: &[f32],
+    x_shape: &[usize],
+    perm: &[usize],
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V4::try_new() {
+        let block =
+            move |src: &[f32], rows: usize, cols: usize, cs: Range<usize>, dst: &mut [f32]| {
+                super::conv_dw_t::transpose_block(simd, src, rows, cols, cs, dst);
+            };
+        return transpose_with(x, x_shape, perm, out, threads, &block);
+    }
+    transpose(x, x_shape, perm, out, threads)
+}
+
+/// Input columns `cs` of the row-major `rows x cols` matrix `src` as the rows of `dst`
+/// (`dst[(c - cs.start) * rows + r] = src[r * cols + c]`), in 32x32 tiles that stay in L1.
+fn block_transpose<T: Copy>(src: &[T], rows: usize, cols: usize, cs: Range<usize>, dst: &mut [T]) {
+    const B: usize = 32;
+    for r0 in (0..rows).step_by(B) {
+        let r1 = (r0 + B).min(rows);
+        for c0 in cs.clone().step_by(B) {
+            for c in c0..(c0 + B).min(cs.end) {
+                let o = &mut dst[(c - cs.start) * rows..][r0..r1];
+                for (rr, v) in o.iter_mut().enumerate() {
+                    *v = src[(r0 + rr) * cols + c];
+                }
+            }
+        }
+    }
+}
+
+/// The block mover of a 2-D transpose: `(src, rows, cols, columns, dst)` as
+/// [`block_transpose`].
+type BlockFn<'a, T> = dyn Fn(&[T], usize, usize, Range<usize>, &mut [T]) + Sync + 'a;
+
+fn transpose_with<T: Copy + Send + Sync>(
+    x: &[T],
+    x_shape: &[usize],
+    perm: &[usize],
+    out: &mut [T],
+    threads: usize,
+    block: &BlockFn<'_, T>,
+) -> KernelResult<()> {
     const OP: &str = "Transpose";
     let rank = x_shape.len();
     let mut seen = vec![false; rank];
@@ -368,19 +427,18 @@ pub fn transpose<T: Copy + Send + Sync>(
     {
         let (rows, cols) = (in_shape[r - 2], in_shape[r - 1]);
         let mat = rows * cols;
-        par_chunks(out, mat, threads, 1, |first, piece| {
-            for (bi, o) in piece.chunks_mut(mat).enumerate() {
-                let src = &x[(first + bi) * mat..(first + bi + 1) * mat];
-                const B: usize = 32;
-                for r0 in (0..rows).step_by(B) {
-                    for c0 in (0..cols).step_by(B) {
-                        for c in c0..(c0 + B).min(cols) {
-                            for rr in r0..(r0 + B).min(rows) {
-                                o[c * rows + rr] = src[rr * cols + c];
-                            }
-                        }
-                    }
-                }
+        // Workers take runs of output rows (input columns), across matrices of the batch, so
+        // one large matrix is shared too.
+        par_chunks(out, rows, threads, (1 << 14) / rows, |first, piece| {
+            let mut o = first;
+            let mut rest = piece;
+            while !rest.is_empty() {
+                let (b, c0) = (o / cols, o % cols);
+                let n = (cols - c0).min(rest.len() / rows);
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(n * rows);
+                block(&x[b * mat..(b + 1) * mat], rows, cols, c0..c0 + n, head);
+                rest = tail;
+                o += n;
             }
         });
         return Ok(());

@@ -188,10 +188,11 @@ pub use conv::{
     SharedWeights,
 };
 pub use data::{
-    block_shuffle, concat, copy, gather, pad, slice, slice_params, split, tile, transpose, PadMode,
-    SliceAxis,
+    block_shuffle, concat, copy, gather, pad, slice, slice_params, split, tile, transpose,
+    transpose_f32, PadMode, SliceAxis,
 };
 pub use einsum::einsum;
+pub(crate) use elementwise::tanh_f32;
 pub use elementwise::{
     binary_f32, binary_f32_inplace, binary_i32, binary_i64, binary_i8, binary_u8, cast, cast_par,
     compare, expand, unary_f32, unary_f32_inplace, variadic_f32, where_select, BinaryOp, CastDst,

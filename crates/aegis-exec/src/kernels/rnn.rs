@@ -8,6 +8,7 @@
 //! zeros to `Y`; its `Y_h` / `Y_c` are the states after its last step (zeros for an empty
 //! sequence, as onnxruntime gives).
 
+use super::elementwise::{exp_f32, tanh_f32};
 use super::error::{check_len, invalid, numel, KernelResult};
 use super::matmul::{gemm, GemmAttrs};
 
@@ -101,8 +102,8 @@ pub enum RnnActivation {
 impl RnnActivation {
     fn apply(self, x: f32) -> f32 {
         match self {
-            RnnActivation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-            RnnActivation::Tanh => x.tanh(),
+            RnnActivation::Sigmoid => 1.0 / (1.0 + exp_f32(-x)),
+            RnnActivation::Tanh => tanh_f32(x),
             RnnActivation::Relu => x.max(0.0),
             RnnActivation::HardSigmoid(a, b) => (a * x + b).clamp(0.0, 1.0),
             RnnActivation::LeakyRelu(a) => {
@@ -119,7 +120,7 @@ impl RnnActivation {
                     0.0
                 }
             }
-            RnnActivation::ScaledTanh(a, b) => a * (b * x).tanh(),
+            RnnActivation::ScaledTanh(a, b) => a * tanh_f32(b * x),
             RnnActivation::Affine(a, b) => a * x + b,
             RnnActivation::Elu(a) => {
                 if x < 0.0 {

@@ -104,6 +104,15 @@ fn slice_negative_step_values() {
 #[case(&[2, 1, 4, 5], &[2, 0, 3, 1])]
 #[case(&[67, 45], &[1, 0])]
 #[case(&[3, 4], &[0, 1])]
+// Whole 16x16 blocks with ragged edges, batches that workers split mid-matrix, and the
+// NCHW <-> NHWC swaps of a ConvNeXt block.
+#[case(&[3, 33, 50], &[0, 2, 1])]
+#[case(&[1, 16, 16], &[0, 2, 1])]
+#[case(&[5, 17, 31], &[0, 2, 1])]
+#[case(&[1, 96, 20, 20], &[0, 2, 3, 1])]
+#[case(&[1, 20, 20, 96], &[0, 3, 1, 2])]
+#[case(&[2, 300, 1], &[1, 0, 2])]
+#[case(&[3, 20, 700], &[0, 2, 1])]
 fn transpose_matches_naive(#[case] xs: &[usize], #[case] perm: &[usize]) {
     let x = rand_vec(xs.iter().product(), 92);
     let osh: Vec<usize> = perm.iter().map(|&p| xs[p]).collect();
@@ -114,12 +123,16 @@ fn transpose_matches_naive(#[case] xs: &[usize], #[case] perm: &[usize]) {
             x[(0..perm.len()).map(|d| idx[d] * st[perm[d]]).sum::<usize>()]
         })
         .collect();
-    for threads in [1, 2] {
+    for threads in [1, 2, 3] {
         let mut out = vec![0.0; x.len()];
         transpose(&x, xs, perm, &mut out, threads).unwrap();
         assert_eq!(out, want);
+        let mut out = vec![0.0; x.len()];
+        transpose_f32(&x, xs, perm, &mut out, threads).unwrap();
+        assert_eq!(out, want, "transpose_f32, {threads} threads");
     }
     assert!(transpose(&x, xs, &vec![0; xs.len()], &mut vec![0.0; x.len()], 1).is_err());
+    assert!(transpose_f32(&x, xs, &vec![0; xs.len()], &mut vec![0.0; x.len()], 1).is_err());
 }
 
 #[test]

@@ -449,6 +449,64 @@ fn unary_ops_match_formulas() {
     }
 }
 
+/// Largest ulp distance of `f` from `exact` (f64, rounded to f32) over a dense sweep of
+/// `[-hi, hi]` plus tiny and huge arguments; also checks that the vectorised map
+/// (`unary_f32`, 2 threads) gives exactly the scalar function's bits.
+fn sweep_ulps(f: fn(f32) -> f32, exact: fn(f64) -> f64, op: UnaryOp, hi: f64) -> u32 {
+    let steps = 400_000;
+    let mut xs: Vec<f32> = (0..=steps)
+        .map(|i| (-hi + 2.0 * hi * i as f64 / steps as f64) as f32)
+        .collect();
+    xs.extend([1e-30f32, -1e-30, 1e-8, -3e-4, 1e3, -1e3, f32::MAX, f32::MIN]);
+    let mut worst = 0;
+    for &x in &xs {
+        let (got, want) = (f(x), exact(x as f64) as f32);
+        let d = if want == 0.0 {
+            u32::from(got != 0.0) * u32::MAX
+        } else {
+            ulps(got, want)
+        };
+        assert!(
+            got.signum() == want.signum() || want == 0.0,
+            "{x}: {got} vs {want}"
+        );
+        worst = worst.max(d);
+    }
+    let mut out = vec![0.0; xs.len()];
+    unary_f32(op, &xs, &mut out, 2).unwrap();
+    for (i, (&o, &x)) in out.iter().zip(&xs).enumerate() {
+        assert_eq!(
+            o.to_bits(),
+            f(x).to_bits(),
+            "element {i} ({x}): map vs scalar"
+        );
+    }
+    worst
+}
+
+#[test]
+fn erf_f32_is_within_two_ulp_and_handles_the_edges() {
+    use super::elementwise::erf_f32;
+    let worst = sweep_ulps(erf_f32, libm::erf, UnaryOp::Erf, 4.5);
+    assert!(worst <= 2, "erf: {worst} ulp");
+    assert_eq!(erf_f32(0.0).to_bits(), 0.0f32.to_bits());
+    assert_eq!(erf_f32(-0.0).to_bits(), (-0.0f32).to_bits());
+    assert_eq!(erf_f32(f32::INFINITY), 1.0);
+    assert_eq!(erf_f32(f32::NEG_INFINITY), -1.0);
+    assert!(erf_f32(f32::NAN).is_nan());
+}
+
+#[test]
+fn tanh_f32_is_within_two_ulp_and_handles_the_edges() {
+    use super::elementwise::tanh_f32;
+    let worst = sweep_ulps(tanh_f32, f64::tanh, UnaryOp::Tanh, 10.0);
+    assert!(worst <= 2, "tanh: {worst} ulp");
+    assert_eq!(tanh_f32(-0.0).to_bits(), (-0.0f32).to_bits());
+    assert_eq!(tanh_f32(f32::INFINITY), 1.0);
+    assert_eq!(tanh_f32(f32::NEG_INFINITY), -1.0);
+    assert!(tanh_f32(f32::NAN).is_nan());
+}
+
 #[test]
 fn erf_and_gelu_known_values() {
     let x = [0.0f32, 0.5, 1.0, -1.0, 2.0, -3.0];
@@ -583,6 +641,66 @@ fn f16_casts_in_parallel_match_the_element_wise_rounding() {
         );
     }
     assert!(cast_par(CastSrc::F32(&xs), CastDst::F16(&mut each[1..]), 2).is_err());
+}
+
+/// The fused Gelu of five exported nodes gives the bits the five kernels give one after
+/// another, in both forms (torch's `(x * (erf(x / k) + 1)) * 0.5` and `(x * 0.5) * (erf(x *
+/// k) + 1)`), signed zeros, infinities and NaN included.
+#[test]
+fn gelu_ops_matches_the_five_kernels() {
+    let mut x: Vec<f32> = rand_vec(2000, 43).into_iter().map(|v| v * 12.0).collect();
+    x.extend([
+        -0.0,
+        0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        1e-30,
+        -5.5,
+    ]);
+    let (n, shape) = (x.len(), [x.len()]);
+    let run = |op: BinaryOp, a: &[f32], b: &[f32], b_shape: &[usize]| {
+        let mut out = vec![0.0; n];
+        binary_f32(op, a, &shape, b, b_shape, &mut out, 1).unwrap();
+        out
+    };
+    for (divide, half_first) in [(true, false), (false, true), (true, true), (false, false)] {
+        let k = if divide {
+            std::f32::consts::SQRT_2
+        } else {
+            std::f32::consts::FRAC_1_SQRT_2
+        };
+        let scaled = run(
+            if divide { BinaryOp::Div } else { BinaryOp::Mul },
+            &x,
+            &[k],
+            &[],
+        );
+        let mut e = vec![0.0; n];
+        unary_f32(UnaryOp::Erf, &scaled, &mut e, 1).unwrap();
+        let e1 = run(BinaryOp::Add, &e, &[1.0], &[]);
+        let want = if half_first {
+            let h = run(BinaryOp::Mul, &x, &[0.5], &[]);
+            run(BinaryOp::Mul, &h, &e1, &shape)
+        } else {
+            let m = run(BinaryOp::Mul, &x, &e1, &shape);
+            run(BinaryOp::Mul, &m, &[0.5], &[])
+        };
+        let mut got = vec![0.0; n];
+        let op = UnaryOp::GeluOps {
+            k,
+            divide,
+            half_first,
+        };
+        unary_f32(op, &x, &mut got, 2).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "{op:?} at {}: {g} vs {w}",
+                x[i]
+            );
+        }
+    }
 }
 
 /// The fused hard-swish of four exported nodes gives the bits the four kernels give one

@@ -740,3 +740,37 @@ fn hard_swish_ops_matches_the_four_kernels() {
     unary_f32(UnaryOp::HardSwishOps, &x, &mut got, 2).unwrap();
     assert_bits_eq(&got, &want);
 }
+
+/// A scalar exponent of 2 or 3 runs as products: within 2 ulp of the exact power (f64),
+/// signs, zeros and infinities as `powf`'s, the same bits in place and out of place.
+#[test]
+fn pow_by_a_scalar_two_or_three_is_a_product() {
+    let mut x: Vec<f32> = rand_vec(3000, 47).into_iter().map(|v| v * 40.0).collect();
+    x.extend([
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e-20,
+        -3e12,
+    ]);
+    let shape = [x.len()];
+    for y in [2.0f32, 3.0] {
+        let mut out = vec![0.0; x.len()];
+        binary_f32(BinaryOp::Pow, &x, &shape, &[y], &[], &mut out, 2).unwrap();
+        for (&v, &o) in x.iter().zip(&out) {
+            let want = v.powf(y);
+            let exact = (v as f64).powf(y as f64) as f32;
+            assert!(
+                o.to_bits() == want.to_bits() || ulps(o, exact) <= 2,
+                "{v}^{y} = {o}, powf {want}"
+            );
+            assert_eq!(o.is_sign_negative(), want.is_sign_negative(), "{v}^{y}");
+        }
+        let mut inplace = x.clone();
+        binary_f32_inplace(BinaryOp::Pow, &mut inplace, &shape, &[y], &[], false, 2).unwrap();
+        assert_bits_eq(&inplace, &out);
+    }
+}

@@ -9,34 +9,18 @@
 //! Each block runs at 1 and 2 threads, and on 2 streams; outputs must match onnxruntime's
 //! within `1e-4 + 1e-3 |want|`, and the runs must agree bit for bit.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aegis_cuda::{Device, Stream, StreamPriority};
-use aegis_exec::{ExecOptions, ExecutionGraph, Executor, HostTensor, LoadOptions, PreparedModel};
+use aegis_exec::{ExecOptions, ExecutionGraph, Executor, LoadOptions, PreparedModel};
 use aegis_memory::DeviceMemoryPool;
 
-fn fixtures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arch");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    cases.sort();
-    cases
-}
-
-fn numbered(dir: &Path, prefix: &str) -> Vec<HostTensor> {
-    (0..)
-        .map(|k| dir.join(format!("{prefix}_{k}.npy")))
-        .take_while(|p| p.is_file())
-        .map(|p| HostTensor::read_npy(&p).unwrap())
-        .collect()
-}
+mod fixture_dirs;
+use fixture_dirs::{fixtures, numbered};
 
 #[test]
 fn architecture_blocks_match_onnxruntime_at_any_thread_and_stream_count() {
-    let cases = fixtures();
+    let cases = fixtures("arch");
     assert_eq!(cases.len(), 10, "{cases:?}");
     let device = Device::host();
     let pool = DeviceMemoryPool::new(&device, 1 << 28);

@@ -4,37 +4,21 @@
 //! lists with alphas), and the batch-first layout against the sequence-first one (onnxruntime
 //! rejects that layout, so it cannot be the reference).
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aegis_cuda::{Device, Stream, StreamPriority};
 use aegis_exec::kernels::{
     rnn, RnnActivation, RnnCell, RnnDirection, RnnInputs, RnnOutputs, RnnSpec,
 };
-use aegis_exec::{ExecOptions, ExecutionGraph, Executor, HostTensor, LoadOptions, PreparedModel};
+use aegis_exec::{ExecOptions, ExecutionGraph, Executor, LoadOptions, PreparedModel};
 use aegis_memory::DeviceMemoryPool;
 
-fn fixtures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rnn");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    cases.sort();
-    cases
-}
-
-fn numbered(dir: &Path, prefix: &str) -> Vec<HostTensor> {
-    (0..)
-        .map(|k| dir.join(format!("{prefix}_{k}.npy")))
-        .take_while(|p| p.is_file())
-        .map(|p| HostTensor::read_npy(&p).unwrap())
-        .collect()
-}
+mod fixture_dirs;
+use fixture_dirs::{fixtures, numbered};
 
 #[test]
 fn recurrent_layers_match_onnxruntime() {
-    let cases = fixtures();
+    let cases = fixtures("rnn");
     assert_eq!(cases.len(), 9, "{cases:?}");
     let device = Device::host();
     let pool = DeviceMemoryPool::new(&device, 1 << 24);

@@ -413,26 +413,13 @@ pub(super) fn transpose_block(
     cs: Range<usize>,
     dst: &mut [f32],
 ) {
-    struct Block<'a> {
-        simd: V4,
-        src: &'a [f32],
-        rows: usize,
-        cols: usize,
-        cs: Range<usize>,
-        dst: &'a mut [f32],
-    }
+    /// The token, `src`, `rows`, `cols`, `cs` and `dst`.
+    struct Block<'a>(V4, &'a [f32], usize, usize, Range<usize>, &'a mut [f32]);
     impl pulp::WithSimd for Block<'_> {
         type Output = ();
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _: S) {
-            let Block {
-                simd,
-                src,
-                rows,
-                cols,
-                cs,
-                dst,
-            } = self;
+            let Block(simd, src, rows, cols, cs, dst) = self;
             let (c_full, r_full) = (cs.start + (cs.len() / L) * L, (rows / L) * L);
             for c in (cs.start..c_full).step_by(L) {
                 for r in (0..r_full).step_by(L) {
@@ -457,17 +444,7 @@ pub(super) fn transpose_block(
             }
         }
     }
-    pulp::Simd::vectorize(
-        simd,
-        Block {
-            simd,
-            src,
-            rows,
-            cols,
-            cs,
-            dst,
-        },
-    );
+    pulp::Simd::vectorize(simd, Block(simd, src, rows, cols, cs, dst));
 }
 
 /// A 16x16 transpose in registers: `out[j]` lane `i` is `r[i]` lane `j`. Unpacks pair rows

@@ -547,9 +547,11 @@ const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 /// `2^n` built in the exponent bits, as two factors so that `n = 128` still fits; within
 /// 2 ulp of the exact value over the normal range).
 /// Below `ln(f32::MIN_POSITIVE)` (about -87.34, where the exact value is subnormal) it
-/// returns 0; above `ln(f32::MAX)` `+inf`; NaN stays NaN. Plain multiplies and adds (no
-/// fused multiply-add), so it gives the same bits whether a loop runs it vectorised or not,
-/// on any instruction set.
+/// returns 0; above `ln(f32::MAX)` `+inf`; NaN stays NaN. The polynomial and the reduction
+/// use fused multiply-adds (`mul_add`, one rounding each, exactly specified): the same bits
+/// whether a loop runs it vectorised or not, on any instruction set (a CPU without FMA, which
+/// pulp's dispatch only picks on pre-2013 x86, computes them in software, slowly). Against
+/// separate multiplies and adds: exp over 1.2M elements 0.54 -> 0.40 ms, erf 1.70 -> 1.11.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -564,14 +566,14 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let xc = x.clamp(LO, HI);
     let t = xc * LOG2E + ROUND;
     let n = t - ROUND;
-    let r = (xc - n * C1) - n * C2;
+    let r = (-n).mul_add(C2, (-n).mul_add(C1, xc));
     let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let y = p * (r * r) + r + 1.0;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 0.5);
+    let y = p.mul_add(r * r, r) + 1.0;
     // 2^n = 2^h * 2^(n - h), each an exponent field (t's bits are 0x4B40_0000 + n, and
     // -126 <= n <= 128); y * 2^h is exact, so the product rounds once, as y * 2^n would.
     let n_i = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
@@ -590,13 +592,13 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// `p[0] + p[1] t + p[2] t^2 + ...` by Horner's rule, plain multiplies and adds (see
-/// [`exp_f32`] on why no fused multiply-add).
+/// `p[0] + p[1] t + p[2] t^2 + ...` by Horner's rule with fused multiply-adds (see
+/// [`exp_f32`]).
 #[inline(always)]
 fn horner<const N: usize>(t: f32, p: &[f32; N]) -> f32 {
     let mut acc = p[N - 1];
     for &c in p[..N - 1].iter().rev() {
-        acc = acc * t + c;
+        acc = acc.mul_add(t, c);
     }
     acc
 }
@@ -664,7 +666,7 @@ pub(crate) fn tanh_f32(x: f32) -> f32 {
     ];
     let a = x.abs();
     let t = a * a;
-    let small = a + a * t * horner(t, &P);
+    let small = (a * t).mul_add(horner(t, &P), a);
     let big = 1.0 - 2.0 / (exp_f32(2.0 * a.min(9.1)) + 1.0);
     let y = if a < SPLIT { small } else { big };
     if x.is_nan() {

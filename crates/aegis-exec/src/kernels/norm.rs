@@ -447,6 +447,11 @@ fn softmax_blocks(
             simd_dispatch(
                 #[inline(always)]
                 || {
+                    if n >= ROW_LANES {
+                        let xs = &x[first * n..first * n + piece.len()];
+                        softmax_rows_lanes(kind, xs, piece, n);
+                        return;
+                    }
                     for (bi, ob) in piece.chunks_mut(n).enumerate() {
                         softmax_row(kind, &x[(first + bi) * n..(first + bi + 1) * n], ob);
                     }
@@ -499,7 +504,8 @@ fn row_sum(x: &[f32]) -> f32 {
 }
 
 /// Softmax / LogSoftmax of one contiguous row: `e = exp(v - max)` (vectorised [`exp_f32`]),
-/// then the sum, then one scaling pass.
+/// then the sum, then one scaling pass (rows shorter than [`ROW_LANES`]; longer ones go to
+/// [`softmax_rows_lanes`]).
 #[inline(always)]
 fn softmax_row(kind: SoftmaxKind, xb: &[f32], ob: &mut [f32]) {
     let m = row_max(xb);
@@ -518,6 +524,103 @@ fn softmax_row(kind: SoftmaxKind, xb: &[f32], ob: &mut [f32]) {
             let l = s.ln();
             for (o, &v) in ob.iter_mut().zip(xb) {
                 *o = (v - m) - l;
+            }
+        }
+    }
+}
+
+/// Halves `a` into its first lane with `f` (a fixed tree: the same order every time).
+#[inline(always)]
+fn fold_lanes(mut a: [f32; ROW_LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut w = ROW_LANES;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            a[i] = f(a[i], a[i + w]);
+        }
+    }
+    a[0]
+}
+
+/// Rows [`softmax_rows_lanes`] takes at a time.
+const ROW_BATCH: usize = 8;
+
+/// [`softmax_row`] over consecutive rows of `n >= ROW_LANES` elements, [`ROW_BATCH`] rows at
+/// a time phase by phase (maxima, exponentials and sums, scaling), so that one row's
+/// horizontal reductions overlap the next row's instead of stalling it; rows run in whole lane
+/// chunks, a ragged tail being the row's last `ROW_LANES` elements (overlapping the chunk
+/// before it). The maximum and the exponentials may see an element twice (same value, same
+/// bits); the sum takes only the tail's new lanes. Short rows (a Swin window's 49, an
+/// attention head's 128) spent more in scalar tails and reduction stalls than in the
+/// exponentials.
+#[inline(always)]
+fn softmax_rows_lanes(kind: SoftmaxKind, x: &[f32], out: &mut [f32], n: usize) {
+    const L: usize = ROW_LANES;
+    // The tail is never empty: a row of whole chunks ends with a full one.
+    let whole = (n - 1) / L * L;
+    let rem = n - whole;
+    let last = n - L;
+    for (xs, os) in x.chunks(ROW_BATCH * n).zip(out.chunks_mut(ROW_BATCH * n)) {
+        let mut maxes = [0.0f32; ROW_BATCH];
+        for (m, xb) in maxes.iter_mut().zip(xs.chunks_exact(n)) {
+            let mut mx = [f32::NEG_INFINITY; L];
+            for c in xb[..whole].chunks_exact(L).chain([&xb[last..]]) {
+                for (a, &v) in mx.iter_mut().zip(c) {
+                    *a = a.max(v);
+                }
+            }
+            *m = fold_lanes(mx, f32::max);
+        }
+        let mut sums = [0.0f32; ROW_BATCH];
+        let mut tails = [[0.0f32; L]; ROW_BATCH];
+        for ((((s, tail), &m), xb), ob) in sums
+            .iter_mut()
+            .zip(&mut tails)
+            .zip(&maxes)
+            .zip(xs.chunks_exact(n))
+            .zip(os.chunks_exact_mut(n))
+        {
+            for (o, &v) in ob[..whole].iter_mut().zip(&xb[..whole]) {
+                *o = exp_f32(v - m);
+            }
+            for (t, &v) in tail.iter_mut().zip(&xb[last..]) {
+                *t = exp_f32(v - m);
+            }
+            let mut acc = [0.0f32; L];
+            for c in ob[..whole].chunks_exact(L) {
+                for (a, &e) in acc.iter_mut().zip(c) {
+                    *a += e;
+                }
+            }
+            for (i, (a, &e)) in acc.iter_mut().zip(&*tail).enumerate() {
+                *a += if i >= L - rem { e } else { 0.0 };
+            }
+            *s = fold_lanes(acc, |a, b| a + b);
+        }
+        for ((((&s, tail), &m), xb), ob) in sums
+            .iter()
+            .zip(&tails)
+            .zip(&maxes)
+            .zip(xs.chunks_exact(n))
+            .zip(os.chunks_exact_mut(n))
+        {
+            match kind {
+                SoftmaxKind::Softmax => {
+                    let r = 1.0 / s;
+                    for o in ob[..whole].iter_mut() {
+                        *o *= r;
+                    }
+                    // Rewrites the overlap with the same values: `e * r` either way.
+                    for (o, &t) in ob[last..].iter_mut().zip(tail) {
+                        *o = t * r;
+                    }
+                }
+                SoftmaxKind::LogSoftmax => {
+                    let l = s.ln();
+                    for (o, &v) in ob.iter_mut().zip(xb) {
+                        *o = (v - m) - l;
+                    }
+                }
             }
         }
     }

@@ -442,6 +442,9 @@ fn layer_norm_matches_formula() {
 #[case(&[2, 16], 1)]
 #[case(&[2, 33], 1)]
 #[case(&[2, 5, 37], 1)]
+// rows of whole lane chunks, more rows than one batch of the lane path
+#[case(&[11, 32], 1)]
+#[case(&[3, 6, 49], 2)]
 fn softmax_matches_formula(#[case] xs: &[usize], #[case] axis: usize) {
     let x: Vec<f32> = rand_vec(xs.iter().product(), 71)
         .iter()

@@ -102,6 +102,7 @@ fn unary_of(op: &Op) -> Option<UnaryOp> {
             MathFn::Exp => UnaryOp::Exp,
             MathFn::Log => UnaryOp::Log,
             MathFn::Reciprocal => UnaryOp::Reciprocal,
+            MathFn::Mish => UnaryOp::Mish,
             MathFn::Floor => UnaryOp::Floor,
             MathFn::Ceil => UnaryOp::Ceil,
             MathFn::Round => UnaryOp::Round,
@@ -142,7 +143,6 @@ fn float_fn(op: &Op) -> Option<Box<dyn Fn(f32) -> f32 + Sync>> {
             MathFn::Atanh => Box::new(f32::atanh),
             MathFn::Softplus => Box::new(k::softplus),
             MathFn::Softsign => Box::new(|x: f32| x / (1.0 + x.abs())),
-            MathFn::Mish => Box::new(|x: f32| x * k::tanh_f32(k::softplus(x))),
             _ => return None,
         },
         Op::Elu { alpha } => Box::new(move |x: f32| if x < 0.0 { alpha * x.exp_m1() } else { x }),
@@ -276,6 +276,13 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                 output = fused_out;
                 kernels[next.index()] = None;
                 runs_with[next.index()] = Some(*id);
+            } else if let Some(([sig, mul], y)) = fusable_silu(g, node, p, order) {
+                conv = conv.with_activation(UnaryOp::Silu);
+                output = y;
+                for next in [sig, mul] {
+                    kernels[next.index()] = None;
+                    runs_with[next.index()] = Some(*id);
+                }
             } else {
                 join = fusable_residual(g, node, p, &pos);
             }
@@ -358,6 +365,23 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                     }
                     continue;
                 }
+            }
+        }
+        // SiLU as Sigmoid and Mul (a conv before them takes the pair when it can).
+        if let Some((x, ([_, mul], y))) = node
+            .inputs
+            .first()
+            .and_then(|&x| Some((x, silu_at(g, x, p, order)?)))
+        {
+            if apart_or_exact(g, y, x) {
+                kernels[id.index()] = Some(KernelSpec::Map {
+                    input: x,
+                    act: UnaryOp::Silu,
+                    output: y,
+                });
+                kernels[mul.index()] = None;
+                runs_with[mul.index()] = Some(*id);
+                continue;
             }
         }
         if matches!(node.op, Op::Add) {
@@ -674,6 +698,54 @@ fn hard_swish_ops_at(
         && matches!(div.op, Op::Div)
         && matches!(div.inputs[..], [m, k] if m == mul.outputs[0] && scalar(k, 6.0));
     ok.then_some((chain, div.outputs[0]))
+}
+
+/// SiLU written as two nodes, `y = Mul(x, Sigmoid(x))` (either operand order; EfficientNet,
+/// YOLO), as the steps `p, p + 1` of `order`: the Sigmoid's output is read only by the Mul,
+/// all f32. Returns the two nodes and `y` (one pass then computes [`UnaryOp::Silu`] from `x`,
+/// with the nodes' bits). `x` may have other readers.
+fn silu_at(
+    g: &ExecutionGraph,
+    x: TensorId,
+    p: usize,
+    order: &[NodeId],
+) -> Option<([NodeId; 2], TensorId)> {
+    let chain: [NodeId; 2] = order.get(p..p + 2)?.try_into().ok()?;
+    let [sig, mul] = chain.map(|id| g.node(id));
+    let s = *sig.outputs.first()?;
+    let y = *mul.outputs.first()?;
+    let f32s = [x, s, y].iter().all(|&t| g.tensor(t).dtype == DType::F32);
+    let ok = f32s
+        && matches!(sig.op, Op::Sigmoid)
+        && sig.inputs == [x]
+        && g.consumers(s) == [chain[1]]
+        && g.tensor(s).kind == TensorKind::Activation
+        && matches!(mul.op, Op::Mul)
+        && (mul.inputs == [x, s] || mul.inputs == [s, x])
+        && g.tensor(y).shape == g.tensor(x).shape;
+    ok.then_some((chain, y))
+}
+
+/// SiLU right after `node` (at position `p` of the order) as its kernel's epilogue: `node`'s
+/// output is read only by the pair [`silu_at`] finds at `p + 1`, and the pair's output does
+/// not overlap `node`'s input (nothing else is live in between: the pair reads only `node`'s
+/// output and the Sigmoid's).
+fn fusable_silu(
+    g: &ExecutionGraph,
+    node: &crate::graph::OperatorNode,
+    p: usize,
+    order: &[NodeId],
+) -> Option<([NodeId; 2], TensorId)> {
+    let x = *node.outputs.first()?;
+    if g.tensor(x).kind != TensorKind::Activation {
+        return None;
+    }
+    let (chain, y) = silu_at(g, x, p + 1, order)?;
+    let mut readers = g.consumers(x).to_vec();
+    readers.sort_unstable();
+    let mut want = chain.to_vec();
+    want.sort_unstable();
+    (readers == want && !planned_overlap(g, y, node.inputs[0])).then_some((chain, y))
 }
 
 /// Gelu written as five nodes (below opset 20), as the steps `p..p + 5` of `order`, reading
@@ -2824,6 +2896,48 @@ mod tests {
         // The chain's Add of 1 and two Muls, and the two linear layers' bias Adds (inside the
         // packed products); the layer-scale Mul and the residual Add stay.
         assert_eq!(fused(&|op| matches!(op, Op::Mul | Op::Add)), 5);
+    }
+
+    /// SiLU as exported (Sigmoid, then Mul by the same input) runs in the epilogue of the conv
+    /// before it: all of an EfficientNet MBConv's and YOLOv8 pieces' pairs, but not the
+    /// squeeze-excite gate (a Sigmoid whose Mul takes another tensor). The blocks' outputs
+    /// are checked against onnxruntime in tests/arch_blocks.rs.
+    #[rstest::rstest]
+    #[case("efficientnet_mbconv", 3)]
+    #[case("yolo", 8)]
+    fn exported_silu_pairs_run_in_the_conv_before_them(#[case] block: &str, #[case] pairs: usize) {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/arch")
+            .join(block)
+            .join("model.onnx");
+        let g = ExecutionGraph::load(&p, &LoadOptions::default()).unwrap();
+        let plan = super::plan_kernels(&g, 1).unwrap();
+        let silu_convs = plan
+            .kernels
+            .iter()
+            .flatten()
+            .filter(|k| {
+                matches!(k, super::KernelSpec::Conv { conv, .. }
+                    if conv.activation() == Some(crate::kernels::UnaryOp::Silu))
+            })
+            .count();
+        let order = g.topological_order();
+        let fused = |f: &dyn Fn(&Op) -> bool| {
+            order
+                .iter()
+                .filter(|id| f(&g.node(**id).op) && plan.kernels[id.index()].is_none())
+                .count()
+        };
+        assert_eq!(silu_convs, pairs);
+        // Each pair's Mul runs inside its conv; the gate's Mul (EfficientNet) on its own.
+        assert_eq!(fused(&|op| matches!(op, Op::Mul)), pairs);
+        // Besides the pairs' Sigmoids, the fixture has one more: the gate (EfficientNet, fused
+        // into its conv as a plain Sigmoid) or the head's (YOLO).
+        let sigmoids = order
+            .iter()
+            .filter(|id| matches!(g.node(**id).op, Op::Sigmoid))
+            .count();
+        assert_eq!(sigmoids, pairs + 1);
     }
 
     /// The transformer encoder's projections and feed-forward layers (MatMul or Gemm on a

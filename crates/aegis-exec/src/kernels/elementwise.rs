@@ -504,6 +504,12 @@ pub enum UnaryOp {
         /// Whether `x * 0.5` is taken before the product with `e + 1`.
         half_first: bool,
     },
+    /// SiLU (swish) as the Sigmoid and Mul nodes an exporter writes for it compute it, `x *
+    /// (1 / (1 + exp(-x)))` (the executor runs such a pair as one pass, or in the epilogue of
+    /// the conv before it; same bits as the two nodes).
+    Silu,
+    /// `x * tanh(softplus(x))` (ONNX `Mish`).
+    Mish,
     /// `min(max(x, min), max)`; NaN passes through. Absent bounds are `f32::NEG_INFINITY` /
     /// `f32::INFINITY` (opset < 11 attribute defaults are the f32 lowest/highest values,
     /// which behave the same).
@@ -690,6 +696,8 @@ fn apply_unary(op: UnaryOp, x: f32) -> f32 {
         }
         UnaryOp::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
         UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        UnaryOp::Silu => x * (1.0 / (1.0 + exp_f32(-x))),
+        UnaryOp::Mish => x * tanh_f32(super::map::softplus(x)),
         UnaryOp::GeluOps {
             k,
             divide,
@@ -824,6 +832,14 @@ pub(crate) fn with_unary(op: UnaryOp, m: impl UnaryMap) {
         U::HardSwishOps => m.map(
             #[inline(always)]
             |x| apply_unary(U::HardSwishOps, x),
+        ),
+        U::Silu => m.map(
+            #[inline(always)]
+            |x| apply_unary(U::Silu, x),
+        ),
+        U::Mish => m.map(
+            #[inline(always)]
+            |x| apply_unary(U::Mish, x),
         ),
         // One closure per form, so the form's branches fold away inside the loop.
         U::GeluOps {

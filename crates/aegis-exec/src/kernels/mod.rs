@@ -42,7 +42,7 @@
 //!   `broadcast_ternary(op_name, a, .., b, .., c, .., out, threads, f)`
 //! - `unary_f32(op: UnaryOp, x, out, threads)`, `unary_f32_inplace(op, data, threads)`;
 //!   `UnaryOp::{Relu, Sigmoid, Tanh, Erf, Sqrt, Gelu(GeluApprox::{None, Tanh}),
-//!   HardSigmoid { alpha, beta }, HardSwish, Clip { min, max }, LeakyRelu { alpha }, Neg, Abs,
+//!   HardSigmoid { alpha, beta }, HardSwish, Silu, Mish, Clip { min, max }, LeakyRelu { alpha }, Neg, Abs,
 //!   Exp, Log, Reciprocal, Floor, Ceil, Round, Identity}`
 //! - `cast(src: CastSrc, dst: CastDst)` between F32, F64, F16, I64, I32, U8, I8, Bool(u8)
 //!
@@ -192,7 +192,6 @@ pub use data::{
     transpose_f32, PadMode, SliceAxis,
 };
 pub use einsum::einsum;
-pub(crate) use elementwise::tanh_f32;
 pub use elementwise::{
     binary_f32, binary_f32_inplace, binary_i32, binary_i64, binary_i8, binary_u8, cast, cast_par,
     compare, expand, unary_f32, unary_f32_inplace, variadic_f32, where_select, BinaryOp, CastDst,

@@ -8,6 +8,7 @@
 //! zeros to `Y`; its `Y_h` / `Y_c` are the states after its last step (zeros for an empty
 //! sequence, as onnxruntime gives).
 
+use super::broadcast::simd_dispatch;
 use super::elementwise::{exp_f32, tanh_f32};
 use super::error::{check_len, invalid, numel, KernelResult};
 use super::matmul::{gemm, GemmAttrs};
@@ -100,6 +101,7 @@ pub enum RnnActivation {
 }
 
 impl RnnActivation {
+    #[inline(always)]
     fn apply(self, x: f32) -> f32 {
         match self {
             RnnActivation::Sigmoid => 1.0 / (1.0 + exp_f32(-x)),
@@ -321,117 +323,128 @@ pub fn rnn(
                 threads,
             )?;
         }
-        for (b, &len) in lens.iter().enumerate() {
-            let s0 = state_at(d, b);
-            match inp.initial_h {
-                Some(v) => hbuf.copy_from_slice(&v[s0..s0 + h]),
-                None => hbuf.fill(0.0),
-            }
-            match inp.initial_c {
-                Some(v) => cbuf.copy_from_slice(&v[s0..s0 + h]),
-                None => cbuf.fill(0.0),
-            }
-            for s in 0..len {
-                let t = if reverse { len - 1 - s } else { s };
-                let row = if spec.batch_first {
-                    b * seq + t
-                } else {
-                    t * batch + b
-                } * gh;
-                // GRU with linear_before_reset adds Rb_h inside the reset product instead.
-                let rb_split = match spec.cell {
-                    RnnCell::Gru {
-                        linear_before_reset: true,
-                    } => 2 * h,
-                    _ => gh,
-                };
-                for j in 0..gh {
-                    let mut v = xw[row + j];
-                    if let (Some(wb), Some(rb)) = (wb, rb) {
-                        v += wb[j] + if j < rb_split { rb[j] } else { 0.0 };
+        // Under the SIMD dispatch: the activations' polynomials use fused multiply-adds,
+        // which outside it are library calls.
+        simd_dispatch(
+            #[inline(always)]
+            || {
+                for (b, &len) in lens.iter().enumerate() {
+                    let s0 = state_at(d, b);
+                    match inp.initial_h {
+                        Some(v) => hbuf.copy_from_slice(&v[s0..s0 + h]),
+                        None => hbuf.fill(0.0),
                     }
-                    gates[j] = v;
-                }
-                matvec(r, &hbuf, &mut rh);
-                match spec.cell {
-                    RnnCell::Simple => {
-                        for j in 0..h {
-                            hbuf[j] = acts[0].apply(clip(gates[j] + rh[j]));
-                        }
+                    match inp.initial_c {
+                        Some(v) => cbuf.copy_from_slice(&v[s0..s0 + h]),
+                        None => cbuf.fill(0.0),
                     }
-                    RnnCell::Gru {
-                        linear_before_reset,
-                    } => {
-                        let (f, gf) = (acts[0], acts[1]);
-                        // z and r.
-                        for j in 0..2 * h {
-                            gates[j] = f.apply(clip(gates[j] + rh[j]));
-                        }
-                        let (z, rest) = gates.split_at_mut(h);
-                        let (rg, hg) = rest.split_at_mut(h);
-                        if linear_before_reset {
-                            for j in 0..h {
-                                let rbh = rb.map_or(0.0, |rb| rb[2 * h + j]);
-                                hg[j] = gf.apply(clip(hg[j] + rg[j] * (rh[2 * h + j] + rbh)));
-                            }
+                    for s in 0..len {
+                        let t = if reverse { len - 1 - s } else { s };
+                        let row = if spec.batch_first {
+                            b * seq + t
                         } else {
-                            // R_h (r * h) + Rb_h; the bias was already added with Wb_h.
-                            for j in 0..h {
-                                tmp[j] = rg[j] * hbuf[j];
+                            t * batch + b
+                        } * gh;
+                        // GRU with linear_before_reset adds Rb_h inside the reset product instead.
+                        let rb_split = match spec.cell {
+                            RnnCell::Gru {
+                                linear_before_reset: true,
+                            } => 2 * h,
+                            _ => gh,
+                        };
+                        for j in 0..gh {
+                            let mut v = xw[row + j];
+                            if let (Some(wb), Some(rb)) = (wb, rb) {
+                                v += wb[j] + if j < rb_split { rb[j] } else { 0.0 };
                             }
-                            let rh_h = &r[2 * h * h..3 * h * h];
-                            for (j, rrow) in rh_h.chunks_exact(h).enumerate() {
-                                hg[j] = gf.apply(clip(hg[j] + dot(rrow, &tmp)));
+                            gates[j] = v;
+                        }
+                        matvec(r, &hbuf, &mut rh);
+                        match spec.cell {
+                            RnnCell::Simple => {
+                                for j in 0..h {
+                                    hbuf[j] = acts[0].apply(clip(gates[j] + rh[j]));
+                                }
+                            }
+                            RnnCell::Gru {
+                                linear_before_reset,
+                            } => {
+                                let (f, gf) = (acts[0], acts[1]);
+                                // z and r.
+                                for j in 0..2 * h {
+                                    gates[j] = f.apply(clip(gates[j] + rh[j]));
+                                }
+                                let (z, rest) = gates.split_at_mut(h);
+                                let (rg, hg) = rest.split_at_mut(h);
+                                if linear_before_reset {
+                                    for j in 0..h {
+                                        let rbh = rb.map_or(0.0, |rb| rb[2 * h + j]);
+                                        hg[j] =
+                                            gf.apply(clip(hg[j] + rg[j] * (rh[2 * h + j] + rbh)));
+                                    }
+                                } else {
+                                    // R_h (r * h) + Rb_h; the bias was already added with Wb_h.
+                                    for j in 0..h {
+                                        tmp[j] = rg[j] * hbuf[j];
+                                    }
+                                    let rh_h = &r[2 * h * h..3 * h * h];
+                                    for (j, rrow) in rh_h.chunks_exact(h).enumerate() {
+                                        hg[j] = gf.apply(clip(hg[j] + dot(rrow, &tmp)));
+                                    }
+                                }
+                                for j in 0..h {
+                                    hbuf[j] = (1.0 - z[j]) * hg[j] + z[j] * hbuf[j];
+                                }
+                            }
+                            RnnCell::Lstm { input_forget } => {
+                                let (f, gf, hf) = (acts[0], acts[1], acts[2]);
+                                let peep = |k: usize, j: usize| {
+                                    inp.p.map_or(0.0, |p| p[d * 3 * h + k * h + j])
+                                };
+                                for j in 0..h {
+                                    let i = f.apply(clip(gates[j] + rh[j] + peep(0, j) * cbuf[j]));
+                                    let fg = if input_forget {
+                                        1.0 - i
+                                    } else {
+                                        f.apply(clip(
+                                            gates[2 * h + j] + rh[2 * h + j] + peep(2, j) * cbuf[j],
+                                        ))
+                                    };
+                                    let c = gf.apply(clip(gates[3 * h + j] + rh[3 * h + j]));
+                                    let cn = fg * cbuf[j] + i * c;
+                                    let o =
+                                        f.apply(clip(gates[h + j] + rh[h + j] + peep(1, j) * cn));
+                                    cbuf[j] = cn;
+                                    hbuf[j] = o * hf.apply(cn);
+                                }
                             }
                         }
-                        for j in 0..h {
-                            hbuf[j] = (1.0 - z[j]) * hg[j] + z[j] * hbuf[j];
+                        if let Some(y) = y.as_deref_mut() {
+                            let o = y_at(t, d, b);
+                            y[o..o + h].copy_from_slice(&hbuf);
                         }
                     }
-                    RnnCell::Lstm { input_forget } => {
-                        let (f, gf, hf) = (acts[0], acts[1], acts[2]);
-                        let peep =
-                            |k: usize, j: usize| inp.p.map_or(0.0, |p| p[d * 3 * h + k * h + j]);
-                        for j in 0..h {
-                            let i = f.apply(clip(gates[j] + rh[j] + peep(0, j) * cbuf[j]));
-                            let fg = if input_forget {
-                                1.0 - i
-                            } else {
-                                f.apply(clip(
-                                    gates[2 * h + j] + rh[2 * h + j] + peep(2, j) * cbuf[j],
-                                ))
-                            };
-                            let c = gf.apply(clip(gates[3 * h + j] + rh[3 * h + j]));
-                            let cn = fg * cbuf[j] + i * c;
-                            let o = f.apply(clip(gates[h + j] + rh[h + j] + peep(1, j) * cn));
-                            cbuf[j] = cn;
-                            hbuf[j] = o * hf.apply(cn);
-                        }
+                    // An empty sequence leaves zero states, not the initial ones (onnxruntime's
+                    // convention; the specification does not say).
+                    if len == 0 {
+                        hbuf.fill(0.0);
+                        cbuf.fill(0.0);
+                    }
+                    if let Some(v) = y_h.as_deref_mut() {
+                        v[s0..s0 + h].copy_from_slice(&hbuf);
+                    }
+                    if let Some(v) = y_c.as_deref_mut() {
+                        v[s0..s0 + h].copy_from_slice(&cbuf);
                     }
                 }
-                if let Some(y) = y.as_deref_mut() {
-                    let o = y_at(t, d, b);
-                    y[o..o + h].copy_from_slice(&hbuf);
-                }
-            }
-            // An empty sequence leaves zero states, not the initial ones (onnxruntime's
-            // convention; the specification does not say).
-            if len == 0 {
-                hbuf.fill(0.0);
-                cbuf.fill(0.0);
-            }
-            if let Some(v) = y_h.as_deref_mut() {
-                v[s0..s0 + h].copy_from_slice(&hbuf);
-            }
-            if let Some(v) = y_c.as_deref_mut() {
-                v[s0..s0 + h].copy_from_slice(&cbuf);
-            }
-        }
+            },
+        );
     }
     Ok(())
 }
 
 /// `out[j] = sum_k m[j][k] v[k]` for the rows of `m` (`out.len()` rows of `v.len()`).
+#[inline(always)]
 fn matvec(m: &[f32], v: &[f32], out: &mut [f32]) {
     if v.is_empty() {
         out.fill(0.0);
@@ -442,6 +455,7 @@ fn matvec(m: &[f32], v: &[f32], out: &mut [f32]) {
     }
 }
 
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

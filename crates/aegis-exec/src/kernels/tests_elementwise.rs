@@ -703,6 +703,42 @@ fn gelu_ops_matches_the_five_kernels() {
     }
 }
 
+/// The fused SiLU gives the bits of the Sigmoid and Mul kernels one after the other (both
+/// operand orders), in a buffer and in place, signed zeros, infinities and NaN included.
+#[test]
+fn silu_matches_sigmoid_then_mul() {
+    let mut x: Vec<f32> = rand_vec(2000, 44).into_iter().map(|v| v * 40.0).collect();
+    x.extend([
+        -0.0,
+        0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -88.0,
+        89.0,
+    ]);
+    let shape = [x.len()];
+    let mut s = vec![0.0; x.len()];
+    unary_f32(UnaryOp::Sigmoid, &x, &mut s, 1).unwrap();
+    let mut got = vec![0.0; x.len()];
+    unary_f32(UnaryOp::Silu, &x, &mut got, 2).unwrap();
+    let mut inplace = x.clone();
+    unary_f32_inplace(UnaryOp::Silu, &mut inplace, 1).unwrap();
+    for (a, b) in [(&x, &s), (&s, &x)] {
+        let mut want = vec![0.0; x.len()];
+        binary_f32(BinaryOp::Mul, a, &shape, b, &shape, &mut want, 1).unwrap();
+        for (i, w) in want.iter().enumerate() {
+            for g in [got[i], inplace[i]] {
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "SiLU at {}: {g} vs {w}",
+                    x[i]
+                );
+            }
+        }
+    }
+}
+
 /// The fused hard-swish of four exported nodes gives the bits the four kernels give one
 /// after another: Add 3, Clip [0, 6], Mul by the input, Div by 6 (around the clip's corners,
 /// signed zeros, infinities and NaN included).

@@ -1578,10 +1578,41 @@ fn share_hints(nodes: &[OperatorNode], tensors: &[TensorInfo]) -> Vec<ShareHint>
             }
         }
     }
+    // The Sigmoid producing each tensor, for SiLU pairs below.
+    let mut sigmoid_of: Vec<Option<TensorId>> = vec![None; tensors.len()];
+    for node in nodes {
+        if let (Op::Sigmoid, [x], [s]) = (&node.op, &node.inputs[..], &node.outputs[..]) {
+            sigmoid_of[s.index()] = Some(*x);
+        }
+    }
     let mut hints = Vec::new();
     for node in nodes {
         if !node.op.is_elementwise() && !node.op.is_reshape_only() {
             continue;
+        }
+        // SiLU, `Mul(x, Sigmoid(x))` with `x` read by just the two: the product over `x`
+        // first (the planner takes the first hint that fits), so a conv producing `x` can
+        // write the product in its epilogue (over the Sigmoid's output, the product could
+        // sit on the conv's own input).
+        if let (Op::Mul, [a, b], [out]) = (&node.op, &node.inputs[..], &node.outputs[..]) {
+            let x = match (sigmoid_of[a.index()], sigmoid_of[b.index()]) {
+                (_, Some(x)) if x == *a => Some(x),
+                (Some(x), _) if x == *b => Some(x),
+                _ => None,
+            };
+            if let Some(x) = x.filter(|x| readers[x.index()] == 2) {
+                let (t, o) = (&tensors[x.index()], &tensors[out.index()]);
+                if t.kind == TensorKind::Activation
+                    && o.kind == TensorKind::Activation
+                    && t.byte_size == o.byte_size
+                    && t.dtype == o.dtype
+                {
+                    hints.push(ShareHint {
+                        input: x.index(),
+                        output: out.index(),
+                    });
+                }
+            }
         }
         let Some(&out) = node.outputs.first() else {
             continue;

@@ -64,15 +64,28 @@ fn conv_case(
     pad: usize,
     group: usize,
 ) -> KernelResult<()> {
+    conv_case_2d(name, [c_in, c_out, group], hw, [k, k], stride, [pad, pad])
+}
+
+/// [`conv_case`] with a kernel of `kh x kw` and pads `[ph, pw]` on both sides of each axis
+/// (Inception-v3's 1x7 and 7x1 factorised convs).
+fn conv_case_2d(
+    name: &str,
+    [c_in, c_out, group]: [usize; 3],
+    hw: usize,
+    [kh, kw]: [usize; 2],
+    stride: usize,
+    [ph, pw]: [usize; 2],
+) -> KernelResult<()> {
     if !selected(name) {
         return Ok(());
     }
     let x_shape = [1, c_in, hw, hw];
-    let w_shape = [c_out, c_in / group, k, k];
-    let mut attrs = ConvAttrs::new(&[k, k]);
+    let w_shape = [c_out, c_in / group, kh, kw];
+    let mut attrs = ConvAttrs::new(&[kh, kw]);
     attrs.strides = vec![stride; 2];
-    attrs.pads_begin = vec![pad; 2];
-    attrs.pads_end = vec![pad; 2];
+    attrs.pads_begin = vec![ph, pw];
+    attrs.pads_end = vec![ph, pw];
     attrs.group = group;
     let x = data(x_shape.iter().product());
     let w = data(w_shape.iter().product());
@@ -80,7 +93,7 @@ fn conv_case(
     let pc = PreparedConv::new(&w, &w_shape, Some(&b), attrs)?.prepare_input(&x_shape)?;
     let out_shape = pc.output_shape(&x_shape)?;
     let mut out = vec![0.0; out_shape.iter().product()];
-    let flops = 2.0 * (out.len() * (c_in / group) * k * k) as f64;
+    let flops = 2.0 * (out.len() * (c_in / group) * kh * kw) as f64;
     for threads in [1, 2] {
         let mut scratch = vec![0.0; pc.scratch_len(&x_shape, threads)?];
         let t = best_of(30, || pc.run(&x, &x_shape, &mut out, &mut scratch, threads))?;
@@ -183,6 +196,10 @@ fn main() -> KernelResult<()> {
     conv_case("3x3 128->128 14x14 pad 1", 128, 128, 14, 3, 1, 1, 1)?;
     conv_case("3x3 160->192 14x14 pad 1", 160, 192, 14, 3, 1, 1, 1)?;
     conv_case("3x3 192->256 7x7 pad 1", 192, 256, 7, 3, 1, 1, 1)?;
+    // Inception-v3's 17x17 grid: factorised 1x7 / 7x1 convs and a 1x1 from 768 channels.
+    conv_case_2d("1x7 192->192 17x17", [192, 192, 1], 17, [1, 7], 1, [0, 3])?;
+    conv_case_2d("7x1 192->192 17x17", [192, 192, 1], 17, [7, 1], 1, [3, 0])?;
+    conv_case("1x1 768->192 17x17", 768, 192, 17, 1, 1, 0, 1)?;
     conv_case("1x1 256->64 56x56", 256, 64, 56, 1, 1, 0, 1)?;
     conv_case("1x1 64->256 56x56", 64, 256, 56, 1, 1, 0, 1)?;
     conv_case("3x3 128->128 28x28 pad 1", 128, 128, 28, 3, 1, 1, 1)?;

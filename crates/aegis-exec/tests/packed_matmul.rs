@@ -159,6 +159,43 @@ fn matmul_whose_output_is_also_read_elsewhere_keeps_its_add() {
     }
 }
 
+/// A gated feed-forward layer as Llama-style models export it, `silu(a W1) * (a W3)` with
+/// SiLU written as `Mul(h, Sigmoid(h))`: the products keep their own kernels (`h` has two
+/// readers) and the SiLU pair runs as one pass; with `h` also a graph output, beside it.
+#[test]
+fn matmul_then_exported_silu_and_a_gate() {
+    let (m, k, n) = (12, 16, 40);
+    let (a, w1, w3) = (vals(m * k, 10), vals(k * n, 11), vals(k * n, 12));
+    let silu = |v: f64| v * sigmoid(v);
+    let h = reference(&a, &w1, (m, k, n), false, |_, _| 0.0, |v| v);
+    let hs = reference(&a, &w1, (m, k, n), false, |_, _| 0.0, silu);
+    let g = reference(&a, &w3, (m, k, n), false, |_, _| 0.0, |v| v);
+    let want: Vec<f32> = hs.iter().zip(&g).map(|(x, y)| x * y).collect();
+    for h_out in [false, true] {
+        let mut model = Model::new(13)
+            .input("a", F32, &[m as i64, k as i64])
+            .init(tensor_f32("w1", &[k as i64, n as i64], &w1))
+            .init(tensor_f32("w3", &[k as i64, n as i64], &w3))
+            .op("MatMul", &["a", "w1"], &["h"], vec![])
+            .op("Sigmoid", &["h"], &["s"], vec![])
+            .op("Mul", &["s", "h"], &["silu"], vec![])
+            .op("MatMul", &["a", "w3"], &["g"], vec![])
+            .op("Mul", &["silu", "g"], &["y"], vec![])
+            .output("y", F32, &[m as i64, n as i64]);
+        if h_out {
+            model = model.output("h", F32, &[m as i64, n as i64]);
+        }
+        for threads in [1, 2] {
+            let got = run(&model, f32_tensor(vec![m, k], &a), threads);
+            let what = format!("h output {h_out}, threads {threads}");
+            assert_close(&what, &got[0], &want);
+            if h_out {
+                assert_close(&what, &got[1], &h);
+            }
+        }
+    }
+}
+
 #[test]
 fn gemm_with_trans_b_a_scaled_row_c_and_sigmoid() {
     let (m, k, n) = (19, 33, 64);

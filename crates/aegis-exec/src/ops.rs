@@ -276,7 +276,9 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                 output = fused_out;
                 kernels[next.index()] = None;
                 runs_with[next.index()] = Some(*id);
-            } else if let Some(([sig, mul], y)) = fusable_silu(g, node, p, order) {
+            } else if let Some(([sig, mul], y)) =
+                fusable_silu(g, node.outputs[0], node.inputs[0], p, order)
+            {
                 conv = conv.with_activation(UnaryOp::Silu);
                 output = y;
                 for next in [sig, mul] {
@@ -321,7 +323,7 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
             continue;
         }
         if let Some(pm) =
-            packed_matmul(g, node, p, &pos).map_err(|e| kernel_err(g, &node.name, e))?
+            packed_matmul(g, node, p, &pos, order).map_err(|e| kernel_err(g, &node.name, e))?
         {
             for fused in &pm.fused {
                 kernels[fused.index()] = None;
@@ -484,12 +486,14 @@ const PACKED_MIN_ROWS: usize = 8;
 /// [`k::PackedB`]: at least `PACKED_MIN_ROWS` rows, and `N` whole blocks of 32 columns or
 /// wide enough that the last block's padding is under 1/16 of the work. A `MatMul`'s bias
 /// `Add` right after it (the other operand a constant row of `N`), and an activation after
-/// that (or after the `Gemm`), fuse when the written tensor does not overlap `A`.
+/// that (or after the `Gemm`; SiLU as Sigmoid and Mul too), fuse when the written tensor does
+/// not overlap `A`.
 fn packed_matmul(
     g: &ExecutionGraph,
     node: &crate::graph::OperatorNode,
     p: usize,
     pos: &[usize],
+    order: &[NodeId],
 ) -> Result<Option<PackedMatMul>, k::KernelError> {
     let (trans_b, beta, c) = match &node.op {
         Op::MatMul if node.inputs.len() == 2 => (false, 1.0, None),
@@ -571,6 +575,11 @@ fn packed_matmul(
                 output = nn.outputs[0];
             }
         }
+    } else if let Some((pair, y)) = fusable_silu(g, output, a, at, order) {
+        // SiLU written out (Llama-style gated feed-forward layers).
+        act = Some(UnaryOp::Silu);
+        fused.extend(pair);
+        output = y;
     }
     let b = k::PackedB::new(b, k, n, trans_b, bias.as_deref())?;
     Ok(Some(PackedMatMul {
@@ -726,17 +735,17 @@ fn silu_at(
     ok.then_some((chain, y))
 }
 
-/// SiLU right after `node` (at position `p` of the order) as its kernel's epilogue: `node`'s
-/// output is read only by the pair [`silu_at`] finds at `p + 1`, and the pair's output does
-/// not overlap `node`'s input (nothing else is live in between: the pair reads only `node`'s
-/// output and the Sigmoid's).
+/// SiLU right after the node at position `p` of the order as its kernel's epilogue: the
+/// node's output `x` is read only by the pair [`silu_at`] finds at `p + 1`, and the pair's
+/// output does not overlap `input`, which the kernel reads while it writes (nothing else is
+/// live in between: the pair reads only `x` and the Sigmoid's output).
 fn fusable_silu(
     g: &ExecutionGraph,
-    node: &crate::graph::OperatorNode,
+    x: TensorId,
+    input: TensorId,
     p: usize,
     order: &[NodeId],
 ) -> Option<([NodeId; 2], TensorId)> {
-    let x = *node.outputs.first()?;
     if g.tensor(x).kind != TensorKind::Activation {
         return None;
     }
@@ -745,7 +754,7 @@ fn fusable_silu(
     readers.sort_unstable();
     let mut want = chain.to_vec();
     want.sort_unstable();
-    (readers == want && !planned_overlap(g, y, node.inputs[0])).then_some((chain, y))
+    (readers == want && !planned_overlap(g, y, input)).then_some((chain, y))
 }
 
 /// Gelu written as five nodes (below opset 20), as the steps `p..p + 5` of `order`, reading

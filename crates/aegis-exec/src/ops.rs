@@ -2835,6 +2835,17 @@ mod tests {
         (g, plan)
     }
 
+    /// Convs of `plan` running `act` in their epilogue.
+    fn convs_with(plan: &super::KernelPlan, act: crate::kernels::UnaryOp) -> usize {
+        plan.kernels
+            .iter()
+            .flatten()
+            .filter(|k| {
+                matches!(k, super::KernelSpec::Conv { conv, .. } if conv.activation() == Some(act))
+            })
+            .count()
+    }
+
     /// PaddleOCR's classifier writes hard-swish as Add, Clip, Mul, Div after its convs: each
     /// chain runs as one pass (the model's outputs are checked against its reference in
     /// tests/run_models.rs).
@@ -2846,15 +2857,7 @@ mod tests {
             .iter()
             .filter(|id| matches!(g.node(**id).op, Op::Div) && plan.kernels[id.index()].is_none())
             .count();
-        let convs_with_chain = plan
-            .kernels
-            .iter()
-            .flatten()
-            .filter(|k| {
-                matches!(k, super::KernelSpec::Conv { conv, .. }
-                    if conv.activation() == Some(crate::kernels::UnaryOp::HardSwishOps))
-            })
-            .count();
+        let convs_with_chain = convs_with(&plan, crate::kernels::UnaryOp::HardSwishOps);
         let maps = plan
             .kernels
             .iter()
@@ -2921,15 +2924,7 @@ mod tests {
             .join("model.onnx");
         let g = ExecutionGraph::load(&p, &LoadOptions::default()).unwrap();
         let plan = super::plan_kernels(&g, 1).unwrap();
-        let silu_convs = plan
-            .kernels
-            .iter()
-            .flatten()
-            .filter(|k| {
-                matches!(k, super::KernelSpec::Conv { conv, .. }
-                    if conv.activation() == Some(crate::kernels::UnaryOp::Silu))
-            })
-            .count();
+        let silu_convs = convs_with(&plan, crate::kernels::UnaryOp::Silu);
         let order = g.topological_order();
         let fused = |f: &dyn Fn(&Op) -> bool| {
             order

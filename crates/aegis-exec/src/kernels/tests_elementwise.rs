@@ -648,16 +648,10 @@ fn f16_casts_in_parallel_match_the_element_wise_rounding() {
 /// k) + 1)`), signed zeros, infinities and NaN included.
 #[test]
 fn gelu_ops_matches_the_five_kernels() {
-    let mut x: Vec<f32> = rand_vec(2000, 43).into_iter().map(|v| v * 12.0).collect();
-    x.extend([
-        -0.0,
-        0.0,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        f32::NAN,
-        1e-30,
-        -5.5,
-    ]);
+    let x = with_special_values(
+        rand_vec(2000, 43).into_iter().map(|v| v * 12.0).collect(),
+        &[1e-30, -5.5],
+    );
     let (n, shape) = (x.len(), [x.len()]);
     let run = |op: BinaryOp, a: &[f32], b: &[f32], b_shape: &[usize]| {
         let mut out = vec![0.0; n];
@@ -703,20 +697,21 @@ fn gelu_ops_matches_the_five_kernels() {
     }
 }
 
+/// `x` followed by signed zeros, both infinities, NaN and `extra`.
+fn with_special_values(mut x: Vec<f32>, extra: &[f32]) -> Vec<f32> {
+    x.extend([-0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+    x.extend_from_slice(extra);
+    x
+}
+
 /// The fused SiLU gives the bits of the Sigmoid and Mul kernels one after the other (both
 /// operand orders), in a buffer and in place, signed zeros, infinities and NaN included.
 #[test]
 fn silu_matches_sigmoid_then_mul() {
-    let mut x: Vec<f32> = rand_vec(2000, 44).into_iter().map(|v| v * 40.0).collect();
-    x.extend([
-        -0.0,
-        0.0,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        f32::NAN,
-        -88.0,
-        89.0,
-    ]);
+    let x = with_special_values(
+        rand_vec(2000, 44).into_iter().map(|v| v * 40.0).collect(),
+        &[-88.0, 89.0],
+    );
     let shape = [x.len()];
     let mut s = vec![0.0; x.len()];
     unary_f32(UnaryOp::Sigmoid, &x, &mut s, 1).unwrap();

@@ -1585,6 +1585,14 @@ fn share_hints(nodes: &[OperatorNode], tensors: &[TensorInfo]) -> Vec<ShareHint>
             sigmoid_of[s.index()] = Some(*x);
         }
     }
+    // Whether `o` may be stored over `i` (both activations of one size and type).
+    let same_storage = |i: TensorId, o: TensorId| {
+        let (t, o) = (&tensors[i.index()], &tensors[o.index()]);
+        t.kind == TensorKind::Activation
+            && o.kind == TensorKind::Activation
+            && t.byte_size == o.byte_size
+            && t.dtype == o.dtype
+    };
     let mut hints = Vec::new();
     for node in nodes {
         if !node.op.is_elementwise() && !node.op.is_reshape_only() {
@@ -1600,36 +1608,19 @@ fn share_hints(nodes: &[OperatorNode], tensors: &[TensorInfo]) -> Vec<ShareHint>
                 (Some(x), _) if x == *b => Some(x),
                 _ => None,
             };
-            if let Some(x) = x.filter(|x| readers[x.index()] == 2) {
-                let (t, o) = (&tensors[x.index()], &tensors[out.index()]);
-                if t.kind == TensorKind::Activation
-                    && o.kind == TensorKind::Activation
-                    && t.byte_size == o.byte_size
-                    && t.dtype == o.dtype
-                {
-                    hints.push(ShareHint {
-                        input: x.index(),
-                        output: out.index(),
-                    });
-                }
+            if let Some(x) = x.filter(|x| readers[x.index()] == 2 && same_storage(*x, *out)) {
+                hints.push(ShareHint {
+                    input: x.index(),
+                    output: out.index(),
+                });
             }
         }
         let Some(&out) = node.outputs.first() else {
             continue;
         };
-        let o = &tensors[out.index()];
-        if o.kind != TensorKind::Activation {
-            continue;
-        }
         let mut hinted = false;
         for &inp in &node.inputs {
-            let t = &tensors[inp.index()];
-            if !hinted
-                && t.kind == TensorKind::Activation
-                && t.byte_size == o.byte_size
-                && t.dtype == o.dtype
-                && readers[inp.index()] == 1
-            {
+            if !hinted && same_storage(inp, out) && readers[inp.index()] == 1 {
                 hints.push(ShareHint {
                     input: inp.index(),
                     output: out.index(),

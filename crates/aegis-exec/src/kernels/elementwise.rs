@@ -682,11 +682,18 @@ pub(crate) fn tanh_f32(x: f32) -> f32 {
     }
 }
 
+/// `1 / (1 + e^-x)`: Sigmoid, SiLU's factor and the recurrent cells' gates, one formula so
+/// their bits agree.
+#[inline(always)]
+pub(crate) fn sigmoid_f32(x: f32) -> f32 {
+    1.0 / (1.0 + exp_f32(-x))
+}
+
 #[inline(always)]
 fn apply_unary(op: UnaryOp, x: f32) -> f32 {
     match op {
         UnaryOp::Relu => x.max(0.0),
-        UnaryOp::Sigmoid => 1.0 / (1.0 + exp_f32(-x)),
+        UnaryOp::Sigmoid => sigmoid_f32(x),
         UnaryOp::Tanh => tanh_f32(x),
         UnaryOp::Erf => erf_f32(x),
         UnaryOp::Sqrt => x.sqrt(),
@@ -696,7 +703,8 @@ fn apply_unary(op: UnaryOp, x: f32) -> f32 {
         }
         UnaryOp::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
         UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
-        UnaryOp::Silu => x * (1.0 / (1.0 + exp_f32(-x))),
+        // The Sigmoid node's value, then the Mul's product: the two nodes' bits.
+        UnaryOp::Silu => x * sigmoid_f32(x),
         UnaryOp::Mish => x * tanh_f32(super::map::softplus(x)),
         UnaryOp::GeluOps {
             k,

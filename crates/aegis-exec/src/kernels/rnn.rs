@@ -9,7 +9,7 @@
 //! sequence, as onnxruntime gives).
 
 use super::broadcast::simd_dispatch;
-use super::elementwise::{exp_f32, tanh_f32};
+use super::elementwise::{sigmoid_f32, tanh_f32};
 use super::error::{check_len, invalid, numel, KernelResult};
 use super::matmul::{gemm, GemmAttrs};
 
@@ -104,7 +104,7 @@ impl RnnActivation {
     #[inline(always)]
     fn apply(self, x: f32) -> f32 {
         match self {
-            RnnActivation::Sigmoid => 1.0 / (1.0 + exp_f32(-x)),
+            RnnActivation::Sigmoid => sigmoid_f32(x),
             RnnActivation::Tanh => tanh_f32(x),
             RnnActivation::Relu => x.max(0.0),
             RnnActivation::HardSigmoid(a, b) => (a * x + b).clamp(0.0, 1.0),

@@ -49,7 +49,7 @@ __device__ __forceinline__ float unary_apply(int op, float x, float a, float b) 
     case 6: return 0.5f * x * (1.0f + tanhf(0.7978846f * (x + 0.044715f * x * x * x)));
     case 7: { float v = a * x + b; return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v); }
     case 8: { float v = x / 6.0f + 0.5f; v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v); return x * v; }
-    case 9: return x < a ? a : (x > b ? b : x);
+    case 9: { float v = x < a ? a : x; return v > b ? b : v; }  // Min(b, Max(x, a)): b wins when a > b
     case 10: return x < 0.0f ? a * x : x;
     case 11: return -x;
     case 12: return fabsf(x);

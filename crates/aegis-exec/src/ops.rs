@@ -1515,6 +1515,64 @@ impl NodeKernel {
         Ok(())
     }
 
+    /// ONNX Clip with its bounds read at run time ([`Op::ClipBounds`]): integer elements, or
+    /// float bounds computed by the graph. The loader checked that each bound is one element
+    /// of `x`'s type.
+    fn clip_bounds(
+        &self,
+        has_min: bool,
+        has_max: bool,
+        reads: &[Option<View<'_>>],
+        writes: &mut [HostWrite<'_>],
+    ) -> Result<(), DispatchError> {
+        let (l, t) = (self.label, self.threads);
+        let inb = |i: usize| -> &[u8] { reads[i].as_deref().unwrap_or(&[]) };
+        let (lo_at, hi_at) = (
+            has_min.then_some(1),
+            has_max.then_some(1 + usize::from(has_min)),
+        );
+        if self.ins[0].dtype == DType::F32 {
+            let bound = |at: Option<usize>, none: f32| -> Res<f32> {
+                Ok(match at {
+                    Some(i) => f32s(l, inb(i))?.first().copied().unwrap_or(none),
+                    None => none,
+                })
+            };
+            let (min, max) = (
+                bound(lo_at, f32::NEG_INFINITY)?,
+                bound(hi_at, f32::INFINITY)?,
+            );
+            let clip = UnaryOp::Clip { min, max };
+            k::unary_f32(clip, f32s(l, inb(0))?, f32s_mut(l, &mut writes[0])?, t)?;
+            return Ok(());
+        }
+        macro_rules! clamp {
+            ($view:ident, $view_mut:ident) => {{
+                let lo = match lo_at {
+                    Some(i) => $view(l, inb(i))?.first().copied(),
+                    None => None,
+                };
+                let hi = match hi_at {
+                    Some(i) => $view(l, inb(i))?.first().copied(),
+                    None => None,
+                };
+                let out = $view_mut(l, &mut writes[0])?;
+                for (o, &v) in out.iter_mut().zip($view(l, inb(0))?) {
+                    let v = lo.map_or(v, |lo| Ord::max(v, lo));
+                    *o = hi.map_or(v, |hi| Ord::min(v, hi));
+                }
+            }};
+        }
+        match self.ins[0].dtype {
+            DType::I64 => clamp!(i64s, i64s_mut),
+            DType::I32 => clamp!(i32s, i32s_mut),
+            DType::I8 => clamp!(i8s, i8s_mut),
+            DType::U8 => clamp!(bytes, bytes_mut),
+            other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
+        }
+        Ok(())
+    }
+
     /// ONNX Max/Min/Mean over one or more broadcast inputs.
     fn variadic(
         &self,
@@ -2262,6 +2320,7 @@ impl NodeKernel {
                 |x: f32, s: f32| if x < 0.0 { s * x } else { x },
             )?,
             Op::Max | Op::Min | Op::Mean => self.variadic(reads, writes, &out_shape)?,
+            Op::ClipBounds { min, max } => self.clip_bounds(*min, *max, reads, writes)?,
             Op::GlobalMaxPool => {
                 k::global_pool(
                     true,

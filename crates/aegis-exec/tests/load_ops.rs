@@ -152,6 +152,91 @@ fn clip_takes_attributes_before_opset_11_and_inputs_after() {
     );
 }
 
+/// Runs `g` on `inputs` (host backend, one stream).
+fn run_any(g: &Arc<ExecutionGraph>, inputs: &[HostTensor]) -> Vec<HostTensor> {
+    let device = Device::host();
+    let pool = DeviceMemoryPool::new(&device, 1 << 20);
+    let model = PreparedModel::prepare(Arc::clone(g), &pool, &ExecOptions::default()).unwrap();
+    let stream = Stream::new(&device, StreamPriority::NORMAL).unwrap();
+    Executor::run(&model, inputs, &[&stream]).unwrap()
+}
+
+fn i64s_of(t: &HostTensor) -> Vec<i64> {
+    t.data
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn integer_clip_and_bounds_computed_at_run_time() {
+    // Integer Clip (opset 12+): bounds read at run time, an absent one does not clamp, and
+    // `min > max` gives `max` everywhere (the spec's `Min(max, Max(x, min))`).
+    let x = [-9i64, -1, 0, 3, 7, i64::MAX];
+    let clip_i64 = |lo: Option<i64>, hi: Option<i64>| {
+        let mut m = Model::new(13).input("x", I64, &[6]);
+        let mut ins = vec!["x".to_string()];
+        for (name, b) in [("lo", lo), ("hi", hi)] {
+            match b {
+                Some(v) => {
+                    m = m.init(tensor_i64(name, &[], &[v]));
+                    ins.push(name.into());
+                }
+                None => ins.push(String::new()),
+            }
+        }
+        let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+        let g = Arc::new(load(
+            &m.op("Clip", &ins, &["y"], vec![]).output_any("y", I64),
+        ));
+        assert_eq!(
+            only_op(&g),
+            &Op::ClipBounds {
+                min: lo.is_some(),
+                max: hi.is_some()
+            }
+        );
+        let input = HostTensor::from_data(vec![6], &TensorData::I64(x.to_vec()));
+        i64s_of(&run_any(&g, &[input])[0])
+    };
+    assert_eq!(clip_i64(Some(-1), Some(5)), vec![-1, -1, 0, 3, 5, 5]);
+    assert_eq!(clip_i64(Some(0), None), vec![0, 0, 0, 3, 7, i64::MAX]);
+    assert_eq!(clip_i64(None, Some(2)), vec![-9, -1, 0, 2, 2, 2]);
+    assert_eq!(clip_i64(Some(4), Some(1)), vec![1; 6]);
+
+    // Float bounds computed by the graph (here a graph input): read at run time too.
+    let m = Model::new(13)
+        .input("x", F32, &[5])
+        .input("hi", F32, &[])
+        .op("Clip", &["x", "", "hi"], &["y"], vec![])
+        .output_any("y", F32);
+    let g = Arc::new(load(&m));
+    assert_eq!(
+        only_op(&g),
+        &Op::ClipBounds {
+            min: false,
+            max: true
+        }
+    );
+    let x = HostTensor::from_f32(vec![5], &[-3.0, 0.5, 2.0, f32::NAN, 9.0]).unwrap();
+    let hi = HostTensor::from_f32(vec![], &[1.5]).unwrap();
+    let y = run_any(&g, &[x, hi])[0].to_f32().unwrap();
+    assert_eq!(&y[..3], &[-3.0, 0.5, 1.5]);
+    assert!(y[3].is_nan(), "NaN passes through Clip: {y:?}");
+    assert_eq!(y[4], 1.5);
+
+    // A bound that is not a scalar is a typed load error naming the input.
+    let m = Model::new(13)
+        .input("x", I64, &[4])
+        .init(tensor_i64("lo", &[2], &[0, 1]))
+        .op("Clip", &["x", "lo"], &["y"], vec![])
+        .output_any("y", I64);
+    let err = ExecutionGraph::from_bytes(&m.bytes(), "ops", &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("input 1 must be a scalar"), "{err}");
+}
+
 #[test]
 fn split_squeeze_unsqueeze_reduce_axes_follow_the_opset() {
     // Opset 11: attributes.

@@ -2236,7 +2236,8 @@ pub(super) enum DwAct {
     None,
     /// `x > 0 ? x : 0` (NaN gives 0, as `f32::max(x, 0.0)`).
     Relu,
-    /// `x < min ? min : x > max ? max : x` (NaN passes through), as [`UnaryOp::Clip`].
+    /// `min(max(x, min), max)` (NaN passes through; `max` wins when `min > max`), as
+    /// [`UnaryOp::Clip`].
     Clip(f32, f32),
 }
 

@@ -724,12 +724,13 @@ fn apply_unary(op: UnaryOp, x: f32) -> f32 {
             x * (x + 3.0).clamp(0.0, 6.0) / 6.0
         }
         UnaryOp::Clip { min, max } => {
-            if x < min {
-                min
-            } else if x > max {
+            // `Min(max, Max(x, min))`, as the spec defines it: with `min > max` every
+            // element becomes `max`. NaN passes through both comparisons.
+            let v = if x < min { min } else { x };
+            if v > max {
                 max
             } else {
-                x
+                v
             }
         }
         UnaryOp::LeakyRelu { alpha } => {

@@ -687,6 +687,11 @@ fn clip(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         )
     } else {
         c.arity(1, 3)?;
+        let x = c.typed_input(0, &NUMERIC)?;
+        let known = |i: usize| c.opt_input(i).is_none_or(|v| v.konst.is_some());
+        if x.dtype != DType::F32 || !known(1) || !known(2) {
+            return clip_bounds(c, x);
+        }
         (
             c.const_scalar_f32(1)?.unwrap_or(f32::NEG_INFINITY),
             c.const_scalar_f32(2)?.unwrap_or(f32::INFINITY),
@@ -697,6 +702,33 @@ fn clip(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         Op::Clip { min, max },
         vec![0],
         DType::F32,
+        x.shape.clone(),
+    ))
+}
+
+/// A Clip whose bounds are read at run time ([`Op::ClipBounds`]): each present bound must be
+/// a scalar (one element) of `x`'s type.
+fn clip_bounds(c: &NodeCtx<'_>, x: &Value) -> Result<Inferred, ExecError> {
+    let mut inputs = vec![0];
+    for i in [1, 2] {
+        if let Some(b) = c.opt_input(i) {
+            same_dtype(c, x, b)?;
+            if b.shape.iter().product::<usize>() != 1 {
+                return Err(c.mismatch(format!(
+                    "input {i} must be a scalar, has shape {:?}",
+                    b.shape
+                )));
+            }
+            inputs.push(i);
+        }
+    }
+    Ok(node(
+        Op::ClipBounds {
+            min: c.opt_input(1).is_some(),
+            max: c.opt_input(2).is_some(),
+        },
+        inputs,
+        x.dtype,
         x.shape.clone(),
     ))
 }

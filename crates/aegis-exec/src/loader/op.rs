@@ -382,6 +382,15 @@ pub enum Op {
         /// Upper bound.
         max: f32,
     },
+    /// `min(max(x, min), max)` with the bounds read at run time: integer `x` (opset 12+), or
+    /// float bounds not known at load. Each bound is a scalar of `x`'s type; an absent one does
+    /// not clamp. Inputs: `x`, then `min` when `min`, then `max` when `max`.
+    ClipBounds {
+        /// Whether a lower bound is wired.
+        min: bool,
+        /// Whether an upper bound is wired.
+        max: bool,
+    },
     /// Element type conversion (float→int truncates toward zero; to bool is `!= 0`).
     /// Inputs: `x`.
     Cast {
@@ -923,7 +932,7 @@ impl Op {
             Op::Gelu { .. } => "Gelu",
             Op::HardSigmoid { .. } => "HardSigmoid",
             Op::HardSwish => "HardSwish",
-            Op::Clip { .. } => "Clip",
+            Op::Clip { .. } | Op::ClipBounds { .. } => "Clip",
             Op::Cast { .. } => "Cast",
             Op::Conv { .. } => "Conv",
             Op::ConvTranspose { .. } => "ConvTranspose",

@@ -1989,6 +1989,34 @@ impl NodeKernel {
                     )?)
                 }
             }
+            Op::MaxPoolIndices {
+                kernel_shape,
+                strides,
+                pads,
+                dilations,
+                ceil_mode,
+                column_major,
+            } => {
+                let a = pool_attrs(kernel_shape, strides, pads, dilations, *ceil_mode, false);
+                let (vals, rest) = writes.split_at_mut(1);
+                let idx = match rest.first_mut() {
+                    Some(w) => i64s_mut(l, w)?,
+                    None => return Err(DispatchError::Unsupported(format!("{l} without indices"))),
+                };
+                k::max_pool_with_indices(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    &a,
+                    *column_major,
+                    f32s_mut(l, &mut vals[0])?,
+                    idx,
+                )?;
+            }
+            Op::MaxUnpool => by_dtype!(dt(0), |view, view_mut| k::max_unpool(
+                view(l, inb(0))?,
+                i64s(l, inb(1))?,
+                view_mut(l, &mut writes[0])?,
+            )?),
             Op::GlobalAveragePool => {
                 k::global_pool(
                     false,

@@ -238,6 +238,107 @@ fn integer_clip_and_bounds_computed_at_run_time() {
 }
 
 #[test]
+fn max_pool_indices_and_max_unpool() {
+    // Channel 0 has one maximum per window; channel 1 is flat, so the first tap in window
+    // order wins every tie. Indices are flat into x, plane offset included (9 per channel).
+    let x = [1.0, 9.0, 2.0, 8.0, 3.0, 7.0, 4.0, 6.0, 5.0]
+        .into_iter()
+        .chain([2.0; 9])
+        .collect::<Vec<f32>>();
+    for (order, want_idx) in [
+        (0, [1, 1, 3, 5, 9, 10, 12, 13]),
+        (1, [3, 3, 1, 7, 9, 12, 10, 13]),
+    ] {
+        let m = Model::new(13)
+            .input("x", F32, &[1, 2, 3, 3])
+            .op(
+                "MaxPool",
+                &["x"],
+                &["y", "i"],
+                vec![
+                    attr_ints("kernel_shape", &[2, 2]),
+                    attr_i("storage_order", order),
+                ],
+            )
+            .output_any("y", F32)
+            .output_any("i", I64);
+        let g = Arc::new(load(&m));
+        assert!(
+            matches!(only_op(&g), Op::MaxPoolIndices { column_major, .. } if *column_major == (order == 1))
+        );
+        let outs = run_any(&g, &[HostTensor::from_f32(vec![1, 2, 3, 3], &x).unwrap()]);
+        assert_eq!(
+            outs[0].to_f32().unwrap(),
+            [9.0, 9.0, 8.0, 7.0, 2.0, 2.0, 2.0, 2.0]
+        );
+        assert_eq!(i64s_of(&outs[1]), want_idx, "storage_order {order}");
+    }
+
+    // SegNet's pattern: MaxPool 2x2/2 with indices, then MaxUnpool back to the input's shape
+    // (the default size and an explicit output_shape agree here): the maxima in place, zeros
+    // elsewhere. A 5x5 input pooled to 2x2 needs the output_shape to get back to 5x5.
+    let x: Vec<f32> = (0..25).map(|v| ((v * 7) % 25) as f32).collect();
+    for (hw, shape_input) in [(4usize, false), (4, true), (5, true)] {
+        let n = hw * hw;
+        let mut m = Model::new(11).input("x", F32, &[1, 1, hw as i64, hw as i64]);
+        let mut unpool_in = vec!["y", "i"];
+        if shape_input {
+            m = m.init(tensor_i64("os", &[4], &[1, 1, hw as i64, hw as i64]));
+            unpool_in.push("os");
+        }
+        let pool_attrs = || {
+            vec![
+                attr_ints("kernel_shape", &[2, 2]),
+                attr_ints("strides", &[2, 2]),
+            ]
+        };
+        let m = m
+            .op("MaxPool", &["x"], &["y", "i"], pool_attrs())
+            .op("MaxUnpool", &unpool_in, &["z"], pool_attrs())
+            .output_any("z", F32);
+        let g = Arc::new(load(&m));
+        assert_eq!(out_shape(&g), vec![1, 1, hw, hw]);
+        let xs = &x[..n];
+        let z = run_any(&g, &[HostTensor::from_f32(vec![1, 1, hw, hw], xs).unwrap()])[0]
+            .to_f32()
+            .unwrap();
+        let mut want = vec![0.0; n];
+        for (oy, ox) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            let taps =
+                [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(dy, dx)| (2 * oy + dy) * hw + 2 * ox + dx);
+            let best = taps
+                .into_iter()
+                .fold(taps[0], |b, t| if xs[t] > xs[b] { t } else { b });
+            want[best] = xs[best];
+        }
+        assert_eq!(z, want, "{hw}x{hw}, output_shape {shape_input}");
+    }
+
+    // An index outside the output is a typed run-time error, not a panic.
+    let m = Model::new(11)
+        .input("v", F32, &[1, 1, 1, 2])
+        .input("i", I64, &[1, 1, 1, 2])
+        .op(
+            "MaxUnpool",
+            &["v", "i"],
+            &["z"],
+            vec![attr_ints("kernel_shape", &[1, 2])],
+        )
+        .output_any("z", F32);
+    let g = Arc::new(load(&m));
+    let device = Device::host();
+    let pool = DeviceMemoryPool::new(&device, 1 << 20);
+    let model = PreparedModel::prepare(Arc::clone(&g), &pool, &ExecOptions::default()).unwrap();
+    let stream = Stream::new(&device, StreamPriority::NORMAL).unwrap();
+    let v = HostTensor::from_f32(vec![1, 1, 1, 2], &[1.0, 2.0]).unwrap();
+    let i = HostTensor::from_data(vec![1, 1, 1, 2], &TensorData::I64(vec![0, 7]));
+    let err = Executor::run(&model, &[v, i], &[&stream])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("index 7 out of range"), "{err}");
+}
+
+#[test]
 fn split_squeeze_unsqueeze_reduce_axes_follow_the_opset() {
     // Opset 11: attributes.
     let m = Model::new(11)

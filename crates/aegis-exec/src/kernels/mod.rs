@@ -212,7 +212,8 @@ pub use norm::{
     layer_norm_stats, reduce, reduce_output_shape, softmax, softmax_legacy, ReduceOp, SoftmaxKind,
 };
 pub use pool::{
-    global_pool, lp_pool, lrn, pool, pool_output_spatial, LrnAttrs, PoolAttrs, PoolKind,
+    global_pool, lp_pool, lrn, max_pool_with_indices, max_unpool, pool, pool_output_spatial,
+    LrnAttrs, PoolAttrs, PoolKind,
 };
 pub use quant::{
     conv_integer, dequantize_linear, dynamic_quantize_linear, matmul_integer, max_pool_q8,

@@ -778,3 +778,105 @@ pub fn lrn(
     });
     Ok(())
 }
+
+/// MaxPool with its `Indices` output (ONNX): per output, the first in-bounds tap in window
+/// order, replaced only by a strictly greater one (so a NaN first tap stays, as in the ONNX
+/// reference), and its flat index into `x`: `(n * C + c) * plane` plus the tap's spatial
+/// offset, row-major, or with `column_major` (`storage_order = 1`) counting the first
+/// spatial axis fastest. Padding is never chosen; a window with no in-bounds tap (only
+/// possible with pads as large as the window) gives `-inf` and index `-1`. One thread: the
+/// op is rare and memory-bound.
+///
+/// # Errors
+/// Attribute, shape or length inconsistencies.
+pub fn max_pool_with_indices(
+    x: &[f32],
+    x_shape: &[usize],
+    a: &PoolAttrs,
+    column_major: bool,
+    out: &mut [f32],
+    indices: &mut [i64],
+) -> KernelResult<()> {
+    const OP: &str = "MaxPool";
+    if x_shape.len() < 3 {
+        return Err(invalid(OP, "X", format!("rank {} < 3", x_shape.len())));
+    }
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    let o_sp = pool_output_spatial(&x_shape[2..], a)?;
+    let planes = x_shape[0] * x_shape[1];
+    let op_len = numel(OP, &o_sp)?;
+    check_len(OP, "Y", out.len(), planes * op_len)?;
+    check_len(OP, "Indices", indices.len(), planes * op_len)?;
+    let (i3, o3) = (pad3(&x_shape[2..], 1), pad3(&o_sp, 1));
+    let (k3, s3, d3) = (
+        pad3(&a.kernel, 1),
+        pad3(&a.strides, 1),
+        pad3(&a.dilations, 1),
+    );
+    let pb3 = pad3(&a.pads_begin, 0);
+    let ip = i3.iter().product::<usize>();
+    // Spatial index weights: row-major (last axis fastest) or column-major (first real axis
+    // fastest; the leading padded axes have extent 1 and coordinate 0, so they add nothing).
+    let weights: [usize; 3] = if column_major {
+        [1, i3[0], i3[0] * i3[1]]
+    } else {
+        [i3[1] * i3[2], i3[2], 1]
+    };
+    let taps = |ax: usize, o: usize| {
+        (0..k3[ax]).filter_map(move |t| {
+            let pos = (o * s3[ax] + t * d3[ax]) as isize - pb3[ax] as isize;
+            usize::try_from(pos).ok().filter(|&p| p < i3[ax])
+        })
+    };
+    let mut at = 0;
+    for plane in 0..planes {
+        let xp = &x[plane * ip..(plane + 1) * ip];
+        for oz in 0..o3[0] {
+            for oy in 0..o3[1] {
+                for ox in 0..o3[2] {
+                    let mut best: Option<(f32, usize)> = None;
+                    for z in taps(0, oz) {
+                        for y in taps(1, oy) {
+                            for xx in taps(2, ox) {
+                                let v = xp[(z * i3[1] + y) * i3[2] + xx];
+                                if best.is_none_or(|(b, _)| v > b) {
+                                    let off = z * weights[0] + y * weights[1] + xx * weights[2];
+                                    best = Some((v, off));
+                                }
+                            }
+                        }
+                    }
+                    (out[at], indices[at]) = match best {
+                        Some((v, off)) => (v, (plane * ip + off) as i64),
+                        None => (f32::NEG_INFINITY, -1),
+                    };
+                    at += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// MaxUnpool (ONNX): `out` zeroed, then `out[indices[j]] = x[j]` in order (a repeated index
+/// keeps the last value). `indices` are flat positions in `out`.
+///
+/// # Errors
+/// `indices` and `x` of different lengths, or an index outside `out`.
+pub fn max_unpool<T: Copy + Default>(x: &[T], indices: &[i64], out: &mut [T]) -> KernelResult<()> {
+    const OP: &str = "MaxUnpool";
+    check_len(OP, "I", indices.len(), x.len())?;
+    out.fill(T::default());
+    let size = out.len();
+    for (&v, &i) in x.iter().zip(indices) {
+        let slot = usize::try_from(i).ok().and_then(|i| out.get_mut(i)).ok_or(
+            KernelError::IndexOutOfRange {
+                op: OP,
+                index: i,
+                size,
+            },
+        )?;
+        *slot = v;
+    }
+    Ok(())
+}

@@ -91,6 +91,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("MatMulInteger", 10),
     ("Max", 7),
     ("MaxPool", 7),
+    ("MaxUnpool", 9),
     ("Mean", 7),
     ("MeanVarianceNormalization", 9),
     ("Min", 7),
@@ -230,6 +231,7 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "ConvTranspose" => conv_transpose(c),
         "BatchNormalization" => batch_norm(c),
         "AveragePool" | "MaxPool" => pool(c),
+        "MaxUnpool" => max_unpool(c),
         "GlobalAveragePool" => {
             c.arity(1, 1)?;
             let x = c.f32_input(0)?;
@@ -1139,12 +1141,40 @@ fn pool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     } else {
         false
     };
-    if is_max && c.attr_int_or("storage_order", 0)? != 0 && c.num_outputs > 1 {
-        return Err(c.invalid("storage_order only matters for Indices, which is unsupported"));
+    let storage_order = if is_max && c.opset >= 8 {
+        c.attr_int_or("storage_order", 0)?
+    } else {
+        0
+    };
+    if !(0..=1).contains(&storage_order) {
+        return Err(c.invalid(format!(
+            "storage_order {storage_order}: 0 (row-major) or 1 (column-major)"
+        )));
     }
     let out_sp = sp.forward(c, &x.shape[2..], ceil_mode)?;
     let mut shape = x.shape[..2].to_vec();
     shape.extend(out_sp);
+    // The optional Indices output (opset 8+).
+    if is_max && c.num_outputs > 1 && c.opset >= 8 {
+        if x.dtype != DType::F32 {
+            return Err(c.mismatch(format!(
+                "MaxPool's Indices output is computed for float input, not {}",
+                x.dtype
+            )));
+        }
+        return Ok(Inferred::Node {
+            op: Op::MaxPoolIndices {
+                kernel_shape: sp.kernel,
+                strides: sp.strides,
+                pads: sp.pads,
+                dilations: sp.dilations,
+                ceil_mode,
+                column_major: storage_order == 1,
+            },
+            inputs: vec![0],
+            outputs: vec![(DType::F32, shape.clone()), (DType::I64, shape)],
+        });
+    }
     let op = if is_max {
         Op::MaxPool {
             kernel_shape: sp.kernel,
@@ -1164,6 +1194,89 @@ fn pool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         }
     };
     Ok(node(op, vec![0], x.dtype, shape))
+}
+
+/// MaxUnpool: the output shape is the `output_shape` input (known at load) or, without it,
+/// `(in - 1) * stride + kernel - pads` per spatial axis.
+fn max_unpool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 3)?;
+    let x = c.typed_input(0, &NUMERIC)?;
+    let idx = c.typed_input(1, &[DType::I64])?;
+    if x.rank() < 3 {
+        return Err(c.mismatch(format!("input rank {} < 3", x.rank())));
+    }
+    if idx.shape != x.shape {
+        return Err(c.mismatch(format!(
+            "indices shape {:?} differs from the input's {:?}",
+            idx.shape, x.shape
+        )));
+    }
+    let nsp = x.rank() - 2;
+    let kernel = c
+        .attr_ints("kernel_shape")?
+        .ok_or_else(|| c.invalid("attribute 'kernel_shape' is required"))?;
+    let kernel = c.positive("kernel_shape", &kernel)?;
+    if kernel.len() != nsp {
+        return Err(c.invalid(format!(
+            "kernel_shape has {} entries for {nsp} spatial axes",
+            kernel.len()
+        )));
+    }
+    let strides = match c.attr_ints("strides")? {
+        Some(s) => c.positive("strides", &s)?,
+        None => vec![1; nsp],
+    };
+    let pads = match c.attr_ints("pads")? {
+        Some(p) => p
+            .iter()
+            .map(|&v| usize::try_from(v).map_err(|_| c.invalid(format!("negative pad {v}"))))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![0; 2 * nsp],
+    };
+    if strides.len() != nsp || pads.len() != 2 * nsp {
+        return Err(c.invalid(format!(
+            "strides ({}) and pads ({}) must have {nsp} and {} entries",
+            strides.len(),
+            pads.len(),
+            2 * nsp
+        )));
+    }
+    let shape = match c.const_ints(2)? {
+        Some(s) => {
+            let s = c.positive("output_shape", &s)?;
+            if s.len() != x.rank() || s[..2] != x.shape[..2] {
+                return Err(c.mismatch(format!(
+                    "output_shape {s:?} does not match input {:?} in rank, batch and channels",
+                    x.shape
+                )));
+            }
+            s
+        }
+        None => {
+            let mut shape = x.shape[..2].to_vec();
+            for i in 0..nsp {
+                let full = x.shape[2 + i]
+                    .checked_sub(1)
+                    .and_then(|v| v.checked_mul(strides[i]))
+                    .and_then(|v| v.checked_add(kernel[i]))
+                    .ok_or_else(|| {
+                        c.mismatch(format!(
+                            "spatial axis {i} of extent {} has no default output size",
+                            x.shape[2 + i]
+                        ))
+                    })?;
+                let pad = pads[i] + pads[nsp + i];
+                if pad >= full {
+                    return Err(c.invalid(format!(
+                        "pads {pad} leave no output on spatial axis {i} (extent {full})"
+                    )));
+                }
+                shape.push(full - pad);
+            }
+            shape
+        }
+    };
+    Ok(node(Op::MaxUnpool, vec![0, 1], x.dtype, shape))
 }
 
 /// LpPool, and GlobalLpPool as an LpPool whose window is the whole plane.

@@ -451,7 +451,8 @@ pub enum Op {
         /// The output shape used ceil instead of floor (already reflected in the output shape).
         ceil_mode: bool,
     },
-    /// Max pooling (the optional `Indices` output is not supported). Inputs: `x`.
+    /// Max pooling (without its optional `Indices` output: see [`Op::MaxPoolIndices`]).
+    /// Inputs: `x`.
     MaxPool {
         /// Window per spatial axis.
         kernel_shape: Vec<usize>,
@@ -464,6 +465,28 @@ pub enum Op {
         /// The output shape used ceil instead of floor (already reflected in the output shape).
         ceil_mode: bool,
     },
+    /// Max pooling with its `Indices` output (f32): each output's value, and the flat index
+    /// into `x` of the first tap in window order that holds it. Outputs: `Y`, `Indices`
+    /// (i64). Inputs: `x`.
+    MaxPoolIndices {
+        /// Window per spatial axis.
+        kernel_shape: Vec<usize>,
+        /// Stride per spatial axis.
+        strides: Vec<usize>,
+        /// `[begins..., ends...]`; padded cells are never chosen.
+        pads: Vec<usize>,
+        /// Dilation per spatial axis.
+        dilations: Vec<usize>,
+        /// The output shape used ceil instead of floor (already reflected in the output shape).
+        ceil_mode: bool,
+        /// `storage_order = 1`: the spatial part of an index counts the first spatial axis
+        /// fastest (column-major) instead of the last.
+        column_major: bool,
+    },
+    /// The inverse of a MaxPool with indices: a zero tensor of the output shape (known at
+    /// load: the `output_shape` input, or the default from the window attributes) with
+    /// `out[indices[j]] = x[j]`. Inputs: `x`, `indices` (i64, `x`'s shape).
+    MaxUnpool,
     /// Mean over all spatial axes, keeping them as size 1. Inputs: `x [N, C, spatial...]`.
     GlobalAveragePool,
     /// Local response normalization across channels (axis 1):
@@ -938,7 +961,8 @@ impl Op {
             Op::ConvTranspose { .. } => "ConvTranspose",
             Op::BatchNormalization { .. } => "BatchNormalization",
             Op::AveragePool { .. } => "AveragePool",
-            Op::MaxPool { .. } => "MaxPool",
+            Op::MaxPool { .. } | Op::MaxPoolIndices { .. } => "MaxPool",
+            Op::MaxUnpool => "MaxUnpool",
             Op::GlobalAveragePool => "GlobalAveragePool",
             Op::Lrn { .. } => "LRN",
             Op::Gemm { .. } => "Gemm",

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 pub use crate::loader::op::{
-    CompareKind, CoordinateTransform, GeluApproximation, GridPaddingMode, LogicKind, MathFn,
-    NearestMode, Op, PadMode, ReduceKind, ResizeMode,
+    BitwiseKind, CompareKind, CoordinateTransform, GeluApproximation, GridPaddingMode, LogicKind,
+    MathFn, NearestMode, Op, PadMode, ReduceKind, ResizeMode,
 };
 
 /// Index of an operator in an [`ExecutionGraph`] (`0..graph.operators().len()`).

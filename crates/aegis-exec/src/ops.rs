@@ -7,8 +7,8 @@ use std::sync::Arc;
 use aegis_cuda::{CudaError, DeviceSlice, HostRead, HostWrite};
 
 use crate::graph::{
-    concat_input_in_place, node_concat_slots, CompareKind, DType, ExecutionGraph, LogicKind,
-    MathFn, NodeId, Op, ReduceKind, TensorData, TensorId, TensorKind,
+    concat_input_in_place, node_concat_slots, BitwiseKind, CompareKind, DType, ExecutionGraph,
+    LogicKind, MathFn, NodeId, Op, ReduceKind, TensorData, TensorId, TensorKind,
 };
 use crate::kernels::{self as k, BinaryOp, ConvAttrs, KernelError, PreparedConv, UnaryOp};
 use crate::ExecError;
@@ -2311,6 +2311,57 @@ impl NodeKernel {
                     k::map(l, inb(0), &mut writes[0], t, |b: u8| u8::from(b == 0))?;
                 }
             }
+            Op::Bitwise { op: bk } => {
+                macro_rules! bits {
+                    ($view:ident, $view_mut:ident, $t:ty) => {{
+                        const BITS: $t = <$t>::BITS as $t;
+                        let f = match bk {
+                            BitwiseKind::And => |a: $t, b: $t| a & b,
+                            BitwiseKind::Or => |a: $t, b: $t| a | b,
+                            BitwiseKind::Xor => |a: $t, b: $t| a ^ b,
+                            // A shift by the width or more empties the value (as numpy's).
+                            BitwiseKind::ShiftLeft => |a: $t, b: $t| {
+                                if (0..BITS).contains(&b) {
+                                    a << b
+                                } else {
+                                    0
+                                }
+                            },
+                            BitwiseKind::ShiftRight => |a: $t, b: $t| {
+                                if (0..BITS).contains(&b) {
+                                    a >> b
+                                } else {
+                                    0
+                                }
+                            },
+                        };
+                        k::broadcast_binary(
+                            l,
+                            $view(l, inb(0))?,
+                            shape(0),
+                            $view(l, inb(1))?,
+                            shape(1),
+                            $view_mut(l, &mut writes[0])?,
+                            t,
+                            f,
+                        )?;
+                    }};
+                }
+                match dt(0) {
+                    DType::U8 => bits!(bytes, bytes_mut, u8),
+                    DType::I8 => bits!(i8s, i8s_mut, i8),
+                    DType::I32 => bits!(i32s, i32s_mut, i32),
+                    DType::I64 => bits!(i64s, i64s_mut, i64),
+                    other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
+                }
+            }
+            Op::BitwiseNot => match dt(0) {
+                DType::U8 => k::map(l, inb(0), &mut writes[0], t, |v: u8| !v)?,
+                DType::I8 => k::map(l, i8s(l, inb(0))?, i8s_mut(l, &mut writes[0])?, t, |v| !v)?,
+                DType::I32 => k::map(l, i32s(l, inb(0))?, i32s_mut(l, &mut writes[0])?, t, |v| !v)?,
+                DType::I64 => k::map(l, i64s(l, inb(0))?, i64s_mut(l, &mut writes[0])?, t, |v| !v)?,
+                other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
+            },
             Op::Logic { op: lk } => {
                 let f = match lk {
                     LogicKind::And => |a: u8, b: u8| u8::from(a != 0 && b != 0),

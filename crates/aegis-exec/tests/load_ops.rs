@@ -339,6 +339,100 @@ fn max_pool_indices_and_max_unpool() {
 }
 
 #[test]
+fn window_functions_fold_to_constants() {
+    let window = |op: &str, size: i64, periodic: i64| -> Vec<f32> {
+        let m = Model::new(17)
+            .init(tensor_i64("n", &[], &[size]))
+            .op(op, &["n"], &["w"], vec![attr_i("periodic", periodic)])
+            .output_any("w", F32);
+        let g = load(&m);
+        assert!(g.operators().is_empty(), "{op} folds at load");
+        match g.constant_data(g.outputs()[0]) {
+            Some(TensorData::F32(v)) => v.clone(),
+            other => panic!("{op}: {other:?}"),
+        }
+    };
+    let close = |got: Vec<f32>, want: &[f32]| {
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+    };
+    close(window("HannWindow", 4, 1), &[0.0, 0.5, 1.0, 0.5]);
+    close(window("HannWindow", 5, 0), &[0.0, 0.5, 1.0, 0.5, 0.0]);
+    close(window("HammingWindow", 2, 1), &[4.0 / 46.0, 1.0]);
+    close(window("BlackmanWindow", 4, 1), &[0.0, 0.34, 1.0, 0.34]);
+}
+
+#[test]
+fn bitwise_operators_and_shifts() {
+    let run_i64 = |op: &str, a: &[i64], b_shape: &[i64], b: &[i64]| {
+        let m = Model::new(18)
+            .input("a", I64, &[a.len() as i64])
+            .init(tensor_i64("b", b_shape, b))
+            .op(op, &["a", "b"], &["y"], vec![])
+            .output_any("y", I64);
+        let g = Arc::new(load(&m));
+        let a = HostTensor::from_data(vec![a.len()], &TensorData::I64(a.to_vec()));
+        i64s_of(&run_any(&g, &[a])[0])
+    };
+    let a = [0b1100, -1, 5, i64::MIN];
+    assert_eq!(
+        run_i64("BitwiseAnd", &a, &[1], &[0b1010]),
+        [0b1000, 0b1010, 0, 0]
+    );
+    assert_eq!(
+        run_i64("BitwiseOr", &a, &[1], &[1]),
+        [0b1101, -1, 5, i64::MIN | 1]
+    );
+    assert_eq!(
+        run_i64("BitwiseXor", &a, &[4], &[-1, -1, 1, 0]),
+        [!0b1100, 0, 4, i64::MIN]
+    );
+
+    // BitwiseNot on i8 (two's complement), BitShift on u8: a shift by 8 or more gives 0.
+    let m = Model::new(18)
+        .input("x", I8, &[3])
+        .op("BitwiseNot", &["x"], &["y"], vec![])
+        .output_any("y", I8);
+    let g = Arc::new(load(&m));
+    let y = run_any(
+        &g,
+        &[HostTensor::from_data(
+            vec![3],
+            &TensorData::I8(vec![0, -1, 5]),
+        )],
+    );
+    assert_eq!(y[0].data, [-1i8, 0, -6].map(|v| v as u8));
+    for (dir, want) in [("LEFT", [4u8, 0, 128, 0]), ("RIGHT", [1, 0, 0, 0])] {
+        let m = Model::new(11)
+            .input("x", U8, &[4])
+            .input("s", U8, &[4])
+            .op(
+                "BitShift",
+                &["x", "s"],
+                &["y"],
+                vec![attr_s("direction", dir)],
+            )
+            .output_any("y", U8);
+        let g = Arc::new(load(&m));
+        let x = HostTensor::from_data(vec![4], &TensorData::U8(vec![2, 0x81, 1, 255]));
+        let s = HostTensor::from_data(vec![4], &TensorData::U8(vec![1, 8, 7, 200]));
+        assert_eq!(run_any(&g, &[x, s])[0].data, want, "{dir}");
+    }
+    // BitShift takes unsigned types only; a missing direction is a typed error.
+    let m = Model::new(11)
+        .input("x", U8, &[2])
+        .input("s", U8, &[2])
+        .op("BitShift", &["x", "s"], &["y"], vec![])
+        .output_any("y", U8);
+    let err = ExecutionGraph::from_bytes(&m.bytes(), "ops", &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("direction"), "{err}");
+}
+
+#[test]
 fn split_squeeze_unsqueeze_reduce_axes_follow_the_opset() {
     // Opset 11: attributes.
     let m = Model::new(11)

@@ -6,8 +6,8 @@ use crate::graph::{DType, Op, TensorData};
 use crate::kernels::QuantLayout;
 use crate::loader::node::{Inferred, NodeCtx, Value};
 use crate::loader::op::{
-    CompareKind, CoordinateTransform, GeluApproximation, GridPaddingMode, LogicKind, MathFn,
-    NearestMode, PadMode, ReduceKind, ResizeMode, ScatterReduce,
+    BitwiseKind, CompareKind, CoordinateTransform, GeluApproximation, GridPaddingMode, LogicKind,
+    MathFn, NearestMode, PadMode, ReduceKind, ResizeMode, ScatterReduce,
 };
 use crate::loader::tensor::checked_numel;
 
@@ -28,11 +28,17 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Atanh", 9),
     ("AveragePool", 7),
     ("BatchNormalization", 7),
+    ("BitShift", 11),
+    ("BitwiseAnd", 18),
+    ("BitwiseNot", 18),
+    ("BitwiseOr", 18),
+    ("BitwiseXor", 18),
+    ("BlackmanWindow", 17),
     ("Cast", 7),
     ("CastLike", 15),
     ("Ceil", 7),
-    ("CenterCropPad", 18),
     ("Celu", 12),
+    ("CenterCropPad", 18),
     ("Clip", 7),
     ("Concat", 7),
     ("Constant", 7),
@@ -58,22 +64,24 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("EyeLike", 9),
     ("Flatten", 7),
     ("Floor", 7),
+    ("GRU", 7),
     ("Gather", 7),
     ("GatherElements", 11),
     ("GatherND", 11),
     ("Gelu", 20),
     ("Gemm", 7),
     ("GlobalAveragePool", 7),
-    ("GlobalMaxPool", 7),
     ("GlobalLpPool", 7),
+    ("GlobalMaxPool", 7),
     ("Greater", 7),
-    ("GRU", 7),
     ("GreaterOrEqual", 12),
     ("GridSample", 16),
     ("GroupNormalization", 18),
-    ("Hardmax", 7),
+    ("HammingWindow", 17),
+    ("HannWindow", 17),
     ("HardSigmoid", 7),
     ("HardSwish", 14),
+    ("Hardmax", 7),
     ("Identity", 7),
     ("InstanceNormalization", 7),
     ("IsInf", 10),
@@ -103,12 +111,12 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("OneHot", 9),
     ("Or", 7),
     ("PRelu", 7),
+    ("Pad", 7),
+    ("Pow", 7),
     ("QLinearConv", 10),
     ("QLinearMatMul", 10),
     ("QuantizeLinear", 10),
     ("RNN", 7),
-    ("Pad", 7),
-    ("Pow", 7),
     ("Range", 11),
     ("Reciprocal", 7),
     ("ReduceL1", 7),
@@ -328,6 +336,12 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "Max" | "Min" | "Mean" => variadic(c),
         "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" => compare(c),
         "And" | "Or" | "Xor" => logic(c),
+        "BitwiseAnd" | "BitwiseOr" | "BitwiseXor" | "BitShift" => bitwise(c),
+        "BitwiseNot" => {
+            c.arity(1, 1)?;
+            let x = c.typed_input(0, &BITWISE)?;
+            Ok(node(Op::BitwiseNot, vec![0], x.dtype, x.shape.clone()))
+        }
         "Not" => {
             c.arity(1, 1)?;
             let x = c.typed_input(0, &[DType::Bool])?;
@@ -465,6 +479,7 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "Einsum" => einsum(c),
         "GridSample" => grid_sample(c),
         "EyeLike" => eye_like(c),
+        "HannWindow" | "HammingWindow" | "BlackmanWindow" => window(c),
         "MeanVarianceNormalization" => mean_variance_norm(c),
         "GroupNormalization" => group_norm(c),
         "LpPool" | "GlobalLpPool" => lp_pool(c),
@@ -1776,6 +1791,64 @@ fn gather_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 }
 
 /// EyeLike's output depends only on its input's (static) shape: a constant.
+/// HannWindow, HammingWindow and BlackmanWindow: a load-time constant of `size` (known at
+/// load) values, `a0 - a1 cos(2 pi n / N) + a2 cos(4 pi n / N)` with `N = size` (periodic, the
+/// default) or `size - 1`, computed in f64 and converted to `output_datatype` (float by
+/// default; integer types truncate toward zero, as the reference's cast does).
+fn window(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let size = match c.const_ints(0)?.as_deref() {
+        Some([n]) => {
+            usize::try_from(*n).map_err(|_| c.invalid(format!("size {n} must not be negative")))?
+        }
+        Some(v) => {
+            return Err(c.mismatch(format!("size must be a scalar, has {} elements", v.len())))
+        }
+        None => return Err(c.invalid("input 0 (size) is required")),
+    };
+    let code = c.attr_int_or("output_datatype", 1)?;
+    let dtype = i32::try_from(code)
+        .ok()
+        .and_then(DType::from_onnx)
+        .filter(|d| {
+            matches!(
+                d,
+                DType::F32 | DType::I32 | DType::I64 | DType::U8 | DType::I8
+            )
+        })
+        .ok_or_else(|| ExecError::UnsupportedDType {
+            model: c.model.to_owned(),
+            tensor: format!("output of {}", c.name),
+            dtype: crate::loader::tensor::onnx_dtype_name(i32::try_from(code).unwrap_or(-1)),
+        })?;
+    crate::loader::consteval::check_const_size(c, &[size], dtype)?;
+    let periodic = c.attr_bool_or("periodic", true)?;
+    let (a0, a1, a2) = match c.op_type {
+        "HannWindow" => (0.5, 0.5, 0.0),
+        "HammingWindow" => (25.0 / 46.0, 21.0 / 46.0, 0.0),
+        _ => (0.42, 0.5, 0.08),
+    };
+    // A one-point symmetric window divides 0 by 0 (NaN), as the reference does.
+    let n_div = if periodic {
+        size as f64
+    } else {
+        size as f64 - 1.0
+    };
+    let tau = 2.0 * std::f64::consts::PI;
+    let w = (0..size).map(|n| {
+        let t = tau * n as f64 / n_div;
+        a0 - a1 * t.cos() + a2 * (2.0 * t).cos()
+    });
+    let data = match dtype {
+        DType::F32 => TensorData::F32(w.map(|v| v as f32).collect()),
+        DType::I32 => TensorData::I32(w.map(|v| v as i32).collect()),
+        DType::I64 => TensorData::I64(w.map(|v| v as i64).collect()),
+        DType::U8 => TensorData::U8(w.map(|v| v as u8).collect()),
+        _ => TensorData::I8(w.map(|v| v as i8).collect()),
+    };
+    Ok(Inferred::Const(vec![(vec![size], data)]))
+}
+
 fn eye_like(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(1, 1)?;
     let x = c.input(0)?;
@@ -2653,6 +2726,37 @@ fn compare(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         _ => CompareKind::GreaterOrEqual,
     };
     Ok(node(Op::Compare { cmp }, vec![0, 1], DType::Bool, shape))
+}
+
+/// Integer types the bitwise operators run on (BitShift: the unsigned ones, `u8`).
+const BITWISE: [DType; 4] = [DType::U8, DType::I8, DType::I32, DType::I64];
+
+fn bitwise(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let types: &[DType] = if c.op_type == "BitShift" {
+        &[DType::U8]
+    } else {
+        &BITWISE
+    };
+    let a = c.typed_input(0, types)?;
+    let b = c.typed_input(1, types)?;
+    same_dtype(c, a, b)?;
+    let shape = bcast(c, a, b)?;
+    let op = match c.op_type {
+        "BitwiseAnd" => BitwiseKind::And,
+        "BitwiseOr" => BitwiseKind::Or,
+        "BitwiseXor" => BitwiseKind::Xor,
+        _ => match c.attr_string("direction")?.as_deref() {
+            Some("LEFT") => BitwiseKind::ShiftLeft,
+            Some("RIGHT") => BitwiseKind::ShiftRight,
+            other => {
+                return Err(c.invalid(format!(
+                    "direction {other:?}: \"LEFT\" or \"RIGHT\" is required"
+                )))
+            }
+        },
+    };
+    Ok(node(Op::Bitwise { op }, vec![0, 1], a.dtype, shape))
 }
 
 fn logic(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {

@@ -207,6 +207,33 @@ impl CompareKind {
     }
 }
 
+/// Elementwise bit operations on integers (`Op::Bitwise`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BitwiseKind {
+    /// `a & b` (BitwiseAnd).
+    And,
+    /// `a | b` (BitwiseOr).
+    Or,
+    /// `a ^ b` (BitwiseXor).
+    Xor,
+    /// `a << b` (BitShift `LEFT`; a shift by the width or more gives 0).
+    ShiftLeft,
+    /// `a >> b` (BitShift `RIGHT`; a shift by the width or more gives 0).
+    ShiftRight,
+}
+
+impl BitwiseKind {
+    /// The ONNX operator name.
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            Self::And => "BitwiseAnd",
+            Self::Or => "BitwiseOr",
+            Self::Xor => "BitwiseXor",
+            Self::ShiftLeft | Self::ShiftRight => "BitShift",
+        }
+    }
+}
+
 /// Elementwise logical operations on bools (`Op::Logic`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LogicKind {
@@ -717,6 +744,13 @@ pub enum Op {
     },
     /// Logical negation of a bool tensor. Inputs: `x`.
     Not,
+    /// An elementwise bit operation on integers of one type, broadcasting. Inputs: `a, b`.
+    Bitwise {
+        /// Which operation.
+        op: BitwiseKind,
+    },
+    /// Bitwise complement of an integer tensor. Inputs: `x`.
+    BitwiseNot,
     /// Mean over all spatial axes replaced by the maximum. Inputs: `x [N, C, spatial...]`.
     GlobalMaxPool,
     /// `log(softmax(x))`, computed stably; axis handling as [`Op::Softmax`]. Inputs: `x`.
@@ -997,6 +1031,8 @@ impl Op {
             Op::Compare { cmp } => cmp.onnx_name(),
             Op::Logic { op } => op.onnx_name(),
             Op::Not => "Not",
+            Op::Bitwise { op } => op.onnx_name(),
+            Op::BitwiseNot => "BitwiseNot",
             Op::GlobalMaxPool => "GlobalMaxPool",
             Op::LogSoftmax { .. } => "LogSoftmax",
             Op::Tile { .. } => "Tile",

@@ -347,12 +347,15 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                 rows: Arc::new(rows),
             });
         }
-        // Gelu as five nodes: one pass instead of five.
+        // Gelu as five nodes (erf form) or eight (tanh form): one pass instead.
         let gelu = node
             .inputs
             .iter()
             .filter(|&&t| g.constant_data(t).is_none())
-            .find_map(|&x| Some((x, gelu_ops_at(g, x, p, order)?)));
+            .find_map(|&x| {
+                let five = gelu_ops_at(g, x, p, order).map(|(c, a, y)| (c.to_vec(), a, y));
+                Some((x, five.or_else(|| gelu_tanh_ops_at(g, x, p, order))?))
+            });
         if let Some((x, (chain, act, y))) = gelu {
             {
                 if apart_or_exact(g, y, x) {
@@ -861,6 +864,106 @@ fn gelu_ops_at(
             divide,
             half_first,
         },
+        y,
+    ))
+}
+
+/// Gelu's tanh form written as eight nodes (below opset 20), as the steps `p..p + 8` of
+/// `order`, reading `x`: `Pow(x, 3)`, `Mul(·, c1)`, `Add(x, ·)`, `Mul(·, c2)`, `Tanh`,
+/// `Add(·, 1)`, then `Mul(Mul(x, 0.5), ·)` (GPT-2's `gelu_new`) or `Mul(Mul(x, ·), 0.5)`. `x`
+/// is read only inside the chain, each intermediate only by the next node, the constants
+/// are scalars. Returns the nodes, the one-pass operator (same bits) and the output.
+fn gelu_tanh_ops_at(
+    g: &ExecutionGraph,
+    x: TensorId,
+    p: usize,
+    order: &[NodeId],
+) -> Option<(Vec<NodeId>, UnaryOp, TensorId)> {
+    let chain: [NodeId; 8] = order.get(p..p + 8)?.try_into().ok()?;
+    let f32_same = chain.iter().all(|&id| {
+        let n = g.node(id);
+        n.outputs.len() == 1
+            && g.tensor(n.outputs[0]).dtype == DType::F32
+            && g.tensor(n.outputs[0]).shape == g.tensor(x).shape
+    });
+    if !f32_same || g.tensor(x).dtype != DType::F32 {
+        return None;
+    }
+    let scalar = |t: TensorId| {
+        g.constant_data(t)
+            .and_then(|d| d.as_f32())
+            .and_then(|d| (d.len() == 1).then(|| d[0]))
+    };
+    let other = |n: &crate::graph::OperatorNode, a: TensorId| match n.inputs[..] {
+        [i, o] if i == a => Some(o),
+        [o, i] if i == a => Some(o),
+        _ => None,
+    };
+    let in_chain = |id: NodeId| chain.contains(&id);
+    // The only reader of `t`, inside the chain, running `op`; with the node.
+    let next =
+        |t: TensorId, is: fn(&Op) -> bool| -> Option<(NodeId, &crate::graph::OperatorNode)> {
+            match g.consumers(t) {
+                [r] if in_chain(*r) && g.tensor(t).kind == TensorKind::Activation => {
+                    let n = g.node(*r);
+                    is(&n.op).then_some((*r, n))
+                }
+                _ => None,
+            }
+        };
+    let is_mul: fn(&Op) -> bool = |op| matches!(op, Op::Mul);
+    let is_add: fn(&Op) -> bool = |op| matches!(op, Op::Add);
+    let pow = *chain.iter().find(|&&id| {
+        let n = g.node(id);
+        matches!(n.op, Op::Pow) && n.inputs.len() == 2 && n.inputs[0] == x
+    })?;
+    if scalar(g.node(pow).inputs[1]) != Some(3.0) {
+        return None;
+    }
+    let (m1, m1n) = next(g.node(pow).outputs[0], is_mul)?;
+    let c1 = scalar(other(m1n, g.node(pow).outputs[0])?)?;
+    let (add, addn) = next(m1n.outputs[0], is_add)?;
+    if other(addn, m1n.outputs[0])? != x {
+        return None;
+    }
+    let (m2, m2n) = next(addn.outputs[0], is_mul)?;
+    let c2 = scalar(other(m2n, addn.outputs[0])?)?;
+    let (tanh, tanhn) = next(m2n.outputs[0], |op| matches!(op, Op::Tanh))?;
+    let (one, onen) = next(tanhn.outputs[0], is_add)?;
+    if other(onen, tanhn.outputs[0]).and_then(scalar) != Some(1.0) {
+        return None;
+    }
+    let (prod, prodn) = next(onen.outputs[0], is_mul)?;
+    let with = other(prodn, onen.outputs[0])?;
+    let (half_first, eighth, y) = if with == x {
+        // (x * (t + 1)) * 0.5
+        let (last, lastn) = next(prodn.outputs[0], is_mul)?;
+        (other(lastn, prodn.outputs[0]).and_then(scalar) == Some(0.5)).then_some((
+            false,
+            last,
+            lastn.outputs[0],
+        ))?
+    } else {
+        // (x * 0.5) * (t + 1)
+        let half = g.producer(with)?;
+        let hn = g.node(half);
+        let ok = matches!(hn.op, Op::Mul)
+            && other(hn, x).and_then(scalar) == Some(0.5)
+            && next(with, is_mul).map(|(r, _)| r) == Some(prod);
+        ok.then_some((true, half, prodn.outputs[0]))?
+    };
+    let mut used = [pow, m1, add, m2, tanh, one, prod, eighth];
+    used.sort_unstable();
+    let mut all = chain;
+    all.sort_unstable();
+    let x_last = if half_first { eighth } else { prod };
+    let mut xr = g.consumers(x).to_vec();
+    xr.sort_unstable();
+    let mut want = [pow, add, x_last];
+    want.sort_unstable();
+    (used == all && xr == want).then_some((
+        chain.to_vec(),
+        UnaryOp::GeluTanhOps { c1, c2, half_first },
         y,
     ))
 }
@@ -3046,6 +3149,44 @@ mod tests {
         // The chain's Add of 1 and two Muls, and the two linear layers' bias Adds (inside the
         // packed products); the layer-scale Mul and the residual Add stay.
         assert_eq!(fused(&|op| matches!(op, Op::Mul | Op::Add)), 5);
+    }
+
+    /// A GPT-style decoder's Gelu, written as the eight nodes of its tanh form (Pow, Mul, Add,
+    /// Mul, Mul by 0.5, Tanh, Add, Mul), runs as one pass (the block's output is
+    /// checked against onnxruntime in tests/arch_blocks.rs).
+    #[test]
+    fn exported_tanh_gelu_chains_run_as_one_pass() {
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arch/decoder/model.onnx");
+        let g = ExecutionGraph::load(&p, &LoadOptions::default()).unwrap();
+        let plan = super::plan_kernels(&g, 1).unwrap();
+        let maps = plan
+            .kernels
+            .iter()
+            .flatten()
+            .filter(|k| {
+                matches!(
+                    k,
+                    super::KernelSpec::Map {
+                        act: crate::kernels::UnaryOp::GeluTanhOps {
+                            half_first: true,
+                            ..
+                        },
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(maps, 1);
+        let left = |f: &dyn Fn(&Op) -> bool| {
+            g.topological_order()
+                .iter()
+                .filter(|id| f(&g.node(**id).op) && plan.kernels[id.index()].is_some())
+                .count()
+        };
+        // The chain's first node (the Pow) holds the pass; the other seven have no kernel.
+        assert_eq!(left(&|op| matches!(op, Op::Pow)), 1);
+        assert_eq!(left(&|op| matches!(op, Op::Tanh)), 0);
     }
 
     /// SiLU as exported (Sigmoid, then Mul by the same input) runs in the epilogue of the conv

@@ -504,6 +504,18 @@ pub enum UnaryOp {
         /// Whether `x * 0.5` is taken before the product with `e + 1`.
         half_first: bool,
     },
+    /// Gelu's tanh form as the eight nodes an exporter writes below opset 20 (torch's
+    /// `GELU(approximate="tanh")`, GPT-2's `gelu_new`), rounded op by op (the executor runs
+    /// such a chain as one pass; same bits as the nodes): `t = tanh((x + (x * x * x) * c1) *
+    /// c2)`, then `(x * 0.5) * (t + 1)`, or `(x * (t + 1)) * 0.5` unless `half_first`.
+    GeluTanhOps {
+        /// The cubic term's coefficient (0.044715 in the graph's f32).
+        c1: f32,
+        /// The tanh argument's scale (`sqrt(2 / pi)` in the graph's f32).
+        c2: f32,
+        /// Whether `x * 0.5` is taken before the product with `t + 1`.
+        half_first: bool,
+    },
     /// SiLU (swish) as the Sigmoid and Mul nodes an exporter writes for it compute it, `x *
     /// (1 / (1 + exp(-x)))` (the executor runs such a pair as one pass, or in the epilogue of
     /// the conv before it; same bits as the two nodes).
@@ -718,6 +730,15 @@ fn apply_unary(op: UnaryOp, x: f32) -> f32 {
                 (x * (e + 1.0)) * 0.5
             }
         }
+        UnaryOp::GeluTanhOps { c1, c2, half_first } => {
+            // Pow(x, 3) runs as x * x * x (see `binary_f32`), then Mul, Add, Mul, Tanh, Add.
+            let t = tanh_f32((x + x * x * x * c1) * c2) + 1.0;
+            if half_first {
+                (x * 0.5) * t
+            } else {
+                (x * t) * 0.5
+            }
+        }
         UnaryOp::HardSwishOps => {
             // Clip's semantics (f32::clamp: NaN passes, -0 stays), written out: a call back
             // into this function would not inline, and the map would not vectorise.
@@ -909,6 +930,37 @@ pub(crate) fn with_unary(op: UnaryOp, m: impl UnaryMap) {
                 },
             ),
         },
+        U::GeluTanhOps { c1, c2, half_first } => {
+            if half_first {
+                m.map(
+                    #[inline(always)]
+                    move |x| {
+                        apply_unary(
+                            U::GeluTanhOps {
+                                c1,
+                                c2,
+                                half_first: true,
+                            },
+                            x,
+                        )
+                    },
+                )
+            } else {
+                m.map(
+                    #[inline(always)]
+                    move |x| {
+                        apply_unary(
+                            U::GeluTanhOps {
+                                c1,
+                                c2,
+                                half_first: false,
+                            },
+                            x,
+                        )
+                    },
+                )
+            }
+        }
         U::Clip { min, max } => m.map(
             #[inline(always)]
             move |x| apply_unary(U::Clip { min, max }, x),

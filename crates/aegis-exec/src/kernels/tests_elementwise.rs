@@ -697,6 +697,67 @@ fn gelu_ops_matches_the_five_kernels() {
     }
 }
 
+/// The fused tanh Gelu of eight exported nodes gives the bits the eight kernels give one
+/// after another (Pow by 3, Mul, Add, Mul, Tanh, Add, and both orders of the final products),
+/// signed zeros, infinities and NaN included.
+#[test]
+fn gelu_tanh_ops_matches_the_eight_kernels() {
+    let x = with_special_values(
+        rand_vec(2000, 45).into_iter().map(|v| v * 12.0).collect(),
+        &[1e-30, -5.5, 1e13],
+    );
+    let (n, shape) = (x.len(), [x.len()]);
+    let run = |op: BinaryOp, a: &[f32], b: &[f32], b_shape: &[usize]| {
+        let mut out = vec![0.0; n];
+        binary_f32(op, a, &shape, b, b_shape, &mut out, 1).unwrap();
+        out
+    };
+    let (c1, c2) = (0.044_715_f32, 0.797_884_6_f32);
+    let cube = run(BinaryOp::Pow, &x, &[3.0], &[]);
+    let inner = run(
+        BinaryOp::Add,
+        &x,
+        &run(BinaryOp::Mul, &cube, &[c1], &[]),
+        &shape,
+    );
+    let mut t = vec![0.0; n];
+    unary_f32(
+        UnaryOp::Tanh,
+        &run(BinaryOp::Mul, &inner, &[c2], &[]),
+        &mut t,
+        1,
+    )
+    .unwrap();
+    let t1 = run(BinaryOp::Add, &t, &[1.0], &[]);
+    for half_first in [true, false] {
+        let want = if half_first {
+            run(
+                BinaryOp::Mul,
+                &run(BinaryOp::Mul, &x, &[0.5], &[]),
+                &t1,
+                &shape,
+            )
+        } else {
+            run(
+                BinaryOp::Mul,
+                &run(BinaryOp::Mul, &x, &t1, &shape),
+                &[0.5],
+                &[],
+            )
+        };
+        let op = UnaryOp::GeluTanhOps { c1, c2, half_first };
+        let mut got = vec![0.0; n];
+        unary_f32(op, &x, &mut got, 2).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "{op:?} at {}: {g} vs {w}",
+                x[i]
+            );
+        }
+    }
+}
+
 /// `x` followed by signed zeros, both infinities, NaN and `extra`.
 fn with_special_values(mut x: Vec<f32>, extra: &[f32]) -> Vec<f32> {
     x.extend([-0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);

@@ -760,6 +760,33 @@ fn fusable_silu(
     (readers == want && !planned_overlap(g, y, input)).then_some((chain, y))
 }
 
+/// The value of a one-element f32 constant.
+fn scalar_f32(g: &ExecutionGraph, t: TensorId) -> Option<f32> {
+    g.constant_data(t)
+        .and_then(|d| d.as_f32())
+        .and_then(|d| (d.len() == 1).then(|| d[0]))
+}
+
+/// The other operand of a two-input node, when one is `a`.
+fn other_operand(n: &crate::graph::OperatorNode, a: TensorId) -> Option<TensorId> {
+    match n.inputs[..] {
+        [i, o] if i == a => Some(o),
+        [o, i] if i == a => Some(o),
+        _ => None,
+    }
+}
+
+/// Whether `x` and every node of `chain` are f32 with one output of `x`'s shape.
+fn f32_chain(g: &ExecutionGraph, x: TensorId, chain: &[NodeId]) -> bool {
+    g.tensor(x).dtype == DType::F32
+        && chain.iter().all(|&id| {
+            let n = g.node(id);
+            n.outputs.len() == 1
+                && g.tensor(n.outputs[0]).dtype == DType::F32
+                && g.tensor(n.outputs[0]).shape == g.tensor(x).shape
+        })
+}
+
 /// Gelu written as five nodes (below opset 20), as the steps `p..p + 5` of `order`, reading
 /// `x`: `Div(x, k)` (or `Mul(x, k)`), `Erf`, `Add(·, 1)`, then `Mul(Mul(x, ·), 0.5)` (torch's
 /// `nn.GELU`) or `Mul(Mul(x, 0.5), ·)` (`0.5 * x * (1 + erf(...))`, the Mul by 0.5 anywhere in
@@ -774,17 +801,8 @@ fn gelu_ops_at(
 ) -> Option<([NodeId; 5], UnaryOp, TensorId)> {
     let chain: [NodeId; 5] = order.get(p..p + 5)?.try_into().ok()?;
     let nodes = chain.map(|id| g.node(id));
-    let scalar = |t: TensorId| {
-        g.constant_data(t)
-            .and_then(|d| d.as_f32())
-            .and_then(|d| (d.len() == 1).then(|| d[0]))
-    };
-    // The other operand of a two-input node, when one is `a`.
-    let other = |n: &crate::graph::OperatorNode, a: TensorId| match n.inputs[..] {
-        [i, o] if i == a => Some(o),
-        [o, i] if i == a => Some(o),
-        _ => None,
-    };
+    let scalar = |t: TensorId| scalar_f32(g, t);
+    let other = other_operand;
     let in_chain = |id: NodeId| chain.contains(&id);
     let only_reader = |t: TensorId| -> Option<NodeId> {
         match g.consumers(t) {
@@ -792,12 +810,7 @@ fn gelu_ops_at(
             _ => None,
         }
     };
-    let f32_same = nodes.iter().all(|n| {
-        n.outputs.len() == 1
-            && g.tensor(n.outputs[0]).dtype == DType::F32
-            && g.tensor(n.outputs[0]).shape == g.tensor(x).shape
-    });
-    if !f32_same || g.tensor(x).dtype != DType::F32 {
+    if !f32_chain(g, x, &chain) {
         return None;
     }
     let erf = nodes.iter().position(|n| matches!(n.op, Op::Erf))?;
@@ -880,25 +893,11 @@ fn gelu_tanh_ops_at(
     order: &[NodeId],
 ) -> Option<(Vec<NodeId>, UnaryOp, TensorId)> {
     let chain: [NodeId; 8] = order.get(p..p + 8)?.try_into().ok()?;
-    let f32_same = chain.iter().all(|&id| {
-        let n = g.node(id);
-        n.outputs.len() == 1
-            && g.tensor(n.outputs[0]).dtype == DType::F32
-            && g.tensor(n.outputs[0]).shape == g.tensor(x).shape
-    });
-    if !f32_same || g.tensor(x).dtype != DType::F32 {
+    if !f32_chain(g, x, &chain) {
         return None;
     }
-    let scalar = |t: TensorId| {
-        g.constant_data(t)
-            .and_then(|d| d.as_f32())
-            .and_then(|d| (d.len() == 1).then(|| d[0]))
-    };
-    let other = |n: &crate::graph::OperatorNode, a: TensorId| match n.inputs[..] {
-        [i, o] if i == a => Some(o),
-        [o, i] if i == a => Some(o),
-        _ => None,
-    };
+    let scalar = |t: TensorId| scalar_f32(g, t);
+    let other = other_operand;
     let in_chain = |id: NodeId| chain.contains(&id);
     // The only reader of `t`, inside the chain, running `op`; with the node.
     let next =

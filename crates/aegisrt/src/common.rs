@@ -27,16 +27,59 @@ pub fn load_options(shapes: &[String]) -> CliResult<LoadOptions> {
 
 /// Loads the model file into a graph.
 pub fn load_graph(model: &ModelArgs) -> CliResult<Arc<ExecutionGraph>> {
+    load_with_shapes(model, &model.shapes)?.map_err(|e| cli_message(&e))
+}
+
+/// Loads the model file with `--shape` flags `shapes`: usage errors outside, load errors
+/// inside (typed, so a caller can react to one).
+fn load_with_shapes(
+    model: &ModelArgs,
+    shapes: &[String],
+) -> CliResult<Result<Arc<ExecutionGraph>, aegis_exec::ExecError>> {
     if !model.model.exists() {
         return Err(format!(
             "model file {} does not exist",
             model.model.display()
         ));
     }
-    let opts = load_options(&model.shapes)?;
-    ExecutionGraph::load(&model.model, &opts)
-        .map(Arc::new)
-        .map_err(|e| cli_message(&e))
+    let opts = load_options(shapes)?;
+    Ok(ExecutionGraph::load(&model.model, &opts).map(Arc::new))
+}
+
+/// Loads the model file, taking an open input dimension from the tensor given for that
+/// input with `--input NAME=FILE` when no `--shape` fixes it: `run model.onnx --input
+/// x=batch_of_8.npy` needs no `--shape x=8,...` that could only repeat the file's shape.
+/// Fixed dimensions are still checked against the file by [`inputs_for`].
+pub fn load_graph_for_inputs(
+    model: &ModelArgs,
+    given: &[String],
+) -> CliResult<Arc<ExecutionGraph>> {
+    let open = match load_with_shapes(model, &model.shapes)? {
+        Ok(g) => return Ok(g),
+        Err(e @ aegis_exec::ExecError::OpenDimension { .. }) => e,
+        Err(e) => return Err(cli_message(&e)),
+    };
+    let mut shapes = model.shapes.clone();
+    for g in given {
+        let Some((name, file)) = g.split_once('=') else {
+            continue;
+        };
+        let fixed = model
+            .shapes
+            .iter()
+            .any(|s| s.rsplit_once('=').is_some_and(|(n, _)| n.trim() == name));
+        if !fixed {
+            let tensor =
+                HostTensor::read(Path::new(file)).map_err(|e| format!("--input {name}: {e}"))?;
+            let dims: Vec<String> = tensor.shape.iter().map(ToString::to_string).collect();
+            shapes.push(format!("{name}={}", dims.join(",")));
+        }
+    }
+    if shapes.len() == model.shapes.len() {
+        // No file to take a shape from: the flag is the fix.
+        return Err(cli_message(&open));
+    }
+    load_with_shapes(model, &shapes)?.map_err(|e| cli_message(&e))
 }
 
 /// A load error in the command line's terms: an open dimension is fixed with `--shape`.

@@ -10,8 +10,8 @@ use aegis_memory::DeviceMemoryPool;
 use aegis_sched::Priority;
 
 use crate::common::{
-    default_threads, device, file_safe, inputs_for, load_graph, ms, percentile, stderr_is_terminal,
-    summarize,
+    default_threads, device, file_safe, inputs_for, load_graph, load_graph_for_inputs, ms,
+    percentile, stderr_is_terminal, summarize,
 };
 use crate::trace::{DeviceSpan, TraceSession};
 use crate::{CliResult, DeviceArgs, ModelArgs};
@@ -26,7 +26,7 @@ pub fn run(
     trace: Option<&Path>,
 ) -> CliResult<u8> {
     let session = trace.map(TraceSession::start).transpose()?;
-    let graph = load_graph(model)?;
+    let graph = load_graph_for_inputs(model, inputs)?;
     let (tensors, notes) = inputs_for(&graph, inputs, seed)?;
     for n in &notes {
         println!("{n}");

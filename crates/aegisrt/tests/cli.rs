@@ -107,6 +107,33 @@ fn run_prints_outputs_and_writes_a_trace() {
 }
 
 #[test]
+fn run_takes_open_dimensions_from_the_given_input() {
+    // ppocr's `x` is [?, 3, 48, ?]: the file fixes both, no `--shape` needed.
+    let input = models().join("ppocr-mobile-v2-cls/input_0.npy");
+    let given = format!("x={}", input.display());
+    let o = run(&["run", &model("ppocr-mobile-v2-cls"), "--input", &given]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("save_infer_model/scale_0.tmp_1: f32 [1, 2]"),
+        "{stdout}"
+    );
+    // A `--shape` still wins, and a file that disagrees with it is named.
+    let o = run(&[
+        "run",
+        &model("ppocr-mobile-v2-cls"),
+        "--shape",
+        "x=2,3,48,192",
+        "--input",
+        &given,
+    ]);
+    assert_one_line_error(&o, "the model expects f32 [2, 3, 48, 192]");
+    // Without a file to read, the error still points at `--shape`.
+    let o = run(&["run", &model("ppocr-mobile-v2-cls")]);
+    assert_one_line_error(&o, "fix it with --shape x=");
+}
+
+#[test]
 fn run_generates_inputs_deterministically() {
     let a = run(&["run", &model("tv-squeezenet1_1"), "--threads", "2"]);
     let b = run(&[

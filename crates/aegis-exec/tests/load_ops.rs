@@ -1750,3 +1750,151 @@ fn einsum_equations_resolve_at_load_and_run() {
         assert!(err.contains(what), "{eq}: {err}");
     }
 }
+
+/// `If` on `cond`: `then` adds 1 to outer `x`, `else` doubles it (both read `x` from the
+/// enclosing graph without listing it as an input).
+fn if_model(cond_nodes: impl FnOnce(Model) -> Model, cond: &str) -> Model {
+    let then = Model::new(13)
+        .init(tensor_f32("one", &[], &[1.0]))
+        .op("Add", &["x", "one"], &["t"], vec![])
+        .output_any("t", F32);
+    let els = Model::new(13)
+        .init(tensor_f32("two", &[], &[2.0]))
+        .op("Mul", &["x", "two"], &["t"], vec![])
+        .output_any("t", F32);
+    let m = cond_nodes(Model::new(13).input("x", F32, &[2, 3]));
+    m.node(node(
+        "If",
+        "choose",
+        &[cond],
+        &["y"],
+        vec![attr_g("then_branch", then), attr_g("else_branch", els)],
+    ))
+    .op("Relu", &["y"], &["z"], vec![])
+    .output_any("z", F32)
+}
+
+#[test]
+fn if_on_a_shape_condition_inlines_the_taken_branch() {
+    // cond = Shape(x)[1] > k: folded at load, so the graph holds the taken branch only.
+    let with_k = |k: i64| {
+        if_model(
+            |m| {
+                m.init(tensor_i64("one_idx", &[], &[1]))
+                    .init(tensor_i64("k", &[], &[k]))
+                    .op("Shape", &["x"], &["s"], vec![])
+                    .op("Gather", &["s", "one_idx"], &["d"], vec![])
+                    .op("Greater", &["d", "k"], &["c"], vec![])
+            },
+            "c",
+        )
+    };
+    let x = HostTensor::from_f32(vec![2, 3], &[-1.0, 0.5, 2.0, 3.0, -4.0, 0.0]).unwrap();
+    for (k, op_name, want) in [
+        (2, "Add", [0.0f32, 1.5, 3.0, 4.0, 0.0, 1.0]),
+        (3, "Mul", [0.0, 1.0, 4.0, 6.0, 0.0, 0.0]),
+    ] {
+        let g = Arc::new(load(&with_k(k)));
+        let ops: Vec<String> = g.operators().iter().map(|o| o.name.clone()).collect();
+        assert_eq!(g.operators().len(), 2, "{ops:?}");
+        let tag = if op_name == "Add" { "then" } else { "else" };
+        assert!(
+            ops[0].starts_with(&format!("choose/{tag}/")),
+            "the branch's node keeps its path: {ops:?}"
+        );
+        let out = run_any(&g, std::slice::from_ref(&x));
+        assert_eq!(out[0].to_f32().unwrap(), want, "k = {k}");
+    }
+}
+
+#[test]
+fn if_branches_nest_and_their_names_do_not_collide() {
+    // The outer branch defines `t` (a name the main graph also uses) and an inner `If` reads
+    // it from the enclosing branch.
+    let inner_then = Model::new(13)
+        .init(tensor_f32("ten", &[], &[10.0]))
+        .op("Add", &["t", "ten"], &["u"], vec![])
+        .output_any("u", F32);
+    let inner_else = Model::new(13)
+        .op("Neg", &["t"], &["u"], vec![])
+        .output_any("u", F32);
+    let outer_then = Model::new(13)
+        .init(tensor_f32("three", &[], &[3.0]))
+        .init(tensor_small_int("no", BOOL, &[], &[0]))
+        .op("Mul", &["x", "three"], &["t"], vec![])
+        .node(node(
+            "If",
+            "inner",
+            &["no"],
+            &["v"],
+            vec![
+                attr_g("then_branch", inner_then),
+                attr_g("else_branch", inner_else),
+            ],
+        ))
+        .output_any("v", F32);
+    let outer_else = Model::new(13)
+        .op("Identity", &["x"], &["v"], vec![])
+        .output_any("v", F32);
+    let m = Model::new(13)
+        .input("x", F32, &[3])
+        .init(tensor_small_int("yes", BOOL, &[], &[1]))
+        .op("Abs", &["x"], &["t"], vec![])
+        .node(node(
+            "If",
+            "outer",
+            &["yes"],
+            &["y"],
+            vec![
+                attr_g("then_branch", outer_then),
+                attr_g("else_branch", outer_else),
+            ],
+        ))
+        .op("Add", &["y", "t"], &["z"], vec![])
+        .output_any("z", F32);
+    let g = Arc::new(load(&m));
+    let x = HostTensor::from_f32(vec![3], &[1.0, -2.0, 0.5]).unwrap();
+    let out = run_any(&g, &[x]);
+    // z = -(3x) + |x|
+    assert_eq!(out[0].to_f32().unwrap(), [-2.0, 8.0, -1.0]);
+    let names: Vec<String> = g.operators().iter().map(|o| o.name.clone()).collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("outer/then/inner/else/")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn if_on_input_data_is_a_typed_error_naming_the_node() {
+    let m = if_model(|m| m.input("c", BOOL, &[]), "c");
+    let e = ExecutionGraph::from_bytes(&m.bytes(), "if", &LoadOptions::default()).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("choose"), "{text}");
+    assert!(text.contains("must be known at load"), "{text}");
+    // An unsupported operator inside a branch is reported with its path, before anything runs.
+    let then = Model::new(13)
+        .op("NonZero", &["x"], &["t"], vec![])
+        .output_any("t", I64);
+    let els = Model::new(13)
+        .op("Identity", &["x"], &["t"], vec![])
+        .output_any("t", F32);
+    let m = Model::new(13)
+        .input("x", F32, &[2])
+        .init(tensor_small_int("yes", BOOL, &[], &[1]))
+        .node(node(
+            "If",
+            "choose",
+            &["yes"],
+            &["y"],
+            vec![attr_g("then_branch", then), attr_g("else_branch", els)],
+        ))
+        .output_any("y", F32);
+    let e = ExecutionGraph::from_bytes(&m.bytes(), "if", &LoadOptions::default()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("NonZero (node choose/then/NonZero_t)"),
+        "{e}"
+    );
+}

@@ -169,7 +169,10 @@ fn has_open_dims(vi: &pb::ValueInfoProto) -> bool {
 }
 
 /// The graph inputs a "must be known at load" error (or the prepare step's "weights must be a
-/// float constant") asks for, if the error is one.
+/// float constant") asks for, if the error is one. The named operand is a graph input, or is
+/// computed from integer graph inputs (a shape built by `Shape`/`Concat` arithmetic, an
+/// expanded function's operands, a node inside an `If` branch, named `If#3/then/...`): those
+/// are frozen then.
 fn inputs_to_freeze(proto: &ModelProto, e: &ExecError) -> Vec<String> {
     let ExecError::InvalidNode { node, reason, .. } = e else {
         return Vec::new();
@@ -181,12 +184,14 @@ fn inputs_to_freeze(proto: &ModelProto, e: &ExecError) -> Vec<String> {
     let Some(g) = &proto.graph else {
         return Vec::new();
     };
-    // The loader names a node by its name, or `op_type#index` when it has none.
+    // The loader names a node by its name, or `op_type#index` when it has none; a node of an
+    // inlined `If` branch by the `If`'s name, the branch and its own name.
+    let top = node.split('/').next().unwrap_or(node);
     let found = g.node.iter().enumerate().find(|(i, n)| {
         if n.name.is_empty() {
-            format!("{}#{i}", n.op_type) == *node
+            format!("{}#{i}", n.op_type) == top
         } else {
-            n.name == *node
+            n.name == top
         }
     });
     let Some((_, n)) = found else {
@@ -196,18 +201,68 @@ fn inputs_to_freeze(proto: &ModelProto, e: &ExecError) -> Vec<String> {
         .strip_prefix("input ")
         .and_then(|r| r.split_whitespace().next())
         .and_then(|k| k.parse::<usize>().ok());
+    let branch_reads = all_reads(n);
     let candidates: Vec<&String> = match index {
+        _ if top != node => n.input.iter().chain(&branch_reads).collect(),
         Some(k) => n.input.get(k).into_iter().collect(),
         // Conv's weights and bias are inputs 1 and 2.
         None if weights => n.input.iter().skip(1).collect(),
         None => n.input.iter().collect(),
     };
-    let graph_inputs: BTreeSet<String> = real_inputs(g).iter().map(|i| i.name.clone()).collect();
-    candidates
-        .into_iter()
-        .filter(|c| graph_inputs.contains(*c))
-        .cloned()
-        .collect()
+    let inputs = real_inputs(g);
+    let graph_inputs: BTreeSet<String> = inputs.iter().map(|i| i.name.clone()).collect();
+    let direct: Vec<String> = candidates
+        .iter()
+        .filter(|c| graph_inputs.contains(**c))
+        .map(|c| (*c).clone())
+        .collect();
+    if !direct.is_empty() && top == node {
+        return direct;
+    }
+    // Computed operands: the integer graph inputs they are computed from.
+    let integer: BTreeSet<String> = inputs
+        .iter()
+        .filter(|vi| is_integer_input(vi))
+        .map(|vi| vi.name.clone())
+        .collect();
+    let mut found = BTreeSet::new();
+    let mut todo: Vec<String> = candidates.into_iter().cloned().collect();
+    let mut seen = BTreeSet::new();
+    while let Some(t) = todo.pop() {
+        if !seen.insert(t.clone()) {
+            continue;
+        }
+        if integer.contains(&t) {
+            found.insert(t.clone());
+        }
+        if let Some(p) = g.node.iter().find(|p| p.output.contains(&t)) {
+            todo.extend(p.input.iter().chain(&all_reads(p)).cloned());
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// Every name `n`'s subgraphs read (their own values too: the caller only follows names the
+/// top-level graph produces).
+fn all_reads(n: &pb::NodeProto) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in &n.attribute {
+        for g in a.g.iter().chain(&a.graphs) {
+            for inner in &g.node {
+                out.extend(inner.input.iter().cloned());
+                out.extend(all_reads(inner));
+            }
+        }
+    }
+    out
+}
+
+fn is_integer_input(vi: &pb::ValueInfoProto) -> bool {
+    use pb::type_proto::Value as Ty;
+    matches!(
+        vi.r#type.as_ref().and_then(|t| t.value.as_ref()),
+        Some(Ty::TensorType(tt)) if matches!(tt.elem_type, 6 | 7)
+    )
 }
 
 /// Loads and prepares the case, freezing graph inputs the loader or kernels need constant.

@@ -5,7 +5,7 @@
 //! division by zero is an error).
 
 use crate::error::ExecError;
-use crate::graph::{DType, MathFn, Op, TensorData};
+use crate::graph::{CompareKind, DType, LogicKind, MathFn, Op, TensorData};
 use crate::kernels;
 use crate::loader::node::NodeCtx;
 use crate::loader::tensor::{checked_bytes, MAX_CONSTANT_BYTES};
@@ -145,6 +145,56 @@ pub(crate) fn eval(
             let b = take(args[1].0, &broadcast_index(args[1].1, out_shape));
             binary(c, op, &a, &b).map(|d| Some(vec![d]))
         }
+        // Conditions on shapes (an `If`'s `cond`, a `Where` over dimensions): exact on
+        // every type, so folding cannot disagree with the runtime kernel.
+        Op::Compare { cmp } => {
+            let a = take(args[0].0, &broadcast_index(args[0].1, out_shape));
+            let b = take(args[1].0, &broadcast_index(args[1].1, out_shape));
+            fn ord<T: PartialOrd>(x: &[T], y: &[T], cmp: CompareKind) -> Vec<u8> {
+                x.iter()
+                    .zip(y)
+                    .map(|(p, q)| {
+                        u8::from(match cmp {
+                            CompareKind::Less => p < q,
+                            CompareKind::LessOrEqual => p <= q,
+                            CompareKind::Greater => p > q,
+                            CompareKind::GreaterOrEqual => p >= q,
+                        })
+                    })
+                    .collect()
+            }
+            let r = match (&a, &b) {
+                (TensorData::I64(x), TensorData::I64(y)) => ord(x, y, *cmp),
+                (TensorData::I32(x), TensorData::I32(y)) => ord(x, y, *cmp),
+                (TensorData::F32(x), TensorData::F32(y)) => ord(x, y, *cmp),
+                _ => return Ok(None),
+            };
+            one(TensorData::Bool(r))
+        }
+        Op::Logic { op: kind } => {
+            let a = take(args[0].0, &broadcast_index(args[0].1, out_shape));
+            let b = take(args[1].0, &broadcast_index(args[1].1, out_shape));
+            let (TensorData::Bool(x), TensorData::Bool(y)) = (&a, &b) else {
+                return Ok(None);
+            };
+            let f = |p: u8, q: u8| {
+                let (p, q) = (p != 0, q != 0);
+                u8::from(match kind {
+                    LogicKind::And => p && q,
+                    LogicKind::Or => p || q,
+                    LogicKind::Xor => p != q,
+                })
+            };
+            one(TensorData::Bool(
+                x.iter().zip(y).map(|(&p, &q)| f(p, q)).collect(),
+            ))
+        }
+        Op::Not => match args[0].0 {
+            TensorData::Bool(x) => one(TensorData::Bool(
+                x.iter().map(|&v| u8::from(v == 0)).collect(),
+            )),
+            _ => Ok(None),
+        },
         Op::Sum => {
             let mut acc = take(args[0].0, &broadcast_index(args[0].1, out_shape));
             for arg in &args[1..] {

@@ -83,6 +83,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("HardSwish", 14),
     ("Hardmax", 7),
     ("Identity", 7),
+    ("If", 7),
     ("InstanceNormalization", 7),
     ("IsInf", 10),
     ("IsNaN", 9),

@@ -4,7 +4,8 @@
 //! Pipeline: decode → opset check → every node's op checked (all unsupported ones reported
 //! at once) → producers (duplicates), readers (dangling) → stable Kahn order of the file's
 //! nodes (cycles) → per node in that order: attributes parsed into an [`Op`], shapes and
-//! dtypes inferred, constants folded, `Identity`/`Dropout` removed → `BatchNormalization`
+//! dtypes inferred, constants folded, `Identity`/`Dropout` removed, an `If` on a constant
+//! condition replaced by its taken branch → `BatchNormalization`
 //! folded into a preceding `Conv` → dead nodes removed → ids assigned, deterministic
 //! topological order, memory plan from Layer 2.
 
@@ -12,6 +13,7 @@ pub(crate) mod consteval;
 pub(crate) mod infer;
 pub(crate) mod node;
 pub mod op;
+mod subgraph;
 pub(crate) mod tensor;
 
 use std::cmp::Reverse;
@@ -210,6 +212,37 @@ fn node_display_name(n: &pb::NodeProto, i: usize) -> String {
     }
 }
 
+/// Pushes `(op, node name)` for every node of `nodes` (display names `names`) whose operator
+/// AegisRT does not run, looking inside `If` branches (`If#3/then/...`).
+fn collect_unsupported(
+    nodes: &[pb::NodeProto],
+    names: &[String],
+    opset: i64,
+    out: &mut Vec<(String, String)>,
+) {
+    for (n, name) in nodes.iter().zip(names) {
+        let default_domain = n.domain.is_empty() || n.domain == "ai.onnx";
+        if !default_domain {
+            out.push((format!("{}::{}", n.domain, n.op_type), name.clone()));
+        } else if !infer::is_supported(&n.op_type, opset) {
+            out.push((n.op_type.clone(), name.clone()));
+        } else if n.op_type == "If" {
+            for a in n.attribute.iter().filter(|a| a.name.ends_with("_branch")) {
+                if let Some(g) = &a.g {
+                    let tag = a.name.trim_end_matches("_branch");
+                    let inner: Vec<String> = g
+                        .node
+                        .iter()
+                        .enumerate()
+                        .map(|(i, bn)| format!("{name}/{tag}/{}", node_display_name(bn, i)))
+                        .collect();
+                    collect_unsupported(&g.node, &inner, opset, out);
+                }
+            }
+        }
+    }
+}
+
 fn build(
     proto: &ModelProto,
     model: &str,
@@ -249,22 +282,9 @@ fn build(
         .map(|(i, n)| node_display_name(n, i))
         .collect();
 
-    // Every unsupported node, in file order.
-    let unsupported: Vec<(String, String)> = graph
-        .node
-        .iter()
-        .zip(&names)
-        .filter_map(|(n, name)| {
-            let default_domain = n.domain.is_empty() || n.domain == "ai.onnx";
-            if default_domain && infer::is_supported(&n.op_type, opset) {
-                None
-            } else if default_domain {
-                Some((n.op_type.clone(), name.clone()))
-            } else {
-                Some((format!("{}::{}", n.domain, n.op_type), name.clone()))
-            }
-        })
-        .collect();
+    // Every unsupported node, in file order (inside `If` branches too).
+    let mut unsupported: Vec<(String, String)> = Vec::new();
+    collect_unsupported(&graph.node, &names, opset, &mut unsupported);
     if !unsupported.is_empty() {
         return Err(ExecError::UnsupportedOps {
             model: model.to_owned(),
@@ -352,7 +372,10 @@ fn build(
     let mut indeg = vec![0usize; n_nodes];
     let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n_nodes];
     for (i, n) in graph.node.iter().enumerate() {
-        for inp in n.input.iter().filter(|s| !s.is_empty()) {
+        // An `If`'s branches read enclosing values by name: those order it too.
+        let implicit = subgraph::outer_reads(n);
+        let reads = n.input.iter().chain(&implicit).filter(|s| !s.is_empty());
+        for inp in reads {
             if let Some(&p) = node_of.get(inp.as_str()) {
                 indeg[i] += 1;
                 succ[p].push(i);
@@ -602,6 +625,9 @@ impl Loader<'_> {
         file_index: usize,
         name: &str,
     ) -> Result<(), ExecError> {
+        if n.op_type == "If" {
+            return self.process_if(n, file_index, name);
+        }
         let resolved: Vec<Option<String>> = n
             .input
             .iter()

@@ -72,6 +72,16 @@ pub fn attr_t(name: &str, t: pb::TensorProto) -> pb::AttributeProto {
     }
 }
 
+/// A graph attribute (an `If` branch): the graph of `m`.
+pub fn attr_g(name: &str, m: Model) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: 5,
+        g: m.proto.graph,
+        ..Default::default()
+    }
+}
+
 pub fn tensor_f32(name: &str, dims: &[i64], data: &[f32]) -> pb::TensorProto {
     pb::TensorProto {
         name: name.into(),

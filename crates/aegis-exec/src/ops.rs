@@ -2119,6 +2119,43 @@ impl NodeKernel {
                 i64s(l, inb(1))?,
                 view_mut(l, &mut writes[0])?,
             )?),
+            Op::NllLoss {
+                reduction,
+                ignore_index,
+                log_softmax,
+            } => {
+                let weight = match self.ins.len() > 2 {
+                    true => Some(f32s(l, inb(2))?),
+                    false => None,
+                };
+                let (loss, rest) = writes.split_at_mut(1);
+                let loss = f32s_mut(l, &mut loss[0])?;
+                let log_prob = match rest.first_mut() {
+                    Some(w) => Some(f32s_mut(l, w)?),
+                    None => None,
+                };
+                macro_rules! run {
+                    ($target:expr) => {
+                        k::nll_loss(
+                            &k::LossArgs {
+                                x: f32s(l, inb(0))?,
+                                x_shape: shape(0),
+                                target: $target,
+                                weight,
+                                ignore_index: *ignore_index,
+                                log_softmax: *log_softmax,
+                                reduction: *reduction,
+                            },
+                            loss,
+                            log_prob,
+                        )?
+                    };
+                }
+                match dt(1) {
+                    DType::I32 => run!(i32s(l, inb(1))?),
+                    _ => run!(i64s(l, inb(1))?),
+                }
+            }
             Op::GlobalAveragePool => {
                 k::global_pool(
                     false,

@@ -1898,3 +1898,52 @@ fn if_on_input_data_is_a_typed_error_naming_the_node() {
         "{e}"
     );
 }
+
+#[test]
+fn loss_operators_check_their_operands_at_load() {
+    let nll = |target_dims: &[i64], reduction: &str| {
+        Model::new(13)
+            .input("x", F32, &[2, 3, 4])
+            .input("t", I64, target_dims)
+            .op(
+                "NegativeLogLikelihoodLoss",
+                &["x", "t"],
+                &["loss"],
+                vec![attr_s("reduction", reduction)],
+            )
+            .output_any("loss", F32)
+    };
+    let g = load(&nll(&[2, 4], "sum"));
+    assert_eq!(
+        out_shape(&g),
+        Vec::<usize>::new(),
+        "a reduced loss is a scalar"
+    );
+    assert_eq!(out_shape(&load(&nll(&[2, 4], "none"))), vec![2, 4]);
+    let err = |m: &Model| {
+        ExecutionGraph::from_bytes(&m.bytes(), "loss", &LoadOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(&nll(&[2, 3], "mean"));
+    assert!(
+        e.contains("target of shape [2, 3]") && e.contains("expected [2, 4]"),
+        "{e}"
+    );
+    let e = err(&nll(&[2, 4], "avg"));
+    assert!(e.contains("reduction 'avg'"), "{e}");
+    // SoftmaxCrossEntropyLoss's optional log_prob output has the scores' shape.
+    let m = Model::new(13)
+        .input("x", F32, &[2, 3])
+        .input("t", I32, &[2])
+        .op(
+            "SoftmaxCrossEntropyLoss",
+            &["x", "t"],
+            &["loss", "log_prob"],
+            vec![],
+        )
+        .output_any("loss", F32)
+        .output_any("log_prob", F32);
+    let g = load(&m);
+    assert_eq!(g.tensor(g.outputs()[1]).shape, vec![2, 3]);
+}

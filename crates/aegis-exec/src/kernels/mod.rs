@@ -164,6 +164,7 @@ mod grid_sample;
 mod igemm;
 mod indexing;
 mod lanes;
+mod loss;
 mod map;
 mod matmul;
 mod norm;
@@ -205,6 +206,7 @@ pub use indexing::{
     cumsum, gather_elements, gather_nd, one_hot, reverse_sequence, scatter_elements, scatter_nd,
     top_k, trilu, Accumulate, ScatterReduction, ScatterValue,
 };
+pub use loss::{nll_loss, LossArgs, LossReduction};
 pub use map::{map, map_inplace, sign_f32, softplus};
 pub use matmul::{det, gemm, matmul, matmul_output_shape, GemmAttrs};
 pub use norm::{

@@ -3,7 +3,7 @@
 
 use crate::error::ExecError;
 use crate::graph::{DType, Op, TensorData};
-use crate::kernels::QuantLayout;
+use crate::kernels::{LossReduction, QuantLayout};
 use crate::loader::node::{Inferred, NodeCtx, Value};
 use crate::loader::op::{
     BitwiseKind, CompareKind, CoordinateTransform, GeluApproximation, GridPaddingMode, LogicKind,
@@ -108,6 +108,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Mod", 10),
     ("Mul", 7),
     ("Neg", 7),
+    ("NegativeLogLikelihoodLoss", 12),
     ("Not", 7),
     ("OneHot", 9),
     ("Or", 7),
@@ -148,6 +149,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Size", 7),
     ("Slice", 7),
     ("Softmax", 7),
+    ("SoftmaxCrossEntropyLoss", 12),
     ("Softplus", 7),
     ("Softsign", 7),
     ("SpaceToDepth", 7),
@@ -241,6 +243,8 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "BatchNormalization" => batch_norm(c),
         "AveragePool" | "MaxPool" => pool(c),
         "MaxUnpool" => max_unpool(c),
+        "NegativeLogLikelihoodLoss" => nll_loss(c, false),
+        "SoftmaxCrossEntropyLoss" => nll_loss(c, true),
         "GlobalAveragePool" => {
             c.arity(1, 1)?;
             let x = c.f32_input(0)?;
@@ -1214,6 +1218,59 @@ fn pool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 /// MaxUnpool: the output shape is the `output_shape` input (known at load) or, without it,
 /// `(in - 1) * stride + kernel - pads` per spatial axis.
+/// NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss (`log_softmax`).
+fn nll_loss(c: &NodeCtx<'_>, log_softmax: bool) -> Result<Inferred, ExecError> {
+    c.arity(2, 3)?;
+    let x = c.f32_input(0)?;
+    let t = c.typed_input(1, &[DType::I32, DType::I64])?;
+    if x.rank() < 2 {
+        return Err(c.mismatch(format!("input of shape {:?}: needs [N, C, d...]", x.shape)));
+    }
+    let mut per_element = vec![x.shape[0]];
+    per_element.extend_from_slice(&x.shape[2..]);
+    if t.shape != per_element {
+        return Err(c.mismatch(format!(
+            "target of shape {:?} for input {:?}: expected {per_element:?}",
+            t.shape, x.shape
+        )));
+    }
+    let mut inputs = vec![0, 1];
+    if c.opt_input(2).is_some() {
+        let w = c.f32_input(2)?;
+        if w.shape != [x.shape[1]] {
+            return Err(c.mismatch(format!(
+                "weight of shape {:?} for {} classes",
+                w.shape, x.shape[1]
+            )));
+        }
+        inputs.push(2);
+    }
+    let reduction = match c.attr_string("reduction")?.as_deref().unwrap_or("mean") {
+        "none" => LossReduction::None,
+        "sum" => LossReduction::Sum,
+        "mean" => LossReduction::Mean,
+        other => return Err(c.invalid(format!("reduction '{other}': expected none, sum or mean"))),
+    };
+    let loss_shape = if reduction == LossReduction::None {
+        per_element
+    } else {
+        Vec::new()
+    };
+    let mut outputs = vec![(DType::F32, loss_shape)];
+    if log_softmax && c.num_outputs > 1 {
+        outputs.push((DType::F32, x.shape.clone()));
+    }
+    Ok(Inferred::Node {
+        op: Op::NllLoss {
+            reduction,
+            ignore_index: c.attr_int("ignore_index")?,
+            log_softmax,
+        },
+        inputs,
+        outputs,
+    })
+}
+
 fn max_unpool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 3)?;
     let x = c.typed_input(0, &NUMERIC)?;

@@ -14,7 +14,7 @@
 //!   the output extent from there rather than recompute it.
 
 use crate::graph::DType;
-use crate::kernels::{ConvAttrs, QuantLayout, RnnSpec};
+use crate::kernels::{ConvAttrs, LossReduction, QuantLayout, RnnSpec};
 
 /// The reduction of an `Op::Reduce` (ONNX `Reduce*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -514,6 +514,18 @@ pub enum Op {
     /// load: the `output_shape` input, or the default from the window attributes) with
     /// `out[indices[j]] = x[j]`. Inputs: `x`, `indices` (i64, `x`'s shape).
     MaxUnpool,
+    /// `NegativeLogLikelihoodLoss`, or with `log_softmax` `SoftmaxCrossEntropyLoss` (the
+    /// loss of the scores' log-softmax over axis 1). Inputs: `x [N, C, d...]` (f32), `target
+    /// [N, d...]` (i32/i64), optional `weight [C]`. Outputs: the loss (`[N, d...]`, or a
+    /// scalar when reduced), and for `SoftmaxCrossEntropyLoss` optionally the log-softmax.
+    NllLoss {
+        /// How the per-element losses are combined.
+        reduction: LossReduction,
+        /// Targets equal to this contribute neither loss nor weight.
+        ignore_index: Option<i64>,
+        /// Take the log-softmax of `x` first.
+        log_softmax: bool,
+    },
     /// Mean over all spatial axes, keeping them as size 1. Inputs: `x [N, C, spatial...]`.
     GlobalAveragePool,
     /// Local response normalization across channels (axis 1):
@@ -997,6 +1009,10 @@ impl Op {
             Op::AveragePool { .. } => "AveragePool",
             Op::MaxPool { .. } | Op::MaxPoolIndices { .. } => "MaxPool",
             Op::MaxUnpool => "MaxUnpool",
+            Op::NllLoss {
+                log_softmax: false, ..
+            } => "NegativeLogLikelihoodLoss",
+            Op::NllLoss { .. } => "SoftmaxCrossEntropyLoss",
             Op::GlobalAveragePool => "GlobalAveragePool",
             Op::Lrn { .. } => "LRN",
             Op::Gemm { .. } => "Gemm",

@@ -2119,6 +2119,25 @@ impl NodeKernel {
                 i64s(l, inb(1))?,
                 view_mut(l, &mut writes[0])?,
             )?),
+            Op::Dft(spec) => k::dft(
+                f32s(l, inb(0))?,
+                shape(0),
+                spec,
+                f32s_mut(l, &mut writes[0])?,
+            )?,
+            Op::Stft(spec) => {
+                let window = match self.ins.len() > 1 {
+                    true => Some(f32s(l, inb(1))?),
+                    false => None,
+                };
+                k::stft(
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    window,
+                    spec,
+                    f32s_mut(l, &mut writes[0])?,
+                )?;
+            }
             Op::NllLoss {
                 reduction,
                 ignore_index,

@@ -1947,3 +1947,44 @@ fn loss_operators_check_their_operands_at_load() {
     let g = load(&m);
     assert_eq!(g.tensor(g.outputs()[1]).shape, vec![2, 3]);
 }
+
+#[test]
+fn spectral_operators_resolve_their_shapes_at_load() {
+    let err = |m: &Model| {
+        ExecutionGraph::from_bytes(&m.bytes(), "spectral", &LoadOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    // DFT-20 over axis 1 of [2, 10, 1], padded to 16, one-sided: [2, 9, 2].
+    let dft = |axis: i64| {
+        Model::new(20)
+            .input("x", F32, &[2, 10, 1])
+            .init(tensor_i64("n", &[], &[16]))
+            .init(tensor_i64("axis", &[], &[axis]))
+            .op(
+                "DFT",
+                &["x", "n", "axis"],
+                &["y"],
+                vec![attr_i("onesided", 1)],
+            )
+            .output_any("y", F32)
+    };
+    assert_eq!(out_shape(&load(&dft(1))), vec![2, 9, 2]);
+    let e = err(&dft(-1));
+    assert!(e.contains("axis 2 of a rank-3 input"), "{e}");
+    // STFT: frames of 8 every 4 samples over 30: 6 frames of 5 one-sided bins.
+    let stft = |frame: i64| {
+        Model::new(17)
+            .input("x", F32, &[1, 30, 1])
+            .init(tensor_i64("step", &[], &[4]))
+            .init(tensor_i64("len", &[], &[frame]))
+            .op("STFT", &["x", "step", "", "len"], &["y"], vec![])
+            .output_any("y", F32)
+    };
+    assert_eq!(out_shape(&load(&stft(8))), vec![1, 6, 5, 2]);
+    let e = err(&stft(31));
+    assert!(
+        e.contains("frame length 31 for a signal of 30 samples"),
+        "{e}"
+    );
+}

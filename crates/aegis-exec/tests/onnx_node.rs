@@ -197,8 +197,10 @@ fn inputs_to_freeze(proto: &ModelProto, e: &ExecError) -> Vec<String> {
     let Some((_, n)) = found else {
         return Vec::new();
     };
+    // "input K must be ..." (after the op's name when a kernel reports it).
     let index = reason
-        .strip_prefix("input ")
+        .split("input ")
+        .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|k| k.parse::<usize>().ok());
     let branch_reads = all_reads(n);

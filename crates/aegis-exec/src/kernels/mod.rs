@@ -177,6 +177,7 @@ mod quant;
 mod reduce;
 mod resize;
 mod rnn;
+mod spectral;
 #[cfg(target_arch = "x86_64")]
 mod v4;
 
@@ -231,6 +232,7 @@ pub use resize::{
     ResizeFilter, ResizeMode,
 };
 pub use rnn::{rnn, RnnActivation, RnnCell, RnnDirection, RnnInputs, RnnOutputs, RnnSpec};
+pub use spectral::{dft, stft, DftSpec, StftSpec};
 
 #[cfg(test)]
 mod tests_conv;

@@ -3,7 +3,7 @@
 
 use crate::error::ExecError;
 use crate::graph::{DType, Op, TensorData};
-use crate::kernels::{LossReduction, QuantLayout};
+use crate::kernels::{DftSpec, LossReduction, QuantLayout, StftSpec};
 use crate::loader::node::{Inferred, NodeCtx, Value};
 use crate::loader::op::{
     BitwiseKind, CompareKind, CoordinateTransform, GeluApproximation, GridPaddingMode, LogicKind,
@@ -49,6 +49,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Cos", 7),
     ("Cosh", 9),
     ("CumSum", 11),
+    ("DFT", 17),
     ("DepthToSpace", 7),
     ("DequantizeLinear", 10),
     ("Det", 11),
@@ -103,6 +104,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("MaxUnpool", 9),
     ("Mean", 7),
     ("MeanVarianceNormalization", 9),
+    ("MelWeightMatrix", 17),
     ("Min", 7),
     ("Mish", 18),
     ("Mod", 10),
@@ -136,6 +138,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Resize", 10),
     ("ReverseSequence", 10),
     ("Round", 11),
+    ("STFT", 17),
     ("Scatter", 9),
     ("ScatterElements", 11),
     ("ScatterND", 11),
@@ -243,6 +246,9 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "BatchNormalization" => batch_norm(c),
         "AveragePool" | "MaxPool" => pool(c),
         "MaxUnpool" => max_unpool(c),
+        "DFT" => dft(c),
+        "STFT" => stft(c),
+        "MelWeightMatrix" => mel_weight_matrix(c),
         "NegativeLogLikelihoodLoss" => nll_loss(c, false),
         "SoftmaxCrossEntropyLoss" => nll_loss(c, true),
         "GlobalAveragePool" => {
@@ -1218,6 +1224,211 @@ fn pool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 /// MaxUnpool: the output shape is the `output_shape` input (known at load) or, without it,
 /// `(in - 1) * stride + kernel - pads` per spatial axis.
+/// A scalar integer input known at load (`what` names it in errors), if present.
+fn const_scalar_int(c: &NodeCtx<'_>, i: usize, what: &str) -> Result<Option<i64>, ExecError> {
+    match c.const_ints(i)?.as_deref() {
+        None => Ok(None),
+        Some([v]) => Ok(Some(*v)),
+        Some(v) => Err(c.mismatch(format!("{what} must be a scalar, has {} elements", v.len()))),
+    }
+}
+
+/// A scalar integer input known at load that must be positive.
+fn positive_scalar(c: &NodeCtx<'_>, i: usize, what: &str) -> Result<Option<usize>, ExecError> {
+    const_scalar_int(c, i, what)?
+        .map(|v| {
+            usize::try_from(v)
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| c.invalid(format!("{what} {v} must be positive")))
+        })
+        .transpose()
+}
+
+/// DFT (opset 17: `axis` attribute, default 1; opset 20: `axis` input, default -2).
+fn dft(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 3)?;
+    let x = c.f32_input(0)?;
+    let rank = x.rank();
+    let last = x.shape.last().copied().unwrap_or(0);
+    if rank < 2 || !(1..=2).contains(&last) {
+        return Err(c.mismatch(format!(
+            "input of shape {:?}: needs a last axis of 1 (real) or 2 (complex)",
+            x.shape
+        )));
+    }
+    let axis = if c.opset >= 20 {
+        const_scalar_int(c, 2, "axis")?.unwrap_or(-2)
+    } else {
+        c.attr_int_or("axis", 1)?
+    };
+    let axis = if axis < 0 { axis + rank as i64 } else { axis };
+    let axis = usize::try_from(axis)
+        .ok()
+        .filter(|&a| a + 1 < rank)
+        .ok_or_else(|| {
+            c.invalid(format!(
+                "axis {axis} of a rank-{rank} input (the last axis holds the complex parts)"
+            ))
+        })?;
+    let length = match positive_scalar(c, 1, "dft_length")? {
+        Some(n) => n,
+        None if x.shape[axis] > 0 => x.shape[axis],
+        None => return Err(c.invalid("an empty axis has no transform length")),
+    };
+    let spec = DftSpec {
+        axis,
+        length,
+        inverse: c.attr_bool_or("inverse", false)?,
+        onesided: c.attr_bool_or("onesided", false)?,
+    };
+    let mut shape = x.shape.clone();
+    shape[axis] = spec.bins();
+    shape[rank - 1] = 2;
+    Ok(node(Op::Dft(spec), vec![0], DType::F32, shape))
+}
+
+/// STFT: frames of a signal, each windowed and transformed.
+fn stft(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 4)?;
+    let x = c.f32_input(0)?;
+    let [batch, len, parts] = x.shape[..] else {
+        return Err(c.mismatch(format!(
+            "signal of shape {:?}: expected [batch, length, 1 or 2]",
+            x.shape
+        )));
+    };
+    if !(1..=2).contains(&parts) {
+        return Err(c.mismatch(format!(
+            "signal of shape {:?}: the last axis must be 1 (real) or 2 (complex)",
+            x.shape
+        )));
+    }
+    let step = positive_scalar(c, 1, "frame_step")?
+        .ok_or_else(|| c.invalid("input 1 (frame_step) is required"))?;
+    let window = match c.opt_input(2) {
+        Some(_) => {
+            let w = c.f32_input(2)?;
+            match w.shape[..] {
+                [n] if n > 0 => Some(n),
+                _ => {
+                    return Err(c.mismatch(format!(
+                        "window of shape {:?}: expected one non-empty axis",
+                        w.shape
+                    )))
+                }
+            }
+        }
+        None => None,
+    };
+    let length = match (positive_scalar(c, 3, "frame_length")?, window) {
+        (Some(n), _) | (None, Some(n)) => n,
+        (None, None) => len,
+    };
+    if length == 0 || length > len {
+        return Err(c.mismatch(format!(
+            "frame length {length} for a signal of {len} samples"
+        )));
+    }
+    let spec = StftSpec {
+        step,
+        length,
+        window_len: window.unwrap_or(length),
+        frames: (len - length) / step + 1,
+        onesided: c.attr_bool_or("onesided", true)?,
+    };
+    let bins = if spec.onesided {
+        length / 2 + 1
+    } else {
+        length
+    };
+    let inputs = if window.is_some() {
+        vec![0, 2]
+    } else {
+        vec![0]
+    };
+    Ok(node(
+        Op::Stft(spec),
+        inputs,
+        DType::F32,
+        vec![batch, spec.frames, bins, 2],
+    ))
+}
+
+/// MelWeightMatrix, folded at load: triangular filters mapping `dft_length / 2 + 1`
+/// spectrogram bins to `num_mel_bins` mel bands, computed as the ONNX reference does.
+fn mel_weight_matrix(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(5, 5)?;
+    let int = |i: usize, what: &str| -> Result<usize, ExecError> {
+        positive_scalar(c, i, what)?
+            .ok_or_else(|| c.invalid(format!("input {i} ({what}) is required")))
+    };
+    let (mels, dft_length, rate) = (
+        int(0, "num_mel_bins")?,
+        int(1, "dft_length")?,
+        int(2, "sample_rate")?,
+    );
+    let hz = |i: usize, what: &str| -> Result<f64, ExecError> {
+        match c.const_scalar_f32(i)? {
+            Some(v) => Ok(f64::from(v)),
+            None => Err(c.invalid(format!("input {i} ({what}) is required"))),
+        }
+    };
+    let (lo, hi) = (hz(3, "lower_edge_hertz")?, hz(4, "upper_edge_hertz")?);
+    let code = c.attr_int_or("output_datatype", 1)?;
+    if code != 1 {
+        return Err(ExecError::UnsupportedDType {
+            model: c.model.to_owned(),
+            tensor: format!("output of {}", c.name),
+            dtype: crate::loader::tensor::onnx_dtype_name(i32::try_from(code).unwrap_or(-1)),
+        });
+    }
+    let spec_bins = dft_length / 2 + 1;
+    crate::loader::consteval::check_const_size(c, &[spec_bins, mels], DType::F32)?;
+    let mel = |f: f64| 2595.0 * (1.0 + f / 700.0).log10();
+    let (lo_mel, hi_mel) = (mel(lo), mel(hi));
+    let step = (hi_mel - lo_mel) / (mels + 2) as f64;
+    // Band edges as spectrogram bins (floored, as the reference's integer division does).
+    let edges: Vec<i64> = (0..mels + 2)
+        .map(|k| {
+            let f = 700.0 * (10f64.powf((k as f64 * step + lo_mel) / 2595.0) - 1.0);
+            (((dft_length + 1) as f64 * f) / rate as f64).floor() as i64
+        })
+        .collect();
+    let mut w = vec![0.0f32; spec_bins * mels];
+    let mut set = |j: i64, i: usize, v: f64| -> Result<(), ExecError> {
+        let j = usize::try_from(j)
+            .ok()
+            .filter(|&j| j < spec_bins)
+            .ok_or_else(|| {
+                c.invalid(format!(
+                    "band {i} reaches bin {j}, outside the {spec_bins} spectrogram bins"
+                ))
+            })?;
+        w[j * mels + i] = v as f32;
+        Ok(())
+    };
+    for i in 0..mels {
+        let (left, center, right) = (edges[i], edges[i + 1], edges[i + 2]);
+        if center == left {
+            set(center, i, 1.0)?;
+        } else {
+            for j in left..=center {
+                set(j, i, (j - left) as f64 / (center - left) as f64)?;
+            }
+        }
+        if right > center {
+            for j in center..right {
+                set(j, i, (right - j) as f64 / (right - center) as f64)?;
+            }
+        }
+    }
+    Ok(Inferred::Const(vec![(
+        vec![spec_bins, mels],
+        TensorData::F32(w),
+    )]))
+}
+
 /// NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss (`log_softmax`).
 fn nll_loss(c: &NodeCtx<'_>, log_softmax: bool) -> Result<Inferred, ExecError> {
     c.arity(2, 3)?;
@@ -2419,7 +2630,12 @@ fn pad(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
                 Some(TensorData::F32(d)) if d.len() == 1 => d[0],
                 Some(TensorData::I64(d)) if d.len() == 1 => d[0] as f32,
                 Some(TensorData::I32(d)) if d.len() == 1 => d[0] as f32,
-                _ => return Err(c.invalid("constant_value must be a constant scalar")),
+                None => {
+                    return Err(
+                        c.invalid("input 2 (constant_value) must be a constant known at load")
+                    )
+                }
+                _ => return Err(c.invalid("constant_value must be a scalar")),
             },
         };
         (p, value, c.const_ints(3)?)

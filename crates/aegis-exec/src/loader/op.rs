@@ -14,7 +14,7 @@
 //!   the output extent from there rather than recompute it.
 
 use crate::graph::DType;
-use crate::kernels::{ConvAttrs, LossReduction, QuantLayout, RnnSpec};
+use crate::kernels::{ConvAttrs, DftSpec, LossReduction, QuantLayout, RnnSpec, StftSpec};
 
 /// The reduction of an `Op::Reduce` (ONNX `Reduce*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -514,6 +514,13 @@ pub enum Op {
     /// load: the `output_shape` input, or the default from the window attributes) with
     /// `out[indices[j]] = x[j]`. Inputs: `x`, `indices` (i64, `x`'s shape).
     MaxUnpool,
+    /// Discrete Fourier transform along one axis (its length and the axis known at load).
+    /// Inputs: `x [..., 1 or 2]` (real, or complex as real/imaginary pairs). Output: complex,
+    /// last axis 2.
+    Dft(DftSpec),
+    /// Short-time Fourier transform. Inputs: `signal [batch, len, 1 or 2]`, `window?`.
+    /// Output `[batch, frames, bins, 2]`.
+    Stft(StftSpec),
     /// `NegativeLogLikelihoodLoss`, or with `log_softmax` `SoftmaxCrossEntropyLoss` (the
     /// loss of the scores' log-softmax over axis 1). Inputs: `x [N, C, d...]` (f32), `target
     /// [N, d...]` (i32/i64), optional `weight [C]`. Outputs: the loss (`[N, d...]`, or a
@@ -1009,6 +1016,8 @@ impl Op {
             Op::AveragePool { .. } => "AveragePool",
             Op::MaxPool { .. } | Op::MaxPoolIndices { .. } => "MaxPool",
             Op::MaxUnpool => "MaxUnpool",
+            Op::Dft(_) => "DFT",
+            Op::Stft(_) => "STFT",
             Op::NllLoss {
                 log_softmax: false, ..
             } => "NegativeLogLikelihoodLoss",

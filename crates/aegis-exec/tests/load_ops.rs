@@ -1988,3 +1988,96 @@ fn spectral_operators_resolve_their_shapes_at_load() {
         "{e}"
     );
 }
+
+/// A Loop body: `y_out = y_in + float(i)`, `scan = y_out * 2`, `cond_out = i < stop`
+/// (with `stop` from the enclosing graph), for opset 13.
+fn loop_body() -> Model {
+    Model::new(13)
+        .input("i", I64, &[])
+        .input("cond_in", BOOL, &[])
+        .input("y_in", F32, &[2])
+        .init(tensor_f32("two", &[], &[2.0]))
+        .op("Cast", &["i"], &["fi"], vec![attr_i("to", 1)])
+        .op("Add", &["y_in", "fi"], &["y_out"], vec![])
+        .op("Mul", &["y_out", "two"], &["scan"], vec![])
+        .op("Less", &["i", "stop"], &["cond_out"], vec![])
+        .output_any("cond_out", BOOL)
+        .output_any("y_out", F32)
+        .output_any("scan", F32)
+}
+
+fn loop_model(trips: Option<i64>, stop: i64) -> Model {
+    let mut m = Model::new(13)
+        .input("x", F32, &[2])
+        .init(tensor_i64("stop", &[], &[stop]))
+        .init(tensor_small_int("go", BOOL, &[], &[1]));
+    let trip_name = match trips {
+        Some(t) => {
+            m = m.init(tensor_i64("trips", &[], &[t]));
+            "trips"
+        }
+        None => "",
+    };
+    m.node(node(
+        "Loop",
+        "repeat",
+        &[trip_name, "go", "x"],
+        &["y", "ys"],
+        vec![attr_g("body", loop_body())],
+    ))
+    .output_any("y", F32)
+    .output_any("ys", F32)
+}
+
+#[test]
+fn loop_with_a_known_trip_count_is_unrolled() {
+    let x = HostTensor::from_f32(vec![2], &[1.0, -1.0]).unwrap();
+    // Three iterations (i = 0, 1, 2): y = x + 0 + 1 + 2; ys stacks 2 * y after each.
+    let g = Arc::new(load(&loop_model(Some(3), 100)));
+    assert_eq!(g.tensor(g.outputs()[1]).shape, vec![3, 2]);
+    let out = run_any(&g, std::slice::from_ref(&x));
+    assert_eq!(out[0].to_f32().unwrap(), [4.0, 2.0]);
+    assert_eq!(out[1].to_f32().unwrap(), [2.0, -2.0, 4.0, 0.0, 8.0, 4.0]);
+    let names: Vec<String> = g.operators().iter().map(|o| o.name.clone()).collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("repeat/iter2/")),
+        "{names:?}"
+    );
+    // No trip count: the condition (i < 1) stops it after i = 1, two iterations.
+    let g = Arc::new(load(&loop_model(None, 1)));
+    assert_eq!(g.tensor(g.outputs()[1]).shape, vec![2, 2]);
+    let out = run_any(&g, &[x]);
+    assert_eq!(out[0].to_f32().unwrap(), [2.0, 0.0]);
+}
+
+#[test]
+fn loop_that_cannot_be_unrolled_is_a_typed_error() {
+    let err = |m: &Model| {
+        ExecutionGraph::from_bytes(&m.bytes(), "loop", &LoadOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(&loop_model(Some(5000), i64::MAX));
+    assert!(
+        e.contains("repeat") && e.contains("more than 1024 iterations"),
+        "{e}"
+    );
+    // A trip count read from input data.
+    let m = Model::new(13)
+        .input("x", F32, &[2])
+        .input("n", I64, &[])
+        .init(tensor_i64("stop", &[], &[9]))
+        .node(node(
+            "Loop",
+            "repeat",
+            &["n", "", "x"],
+            &["y", "ys"],
+            vec![attr_g("body", loop_body())],
+        ))
+        .output_any("y", F32);
+    let e = err(&m);
+    assert!(
+        e.contains("trip count 'n'") && e.contains("must be known at load"),
+        "{e}"
+    );
+}

@@ -170,7 +170,7 @@ fn has_open_dims(vi: &pb::ValueInfoProto) -> bool {
 
 /// The graph inputs a "must be known at load" error (or the prepare step's "weights must be a
 /// float constant") asks for, if the error is one. The named operand is a graph input, or is
-/// computed from integer graph inputs (a shape built by `Shape`/`Concat` arithmetic, an
+/// computed from integer or scalar graph inputs (a shape built by `Shape`/`Concat` arithmetic, an
 /// expanded function's operands, a node inside an `If` branch, named `If#3/then/...`): those
 /// are frozen then.
 fn inputs_to_freeze(proto: &ModelProto, e: &ExecError) -> Vec<String> {
@@ -221,10 +221,10 @@ fn inputs_to_freeze(proto: &ModelProto, e: &ExecError) -> Vec<String> {
     if !direct.is_empty() && top == node {
         return direct;
     }
-    // Computed operands: the integer graph inputs they are computed from.
-    let integer: BTreeSet<String> = inputs
+    // Computed operands: the integer and scalar graph inputs they are computed from.
+    let shape_like: BTreeSet<String> = inputs
         .iter()
-        .filter(|vi| is_integer_input(vi))
+        .filter(|vi| is_shape_like_input(vi))
         .map(|vi| vi.name.clone())
         .collect();
     let mut found = BTreeSet::new();
@@ -234,7 +234,7 @@ fn inputs_to_freeze(proto: &ModelProto, e: &ExecError) -> Vec<String> {
         if !seen.insert(t.clone()) {
             continue;
         }
-        if integer.contains(&t) {
+        if shape_like.contains(&t) {
             found.insert(t.clone());
         }
         if let Some(p) = g.node.iter().find(|p| p.output.contains(&t)) {
@@ -259,12 +259,16 @@ fn all_reads(n: &pb::NodeProto) -> Vec<String> {
     out
 }
 
-fn is_integer_input(vi: &pb::ValueInfoProto) -> bool {
+/// An integer tensor or a scalar: what shape arithmetic and trip counts are computed from
+/// (`Range`'s float `start`, `limit` and `delta` in its expansion).
+fn is_shape_like_input(vi: &pb::ValueInfoProto) -> bool {
     use pb::type_proto::Value as Ty;
-    matches!(
-        vi.r#type.as_ref().and_then(|t| t.value.as_ref()),
-        Some(Ty::TensorType(tt)) if matches!(tt.elem_type, 6 | 7)
-    )
+    match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(Ty::TensorType(tt)) => {
+            matches!(tt.elem_type, 6 | 7) || tt.shape.as_ref().is_some_and(|s| s.dim.is_empty())
+        }
+        _ => false,
+    }
 }
 
 /// Loads and prepares the case, freezing graph inputs the loader or kernels need constant.

@@ -268,6 +268,21 @@ pub(crate) fn eval(
                 _ => Ok(None),
             }
         }
+        // Exact on f32 (no rounding of their own): a trip count computed as `ceil((limit -
+        // start) / delta)` (expanded `Range`) folds like the integer arithmetic around it.
+        Op::Math {
+            f: f @ (MathFn::Floor | MathFn::Ceil | MathFn::Round),
+        } => {
+            let Some(x) = args[0].0.as_f32() else {
+                return Ok(None);
+            };
+            let g: fn(f32) -> f32 = match f {
+                MathFn::Floor => f32::floor,
+                MathFn::Ceil => f32::ceil,
+                _ => f32::round_ties_even,
+            };
+            one(TensorData::F32(x.iter().map(|&v| g(v)).collect()))
+        }
         Op::Cast { to } => one(cast(args[0].0, *to)),
         // Weights computed at load (ConstantOfShape, folded arithmetic) quantize once here.
         // Quantized weights of a QDQ model fold to f32 below, so the f32 kernels (with their

@@ -96,6 +96,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("LessOrEqual", 12),
     ("Log", 7),
     ("LogSoftmax", 7),
+    ("Loop", 7),
     ("LpPool", 7),
     ("MatMul", 7),
     ("MatMulInteger", 10),

@@ -5,7 +5,7 @@
 //! at once) → producers (duplicates), readers (dangling) → stable Kahn order of the file's
 //! nodes (cycles) → per node in that order: attributes parsed into an [`Op`], shapes and
 //! dtypes inferred, constants folded, `Identity`/`Dropout` removed, an `If` on a constant
-//! condition replaced by its taken branch → `BatchNormalization`
+//! condition replaced by its taken branch, a `Loop` with a constant trip count unrolled → `BatchNormalization`
 //! folded into a preceding `Conv` → dead nodes removed → ids assigned, deterministic
 //! topological order, memory plan from Layer 2.
 
@@ -213,7 +213,8 @@ fn node_display_name(n: &pb::NodeProto, i: usize) -> String {
 }
 
 /// Pushes `(op, node name)` for every node of `nodes` (display names `names`) whose operator
-/// AegisRT does not run, looking inside `If` branches (`If#3/then/...`).
+/// AegisRT does not run, looking inside `If` branches (`If#3/then/...`) and `Loop` bodies
+/// (`Loop#2/body/...`).
 fn collect_unsupported(
     nodes: &[pb::NodeProto],
     names: &[String],
@@ -226,8 +227,8 @@ fn collect_unsupported(
             out.push((format!("{}::{}", n.domain, n.op_type), name.clone()));
         } else if !infer::is_supported(&n.op_type, opset) {
             out.push((n.op_type.clone(), name.clone()));
-        } else if n.op_type == "If" {
-            for a in n.attribute.iter().filter(|a| a.name.ends_with("_branch")) {
+        } else if matches!(n.op_type.as_str(), "If" | "Loop") {
+            for a in &n.attribute {
                 if let Some(g) = &a.g {
                     let tag = a.name.trim_end_matches("_branch");
                     let inner: Vec<String> = g
@@ -625,8 +626,10 @@ impl Loader<'_> {
         file_index: usize,
         name: &str,
     ) -> Result<(), ExecError> {
-        if n.op_type == "If" {
-            return self.process_if(n, file_index, name);
+        match n.op_type.as_str() {
+            "If" => return self.process_if(n, file_index, name),
+            "Loop" => return self.process_loop(n, file_index, name),
+            _ => {}
         }
         let resolved: Vec<Option<String>> = n
             .input

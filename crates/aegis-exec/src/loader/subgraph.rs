@@ -1,4 +1,5 @@
-//! `If` with a condition known at load: the taken branch is inlined into the graph.
+//! `If` with a condition known at load: the taken branch is inlined into the graph; `Loop`
+//! with a trip count and conditions known at load: unrolled.
 //!
 //! Why: AegisRT plans one static graph, so a branch chosen at run time has no place in it.
 //! Exporters emit `If` mostly on conditions computed from shapes (tf2onnx's dynamic padding,
@@ -11,6 +12,13 @@
 //! branch defines are prefixed with the `If` node's name and the branch (`If#3/then/x`) so
 //! they cannot collide with the enclosing graph's, and the `If`'s outputs become aliases of
 //! the branch's outputs.
+//!
+//! A `Loop` (exported from scripted code, or the expansion of `Range`) is unrolled the same
+//! way, one copy of its body per iteration (`Loop#2/iter3/...`): the iteration number and the
+//! condition become constants, the carried values flow from one copy to the next, and each
+//! scan output is the iterations' values stacked by `Unsqueeze` and `Concat`. The trip count
+//! and every iteration's condition must fold at load, and at most [`MAX_UNROLL`] iterations
+//! are unrolled.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,6 +30,9 @@ use super::tensor::decode_tensor;
 use super::{node_display_name, Loader};
 use crate::error::ExecError;
 use crate::graph::TensorData;
+
+/// Most iterations a `Loop` is unrolled into (each copies the body into the graph).
+pub(super) const MAX_UNROLL: usize = 1024;
 
 /// The subgraphs held by `n`'s attributes (an `If`'s two branches, a `Loop`'s body ...).
 pub(super) fn subgraphs(n: &pb::NodeProto) -> impl Iterator<Item = &pb::GraphProto> {
@@ -103,7 +114,240 @@ fn rename_in_node(n: &mut pb::NodeProto, map: &HashMap<String, String>) {
     }
 }
 
+/// A bool scalar constant's value.
+fn const_bool(v: &Value) -> Option<bool> {
+    match v.konst.as_deref() {
+        Some(TensorData::Bool(b)) if b.len() == 1 => Some(b[0] != 0),
+        _ => None,
+    }
+}
+
 impl Loader<'_> {
+    /// Adds a constant value named `name`.
+    fn add_const(&mut self, name: &str, shape: Vec<usize>, data: TensorData) {
+        self.values.insert(
+            name.to_owned(),
+            Value {
+                dtype: data.dtype(),
+                shape,
+                konst: Some(Arc::new(data)),
+            },
+        );
+    }
+
+    /// Unrolls `Loop` node `n` (see the module doc).
+    pub(super) fn process_loop(
+        &mut self,
+        n: &pb::NodeProto,
+        file_index: usize,
+        name: &str,
+    ) -> Result<(), ExecError> {
+        let invalid = |reason: String| ExecError::InvalidNode {
+            model: self.model.to_owned(),
+            node: name.to_owned(),
+            reason,
+        };
+        let body = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "body")
+            .and_then(|a| a.g.as_ref())
+            .ok_or_else(|| invalid("attribute body (a graph) is missing".into()))?;
+        let carried_n = n.input.len().saturating_sub(2);
+        if body.input.len() != carried_n + 2 || body.output.len() < carried_n + 1 {
+            return Err(invalid(format!(
+                "the body has {} inputs and {} outputs for {carried_n} carried values",
+                body.input.len(),
+                body.output.len()
+            )));
+        }
+        let scans_n = body.output.len() - carried_n - 1;
+        if n.output.len() > carried_n + scans_n {
+            return Err(invalid(format!(
+                "{} outputs for {carried_n} carried values and {scans_n} scan outputs",
+                n.output.len()
+            )));
+        }
+        // Reads input `i` (resolved), `None` when absent.
+        let read = |ld: &Self, i: usize| -> Result<Option<(String, Value)>, ExecError> {
+            let Some(raw) = n.input.get(i).filter(|s| !s.is_empty()) else {
+                return Ok(None);
+            };
+            let r = ld.resolve(raw);
+            if let Some(reason) = ld.unavailable.get(&r) {
+                return Err(invalid(format!("reads '{r}', which is {reason}")));
+            }
+            let v = ld.values.get(&r).ok_or_else(|| ExecError::DanglingInput {
+                model: ld.model.to_owned(),
+                node: name.to_owned(),
+                tensor: r.clone(),
+            })?;
+            Ok(Some((r, v.clone())))
+        };
+        let trips = match read(self, 0)? {
+            None => None,
+            Some((r, v)) => match v.konst.as_deref() {
+                Some(TensorData::I64(m)) if m.len() == 1 => Some(m[0].max(0)),
+                Some(_) => return Err(invalid(format!("trip count '{r}' must be one int64"))),
+                None => {
+                    return Err(invalid(format!(
+                        "input 0 (trip count '{r}') must be known at load: a Loop is unrolled \
+                         into the static graph"
+                    )))
+                }
+            },
+        };
+        if trips.is_some_and(|m| m > MAX_UNROLL as i64) {
+            return Err(invalid(format!(
+                "the loop runs more than {MAX_UNROLL} iterations; AegisRT unrolls loops into \
+                 the static graph"
+            )));
+        }
+        let mut cond = match read(self, 1)? {
+            None => true,
+            Some((r, v)) => const_bool(&v).ok_or_else(|| {
+                invalid(format!(
+                    "input 1 (cond '{r}') must be known at load: a Loop is unrolled into the \
+                     static graph"
+                ))
+            })?,
+        };
+        let mut carried: Vec<String> = Vec::with_capacity(carried_n);
+        for i in 0..carried_n {
+            let (r, _) = read(self, 2 + i)?
+                .ok_or_else(|| invalid(format!("carried value {i} (input {}) is empty", 2 + i)))?;
+            carried.push(r);
+        }
+        let mut scans: Vec<Vec<String>> = vec![Vec::new(); scans_n];
+        let mut iter = 0usize;
+        while cond && trips.is_none_or(|m| (iter as i64) < m) {
+            if iter == MAX_UNROLL {
+                return Err(invalid(format!(
+                    "the loop runs more than {MAX_UNROLL} iterations; AegisRT unrolls loops \
+                     into the static graph"
+                )));
+            }
+            let prefix = format!("{name}/iter{iter}");
+            let mut map: HashMap<String, String> = HashMap::new();
+            let defined = body
+                .initializer
+                .iter()
+                .map(|t| &t.name)
+                .chain(body.node.iter().flat_map(|bn| &bn.output));
+            for d in defined.filter(|d| !d.is_empty()) {
+                map.insert(d.clone(), format!("{prefix}/{d}"));
+            }
+            let (iter_in, cond_in) = (&body.input[0].name, &body.input[1].name);
+            let iter_name = format!("{prefix}/{iter_in}");
+            self.add_const(&iter_name, Vec::new(), TensorData::I64(vec![iter as i64]));
+            map.insert(iter_in.clone(), iter_name);
+            let cond_name = format!("{prefix}/{cond_in}");
+            self.add_const(&cond_name, Vec::new(), TensorData::Bool(vec![1]));
+            map.insert(cond_in.clone(), cond_name);
+            for (vi, src) in body.input[2..].iter().zip(&carried) {
+                map.insert(vi.name.clone(), src.clone());
+            }
+            for init in &body.initializer {
+                let (shape, data) = decode_tensor(self.model, init, self.base)?;
+                self.add_const(&map[&init.name], shape, data);
+            }
+            for (i, bn) in body.node.iter().enumerate() {
+                let inner = format!("{prefix}/{}", node_display_name(bn, i));
+                self.process(&renamed(bn, &map), file_index, &inner)?;
+            }
+            // The body's outputs, resolved: cond_out, carried values, scan outputs.
+            let mut outs = Vec::with_capacity(body.output.len());
+            for o in &body.output {
+                let r = self.resolve(map.get(&o.name).unwrap_or(&o.name));
+                if let Some(reason) = self.unavailable.get(&r) {
+                    return Err(invalid(format!("body output '{}' is {reason}", o.name)));
+                }
+                if !self.values.contains_key(&r) {
+                    return Err(ExecError::DanglingInput {
+                        model: self.model.to_owned(),
+                        node: format!("{prefix} output"),
+                        tensor: o.name.clone(),
+                    });
+                }
+                outs.push(r);
+            }
+            carried = outs[1..=carried_n].to_vec();
+            for (k, s) in outs[carried_n + 1..].iter().enumerate() {
+                scans[k].push(s.clone());
+            }
+            iter += 1;
+            // The next iteration's condition, when there is one to decide.
+            if trips.is_none_or(|m| (iter as i64) < m) {
+                cond = const_bool(&self.values[&outs[0]]).ok_or_else(|| {
+                    invalid(format!(
+                        "the body's condition after iteration {} must be known at load",
+                        iter - 1
+                    ))
+                })?;
+            }
+        }
+        for (out, src) in n.output.iter().zip(&carried) {
+            if !out.is_empty() {
+                self.alias.insert(out.clone(), src.clone());
+            }
+        }
+        for (k, out) in n.output.iter().enumerate().skip(carried_n) {
+            if out.is_empty() {
+                continue;
+            }
+            let parts = &scans[k - carried_n];
+            if parts.is_empty() {
+                return Err(invalid(format!(
+                    "scan output '{out}' of a loop that runs no iteration has no known shape"
+                )));
+            }
+            // Each iteration's value gets a leading axis; the Concat stacks them.
+            let axes_name = format!("{name}/scan{k}/axes");
+            self.add_const(&axes_name, vec![1], TensorData::I64(vec![0]));
+            let mut stacked = Vec::with_capacity(parts.len());
+            for (i, part) in parts.iter().enumerate() {
+                let un = format!("{name}/scan{k}/iter{i}");
+                let node = if self.opset >= 13 {
+                    pb::NodeProto {
+                        op_type: "Unsqueeze".into(),
+                        input: vec![part.clone(), axes_name.clone()],
+                        output: vec![un.clone()],
+                        ..Default::default()
+                    }
+                } else {
+                    pb::NodeProto {
+                        op_type: "Unsqueeze".into(),
+                        input: vec![part.clone()],
+                        output: vec![un.clone()],
+                        attribute: vec![pb::AttributeProto {
+                            name: "axes".into(),
+                            r#type: 7,
+                            ints: vec![0],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }
+                };
+                self.process(&node, file_index, &format!("{un}/Unsqueeze"))?;
+                stacked.push(un);
+            }
+            let concat = pb::NodeProto {
+                op_type: "Concat".into(),
+                input: stacked,
+                output: vec![out.clone()],
+                attribute: vec![pb::AttributeProto {
+                    name: "axis".into(),
+                    r#type: 2,
+                    i: 0,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            self.process(&concat, file_index, &format!("{name}/scan{k}/Concat"))?;
+        }
+        Ok(())
+    }
+
     /// Inlines the branch of `If` node `n` that its condition (known at load) selects.
     pub(super) fn process_if(
         &mut self,

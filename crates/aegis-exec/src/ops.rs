@@ -2119,6 +2119,20 @@ impl NodeKernel {
                 i64s(l, inb(1))?,
                 view_mut(l, &mut writes[0])?,
             )?),
+            Op::Col2Im(spec) => k::col2im(
+                f32s(l, inb(0))?,
+                shape(0),
+                spec,
+                f32s_mut(l, &mut writes[0])?,
+            )?,
+            Op::RoiAlign(spec) => k::roi_align(
+                f32s(l, inb(0))?,
+                shape(0),
+                f32s(l, inb(1))?,
+                i64s(l, inb(2))?,
+                spec,
+                f32s_mut(l, &mut writes[0])?,
+            )?,
             Op::Dft(spec) => k::dft(
                 f32s(l, inb(0))?,
                 shape(0),

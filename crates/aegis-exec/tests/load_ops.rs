@@ -2081,3 +2081,45 @@ fn loop_that_cannot_be_unrolled_is_a_typed_error() {
         "{e}"
     );
 }
+
+#[test]
+fn col2im_and_roi_align_resolve_their_shapes_at_load() {
+    let err = |m: &Model| {
+        ExecutionGraph::from_bytes(&m.bytes(), "regions", &LoadOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    // 2x2 blocks at stride 2 over 4x6: 2 x 3 = 6 positions.
+    let fold = |l: i64| {
+        Model::new(18)
+            .input("x", F32, &[1, 8, l])
+            .init(tensor_i64("image", &[2], &[4, 6]))
+            .init(tensor_i64("block", &[2], &[2, 2]))
+            .op(
+                "Col2Im",
+                &["x", "image", "block"],
+                &["y"],
+                vec![attr_ints("strides", &[2, 2])],
+            )
+            .output_any("y", F32)
+    };
+    assert_eq!(out_shape(&load(&fold(6))), vec![1, 2, 4, 6]);
+    let e = err(&fold(5));
+    assert!(e.contains("expected [N, C * 4, 6]"), "{e}");
+    let roi = |rois: &[i64]| {
+        Model::new(16)
+            .input("x", F32, &[2, 3, 8, 8])
+            .input("rois", F32, rois)
+            .input("b", I64, &[5])
+            .op(
+                "RoiAlign",
+                &["x", "rois", "b"],
+                &["y"],
+                vec![attr_i("output_height", 2), attr_i("output_width", 3)],
+            )
+            .output_any("y", F32)
+    };
+    assert_eq!(out_shape(&load(&roi(&[5, 4]))), vec![5, 3, 2, 3]);
+    let e = err(&roi(&[4, 4]));
+    assert!(e.contains("expected [R, 4] and [R]"), "{e}");
+}

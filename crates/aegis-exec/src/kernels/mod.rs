@@ -175,6 +175,7 @@ mod pool_plane;
 mod pool_rows;
 mod quant;
 mod reduce;
+mod regions;
 mod resize;
 mod rnn;
 mod spectral;
@@ -225,6 +226,7 @@ pub use quant::{
 pub use reduce::{
     arg_reduce, group_norm, instance_norm, mean_variance_norm, reduce_any, ReduceAny, Reducible,
 };
+pub use regions::{col2im, roi_align, Col2ImSpec, RoiAlignSpec};
 #[cfg(feature = "cuda")]
 pub(crate) use resize::{nearest_index, original_coord};
 pub use resize::{

@@ -3,7 +3,7 @@
 
 use crate::error::ExecError;
 use crate::graph::{DType, Op, TensorData};
-use crate::kernels::{DftSpec, LossReduction, QuantLayout, StftSpec};
+use crate::kernels::{Col2ImSpec, DftSpec, LossReduction, QuantLayout, RoiAlignSpec, StftSpec};
 use crate::loader::node::{Inferred, NodeCtx, Value};
 use crate::loader::op::{
     BitwiseKind, CompareKind, CoordinateTransform, GeluApproximation, GridPaddingMode, LogicKind,
@@ -40,6 +40,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Celu", 12),
     ("CenterCropPad", 18),
     ("Clip", 7),
+    ("Col2Im", 18),
     ("Concat", 7),
     ("Constant", 7),
     ("ConstantOfShape", 9),
@@ -138,6 +139,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Reshape", 7),
     ("Resize", 10),
     ("ReverseSequence", 10),
+    ("RoiAlign", 10),
     ("Round", 11),
     ("STFT", 17),
     ("Scatter", 9),
@@ -248,6 +250,8 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "AveragePool" | "MaxPool" => pool(c),
         "MaxUnpool" => max_unpool(c),
         "DFT" => dft(c),
+        "Col2Im" => col2im(c),
+        "RoiAlign" => roi_align(c),
         "STFT" => stft(c),
         "MelWeightMatrix" => mel_weight_matrix(c),
         "NegativeLogLikelihoodLoss" => nll_loss(c, false),
@@ -1244,6 +1248,122 @@ fn positive_scalar(c: &NodeCtx<'_>, i: usize, what: &str) -> Result<Option<usize
                 .ok_or_else(|| c.invalid(format!("{what} {v} must be positive")))
         })
         .transpose()
+}
+
+/// Col2Im: `image_shape` and `block_shape` known at load.
+fn col2im(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(3, 3)?;
+    let x = c.f32_input(0)?;
+    let dims = |i: usize, what: &str| -> Result<Vec<usize>, ExecError> {
+        let v = c
+            .const_ints(i)?
+            .ok_or_else(|| c.invalid(format!("input {i} ({what}) is required")))?;
+        c.positive(what, &v)
+    };
+    let image = dims(1, "image_shape")?;
+    let block = dims(2, "block_shape")?;
+    let rank = image.len();
+    if block.len() != rank || rank == 0 {
+        return Err(c.mismatch(format!(
+            "image_shape {image:?} and block_shape {block:?} must have one entry per spatial axis"
+        )));
+    }
+    let per_axis = |name: &str, n: usize, default: usize| -> Result<Vec<usize>, ExecError> {
+        match c.attr_ints(name)? {
+            None => Ok(vec![default; n]),
+            Some(v) if v.len() == n => v
+                .iter()
+                .map(|&d| {
+                    usize::try_from(d)
+                        .ok()
+                        .filter(|&d| default == 0 || d > 0)
+                        .ok_or_else(|| c.invalid(format!("{name} entry {d}")))
+                })
+                .collect(),
+            Some(v) => Err(c.invalid(format!("{name} has {} entries, expected {n}", v.len()))),
+        }
+    };
+    let spec = Col2ImSpec {
+        dilations: per_axis("dilations", rank, 1)?,
+        pads: per_axis("pads", 2 * rank, 0)?,
+        strides: per_axis("strides", rank, 1)?,
+        image,
+        block,
+    };
+    let positions = spec
+        .positions()
+        .ok_or_else(|| c.invalid(format!("no block fits the padded image: {spec:?}")))?;
+    let bsize: usize = spec.block.iter().product();
+    let npos: usize = positions.iter().product();
+    match x.shape[..] {
+        [n, cb, l] if cb % bsize == 0 && l == npos => {
+            let mut shape = vec![n, cb / bsize];
+            shape.extend_from_slice(&spec.image);
+            Ok(node(Op::Col2Im(spec), vec![0], DType::F32, shape))
+        }
+        _ => Err(c.mismatch(format!(
+            "input of shape {:?}: expected [N, C * {bsize}, {npos}] for blocks {:?} at \
+             {positions:?} positions",
+            x.shape, spec.block
+        ))),
+    }
+}
+
+/// RoiAlign (opset 10; opset 16 adds `coordinate_transformation_mode`, default half_pixel).
+fn roi_align(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(3, 3)?;
+    let x = c.f32_input(0)?;
+    let rois = c.f32_input(1)?;
+    let batch = c.typed_input(2, &[DType::I64])?;
+    let [_, ch, _, _] = x.shape[..] else {
+        return Err(c.mismatch(format!("X of shape {:?}: expected [N, C, H, W]", x.shape)));
+    };
+    let r = match (&rois.shape[..], &batch.shape[..]) {
+        ([r, 4], [b]) if r == b => *r,
+        _ => {
+            return Err(c.mismatch(format!(
+                "rois {:?} and batch_indices {:?}: expected [R, 4] and [R]",
+                rois.shape, batch.shape
+            )))
+        }
+    };
+    let positive = |name: &str| -> Result<usize, ExecError> {
+        let v = c.attr_int_or(name, 1)?;
+        usize::try_from(v)
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| c.invalid(format!("{name} {v} must be positive")))
+    };
+    let mode = c.attr_string("mode")?.unwrap_or_else(|| "avg".into());
+    let ctm = match c.attr_string("coordinate_transformation_mode")? {
+        Some(m) => m,
+        None if c.opset >= 16 => "half_pixel".into(),
+        None => "output_half_pixel".into(),
+    };
+    let sampling = c.attr_int_or("sampling_ratio", 0)?;
+    let spec = RoiAlignSpec {
+        max: match mode.as_str() {
+            "avg" => false,
+            "max" => true,
+            m => return Err(c.invalid(format!("mode '{m}': expected avg or max"))),
+        },
+        out_h: positive("output_height")?,
+        out_w: positive("output_width")?,
+        sampling_ratio: usize::try_from(sampling)
+            .map_err(|_| c.invalid(format!("sampling_ratio {sampling} is negative")))?,
+        spatial_scale: c.attr_float_or("spatial_scale", 1.0)?,
+        half_pixel: match ctm.as_str() {
+            "half_pixel" => true,
+            "output_half_pixel" => false,
+            m => {
+                return Err(c.invalid(format!(
+                    "coordinate_transformation_mode '{m}': expected half_pixel or output_half_pixel"
+                )))
+            }
+        },
+    };
+    let shape = vec![r, ch, spec.out_h, spec.out_w];
+    Ok(node(Op::RoiAlign(spec), vec![0, 1, 2], DType::F32, shape))
 }
 
 /// DFT (opset 17: `axis` attribute, default 1; opset 20: `axis` input, default -2).

@@ -14,7 +14,9 @@
 //!   the output extent from there rather than recompute it.
 
 use crate::graph::DType;
-use crate::kernels::{ConvAttrs, DftSpec, LossReduction, QuantLayout, RnnSpec, StftSpec};
+use crate::kernels::{
+    Col2ImSpec, ConvAttrs, DftSpec, LossReduction, QuantLayout, RnnSpec, RoiAlignSpec, StftSpec,
+};
 
 /// The reduction of an `Op::Reduce` (ONNX `Reduce*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -514,6 +516,12 @@ pub enum Op {
     /// load: the `output_shape` input, or the default from the window attributes) with
     /// `out[indices[j]] = x[j]`. Inputs: `x`, `indices` (i64, `x`'s shape).
     MaxUnpool,
+    /// Sliding blocks summed back into an image (`torch.nn.Fold`). Inputs: `x [N, C *
+    /// prod(block), L]`. Output `[N, C, image...]`.
+    Col2Im(Col2ImSpec),
+    /// Regions of interest pooled to a fixed grid by bilinear sampling. Inputs: `X [N, C, H,
+    /// W]`, `rois [R, 4]`, `batch_indices [R]` (i64). Output `[R, C, out_h, out_w]`.
+    RoiAlign(RoiAlignSpec),
     /// Discrete Fourier transform along one axis (its length and the axis known at load).
     /// Inputs: `x [..., 1 or 2]` (real, or complex as real/imaginary pairs). Output: complex,
     /// last axis 2.
@@ -1017,6 +1025,8 @@ impl Op {
             Op::MaxPool { .. } | Op::MaxPoolIndices { .. } => "MaxPool",
             Op::MaxUnpool => "MaxUnpool",
             Op::Dft(_) => "DFT",
+            Op::Col2Im(_) => "Col2Im",
+            Op::RoiAlign(_) => "RoiAlign",
             Op::Stft(_) => "STFT",
             Op::NllLoss {
                 log_softmax: false, ..

@@ -2119,6 +2119,26 @@ impl NodeKernel {
                 i64s(l, inb(1))?,
                 view_mut(l, &mut writes[0])?,
             )?),
+            Op::DeformConv { spec, bias, mask } => {
+                let x_shape = <[usize; 4]>::try_from(shape(0))
+                    .map_err(|_| DispatchError::Unsupported(format!("{l}: X is not 4-D")))?;
+                let at_mask = 3 + usize::from(*bias);
+                let a = k::DeformArgs {
+                    x: f32s(l, inb(0))?,
+                    x_shape,
+                    w: f32s(l, inb(1))?,
+                    offset: f32s(l, inb(2))?,
+                    bias: match bias {
+                        true => Some(f32s(l, inb(3))?),
+                        false => None,
+                    },
+                    mask: match mask {
+                        true => Some(f32s(l, inb(at_mask))?),
+                        false => None,
+                    },
+                };
+                k::deform_conv(&a, spec, f32s_mut(l, &mut writes[0])?, t)?;
+            }
             Op::Col2Im(spec) => k::col2im(
                 f32s(l, inb(0))?,
                 shape(0),

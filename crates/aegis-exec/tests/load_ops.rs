@@ -2123,3 +2123,28 @@ fn col2im_and_roi_align_resolve_their_shapes_at_load() {
     let e = err(&roi(&[4, 4]));
     assert!(e.contains("expected [R, 4] and [R]"), "{e}");
 }
+
+#[test]
+fn deform_conv_checks_its_offsets_at_load() {
+    let m = |offset: &[i64]| {
+        Model::new(19)
+            .input("x", F32, &[1, 4, 5, 5])
+            .init(tensor_f32("w", &[6, 2, 3, 3], &[0.1; 108]))
+            .input("off", F32, offset)
+            .op(
+                "DeformConv",
+                &["x", "w", "off"],
+                &["y"],
+                vec![attr_i("group", 2), attr_ints("pads", &[1, 1, 1, 1])],
+            )
+            .output_any("y", F32)
+    };
+    assert_eq!(out_shape(&load(&m(&[1, 18, 5, 5]))), vec![1, 6, 5, 5]);
+    let e = ExecutionGraph::from_bytes(&m(&[1, 18, 3, 3]).bytes(), "d", &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("offset of shape [1, 18, 3, 3], expected [1, 18, 5, 5]"),
+        "{e}"
+    );
+}

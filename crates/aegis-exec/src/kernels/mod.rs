@@ -156,6 +156,7 @@ mod conv_dw_t;
 mod conv_dw_v4;
 mod conv_wino;
 mod data;
+mod deform;
 mod einsum;
 mod elementwise;
 mod error;
@@ -194,6 +195,7 @@ pub use data::{
     block_shuffle, concat, copy, gather, pad, slice, slice_params, split, tile, transpose,
     transpose_f32, PadMode, SliceAxis,
 };
+pub use deform::{deform_conv, DeformArgs, DeformSpec};
 pub use einsum::einsum;
 pub use elementwise::{
     binary_f32, binary_f32_inplace, binary_i32, binary_i64, binary_i8, binary_u8, cast, cast_par,

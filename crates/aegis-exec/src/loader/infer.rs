@@ -3,7 +3,9 @@
 
 use crate::error::ExecError;
 use crate::graph::{DType, Op, TensorData};
-use crate::kernels::{Col2ImSpec, DftSpec, LossReduction, QuantLayout, RoiAlignSpec, StftSpec};
+use crate::kernels::{
+    Col2ImSpec, DeformSpec, DftSpec, LossReduction, QuantLayout, RoiAlignSpec, StftSpec,
+};
 use crate::loader::node::{Inferred, NodeCtx, Value};
 use crate::loader::op::{
     BitwiseKind, CompareKind, CoordinateTransform, GeluApproximation, GridPaddingMode, LogicKind,
@@ -51,6 +53,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Cosh", 9),
     ("CumSum", 11),
     ("DFT", 17),
+    ("DeformConv", 19),
     ("DepthToSpace", 7),
     ("DequantizeLinear", 10),
     ("Det", 11),
@@ -251,6 +254,7 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "MaxUnpool" => max_unpool(c),
         "DFT" => dft(c),
         "Col2Im" => col2im(c),
+        "DeformConv" => deform_conv(c),
         "RoiAlign" => roi_align(c),
         "STFT" => stft(c),
         "MelWeightMatrix" => mel_weight_matrix(c),
@@ -1248,6 +1252,97 @@ fn positive_scalar(c: &NodeCtx<'_>, i: usize, what: &str) -> Result<Option<usize
                 .ok_or_else(|| c.invalid(format!("{what} {v} must be positive")))
         })
         .transpose()
+}
+
+/// DeformConv (2-D).
+fn deform_conv(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(3, 5)?;
+    let x = c.f32_input(0)?;
+    let w = c.f32_input(1)?;
+    let off = c.f32_input(2)?;
+    let (&[n, ch, ih, iw], &[oc, cg, kh, kw]) = (&x.shape[..], &w.shape[..]) else {
+        return Err(c.mismatch(format!(
+            "X {:?} and W {:?}: 2-D deformable convolution needs rank-4 X and W",
+            x.shape, w.shape
+        )));
+    };
+    let pair = |name: &str, default: usize| -> Result<[usize; 2], ExecError> {
+        match c.attr_ints(name)?.as_deref() {
+            None => Ok([default; 2]),
+            Some(&[a, b]) if a > 0 && b > 0 => Ok([a as usize, b as usize]),
+            Some(v) => Err(c.invalid(format!("{name} {v:?}: two positive entries"))),
+        }
+    };
+    let kernel = match c.attr_ints("kernel_shape")?.as_deref() {
+        None => [kh, kw],
+        Some(&[a, b]) if a as usize == kh && b as usize == kw => [kh, kw],
+        Some(v) => {
+            return Err(c.mismatch(format!("kernel_shape {v:?} for W {:?}", w.shape)));
+        }
+    };
+    let pads = match c.attr_ints("pads")?.as_deref() {
+        None => [0; 4],
+        Some(v) if v.len() == 4 && v.iter().all(|&p| p >= 0) => {
+            [v[0] as usize, v[1] as usize, v[2] as usize, v[3] as usize]
+        }
+        Some(v) => return Err(c.invalid(format!("pads {v:?}: four non-negative entries"))),
+    };
+    let count = |name: &str| -> Result<usize, ExecError> {
+        let v = c.attr_int_or(name, 1)?;
+        usize::try_from(v)
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| c.invalid(format!("{name} {v} must be positive")))
+    };
+    let spec = DeformSpec {
+        kernel,
+        pads,
+        strides: pair("strides", 1)?,
+        dilations: pair("dilations", 1)?,
+        group: count("group")?,
+        offset_group: count("offset_group")?,
+    };
+    if cg * spec.group != ch || oc % spec.group != 0 || ch % spec.offset_group != 0 {
+        return Err(c.mismatch(format!(
+            "X {:?}, W {:?}, group {}, offset_group {}: channel counts do not divide",
+            x.shape, w.shape, spec.group, spec.offset_group
+        )));
+    }
+    let [oh, ow] = spec
+        .output(ih, iw)
+        .ok_or_else(|| c.invalid(format!("the kernel does not fit a {ih}x{iw} input")))?;
+    let taps = kh * kw;
+    let want_off = [n, spec.offset_group * 2 * taps, oh, ow];
+    if off.shape != want_off {
+        return Err(c.mismatch(format!(
+            "offset of shape {:?}, expected {want_off:?}",
+            off.shape
+        )));
+    }
+    let mut inputs = vec![0, 1, 2];
+    let bias = c.opt_input(3).is_some();
+    if bias {
+        let b = c.f32_input(3)?;
+        if b.shape != [oc] {
+            return Err(c.mismatch(format!("B of shape {:?} for {oc} channels", b.shape)));
+        }
+        inputs.push(3);
+    }
+    let mask = c.opt_input(4).is_some();
+    if mask {
+        let m = c.f32_input(4)?;
+        let want = [n, spec.offset_group * taps, oh, ow];
+        if m.shape != want {
+            return Err(c.mismatch(format!("mask of shape {:?}, expected {want:?}", m.shape)));
+        }
+        inputs.push(4);
+    }
+    Ok(node(
+        Op::DeformConv { spec, bias, mask },
+        inputs,
+        DType::F32,
+        vec![n, oc, oh, ow],
+    ))
 }
 
 /// Col2Im: `image_shape` and `block_shape` known at load.

@@ -15,7 +15,8 @@
 
 use crate::graph::DType;
 use crate::kernels::{
-    Col2ImSpec, ConvAttrs, DftSpec, LossReduction, QuantLayout, RnnSpec, RoiAlignSpec, StftSpec,
+    Col2ImSpec, ConvAttrs, DeformSpec, DftSpec, LossReduction, QuantLayout, RnnSpec, RoiAlignSpec,
+    StftSpec,
 };
 
 /// The reduction of an `Op::Reduce` (ONNX `Reduce*`).
@@ -516,6 +517,17 @@ pub enum Op {
     /// load: the `output_shape` input, or the default from the window attributes) with
     /// `out[indices[j]] = x[j]`. Inputs: `x`, `indices` (i64, `x`'s shape).
     MaxUnpool,
+    /// Deformable 2-D convolution. Inputs: `X [N, C, H, W]`, `W [OC, C / group, kh, kw]`,
+    /// `offset [N, offset_group * 2 * kh * kw, oh, ow]`, then `B [OC]` and `mask [N,
+    /// offset_group * kh * kw, oh, ow]` when present.
+    DeformConv {
+        /// Geometry.
+        spec: DeformSpec,
+        /// `B` is among the inputs.
+        bias: bool,
+        /// `mask` is among the inputs (after `B` when both are).
+        mask: bool,
+    },
     /// Sliding blocks summed back into an image (`torch.nn.Fold`). Inputs: `x [N, C *
     /// prod(block), L]`. Output `[N, C, image...]`.
     Col2Im(Col2ImSpec),
@@ -1026,6 +1038,7 @@ impl Op {
             Op::MaxUnpool => "MaxUnpool",
             Op::Dft(_) => "DFT",
             Op::Col2Im(_) => "Col2Im",
+            Op::DeformConv { .. } => "DeformConv",
             Op::RoiAlign(_) => "RoiAlign",
             Op::Stft(_) => "STFT",
             Op::NllLoss {

@@ -171,6 +171,31 @@ pub(crate) fn eval(
             };
             one(TensorData::Bool(r))
         }
+        // Shape arithmetic (`Max(Shape(x), target)` in expanded CenterCropPad): integers only,
+        // as f32 Max/Min differ from the kernel's on NaN and signed zeros.
+        Op::Max | Op::Min => {
+            let max = matches!(op, Op::Max);
+            let mut acc = take(args[0].0, &broadcast_index(args[0].1, out_shape));
+            for arg in &args[1..] {
+                let b = take(arg.0, &broadcast_index(arg.1, out_shape));
+                acc = match (acc, &b) {
+                    (TensorData::I64(a), TensorData::I64(b)) => TensorData::I64(
+                        a.iter()
+                            .zip(b)
+                            .map(|(&p, &q)| if max { p.max(q) } else { p.min(q) })
+                            .collect(),
+                    ),
+                    (TensorData::I32(a), TensorData::I32(b)) => TensorData::I32(
+                        a.iter()
+                            .zip(b)
+                            .map(|(&p, &q)| if max { p.max(q) } else { p.min(q) })
+                            .collect(),
+                    ),
+                    _ => return Ok(None),
+                };
+            }
+            one(acc)
+        }
         Op::Logic { op: kind } => {
             let a = take(args[0].0, &broadcast_index(args[0].1, out_shape));
             let b = take(args[1].0, &broadcast_index(args[1].1, out_shape));

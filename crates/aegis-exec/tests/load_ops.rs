@@ -2148,3 +2148,30 @@ fn deform_conv_checks_its_offsets_at_load() {
         "{e}"
     );
 }
+
+#[test]
+fn shape_arithmetic_with_reductions_and_extrema_folds_at_load() {
+    // Reshape(x, [Shape(x)[0], ReduceProd(Shape(x)[1:])]) and Expand(u, Max(Shape(x),
+    // floor)): both shapes computed at load, so the Reshape and the Expand plan statically.
+    let m = Model::new(13)
+        .input("x", F32, &[2, 3, 4])
+        .init(tensor_i64("s", &[1], &[1]))
+        .init(tensor_i64("e", &[1], &[3]))
+        .init(tensor_i64("z", &[1], &[0]))
+        .init(tensor_i64("one", &[1], &[1]))
+        .init(tensor_i64("floor", &[3], &[4, 1, 1]))
+        .init(tensor_f32("u", &[1, 3, 4], &[0.5; 12]))
+        .op("Shape", &["x"], &["sh"], vec![])
+        .op("Slice", &["sh", "s", "e", "z"], &["tail"], vec![])
+        .op("ReduceProd", &["tail"], &["n"], vec![attr_i("keepdims", 1)])
+        .op("Slice", &["sh", "z", "one", "z"], &["b"], vec![])
+        .op("Concat", &["b", "n"], &["ns"], vec![attr_i("axis", 0)])
+        .op("Reshape", &["x", "ns"], &["y"], vec![])
+        .op("Max", &["sh", "floor"], &["big"], vec![])
+        .op("Expand", &["u", "big"], &["w"], vec![])
+        .output_any("y", F32)
+        .output_any("w", F32);
+    let g = load(&m);
+    assert_eq!(g.tensor(g.outputs()[0]).shape, vec![2, 12]);
+    assert_eq!(g.tensor(g.outputs()[1]).shape, vec![4, 3, 4]);
+}

@@ -5,7 +5,7 @@
 //! division by zero is an error).
 
 use crate::error::ExecError;
-use crate::graph::{CompareKind, DType, LogicKind, MathFn, Op, TensorData};
+use crate::graph::{CompareKind, DType, LogicKind, MathFn, Op, ReduceKind, TensorData};
 use crate::kernels;
 use crate::loader::node::NodeCtx;
 use crate::loader::tensor::{checked_bytes, MAX_CONSTANT_BYTES};
@@ -195,6 +195,46 @@ pub(crate) fn eval(
                 };
             }
             one(acc)
+        }
+        // Integer reductions of shapes (`ReduceProd` of a shape's tail: the element count a
+        // `Reshape` needs); exact, with wrapping like the runtime's integer kernels.
+        Op::Reduce {
+            kind: kind @ (ReduceKind::Sum | ReduceKind::Prod | ReduceKind::Max | ReduceKind::Min),
+            axes,
+            ..
+        } => {
+            let in_shape = args[0].1;
+            let n_out: usize = out_shape.iter().product();
+            let mut oidx = Vec::with_capacity(args[0].0.len());
+            for_each_index(in_shape, |c| {
+                let mut f = 0;
+                for (a, &d) in in_shape.iter().enumerate() {
+                    if !axes.contains(&a) {
+                        f = f * d + c[a];
+                    }
+                }
+                oidx.push(f);
+            });
+            macro_rules! fold {
+                ($v:expr, $t:ty, $variant:ident) => {{
+                    let (init, f): ($t, fn($t, $t) -> $t) = match kind {
+                        ReduceKind::Sum => (0, <$t>::wrapping_add),
+                        ReduceKind::Prod => (1, <$t>::wrapping_mul),
+                        ReduceKind::Max => (<$t>::MIN, <$t>::max),
+                        _ => (<$t>::MAX, <$t>::min),
+                    };
+                    let mut acc = vec![init; n_out];
+                    for (&v, &o) in $v.iter().zip(&oidx) {
+                        acc[o] = f(acc[o], v);
+                    }
+                    one(TensorData::$variant(acc))
+                }};
+            }
+            match args[0].0 {
+                TensorData::I64(v) => fold!(v, i64, I64),
+                TensorData::I32(v) => fold!(v, i32, I32),
+                _ => Ok(None),
+            }
         }
         Op::Logic { op: kind } => {
             let a = take(args[0].0, &broadcast_index(args[0].1, out_shape));

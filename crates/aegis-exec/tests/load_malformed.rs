@@ -508,3 +508,71 @@ fn qlinear_conv_with_a_scale_per_wrong_channel_count_is_a_typed_error() {
         e => panic!("{e}"),
     }
 }
+
+#[test]
+fn malformed_control_flow_is_rejected_with_the_node_named() {
+    let branch = |op: &str| {
+        Model::new(13)
+            .op(op, &["x"], &["t"], vec![])
+            .output_any("t", F32)
+    };
+    let graph_attr = |name: &str, m: Model| tract_onnx::pb::AttributeProto {
+        name: name.into(),
+        r#type: 5,
+        g: m.proto.graph,
+        ..Default::default()
+    };
+    let if_model = |cond: tract_onnx::pb::TensorProto, attrs| {
+        Model::new(13)
+            .input("x", F32, &[2])
+            .init(cond)
+            .node(node("If", "choose", &["c"], &["y"], attrs))
+            .output_any("y", F32)
+    };
+    let yes = || tensor_small_int("c", BOOL, &[], &[1]);
+    // The taken branch is missing.
+    let e = err(&if_model(
+        yes(),
+        vec![graph_attr("else_branch", branch("Relu"))],
+    ));
+    assert!(
+        e.to_string().contains("then_branch (a graph) is missing"),
+        "{e}"
+    );
+    // A condition that is not one bool.
+    let e = err(&if_model(
+        tensor_i64("c", &[2], &[1, 0]),
+        vec![
+            graph_attr("then_branch", branch("Relu")),
+            graph_attr("else_branch", branch("Relu")),
+        ],
+    ));
+    assert!(e.to_string().contains("cond must be one bool"), "{e}");
+    // A branch reading a name nothing defines.
+    let stray = Model::new(13)
+        .op("Add", &["x", "nowhere"], &["t"], vec![])
+        .output_any("t", F32);
+    let e = err(&if_model(
+        yes(),
+        vec![
+            graph_attr("then_branch", stray),
+            graph_attr("else_branch", branch("Relu")),
+        ],
+    ));
+    assert!(e.to_string().contains("nowhere"), "{e}");
+    // A Loop whose body has the wrong number of inputs, and one without a body.
+    let loop_model = |attrs| {
+        Model::new(13)
+            .input("x", F32, &[2])
+            .init(tensor_i64("n", &[], &[2]))
+            .node(node("Loop", "repeat", &["n", "", "x"], &["y"], attrs))
+            .output_any("y", F32)
+    };
+    let e = err(&loop_model(vec![graph_attr("body", branch("Relu"))]));
+    assert!(
+        e.to_string().contains("repeat") && e.to_string().contains("carried"),
+        "{e}"
+    );
+    let e = err(&loop_model(vec![]));
+    assert!(e.to_string().contains("body (a graph) is missing"), "{e}");
+}

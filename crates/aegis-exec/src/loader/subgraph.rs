@@ -114,6 +114,23 @@ fn rename_in_node(n: &mut pb::NodeProto, map: &HashMap<String, String>) {
     }
 }
 
+/// The graph held by attribute `attr` of `n`.
+fn graph_attr<'n>(n: &'n pb::NodeProto, attr: &str) -> Option<&'n pb::GraphProto> {
+    n.attribute
+        .iter()
+        .find(|a| a.name == attr)
+        .and_then(|a| a.g.as_ref())
+}
+
+/// An invalid-node error of `model`'s node `name`.
+fn invalid_node(model: &str, name: &str, reason: String) -> ExecError {
+    ExecError::InvalidNode {
+        model: model.to_owned(),
+        node: name.to_owned(),
+        reason,
+    }
+}
+
 /// A bool scalar constant's value.
 fn const_bool(v: &Value) -> Option<bool> {
     match v.konst.as_deref() {
@@ -135,6 +152,35 @@ impl Loader<'_> {
         );
     }
 
+    /// Processes one copy of subgraph `g`: the names it defines become `{prefix}/name`
+    /// (added to `map`, which may already rename its inputs), its initializers constants, and
+    /// its nodes run through [`Loader::process`] under `{prefix}/node`.
+    fn inline_graph(
+        &mut self,
+        g: &pb::GraphProto,
+        prefix: &str,
+        map: &mut HashMap<String, String>,
+        file_index: usize,
+    ) -> Result<(), ExecError> {
+        let defined = g
+            .initializer
+            .iter()
+            .map(|t| &t.name)
+            .chain(g.node.iter().flat_map(|n| &n.output));
+        for d in defined.filter(|d| !d.is_empty()) {
+            map.insert(d.clone(), format!("{prefix}/{d}"));
+        }
+        for init in &g.initializer {
+            let (shape, data) = decode_tensor(self.model, init, self.base)?;
+            self.add_const(&map[&init.name], shape, data);
+        }
+        for (i, n) in g.node.iter().enumerate() {
+            let inner = format!("{prefix}/{}", node_display_name(n, i));
+            self.process(&renamed(n, map), file_index, &inner)?;
+        }
+        Ok(())
+    }
+
     /// Unrolls `Loop` node `n` (see the module doc).
     pub(super) fn process_loop(
         &mut self,
@@ -142,16 +188,9 @@ impl Loader<'_> {
         file_index: usize,
         name: &str,
     ) -> Result<(), ExecError> {
-        let invalid = |reason: String| ExecError::InvalidNode {
-            model: self.model.to_owned(),
-            node: name.to_owned(),
-            reason,
-        };
-        let body = n
-            .attribute
-            .iter()
-            .find(|a| a.name == "body")
-            .and_then(|a| a.g.as_ref())
+        let model = self.model;
+        let invalid = |reason: String| invalid_node(model, name, reason);
+        let body = graph_attr(n, "body")
             .ok_or_else(|| invalid("attribute body (a graph) is missing".into()))?;
         let carried_n = n.input.len().saturating_sub(2);
         if body.input.len() != carried_n + 2 || body.output.len() < carried_n + 1 {
@@ -229,14 +268,6 @@ impl Loader<'_> {
             }
             let prefix = format!("{name}/iter{iter}");
             let mut map: HashMap<String, String> = HashMap::new();
-            let defined = body
-                .initializer
-                .iter()
-                .map(|t| &t.name)
-                .chain(body.node.iter().flat_map(|bn| &bn.output));
-            for d in defined.filter(|d| !d.is_empty()) {
-                map.insert(d.clone(), format!("{prefix}/{d}"));
-            }
             let (iter_in, cond_in) = (&body.input[0].name, &body.input[1].name);
             let iter_name = format!("{prefix}/{iter_in}");
             self.add_const(&iter_name, Vec::new(), TensorData::I64(vec![iter as i64]));
@@ -247,14 +278,7 @@ impl Loader<'_> {
             for (vi, src) in body.input[2..].iter().zip(&carried) {
                 map.insert(vi.name.clone(), src.clone());
             }
-            for init in &body.initializer {
-                let (shape, data) = decode_tensor(self.model, init, self.base)?;
-                self.add_const(&map[&init.name], shape, data);
-            }
-            for (i, bn) in body.node.iter().enumerate() {
-                let inner = format!("{prefix}/{}", node_display_name(bn, i));
-                self.process(&renamed(bn, &map), file_index, &inner)?;
-            }
+            self.inline_graph(body, &prefix, &mut map, file_index)?;
             // The body's outputs, resolved: cond_out, carried values, scan outputs.
             let mut outs = Vec::with_capacity(body.output.len());
             for o in &body.output {
@@ -355,11 +379,8 @@ impl Loader<'_> {
         file_index: usize,
         name: &str,
     ) -> Result<(), ExecError> {
-        let invalid = |reason: String| ExecError::InvalidNode {
-            model: self.model.to_owned(),
-            node: name.to_owned(),
-            reason,
-        };
+        let model = self.model;
+        let invalid = |reason: String| invalid_node(model, name, reason);
         let cond = n
             .input
             .first()
@@ -399,11 +420,7 @@ impl Loader<'_> {
         } else {
             ("else_branch", "else")
         };
-        let branch = n
-            .attribute
-            .iter()
-            .find(|a| a.name == attr)
-            .and_then(|a| a.g.as_ref())
+        let branch = graph_attr(n, attr)
             .ok_or_else(|| invalid(format!("attribute {attr} (a graph) is missing")))?;
         if branch.output.len() != n.output.len() {
             return Err(invalid(format!(
@@ -414,29 +431,7 @@ impl Loader<'_> {
         }
         let prefix = format!("{name}/{tag}");
         let mut map: HashMap<String, String> = HashMap::new();
-        let defined = branch
-            .initializer
-            .iter()
-            .map(|t| &t.name)
-            .chain(branch.node.iter().flat_map(|bn| &bn.output));
-        for d in defined.filter(|d| !d.is_empty()) {
-            map.insert(d.clone(), format!("{prefix}/{d}"));
-        }
-        for init in &branch.initializer {
-            let (shape, data) = decode_tensor(self.model, init, self.base)?;
-            self.values.insert(
-                map[&init.name].clone(),
-                Value {
-                    dtype: data.dtype(),
-                    shape,
-                    konst: Some(Arc::new(data)),
-                },
-            );
-        }
-        for (i, bn) in branch.node.iter().enumerate() {
-            let inner = format!("{prefix}/{}", node_display_name(bn, i));
-            self.process(&renamed(bn, &map), file_index, &inner)?;
-        }
+        self.inline_graph(branch, &prefix, &mut map, file_index)?;
         for (out, bout) in n.output.iter().zip(&branch.output) {
             if out.is_empty() {
                 continue;

@@ -1233,18 +1233,9 @@ fn pool(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 /// MaxUnpool: the output shape is the `output_shape` input (known at load) or, without it,
 /// `(in - 1) * stride + kernel - pads` per spatial axis.
-/// A scalar integer input known at load (`what` names it in errors), if present.
-fn const_scalar_int(c: &NodeCtx<'_>, i: usize, what: &str) -> Result<Option<i64>, ExecError> {
-    match c.const_ints(i)?.as_deref() {
-        None => Ok(None),
-        Some([v]) => Ok(Some(*v)),
-        Some(v) => Err(c.mismatch(format!("{what} must be a scalar, has {} elements", v.len()))),
-    }
-}
-
 /// A scalar integer input known at load that must be positive.
 fn positive_scalar(c: &NodeCtx<'_>, i: usize, what: &str) -> Result<Option<usize>, ExecError> {
-    const_scalar_int(c, i, what)?
+    c.const_scalar_i64(i, what)?
         .map(|v| {
             usize::try_from(v)
                 .ok()
@@ -1474,7 +1465,7 @@ fn dft(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         )));
     }
     let axis = if c.opset >= 20 {
-        const_scalar_int(c, 2, "axis")?.unwrap_or(-2)
+        c.const_scalar_i64(2, "axis")?.unwrap_or(-2)
     } else {
         c.attr_int_or("axis", 1)?
     };

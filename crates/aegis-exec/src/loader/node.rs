@@ -167,6 +167,18 @@ impl<'a> NodeCtx<'a> {
         }
     }
 
+    /// An optional scalar (or 1-element) integer input known at load; `what` names it in
+    /// errors.
+    pub(crate) fn const_scalar_i64(&self, i: usize, what: &str) -> Result<Option<i64>, ExecError> {
+        match self.const_ints(i)?.as_deref() {
+            None => Ok(None),
+            Some([v]) => Ok(Some(*v)),
+            Some(v) => {
+                Err(self.mismatch(format!("{what} must be a scalar, has {} elements", v.len())))
+            }
+        }
+    }
+
     /// An optional constant scalar (or 1-element) float input.
     pub(crate) fn const_scalar_f32(&self, i: usize) -> Result<Option<f32>, ExecError> {
         match self.const_floats(i)? {

@@ -43,7 +43,8 @@ pub enum BackendArg {
 /// Options shared by the subcommands that load a model.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// The ONNX model file.
+    /// The ONNX model file (or a directory holding `model.onnx`, as the model zoo lays them out).
+    #[arg(value_parser = model_path)]
     pub model: PathBuf,
     /// Fix an input's shape: NAME=D0,D1,... (repeatable).
     #[arg(long = "shape", value_name = "NAME=DIMS")]
@@ -229,6 +230,18 @@ fn usage_error_line(rendered: &str) -> String {
         Some(usage) => format!("{message} (usage: {usage}; see --help)"),
         None => format!("{message} (see --help)"),
     }
+}
+
+/// A model argument: a directory holding `model.onnx` stands for that file (any other path
+/// is kept, and a missing file is reported when the command loads it).
+fn model_path(arg: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(arg);
+    let inside = path.join("model.onnx");
+    Ok(if path.is_dir() && inside.is_file() {
+        inside
+    } else {
+        path
+    })
 }
 
 fn dispatch(command: Command) -> CliResult<u8> {

@@ -134,6 +134,19 @@ fn run_takes_open_dimensions_from_the_given_input() {
 }
 
 #[test]
+fn a_model_directory_stands_for_its_model_onnx() {
+    let dir = models().join("tv-squeezenet1_1");
+    let o = run(&["check", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.contains("verdict: RUNNABLE"));
+    // A directory without one is still a one-line error, not a panic.
+    let empty = tmp("no-model-here");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = run(&["run", empty.to_str().unwrap()]);
+    assert_one_line_error(&o, "no-model-here");
+}
+
+#[test]
 fn run_generates_inputs_deterministically() {
     let a = run(&["run", &model("tv-squeezenet1_1"), "--threads", "2"]);
     let b = run(&[

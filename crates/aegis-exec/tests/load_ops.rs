@@ -1875,8 +1875,8 @@ fn if_on_input_data_is_a_typed_error_naming_the_node() {
     assert!(text.contains("must be known at load"), "{text}");
     // An unsupported operator inside a branch is reported with its path, before anything runs.
     let then = Model::new(13)
-        .op("NonZero", &["x"], &["t"], vec![])
-        .output_any("t", I64);
+        .op("Unique", &["x"], &["t"], vec![])
+        .output_any("t", F32);
     let els = Model::new(13)
         .op("Identity", &["x"], &["t"], vec![])
         .output_any("t", F32);
@@ -1893,8 +1893,7 @@ fn if_on_input_data_is_a_typed_error_naming_the_node() {
         .output_any("y", F32);
     let e = ExecutionGraph::from_bytes(&m.bytes(), "if", &LoadOptions::default()).unwrap_err();
     assert!(
-        e.to_string()
-            .contains("NonZero (node choose/then/NonZero_t)"),
+        e.to_string().contains("Unique (node choose/then/Unique_t)"),
         "{e}"
     );
 }
@@ -2174,4 +2173,25 @@ fn shape_arithmetic_with_reductions_and_extrema_folds_at_load() {
     let g = load(&m);
     assert_eq!(g.tensor(g.outputs()[0]).shape, vec![2, 12]);
     assert_eq!(g.tensor(g.outputs()[1]).shape, vec![4, 3, 4]);
+}
+
+#[test]
+fn nonzero_of_a_constant_folds_and_of_data_is_a_typed_error() {
+    let m = Model::new(13)
+        .init(tensor_i64("c", &[2, 3], &[0, 5, 0, -1, 0, 2]))
+        .op("NonZero", &["c"], &["idx"], vec![])
+        .output_any("idx", I64);
+    let g = load(&m);
+    let out = g.outputs()[0];
+    assert_eq!(g.tensor(out).shape, vec![2, 3]);
+    match g.constant_data(out) {
+        Some(TensorData::I64(v)) => assert_eq!(v, &[0, 1, 1, 1, 0, 2]),
+        other => panic!("{other:?}"),
+    }
+    let m = Model::new(13)
+        .input("x", F32, &[4])
+        .op("NonZero", &["x"], &["idx"], vec![])
+        .output_any("idx", I64);
+    let e = ExecutionGraph::from_bytes(&m.bytes(), "nz", &LoadOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("depends on the data"), "{e}");
 }

@@ -116,6 +116,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Mul", 7),
     ("Neg", 7),
     ("NegativeLogLikelihoodLoss", 12),
+    ("NonZero", 9),
     ("Not", 7),
     ("OneHot", 9),
     ("Or", 7),
@@ -505,6 +506,7 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "LpPool" | "GlobalLpPool" => lp_pool(c),
         "LayerNormalization" => layer_norm(c),
         "Range" => range(c),
+        "NonZero" => nonzero(c),
         "Shape" => {
             c.arity(1, 1)?;
             let x = c.input(0)?;
@@ -1243,6 +1245,46 @@ fn positive_scalar(c: &NodeCtx<'_>, i: usize, what: &str) -> Result<Option<usize
                 .ok_or_else(|| c.invalid(format!("{what} {v} must be positive")))
         })
         .transpose()
+}
+
+/// NonZero of a constant, folded at load (its output shape is the data's nonzero count, so
+/// on run-time data it has no static shape). A scalar counts as one element, as numpy's
+/// `nonzero` of `atleast_1d` does.
+fn nonzero(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let x = c.input(0)?;
+    let Some(data) = &x.konst else {
+        return Err(c.invalid(
+            "input 0 must be known at load: NonZero's output shape depends on the data, and \
+             AegisRT plans static shapes",
+        ));
+    };
+    let nonzero: Vec<bool> = match &**data {
+        TensorData::F32(v) => v.iter().map(|&e| e != 0.0).collect(),
+        TensorData::I32(v) => v.iter().map(|&e| e != 0).collect(),
+        TensorData::I64(v) => v.iter().map(|&e| e != 0).collect(),
+        TensorData::Bool(v) | TensorData::U8(v) => v.iter().map(|&e| e != 0).collect(),
+        TensorData::I8(v) => v.iter().map(|&e| e != 0).collect(),
+        // Either sign of zero is zero.
+        TensorData::F16(v) | TensorData::BF16(v) => v.iter().map(|&e| e & 0x7fff != 0).collect(),
+    };
+    let dims = if x.shape.is_empty() {
+        vec![1]
+    } else {
+        x.shape.clone()
+    };
+    let hits: Vec<usize> = (0..nonzero.len()).filter(|&i| nonzero[i]).collect();
+    let shape = vec![dims.len(), hits.len()];
+    crate::loader::consteval::check_const_size(c, &shape, DType::I64)?;
+    let mut out = vec![0i64; dims.len() * hits.len()];
+    for (j, &flat) in hits.iter().enumerate() {
+        let mut rest = flat;
+        for (d, &extent) in dims.iter().enumerate().rev() {
+            out[d * hits.len() + j] = (rest % extent) as i64;
+            rest /= extent;
+        }
+    }
+    Ok(Inferred::Const(vec![(shape, TensorData::I64(out))]))
 }
 
 /// DeformConv (2-D).

@@ -69,6 +69,10 @@ pub enum DType {
     F16,
     /// bfloat16 (8-bit exponent, 7-bit fraction). Held as bf16 and computed like f16.
     BF16,
+    /// IEEE 754 binary64. Computed in f64 by the operators whose kernels take it (casts, data
+    /// movement, elementwise arithmetic and comparisons, reductions, CumSum); any other
+    /// operator on f64 is a typed load error, never a silent narrowing to f32.
+    F64,
 }
 
 impl DType {
@@ -81,7 +85,7 @@ impl DType {
     pub fn size_bytes(self) -> u64 {
         match self {
             DType::F32 | DType::I32 => 4,
-            DType::I64 => 8,
+            DType::I64 | DType::F64 => 8,
             DType::Bool | DType::U8 | DType::I8 => 1,
             DType::F16 | DType::BF16 => 2,
         }
@@ -98,6 +102,7 @@ impl DType {
             3 => Some(DType::I8),
             10 => Some(DType::F16),
             16 => Some(DType::BF16),
+            11 => Some(DType::F64),
             _ => None,
         }
     }
@@ -113,6 +118,7 @@ impl DType {
             DType::I8 => 3,
             DType::F16 => 10,
             DType::BF16 => 16,
+            DType::F64 => 11,
         }
     }
 }
@@ -128,6 +134,7 @@ impl fmt::Display for DType {
             DType::I8 => "i8",
             DType::F16 => "f16",
             DType::BF16 => "bf16",
+            DType::F64 => "f64",
         })
     }
 }
@@ -151,6 +158,8 @@ pub enum TensorData {
     F16(Vec<u16>),
     /// `DType::BF16`, as bfloat16 bit patterns.
     BF16(Vec<u16>),
+    /// `DType::F64`.
+    F64(Vec<f64>),
 }
 
 impl TensorData {
@@ -165,6 +174,7 @@ impl TensorData {
             TensorData::I8(_) => DType::I8,
             TensorData::F16(_) => DType::F16,
             TensorData::BF16(_) => DType::BF16,
+            TensorData::F64(_) => DType::F64,
         }
     }
 
@@ -177,6 +187,7 @@ impl TensorData {
             TensorData::Bool(v) | TensorData::U8(v) => v.len(),
             TensorData::I8(v) => v.len(),
             TensorData::F16(v) | TensorData::BF16(v) => v.len(),
+            TensorData::F64(v) => v.len(),
         }
     }
 
@@ -194,6 +205,7 @@ impl TensorData {
             TensorData::Bool(v) | TensorData::U8(v) => v,
             TensorData::I8(v) => bytemuck::cast_slice(v),
             TensorData::F16(v) | TensorData::BF16(v) => bytemuck::cast_slice(v),
+            TensorData::F64(v) => bytemuck::cast_slice(v),
         }
     }
 

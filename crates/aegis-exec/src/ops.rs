@@ -358,7 +358,7 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
             });
         if let Some((x, (chain, act, y))) = gelu {
             {
-                if apart_or_exact(g, y, x) {
+                if apart_or_exact(g, y, x) && g.tensor(x).dtype == DType::F32 {
                     kernels[id.index()] = Some(KernelSpec::Map {
                         input: x,
                         act,
@@ -378,7 +378,7 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
             .first()
             .and_then(|&x| Some((x, silu_at(g, x, p, order)?)))
         {
-            if apart_or_exact(g, y, x) {
+            if apart_or_exact(g, y, x) && g.tensor(x).dtype == DType::F32 {
                 kernels[id.index()] = Some(KernelSpec::Map {
                     input: x,
                     act: UnaryOp::Silu,
@@ -399,7 +399,7 @@ pub(crate) fn plan_kernels(g: &ExecutionGraph, threads: usize) -> Result<KernelP
                 .find(|&t| g.constant_data(t).is_none());
             let chain = x.and_then(|x| Some((x, hard_swish_ops_at(g, x, p, order)?)));
             if let Some((x, (chain, y))) = chain {
-                if apart_or_exact(g, y, x) {
+                if apart_or_exact(g, y, x) && g.tensor(x).dtype == DType::F32 {
                     kernels[id.index()] = Some(KernelSpec::Map {
                         input: x,
                         act: UnaryOp::HardSwishOps,
@@ -1193,6 +1193,12 @@ fn i64s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [i64]> {
 fn i64s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [i64]> {
     bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "i64 view"))
 }
+fn f64s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [f64]> {
+    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "f64 view"))
+}
+fn f64s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [f64]> {
+    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "f64 view"))
+}
 fn i32s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [i32]> {
     bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "i32 view"))
 }
@@ -1226,6 +1232,58 @@ fn bytes_mut<'a>(_label: &str, b: &'a mut [u8]) -> Res<&'a mut [u8]> {
     Ok(b)
 }
 
+/// ONNX's elementwise functions in f64 (IsNaN, whose output is bool, is dispatched apart).
+fn math_f64(f: MathFn) -> fn(f64) -> f64 {
+    match f {
+        MathFn::Neg => |x| -x,
+        MathFn::Abs => f64::abs,
+        // 0 for 0 (and -0), NaN for NaN, as numpy's sign.
+        MathFn::Sign => |x| {
+            if x == 0.0 || x.is_nan() {
+                x
+            } else {
+                x.signum()
+            }
+        },
+        MathFn::Exp => f64::exp,
+        MathFn::Log => f64::ln,
+        MathFn::Reciprocal => f64::recip,
+        MathFn::Floor => f64::floor,
+        MathFn::Ceil => f64::ceil,
+        // Halves to even, as ONNX Round specifies.
+        MathFn::Round => f64::round_ties_even,
+        MathFn::Sin => f64::sin,
+        MathFn::Cos => f64::cos,
+        MathFn::Tan => f64::tan,
+        MathFn::Asin => f64::asin,
+        MathFn::Acos => f64::acos,
+        MathFn::Atan => f64::atan,
+        MathFn::Sinh => f64::sinh,
+        MathFn::Cosh => f64::cosh,
+        MathFn::Asinh => f64::asinh,
+        MathFn::Acosh => f64::acosh,
+        MathFn::Atanh => f64::atanh,
+        // ln(1 + e^x) without overflow: x + ln(1 + e^-x) for positive x.
+        MathFn::Softplus => |x| {
+            if x > 0.0 {
+                x + (-x).exp().ln_1p()
+            } else {
+                x.exp().ln_1p()
+            }
+        },
+        MathFn::Softsign => |x| x / (1.0 + x.abs()),
+        MathFn::Mish => |x| {
+            let sp = if x > 0.0 {
+                x + (-x).exp().ln_1p()
+            } else {
+                x.exp().ln_1p()
+            };
+            x * sp.tanh()
+        },
+        MathFn::IsNaN => |x| if x.is_nan() { 1.0 } else { 0.0 },
+    }
+}
+
 /// `by_dtype!(dt, |view, view_mut| body)`: `body` once per element type, with `view` and
 /// `view_mut` naming that type's view functions (`f32s`/`f32s_mut`, ..., `bytes`/`bytes_mut`
 /// for Bool and u8), so an op calling a generic kernel is written once. `view_mut` may be left out.
@@ -1255,6 +1313,11 @@ macro_rules! by_dtype {
             DType::I8 => {
                 let $view = i8s;
                 $(let $view_mut = i8s_mut;)?
+                $body
+            }
+            DType::F64 => {
+                let $view = f64s;
+                $(let $view_mut = f64s_mut;)?
                 $body
             }
             // The loader computes every operator but Cast on 16-bit float tensors in f32.
@@ -1439,11 +1502,7 @@ impl NodeKernel {
                                 ..
                             }
                         );
-                    let ok = exact
-                        && alias.is_none()
-                        && (node.op.is_reshape_only()
-                            || residual
-                            || (node.op.is_elementwise() && a.dtype == DType::F32));
+                    let ok = exact && alias.is_none() && (residual || node.op.in_place_on(a.dtype));
                     if !ok {
                         return Err(ExecError::InvalidNode {
                             model: g.name().to_owned(),
@@ -1610,6 +1669,17 @@ impl NodeKernel {
                     k::map(l, f32s(l, x)?, f32s_mut(l, &mut writes[0])?, t, g)?;
                 }
             }
+            (DType::F64, MathFn::IsNaN) => k::map(l, f64s(l, x)?, &mut writes[0], t, |v: f64| {
+                u8::from(v.is_nan())
+            })?,
+            (DType::F64, _) => {
+                let g = math_f64(f);
+                if inplace {
+                    k::map_inplace(f64s_mut(l, &mut writes[0])?, t, g);
+                } else {
+                    k::map(l, f64s(l, x)?, f64s_mut(l, &mut writes[0])?, t, g)?;
+                }
+            }
             (DType::I64, MathFn::Neg | MathFn::Abs | MathFn::Sign) => int_map!(i64s, i64s_mut, i64),
             (DType::I32, MathFn::Neg | MathFn::Abs | MathFn::Sign) => int_map!(i32s, i32s_mut, i32),
             (other, _) => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
@@ -1665,6 +1735,22 @@ impl NodeKernel {
                 }
             }};
         }
+        if self.ins[0].dtype == DType::F64 {
+            // max then min, as the f32 Clip (a NaN element stays NaN).
+            let bound = |at: Option<usize>| -> Res<Option<f64>> {
+                Ok(match at {
+                    Some(i) => f64s(l, inb(i))?.first().copied(),
+                    None => None,
+                })
+            };
+            let (lo, hi) = (bound(lo_at)?, bound(hi_at)?);
+            let out = f64s_mut(l, &mut writes[0])?;
+            for (o, &v) in out.iter_mut().zip(f64s(l, inb(0))?) {
+                let v = lo.map_or(v, |lo| if v < lo { lo } else { v });
+                *o = hi.map_or(v, |hi| if v > hi { hi } else { v });
+            }
+            return Ok(());
+        }
         match self.ins[0].dtype {
             DType::I64 => clamp!(i64s, i64s_mut),
             DType::I32 => clamp!(i32s, i32s_mut),
@@ -1712,6 +1798,35 @@ impl NodeKernel {
                     k::broadcast_assign(l, out, out_shape, $view(l, inb(i))?, shape(i), t, f)?;
                 }
             }};
+        }
+        if self.ins[0].dtype == DType::F64 {
+            // In f64 throughout; a NaN operand gives NaN (as the f32 kernel).
+            let out = f64s_mut(l, &mut writes[0])?;
+            k::expand(f64s(l, inb(0))?, shape(0), out, out_shape, t)?;
+            let f: fn(f64, f64) -> f64 = match self.op {
+                Op::Max => |o, y| {
+                    if o.is_nan() || y.is_nan() {
+                        f64::NAN
+                    } else {
+                        o.max(y)
+                    }
+                },
+                Op::Min => |o, y| {
+                    if o.is_nan() || y.is_nan() {
+                        f64::NAN
+                    } else {
+                        o.min(y)
+                    }
+                },
+                _ => |o, y| o + y,
+            };
+            for i in 1..n {
+                k::broadcast_assign(l, out, out_shape, f64s(l, inb(i))?, shape(i), t, f)?;
+            }
+            if matches!(self.op, Op::Mean) {
+                k::map_inplace(out, t, |v| v / n as f64);
+            }
+            return Ok(());
         }
         match self.ins[0].dtype {
             DType::I64 => int_fold!(i64s, i64s_mut),
@@ -1811,7 +1926,8 @@ impl NodeKernel {
             return Ok(());
         }
         let op = &self.op;
-        if let Some(u) = unary_of(op) {
+        // The f32 activation kernels; an f64 function goes through `math`.
+        if let Some(u) = unary_of(op).filter(|_| dt(0) == DType::F32) {
             if self.alias == Some(0) {
                 k::unary_f32_inplace(u, f32s_mut(l, &mut writes[0])?, t)?;
             } else {
@@ -1825,6 +1941,7 @@ impl NodeKernel {
                 DType::F32 => f32s(l, inb(1))?.iter().map(|&v| f64::from(v)).collect(),
                 DType::I32 => i32s(l, inb(1))?.iter().map(|&v| f64::from(v)).collect(),
                 DType::I64 => i64s(l, inb(1))?.iter().map(|&v| v as f64).collect(),
+                DType::F64 => f64s(l, inb(1))?.to_vec(),
                 other => return Err(DispatchError::Unsupported(format!("{l} exponent {other}"))),
             };
             let es = shape(1);
@@ -1850,6 +1967,10 @@ impl NodeKernel {
                     k::broadcast_binary(l, i64s(l, inb(0))?, shape(0), &e, es, out, t, |x, y| {
                         (x as f64).powf(y) as i64
                     })?;
+                }
+                DType::F64 => {
+                    let out = f64s_mut(l, &mut writes[0])?;
+                    k::broadcast_binary(l, f64s(l, inb(0))?, shape(0), &e, es, out, t, f64::powf)?;
                 }
                 other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
             }
@@ -1902,11 +2023,21 @@ impl NodeKernel {
                 (_, DType::U8) => {
                     k::binary_u8(b, inb(0), shape(0), inb(1), shape(1), &mut writes[0], t)?
                 }
+                (_, DType::F64) => k::binary_f64(
+                    b,
+                    f64s(l, inb(0))?,
+                    shape(0),
+                    f64s(l, inb(1))?,
+                    shape(1),
+                    f64s_mut(l, &mut writes[0])?,
+                    t,
+                )?,
                 (_, other) => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
             }
             return Ok(());
         }
         match op {
+            Op::Sum if dt(0) == DType::F64 => self.variadic(reads, writes, &out_shape)?,
             Op::Sum => {
                 if let Some(ai) = self.alias {
                     let out = f32s_mut(l, &mut writes[0])?;
@@ -1963,6 +2094,7 @@ impl NodeKernel {
                     DType::I8 => k::CastSrc::I8(i8s(l, inb(0))?),
                     DType::F16 => k::CastSrc::F16(f16s(l, inb(0))?),
                     DType::BF16 => k::CastSrc::BF16(bf16s(l, inb(0))?),
+                    DType::F64 => k::CastSrc::F64(f64s(l, inb(0))?),
                 };
                 let w = &mut writes[0];
                 let dst = match to {
@@ -1974,6 +2106,7 @@ impl NodeKernel {
                     DType::I8 => k::CastDst::I8(i8s_mut(l, w)?),
                     DType::F16 => k::CastDst::F16(f16s_mut(l, w)?),
                     DType::BF16 => k::CastDst::BF16(bf16s_mut(l, w)?),
+                    DType::F64 => k::CastDst::F64(f64s_mut(l, w)?),
                 };
                 k::cast_par(src, dst, t)?;
             }

@@ -177,17 +177,7 @@ impl HostTensor {
         };
         let (dtype, data) = match descr {
             "<f4" => (DType::F32, take(4)?.to_vec()),
-            "<f8" => {
-                let v: Vec<u8> = take(8)?
-                    .chunks_exact(8)
-                    .flat_map(|c| {
-                        let x =
-                            f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-                        (x as f32).to_le_bytes()
-                    })
-                    .collect();
-                (DType::F32, v)
-            }
+            "<f8" => (DType::F64, take(8)?.to_vec()),
             "<f2" => (DType::F16, take(2)?.to_vec()),
             "<i8" => (DType::I64, take(8)?.to_vec()),
             "<i4" => (DType::I32, take(4)?.to_vec()),
@@ -216,6 +206,7 @@ impl HostTensor {
             DType::F16 => "<f2",
             // numpy has no bfloat16: written widened to f32, which is exact.
             DType::BF16 => "<f4",
+            DType::F64 => "<f8",
         };
         let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
         let shape = match dims.len() {
@@ -270,6 +261,14 @@ mod tests {
         let f = back.to_f32().unwrap();
         assert_eq!(&f[..2], &[1.0, -2.5]);
         assert!(f[2].is_nan());
+        // f64 ('<f8') stays f64, bit for bit.
+        let d = HostTensor {
+            dtype: DType::F64,
+            shape: vec![2],
+            data: bytemuck::cast_slice(&[0.1f64, -1e300]).to_vec(),
+        };
+        assert!(d.to_npy().windows(4).any(|w| w == b"<f8'"));
+        assert_eq!(HostTensor::parse_npy(&d.to_npy()).unwrap(), d);
     }
 
     #[test]

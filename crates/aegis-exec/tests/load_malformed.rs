@@ -405,10 +405,21 @@ fn external_data_is_read_with_bounds_checks() {
 #[test]
 fn unsupported_element_types_are_typed_errors() {
     let m = Model::new(13)
+        .input("x", 4, &[4]) // uint16
+        .op("Relu", &["x"], &["y"], vec![])
+        .output_any("y", 4);
+    assert!(matches!(err(&m), ExecError::UnsupportedDType { .. }));
+    // f64 loads, but an operator without an f64 kernel says so at load: it is never narrowed
+    // to f32 behind the caller's back.
+    let m = Model::new(13)
         .input("x", 11, &[4]) // double
         .op("Relu", &["x"], &["y"], vec![])
         .output_any("y", 11);
-    assert!(matches!(err(&m), ExecError::UnsupportedDType { .. }));
+    let e = err(&m);
+    assert!(
+        matches!(e, ExecError::ShapeMismatch { .. }) && e.to_string().contains("type f64"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -2195,3 +2195,121 @@ fn nonzero_of_a_constant_folds_and_of_data_is_a_typed_error() {
     let e = ExecutionGraph::from_bytes(&m.bytes(), "nz", &LoadOptions::default()).unwrap_err();
     assert!(e.to_string().contains("depends on the data"), "{e}");
 }
+
+/// Runs `g` on raw host tensors and returns every output.
+fn run_raw(g: &Arc<ExecutionGraph>, inputs: &[HostTensor]) -> Vec<HostTensor> {
+    let device = Device::host();
+    let pool = DeviceMemoryPool::new(&device, 1 << 20);
+    let model = PreparedModel::prepare(Arc::clone(g), &pool, &ExecOptions::default()).unwrap();
+    let stream = Stream::new(&device, StreamPriority::NORMAL).unwrap();
+    Executor::run(&model, inputs, &[&stream]).unwrap()
+}
+
+fn f64_tensor(shape: &[usize], v: &[f64]) -> HostTensor {
+    HostTensor {
+        dtype: aegis_exec::DType::F64,
+        shape: shape.to_vec(),
+        data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+fn f64_values(t: &HostTensor) -> Vec<f64> {
+    assert_eq!(t.dtype, aegis_exec::DType::F64);
+    t.data
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn f64_graphs_compute_in_f64_and_run_their_functions_in_place() {
+    // y = Log(Exp(x * x) + c), s = ReduceSum(x), k = CumSum(Neg(x)); `c` a double constant.
+    // Exp and Neg each read an intermediate read by nothing else: the plan puts their
+    // outputs on it (the function kernels' in-place form, for f64 as for f32).
+    let c = tract_onnx::pb::TensorProto {
+        name: "c".into(),
+        dims: vec![1],
+        data_type: 11,
+        double_data: vec![0.1],
+        ..Default::default()
+    };
+    let m = Model::new(14)
+        .input("x", 11, &[6])
+        .init(c)
+        .init(tensor_i64("axis", &[], &[0]))
+        .op("Mul", &["x", "x"], &["a"], vec![])
+        .op("Exp", &["a"], &["e"], vec![])
+        .op("Add", &["e", "c"], &["b"], vec![])
+        .op("Log", &["b"], &["y"], vec![])
+        .op("ReduceSum", &["x"], &["s"], vec![attr_i("keepdims", 0)])
+        .op("Neg", &["x"], &["n"], vec![])
+        .op("CumSum", &["n", "axis"], &["k"], vec![])
+        .output_any("y", 11)
+        .output_any("s", 11)
+        .output_any("k", 11);
+    let g = Arc::new(load(&m));
+    assert_shares(&g, "a", "e");
+    let x = [0.3, -1.7, 2.25, 1e-9, -0.5, 3.0];
+    let out = run_raw(&g, &[f64_tensor(&[6], &x)]);
+    let y = f64_values(&out[0]);
+    for (i, &v) in x.iter().enumerate() {
+        let want = ((v * v).exp() + 0.1).ln();
+        // f64 throughout: within a few f64 ulps (an f32 pass would be ~1e-7 off).
+        assert!(
+            (y[i] - want).abs() <= 1e-14 * want.abs().max(1.0),
+            "{i}: {} vs {want}",
+            y[i]
+        );
+    }
+    assert_eq!(f64_values(&out[1]), vec![x.iter().sum::<f64>()]);
+    let mut run = 0.0;
+    let want_k: Vec<f64> = x
+        .iter()
+        .map(|v| {
+            run += -v;
+            run
+        })
+        .collect();
+    assert_eq!(f64_values(&out[2]), want_k);
+}
+
+#[test]
+fn integer_intermediates_are_never_planned_in_place_under_a_kernel_without_that_form() {
+    // a = Neg(x); b = Abs(a); c = Add(a, b); y = Neg(c). In f32, c takes b's storage (b dies
+    // at the Add); the i64 Add kernel has no in-place form, so there the plan keeps them
+    // apart and the model runs (the binder used to refuse it).
+    let model = |elem: i32| {
+        Model::new(13)
+            .input("x", elem, &[1024])
+            .op("Neg", &["x"], &["a"], vec![])
+            .op("Abs", &["a"], &["b"], vec![])
+            .op("Add", &["a", "b"], &["c"], vec![])
+            .op("Neg", &["c"], &["y"], vec![])
+            .output_any("y", elem)
+    };
+    assert_shares(&load(&model(F32)), "b", "c");
+    let g = Arc::new(load(&model(I64)));
+    let (b, c) = (
+        g.tensor_by_name("b").unwrap().index(),
+        g.tensor_by_name("c").unwrap().index(),
+    );
+    let shared = &g.plan().shared;
+    assert!(
+        !shared.iter().any(|h| h.input == b && h.output == c),
+        "{shared:?}"
+    );
+    let xs: Vec<i64> = (0..1024).map(|i| i - 512).collect();
+    let x = HostTensor {
+        dtype: aegis_exec::DType::I64,
+        shape: vec![1024],
+        data: xs.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    let y = &run_raw(&g, &[x])[0];
+    let got: Vec<i64> = y
+        .data
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let want: Vec<i64> = xs.iter().map(|&v| -(-v + v.abs())).collect();
+    assert_eq!(got, want);
+}

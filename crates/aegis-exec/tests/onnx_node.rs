@@ -447,6 +447,10 @@ fn values(t: &HostTensor) -> Vec<f64> {
             .chunks_exact(2)
             .map(|c| f64::from(half::bf16::from_le_bytes([c[0], c[1]])))
             .collect(),
+        DType::F64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect(),
     }
 }
 
@@ -469,7 +473,10 @@ fn compare(got: &HostTensor, want: &HostTensor) -> Result<(), String> {
             want.data.len()
         ));
     }
-    let exact = !matches!(got.dtype, DType::F32 | DType::F16 | DType::BF16);
+    let exact = !matches!(
+        got.dtype,
+        DType::F32 | DType::F16 | DType::BF16 | DType::F64
+    );
     let (g, w) = (values(got), values(want));
     let mut worst: Option<(usize, f64, f64, f64)> = None;
     for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {

@@ -140,7 +140,7 @@ impl Rng {
     }
 }
 
-/// A generated input for `info`: floats (f32, f16, bf16) uniform in [0, 1), integers zero, booleans
+/// A generated input for `info`: floats (f32, f16, bf16, f64) uniform in [0, 1), integers zero, booleans
 /// false.
 pub fn generate_input(dtype: DType, shape: &[usize], byte_size: u64, rng: &mut Rng) -> HostTensor {
     if dtype == DType::F32 {
@@ -173,6 +173,15 @@ pub fn generate_input(dtype: DType, shape: &[usize], byte_size: u64, rng: &mut R
                     .min(half::bf16::from_bits(0x3f7f))
                     .to_le_bytes()
             })
+        }
+        DType::F64 => {
+            return HostTensor {
+                dtype,
+                shape: shape.to_vec(),
+                data: (0..shape.iter().product::<usize>())
+                    .flat_map(|_| rng.unit().to_le_bytes())
+                    .collect(),
+            }
         }
         _ => {}
     }
@@ -215,7 +224,16 @@ pub fn inputs_for(
         let info = graph.tensor(t);
         match files.get(&info.name) {
             Some(file) => {
-                let tensor = HostTensor::read(Path::new(file)).map_err(|e| e.to_string())?;
+                let mut tensor = HostTensor::read(Path::new(file)).map_err(|e| e.to_string())?;
+                if tensor.dtype == DType::F64 && info.dtype == DType::F32 {
+                    // numpy's default float is f64: such a file feeds an f32 input, rounded
+                    // to nearest, and the output says so.
+                    tensor = narrow_f64(tensor);
+                    notes.push(format!(
+                        "input {}: f64 values of {file} rounded to f32",
+                        info.name
+                    ));
+                }
                 if tensor.shape != info.shape || tensor.dtype != info.dtype {
                     return Err(format!(
                         "input {} from {file}: {} {:?}, the model expects {} {:?}",
@@ -225,7 +243,10 @@ pub fn inputs_for(
                 out.push(tensor);
             }
             None => {
-                let what = if matches!(info.dtype, DType::F32 | DType::F16 | DType::BF16) {
+                let what = if matches!(
+                    info.dtype,
+                    DType::F32 | DType::F16 | DType::BF16 | DType::F64
+                ) {
                     format!("uniform [0,1), seed {seed}")
                 } else {
                     "zeros".to_owned()
@@ -244,6 +265,22 @@ pub fn inputs_for(
         }
     }
     Ok((out, notes))
+}
+
+/// An f64 tensor rounded to f32.
+fn narrow_f64(t: HostTensor) -> HostTensor {
+    HostTensor {
+        dtype: DType::F32,
+        data: t
+            .data
+            .chunks_exact(8)
+            .flat_map(|c| {
+                let x = f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                (x as f32).to_le_bytes()
+            })
+            .collect(),
+        shape: t.shape,
+    }
 }
 
 /// `min/max/mean` and the first values of a tensor, one line.
@@ -267,6 +304,9 @@ pub fn summarize(t: &HostTensor) -> String {
         // One byte per element: quantized outputs read as their integer values.
         DType::U8 | DType::Bool => Some(t.data.iter().map(|&b| f64::from(b)).collect()),
         DType::I8 => Some(t.data.iter().map(|&b| f64::from(b as i8)).collect()),
+        DType::F64 => {
+            bytes_as::<8>(&t.data).map(|v| v.into_iter().map(f64::from_le_bytes).collect())
+        }
     };
     let Some(v) = values.filter(|v| !v.is_empty()) else {
         return format!("{} bytes", t.data.len());

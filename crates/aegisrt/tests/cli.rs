@@ -134,6 +134,51 @@ fn run_takes_open_dimensions_from_the_given_input() {
 }
 
 #[test]
+fn an_f64_input_file_feeds_an_f32_input_rounded_and_says_so() {
+    // numpy's default float is f64: the same values saved as f64 give the same outputs as
+    // the f32 file (each f32 value is exact in f64), with a line naming the rounding.
+    let f32_file = models().join("ppocr-mobile-v2-cls/input_0.npy");
+    let x = aegis_exec::HostTensor::read_npy(&f32_file).unwrap();
+    let wide = aegis_exec::HostTensor {
+        dtype: aegis_exec::DType::F64,
+        shape: x.shape.clone(),
+        data: x
+            .to_f32()
+            .unwrap()
+            .iter()
+            .flat_map(|&v| f64::from(v).to_le_bytes())
+            .collect(),
+    };
+    let dir = tmp("f64-input");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f64_file = dir.join("x64.npy");
+    wide.write_npy(&f64_file).unwrap();
+    let outputs = |file: &std::path::Path, sub: &str| {
+        let out_dir = dir.join(sub);
+        let o = run(&[
+            "run",
+            &model("ppocr-mobile-v2-cls"),
+            "--input",
+            &format!("x={}", file.display()),
+            "--output-dir",
+            out_dir.to_str().unwrap(),
+        ]);
+        let (stdout, stderr) = text(&o);
+        assert!(o.status.success(), "{stdout}{stderr}");
+        let t =
+            aegis_exec::HostTensor::read_npy(&out_dir.join("save_infer_model_scale_0.tmp_1.npy"))
+                .unwrap();
+        (t, format!("{stdout}{stderr}"))
+    };
+    let (narrow, said) = outputs(&f32_file, "a");
+    assert!(!said.contains("rounded to f32"), "{said}");
+    let (wide_out, said) = outputs(&f64_file, "b");
+    assert!(said.contains("input x: f64 values of"), "{said}");
+    assert!(said.contains("rounded to f32"), "{said}");
+    assert_eq!(wide_out, narrow);
+}
+
+#[test]
 fn a_model_directory_stands_for_its_model_onnx() {
     let dir = models().join("tv-squeezenet1_1");
     let o = run(&["check", dir.to_str().unwrap()]);

@@ -105,7 +105,7 @@ fn dtype_code(d: DType) -> i32 {
         DType::I32 => 2,
         DType::Bool | DType::U8 | DType::I8 => 3,
         // Unreachable through `lower`; the code of a 2-byte type would be new kernel work.
-        DType::F16 | DType::BF16 => 4,
+        DType::F16 | DType::BF16 | DType::F64 => 4,
     }
 }
 
@@ -411,10 +411,10 @@ pub(crate) fn lower(io: &NodeIo<'_>, alias: Option<usize>, p: &mut Params) -> R<
         .iter()
         .chain(&io.node.outputs)
         .map(|&t| io.g.tensor(t))
-        .find(|t| matches!(t.dtype, DType::U8 | DType::I8) || t.dtype.is_16bit_float())
+        .find(|t| matches!(t.dtype, DType::U8 | DType::I8 | DType::F64) || t.dtype.is_16bit_float())
     {
         return unsupported(format!(
-            "{} tensor '{}' (8-bit and 16-bit float tensors have host kernels only)",
+            "{} tensor '{}' (8-bit, 16-bit float and f64 tensors have host kernels only)",
             t.dtype, t.name
         ));
     }
@@ -1001,7 +1001,7 @@ fn lower_binary(io: &NodeIo<'_>, code: i32, p: &mut Params) -> R<Vec<LaunchSpec>
         DType::F32 => K::BinaryF32,
         DType::I64 => K::BinaryI64,
         DType::I32 => K::BinaryI32,
-        DType::Bool | DType::U8 | DType::I8 | DType::F16 | DType::BF16 => {
+        DType::Bool | DType::U8 | DType::I8 | DType::F16 | DType::BF16 | DType::F64 => {
             return unsupported(format!("arithmetic on {da}"))
         }
     };

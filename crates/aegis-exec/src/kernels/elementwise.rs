@@ -156,6 +156,54 @@ pub fn binary_f32(
     }
 }
 
+/// Broadcasting f64 binary arithmetic, the formulas of [`binary_f32`] in f64 (no f32
+/// shortcut: every operator rounds once, in f64).
+///
+/// # Errors
+/// Non-broadcastable shapes or buffer lengths that disagree with their shapes.
+#[allow(clippy::too_many_arguments)]
+pub fn binary_f64(
+    op: BinaryOp,
+    a: &[f64],
+    a_shape: &[usize],
+    b: &[f64],
+    b_shape: &[usize],
+    out: &mut [f64],
+    threads: usize,
+) -> KernelResult<()> {
+    let n = op.name();
+    let nan_or = |x: f64, y: f64, f: fn(f64, f64) -> f64| {
+        if x.is_nan() || y.is_nan() {
+            f64::NAN
+        } else {
+            f(x, y)
+        }
+    };
+    match op {
+        BinaryOp::Add => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| x + y),
+        BinaryOp::Sub => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| x - y),
+        BinaryOp::Mul => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| x * y),
+        BinaryOp::Div => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| x / y),
+        BinaryOp::Pow => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, f64::powf),
+        BinaryOp::Mod { fmod } => {
+            broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x: f64, y: f64| {
+                let r = x % y;
+                if !fmod && r != 0.0 && ((r < 0.0) != (y < 0.0)) {
+                    r + y
+                } else {
+                    r
+                }
+            })
+        }
+        BinaryOp::Max => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| {
+            nan_or(x, y, f64::max)
+        }),
+        BinaryOp::Min => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| {
+            nan_or(x, y, f64::min)
+        }),
+    }
+}
+
 /// In-place broadcasting f32 arithmetic for an output that shares memory with one input:
 /// `out = op(out, b)`, or `out = op(b, out)` when `b_first` (the shared input is the right
 /// operand). `b_shape` must broadcast to `out_shape`. Same formulas as [`binary_f32`], one

@@ -119,14 +119,19 @@ pub trait ScatterValue: Copy + PartialOrd {
     fn mul(a: Self, b: Self) -> Self;
 }
 
-impl ScatterValue for f32 {
-    fn add(a: Self, b: Self) -> Self {
-        a + b
-    }
-    fn mul(a: Self, b: Self) -> Self {
-        a * b
-    }
+macro_rules! scatter_float {
+    ($($t:ty),*) => {$(
+        impl ScatterValue for $t {
+            fn add(a: Self, b: Self) -> Self {
+                a + b
+            }
+            fn mul(a: Self, b: Self) -> Self {
+                a * b
+            }
+        }
+    )*};
 }
+scatter_float!(f32, f64);
 
 macro_rules! scatter_int {
     ($($t:ty),*) => {$(
@@ -463,12 +468,17 @@ pub trait Accumulate: Copy {
     fn add(a: Self, b: Self) -> Self;
 }
 
-impl Accumulate for f32 {
-    const ZERO: Self = 0.0;
-    fn add(a: Self, b: Self) -> Self {
-        a + b
-    }
+macro_rules! acc_float {
+    ($($t:ty),*) => {$(
+        impl Accumulate for $t {
+            const ZERO: Self = 0.0;
+            fn add(a: Self, b: Self) -> Self {
+                a + b
+            }
+        }
+    )*};
 }
+acc_float!(f32, f64);
 
 macro_rules! acc_int {
     ($($t:ty),*) => {$(
@@ -481,7 +491,7 @@ macro_rules! acc_int {
     )*};
 }
 // u8 (bool) only so the dispatcher can treat every element type alike; the loader admits
-// f32/i32/i64.
+// f32/f64/i32/i64.
 acc_int!(i32, i64, u8, i8);
 
 /// ONNX CumSum along `axis`, optionally `exclusive` (each output leaves out its own element)

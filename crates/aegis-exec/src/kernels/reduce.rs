@@ -139,31 +139,37 @@ pub trait Reducible: Copy + Send + Sync + PartialOrd + 'static {
     fn from_f64(v: f64) -> Self;
 }
 
-impl Reducible for f32 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const FLOAT: bool = true;
-    const LOWEST: Self = f32::NEG_INFINITY;
-    const HIGHEST: Self = f32::INFINITY;
-    fn add(a: Self, b: Self) -> Self {
-        a + b
-    }
-    fn mul(a: Self, b: Self) -> Self {
-        a * b
-    }
-    fn abs(a: Self) -> Self {
-        a.abs()
-    }
-    fn is_nan(a: Self) -> bool {
-        a.is_nan()
-    }
-    fn to_f64(a: Self) -> f64 {
-        f64::from(a)
-    }
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
+macro_rules! float_reducible {
+    ($t:ty) => {
+        impl Reducible for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const FLOAT: bool = true;
+            const LOWEST: Self = <$t>::NEG_INFINITY;
+            const HIGHEST: Self = <$t>::INFINITY;
+            fn add(a: Self, b: Self) -> Self {
+                a + b
+            }
+            fn mul(a: Self, b: Self) -> Self {
+                a * b
+            }
+            fn abs(a: Self) -> Self {
+                a.abs()
+            }
+            fn is_nan(a: Self) -> bool {
+                a.is_nan()
+            }
+            fn to_f64(a: Self) -> f64 {
+                a as f64
+            }
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+        }
+    };
 }
+float_reducible!(f32);
+float_reducible!(f64);
 
 macro_rules! int_reducible {
     ($t:ty) => {

@@ -33,6 +33,7 @@ pub(crate) fn splat(fill: &TensorData, n: usize) -> TensorData {
         TensorData::I8(v) => TensorData::I8(vec![v.first().copied().unwrap_or(0); n]),
         TensorData::F16(v) => TensorData::F16(vec![v.first().copied().unwrap_or(0); n]),
         TensorData::BF16(v) => TensorData::BF16(vec![v.first().copied().unwrap_or(0); n]),
+        TensorData::F64(v) => TensorData::F64(vec![v.first().copied().unwrap_or(0.0); n]),
     }
 }
 
@@ -50,6 +51,7 @@ fn take(d: &TensorData, idx: &[usize]) -> TensorData {
         TensorData::I8(v) => TensorData::I8(pick(v, idx)),
         TensorData::F16(v) => TensorData::F16(pick(v, idx)),
         TensorData::BF16(v) => TensorData::BF16(pick(v, idx)),
+        TensorData::F64(v) => TensorData::F64(pick(v, idx)),
     }
 }
 
@@ -519,6 +521,7 @@ fn concat_data(parts: &[&TensorData]) -> Option<TensorData> {
         TensorData::I8(_) => TensorData::I8(Vec::new()),
         TensorData::F16(_) => TensorData::F16(Vec::new()),
         TensorData::BF16(_) => TensorData::BF16(Vec::new()),
+        TensorData::F64(_) => TensorData::F64(Vec::new()),
     };
     for p in parts {
         match (&mut out, p) {
@@ -530,6 +533,7 @@ fn concat_data(parts: &[&TensorData]) -> Option<TensorData> {
             (TensorData::I8(o), TensorData::I8(v)) => o.extend_from_slice(v),
             (TensorData::F16(o), TensorData::F16(v)) => o.extend_from_slice(v),
             (TensorData::BF16(o), TensorData::BF16(v)) => o.extend_from_slice(v),
+            (TensorData::F64(o), TensorData::F64(v)) => o.extend_from_slice(v),
             _ => return None,
         }
     }
@@ -552,6 +556,7 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
                 DType::I8 => TensorData::I8(v.iter().map(|&x| x as i8).collect()),
                 DType::F16 => TensorData::F16(v.iter().map(|&x| f16_bits(x as f64)).collect()),
                 DType::BF16 => TensorData::BF16(v.iter().map(|&x| bf16_bits(x as f64)).collect()),
+                DType::F64 => TensorData::F64(v.iter().map(|&x| x as f64).collect()),
             };
         }
         TensorData::Bool(v) | TensorData::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
@@ -565,9 +570,11 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
             .iter()
             .map(|&b| f64::from(half::bf16::from_bits(b)))
             .collect(),
+        TensorData::F64(v) => v.clone(),
     };
     match to {
         DType::F32 => TensorData::F32(as_f64.iter().map(|&x| x as f32).collect()),
+        DType::F64 => TensorData::F64(as_f64),
         // One rounding, to nearest even, from the exact value.
         DType::F16 => TensorData::F16(as_f64.iter().map(|&x| f16_bits(x)).collect()),
         DType::BF16 => TensorData::BF16(as_f64.iter().map(|&x| bf16_bits(x)).collect()),
@@ -578,7 +585,10 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
         // From a float `as` saturates; from an integer it wraps through i64, as above.
         DType::U8 | DType::I8 => {
             let ints: Vec<i64> = match d {
-                TensorData::F32(_) | TensorData::F16(_) | TensorData::BF16(_) => {
+                TensorData::F32(_)
+                | TensorData::F16(_)
+                | TensorData::BF16(_)
+                | TensorData::F64(_) => {
                     return match to {
                         DType::U8 => TensorData::U8(as_f64.iter().map(|&x| x as u8).collect()),
                         _ => TensorData::I8(as_f64.iter().map(|&x| x as i8).collect()),

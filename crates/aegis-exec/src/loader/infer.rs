@@ -605,7 +605,14 @@ fn bcast(c: &NodeCtx<'_>, a: &Value, b: &Value) -> Result<Vec<usize>, ExecError>
 }
 
 /// Element types of the arithmetic, comparison and Max/Min kernels.
-const NUMERIC: [DType; 5] = [DType::F32, DType::I32, DType::I64, DType::U8, DType::I8];
+const NUMERIC: [DType; 6] = [
+    DType::F32,
+    DType::I32,
+    DType::I64,
+    DType::U8,
+    DType::I8,
+    DType::F64,
+];
 
 fn binary_arith(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
@@ -625,7 +632,7 @@ fn binary_arith(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn pow(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
-    let numeric = [DType::F32, DType::I32, DType::I64];
+    let numeric = [DType::F32, DType::I32, DType::I64, DType::F64];
     let a = c.typed_input(0, &numeric)?;
     let b = c.typed_input(1, &numeric)?;
     if c.opset < 12 {
@@ -642,7 +649,7 @@ fn modulo(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let b = c.typed_input(1, &numeric)?;
     same_dtype(c, a, b)?;
     let fmod = c.attr_bool_or("fmod", false)?;
-    if !fmod && a.dtype == DType::F32 {
+    if !fmod && matches!(a.dtype, DType::F32 | DType::F64) {
         return Err(c.invalid("fmod must be 1 for floating-point inputs"));
     }
     let shape = bcast(c, a, b)?;
@@ -679,7 +686,7 @@ fn sum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     if c.num_inputs() == 0 {
         return Err(c.invalid("needs at least one input"));
     }
-    let first = c.typed_input(0, &[DType::F32, DType::I32, DType::I64])?;
+    let first = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::F64])?;
     let mut shape = first.shape.clone();
     for i in 1..c.num_inputs() {
         let v = c.input(i)?;
@@ -1267,6 +1274,7 @@ fn nonzero(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         TensorData::I8(v) => v.iter().map(|&e| e != 0).collect(),
         // Either sign of zero is zero.
         TensorData::F16(v) | TensorData::BF16(v) => v.iter().map(|&e| e & 0x7fff != 0).collect(),
+        TensorData::F64(v) => v.iter().map(|&e| e != 0.0).collect(),
     };
     let dims = if x.shape.is_empty() {
         vec![1]
@@ -2190,7 +2198,10 @@ fn recurrent(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn reverse_sequence(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
-    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?;
+    let x = c.typed_input(
+        0,
+        &[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64],
+    )?;
     let lens = c.typed_input(1, &[DType::I64])?;
     let batch_axis = c.attr_int_or("batch_axis", 1)?;
     let time_axis = c.attr_int_or("time_axis", 0)?;
@@ -2276,7 +2287,10 @@ fn center_crop_pad(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn gather_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
-    let data = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?;
+    let data = c.typed_input(
+        0,
+        &[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64],
+    )?;
     let idx = c.typed_input(1, &[DType::I64])?;
     let b = c.attr_int_or("batch_dims", 0)?;
     let (r, q) = (data.rank(), idx.rank());
@@ -2401,6 +2415,7 @@ fn eye_like(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         DType::F16 => TensorData::F16(ones.iter().map(|&o| if o { 0x3c00 } else { 0 }).collect()),
         // 0x3f80 is 1.0 in bfloat16.
         DType::BF16 => TensorData::BF16(ones.iter().map(|&o| if o { 0x3f80 } else { 0 }).collect()),
+        DType::F64 => TensorData::F64(ones.iter().map(|&o| f64::from(u8::from(o))).collect()),
     };
     Ok(Inferred::Const(vec![(x.shape.clone(), data)]))
 }
@@ -3140,13 +3155,14 @@ fn reduce(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let input_from = if kind == ReduceKind::Sum { 13 } else { 18 };
     c.arity(1, if c.opset >= input_from { 2 } else { 1 })?;
     let x = match kind {
-        ReduceKind::Max | ReduceKind::Min => {
-            c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?
-        }
+        ReduceKind::Max | ReduceKind::Min => c.typed_input(
+            0,
+            &[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64],
+        )?,
         ReduceKind::Sum | ReduceKind::Prod => {
-            c.typed_input(0, &[DType::F32, DType::I32, DType::I64])?
+            c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::F64])?
         }
-        _ => c.f32_input(0)?,
+        _ => c.typed_input(0, &[DType::F32, DType::F64])?,
     };
     let keepdims = c.attr_bool_or("keepdims", true)?;
     let axes = match axes_arg(c, input_from)? {
@@ -3183,7 +3199,7 @@ fn reduce(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn arg_reduce(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(1, 1)?;
-    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64])?;
+    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::F64])?;
     let axis = c.axis(c.attr_int_or("axis", 0)?, x.rank())?;
     if x.shape[axis] == 0 {
         return Err(c.mismatch(format!("axis {axis} is empty")));
@@ -3211,7 +3227,7 @@ fn variadic(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         return Err(c.invalid("needs at least one input"));
     }
     let types: &[DType] = if c.op_type == "Mean" {
-        &[DType::F32]
+        &[DType::F32, DType::F64]
     } else {
         &NUMERIC
     };
@@ -3317,9 +3333,9 @@ fn math(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         .find(|f| f.onnx_name() == c.op_type)
         .ok_or_else(|| c.invalid("unknown function"))?;
     let x = if f.takes_ints() {
-        c.typed_input(0, &[DType::F32, DType::I32, DType::I64])?
+        c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::F64])?
     } else {
-        c.f32_input(0)?
+        c.typed_input(0, &[DType::F32, DType::F64])?
     };
     let out = if f.to_bool() { DType::Bool } else { x.dtype };
     Ok(node(Op::Math { f }, vec![0], out, x.shape.clone()))
@@ -3440,7 +3456,10 @@ fn scatter_reduction(c: &NodeCtx<'_>) -> Result<ScatterReduce, ExecError> {
 
 fn scatter_elements(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(3, 3)?;
-    let data = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?;
+    let data = c.typed_input(
+        0,
+        &[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64],
+    )?;
     let idx = index_input(c, 1)?;
     let upd = c.input(2)?;
     same_dtype(c, data, upd)?;
@@ -3466,7 +3485,10 @@ fn scatter_elements(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn scatter_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(3, 3)?;
-    let data = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?;
+    let data = c.typed_input(
+        0,
+        &[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64],
+    )?;
     let idx = c.typed_input(1, &[DType::I64])?;
     let upd = c.input(2)?;
     same_dtype(c, data, upd)?;
@@ -3534,7 +3556,7 @@ fn one_hot(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 }
 
 fn top_k(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
-    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64])?;
+    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::F64])?;
     let k = if c.opset >= 10 {
         c.arity(2, 2)?;
         match c.const_ints(1)? {
@@ -3563,7 +3585,7 @@ fn top_k(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn cumsum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
-    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64])?;
+    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::F64])?;
     let axis = match c.const_ints(1)? {
         Some(a) if a.len() == 1 => a[0],
         _ => return Err(c.invalid("axis must be a one-element constant")),
@@ -3579,7 +3601,10 @@ fn cumsum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn trilu(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(1, 2)?;
-    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?;
+    let x = c.typed_input(
+        0,
+        &[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64],
+    )?;
     if x.rank() < 2 {
         return Err(c.mismatch(format!("input rank {} < 2", x.rank())));
     }

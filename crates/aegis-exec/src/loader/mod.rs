@@ -1627,6 +1627,8 @@ fn share_hints(nodes: &[OperatorNode], tensors: &[TensorInfo]) -> Vec<ShareHint>
         if !node.op.is_elementwise() && !node.op.is_reshape_only() {
             continue;
         }
+        // Only where the kernel has an in-place form for the type (the binder checks the same).
+        let in_place = |t: TensorId| node.op.in_place_on(tensors[t.index()].dtype);
         // SiLU, `Mul(x, Sigmoid(x))` with `x` read by just the two: the product over `x`
         // first (the planner takes the first hint that fits), so a conv producing `x` can
         // write the product in its epilogue (over the Sigmoid's output, the product could
@@ -1637,7 +1639,9 @@ fn share_hints(nodes: &[OperatorNode], tensors: &[TensorInfo]) -> Vec<ShareHint>
                 (Some(x), _) if x == *b => Some(x),
                 _ => None,
             };
-            if let Some(x) = x.filter(|x| readers[x.index()] == 2 && same_storage(*x, *out)) {
+            if let Some(x) =
+                x.filter(|x| readers[x.index()] == 2 && same_storage(*x, *out) && in_place(*x))
+            {
                 hints.push(ShareHint {
                     input: x.index(),
                     output: out.index(),
@@ -1649,7 +1653,7 @@ fn share_hints(nodes: &[OperatorNode], tensors: &[TensorInfo]) -> Vec<ShareHint>
         };
         let mut hinted = false;
         for &inp in &node.inputs {
-            if !hinted && same_storage(inp, out) && readers[inp.index()] == 1 {
+            if !hinted && same_storage(inp, out) && readers[inp.index()] == 1 && in_place(inp) {
                 hints.push(ShareHint {
                     input: inp.index(),
                     output: out.index(),

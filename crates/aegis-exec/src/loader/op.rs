@@ -1154,6 +1154,22 @@ impl Op {
         ) || matches!(self, Op::Math { f } if !f.to_bool())
     }
 
+    /// Whether the host kernel can write this op's output over an input of element type
+    /// `dtype` (same size): the one rule for the planner's share hints and the binder's check.
+    /// Elementwise f32 kernels all can; on other types only the elementwise functions
+    /// (`Op::Math`) and `Not` have an in-place form.
+    pub fn in_place_on(&self, dtype: DType) -> bool {
+        self.is_reshape_only()
+            || (self.is_elementwise()
+                && match self {
+                    Op::Math { .. } => {
+                        matches!(dtype, DType::F32 | DType::F64 | DType::I32 | DType::I64)
+                    }
+                    Op::Not => dtype == DType::Bool,
+                    _ => dtype == DType::F32,
+                })
+    }
+
     /// Ops that only reinterpret the shape (the output bytes equal the input bytes).
     pub fn is_reshape_only(&self) -> bool {
         matches!(

@@ -124,6 +124,11 @@ pub(crate) fn decode_tensor(
                     .map(|c| u16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             ),
+            DType::F64 => TensorData::F64(
+                raw.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .collect(),
+            ),
         }
     } else {
         let data = match dtype {
@@ -139,6 +144,7 @@ pub(crate) fn decode_tensor(
             // float16 bit patterns, one per int32 (the low 16 bits).
             DType::F16 => TensorData::F16(t.int32_data.iter().map(|&b| b as u16).collect()),
             DType::BF16 => TensorData::BF16(t.int32_data.iter().map(|&b| b as u16).collect()),
+            DType::F64 => TensorData::F64(t.double_data.clone()),
         };
         if data.len() != numel {
             return Err(bad_len(data.len()));

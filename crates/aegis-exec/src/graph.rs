@@ -73,6 +73,14 @@ pub enum DType {
     /// movement, elementwise arithmetic and comparisons, reductions, CumSum); any other
     /// operator on f64 is a typed load error, never a silent narrowing to f32.
     F64,
+    /// 16-bit signed integer.
+    I16,
+    /// 16-bit unsigned integer.
+    U16,
+    /// 32-bit unsigned integer.
+    U32,
+    /// 64-bit unsigned integer.
+    U64,
 }
 
 impl DType {
@@ -84,8 +92,9 @@ impl DType {
     /// Bytes per element.
     pub fn size_bytes(self) -> u64 {
         match self {
-            DType::F32 | DType::I32 => 4,
-            DType::I64 | DType::F64 => 8,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::I64 | DType::F64 | DType::U64 => 8,
+            DType::I16 | DType::U16 => 2,
             DType::Bool | DType::U8 | DType::I8 => 1,
             DType::F16 | DType::BF16 => 2,
         }
@@ -103,6 +112,10 @@ impl DType {
             10 => Some(DType::F16),
             16 => Some(DType::BF16),
             11 => Some(DType::F64),
+            5 => Some(DType::I16),
+            4 => Some(DType::U16),
+            12 => Some(DType::U32),
+            13 => Some(DType::U64),
             _ => None,
         }
     }
@@ -119,6 +132,10 @@ impl DType {
             DType::F16 => 10,
             DType::BF16 => 16,
             DType::F64 => 11,
+            DType::I16 => 5,
+            DType::U16 => 4,
+            DType::U32 => 12,
+            DType::U64 => 13,
         }
     }
 }
@@ -135,6 +152,10 @@ impl fmt::Display for DType {
             DType::F16 => "f16",
             DType::BF16 => "bf16",
             DType::F64 => "f64",
+            DType::I16 => "i16",
+            DType::U16 => "u16",
+            DType::U32 => "u32",
+            DType::U64 => "u64",
         })
     }
 }
@@ -160,6 +181,14 @@ pub enum TensorData {
     BF16(Vec<u16>),
     /// `DType::F64`.
     F64(Vec<f64>),
+    /// `DType::I16`.
+    I16(Vec<i16>),
+    /// `DType::U16`.
+    U16(Vec<u16>),
+    /// `DType::U32`.
+    U32(Vec<u32>),
+    /// `DType::U64`.
+    U64(Vec<u64>),
 }
 
 impl TensorData {
@@ -175,6 +204,10 @@ impl TensorData {
             TensorData::F16(_) => DType::F16,
             TensorData::BF16(_) => DType::BF16,
             TensorData::F64(_) => DType::F64,
+            TensorData::I16(_) => DType::I16,
+            TensorData::U16(_) => DType::U16,
+            TensorData::U32(_) => DType::U32,
+            TensorData::U64(_) => DType::U64,
         }
     }
 
@@ -188,6 +221,10 @@ impl TensorData {
             TensorData::I8(v) => v.len(),
             TensorData::F16(v) | TensorData::BF16(v) => v.len(),
             TensorData::F64(v) => v.len(),
+            TensorData::I16(v) => v.len(),
+            TensorData::U16(v) => v.len(),
+            TensorData::U32(v) => v.len(),
+            TensorData::U64(v) => v.len(),
         }
     }
 
@@ -206,6 +243,10 @@ impl TensorData {
             TensorData::I8(v) => bytemuck::cast_slice(v),
             TensorData::F16(v) | TensorData::BF16(v) => bytemuck::cast_slice(v),
             TensorData::F64(v) => bytemuck::cast_slice(v),
+            TensorData::I16(v) => bytemuck::cast_slice(v),
+            TensorData::U16(v) => bytemuck::cast_slice(v),
+            TensorData::U32(v) => bytemuck::cast_slice(v),
+            TensorData::U64(v) => bytemuck::cast_slice(v),
         }
     }
 

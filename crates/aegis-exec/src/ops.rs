@@ -1199,6 +1199,30 @@ fn f64s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [f64]> {
 fn f64s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [f64]> {
     bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "f64 view"))
 }
+fn i16s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [i16]> {
+    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "i16 view"))
+}
+fn i16s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [i16]> {
+    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "i16 view"))
+}
+fn u16s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [u16]> {
+    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "u16 view"))
+}
+fn u16s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [u16]> {
+    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "u16 view"))
+}
+fn u32s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [u32]> {
+    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "u32 view"))
+}
+fn u32s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [u32]> {
+    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "u32 view"))
+}
+fn u64s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [u64]> {
+    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "u64 view"))
+}
+fn u64s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [u64]> {
+    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "u64 view"))
+}
 fn i32s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [i32]> {
     bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "i32 view"))
 }
@@ -1318,6 +1342,26 @@ macro_rules! by_dtype {
             DType::F64 => {
                 let $view = f64s;
                 $(let $view_mut = f64s_mut;)?
+                $body
+            }
+            DType::I16 => {
+                let $view = i16s;
+                $(let $view_mut = i16s_mut;)?
+                $body
+            }
+            DType::U16 => {
+                let $view = u16s;
+                $(let $view_mut = u16s_mut;)?
+                $body
+            }
+            DType::U32 => {
+                let $view = u32s;
+                $(let $view_mut = u32s_mut;)?
+                $body
+            }
+            DType::U64 => {
+                let $view = u64s;
+                $(let $view_mut = u64s_mut;)?
                 $body
             }
             // The loader computes every operator but Cast on 16-bit float tensors in f32.
@@ -1756,12 +1800,16 @@ impl NodeKernel {
             DType::I32 => clamp!(i32s, i32s_mut),
             DType::I8 => clamp!(i8s, i8s_mut),
             DType::U8 => clamp!(bytes, bytes_mut),
+            DType::I16 => clamp!(i16s, i16s_mut),
+            DType::U16 => clamp!(u16s, u16s_mut),
+            DType::U32 => clamp!(u32s, u32s_mut),
+            DType::U64 => clamp!(u64s, u64s_mut),
             other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
         }
         Ok(())
     }
 
-    /// ONNX Max/Min/Mean over one or more broadcast inputs.
+    /// ONNX Max/Min/Mean over one or more broadcast inputs (and Sum on f64 and integers).
     fn variadic(
         &self,
         reads: &[Option<View<'_>>],
@@ -1772,7 +1820,6 @@ impl NodeKernel {
         let inb = |i: usize| -> &[u8] { reads[i].as_deref().unwrap_or(&[]) };
         let n = self.ins.len();
         let shape = |i: usize| -> &[usize] { &self.ins[i].shape };
-        let max = matches!(self.op, Op::Max);
         if self.ins[0].dtype == DType::F32 {
             let v = match self.op {
                 Op::Max => k::VariadicOp::Max,
@@ -1785,16 +1832,17 @@ impl NodeKernel {
             k::variadic_f32(v, &views, f32s_mut(l, &mut writes[0])?, t)?;
             return Ok(());
         }
+        // Max, Min, or (integer `Sum`) a wrapping sum, as numpy's.
         macro_rules! int_fold {
-            ($view:ident, $view_mut:ident) => {{
+            ($view:ident, $view_mut:ident, $t:ty) => {{
                 let out = $view_mut(l, &mut writes[0])?;
                 k::expand($view(l, inb(0))?, shape(0), out, out_shape, t)?;
+                let f: fn($t, $t) -> $t = match self.op {
+                    Op::Max => Ord::max,
+                    Op::Min => Ord::min,
+                    _ => <$t>::wrapping_add,
+                };
                 for i in 1..n {
-                    let f = if max {
-                        |o: _, y: _| Ord::max(o, y)
-                    } else {
-                        |o: _, y: _| Ord::min(o, y)
-                    };
                     k::broadcast_assign(l, out, out_shape, $view(l, inb(i))?, shape(i), t, f)?;
                 }
             }};
@@ -1829,10 +1877,14 @@ impl NodeKernel {
             return Ok(());
         }
         match self.ins[0].dtype {
-            DType::I64 => int_fold!(i64s, i64s_mut),
-            DType::I32 => int_fold!(i32s, i32s_mut),
-            DType::I8 => int_fold!(i8s, i8s_mut),
-            DType::U8 => int_fold!(bytes, bytes_mut),
+            DType::I64 => int_fold!(i64s, i64s_mut, i64),
+            DType::I32 => int_fold!(i32s, i32s_mut, i32),
+            DType::I8 => int_fold!(i8s, i8s_mut, i8),
+            DType::U8 => int_fold!(bytes, bytes_mut, u8),
+            DType::I16 => int_fold!(i16s, i16s_mut, i16),
+            DType::U16 => int_fold!(u16s, u16s_mut, u16),
+            DType::U32 => int_fold!(u32s, u32s_mut, u32),
+            DType::U64 => int_fold!(u64s, u64s_mut, u64),
             other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
         }
         Ok(())
@@ -1942,6 +1994,12 @@ impl NodeKernel {
                 DType::I32 => i32s(l, inb(1))?.iter().map(|&v| f64::from(v)).collect(),
                 DType::I64 => i64s(l, inb(1))?.iter().map(|&v| v as f64).collect(),
                 DType::F64 => f64s(l, inb(1))?.to_vec(),
+                DType::I16 => i16s(l, inb(1))?.iter().map(|&v| f64::from(v)).collect(),
+                DType::U16 => u16s(l, inb(1))?.iter().map(|&v| f64::from(v)).collect(),
+                DType::U32 => u32s(l, inb(1))?.iter().map(|&v| f64::from(v)).collect(),
+                DType::U64 => u64s(l, inb(1))?.iter().map(|&v| v as f64).collect(),
+                DType::U8 => inb(1).iter().map(|&v| f64::from(v)).collect(),
+                DType::I8 => i8s(l, inb(1))?.iter().map(|&v| f64::from(v)).collect(),
                 other => return Err(DispatchError::Unsupported(format!("{l} exponent {other}"))),
             };
             let es = shape(1);
@@ -2023,6 +2081,42 @@ impl NodeKernel {
                 (_, DType::U8) => {
                     k::binary_u8(b, inb(0), shape(0), inb(1), shape(1), &mut writes[0], t)?
                 }
+                (_, DType::I16) => k::binary_i16(
+                    b,
+                    i16s(l, inb(0))?,
+                    shape(0),
+                    i16s(l, inb(1))?,
+                    shape(1),
+                    i16s_mut(l, &mut writes[0])?,
+                    t,
+                )?,
+                (_, DType::U16) => k::binary_u16(
+                    b,
+                    u16s(l, inb(0))?,
+                    shape(0),
+                    u16s(l, inb(1))?,
+                    shape(1),
+                    u16s_mut(l, &mut writes[0])?,
+                    t,
+                )?,
+                (_, DType::U32) => k::binary_u32(
+                    b,
+                    u32s(l, inb(0))?,
+                    shape(0),
+                    u32s(l, inb(1))?,
+                    shape(1),
+                    u32s_mut(l, &mut writes[0])?,
+                    t,
+                )?,
+                (_, DType::U64) => k::binary_u64(
+                    b,
+                    u64s(l, inb(0))?,
+                    shape(0),
+                    u64s(l, inb(1))?,
+                    shape(1),
+                    u64s_mut(l, &mut writes[0])?,
+                    t,
+                )?,
                 (_, DType::F64) => k::binary_f64(
                     b,
                     f64s(l, inb(0))?,
@@ -2037,7 +2131,8 @@ impl NodeKernel {
             return Ok(());
         }
         match op {
-            Op::Sum if dt(0) == DType::F64 => self.variadic(reads, writes, &out_shape)?,
+            // f64 and integer sums fold like Max/Min (the f32 kernel is below).
+            Op::Sum if dt(0) != DType::F32 => self.variadic(reads, writes, &out_shape)?,
             Op::Sum => {
                 if let Some(ai) = self.alias {
                     let out = f32s_mut(l, &mut writes[0])?;
@@ -2095,6 +2190,10 @@ impl NodeKernel {
                     DType::F16 => k::CastSrc::F16(f16s(l, inb(0))?),
                     DType::BF16 => k::CastSrc::BF16(bf16s(l, inb(0))?),
                     DType::F64 => k::CastSrc::F64(f64s(l, inb(0))?),
+                    DType::I16 => k::CastSrc::I16(i16s(l, inb(0))?),
+                    DType::U16 => k::CastSrc::U16(u16s(l, inb(0))?),
+                    DType::U32 => k::CastSrc::U32(u32s(l, inb(0))?),
+                    DType::U64 => k::CastSrc::U64(u64s(l, inb(0))?),
                 };
                 let w = &mut writes[0];
                 let dst = match to {
@@ -2107,6 +2206,10 @@ impl NodeKernel {
                     DType::F16 => k::CastDst::F16(f16s_mut(l, w)?),
                     DType::BF16 => k::CastDst::BF16(bf16s_mut(l, w)?),
                     DType::F64 => k::CastDst::F64(f64s_mut(l, w)?),
+                    DType::I16 => k::CastDst::I16(i16s_mut(l, w)?),
+                    DType::U16 => k::CastDst::U16(u16s_mut(l, w)?),
+                    DType::U32 => k::CastDst::U32(u32s_mut(l, w)?),
+                    DType::U64 => k::CastDst::U64(u64s_mut(l, w)?),
                 };
                 k::cast_par(src, dst, t)?;
             }
@@ -2677,6 +2780,10 @@ impl NodeKernel {
                     DType::I8 => bits!(i8s, i8s_mut, i8),
                     DType::I32 => bits!(i32s, i32s_mut, i32),
                     DType::I64 => bits!(i64s, i64s_mut, i64),
+                    DType::I16 => bits!(i16s, i16s_mut, i16),
+                    DType::U16 => bits!(u16s, u16s_mut, u16),
+                    DType::U32 => bits!(u32s, u32s_mut, u32),
+                    DType::U64 => bits!(u64s, u64s_mut, u64),
                     other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
                 }
             }
@@ -2685,6 +2792,10 @@ impl NodeKernel {
                 DType::I8 => k::map(l, i8s(l, inb(0))?, i8s_mut(l, &mut writes[0])?, t, |v| !v)?,
                 DType::I32 => k::map(l, i32s(l, inb(0))?, i32s_mut(l, &mut writes[0])?, t, |v| !v)?,
                 DType::I64 => k::map(l, i64s(l, inb(0))?, i64s_mut(l, &mut writes[0])?, t, |v| !v)?,
+                DType::I16 => k::map(l, i16s(l, inb(0))?, i16s_mut(l, &mut writes[0])?, t, |v| !v)?,
+                DType::U16 => k::map(l, u16s(l, inb(0))?, u16s_mut(l, &mut writes[0])?, t, |v| !v)?,
+                DType::U32 => k::map(l, u32s(l, inb(0))?, u32s_mut(l, &mut writes[0])?, t, |v| !v)?,
+                DType::U64 => k::map(l, u64s(l, inb(0))?, u64s_mut(l, &mut writes[0])?, t, |v| !v)?,
                 other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
             },
             Op::Logic { op: lk } => {
@@ -3019,6 +3130,21 @@ impl NodeKernel {
                 *upper,
                 view_mut(l, &mut writes[0])?,
             )?),
+            Op::QuantizeLinear { layout }
+                if matches!(self.outs[0].dtype, DType::I16 | DType::U16) =>
+            {
+                let zp = (self.ins.len() > 2).then(|| inb(2));
+                let (x, scale) = (f32s(l, inb(0))?, f32s(l, inb(1))?);
+                if self.outs[0].dtype == DType::I16 {
+                    let zp = zp.map(|z| i16s(l, z)).transpose()?;
+                    let out = i16s_mut(l, &mut writes[0])?;
+                    k::quantize_linear(x, shape(0), scale, zp, *layout, out, t)?;
+                } else {
+                    let zp = zp.map(|z| u16s(l, z)).transpose()?;
+                    let out = u16s_mut(l, &mut writes[0])?;
+                    k::quantize_linear(x, shape(0), scale, zp, *layout, out, t)?;
+                }
+            }
             Op::QuantizeLinear { layout } => {
                 let zp = (self.ins.len() > 2).then(|| inb(2));
                 by_q8!(self.outs[0].dtype, l, |view, view_mut| k::quantize_linear(
@@ -3037,6 +3163,14 @@ impl NodeKernel {
                 if dt(0) == DType::I32 {
                     let zp = zp.map(|z| i32s(l, z)).transpose()?;
                     let x = i32s(l, inb(0))?;
+                    k::dequantize_linear(x, shape(0), scale, zp, *layout, out, t)?;
+                } else if dt(0) == DType::I16 {
+                    let zp = zp.map(|z| i16s(l, z)).transpose()?;
+                    let x = i16s(l, inb(0))?;
+                    k::dequantize_linear(x, shape(0), scale, zp, *layout, out, t)?;
+                } else if dt(0) == DType::U16 {
+                    let zp = zp.map(|z| u16s(l, z)).transpose()?;
+                    let x = u16s(l, inb(0))?;
                     k::dequantize_linear(x, shape(0), scale, zp, *layout, out, t)?;
                 } else {
                     by_q8!(dt(0), l, |view, _unused| k::dequantize_linear(

@@ -93,7 +93,7 @@ impl HostTensor {
             .collect())
     }
 
-    /// Reads a `.npy` (v1–v3, little-endian f4/f8/i4/i8/b1/u1/i1, C order) or an ONNX
+    /// Reads a `.npy` (v1–v3, little-endian f2/f4/f8/i1/i2/i4/i8/u1/u2/u4/u8/b1, C order) or an ONNX
     /// `TensorProto` `.pb` file, by extension.
     pub fn read(path: &Path) -> Result<Self, ExecError> {
         match path.extension().and_then(|e| e.to_str()) {
@@ -178,6 +178,10 @@ impl HostTensor {
         let (dtype, data) = match descr {
             "<f4" => (DType::F32, take(4)?.to_vec()),
             "<f8" => (DType::F64, take(8)?.to_vec()),
+            "<i2" => (DType::I16, take(2)?.to_vec()),
+            "<u2" => (DType::U16, take(2)?.to_vec()),
+            "<u4" => (DType::U32, take(4)?.to_vec()),
+            "<u8" => (DType::U64, take(8)?.to_vec()),
             "<f2" => (DType::F16, take(2)?.to_vec()),
             "<i8" => (DType::I64, take(8)?.to_vec()),
             "<i4" => (DType::I32, take(4)?.to_vec()),
@@ -207,6 +211,10 @@ impl HostTensor {
             // numpy has no bfloat16: written widened to f32, which is exact.
             DType::BF16 => "<f4",
             DType::F64 => "<f8",
+            DType::I16 => "<i2",
+            DType::U16 => "<u2",
+            DType::U32 => "<u4",
+            DType::U64 => "<u8",
         };
         let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
         let shape = match dims.len() {

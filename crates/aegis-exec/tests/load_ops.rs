@@ -2313,3 +2313,117 @@ fn integer_intermediates_are_never_planned_in_place_under_a_kernel_without_that_
     let want: Vec<i64> = xs.iter().map(|&v| -(-v + v.abs())).collect();
     assert_eq!(got, want);
 }
+
+fn int_tensor<T: Copy>(dtype: aegis_exec::DType, v: &[T], bytes: fn(T) -> Vec<u8>) -> HostTensor {
+    HostTensor {
+        dtype,
+        shape: vec![v.len()],
+        data: v.iter().flat_map(|&x| bytes(x)).collect(),
+    }
+}
+
+#[test]
+fn integer_sums_add_integers() {
+    // Sum over run-time i64 and i32 inputs (the f32 kernel once read their bytes as f32).
+    for (elem, dtype) in [(I64, aegis_exec::DType::I64), (I32, aegis_exec::DType::I32)] {
+        let m = Model::new(13)
+            .input("a", elem, &[4])
+            .input("b", elem, &[1])
+            .op("Sum", &["a", "b", "a"], &["y"], vec![])
+            .output_any("y", elem);
+        let g = Arc::new(load(&m));
+        let a = [5i64, -7, 1 << 20, 0];
+        let ins = if dtype == aegis_exec::DType::I64 {
+            let t = |v: &[i64]| int_tensor(dtype, v, |x: i64| x.to_le_bytes().to_vec());
+            vec![t(&a), t(&[3])]
+        } else {
+            let t = |v: &[i64]| int_tensor(dtype, v, |x: i64| (x as i32).to_le_bytes().to_vec());
+            vec![t(&a), t(&[3])]
+        };
+        let y = &run_raw(&g, &ins)[0];
+        let w = dtype.size_bytes() as usize;
+        let got: Vec<i64> = y
+            .data
+            .chunks_exact(w)
+            .map(|c| match w {
+                8 => i64::from_le_bytes(c.try_into().unwrap()),
+                _ => i64::from(i32::from_le_bytes(c.try_into().unwrap())),
+            })
+            .collect();
+        assert_eq!(got, vec![13, -11, (1 << 21) + 3, 3], "{dtype}");
+    }
+}
+
+#[test]
+fn sixteen_bit_and_unsigned_integers_run_their_arithmetic_and_bit_ops() {
+    use aegis_exec::DType;
+    // u32: y = (a << s) + max(a, b) with wrapping; u64 through Cast to f32; i16 Mod takes the
+    // divisor's sign (numpy's `mod`), u16 Sub wraps.
+    let m = Model::new(18)
+        .input("a", 12, &[3])
+        .input("b", 12, &[3])
+        .input("s", 12, &[3])
+        .input("big", 13, &[2])
+        .input("p", 5, &[3])
+        .input("q", 5, &[3])
+        .input("u", 4, &[2])
+        .op(
+            "BitShift",
+            &["a", "s"],
+            &["sh"],
+            vec![attr_s("direction", "LEFT")],
+        )
+        .op("Max", &["a", "b"], &["mx"], vec![])
+        .op("Add", &["sh", "mx"], &["y"], vec![])
+        .op("Cast", &["big"], &["bf"], vec![attr_i("to", 1)])
+        .op("Mod", &["p", "q"], &["md"], vec![])
+        .op("Sub", &["u", "u2"], &["ud"], vec![])
+        .op("Mul", &["u", "u"], &["u2"], vec![])
+        .output_any("y", 12)
+        .output_any("bf", F32)
+        .output_any("md", 5)
+        .output_any("ud", 4);
+    let g = Arc::new(load(&m));
+    let u32s = |v: &[u32]| int_tensor(DType::U32, v, |x: u32| x.to_le_bytes().to_vec());
+    let ins = [
+        u32s(&[1, 0xffff_ffff, 7]),
+        u32s(&[2, 3, 9]),
+        u32s(&[31, 1, 40]),
+        int_tensor(DType::U64, &[u64::MAX, 1 << 40], |x: u64| {
+            x.to_le_bytes().to_vec()
+        }),
+        int_tensor(DType::I16, &[7i16, -7, 7], |x: i16| {
+            x.to_le_bytes().to_vec()
+        }),
+        int_tensor(DType::I16, &[-3i16, 3, 3], |x: i16| {
+            x.to_le_bytes().to_vec()
+        }),
+        int_tensor(DType::U16, &[2u16, 300], |x: u16| x.to_le_bytes().to_vec()),
+    ];
+    let out = run_raw(&g, &ins);
+    let words = |t: &HostTensor, w: usize| -> Vec<u64> {
+        t.data
+            .chunks_exact(w)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b[..w].copy_from_slice(c);
+                u64::from_le_bytes(b)
+            })
+            .collect()
+    };
+    assert_eq!(out[0].dtype, DType::U32);
+    // 1<<31 + 2; (0xffffffff << 1) + 0xffffffff wraps; a shift of 40 >= 32 empties to 0.
+    let y: Vec<u64> = vec![(1 << 31) + 2, 0xffff_fffd, 9];
+    assert_eq!(words(&out[0], 4), y);
+    assert_eq!(
+        out[1].to_f32().unwrap(),
+        vec![u64::MAX as f32, (1u64 << 40) as f32]
+    );
+    let md: Vec<i16> = words(&out[2], 2).iter().map(|&v| v as u16 as i16).collect();
+    assert_eq!(md, vec![-2, 2, 1]);
+    // 2 - 4 and 300 - 90000 (mod 2^16 = 24464) wrap.
+    assert_eq!(
+        words(&out[3], 2),
+        vec![65534, u64::from(300u16.wrapping_sub(24464))]
+    );
+}

@@ -371,7 +371,11 @@ fn run_case(case: &Case) -> Result<Pass, Failure> {
         let path = files
             .get(k)
             .ok_or_else(|| Failure::new("data", format!("missing input_{k}.pb")))?;
-        inputs.push(read_data(path)?);
+        let want = model
+            .graph()
+            .tensor_by_name(&name)
+            .map_or(DType::F32, |t| model.graph().tensor(t).dtype);
+        inputs.push(read_data(path, want)?);
     }
     let stream = Stream::new(&device, StreamPriority::NORMAL)
         .map_err(|e| Failure::new("run", e.to_string()))?;
@@ -385,40 +389,21 @@ fn run_case(case: &Case) -> Result<Pass, Failure> {
         ));
     }
     for (k, (g, path)) in got.iter().zip(&want_files).enumerate() {
-        let w = read_data(path)?;
+        let w = read_data(path, g.dtype)?;
         compare(g, &w).map_err(|r| Failure::new("compare", format!("output {k}: {r}")))?;
     }
     Ok(Pass { frozen })
 }
 
-/// A test data file. The onnx package writes bfloat16 data (which numpy lacks) as UINT16
-/// tensors of the same bit patterns: those are read as bf16.
-fn read_data(path: &Path) -> Result<HostTensor, Failure> {
-    let bytes = std::fs::read(path).map_err(|e| Failure::new("data", e.to_string()))?;
-    let proto = TensorProto::decode(bytes.as_slice())
-        .map_err(|e| Failure::new("data", format!("not a TensorProto: {e}")))?;
-    const UINT16: i32 = 4;
-    if proto.data_type != UINT16 {
-        return HostTensor::read_pb(path).map_err(|e| Failure::exec("data", &e));
+/// A test data file, read as the model's tensor of element type `want` takes it. The onnx
+/// package writes bfloat16 data (which numpy lacks) as UINT16 tensors of the same bit
+/// patterns: where the model's tensor is bf16, those are read as bf16.
+fn read_data(path: &Path, want: DType) -> Result<HostTensor, Failure> {
+    let mut t = HostTensor::read_pb(path).map_err(|e| Failure::exec("data", &e))?;
+    if t.dtype == DType::U16 && want == DType::BF16 {
+        t.dtype = DType::BF16;
     }
-    let data: Vec<u8> = if proto.raw_data.is_empty() {
-        proto
-            .int32_data
-            .iter()
-            .flat_map(|&v| (v as u16).to_le_bytes())
-            .collect()
-    } else {
-        proto.raw_data.clone()
-    };
-    let shape: Vec<usize> = proto.dims.iter().map(|&d| d as usize).collect();
-    if data.len() != 2 * shape.iter().product::<usize>() {
-        return Err(Failure::new("data", "UINT16 data does not fill its shape"));
-    }
-    Ok(HostTensor {
-        dtype: DType::BF16,
-        shape,
-        data,
-    })
+    Ok(t)
 }
 
 fn values(t: &HostTensor) -> Vec<f64> {
@@ -450,6 +435,23 @@ fn values(t: &HostTensor) -> Vec<f64> {
         DType::F64 => b
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect(),
+        DType::I16 => b
+            .chunks_exact(2)
+            .map(|c| f64::from(i16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        DType::U16 => b
+            .chunks_exact(2)
+            .map(|c| f64::from(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        DType::U32 => b
+            .chunks_exact(4)
+            .map(|c| f64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        // As i64: exact below 2^53, and larger values differing enough still compare unequal.
+        DType::U64 => b
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64)
             .collect(),
     }
 }

@@ -307,6 +307,26 @@ pub fn summarize(t: &HostTensor) -> String {
         DType::F64 => {
             bytes_as::<8>(&t.data).map(|v| v.into_iter().map(f64::from_le_bytes).collect())
         }
+        DType::I16 => bytes_as::<2>(&t.data).map(|v| {
+            v.into_iter()
+                .map(|b| f64::from(i16::from_le_bytes(b)))
+                .collect()
+        }),
+        DType::U16 => bytes_as::<2>(&t.data).map(|v| {
+            v.into_iter()
+                .map(|b| f64::from(u16::from_le_bytes(b)))
+                .collect()
+        }),
+        DType::U32 => bytes_as::<4>(&t.data).map(|v| {
+            v.into_iter()
+                .map(|b| f64::from(u32::from_le_bytes(b)))
+                .collect()
+        }),
+        DType::U64 => bytes_as::<8>(&t.data).map(|v| {
+            v.into_iter()
+                .map(|b| u64::from_le_bytes(b) as f64)
+                .collect()
+        }),
     };
     let Some(v) = values.filter(|v| !v.is_empty()) else {
         return format!("{} bytes", t.data.len());

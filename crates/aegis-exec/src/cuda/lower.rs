@@ -105,7 +105,13 @@ fn dtype_code(d: DType) -> i32 {
         DType::I32 => 2,
         DType::Bool | DType::U8 | DType::I8 => 3,
         // Unreachable through `lower`; the code of a 2-byte type would be new kernel work.
-        DType::F16 | DType::BF16 | DType::F64 => 4,
+        DType::F16
+        | DType::BF16
+        | DType::F64
+        | DType::I16
+        | DType::U16
+        | DType::U32
+        | DType::U64 => 4,
     }
 }
 
@@ -1001,9 +1007,7 @@ fn lower_binary(io: &NodeIo<'_>, code: i32, p: &mut Params) -> R<Vec<LaunchSpec>
         DType::F32 => K::BinaryF32,
         DType::I64 => K::BinaryI64,
         DType::I32 => K::BinaryI32,
-        DType::Bool | DType::U8 | DType::I8 | DType::F16 | DType::BF16 | DType::F64 => {
-            return unsupported(format!("arithmetic on {da}"))
-        }
+        other => return unsupported(format!("arithmetic on {other}")),
     };
     let meta = bcast_meta(&out, &[io.shape(0), io.shape(1)])?;
     let m = p.i64s(&meta);

@@ -98,6 +98,7 @@ macro_rules! int_ops {
 }
 int_ops!(i64, mod_i64, pow_i64);
 int_ops!(i32, mod_i32, pow_i32);
+int_ops!(i16, mod_i16, pow_i16);
 int_ops!(i8, mod_i8, pow_i8);
 
 // Unsigned: no negative remainders or exponents to adjust.
@@ -107,6 +108,29 @@ fn mod_u8(x: u8, y: u8, _fmod: bool) -> u8 {
 fn pow_u8(x: u8, y: u8) -> u8 {
     x.wrapping_pow(u32::from(y))
 }
+
+macro_rules! uint_ops {
+    ($t:ty, $mod_fn:ident, $pow_fn:ident) => {
+        fn $mod_fn(x: $t, y: $t, _fmod: bool) -> $t {
+            x.wrapping_rem(y)
+        }
+        // Square-and-multiply, wrapping (an exponent beyond u32 still terminates).
+        fn $pow_fn(x: $t, y: $t) -> $t {
+            let (mut base, mut e, mut acc) = (x, y, 1 as $t);
+            while e > 0 {
+                if e & 1 == 1 {
+                    acc = acc.wrapping_mul(base);
+                }
+                base = base.wrapping_mul(base);
+                e >>= 1;
+            }
+            acc
+        }
+    };
+}
+uint_ops!(u16, mod_u16, pow_u16);
+uint_ops!(u32, mod_u32, pow_u32);
+uint_ops!(u64, mod_u64, pow_u64);
 
 /// Broadcasting f32 binary arithmetic: `out = op(a, b)`; `out` has the broadcast shape of
 /// `a_shape` and `b_shape` (numpy rules).
@@ -324,6 +348,34 @@ binary_int!(
     /// # Errors
     /// As [`binary_i64`].
     binary_u8, u8, mod_u8, pow_u8
+);
+binary_int!(
+    /// Broadcasting i16 binary arithmetic; see [`binary_i64`].
+    ///
+    /// # Errors
+    /// As [`binary_i64`].
+    binary_i16, i16, mod_i16, pow_i16
+);
+binary_int!(
+    /// Broadcasting u16 binary arithmetic; see [`binary_i64`].
+    ///
+    /// # Errors
+    /// As [`binary_i64`].
+    binary_u16, u16, mod_u16, pow_u16
+);
+binary_int!(
+    /// Broadcasting u32 binary arithmetic; see [`binary_i64`].
+    ///
+    /// # Errors
+    /// As [`binary_i64`].
+    binary_u32, u32, mod_u32, pow_u32
+);
+binary_int!(
+    /// Broadcasting u64 binary arithmetic; see [`binary_i64`].
+    ///
+    /// # Errors
+    /// As [`binary_i64`].
+    binary_u64, u64, mod_u64, pow_u64
 );
 
 /// A broadcasting comparison; outputs are ONNX bools stored as `u8` (0 or 1).
@@ -1117,6 +1169,14 @@ pub enum CastSrc<'a> {
     F16(&'a [half::f16]),
     /// bfloat16 elements.
     BF16(&'a [half::bf16]),
+    /// i16 elements.
+    I16(&'a [i16]),
+    /// u16 elements.
+    U16(&'a [u16]),
+    /// u32 elements.
+    U32(&'a [u32]),
+    /// u64 elements.
+    U64(&'a [u64]),
 }
 
 /// A typed writable view for [`cast`].
@@ -1140,17 +1200,29 @@ pub enum CastDst<'a> {
     F16(&'a mut [half::f16]),
     /// bfloat16 elements.
     BF16(&'a mut [half::bf16]),
+    /// i16 elements.
+    I16(&'a mut [i16]),
+    /// u16 elements.
+    U16(&'a mut [u16]),
+    /// u32 elements.
+    U32(&'a mut [u32]),
+    /// u64 elements.
+    U64(&'a mut [u64]),
 }
 
 /// A source element of [`cast`]: floats go through f64 and integers through i64, both exact.
 trait CastFrom: Copy {
     const FLOAT: bool;
+    /// u64, whose upper half does not fit i64: to a float it goes through `float`.
+    const U64: bool = false;
     fn float(self) -> f64;
     fn int(self) -> i64;
 }
 
 /// A destination element of [`cast`].
 trait CastTo: Copy {
+    /// Whether this is a float type.
+    const IS_FLOAT: bool = false;
     fn from_float(v: f64) -> Self;
     fn from_int(v: i64) -> Self;
 }
@@ -1163,6 +1235,7 @@ macro_rules! cast_float {
             fn int(self) -> i64 { self as i64 }
         }
         impl CastTo for $t {
+            const IS_FLOAT: bool = true;
             fn from_float(v: f64) -> Self { v as $t }
             fn from_int(v: i64) -> Self { v as $t }
         }
@@ -1184,7 +1257,27 @@ macro_rules! cast_int {
         }
     )*};
 }
-cast_int!(i64, i32, u8, i8);
+cast_int!(i64, i32, u8, i8, i16, u16, u32);
+
+impl CastFrom for u64 {
+    const FLOAT: bool = false;
+    const U64: bool = true;
+    fn float(self) -> f64 {
+        self as f64
+    }
+    // Wraps, as every integer narrowing does; the low bits are the value's.
+    fn int(self) -> i64 {
+        self as i64
+    }
+}
+impl CastTo for u64 {
+    fn from_float(v: f64) -> Self {
+        v as u64
+    }
+    fn from_int(v: i64) -> Self {
+        v as u64
+    }
+}
 
 // 16-bit floats through f64 (exact both ways); to them is one rounding, to nearest even.
 macro_rules! cast_half {
@@ -1195,6 +1288,7 @@ macro_rules! cast_half {
             fn int(self) -> i64 { f64::from(self) as i64 }
         }
         impl CastTo for $t {
+            const IS_FLOAT: bool = true;
             fn from_float(v: f64) -> Self { <$t>::from_f64(v) }
             fn from_int(v: i64) -> Self { <$t>::from_f64(v as f64) }
         }
@@ -1218,7 +1312,7 @@ impl CastTo for BoolByte {
 /// One source element as the destination type; `BOOL` reads a stored bool as 0 or 1.
 fn cast_one<S: CastFrom, D: CastTo, const BOOL: bool>(v: S) -> D {
     // `S::FLOAT` and `BOOL` are constants: each instance keeps one branch.
-    if S::FLOAT {
+    if S::FLOAT || (S::U64 && D::IS_FLOAT) {
         D::from_float(v.float())
     } else if BOOL {
         D::from_int(i64::from(v.int() != 0))
@@ -1295,6 +1389,10 @@ pub(super) fn cast_any(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
             CastDst::I8(d) => cast_slice::<_, _, BOOL>(s, d),
             CastDst::F16(d) => cast_slice::<_, _, BOOL>(s, d),
             CastDst::BF16(d) => cast_slice::<_, _, BOOL>(s, d),
+            CastDst::I16(d) => cast_slice::<_, _, BOOL>(s, d),
+            CastDst::U16(d) => cast_slice::<_, _, BOOL>(s, d),
+            CastDst::U32(d) => cast_slice::<_, _, BOOL>(s, d),
+            CastDst::U64(d) => cast_slice::<_, _, BOOL>(s, d),
             CastDst::Bool(d) => {
                 check_len("Cast", "output", d.len(), s.len())?;
                 for (o, &v) in d.iter_mut().zip(s) {
@@ -1314,5 +1412,9 @@ pub(super) fn cast_any(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
         CastSrc::F16(s) => to::<_, false>(s, dst),
         CastSrc::BF16(s) => to::<_, false>(s, dst),
         CastSrc::Bool(s) => to::<_, true>(s, dst),
+        CastSrc::I16(s) => to::<_, false>(s, dst),
+        CastSrc::U16(s) => to::<_, false>(s, dst),
+        CastSrc::U32(s) => to::<_, false>(s, dst),
+        CastSrc::U64(s) => to::<_, false>(s, dst),
     }
 }

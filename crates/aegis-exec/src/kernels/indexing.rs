@@ -145,7 +145,7 @@ macro_rules! scatter_int {
         }
     )*};
 }
-scatter_int!(i32, i64, u8, i8);
+scatter_int!(i32, i64, u8, i8, i16, u16, u32, u64);
 
 fn combine<T: ScatterValue>(r: ScatterReduction, old: T, new: T) -> T {
     match r {
@@ -492,7 +492,7 @@ macro_rules! acc_int {
 }
 // u8 (bool) only so the dispatcher can treat every element type alike; the loader admits
 // f32/f64/i32/i64.
-acc_int!(i32, i64, u8, i8);
+acc_int!(i32, i64, u8, i8, i16, u16, u32, u64);
 
 /// ONNX CumSum along `axis`, optionally `exclusive` (each output leaves out its own element)
 /// and/or `reverse` (summing from the end).

@@ -198,9 +198,10 @@ pub use data::{
 pub use deform::{deform_conv, DeformArgs, DeformSpec};
 pub use einsum::einsum;
 pub use elementwise::{
-    binary_f32, binary_f32_inplace, binary_f64, binary_i32, binary_i64, binary_i8, binary_u8, cast,
-    cast_par, compare, expand, unary_f32, unary_f32_inplace, variadic_f32, where_select, BinaryOp,
-    CastDst, CastSrc, CompareOp, GeluApprox, UnaryOp, VariadicOp,
+    binary_f32, binary_f32_inplace, binary_f64, binary_i16, binary_i32, binary_i64, binary_i8,
+    binary_u16, binary_u32, binary_u64, binary_u8, cast, cast_par, compare, expand, unary_f32,
+    unary_f32_inplace, variadic_f32, where_select, BinaryOp, CastDst, CastSrc, CompareOp,
+    GeluApprox, UnaryOp, VariadicOp,
 };
 pub use error::{KernelError, KernelResult};
 pub use gemm_packed::PackedB;

@@ -67,7 +67,7 @@ macro_rules! qelem {
         }
     )*};
 }
-qelem!(u8, i8, i16, i32);
+qelem!(u8, i8, i16, u16, i32);
 
 /// How scales and zero points map onto a tensor's elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -210,6 +210,10 @@ int_reducible!(i64);
 // bool as 0/1 bytes: Max is "any", Min is "all" (ONNX opset 20 ReduceMax/ReduceMin).
 int_reducible!(u8);
 int_reducible!(i8);
+int_reducible!(i16);
+int_reducible!(u16);
+int_reducible!(u32);
+int_reducible!(u64);
 
 /// ONNX `Reduce*` over `axes` (non-negative, sorted or not; empty = copy) of a row-major
 /// `x_shape` input; `out` holds the kept axes in order (keepdims does not change the data).

@@ -34,6 +34,10 @@ pub(crate) fn splat(fill: &TensorData, n: usize) -> TensorData {
         TensorData::F16(v) => TensorData::F16(vec![v.first().copied().unwrap_or(0); n]),
         TensorData::BF16(v) => TensorData::BF16(vec![v.first().copied().unwrap_or(0); n]),
         TensorData::F64(v) => TensorData::F64(vec![v.first().copied().unwrap_or(0.0); n]),
+        TensorData::I16(v) => TensorData::I16(vec![v.first().copied().unwrap_or(0); n]),
+        TensorData::U16(v) => TensorData::U16(vec![v.first().copied().unwrap_or(0); n]),
+        TensorData::U32(v) => TensorData::U32(vec![v.first().copied().unwrap_or(0); n]),
+        TensorData::U64(v) => TensorData::U64(vec![v.first().copied().unwrap_or(0); n]),
     }
 }
 
@@ -52,6 +56,10 @@ fn take(d: &TensorData, idx: &[usize]) -> TensorData {
         TensorData::F16(v) => TensorData::F16(pick(v, idx)),
         TensorData::BF16(v) => TensorData::BF16(pick(v, idx)),
         TensorData::F64(v) => TensorData::F64(pick(v, idx)),
+        TensorData::I16(v) => TensorData::I16(pick(v, idx)),
+        TensorData::U16(v) => TensorData::U16(pick(v, idx)),
+        TensorData::U32(v) => TensorData::U32(pick(v, idx)),
+        TensorData::U64(v) => TensorData::U64(pick(v, idx)),
     }
 }
 
@@ -370,6 +378,18 @@ pub(crate) fn eval(
                     kernels::quantize_linear(x, x_shape, scale, zp_as!(zp, I8), *layout, &mut o, 1)
                         .map(|()| TensorData::I8(o))
                 }
+                DType::I16 => {
+                    let mut o = vec![0i16; x.len()];
+                    let zp = zp_as!(zp, I16);
+                    kernels::quantize_linear(x, x_shape, scale, zp, *layout, &mut o, 1)
+                        .map(|()| TensorData::I16(o))
+                }
+                DType::U16 => {
+                    let mut o = vec![0u16; x.len()];
+                    let zp = zp_as!(zp, U16);
+                    kernels::quantize_linear(x, x_shape, scale, zp, *layout, &mut o, 1)
+                        .map(|()| TensorData::U16(o))
+                }
                 _ => return Ok(None),
             };
             one(r.map_err(|e| c.mismatch(e.to_string()))?)
@@ -390,6 +410,12 @@ pub(crate) fn eval(
                 }
                 TensorData::I32(x) => {
                     kernels::dequantize_linear(x, x_shape, scale, zp_as!(zp, I32), l, o, 1)
+                }
+                TensorData::I16(x) => {
+                    kernels::dequantize_linear(x, x_shape, scale, zp_as!(zp, I16), l, o, 1)
+                }
+                TensorData::U16(x) => {
+                    kernels::dequantize_linear(x, x_shape, scale, zp_as!(zp, U16), l, o, 1)
                 }
                 _ => return Ok(None),
             };
@@ -522,6 +548,10 @@ fn concat_data(parts: &[&TensorData]) -> Option<TensorData> {
         TensorData::F16(_) => TensorData::F16(Vec::new()),
         TensorData::BF16(_) => TensorData::BF16(Vec::new()),
         TensorData::F64(_) => TensorData::F64(Vec::new()),
+        TensorData::I16(_) => TensorData::I16(Vec::new()),
+        TensorData::U16(_) => TensorData::U16(Vec::new()),
+        TensorData::U32(_) => TensorData::U32(Vec::new()),
+        TensorData::U64(_) => TensorData::U64(Vec::new()),
     };
     for p in parts {
         match (&mut out, p) {
@@ -534,6 +564,10 @@ fn concat_data(parts: &[&TensorData]) -> Option<TensorData> {
             (TensorData::F16(o), TensorData::F16(v)) => o.extend_from_slice(v),
             (TensorData::BF16(o), TensorData::BF16(v)) => o.extend_from_slice(v),
             (TensorData::F64(o), TensorData::F64(v)) => o.extend_from_slice(v),
+            (TensorData::I16(o), TensorData::I16(v)) => o.extend_from_slice(v),
+            (TensorData::U16(o), TensorData::U16(v)) => o.extend_from_slice(v),
+            (TensorData::U32(o), TensorData::U32(v)) => o.extend_from_slice(v),
+            (TensorData::U64(o), TensorData::U64(v)) => o.extend_from_slice(v),
             _ => return None,
         }
     }
@@ -542,6 +576,20 @@ fn concat_data(parts: &[&TensorData]) -> Option<TensorData> {
 
 pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
     // Through f64 / i64: exact for every value our int32/int64/f32 shape arithmetic produces.
+    let float_to = matches!(to, DType::F32 | DType::F64 | DType::F16 | DType::BF16);
+    // The other integer types through i64 (wrapping, as numpy's astype); a u64 beyond i64's
+    // range to a float from its own value.
+    let wide = |v: Vec<i64>| cast(&TensorData::I64(v), to);
+    match d {
+        TensorData::I16(v) => return wide(v.iter().map(|&x| i64::from(x)).collect()),
+        TensorData::U16(v) => return wide(v.iter().map(|&x| i64::from(x)).collect()),
+        TensorData::U32(v) => return wide(v.iter().map(|&x| i64::from(x)).collect()),
+        TensorData::U64(v) if float_to => {
+            return cast(&TensorData::F64(v.iter().map(|&x| x as f64).collect()), to)
+        }
+        TensorData::U64(v) => return wide(v.iter().map(|&x| x as i64).collect()),
+        _ => {}
+    }
     let as_f64: Vec<f64> = match d {
         TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
         TensorData::I32(v) => v.iter().map(|&x| f64::from(x)).collect(),
@@ -557,6 +605,10 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
                 DType::F16 => TensorData::F16(v.iter().map(|&x| f16_bits(x as f64)).collect()),
                 DType::BF16 => TensorData::BF16(v.iter().map(|&x| bf16_bits(x as f64)).collect()),
                 DType::F64 => TensorData::F64(v.iter().map(|&x| x as f64).collect()),
+                DType::I16 => TensorData::I16(v.iter().map(|&x| x as i16).collect()),
+                DType::U16 => TensorData::U16(v.iter().map(|&x| x as u16).collect()),
+                DType::U32 => TensorData::U32(v.iter().map(|&x| x as u32).collect()),
+                DType::U64 => TensorData::U64(v.iter().map(|&x| x as u64).collect()),
             };
         }
         TensorData::Bool(v) | TensorData::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
@@ -571,6 +623,10 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
             .map(|&b| f64::from(half::bf16::from_bits(b)))
             .collect(),
         TensorData::F64(v) => v.clone(),
+        // Returned above.
+        TensorData::I16(_) | TensorData::U16(_) | TensorData::U32(_) | TensorData::U64(_) => {
+            Vec::new()
+        }
     };
     match to {
         DType::F32 => TensorData::F32(as_f64.iter().map(|&x| x as f32).collect()),
@@ -583,7 +639,7 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
         DType::I64 => TensorData::I64(as_f64.iter().map(|&x| x as i64).collect()),
         DType::Bool => TensorData::Bool(as_f64.iter().map(|&x| u8::from(x != 0.0)).collect()),
         // From a float `as` saturates; from an integer it wraps through i64, as above.
-        DType::U8 | DType::I8 => {
+        DType::U8 | DType::I8 | DType::I16 | DType::U16 | DType::U32 | DType::U64 => {
             let ints: Vec<i64> = match d {
                 TensorData::F32(_)
                 | TensorData::F16(_)
@@ -591,6 +647,10 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
                 | TensorData::F64(_) => {
                     return match to {
                         DType::U8 => TensorData::U8(as_f64.iter().map(|&x| x as u8).collect()),
+                        DType::I16 => TensorData::I16(as_f64.iter().map(|&x| x as i16).collect()),
+                        DType::U16 => TensorData::U16(as_f64.iter().map(|&x| x as u16).collect()),
+                        DType::U32 => TensorData::U32(as_f64.iter().map(|&x| x as u32).collect()),
+                        DType::U64 => TensorData::U64(as_f64.iter().map(|&x| x as u64).collect()),
                         _ => TensorData::I8(as_f64.iter().map(|&x| x as i8).collect()),
                     }
                 }

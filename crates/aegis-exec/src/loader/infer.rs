@@ -605,13 +605,17 @@ fn bcast(c: &NodeCtx<'_>, a: &Value, b: &Value) -> Result<Vec<usize>, ExecError>
 }
 
 /// Element types of the arithmetic, comparison and Max/Min kernels.
-const NUMERIC: [DType; 6] = [
+const NUMERIC: [DType; 10] = [
     DType::F32,
     DType::I32,
     DType::I64,
     DType::U8,
     DType::I8,
     DType::F64,
+    DType::I16,
+    DType::U16,
+    DType::U32,
+    DType::U64,
 ];
 
 fn binary_arith(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
@@ -634,7 +638,15 @@ fn pow(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
     let numeric = [DType::F32, DType::I32, DType::I64, DType::F64];
     let a = c.typed_input(0, &numeric)?;
-    let b = c.typed_input(1, &numeric)?;
+    // Opset 12+ exponents may be any numeric type (computed through f64).
+    let b = c.typed_input(
+        1,
+        if c.opset < 12 {
+            &numeric[..]
+        } else {
+            &NUMERIC[..]
+        },
+    )?;
     if c.opset < 12 {
         same_dtype(c, a, b)?;
     }
@@ -686,7 +698,19 @@ fn sum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     if c.num_inputs() == 0 {
         return Err(c.invalid("needs at least one input"));
     }
-    let first = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::F64])?;
+    let first = c.typed_input(
+        0,
+        &[
+            DType::F32,
+            DType::I32,
+            DType::I64,
+            DType::F64,
+            DType::I16,
+            DType::U16,
+            DType::U32,
+            DType::U64,
+        ],
+    )?;
     let mut shape = first.shape.clone();
     for i in 1..c.num_inputs() {
         let v = c.input(i)?;
@@ -1275,6 +1299,10 @@ fn nonzero(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         // Either sign of zero is zero.
         TensorData::F16(v) | TensorData::BF16(v) => v.iter().map(|&e| e & 0x7fff != 0).collect(),
         TensorData::F64(v) => v.iter().map(|&e| e != 0.0).collect(),
+        TensorData::I16(v) => v.iter().map(|&e| e != 0).collect(),
+        TensorData::U16(v) => v.iter().map(|&e| e != 0).collect(),
+        TensorData::U32(v) => v.iter().map(|&e| e != 0).collect(),
+        TensorData::U64(v) => v.iter().map(|&e| e != 0).collect(),
     };
     let dims = if x.shape.is_empty() {
         vec![1]
@@ -2200,7 +2228,17 @@ fn reverse_sequence(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
     let x = c.typed_input(
         0,
-        &[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64],
+        &[
+            DType::F32,
+            DType::I32,
+            DType::I64,
+            DType::Bool,
+            DType::F64,
+            DType::I16,
+            DType::U16,
+            DType::U32,
+            DType::U64,
+        ],
     )?;
     let lens = c.typed_input(1, &[DType::I64])?;
     let batch_axis = c.attr_int_or("batch_axis", 1)?;
@@ -2289,7 +2327,17 @@ fn gather_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
     let data = c.typed_input(
         0,
-        &[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64],
+        &[
+            DType::F32,
+            DType::I32,
+            DType::I64,
+            DType::Bool,
+            DType::F64,
+            DType::I16,
+            DType::U16,
+            DType::U32,
+            DType::U64,
+        ],
     )?;
     let idx = c.typed_input(1, &[DType::I64])?;
     let b = c.attr_int_or("batch_dims", 0)?;
@@ -2416,6 +2464,10 @@ fn eye_like(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         // 0x3f80 is 1.0 in bfloat16.
         DType::BF16 => TensorData::BF16(ones.iter().map(|&o| if o { 0x3f80 } else { 0 }).collect()),
         DType::F64 => TensorData::F64(ones.iter().map(|&o| f64::from(u8::from(o))).collect()),
+        DType::I16 => TensorData::I16(ones.iter().map(|&o| i16::from(o)).collect()),
+        DType::U16 => TensorData::U16(ones.iter().map(|&o| u16::from(o)).collect()),
+        DType::U32 => TensorData::U32(ones.iter().map(|&o| u32::from(o)).collect()),
+        DType::U64 => TensorData::U64(ones.iter().map(|&o| u64::from(o)).collect()),
     };
     Ok(Inferred::Const(vec![(x.shape.clone(), data)]))
 }
@@ -3157,11 +3209,31 @@ fn reduce(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let x = match kind {
         ReduceKind::Max | ReduceKind::Min => c.typed_input(
             0,
-            &[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64],
+            &[
+                DType::F32,
+                DType::I32,
+                DType::I64,
+                DType::Bool,
+                DType::F64,
+                DType::I16,
+                DType::U16,
+                DType::U32,
+                DType::U64,
+            ],
         )?,
-        ReduceKind::Sum | ReduceKind::Prod => {
-            c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::F64])?
-        }
+        ReduceKind::Sum | ReduceKind::Prod => c.typed_input(
+            0,
+            &[
+                DType::F32,
+                DType::I32,
+                DType::I64,
+                DType::F64,
+                DType::I16,
+                DType::U16,
+                DType::U32,
+                DType::U64,
+            ],
+        )?,
         _ => c.typed_input(0, &[DType::F32, DType::F64])?,
     };
     let keepdims = c.attr_bool_or("keepdims", true)?;
@@ -3199,7 +3271,19 @@ fn reduce(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn arg_reduce(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(1, 1)?;
-    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::F64])?;
+    let x = c.typed_input(
+        0,
+        &[
+            DType::F32,
+            DType::I32,
+            DType::I64,
+            DType::F64,
+            DType::I16,
+            DType::U16,
+            DType::U32,
+            DType::U64,
+        ],
+    )?;
     let axis = c.axis(c.attr_int_or("axis", 0)?, x.rank())?;
     if x.shape[axis] == 0 {
         return Err(c.mismatch(format!("axis {axis} is empty")));
@@ -3268,12 +3352,21 @@ fn compare(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 }
 
 /// Integer types the bitwise operators run on (BitShift: the unsigned ones, `u8`).
-const BITWISE: [DType; 4] = [DType::U8, DType::I8, DType::I32, DType::I64];
+const BITWISE: [DType; 8] = [
+    DType::U8,
+    DType::I8,
+    DType::I32,
+    DType::I64,
+    DType::I16,
+    DType::U16,
+    DType::U32,
+    DType::U64,
+];
 
 fn bitwise(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
     let types: &[DType] = if c.op_type == "BitShift" {
-        &[DType::U8]
+        &[DType::U8, DType::U16, DType::U32, DType::U64]
     } else {
         &BITWISE
     };
@@ -3458,7 +3551,17 @@ fn scatter_elements(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(3, 3)?;
     let data = c.typed_input(
         0,
-        &[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64],
+        &[
+            DType::F32,
+            DType::I32,
+            DType::I64,
+            DType::Bool,
+            DType::F64,
+            DType::I16,
+            DType::U16,
+            DType::U32,
+            DType::U64,
+        ],
     )?;
     let idx = index_input(c, 1)?;
     let upd = c.input(2)?;
@@ -3487,7 +3590,17 @@ fn scatter_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(3, 3)?;
     let data = c.typed_input(
         0,
-        &[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64],
+        &[
+            DType::F32,
+            DType::I32,
+            DType::I64,
+            DType::Bool,
+            DType::F64,
+            DType::I16,
+            DType::U16,
+            DType::U32,
+            DType::U64,
+        ],
     )?;
     let idx = c.typed_input(1, &[DType::I64])?;
     let upd = c.input(2)?;
@@ -3556,7 +3669,19 @@ fn one_hot(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 }
 
 fn top_k(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
-    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::F64])?;
+    let x = c.typed_input(
+        0,
+        &[
+            DType::F32,
+            DType::I32,
+            DType::I64,
+            DType::F64,
+            DType::I16,
+            DType::U16,
+            DType::U32,
+            DType::U64,
+        ],
+    )?;
     let k = if c.opset >= 10 {
         c.arity(2, 2)?;
         match c.const_ints(1)? {
@@ -3585,7 +3710,19 @@ fn top_k(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn cumsum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
-    let x = c.typed_input(0, &[DType::F32, DType::I32, DType::I64, DType::F64])?;
+    let x = c.typed_input(
+        0,
+        &[
+            DType::F32,
+            DType::I32,
+            DType::I64,
+            DType::F64,
+            DType::I16,
+            DType::U16,
+            DType::U32,
+            DType::U64,
+        ],
+    )?;
     let axis = match c.const_ints(1)? {
         Some(a) if a.len() == 1 => a[0],
         _ => return Err(c.invalid("axis must be a one-element constant")),
@@ -3603,7 +3740,17 @@ fn trilu(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(1, 2)?;
     let x = c.typed_input(
         0,
-        &[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64],
+        &[
+            DType::F32,
+            DType::I32,
+            DType::I64,
+            DType::Bool,
+            DType::F64,
+            DType::I16,
+            DType::U16,
+            DType::U32,
+            DType::U64,
+        ],
     )?;
     if x.rank() < 2 {
         return Err(c.mismatch(format!("input rank {} < 2", x.rank())));
@@ -3836,6 +3983,8 @@ fn constant(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 /// The 8-bit integer types of quantized tensors.
 const Q8: &[DType] = &[DType::U8, DType::I8];
+/// QuantizeLinear's output types (opset 21 added the 16-bit ones).
+const Q8_16: &[DType] = &[DType::U8, DType::I8, DType::I16, DType::U16];
 
 /// How the scale (and zero point) of a QuantizeLinear / DequantizeLinear map onto `x`: one
 /// value per tensor, one per index of `axis` (opset 13), or one per block of `block_size`
@@ -3919,7 +4068,7 @@ fn quantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let x = c.f32_input(0)?;
     let scale = c.f32_input(1)?;
     let layout = quant_layout(c, x, scale)?;
-    let zp = quant_zero_point(c, scale, Q8)?;
+    let zp = quant_zero_point(c, scale, Q8_16)?;
     let declared = match c.opset >= 21 {
         true => c.attr_int_or("output_dtype", 0)?,
         false => 0,
@@ -3930,7 +4079,7 @@ fn quantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             i32::try_from(code)
                 .ok()
                 .and_then(DType::from_onnx)
-                .filter(|d| Q8.contains(d))
+                .filter(|d| Q8_16.contains(d))
                 .ok_or_else(|| ExecError::UnsupportedDType {
                     model: c.model.to_owned(),
                     tensor: format!("output of {}", c.name),
@@ -3966,7 +4115,10 @@ fn quantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn dequantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 3)?;
-    let x = c.typed_input(0, &[DType::U8, DType::I8, DType::I32])?;
+    let x = c.typed_input(
+        0,
+        &[DType::U8, DType::I8, DType::I32, DType::I16, DType::U16],
+    )?;
     let scale = c.f32_input(1)?;
     let layout = quant_layout(c, x, scale)?;
     let zp = quant_zero_point(c, scale, &[x.dtype])?;

@@ -129,6 +129,26 @@ pub(crate) fn decode_tensor(
                     .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                     .collect(),
             ),
+            DType::I16 => TensorData::I16(
+                raw.chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            DType::U16 => TensorData::U16(
+                raw.chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            DType::U32 => TensorData::U32(
+                raw.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            DType::U64 => TensorData::U64(
+                raw.chunks_exact(8)
+                    .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .collect(),
+            ),
         }
     } else {
         let data = match dtype {
@@ -145,6 +165,11 @@ pub(crate) fn decode_tensor(
             DType::F16 => TensorData::F16(t.int32_data.iter().map(|&b| b as u16).collect()),
             DType::BF16 => TensorData::BF16(t.int32_data.iter().map(|&b| b as u16).collect()),
             DType::F64 => TensorData::F64(t.double_data.clone()),
+            // 16-bit integers one per int32; uint32 and uint64 in uint64_data.
+            DType::I16 => TensorData::I16(t.int32_data.iter().map(|&b| b as i16).collect()),
+            DType::U16 => TensorData::U16(t.int32_data.iter().map(|&b| b as u16).collect()),
+            DType::U32 => TensorData::U32(t.uint64_data.iter().map(|&b| b as u32).collect()),
+            DType::U64 => TensorData::U64(t.uint64_data.clone()),
         };
         if data.len() != numel {
             return Err(bad_len(data.len()));

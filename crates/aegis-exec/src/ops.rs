@@ -3060,18 +3060,40 @@ impl NodeKernel {
                 output,
                 sizes,
             } => {
-                let mut operands = Vec::with_capacity(terms.len());
-                for i in 0..terms.len() {
-                    operands.push((f32s(l, inb(i))?, shape(i)));
+                fn run<T: k::EinsumElem>(
+                    operands: Vec<(&[T], &[usize])>,
+                    terms: &[Vec<u8>],
+                    output: &[u8],
+                    sizes: &[usize],
+                    out: &mut [T],
+                    t: usize,
+                ) -> Result<(), DispatchError> {
+                    Ok(k::einsum(&operands, terms, output, sizes, out, t)?)
                 }
-                k::einsum(
-                    &operands,
-                    terms,
-                    output,
-                    sizes,
-                    f32s_mut(l, &mut writes[0])?,
-                    t,
-                )?;
+                let n = terms.len();
+                if dt(0) == DType::F64 {
+                    let operands = (0..n).map(|i| Ok((f64s(l, inb(i))?, shape(i))));
+                    let operands = operands.collect::<Res<Vec<_>>>()?;
+                    run(
+                        operands,
+                        terms,
+                        output,
+                        sizes,
+                        f64s_mut(l, &mut writes[0])?,
+                        t,
+                    )?;
+                } else {
+                    let operands = (0..n).map(|i| Ok((f32s(l, inb(i))?, shape(i))));
+                    let operands = operands.collect::<Res<Vec<_>>>()?;
+                    run(
+                        operands,
+                        terms,
+                        output,
+                        sizes,
+                        f32s_mut(l, &mut writes[0])?,
+                        t,
+                    )?;
+                }
             }
             Op::Recurrent { spec, present } => {
                 // Positions of the optional inputs among the node's inputs.

@@ -1,4 +1,4 @@
-//! Einsum over f32 operands whose subscripts the loader has already resolved (ellipses
+//! Einsum over f32 (or f64) operands whose subscripts the loader has already resolved (ellipses
 //! expanded, implicit outputs made explicit): each operand and the output is a list of letter
 //! ids, one per axis.
 //!
@@ -14,14 +14,70 @@
 use super::error::{invalid, numel, KernelResult};
 use super::matmul::matmul;
 
+/// An element type Einsum runs on: f32 contracts through the tiled GEMM, f64 through a
+/// plain loop nest in f64 (no f64 GEMM here; f64 Einsum is rare and small).
+pub trait EinsumElem:
+    Copy + Send + Sync + std::ops::AddAssign + std::ops::Mul<Output = Self>
+{
+    /// Zero.
+    const ZERO: Self;
+    /// `c[b] = a[b] (m x k) * b[b] (k x n)` for each of `bt` batches (`dims` = bt, m, k, n),
+    /// row-major.
+    fn batched_matmul(
+        a: &[Self],
+        b: &[Self],
+        dims: [usize; 4],
+        c: &mut [Self],
+        threads: usize,
+    ) -> KernelResult<()>;
+}
+
+impl EinsumElem for f32 {
+    const ZERO: Self = 0.0;
+    fn batched_matmul(
+        a: &[f32],
+        b: &[f32],
+        [bt, m, k, n]: [usize; 4],
+        c: &mut [f32],
+        threads: usize,
+    ) -> KernelResult<()> {
+        matmul(a, &[bt, m, k], b, &[bt, k, n], c, threads)
+    }
+}
+
+impl EinsumElem for f64 {
+    const ZERO: Self = 0.0;
+    fn batched_matmul(
+        a: &[f64],
+        b: &[f64],
+        [bt, m, k, n]: [usize; 4],
+        c: &mut [f64],
+        _threads: usize,
+    ) -> KernelResult<()> {
+        for i in 0..bt {
+            let (a, b) = (&a[i * m * k..][..m * k], &b[i * k * n..][..k * n]);
+            let c = &mut c[i * m * n..][..m * n];
+            for (r, row) in c.chunks_exact_mut(n).enumerate() {
+                // k outer, n inner: rows of b are read in order.
+                for (p, &x) in a[r * k..][..k].iter().enumerate() {
+                    for (o, &y) in row.iter_mut().zip(&b[p * n..][..n]) {
+                        *o += x * y;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One operand: contiguous data and, per letter it has, that letter's stride.
-struct View<'a> {
-    data: std::borrow::Cow<'a, [f32]>,
+struct View<'a, T: Clone> {
+    data: std::borrow::Cow<'a, [T]>,
     /// `(letter, stride)`, each letter once (a repeated letter's strides summed).
     strides: Vec<(u8, usize)>,
 }
 
-impl View<'_> {
+impl<T: Clone> View<'_, T> {
     fn has(&self, letter: u8) -> bool {
         self.strides.iter().any(|&(l, _)| l == letter)
     }
@@ -40,12 +96,12 @@ impl View<'_> {
 ///
 /// # Errors
 /// Shape or length mismatches between the operands, terms and sizes.
-pub fn einsum(
-    inputs: &[(&[f32], &[usize])],
+pub fn einsum<T: EinsumElem>(
+    inputs: &[(&[T], &[usize])],
     terms: &[Vec<u8>],
     output: &[u8],
     sizes: &[usize],
-    out: &mut [f32],
+    out: &mut [T],
     threads: usize,
 ) -> KernelResult<()> {
     const OP: &str = "Einsum";
@@ -104,7 +160,7 @@ pub fn einsum(
         Some(v) => v,
         None => return Ok(()),
     };
-    let remaining: Vec<View<'_>> = rest.collect();
+    let remaining: Vec<View<'_, T>> = rest.collect();
     for (j, b) in remaining.iter().enumerate() {
         // Letters someone still needs after this pair: the output's and later operands'.
         let later = |l: u8| output.contains(&l) || remaining[j + 1..].iter().any(|v| v.has(l));
@@ -151,9 +207,9 @@ pub fn einsum(
         let b_keep: Vec<u8> = batch.iter().chain(&k).chain(&n).copied().collect();
         let pa = gather_sum(&acc, &a_keep, &a_sum, &size);
         let pb = gather_sum(b, &b_keep, &b_sum, &size);
-        let mut c = vec![0.0f32; bt * mm * nn];
+        let mut c = vec![T::ZERO; bt * mm * nn];
         if kk > 0 && !c.is_empty() {
-            matmul(&pa, &[bt, mm, kk], &pb, &[bt, kk, nn], &mut c, threads)?;
+            T::batched_matmul(&pa, &pb, [bt, mm, kk, nn], &mut c, threads)?;
         }
         let letters: Vec<u8> = batch.iter().chain(&m).chain(&n).copied().collect();
         acc = contiguous(c, &letters, &size);
@@ -170,7 +226,11 @@ pub fn einsum(
 }
 
 /// A contiguous operand over `letters` (row-major).
-fn contiguous<'a>(data: Vec<f32>, letters: &[u8], size: &impl Fn(u8) -> Option<usize>) -> View<'a> {
+fn contiguous<'a, T: Clone>(
+    data: Vec<T>,
+    letters: &[u8],
+    size: &impl Fn(u8) -> Option<usize>,
+) -> View<'a, T> {
     let mut strides = vec![(0u8, 0usize); letters.len()];
     let mut s = 1;
     for (i, &l) in letters.iter().enumerate().rev() {
@@ -185,12 +245,12 @@ fn contiguous<'a>(data: Vec<f32>, letters: &[u8], size: &impl Fn(u8) -> Option<u
 
 /// `v` read over `keep` (row-major, contiguous result), summed over `sum` in index order; a
 /// letter `v` lacks reads with stride 0.
-fn gather_sum(
-    v: &View<'_>,
+fn gather_sum<T: EinsumElem>(
+    v: &View<'_, T>,
     keep: &[u8],
     sum: &[u8],
     size: &impl Fn(u8) -> Option<usize>,
-) -> Vec<f32> {
+) -> Vec<T> {
     let dims = |ls: &[u8]| -> Vec<usize> { ls.iter().map(|&l| size(l).unwrap_or(0)).collect() };
     let (kd, sd) = (dims(keep), dims(sum));
     let ks: Vec<usize> = keep.iter().map(|&l| v.stride(l)).collect();
@@ -201,7 +261,7 @@ fn gather_sum(
     let mut kidx = vec![0usize; kd.len()];
     let mut base = 0usize;
     for _ in 0..total {
-        let mut s = 0.0f32;
+        let mut s = T::ZERO;
         if inner > 0 {
             let mut sidx = vec![0usize; sd.len()];
             let mut off = base;
@@ -333,6 +393,25 @@ mod tests {
                     "{ins:?}->{out}: {g} vs {w}"
                 );
             }
+        }
+        // The f64 path (its own loop nest) on the same values, widened exactly.
+        let wide: Vec<Vec<f64>> = datas
+            .iter()
+            .map(|d| d.iter().map(|&v| f64::from(v)).collect())
+            .collect();
+        let inputs: Vec<(&[f64], &[usize])> = wide
+            .iter()
+            .zip(&shapes)
+            .map(|(d, s)| (d.as_slice(), s.as_slice()))
+            .collect();
+        let mut got = vec![f64::NAN; want.len()];
+        einsum(&inputs, &terms, &output, &sizes, &mut got, 1).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            let w = f64::from(*w);
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "f64 {ins:?}->{out}: {g} vs {w}"
+            );
         }
     }
 

@@ -196,7 +196,7 @@ pub use data::{
     transpose_f32, PadMode, SliceAxis,
 };
 pub use deform::{deform_conv, DeformArgs, DeformSpec};
-pub use einsum::einsum;
+pub use einsum::{einsum, EinsumElem};
 pub use elementwise::{
     binary_f32, binary_f32_inplace, binary_f64, binary_i16, binary_i32, binary_i64, binary_i8,
     binary_u16, binary_u32, binary_u64, binary_u8, cast, cast_par, compare, expand, unary_f32,

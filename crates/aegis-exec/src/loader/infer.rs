@@ -1955,8 +1955,14 @@ fn einsum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(specs.len(), specs.len())?;
     let mut inputs = Vec::with_capacity(specs.len());
     for i in 0..specs.len() {
-        inputs.push(c.f32_input(i)?);
+        inputs.push(c.typed_input(i, &[DType::F32, DType::F64])?);
     }
+    if let Some(first) = inputs.first() {
+        for v in &inputs[1..] {
+            same_dtype(c, first, v)?;
+        }
+    }
+    let dtype = inputs.first().map_or(DType::F32, |v| v.dtype);
     let letter = |ch: char| -> Result<u8, ExecError> {
         match ch {
             'A'..='Z' => Ok(ch as u8 - b'A'),
@@ -2068,7 +2074,7 @@ fn einsum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         output,
         sizes,
     };
-    Ok(node(op, (0..specs.len()).collect(), DType::F32, shape))
+    Ok(node(op, (0..specs.len()).collect(), dtype, shape))
 }
 
 /// RNN, GRU and LSTM: shapes checked against `hidden_size` (or `R`'s last axis), the

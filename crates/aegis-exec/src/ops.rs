@@ -1181,65 +1181,29 @@ fn cast_err(label: &str, what: &str) -> CudaError {
     )
 }
 
-fn f32s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [f32]> {
-    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "f32 view"))
+/// `name(label, bytes)` / `name_mut(label, bytes)`: the bytes as a typed slice, or an error
+/// naming the kernel when they are misaligned.
+macro_rules! views {
+    ($($t:ty: $name:ident, $name_mut:ident, $what:literal;)*) => {$(
+        fn $name<'a>(label: &str, b: &'a [u8]) -> Res<&'a [$t]> {
+            bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, $what))
+        }
+        fn $name_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [$t]> {
+            bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, $what))
+        }
+    )*};
 }
-fn f32s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [f32]> {
-    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "f32 view"))
-}
-fn i64s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [i64]> {
-    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "i64 view"))
-}
-fn i64s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [i64]> {
-    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "i64 view"))
-}
-fn f64s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [f64]> {
-    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "f64 view"))
-}
-fn f64s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [f64]> {
-    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "f64 view"))
-}
-fn i16s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [i16]> {
-    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "i16 view"))
-}
-fn i16s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [i16]> {
-    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "i16 view"))
-}
-fn u16s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [u16]> {
-    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "u16 view"))
-}
-fn u16s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [u16]> {
-    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "u16 view"))
-}
-fn u32s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [u32]> {
-    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "u32 view"))
-}
-fn u32s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [u32]> {
-    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "u32 view"))
-}
-fn u64s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [u64]> {
-    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "u64 view"))
-}
-fn u64s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [u64]> {
-    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "u64 view"))
-}
-fn i32s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [i32]> {
-    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "i32 view"))
-}
-fn i32s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [i32]> {
-    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "i32 view"))
-}
-fn f16s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [half::f16]> {
-    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "f16 view"))
-}
-fn f16s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [half::f16]> {
-    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "f16 view"))
-}
-fn bf16s<'a>(label: &str, b: &'a [u8]) -> Res<&'a [half::bf16]> {
-    bytemuck::try_cast_slice(b).map_err(|_| cast_err(label, "bf16 view"))
-}
-fn bf16s_mut<'a>(label: &str, b: &'a mut [u8]) -> Res<&'a mut [half::bf16]> {
-    bytemuck::try_cast_slice_mut(b).map_err(|_| cast_err(label, "bf16 view"))
+views! {
+    f32: f32s, f32s_mut, "f32 view";
+    i64: i64s, i64s_mut, "i64 view";
+    f64: f64s, f64s_mut, "f64 view";
+    i16: i16s, i16s_mut, "i16 view";
+    u16: u16s, u16s_mut, "u16 view";
+    u32: u32s, u32s_mut, "u32 view";
+    u64: u64s, u64s_mut, "u64 view";
+    i32: i32s, i32s_mut, "i32 view";
+    half::f16: f16s, f16s_mut, "f16 view";
+    half::bf16: bf16s, bf16s_mut, "bf16 view";
 }
 fn i8s<'a>(_label: &str, b: &'a [u8]) -> Res<&'a [i8]> {
     Ok(bytemuck::cast_slice(b))
@@ -2035,6 +1999,20 @@ impl NodeKernel {
             return Ok(());
         }
         if let Some(b) = binary_of(op) {
+            // One typed kernel over both operands' views and the output's.
+            macro_rules! bin {
+                ($kernel:path, $view:ident, $view_mut:ident) => {
+                    $kernel(
+                        b,
+                        $view(l, inb(0))?,
+                        shape(0),
+                        $view(l, inb(1))?,
+                        shape(1),
+                        $view_mut(l, &mut writes[0])?,
+                        t,
+                    )?
+                };
+            }
             match (self.alias, dt(0)) {
                 (Some(ai), DType::F32) => {
                     let other = 1 - ai;
@@ -2042,90 +2020,16 @@ impl NodeKernel {
                     let out = f32s_mut(l, &mut writes[0])?;
                     k::binary_f32_inplace(b, out, &out_shape, bs, bsh, ai == 1, t)?;
                 }
-                (_, DType::F32) => k::binary_f32(
-                    b,
-                    f32s(l, inb(0))?,
-                    shape(0),
-                    f32s(l, inb(1))?,
-                    shape(1),
-                    f32s_mut(l, &mut writes[0])?,
-                    t,
-                )?,
-                (_, DType::I64) => k::binary_i64(
-                    b,
-                    i64s(l, inb(0))?,
-                    shape(0),
-                    i64s(l, inb(1))?,
-                    shape(1),
-                    i64s_mut(l, &mut writes[0])?,
-                    t,
-                )?,
-                (_, DType::I32) => k::binary_i32(
-                    b,
-                    i32s(l, inb(0))?,
-                    shape(0),
-                    i32s(l, inb(1))?,
-                    shape(1),
-                    i32s_mut(l, &mut writes[0])?,
-                    t,
-                )?,
-                (_, DType::I8) => k::binary_i8(
-                    b,
-                    i8s(l, inb(0))?,
-                    shape(0),
-                    i8s(l, inb(1))?,
-                    shape(1),
-                    i8s_mut(l, &mut writes[0])?,
-                    t,
-                )?,
-                (_, DType::U8) => {
-                    k::binary_u8(b, inb(0), shape(0), inb(1), shape(1), &mut writes[0], t)?
-                }
-                (_, DType::I16) => k::binary_i16(
-                    b,
-                    i16s(l, inb(0))?,
-                    shape(0),
-                    i16s(l, inb(1))?,
-                    shape(1),
-                    i16s_mut(l, &mut writes[0])?,
-                    t,
-                )?,
-                (_, DType::U16) => k::binary_u16(
-                    b,
-                    u16s(l, inb(0))?,
-                    shape(0),
-                    u16s(l, inb(1))?,
-                    shape(1),
-                    u16s_mut(l, &mut writes[0])?,
-                    t,
-                )?,
-                (_, DType::U32) => k::binary_u32(
-                    b,
-                    u32s(l, inb(0))?,
-                    shape(0),
-                    u32s(l, inb(1))?,
-                    shape(1),
-                    u32s_mut(l, &mut writes[0])?,
-                    t,
-                )?,
-                (_, DType::U64) => k::binary_u64(
-                    b,
-                    u64s(l, inb(0))?,
-                    shape(0),
-                    u64s(l, inb(1))?,
-                    shape(1),
-                    u64s_mut(l, &mut writes[0])?,
-                    t,
-                )?,
-                (_, DType::F64) => k::binary_f64(
-                    b,
-                    f64s(l, inb(0))?,
-                    shape(0),
-                    f64s(l, inb(1))?,
-                    shape(1),
-                    f64s_mut(l, &mut writes[0])?,
-                    t,
-                )?,
+                (_, DType::F32) => bin!(k::binary_f32, f32s, f32s_mut),
+                (_, DType::I64) => bin!(k::binary_i64, i64s, i64s_mut),
+                (_, DType::I32) => bin!(k::binary_i32, i32s, i32s_mut),
+                (_, DType::I8) => bin!(k::binary_i8, i8s, i8s_mut),
+                (_, DType::I16) => bin!(k::binary_i16, i16s, i16s_mut),
+                (_, DType::U16) => bin!(k::binary_u16, u16s, u16s_mut),
+                (_, DType::U32) => bin!(k::binary_u32, u32s, u32s_mut),
+                (_, DType::U64) => bin!(k::binary_u64, u64s, u64s_mut),
+                (_, DType::F64) => bin!(k::binary_f64, f64s, f64s_mut),
+                (_, DType::U8) => bin!(k::binary_u8, bytes, bytes_mut),
                 (_, other) => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
             }
             return Ok(());

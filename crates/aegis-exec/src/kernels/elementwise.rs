@@ -60,6 +60,21 @@ fn mod_f32(x: f32, y: f32, fmod: bool) -> f32 {
     }
 }
 
+/// `x^y` for `y >= 0` by squaring, wrapping (any exponent terminates).
+macro_rules! square_multiply {
+    ($x:expr, $y:expr, $t:ty) => {{
+        let (mut base, mut e, mut acc) = ($x, $y, 1 as $t);
+        while e > 0 {
+            if e & 1 == 1 {
+                acc = acc.wrapping_mul(base);
+            }
+            base = base.wrapping_mul(base);
+            e >>= 1;
+        }
+        acc
+    }};
+}
+
 macro_rules! int_ops {
     ($t:ty, $mod_fn:ident, $pow_fn:ident) => {
         fn $mod_fn(x: $t, y: $t, fmod: bool) -> $t {
@@ -84,15 +99,7 @@ macro_rules! int_ops {
                     _ => 0,
                 };
             }
-            let (mut base, mut e, mut acc) = (x, y, 1 as $t);
-            while e > 0 {
-                if e & 1 == 1 {
-                    acc = acc.wrapping_mul(base);
-                }
-                base = base.wrapping_mul(base);
-                e >>= 1;
-            }
-            acc
+            square_multiply!(x, y, $t)
         }
     };
 }
@@ -114,17 +121,8 @@ macro_rules! uint_ops {
         fn $mod_fn(x: $t, y: $t, _fmod: bool) -> $t {
             x.wrapping_rem(y)
         }
-        // Square-and-multiply, wrapping (an exponent beyond u32 still terminates).
         fn $pow_fn(x: $t, y: $t) -> $t {
-            let (mut base, mut e, mut acc) = (x, y, 1 as $t);
-            while e > 0 {
-                if e & 1 == 1 {
-                    acc = acc.wrapping_mul(base);
-                }
-                base = base.wrapping_mul(base);
-                e >>= 1;
-            }
-            acc
+            square_multiply!(x, y, $t)
         }
     };
 }

@@ -698,19 +698,7 @@ fn sum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     if c.num_inputs() == 0 {
         return Err(c.invalid("needs at least one input"));
     }
-    let first = c.typed_input(
-        0,
-        &[
-            DType::F32,
-            DType::I32,
-            DType::I64,
-            DType::F64,
-            DType::I16,
-            DType::U16,
-            DType::U32,
-            DType::U64,
-        ],
-    )?;
+    let first = c.typed_input(0, &NUMBERS)?;
     let mut shape = first.shape.clone();
     for i in 1..c.num_inputs() {
         let v = c.input(i)?;
@@ -2232,20 +2220,7 @@ fn recurrent(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn reverse_sequence(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
-    let x = c.typed_input(
-        0,
-        &[
-            DType::F32,
-            DType::I32,
-            DType::I64,
-            DType::Bool,
-            DType::F64,
-            DType::I16,
-            DType::U16,
-            DType::U32,
-            DType::U64,
-        ],
-    )?;
+    let x = c.typed_input(0, VALUES)?;
     let lens = c.typed_input(1, &[DType::I64])?;
     let batch_axis = c.attr_int_or("batch_axis", 1)?;
     let time_axis = c.attr_int_or("time_axis", 0)?;
@@ -2331,20 +2306,7 @@ fn center_crop_pad(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn gather_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
-    let data = c.typed_input(
-        0,
-        &[
-            DType::F32,
-            DType::I32,
-            DType::I64,
-            DType::Bool,
-            DType::F64,
-            DType::I16,
-            DType::U16,
-            DType::U32,
-            DType::U64,
-        ],
-    )?;
+    let data = c.typed_input(0, VALUES)?;
     let idx = c.typed_input(1, &[DType::I64])?;
     let b = c.attr_int_or("batch_dims", 0)?;
     let (r, q) = (data.rank(), idx.rank());
@@ -3213,20 +3175,7 @@ fn reduce(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let input_from = if kind == ReduceKind::Sum { 13 } else { 18 };
     c.arity(1, if c.opset >= input_from { 2 } else { 1 })?;
     let x = match kind {
-        ReduceKind::Max | ReduceKind::Min => c.typed_input(
-            0,
-            &[
-                DType::F32,
-                DType::I32,
-                DType::I64,
-                DType::Bool,
-                DType::F64,
-                DType::I16,
-                DType::U16,
-                DType::U32,
-                DType::U64,
-            ],
-        )?,
+        ReduceKind::Max | ReduceKind::Min => c.typed_input(0, VALUES)?,
         ReduceKind::Sum | ReduceKind::Prod => c.typed_input(
             0,
             &[
@@ -3277,19 +3226,7 @@ fn reduce(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn arg_reduce(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(1, 1)?;
-    let x = c.typed_input(
-        0,
-        &[
-            DType::F32,
-            DType::I32,
-            DType::I64,
-            DType::F64,
-            DType::I16,
-            DType::U16,
-            DType::U32,
-            DType::U64,
-        ],
-    )?;
+    let x = c.typed_input(0, &NUMBERS)?;
     let axis = c.axis(c.attr_int_or("axis", 0)?, x.rank())?;
     if x.shape[axis] == 0 {
         return Err(c.mismatch(format!("axis {axis} is empty")));
@@ -3555,20 +3492,7 @@ fn scatter_reduction(c: &NodeCtx<'_>) -> Result<ScatterReduce, ExecError> {
 
 fn scatter_elements(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(3, 3)?;
-    let data = c.typed_input(
-        0,
-        &[
-            DType::F32,
-            DType::I32,
-            DType::I64,
-            DType::Bool,
-            DType::F64,
-            DType::I16,
-            DType::U16,
-            DType::U32,
-            DType::U64,
-        ],
-    )?;
+    let data = c.typed_input(0, VALUES)?;
     let idx = index_input(c, 1)?;
     let upd = c.input(2)?;
     same_dtype(c, data, upd)?;
@@ -3594,20 +3518,7 @@ fn scatter_elements(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn scatter_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(3, 3)?;
-    let data = c.typed_input(
-        0,
-        &[
-            DType::F32,
-            DType::I32,
-            DType::I64,
-            DType::Bool,
-            DType::F64,
-            DType::I16,
-            DType::U16,
-            DType::U32,
-            DType::U64,
-        ],
-    )?;
+    let data = c.typed_input(0, VALUES)?;
     let idx = c.typed_input(1, &[DType::I64])?;
     let upd = c.input(2)?;
     same_dtype(c, data, upd)?;
@@ -3675,19 +3586,7 @@ fn one_hot(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 }
 
 fn top_k(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
-    let x = c.typed_input(
-        0,
-        &[
-            DType::F32,
-            DType::I32,
-            DType::I64,
-            DType::F64,
-            DType::I16,
-            DType::U16,
-            DType::U32,
-            DType::U64,
-        ],
-    )?;
+    let x = c.typed_input(0, &NUMBERS)?;
     let k = if c.opset >= 10 {
         c.arity(2, 2)?;
         match c.const_ints(1)? {
@@ -3716,19 +3615,7 @@ fn top_k(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn cumsum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
-    let x = c.typed_input(
-        0,
-        &[
-            DType::F32,
-            DType::I32,
-            DType::I64,
-            DType::F64,
-            DType::I16,
-            DType::U16,
-            DType::U32,
-            DType::U64,
-        ],
-    )?;
+    let x = c.typed_input(0, &NUMBERS)?;
     let axis = match c.const_ints(1)? {
         Some(a) if a.len() == 1 => a[0],
         _ => return Err(c.invalid("axis must be a one-element constant")),
@@ -3744,20 +3631,7 @@ fn cumsum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn trilu(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(1, 2)?;
-    let x = c.typed_input(
-        0,
-        &[
-            DType::F32,
-            DType::I32,
-            DType::I64,
-            DType::Bool,
-            DType::F64,
-            DType::I16,
-            DType::U16,
-            DType::U32,
-            DType::U64,
-        ],
-    )?;
+    let x = c.typed_input(0, VALUES)?;
     if x.rank() < 2 {
         return Err(c.mismatch(format!("input rank {} < 2", x.rank())));
     }
@@ -3989,6 +3863,30 @@ fn constant(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 /// The 8-bit integer types of quantized tensors.
 const Q8: &[DType] = &[DType::U8, DType::I8];
+/// The element types of the value-moving ops (gathers, scatters, Trilu, ...): all but the
+/// 8-bit and 16-bit floats-by-storage.
+const VALUES: &[DType] = &[
+    DType::F32,
+    DType::I32,
+    DType::I64,
+    DType::Bool,
+    DType::F64,
+    DType::I16,
+    DType::U16,
+    DType::U32,
+    DType::U64,
+];
+/// Ordered number types with add and multiply (Sum, ReduceSum/Prod, TopK, CumSum, ...).
+const NUMBERS: [DType; 8] = [
+    DType::F32,
+    DType::I32,
+    DType::I64,
+    DType::F64,
+    DType::I16,
+    DType::U16,
+    DType::U32,
+    DType::U64,
+];
 /// QuantizeLinear's output types (opset 21 added the 16-bit ones).
 const Q8_16: &[DType] = &[DType::U8, DType::I8, DType::I16, DType::U16];
 

@@ -3176,19 +3176,7 @@ fn reduce(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(1, if c.opset >= input_from { 2 } else { 1 })?;
     let x = match kind {
         ReduceKind::Max | ReduceKind::Min => c.typed_input(0, VALUES)?,
-        ReduceKind::Sum | ReduceKind::Prod => c.typed_input(
-            0,
-            &[
-                DType::F32,
-                DType::I32,
-                DType::I64,
-                DType::F64,
-                DType::I16,
-                DType::U16,
-                DType::U32,
-                DType::U64,
-            ],
-        )?,
+        ReduceKind::Sum | ReduceKind::Prod => c.typed_input(0, &NUMBERS)?,
         _ => c.typed_input(0, &[DType::F32, DType::F64])?,
     };
     let keepdims = c.attr_bool_or("keepdims", true)?;

@@ -93,6 +93,36 @@ impl HostTensor {
             .collect())
     }
 
+    /// Every element as f64, for display and comparison: exact for every type but i64/u64
+    /// beyond 2^53 (rounded to nearest). `None` when the bytes do not fill whole elements.
+    pub fn to_f64(&self) -> Option<Vec<f64>> {
+        fn each<const N: usize>(d: &[u8], f: impl Fn([u8; N]) -> f64) -> Option<Vec<f64>> {
+            if !d.len().is_multiple_of(N) {
+                return None;
+            }
+            Some(
+                d.chunks_exact(N)
+                    .map(|c| f(c.try_into().unwrap_or([0; N])))
+                    .collect(),
+            )
+        }
+        let d = &self.data;
+        match self.dtype {
+            DType::F32 => each(d, |b| f64::from(f32::from_le_bytes(b))),
+            DType::F64 => each(d, f64::from_le_bytes),
+            DType::F16 => each(d, |b| f64::from(half::f16::from_le_bytes(b))),
+            DType::BF16 => each(d, |b| f64::from(half::bf16::from_le_bytes(b))),
+            DType::I64 => each(d, |b| i64::from_le_bytes(b) as f64),
+            DType::I32 => each(d, |b| f64::from(i32::from_le_bytes(b))),
+            DType::I16 => each(d, |b| f64::from(i16::from_le_bytes(b))),
+            DType::I8 => each(d, |b: [u8; 1]| f64::from(b[0] as i8)),
+            DType::U64 => each(d, |b| u64::from_le_bytes(b) as f64),
+            DType::U32 => each(d, |b| f64::from(u32::from_le_bytes(b))),
+            DType::U16 => each(d, |b| f64::from(u16::from_le_bytes(b))),
+            DType::U8 | DType::Bool => each(d, |b: [u8; 1]| f64::from(b[0])),
+        }
+    }
+
     /// Reads a `.npy` (v1–v3, little-endian f2/f4/f8/i1/i2/i4/i8/u1/u2/u4/u8/b1, C order) or an ONNX
     /// `TensorProto` `.pb` file, by extension.
     pub fn read(path: &Path) -> Result<Self, ExecError> {
@@ -277,6 +307,8 @@ mod tests {
         };
         assert!(d.to_npy().windows(4).any(|w| w == b"<f8'"));
         assert_eq!(HostTensor::parse_npy(&d.to_npy()).unwrap(), d);
+        assert_eq!(d.to_f64().unwrap(), vec![0.1, -1e300]);
+        assert_eq!(h.to_f64().unwrap()[..2], [1.0, -2.5]);
     }
 
     #[test]

@@ -957,17 +957,11 @@ fn assert_shares(g: &ExecutionGraph, input: &str, output: &str) {
 
 /// Runs a one-output f32 model on the host backend.
 fn run_f32(g: &Arc<ExecutionGraph>, inputs: &[(Vec<usize>, Vec<f32>)]) -> Vec<f32> {
-    let device = Device::host();
-    let pool = DeviceMemoryPool::new(&device, 1 << 20);
-    let model = PreparedModel::prepare(Arc::clone(g), &pool, &ExecOptions::default()).unwrap();
-    let stream = Stream::new(&device, StreamPriority::NORMAL).unwrap();
     let inputs: Vec<HostTensor> = inputs
         .iter()
         .map(|(shape, data)| HostTensor::from_f32(shape.clone(), data).unwrap())
         .collect();
-    Executor::run(&model, &inputs, &[&stream]).unwrap()[0]
-        .to_f32()
-        .unwrap()
+    run_raw(g, &inputs)[0].to_f32().unwrap()
 }
 
 #[rstest::rstest]
@@ -2215,10 +2209,7 @@ fn f64_tensor(shape: &[usize], v: &[f64]) -> HostTensor {
 
 fn f64_values(t: &HostTensor) -> Vec<f64> {
     assert_eq!(t.dtype, aegis_exec::DType::F64);
-    t.data
-        .chunks_exact(8)
-        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    t.to_f64().unwrap()
 }
 
 #[test]

@@ -407,53 +407,7 @@ fn read_data(path: &Path, want: DType) -> Result<HostTensor, Failure> {
 }
 
 fn values(t: &HostTensor) -> Vec<f64> {
-    let b = &t.data;
-    match t.dtype {
-        DType::F32 => b
-            .chunks_exact(4)
-            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        DType::I32 => b
-            .chunks_exact(4)
-            .map(|c| f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        // Exact for |x| < 2^53; larger values still compare unequal when they differ enough.
-        DType::I64 => b
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64)
-            .collect(),
-        DType::Bool | DType::U8 => b.iter().map(|&x| f64::from(x)).collect(),
-        DType::I8 => b.iter().map(|&x| f64::from(x as i8)).collect(),
-        DType::F16 => b
-            .chunks_exact(2)
-            .map(|c| f64::from(half::f16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        DType::BF16 => b
-            .chunks_exact(2)
-            .map(|c| f64::from(half::bf16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        DType::F64 => b
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect(),
-        DType::I16 => b
-            .chunks_exact(2)
-            .map(|c| f64::from(i16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        DType::U16 => b
-            .chunks_exact(2)
-            .map(|c| f64::from(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        DType::U32 => b
-            .chunks_exact(4)
-            .map(|c| f64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        // As i64: exact below 2^53, and larger values differing enough still compare unequal.
-        DType::U64 => b
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64)
-            .collect(),
-    }
+    t.to_f64().unwrap_or_default()
 }
 
 /// Shape and dtype equal; floats within `ATOL + RTOL |want|` (NaN equals NaN, infinities

@@ -285,49 +285,7 @@ fn narrow_f64(t: HostTensor) -> HostTensor {
 
 /// `min/max/mean` and the first values of a tensor, one line.
 pub fn summarize(t: &HostTensor) -> String {
-    let values: Option<Vec<f64>> = match t.dtype {
-        // f16 widens to f32 exactly.
-        DType::F32 | DType::F16 | DType::BF16 => t
-            .to_f32()
-            .ok()
-            .map(|v| v.into_iter().map(f64::from).collect()),
-        DType::I64 => bytes_as::<8>(&t.data).map(|v| {
-            v.into_iter()
-                .map(|b| i64::from_le_bytes(b) as f64)
-                .collect()
-        }),
-        DType::I32 => bytes_as::<4>(&t.data).map(|v| {
-            v.into_iter()
-                .map(|b| i32::from_le_bytes(b) as f64)
-                .collect()
-        }),
-        // One byte per element: quantized outputs read as their integer values.
-        DType::U8 | DType::Bool => Some(t.data.iter().map(|&b| f64::from(b)).collect()),
-        DType::I8 => Some(t.data.iter().map(|&b| f64::from(b as i8)).collect()),
-        DType::F64 => {
-            bytes_as::<8>(&t.data).map(|v| v.into_iter().map(f64::from_le_bytes).collect())
-        }
-        DType::I16 => bytes_as::<2>(&t.data).map(|v| {
-            v.into_iter()
-                .map(|b| f64::from(i16::from_le_bytes(b)))
-                .collect()
-        }),
-        DType::U16 => bytes_as::<2>(&t.data).map(|v| {
-            v.into_iter()
-                .map(|b| f64::from(u16::from_le_bytes(b)))
-                .collect()
-        }),
-        DType::U32 => bytes_as::<4>(&t.data).map(|v| {
-            v.into_iter()
-                .map(|b| f64::from(u32::from_le_bytes(b)))
-                .collect()
-        }),
-        DType::U64 => bytes_as::<8>(&t.data).map(|v| {
-            v.into_iter()
-                .map(|b| u64::from_le_bytes(b) as f64)
-                .collect()
-        }),
-    };
+    let values = t.to_f64();
     let Some(v) = values.filter(|v| !v.is_empty()) else {
         return format!("{} bytes", t.data.len());
     };
@@ -347,21 +305,6 @@ pub fn summarize(t: &HostTensor) -> String {
         "min {min:.6}  max {max:.6}  mean {mean:.6}  argmax {argmax}  first [{}{}]",
         first.join(", "),
         if v.len() > 5 { ", ..." } else { "" }
-    )
-}
-
-fn bytes_as<const N: usize>(data: &[u8]) -> Option<Vec<[u8; N]>> {
-    if !data.len().is_multiple_of(N) {
-        return None;
-    }
-    Some(
-        data.chunks_exact(N)
-            .map(|c| {
-                let mut a = [0u8; N];
-                a.copy_from_slice(c);
-                a
-            })
-            .collect(),
     )
 }
 

@@ -152,6 +152,7 @@ fn float_fn(op: &Op) -> Option<Box<dyn Fn(f32) -> f32 + Sync>> {
         Op::Celu { alpha } => {
             Box::new(move |x: f32| x.max(0.0) + (alpha * (x / alpha).exp_m1()).min(0.0))
         }
+        Op::Swish { alpha } => Box::new(move |x: f32| x / (1.0 + (-alpha * x).exp())),
         Op::ThresholdedRelu { alpha } => Box::new(move |x: f32| if x > alpha { x } else { 0.0 }),
         Op::Shrink { bias, lambd } => Box::new(move |x: f32| {
             if x < -lambd {
@@ -2645,13 +2646,15 @@ impl NodeKernel {
             }
             Op::Bitwise { op: bk } => {
                 macro_rules! bits {
-                    ($view:ident, $view_mut:ident, $t:ty) => {{
+                    ($view:ident, $view_mut:ident, $t:ty, $signed:expr) => {{
                         const BITS: $t = <$t>::BITS as $t;
                         let f = match bk {
                             BitwiseKind::And => |a: $t, b: $t| a & b,
                             BitwiseKind::Or => |a: $t, b: $t| a | b,
                             BitwiseKind::Xor => |a: $t, b: $t| a ^ b,
-                            // A shift by the width or more empties the value (as numpy's).
+                            // A shift by the width or more, or by a negative amount, leaves
+                            // only the sign fill (opset 28): 0, or -1 for a right shift of a
+                            // negative signed value. Signed right shifts are arithmetic.
                             BitwiseKind::ShiftLeft => |a: $t, b: $t| {
                                 if (0..BITS).contains(&b) {
                                     a << b
@@ -2662,6 +2665,8 @@ impl NodeKernel {
                             BitwiseKind::ShiftRight => |a: $t, b: $t| {
                                 if (0..BITS).contains(&b) {
                                     a >> b
+                                } else if $signed {
+                                    a >> (BITS - 1)
                                 } else {
                                     0
                                 }
@@ -2680,14 +2685,14 @@ impl NodeKernel {
                     }};
                 }
                 match dt(0) {
-                    DType::U8 => bits!(bytes, bytes_mut, u8),
-                    DType::I8 => bits!(i8s, i8s_mut, i8),
-                    DType::I32 => bits!(i32s, i32s_mut, i32),
-                    DType::I64 => bits!(i64s, i64s_mut, i64),
-                    DType::I16 => bits!(i16s, i16s_mut, i16),
-                    DType::U16 => bits!(u16s, u16s_mut, u16),
-                    DType::U32 => bits!(u32s, u32s_mut, u32),
-                    DType::U64 => bits!(u64s, u64s_mut, u64),
+                    DType::U8 => bits!(bytes, bytes_mut, u8, false),
+                    DType::I8 => bits!(i8s, i8s_mut, i8, true),
+                    DType::I32 => bits!(i32s, i32s_mut, i32, true),
+                    DType::I64 => bits!(i64s, i64s_mut, i64, true),
+                    DType::I16 => bits!(i16s, i16s_mut, i16, true),
+                    DType::U16 => bits!(u16s, u16s_mut, u16, false),
+                    DType::U32 => bits!(u32s, u32s_mut, u32, false),
+                    DType::U64 => bits!(u64s, u64s_mut, u64, false),
                     other => return Err(DispatchError::Unsupported(format!("{l} on {other}"))),
                 }
             }
@@ -2879,12 +2884,14 @@ impl NodeKernel {
                 axis,
                 exclusive,
                 reverse,
+                product,
             } => by_dtype!(dt(0), |view, view_mut| k::cumsum(
                 view(l, inb(0))?,
                 shape(0),
                 *axis,
                 *exclusive,
                 *reverse,
+                *product,
                 view_mut(l, &mut writes[0])?,
             )?),
             Op::GatherNd { batch_dims } => by_dtype!(dt(0), |view, view_mut| k::gather_nd(
@@ -3244,6 +3251,29 @@ impl NodeKernel {
                 } else {
                     k::softmax(k::SoftmaxKind::Softmax, x, shape(0), *axis, o, t)?;
                 }
+            }
+            Op::RmsNormalization { axis, epsilon } => k::rms_norm(
+                f32s(l, inb(0))?,
+                shape(0),
+                *axis,
+                f32s(l, inb(1))?,
+                shape(1),
+                *epsilon,
+                f32s_mut(l, &mut writes[0])?,
+                t,
+            )?,
+            Op::SwiGlu { alpha } => {
+                let alpha = *alpha;
+                k::broadcast_binary(
+                    l,
+                    f32s(l, inb(0))?,
+                    shape(0),
+                    f32s(l, inb(1))?,
+                    shape(1),
+                    f32s_mut(l, &mut writes[0])?,
+                    t,
+                    move |a: f32, b: f32| a / (1.0 + (-alpha * a).exp()) * b,
+                )?;
             }
             Op::LayerNormalization { axis, epsilon } => {
                 let bias = if self.ins.len() > 2 {

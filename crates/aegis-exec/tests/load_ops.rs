@@ -420,6 +420,31 @@ fn bitwise_operators_and_shifts() {
         let s = HostTensor::from_data(vec![4], &TensorData::U8(vec![1, 8, 7, 200]));
         assert_eq!(run_any(&g, &[x, s])[0].data, want, "{dir}");
     }
+    // From opset 28 BitShift takes signed types: arithmetic right shifts, and a shift by the
+    // width or more (or a negative one) leaves the sign fill. Before 28 they are refused.
+    let signed = |opset: i64, dir: &str| {
+        Model::new(opset)
+            .input("x", I8, &[4])
+            .input("s", I8, &[4])
+            .op(
+                "BitShift",
+                &["x", "s"],
+                &["y"],
+                vec![attr_s("direction", dir)],
+            )
+            .output_any("y", I8)
+    };
+    for (dir, want) in [("LEFT", [-16i8, 0, -128, 0]), ("RIGHT", [-4, -1, 0, -1])] {
+        let g = Arc::new(load(&signed(28, dir)));
+        let x = HostTensor::from_data(vec![4], &TensorData::I8(vec![-8, -3, 1, -128]));
+        let s = HostTensor::from_data(vec![4], &TensorData::I8(vec![1, 8, 7, -1]));
+        assert_eq!(run_any(&g, &[x, s])[0].data, want.map(|v| v as u8), "{dir}");
+    }
+    let err =
+        ExecutionGraph::from_bytes(&signed(22, "LEFT").bytes(), "ops", &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("i8"), "{err}");
     // BitShift takes unsigned types only; a missing direction is a typed error.
     let m = Model::new(11)
         .input("x", U8, &[2])

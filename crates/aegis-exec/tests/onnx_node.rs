@@ -8,9 +8,10 @@
 //! passes also fails the test (the list must shrink as fixes land), and so does a listed name
 //! that is not a selected case, and any panic (a panic is a bug, never a known failure).
 //!
-//! The data comes from the pinned `onnx` wheel: `.ci/run` installs it into
-//! `target/onnx-wheel` and exports `AEGIS_ONNX_NODE_DIR`. Without it this test fails and says
-//! how to install it.
+//! The data comes from the pinned `onnx` package (opsets up to 28): `.ci/run` installs it
+//! into `target/onnx-pkg`, writes its node cases (with onnx's reference outputs) into
+//! `target/onnx-node/node` with `xtask/scripts/gen_onnx_node.py`, and exports
+//! `AEGIS_ONNX_NODE_DIR`. Without them this test fails and says how to make them.
 //!
 //! Shape inputs: the backend tests feed shape-like operands (Reshape's `shape`, Slice's
 //! `starts`, Pad's `pads` ...) as graph inputs, while AegisRT needs them known at load (static
@@ -36,7 +37,7 @@ use tract_onnx::tract_hir::prelude::Framework;
 
 const RTOL: f64 = 1e-3;
 const ATOL: f64 = 1e-4;
-const PIN: &str = "onnx==1.17.0";
+const PIN: &str = "onnx==1.23.2";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -46,13 +47,14 @@ fn workspace_root() -> PathBuf {
 fn node_dir() -> PathBuf {
     let dir = match std::env::var_os("AEGIS_ONNX_NODE_DIR") {
         Some(d) => PathBuf::from(d),
-        None => workspace_root().join("target/onnx-wheel/onnx/backend/test/data/node"),
+        None => workspace_root().join("target/onnx-node/node"),
     };
     assert!(
         dir.join("test_add/model.onnx").is_file(),
-        "ONNX backend node tests not found at {}.\nInstall them (data only, not committed) from \
-         the workspace root with:\n  python3 -m pip install --no-deps --target target/onnx-wheel \
-         {PIN}\nor point AEGIS_ONNX_NODE_DIR at .../onnx/backend/test/data/node (.ci/run does both).",
+        "ONNX backend node tests not found at {}.\nWrite them (data only, not committed) from \
+         the workspace root with:\n  python3 -m pip install --target target/onnx-pkg {PIN}\n  \
+         PYTHONPATH=target/onnx-pkg python3 xtask/scripts/gen_onnx_node.py target/onnx-node\nor \
+         point AEGIS_ONNX_NODE_DIR at a folder of node cases (.ci/run does both).",
         dir.display()
     );
     dir

@@ -714,7 +714,7 @@ pub fn tile<T: Copy + Send + Sync>(
     Ok(())
 }
 
-/// ONNX DepthToSpace (`to_space`, mode DCR or `crd`) and SpaceToDepth on `[N, C, H, W]`: a
+/// ONNX DepthToSpace (`to_space`) and SpaceToDepth, mode DCR or `crd`, on `[N, C, H, W]`: a
 /// transpose of a 6-D view of the same data.
 ///
 /// # Errors
@@ -753,7 +753,8 @@ pub fn block_shuffle<T: Copy + Send + Sync>(
     let (view, perm): ([usize; 6], [usize; 6]) = match (to_space, crd) {
         (true, false) => ([n, b, b, c / (b * b), h, w], [0, 3, 4, 1, 5, 2]),
         (true, true) => ([n, c / (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3]),
-        (false, _) => ([n, c, h / b, b, w / b, b], [0, 3, 5, 1, 2, 4]),
+        (false, false) => ([n, c, h / b, b, w / b, b], [0, 3, 5, 1, 2, 4]),
+        (false, true) => ([n, c, h / b, b, w / b, b], [0, 1, 3, 5, 2, 4]),
     };
     transpose(x, &view, &perm, out, threads)
 }

@@ -24,8 +24,8 @@ pub enum BinaryOp {
     /// negative exponents giving `0` except for bases `1` and `-1`).
     Pow,
     /// ONNX `Mod`. `fmod: true` is C `fmod` (result takes the sign of the dividend);
-    /// `fmod: false` is Python/numpy `mod` (result takes the sign of the divisor). ONNX only
-    /// defines `fmod = 0` for integers; for floats it is accepted here with numpy semantics.
+    /// `fmod: false` is Python/numpy `mod` (result takes the sign of the divisor). ONNX defines
+    /// `fmod = 0` for floats from opset 28 (the floored remainder).
     Mod {
         /// The `fmod` attribute (default 0).
         fmod: bool,
@@ -53,7 +53,12 @@ impl BinaryOp {
 
 fn mod_f32(x: f32, y: f32, fmod: bool) -> f32 {
     let r = x % y;
-    if !fmod && r != 0.0 && ((r < 0.0) != (y < 0.0)) {
+    if fmod {
+        r
+    } else if r == 0.0 {
+        // The floored remainder's zero takes the divisor's sign (opset 28).
+        0f32.copysign(y)
+    } else if (r < 0.0) != (y < 0.0) {
         r + y
     } else {
         r
@@ -210,7 +215,11 @@ pub fn binary_f64(
         BinaryOp::Mod { fmod } => {
             broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x: f64, y: f64| {
                 let r = x % y;
-                if !fmod && r != 0.0 && ((r < 0.0) != (y < 0.0)) {
+                if fmod {
+                    r
+                } else if r == 0.0 {
+                    0f64.copysign(y)
+                } else if (r < 0.0) != (y < 0.0) {
                     r + y
                 } else {
                     r

@@ -460,20 +460,28 @@ pub fn top_k<T: Copy + PartialOrd>(
     Ok(())
 }
 
-/// Element types CumSum accumulates.
+/// Element types CumSum and CumProd accumulate.
 pub trait Accumulate: Copy {
     /// Zero.
     const ZERO: Self;
+    /// One.
+    const ONE: Self;
     /// `a + b` (wrapping for integers).
     fn add(a: Self, b: Self) -> Self;
+    /// `a * b` (wrapping for integers).
+    fn mul(a: Self, b: Self) -> Self;
 }
 
 macro_rules! acc_float {
     ($($t:ty),*) => {$(
         impl Accumulate for $t {
             const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
             fn add(a: Self, b: Self) -> Self {
                 a + b
+            }
+            fn mul(a: Self, b: Self) -> Self {
+                a * b
             }
         }
     )*};
@@ -484,8 +492,12 @@ macro_rules! acc_int {
     ($($t:ty),*) => {$(
         impl Accumulate for $t {
             const ZERO: Self = 0;
+            const ONE: Self = 1;
             fn add(a: Self, b: Self) -> Self {
                 a.wrapping_add(b)
+            }
+            fn mul(a: Self, b: Self) -> Self {
+                a.wrapping_mul(b)
             }
         }
     )*};
@@ -494,20 +506,27 @@ macro_rules! acc_int {
 // f32/f64/i32/i64.
 acc_int!(i32, i64, u8, i8, i16, u16, u32, u64);
 
-/// ONNX CumSum along `axis`, optionally `exclusive` (each output leaves out its own element)
-/// and/or `reverse` (summing from the end).
+/// ONNX CumSum (CumProd with `product`) along `axis`, optionally `exclusive` (each output
+/// leaves out its own element) and/or `reverse` (from the end).
 ///
 /// # Errors
 /// Length mismatches or an axis out of range.
+#[allow(clippy::too_many_arguments)]
 pub fn cumsum<T: Accumulate>(
     x: &[T],
     x_shape: &[usize],
     axis: usize,
     exclusive: bool,
     reverse: bool,
+    product: bool,
     out: &mut [T],
 ) -> KernelResult<()> {
-    const OP: &str = "CumSum";
+    const OP: &str = "CumSum/CumProd";
+    let (start, step): (T, fn(T, T) -> T) = if product {
+        (T::ONE, T::mul)
+    } else {
+        (T::ZERO, T::add)
+    };
     let Some(&n) = x_shape.get(axis) else {
         return Err(invalid(
             OP,
@@ -521,15 +540,15 @@ pub fn cumsum<T: Accumulate>(
     let inner: usize = x_shape[axis + 1..].iter().product();
     for o in 0..outer {
         for i in 0..inner {
-            let mut acc = T::ZERO;
-            for step in 0..n {
-                let j = if reverse { n - 1 - step } else { step };
+            let mut acc = start;
+            for s in 0..n {
+                let j = if reverse { n - 1 - s } else { s };
                 let at = (o * n + j) * inner + i;
                 if exclusive {
                     out[at] = acc;
-                    acc = T::add(acc, x[at]);
+                    acc = step(acc, x[at]);
                 } else {
-                    acc = T::add(acc, x[at]);
+                    acc = step(acc, x[at]);
                     out[at] = acc;
                 }
             }
@@ -700,9 +719,9 @@ mod tests {
         assert_eq!((v2, i2), ([4, 9, 3], [1, 0, 0]));
 
         let mut c = [0i64; 4];
-        cumsum(&[1i64, 2, 3, 4], &[4], 0, false, false, &mut c).unwrap();
+        cumsum(&[1i64, 2, 3, 4], &[4], 0, false, false, false, &mut c).unwrap();
         assert_eq!(c, [1, 3, 6, 10]);
-        cumsum(&[1i64, 2, 3, 4], &[4], 0, true, true, &mut c).unwrap();
+        cumsum(&[1i64, 2, 3, 4], &[4], 0, true, true, false, &mut c).unwrap();
         assert_eq!(c, [9, 7, 4, 0]);
 
         let m: Vec<f32> = (1..=9).map(|v| v as f32).collect();

@@ -216,7 +216,8 @@ pub use map::{map, map_inplace, sign_f32, softplus};
 pub use matmul::{det, gemm, matmul, matmul_output_shape, GemmAttrs};
 pub use norm::{
     batch_norm, batch_norm_coefficients, channel_affine, channel_affine_act, hardmax, layer_norm,
-    layer_norm_stats, reduce, reduce_output_shape, softmax, softmax_legacy, ReduceOp, SoftmaxKind,
+    layer_norm_stats, reduce, reduce_output_shape, rms_norm, softmax, softmax_legacy, ReduceOp,
+    SoftmaxKind,
 };
 pub use pool::{
     global_pool, lp_pool, lrn, max_pool_with_indices, max_unpool, pool, pool_output_spatial,

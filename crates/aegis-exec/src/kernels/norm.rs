@@ -217,6 +217,102 @@ pub fn layer_norm(
     Ok(())
 }
 
+/// ONNX RMSNormalization (opset 23): each row over axes `[axis, rank)` divided by its root
+/// mean square (`sqrt(mean(x^2) + epsilon)`, the mean of squares accumulated in f64 in a fixed
+/// order), times `scale` (shape `scale_shape`, broadcast to the row's shape
+/// `x_shape[axis..]`).
+///
+/// # Errors
+/// Axis out of range, a scale that does not broadcast to a row, or length mismatches.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm(
+    x: &[f32],
+    x_shape: &[usize],
+    axis: usize,
+    scale: &[f32],
+    scale_shape: &[usize],
+    epsilon: f32,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    const OP: &str = "RMSNormalization";
+    if axis >= x_shape.len() {
+        return Err(invalid(
+            OP,
+            "axis",
+            format!("{axis} for rank {}", x_shape.len()),
+        ));
+    }
+    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
+    check_len(OP, "Y", out.len(), x.len())?;
+    check_len(OP, "scale", scale.len(), numel(OP, scale_shape)?)?;
+    let row_shape = &x_shape[axis..];
+    let scale = broadcast_to_row(scale, scale_shape, row_shape).ok_or_else(|| {
+        invalid(
+            OP,
+            "scale",
+            format!("shape {scale_shape:?} does not broadcast to {row_shape:?}"),
+        )
+    })?;
+    let inner = scale.len();
+    if inner == 0 {
+        return Ok(());
+    }
+    par_chunks(out, inner, threads, (1 << 14) / inner, |first, piece| {
+        simd_dispatch(
+            #[inline(always)]
+            || {
+                for (i, row) in piece.chunks_mut(inner).enumerate() {
+                    let xr = &x[(first + i) * inner..(first + i + 1) * inner];
+                    let ms = lane_sum(xr, |v| v * v) / inner as f64;
+                    let inv = (1.0 / (ms + f64::from(epsilon)).sqrt()) as f32;
+                    for ((o, &v), &s) in row.iter_mut().zip(xr).zip(&scale) {
+                        *o = v * inv * s;
+                    }
+                }
+            },
+        );
+    });
+    Ok(())
+}
+
+/// `p` (shape `p_shape`) repeated out to `row` (numpy broadcasting, `p` no longer than
+/// `row`), or `None` when it does not broadcast.
+fn broadcast_to_row(p: &[f32], p_shape: &[usize], row: &[usize]) -> Option<Vec<f32>> {
+    // Leading 1s of `p` beyond the row's rank change nothing.
+    let skip = p_shape.len().saturating_sub(row.len());
+    if p_shape[..skip].iter().any(|&d| d != 1) {
+        return None;
+    }
+    let p_shape = &p_shape[skip..];
+    let lead = row.len() - p_shape.len();
+    if p_shape
+        .iter()
+        .zip(&row[lead..])
+        .any(|(&a, &b)| a != b && a != 1)
+    {
+        return None;
+    }
+    let total: usize = row.iter().product();
+    let mut out = Vec::with_capacity(total);
+    for flat in 0..total {
+        let (mut rem, mut src, mut stride) = (flat, 0, 1);
+        for (k, &d) in row.iter().enumerate().rev() {
+            let idx = rem % d;
+            rem /= d;
+            if k >= lead {
+                let pd = p_shape[k - lead];
+                if pd != 1 {
+                    src += idx * stride;
+                }
+                stride *= pd;
+            }
+        }
+        out.push(p[src]);
+    }
+    Some(out)
+}
+
 /// Independent f64 partial sums of [`row_stats`]: element `i` goes to lane `i % STAT_LANES`.
 const STAT_LANES: usize = 8;
 

@@ -20,17 +20,32 @@ pub struct DftSpec {
     pub length: usize,
     /// Inverse transform (scaled by `1 / length`).
     pub inverse: bool,
-    /// Keep the first `length / 2 + 1` outputs along the axis.
+    /// Forward: keep the first `length / 2 + 1` outputs along the axis (RFFT). Inverse:
+    /// the input is such a one-sided spectrum and the output is real (IRFFT).
     pub onesided: bool,
 }
 
 impl DftSpec {
     /// Outputs along the axis.
     pub fn bins(&self) -> usize {
-        if self.onesided {
+        if self.onesided && !self.inverse {
             self.length / 2 + 1
         } else {
             self.length
+        }
+    }
+
+    /// Whether the transform is an IRFFT: a one-sided spectrum in, a real signal out.
+    pub fn irfft(&self) -> bool {
+        self.onesided && self.inverse
+    }
+
+    /// Parts per output element: 1 for the IRFFT's real signal, else 2 (complex).
+    pub fn out_parts(&self) -> usize {
+        if self.irfft() {
+            1
+        } else {
+            2
         }
     }
 }
@@ -52,7 +67,7 @@ fn fft_in_place(buf: &mut [Complex<f64>], n: usize, inverse: bool) {
 }
 
 /// `DFT` of `x` (shape `x_shape`, last axis 1 or 2) into `out` (`x_shape` with the axis
-/// `spec.bins()` long and a last axis of 2).
+/// `spec.bins()` long and a last axis of `spec.out_parts()`).
 ///
 /// # Errors
 /// Length mismatches or an axis outside the input's non-complex axes.
@@ -73,18 +88,33 @@ pub fn dft(x: &[f32], x_shape: &[usize], spec: &DftSpec, out: &mut [f32]) -> Ker
     let outer: usize = x_shape[..spec.axis].iter().product();
     let len = x_shape[spec.axis];
     let inner: usize = x_shape[spec.axis + 1..rank - 1].iter().product();
-    let (n, m) = (spec.length, spec.bins());
+    let (n, m, parts) = (spec.length, spec.bins(), spec.out_parts());
     check_len(OP, "input", x.len(), outer * len * inner * c)?;
-    check_len(OP, "output", out.len(), outer * m * inner * 2)?;
+    check_len(OP, "output", out.len(), outer * m * inner * parts)?;
+    // IRFFT: the first `n / 2 + 1` bins are given, the rest are their conjugate mirror
+    // (`X[n - k] = conj(X[k])`); the real part of the inverse is the signal (numpy's irfft:
+    // the imaginary parts of the DC and Nyquist bins drop out).
+    let given = if spec.irfft() {
+        len.min(n / 2 + 1)
+    } else {
+        len
+    };
     // One contiguous run of `n` per transformed line, all lines in one call.
     let mut buf = vec![Complex::new(0.0f64, 0.0); outer * inner * n];
     for o in 0..outer {
         for i in 0..inner {
             let line = &mut buf[(o * inner + i) * n..(o * inner + i + 1) * n];
-            for (k, v) in line.iter_mut().enumerate().take(len) {
+            for (k, v) in line.iter_mut().enumerate().take(given) {
                 let at = ((o * len + k) * inner + i) * c;
                 let im = if c == 2 { f64::from(x[at + 1]) } else { 0.0 };
                 *v = Complex::new(f64::from(x[at]), im);
+            }
+            if spec.irfft() {
+                for k in given.max(1)..n {
+                    if n - k < given {
+                        line[k] = line[n - k].conj();
+                    }
+                }
             }
         }
     }
@@ -95,9 +125,11 @@ pub fn dft(x: &[f32], x_shape: &[usize], spec: &DftSpec, out: &mut [f32]) -> Ker
         for i in 0..inner {
             let line = &buf[(o * inner + i) * n..];
             for (k, v) in line.iter().take(m).enumerate() {
-                let at = ((o * m + k) * inner + i) * 2;
+                let at = ((o * m + k) * inner + i) * parts;
                 out[at] = v.re as f32;
-                out[at + 1] = v.im as f32;
+                if parts == 2 {
+                    out[at + 1] = v.im as f32;
+                }
             }
         }
     }
@@ -241,6 +273,34 @@ mod tests {
                         assert!((f64::from(out[at + 1]) - w.1).abs() < 1e-4, "{inverse} {k}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_one_sided_inverse_turns_a_one_sided_spectrum_back_into_its_real_signal() {
+        // Real lines of 6 and of 7 samples (even and odd lengths) along axis 0 of [n, 2, 1]:
+        // RFFT, then IRFFT with the signal's length, gives the signal back.
+        for n in [6usize, 7] {
+            let x: Vec<f32> = (0..n * 2).map(|v| ((v * 5) % 7) as f32 - 3.0).collect();
+            let fwd = DftSpec {
+                axis: 0,
+                length: n,
+                inverse: false,
+                onesided: true,
+            };
+            let bins = fwd.bins();
+            let mut spectrum = vec![0.0; bins * 2 * 2];
+            dft(&x, &[n, 2, 1], &fwd, &mut spectrum).unwrap();
+            let inv = DftSpec {
+                inverse: true,
+                ..fwd
+            };
+            assert_eq!((inv.bins(), inv.out_parts()), (n, 1));
+            let mut back = vec![f32::NAN; n * 2];
+            dft(&spectrum, &[bins, 2, 2], &inv, &mut back).unwrap();
+            for (got, want) in back.iter().zip(&x) {
+                assert!((got - want).abs() < 1e-5, "n {n}: {got} vs {want}");
             }
         }
     }

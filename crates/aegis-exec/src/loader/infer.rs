@@ -1,5 +1,5 @@
 //! Per-operator parsing, validation, defaulting and shape/dtype inference, following the ONNX
-//! specification of each operator for opsets 7 to 21.
+//! specification of each operator for opsets 7 to 28.
 
 use crate::error::ExecError;
 use crate::graph::{DType, Op, TensorData};
@@ -51,6 +51,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("ConvTranspose", 7),
     ("Cos", 7),
     ("Cosh", 9),
+    ("CumProd", 26),
     ("CumSum", 11),
     ("DFT", 17),
     ("DeformConv", 19),
@@ -126,6 +127,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("QLinearConv", 10),
     ("QLinearMatMul", 10),
     ("QuantizeLinear", 10),
+    ("RMSNormalization", 23),
     ("RNN", 7),
     ("Range", 11),
     ("Reciprocal", 7),
@@ -168,6 +170,8 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Squeeze", 7),
     ("Sub", 7),
     ("Sum", 7),
+    ("SwiGLU", 28),
+    ("Swish", 24),
     ("Tan", 7),
     ("Tanh", 7),
     ("ThresholdedRelu", 10),
@@ -389,6 +393,28 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             }
             unary_op(c, Op::Celu { alpha })
         }
+        "Swish" => {
+            let alpha = c.attr_float_or("alpha", 1.0)?;
+            unary_op(c, Op::Swish { alpha })
+        }
+        "SwiGLU" => {
+            c.arity(2, 2)?;
+            let a = c.f32_input(0)?;
+            let b = c.f32_input(1)?;
+            if a.shape != b.shape {
+                return Err(c.mismatch(format!(
+                    "A {:?} and B {:?} differ in shape (SwiGLU does not broadcast)",
+                    a.shape, b.shape
+                )));
+            }
+            let alpha = c.attr_float_or("alpha", 1.0)?;
+            Ok(node(
+                Op::SwiGlu { alpha },
+                vec![0, 1],
+                DType::F32,
+                a.shape.clone(),
+            ))
+        }
         "ThresholdedRelu" => {
             let alpha = c.attr_float_or("alpha", 1.0)?;
             unary_op(c, Op::ThresholdedRelu { alpha })
@@ -426,7 +452,7 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "ScatterND" => scatter_nd(c),
         "OneHot" => one_hot(c),
         "TopK" => top_k(c),
-        "CumSum" => cumsum(c),
+        "CumSum" | "CumProd" => cumsum(c),
         "Trilu" => trilu(c),
         name if MathFn::ALL.iter().any(|f| f.onnx_name() == name) => math(c),
         "Softmax" | "LogSoftmax" => {
@@ -505,6 +531,7 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "GroupNormalization" => group_norm(c),
         "LpPool" | "GlobalLpPool" => lp_pool(c),
         "LayerNormalization" => layer_norm(c),
+        "RMSNormalization" => rms_norm(c),
         "Range" => range(c),
         "NonZero" => nonzero(c),
         "Shape" => {
@@ -661,8 +688,10 @@ fn modulo(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let b = c.typed_input(1, &numeric)?;
     same_dtype(c, a, b)?;
     let fmod = c.attr_bool_or("fmod", false)?;
-    if !fmod && matches!(a.dtype, DType::F32 | DType::F64) {
-        return Err(c.invalid("fmod must be 1 for floating-point inputs"));
+    // Before opset 28 `fmod = 0` was for integers only; from 28 it is the floored
+    // remainder for floats too.
+    if !fmod && c.opset < 28 && matches!(a.dtype, DType::F32 | DType::F64) {
+        return Err(c.invalid("fmod must be 1 for floating-point inputs before opset 28"));
     }
     let shape = bcast(c, a, b)?;
     Ok(node(Op::Mod { fmod }, vec![0, 1], a.dtype, shape))
@@ -1544,20 +1573,31 @@ fn dft(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
                 "axis {axis} of a rank-{rank} input (the last axis holds the complex parts)"
             ))
         })?;
+    let inverse = c.attr_bool_or("inverse", false)?;
+    let onesided = c.attr_bool_or("onesided", false)?;
+    // IRFFT (one-sided inverse): a complex one-sided spectrum of `n / 2 + 1` bins, by
+    // default from a signal of `2 * (bins - 1)`.
+    if onesided && inverse && last != 2 {
+        return Err(c.mismatch(format!(
+            "input of shape {:?}: a one-sided inverse DFT takes a complex spectrum",
+            x.shape
+        )));
+    }
     let length = match positive_scalar(c, 1, "dft_length")? {
         Some(n) => n,
-        None if x.shape[axis] > 0 => x.shape[axis],
-        None => return Err(c.invalid("an empty axis has no transform length")),
+        None if onesided && inverse && x.shape[axis] > 1 => 2 * (x.shape[axis] - 1),
+        None if !(onesided && inverse) && x.shape[axis] > 0 => x.shape[axis],
+        None => return Err(c.invalid("the axis is too short for a default transform length")),
     };
     let spec = DftSpec {
         axis,
         length,
-        inverse: c.attr_bool_or("inverse", false)?,
-        onesided: c.attr_bool_or("onesided", false)?,
+        inverse,
+        onesided,
     };
     let mut shape = x.shape.clone();
     shape[axis] = spec.bins();
-    shape[rank - 1] = 2;
+    shape[rank - 1] = spec.out_parts();
     Ok(node(Op::Dft(spec), vec![0], DType::F32, shape))
 }
 
@@ -3296,7 +3336,8 @@ const BITWISE: [DType; 8] = [
 
 fn bitwise(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
-    let types: &[DType] = if c.op_type == "BitShift" {
+    // BitShift takes signed integers from opset 28 (arithmetic right shifts).
+    let types: &[DType] = if c.op_type == "BitShift" && c.opset < 28 {
         &[DType::U8, DType::U16, DType::U32, DType::U64]
     } else {
         &BITWISE
@@ -3402,12 +3443,12 @@ fn block_shuffle(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let b = c.positive("blocksize", &[b])?[0];
     let [n, ch, h, w] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
     let to_space = c.op_type == "DepthToSpace";
-    let crd = to_space
-        && match c.attr_string_or("mode", "DCR")?.as_str() {
-            "DCR" => false,
-            "CRD" => true,
-            other => return Err(c.invalid(format!("unknown mode '{other}'"))),
-        };
+    // SpaceToDepth has a `mode` from opset 28; earlier models never set it (DCR).
+    let crd = match c.attr_string_or("mode", "DCR")?.as_str() {
+        "DCR" => false,
+        "CRD" => true,
+        other => return Err(c.invalid(format!("unknown mode '{other}'"))),
+    };
     let bb = b.checked_mul(b).ok_or_else(|| c.overflow("blocksize"))?;
     let shape = if to_space {
         if ch % bb != 0 {
@@ -3613,6 +3654,7 @@ fn cumsum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         axis,
         exclusive: c.attr_bool_or("exclusive", false)?,
         reverse: c.attr_bool_or("reverse", false)?,
+        product: c.op_type == "CumProd",
     };
     Ok(node(op, vec![0], x.dtype, x.shape.clone()))
 }
@@ -3746,6 +3788,30 @@ fn layer_norm(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         inputs,
         outputs,
     })
+}
+
+fn rms_norm(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 2)?;
+    let x = c.f32_input(0)?;
+    let axis = c.axis(c.attr_int_or("axis", -1)?, x.rank())?;
+    if c.attr_int_or("stash_type", 1)? != 1 {
+        return Err(c.invalid("only stash_type=1 (float) is supported"));
+    }
+    let norm = &x.shape[axis..];
+    let scale = c.f32_input(1)?;
+    if broadcast(&scale.shape, norm).as_deref() != Some(norm) {
+        return Err(c.mismatch(format!(
+            "scale {:?} does not broadcast to the normalized shape {norm:?}",
+            scale.shape
+        )));
+    }
+    let epsilon = c.attr_float_or("epsilon", 1e-5)?;
+    Ok(node(
+        Op::RmsNormalization { axis, epsilon },
+        vec![0, 1],
+        DType::F32,
+        x.shape.clone(),
+    ))
 }
 
 fn range(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
@@ -3961,6 +4027,15 @@ fn quantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let scale = c.f32_input(1)?;
     let layout = quant_layout(c, x, scale)?;
     let zp = quant_zero_point(c, scale, Q8_16)?;
+    // `precision` (opset 23) names the type of the division `x / y_scale`. It runs in f32
+    // here: a 16-bit precision would round the quotient first, which changes a result only
+    // where that rounding crosses a half-step of the integer grid.
+    if c.opset >= 23 {
+        let p = c.attr_int_or("precision", 0)?;
+        if !matches!(p, 0 | 1 | 10 | 16) {
+            return Err(c.invalid(format!("precision {p} is not float, float16 or bfloat16")));
+        }
+    }
     let declared = match c.opset >= 21 {
         true => c.attr_int_or("output_dtype", 0)?,
         false => 0,
@@ -4019,6 +4094,21 @@ fn dequantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     } else {
         vec![0, 1]
     };
+    // `output_dtype` (opset 23): the loader rounds the f32 result to a 16-bit float type.
+    let declared = match c.opset >= 23 {
+        true => c.attr_int_or("output_dtype", 0)?,
+        false => 0,
+    };
+    if declared != 0
+        && !i32::try_from(declared)
+            .ok()
+            .and_then(DType::from_onnx)
+            .is_some_and(|d| d == DType::F32 || d.is_16bit_float())
+    {
+        return Err(c.invalid(format!(
+            "output_dtype {declared} is not float, float16 or bfloat16"
+        )));
+    }
     Ok(node(
         Op::DequantizeLinear { layout },
         inputs,

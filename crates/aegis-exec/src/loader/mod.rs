@@ -36,7 +36,7 @@ use node::{Inferred, NodeCtx, Value};
 use tensor::{checked_bytes, decode_tensor, ExternalBase};
 
 /// Lowest and highest default-domain opset we accept.
-pub const OPSET_RANGE: std::ops::RangeInclusive<i64> = 7..=22;
+pub const OPSET_RANGE: std::ops::RangeInclusive<i64> = 7..=28;
 
 /// How to load a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +177,16 @@ fn load_bytes(
             reason: format!("{e:#}"),
         })?;
     build(&proto, model, ExternalBase { dir }, options)
+}
+
+/// DequantizeLinear's `output_dtype` attribute (opset 23 on), when set: `Some(Some(type))`
+/// for a type we know, `Some(None)` for one we do not (the node's inference reports it).
+fn dequantize_output_dtype(n: &pb::NodeProto, opset: i64) -> Option<Option<DType>> {
+    if n.op_type != "DequantizeLinear" || opset < 23 {
+        return None;
+    }
+    let code = n.attribute.iter().find(|a| a.name == "output_dtype")?.i;
+    (code != 0).then(|| i32::try_from(code).ok().and_then(DType::from_onnx))
 }
 
 /// A runtime node collected while loading, before ids are assigned.
@@ -648,7 +658,7 @@ impl Loader<'_> {
         // 16-bit float operands of anything but a cast are read through their f32 twins, and
         // the node's f32 results are rounded back to that type below (`narrow_to`).
         let as_read = resolved.clone();
-        let narrow_to = if matches!(n.op_type.as_str(), "Cast" | "CastLike") {
+        let wide_from = if matches!(n.op_type.as_str(), "Cast" | "CastLike") {
             None
         } else {
             resolved.iter().flatten().find_map(|r| {
@@ -658,7 +668,13 @@ impl Loader<'_> {
                     .filter(|d| d.is_16bit_float())
             })
         };
-        let narrow = narrow_to.is_some();
+        let narrow = wide_from.is_some();
+        // DequantizeLinear's `output_dtype` (opset 23) names the result type whatever the
+        // scale's: the f32 result is rounded to it when it is a 16-bit float.
+        let narrow_to = match dequantize_output_dtype(n, self.opset) {
+            Some(to) => to.filter(|d| d.is_16bit_float()),
+            None => wide_from,
+        };
         let resolved: Vec<Option<String>> = if narrow {
             resolved
                 .into_iter()

@@ -744,6 +744,25 @@ pub enum Op {
         /// Default 1.
         alpha: f32,
     },
+    /// `x * sigmoid(alpha x)` (ONNX `Swish`, opset 24). Inputs: `x`.
+    Swish {
+        /// Default 1.
+        alpha: f32,
+    },
+    /// `a * sigmoid(alpha a) * b` (ONNX `SwiGLU`, opset 28; `a` and `b` of one shape).
+    /// Inputs: `a` (the gate), `b`.
+    SwiGlu {
+        /// Default 1.
+        alpha: f32,
+    },
+    /// RMS normalization over axes `axis..rank` (opset 23). Inputs: `x, scale` (`scale`
+    /// broadcast to `shape[axis..]`).
+    RmsNormalization {
+        /// First normalized axis.
+        axis: usize,
+        /// Added to the mean of squares.
+        epsilon: f32,
+    },
     /// `x > alpha ? x : 0` (opset 10+). Inputs: `x`.
     ThresholdedRelu {
         /// Default 1.
@@ -858,14 +877,17 @@ pub enum Op {
         /// Largest (true) or smallest.
         largest: bool,
     },
-    /// Cumulative sum along `axis`. Inputs: `x` (`axis` resolved at load).
+    /// Cumulative sum (CumProd: product) along `axis`. Inputs: `x` (`axis` resolved at
+    /// load).
     CumSum {
         /// Axis.
         axis: usize,
         /// Each output leaves out its own element.
         exclusive: bool,
-        /// Sum from the end.
+        /// From the end.
         reverse: bool,
+        /// Products (CumProd, opset 26) instead of sums.
+        product: bool,
     },
     /// Slices of `data` addressed by index tuples (the last axis of `indices`), after
     /// `batch_dims` leading axes shared by both. Inputs: `data, indices (int64)`.
@@ -1069,6 +1091,9 @@ impl Op {
             Op::Elu { .. } => "Elu",
             Op::Selu { .. } => "Selu",
             Op::Celu { .. } => "Celu",
+            Op::Swish { .. } => "Swish",
+            Op::SwiGlu { .. } => "SwiGLU",
+            Op::RmsNormalization { .. } => "RMSNormalization",
             Op::ThresholdedRelu { .. } => "ThresholdedRelu",
             Op::Shrink { .. } => "Shrink",
             Op::IsInf { .. } => "IsInf",
@@ -1094,7 +1119,8 @@ impl Op {
             Op::ScatterND { .. } => "ScatterND",
             Op::OneHot { .. } => "OneHot",
             Op::TopK { .. } => "TopK",
-            Op::CumSum { .. } => "CumSum",
+            Op::CumSum { product: false, .. } => "CumSum",
+            Op::CumSum { product: true, .. } => "CumProd",
             Op::Trilu { .. } => "Trilu",
             Op::GatherNd { .. } => "GatherND",
             Op::Hardmax { .. } => "Hardmax",
@@ -1148,6 +1174,7 @@ impl Op {
                 | Op::Elu { .. }
                 | Op::Selu { .. }
                 | Op::Celu { .. }
+                | Op::Swish { .. }
                 | Op::ThresholdedRelu { .. }
                 | Op::Shrink { .. }
                 | Op::Not

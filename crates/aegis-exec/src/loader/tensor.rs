@@ -272,6 +272,12 @@ fn read_external(
 pub(crate) fn onnx_dtype_name(code: i32) -> String {
     match tract_onnx::pb::tensor_proto::DataType::try_from(code) {
         Ok(d) => d.as_str_name().to_owned(),
-        Err(_) => format!("#{code}"),
+        // Types newer than tract's copy of onnx.proto (onnx 1.19 and 1.20).
+        Err(_) => match code {
+            24 => "FLOAT8E8M0".to_owned(),
+            25 => "UINT2".to_owned(),
+            26 => "INT2".to_owned(),
+            _ => format!("#{code}"),
+        },
     }
 }

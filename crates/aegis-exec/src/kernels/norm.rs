@@ -165,16 +165,7 @@ pub fn layer_norm(
     threads: usize,
 ) -> KernelResult<()> {
     const OP: &str = "LayerNormalization";
-    if axis >= x_shape.len() {
-        return Err(invalid(
-            OP,
-            "axis",
-            format!("{axis} for rank {}", x_shape.len()),
-        ));
-    }
-    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
-    check_len(OP, "Y", out.len(), x.len())?;
-    let inner: usize = x_shape[axis..].iter().product();
+    let inner = check_rows(OP, x, x_shape, axis, out)?;
     let param = |p: &[f32], what| {
         if p.len() == inner || p.len() == 1 {
             Ok(())
@@ -199,22 +190,64 @@ pub fn layer_norm(
     };
     let scale = full(scale);
     let bias = bias.map_or_else(|| vec![0.0; inner], full);
+    each_row(
+        x,
+        inner,
+        out,
+        threads,
+        #[inline(always)]
+        |xr, row| {
+            let (mean, inv) = row_stats(xr, epsilon);
+            for (((o, &v), &s), &b) in row.iter_mut().zip(xr).zip(&scale).zip(&bias) {
+                *o = (v - mean) * inv * s + b;
+            }
+        },
+    );
+    Ok(())
+}
+
+/// Checks a row normalization's axis and lengths; returns the row length
+/// (`prod(x_shape[axis..])`).
+fn check_rows(
+    op: &'static str,
+    x: &[f32],
+    x_shape: &[usize],
+    axis: usize,
+    out: &[f32],
+) -> KernelResult<usize> {
+    if axis >= x_shape.len() {
+        return Err(invalid(
+            op,
+            "axis",
+            format!("{axis} for rank {}", x_shape.len()),
+        ));
+    }
+    check_len(op, "X", x.len(), numel(op, x_shape)?)?;
+    check_len(op, "Y", out.len(), x.len())?;
+    Ok(x_shape[axis..].iter().product())
+}
+
+/// `f(x_row, out_row)` for every row of `inner` elements, rows split across `threads`
+/// (`f` is inlined into the dispatched loop, so it runs with the widest vectors).
+#[inline(always)]
+fn each_row(
+    x: &[f32],
+    inner: usize,
+    out: &mut [f32],
+    threads: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) {
     par_chunks(out, inner, threads, (1 << 14) / inner, |first, piece| {
         // Under pulp's dispatch, so the f64 lanes and the row pass use the widest vectors.
         simd_dispatch(
             #[inline(always)]
             || {
                 for (i, row) in piece.chunks_mut(inner).enumerate() {
-                    let xr = &x[(first + i) * inner..(first + i + 1) * inner];
-                    let (mean, inv) = row_stats(xr, epsilon);
-                    for (((o, &v), &s), &b) in row.iter_mut().zip(xr).zip(&scale).zip(&bias) {
-                        *o = (v - mean) * inv * s + b;
-                    }
+                    f(&x[(first + i) * inner..(first + i + 1) * inner], row);
                 }
             },
         );
     });
-    Ok(())
 }
 
 /// ONNX RMSNormalization (opset 23): each row over axes `[axis, rank)` divided by its root
@@ -236,15 +269,7 @@ pub fn rms_norm(
     threads: usize,
 ) -> KernelResult<()> {
     const OP: &str = "RMSNormalization";
-    if axis >= x_shape.len() {
-        return Err(invalid(
-            OP,
-            "axis",
-            format!("{axis} for rank {}", x_shape.len()),
-        ));
-    }
-    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
-    check_len(OP, "Y", out.len(), x.len())?;
+    check_rows(OP, x, x_shape, axis, out)?;
     check_len(OP, "scale", scale.len(), numel(OP, scale_shape)?)?;
     let row_shape = &x_shape[axis..];
     let scale = broadcast_to_row(scale, scale_shape, row_shape).ok_or_else(|| {
@@ -258,21 +283,20 @@ pub fn rms_norm(
     if inner == 0 {
         return Ok(());
     }
-    par_chunks(out, inner, threads, (1 << 14) / inner, |first, piece| {
-        simd_dispatch(
-            #[inline(always)]
-            || {
-                for (i, row) in piece.chunks_mut(inner).enumerate() {
-                    let xr = &x[(first + i) * inner..(first + i + 1) * inner];
-                    let ms = lane_sum(xr, |v| v * v) / inner as f64;
-                    let inv = (1.0 / (ms + f64::from(epsilon)).sqrt()) as f32;
-                    for ((o, &v), &s) in row.iter_mut().zip(xr).zip(&scale) {
-                        *o = v * inv * s;
-                    }
-                }
-            },
-        );
-    });
+    each_row(
+        x,
+        inner,
+        out,
+        threads,
+        #[inline(always)]
+        |xr, row| {
+            let ms = lane_sum(xr, |v| v * v) / inner as f64;
+            let inv = (1.0 / (ms + f64::from(epsilon)).sqrt()) as f32;
+            for ((o, &v), &s) in row.iter_mut().zip(xr).zip(&scale) {
+                *o = v * inv * s;
+            }
+        },
+    );
     Ok(())
 }
 

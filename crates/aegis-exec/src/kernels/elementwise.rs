@@ -51,19 +51,26 @@ impl BinaryOp {
     }
 }
 
-fn mod_f32(x: f32, y: f32, fmod: bool) -> f32 {
-    let r = x % y;
-    if fmod {
-        r
-    } else if r == 0.0 {
-        // The floored remainder's zero takes the divisor's sign (opset 28).
-        0f32.copysign(y)
-    } else if (r < 0.0) != (y < 0.0) {
-        r + y
-    } else {
-        r
-    }
+macro_rules! float_mod {
+    ($name:ident, $t:ty) => {
+        /// ONNX `Mod` on floats: C `fmod`, or (`!fmod`) the floored remainder.
+        fn $name(x: $t, y: $t, fmod: bool) -> $t {
+            let r = x % y;
+            if fmod {
+                r
+            } else if r == 0.0 {
+                // The floored remainder's zero takes the divisor's sign (opset 28).
+                (0.0 as $t).copysign(y)
+            } else if (r < 0.0) != (y < 0.0) {
+                r + y
+            } else {
+                r
+            }
+        }
+    };
 }
+float_mod!(mod_f32, f32);
+float_mod!(mod_f64, f64);
 
 /// `x^y` for `y >= 0` by squaring, wrapping (any exponent terminates).
 macro_rules! square_multiply {
@@ -214,16 +221,7 @@ pub fn binary_f64(
         BinaryOp::Pow => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, f64::powf),
         BinaryOp::Mod { fmod } => {
             broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x: f64, y: f64| {
-                let r = x % y;
-                if fmod {
-                    r
-                } else if r == 0.0 {
-                    0f64.copysign(y)
-                } else if (r < 0.0) != (y < 0.0) {
-                    r + y
-                } else {
-                    r
-                }
+                mod_f64(x, y, fmod)
             })
         }
         BinaryOp::Max => broadcast_binary(n, a, a_shape, b, b_shape, out, threads, |x, y| {

@@ -165,7 +165,8 @@ pub fn layer_norm(
     threads: usize,
 ) -> KernelResult<()> {
     const OP: &str = "LayerNormalization";
-    let inner = check_rows(OP, x, x_shape, axis, out)?;
+    let inner = check_rows(OP, x, x_shape, axis)?;
+    check_len(OP, "Y", out.len(), x.len())?;
     let param = |p: &[f32], what| {
         if p.len() == inner || p.len() == 1 {
             Ok(())
@@ -206,15 +207,9 @@ pub fn layer_norm(
     Ok(())
 }
 
-/// Checks a row normalization's axis and lengths; returns the row length
+/// Checks a row normalization's axis and input length; returns the row length
 /// (`prod(x_shape[axis..])`).
-fn check_rows(
-    op: &'static str,
-    x: &[f32],
-    x_shape: &[usize],
-    axis: usize,
-    out: &[f32],
-) -> KernelResult<usize> {
+fn check_rows(op: &'static str, x: &[f32], x_shape: &[usize], axis: usize) -> KernelResult<usize> {
     if axis >= x_shape.len() {
         return Err(invalid(
             op,
@@ -223,7 +218,6 @@ fn check_rows(
         ));
     }
     check_len(op, "X", x.len(), numel(op, x_shape)?)?;
-    check_len(op, "Y", out.len(), x.len())?;
     Ok(x_shape[axis..].iter().product())
 }
 
@@ -269,7 +263,8 @@ pub fn rms_norm(
     threads: usize,
 ) -> KernelResult<()> {
     const OP: &str = "RMSNormalization";
-    check_rows(OP, x, x_shape, axis, out)?;
+    check_rows(OP, x, x_shape, axis)?;
+    check_len(OP, "Y", out.len(), x.len())?;
     check_len(OP, "scale", scale.len(), numel(OP, scale_shape)?)?;
     let row_shape = &x_shape[axis..];
     let scale = broadcast_to_row(scale, scale_shape, row_shape).ok_or_else(|| {
@@ -406,15 +401,7 @@ pub fn layer_norm_stats(
     mut inv_std_dev: Option<&mut [f32]>,
 ) -> KernelResult<()> {
     const OP: &str = "LayerNormalization";
-    if axis >= x_shape.len() {
-        return Err(invalid(
-            OP,
-            "axis",
-            format!("{axis} for rank {}", x_shape.len()),
-        ));
-    }
-    check_len(OP, "X", x.len(), numel(OP, x_shape)?)?;
-    let inner: usize = x_shape[axis..].iter().product();
+    let inner = check_rows(OP, x, x_shape, axis)?;
     let rows: usize = x_shape[..axis].iter().product();
     if let Some(m) = mean.as_deref() {
         check_len(OP, "Mean", m.len(), rows)?;

@@ -3034,6 +3034,49 @@ impl NodeKernel {
                 let (y, y_h, y_c) = (take()?, take()?, take()?);
                 k::rnn(spec, &inputs, k::RnnOutputs { y, y_h, y_c }, t)?;
             }
+            Op::Attention { spec, present } => {
+                // Positions of the optional inputs among the node's inputs.
+                let mut next = 3;
+                let mut at = |p: bool, n: usize| {
+                    let i = p.then_some(next);
+                    next += if p { n } else { 0 };
+                    i
+                };
+                let (m_at, past_at, np_at) =
+                    (at(present[0], 1), at(present[1], 2), at(present[2], 1));
+                let mask = match m_at {
+                    None => None,
+                    Some(i) if dt(i) == DType::Bool => Some(k::AttentionMask::Bool(inb(i))),
+                    Some(i) => Some(k::AttentionMask::Float(f32s(l, inb(i))?)),
+                };
+                let past = match past_at {
+                    Some(i) => Some((f32s(l, inb(i))?, f32s(l, inb(i + 1))?)),
+                    None => None,
+                };
+                let inputs = k::AttentionInputs {
+                    q: f32s(l, inb(0))?,
+                    k: f32s(l, inb(1))?,
+                    v: f32s(l, inb(2))?,
+                    mask,
+                    past,
+                    nonpad: np_at.map(|i| i64s(l, inb(i))).transpose()?,
+                };
+                let mut outs = writes.iter_mut();
+                let y = f32s_mut(
+                    l,
+                    outs.next()
+                        .ok_or_else(|| DispatchError::Unsupported(l.into()))?,
+                )?;
+                let mut take = || outs.next().map(|w| f32s_mut(l, w)).transpose();
+                let (present_key, present_value, qk) = (take()?, take()?, take()?);
+                let outputs = k::AttentionOutputs {
+                    y,
+                    present_key,
+                    present_value,
+                    qk,
+                };
+                k::attention(spec, &inputs, outputs, t)?;
+            }
             Op::ReverseSequence {
                 batch_axis,
                 time_axis,

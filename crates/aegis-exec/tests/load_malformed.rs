@@ -589,3 +589,51 @@ fn malformed_control_flow_is_rejected_with_the_node_named() {
     let e = err(&loop_model(vec![]));
     assert!(e.to_string().contains("body (a graph) is missing"), "{e}");
 }
+
+/// Q [1, 2, 8] (2 heads of 4), K and V [1, 3, 8], and an optional mask.
+fn attention_model(
+    attrs: Vec<tract_onnx::pb::AttributeProto>,
+    mask: Option<(i32, &[i64])>,
+) -> Model {
+    let mut m = Model::new(23)
+        .input("q", F32, &[1, 2, 8])
+        .input("k", F32, &[1, 3, 8])
+        .input("v", F32, &[1, 3, 8]);
+    let mut ins = vec!["q", "k", "v"];
+    if let Some((t, dims)) = mask {
+        m = m.input("mask", t, dims);
+        ins.push("mask");
+    }
+    m.op("Attention", &ins, &["y"], attrs)
+        .output("y", F32, &[1, 2, 8])
+}
+
+#[test]
+fn attention_inputs_that_do_not_fit_are_typed_errors() {
+    let heads = || vec![attr_i("q_num_heads", 2), attr_i("kv_num_heads", 2)];
+    load(&attention_model(heads(), Some((BOOL, &[2, 3])))).unwrap();
+    let reason = |m: &Model| match err(m) {
+        ExecError::InvalidNode { reason, .. } | ExecError::ShapeMismatch { reason, .. } => reason,
+        e => panic!("{e}"),
+    };
+    // 3-D inputs without the head counts.
+    let r = reason(&attention_model(vec![], None));
+    assert!(r.contains("q_num_heads and kv_num_heads"), "{r}");
+    // Three query heads do not split a hidden size of 8.
+    let r = reason(&attention_model(
+        vec![attr_i("q_num_heads", 3), attr_i("kv_num_heads", 2)],
+        None,
+    ));
+    assert!(r.contains("not a multiple of 3 heads"), "{r}");
+    // A mask over 4 keys where there are 3.
+    let r = reason(&attention_model(heads(), Some((BOOL, &[2, 4]))));
+    assert!(r.contains("does not broadcast to [1, 2, 2, 3]"), "{r}");
+    // An integer mask.
+    let r = reason(&attention_model(heads(), Some((I32, &[2, 3]))));
+    assert!(r.contains("bool or float masks"), "{r}");
+    // Mode 4 of qk_matmul_output does not exist.
+    let mut attrs = heads();
+    attrs.push(attr_i("qk_matmul_output_mode", 4));
+    let r = reason(&attention_model(attrs, None));
+    assert!(r.contains("qk_matmul_output_mode must be 0 to 3"), "{r}");
+}

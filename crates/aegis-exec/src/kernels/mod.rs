@@ -74,6 +74,9 @@
 //!   `det(x, x_shape, out)`
 //! - `PackedB::new(b, k, n, trans_b, bias)` (a constant right-hand matrix packed once),
 //!   `PackedB::run(a, m, out, act, threads)`
+//! - `attention(&AttentionSpec, &AttentionInputs, AttentionOutputs, threads)`: ONNX
+//!   `Attention` (GQA, key/value cache, bool or additive mask, causal, windows, soft cap,
+//!   `qk_matmul_output`), per head two GEMMs around a row-wise softmax
 //! - `rnn(&RnnSpec { cell: RnnCell::{Simple, Gru, Lstm}, .. }, &RnnInputs, RnnOutputs,
 //!   threads)`: the RNN, GRU and LSTM layers
 //! - `einsum(inputs, terms, output, sizes, out, threads)` (subscripts resolved to letter ids;
@@ -145,6 +148,7 @@
 //! Not implemented: MaxPool's `Indices` output; `resize`'s linear mode only filters the
 //! trailing spatial axes (`resize_filtered` filters any).
 
+mod attention;
 mod broadcast;
 mod conv;
 mod conv_co;
@@ -183,6 +187,9 @@ mod spectral;
 #[cfg(target_arch = "x86_64")]
 mod v4;
 
+pub use attention::{
+    attention, AttentionInputs, AttentionMask, AttentionOutputs, AttentionSpec, QkOutput,
+};
 pub use broadcast::{
     broadcast_assign, broadcast_binary, broadcast_shape, broadcast_shapes, broadcast_ternary,
 };

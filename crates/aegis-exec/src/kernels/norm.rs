@@ -551,19 +551,8 @@ fn softmax_blocks(
     if inner == 1 {
         // The usual last-axis softmax: each block is one contiguous row.
         par_chunks(out, n, threads, (1 << 14) / n, |first, piece| {
-            simd_dispatch(
-                #[inline(always)]
-                || {
-                    if n >= ROW_LANES {
-                        let xs = &x[first * n..first * n + piece.len()];
-                        softmax_rows_lanes(kind, xs, piece, n);
-                        return;
-                    }
-                    for (bi, ob) in piece.chunks_mut(n).enumerate() {
-                        softmax_row(kind, &x[(first + bi) * n..(first + bi + 1) * n], ob);
-                    }
-                },
-            );
+            let xs = &x[first * n..first * n + piece.len()];
+            rows_of(kind, xs, piece, n);
         });
         return Ok(());
     }
@@ -581,6 +570,28 @@ fn softmax_blocks(
         );
     });
     Ok(())
+}
+
+/// Softmax or LogSoftmax of consecutive contiguous rows of `n > 0` elements.
+fn rows_of(kind: SoftmaxKind, x: &[f32], out: &mut [f32], n: usize) {
+    simd_dispatch(
+        #[inline(always)]
+        || {
+            if n >= ROW_LANES {
+                softmax_rows_lanes(kind, x, out, n);
+                return;
+            }
+            for (xb, ob) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+                softmax_row(kind, xb, ob);
+            }
+        },
+    );
+}
+
+/// Softmax of consecutive rows of `n > 0` elements on the calling thread (the last-axis
+/// kernel's row code, for kernels that normalise their own score rows: Attention).
+pub(crate) fn softmax_rows(x: &[f32], out: &mut [f32], n: usize) {
+    rows_of(SoftmaxKind::Softmax, x, out, n);
 }
 
 /// Lanes of the fixed-order row reductions: the scalar code's order, which the vectoriser

@@ -4,7 +4,8 @@
 use crate::error::ExecError;
 use crate::graph::{DType, Op, TensorData};
 use crate::kernels::{
-    Col2ImSpec, DeformSpec, DftSpec, LossReduction, QuantLayout, RoiAlignSpec, StftSpec,
+    AttentionSpec, Col2ImSpec, DeformSpec, DftSpec, LossReduction, QuantLayout, RoiAlignSpec,
+    StftSpec,
 };
 use crate::loader::node::{Inferred, NodeCtx, Value};
 use crate::loader::op::{
@@ -28,6 +29,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Asinh", 9),
     ("Atan", 7),
     ("Atanh", 9),
+    ("Attention", 23),
     ("AveragePool", 7),
     ("BatchNormalization", 7),
     ("BitShift", 11),
@@ -523,6 +525,7 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "AffineGrid" => affine_grid(c),
         "CenterCropPad" => center_crop_pad(c),
         "RNN" | "GRU" | "LSTM" => recurrent(c),
+        "Attention" => attention(c),
         "Einsum" => einsum(c),
         "GridSample" => grid_sample(c),
         "EyeLike" => eye_like(c),
@@ -2108,6 +2111,232 @@ fn einsum(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 /// RNN, GRU and LSTM: shapes checked against `hidden_size` (or `R`'s last axis), the
 /// activation list resolved with its alphas and betas (each function that takes one consumes
 /// the next given value, else its operator's default).
+/// `Attention` (opsets 23-25): shapes of `Q, K, V` (all 3-D with the head-count attributes,
+/// or all 4-D), the cache pair, `nonpad_kv_seqlen` (opset 24) and the mask checked; outputs
+/// as many as declared.
+fn attention(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    use crate::kernels::QkOutput;
+    c.arity(3, if c.opset >= 24 { 7 } else { 6 })?;
+    let (q, k, v) = (c.f32_input(0)?, c.f32_input(1)?, c.f32_input(2)?);
+    let rank = q.rank();
+    if !matches!(rank, 3 | 4) || k.rank() != rank || v.rank() != rank {
+        return Err(c.mismatch(format!(
+            "Q, K and V must be all 3-D or all 4-D, got ranks {}, {} and {}",
+            rank,
+            k.rank(),
+            v.rank()
+        )));
+    }
+    let heads_attr = |name: &str| -> Result<Option<usize>, ExecError> {
+        match c.attr_int(name)? {
+            None => Ok(None),
+            Some(n) if n > 0 => Ok(Some(n as usize)),
+            Some(n) => Err(c.invalid(format!("{name} must be positive, got {n}"))),
+        }
+    };
+    let (qh_attr, kvh_attr) = (heads_attr("q_num_heads")?, heads_attr("kv_num_heads")?);
+    let batch = q.shape[0];
+    if k.shape[0] != batch || v.shape[0] != batch {
+        return Err(c.mismatch(format!(
+            "batch sizes differ: Q {}, K {}, V {}",
+            batch, k.shape[0], v.shape[0]
+        )));
+    }
+    let (q_heads, kv_heads, q_seq, kv_seq, head, v_head);
+    if rank == 3 {
+        let (Some(qh), Some(kvh)) = (qh_attr, kvh_attr) else {
+            return Err(
+                c.invalid("3-D Q, K and V need the q_num_heads and kv_num_heads attributes")
+            );
+        };
+        let per = |what: &str, hidden: usize, heads: usize| {
+            if hidden.is_multiple_of(heads) {
+                Ok(hidden / heads)
+            } else {
+                Err(c.mismatch(format!(
+                    "{what}'s hidden size {hidden} is not a multiple of {heads} heads"
+                )))
+            }
+        };
+        (q_heads, kv_heads, q_seq, kv_seq) = (qh, kvh, q.shape[1], k.shape[1]);
+        head = per("Q", q.shape[2], qh)?;
+        if per("K", k.shape[2], kvh)? != head {
+            return Err(c.mismatch(format!(
+                "K's head size {} differs from Q's {head}",
+                k.shape[2] / kvh
+            )));
+        }
+        v_head = per("V", v.shape[2], kvh)?;
+        if v.shape[1] != kv_seq {
+            return Err(c.mismatch(format!("K has {kv_seq} rows, V {}", v.shape[1])));
+        }
+    } else {
+        if c.opset >= 25 && (qh_attr.is_some() || kvh_attr.is_some()) {
+            return Err(c.invalid("q_num_heads and kv_num_heads must not be given with 4-D inputs"));
+        }
+        (q_heads, q_seq, head) = (q.shape[1], q.shape[2], q.shape[3]);
+        (kv_heads, kv_seq, v_head) = (k.shape[1], k.shape[2], v.shape[3]);
+        if k.shape[3] != head || v.shape[1] != kv_heads || v.shape[2] != kv_seq {
+            return Err(c.mismatch(format!(
+                "K {:?} and V {:?} do not fit Q {:?}",
+                k.shape, v.shape, q.shape
+            )));
+        }
+        for (name, given, actual) in [
+            ("q_num_heads", qh_attr, q_heads),
+            ("kv_num_heads", kvh_attr, kv_heads),
+        ] {
+            if given.is_some_and(|g| g != actual) {
+                return Err(c.mismatch(format!(
+                    "{name} is {}, the inputs have {actual} heads",
+                    given.unwrap_or(0)
+                )));
+            }
+        }
+    }
+    if kv_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
+        return Err(c.mismatch(format!(
+            "{kv_heads} key/value heads do not divide {q_heads} query heads"
+        )));
+    }
+    let mut inputs = vec![0, 1, 2];
+    let mut present = [false; 3];
+    let mask = c.opt_input(3);
+    let (past_key, past_value) = (c.opt_input(4), c.opt_input(5));
+    let nonpad = c.opt_input(6);
+    let mut past_seq = 0;
+    match (past_key, past_value) {
+        (None, None) => {}
+        (Some(pk), Some(pv)) => {
+            for (name, t) in [("past_key", pk), ("past_value", pv)] {
+                if t.dtype != DType::F32 {
+                    return Err(c.mismatch(format!("{name} has type {}, Q {}", t.dtype, q.dtype)));
+                }
+            }
+            past_seq = pk.shape.get(2).copied().unwrap_or(0);
+            if pk.shape != [batch, kv_heads, past_seq, head]
+                || pv.shape != [batch, kv_heads, past_seq, v_head]
+            {
+                return Err(c.mismatch(format!(
+                    "past_key {:?} / past_value {:?}: expected [{batch}, {kv_heads}, past, {head}] / [.., {v_head}]",
+                    pk.shape, pv.shape
+                )));
+            }
+        }
+        _ => return Err(c.invalid("past_key and past_value must be given together")),
+    }
+    let total = past_seq + kv_seq;
+    let mut mask_shape = None;
+    if let Some(m) = mask {
+        if !matches!(m.dtype, DType::Bool | DType::F32) {
+            return Err(c.mismatch(format!(
+                "attn_mask has type {}; AegisRT takes bool or float masks",
+                m.dtype
+            )));
+        }
+        if m.rank() == 0 || m.rank() > 4 {
+            return Err(c.mismatch(format!("attn_mask has rank {}, expected 1 to 4", m.rank())));
+        }
+        let mut ms = [1usize; 4];
+        ms[4 - m.rank()..].copy_from_slice(&m.shape);
+        let fits = ms[..3]
+            .iter()
+            .zip([batch, q_heads, q_seq])
+            .all(|(&d, want)| d == 1 || d == want);
+        if !fits || ms[3] > total {
+            return Err(c.mismatch(format!(
+                "attn_mask {:?} does not broadcast to [{batch}, {q_heads}, {q_seq}, {total}]",
+                m.shape
+            )));
+        }
+        mask_shape = Some(ms);
+        present[0] = true;
+        inputs.push(3);
+    }
+    if past_key.is_some() {
+        present[1] = true;
+        inputs.extend([4, 5]);
+    }
+    if let Some(n) = nonpad {
+        if past_key.is_some() {
+            return Err(c.invalid("nonpad_kv_seqlen cannot be combined with past_key/past_value"));
+        }
+        if n.dtype != DType::I64 || n.shape != [batch] {
+            return Err(c.mismatch(format!(
+                "nonpad_kv_seqlen must be int64 [{batch}], got {} {:?}",
+                n.dtype, n.shape
+            )));
+        }
+        present[2] = true;
+        inputs.push(6);
+    }
+    let qk_output = match c.attr_int_or("qk_matmul_output_mode", 0)? {
+        0 => QkOutput::Raw,
+        1 => QkOutput::Capped,
+        2 => QkOutput::Biased,
+        3 => QkOutput::Softmax,
+        m => return Err(c.invalid(format!("qk_matmul_output_mode must be 0 to 3, got {m}"))),
+    };
+    // Scores are computed in f32 whatever the precision asked for (16-bit inputs included).
+    if let Some(p) = c.attr_int("softmax_precision")? {
+        if ![1, 10, 11, 16].contains(&p) {
+            return Err(c.invalid(format!(
+                "softmax_precision must be 1, 10, 11 or 16 (float, float16, double, bfloat16), got {p}"
+            )));
+        }
+    }
+    let window = |name: &str| -> Result<Option<usize>, ExecError> {
+        match c.attr_int_or(name, -1)? {
+            -1 => Ok(None),
+            w if w >= 0 => Ok(Some(w as usize)),
+            w => Err(c.invalid(format!("{name} must be -1 or non-negative, got {w}"))),
+        }
+    };
+    let scale = match c.attr_float("scale")? {
+        Some(s) => s,
+        None => 1.0 / (head as f32).sqrt(),
+    };
+    let spec = AttentionSpec {
+        batch,
+        q_heads,
+        kv_heads,
+        q_seq,
+        kv_seq,
+        past_seq,
+        head,
+        v_head,
+        rank3: rank == 3,
+        scale,
+        causal: c.attr_bool_or("is_causal", false)?,
+        softcap: c.attr_float_or("softcap", 0.0)?.max(0.0),
+        qk_output,
+        left_window: window("left_window_size")?,
+        right_window: window("right_window_size")?,
+        mask_shape,
+    };
+    let y = if rank == 3 {
+        vec![batch, q_seq, q_heads * v_head]
+    } else {
+        vec![batch, q_heads, q_seq, v_head]
+    };
+    let shapes = [
+        y,
+        vec![batch, kv_heads, total, head],
+        vec![batch, kv_heads, total, v_head],
+        vec![batch, q_heads, q_seq, total],
+    ];
+    let outputs = shapes
+        .into_iter()
+        .take(c.num_outputs.clamp(1, 4))
+        .map(|s| (DType::F32, s))
+        .collect();
+    Ok(Inferred::Node {
+        op: Op::Attention { spec, present },
+        inputs,
+        outputs,
+    })
+}
+
 fn recurrent(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     use crate::kernels::{RnnActivation as A, RnnCell, RnnDirection, RnnSpec};
     let cell = match c.op_type {

@@ -630,6 +630,36 @@ impl Loader<'_> {
         Ok(twin)
     }
 
+    /// `Attention`'s result type when it is a 16-bit float: that of `Q`, which `K`, `V` and
+    /// the cache must share (a 16-bit mask alone does not make the outputs 16-bit).
+    fn attention_dtype(
+        &self,
+        resolved: &[Option<String>],
+        name: &str,
+    ) -> Result<Option<DType>, ExecError> {
+        let dtype = |i: usize| {
+            resolved
+                .get(i)
+                .and_then(Option::as_ref)
+                .and_then(|r| self.values.get(r))
+                .map(|v| v.dtype)
+        };
+        let q = dtype(0);
+        for (i, what) in [(1, "K"), (2, "V"), (4, "past_key"), (5, "past_value")] {
+            if let Some(t) = dtype(i).filter(|&t| Some(t) != q) {
+                return Err(ExecError::ShapeMismatch {
+                    model: self.model.to_owned(),
+                    node: name.to_owned(),
+                    reason: format!(
+                        "{what} has type {t} and Q {}: AegisRT runs Attention on one element type",
+                        q.map_or_else(|| "?".to_owned(), |q| q.to_string())
+                    ),
+                });
+            }
+        }
+        Ok(q.filter(|d| d.is_16bit_float()))
+    }
+
     fn process(
         &mut self,
         n: &pb::NodeProto,
@@ -673,6 +703,7 @@ impl Loader<'_> {
         // scale's: the f32 result is rounded to it when it is a 16-bit float.
         let narrow_to = match dequantize_output_dtype(n, self.opset) {
             Some(to) => to.filter(|d| d.is_16bit_float()),
+            None if n.op_type == "Attention" => self.attention_dtype(&resolved, name)?,
             None => wide_from,
         };
         let resolved: Vec<Option<String>> = if narrow {

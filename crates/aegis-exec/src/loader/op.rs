@@ -15,8 +15,8 @@
 
 use crate::graph::DType;
 use crate::kernels::{
-    Col2ImSpec, ConvAttrs, DeformSpec, DftSpec, LossReduction, QuantLayout, RnnSpec, RoiAlignSpec,
-    StftSpec,
+    AttentionSpec, Col2ImSpec, ConvAttrs, DeformSpec, DftSpec, LossReduction, QuantLayout, RnnSpec,
+    RoiAlignSpec, StftSpec,
 };
 
 /// The reduction of an `Op::Reduce` (ONNX `Reduce*`).
@@ -962,6 +962,16 @@ pub enum Op {
         /// Which of `B, sequence_lens, initial_h, initial_c, P` the node has.
         present: [bool; 5],
     },
+    /// Scaled dot-product attention (ONNX `Attention`, opsets 23-25). Inputs: `Q, K, V`,
+    /// then those of `attn_mask` (bool or f32), `past_key, past_value` (together) and
+    /// `nonpad_kv_seqlen` (i64) that `present` marks, in that order. Outputs: `Y`,
+    /// `present_key`, `present_value`, `qk_matmul_output`, as many as the model declares.
+    Attention {
+        /// Shapes and attributes.
+        spec: AttentionSpec,
+        /// Which of `attn_mask`, the cache pair and `nonpad_kv_seqlen` the node has.
+        present: [bool; 3],
+    },
     /// Reverses each batch entry's first `sequence_lens[b]` steps. Inputs: `x,
     /// sequence_lens (int64)`.
     ReverseSequence {
@@ -1092,6 +1102,7 @@ impl Op {
             Op::Selu { .. } => "Selu",
             Op::Celu { .. } => "Celu",
             Op::Swish { .. } => "Swish",
+            Op::Attention { .. } => "Attention",
             Op::SwiGlu { .. } => "SwiGLU",
             Op::RmsNormalization { .. } => "RMSNormalization",
             Op::ThresholdedRelu { .. } => "ThresholdedRelu",

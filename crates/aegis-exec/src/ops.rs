@@ -3034,6 +3034,21 @@ impl NodeKernel {
                 let (y, y_h, y_c) = (take()?, take()?, take()?);
                 k::rnn(spec, &inputs, k::RnnOutputs { y, y_h, y_c }, t)?;
             }
+            Op::LpNormalization { axis, p } => k::lp_norm(
+                f32s(l, inb(0))?,
+                shape(0),
+                *axis,
+                *p,
+                f32s_mut(l, &mut writes[0])?,
+            )?,
+            Op::RotaryEmbedding { spec } => k::rotary_embedding(
+                spec,
+                f32s(l, inb(0))?,
+                f32s(l, inb(1))?,
+                f32s(l, inb(2))?,
+                (spec.positions > 0).then(|| i64s(l, inb(3))).transpose()?,
+                f32s_mut(l, &mut writes[0])?,
+            )?,
             Op::Attention { spec, present } => {
                 // Positions of the optional inputs among the node's inputs.
                 let mut next = 3;

@@ -74,6 +74,7 @@
 //!   `det(x, x_shape, out)`
 //! - `PackedB::new(b, k, n, trans_b, bias)` (a constant right-hand matrix packed once),
 //!   `PackedB::run(a, m, out, act, threads)`
+//! - `rotary_embedding(&RotarySpec, x, cos, sin, position_ids, out)`: ONNX `RotaryEmbedding`
 //! - `attention(&AttentionSpec, &AttentionInputs, AttentionOutputs, threads)`: ONNX
 //!   `Attention` (GQA, key/value cache, bool or additive mask, causal, windows, soft cap,
 //!   `qk_matmul_output`), per head two GEMMs around a row-wise softmax
@@ -183,6 +184,7 @@ mod reduce;
 mod regions;
 mod resize;
 mod rnn;
+mod rotary;
 mod spectral;
 #[cfg(target_arch = "x86_64")]
 mod v4;
@@ -223,8 +225,8 @@ pub use map::{map, map_inplace, sign_f32, softplus};
 pub use matmul::{det, gemm, matmul, matmul_output_shape, GemmAttrs};
 pub use norm::{
     batch_norm, batch_norm_coefficients, channel_affine, channel_affine_act, hardmax, layer_norm,
-    layer_norm_stats, reduce, reduce_output_shape, rms_norm, softmax, softmax_legacy, ReduceOp,
-    SoftmaxKind,
+    layer_norm_stats, lp_norm, reduce, reduce_output_shape, rms_norm, softmax, softmax_legacy,
+    ReduceOp, SoftmaxKind,
 };
 pub use pool::{
     global_pool, lp_pool, lrn, max_pool_with_indices, max_unpool, pool, pool_output_spatial,
@@ -245,6 +247,7 @@ pub use resize::{
     ResizeFilter, ResizeMode,
 };
 pub use rnn::{rnn, RnnActivation, RnnCell, RnnDirection, RnnInputs, RnnOutputs, RnnSpec};
+pub use rotary::{rotary_embedding, RotarySpec};
 pub use spectral::{dft, stft, DftSpec, StftSpec};
 
 #[cfg(test)]

@@ -424,6 +424,57 @@ pub fn layer_norm_stats(
     Ok(())
 }
 
+/// ONNX `LpNormalization`: `x / (sum |x|^p)^(1/p)` along `axis`, `p` 1 or 2; where the norm
+/// is zero the output is zero (the specification's rule, not 0/0).
+///
+/// # Errors
+/// Axis out of range, `p` other than 1 or 2, or length mismatches.
+pub fn lp_norm(
+    x: &[f32],
+    x_shape: &[usize],
+    axis: usize,
+    p: u8,
+    out: &mut [f32],
+) -> KernelResult<()> {
+    const OP: &str = "LpNormalization";
+    if axis >= x_shape.len() {
+        return Err(invalid(
+            OP,
+            "axis",
+            format!("{axis} for rank {}", x_shape.len()),
+        ));
+    }
+    if !matches!(p, 1 | 2) {
+        return Err(invalid(OP, "p", format!("{p}: only 1 and 2 are defined")));
+    }
+    let total = numel(OP, x_shape)?;
+    check_len(OP, "input", x.len(), total)?;
+    check_len(OP, "output", out.len(), total)?;
+    let n = x_shape[axis];
+    let inner: usize = x_shape[axis + 1..].iter().product();
+    if n == 0 || inner == 0 {
+        return Ok(());
+    }
+    for (xb, ob) in x
+        .chunks_exact(n * inner)
+        .zip(out.chunks_exact_mut(n * inner))
+    {
+        for i in 0..inner {
+            let along = (0..n).map(|k| xb[k * inner + i]);
+            let norm = if p == 1 {
+                along.map(f32::abs).sum::<f32>()
+            } else {
+                along.map(|v| v * v).sum::<f32>().sqrt()
+            };
+            for k in 0..n {
+                let v = xb[k * inner + i];
+                ob[k * inner + i] = if norm == 0.0 { 0.0 } else { v / norm };
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Softmax flavour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SoftmaxKind {

@@ -5,7 +5,7 @@ use crate::error::ExecError;
 use crate::graph::{DType, Op, TensorData};
 use crate::kernels::{
     AttentionSpec, Col2ImSpec, DeformSpec, DftSpec, LossReduction, QuantLayout, RoiAlignSpec,
-    StftSpec,
+    RotarySpec, StftSpec,
 };
 use crate::loader::node::{Inferred, NodeCtx, Value};
 use crate::loader::op::{
@@ -96,6 +96,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("IsInf", 10),
     ("IsNaN", 9),
     ("LRN", 7),
+    ("LpNormalization", 7),
     ("LSTM", 7),
     ("LayerNormalization", 17),
     ("LeakyRelu", 7),
@@ -148,6 +149,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Resize", 10),
     ("ReverseSequence", 10),
     ("RoiAlign", 10),
+    ("RotaryEmbedding", 23),
     ("Round", 11),
     ("STFT", 17),
     ("Scatter", 9),
@@ -526,6 +528,8 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "CenterCropPad" => center_crop_pad(c),
         "RNN" | "GRU" | "LSTM" => recurrent(c),
         "Attention" => attention(c),
+        "LpNormalization" => lp_normalization(c),
+        "RotaryEmbedding" => rotary_embedding(c),
         "Einsum" => einsum(c),
         "GridSample" => grid_sample(c),
         "EyeLike" => eye_like(c),
@@ -2335,6 +2339,107 @@ fn attention(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         inputs,
         outputs,
     })
+}
+
+/// `LpNormalization`: `p` 1 or 2 (default 2), `axis` default -1.
+fn lp_normalization(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let x = c.f32_input(0)?;
+    let axis = c.axis(c.attr_int_or("axis", -1)?, x.rank())?;
+    let p = match c.attr_int_or("p", 2)? {
+        1 => 1,
+        2 => 2,
+        p => return Err(c.invalid(format!("p must be 1 or 2, got {p}"))),
+    };
+    Ok(node(
+        Op::LpNormalization { axis, p },
+        vec![0],
+        DType::F32,
+        x.shape.clone(),
+    ))
+}
+
+/// `RotaryEmbedding` (opset 23): `X` 4-D `[batch, heads, seq, head]` or 3-D with
+/// `num_heads`; the caches `[positions, rot / 2]` with `position_ids [batch, seq]`, else
+/// `[batch, seq, rot / 2]`.
+fn rotary_embedding(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(3, 4)?;
+    let x = c.f32_input(0)?;
+    let (batch, heads, seq, head, rank3) = match (x.shape.as_slice(), c.attr_int("num_heads")?) {
+        (&[b, h, s, d], _) => (b, h, s, d, false),
+        (&[b, s, hidden], Some(h)) if h > 0 => {
+            let h = h as usize;
+            if !hidden.is_multiple_of(h) {
+                return Err(c.mismatch(format!(
+                    "hidden size {hidden} is not a multiple of {h} heads"
+                )));
+            }
+            (b, h, s, hidden / h, true)
+        }
+        (&[_, _, _], _) => return Err(c.invalid("a 3-D input needs a positive num_heads")),
+        _ => return Err(c.mismatch(format!("X must be 3-D or 4-D, got {:?}", x.shape))),
+    };
+    let rot = match c.attr_int_or("rotary_embedding_dim", 0)? {
+        0 => head,
+        r if r > 0 && (r as usize) <= head && r % 2 == 0 => r as usize,
+        r => {
+            return Err(c.invalid(format!(
+                "rotary_embedding_dim {r} must be even and at most the head size {head}"
+            )))
+        }
+    };
+    if !rot.is_multiple_of(2) {
+        return Err(c.mismatch(format!(
+            "head size {head} is odd: its features do not pair up"
+        )));
+    }
+    let (cos, sin) = (c.f32_input(1)?, c.f32_input(2)?);
+    let positions = match c.opt_input(3) {
+        Some(p) => {
+            if p.dtype != DType::I64 || p.shape != [batch, seq] {
+                return Err(c.mismatch(format!(
+                    "position_ids must be int64 [{batch}, {seq}], got {} {:?}",
+                    p.dtype, p.shape
+                )));
+            }
+            match cos.shape.as_slice() {
+                &[n, _] => n,
+                _ => 0,
+            }
+        }
+        None => 0,
+    };
+    let want: Vec<usize> = if c.opt_input(3).is_some() {
+        vec![positions, rot / 2]
+    } else {
+        vec![batch, seq, rot / 2]
+    };
+    for (name, t) in [("cos_cache", cos), ("sin_cache", sin)] {
+        if t.shape != want {
+            return Err(c.mismatch(format!("{name} is {:?}, expected {want:?}", t.shape)));
+        }
+    }
+    let inputs = if c.opt_input(3).is_some() {
+        vec![0, 1, 2, 3]
+    } else {
+        vec![0, 1, 2]
+    };
+    let spec = RotarySpec {
+        batch,
+        heads,
+        seq,
+        head,
+        rot,
+        rank3,
+        interleaved: c.attr_bool_or("interleaved", false)?,
+        positions,
+    };
+    Ok(node(
+        Op::RotaryEmbedding { spec },
+        inputs,
+        DType::F32,
+        x.shape.clone(),
+    ))
 }
 
 fn recurrent(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {

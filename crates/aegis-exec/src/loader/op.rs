@@ -16,7 +16,7 @@
 use crate::graph::DType;
 use crate::kernels::{
     AttentionSpec, Col2ImSpec, ConvAttrs, DeformSpec, DftSpec, LossReduction, QuantLayout, RnnSpec,
-    RoiAlignSpec, StftSpec,
+    RoiAlignSpec, RotarySpec, StftSpec,
 };
 
 /// The reduction of an `Op::Reduce` (ONNX `Reduce*`).
@@ -763,6 +763,19 @@ pub enum Op {
         /// Added to the mean of squares.
         epsilon: f32,
     },
+    /// `x / (sum |x|^p)^(1/p)` along `axis` (zero where the norm is zero). Inputs: `x`.
+    LpNormalization {
+        /// The normalised axis.
+        axis: usize,
+        /// 1 or 2.
+        p: u8,
+    },
+    /// Rotary position embedding (opset 23). Inputs: `X, cos_cache, sin_cache`, then
+    /// `position_ids` (i64) when `spec.positions > 0`.
+    RotaryEmbedding {
+        /// Shapes and attributes.
+        spec: RotarySpec,
+    },
     /// `x > alpha ? x : 0` (opset 10+). Inputs: `x`.
     ThresholdedRelu {
         /// Default 1.
@@ -1103,6 +1116,8 @@ impl Op {
             Op::Celu { .. } => "Celu",
             Op::Swish { .. } => "Swish",
             Op::Attention { .. } => "Attention",
+            Op::LpNormalization { .. } => "LpNormalization",
+            Op::RotaryEmbedding { .. } => "RotaryEmbedding",
             Op::SwiGlu { .. } => "SwiGLU",
             Op::RmsNormalization { .. } => "RMSNormalization",
             Op::ThresholdedRelu { .. } => "ThresholdedRelu",

@@ -3034,6 +3034,26 @@ impl NodeKernel {
                 let (y, y_h, y_c) = (take()?, take()?, take()?);
                 k::rnn(spec, &inputs, k::RnnOutputs { y, y_h, y_c }, t)?;
             }
+            Op::BitCast { to } => {
+                writes[0].copy_from_slice(inb(0));
+                if *to == DType::Bool {
+                    // Keep bool tensors 0 / 1 (kernels test them as bytes).
+                    for v in writes[0].iter_mut() {
+                        *v = u8::from(*v != 0);
+                    }
+                }
+            }
+            Op::TensorScatter { axis, circular } => k::tensor_scatter(
+                inb(0),
+                shape(0),
+                inb(1),
+                shape(1)[*axis],
+                *axis,
+                dt(0).size_bytes() as usize,
+                (self.ins.len() > 2).then(|| i64s(l, inb(2))).transpose()?,
+                *circular,
+                &mut writes[0],
+            )?,
             Op::LpNormalization { axis, p } => k::lp_norm(
                 f32s(l, inb(0))?,
                 shape(0),

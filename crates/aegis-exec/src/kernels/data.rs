@@ -758,3 +758,69 @@ pub fn block_shuffle<T: Copy + Send + Sync>(
     };
     transpose(x, &view, &perm, out, threads)
 }
+
+/// ONNX `TensorScatter` (opset 24) on raw elements of `elem` bytes: `out` is `past` with, per
+/// index of the axes before `axis` (the first being the batch), the update's `seq` rows
+/// along `axis` written from row `write[batch]` on (0 without `write_indices`); `circular`
+/// wraps the row modulo the cache's extent, else a write past the end is an error.
+///
+/// # Errors
+/// Length mismatches, `axis` 0 or out of range, or a write outside a linear cache.
+#[allow(clippy::too_many_arguments)]
+pub fn tensor_scatter(
+    past: &[u8],
+    shape: &[usize],
+    update: &[u8],
+    seq: usize,
+    axis: usize,
+    elem: usize,
+    write: Option<&[i64]>,
+    circular: bool,
+    out: &mut [u8],
+) -> KernelResult<()> {
+    const OP: &str = "TensorScatter";
+    if axis == 0 || axis >= shape.len() {
+        return Err(invalid(
+            OP,
+            "axis",
+            format!("{axis} for rank {}", shape.len()),
+        ));
+    }
+    let total = numel(OP, shape)? * elem;
+    check_len(OP, "past_cache", past.len(), total)?;
+    check_len(OP, "present_cache", out.len(), total)?;
+    let max = shape[axis];
+    let row = shape[axis + 1..].iter().product::<usize>() * elem;
+    let prefixes: usize = shape[..axis].iter().product();
+    check_len(OP, "update", update.len(), prefixes * seq * row)?;
+    let per_batch = prefixes / shape[0].max(1);
+    if let Some(w) = write {
+        check_len(OP, "write_indices", w.len(), shape[0])?;
+    }
+    out.copy_from_slice(past);
+    if row == 0 || seq == 0 {
+        return Ok(());
+    }
+    for p in 0..prefixes {
+        let b = p / per_batch.max(1);
+        let start = write.map_or(0, |w| w[b]);
+        for s in 0..seq {
+            let at = start + s as i64;
+            let dst = if circular {
+                at.rem_euclid(max as i64) as usize
+            } else {
+                usize::try_from(at).ok().filter(|&d| d < max).ok_or(
+                    KernelError::IndexOutOfRange {
+                        op: OP,
+                        index: at,
+                        size: max,
+                    },
+                )?
+            };
+            let from = (p * seq + s) * row;
+            let to = (p * max + dst) * row;
+            out[to..to + row].copy_from_slice(&update[from..from + row]);
+        }
+    }
+    Ok(())
+}

@@ -201,8 +201,8 @@ pub use conv::{
     SharedWeights,
 };
 pub use data::{
-    block_shuffle, concat, copy, gather, pad, slice, slice_params, split, tile, transpose,
-    transpose_f32, PadMode, SliceAxis,
+    block_shuffle, concat, copy, gather, pad, slice, slice_params, split, tensor_scatter, tile,
+    transpose, transpose_f32, PadMode, SliceAxis,
 };
 pub use deform::{deform_conv, DeformArgs, DeformSpec};
 pub use einsum::{einsum, EinsumElem};

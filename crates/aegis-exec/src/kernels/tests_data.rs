@@ -516,3 +516,62 @@ fn reverse_sequence_reverses_each_prefix_and_checks_lengths() {
     assert!(reverse_sequence(&x, &[2, 3], &[4, 1], 0, 1, &mut out).is_err());
     assert!(reverse_sequence(&x, &[2, 3], &[-1, 1], 0, 1, &mut out).is_err());
 }
+
+#[test]
+fn tensor_scatter_writes_rows_from_each_batch_index_and_wraps_only_when_circular() {
+    // Cache [2, 1, 3, 1] of bytes; update of 2 rows per batch entry.
+    let past = [0u8; 6];
+    let update = [1u8, 2, 3, 4];
+    let shape = [2, 1, 3, 1];
+    let mut out = [9u8; 6];
+    tensor_scatter(
+        &past,
+        &shape,
+        &update,
+        2,
+        2,
+        1,
+        Some(&[1, 0]),
+        false,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out, [0, 1, 2, 3, 4, 0]);
+    // Batch 0 from row 2: row 3 wraps to 0 when circular, and is an error when linear.
+    tensor_scatter(
+        &past,
+        &shape,
+        &update,
+        2,
+        2,
+        1,
+        Some(&[2, 0]),
+        true,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out, [2, 0, 1, 3, 4, 0]);
+    let e = tensor_scatter(
+        &past,
+        &shape,
+        &update,
+        2,
+        2,
+        1,
+        Some(&[2, 0]),
+        false,
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::IndexOutOfRange {
+                index: 3,
+                size: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

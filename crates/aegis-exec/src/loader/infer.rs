@@ -32,6 +32,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Attention", 23),
     ("AveragePool", 7),
     ("BatchNormalization", 7),
+    ("BitCast", 26),
     ("BitShift", 11),
     ("BitwiseAnd", 18),
     ("BitwiseNot", 18),
@@ -179,6 +180,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("Tan", 7),
     ("Tanh", 7),
     ("ThresholdedRelu", 10),
+    ("TensorScatter", 24),
     ("Tile", 7),
     ("TopK", 7),
     ("Transpose", 7),
@@ -528,6 +530,8 @@ pub(crate) fn infer(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         "CenterCropPad" => center_crop_pad(c),
         "RNN" | "GRU" | "LSTM" => recurrent(c),
         "Attention" => attention(c),
+        "BitCast" => bit_cast(c),
+        "TensorScatter" => tensor_scatter(c),
         "LpNormalization" => lp_normalization(c),
         "RotaryEmbedding" => rotary_embedding(c),
         "Einsum" => einsum(c),
@@ -2339,6 +2343,79 @@ fn attention(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         inputs,
         outputs,
     })
+}
+
+/// `BitCast` (opset 26): the same bytes as another type of the same size.
+fn bit_cast(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let x = c.input(0)?;
+    let code = c
+        .attr_int("to")?
+        .ok_or_else(|| c.invalid("attribute 'to' is required"))?;
+    let to = i32::try_from(code)
+        .ok()
+        .and_then(DType::from_onnx)
+        .ok_or_else(|| ExecError::UnsupportedDType {
+            model: c.model.to_owned(),
+            tensor: format!("output of {}", c.name),
+            dtype: crate::loader::tensor::onnx_dtype_name(i32::try_from(code).unwrap_or(-1)),
+        })?;
+    if to.size_bytes() != x.dtype.size_bytes() {
+        return Err(c.mismatch(format!(
+            "{} ({} bytes) cannot be reinterpreted as {} ({} bytes)",
+            x.dtype,
+            x.dtype.size_bytes(),
+            to,
+            to.size_bytes()
+        )));
+    }
+    Ok(node(Op::BitCast { to }, vec![0], to, x.shape.clone()))
+}
+
+/// `TensorScatter` (opset 24): `update` differs from `past_cache` only along `axis`.
+fn tensor_scatter(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(2, 3)?;
+    let (past, update) = (c.input(0)?, c.input(1)?);
+    if update.dtype != past.dtype {
+        return Err(c.mismatch(format!(
+            "update has type {}, past_cache {}",
+            update.dtype, past.dtype
+        )));
+    }
+    let axis = c.axis(c.attr_int_or("axis", -2)?, past.rank())?;
+    if axis == 0 {
+        return Err(c.invalid("axis cannot be the batch axis 0"));
+    }
+    let fits = update.rank() == past.rank()
+        && update.shape[axis] <= past.shape[axis]
+        && (0..past.rank()).all(|d| d == axis || update.shape[d] == past.shape[d]);
+    if !fits {
+        return Err(c.mismatch(format!(
+            "update {:?} must match past_cache {:?} but along axis {axis}, and be no longer there",
+            update.shape, past.shape
+        )));
+    }
+    let circular = match c.attr_string_or("mode", "linear")?.as_str() {
+        "linear" => false,
+        "circular" => true,
+        m => return Err(c.invalid(format!("mode must be linear or circular, got '{m}'"))),
+    };
+    let mut inputs = vec![0, 1];
+    if let Some(w) = c.opt_input(2) {
+        if w.dtype != DType::I64 || w.shape != past.shape[..1] {
+            return Err(c.mismatch(format!(
+                "write_indices must be int64 [{}], got {} {:?}",
+                past.shape[0], w.dtype, w.shape
+            )));
+        }
+        inputs.push(2);
+    }
+    Ok(node(
+        Op::TensorScatter { axis, circular },
+        inputs,
+        past.dtype,
+        past.shape.clone(),
+    ))
 }
 
 /// `LpNormalization`: `p` 1 or 2 (default 2), `axis` default -1.

@@ -688,7 +688,11 @@ impl Loader<'_> {
         // 16-bit float operands of anything but a cast are read through their f32 twins, and
         // the node's f32 results are rounded back to that type below (`narrow_to`).
         let as_read = resolved.clone();
-        let wide_from = if matches!(n.op_type.as_str(), "Cast" | "CastLike") {
+        // Casts convert 16-bit values themselves; BitCast and TensorScatter move their bytes.
+        let wide_from = if matches!(
+            n.op_type.as_str(),
+            "Cast" | "CastLike" | "BitCast" | "TensorScatter"
+        ) {
             None
         } else {
             resolved.iter().flatten().find_map(|r| {

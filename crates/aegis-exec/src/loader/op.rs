@@ -770,6 +770,20 @@ pub enum Op {
         /// 1 or 2.
         p: u8,
     },
+    /// The input's bytes reinterpreted as `to` (ONNX `BitCast`, opset 26; same element
+    /// size; a nonzero byte read as bool is `true`). Inputs: `x`.
+    BitCast {
+        /// The output's element type.
+        to: DType,
+    },
+    /// A cache with an update's rows written along `axis` (ONNX `TensorScatter`, opset 24).
+    /// Inputs: `past_cache, update`, then `write_indices` (i64 `[batch]`) when present.
+    TensorScatter {
+        /// The sequence axis (not 0).
+        axis: usize,
+        /// `mode = "circular"`: rows wrap around the cache.
+        circular: bool,
+    },
     /// Rotary position embedding (opset 23). Inputs: `X, cos_cache, sin_cache`, then
     /// `position_ids` (i64) when `spec.positions > 0`.
     RotaryEmbedding {
@@ -1116,6 +1130,8 @@ impl Op {
             Op::Celu { .. } => "Celu",
             Op::Swish { .. } => "Swish",
             Op::Attention { .. } => "Attention",
+            Op::BitCast { .. } => "BitCast",
+            Op::TensorScatter { .. } => "TensorScatter",
             Op::LpNormalization { .. } => "LpNormalization",
             Op::RotaryEmbedding { .. } => "RotaryEmbedding",
             Op::SwiGlu { .. } => "SwiGLU",

@@ -2443,3 +2443,39 @@ fn sixteen_bit_and_unsigned_integers_run_their_arithmetic_and_bit_ops() {
         vec![65534, u64::from(300u16.wrapping_sub(24464))]
     );
 }
+
+#[test]
+fn scan_reads_backwards_and_stacks_along_its_output_axis() {
+    // A running sum over the rows of x [3, 2], read last row first; the scan output is the
+    // sum after each step, stacked along axis 1 (so [2, 3]).
+    let body = Model::new(16)
+        .input("sum_in", F32, &[2])
+        .input("row", F32, &[2])
+        .op("Add", &["sum_in", "row"], &["sum_out"], vec![])
+        .op("Identity", &["sum_out"], &["each"], vec![])
+        .output_any("sum_out", F32)
+        .output_any("each", F32);
+    let m = Model::new(16)
+        .input("x", F32, &[3, 2])
+        .init(tensor_f32("zero", &[2], &[0.0, 0.0]))
+        .node(node(
+            "Scan",
+            "running",
+            &["zero", "x"],
+            &["total", "sums"],
+            vec![
+                attr_g("body", body),
+                attr_i("num_scan_inputs", 1),
+                attr_ints("scan_input_directions", &[1]),
+                attr_ints("scan_output_axes", &[1]),
+            ],
+        ))
+        .output_any("total", F32)
+        .output_any("sums", F32);
+    let g = Arc::new(load(&m));
+    assert_eq!(g.tensor(g.outputs()[1]).shape, vec![2, 3]);
+    let x = HostTensor::from_f32(vec![3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let out = run_any(&g, &[x]);
+    assert_eq!(out[0].to_f32().unwrap(), [9.0, 12.0]);
+    assert_eq!(out[1].to_f32().unwrap(), [5.0, 8.0, 9.0, 6.0, 10.0, 12.0]);
+}

@@ -152,6 +152,7 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("RoiAlign", 10),
     ("RotaryEmbedding", 23),
     ("Round", 11),
+    ("Scan", 9),
     ("STFT", 17),
     ("Scatter", 9),
     ("ScatterElements", 11),

@@ -237,7 +237,7 @@ fn collect_unsupported(
             out.push((format!("{}::{}", n.domain, n.op_type), name.clone()));
         } else if !infer::is_supported(&n.op_type, opset) {
             out.push((n.op_type.clone(), name.clone()));
-        } else if matches!(n.op_type.as_str(), "If" | "Loop") {
+        } else if matches!(n.op_type.as_str(), "If" | "Loop" | "Scan") {
             for a in &n.attribute {
                 if let Some(g) = &a.g {
                     let tag = a.name.trim_end_matches("_branch");
@@ -669,6 +669,7 @@ impl Loader<'_> {
         match n.op_type.as_str() {
             "If" => return self.process_if(n, file_index, name),
             "Loop" => return self.process_loop(n, file_index, name),
+            "Scan" => return self.process_scan(n, file_index, name),
             _ => {}
         }
         let resolved: Vec<Option<String>> = n

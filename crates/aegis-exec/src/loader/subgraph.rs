@@ -18,7 +18,10 @@
 //! condition become constants, the carried values flow from one copy to the next, and each
 //! scan output is the iterations' values stacked by `Unsqueeze` and `Concat`. The trip count
 //! and every iteration's condition must fold at load, and at most [`MAX_UNROLL`] iterations
-//! are unrolled.
+//! are unrolled. A `Scan` (opset 9+) is unrolled likewise, its iteration count being the scan
+//! inputs' extent along their axes (static once the shapes are): each copy reads its slices
+//! by `Gather` of one index, in either direction, and the scan outputs are stacked along their
+//! axes, reversed for a backward output.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -33,6 +36,26 @@ use crate::graph::TensorData;
 
 /// Most iterations a `Loop` is unrolled into (each copies the body into the graph).
 pub(super) const MAX_UNROLL: usize = 1024;
+
+/// An int attribute.
+fn int_attr(name: &str, i: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: 2,
+        i,
+        ..Default::default()
+    }
+}
+
+/// An ints attribute.
+fn ints_attr(name: &str, ints: Vec<i64>) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: 7,
+        ints,
+        ..Default::default()
+    }
+}
 
 /// The subgraphs held by `n`'s attributes (an `If`'s two branches, a `Loop`'s body ...).
 pub(super) fn subgraphs(n: &pb::NodeProto) -> impl Iterator<Item = &pb::GraphProto> {
@@ -325,49 +348,243 @@ impl Loader<'_> {
                     "scan output '{out}' of a loop that runs no iteration has no known shape"
                 )));
             }
-            // Each iteration's value gets a leading axis; the Concat stacks them.
-            let axes_name = format!("{name}/scan{k}/axes");
-            self.add_const(&axes_name, vec![1], TensorData::I64(vec![0]));
-            let mut stacked = Vec::with_capacity(parts.len());
-            for (i, part) in parts.iter().enumerate() {
-                let un = format!("{name}/scan{k}/iter{i}");
-                let node = if self.opset >= 13 {
-                    pb::NodeProto {
-                        op_type: "Unsqueeze".into(),
-                        input: vec![part.clone(), axes_name.clone()],
-                        output: vec![un.clone()],
-                        ..Default::default()
-                    }
-                } else {
-                    pb::NodeProto {
-                        op_type: "Unsqueeze".into(),
-                        input: vec![part.clone()],
-                        output: vec![un.clone()],
-                        attribute: vec![pb::AttributeProto {
-                            name: "axes".into(),
-                            r#type: 7,
-                            ints: vec![0],
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }
-                };
-                self.process(&node, file_index, &format!("{un}/Unsqueeze"))?;
-                stacked.push(un);
-            }
-            let concat = pb::NodeProto {
-                op_type: "Concat".into(),
-                input: stacked,
-                output: vec![out.clone()],
-                attribute: vec![pb::AttributeProto {
-                    name: "axis".into(),
-                    r#type: 2,
-                    i: 0,
+            self.stack(name, k, parts, 0, out, file_index)?;
+        }
+        Ok(())
+    }
+
+    /// Output `out` of node `name`: the iterations' values `parts` stacked along a new axis
+    /// `axis` (of the result; negative counts from its end) by `Unsqueeze` and `Concat`.
+    fn stack(
+        &mut self,
+        name: &str,
+        k: usize,
+        parts: &[String],
+        axis: i64,
+        out: &str,
+        file_index: usize,
+    ) -> Result<(), ExecError> {
+        let rank = parts
+            .first()
+            .and_then(|p| self.values.get(p))
+            .map_or(0, |v| v.shape.len()) as i64;
+        let axis = if axis < 0 { axis + rank + 1 } else { axis };
+        if !(0..=rank).contains(&axis) {
+            return Err(invalid_node(
+                self.model,
+                name,
+                format!("scan output {k}: axis out of range for rank {}", rank + 1),
+            ));
+        }
+        let axes_name = format!("{name}/scan{k}/axes");
+        self.add_const(&axes_name, vec![1], TensorData::I64(vec![axis]));
+        let mut stacked = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let un = format!("{name}/scan{k}/iter{i}");
+            let node = if self.opset >= 13 {
+                pb::NodeProto {
+                    op_type: "Unsqueeze".into(),
+                    input: vec![part.clone(), axes_name.clone()],
+                    output: vec![un.clone()],
                     ..Default::default()
-                }],
-                ..Default::default()
+                }
+            } else {
+                pb::NodeProto {
+                    op_type: "Unsqueeze".into(),
+                    input: vec![part.clone()],
+                    output: vec![un.clone()],
+                    attribute: vec![ints_attr("axes", vec![axis])],
+                    ..Default::default()
+                }
             };
-            self.process(&concat, file_index, &format!("{name}/scan{k}/Concat"))?;
+            self.process(&node, file_index, &format!("{un}/Unsqueeze"))?;
+            stacked.push(un);
+        }
+        let concat = pb::NodeProto {
+            op_type: "Concat".into(),
+            input: stacked,
+            output: vec![out.to_owned()],
+            attribute: vec![int_attr("axis", axis)],
+            ..Default::default()
+        };
+        self.process(&concat, file_index, &format!("{name}/scan{k}/Concat"))
+    }
+
+    /// Unrolls `Scan` node `n` (opset 9+): one copy of the body per element along the scan
+    /// inputs' axes, each reading its slices (`Gather` of one index, in either direction),
+    /// the state flowing from copy to copy, the scan outputs stacked.
+    pub(super) fn process_scan(
+        &mut self,
+        n: &pb::NodeProto,
+        file_index: usize,
+        name: &str,
+    ) -> Result<(), ExecError> {
+        let model = self.model;
+        let invalid = |reason: String| invalid_node(model, name, reason);
+        if self.opset < 9 {
+            return Err(invalid(
+                "Scan before opset 9 (batched, with sequence_lens) is not supported".into(),
+            ));
+        }
+        let body = graph_attr(n, "body")
+            .ok_or_else(|| invalid("attribute body (a graph) is missing".into()))?;
+        let ints = |attr: &str| -> Option<Vec<i64>> {
+            n.attribute
+                .iter()
+                .find(|a| a.name == attr)
+                .map(|a| a.ints.clone())
+        };
+        let m = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "num_scan_inputs")
+            .map(|a| a.i)
+            .ok_or_else(|| invalid("attribute num_scan_inputs is missing".into()))?;
+        let m = usize::try_from(m)
+            .ok()
+            .filter(|&m| m >= 1 && m <= n.input.len())
+            .ok_or_else(|| invalid(format!("num_scan_inputs {m} for {} inputs", n.input.len())))?;
+        let states_n = n.input.len() - m;
+        if body.input.len() != n.input.len() || body.output.len() < states_n {
+            return Err(invalid(format!(
+                "the body has {} inputs and {} outputs for {states_n} states and {m} scan inputs",
+                body.input.len(),
+                body.output.len()
+            )));
+        }
+        let k_n = body.output.len() - states_n;
+        let per = |attr: &str, len: usize| -> Result<Vec<i64>, ExecError> {
+            match ints(attr) {
+                None => Ok(vec![0; len]),
+                Some(v) if v.len() == len => Ok(v),
+                Some(v) => Err(invalid(format!("{attr} has {} values for {len}", v.len()))),
+            }
+        };
+        let (in_dirs, in_axes) = (per("scan_input_directions", m)?, per("scan_input_axes", m)?);
+        let (out_dirs, out_axes) = (
+            per("scan_output_directions", k_n)?,
+            per("scan_output_axes", k_n)?,
+        );
+        let mut inputs = Vec::with_capacity(n.input.len());
+        for raw in &n.input {
+            if raw.is_empty() {
+                return Err(invalid("an input is empty".into()));
+            }
+            let r = self.resolve(raw);
+            if let Some(reason) = self.unavailable.get(&r) {
+                return Err(invalid(format!("reads '{r}', which is {reason}")));
+            }
+            let v = self
+                .values
+                .get(&r)
+                .cloned()
+                .ok_or_else(|| ExecError::DanglingInput {
+                    model: self.model.to_owned(),
+                    node: name.to_owned(),
+                    tensor: r.clone(),
+                })?;
+            inputs.push((r, v));
+        }
+        // The scan axis of each scan input, resolved, and the common number of iterations.
+        let mut trips = None;
+        let mut axes = Vec::with_capacity(m);
+        for (j, (r, v)) in inputs[states_n..].iter().enumerate() {
+            let rank = v.shape.len() as i64;
+            let a = if in_axes[j] < 0 {
+                in_axes[j] + rank
+            } else {
+                in_axes[j]
+            };
+            if !(0..rank).contains(&a) {
+                return Err(invalid(format!(
+                    "scan input '{r}' has no axis {}",
+                    in_axes[j]
+                )));
+            }
+            let len = v.shape[a as usize];
+            if trips.is_some_and(|t| t != len) {
+                return Err(invalid(format!(
+                    "scan input '{r}' has {len} elements along its axis, another has {}",
+                    trips.unwrap_or(0)
+                )));
+            }
+            trips = Some(len);
+            axes.push(a);
+        }
+        let trips = trips.unwrap_or(0);
+        if trips > MAX_UNROLL {
+            return Err(invalid(format!(
+                "the scan runs {trips} iterations; AegisRT unrolls at most {MAX_UNROLL} into the \
+                 static graph"
+            )));
+        }
+        let mut states: Vec<String> = inputs[..states_n].iter().map(|(r, _)| r.clone()).collect();
+        let mut scans: Vec<Vec<String>> = vec![Vec::new(); k_n];
+        for t in 0..trips {
+            let prefix = format!("{name}/iter{t}");
+            let mut map: HashMap<String, String> = HashMap::new();
+            for (vi, src) in body.input.iter().zip(&states) {
+                map.insert(vi.name.clone(), src.clone());
+            }
+            for (j, ((r, _), vi)) in inputs[states_n..]
+                .iter()
+                .zip(&body.input[states_n..])
+                .enumerate()
+            {
+                let at = if in_dirs[j] == 1 { trips - 1 - t } else { t };
+                let index = format!("{prefix}/scan_in{j}/index");
+                self.add_const(&index, Vec::new(), TensorData::I64(vec![at as i64]));
+                let slice = format!("{prefix}/scan_in{j}");
+                let gather = pb::NodeProto {
+                    op_type: "Gather".into(),
+                    input: vec![r.clone(), index],
+                    output: vec![slice.clone()],
+                    attribute: vec![int_attr("axis", axes[j])],
+                    ..Default::default()
+                };
+                self.process(&gather, file_index, &format!("{slice}/Gather"))?;
+                map.insert(vi.name.clone(), slice);
+            }
+            self.inline_graph(body, &prefix, &mut map, file_index)?;
+            let mut outs = Vec::with_capacity(body.output.len());
+            for o in &body.output {
+                let r = self.resolve(map.get(&o.name).unwrap_or(&o.name));
+                if let Some(reason) = self.unavailable.get(&r) {
+                    return Err(invalid(format!("body output '{}' is {reason}", o.name)));
+                }
+                if !self.values.contains_key(&r) {
+                    return Err(ExecError::DanglingInput {
+                        model: self.model.to_owned(),
+                        node: format!("{prefix} output"),
+                        tensor: o.name.clone(),
+                    });
+                }
+                outs.push(r);
+            }
+            states = outs[..states_n].to_vec();
+            for (k, s) in outs[states_n..].iter().enumerate() {
+                scans[k].push(s.clone());
+            }
+        }
+        for (out, src) in n.output.iter().zip(&states) {
+            if !out.is_empty() {
+                self.alias.insert(out.clone(), src.clone());
+            }
+        }
+        for (k, out) in n.output.iter().enumerate().skip(states_n).take(k_n) {
+            if out.is_empty() {
+                continue;
+            }
+            let mut parts = scans[k - states_n].clone();
+            if parts.is_empty() {
+                return Err(invalid(format!(
+                    "scan output '{out}' of a scan over no elements has no known shape"
+                )));
+            }
+            if out_dirs[k - states_n] == 1 {
+                parts.reverse();
+            }
+            self.stack(name, k, &parts, out_axes[k - states_n], out, file_index)?;
         }
         Ok(())
     }

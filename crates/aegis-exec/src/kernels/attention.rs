@@ -12,6 +12,8 @@
 //! Determinism: each (batch, head) is computed by one thread in fixed row blocks; threads
 //! only pick which heads they run.
 
+use std::borrow::Cow;
+
 use aegis_cuda::sync::{lock, Mutex};
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
@@ -171,10 +173,10 @@ fn gather_cache(
 ///
 /// # Errors
 /// Length mismatches, a mask or `nonpad_kv_seqlen` of the wrong length, a zero head count.
-pub fn attention(
+pub fn attention<'a>(
     spec: &AttentionSpec,
-    inputs: &AttentionInputs<'_>,
-    outputs: AttentionOutputs<'_>,
+    inputs: &AttentionInputs<'a>,
+    outputs: AttentionOutputs<'a>,
     threads: usize,
 ) -> KernelResult<()> {
     let s = spec;
@@ -263,38 +265,26 @@ pub fn attention(
 
     // Keys and values as [batch, kv_heads, keys, d]: the present outputs when asked for,
     // the 4-D inputs themselves without a cache, else a gathered copy.
-    let own_k: Vec<f32>;
-    let own_v: Vec<f32>;
-    let gather = |past: Option<&[f32]>, new: &[f32], d: usize, dst: &mut [f32]| {
-        gather_cache(past, new, s.rank3, b, kvh, s.past_seq, s.kv_seq, d, dst);
-    };
     let direct = !s.rank3 && inputs.past.is_none();
-    let ks: &[f32] = match present_key {
-        Some(p) => {
-            gather(inputs.past.map(|p| p.0), inputs.k, s.head, p);
-            p
-        }
-        None if direct => inputs.k,
-        None => {
-            let mut g = vec![0.0; k_len];
-            gather(inputs.past.map(|p| p.0), inputs.k, s.head, &mut g);
-            own_k = g;
-            &own_k
-        }
-    };
-    let vs: &[f32] = match present_value {
-        Some(p) => {
-            gather(inputs.past.map(|p| p.1), inputs.v, s.v_head, p);
-            p
-        }
-        None if direct => inputs.v,
-        None => {
-            let mut g = vec![0.0; v_len];
-            gather(inputs.past.map(|p| p.1), inputs.v, s.v_head, &mut g);
-            own_v = g;
-            &own_v
+    let cache = |present: Option<&'a mut [f32]>, past: Option<&[f32]>, new: &'a [f32], d: usize| {
+        let gather = |dst: &mut [f32]| {
+            gather_cache(past, new, s.rank3, b, kvh, s.past_seq, s.kv_seq, d, dst);
+        };
+        match present {
+            Some(p) => {
+                gather(p);
+                Cow::Borrowed(&*p)
+            }
+            None if direct => Cow::Borrowed(new),
+            None => {
+                let mut own = vec![0.0; b * kvh * total * d];
+                gather(&mut own);
+                Cow::Owned(own)
+            }
         }
     };
+    let ks = cache(present_key, inputs.past.map(|p| p.0), inputs.k, s.head);
+    let vs = cache(present_value, inputs.past.map(|p| p.1), inputs.v, s.v_head);
 
     // Y per (batch, head) as [batch, q_heads, q_seq, v_head]: the output itself when 4-D.
     let y_block = s.q_seq * s.v_head;
@@ -314,8 +304,8 @@ pub fn attention(
     let ctx = Ctx {
         s,
         inputs,
-        ks,
-        vs,
+        ks: &ks,
+        vs: &vs,
         mask_strides,
         total,
     };
@@ -323,16 +313,8 @@ pub fn attention(
     par_chunks(&mut heads, 1, threads, 1, |first, piece| {
         let mut scores = vec![0.0f32; ROWS.min(s.q_seq) * total];
         let mut probs = vec![0.0f32; scores.len()];
-        let mut bias = vec![0.0f32; total];
         for (i, (yb, qb)) in piece.iter_mut().enumerate() {
-            let r = ctx.head(
-                first + i,
-                yb,
-                qb.as_deref_mut(),
-                &mut scores,
-                &mut probs,
-                &mut bias,
-            );
+            let r = ctx.head(first + i, yb, qb.as_deref_mut(), &mut scores, &mut probs);
             if let Err(e) = r {
                 lock(&failed).get_or_insert(e);
             }
@@ -367,46 +349,56 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Fills `bias` with row `i`'s additive bias for batch `b`, head `h`; returns whether
-    /// it masks every key (the row is then zero).
-    fn bias_row(&self, b: usize, h: usize, i: usize, bias: &mut [f32]) -> bool {
+    /// The keys row `i` of batch `b` may attend before the mask's values: `[lo, hi)` from the
+    /// causal frontier, the window, the valid key count and a mask shorter than the keys
+    /// (all four bound an interval). Empty when `lo >= hi`.
+    fn span(&self, b: usize, i: usize) -> (usize, usize) {
         let s = self.s;
-        bias.fill(0.0);
-        if let (Some(m), Some(ms), Some(st)) = (self.inputs.mask, s.mask_shape, self.mask_strides) {
-            let at = b * st[0] + h * st[1] + i * st[2];
-            let n = ms[3];
-            match m {
-                AttentionMask::Bool(v) => {
-                    for (o, &keep) in bias.iter_mut().zip(&v[at..at + n]) {
-                        if keep == 0 {
-                            *o = f32::NEG_INFINITY;
-                        }
-                    }
-                }
-                AttentionMask::Float(v) => bias[..n].copy_from_slice(&v[at..at + n]),
-            }
-            // A mask shorter than the keys masks the rest.
-            bias[n..].fill(f32::NEG_INFINITY);
+        let total = self.total as i64;
+        let (mut lo, mut hi) = (0i64, total);
+        // The query's absolute position; keys are 0-based over the cache then the new.
+        let p = s.offset(b, self.inputs.nonpad) + i as i64;
+        if s.causal {
+            hi = hi.min(p + 1);
         }
-        let windowed = s.causal || s.left_window.is_some() || s.right_window.is_some();
-        if windowed {
-            // The query's absolute position; keys are 0-based over the cache then the new.
-            let p = s.offset(b, self.inputs.nonpad) + i as i64;
-            for (j, o) in bias.iter_mut().enumerate() {
-                let d = p - j as i64;
-                let out = (s.causal && d < 0)
-                    || s.left_window.is_some_and(|w| d > w as i64)
-                    || s.right_window.is_some_and(|w| -d > w as i64);
-                if out {
-                    *o = f32::NEG_INFINITY;
-                }
-            }
+        if let Some(w) = s.left_window {
+            lo = lo.max(p - w as i64);
+        }
+        if let Some(w) = s.right_window {
+            hi = hi.min(p + w as i64 + 1);
         }
         if let Some(n) = self.inputs.nonpad {
-            let valid = n[b].clamp(0, self.total as i64) as usize;
-            bias[valid..].fill(f32::NEG_INFINITY);
+            hi = hi.min(n[b]);
         }
-        bias.iter().all(|&v| v == f32::NEG_INFINITY)
+        if let Some(ms) = s.mask_shape {
+            hi = hi.min(ms[3] as i64);
+        }
+        let clamp = |v: i64| v.clamp(0, total) as usize;
+        (clamp(lo), clamp(hi))
+    }
+
+    /// Adds row `i`'s mask values (bool: `-inf` where false) to `row`, which holds keys
+    /// `k0..k0 + row.len()`.
+    fn add_mask(&self, b: usize, h: usize, i: usize, k0: usize, row: &mut [f32]) {
+        let (Some(m), Some(st)) = (self.inputs.mask, self.mask_strides) else {
+            return;
+        };
+        let at = b * st[0] + h * st[1] + i * st[2] + k0;
+        let n = row.len();
+        match m {
+            AttentionMask::Bool(v) => {
+                for (o, &keep) in row.iter_mut().zip(&v[at..at + n]) {
+                    if keep == 0 {
+                        *o = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            AttentionMask::Float(v) => {
+                for (o, &a) in row.iter_mut().zip(&v[at..at + n]) {
+                    *o += a;
+                }
+            }
+        }
     }
 
     /// Batch and query head `bh`: `Y`'s block `[q_seq, v_head]` and, when asked for,
@@ -418,17 +410,11 @@ impl Ctx<'_> {
         mut qk: Option<&mut [f32]>,
         scores: &mut [f32],
         probs: &mut [f32],
-        bias: &mut [f32],
     ) -> KernelResult<()> {
         let (s, total) = (self.s, self.total);
         let (b, h) = (bh / s.q_heads, bh % s.q_heads);
         let kvh = h / (s.q_heads / s.kv_heads);
         let (d, dv) = (s.head, s.v_head);
-        if total == 0 {
-            // No key at all: every row is fully masked.
-            y.fill(0.0);
-            return Ok(());
-        }
         let (q_base, q_rs) = if s.rank3 {
             (b * s.q_seq * s.q_heads * d + h * d, s.q_heads * d)
         } else {
@@ -437,22 +423,40 @@ impl Ctx<'_> {
         let k_base = (b * s.kv_heads + kvh) * total * d;
         let v_base = (b * s.kv_heads + kvh) * total * dv;
         let gemm = |e| KernelError::Gemm { op: OP, source: e };
-        let plain = s.mask_shape.is_none()
-            && !s.causal
-            && s.left_window.is_none()
-            && s.right_window.is_none()
-            && self.inputs.nonpad.is_none();
+        // Scores outside every row's span are never needed unless a pre-softmax
+        // qk_matmul_output shows them.
+        let full = qk.is_some() && s.qk_output != QkOutput::Softmax;
+        // The spec scales Q and K by sqrt(scale) each; their product is scale.
+        let root = s.scale.sqrt();
         for i0 in (0..s.q_seq).step_by(ROWS) {
             let rows = ROWS.min(s.q_seq - i0);
-            let sc = &mut scores[..rows * total];
-            // The spec scales Q and K by sqrt(scale) each; their product is scale.
-            let root = s.scale.sqrt();
+            let mut spans = [(0usize, 0usize); ROWS];
+            for (r, sp) in spans[..rows].iter_mut().enumerate() {
+                *sp = self.span(b, i0 + r);
+            }
+            let (k0, k1) = if full {
+                (0, total)
+            } else {
+                let live = spans[..rows].iter().filter(|(lo, hi)| lo < hi);
+                live.fold((total, 0), |(a, z), &(lo, hi)| (a.min(lo), z.max(hi)))
+            };
+            let w = k1.saturating_sub(k0);
+            let y_rows = &mut y[i0 * dv..(i0 + rows) * dv];
+            if w == 0 {
+                // No row attends any key: zero, as a fully masked row is.
+                y_rows.fill(0.0);
+                if let Some(o) = qk.as_deref_mut() {
+                    o[i0 * total..(i0 + rows) * total].fill(0.0);
+                }
+                continue;
+            }
+            let sc = &mut scores[..rows * w];
             host_sgemm(
                 HostMatMut {
                     data: sc,
                     rows,
-                    cols: total,
-                    row_stride: total,
+                    cols: w,
+                    row_stride: w,
                     col_stride: 1,
                 },
                 HostMat {
@@ -463,9 +467,9 @@ impl Ctx<'_> {
                     col_stride: 1,
                 },
                 HostMat {
-                    data: &self.ks[k_base..],
+                    data: &self.ks[k_base + k0 * d..],
                     rows: d,
-                    cols: total,
+                    cols: w,
                     row_stride: 1,
                     col_stride: d,
                 },
@@ -473,6 +477,7 @@ impl Ctx<'_> {
                 root * root,
             )
             .map_err(gemm)?;
+            // Modes 0-2 only when `full` (w == total): rows copy whole.
             let mut keep = |mode: QkOutput, sc: &[f32]| {
                 if s.qk_output == mode {
                     if let Some(o) = qk.as_deref_mut() {
@@ -489,31 +494,40 @@ impl Ctx<'_> {
             }
             // Without a cap, mode 1 is the raw scores.
             keep(QkOutput::Capped, sc);
-            let pr = &mut probs[..rows * total];
             let mut masked = [false; ROWS];
-            if !plain {
-                for (r, row) in sc.chunks_exact_mut(total).enumerate() {
-                    masked[r] = self.bias_row(b, h, i0 + r, bias);
-                    for (v, &a) in row.iter_mut().zip(&*bias) {
-                        *v += a;
-                    }
+            for (r, row) in sc.chunks_exact_mut(w).enumerate() {
+                let (lo, hi) = spans[r];
+                let (lo, hi) = (lo.clamp(k0, k1) - k0, hi.clamp(k0, k1) - k0);
+                if lo >= hi {
+                    row.fill(f32::NEG_INFINITY);
+                } else {
+                    row[..lo].fill(f32::NEG_INFINITY);
+                    row[hi..].fill(f32::NEG_INFINITY);
+                    self.add_mask(b, h, i0 + r, k0 + lo, &mut row[lo..hi]);
                 }
+                // A row with no key to attend is zero (its softmax would be 0/0).
+                masked[r] = row.iter().all(|&v| v == f32::NEG_INFINITY);
             }
             keep(QkOutput::Biased, sc);
-            softmax_rows(sc, pr, total);
-            for (r, row) in pr.chunks_exact_mut(total).enumerate() {
-                // A row with no key to attend is zero (its softmax would be 0/0).
-                let all_neg_inf = sc[r * total..(r + 1) * total]
-                    .iter()
-                    .all(|&v| v == f32::NEG_INFINITY);
-                if masked[r] || all_neg_inf {
+            let pr = &mut probs[..rows * w];
+            softmax_rows(sc, pr, w);
+            for (r, row) in pr.chunks_exact_mut(w).enumerate() {
+                if masked[r] {
                     row.fill(0.0);
                 }
             }
-            keep(QkOutput::Softmax, pr);
+            if s.qk_output == QkOutput::Softmax {
+                if let Some(o) = qk.as_deref_mut() {
+                    for (r, row) in pr.chunks_exact(w).enumerate() {
+                        let out = &mut o[(i0 + r) * total..(i0 + r + 1) * total];
+                        out.fill(0.0);
+                        out[k0..k1].copy_from_slice(row);
+                    }
+                }
+            }
             host_sgemm(
                 HostMatMut {
-                    data: &mut y[i0 * dv..(i0 + rows) * dv],
+                    data: y_rows,
                     rows,
                     cols: dv,
                     row_stride: dv,
@@ -522,13 +536,13 @@ impl Ctx<'_> {
                 HostMat {
                     data: pr,
                     rows,
-                    cols: total,
-                    row_stride: total,
+                    cols: w,
+                    row_stride: w,
                     col_stride: 1,
                 },
                 HostMat {
-                    data: &self.vs[v_base..],
-                    rows: total,
+                    data: &self.vs[v_base + k0 * dv..],
+                    rows: w,
                     cols: dv,
                     row_stride: dv,
                     col_stride: 1,

@@ -832,20 +832,25 @@ fn clip_bounds(c: &NodeCtx<'_>, x: &Value) -> Result<Inferred, ExecError> {
     ))
 }
 
-fn cast(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
-    c.arity(1, 1)?;
-    let x = c.input(0)?;
+/// The required `to` attribute (Cast, BitCast) as an element type AegisRT runs.
+fn to_attr(c: &NodeCtx<'_>) -> Result<DType, ExecError> {
     let to = c
         .attr_int("to")?
         .ok_or_else(|| c.invalid("attribute 'to' is required"))?;
-    let to_dtype = i32::try_from(to)
+    i32::try_from(to)
         .ok()
         .and_then(DType::from_onnx)
         .ok_or_else(|| ExecError::UnsupportedDType {
             model: c.model.to_owned(),
             tensor: format!("output of {}", c.name),
             dtype: crate::loader::tensor::onnx_dtype_name(i32::try_from(to).unwrap_or(-1)),
-        })?;
+        })
+}
+
+fn cast(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
+    c.arity(1, 1)?;
+    let x = c.input(0)?;
+    let to_dtype = to_attr(c)?;
     Ok(node(
         Op::Cast { to: to_dtype },
         vec![0],
@@ -2350,17 +2355,7 @@ fn attention(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 fn bit_cast(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(1, 1)?;
     let x = c.input(0)?;
-    let code = c
-        .attr_int("to")?
-        .ok_or_else(|| c.invalid("attribute 'to' is required"))?;
-    let to = i32::try_from(code)
-        .ok()
-        .and_then(DType::from_onnx)
-        .ok_or_else(|| ExecError::UnsupportedDType {
-            model: c.model.to_owned(),
-            tensor: format!("output of {}", c.name),
-            dtype: crate::loader::tensor::onnx_dtype_name(i32::try_from(code).unwrap_or(-1)),
-        })?;
+    let to = to_attr(c)?;
     if to.size_bytes() != x.dtype.size_bytes() {
         return Err(c.mismatch(format!(
             "{} ({} bytes) cannot be reinterpreted as {} ({} bytes)",

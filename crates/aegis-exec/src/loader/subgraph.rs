@@ -303,21 +303,7 @@ impl Loader<'_> {
             }
             self.inline_graph(body, &prefix, &mut map, file_index)?;
             // The body's outputs, resolved: cond_out, carried values, scan outputs.
-            let mut outs = Vec::with_capacity(body.output.len());
-            for o in &body.output {
-                let r = self.resolve(map.get(&o.name).unwrap_or(&o.name));
-                if let Some(reason) = self.unavailable.get(&r) {
-                    return Err(invalid(format!("body output '{}' is {reason}", o.name)));
-                }
-                if !self.values.contains_key(&r) {
-                    return Err(ExecError::DanglingInput {
-                        model: self.model.to_owned(),
-                        node: format!("{prefix} output"),
-                        tensor: o.name.clone(),
-                    });
-                }
-                outs.push(r);
-            }
+            let outs = self.body_outputs(body, &map, &prefix, name)?;
             carried = outs[1..=carried_n].to_vec();
             for (k, s) in outs[carried_n + 1..].iter().enumerate() {
                 scans[k].push(s.clone());
@@ -351,6 +337,36 @@ impl Loader<'_> {
             self.stack(name, k, parts, 0, out, file_index)?;
         }
         Ok(())
+    }
+
+    /// The outputs of one inlined copy of `body` (renamed by `map` under `prefix`), resolved.
+    fn body_outputs(
+        &self,
+        body: &pb::GraphProto,
+        map: &HashMap<String, String>,
+        prefix: &str,
+        name: &str,
+    ) -> Result<Vec<String>, ExecError> {
+        let mut outs = Vec::with_capacity(body.output.len());
+        for o in &body.output {
+            let r = self.resolve(map.get(&o.name).unwrap_or(&o.name));
+            if let Some(reason) = self.unavailable.get(&r) {
+                return Err(invalid_node(
+                    self.model,
+                    name,
+                    format!("body output '{}' is {reason}", o.name),
+                ));
+            }
+            if !self.values.contains_key(&r) {
+                return Err(ExecError::DanglingInput {
+                    model: self.model.to_owned(),
+                    node: format!("{prefix} output"),
+                    tensor: o.name.clone(),
+                });
+            }
+            outs.push(r);
+        }
+        Ok(outs)
     }
 
     /// Output `out` of node `name`: the iterations' values `parts` stacked along a new axis
@@ -546,21 +562,7 @@ impl Loader<'_> {
                 map.insert(vi.name.clone(), slice);
             }
             self.inline_graph(body, &prefix, &mut map, file_index)?;
-            let mut outs = Vec::with_capacity(body.output.len());
-            for o in &body.output {
-                let r = self.resolve(map.get(&o.name).unwrap_or(&o.name));
-                if let Some(reason) = self.unavailable.get(&r) {
-                    return Err(invalid(format!("body output '{}' is {reason}", o.name)));
-                }
-                if !self.values.contains_key(&r) {
-                    return Err(ExecError::DanglingInput {
-                        model: self.model.to_owned(),
-                        node: format!("{prefix} output"),
-                        tensor: o.name.clone(),
-                    });
-                }
-                outs.push(r);
-            }
+            let outs = self.body_outputs(body, &map, &prefix, name)?;
             states = outs[..states_n].to_vec();
             for (k, s) in outs[states_n..].iter().enumerate() {
                 scans[k].push(s.clone());

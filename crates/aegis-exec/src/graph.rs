@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
+pub use crate::kernels::Narrow;
+
 pub use crate::loader::op::{
     BitwiseKind, CompareKind, CoordinateTransform, GeluApproximation, GridPaddingMode, LogicKind,
     MathFn, NearestMode, Op, PadMode, ReduceKind, ResizeMode,
@@ -81,6 +83,9 @@ pub enum DType {
     U32,
     /// 64-bit unsigned integer.
     U64,
+    /// An 8-bit float, the 4-bit float or a 4-/2-bit integer ([`Narrow`]): one element per
+    /// byte, converted by Cast / QuantizeLinear / DequantizeLinear and moved as bytes.
+    Narrow(Narrow),
 }
 
 impl DType {
@@ -97,6 +102,7 @@ impl DType {
             DType::I16 | DType::U16 => 2,
             DType::Bool | DType::U8 | DType::I8 => 1,
             DType::F16 | DType::BF16 => 2,
+            DType::Narrow(_) => 1,
         }
     }
 
@@ -116,7 +122,7 @@ impl DType {
             4 => Some(DType::U16),
             12 => Some(DType::U32),
             13 => Some(DType::U64),
-            _ => None,
+            _ => Narrow::from_onnx(code).map(DType::Narrow),
         }
     }
 
@@ -136,6 +142,7 @@ impl DType {
             DType::U16 => 4,
             DType::U32 => 12,
             DType::U64 => 13,
+            DType::Narrow(n) => n.onnx_code(),
         }
     }
 }
@@ -156,6 +163,7 @@ impl fmt::Display for DType {
             DType::U16 => "u16",
             DType::U32 => "u32",
             DType::U64 => "u64",
+            DType::Narrow(n) => return n.fmt(f),
         })
     }
 }
@@ -189,6 +197,8 @@ pub enum TensorData {
     U32(Vec<u32>),
     /// `DType::U64`.
     U64(Vec<u64>),
+    /// `DType::Narrow`, one byte per element (see [`Narrow`]).
+    Narrow(Narrow, Vec<u8>),
 }
 
 impl TensorData {
@@ -208,6 +218,7 @@ impl TensorData {
             TensorData::U16(_) => DType::U16,
             TensorData::U32(_) => DType::U32,
             TensorData::U64(_) => DType::U64,
+            TensorData::Narrow(n, _) => DType::Narrow(*n),
         }
     }
 
@@ -217,7 +228,7 @@ impl TensorData {
             TensorData::F32(v) => v.len(),
             TensorData::I32(v) => v.len(),
             TensorData::I64(v) => v.len(),
-            TensorData::Bool(v) | TensorData::U8(v) => v.len(),
+            TensorData::Bool(v) | TensorData::U8(v) | TensorData::Narrow(_, v) => v.len(),
             TensorData::I8(v) => v.len(),
             TensorData::F16(v) | TensorData::BF16(v) => v.len(),
             TensorData::F64(v) => v.len(),
@@ -239,7 +250,7 @@ impl TensorData {
             TensorData::F32(v) => bytemuck::cast_slice(v),
             TensorData::I32(v) => bytemuck::cast_slice(v),
             TensorData::I64(v) => bytemuck::cast_slice(v),
-            TensorData::Bool(v) | TensorData::U8(v) => v,
+            TensorData::Bool(v) | TensorData::U8(v) | TensorData::Narrow(_, v) => v,
             TensorData::I8(v) => bytemuck::cast_slice(v),
             TensorData::F16(v) | TensorData::BF16(v) => bytemuck::cast_slice(v),
             TensorData::F64(v) => bytemuck::cast_slice(v),

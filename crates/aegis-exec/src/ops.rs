@@ -1294,7 +1294,9 @@ macro_rules! by_dtype {
                 $(let $view_mut = i32s_mut;)?
                 $body
             }
-            DType::Bool | DType::U8 => {
+            // Narrow types are one byte per element; the loader lets them reach data movement
+            // only (Cast and the quantizers have their own arms), so bytes are all they need.
+            DType::Bool | DType::U8 | DType::Narrow(_) => {
                 let $view = bytes;
                 $(let $view_mut = bytes_mut;)?
                 $body
@@ -2084,7 +2086,7 @@ impl NodeKernel {
                     t,
                 )?)
             }
-            Op::Cast { to } => {
+            Op::Cast { to, narrow } => {
                 let src = match dt(0) {
                     DType::F32 => k::CastSrc::F32(f32s(l, inb(0))?),
                     DType::I64 => k::CastSrc::I64(i64s(l, inb(0))?),
@@ -2099,6 +2101,7 @@ impl NodeKernel {
                     DType::U16 => k::CastSrc::U16(u16s(l, inb(0))?),
                     DType::U32 => k::CastSrc::U32(u32s(l, inb(0))?),
                     DType::U64 => k::CastSrc::U64(u64s(l, inb(0))?),
+                    DType::Narrow(n) => k::CastSrc::Narrow(n, inb(0)),
                 };
                 let w = &mut writes[0];
                 let dst = match to {
@@ -2115,6 +2118,7 @@ impl NodeKernel {
                     DType::U16 => k::CastDst::U16(u16s_mut(l, w)?),
                     DType::U32 => k::CastDst::U32(u32s_mut(l, w)?),
                     DType::U64 => k::CastDst::U64(u64s_mut(l, w)?),
+                    DType::Narrow(n) => k::CastDst::Narrow(*n, *narrow, &mut w[..]),
                 };
                 k::cast_par(src, dst, t)?;
             }
@@ -3141,7 +3145,18 @@ impl NodeKernel {
                 *upper,
                 view_mut(l, &mut writes[0])?,
             )?),
-            Op::QuantizeLinear { layout }
+            Op::QuantizeLinear { layout, saturate }
+                if matches!(self.outs[0].dtype, DType::Narrow(_)) =>
+            {
+                let DType::Narrow(n) = self.outs[0].dtype else {
+                    return Err(DispatchError::Unsupported("narrow output expected".into()));
+                };
+                let zp = (self.ins.len() > 2).then(|| inb(2));
+                let (x, scale) = (f32s(l, inb(0))?, f32s(l, inb(1))?);
+                let out = &mut writes[0][..];
+                k::quantize_narrow(x, shape(0), scale, zp, *layout, n, *saturate, out, t)?;
+            }
+            Op::QuantizeLinear { layout, .. }
                 if matches!(self.outs[0].dtype, DType::I16 | DType::U16) =>
             {
                 let zp = (self.ins.len() > 2).then(|| inb(2));
@@ -3156,7 +3171,7 @@ impl NodeKernel {
                     k::quantize_linear(x, shape(0), scale, zp, *layout, out, t)?;
                 }
             }
-            Op::QuantizeLinear { layout } => {
+            Op::QuantizeLinear { layout, .. } => {
                 let zp = (self.ins.len() > 2).then(|| inb(2));
                 by_q8!(self.outs[0].dtype, l, |view, view_mut| k::quantize_linear(
                     f32s(l, inb(0))?,
@@ -3171,7 +3186,9 @@ impl NodeKernel {
             Op::DequantizeLinear { layout } => {
                 let zp = (self.ins.len() > 2).then(|| inb(2));
                 let (scale, out) = (f32s(l, inb(1))?, f32s_mut(l, &mut writes[0])?);
-                if dt(0) == DType::I32 {
+                if let DType::Narrow(n) = dt(0) {
+                    k::dequantize_narrow(inb(0), n, shape(0), scale, zp, *layout, out, t)?;
+                } else if dt(0) == DType::I32 {
                     let zp = zp.map(|z| i32s(l, z)).transpose()?;
                     let x = i32s(l, inb(0))?;
                     k::dequantize_linear(x, shape(0), scale, zp, *layout, out, t)?;

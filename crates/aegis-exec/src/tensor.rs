@@ -120,6 +120,7 @@ impl HostTensor {
             DType::U32 => each(d, |b| f64::from(u32::from_le_bytes(b))),
             DType::U16 => each(d, |b| f64::from(u16::from_le_bytes(b))),
             DType::U8 | DType::Bool => each(d, |b: [u8; 1]| f64::from(b[0])),
+            DType::Narrow(n) => each(d, |b: [u8; 1]| f64::from(n.decode(b[0]))),
         }
     }
 
@@ -228,7 +229,7 @@ impl HostTensor {
         std::fs::write(path, self.to_npy()).map_err(|e| io_err(path, e))
     }
 
-    /// Encodes as version-1 `.npy` bytes (bf16, which numpy lacks, widened to f32).
+    /// Encodes as version-1 `.npy` bytes (bf16 and the narrow types, which numpy lacks, widened to f32).
     pub fn to_npy(&self) -> Vec<u8> {
         let descr = match self.dtype {
             DType::F32 => "<f4",
@@ -245,6 +246,8 @@ impl HostTensor {
             DType::U16 => "<u2",
             DType::U32 => "<u4",
             DType::U64 => "<u8",
+            // Neither has numpy the narrow types: their exact values, as f32.
+            DType::Narrow(_) => "<f4",
         };
         let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
         let shape = match dims.len() {
@@ -267,6 +270,9 @@ impl HostTensor {
                     .to_f32()
                     .to_le_bytes()
             })),
+            DType::Narrow(n) => {
+                out.extend(self.data.iter().flat_map(|&b| n.decode(b).to_le_bytes()))
+            }
             _ => out.extend(&self.data),
         }
         out

@@ -105,7 +105,7 @@ fn results_are_rounded_to_f16_once_per_operator() {
         .operators()
         .iter()
         .filter_map(|n| match n.op {
-            Op::Cast { to } => Some(to),
+            Op::Cast { to, .. } => Some(to),
             _ => None,
         })
         .collect();

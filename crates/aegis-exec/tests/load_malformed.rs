@@ -405,10 +405,19 @@ fn external_data_is_read_with_bounds_checks() {
 #[test]
 fn unsupported_element_types_are_typed_errors() {
     let m = Model::new(13)
-        .input("x", 17, &[4]) // float8e4m3fn
-        .op("Relu", &["x"], &["y"], vec![])
-        .output_any("y", 17);
+        .input("x", 8, &[4]) // string
+        .op("Identity", &["x"], &["y"], vec![])
+        .output_any("y", 8);
     assert!(matches!(err(&m), ExecError::UnsupportedDType { .. }));
+    // The narrow types load, but only Cast, the quantizers and data movement take them.
+    let m = Model::new(19)
+        .input("x", F8E4M3FN, &[4])
+        .op("Relu", &["x"], &["y"], vec![])
+        .output_any("y", F8E4M3FN);
+    match err(&m) {
+        ExecError::ShapeMismatch { reason, .. } => assert!(reason.contains("f8e4m3fn"), "{reason}"),
+        e => panic!("{e}"),
+    }
     // f64 loads, but an operator without an f64 kernel says so at load: it is never narrowed
     // to f32 behind the caller's back.
     let m = Model::new(13)
@@ -484,11 +493,15 @@ fn quantization_parameters_that_do_not_fit_are_typed_errors() {
     let mut m = quantize_model(&[0.5, 1.0, 2.0], I8, &[0, 1, 2]);
     m.graph().initializer[1] = tensor_small_int("z", I8, &[2], &[0, 1]);
     assert!(matches!(err(&m), ExecError::ShapeMismatch { .. }));
-    // 16-bit quantization (opset 21's types) loads; 4-bit is named as an unsupported
-    // element type.
+    // 16-bit quantization (opset 21's types) loads; 4-bit needs the opset that brought it.
     load(&quantize_model(&[0.5], I16, &[0])).unwrap();
-    match err(&quantize_model(&[0.5], 22, &[0])) {
-        ExecError::UnsupportedDType { dtype, .. } => assert_eq!(dtype, "INT4"),
+    match err(&quantize_model(&[0.5], I4, &[0])) {
+        ExecError::ShapeMismatch { reason, .. } => {
+            assert!(
+                reason.contains("i4 quantization needs opset 21"),
+                "{reason}"
+            )
+        }
         e => panic!("{e}"),
     }
 }
@@ -636,4 +649,51 @@ fn attention_inputs_that_do_not_fit_are_typed_errors() {
     attrs.push(attr_i("qk_matmul_output_mode", 4));
     let r = reason(&attention_model(attrs, None));
     assert!(r.contains("qk_matmul_output_mode must be 0 to 3"), "{r}");
+}
+
+#[test]
+fn narrow_types_that_do_not_fit_are_typed_errors() {
+    let reason = |m: &Model| match err(m) {
+        ExecError::InvalidNode { reason, .. } | ExecError::ShapeMismatch { reason, .. } => reason,
+        e => panic!("{e}"),
+    };
+    // Five INT4 values need three packed bytes, not two.
+    let short = Model::new(21)
+        .input("x", F32, &[5])
+        .init(tensor_raw("w", I4, &[5], &[0x12, 0x34]))
+        .init(tensor_f32("s", &[], &[1.0]))
+        .op("DequantizeLinear", &["w", "s"], &["wf"], vec![])
+        .op("Add", &["x", "wf"], &["y"], vec![])
+        .output_any("y", F32);
+    let r = reason(&short);
+    assert!(r.contains("needs 5 i4 elements"), "{r}");
+    // An 8-bit float zero point must be zero.
+    let zp = Model::new(21)
+        .input("x", F32, &[2])
+        .init(tensor_f32("s", &[], &[1.0]))
+        .init(tensor_raw("z", F8E4M3FN, &[], &[0x38]))
+        .op("QuantizeLinear", &["x", "s", "z"], &["q"], vec![])
+        .output_any("q", F8E4M3FN);
+    let r = reason(&zp);
+    assert!(r.contains("f8e4m3fn zero point must be zero"), "{r}");
+    // Cast's round_mode names one of three modes.
+    let cast = Model::new(24)
+        .input("x", F32, &[2])
+        .op(
+            "Cast",
+            &["x"],
+            &["y"],
+            vec![attr_i("to", 24), attr_s("round_mode", "sideways")],
+        )
+        .output_any("y", 24);
+    let r = reason(&cast);
+    assert!(r.contains("round_mode 'sideways'"), "{r}");
+    // Codes are not values: Equal on an 8-bit float is refused, not compared bytewise.
+    let eq = Model::new(21)
+        .input("a", F8E4M3FN, &[2])
+        .input("b", F8E4M3FN, &[2])
+        .op("Equal", &["a", "b"], &["y"], vec![])
+        .output_any("y", BOOL);
+    let r = reason(&eq);
+    assert!(r.contains("Equal does not take f8e4m3fn"), "{r}");
 }

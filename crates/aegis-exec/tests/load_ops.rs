@@ -1637,7 +1637,8 @@ fn cast_like_takes_the_second_inputs_type_and_reduce_l1_l2_run() {
     assert_eq!(g.tensor(xi).dtype, aegis_exec::DType::I64);
     assert!(g.operators().iter().any(|n| n.op
         == Op::Cast {
-            to: aegis_exec::DType::I64
+            to: aegis_exec::DType::I64,
+            narrow: aegis_exec::kernels::NarrowMode::default(),
         }));
     let g = Arc::new(g);
     let device = Device::host();
@@ -2478,4 +2479,100 @@ fn scan_reads_backwards_and_stacks_along_its_output_axis() {
     let out = run_any(&g, &[x]);
     assert_eq!(out[0].to_f32().unwrap(), [9.0, 12.0]);
     assert_eq!(out[1].to_f32().unwrap(), [5.0, 8.0, 9.0, 6.0, 10.0, 12.0]);
+}
+
+#[test]
+fn int4_weights_dequantize_blockwise_at_load_and_feed_the_matmul() {
+    // W [4, 2] in INT4, two blocks of two rows each along axis 0 with their own scale and
+    // zero point; packed two to a byte, first element in the low nibble.
+    let w: [i8; 8] = [-8, 7, 3, -1, 0, 5, -4, 2];
+    let packed: Vec<u8> = w
+        .chunks(2)
+        .map(|p| (p[0] as u8 & 0x0F) | ((p[1] as u8 & 0x0F) << 4))
+        .collect();
+    let zp: [i8; 4] = [1, -1, 0, 2];
+    let zp_packed: Vec<u8> = zp
+        .chunks(2)
+        .map(|p| (p[0] as u8 & 0x0F) | ((p[1] as u8 & 0x0F) << 4))
+        .collect();
+    let scale = [0.5f32, 0.25, 2.0, 1.0];
+    let m = Model::new(21)
+        .input("x", F32, &[1, 4])
+        .init(tensor_raw("w", I4, &[4, 2], &packed))
+        .init(tensor_f32("s", &[2, 2], &scale))
+        .init(tensor_raw("z", I4, &[2, 2], &zp_packed))
+        .op(
+            "DequantizeLinear",
+            &["w", "s", "z"],
+            &["wf"],
+            vec![attr_i("axis", 0), attr_i("block_size", 2)],
+        )
+        .op("MatMul", &["x", "wf"], &["y"], vec![])
+        .output_any("y", F32);
+    let g = Arc::new(load(&m));
+    // Folded at load into f32 weights: the MatMul is all that runs.
+    let ops = g.op_histogram();
+    assert_eq!(ops.get("DequantizeLinear"), None, "{ops:?}");
+    let x = [1.0f32, 2.0, 3.0, 4.0];
+    let out = run_any(&g, &[HostTensor::from_f32(vec![1, 4], &x).unwrap()]);
+    let mut want = [0f32; 2];
+    for (r, &xr) in x.iter().enumerate() {
+        for (c, acc) in want.iter_mut().enumerate() {
+            let p = (r / 2) * 2 + c;
+            let wf = f32::from(w[r * 2 + c] - zp[p]) * scale[p];
+            *acc += xr * wf;
+        }
+    }
+    assert_eq!(out[0].to_f32().unwrap(), want);
+}
+
+#[test]
+fn float8_cast_saturates_or_overflows_as_its_attribute_says() {
+    let m = Model::new(19)
+        .input("x", F32, &[5])
+        .op(
+            "Cast",
+            &["x"],
+            &["sat"],
+            vec![attr_i("to", F8E4M3FN.into())],
+        )
+        .op(
+            "Cast",
+            &["x"],
+            &["raw"],
+            vec![attr_i("to", F8E4M3FN.into()), attr_i("saturate", 0)],
+        )
+        .op("Cast", &["sat"], &["sat_f"], vec![attr_i("to", F32.into())])
+        .op("Cast", &["raw"], &["raw_f"], vec![attr_i("to", F32.into())])
+        .output_any("sat", F8E4M3FN)
+        .output_any("sat_f", F32)
+        .output_any("raw_f", F32);
+    let g = Arc::new(load(&m));
+    let x = [1.0f32, 500.0, f32::NEG_INFINITY, 0.3, -0.0];
+    let out = run_any(&g, &[HostTensor::from_f32(vec![5], &x).unwrap()]);
+    // The stored codes: 1.0, the max 448, -448, 0.3125 (0.3 to nearest even), -0.
+    assert_eq!(out[0].dtype.to_string(), "f8e4m3fn");
+    assert_eq!(out[0].data, [0x38, 0x7E, 0xFE, 0x2A, 0x80]);
+    assert_eq!(out[1].to_f32().unwrap(), [1.0, 448.0, -448.0, 0.3125, -0.0]);
+    // Without saturation both out-of-range values are NaN (E4M3FN has no infinity).
+    let raw = out[2].to_f32().unwrap();
+    assert!(raw[1].is_nan() && raw[2].is_nan(), "{raw:?}");
+    assert_eq!([raw[0], raw[3]], [1.0, 0.3125]);
+}
+
+#[test]
+fn quantize_to_int4_clamps_to_its_range_and_transposes_as_bytes() {
+    let m = Model::new(21)
+        .input("x", F32, &[2, 3])
+        .init(tensor_f32("s", &[], &[0.5]))
+        .init(tensor_raw("z", I4, &[], &[0x01]))
+        .op("QuantizeLinear", &["x", "s", "z"], &["q"], vec![])
+        .op("Transpose", &["q"], &["qt"], vec![])
+        .output_any("qt", I4);
+    let g = Arc::new(load(&m));
+    let x = [-20.0f32, -1.4, 0.6, 3.0, 20.0, 0.0];
+    let out = run_any(&g, &[HostTensor::from_f32(vec![2, 3], &x).unwrap()]);
+    assert_eq!(out[0].shape, [3, 2]);
+    // round(x / 0.5) + 1, clamped to -8..=7, then transposed.
+    assert_eq!(out[0].to_f64().unwrap(), [-8.0, 7.0, -2.0, 7.0, 2.0, 1.0]);
 }

@@ -96,7 +96,7 @@ fn i64v(v: &[usize]) -> Vec<i64> {
     v.iter().map(|&x| x as i64).collect()
 }
 
-/// The element-type code the CUDA kernels switch on. 8-bit integer and f16 tensors never
+/// The element-type code the CUDA kernels switch on. 8-bit, narrow and f16 tensors never
 /// reach here: [`lower`] rejects any node that touches one.
 fn dtype_code(d: DType) -> i32 {
     match d {
@@ -111,7 +111,8 @@ fn dtype_code(d: DType) -> i32 {
         | DType::I16
         | DType::U16
         | DType::U32
-        | DType::U64 => 4,
+        | DType::U64
+        | DType::Narrow(_) => 4,
     }
 }
 
@@ -417,10 +418,15 @@ pub(crate) fn lower(io: &NodeIo<'_>, alias: Option<usize>, p: &mut Params) -> R<
         .iter()
         .chain(&io.node.outputs)
         .map(|&t| io.g.tensor(t))
-        .find(|t| matches!(t.dtype, DType::U8 | DType::I8 | DType::F64) || t.dtype.is_16bit_float())
+        .find(|t| {
+            matches!(
+                t.dtype,
+                DType::U8 | DType::I8 | DType::F64 | DType::Narrow(_)
+            ) || t.dtype.is_16bit_float()
+        })
     {
         return unsupported(format!(
-            "{} tensor '{}' (8-bit, 16-bit float and f64 tensors have host kernels only)",
+            "{} tensor '{}' (8-bit, narrow, 16-bit float and f64 tensors have host kernels only)",
             t.dtype, t.name
         ));
     }
@@ -488,7 +494,7 @@ pub(crate) fn lower(io: &NodeIo<'_>, alias: Option<usize>, p: &mut Params) -> R<
                 vec![io.x(0), io.x(1), io.x(2), io.y(0), A::P(m), A::I32(es)],
             )])
         }
-        Op::Cast { to } => {
+        Op::Cast { to, .. } => {
             need_inputs(io, 1)?;
             if out_n == 0 {
                 return Ok(Vec::new());

@@ -6,6 +6,7 @@ use super::broadcast::{
     PAR_MIN_ELEMS,
 };
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
+use super::narrow::{Narrow, NarrowMode};
 use super::par::par_chunks;
 use half::slice::HalfFloatSliceExt;
 
@@ -1182,6 +1183,8 @@ pub enum CastSrc<'a> {
     U32(&'a [u32]),
     /// u64 elements.
     U64(&'a [u64]),
+    /// Narrow elements, one byte each.
+    Narrow(Narrow, &'a [u8]),
 }
 
 /// A typed writable view for [`cast`].
@@ -1213,6 +1216,47 @@ pub enum CastDst<'a> {
     U32(&'a mut [u32]),
     /// u64 elements.
     U64(&'a mut [u64]),
+    /// Narrow elements, one byte each, and how values that do not fit convert.
+    Narrow(Narrow, NarrowMode, &'a mut [u8]),
+}
+
+impl CastDst<'_> {
+    /// The elements `at` of this view.
+    fn part(&mut self, at: std::ops::Range<usize>) -> CastDst<'_> {
+        match self {
+            CastDst::F32(d) => CastDst::F32(&mut d[at]),
+            CastDst::F64(d) => CastDst::F64(&mut d[at]),
+            CastDst::I64(d) => CastDst::I64(&mut d[at]),
+            CastDst::I32(d) => CastDst::I32(&mut d[at]),
+            CastDst::Bool(d) => CastDst::Bool(&mut d[at]),
+            CastDst::U8(d) => CastDst::U8(&mut d[at]),
+            CastDst::I8(d) => CastDst::I8(&mut d[at]),
+            CastDst::F16(d) => CastDst::F16(&mut d[at]),
+            CastDst::BF16(d) => CastDst::BF16(&mut d[at]),
+            CastDst::I16(d) => CastDst::I16(&mut d[at]),
+            CastDst::U16(d) => CastDst::U16(&mut d[at]),
+            CastDst::U32(d) => CastDst::U32(&mut d[at]),
+            CastDst::U64(d) => CastDst::U64(&mut d[at]),
+            CastDst::Narrow(n, m, d) => CastDst::Narrow(*n, *m, &mut d[at]),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            CastDst::F32(d) => d.len(),
+            CastDst::F64(d) => d.len(),
+            CastDst::I64(d) => d.len(),
+            CastDst::I32(d) => d.len(),
+            CastDst::Bool(d) | CastDst::U8(d) | CastDst::Narrow(_, _, d) => d.len(),
+            CastDst::I8(d) => d.len(),
+            CastDst::F16(d) => d.len(),
+            CastDst::BF16(d) => d.len(),
+            CastDst::I16(d) => d.len(),
+            CastDst::U16(d) => d.len(),
+            CastDst::U32(d) => d.len(),
+            CastDst::U64(d) => d.len(),
+        }
+    }
 }
 
 /// A source element of [`cast`]: floats go through f64 and integers through i64, both exact.
@@ -1405,7 +1449,40 @@ pub(super) fn cast_any(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
                 }
                 Ok(())
             }
+            CastDst::Narrow(n, mode, d) => {
+                check_len("Cast", "output", d.len(), s.len())?;
+                // Floats (and u64 to a float) round once from their exact f64 value;
+                // integers keep their low bits in an integer type.
+                let float = S::FLOAT || (S::U64 && n.is_float());
+                for (o, &v) in d.iter_mut().zip(s) {
+                    *o = if float {
+                        n.encode(v.float(), mode)
+                    } else if BOOL {
+                        n.encode_int(i64::from(v.int() != 0), mode)
+                    } else {
+                        n.encode_int(v.int(), mode)
+                    };
+                }
+                Ok(())
+            }
         }
+    }
+    /// Narrow sources decode exactly to f32 (every narrow value is one) and convert from
+    /// there, a block at a time through the stack: no allocation.
+    fn from_narrow(n: Narrow, s: &[u8], mut dst: CastDst<'_>) -> KernelResult<()> {
+        check_len("Cast", "output", dst.len(), s.len())?;
+        const BLOCK: usize = 256;
+        let table = n.table();
+        let mut buf = [0f32; BLOCK];
+        for (k, codes) in s.chunks(BLOCK).enumerate() {
+            let vals = &mut buf[..codes.len()];
+            for (v, &b) in vals.iter_mut().zip(codes) {
+                *v = table[usize::from(b)];
+            }
+            let at = k * BLOCK..k * BLOCK + codes.len();
+            to::<f32, false>(vals, dst.part(at))?;
+        }
+        Ok(())
     }
     match src {
         CastSrc::F32(s) => to::<_, false>(s, dst),
@@ -1421,5 +1498,6 @@ pub(super) fn cast_any(src: CastSrc<'_>, dst: CastDst<'_>) -> KernelResult<()> {
         CastSrc::U16(s) => to::<_, false>(s, dst),
         CastSrc::U32(s) => to::<_, false>(s, dst),
         CastSrc::U64(s) => to::<_, false>(s, dst),
+        CastSrc::Narrow(n, s) => from_narrow(n, s, dst),
     }
 }

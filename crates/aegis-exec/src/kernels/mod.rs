@@ -44,7 +44,10 @@
 //!   `UnaryOp::{Relu, Sigmoid, Tanh, Erf, Sqrt, Gelu(GeluApprox::{None, Tanh}),
 //!   HardSigmoid { alpha, beta }, HardSwish, Silu, Mish, Clip { min, max }, LeakyRelu { alpha }, Neg, Abs,
 //!   Exp, Log, Reciprocal, Floor, Ceil, Round, Identity}`
-//! - `cast(src: CastSrc, dst: CastDst)` between F32, F64, F16, I64, I32, U8, I8, Bool(u8)
+//! - `cast(src: CastSrc, dst: CastDst)` between every element type, narrow ones included
+//!   (`CastDst::Narrow(ty, NarrowMode { saturate, round }, bytes)`)
+//! - `Narrow`: the 8-bit floats, E2M1 and 4-/2-bit integers, one byte per element:
+//!   `decode`, `encode(v, mode)`, `table()`; `pack` / `unpack` for ONNX's sub-byte layout
 //!
 //! Convolution and matrix products:
 //! - `ConvAttrs { kernel, strides, dilations, pads_begin, pads_end, group }`, `ConvAttrs::new(kernel)`
@@ -139,7 +142,9 @@
 //! Quantized (u8/i8 with f32 scales; exact i32 sums; `QElem` is u8, i8 or i32):
 //! - `quantize_linear(x, shape, scale, zero_point, QuantLayout::{Tensor, Axis(a), Blocked {
 //!   axis, block }}, out, threads)`, `dequantize_linear(..)`,
-//!   `dynamic_quantize_linear(x, y, scale, zero_point, threads)`
+//!   `dynamic_quantize_linear(x, y, scale, zero_point, threads)`;
+//!   `quantize_narrow(.., ty, saturate, out, threads)`, `dequantize_narrow(x, ty, ..)` for the
+//!   narrow types
 //! - `matmul_integer(a, a_shape, b, b_shape, a_zp, b_zp, out, threads)`,
 //!   `qlinear_matmul(.., Requant { a_scale, b_scale, y_scale, y_zero_point }, out, threads)`
 //! - `conv_integer(x, x_shape, x_zp, w, w_shape, w_zp, &ConvAttrs, out, out_shape, threads)`,
@@ -173,6 +178,7 @@ mod lanes;
 mod loss;
 mod map;
 mod matmul;
+mod narrow;
 mod norm;
 mod par;
 mod pool;
@@ -223,6 +229,7 @@ pub use indexing::{
 pub use loss::{nll_loss, LossArgs, LossReduction};
 pub use map::{map, map_inplace, sign_f32, softplus};
 pub use matmul::{det, gemm, matmul, matmul_output_shape, GemmAttrs};
+pub use narrow::{pack, unpack, E8M0Round, Narrow, NarrowMode};
 pub use norm::{
     batch_norm, batch_norm_coefficients, channel_affine, channel_affine_act, hardmax, layer_norm,
     layer_norm_stats, lp_norm, reduce, reduce_output_shape, rms_norm, softmax, softmax_legacy,
@@ -233,8 +240,9 @@ pub use pool::{
     LrnAttrs, PoolAttrs, PoolKind,
 };
 pub use quant::{
-    conv_integer, dequantize_linear, dynamic_quantize_linear, matmul_integer, max_pool_q8,
-    pack_conv_weights, qlinear_conv, qlinear_matmul, quantize_linear, QElem, QuantLayout, Requant,
+    conv_integer, dequantize_linear, dequantize_narrow, dynamic_quantize_linear, matmul_integer,
+    max_pool_q8, pack_conv_weights, qlinear_conv, qlinear_matmul, quantize_linear, quantize_narrow,
+    QElem, QuantLayout, Requant,
 };
 pub use reduce::{
     arg_reduce, group_norm, instance_norm, mean_variance_norm, reduce_any, ReduceAny, Reducible,

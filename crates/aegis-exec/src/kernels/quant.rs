@@ -14,6 +14,7 @@
 use super::conv::ConvAttrs;
 use super::error::{check_len, KernelError, KernelResult};
 use super::igemm::{self, Epilogue, PackedRows};
+use super::narrow::{Narrow, NarrowMode};
 use super::par::par_chunks;
 use std::cell::RefCell;
 
@@ -39,6 +40,8 @@ pub trait QElem: Copy + Send + Sync + 'static {
     const LO: i64;
     /// The largest value.
     const HI: i64;
+    /// Zero (the zero point when there is none).
+    const ZERO: Self;
     /// The value as i32 (exact).
     fn widen(self) -> i32;
     /// `v` saturated to the type's range.
@@ -52,6 +55,7 @@ macro_rules! qelem {
         impl QElem for $t {
             const LO: i64 = <$t>::MIN as i64;
             const HI: i64 = <$t>::MAX as i64;
+            const ZERO: Self = 0;
             #[inline(always)]
             fn widen(self) -> i32 {
                 i32::from(self)
@@ -213,24 +217,26 @@ fn quantize_one<Q: QElem>(x: f32, scale: f32, zp: i32) -> Q {
     Q::saturate_i32(round_even_i32(x / scale).saturating_add(zp))
 }
 
-/// `out[i] = f(x[i], scale, zero_point)` with the parameters `layout` gives element `i` (zero
-/// point 0 when absent): the elementwise body of QuantizeLinear and DequantizeLinear.
+/// `out[i] = f(x[i], scale, zero_point)` with the parameters `layout` gives element `i`
+/// (`zero` when there is no zero point): the elementwise body of QuantizeLinear and
+/// DequantizeLinear.
 #[allow(clippy::too_many_arguments)]
-fn map_with_params<I: Copy + Sync, O: Send, Z: QElem>(
+fn map_with_params<I: Copy + Sync, O: Send, Z: Copy + Sync>(
     op: &'static str,
     x: &[I],
     shape: &[usize],
     scale: &[f32],
     zero_point: Option<&[Z]>,
+    zero: Z,
     layout: QuantLayout,
     out: &mut [O],
     threads: usize,
-    f: impl Fn(I, f32, i32) -> O + Sync,
+    f: impl Fn(I, f32, Z) -> O + Sync,
 ) -> KernelResult<()> {
     let p = params(op, shape, layout, scale, zero_point)?;
     check_len(op, "input", x.len(), shape.iter().product())?;
     check_len(op, "output", out.len(), x.len())?;
-    let zp_at = |j: usize| zero_point.map_or(0, |z| z[j].widen());
+    let zp_at = |j: usize| zero_point.map_or(zero, |z| z[j]);
     par_chunks(out, 1, threads, MIN_ELEMS, |start, piece| {
         if layout == QuantLayout::Tensor {
             // One scale: a straight loop, vectorised for the machine.
@@ -282,9 +288,20 @@ pub fn quantize_linear<Q: QElem>(
     out: &mut [Q],
     threads: usize,
 ) -> KernelResult<()> {
-    let f = quantize_one;
+    let f = |v, s, zp: Q| quantize_one(v, s, zp.widen());
     let op = "QuantizeLinear";
-    map_with_params(op, x, shape, scale, zero_point, layout, out, threads, f)
+    map_with_params(
+        op,
+        x,
+        shape,
+        scale,
+        zero_point,
+        Q::ZERO,
+        layout,
+        out,
+        threads,
+        f,
+    )
 }
 
 /// ONNX DequantizeLinear: `out = (x - zero_point) * scale`, in f32 as the reference does
@@ -301,9 +318,94 @@ pub fn dequantize_linear<Q: QElem>(
     out: &mut [f32],
     threads: usize,
 ) -> KernelResult<()> {
-    let f = |v: Q, s, zp| (v.widen() as f32 - zp as f32) * s;
+    let f = |v: Q, s, zp: Q| (v.widen() as f32 - zp.widen() as f32) * s;
     let op = "DequantizeLinear";
-    map_with_params(op, x, shape, scale, zero_point, layout, out, threads, f)
+    map_with_params(
+        op,
+        x,
+        shape,
+        scale,
+        zero_point,
+        Q::ZERO,
+        layout,
+        out,
+        threads,
+        f,
+    )
+}
+
+/// ONNX QuantizeLinear to a narrow type ([`Narrow`], one byte per element). Integers:
+/// `clamp(round_half_even(x / scale) + zero_point)` to the type's range. 8-bit floats:
+/// `x / scale` in f32, rounded once to the type (`saturate` as Cast's; their zero point must
+/// be zero and is not read, as in the ONNX reference). E2M1: `x / scale + zero_point` in f32,
+/// then rounded (it always saturates).
+///
+/// # Errors
+/// Length mismatches or a layout that does not fit `shape`.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_narrow(
+    x: &[f32],
+    shape: &[usize],
+    scale: &[f32],
+    zero_point: Option<&[u8]>,
+    layout: QuantLayout,
+    ty: Narrow,
+    saturate: bool,
+    out: &mut [u8],
+    threads: usize,
+) -> KernelResult<()> {
+    let op = "QuantizeLinear";
+    if let Some((lo, hi)) = ty.int_range() {
+        // The zero point's byte is its value (sign-extended for the signed types).
+        let value = move |z: u8| {
+            if lo < 0 {
+                i32::from(z as i8)
+            } else {
+                i32::from(z)
+            }
+        };
+        let f = |v: f32, s: f32, z: u8| {
+            let q = round_even_i32(v / s).saturating_add(value(z));
+            q.clamp(lo, hi) as i8 as u8
+        };
+        return map_with_params(op, x, shape, scale, zero_point, 0, layout, out, threads, f);
+    }
+    let mode = NarrowMode {
+        saturate,
+        ..NarrowMode::default()
+    };
+    if ty == Narrow::F4E2M1 {
+        let table = ty.table();
+        let f = |v: f32, s: f32, z: u8| ty.encode(f64::from(v / s + table[usize::from(z)]), mode);
+        return map_with_params(op, x, shape, scale, zero_point, 0, layout, out, threads, f);
+    }
+    let f = |v: f32, s: f32, _: u8| ty.encode(f64::from(v / s), mode);
+    map_with_params(op, x, shape, scale, None, 0, layout, out, threads, f)
+}
+
+/// ONNX DequantizeLinear from a narrow type: `(x - zero_point) * scale` in f32 for the
+/// integers; `x * scale` for the floats (the 8-bit floats' zero point must be zero, E2M1's is
+/// not read, as in the ONNX reference).
+///
+/// # Errors
+/// Length mismatches or a layout that does not fit `shape`.
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_narrow(
+    x: &[u8],
+    ty: Narrow,
+    shape: &[usize],
+    scale: &[f32],
+    zero_point: Option<&[u8]>,
+    layout: QuantLayout,
+    out: &mut [f32],
+    threads: usize,
+) -> KernelResult<()> {
+    let op = "DequantizeLinear";
+    let table = ty.table();
+    let value = |b: u8| table[usize::from(b)];
+    let zero_point = zero_point.filter(|_| !ty.is_float());
+    let f = |v: u8, s: f32, z: u8| (value(v) - value(z)) * s;
+    map_with_params(op, x, shape, scale, zero_point, 0, layout, out, threads, f)
 }
 
 /// ONNX DynamicQuantizeLinear: u8 quantization over the range of `x` widened to include 0.

@@ -38,6 +38,9 @@ pub(crate) fn splat(fill: &TensorData, n: usize) -> TensorData {
         TensorData::U16(v) => TensorData::U16(vec![v.first().copied().unwrap_or(0); n]),
         TensorData::U32(v) => TensorData::U32(vec![v.first().copied().unwrap_or(0); n]),
         TensorData::U64(v) => TensorData::U64(vec![v.first().copied().unwrap_or(0); n]),
+        TensorData::Narrow(t, v) => {
+            TensorData::Narrow(*t, vec![v.first().copied().unwrap_or(0); n])
+        }
     }
 }
 
@@ -60,6 +63,7 @@ fn take(d: &TensorData, idx: &[usize]) -> TensorData {
         TensorData::U16(v) => TensorData::U16(pick(v, idx)),
         TensorData::U32(v) => TensorData::U32(pick(v, idx)),
         TensorData::U64(v) => TensorData::U64(pick(v, idx)),
+        TensorData::Narrow(t, v) => TensorData::Narrow(*t, pick(v, idx)),
     }
 }
 
@@ -358,11 +362,15 @@ pub(crate) fn eval(
             };
             one(TensorData::F32(x.iter().map(|&v| g(v)).collect()))
         }
-        Op::Cast { to } => one(cast(args[0].0, *to)),
+        // Narrow types convert with the run-time kernel (saturation, E8M0 rounding).
+        Op::Cast { to, narrow } if matches!(to, DType::Narrow(_)) || is_narrow(args[0].0) => {
+            one(cast_narrow(c, args[0].0, *to, *narrow)?)
+        }
+        Op::Cast { to, .. } => one(cast(args[0].0, *to)),
         // Weights computed at load (ConstantOfShape, folded arithmetic) quantize once here.
         // Quantized weights of a QDQ model fold to f32 below, so the f32 kernels (with their
         // load-time weight preparation) run the layer. Same kernel as at run time.
-        Op::QuantizeLinear { layout } => {
+        Op::QuantizeLinear { layout, saturate } => {
             let (Some(x), Some(scale)) = (args[0].0.as_f32(), args[1].0.as_f32()) else {
                 return Ok(None);
             };
@@ -390,6 +398,16 @@ pub(crate) fn eval(
                     kernels::quantize_linear(x, x_shape, scale, zp, *layout, &mut o, 1)
                         .map(|()| TensorData::U16(o))
                 }
+                DType::Narrow(t) => {
+                    let mut o = vec![0u8; x.len()];
+                    let zp = match zp {
+                        Some(TensorData::Narrow(_, z)) => Some(&z[..]),
+                        _ => None,
+                    };
+                    let (l, s) = (*layout, *saturate);
+                    kernels::quantize_narrow(x, x_shape, scale, zp, l, t, s, &mut o, 1)
+                        .map(|()| TensorData::Narrow(t, o))
+                }
                 _ => return Ok(None),
             };
             one(r.map_err(|e| c.mismatch(e.to_string()))?)
@@ -416,6 +434,14 @@ pub(crate) fn eval(
                 }
                 TensorData::U16(x) => {
                     kernels::dequantize_linear(x, x_shape, scale, zp_as!(zp, U16), l, o, 1)
+                }
+                // 4-bit weights of a weight-only quantized model fold to f32 here too.
+                TensorData::Narrow(t, x) => {
+                    let zp = match zp {
+                        Some(TensorData::Narrow(_, z)) => Some(&z[..]),
+                        _ => None,
+                    };
+                    kernels::dequantize_narrow(x, *t, x_shape, scale, zp, l, o, 1)
                 }
                 _ => return Ok(None),
             };
@@ -552,6 +578,7 @@ fn concat_data(parts: &[&TensorData]) -> Option<TensorData> {
         TensorData::U16(_) => TensorData::U16(Vec::new()),
         TensorData::U32(_) => TensorData::U32(Vec::new()),
         TensorData::U64(_) => TensorData::U64(Vec::new()),
+        TensorData::Narrow(t, _) => TensorData::Narrow(*t, Vec::new()),
     };
     for p in parts {
         match (&mut out, p) {
@@ -568,10 +595,60 @@ fn concat_data(parts: &[&TensorData]) -> Option<TensorData> {
             (TensorData::U16(o), TensorData::U16(v)) => o.extend_from_slice(v),
             (TensorData::U32(o), TensorData::U32(v)) => o.extend_from_slice(v),
             (TensorData::U64(o), TensorData::U64(v)) => o.extend_from_slice(v),
+            (TensorData::Narrow(t, o), TensorData::Narrow(u, v)) if t == u => {
+                o.extend_from_slice(v)
+            }
             _ => return None,
         }
     }
     Some(out)
+}
+
+fn is_narrow(d: &TensorData) -> bool {
+    matches!(d, TensorData::Narrow(..))
+}
+
+/// A Cast from or to a narrow type, folded by the run-time kernel.
+fn cast_narrow(
+    c: &NodeCtx<'_>,
+    d: &TensorData,
+    to: DType,
+    mode: kernels::NarrowMode,
+) -> Result<TensorData, ExecError> {
+    use kernels::{CastDst, CastSrc};
+    let n = d.len();
+    let src = match d {
+        TensorData::Narrow(t, v) => CastSrc::Narrow(*t, v),
+        TensorData::F32(v) => CastSrc::F32(v),
+        TensorData::F64(v) => CastSrc::F64(v),
+        TensorData::I64(v) => CastSrc::I64(v),
+        TensorData::I32(v) => CastSrc::I32(v),
+        TensorData::Bool(v) => CastSrc::Bool(v),
+        TensorData::U8(v) => CastSrc::U8(v),
+        TensorData::I8(v) => CastSrc::I8(v),
+        TensorData::I16(v) => CastSrc::I16(v),
+        TensorData::U16(v) => CastSrc::U16(v),
+        TensorData::U32(v) => CastSrc::U32(v),
+        TensorData::U64(v) => CastSrc::U64(v),
+        // 16-bit floats widen exactly first.
+        TensorData::F16(_) | TensorData::BF16(_) => {
+            return cast_narrow(c, &cast(d, DType::F64), to, mode)
+        }
+    };
+    let err = |e: kernels::KernelError| c.mismatch(e.to_string());
+    match to {
+        DType::Narrow(t) => {
+            let mut o = vec![0u8; n];
+            kernels::cast(src, CastDst::Narrow(t, mode, &mut o)).map_err(err)?;
+            Ok(TensorData::Narrow(t, o))
+        }
+        // From a narrow type: every value is an f64, whose cast to `to` is the same.
+        _ => {
+            let mut o = vec![0f64; n];
+            kernels::cast(src, CastDst::F64(&mut o)).map_err(err)?;
+            Ok(cast(&TensorData::F64(o), to))
+        }
+    }
 }
 
 pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
@@ -609,6 +686,12 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
                 DType::U16 => TensorData::U16(v.iter().map(|&x| x as u16).collect()),
                 DType::U32 => TensorData::U32(v.iter().map(|&x| x as u32).collect()),
                 DType::U64 => TensorData::U64(v.iter().map(|&x| x as u64).collect()),
+                DType::Narrow(t) => TensorData::Narrow(
+                    t,
+                    v.iter()
+                        .map(|&x| t.encode_int(x, kernels::NarrowMode::default()))
+                        .collect(),
+                ),
             };
         }
         TensorData::Bool(v) | TensorData::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
@@ -623,6 +706,7 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
             .map(|&b| f64::from(half::bf16::from_bits(b)))
             .collect(),
         TensorData::F64(v) => v.clone(),
+        TensorData::Narrow(t, v) => v.iter().map(|&b| f64::from(t.decode(b))).collect(),
         // Returned above.
         TensorData::I16(_) | TensorData::U16(_) | TensorData::U32(_) | TensorData::U64(_) => {
             Vec::new()
@@ -638,6 +722,13 @@ pub(crate) fn cast(d: &TensorData, to: DType) -> TensorData {
         DType::I32 => TensorData::I32(as_f64.iter().map(|&x| x as i32).collect()),
         DType::I64 => TensorData::I64(as_f64.iter().map(|&x| x as i64).collect()),
         DType::Bool => TensorData::Bool(as_f64.iter().map(|&x| u8::from(x != 0.0)).collect()),
+        DType::Narrow(t) => TensorData::Narrow(
+            t,
+            as_f64
+                .iter()
+                .map(|&x| t.encode(x, kernels::NarrowMode::default()))
+                .collect(),
+        ),
         // From a float `as` saturates; from an integer it wraps through i64, as above.
         DType::U8 | DType::I8 | DType::I16 | DType::U16 | DType::U32 | DType::U64 => {
             let ints: Vec<i64> = match d {

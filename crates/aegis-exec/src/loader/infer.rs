@@ -4,8 +4,8 @@
 use crate::error::ExecError;
 use crate::graph::{DType, Op, TensorData};
 use crate::kernels::{
-    AttentionSpec, Col2ImSpec, DeformSpec, DftSpec, LossReduction, QuantLayout, RoiAlignSpec,
-    RotarySpec, StftSpec,
+    AttentionSpec, Col2ImSpec, DeformSpec, DftSpec, E8M0Round, LossReduction, Narrow, NarrowMode,
+    QuantLayout, RoiAlignSpec, RotarySpec, StftSpec,
 };
 use crate::loader::node::{Inferred, NodeCtx, Value};
 use crate::loader::op::{
@@ -714,6 +714,10 @@ fn equal(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let a = c.input(0)?;
     let b = c.input(1)?;
     same_dtype(c, a, b)?;
+    if let DType::Narrow(n) = a.dtype {
+        // Codes are not values (NaN, two zeros): compare after a Cast, as the spec's types say.
+        return Err(c.mismatch(format!("Equal does not take {n}, a storage type")));
+    }
     let shape = bcast(c, a, b)?;
     Ok(node(Op::Equal, vec![0, 1], DType::Bool, shape))
 }
@@ -850,13 +854,30 @@ fn to_attr(c: &NodeCtx<'_>) -> Result<DType, ExecError> {
 fn cast(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(1, 1)?;
     let x = c.input(0)?;
-    let to_dtype = to_attr(c)?;
-    Ok(node(
-        Op::Cast { to: to_dtype },
-        vec![0],
-        to_dtype,
-        x.shape.clone(),
-    ))
+    let to = to_attr(c)?;
+    let narrow = narrow_mode(c)?;
+    Ok(node(Op::Cast { to, narrow }, vec![0], to, x.shape.clone()))
+}
+
+/// Cast's `saturate` (opset 19) and `round_mode` (opset 24): how a value that does not fit a
+/// narrow float target converts.
+fn narrow_mode(c: &NodeCtx<'_>) -> Result<NarrowMode, ExecError> {
+    let saturate = c.opset < 19 || c.attr_bool_or("saturate", true)?;
+    let round = match c.opset >= 24 {
+        true => c.attr_string_or("round_mode", "up")?,
+        false => "up".to_owned(),
+    };
+    let round = match round.as_str() {
+        "up" => E8M0Round::Up,
+        "down" => E8M0Round::Down,
+        "nearest" => E8M0Round::Nearest,
+        other => {
+            return Err(c.invalid(format!(
+                "round_mode '{other}' is not 'up', 'down' or 'nearest'"
+            )))
+        }
+    };
+    Ok(NarrowMode { saturate, round })
 }
 
 /// `CastLike`: a `Cast` to the element type of the second input (whose values are unused).
@@ -864,7 +885,8 @@ fn cast_like(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 2)?;
     let x = c.input(0)?;
     let to = c.input(1)?.dtype;
-    Ok(node(Op::Cast { to }, vec![0], to, x.shape.clone()))
+    let narrow = narrow_mode(c)?;
+    Ok(node(Op::Cast { to, narrow }, vec![0], to, x.shape.clone()))
 }
 
 /// Spatial attributes shared by Conv, ConvTranspose and the pools.
@@ -1337,6 +1359,7 @@ fn nonzero(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         TensorData::U16(v) => v.iter().map(|&e| e != 0).collect(),
         TensorData::U32(v) => v.iter().map(|&e| e != 0).collect(),
         TensorData::U64(v) => v.iter().map(|&e| e != 0).collect(),
+        TensorData::Narrow(t, v) => v.iter().map(|&e| t.decode(e) != 0.0).collect(),
     };
     let dims = if x.shape.is_empty() {
         vec![1]
@@ -2356,6 +2379,13 @@ fn bit_cast(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(1, 1)?;
     let x = c.input(0)?;
     let to = to_attr(c)?;
+    let sub_byte = |d: DType| matches!(d, DType::Narrow(n) if n.bits() < 8);
+    if sub_byte(x.dtype) || sub_byte(to) {
+        return Err(c.mismatch(format!(
+            "{} to {}: a 4- or 2-bit element has no byte of its own to reinterpret",
+            x.dtype, to
+        )));
+    }
     if to.size_bytes() != x.dtype.size_bytes() {
         return Err(c.mismatch(format!(
             "{} ({} bytes) cannot be reinterpreted as {} ({} bytes)",
@@ -2883,6 +2913,7 @@ fn eye_like(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         DType::U16 => TensorData::U16(ones.iter().map(|&o| u16::from(o)).collect()),
         DType::U32 => TensorData::U32(ones.iter().map(|&o| u32::from(o)).collect()),
         DType::U64 => TensorData::U64(ones.iter().map(|&o| u64::from(o)).collect()),
+        DType::Narrow(_) => return Err(c.invalid(format!("EyeLike does not produce {dtype}"))),
     };
     Ok(Inferred::Const(vec![(x.shape.clone(), data)]))
 }
@@ -3941,8 +3972,8 @@ fn scatter_elements(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let axis = c.axis(c.attr_int_or("axis", 0)?, data.rank())?;
     same_rank_within(c, &data.shape, &idx.shape, axis)?;
     let reduction = scatter_reduction(c)?;
-    if data.dtype == DType::Bool && reduction != ScatterReduce::None {
-        return Err(c.invalid("a reduction on bool data"));
+    if matches!(data.dtype, DType::Bool | DType::Narrow(_)) && reduction != ScatterReduce::None {
+        return Err(c.invalid(format!("a reduction on {} data", data.dtype)));
     }
     Ok(node(
         Op::ScatterElements { axis, reduction },
@@ -3972,8 +4003,8 @@ fn scatter_nd(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         return Err(c.mismatch(format!("updates {:?}, expected {want:?}", upd.shape)));
     }
     let reduction = scatter_reduction(c)?;
-    if data.dtype == DType::Bool && reduction != ScatterReduce::None {
-        return Err(c.invalid("a reduction on bool data"));
+    if matches!(data.dtype, DType::Bool | DType::Narrow(_)) && reduction != ScatterReduce::None {
+        return Err(c.invalid(format!("a reduction on {} data", data.dtype)));
     }
     Ok(node(
         Op::ScatterND { reduction },
@@ -4348,8 +4379,62 @@ const NUMBERS: [DType; 8] = [
     DType::U32,
     DType::U64,
 ];
-/// QuantizeLinear's output types (opset 21 added the 16-bit ones).
+/// QuantizeLinear's output types (opset 21 added the 16-bit ones) and DequantizeLinear's
+/// inputs but i32; the narrow ones ([`QUANT_NARROW`]) come on top.
 const Q8_16: &[DType] = &[DType::U8, DType::I8, DType::I16, DType::U16];
+
+/// The narrow types QuantizeLinear produces and DequantizeLinear reads: the 8-bit floats
+/// (opset 19), 4-bit integers (21), E2M1 (23) and 2-bit integers (25); not E8M0.
+const QUANT_NARROW: &[DType] = &[
+    DType::Narrow(Narrow::F8E4M3FN),
+    DType::Narrow(Narrow::F8E4M3FNUZ),
+    DType::Narrow(Narrow::F8E5M2),
+    DType::Narrow(Narrow::F8E5M2FNUZ),
+    DType::Narrow(Narrow::I4),
+    DType::Narrow(Narrow::U4),
+    DType::Narrow(Narrow::F4E2M1),
+    DType::Narrow(Narrow::I2),
+    DType::Narrow(Narrow::U2),
+];
+
+/// A narrow quantized type needs the opset that introduced it to QuantizeLinear /
+/// DequantizeLinear.
+fn narrow_quant_opset(c: &NodeCtx<'_>, d: DType) -> Result<(), ExecError> {
+    let DType::Narrow(n) = d else { return Ok(()) };
+    let since = match n {
+        Narrow::I4 | Narrow::U4 => 21,
+        Narrow::F4E2M1 => 23,
+        Narrow::I2 | Narrow::U2 => 25,
+        _ => 19,
+    };
+    if c.opset < since {
+        return Err(c.mismatch(format!(
+            "{n} quantization needs opset {since}; the model declares {}",
+            c.opset
+        )));
+    }
+    Ok(())
+}
+
+/// A quantized type: 8/16-bit integer or a quantizable narrow type.
+fn quant_type(d: DType) -> bool {
+    Q8_16.contains(&d) || QUANT_NARROW.contains(&d)
+}
+
+/// The 8-bit float zero point of a QuantizeLinear / DequantizeLinear must be zero (the spec
+/// and its reference reject any other); a constant one is checked here.
+fn float8_zero_point(c: &NodeCtx<'_>, zp: Option<&Value>) -> Result<(), ExecError> {
+    let Some(zp) = zp else { return Ok(()) };
+    let DType::Narrow(t) = zp.dtype else {
+        return Ok(());
+    };
+    if let (true, Some(TensorData::Narrow(_, v))) = (t.is_float8(), zp.konst.as_deref()) {
+        if v.iter().any(|&b| t.decode(b) != 0.0) {
+            return Err(c.invalid(format!("the {t} zero point must be zero")));
+        }
+    }
+    Ok(())
+}
 
 /// How the scale (and zero point) of a QuantizeLinear / DequantizeLinear map onto `x`: one
 /// value per tensor, one per index of `axis` (opset 13), or one per block of `block_size`
@@ -4433,7 +4518,10 @@ fn quantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     let x = c.f32_input(0)?;
     let scale = c.f32_input(1)?;
     let layout = quant_layout(c, x, scale)?;
-    let zp = quant_zero_point(c, scale, Q8_16)?;
+    let types: Vec<DType> = Q8_16.iter().chain(QUANT_NARROW).copied().collect();
+    let zp = quant_zero_point(c, scale, &types)?;
+    float8_zero_point(c, zp)?;
+    let saturate = c.opset < 19 || c.attr_bool_or("saturate", true)?;
     // `precision` (opset 23) names the type of the division `x / y_scale`. It runs in f32
     // here: a 16-bit precision would round the quotient first, which changes a result only
     // where that rounding crosses a half-step of the integer grid.
@@ -4453,7 +4541,7 @@ fn quantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
             i32::try_from(code)
                 .ok()
                 .and_then(DType::from_onnx)
-                .filter(|d| Q8_16.contains(d))
+                .filter(|&d| quant_type(d))
                 .ok_or_else(|| ExecError::UnsupportedDType {
                     model: c.model.to_owned(),
                     tensor: format!("output of {}", c.name),
@@ -4474,13 +4562,14 @@ fn quantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
         (None, Some(d)) => d,
         (None, None) => DType::U8,
     };
+    narrow_quant_opset(c, dtype)?;
     let inputs = if zp.is_some() {
         vec![0, 1, 2]
     } else {
         vec![0, 1]
     };
     Ok(node(
-        Op::QuantizeLinear { layout },
+        Op::QuantizeLinear { layout, saturate },
         inputs,
         dtype,
         x.shape.clone(),
@@ -4489,13 +4578,18 @@ fn quantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
 
 fn dequantize_linear(c: &NodeCtx<'_>) -> Result<Inferred, ExecError> {
     c.arity(2, 3)?;
-    let x = c.typed_input(
-        0,
-        &[DType::U8, DType::I8, DType::I32, DType::I16, DType::U16],
-    )?;
+    let types: Vec<DType> = Q8_16
+        .iter()
+        .chain(QUANT_NARROW)
+        .chain(&[DType::I32])
+        .copied()
+        .collect();
+    let x = c.typed_input(0, &types)?;
     let scale = c.f32_input(1)?;
     let layout = quant_layout(c, x, scale)?;
     let zp = quant_zero_point(c, scale, &[x.dtype])?;
+    float8_zero_point(c, zp)?;
+    narrow_quant_opset(c, x.dtype)?;
     let inputs = if zp.is_some() {
         vec![0, 1, 2]
     } else {

@@ -32,6 +32,7 @@ use crate::graph::{
     DType, ExecutionGraph, GraphParts, NodeId, Op, OperatorNode, TensorData, TensorId, TensorInfo,
     TensorKind,
 };
+use crate::kernels::NarrowMode;
 use node::{Inferred, NodeCtx, Value};
 use tensor::{checked_bytes, decode_tensor, ExternalBase};
 
@@ -612,7 +613,10 @@ impl Loader<'_> {
                 self.pending.push(Pending {
                     file_index,
                     name: format!("{src}:to_f32"),
-                    op: Op::Cast { to: DType::F32 },
+                    op: Op::Cast {
+                        to: DType::F32,
+                        narrow: NarrowMode::default(),
+                    },
                     inputs: vec![src.to_owned()],
                     outputs: vec![twin.clone()],
                 });
@@ -960,7 +964,10 @@ impl Loader<'_> {
                     self.pending.push(Pending {
                         file_index,
                         name: format!("{narrow_name}:to_{to}"),
-                        op: Op::Cast { to },
+                        op: Op::Cast {
+                            to,
+                            narrow: NarrowMode::default(),
+                        },
                         inputs: vec![wide],
                         outputs: vec![narrow_name],
                     });

@@ -15,8 +15,8 @@
 
 use crate::graph::DType;
 use crate::kernels::{
-    AttentionSpec, Col2ImSpec, ConvAttrs, DeformSpec, DftSpec, LossReduction, QuantLayout, RnnSpec,
-    RoiAlignSpec, RotarySpec, StftSpec,
+    AttentionSpec, Col2ImSpec, ConvAttrs, DeformSpec, DftSpec, LossReduction, NarrowMode,
+    QuantLayout, RnnSpec, RoiAlignSpec, RotarySpec, StftSpec,
 };
 
 /// The reduction of an `Op::Reduce` (ONNX `Reduce*`).
@@ -426,6 +426,9 @@ pub enum Op {
     Cast {
         /// Target element type.
         to: DType,
+        /// How values that do not fit a narrow target convert (Cast's `saturate` and
+        /// `round_mode`); the default for every other target, which ignores it.
+        narrow: NarrowMode,
     },
     /// 2-D (or N-D) convolution with `group`s. Inputs: `x [N, C, spatial...]`,
     /// `w [M, C/group, kernel...]`, `bias? [M]`.
@@ -1009,13 +1012,17 @@ pub enum Op {
     },
     /// Determinant of each trailing square matrix. Inputs: `x`.
     Det,
-    /// `QuantizeLinear` to the output's u8/i8 type. Inputs: `x` (f32), `scale` (f32),
-    /// `zero_point?` (the output's type, shaped as `scale`).
+    /// `QuantizeLinear` to the output's type (8- or 16-bit integer, or narrow). Inputs: `x`
+    /// (f32), `scale` (f32), `zero_point?` (the output's type, shaped as `scale`).
     QuantizeLinear {
         /// How `scale` and `zero_point` map onto `x`.
         layout: QuantLayout,
+        /// Out-of-range values saturate (true) or overflow as Cast's table says: read for the
+        /// 8-bit float outputs only (opset 19's `saturate`).
+        saturate: bool,
     },
-    /// `DequantizeLinear` to f32. Inputs: `x` (u8, i8 or i32), `scale` (f32), `zero_point?`
+    /// `DequantizeLinear` to f32. Inputs: `x` (8-, 16- or 32-bit integer, or narrow), `scale`
+    /// (f32), `zero_point?`
     /// (`x`'s type, shaped as `scale`).
     DequantizeLinear {
         /// How `scale` and `zero_point` map onto `x`.

@@ -8,6 +8,7 @@ use tract_onnx::pb::TensorProto;
 
 use crate::error::ExecError;
 use crate::graph::{DType, TensorData};
+use crate::kernels::{unpack, Narrow};
 
 /// Largest single constant we materialise at load (the largest real weight we know of, VGG's
 /// first FC layer, is 411 MB). Bigger constants come from corrupt models (a mutated
@@ -83,14 +84,26 @@ pub(crate) fn decode_tensor(
         reason: format!("shape {shape:?} needs {numel} {dtype} elements, the data holds {got}"),
     };
     let external = t.data_location == Some(1);
+    // Bytes in the file: sub-byte types are packed there (two or four to a byte).
+    let stored = match dtype {
+        DType::Narrow(n) => (numel as u64 * n.bits() as u64).div_ceil(8),
+        _ => bytes,
+    };
     let raw: Option<Vec<u8>> = if external {
-        Some(read_external(model, name, t, base, bytes)?)
+        Some(read_external(model, name, t, base, stored)?)
     } else if !t.raw_data.is_empty() {
         Some(t.raw_data.clone())
     } else {
         None
     };
     let data = if let Some(raw) = raw {
+        if let DType::Narrow(
+            n @ (Narrow::I4 | Narrow::U4 | Narrow::F4E2M1 | Narrow::I2 | Narrow::U2),
+        ) = dtype
+        {
+            let v = unpack(n, &raw, numel).ok_or_else(|| bad_len(raw.len() * 8 / n.bits()))?;
+            return Ok((shape, TensorData::Narrow(n, v)));
+        }
         let elem = dtype.size_bytes() as usize;
         if raw.len() != numel.saturating_mul(elem) {
             return Err(bad_len(raw.len() / elem.max(1)));
@@ -149,6 +162,8 @@ pub(crate) fn decode_tensor(
                     .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                     .collect(),
             ),
+            // 8-bit types: a byte per element (the packed ones were unpacked above).
+            DType::Narrow(n) => TensorData::Narrow(n, raw),
         }
     } else {
         let data = match dtype {
@@ -170,6 +185,16 @@ pub(crate) fn decode_tensor(
             DType::U16 => TensorData::U16(t.int32_data.iter().map(|&b| b as u16).collect()),
             DType::U32 => TensorData::U32(t.uint64_data.iter().map(|&b| b as u32).collect()),
             DType::U64 => TensorData::U64(t.uint64_data.clone()),
+            // 8-bit floats one per int32; sub-byte types one packed byte per int32.
+            DType::Narrow(n) => {
+                let b: Vec<u8> = t.int32_data.iter().map(|&b| b as u8).collect();
+                if n.bits() == 8 {
+                    TensorData::Narrow(n, b)
+                } else {
+                    let v = unpack(n, &b, numel).ok_or_else(|| bad_len(b.len() * 8 / n.bits()))?;
+                    TensorData::Narrow(n, v)
+                }
+            }
         };
         if data.len() != numel {
             return Err(bad_len(data.len()));

@@ -12,6 +12,8 @@ pub const BOOL: i32 = 9;
 pub const U8: i32 = 2;
 pub const I8: i32 = 3;
 pub const I16: i32 = 5;
+pub const F8E4M3FN: i32 = 17;
+pub const I4: i32 = 22;
 
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -110,6 +112,18 @@ pub fn tensor_small_int(name: &str, elem: i32, dims: &[i64], data: &[i32]) -> pb
         dims: dims.to_vec(),
         data_type: elem,
         int32_data: data.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A tensor of any element type from its bytes as stored in `raw_data` (packed for the 4- and
+/// 2-bit types).
+pub fn tensor_raw(name: &str, elem: i32, dims: &[i64], raw: &[u8]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: elem,
+        raw_data: raw.to_vec(),
         ..Default::default()
     }
 }

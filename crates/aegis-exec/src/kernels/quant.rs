@@ -290,18 +290,8 @@ pub fn quantize_linear<Q: QElem>(
 ) -> KernelResult<()> {
     let f = |v, s, zp: Q| quantize_one(v, s, zp.widen());
     let op = "QuantizeLinear";
-    map_with_params(
-        op,
-        x,
-        shape,
-        scale,
-        zero_point,
-        Q::ZERO,
-        layout,
-        out,
-        threads,
-        f,
-    )
+    let zp = zero_point;
+    map_with_params(op, x, shape, scale, zp, Q::ZERO, layout, out, threads, f)
 }
 
 /// ONNX DequantizeLinear: `out = (x - zero_point) * scale`, in f32 as the reference does
@@ -320,18 +310,8 @@ pub fn dequantize_linear<Q: QElem>(
 ) -> KernelResult<()> {
     let f = |v: Q, s, zp: Q| (v.widen() as f32 - zp.widen() as f32) * s;
     let op = "DequantizeLinear";
-    map_with_params(
-        op,
-        x,
-        shape,
-        scale,
-        zero_point,
-        Q::ZERO,
-        layout,
-        out,
-        threads,
-        f,
-    )
+    let zp = zero_point;
+    map_with_params(op, x, shape, scale, zp, Q::ZERO, layout, out, threads, f)
 }
 
 /// ONNX QuantizeLinear to a narrow type ([`Narrow`], one byte per element). Integers:

@@ -207,6 +207,8 @@ fn main() -> KernelResult<()> {
     // SqueezeNet's expand 3x3 (short reductions) and VGG's first layers.
     conv_case("3x3 16->64 55x55 pad 1", 16, 64, 55, 3, 1, 1, 1)?;
     conv_case("3x3 48->192 27x27 pad 1", 48, 192, 27, 3, 1, 1, 1)?;
+    conv_case("3x3 48->192 13x13 pad 1", 48, 192, 13, 3, 1, 1, 1)?;
+    conv_case("3x3 64->256 13x13 pad 1", 64, 256, 13, 3, 1, 1, 1)?;
     conv_case("3x3 64->64 224x224 pad 1", 64, 64, 224, 3, 1, 1, 1)?;
     conv_case("3x3 512->512 7x7 pad 1", 512, 512, 7, 3, 1, 1, 1)?;
     // VGG's late layers (the channel-vectorised kernel on 28x28 and 14x14).

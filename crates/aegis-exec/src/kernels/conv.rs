@@ -29,14 +29,14 @@
 //!   columns split by stride phase, then vectors of neighbouring outputs (four rows at a time)
 //!   accumulate every tap in registers, through `pulp`'s run-time dispatch to AVX-512/AVX2
 //!   (1-D and 2-D; 3-D keeps a direct loop);
-//! - **Winograd F(2x2, 3x3)** (one group, 3x3 stride 1, >= 128 input and >= 64 output
-//!   channels, planes of 14x14 and wider, filters up to
-//!   512 x 512 (above 256 x 256 on 28x28 and wider); needs [`PreparedConv::prepare_input`],
-//!   which transforms the filter once):
-//!   16 products of
-//!   transformed tiles instead of 9 taps per output, 2.25x fewer multiply-adds (`conv_wino`;
-//!   `kernel_bench` 256->256 on 56x56, 1 thread: 36-39 -> 26-33 ms; with 64 input channels
-//!   the transforms cost what the products save, 2.4 -> 2.9 ms on 56x56);
+//! - **Winograd F(2x2, 3x3)** (one group, 3x3 stride 1; needs
+//!   [`PreparedConv::prepare_input`], which transforms the filter once): 16 products of
+//!   transformed tiles instead of 9 taps per output, 2.25x fewer multiply-adds (`conv_wino`).
+//!   From 128 input and 64 output channels (planes of 14x14 and wider, filters up to
+//!   512 x 512, above 256 x 256 on 28x28 and wider) the products run with channels in lanes
+//!   (`kernel_bench` 256->256 on 56x56, 1 thread: 36-39 -> 26-33 ms); from 32 input and 64
+//!   output channels on planes of 13x13 and wider, with tiles in lanes (short products, no
+//!   transposes: 64->64 on 56x56 2.23 -> 1.70 ms, VGG's 64->64 on 224x224 37.9 -> 24.4);
 //! - **channel-vectorised** (one group, planes of 28x28 and smaller, 1x1 from 14x14 with
 //!   K < 256 unless the direct pointwise kernel below takes it, strided
 //!   convs with K >= 128 such as a 7x7/2 stem on any plane, channels filling >= 90 % of
@@ -78,7 +78,9 @@ use super::conv_dw_same::{DwSame, DwStride2, Plane2, PlaneDw, PlaneDwChannels};
 use super::conv_dw_t::DwT;
 #[cfg(target_arch = "x86_64")]
 use super::conv_dw_v4::{DwRows, DwRowsChannels};
-use super::conv_wino::{WinoChunks, WinoGeo, WinoPacked, MAX_TW};
+use super::conv_wino::{
+    input_transform, WinoChannels, WinoChunks, WinoGeo, WinoPacked, MAX_TW, TILE_ROWS,
+};
 use super::elementwise::{check_unary, with_unary, MapInPlace, UnaryMap, UnaryOp};
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::lanes::load;
@@ -150,6 +152,20 @@ const WINO_WIDE_FILTER: usize = 256 * 256;
 /// place of the channel-vectorised kernel's 9.4 MB packing; `kernel_bench` 1 thread 34.0 ->
 /// 21.6 ms, 2 threads 21.5 -> 13.7).
 const WINO_MAX_FILTER: usize = 512 * 512;
+/// Fewest input channels a Winograd conv with tiles in lanes takes (below
+/// `WINO_MIN_C_IN`). `kernel_bench`, 1 thread, the direct or GEMM path -> Winograd, ms:
+/// 16->64 on 55x55 0.549 -> 0.558 (no gain: 16-term products), 32->128 on 27x27 0.52 ->
+/// 0.46, 48->192 on 27x27 1.13 -> 0.92, 64->64 on 56x56 2.23 -> 1.70, 64->192 on 56x56 6.79
+/// -> 4.46, 96->96 on 28x28 1.17 -> 0.95.
+const WINO_TILES_MIN_C_IN: usize = 32;
+/// Fewest output channels a Winograd conv with tiles in lanes takes (fewer were not
+/// measured).
+const WINO_TILES_MIN_C_OUT: usize = 64;
+/// Smallest output plane a Winograd conv with tiles in lanes takes. On 13x13 (49 tiles, one
+/// block of 64) `kernel_bench` gained (64->256 0.474 -> 0.426 ms) but SqueezeNet's 13x13
+/// layers lost in the model (0.49 -> 0.55, 0.29 -> 0.36 ms): the transformed filter, 16/9 of
+/// the filter, is read cold there and serves few tiles.
+const WINO_TILES_MIN_PLANE: usize = 27 * 27;
 /// Smallest position tile worth a GEMM call.
 const MIN_TILE: usize = 64;
 /// Multiply-adds below which a conv is not split into more tiles than the cache needs: the
@@ -547,7 +563,12 @@ impl PreparedConv {
     pub fn prepare_input(mut self, x_shape: &[usize]) -> KernelResult<Self> {
         let geo = self.geo(x_shape)?;
         if self.wino.is_none() && self.wino_geo(&geo, 1).is_some() {
-            self.wino = Some(WinoPacked::new(self.weights.get(), self.c_out, self.c_in_g));
+            self.wino = Some(WinoPacked::new(
+                self.weights.get(),
+                self.c_out,
+                self.c_in_g,
+                self.wino_tiles(),
+            ));
             return Ok(self);
         }
         if self.co.is_none() && self.co_eligible(&geo) {
@@ -948,8 +969,13 @@ impl PreparedConv {
             return Ok(workers(self.c_out, threads) * per_worker);
         }
         if let (Some(_), Some(wg)) = (&self.wino, self.wino_geo(&geo, threads)) {
+            let padded = wg.c_in * wg.hp * wg.wp;
+            if wg.channel_split() {
+                let nw = workers(wg.c_out.div_ceil(TILE_ROWS), threads);
+                return Ok(padded + 16 * wg.c_in * wg.chunk_tiles() + nw * wg.channel_scratch());
+            }
             let nw = workers(wg.chunks(), threads);
-            return Ok(wg.c_in * wg.hp * wg.wp + nw * wg.worker_scratch());
+            return Ok(padded + nw * wg.worker_scratch());
         }
         if self.co.is_some() && self.co_eligible(&geo) {
             let split = self.co_split(&geo, threads);
@@ -1522,11 +1548,17 @@ impl PreparedConv {
             && geo.k == [1, 3, 3]
             && geo.s == [1, 1, 1]
             && geo.d == [1, 1, 1]
-            && self.c_in_g >= WINO_MIN_C_IN
-            && self.c_out >= WINO_MIN_C_OUT
-            && self.c_out * 10 >= self.c_out.div_ceil(CO_BLOCK) * CO_BLOCK * 9
-            && geo.out_plane() >= WINO_MIN_PLANE
-            && (self.c_out * self.c_in_g <= WINO_WIDE_FILTER || geo.out_plane() >= 28 * 28)
+            && if self.wino_tiles() {
+                // Tiles in lanes (see `conv_wino::TileProducts`).
+                self.c_in_g >= WINO_TILES_MIN_C_IN
+                    && self.c_out >= WINO_TILES_MIN_C_OUT
+                    && geo.out_plane() >= WINO_TILES_MIN_PLANE
+            } else {
+                self.c_out >= WINO_MIN_C_OUT
+                    && self.c_out * 10 >= self.c_out.div_ceil(CO_BLOCK) * CO_BLOCK * 9
+                    && geo.out_plane() >= WINO_MIN_PLANE
+                    && (self.c_out * self.c_in_g <= WINO_WIDE_FILTER || geo.out_plane() >= 28 * 28)
+            }
             && geo.out[2] <= 2 * MAX_TW
             && self.c_out * self.c_in_g <= WINO_MAX_FILTER;
         ok.then(|| {
@@ -1536,8 +1568,15 @@ impl PreparedConv {
                 geo.out[1],
                 geo.out[2],
                 workers(geo.out[1].div_ceil(2), threads),
+                self.wino_tiles(),
             )
         })
+    }
+
+    /// Whether a Winograd conv runs its products with tiles in lanes (fewer than
+    /// `WINO_MIN_C_IN` input channels: short products, see `conv_wino::TileProducts`).
+    fn wino_tiles(&self) -> bool {
+        self.c_in_g < WINO_MIN_C_IN
     }
 
     /// A conv through [`WinoChunks`]: the input padded once into `scratch` (to whole
@@ -1566,6 +1605,59 @@ impl PreparedConv {
             pad_buf,
         );
         let (vact, act_rest) = DwAct::split(self.activation);
+        if let (true, WinoPacked::Tiles(u)) = (wg.channel_split(), packed) {
+            let (v, rest) = rest.split_at_mut(16 * wg.c_in * wg.chunk_tiles());
+            // The input transform split by input channels, then the products and output
+            // transform by output channels.
+            let per_in = wg.c_in.div_ceil(workers(wg.c_in, threads));
+            let pad_buf = &*pad_buf;
+            let pieces: Vec<(usize, &mut [f32])> = v
+                .chunks_mut(per_in * wg.channel_v())
+                .enumerate()
+                .map(|(i, piece)| (i * per_in, piece))
+                .collect();
+            let _ = par_workers(pieces, |(ic0, piece)| {
+                input_transform(wg, pad_buf, ic0, piece);
+                Ok::<(), KernelError>(())
+            });
+            let v = &*v;
+            let p = wg.ho * wg.wo;
+            let nw = workers(wg.c_out.div_ceil(TILE_ROWS), threads);
+            // Whole blocks of `TILE_ROWS` channels per worker.
+            let per = wg.c_out.div_ceil(TILE_ROWS).div_ceil(nw) * TILE_ROWS;
+            let mut planes: Vec<&mut [f32]> = out.chunks_mut(p).take(wg.c_out).collect();
+            let mut parts = Vec::with_capacity(nw);
+            let mut scr = rest;
+            let mut r0 = 0;
+            while !planes.is_empty() {
+                let tail = planes.split_off(per.min(planes.len()));
+                let (s, more) = scr.split_at_mut(wg.channel_scratch());
+                scr = more;
+                let n = planes.len();
+                parts.push((r0, std::mem::replace(&mut planes, tail), s));
+                r0 += n;
+            }
+            let _ = par_workers(parts, |(r0, mut rows, s)| {
+                WinoChannels {
+                    g: wg,
+                    u,
+                    v,
+                    bias: self.bias.as_deref(),
+                    act: vact,
+                    r0,
+                    out: &mut rows,
+                    scratch: s,
+                }
+                .run();
+                if let Some(act) = act_rest {
+                    for row in rows.iter_mut() {
+                        apply_activation(act, row);
+                    }
+                }
+                Ok::<(), KernelError>(())
+            });
+            return;
+        }
         let (p, rpc, chunks) = (wg.ho * wg.wo, wg.rows_per_chunk(), wg.chunks());
         let nw = workers(chunks, threads);
         let per = chunks.div_ceil(nw);

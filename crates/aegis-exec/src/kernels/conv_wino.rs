@@ -1,23 +1,30 @@
 //! Winograd F(2x2, 3x3) convolution for 3x3 stride-1 convs with enough channels on planes of
-//! 14x14 and wider (VGG's 3x3 layers from 128 input channels, ResNet's and Inception's on
-//! 28x28 and 14x14; the thresholds are in `conv.rs`).
+//! 13x13 and wider (VGG's, ResNet's, Inception's and SqueezeNet's 3x3 layers; the
+//! thresholds are in `conv.rs`).
 //!
 //! Why: a 3x3 conv costs 9 multiply-adds per output and input channel; F(2x2, 3x3) computes
 //! each 2x2 output tile from a 4x4 input tile with 16, 2.25x fewer, the rest being additions
 //! in the transforms (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
 //! 2016). With `U = G g Gᵀ` (each 3x3 filter `g` transformed once, at prepare time),
 //! `V = Bᵀ d B` (each 4x4 input tile `d`) and `Y = Aᵀ M A`, the conv is 16 independent
-//! products `M[ξ] = U[ξ] · V[ξ]` (`C_out x C_in` by `C_in x tiles`), run here by the
-//! channel-vectorised kernel ([`CoRows`]) with `U[ξ]` packed for it. The transforms'
-//! constants are 0, ±1 and ±1/2, so the results differ from direct summation by rounding
-//! only (a random chain of four 128-256 channel convs on 56x56: within 6e-6 of onnxruntime,
-//! the direct kernel 1e-5; the model tolerances are 1e-3 relative).
+//! products `M[ξ] = U[ξ] · V[ξ]` (`C_out x C_in` by `C_in x tiles`). From 128 input
+//! channels the channel-vectorised kernel ([`CoRows`]) runs them with `U[ξ]` packed for it;
+//! with fewer, a product is too short to pay for that kernel's per-step transposes, so
+//! [`TileProducts`] runs them with tiles in lanes (the direct kernel's [`sum_taps`]: each
+//! `U[ξ]` value broadcast against vectors of `V[ξ]`), writing `M`'s rows as they are. The
+//! transforms' constants are 0, ±1 and ±1/2, so the results differ from direct summation by
+//! rounding only (a random chain of four 128-256 channel convs on 56x56: within 6e-6 of
+//! onnxruntime, the direct kernel 1e-5; the model tolerances are 1e-3 relative).
 //!
 //! Tiles are processed in chunks of whole tile rows (about 256 tiles, at least one chunk per
-//! worker): the input transform writes the chunk's `V` (16 x input channels x tiles), the 16
+//! worker): the input transform writes the chunk's `V` (input channels x 16 x tiles), the 16
 //! products its `M` (16 x output channels x tiles), the output transform reads `M` back into
 //! the output rows. Each worker owns whole chunks (bands of output rows) and its own `V`/`M`
-//! scratch.
+//! scratch. With tiles in lanes, a block of 6 output channels goes through all 16 products
+//! and the output transform before the next, so `M` holds 16 x 6 rows (in L2) instead of
+//! 16 x output channels; and a plane that fits one chunk (13x13 to 27x27) is transformed
+//! once and split between workers by output channels ([`WinoChannels`]), since halving 7
+//! tile rows would leave most of each worker's product lanes padding.
 //!
 //! Determinism: each output is `Aᵀ (U · V) A + bias` with every sum in a fixed order that
 //! depends on the shapes only (the chunking does not change any element's arithmetic), so
@@ -25,6 +32,8 @@
 
 use super::conv::DwAct;
 use super::conv_co::{CoPacked, CoRows};
+use super::conv_direct::{sum_taps, Taps};
+use super::lanes::{load, store};
 
 /// Widest row of tiles a chunk holds (output rows of up to 256).
 pub(super) const MAX_TW: usize = 128;
@@ -32,20 +41,31 @@ pub(super) const MAX_TW: usize = 128;
 /// (`kernel_bench` 3x3 256->256 on 56x56, 1 thread, chunks of 28 -> 252 tiles: about 40 ->
 /// 26-33 ms; 64 tiles fell between).
 const CHUNK_TILES: usize = 256;
-/// Most `V` elements (16 x input channels x tiles) a chunk holds: 4 MB. One product reads
+/// Most `V` elements (input channels x 16 x tiles) a chunk holds: 4 MB. One product reads
 /// one `ξ`'s sixteenth of it, which stays in L2 while every block of output channels does.
 const CHUNK_V: usize = 1024 * 1024;
+/// Lanes past a chunk's tiles in `V` and `M` rows, so the output transform loads whole
+/// vectors from any tile.
+const LOAD_SLACK: usize = 16;
+/// Tiles one step of [`TileProducts`] computes (4 vectors of 16 lanes).
+const TILE_BLOCK: usize = 64;
+/// Output channels one step of [`TileProducts`] computes, and workers' unit in a
+/// channel split.
+pub(super) const TILE_ROWS: usize = 6;
 
-/// The 16 transformed filters `U[ξ] = (G g Gᵀ)[ξ]`, each `C_out x C_in`, packed for
-/// [`CoRows`].
+/// The 16 transformed filters `U[ξ] = (G g Gᵀ)[ξ]`, each `C_out x C_in`: packed for
+/// [`CoRows`] (channels in lanes), or as plain rows for [`TileProducts`] (tiles in lanes).
 #[derive(Debug, Clone)]
-pub(super) struct WinoPacked {
-    u: Vec<CoPacked>,
+pub(super) enum WinoPacked {
+    Channels(Vec<CoPacked>),
+    /// `[16][c_out][c_in]`.
+    Tiles(Vec<f32>),
 }
 
 impl WinoPacked {
-    /// Transforms and packs `w` (`[c_out, c_in, 3, 3]`, ONNX order).
-    pub(super) fn new(w: &[f32], c_out: usize, c_in: usize) -> Self {
+    /// Transforms `w` (`[c_out, c_in, 3, 3]`, ONNX order) and packs it for the product kernel
+    /// `tiles` chooses.
+    pub(super) fn new(w: &[f32], c_out: usize, c_in: usize, tiles: bool) -> Self {
         let mut per = vec![vec![0.0f32; c_out * c_in]; 16];
         for (f, g) in w.chunks_exact(9).take(c_out * c_in).enumerate() {
             // G g: 4 x 3, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
@@ -66,17 +86,23 @@ impl WinoPacked {
                 }
             }
         }
-        Self {
-            u: per
-                .iter()
-                .map(|m| CoPacked::new(m, c_out, c_in, None))
-                .collect(),
+        if tiles {
+            Self::Tiles(per.concat())
+        } else {
+            Self::Channels(
+                per.iter()
+                    .map(|m| CoPacked::new(m, c_out, c_in, None))
+                    .collect(),
+            )
         }
     }
 
     /// Elements held (for memory accounting).
     pub(super) fn len(&self) -> usize {
-        self.u.iter().map(CoPacked::len).sum()
+        match self {
+            Self::Channels(u) => u.iter().map(CoPacked::len).sum(),
+            Self::Tiles(u) => u.len(),
+        }
     }
 }
 
@@ -96,12 +122,23 @@ pub(super) struct WinoGeo {
     pub wp: usize,
     /// Fewest chunks to cut the plane into (one per worker).
     pub min_chunks: usize,
+    /// Products with tiles in lanes ([`WinoPacked::Tiles`]).
+    pub tiles: bool,
 }
 
 impl WinoGeo {
-    pub(super) fn new(c_in: usize, c_out: usize, ho: usize, wo: usize, workers: usize) -> Self {
+    pub(super) fn new(
+        c_in: usize,
+        c_out: usize,
+        ho: usize,
+        wo: usize,
+        workers: usize,
+        tiles: bool,
+    ) -> Self {
         let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
+        let one_chunk = th * tw <= CHUNK_TILES.min(CHUNK_V / (16 * c_in.max(1)));
         Self {
+            tiles,
             c_in,
             c_out,
             ho,
@@ -110,7 +147,12 @@ impl WinoGeo {
             tw,
             hp: 2 * th + 2,
             wp: 2 * tw + 2,
-            min_chunks: workers.max(1),
+            // With tiles in lanes a plane that fits one chunk is split by channels.
+            min_chunks: if tiles && one_chunk {
+                1
+            } else {
+                workers.max(1)
+            },
         }
     }
 
@@ -124,9 +166,11 @@ impl WinoGeo {
         self.th.div_ceil(self.th.div_ceil(rows).max(1)).max(1)
     }
 
-    /// Most tiles in a chunk (the stride of `V` and `M` rows).
+    /// Most tiles in a chunk, rounded up to whole product blocks: the stride of `V` and `M`
+    /// rows (the tile-lane products compute whole blocks; lanes past the chunk's tiles hold
+    /// values no output reads).
     pub(super) fn chunk_tiles(&self) -> usize {
-        self.rows_per_chunk() * self.tw
+        (self.rows_per_chunk() * self.tw + LOAD_SLACK).next_multiple_of(TILE_BLOCK)
     }
 
     /// Chunks in the plane.
@@ -134,9 +178,34 @@ impl WinoGeo {
         self.th.div_ceil(self.rows_per_chunk())
     }
 
+    /// Whether workers split the plane's output channels ([`WinoChannels`]) rather than its
+    /// chunks.
+    pub(super) fn channel_split(&self) -> bool {
+        self.tiles && self.chunks() == 1
+    }
+
     /// Scratch one worker needs: its chunk's `V` and `M`.
     pub(super) fn worker_scratch(&self) -> usize {
-        16 * (self.c_in + self.c_out) * self.chunk_tiles()
+        16 * (self.c_in + self.m_rows()) * self.chunk_tiles()
+    }
+
+    /// `V` elements per input channel (`[16][chunk_tiles]`).
+    pub(super) fn channel_v(&self) -> usize {
+        16 * self.chunk_tiles()
+    }
+
+    /// Scratch one [`WinoChannels`] worker needs: its block's `M`.
+    pub(super) fn channel_scratch(&self) -> usize {
+        16 * TILE_ROWS * self.chunk_tiles()
+    }
+
+    /// Rows of `M` per product held at once.
+    fn m_rows(&self) -> usize {
+        if self.tiles {
+            TILE_ROWS
+        } else {
+            self.c_out
+        }
     }
 }
 
@@ -160,10 +229,7 @@ impl WinoChunks<'_, '_> {
         let g = self.g;
         let tcm = g.chunk_tiles();
         let (v, m) = self.scratch.split_at_mut(16 * g.c_in * tcm);
-        let m = &mut m[..16 * g.c_out * tcm];
-        // Tap k of a product reads V[ξ][k][t]: rows `tcm` apart; positions are the tiles.
-        let offs: Vec<usize> = (0..g.c_in).map(|k| k * tcm).collect();
-        let bases: Vec<usize> = (0..tcm).collect();
+        let offs = tap_offsets(g.c_in, tcm);
         let rpc = g.rows_per_chunk();
         let row0 = 2 * self.c0 * rpc;
         for c in self.c0..self.c1 {
@@ -174,44 +240,265 @@ impl WinoChunks<'_, '_> {
                 x: self.x,
                 ty0,
                 ty1,
+                ic0: 0,
                 stride: tcm,
                 v,
             });
-            for xi in 0..16 {
-                let vx = &v[xi * g.c_in * tcm..(xi + 1) * g.c_in * tcm];
-                let mut rows: Vec<&mut [f32]> = m[xi * g.c_out * tcm..(xi + 1) * g.c_out * tcm]
-                    .chunks_mut(tcm)
-                    .map(|r| &mut r[..tc])
-                    .collect();
-                pulp::Arch::new().dispatch(CoRows {
-                    packed: &self.packed.u[xi],
-                    first_block: 0,
-                    x: vx,
-                    offs: &offs,
-                    bases: &bases[..tc],
-                    rows: &mut rows,
-                    act: DwAct::None,
-                    taps_per_pass: g.c_in,
-                    partial: &mut [],
-                });
-            }
-            pulp::Arch::new().dispatch(OutputTransform {
+            let out_t = OutTiles {
                 g,
-                m,
                 stride: tcm,
                 ty0,
                 ty1,
                 row0,
-                bias: self.bias,
                 act: self.act,
-                out: &mut *self.out,
-            });
+            };
+            match self.packed {
+                WinoPacked::Channels(u) => {
+                    let m = &mut m[..16 * g.c_out * tcm];
+                    let bases: Vec<usize> = (0..tc).collect();
+                    for (xi, packed) in u.iter().enumerate() {
+                        let mut rows: Vec<&mut [f32]> = m
+                            [xi * g.c_out * tcm..(xi + 1) * g.c_out * tcm]
+                            .chunks_mut(tcm)
+                            .map(|r| &mut r[..tc])
+                            .collect();
+                        pulp::Arch::new().dispatch(CoRows {
+                            packed,
+                            first_block: 0,
+                            x: v,
+                            offs: &offs[xi * g.c_in..(xi + 1) * g.c_in],
+                            bases: &bases,
+                            rows: &mut rows,
+                            act: DwAct::None,
+                            taps_per_pass: g.c_in,
+                            partial: &mut [],
+                        });
+                    }
+                    pulp::Arch::new().dispatch(OutputTransform {
+                        t: out_t,
+                        m,
+                        rows: g.c_out,
+                        bias: self.bias,
+                        out: &mut *self.out,
+                    });
+                }
+                WinoPacked::Tiles(u) => tile_channels(
+                    u,
+                    v,
+                    &mut m[..16 * TILE_ROWS * tcm],
+                    &offs,
+                    tc,
+                    out_t,
+                    self.bias,
+                    &mut *self.out,
+                    0,
+                ),
+            }
         }
     }
 }
 
-/// `V[ξ][ic][t] = (Bᵀ d B)[ξ]` for the tiles of tile rows `ty0..ty1` (`t` counted from the
-/// chunk's first tile, rows of `V` `stride` apart). `Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0;
+/// Output channels `r0..r0 + out.len()` of one chunk with tiles in lanes: a block of
+/// `TILE_ROWS` channels at a time through all 16 products and the output transform, so its
+/// `M` (16 x `TILE_ROWS` x tiles, `m`) stays in L2 while the chunk's `V` is reused.
+#[allow(clippy::too_many_arguments)]
+fn tile_channels(
+    u: &[f32],
+    v: &[f32],
+    m: &mut [f32],
+    offs: &[usize],
+    tc: usize,
+    out_t: OutTiles,
+    bias: Option<&[f32]>,
+    out: &mut [&mut [f32]],
+    r0: usize,
+) {
+    let g = out_t.g;
+    let tcm = out_t.stride;
+    let n_u = g.c_out * g.c_in;
+    let mut r = 0;
+    while r < out.len() {
+        let n = TILE_ROWS.min(out.len() - r);
+        let c = r0 + r;
+        for xi in 0..16 {
+            let u_xi = &u[xi * n_u..(xi + 1) * n_u];
+            pulp::Arch::new().dispatch(TileProducts {
+                u: &u_xi[c * g.c_in..(c + n) * g.c_in],
+                c_in: g.c_in,
+                v,
+                offs: &offs[xi * g.c_in..(xi + 1) * g.c_in],
+                tc,
+                stride: tcm,
+                m: &mut m[xi * n * tcm..(xi + 1) * n * tcm],
+            });
+        }
+        pulp::Arch::new().dispatch(OutputTransform {
+            t: out_t,
+            m: &m[..16 * n * tcm],
+            rows: n,
+            bias: bias.map(|b| &b[c..c + n]),
+            out: &mut out[r..r + n],
+        });
+        r += n;
+    }
+}
+
+/// A plane small enough for one chunk, split between workers by output channels (cutting
+/// 7 tile rows in two would leave each worker's products mostly padding): the input
+/// transform runs once ([`input_transform`]), then each worker takes its channels.
+pub(super) struct WinoChannels<'a, 'b> {
+    pub g: WinoGeo,
+    /// The filter, [`WinoPacked::Tiles`].
+    pub u: &'a [f32],
+    /// The whole plane's `V`.
+    pub v: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub act: DwAct,
+    /// The first output channel of `out`.
+    pub r0: usize,
+    /// Whole output planes of channels `r0..r0 + out.len()`.
+    pub out: &'a mut [&'b mut [f32]],
+    /// `16 * TILE_ROWS * chunk_tiles` elements.
+    pub scratch: &'a mut [f32],
+}
+
+impl WinoChannels<'_, '_> {
+    pub(super) fn run(self) {
+        let g = self.g;
+        let tcm = g.chunk_tiles();
+        let offs = tap_offsets(g.c_in, tcm);
+        let out_t = OutTiles {
+            g,
+            stride: tcm,
+            ty0: 0,
+            ty1: g.th,
+            row0: 0,
+            act: self.act,
+        };
+        tile_channels(
+            self.u,
+            self.v,
+            self.scratch,
+            &offs,
+            g.th * g.tw,
+            out_t,
+            self.bias,
+            self.out,
+            self.r0,
+        );
+    }
+}
+
+/// Input channels `ic0..` of the whole plane's `V` (one chunk) from the padded input `x`,
+/// into `v` (those channels' blocks of [`WinoGeo::channel_v`] elements).
+pub(super) fn input_transform(g: WinoGeo, x: &[f32], ic0: usize, v: &mut [f32]) {
+    pulp::Arch::new().dispatch(InputTransform {
+        g,
+        x,
+        ty0: 0,
+        ty1: g.th,
+        ic0,
+        stride: g.chunk_tiles(),
+        v,
+    });
+}
+
+/// Where tap (input channel) `k` of product `ξ` starts in `V` (`[c_in][16][tcm]`): entry
+/// `ξ * c_in + k`.
+fn tap_offsets(c_in: usize, tcm: usize) -> Vec<usize> {
+    (0..16)
+        .flat_map(|xi| (0..c_in).map(move |k| (k * 16 + xi) * tcm))
+        .collect()
+}
+
+/// `M[ξ] = U[ξ] · V[ξ]` with tiles in lanes: blocks of `TILE_ROWS` output channels by
+/// `TILE_BLOCK` tiles, each `U[ξ]` value broadcast against vectors of `V[ξ]` rows (the
+/// direct kernel's [`sum_taps`], the input channels as its taps). Written straight into
+/// `M`'s rows, no transposes: with few input channels a product is short and the
+/// channel-vectorised kernel's per-step transposes outweigh it.
+struct TileProducts<'a> {
+    /// `U[ξ]`, `[c_out][c_in]`.
+    u: &'a [f32],
+    c_in: usize,
+    /// `V`; input channel `k` of `V[ξ]` starts at `offs[k]`.
+    v: &'a [f32],
+    offs: &'a [usize],
+    /// Tiles in the chunk (whole blocks are computed; `stride` holds them).
+    tc: usize,
+    stride: usize,
+    /// `M[ξ]`, `[c_out][stride]`.
+    m: &'a mut [f32],
+}
+
+impl pulp::WithSimd for TileProducts<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        // 24 accumulators need AVX-512's 32 registers; AVX2's 16 take 12.
+        if S::F32_LANES >= 16 {
+            self.run::<S, 4>(simd);
+        } else {
+            self.run::<S, 2>(simd);
+        }
+    }
+}
+
+impl TileProducts<'_> {
+    #[inline(always)]
+    fn run<S: pulp::Simd, const NV: usize>(mut self, simd: S) {
+        let tile = NV * S::F32_LANES;
+        let c_out = self.u.len() / self.c_in.max(1);
+        let mut t0 = 0;
+        while t0 < self.tc {
+            let mut r = 0;
+            while r < c_out {
+                let n = TILE_ROWS.min(c_out - r);
+                match n {
+                    6 => self.block::<S, NV, 6>(simd, r, t0, tile),
+                    5 => self.block::<S, NV, 5>(simd, r, t0, tile),
+                    4 => self.block::<S, NV, 4>(simd, r, t0, tile),
+                    3 => self.block::<S, NV, 3>(simd, r, t0, tile),
+                    2 => self.block::<S, NV, 2>(simd, r, t0, tile),
+                    _ => self.block::<S, NV, 1>(simd, r, t0, tile),
+                }
+                r += n;
+            }
+            t0 += tile;
+        }
+    }
+
+    #[inline(always)]
+    fn block<S: pulp::Simd, const NV: usize, const R: usize>(
+        &mut self,
+        simd: S,
+        r0: usize,
+        t0: usize,
+        tile: usize,
+    ) {
+        let lanes = S::F32_LANES;
+        let taps = Taps {
+            w: &self.u[r0 * self.c_in..(r0 + R) * self.c_in],
+            kdim: self.c_in,
+            x: self.v,
+            offs: self.offs,
+            k: 0..self.c_in,
+            q0: t0,
+            len: tile,
+        };
+        let acc = sum_taps::<S, NV, R, true>(simd, [[simd.splat_f32s(0.0); NV]; R], &taps);
+        for (r, acc_r) in acc.iter().enumerate() {
+            let at = (r0 + r) * self.stride + t0;
+            for (v, a) in acc_r.iter().enumerate() {
+                store::<S>(&mut self.m[at + v * lanes..], *a);
+            }
+        }
+    }
+}
+
+/// `V[ic][ξ][t] = (Bᵀ d B)[ξ]` for the tiles of tile rows `ty0..ty1` (`t` counted from the
+/// chunk's first tile, rows of `V` `stride` apart; channel-major, so workers can split the
+/// channels). `Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0;
 /// 0 1 0 -1]`. Loops run along tile columns over even/odd-split input rows, so they
 /// vectorise under the dispatch's target features.
 struct InputTransform<'a> {
@@ -219,6 +506,8 @@ struct InputTransform<'a> {
     x: &'a [f32],
     ty0: usize,
     ty1: usize,
+    /// The first input channel of `v`: it holds whole `[16][stride]` blocks from `ic0` on.
+    ic0: usize,
     stride: usize,
     v: &'a mut [f32],
 }
@@ -237,7 +526,8 @@ impl pulp::WithSimd for InputTransform<'_> {
         let mut o = [[0.0f32; MAX_TW + 1]; 4];
         // Per row r, the column transform's four outputs along the tiles.
         let mut u = [[[0.0f32; MAX_TW]; 4]; 4];
-        for ic in 0..g.c_in {
+        let channels = self.ic0..(self.ic0 + self.v.len() / (16 * self.stride)).min(g.c_in);
+        for ic in channels {
             let xp = &self.x[ic * plane..(ic + 1) * plane];
             for ty in self.ty0..self.ty1 {
                 for r in 0..4 {
@@ -267,7 +557,7 @@ impl pulp::WithSimd for InputTransform<'_> {
                 for j in 0..4 {
                     let (d0, d1, d2, d3) = (&u[0][j], &u[1][j], &u[2][j], &u[3][j]);
                     for i in 0..4 {
-                        let at = ((i * 4 + j) * g.c_in + ic) * self.stride + t0;
+                        let at = ((ic - self.ic0) * 16 + i * 4 + j) * self.stride + t0;
                         let dst = &mut self.v[at..at + tw];
                         match i {
                             0 => dst
@@ -297,60 +587,81 @@ impl pulp::WithSimd for InputTransform<'_> {
 /// `Y = Aᵀ M A + bias` per output channel and tile, `Aᵀ = [1 1 1 0; 0 1 -1 -1]`, written
 /// into output rows `2ty, 2ty + 1` (those below `ho`, columns below `wo`), the activation
 /// applied.
-struct OutputTransform<'a, 'b> {
+#[derive(Clone, Copy)]
+struct OutTiles {
     g: WinoGeo,
-    m: &'a [f32],
+    /// Row stride of `M`.
     stride: usize,
     ty0: usize,
     ty1: usize,
     /// The output row each `out` slice starts at.
     row0: usize,
-    bias: Option<&'a [f32]>,
     act: DwAct,
+}
+
+struct OutputTransform<'a, 'b> {
+    t: OutTiles,
+    /// `[16][rows][stride]`.
+    m: &'a [f32],
+    rows: usize,
+    /// The channels' biases, one per `out` slice.
+    bias: Option<&'a [f32]>,
+    /// One slice per output channel of `m`.
     out: &'a mut [&'b mut [f32]],
 }
 
 impl pulp::WithSimd for OutputTransform<'_, '_> {
     type Output = ();
 
-    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
-        let g = self.g;
-        let tw = g.tw;
-        let mut s = [[[0.0f32; MAX_TW]; 4]; 2];
-        let mut y = [[0.0f32; 2 * MAX_TW]; 2];
-        for (oc, orow) in self.out.iter_mut().enumerate().take(g.c_out) {
-            let b = self.bias.map_or(0.0, |b| b[oc]);
-            for ty in self.ty0..self.ty1 {
-                let t0 = (ty - self.ty0) * tw;
-                let mx = |xi: usize| {
-                    let at = (xi * g.c_out + oc) * self.stride + t0;
-                    &self.m[at..at + tw]
-                };
-                // Aᵀ M down the rows: s0 = m0 + m1 + m2, s1 = m1 - m2 - m3 (per column j).
-                for j in 0..4 {
-                    let (m0, m1, m2, m3) = (mx(j), mx(4 + j), mx(8 + j), mx(12 + j));
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let t = self.t;
+        let g = t.g;
+        let (tw, lanes) = (g.tw, S::F32_LANES);
+        // Per output row pair: even and odd columns (vectors of tiles), then interleaved.
+        let mut ev = [[0.0f32; MAX_TW + 16]; 2];
+        let mut od = [[0.0f32; MAX_TW + 16]; 2];
+        let mut y = [0.0f32; 2 * MAX_TW];
+        for (oc, orow) in self.out.iter_mut().enumerate().take(self.rows) {
+            let b = simd.splat_f32s(self.bias.map_or(0.0, |b| b[oc]));
+            for ty in t.ty0..t.ty1 {
+                let t0 = (ty - t.ty0) * tw;
+                let mut tx = 0;
+                while tx < tw {
+                    // Whole vectors: `M`'s rows hold `LOAD_SLACK` lanes past the chunk.
+                    let m = |xi: usize| -> S::f32s {
+                        load::<S>(&self.m[(xi * self.rows + oc) * t.stride + t0 + tx..])
+                    };
+                    // Aᵀ M down the rows: s0 = m0 + m1 + m2, s1 = m1 - m2 - m3, per column j.
+                    let mut s = [[simd.splat_f32s(0.0); 4]; 2];
                     let [s0, s1] = &mut s;
-                    for tx in 0..tw {
-                        s0[j][tx] = m0[tx] + m1[tx] + m2[tx];
-                        s1[j][tx] = m1[tx] - m2[tx] - m3[tx];
+                    for (j, (s0j, s1j)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
+                        let (m0, m1, m2, m3) = (m(j), m(4 + j), m(8 + j), m(12 + j));
+                        *s0j = simd.add_f32s(simd.add_f32s(m0, m1), m2);
+                        *s1j = simd.sub_f32s(simd.sub_f32s(m1, m2), m3);
                     }
-                }
-                // (Aᵀ M) A along the columns, interleaved into output columns 2tx, 2tx + 1.
-                for (yr, sr) in y.iter_mut().zip(&s) {
-                    for tx in 0..tw {
-                        let y0 = sr[0][tx] + sr[1][tx] + sr[2][tx] + b;
-                        let y1 = sr[1][tx] - sr[2][tx] - sr[3][tx] + b;
-                        yr[2 * tx] = self.act.scalar(y0);
-                        yr[2 * tx + 1] = self.act.scalar(y1);
+                    // (Aᵀ M) A along the columns: output columns 2tx (even) and 2tx + 1.
+                    for (i, sr) in s.iter().enumerate() {
+                        let y0 = simd.add_f32s(simd.add_f32s(sr[0], sr[1]), sr[2]);
+                        let y1 = simd.sub_f32s(simd.sub_f32s(sr[1], sr[2]), sr[3]);
+                        let y0 = t.act.apply(simd, simd.add_f32s(y0, b));
+                        let y1 = t.act.apply(simd, simd.add_f32s(y1, b));
+                        store::<S>(&mut ev[i][tx..], y0);
+                        store::<S>(&mut od[i][tx..], y1);
                     }
+                    tx += lanes;
                 }
-                for (i, yr) in y.iter().enumerate() {
+                for i in 0..2 {
                     let oy = 2 * ty + i;
                     if oy < g.ho {
-                        let at = (oy - self.row0) * g.wo;
-                        orow[at..at + g.wo].copy_from_slice(&yr[..g.wo]);
+                        for ((pair, &e), &o) in
+                            y.chunks_exact_mut(2).zip(&ev[i][..tw]).zip(&od[i][..tw])
+                        {
+                            pair[0] = e;
+                            pair[1] = o;
+                        }
+                        let at = (oy - t.row0) * g.wo;
+                        orow[at..at + g.wo].copy_from_slice(&y[..g.wo]);
                     }
                 }
             }

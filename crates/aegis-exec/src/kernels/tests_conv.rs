@@ -1280,6 +1280,15 @@ fn channel_vectorised_stores_reach_every_row_and_position() {
 #[case([1, 128, 31, 30], 64, [0, 0, 0, 0], Some(UnaryOp::LeakyRelu { alpha: 0.25 }))]
 // Asymmetric pads, rows of more than one chunk of tiles.
 #[case([1, 128, 60, 58], 64, [2, 0, 1, 2], Some(UnaryOp::Clip { min: -0.5, max: 0.5 }))]
+// Tiles in lanes (fewer than 128 input channels): a 27x27 plane in one chunk, its input
+// and output channels split between workers.
+#[case([1, 32, 27, 27], 64, [1, 1, 1, 1], Some(UnaryOp::Relu))]
+// One chunk, 70 channels (a last block of 4), odd extents, a batch of 2.
+#[case([2, 48, 27, 29], 70, [1, 1, 1, 1], None)]
+// Several chunks of tile rows, LeakyRelu applied afterwards.
+#[case([1, 64, 56, 56], 64, [1, 1, 1, 1], Some(UnaryOp::LeakyRelu { alpha: 0.25 }))]
+// No padding, Clip.
+#[case([1, 96, 30, 29], 96, [0, 0, 0, 0], Some(UnaryOp::Clip { min: -0.5, max: 0.5 }))]
 fn winograd_matches_the_definition_and_is_threads_invariant(
     #[case] xs: [usize; 4],
     #[case] c_out: usize,
@@ -1362,8 +1371,13 @@ fn winograd_is_chosen_by_shape() {
     };
     assert!(wino([256, 256, 3, 3], a3.clone(), [1, 256, 56, 56]));
     assert!(wino([128, 128, 3, 3], a3.clone(), [1, 128, 28, 28]));
+    // With tiles in lanes from 32 input channels, 64 output channels and 27x27.
+    assert!(wino([64, 64, 3, 3], a3.clone(), [1, 64, 56, 56]));
+    assert!(wino([256, 64, 3, 3], a3.clone(), [1, 64, 27, 27]));
+    assert!(!wino([64, 16, 3, 3], a3.clone(), [1, 16, 55, 55]));
+    assert!(!wino([32, 64, 3, 3], a3.clone(), [1, 64, 56, 56]));
+    assert!(!wino([256, 64, 3, 3], a3.clone(), [1, 64, 26, 26]));
     // Too few input or output channels, too small a plane, too large a filter, stride 2.
-    assert!(!wino([64, 64, 3, 3], a3.clone(), [1, 64, 56, 56]));
     assert!(!wino([16, 128, 3, 3], a3.clone(), [1, 128, 56, 56]));
     // One block of 32 output channels (DenseNet's growth convs): not even on 56x56.
     assert!(!wino([32, 128, 3, 3], a3.clone(), [1, 128, 56, 56]));

@@ -27,7 +27,7 @@ pub enum ExecError {
         reason: String,
     },
     /// The model imports an opset we do not support for the default domain.
-    #[error("model {model}: opset {version} of domain '{domain}' is not supported (supported: default domain, opsets 7 to 28)")]
+    #[error("model {model}: opset {version} of domain '{domain}' is not supported (supported: default domain, opsets 1 to 28)")]
     UnsupportedOpset {
         /// The model.
         model: String,

@@ -1,5 +1,6 @@
 //! Per-operator parsing, validation, defaulting and shape/dtype inference, following the ONNX
-//! specification of each operator for opsets 7 to 28.
+//! specification of each operator for opsets 7 to 28 (earlier opsets' nodes arrive rewritten
+//! into their opset-7 forms by `legacy`).
 
 use crate::error::ExecError;
 use crate::graph::{DType, Op, TensorData};
@@ -194,6 +195,9 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
 
 /// Whether `op_type` of the default domain is supported at `opset`.
 pub(crate) fn is_supported(op_type: &str, opset: i64) -> bool {
+    if opset < 7 {
+        return super::legacy::is_supported(op_type, opset);
+    }
     SUPPORTED
         .iter()
         .any(|&(name, since)| name == op_type && opset >= since)

@@ -11,6 +11,7 @@
 
 pub(crate) mod consteval;
 pub(crate) mod infer;
+mod legacy;
 pub(crate) mod node;
 pub mod op;
 mod subgraph;
@@ -36,8 +37,9 @@ use crate::kernels::NarrowMode;
 use node::{Inferred, NodeCtx, Value};
 use tensor::{checked_bytes, decode_tensor, ExternalBase};
 
-/// Lowest and highest default-domain opset we accept.
-pub const OPSET_RANGE: std::ops::RangeInclusive<i64> = 7..=28;
+/// Lowest and highest default-domain opset we accept (below 7, the operators of
+/// `legacy::LEGACY`, read as their opset-7 forms).
+pub const OPSET_RANGE: std::ops::RangeInclusive<i64> = 1..=28;
 
 /// How to load a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -670,6 +672,13 @@ impl Loader<'_> {
         file_index: usize,
         name: &str,
     ) -> Result<(), ExecError> {
+        let rewritten;
+        let n = if self.opset < 7 {
+            rewritten = self.legacy_node(n, file_index, name)?;
+            &rewritten
+        } else {
+            n
+        };
         match n.op_type.as_str() {
             "If" => return self.process_if(n, file_index, name),
             "Loop" => return self.process_loop(n, file_index, name),

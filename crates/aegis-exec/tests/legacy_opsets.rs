@@ -293,3 +293,34 @@ fn early_attribute_forms_are_read() {
         assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
     }
 }
+
+/// `ImageScaler` (experimental, opsets 1 to 9; Tiny YOLOv2's first node) computes
+/// `scale * x + bias[c]`; at opset 10 it no longer exists.
+#[test]
+fn image_scaler_scales_and_shifts_each_channel() {
+    let x: Vec<f32> = (0..2 * 3 * 2 * 2).map(|i| i as f32 * 0.25 - 1.0).collect();
+    let bias = [10.0, -20.0, 0.5];
+    let scaler = |opset| {
+        Model::new(opset)
+            .input("x", F32, &[2, 3, 2, 2])
+            .op(
+                "ImageScaler",
+                &["x"],
+                &["y"],
+                vec![attr_f("scale", 0.5), attr_floats("bias", &bias)],
+            )
+            .output("y", F32, &[2, 3, 2, 2])
+    };
+    let want: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| 0.5 * v + bias[(i / 4) % 3])
+        .collect();
+    for opset in [3, 8] {
+        let g = load(&scaler(opset).bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let out = run(g, &[HostTensor::from_f32(vec![2, 3, 2, 2], &x).unwrap()]);
+        assert_eq!(f32s(&out[0]), want, "opset {opset}");
+    }
+    let e = load(&scaler(10).bytes()).unwrap_err().to_string();
+    assert!(e.contains("ImageScaler") && e.contains("removed"), "{e}");
+}

@@ -93,6 +93,8 @@ pub(crate) const SUPPORTED: &[(&str, i64)] = &[
     ("HardSwish", 14),
     ("Hardmax", 7),
     ("Identity", 7),
+    // Experimental in opsets 1 to 9; read as a BatchNormalization (`legacy::image_scaler`).
+    ("ImageScaler", 7),
     ("If", 7),
     ("InstanceNormalization", 7),
     ("IsInf", 10),

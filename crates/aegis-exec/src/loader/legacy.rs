@@ -16,6 +16,10 @@
 //!   type as a string, `Split` (opset 1) may take its split as a second input (refused);
 //! - `consumed_inputs` (an in-place hint) and `Gemm`'s `broadcast` are dropped.
 //!
+//! `ImageScaler` (experimental in opsets 1 to 9, Tiny YOLOv2's first node:
+//! `scale * x + bias[c]`) is rewritten at any opset up to 9 into a `BatchNormalization` with
+//! mean 0, variance 1 and epsilon 0, which computes exactly `scale * x + bias[c]`.
+//!
 //! Operators whose first version differs in ways not listed here (`Upsample`'s experimental
 //! version, `Tile` before opset 6, the recurrent cells before 7 ...) are not in [`LEGACY`]:
 //! at opsets below 7 they are reported as unsupported.
@@ -61,6 +65,7 @@ pub(crate) const LEGACY: &[(&str, i64)] = &[
     ("HardSigmoid", 1),
     ("Hardmax", 1),
     ("Identity", 1),
+    ("ImageScaler", 1),
     ("InstanceNormalization", 1),
     ("LRN", 1),
     ("LeakyRelu", 1),
@@ -159,6 +164,82 @@ fn int_attr(name: &str, i: i64) -> AttributeProto {
 }
 
 impl Loader<'_> {
+    /// `ImageScaler` as a `BatchNormalization` (see the module doc).
+    pub(super) fn image_scaler(
+        &mut self,
+        n: &NodeProto,
+        name: &str,
+    ) -> Result<NodeProto, ExecError> {
+        let op = "ImageScaler";
+        if self.opset >= 10 {
+            return Err(self.legacy_error(
+                name,
+                op,
+                "removed from the standard at opset 10".into(),
+            ));
+        }
+        let x = n
+            .input
+            .first()
+            .and_then(|i| self.values.get(&self.resolve(i)))
+            .filter(|v| v.dtype == DType::F32 && v.rank() >= 2)
+            .ok_or_else(|| {
+                self.legacy_error(name, op, "input 0 must be an f32 tensor [N, C, ...]".into())
+            })?;
+        let c = x.shape[1];
+        let scale = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "scale")
+            .map_or(1.0, |a| a.f);
+        let bias = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "bias")
+            .map(|a| a.floats.clone())
+            .unwrap_or_else(|| vec![0.0; c]);
+        if bias.len() != c {
+            return Err(self.legacy_error(
+                name,
+                op,
+                format!("bias has {} values for {c} channels", bias.len()),
+            ));
+        }
+        let mut inputs = vec![n.input[0].clone()];
+        for (tag, data) in [
+            ("scale", vec![scale; c]),
+            ("bias", bias),
+            ("mean", vec![0.0; c]),
+            ("var", vec![1.0; c]),
+        ] {
+            let value = format!("{name}:{tag}");
+            self.values.insert(
+                value.clone(),
+                Value {
+                    dtype: DType::F32,
+                    shape: vec![c],
+                    konst: Some(Arc::new(TensorData::F32(data))),
+                },
+            );
+            inputs.push(value);
+        }
+        let mut eps = int_attr("epsilon", 0);
+        eps.r#type = pb::attribute_proto::AttributeType::Float as i32;
+        eps.f = 0.0;
+        Ok(NodeProto {
+            op_type: "BatchNormalization".into(),
+            name: n.name.clone(),
+            input: inputs,
+            output: n.output.clone(),
+            attribute: if self.opset < 7 {
+                vec![int_attr("is_test", 1), eps]
+            } else {
+                vec![eps]
+            },
+            ..Default::default()
+        })
+    }
+
     fn legacy_error(&self, name: &str, op: &str, reason: String) -> ExecError {
         ExecError::InvalidNode {
             model: self.model.to_owned(),

@@ -672,6 +672,13 @@ impl Loader<'_> {
         file_index: usize,
         name: &str,
     ) -> Result<(), ExecError> {
+        let scaler;
+        let n = if n.op_type == "ImageScaler" {
+            scaler = self.image_scaler(n, name)?;
+            &scaler
+        } else {
+            n
+        };
         let rewritten;
         let n = if self.opset < 7 {
             rewritten = self.legacy_node(n, file_index, name)?;

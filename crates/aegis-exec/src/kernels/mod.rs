@@ -1,6 +1,7 @@
 //! Host (CPU) f32 kernels for Layer 3: pure functions over slices with explicit shapes and
-//! attributes, written to the ONNX operator specification (opsets 7-21). They know nothing
-//! about graphs; the executor glues them to the graph's op enum.
+//! attributes, written to the ONNX operator specification (opsets 7-28; the loader rewrites
+//! earlier opsets' nodes into those forms). They know nothing about graphs; the executor
+//! glues them to the graph's op enum.
 //!
 //! # Conventions (the contract every function follows)
 //! - Tensors are dense row-major slices; image tensors are NCHW (NCW, NCDHW for 1-D/3-D).

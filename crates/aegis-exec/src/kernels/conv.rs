@@ -689,11 +689,7 @@ impl PreparedConv {
                 taps_per_pass,
                 partial,
             });
-            if let Some(act) = rest {
-                for row in rows.iter_mut() {
-                    apply_activation(act, row);
-                }
-            }
+            apply_rest(rest, rows);
         };
         let split = self.co_split(geo, threads);
         let part_len = self.co_part_partial(geo, &split);
@@ -1649,11 +1645,7 @@ impl PreparedConv {
                     scratch: s,
                 }
                 .run();
-                if let Some(act) = act_rest {
-                    for row in rows.iter_mut() {
-                        apply_activation(act, row);
-                    }
-                }
+                apply_rest(act_rest, &mut rows);
                 Ok::<(), KernelError>(())
             });
             return;
@@ -1685,11 +1677,7 @@ impl PreparedConv {
                 scratch: s,
             }
             .run();
-            if let Some(act) = act_rest {
-                for row in rows.iter_mut() {
-                    apply_activation(act, row);
-                }
-            }
+            apply_rest(act_rest, &mut rows);
             Ok::<(), KernelError>(())
         });
     }
@@ -1959,6 +1947,16 @@ impl UnaryMap for StageMap<'_> {
 pub(crate) fn apply_activation(act: UnaryOp, data: &mut [f32]) {
     // Single-threaded: callers already run inside a worker.
     let _ = super::elementwise::unary_f32_inplace(act, data, 1);
+}
+
+/// The activation a kernel's epilogue could not apply ([`DwAct::split`]'s rest), over its
+/// output rows.
+fn apply_rest(act: Option<UnaryOp>, rows: &mut [&mut [f32]]) {
+    if let Some(act) = act {
+        for row in rows.iter_mut() {
+            apply_activation(act, row);
+        }
+    }
 }
 
 /// The valid output range `[lo, hi)` of `o` in `[o_start, o_start + len)` for which

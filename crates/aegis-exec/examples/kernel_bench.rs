@@ -359,6 +359,28 @@ fn main() -> KernelResult<()> {
     pool_case("max 2x2/2 64x224x224", PoolKind::Max, 64, 224, 2, 2, 0)?;
     pool_case("max 2x2/2 256x56x56", PoolKind::Max, 256, 56, 2, 2, 0)?;
     pool_case("avg 2x2/2 128x56x56", PoolKind::Average, 128, 56, 2, 2, 0)?;
+    // Inception-v2's pool branches: 3x3 stride 1 keeping the plane.
+    pool_case(
+        "avg 3x3/1 pad 1 576x14x14",
+        PoolKind::Average,
+        576,
+        14,
+        3,
+        1,
+        1,
+    )?;
+    pool_case(
+        "avg 3x3/1 pad 1 256x28x28",
+        PoolKind::Average,
+        256,
+        28,
+        3,
+        1,
+        1,
+    )?;
+    // The same windows as a depthwise conv (channels in lanes): 576x14x14 0.059 ms against
+    // the pool's 0.073-0.082, not worth a second path.
+    conv_case("dw 3x3 576x14x14 pad 1", 576, 576, 14, 3, 1, 1, 576)?;
     pool_case("avg 2x2/2 512x14x14", PoolKind::Average, 512, 14, 2, 2, 0)?;
     // Inception's 3x3/1 "same" pools; ShuffleNet's padded 3x3/2 average pools.
     pool_case(

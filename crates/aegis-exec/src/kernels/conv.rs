@@ -1306,9 +1306,9 @@ impl PreparedConv {
         }
         // SqueezeNet's 16-channel squeezes on 55x55 are 3 blocks: split by channels, two
         // workers share them 2 : 1 and each reads the whole input; by positions each reads
-        // half of it.
+        // half of it. A large input goes by positions too (see `PW_BAND_MIN_INPUT`).
         let nw = workers(p.div_ceil(PW_POS_BAND), threads);
-        if nw > 1 && c_out_g < 2 * PW_ROWS * nw {
+        if nw > 1 && (c_out_g < 2 * PW_ROWS * nw || kdim * p * 4 >= PW_BAND_MIN_INPUT) {
             let per = p.div_ceil(nw).div_ceil(PW_POS_BAND) * PW_POS_BAND;
             let bounds: Vec<usize> = (0..=nw).map(|i| (i * per).min(p)).collect();
             let parts: Vec<(usize, Vec<&mut [f32]>)> = cut_planes(out, p, &bounds)
@@ -2798,6 +2798,14 @@ const PW_L2_TILE_ELEMS: usize = 64 * 1024;
 const PW_MANY_ROWS: usize = 128;
 /// Output channels one direct pointwise step computes together.
 const PW_ROWS: usize = 6;
+/// Input bytes from which a one-group direct pointwise conv splits its positions between
+/// workers rather than its channel blocks: split by channels, every worker streams the whole
+/// input from L3 for each of its tiles' channel blocks. `kernel_bench --cold`, 2 threads,
+/// channels -> positions, ms: 64->256 on 56x56 (ResNet-50's, 800 KB) 0.87-1.08 -> 0.61-0.68
+/// (hot 0.61 -> 0.52), 128->512 on 28x28 (400 KB) 0.67-0.72 -> 0.63 (hot 0.51 -> 0.53),
+/// 16->96 on 112x112 0.65 -> 0.61; below, 64->128 on 28x28 (200 KB) 0.118 -> 0.127 and
+/// 32->192 on 28x28 hot 0.049 -> 0.058 lost.
+const PW_BAND_MIN_INPUT: usize = 384 * 1024;
 /// Positions a worker's band of a position-split pointwise conv is a multiple of (one block
 /// of `PW_VECS` AVX-512 vectors).
 const PW_POS_BAND: usize = 32;

@@ -1399,6 +1399,8 @@ fn winograd_is_chosen_by_shape() {
 /// from its own memory or in place, at any thread count and over a batch.
 #[rstest]
 #[case(&[2, 64, 14, 14], 96, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+// An input of 400 KB: workers split the positions, not the channel blocks.
+#[case(&[1, 64, 40, 40], 96, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
 #[case(&[1, 24, 14, 14], 36, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 4), false)]
 #[case(&[1, 256, 14, 14], 160, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
 #[case(&[2, 200, 7, 7], 40, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), false)]

@@ -78,9 +78,7 @@ use super::conv_dw_same::{DwSame, DwStride2, Plane2, PlaneDw, PlaneDwChannels};
 use super::conv_dw_t::DwT;
 #[cfg(target_arch = "x86_64")]
 use super::conv_dw_v4::{DwRows, DwRowsChannels};
-use super::conv_wino::{
-    input_transform, WinoChannels, WinoChunks, WinoGeo, WinoPacked, MAX_TW, TILE_ROWS,
-};
+use super::conv_wino::{WinoChunks, WinoGeo, WinoPacked, MAX_TW};
 use super::elementwise::{check_unary, with_unary, MapInPlace, UnaryMap, UnaryOp};
 use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::lanes::load;
@@ -966,10 +964,6 @@ impl PreparedConv {
         }
         if let (Some(_), Some(wg)) = (&self.wino, self.wino_geo(&geo, threads)) {
             let padded = wg.c_in * wg.hp * wg.wp;
-            if wg.channel_split() {
-                let nw = workers(wg.c_out.div_ceil(TILE_ROWS), threads);
-                return Ok(padded + 16 * wg.c_in * wg.chunk_tiles() + nw * wg.channel_scratch());
-            }
             let nw = workers(wg.chunks(), threads);
             return Ok(padded + nw * wg.worker_scratch());
         }
@@ -1601,55 +1595,6 @@ impl PreparedConv {
             pad_buf,
         );
         let (vact, act_rest) = DwAct::split(self.activation);
-        if let (true, WinoPacked::Tiles(u)) = (wg.channel_split(), packed) {
-            let (v, rest) = rest.split_at_mut(16 * wg.c_in * wg.chunk_tiles());
-            // The input transform split by input channels, then the products and output
-            // transform by output channels.
-            let per_in = wg.c_in.div_ceil(workers(wg.c_in, threads));
-            let pad_buf = &*pad_buf;
-            let pieces: Vec<(usize, &mut [f32])> = v
-                .chunks_mut(per_in * wg.channel_v())
-                .enumerate()
-                .map(|(i, piece)| (i * per_in, piece))
-                .collect();
-            let _ = par_workers(pieces, |(ic0, piece)| {
-                input_transform(wg, pad_buf, ic0, piece);
-                Ok::<(), KernelError>(())
-            });
-            let v = &*v;
-            let p = wg.ho * wg.wo;
-            let nw = workers(wg.c_out.div_ceil(TILE_ROWS), threads);
-            // Whole blocks of `TILE_ROWS` channels per worker.
-            let per = wg.c_out.div_ceil(TILE_ROWS).div_ceil(nw) * TILE_ROWS;
-            let mut planes: Vec<&mut [f32]> = out.chunks_mut(p).take(wg.c_out).collect();
-            let mut parts = Vec::with_capacity(nw);
-            let mut scr = rest;
-            let mut r0 = 0;
-            while !planes.is_empty() {
-                let tail = planes.split_off(per.min(planes.len()));
-                let (s, more) = scr.split_at_mut(wg.channel_scratch());
-                scr = more;
-                let n = planes.len();
-                parts.push((r0, std::mem::replace(&mut planes, tail), s));
-                r0 += n;
-            }
-            let _ = par_workers(parts, |(r0, mut rows, s)| {
-                WinoChannels {
-                    g: wg,
-                    u,
-                    v,
-                    bias: self.bias.as_deref(),
-                    act: vact,
-                    r0,
-                    out: &mut rows,
-                    scratch: s,
-                }
-                .run();
-                apply_rest(act_rest, &mut rows);
-                Ok::<(), KernelError>(())
-            });
-            return;
-        }
         let (p, rpc, chunks) = (wg.ho * wg.wo, wg.rows_per_chunk(), wg.chunks());
         let nw = workers(chunks, threads);
         let per = chunks.div_ceil(nw);

@@ -22,9 +22,12 @@
 //! the output rows. Each worker owns whole chunks (bands of output rows) and its own `V`/`M`
 //! scratch. With tiles in lanes, a block of 6 output channels goes through all 16 products
 //! and the output transform before the next, so `M` holds 16 x 6 rows (in L2) instead of
-//! 16 x output channels; and a plane that fits one chunk (13x13 to 27x27) is transformed
-//! once and split between workers by output channels ([`WinoChannels`]), since halving 7
-//! tile rows would leave most of each worker's product lanes padding.
+//! 16 x output channels. Workers always split tile rows, a plane that fits one chunk too
+//! (27x27 halves into chunks of 98 tiles, two blocks of products, whose lanes are as full
+//! as the whole plane's 196 in four): an earlier split of such planes by output channels,
+//! after one input transform split by input channels, cost a second hand-off and had each
+//! worker read the other's half of `V` (`kernel_bench`, 2 threads, ms: 32->128 on 27x27
+//! 0.308 -> 0.280, 48->192 on 27x27 0.562 -> 0.495, 96->96 on 28x28 0.584 -> 0.463).
 //!
 //! Determinism: each output is `Aᵀ (U · V) A + bias` with every sum in a fixed order that
 //! depends on the shapes only (the chunking does not change any element's arithmetic), so
@@ -49,9 +52,8 @@ const CHUNK_V: usize = 1024 * 1024;
 const LOAD_SLACK: usize = 16;
 /// Tiles one step of [`TileProducts`] computes (4 vectors of 16 lanes).
 const TILE_BLOCK: usize = 64;
-/// Output channels one step of [`TileProducts`] computes, and workers' unit in a
-/// channel split.
-pub(super) const TILE_ROWS: usize = 6;
+/// Output channels one step of [`TileProducts`] computes.
+const TILE_ROWS: usize = 6;
 
 /// The 16 transformed filters `U[ξ] = (G g Gᵀ)[ξ]`, each `C_out x C_in`: packed for
 /// [`CoRows`] (channels in lanes), or as plain rows for [`TileProducts`] (tiles in lanes).
@@ -136,7 +138,6 @@ impl WinoGeo {
         tiles: bool,
     ) -> Self {
         let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
-        let one_chunk = th * tw <= CHUNK_TILES.min(CHUNK_V / (16 * c_in.max(1)));
         Self {
             tiles,
             c_in,
@@ -147,12 +148,7 @@ impl WinoGeo {
             tw,
             hp: 2 * th + 2,
             wp: 2 * tw + 2,
-            // With tiles in lanes a plane that fits one chunk is split by channels.
-            min_chunks: if tiles && one_chunk {
-                1
-            } else {
-                workers.max(1)
-            },
+            min_chunks: workers.max(1),
         }
     }
 
@@ -178,25 +174,9 @@ impl WinoGeo {
         self.th.div_ceil(self.rows_per_chunk())
     }
 
-    /// Whether workers split the plane's output channels ([`WinoChannels`]) rather than its
-    /// chunks.
-    pub(super) fn channel_split(&self) -> bool {
-        self.tiles && self.chunks() == 1
-    }
-
     /// Scratch one worker needs: its chunk's `V` and `M`.
     pub(super) fn worker_scratch(&self) -> usize {
         16 * (self.c_in + self.m_rows()) * self.chunk_tiles()
-    }
-
-    /// `V` elements per input channel (`[16][chunk_tiles]`).
-    pub(super) fn channel_v(&self) -> usize {
-        16 * self.chunk_tiles()
-    }
-
-    /// Scratch one [`WinoChannels`] worker needs: its block's `M`.
-    pub(super) fn channel_scratch(&self) -> usize {
-        16 * TILE_ROWS * self.chunk_tiles()
     }
 
     /// Rows of `M` per product held at once.
@@ -235,15 +215,15 @@ impl WinoChunks<'_, '_> {
         for c in self.c0..self.c1 {
             let (ty0, ty1) = (c * rpc, ((c + 1) * rpc).min(g.th));
             let tc = (ty1 - ty0) * g.tw;
-            pulp::Arch::new().dispatch(InputTransform {
+            InputTransform {
                 g,
                 x: self.x,
                 ty0,
                 ty1,
-                ic0: 0,
                 stride: tcm,
                 v,
-            });
+            }
+            .run();
             let out_t = OutTiles {
                 g,
                 stride: tcm,
@@ -291,14 +271,13 @@ impl WinoChunks<'_, '_> {
                     out_t,
                     self.bias,
                     &mut *self.out,
-                    0,
                 ),
             }
         }
     }
 }
 
-/// Output channels `r0..r0 + out.len()` of one chunk with tiles in lanes: a block of
+/// Every output channel of one chunk with tiles in lanes: a block of
 /// `TILE_ROWS` channels at a time through all 16 products and the output transform, so its
 /// `M` (16 x `TILE_ROWS` x tiles, `m`) stays in L2 while the chunk's `V` is reused.
 #[allow(clippy::too_many_arguments)]
@@ -311,7 +290,6 @@ fn tile_channels(
     out_t: OutTiles,
     bias: Option<&[f32]>,
     out: &mut [&mut [f32]],
-    r0: usize,
 ) {
     let g = out_t.g;
     let tcm = out_t.stride;
@@ -319,7 +297,7 @@ fn tile_channels(
     let mut r = 0;
     while r < out.len() {
         let n = TILE_ROWS.min(out.len() - r);
-        let c = r0 + r;
+        let c = r;
         for xi in 0..16 {
             let u_xi = &u[xi * n_u..(xi + 1) * n_u];
             pulp::Arch::new().dispatch(TileProducts {
@@ -341,66 +319,6 @@ fn tile_channels(
         });
         r += n;
     }
-}
-
-/// A plane small enough for one chunk, split between workers by output channels (cutting
-/// 7 tile rows in two would leave each worker's products mostly padding): the input
-/// transform runs once ([`input_transform`]), then each worker takes its channels.
-pub(super) struct WinoChannels<'a, 'b> {
-    pub g: WinoGeo,
-    /// The filter, [`WinoPacked::Tiles`].
-    pub u: &'a [f32],
-    /// The whole plane's `V`.
-    pub v: &'a [f32],
-    pub bias: Option<&'a [f32]>,
-    pub act: DwAct,
-    /// The first output channel of `out`.
-    pub r0: usize,
-    /// Whole output planes of channels `r0..r0 + out.len()`.
-    pub out: &'a mut [&'b mut [f32]],
-    /// `16 * TILE_ROWS * chunk_tiles` elements.
-    pub scratch: &'a mut [f32],
-}
-
-impl WinoChannels<'_, '_> {
-    pub(super) fn run(self) {
-        let g = self.g;
-        let tcm = g.chunk_tiles();
-        let offs = tap_offsets(g.c_in, tcm);
-        let out_t = OutTiles {
-            g,
-            stride: tcm,
-            ty0: 0,
-            ty1: g.th,
-            row0: 0,
-            act: self.act,
-        };
-        tile_channels(
-            self.u,
-            self.v,
-            self.scratch,
-            &offs,
-            g.th * g.tw,
-            out_t,
-            self.bias,
-            self.out,
-            self.r0,
-        );
-    }
-}
-
-/// Input channels `ic0..` of the whole plane's `V` (one chunk) from the padded input `x`,
-/// into `v` (those channels' blocks of [`WinoGeo::channel_v`] elements).
-pub(super) fn input_transform(g: WinoGeo, x: &[f32], ic0: usize, v: &mut [f32]) {
-    pulp::Arch::new().dispatch(InputTransform {
-        g,
-        x,
-        ty0: 0,
-        ty1: g.th,
-        ic0,
-        stride: g.chunk_tiles(),
-        v,
-    });
 }
 
 /// Where tap (input channel) `k` of product `ξ` starts in `V` (`[c_in][16][tcm]`): entry
@@ -502,8 +420,8 @@ impl TileProducts<'_> {
 }
 
 /// `V[ic][ξ][t] = (Bᵀ d B)[ξ]` for the tiles of tile rows `ty0..ty1` (`t` counted from the
-/// chunk's first tile, rows of `V` `stride` apart; channel-major, so workers can split the
-/// channels). `Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0;
+/// chunk's first tile, rows of `V` `stride` apart, an input channel's 16 rows together).
+/// `Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0;
 /// 0 1 0 -1]`. Loops run along tile columns over even/odd-split input rows, so they
 /// vectorise under the dispatch's target features.
 struct InputTransform<'a> {
@@ -511,10 +429,113 @@ struct InputTransform<'a> {
     x: &'a [f32],
     ty0: usize,
     ty1: usize,
-    /// The first input channel of `v`: it holds whole `[16][stride]` blocks from `ic0` on.
-    ic0: usize,
     stride: usize,
     v: &'a mut [f32],
+}
+
+impl InputTransform<'_> {
+    /// Under AVX-512 where the CPU has it ([`InputTransformV4`]), else the portable loops.
+    fn run(self) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = pulp::x86::V4::try_new() {
+            pulp::Simd::vectorize(simd, InputTransformV4 { simd, t: self });
+            return;
+        }
+        pulp::Arch::new().dispatch(self);
+    }
+}
+
+/// [`InputTransform`] with 16 tiles per vector: each input row's columns split into even and
+/// odd by two-source permutes and shifted one tile on by `valignd`, so the row transform
+/// runs on whole vectors (the portable loops' pair splits and 14-tile rows ran mostly
+/// scalar: 32 channels of 27x27 took 55 us, a tenth of the conv). The same operations in
+/// the same order per element, so `V` is bit-identical to the portable loops'. Lanes past
+/// the row's tiles are written too: into the next tile row's entries (which that row then
+/// overwrites, tile rows running in order) or into the row's `LOAD_SLACK`.
+#[cfg(target_arch = "x86_64")]
+struct InputTransformV4<'a> {
+    simd: pulp::x86::V4,
+    t: InputTransform<'a>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl pulp::WithSimd for InputTransformV4<'_> {
+    type Output = ();
+
+    // `j` picks column `j` of all four rows of `u`.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        use super::v4::{f32s, m512, tail, EVEN, L, ODD};
+        use core::arch::x86_64::{__m512, __m512i};
+        use pulp::x86::V4;
+        use pulp::Simd;
+
+        let (simd, t) = (self.simd, self.t);
+        let f = simd.avx512f;
+        let g = t.g;
+        let (tw, plane) = (g.tw, g.hp * g.wp);
+        let even: __m512i = bytemuck::cast(EVEN);
+        let odd: __m512i = bytemuck::cast(ODD);
+        let x = t.x;
+        // 16 columns from `x[at..]`; past the tensor's end (its last rows) through a copy.
+        let ld = |at: usize| -> __m512 {
+            if at + L <= x.len() {
+                m512(load::<V4>(&x[at..]))
+            } else {
+                m512(bytemuck::cast(tail(x, at, 0.0)))
+            }
+        };
+        // `b`'s lanes 1.. then `a`'s lane 0: the next tile's column.
+        let next = |a: __m512, b: __m512| -> pulp::f32x16 {
+            f32s(f._mm512_castsi512_ps(
+                f._mm512_alignr_epi32::<1>(f._mm512_castps_si512(a), f._mm512_castps_si512(b)),
+            ))
+        };
+        for ic in 0..g.c_in {
+            let xp = ic * plane;
+            let vc = ic * 16 * t.stride;
+            for ty in t.ty0..t.ty1 {
+                let t0 = (ty - t.ty0) * tw;
+                let mut tx0 = 0;
+                while tx0 < tw {
+                    let zero = simd.splat_f32s(0.0);
+                    let mut u = [[zero; 4]; 4];
+                    for (r, ur) in u.iter_mut().enumerate() {
+                        // Columns 2tx .. 2tx + 3 of tile tx: c0 = e[tx], c1 = o[tx],
+                        // c2 = e[tx + 1], c3 = o[tx + 1].
+                        let at = xp + (2 * ty + r) * g.wp + 2 * tx0;
+                        let (a, b) = (ld(at), ld(at + L));
+                        let e = f._mm512_permutex2var_ps(a, even, b);
+                        let o = f._mm512_permutex2var_ps(a, odd, b);
+                        let (c0, c1) = (f32s(e), f32s(o));
+                        let c2 = next(ld(at + 2 * L), e);
+                        let c3 = next(ld(at + 2 * L + 1), o);
+                        *ur = [
+                            simd.sub_f32s(c0, c2),
+                            simd.add_f32s(c1, c2),
+                            simd.sub_f32s(c2, c1),
+                            simd.sub_f32s(c1, c3),
+                        ];
+                    }
+                    for j in 0..4 {
+                        let (d0, d1, d2, d3) = (u[0][j], u[1][j], u[2][j], u[3][j]);
+                        let rows = [
+                            simd.sub_f32s(d0, d2),
+                            simd.add_f32s(d1, d2),
+                            simd.sub_f32s(d2, d1),
+                            simd.sub_f32s(d1, d3),
+                        ];
+                        for (i, row) in rows.into_iter().enumerate() {
+                            let at = vc + (i * 4 + j) * t.stride + t0 + tx0;
+                            store::<V4>(&mut t.v[at..], row);
+                        }
+                    }
+                    tx0 += L;
+                }
+            }
+        }
+    }
 }
 
 impl pulp::WithSimd for InputTransform<'_> {
@@ -531,8 +552,7 @@ impl pulp::WithSimd for InputTransform<'_> {
         let mut o = [[0.0f32; MAX_TW + 1]; 4];
         // Per row r, the column transform's four outputs along the tiles.
         let mut u = [[[0.0f32; MAX_TW]; 4]; 4];
-        let channels = self.ic0..(self.ic0 + self.v.len() / (16 * self.stride)).min(g.c_in);
-        for ic in channels {
+        for ic in 0..g.c_in {
             let xp = &self.x[ic * plane..(ic + 1) * plane];
             for ty in self.ty0..self.ty1 {
                 for r in 0..4 {
@@ -562,7 +582,7 @@ impl pulp::WithSimd for InputTransform<'_> {
                 for j in 0..4 {
                     let (d0, d1, d2, d3) = (&u[0][j], &u[1][j], &u[2][j], &u[3][j]);
                     for i in 0..4 {
-                        let at = ((ic - self.ic0) * 16 + i * 4 + j) * self.stride + t0;
+                        let at = (ic * 16 + i * 4 + j) * self.stride + t0;
                         let dst = &mut self.v[at..at + tw];
                         match i {
                             0 => dst
@@ -668,6 +688,60 @@ impl pulp::WithSimd for OutputTransform<'_, '_> {
                         let at = (oy - t.row0) * g.wo;
                         orow[at..at + g.wo].copy_from_slice(&y[..g.wo]);
                     }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX-512 input transform writes the same `V` as the portable loops, bit for bit,
+    /// wherever a product reads it (every tile of every row, each channel's 16 rows), on
+    /// rows of fewer, exactly and more than 16 tiles and on a chunk below the first.
+    #[test]
+    fn avx512_input_transform_matches_portable_bitwise() {
+        for (c_in, h, w, ty0, ty1) in [
+            (3, 27, 27, 0, 14),
+            (2, 13, 13, 3, 7),
+            (2, 32, 32, 0, 16),
+            (2, 56, 56, 10, 14),
+            (1, 224, 224, 110, 112),
+        ] {
+            let g = WinoGeo::new(c_in, 64, h, w, 1, true);
+            let x: Vec<f32> = (0..c_in * g.hp * g.wp)
+                .map(|i| ((i * 7919 + 13) % 997) as f32 / 97.0 - 5.0)
+                .collect();
+            let tc = (ty1 - ty0) * g.tw;
+            let stride = (tc + LOAD_SLACK).next_multiple_of(TILE_BLOCK);
+            let mut want = vec![f32::NAN; 16 * c_in * stride];
+            let mut got = want.clone();
+            pulp::Arch::new().dispatch(InputTransform {
+                g,
+                x: &x,
+                ty0,
+                ty1,
+                stride,
+                v: &mut want,
+            });
+            InputTransform {
+                g,
+                x: &x,
+                ty0,
+                ty1,
+                stride,
+                v: &mut got,
+            }
+            .run();
+            for (r, (a, b)) in want.chunks(stride).zip(got.chunks(stride)).enumerate() {
+                for t in 0..tc {
+                    assert_eq!(
+                        a[t].to_bits(),
+                        b[t].to_bits(),
+                        "{c_in}x{h}x{w} tile rows {ty0}..{ty1}: row {r} tile {t}"
+                    );
                 }
             }
         }

@@ -308,7 +308,10 @@ fn main() -> KernelResult<()> {
     // Inception's narrow 3x3 convs (3 blocks of 32 channels).
     conv_case("3x3 64->96 28x28 pad 1", 64, 96, 28, 3, 1, 1, 1)?;
     conv_case("3x3/2 128->128 56x56 pad 1", 128, 128, 56, 3, 2, 1, 1)?;
+    // ResNet-50's projection shortcuts.
     conv_case("1x1/2 256->512 56x56", 256, 512, 56, 1, 2, 0, 1)?;
+    conv_case("1x1/2 512->1024 28x28", 512, 1024, 28, 1, 2, 0, 1)?;
+    conv_case("1x1/2 1024->2048 14x14", 1024, 2048, 14, 1, 2, 0, 1)?;
     conv_case("7x7/2 3->64 224x224 pad 3 (stem)", 3, 64, 224, 7, 2, 3, 1)?;
     // AlexNet's stem.
     conv_case("11x11/4 3->96 227x227 (stem)", 3, 96, 227, 11, 4, 0, 1)?;

@@ -144,8 +144,17 @@ fn assert_runs_match(
 #[case(&[1, 4, 15, 15], 8, attrs(&[7, 7], &[2, 2], &[1, 1], &[3, 3], &[3, 3], 2), true)]
 // pointwise
 #[case(&[2, 16, 7, 5], 24, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
-// 1x1 stride 2 (downsample shortcut) goes through im2col
+// strided 1x1 (downsample shortcuts) run as pointwise convs over the subsampled input:
+// odd extents, strides (2, 3), a batch of 2, groups, 1-D and 3-D, and one large enough for
+// each pointwise path (direct kernel, GEMM tiles, channel-vectorised on a 7x7 plane)
 #[case(&[1, 8, 9, 9], 16, attrs(&[1, 1], &[2, 2], &[1, 1], &[0, 0], &[0, 0], 1), false)]
+#[case(&[2, 6, 11, 10], 10, attrs(&[1, 1], &[2, 3], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+#[case(&[1, 8, 13, 13], 12, attrs(&[1, 1], &[2, 2], &[1, 1], &[0, 0], &[0, 0], 4), true)]
+#[case(&[2, 5, 31], 7, attrs(&[1], &[3], &[1], &[0], &[0], 1), true)]
+#[case(&[1, 3, 5, 6, 7], 4, attrs(&[1, 1, 1], &[2, 1, 2], &[1, 1, 1], &[0, 0, 0], &[0, 0, 0], 1), true)]
+#[case(&[1, 64, 56, 56], 48, attrs(&[1, 1], &[2, 2], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+#[case(&[1, 512, 28, 28], 96, attrs(&[1, 1], &[2, 2], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+#[case(&[1, 256, 14, 14], 128, attrs(&[1, 1], &[2, 2], &[1, 1], &[0, 0], &[0, 0], 1), true)]
 // depthwise 3x3 stride 1 and stride 2
 #[case(&[1, 6, 10, 9], 6, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 6), true)]
 #[case(&[2, 4, 11, 11], 4, attrs(&[5, 3], &[2, 3], &[2, 1], &[2, 1], &[1, 2], 4), true)]

@@ -12,7 +12,7 @@ use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::par_chunks;
 use super::pool_plane::{PlanePool, PlanePoolPlanes};
 #[cfg(target_arch = "x86_64")]
-use super::pool_rows::{PoolRows, PoolRowsPlanes};
+use super::pool_rows::{PoolFlat, PoolFlatPlanes, PoolRows, PoolRowsPlanes};
 
 /// MaxPool / AveragePool attributes with defaults filled in and `auto_pad` resolved (see
 /// [`super::auto_pad`]). One entry per spatial axis (1 to 3).
@@ -303,6 +303,22 @@ pub(super) fn pool_paths(
             pads_begin: [pb3[1], pb3[2]],
         };
         let pads_end = [pe3[1], pe3[2]];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(plan) = avx512_rows
+            .then(|| PoolFlat::new(kind, plane, pads_end, &th, &tw, a.count_include_pad))
+            .flatten()
+        {
+            par_chunks(out, op, threads, min_planes, |first, piece| {
+                PoolFlatPlanes {
+                    plan: &plan,
+                    x,
+                    first,
+                    out: piece,
+                }
+                .run();
+            });
+            return Ok(());
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(plan) = avx512_rows
             .then(|| PoolRows::new(kind, plane, pads_end, &th, &tw, a.count_include_pad))

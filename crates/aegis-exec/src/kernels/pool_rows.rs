@@ -20,6 +20,9 @@
 //! results are bit-identical to it (a padded column adds the identity, which changes
 //! nothing; a sum that starts at +0 is never -0), save a sum's NaN payload when two NaNs
 //! meet (which operand an add keeps is the compiler's choice).
+//!
+//! 3x3 stride-1 "same" pools on planes up to 28x28 take [`PoolFlat`] first: the plane as one
+//! flat array, 16 positions a vector across rows, with the same operations in the same order.
 
 use pulp::x86::V4;
 use pulp::Simd;
@@ -321,6 +324,192 @@ impl PoolRowsPlanes<'_> {
                     }
                     a = next;
                     ox0 += L;
+                }
+            }
+        }
+    }
+}
+
+/// Most positions of a plane [`PoolFlat`] takes (its `V` lives on the stack; above 28x28 the
+/// row path's vectors are full anyway).
+const FLAT_MAX_PLANE: usize = 28 * 28;
+
+/// 3x3 stride-1 pooling with one cell of padding on every side ("same" pools: Inception's
+/// on 28x28, 14x14 and 7x7) on small planes, with the plane as one flat array: vectors of
+/// 16 positions whatever the row width.
+///
+/// Why: the row path computes an output row per vector, so a 7x7 plane fills 7 of 16 lanes
+/// and a 14x14 one 14, and pays its per-row setup 7 or 14 times per plane (`kernel_bench`,
+/// 1 thread: max 3x3/1 on 1024x7x7 0.07-0.11 ms, onnxruntime 0.017 inside Inception-v2;
+/// average on 576x14x14 0.073, onnxruntime 0.03). Here, per plane, `V = ` the rows of each
+/// window reduced in order (position `q` combines `q - w`, `q`, `q + w`, the rows outside
+/// the plane left out by blends), then each output its columns from the identity
+/// (`q - 1`, `q`, `q + 1`, those outside the row replaced by the identity): the operations,
+/// in the order, of the row path and the general loop, so the results are the same bits.
+#[derive(Debug, Clone)]
+pub(super) struct PoolFlat {
+    simd: V4,
+    kind: PoolKind,
+    h: usize,
+    w: usize,
+    /// Per vector of the plane: lanes in the top row, in the bottom row, with a column to
+    /// the left, with a column to the right.
+    masks: Vec<[u16; 4]>,
+    /// Average pools: each position's divisor (whole vectors, 1 in the slack).
+    div: Vec<f32>,
+}
+
+impl PoolFlat {
+    /// `Some` on a CPU with AVX-512 for a 2-D 3x3 pooling with strides and dilations 1, one
+    /// cell of padding on every side and a plane of at most `FLAT_MAX_PLANE` positions.
+    pub(super) fn new(
+        kind: PoolKind,
+        g: Plane2,
+        pads_end: [usize; 2],
+        th: &AxisTaps,
+        tw: &AxisTaps,
+        count_include_pad: bool,
+    ) -> Option<Self> {
+        let Plane2 {
+            input: [h, w],
+            out: [ho, wo],
+            kernel,
+            strides,
+            dilations,
+            pads_begin,
+        } = g;
+        let ok = kernel == [3, 3]
+            && strides == [1, 1]
+            && dilations == [1, 1]
+            && pads_begin == [1, 1]
+            && pads_end == [1, 1]
+            && (ho, wo) == (h, w)
+            && h * w > 0
+            && h * w <= FLAT_MAX_PLANE
+            && rows_eligible(&g, pads_end, th, tw);
+        if !ok {
+            return None;
+        }
+        let simd = V4::try_new()?;
+        let n = (h * w).div_ceil(L);
+        let masks = (0..n)
+            .map(|v| {
+                let mut m = [0u16; 4];
+                for lane in 0..L {
+                    let q = v * L + lane;
+                    let (y, x) = (q / w, q % w);
+                    let bits = [y == 0, y + 1 >= h, x > 0, x + 1 < w];
+                    for (mk, on) in m.iter_mut().zip(bits) {
+                        *mk |= u16::from(on) << lane;
+                    }
+                }
+                m
+            })
+            .collect();
+        let div = if kind == PoolKind::Average {
+            let mut d = divisors(th, tw, count_include_pad, w, h * w);
+            d.resize(n * L, 1.0);
+            d
+        } else {
+            Vec::new()
+        };
+        Some(Self {
+            simd,
+            kind,
+            h,
+            w,
+            masks,
+            div,
+        })
+    }
+}
+
+/// One worker's planes for [`PoolFlat`] (`first..`, whole output planes in `out`).
+pub(super) struct PoolFlatPlanes<'a> {
+    pub plan: &'a PoolFlat,
+    pub x: &'a [f32],
+    pub first: usize,
+    pub out: &'a mut [f32],
+}
+
+impl PoolFlatPlanes<'_> {
+    /// Runs under the plan's AVX-512 token.
+    pub(super) fn run(self) {
+        let simd = self.plan.simd;
+        pulp::Simd::vectorize(simd, self);
+    }
+}
+
+impl pulp::WithSimd for PoolFlatPlanes<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        match self.plan.kind {
+            PoolKind::Max => self.planes::<MaxNan>(),
+            PoolKind::Average => self.planes::<Sum>(),
+        }
+    }
+}
+
+impl PoolFlatPlanes<'_> {
+    #[inline(always)]
+    fn planes<C: Reduce4>(self) {
+        let p = self.plan;
+        let simd = p.simd;
+        let f = simd.avx512f;
+        let (w, ip) = (p.w, p.h * p.w);
+        let init = simd.splat_f32s(C::INIT);
+        let x = self.x;
+        // 16 values from `x[at..]` (`at` may be below 0 or run past the tensor: those lanes
+        // are never used, the identity stands in).
+        let ld = |at: isize| -> pulp::f32x16 {
+            if at >= 0 && at as usize + L <= x.len() {
+                load::<V4>(&x[at as usize..])
+            } else if at >= 0 {
+                load::<V4>(&tail(x, at as usize, C::INIT))
+            } else {
+                let mut t = [C::INIT; L];
+                let skip = at.unsigned_abs().min(L);
+                let src = &x[..(L - skip).min(x.len())];
+                t[skip..skip + src.len()].copy_from_slice(src);
+                load::<V4>(&t)
+            }
+        };
+        let blend = |keep: u16, a: pulp::f32x16, b: pulp::f32x16| -> pulp::f32x16 {
+            // Lanes in `keep` take `b`, the others `a`.
+            f32s(f._mm512_mask_blend_ps(keep, m512(a), m512(b)))
+        };
+        // `V` with a vector of slack either side, so the column taps load whole vectors.
+        let mut v = [C::INIT; FLAT_MAX_PLANE + 3 * L];
+        for (i, oplane) in self.out.chunks_mut(ip).enumerate() {
+            let base = ((self.first + i) * ip) as isize;
+            for (j, m) in p.masks.iter().enumerate() {
+                let q = base + (j * L) as isize;
+                let (up, mid, down) = (ld(q - w as isize), ld(q), ld(q + w as isize));
+                // Rows in order from the first valid one: (up, mid, down), the top row's
+                // from `mid`, the bottom row's without `down`.
+                let two = blend(m[0], C::comb(simd, up, mid), mid);
+                let three = blend(m[1], C::comb(simd, two, down), two);
+                store::<V4>(&mut v[L + j * L..], three);
+            }
+            for (j, m) in p.masks.iter().enumerate() {
+                let at = L + j * L;
+                let left = blend(m[2], init, load::<V4>(&v[at - 1..]));
+                let right = blend(m[3], init, load::<V4>(&v[at + 1..]));
+                let mut acc = C::comb(simd, init, left);
+                acc = C::comb(simd, acc, load::<V4>(&v[at..]));
+                acc = C::comb(simd, acc, right);
+                if C::AVERAGE {
+                    acc = simd.div_f32s(acc, load::<V4>(&p.div[j * L..]));
+                }
+                let o = j * L;
+                if o + L <= ip {
+                    store::<V4>(&mut oplane[o..], acc);
+                } else {
+                    let mut t = [0.0f32; L];
+                    store::<V4>(&mut t, acc);
+                    oplane[o..].copy_from_slice(&t[..ip - o]);
                 }
             }
         }

@@ -169,6 +169,16 @@ fn pool_matches_naive(#[case] xs: &[usize], #[case] a: PoolAttrs) {
 #[case(&[1, 3, 14, 14], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, false))]
 #[case(&[2, 2, 9, 37], pa(&[3, 3], &[1, 1], &[1, 1], &[2, 2], &[0, 1], false, true))]
 #[case(&[1, 2, 7, 33], pa(&[2, 2], &[1, 1], &[1, 1], &[0, 1], &[1, 0], true, false))]
+// 3x3/1 "same" on small planes, the flat path: 7x7 (a vector across rows, 49 = 3 x 16 + 1),
+// a plane of one row, one column, one position, 28x28 (its largest), with and without the
+// padding in the divisor, batches
+#[case(&[2, 5, 7, 7], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, false))]
+#[case(&[1, 4, 7, 7], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, true))]
+#[case(&[1, 3, 1, 19], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, false))]
+#[case(&[1, 3, 21, 1], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, true))]
+#[case(&[2, 3, 1, 1], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, false))]
+#[case(&[1, 3, 28, 28], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, false))]
+#[case(&[2, 3, 5, 13], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, true))]
 fn row_paths_agree_bitwise(#[case] xs: &[usize], #[case] a: PoolAttrs) {
     let picks = [0.0, -0.0, 1.5, -2.0, f32::NAN, f32::from_bits(0x7fc0_0001)];
     let x: Vec<f32> = rand_vec(xs.iter().product(), 35)

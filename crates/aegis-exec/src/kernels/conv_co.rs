@@ -293,7 +293,15 @@ impl pulp::WithSimd for StoreRows<'_, '_> {
                     let v: [f32; L] = bytemuck::cast(f._mm512_permutex2var_ps(u[i], sel, u[4 + i]));
                     for (part, c) in [c0, c0 + 4].into_iter().enumerate() {
                         if let Some(row) = rows.get_mut(c) {
-                            row[j0..j0 + m].copy_from_slice(&v[part * STEP..part * STEP + m]);
+                            let src = &v[part * STEP..];
+                            // Constant lengths for whole steps (8, or 7 on 7x7 planes): an
+                            // inline move; a length known only at run time is a `memmove`
+                            // call per row (10 % of a 7x7/2 stem in `perf`).
+                            match m {
+                                STEP => row[j0..j0 + STEP].copy_from_slice(&src[..STEP]),
+                                7 => row[j0..j0 + 7].copy_from_slice(&src[..7]),
+                                _ => row[j0..j0 + m].copy_from_slice(&src[..m]),
+                            }
                         }
                     }
                 }

@@ -12,7 +12,7 @@ use super::error::{check_len, invalid, numel, KernelError, KernelResult};
 use super::par::par_chunks;
 use super::pool_plane::{PlanePool, PlanePoolPlanes};
 #[cfg(target_arch = "x86_64")]
-use super::pool_rows::{PoolFlat, PoolFlatPlanes, PoolRows, PoolRowsPlanes};
+use super::pool_rows::{run_planes, PoolFlat, PoolRows};
 
 /// MaxPool / AveragePool attributes with defaults filled in and `auto_pad` resolved (see
 /// [`super::auto_pad`]). One entry per spatial axis (1 to 3).
@@ -304,36 +304,16 @@ pub(super) fn pool_paths(
         };
         let pads_end = [pe3[1], pe3[2]];
         #[cfg(target_arch = "x86_64")]
-        if let Some(plan) = avx512_rows
-            .then(|| PoolFlat::new(kind, plane, pads_end, &th, &tw, a.count_include_pad))
-            .flatten()
-        {
-            par_chunks(out, op, threads, min_planes, |first, piece| {
-                PoolFlatPlanes {
-                    plan: &plan,
-                    x,
-                    first,
-                    out: piece,
-                }
-                .run();
-            });
-            return Ok(());
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(plan) = avx512_rows
-            .then(|| PoolRows::new(kind, plane, pads_end, &th, &tw, a.count_include_pad))
-            .flatten()
-        {
-            par_chunks(out, op, threads, min_planes, |first, piece| {
-                PoolRowsPlanes {
-                    plan: &plan,
-                    x,
-                    first,
-                    out: piece,
-                }
-                .run();
-            });
-            return Ok(());
+        if avx512_rows {
+            let cip = a.count_include_pad;
+            if let Some(plan) = PoolFlat::new(kind, plane, pads_end, &th, &tw, cip) {
+                run_planes(&plan, x, out, op, threads, min_planes);
+                return Ok(());
+            }
+            if let Some(plan) = PoolRows::new(kind, plane, pads_end, &th, &tw, cip) {
+                run_planes(&plan, x, out, op, threads, min_planes);
+                return Ok(());
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = avx512_rows;

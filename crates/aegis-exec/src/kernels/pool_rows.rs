@@ -29,6 +29,7 @@ use pulp::Simd;
 
 use super::conv_dw_same::Plane2;
 use super::lanes::{load, store};
+use super::par::par_chunks;
 use super::pool::PoolKind;
 use super::pool_plane::{divisors, rows_eligible, AxisTaps, Combine, MaxNan, Sum};
 use super::v4::{f32s, m512, tail, EVEN, L, ODD};
@@ -178,7 +179,7 @@ impl PoolRows {
 }
 
 /// [`Combine`]'s step for AVX-512, the same result per lane.
-trait Reduce4: Combine {
+pub(super) trait Reduce4: Combine {
     fn comb(simd: V4, acc: pulp::f32x16, v: pulp::f32x16) -> pulp::f32x16;
 }
 
@@ -202,35 +203,73 @@ impl Reduce4 for Sum {
     }
 }
 
+/// An AVX-512 pooling plan ([`PoolRows`], [`PoolFlat`]): its token, its reduction, and its
+/// loop over whole planes.
+pub(super) trait V4Pool: Sync + Sized {
+    fn simd(&self) -> V4;
+    fn kind(&self) -> PoolKind;
+    /// The planes of `planes`, under the token.
+    fn run<C: Reduce4>(planes: Planes<'_, Self>);
+}
+
+/// Runs `plan` over `out`'s whole planes of `op` elements, planes shared between workers
+/// (at least `min_planes` each).
+pub(super) fn run_planes<P: V4Pool>(
+    plan: &P,
+    x: &[f32],
+    out: &mut [f32],
+    op: usize,
+    threads: usize,
+    min_planes: usize,
+) {
+    par_chunks(out, op, threads, min_planes, |first, piece| {
+        // Under the plan's AVX-512 token, so the loops are compiled for it.
+        pulp::Simd::vectorize(
+            plan.simd(),
+            Planes {
+                plan,
+                x,
+                first,
+                out: piece,
+            },
+        );
+    });
+}
+
 /// One worker's planes (`first..`, whole output planes in `out`).
-pub(super) struct PoolRowsPlanes<'a> {
-    pub plan: &'a PoolRows,
-    pub x: &'a [f32],
-    pub first: usize,
-    pub out: &'a mut [f32],
+pub(super) struct Planes<'a, P> {
+    plan: &'a P,
+    x: &'a [f32],
+    first: usize,
+    out: &'a mut [f32],
 }
 
-impl PoolRowsPlanes<'_> {
-    /// Runs under the plan's AVX-512 token (so the loops are compiled for it).
-    pub(super) fn run(self) {
-        let simd = self.plan.simd;
-        pulp::Simd::vectorize(simd, self);
-    }
-}
-
-impl pulp::WithSimd for PoolRowsPlanes<'_> {
+impl<P: V4Pool> pulp::WithSimd for Planes<'_, P> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        match self.plan.kind {
-            PoolKind::Max => self.planes::<MaxNan>(),
-            PoolKind::Average => self.planes::<Sum>(),
+        match self.plan.kind() {
+            PoolKind::Max => P::run::<MaxNan>(self),
+            PoolKind::Average => P::run::<Sum>(self),
         }
     }
 }
 
-impl PoolRowsPlanes<'_> {
+impl V4Pool for PoolRows {
+    fn simd(&self) -> V4 {
+        self.simd
+    }
+    fn kind(&self) -> PoolKind {
+        self.kind
+    }
+    #[inline(always)]
+    fn run<C: Reduce4>(planes: Planes<'_, Self>) {
+        planes.planes::<C>();
+    }
+}
+
+impl Planes<'_, PoolRows> {
     /// Stride and window width as constants, so each case compiles to its own loop; with
     /// [`PoolRows::vred`]'s unmasked path for vectors inside the row, 1.4-1.7x faster
     /// (`kernel_bench`, 1 thread, ms, before -> after, alternating binaries: 3x3/2 max on
@@ -424,35 +463,20 @@ impl PoolFlat {
     }
 }
 
-/// One worker's planes for [`PoolFlat`] (`first..`, whole output planes in `out`).
-pub(super) struct PoolFlatPlanes<'a> {
-    pub plan: &'a PoolFlat,
-    pub x: &'a [f32],
-    pub first: usize,
-    pub out: &'a mut [f32],
-}
-
-impl PoolFlatPlanes<'_> {
-    /// Runs under the plan's AVX-512 token.
-    pub(super) fn run(self) {
-        let simd = self.plan.simd;
-        pulp::Simd::vectorize(simd, self);
+impl V4Pool for PoolFlat {
+    fn simd(&self) -> V4 {
+        self.simd
     }
-}
-
-impl pulp::WithSimd for PoolFlatPlanes<'_> {
-    type Output = ();
-
+    fn kind(&self) -> PoolKind {
+        self.kind
+    }
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
-        match self.plan.kind {
-            PoolKind::Max => self.planes::<MaxNan>(),
-            PoolKind::Average => self.planes::<Sum>(),
-        }
+    fn run<C: Reduce4>(planes: Planes<'_, Self>) {
+        planes.planes::<C>();
     }
 }
 
-impl PoolFlatPlanes<'_> {
+impl Planes<'_, PoolFlat> {
     #[inline(always)]
     fn planes<C: Reduce4>(self) {
         let p = self.plan;

@@ -256,18 +256,27 @@ impl<P: V4Pool> pulp::WithSimd for Planes<'_, P> {
     }
 }
 
-impl V4Pool for PoolRows {
-    fn simd(&self) -> V4 {
-        self.simd
-    }
-    fn kind(&self) -> PoolKind {
-        self.kind
-    }
-    #[inline(always)]
-    fn run<C: Reduce4>(planes: Planes<'_, Self>) {
-        planes.planes::<C>();
-    }
+/// [`V4Pool`] for a plan with `simd` and `kind` fields and a `planes` loop on
+/// [`Planes`] of it.
+macro_rules! v4_pool {
+    ($plan:ty) => {
+        impl V4Pool for $plan {
+            fn simd(&self) -> V4 {
+                self.simd
+            }
+            fn kind(&self) -> PoolKind {
+                self.kind
+            }
+            #[inline(always)]
+            fn run<C: Reduce4>(planes: Planes<'_, Self>) {
+                planes.planes::<C>();
+            }
+        }
+    };
 }
+
+v4_pool!(PoolRows);
+v4_pool!(PoolFlat);
 
 impl Planes<'_, PoolRows> {
     /// Stride and window width as constants, so each case compiles to its own loop; with
@@ -460,19 +469,6 @@ impl PoolFlat {
             masks,
             div,
         })
-    }
-}
-
-impl V4Pool for PoolFlat {
-    fn simd(&self) -> V4 {
-        self.simd
-    }
-    fn kind(&self) -> PoolKind {
-        self.kind
-    }
-    #[inline(always)]
-    fn run<C: Reduce4>(planes: Planes<'_, Self>) {
-        planes.planes::<C>();
     }
 }
 

@@ -48,8 +48,9 @@
 //!   reads a contiguous run of the once-padded input; no im2col, packing or staging
 //!   (`conv_direct`);
 //! - **pointwise** (all kernel extents 1, no padding; a strided one over its input
-//!   subsampled once into scratch): straight from the input, no im2col; with a short reduction and a small filter (K <= 128, <= 64 Ki elements per
-//!   group, planes of >= 16 positions; not a one-group conv that narrows the channels from
+//!   subsampled once into scratch): straight from the input, no im2col; with a short
+//!   reduction and a small filter (K <= 128, <= 64 Ki elements per group, planes of >= 16
+//!   positions; not a one-group conv that narrows the channels from
 //!   K >= 64 on a plane over 28x28) the register-blocked direct kernel [`PointwiseRows`]
 //!   (6 channels x 2 vectors of positions, FMAs over K, bias and activation fused; workers
 //!   share blocks of channels, or bands of positions when there are fewer than two blocks

@@ -728,6 +728,7 @@ impl PreparedConv {
                 act: vact,
                 taps_per_pass,
                 partial,
+                prefetch: true,
             });
             apply_rest(rest, rows);
         };

@@ -83,6 +83,9 @@ pub(super) struct CoRows<'a, 'b> {
     /// Partial sums between passes: [`co_partial_len`] elements for `bases.len()`
     /// positions when `taps_per_pass < kdim` (unused otherwise).
     pub partial: &'a mut [f32],
+    /// Prefetch each pass's successor (see [`CoRows::run`]): for filters read once per
+    /// inference, cold from DRAM, in short passes.
+    pub prefetch: bool,
 }
 
 /// Elements of [`CoRows::partial`] for `p` positions: every step's accumulators, in steps of
@@ -129,6 +132,18 @@ impl CoRows<'_, '_> {
         let kdim = self.packed.kdim;
         let kc = self.taps_per_pass.clamp(1, kdim.max(1));
         let mut buf = [0.0f32; STEP * CO_BLOCK];
+        // Short passes (long 1x1 reductions on small planes) prefetch the next pass's filter
+        // rows, spread over their steps: a pass reads its rows once, on its first step, which
+        // from DRAM stalled the FMAs (`kernel_bench --cold`, 1 thread, ms: 1024->352 on 7x7
+        // 0.446 -> 0.401, 960->320 0.367 -> 0.345, 1024->128 0.174 -> 0.155; hot 2-3 %
+        // slower; in Inception-v2, 1024->352 on 7x7 0.413-0.418 -> 0.369-0.373). A long
+        // pass's next rows would evict its own from L2 (512->512 3x3 on 7x7, one pass: 7-9 %
+        // slower), and Winograd's products, whose filters stay in L2 and L3 between
+        // products, lost 3-11 % hot.
+        #[cfg(target_arch = "x86_64")]
+        let prefetch = self.prefetch
+            && kc < kdim
+            && kc * CO_BLOCK * std::mem::size_of::<f32>() <= PREFETCH_PASS_BYTES;
         // Steps leave through registers (see [`StoreRows`]) where AVX-512 runs.
         #[cfg(target_arch = "x86_64")]
         let v4 = pulp::x86::V4::try_new();
@@ -148,6 +163,23 @@ impl CoRows<'_, '_> {
                     let base: [usize; RP] = std::array::from_fn(|j| self.bases[j0 + j.min(m - 1)]);
                     // This step's accumulators in `partial`: `RP` positions by the block.
                     let at = j0 / RP * RP * CO_BLOCK;
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(v4) = v4.filter(|_| prefetch) {
+                        // The next pass's filter rows (the next block's first after the
+                        // last), a share per step into L2.
+                        let next = self
+                            .packed
+                            .w
+                            .as_ptr()
+                            .wrapping_add((b * kdim + k1) * CO_BLOCK);
+                        let lines = (k1 - k0) * CO_BLOCK / 16;
+                        let (step, steps) = (j0 / RP, p.div_ceil(RP));
+                        for l in step * lines / steps..(step + 1) * lines / steps {
+                            v4.sse._mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(
+                                next.wrapping_add(l * 16).cast(),
+                            );
+                        }
+                    }
                     let mut acc = [[simd.splat_f32s(0.0); NV]; RP];
                     for (j, acc_j) in acc.iter_mut().enumerate() {
                         for (v, a) in acc_j.iter_mut().enumerate() {
@@ -309,6 +341,10 @@ impl pulp::WithSimd for StoreRows<'_, '_> {
         }
     }
 }
+
+/// Largest pass (filter rows of one block) whose successor [`CoRows::run`] prefetches.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_PASS_BYTES: usize = 32 * 1024;
 
 /// Positions computed for `p` in steps of `rp` (a short last step computes a whole one).
 fn steps_of(p: usize, rp: usize) -> usize {

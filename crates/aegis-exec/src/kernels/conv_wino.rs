@@ -252,6 +252,7 @@ impl WinoChunks<'_, '_> {
                             act: DwAct::None,
                             taps_per_pass: g.c_in,
                             partial: &mut [],
+                            prefetch: false,
                         });
                     }
                     pulp::Arch::new().dispatch(OutputTransform {

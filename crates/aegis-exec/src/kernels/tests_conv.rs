@@ -1180,7 +1180,7 @@ fn channel_vectorised_passes_match_one_pass_bitwise() {
     let offs = tap_offsets(c_in, hp, wp, [3, 3], [1, 1]);
     let bases: Vec<usize> = (0..ho * wo).map(|q| (q / wo) * wp + q % wo).collect();
     let p = bases.len();
-    let run = |taps_per_pass: usize| {
+    let run = |taps_per_pass: usize, prefetch: bool| {
         let mut out = vec![f32::NAN; c_out * p];
         let mut partial = vec![f32::NAN; co_partial_len(p)];
         let mut rows: Vec<&mut [f32]> = out.chunks_mut(p).collect();
@@ -1194,10 +1194,11 @@ fn channel_vectorised_passes_match_one_pass_bitwise() {
             act: DwAct::Relu,
             taps_per_pass,
             partial: &mut partial,
+            prefetch,
         });
         out
     };
-    let one = run(kdim);
+    let one = run(kdim, false);
     // Against the definition: the one pass is a convolution with bias and Relu.
     for co in 0..c_out {
         for (q, &base) in bases.iter().enumerate() {
@@ -1212,8 +1213,16 @@ fn channel_vectorised_passes_match_one_pass_bitwise() {
             );
         }
     }
-    for taps in [9, 18, 7, 1, kdim - 1] {
-        let passes = run(taps);
+    // Passes with the next pass's prefetch (which reaches past the packed filter at the
+    // last block) and without.
+    for (taps, prefetch) in [
+        (9, true),
+        (18, false),
+        (7, true),
+        (1, true),
+        (kdim - 1, false),
+    ] {
+        let passes = run(taps, prefetch);
         assert!(
             one.iter()
                 .zip(&passes)
@@ -1261,6 +1270,7 @@ fn channel_vectorised_stores_reach_every_row_and_position() {
             act: DwAct::None,
             taps_per_pass: kdim,
             partial: &mut partial,
+            prefetch: false,
         });
         for co in 0..c_out {
             for q in 0..p {

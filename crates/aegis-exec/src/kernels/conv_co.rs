@@ -84,7 +84,8 @@ pub(super) struct CoRows<'a, 'b> {
     /// positions when `taps_per_pass < kdim` (unused otherwise).
     pub partial: &'a mut [f32],
     /// Prefetch each pass's successor (see [`CoRows::run`]): for filters read once per
-    /// inference, cold from DRAM, in short passes.
+    /// inference, cold from DRAM, in short passes. (x86-64 only: elsewhere it is ignored.)
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub prefetch: bool,
 }
 

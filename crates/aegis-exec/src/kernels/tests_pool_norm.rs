@@ -180,12 +180,21 @@ fn pool_matches_naive(#[case] xs: &[usize], #[case] a: PoolAttrs) {
 #[case(&[1, 3, 28, 28], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, false))]
 #[case(&[2, 3, 5, 13], pa(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false, true))]
 fn row_paths_agree_bitwise(#[case] xs: &[usize], #[case] a: PoolAttrs) {
-    let picks = [0.0, -0.0, 1.5, -2.0, f32::NAN, f32::from_bits(0x7fc0_0001)];
+    // Two quiet NaN payloads and a signalling NaN (kept as it is, not quieted).
+    let picks = [
+        0.0,
+        -0.0,
+        1.5,
+        -2.0,
+        f32::NAN,
+        f32::from_bits(0x7fc0_0001),
+        f32::from_bits(0x7f80_0001),
+    ];
     let x: Vec<f32> = rand_vec(xs.iter().product(), 35)
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            // Mostly ties of +-0 and small sets, a few NaNs with two payloads.
+            // Mostly ties of +-0 and small sets, a few NaNs with three payloads.
             let k = ((v.abs() * 1000.0) as usize + i) % 40;
             if k < picks.len() {
                 picks[k]

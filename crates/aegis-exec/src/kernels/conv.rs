@@ -72,7 +72,7 @@
 
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
-use super::conv_co::{co_partial_len, CoPacked, CoRows, CO_BLOCK};
+use super::conv_co::{co_partial_len, CoPacked, CoRes, CoRows, CO_BLOCK};
 use super::conv_direct::{pad_planes, sum_taps, tap_offsets, DirectRows, Flat, Taps};
 use super::conv_dw_same::{DwSame, DwStride2, Plane2, PlaneDw, PlaneDwChannels};
 #[cfg(target_arch = "x86_64")]
@@ -96,27 +96,27 @@ const CO_MAX_PLANE: usize = 28 * 28;
 /// The same for a 1x1 conv, whose other paths lose no lanes down to 28x28 planes (even at
 /// 14x14, 7x7 wins 10 %; a strided 1x1 onto 28x28 loses 7 %).
 const CO_MAX_PLANE_POINTWISE: usize = 14 * 14;
-/// Reductions from which a small-plane 1x1 conv takes the GEMM instead. Measured in one
-/// process, the same buffers, the two paths alternating (`kernel_bench`, medians of 40 runs,
-/// 1 thread, co / GEMM): 512->1000 on 13x13 1.17-1.28, 1024->256 on 14x14 1.13-1.29,
-/// 256->1024 1.09-1.19, 512->2048 on 7x7 1.09-1.19, while 160->960 on 7x7 was 0.89-1.02.
-/// (Alternating whole processes had hidden this: the channel-vectorised kernel's time is
-/// bimodal between processes.)
+/// Reductions from which a small-plane 1x1 conv runs in passes of `CO_POINTWISE_PASS_TAPS`
+/// input channels (see [`PreparedConv::co_taps_per_pass`]).
 const CO_POINTWISE_MAX_K: usize = 256;
-/// Planes up to which a 1x1 conv takes the channel-vectorised kernel whatever its reduction
-/// (in passes of `CO_POINTWISE_PASS_TAPS` input channels), when its packed copy stays within
-/// `CO_POINTWISE_MAX_PACKED`. Measured in one process, the paths alternating run by run
-/// (`kernel_bench`, medians of 20 runs each, co / GEMM, 1 thread, hot and with the filter
-/// evicted): 960->320 0.79-0.99, 960->160 0.78-0.86, 1024->352 0.83-0.90, 1024->128
-/// 0.82-0.89, 320->1280 0.88-0.89, 2048->512 0.93; 2 threads 0.79-1.04.
-const CO_SMALL_PLANE_POINTWISE: usize = 7 * 7;
 /// Input channels per pass of such a 1x1 conv: a block's filter rows of one pass (16 KB)
 /// stay in L1 while its steps read them.
 const CO_POINTWISE_PASS_TAPS: usize = 128;
-/// Largest filter (`C_out x C_in`) such a 1x1 conv packs: the copy adds to the graph's
-/// weights, and ResNet-50's 512x2048 filters at 7x7 (4 MB each, 28 MB in all) would lift its
-/// peak RSS to the 0.8x-onnxruntime line.
-const CO_POINTWISE_MAX_PACKED: usize = 512 * 1024;
+/// Largest filter (`C_out x C_in`) a small-plane 1x1 conv packs for the channel-vectorised
+/// kernel (larger ones keep the GEMM): the packed copy adds to the graph's weights, and this
+/// bounds what one conv adds to the peak RSS (8 MB; ResNet-50's 1024x2048 projection is the
+/// largest shared filter it admits, its packed 1x1 filters add 37 MB to a 195 MB peak).
+///
+/// Why long reductions take it too: in a model the filter of such a conv is read once per
+/// inference, from DRAM, and the GEMM packs it in a burst before any arithmetic, while this
+/// kernel streams it under its FMAs in short prefetched passes. Per node in ResNet-50 (1
+/// thread, minima over alternating profiles, GEMM -> channel-vectorised), ms: 512->2048 on
+/// 7x7 1.39 -> 1.12, 2048->512 on 7x7 1.30 -> 1.07, the 1024->2048/2 projection 2.62 ->
+/// 2.18, 256->1024 on 14x14 1.13 -> 1.04, 1024->256 on 14x14 1.02 -> 0.98; Inception-v2's
+/// 576->96 on 14x14 0.236 -> 0.220, DenseNet's 128-channel bottlenecks on 14x14 5-12 %.
+/// SqueezeNet's 512->1000 classifier on 13x13 is the exception (1.66 -> 1.75 at 1 thread,
+/// 0.92 -> 0.90 at 2).
+const CO_POINTWISE_MAX_PACKED: usize = 2 * 1024 * 1024;
 /// Strided convs with at least this long a reduction take the channel-vectorised kernel on
 /// any plane (the GEMM path's im2col gathers strided columns: a 7x7/2 stem over RGB,
 /// K = 147, measured 78-81 -> 90-91 GFLOP/s on one thread).
@@ -635,9 +635,9 @@ impl PreparedConv {
     /// (the last block's missing channels are computed as zeros and dropped). A 1x1 conv
     /// that [`PointwiseRows`] takes stays there: in MobileNetV2, per-node medians (ms, 1
     /// thread, this kernel -> that one) 64->384 on 14x14 0.155 -> 0.11, 96->576 on 14x14
-    /// 0.296 -> 0.248; a 1x1 conv with a reduction from `CO_POINTWISE_MAX_K` takes the GEMM,
-    /// a shorter one stays here (160->960 on 7x7 0.245 vs 0.26-0.27), and so does a long one
-    /// on a plane of at most `CO_SMALL_PLANE_POINTWISE`. Shape-determined.
+    /// 0.296 -> 0.248; any other 1x1 conv on a plane of at most `CO_MAX_PLANE_POINTWISE`
+    /// comes here (160->960 on 7x7 0.245 vs 0.26-0.27 on the GEMM), long reductions too
+    /// while the packed filter stays within `CO_POINTWISE_MAX_PACKED`. Shape-determined.
     fn co_eligible(&self, geo: &Geo) -> bool {
         let two_d = geo.k[0] == 1 && geo.input[0] == 1 && geo.out[0] == 1;
         let kdim = self.c_in_g * geo.kprod();
@@ -648,9 +648,7 @@ impl PreparedConv {
             && kdim >= CO_MIN_K
             && (if geo.kprod() == 1 {
                 geo.out_plane() <= CO_MAX_PLANE_POINTWISE
-                    && (kdim < CO_POINTWISE_MAX_K
-                        || (geo.out_plane() <= CO_SMALL_PLANE_POINTWISE
-                            && self.c_out * kdim <= CO_POINTWISE_MAX_PACKED))
+                    && self.c_out * kdim <= CO_POINTWISE_MAX_PACKED
             } else {
                 geo.out_plane() <= CO_MAX_PLANE
             } || (geo.s[1] > 1 && geo.kprod() > 1 && kdim >= CO_STRIDED_MIN_K))
@@ -676,6 +674,7 @@ impl PreparedConv {
     /// A small-plane conv through [`CoRows`]: the input padded once into `scratch` (when it
     /// has padding), then whole channel blocks per worker, the activation over each worker's
     /// rows at the end.
+    #[allow(clippy::too_many_arguments)]
     fn run_co(
         &self,
         co: &CoPacked,
@@ -684,6 +683,7 @@ impl PreparedConv {
         geo: &Geo,
         scratch: &mut [f32],
         threads: usize,
+        res: Res<'_>,
     ) {
         let [_, h, w] = geo.input;
         let PaddedInput {
@@ -716,7 +716,11 @@ impl PreparedConv {
         let p = geo.out_plane();
         let taps_per_pass = self.co_taps_per_pass(geo);
         let (vact, rest) = DwAct::split(self.activation);
-        let run = |first_block: usize, j0: usize, rows: &mut [&mut [f32]], partial: &mut [f32]| {
+        let run = |first_block: usize,
+                   j0: usize,
+                   rows: &mut [&mut [f32]],
+                   partial: &mut [f32],
+                   res: CoRes<'_>| {
             let n = rows.first().map_or(0, |r| r.len());
             pulp::Arch::new().dispatch(CoRows {
                 packed: co,
@@ -729,6 +733,7 @@ impl PreparedConv {
                 taps_per_pass,
                 partial,
                 prefetch: true,
+                res,
             });
             apply_rest(rest, rows);
         };
@@ -754,18 +759,29 @@ impl PreparedConv {
                 parts.push((bi * per_b, (pi * per_p).min(p), Vec::new(), partial));
             }
         }
+        // A separate residual's rows, cut exactly as the output's below.
+        let mut res_rows: Vec<Vec<&[f32]>> = vec![Vec::new(); parts.len()];
+        let band = |pi: usize| (pi * per_p).min(p)..((pi + 1) * per_p).min(p);
         for (c, row) in out.chunks_mut(p).enumerate() {
             let bi = (c / CO_BLOCK) / per_b;
             let mut rest = row;
             for pi in 0..np {
-                let len = ((pi + 1) * per_p).min(p) - (pi * per_p).min(p);
-                let (a, b) = rest.split_at_mut(len);
+                let (a, b) = rest.split_at_mut(band(pi).len());
                 parts[bi * np + pi].2.push(a);
                 rest = b;
+                if let Res::Separate(r) = res {
+                    res_rows[bi * np + pi].push(&r[c * p..(c + 1) * p][band(pi)]);
+                }
             }
         }
-        let _ = par_workers(parts, |(first_block, j0, mut rows, partial)| {
-            run(first_block, j0, &mut rows, partial);
+        let parts: Vec<_> = parts.into_iter().zip(&res_rows).collect();
+        let _ = par_workers(parts, |((first_block, j0, mut rows, partial), rr)| {
+            let res = match res {
+                Res::None => CoRes::None,
+                Res::InPlace => CoRes::InPlace,
+                Res::Separate(_) => CoRes::Separate(rr),
+            };
+            run(first_block, j0, &mut rows, partial, res);
             Ok::<(), KernelError>(())
         });
     }
@@ -813,7 +829,7 @@ impl PreparedConv {
         let per_channel = (hp * wp + kprod * CO_BLOCK) * std::mem::size_of::<f32>();
         let c = self.c_in_g;
         if kprod == 1 && c >= CO_POINTWISE_MAX_K {
-            // A long 1x1 reduction on a small plane (see `CO_SMALL_PLANE_POINTWISE`).
+            // A long 1x1 reduction on a small plane (see `CO_POINTWISE_MAX_PACKED`).
             return CO_POINTWISE_PASS_TAPS.min(c);
         }
         if c * per_channel <= CO_ONE_PASS_BYTES {
@@ -1089,8 +1105,7 @@ impl PreparedConv {
         Ok(self.path != ConvPath::Depthwise
             && !wino
             && !self.dot_case(&geo)
-            && !co
-            && (self.direct_pointwise(&geo) || self.direct(&geo).is_none()))
+            && (co || self.direct_pointwise(&geo) || self.direct(&geo).is_none()))
     }
 
     /// [`PreparedConv::run`] with a tensor of the output's shape added to the convolution
@@ -1438,7 +1453,7 @@ impl PreparedConv {
             return Ok(());
         }
         if let Some(co) = self.co.as_ref().filter(|_| self.co_eligible(geo)) {
-            self.run_co(co, x, out, geo, scratch, threads);
+            self.run_co(co, x, out, geo, scratch, threads, res);
             return Ok(());
         }
         if self.direct_pointwise(geo) {

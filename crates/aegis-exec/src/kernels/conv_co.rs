@@ -87,6 +87,57 @@ pub(super) struct CoRows<'a, 'b> {
     /// inference, cold from DRAM, in short passes. (x86-64 only: elsewhere it is ignored.)
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub prefetch: bool,
+    /// A residual added to the finished sums before the activation.
+    pub res: CoRes<'a>,
+}
+
+/// The residual [`CoRows`] adds to each finished sum before the activation, as a conv
+/// followed by an Add would (the sum rounded, then the addition rounded): ResNet's and
+/// MobileNetV2's residual joins after a 1x1 conv on a small plane.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum CoRes<'a> {
+    None,
+    /// The output rows already hold the residual: each value is read before it is
+    /// overwritten.
+    InPlace,
+    /// One residual row per output channel, aligned with [`CoRows::rows`].
+    Separate(&'a [&'a [f32]]),
+}
+
+impl<'a> CoRes<'a> {
+    /// The residual of rows from `first` on (of the same rows, in place).
+    fn skip_rows(self, first: usize) -> Self {
+        match self {
+            CoRes::Separate(rows) => CoRes::Separate(rows.get(first..).unwrap_or_default()),
+            other => other,
+        }
+    }
+
+    /// Writes `act(src[j] + residual[j])` into `dst`, the residual of row `c` (of the rows
+    /// this residual starts at) from position `j0` on.
+    #[inline(always)]
+    fn store(self, dst: &mut [f32], src: &[f32], c: usize, j0: usize, act: DwAct) {
+        match self {
+            CoRes::None => {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = act.scalar(v);
+                }
+            }
+            CoRes::InPlace => {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = act.scalar(v + *d);
+                }
+            }
+            CoRes::Separate(rows) => {
+                let r = rows
+                    .get(c)
+                    .map_or(&[][..], |r| r.get(j0..).unwrap_or_default());
+                for ((d, &v), &r) in dst.iter_mut().zip(src).zip(r) {
+                    *d = act.scalar(v + r);
+                }
+            }
+        }
+    }
 }
 
 /// Elements of [`CoRows::partial`] for `p` positions: every step's accumulators, in steps of
@@ -145,13 +196,17 @@ impl CoRows<'_, '_> {
         let prefetch = self.prefetch
             && kc < kdim
             && kc * CO_BLOCK * std::mem::size_of::<f32>() <= PREFETCH_PASS_BYTES;
-        // Steps leave through registers (see [`StoreRows`]) where AVX-512 runs.
+        // Steps leave through registers (see [`StoreRows`]) where AVX-512 runs (and only
+        // under its dispatch, so a narrower one, as in the tests, runs its own stores).
         #[cfg(target_arch = "x86_64")]
-        let v4 = pulp::x86::V4::try_new();
+        let v4 = pulp::x86::V4::try_new().filter(|_| S::F32_LANES == 16);
+        // The activation: in registers without a residual, after its addition with one.
+        let residual = !matches!(self.res, CoRes::None);
         for (bi, rows) in self.rows.chunks_mut(CO_BLOCK).enumerate() {
             let b = self.first_block + bi;
             let wblk = &self.packed.w[b * kdim * CO_BLOCK..(b + 1) * kdim * CO_BLOCK];
             let bias = &self.packed.bias[b * CO_BLOCK..(b + 1) * CO_BLOCK];
+            let res = self.res.skip_rows(bi * CO_BLOCK);
             let mut k0 = 0;
             loop {
                 let k1 = (k0 + kc).min(kdim);
@@ -196,10 +251,13 @@ impl CoRows<'_, '_> {
                     if last {
                         for (j, acc_j) in acc.iter().enumerate().take(m) {
                             for (v, a) in acc_j.iter().enumerate() {
-                                store::<S>(
-                                    &mut buf[j * CO_BLOCK + v * lanes..],
-                                    self.act.apply(simd, *a),
-                                );
+                                // With a residual the activation waits for its addition.
+                                let a = if residual {
+                                    *a
+                                } else {
+                                    self.act.apply(simd, *a)
+                                };
+                                store::<S>(&mut buf[j * CO_BLOCK + v * lanes..], a);
                             }
                         }
                         #[cfg(target_arch = "x86_64")]
@@ -212,6 +270,8 @@ impl CoRows<'_, '_> {
                                     rows: &mut *rows,
                                     j0,
                                     m,
+                                    res,
+                                    act: self.act,
                                 },
                             );
                             j0 += m;
@@ -219,7 +279,12 @@ impl CoRows<'_, '_> {
                         }
                         for (c, row) in rows.iter_mut().enumerate() {
                             for (j, o) in row[j0..j0 + m].iter_mut().enumerate() {
-                                *o = buf[j * CO_BLOCK + c];
+                                let v = buf[j * CO_BLOCK + c];
+                                if residual {
+                                    res.store(std::slice::from_mut(o), &[v], c, j0 + j, self.act);
+                                } else {
+                                    *o = v;
+                                }
                             }
                         }
                     } else {
@@ -249,13 +314,14 @@ impl CoRows<'_, '_> {
         for (bi, rows) in self.rows.chunks_mut(CO_BLOCK).enumerate() {
             let b = self.first_block + bi;
             let wblk = &self.packed.w[b * kdim * CO_BLOCK..(b + 1) * kdim * CO_BLOCK];
+            let res = self.res.skip_rows(bi * CO_BLOCK);
             for (c, row) in rows.iter_mut().enumerate() {
-                for (o, &base) in row.iter_mut().zip(self.bases) {
+                for (j, (o, &base)) in row.iter_mut().zip(self.bases).enumerate() {
                     let mut acc = self.packed.bias[b * CO_BLOCK + c];
                     for (k, &off) in self.offs.iter().enumerate() {
                         acc = self.x[base + off].mul_add(wblk[k * CO_BLOCK + c], acc);
                     }
-                    *o = self.act.scalar(acc);
+                    res.store(std::slice::from_mut(o), &[acc], c, j, self.act);
                 }
             }
         }
@@ -278,6 +344,10 @@ struct StoreRows<'a, 'b> {
     j0: usize,
     /// Positions of the step (`<= STEP`; the rest of `buf` is ignored).
     m: usize,
+    /// The block's residual: with one, each value is `act(buf + residual)`; without,
+    /// `buf` is final.
+    res: CoRes<'a>,
+    act: DwAct,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -286,6 +356,20 @@ impl pulp::WithSimd for StoreRows<'_, '_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
+        // Two instances: the residual's code stays out of the plain stores (in them it cost
+        // a Winograd 128->128 on 28x28 a third of its time: its moves became calls).
+        if matches!(self.res, CoRes::None) {
+            self.transpose::<false>();
+        } else {
+            self.transpose::<true>();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl StoreRows<'_, '_> {
+    #[inline(always)]
+    fn transpose<const RES: bool>(self) {
         use super::v4::{m512, L};
         use core::arch::x86_64::__m512i;
         // Lanes 0-3 of `a`, then of `b`, then lanes 4-7 of each (`LO`); 8-11 and 12-15 (`HI`).
@@ -323,17 +407,47 @@ impl pulp::WithSimd for StoreRows<'_, '_> {
             for i in 0..4 {
                 // Channels i and 4 + i (`LO`), 8 + i and 12 + i (`HI`): 8 positions each.
                 for (sel, c0) in [(lo, i), (hi, 8 + i)] {
-                    let v: [f32; L] = bytemuck::cast(f._mm512_permutex2var_ps(u[i], sel, u[4 + i]));
+                    let mut v: [f32; L] =
+                        bytemuck::cast(f._mm512_permutex2var_ps(u[i], sel, u[4 + i]));
+                    // A residual: gathered as the same two runs and added in one vector
+                    // (scalar adds of runs read across 32 rows cost a GEMM-fused residual
+                    // join 18 %), then the activation; a short step or a missing row adds
+                    // element by element below.
+                    let gathered = if RES {
+                        gather_res(self.res, rows, half * L, c0, j0, m)
+                    } else {
+                        None
+                    };
+                    let whole = match gathered {
+                        Some(r) => {
+                            let sum = f._mm512_add_ps(
+                                m512(load::<pulp::x86::V4>(&v)),
+                                m512(load::<pulp::x86::V4>(&r)),
+                            );
+                            store::<pulp::x86::V4>(
+                                &mut v,
+                                self.act.apply(self.v4, bytemuck::cast(sum)),
+                            );
+                            true
+                        }
+                        None => false,
+                    };
                     for (part, c) in [c0, c0 + 4].into_iter().enumerate() {
                         if let Some(row) = rows.get_mut(c) {
                             let src = &v[part * STEP..];
                             // Constant lengths for whole steps (8, or 7 on 7x7 planes): an
                             // inline move; a length known only at run time is a `memmove`
                             // call per row (10 % of a 7x7/2 stem in `perf`).
-                            match m {
-                                STEP => row[j0..j0 + STEP].copy_from_slice(&src[..STEP]),
-                                7 => row[j0..j0 + 7].copy_from_slice(&src[..7]),
-                                _ => row[j0..j0 + m].copy_from_slice(&src[..m]),
+                            if whole || !RES {
+                                match m {
+                                    STEP => row[j0..j0 + STEP].copy_from_slice(&src[..STEP]),
+                                    7 => row[j0..j0 + 7].copy_from_slice(&src[..7]),
+                                    _ => row[j0..j0 + m].copy_from_slice(&src[..m]),
+                                }
+                            } else {
+                                let ch = half * L + c;
+                                let dst = &mut row[j0..j0 + m];
+                                self.res.store(dst, &src[..m], ch, j0, self.act);
                             }
                         }
                     }
@@ -341,6 +455,39 @@ impl pulp::WithSimd for StoreRows<'_, '_> {
             }
         }
     }
+}
+
+/// The residual of channels `c0` and `c0 + 4` (of the rows from channel `first` of the
+/// block), `m` positions each from `j0`, laid out as [`StoreRows`] holds the two channels'
+/// sums: `None` without a residual, for a step other than 8 or 7 positions, or where a row is
+/// missing (the block's last channels).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn gather_res(
+    res: CoRes<'_>,
+    rows: &[&mut [f32]],
+    first: usize,
+    c0: usize,
+    j0: usize,
+    m: usize,
+) -> Option<[f32; STEP * 2]> {
+    if matches!(res, CoRes::None) || !(m == STEP || m == 7) {
+        return None;
+    }
+    let mut r = [0.0f32; STEP * 2];
+    for (part, c) in [c0, c0 + 4].into_iter().enumerate() {
+        let src: &[f32] = match res {
+            CoRes::Separate(rr) => rr.get(first + c)?,
+            _ => rows.get(c)?,
+        };
+        let dst = &mut r[part * STEP..];
+        // Constant lengths: inline moves.
+        match m {
+            STEP => dst[..STEP].copy_from_slice(src.get(j0..j0 + STEP)?),
+            _ => dst[..7].copy_from_slice(src.get(j0..j0 + 7)?),
+        }
+    }
+    Some(r)
 }
 
 /// Largest pass (filter rows of one block) whose successor [`CoRows::run`] prefetches.

@@ -34,7 +34,7 @@
 //! results are bit-identical for any `threads`.
 
 use super::conv::DwAct;
-use super::conv_co::{CoPacked, CoRows};
+use super::conv_co::{CoPacked, CoRes, CoRows};
 use super::conv_direct::{sum_taps, Taps};
 use super::lanes::{load, store};
 
@@ -253,6 +253,7 @@ impl WinoChunks<'_, '_> {
                             taps_per_pass: g.c_in,
                             partial: &mut [],
                             prefetch: false,
+                            res: CoRes::None,
                         });
                     }
                     pulp::Arch::new().dispatch(OutputTransform {

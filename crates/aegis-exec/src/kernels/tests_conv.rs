@@ -259,7 +259,7 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
     assert!(!co_once_prepared([64, 2, 3, 3], a3, [1, 2, 14, 14]));
     // 1x1 on 14x14: a short reduction and small filter (MobileNetV2's 96->576) stay on the
     // direct pointwise kernel (and pack nothing); a middle one (MobileNetV2's 160->960 on
-    // 7x7) takes this one; from K = 256 (DenseNet's 512->128) the GEMM.
+    // 7x7) takes this one, and so does a long one (DenseNet's 512->128).
     let pw = attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1);
     assert!(!co_once_prepared(
         [576, 96, 1, 1],
@@ -273,19 +273,24 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
         pw.clone(),
         [1, 160, 7, 7]
     ));
-    assert!(!co_once_prepared(
+    assert!(co_once_prepared(
         [128, 512, 1, 1],
         pw.clone(),
         [1, 512, 14, 14]
     ));
-    // On 7x7 a long reduction takes it too (MobileNetV2's 960->320), unless the packed copy
-    // would be large (ResNet-50's 2048->512).
+    // On 7x7 too (MobileNetV2's 960->320, ResNet-50's 2048->512), unless the packed copy
+    // would pass `CO_POINTWISE_MAX_PACKED` (2 Mi elements).
     assert!(co_once_prepared(
         [320, 960, 1, 1],
         pw.clone(),
         [1, 960, 7, 7]
     ));
-    assert!(!co_once_prepared([512, 2048, 1, 1], pw, [1, 2048, 7, 7]));
+    assert!(co_once_prepared(
+        [512, 2048, 1, 1],
+        pw.clone(),
+        [1, 2048, 7, 7]
+    ));
+    assert!(!co_once_prepared([2049, 1024, 1, 1], pw, [1, 1024, 7, 7]));
 }
 
 /// A 1x1 conv's random input, filter and bias (seeds `seed..seed + 3`) and its reference
@@ -1169,7 +1174,7 @@ fn matmul_matches_naive(#[case] ash: &[usize], #[case] bsh: &[usize], #[case] os
 #[test]
 fn channel_vectorised_passes_match_one_pass_bitwise() {
     use super::conv::DwAct;
-    use super::conv_co::{co_partial_len, CoPacked, CoRows};
+    use super::conv_co::{co_partial_len, CoPacked, CoRes, CoRows};
     use super::conv_direct::tap_offsets;
     let (c_in, c_out, hp, wp, ho, wo) = (5, 40, 8, 8, 6, 6);
     let kdim = c_in * 9;
@@ -1195,6 +1200,7 @@ fn channel_vectorised_passes_match_one_pass_bitwise() {
             taps_per_pass,
             partial: &mut partial,
             prefetch,
+            res: CoRes::None,
         });
         out
     };
@@ -1239,7 +1245,7 @@ fn channel_vectorised_stores_reach_every_row_and_position() {
     // of 1), in whole blocks and one cut at 28 of 32 rows; output pre-filled with NaN, so a
     // position or row the store misses fails.
     use super::conv::DwAct;
-    use super::conv_co::{co_partial_len, CoPacked, CoRows};
+    use super::conv_co::{co_partial_len, CoPacked, CoRes, CoRows};
     let c_in = 3;
     for (p, c_out) in [
         (100, 64),
@@ -1271,6 +1277,7 @@ fn channel_vectorised_stores_reach_every_row_and_position() {
             taps_per_pass: kdim,
             partial: &mut partial,
             prefetch: false,
+            res: CoRes::None,
         });
         for co in 0..c_out {
             for q in 0..p {
@@ -1284,6 +1291,94 @@ fn channel_vectorised_stores_reach_every_row_and_position() {
                     want.to_bits(),
                     "p {p}, channel {co}, position {q}"
                 );
+            }
+        }
+    }
+}
+
+/// The channel-vectorised kernel's residual epilogue, from its own rows and in place, gives
+/// `relu((bias + taps) + r)` bit for bit on every instruction set it runs under (AVX-512's
+/// transposing store, AVX2's and the scalar loops): whole steps of 8 and of 7 positions, a
+/// short last step, and a block cut at 28 of 32 rows (a missing row takes the element-wise
+/// path).
+#[test]
+fn channel_vectorised_residual_matches_the_definition_on_every_instruction_set() {
+    use super::conv::DwAct;
+    use super::conv_co::{co_partial_len, CoPacked, CoRes, CoRows};
+    let c_in = 3;
+    for (p, c_out) in [(100, 64), (49, 60), (169, 32)] {
+        let w = rand_vec(c_out * c_in, 51);
+        let bias = rand_vec(c_out, 52);
+        let x = rand_vec(c_in * p, 53);
+        let r = rand_vec(c_out * p, 54);
+        let packed = CoPacked::new(&w, c_out, c_in, Some(&bias));
+        let offs: Vec<usize> = (0..c_in).map(|k| k * p).collect();
+        let bases: Vec<usize> = (0..p).collect();
+        let want: Vec<f32> = (0..c_out * p)
+            .map(|i| {
+                let (co, q) = (i / p, i % p);
+                let mut acc = bias[co];
+                for k in 0..c_in {
+                    acc = x[k * p + q].mul_add(w[co * c_in + k], acc);
+                }
+                (acc + r[i]).max(0.0)
+            })
+            .collect();
+        let res_rows: Vec<&[f32]> = r.chunks(p).collect();
+        let run = |in_place: bool, isa: &str| {
+            let mut out = if in_place {
+                r.clone()
+            } else {
+                vec![f32::NAN; c_out * p]
+            };
+            let mut partial = vec![0.0; co_partial_len(p)];
+            let mut rows: Vec<&mut [f32]> = out.chunks_mut(p).collect();
+            let k = CoRows {
+                packed: &packed,
+                first_block: 0,
+                x: &x,
+                offs: &offs,
+                bases: &bases,
+                rows: &mut rows,
+                act: DwAct::Relu,
+                taps_per_pass: c_in,
+                partial: &mut partial,
+                prefetch: false,
+                res: if in_place {
+                    CoRes::InPlace
+                } else {
+                    CoRes::Separate(&res_rows)
+                },
+            };
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                "avx512" => match pulp::x86::V4::try_new() {
+                    Some(v4) => pulp::Simd::vectorize(v4, k),
+                    None => return None,
+                },
+                #[cfg(target_arch = "x86_64")]
+                "avx2" => match pulp::x86::V3::try_new() {
+                    Some(v3) => pulp::Simd::vectorize(v3, k),
+                    None => return None,
+                },
+                _ => pulp::Simd::vectorize(pulp::Scalar::new(), k),
+            }
+            Some(out)
+        };
+        for isa in ["avx512", "avx2", "scalar"] {
+            for in_place in [false, true] {
+                let Some(got) = run(in_place, isa) else {
+                    continue;
+                };
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        g.to_bits(),
+                        w.to_bits(),
+                        "{isa}, in place {in_place}, p {p}, channel {}, position {}",
+                        i / p,
+                        i % p
+                    );
+                }
             }
         }
     }
@@ -1414,8 +1509,9 @@ fn winograd_is_chosen_by_shape() {
 
 /// A residual added in the epilogue (`act(conv(x) + r)`) gives the bits of the conv, then an
 /// Add, then the activation, on every path that takes it (direct pointwise, grouped
-/// pointwise, GEMM tiles over a plane and over im2col tiles, short-reduction im2col tiles),
-/// from its own memory or in place, at any thread count and over a batch.
+/// pointwise, GEMM tiles over a plane and over im2col tiles, short-reduction im2col tiles,
+/// the channel-vectorised kernel), from its own memory or in place, at any thread count and
+/// over a batch.
 #[rstest]
 #[case(&[2, 64, 14, 14], 96, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
 // An input of 400 KB: workers split the positions, not the channel blocks.
@@ -1425,6 +1521,10 @@ fn winograd_is_chosen_by_shape() {
 #[case(&[2, 200, 7, 7], 40, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), false)]
 #[case(&[1, 3, 33, 31], 16, attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 1), true)]
 #[case(&[1, 64, 15, 15], 40, attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 1), false)]
+// The channel-vectorised kernel: a long 1x1 reduction on 7x7 (passes of 128 channels, steps
+// of 7) over a batch, and a 3x3 on 9x9 (a short last step) whose workers split positions.
+#[case(&[2, 384, 7, 7], 96, attrs(&[1, 1], &[1, 1], &[1, 1], &[0, 0], &[0, 0], 1), true)]
+#[case(&[1, 16, 9, 9], 64, attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1), false)]
 fn residual_epilogue_matches_conv_then_add(
     #[case] xs: &[usize],
     #[case] c_out: usize,
@@ -1445,6 +1545,12 @@ fn residual_epilogue_matches_conv_then_add(
         }
         let fused = fused.prepare_input(xs).unwrap();
         assert!(fused.supports_residual(xs).unwrap(), "{xs:?} {ws:?}");
+        // The 256->160 on 14x14 and the last two cases take the channel-vectorised kernel.
+        let co = matches!(
+            (xs, c_out),
+            ([1, 256, 14, 14], 160) | ([2, 384, 7, 7], 96) | ([1, 16, 9, 9], 64)
+        );
+        assert_eq!(fused.uses_co(xs).unwrap(), co, "{xs:?} {ws:?}");
         let os = plain.output_shape(xs).unwrap();
         let r = rand_vec(os.iter().product(), 44);
         let mut want = vec![0.0; r.len()];

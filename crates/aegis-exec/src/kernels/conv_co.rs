@@ -370,7 +370,7 @@ impl pulp::WithSimd for StoreRows<'_, '_> {
 impl StoreRows<'_, '_> {
     #[inline(always)]
     fn transpose<const RES: bool>(self) {
-        use super::v4::{m512, L};
+        use super::v4::{f32s, m512, L};
         use core::arch::x86_64::__m512i;
         // Lanes 0-3 of `a`, then of `b`, then lanes 4-7 of each (`LO`); 8-11 and 12-15 (`HI`).
         const LO: [i32; L] = [0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23];
@@ -407,31 +407,25 @@ impl StoreRows<'_, '_> {
             for i in 0..4 {
                 // Channels i and 4 + i (`LO`), 8 + i and 12 + i (`HI`): 8 positions each.
                 for (sel, c0) in [(lo, i), (hi, 8 + i)] {
-                    let mut v: [f32; L] =
-                        bytemuck::cast(f._mm512_permutex2var_ps(u[i], sel, u[4 + i]));
-                    // A residual: gathered as the same two runs and added in one vector
+                    let mut vv = f._mm512_permutex2var_ps(u[i], sel, u[4 + i]);
+                    // A residual: loaded as the same two runs and added in one vector
                     // (scalar adds of runs read across 32 rows cost a GEMM-fused residual
                     // join 18 %), then the activation; a short step or a missing row adds
                     // element by element below.
                     let gathered = if RES {
-                        gather_res(self.res, rows, half * L, c0, j0, m)
+                        gather_res(self.v4, self.res, rows, half * L, c0, j0, m)
                     } else {
                         None
                     };
                     let whole = match gathered {
                         Some(r) => {
-                            let sum = f._mm512_add_ps(
-                                m512(load::<pulp::x86::V4>(&v)),
-                                m512(load::<pulp::x86::V4>(&r)),
-                            );
-                            store::<pulp::x86::V4>(
-                                &mut v,
-                                self.act.apply(self.v4, bytemuck::cast(sum)),
-                            );
+                            let sum = f32s(f._mm512_add_ps(vv, r));
+                            vv = m512(self.act.apply(self.v4, sum));
                             true
                         }
                         None => false,
                     };
+                    let v: [f32; L] = bytemuck::cast(vv);
                     for (part, c) in [c0, c0 + 4].into_iter().enumerate() {
                         if let Some(row) = rows.get_mut(c) {
                             let src = &v[part * STEP..];
@@ -459,35 +453,42 @@ impl StoreRows<'_, '_> {
 
 /// The residual of channels `c0` and `c0 + 4` (of the rows from channel `first` of the
 /// block), `m` positions each from `j0`, laid out as [`StoreRows`] holds the two channels'
-/// sums: `None` without a residual, for a step other than 8 or 7 positions, or where a row is
-/// missing (the block's last channels).
+/// sums (two 256-bit runs, loaded straight from the rows: built in memory, one 512-bit load
+/// over two 256-bit stores stalls on store forwarding): `None` without a residual, for a
+/// step other than 8 or 7 positions, or where a row is missing (the block's last channels).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn gather_res(
+    v4: pulp::x86::V4,
     res: CoRes<'_>,
     rows: &[&mut [f32]],
     first: usize,
     c0: usize,
     j0: usize,
     m: usize,
-) -> Option<[f32; STEP * 2]> {
+) -> Option<core::arch::x86_64::__m512> {
+    use core::arch::x86_64::__m256;
     if matches!(res, CoRes::None) || !(m == STEP || m == 7) {
         return None;
     }
-    let mut r = [0.0f32; STEP * 2];
-    for (part, c) in [c0, c0 + 4].into_iter().enumerate() {
+    let run = |c: usize| -> Option<__m256> {
         let src: &[f32] = match res {
             CoRes::Separate(rr) => rr.get(first + c)?,
             _ => rows.get(c)?,
         };
-        let dst = &mut r[part * STEP..];
-        // Constant lengths: inline moves.
-        match m {
-            STEP => dst[..STEP].copy_from_slice(src.get(j0..j0 + STEP)?),
-            _ => dst[..7].copy_from_slice(src.get(j0..j0 + 7)?),
-        }
-    }
-    Some(r)
+        // Steps of 7 read one position on where the row has it (lane 8 is not stored).
+        Some(match src.get(j0..j0 + STEP) {
+            Some(s) => bytemuck::pod_read_unaligned(bytemuck::cast_slice(s)),
+            None => {
+                let mut t = [0.0f32; STEP];
+                t[..7].copy_from_slice(src.get(j0..j0 + 7)?);
+                bytemuck::cast(t)
+            }
+        })
+    };
+    let (a, b) = (run(c0)?, run(c0 + 4)?);
+    let lo = v4.avx512f._mm512_castps256_ps512(a);
+    Some(v4.avx512dq._mm512_insertf32x8::<1>(lo, b))
 }
 
 /// Largest pass (filter rows of one block) whose successor [`CoRows::run`] prefetches.

@@ -1167,6 +1167,31 @@ fn matmul_matches_naive(#[case] ash: &[usize], #[case] bsh: &[usize], #[case] os
     assert!(matmul(&a, ash, &b, &[7, 7], &mut [0.0; 1], 1).is_err());
 }
 
+/// A [`CoRows`](super::conv_co::CoRows) over `rows` in one pass over the `offs` taps, with no
+/// activation, no prefetch and no residual (tests override the fields they vary).
+fn co_rows<'a, 'b>(
+    packed: &'a super::conv_co::CoPacked,
+    x: &'a [f32],
+    offs: &'a [usize],
+    bases: &'a [usize],
+    rows: &'a mut [&'b mut [f32]],
+    partial: &'a mut [f32],
+) -> super::conv_co::CoRows<'a, 'b> {
+    super::conv_co::CoRows {
+        packed,
+        first_block: 0,
+        x,
+        offs,
+        bases,
+        rows,
+        act: super::conv::DwAct::None,
+        taps_per_pass: offs.len(),
+        partial,
+        prefetch: false,
+        res: super::conv_co::CoRes::None,
+    }
+}
+
 /// The channel-vectorised kernel in several passes over the taps (partial sums parked in
 /// between, as on VGG's 512-channel 28x28 and 14x14 convs) gives the one-pass result
 /// bit for bit: even and uneven passes, a short last step (6x6 = 36 positions in steps of
@@ -1174,7 +1199,7 @@ fn matmul_matches_naive(#[case] ash: &[usize], #[case] bsh: &[usize], #[case] os
 #[test]
 fn channel_vectorised_passes_match_one_pass_bitwise() {
     use super::conv::DwAct;
-    use super::conv_co::{co_partial_len, CoPacked, CoRes, CoRows};
+    use super::conv_co::{co_partial_len, CoPacked, CoRows};
     use super::conv_direct::tap_offsets;
     let (c_in, c_out, hp, wp, ho, wo) = (5, 40, 8, 8, 6, 6);
     let kdim = c_in * 9;
@@ -1190,17 +1215,10 @@ fn channel_vectorised_passes_match_one_pass_bitwise() {
         let mut partial = vec![f32::NAN; co_partial_len(p)];
         let mut rows: Vec<&mut [f32]> = out.chunks_mut(p).collect();
         pulp::Arch::new().dispatch(CoRows {
-            packed: &packed,
-            first_block: 0,
-            x: &x,
-            offs: &offs,
-            bases: &bases,
-            rows: &mut rows,
             act: DwAct::Relu,
             taps_per_pass,
-            partial: &mut partial,
             prefetch,
-            res: CoRes::None,
+            ..co_rows(&packed, &x, &offs, &bases, &mut rows, &mut partial)
         });
         out
     };
@@ -1244,8 +1262,7 @@ fn channel_vectorised_stores_reach_every_row_and_position() {
     // short last step (100 positions: steps of 8, the last of 4; 169: steps of 7, the last
     // of 1), in whole blocks and one cut at 28 of 32 rows; output pre-filled with NaN, so a
     // position or row the store misses fails.
-    use super::conv::DwAct;
-    use super::conv_co::{co_partial_len, CoPacked, CoRes, CoRows};
+    use super::conv_co::{co_partial_len, CoPacked};
     let c_in = 3;
     for (p, c_out) in [
         (100, 64),
@@ -1266,19 +1283,7 @@ fn channel_vectorised_stores_reach_every_row_and_position() {
         let mut out = vec![f32::NAN; c_out * p];
         let mut partial = vec![0.0; co_partial_len(p)];
         let mut rows: Vec<&mut [f32]> = out.chunks_mut(p).collect();
-        pulp::Arch::new().dispatch(CoRows {
-            packed: &packed,
-            first_block: 0,
-            x: &x,
-            offs: &offs,
-            bases: &bases,
-            rows: &mut rows,
-            act: DwAct::None,
-            taps_per_pass: kdim,
-            partial: &mut partial,
-            prefetch: false,
-            res: CoRes::None,
-        });
+        pulp::Arch::new().dispatch(co_rows(&packed, &x, &offs, &bases, &mut rows, &mut partial));
         for co in 0..c_out {
             for q in 0..p {
                 let mut want = bias[co];
@@ -1334,21 +1339,13 @@ fn channel_vectorised_residual_matches_the_definition_on_every_instruction_set()
             let mut partial = vec![0.0; co_partial_len(p)];
             let mut rows: Vec<&mut [f32]> = out.chunks_mut(p).collect();
             let k = CoRows {
-                packed: &packed,
-                first_block: 0,
-                x: &x,
-                offs: &offs,
-                bases: &bases,
-                rows: &mut rows,
                 act: DwAct::Relu,
-                taps_per_pass: c_in,
-                partial: &mut partial,
-                prefetch: false,
                 res: if in_place {
                     CoRes::InPlace
                 } else {
                     CoRes::Separate(&res_rows)
                 },
+                ..co_rows(&packed, &x, &offs, &bases, &mut rows, &mut partial)
             };
             match isa {
                 #[cfg(target_arch = "x86_64")]

@@ -111,11 +111,11 @@ const CO_POINTWISE_PASS_TAPS: usize = 128;
 /// inference, from DRAM, and the GEMM packs it in a burst before any arithmetic, while this
 /// kernel streams it under its FMAs in short prefetched passes. Per node in ResNet-50 (1
 /// thread, minima over alternating profiles, GEMM -> channel-vectorised), ms: 512->2048 on
-/// 7x7 1.39 -> 1.12, 2048->512 on 7x7 1.30 -> 1.07, the 1024->2048/2 projection 2.62 ->
-/// 2.18, 256->1024 on 14x14 1.13 -> 1.04, 1024->256 on 14x14 1.02 -> 0.98; Inception-v2's
-/// 576->96 on 14x14 0.236 -> 0.220, DenseNet's 128-channel bottlenecks on 14x14 5-12 %.
-/// SqueezeNet's 512->1000 classifier on 13x13 is the exception (1.66 -> 1.75 at 1 thread,
-/// 0.92 -> 0.90 at 2).
+/// 7x7 1.45 -> 1.17, 2048->512 on 7x7 1.35 -> 1.13, the 1024->2048/2 projection 2.75 ->
+/// 2.36, 1024->256 on 14x14 1.06 -> 1.00 (2 threads: 5-19 %; its fused 256->1024 joins on
+/// 14x14 unchanged); Inception-v2's 576->64..224 on 14x14 3-13 %, DenseNet's 128-channel
+/// bottlenecks on 14x14 2-12 %. SqueezeNet's 512->1000 classifier on 13x13 is the exception
+/// (1.66 -> 1.75 at 1 thread, 0.92 -> 0.90 at 2).
 const CO_POINTWISE_MAX_PACKED: usize = 2 * 1024 * 1024;
 /// Strided convs with at least this long a reduction take the channel-vectorised kernel on
 /// any plane (the GEMM path's im2col gathers strided columns: a 7x7/2 stem over RGB,
@@ -672,8 +672,8 @@ impl PreparedConv {
     }
 
     /// A small-plane conv through [`CoRows`]: the input padded once into `scratch` (when it
-    /// has padding), then whole channel blocks per worker, the activation over each worker's
-    /// rows at the end.
+    /// has padding), then whole channel blocks per worker (a residual added as each step is
+    /// stored), an activation other than Relu or Clip over each worker's rows at the end.
     #[allow(clippy::too_many_arguments)]
     fn run_co(
         &self,

@@ -72,7 +72,7 @@
 
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
-use super::conv_co::{co_partial_len, CoPacked, CoRes, CoRows, CO_BLOCK};
+use super::conv_co::{co_partial_len, CoPacked, CoRows, CO_BLOCK};
 use super::conv_direct::{pad_planes, sum_taps, tap_offsets, DirectRows, Flat, Taps};
 use super::conv_dw_same::{DwSame, DwStride2, Plane2, PlaneDw, PlaneDwChannels};
 #[cfg(target_arch = "x86_64")]
@@ -438,7 +438,7 @@ impl<'a> Res<'a> {
 
 impl<'a> ResRows<'a> {
     /// The same from row `r` on.
-    fn skip_rows(self, r: usize) -> Self {
+    pub(super) fn skip_rows(self, r: usize) -> Self {
         match self {
             ResRows::Separate { data, at, plane } => ResRows::Separate {
                 data,
@@ -450,8 +450,8 @@ impl<'a> ResRows<'a> {
     }
 }
 
-/// [`PointwiseRows`]' residual: row `r`, position `q` at `data[at + r * plane + q]`, or the
-/// output row's current value.
+/// [`PointwiseRows`]' and [`CoRows`]' residual: row `r`, position `q` at
+/// `data[at + r * plane + q]`, or the output row's current value.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum ResRows<'a> {
     None,
@@ -716,11 +716,7 @@ impl PreparedConv {
         let p = geo.out_plane();
         let taps_per_pass = self.co_taps_per_pass(geo);
         let (vact, rest) = DwAct::split(self.activation);
-        let run = |first_block: usize,
-                   j0: usize,
-                   rows: &mut [&mut [f32]],
-                   partial: &mut [f32],
-                   res: CoRes<'_>| {
+        let run = |first_block: usize, j0: usize, rows: &mut [&mut [f32]], partial: &mut [f32]| {
             let n = rows.first().map_or(0, |r| r.len());
             pulp::Arch::new().dispatch(CoRows {
                 packed: co,
@@ -733,7 +729,7 @@ impl PreparedConv {
                 taps_per_pass,
                 partial,
                 prefetch: true,
-                res,
+                res: res.rows(first_block * CO_BLOCK, p, j0),
             });
             apply_rest(rest, rows);
         };
@@ -759,29 +755,18 @@ impl PreparedConv {
                 parts.push((bi * per_b, (pi * per_p).min(p), Vec::new(), partial));
             }
         }
-        // A separate residual's rows, cut exactly as the output's below.
-        let mut res_rows: Vec<Vec<&[f32]>> = vec![Vec::new(); parts.len()];
-        let band = |pi: usize| (pi * per_p).min(p)..((pi + 1) * per_p).min(p);
         for (c, row) in out.chunks_mut(p).enumerate() {
             let bi = (c / CO_BLOCK) / per_b;
             let mut rest = row;
             for pi in 0..np {
-                let (a, b) = rest.split_at_mut(band(pi).len());
+                let len = ((pi + 1) * per_p).min(p) - (pi * per_p).min(p);
+                let (a, b) = rest.split_at_mut(len);
                 parts[bi * np + pi].2.push(a);
                 rest = b;
-                if let Res::Separate(r) = res {
-                    res_rows[bi * np + pi].push(&r[c * p..(c + 1) * p][band(pi)]);
-                }
             }
         }
-        let parts: Vec<_> = parts.into_iter().zip(&res_rows).collect();
-        let _ = par_workers(parts, |((first_block, j0, mut rows, partial), rr)| {
-            let res = match res {
-                Res::None => CoRes::None,
-                Res::InPlace => CoRes::InPlace,
-                Res::Separate(_) => CoRes::Separate(rr),
-            };
-            run(first_block, j0, &mut rows, partial, res);
+        let _ = par_workers(parts, |(first_block, j0, mut rows, partial)| {
+            run(first_block, j0, &mut rows, partial);
             Ok::<(), KernelError>(())
         });
     }

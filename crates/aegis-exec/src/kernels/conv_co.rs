@@ -16,7 +16,7 @@
 //! sequence wherever its block and step fall, so any split of channel blocks between workers
 //! gives bit-identical results.
 
-use super::conv::DwAct;
+use super::conv::{DwAct, ResRows};
 use super::lanes::{load, store};
 
 /// Output channels per packed block.
@@ -87,54 +87,31 @@ pub(super) struct CoRows<'a, 'b> {
     /// inference, cold from DRAM, in short passes. (x86-64 only: elsewhere it is ignored.)
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub prefetch: bool,
-    /// A residual added to the finished sums before the activation.
-    pub res: CoRes<'a>,
+    /// A residual added to the finished sums before the activation, as a conv followed by
+    /// an Add would (the sum rounded, then the addition): row `r` is the residual of
+    /// `rows[r]`, position `j` of `bases[j]`.
+    pub res: ResRows<'a>,
 }
 
-/// The residual [`CoRows`] adds to each finished sum before the activation, as a conv
-/// followed by an Add would (the sum rounded, then the addition rounded): ResNet's and
-/// MobileNetV2's residual joins after a 1x1 conv on a small plane.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum CoRes<'a> {
-    None,
-    /// The output rows already hold the residual: each value is read before it is
-    /// overwritten.
-    InPlace,
-    /// One residual row per output channel, aligned with [`CoRows::rows`].
-    Separate(&'a [&'a [f32]]),
-}
-
-impl<'a> CoRes<'a> {
-    /// The residual of rows from `first` on (of the same rows, in place).
-    fn skip_rows(self, first: usize) -> Self {
-        match self {
-            CoRes::Separate(rows) => CoRes::Separate(rows.get(first..).unwrap_or_default()),
-            other => other,
+/// Writes `act(src[j] + residual[j])` into `dst`: the residual of row `c` of `res` (the
+/// output row itself in place), from position `j0` on.
+#[inline(always)]
+fn res_store(res: ResRows<'_>, dst: &mut [f32], src: &[f32], c: usize, j0: usize, act: DwAct) {
+    match res {
+        ResRows::None => {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = act.scalar(v);
+            }
         }
-    }
-
-    /// Writes `act(src[j] + residual[j])` into `dst`, the residual of row `c` (of the rows
-    /// this residual starts at) from position `j0` on.
-    #[inline(always)]
-    fn store(self, dst: &mut [f32], src: &[f32], c: usize, j0: usize, act: DwAct) {
-        match self {
-            CoRes::None => {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = act.scalar(v);
-                }
+        ResRows::InPlace => {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = act.scalar(v + *d);
             }
-            CoRes::InPlace => {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = act.scalar(v + *d);
-                }
-            }
-            CoRes::Separate(rows) => {
-                let r = rows
-                    .get(c)
-                    .map_or(&[][..], |r| r.get(j0..).unwrap_or_default());
-                for ((d, &v), &r) in dst.iter_mut().zip(src).zip(r) {
-                    *d = act.scalar(v + r);
-                }
+        }
+        ResRows::Separate { data, at, plane } => {
+            let r = data.get(at + c * plane + j0..).unwrap_or_default();
+            for ((d, &v), &r) in dst.iter_mut().zip(src).zip(r) {
+                *d = act.scalar(v + r);
             }
         }
     }
@@ -201,7 +178,7 @@ impl CoRows<'_, '_> {
         #[cfg(target_arch = "x86_64")]
         let v4 = pulp::x86::V4::try_new().filter(|_| S::F32_LANES == 16);
         // The activation: in registers without a residual, after its addition with one.
-        let residual = !matches!(self.res, CoRes::None);
+        let residual = !matches!(self.res, ResRows::None);
         for (bi, rows) in self.rows.chunks_mut(CO_BLOCK).enumerate() {
             let b = self.first_block + bi;
             let wblk = &self.packed.w[b * kdim * CO_BLOCK..(b + 1) * kdim * CO_BLOCK];
@@ -281,7 +258,14 @@ impl CoRows<'_, '_> {
                             for (j, o) in row[j0..j0 + m].iter_mut().enumerate() {
                                 let v = buf[j * CO_BLOCK + c];
                                 if residual {
-                                    res.store(std::slice::from_mut(o), &[v], c, j0 + j, self.act);
+                                    res_store(
+                                        res,
+                                        std::slice::from_mut(o),
+                                        &[v],
+                                        c,
+                                        j0 + j,
+                                        self.act,
+                                    );
                                 } else {
                                     *o = v;
                                 }
@@ -321,7 +305,7 @@ impl CoRows<'_, '_> {
                     for (k, &off) in self.offs.iter().enumerate() {
                         acc = self.x[base + off].mul_add(wblk[k * CO_BLOCK + c], acc);
                     }
-                    res.store(std::slice::from_mut(o), &[acc], c, j, self.act);
+                    res_store(res, std::slice::from_mut(o), &[acc], c, j, self.act);
                 }
             }
         }
@@ -346,7 +330,7 @@ struct StoreRows<'a, 'b> {
     m: usize,
     /// The block's residual: with one, each value is `act(buf + residual)`; without,
     /// `buf` is final.
-    res: CoRes<'a>,
+    res: ResRows<'a>,
     act: DwAct,
 }
 
@@ -358,7 +342,7 @@ impl pulp::WithSimd for StoreRows<'_, '_> {
     fn with_simd<S: pulp::Simd>(self, _: S) {
         // Two instances: the residual's code stays out of the plain stores (in them it cost
         // a Winograd 128->128 on 28x28 a third of its time: its moves became calls).
-        if matches!(self.res, CoRes::None) {
+        if matches!(self.res, ResRows::None) {
             self.transpose::<false>();
         } else {
             self.transpose::<true>();
@@ -441,7 +425,7 @@ impl StoreRows<'_, '_> {
                             } else {
                                 let ch = half * L + c;
                                 let dst = &mut row[j0..j0 + m];
-                                self.res.store(dst, &src[..m], ch, j0, self.act);
+                                res_store(self.res, dst, &src[..m], ch, j0, self.act);
                             }
                         }
                     }
@@ -460,7 +444,7 @@ impl StoreRows<'_, '_> {
 #[inline(always)]
 fn gather_res(
     v4: pulp::x86::V4,
-    res: CoRes<'_>,
+    res: ResRows<'_>,
     rows: &[&mut [f32]],
     first: usize,
     c0: usize,
@@ -468,13 +452,13 @@ fn gather_res(
     m: usize,
 ) -> Option<core::arch::x86_64::__m512> {
     use core::arch::x86_64::__m256;
-    if matches!(res, CoRes::None) || !(m == STEP || m == 7) {
+    if matches!(res, ResRows::None) || !(m == STEP || m == 7) {
         return None;
     }
     let run = |c: usize| -> Option<__m256> {
-        let src: &[f32] = match res {
-            CoRes::Separate(rr) => rr.get(first + c)?,
-            _ => rows.get(c)?,
+        let (src, j0): (&[f32], usize) = match res {
+            ResRows::Separate { data, at, plane } => (data, at + (first + c) * plane + j0),
+            _ => (rows.get(c)?, j0),
         };
         // Steps of 7 read one position on where the row has it (lane 8 is not stored).
         Some(match src.get(j0..j0 + STEP) {

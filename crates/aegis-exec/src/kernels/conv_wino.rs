@@ -33,8 +33,8 @@
 //! depends on the shapes only (the chunking does not change any element's arithmetic), so
 //! results are bit-identical for any `threads`.
 
-use super::conv::DwAct;
-use super::conv_co::{CoPacked, CoRes, CoRows};
+use super::conv::{DwAct, ResRows};
+use super::conv_co::{CoPacked, CoRows};
 use super::conv_direct::{sum_taps, Taps};
 use super::lanes::{load, store};
 
@@ -253,7 +253,7 @@ impl WinoChunks<'_, '_> {
                             taps_per_pass: g.c_in,
                             partial: &mut [],
                             prefetch: false,
-                            res: CoRes::None,
+                            res: ResRows::None,
                         });
                     }
                     pulp::Arch::new().dispatch(OutputTransform {

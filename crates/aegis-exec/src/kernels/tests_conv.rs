@@ -1188,7 +1188,7 @@ fn co_rows<'a, 'b>(
         taps_per_pass: offs.len(),
         partial,
         prefetch: false,
-        res: super::conv_co::CoRes::None,
+        res: super::conv::ResRows::None,
     }
 }
 
@@ -1309,7 +1309,8 @@ fn channel_vectorised_stores_reach_every_row_and_position() {
 #[test]
 fn channel_vectorised_residual_matches_the_definition_on_every_instruction_set() {
     use super::conv::DwAct;
-    use super::conv_co::{co_partial_len, CoPacked, CoRes, CoRows};
+    use super::conv::ResRows;
+    use super::conv_co::{co_partial_len, CoPacked, CoRows};
     let c_in = 3;
     for (p, c_out) in [(100, 64), (49, 60), (169, 32)] {
         let w = rand_vec(c_out * c_in, 51);
@@ -1329,7 +1330,6 @@ fn channel_vectorised_residual_matches_the_definition_on_every_instruction_set()
                 (acc + r[i]).max(0.0)
             })
             .collect();
-        let res_rows: Vec<&[f32]> = r.chunks(p).collect();
         let run = |in_place: bool, isa: &str| {
             let mut out = if in_place {
                 r.clone()
@@ -1341,9 +1341,13 @@ fn channel_vectorised_residual_matches_the_definition_on_every_instruction_set()
             let k = CoRows {
                 act: DwAct::Relu,
                 res: if in_place {
-                    CoRes::InPlace
+                    ResRows::InPlace
                 } else {
-                    CoRes::Separate(&res_rows)
+                    ResRows::Separate {
+                        data: &r,
+                        at: 0,
+                        plane: p,
+                    }
                 },
                 ..co_rows(&packed, &x, &offs, &bases, &mut rows, &mut partial)
             };

@@ -23,7 +23,7 @@
 
 use crate::kernels::elementwise::UnaryOp;
 
-use super::conv::apply_activation;
+use super::conv::{apply_activation, DwAct};
 use super::lanes::{load, store};
 
 /// Output channels one step computes together.
@@ -107,6 +107,9 @@ impl DirectRows<'_, '_> {
         // `kernel_bench --cold` 16->64 on 55x55 0.67 -> 0.61 ms). Longer reductions keep the
         // large groups, which read each tile's input once per 48 channels (6-row groups:
         // 64->64 on 224x224 2x slower).
+        // Relu and Clip on the registers as they are stored; any other activation in a pass
+        // over the block's rows while they are in L1.
+        let (vact, rest) = DwAct::split(self.act);
         let group_rows = if kdim <= FEW_ROWS_MAX_K {
             ROWS
         } else {
@@ -138,6 +141,7 @@ impl DirectRows<'_, '_> {
                             bias: self.bias.map(|b| &b[r..r + n]),
                             q0,
                             len,
+                            act: vact,
                         };
                         let st = &mut stage[(r - g0) * MAX_TILE..(r - g0 + n) * MAX_TILE];
                         let out = &mut self.out[r..r + n];
@@ -153,7 +157,7 @@ impl DirectRows<'_, '_> {
                     }
                     k0 = k1;
                 }
-                if let Some(act) = self.act {
+                if let Some(act) = rest {
                     // While the group's block is still in L1.
                     for row in &mut self.out[g0..g1] {
                         apply_activation(act, &mut row[o0..o1]);
@@ -186,6 +190,8 @@ struct Block<'a> {
     bias: Option<&'a [f32]>,
     q0: usize,
     len: usize,
+    /// Applied to the sums as they are written out.
+    act: DwAct,
 }
 
 impl Block<'_> {
@@ -262,6 +268,13 @@ impl Block<'_> {
         let (q0, len, flat) = (self.q0, self.len, self.flat);
         let mut buf = [0.0f32; MAX_TILE];
         for (row, acc_r) in out.iter_mut().zip(acc) {
+            // A loop, not `map`: a closure is its own function, compiled without the
+            // caller's instruction set when it is not inlined.
+            let mut v_act = *acc_r;
+            for v in &mut v_act {
+                *v = self.act.apply(simd, *v);
+            }
+            let acc_r = &v_act;
             if flat.wp == flat.w_out {
                 // Every flat position is an output position: store the vectors in place.
                 let dst = &mut row[q0 - o_base..q0 - o_base + len];

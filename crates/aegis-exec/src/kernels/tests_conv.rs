@@ -378,9 +378,13 @@ fn channel_vectorised_fused_activation_is_threads_invariant() {
     }
 }
 
+/// The direct stride-1 kernel applies Relu and Clip on the vectors it stores, other
+/// activations in a pass over each block's rows.
 #[test]
 fn direct_fused_activation_is_threads_invariant() {
     let xs = [1, 7, 58, 60];
+    let pc = fused_3x3_case(xs, 11, UnaryOp::Relu, |v| v.max(0.0));
+    assert!(pc.uses_direct(&xs).unwrap());
     let clip = UnaryOp::Clip { min: 0.0, max: 6.0 };
     let pc = fused_3x3_case(xs, 11, clip, |v| v.clamp(0.0, 6.0));
     assert!(pc.uses_direct(&xs).unwrap());

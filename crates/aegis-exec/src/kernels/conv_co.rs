@@ -118,9 +118,25 @@ fn res_store(res: ResRows<'_>, dst: &mut [f32], src: &[f32], c: usize, j0: usize
 }
 
 /// Elements of [`CoRows::partial`] for `p` positions: every step's accumulators, in steps of
-/// 7 or 8 positions.
+/// 7 and 8 positions (AVX-512) or 3 (AVX2).
 pub(super) fn co_partial_len(p: usize) -> usize {
-    steps_of(p, 7).max(steps_of(p, STEP)) * CO_BLOCK
+    steps_of(p, 3).max(steps_of(p, 7)).max(steps_of(p, STEP)) * CO_BLOCK
+}
+
+/// Where steps of 8 positions give way to steps of 7 (AVX-512): from 49 positions on, every
+/// count is whole steps of the two (`p - 7b` a multiple of 8 for `b = -p mod 8`), so no step
+/// computes positions it does not store. SqueezeNet's 13x13 planes: 169 = 15 x 8 + 7 x 7
+/// where steps of 8 computed 176; ResNet's 14x14: 196 = 21 x 8 + 4 x 7, not 200. Below 49,
+/// all steps of 7 where that computes fewer (a 7x7 plane: 49 in place of 56), else of 8.
+pub(super) fn eights_up_to(p: usize) -> usize {
+    let sevens = (STEP - p % STEP) % STEP;
+    if 7 * sevens <= p {
+        p - 7 * sevens
+    } else if steps_of(p, 7) < steps_of(p, STEP) {
+        0
+    } else {
+        p
+    }
 }
 
 impl pulp::WithSimd for CoRows<'_, '_> {
@@ -129,17 +145,34 @@ impl pulp::WithSimd for CoRows<'_, '_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
         match S::F32_LANES {
-            // 7 positions a step where that computes fewer positions in all (7x7 planes: 49
-            // positions, 56 in steps of 8).
-            16 if steps_of(self.bases.len(), 7) < steps_of(self.bases.len(), STEP) => {
-                self.run::<S, 2, 7>(simd)
+            16 => {
+                let split = eights_up_to(self.bases.len());
+                self.run::<S, 2, STEP, 7>(simd, split)
             }
-            16 => self.run::<S, 2, STEP>(simd),
             // AVX2: 4 vectors of 8 lanes by 3 positions fit its 16 registers.
-            8 => self.run::<S, 4, 3>(simd),
+            8 => {
+                let p = self.bases.len();
+                self.run::<S, 4, 3, 3>(simd, p)
+            }
             _ => self.run_scalar(),
         }
     }
+}
+
+/// What every step of one block and pass shares (see [`CoRows::steps`]).
+struct Pass<'w> {
+    /// The pass's filter rows (taps `k0..k1` of the block) and tap offsets.
+    w: &'w [f32],
+    offs: &'w [usize],
+    bias: &'w [f32],
+    b: usize,
+    bi: usize,
+    k1: usize,
+    first: bool,
+    last: bool,
+    /// Prefetch the next pass's rows, spread over `steps` steps.
+    prefetch: bool,
+    steps: usize,
 }
 
 impl CoRows<'_, '_> {
@@ -149,18 +182,20 @@ impl CoRows<'_, '_> {
     /// (1.8 MB padded) plus a 590 KB filter block left L2 for L3 at every step: 105 GFLOP/s
     /// on one thread but only 1.5x on two, the L3 shared. Between passes the accumulators
     /// wait in `partial` (exact f32 values, so every output is the same FMA sequence as one
-    /// pass).
+    /// pass). Positions `..split` go in steps of `RA`, the rest in steps of `RB`.
     #[inline(always)]
-    fn run<S: pulp::Simd, const NV: usize, const RP: usize>(self, simd: S) {
-        let lanes = S::F32_LANES;
-        debug_assert_eq!(NV * lanes, CO_BLOCK);
+    fn run<S: pulp::Simd, const NV: usize, const RA: usize, const RB: usize>(
+        mut self,
+        simd: S,
+        split: usize,
+    ) {
+        debug_assert_eq!(NV * S::F32_LANES, CO_BLOCK);
         let p = self.bases.len();
         if p == 0 {
             return;
         }
         let kdim = self.packed.kdim;
         let kc = self.taps_per_pass.clamp(1, kdim.max(1));
-        let mut buf = [0.0f32; STEP * CO_BLOCK];
         // Short passes (long 1x1 reductions on small planes) prefetch the next pass's filter
         // rows, spread over their steps: a pass reads its rows once, on its first step, which
         // from DRAM stalled the FMAs (`kernel_bench --cold`, 1 thread, ms: 1024->352 on 7x7
@@ -169,122 +204,151 @@ impl CoRows<'_, '_> {
         // pass's next rows would evict its own from L2 (512->512 3x3 on 7x7, one pass: 7-9 %
         // slower), and Winograd's products, whose filters stay in L2 and L3 between
         // products, lost 3-11 % hot.
-        #[cfg(target_arch = "x86_64")]
-        let prefetch = self.prefetch
+        let prefetch = cfg!(target_arch = "x86_64")
+            && self.prefetch
             && kc < kdim
             && kc * CO_BLOCK * std::mem::size_of::<f32>() <= PREFETCH_PASS_BYTES;
-        // Steps leave through registers (see [`StoreRows`]) where AVX-512 runs (and only
-        // under its dispatch, so a narrower one, as in the tests, runs its own stores).
-        #[cfg(target_arch = "x86_64")]
-        let v4 = pulp::x86::V4::try_new().filter(|_| S::F32_LANES == 16);
-        // The activation: in registers without a residual, after its addition with one.
-        let residual = !matches!(self.res, ResRows::None);
-        for (bi, rows) in self.rows.chunks_mut(CO_BLOCK).enumerate() {
+        let split = split.min(p);
+        let steps = split.div_ceil(RA) + (p - split).div_ceil(RB);
+        let blocks = self.rows.len().div_ceil(CO_BLOCK);
+        for bi in 0..blocks {
             let b = self.first_block + bi;
-            let wblk = &self.packed.w[b * kdim * CO_BLOCK..(b + 1) * kdim * CO_BLOCK];
-            let bias = &self.packed.bias[b * CO_BLOCK..(b + 1) * CO_BLOCK];
-            let res = self.res.skip_rows(bi * CO_BLOCK);
+            let packed = self.packed;
+            let wblk = &packed.w[b * kdim * CO_BLOCK..(b + 1) * kdim * CO_BLOCK];
+            let offs = self.offs;
             let mut k0 = 0;
             loop {
                 let k1 = (k0 + kc).min(kdim);
-                let (first, last) = (k0 == 0, k1 == kdim);
-                let (w, offs) = (&wblk[k0 * CO_BLOCK..k1 * CO_BLOCK], &self.offs[k0..k1]);
-                let mut j0 = 0;
-                while j0 < p {
-                    let m = RP.min(p - j0);
-                    // A short last step repeats its last position (computed, not stored).
-                    let base: [usize; RP] = std::array::from_fn(|j| self.bases[j0 + j.min(m - 1)]);
-                    // This step's accumulators in `partial`: `RP` positions by the block.
-                    let at = j0 / RP * RP * CO_BLOCK;
-                    #[cfg(target_arch = "x86_64")]
-                    if let Some(v4) = v4.filter(|_| prefetch) {
-                        // The next pass's filter rows (the next block's first after the
-                        // last), a share per step into L2.
-                        let next = self
-                            .packed
-                            .w
-                            .as_ptr()
-                            .wrapping_add((b * kdim + k1) * CO_BLOCK);
-                        let lines = (k1 - k0) * CO_BLOCK / 16;
-                        let (step, steps) = (j0 / RP, p.div_ceil(RP));
-                        for l in step * lines / steps..(step + 1) * lines / steps {
-                            v4.sse._mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(
-                                next.wrapping_add(l * 16).cast(),
-                            );
-                        }
-                    }
-                    let mut acc = [[simd.splat_f32s(0.0); NV]; RP];
-                    for (j, acc_j) in acc.iter_mut().enumerate() {
-                        for (v, a) in acc_j.iter_mut().enumerate() {
-                            // Whole vectors: pulp's partial loads and stores are calls.
-                            *a = if first {
-                                load::<S>(&bias[v * lanes..])
-                            } else {
-                                load::<S>(&self.partial[at + j * CO_BLOCK + v * lanes..])
-                            };
-                        }
-                    }
-                    let acc = sum::<S, NV, RP>(simd, acc, w, self.x, offs, &base);
-                    if last {
-                        for (j, acc_j) in acc.iter().enumerate().take(m) {
-                            for (v, a) in acc_j.iter().enumerate() {
-                                // With a residual the activation waits for its addition.
-                                let a = if residual {
-                                    *a
-                                } else {
-                                    self.act.apply(simd, *a)
-                                };
-                                store::<S>(&mut buf[j * CO_BLOCK + v * lanes..], a);
-                            }
-                        }
-                        #[cfg(target_arch = "x86_64")]
-                        if let Some(v4) = v4 {
-                            pulp::Simd::vectorize(
-                                v4,
-                                StoreRows {
-                                    v4,
-                                    buf: &buf,
-                                    rows: &mut *rows,
-                                    j0,
-                                    m,
-                                    res,
-                                    act: self.act,
-                                },
-                            );
-                            j0 += m;
-                            continue;
-                        }
-                        for (c, row) in rows.iter_mut().enumerate() {
-                            for (j, o) in row[j0..j0 + m].iter_mut().enumerate() {
-                                let v = buf[j * CO_BLOCK + c];
-                                if residual {
-                                    res_store(
-                                        res,
-                                        std::slice::from_mut(o),
-                                        &[v],
-                                        c,
-                                        j0 + j,
-                                        self.act,
-                                    );
-                                } else {
-                                    *o = v;
-                                }
-                            }
-                        }
-                    } else {
-                        for (j, acc_j) in acc.iter().enumerate() {
-                            for (v, a) in acc_j.iter().enumerate() {
-                                store::<S>(&mut self.partial[at + j * CO_BLOCK + v * lanes..], *a);
-                            }
-                        }
-                    }
-                    j0 += m;
-                }
-                if last {
+                let pass = Pass {
+                    w: &wblk[k0 * CO_BLOCK..k1 * CO_BLOCK],
+                    offs: &offs[k0..k1],
+                    bias: &packed.bias[b * CO_BLOCK..(b + 1) * CO_BLOCK],
+                    b,
+                    bi,
+                    k1,
+                    first: k0 == 0,
+                    last: k1 == kdim,
+                    prefetch,
+                    steps,
+                };
+                self.steps::<S, NV, RA>(simd, &pass, 0, 0..split);
+                self.steps::<S, NV, RB>(simd, &pass, split.div_ceil(RA), split..p);
+                if pass.last {
                     break;
                 }
                 k0 = k1;
             }
+        }
+    }
+
+    /// One pass of one block over positions `js` in steps of `RP` (a short last step repeats
+    /// its last position: computed, not stored); `step0` numbers the first step.
+    #[inline(always)]
+    fn steps<S: pulp::Simd, const NV: usize, const RP: usize>(
+        &mut self,
+        simd: S,
+        pass: &Pass<'_>,
+        step0: usize,
+        js: std::ops::Range<usize>,
+    ) {
+        let lanes = S::F32_LANES;
+        let kdim = self.packed.kdim;
+        let n_rows = self.rows.len();
+        let rows = &mut self.rows[pass.bi * CO_BLOCK..((pass.bi + 1) * CO_BLOCK).min(n_rows)];
+        let res = self.res.skip_rows(pass.bi * CO_BLOCK);
+        // The activation: in registers without a residual, after its addition with one.
+        let residual = !matches!(self.res, ResRows::None);
+        // Steps leave through registers (see [`StoreRows`]) where AVX-512 runs (and only
+        // under its dispatch, so a narrower one, as in the tests, runs its own stores).
+        #[cfg(target_arch = "x86_64")]
+        let v4 = pulp::x86::V4::try_new().filter(|_| S::F32_LANES == 16);
+        let mut buf = [0.0f32; STEP * CO_BLOCK];
+        let mut j0 = js.start;
+        let mut step = step0;
+        while j0 < js.end {
+            let m = RP.min(js.end - j0);
+            let base: [usize; RP] = std::array::from_fn(|j| self.bases[j0 + j.min(m - 1)]);
+            // This step's accumulators in `partial`: `RP` positions by the block.
+            let at = j0 * CO_BLOCK;
+            #[cfg(target_arch = "x86_64")]
+            if let Some(v4) = v4.filter(|_| pass.prefetch) {
+                // The next pass's filter rows (the next block's first after the last), a
+                // share per step into L2.
+                let next = self
+                    .packed
+                    .w
+                    .as_ptr()
+                    .wrapping_add((pass.b * kdim + pass.k1) * CO_BLOCK);
+                let lines = pass.w.len() / 16;
+                for l in step * lines / pass.steps..(step + 1) * lines / pass.steps {
+                    v4.sse._mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(
+                        next.wrapping_add(l * 16).cast(),
+                    );
+                }
+            }
+            let mut acc = [[simd.splat_f32s(0.0); NV]; RP];
+            for (j, acc_j) in acc.iter_mut().enumerate() {
+                for (v, a) in acc_j.iter_mut().enumerate() {
+                    // Whole vectors: pulp's partial loads and stores are calls.
+                    *a = if pass.first {
+                        load::<S>(&pass.bias[v * lanes..])
+                    } else {
+                        load::<S>(&self.partial[at + j * CO_BLOCK + v * lanes..])
+                    };
+                }
+            }
+            let acc = sum::<S, NV, RP>(simd, acc, pass.w, self.x, pass.offs, &base);
+            if !pass.last {
+                for (j, acc_j) in acc.iter().enumerate() {
+                    for (v, a) in acc_j.iter().enumerate() {
+                        store::<S>(&mut self.partial[at + j * CO_BLOCK + v * lanes..], *a);
+                    }
+                }
+                j0 += m;
+                step += 1;
+                continue;
+            }
+            for (j, acc_j) in acc.iter().enumerate().take(m) {
+                for (v, a) in acc_j.iter().enumerate() {
+                    // With a residual the activation waits for its addition.
+                    let a = if residual {
+                        *a
+                    } else {
+                        self.act.apply(simd, *a)
+                    };
+                    store::<S>(&mut buf[j * CO_BLOCK + v * lanes..], a);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(v4) = v4 {
+                pulp::Simd::vectorize(
+                    v4,
+                    StoreRows {
+                        v4,
+                        buf: &buf,
+                        rows: &mut *rows,
+                        j0,
+                        m,
+                        res,
+                        act: self.act,
+                    },
+                );
+                j0 += m;
+                step += 1;
+                continue;
+            }
+            for (c, row) in rows.iter_mut().enumerate() {
+                for (j, o) in row[j0..j0 + m].iter_mut().enumerate() {
+                    let v = buf[j * CO_BLOCK + c];
+                    if residual {
+                        res_store(res, std::slice::from_mut(o), &[v], c, j0 + j, self.act);
+                    } else {
+                        *o = v;
+                    }
+                }
+            }
+            j0 += m;
+            step += 1;
         }
     }
 

@@ -1196,10 +1196,36 @@ fn co_rows<'a, 'b>(
     }
 }
 
+/// Steps of 8 and 7 positions cover every count from 49 on exactly, and never compute more
+/// positions than steps of one size would.
+#[test]
+fn channel_vectorised_steps_cover_the_positions() {
+    use super::conv_co::eights_up_to;
+    for p in 1..=4096 {
+        let split = eights_up_to(p);
+        assert!(split <= p, "{p}");
+        assert_eq!(split % 8, 0, "{p}: {split}");
+        let computed = split + (p - split).div_ceil(7) * 7;
+        let one_size = p.div_ceil(8) * 8;
+        assert!(
+            computed <= one_size.min(p.div_ceil(7) * 7),
+            "{p}: {computed}"
+        );
+        if p >= 49 {
+            assert_eq!(computed, p, "{p}");
+        }
+    }
+    assert_eq!(eights_up_to(169), 120);
+    assert_eq!(eights_up_to(196), 168);
+    assert_eq!(eights_up_to(49), 0);
+    assert_eq!(eights_up_to(784), 784);
+}
+
 /// The channel-vectorised kernel in several passes over the taps (partial sums parked in
 /// between, as on VGG's 512-channel 28x28 and 14x14 convs) gives the one-pass result
-/// bit for bit: even and uneven passes, a short last step (6x6 = 36 positions in steps of
-/// 8 or 7), two blocks with the second cut at 40 channels, and Relu applied at the end.
+/// bit for bit: even and uneven passes, steps of two sizes (6x6 = 36 positions as one step
+/// of 8 and four of 7 under AVX-512), two blocks with the second cut at 40 channels, and Relu
+/// applied at the end.
 #[test]
 fn channel_vectorised_passes_match_one_pass_bitwise() {
     use super::conv::DwAct;

@@ -1197,11 +1197,13 @@ fn co_rows<'a, 'b>(
 }
 
 /// Steps of 8 and 7 positions cover every count from 49 on exactly, and never compute more
-/// positions than steps of one size would.
+/// positions than steps of one size would; the partial sums fit every step size.
 #[test]
 fn channel_vectorised_steps_cover_the_positions() {
-    use super::conv_co::eights_up_to;
+    use super::conv_co::{co_partial_len, eights_up_to, CO_BLOCK};
     for p in 1..=4096 {
+        // The partial sums hold every step's accumulators, AVX2's steps of 3 too.
+        assert!(co_partial_len(p) >= p.div_ceil(3) * 3 * CO_BLOCK, "{p}");
         let split = eights_up_to(p);
         assert!(split <= p, "{p}");
         assert_eq!(split % 8, 0, "{p}: {split}");

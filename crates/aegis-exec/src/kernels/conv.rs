@@ -34,8 +34,8 @@
 //!   transformed tiles instead of 9 taps per output, 2.25x fewer multiply-adds (`conv_wino`).
 //!   From 128 input and 64 output channels (planes of 14x14 and wider, filters up to
 //!   512 x 512, above 256 x 256 on 28x28 and wider) the products run with channels in lanes
-//!   (`kernel_bench` 256->256 on 56x56, 1 thread: 36-39 -> 26-33 ms); from 32 input and 64
-//!   output channels on planes of 13x13 and wider, with tiles in lanes (short products, no
+//!   (`kernel_bench` 256->256 on 56x56, 1 thread: 36-39 -> 26-33 ms); from 16 input and 64
+//!   output channels on planes of 27x27 and wider, with tiles in lanes (short products, no
 //!   transposes: 64->64 on 56x56 2.23 -> 1.70 ms, VGG's 64->64 on 224x224 37.9 -> 24.4);
 //! - **channel-vectorised** (one group, planes of 28x28 and smaller, 1x1 from 14x14 with
 //!   K < 256 unless the direct pointwise kernel below takes it, strided
@@ -153,10 +153,14 @@ const WINO_WIDE_FILTER: usize = 256 * 256;
 const WINO_MAX_FILTER: usize = 512 * 512;
 /// Fewest input channels a Winograd conv with tiles in lanes takes (below
 /// `WINO_MIN_C_IN`). `kernel_bench`, 1 thread, the direct or GEMM path -> Winograd, ms:
-/// 16->64 on 55x55 0.549 -> 0.558 (no gain: 16-term products), 32->128 on 27x27 0.52 ->
-/// 0.46, 48->192 on 27x27 1.13 -> 0.92, 64->64 on 56x56 2.23 -> 1.70, 64->192 on 56x56 6.79
-/// -> 4.46, 96->96 on 28x28 1.17 -> 0.95.
-const WINO_TILES_MIN_C_IN: usize = 32;
+/// 32->128 on 27x27 0.52 -> 0.46, 48->192 on 27x27 1.13 -> 0.92, 64->64 on 56x56 2.23 ->
+/// 1.70, 64->192 on 56x56 6.79 -> 4.46, 96->96 on 28x28 1.17 -> 0.95. 16->64 on 55x55
+/// (SqueezeNet's) gained nothing (0.549 -> 0.558) while the products computed whole blocks
+/// of 64 tiles; since they stop at the chunk's last tile it does: min of 4 alternating
+/// rounds, direct -> Winograd, hot 0.551 -> 0.478 (2 threads 0.344 -> 0.259), cold 0.596
+/// -> 0.606 (0.382 -> 0.360); in SqueezeNet 1.1 (per-node minima over 6 alternating
+/// profiles) its two such convs 1.174 -> 1.038 ms at 1 thread, 0.612 -> 0.538 at 2.
+const WINO_TILES_MIN_C_IN: usize = 16;
 /// Fewest output channels a Winograd conv with tiles in lanes takes (fewer were not
 /// measured).
 const WINO_TILES_MIN_C_OUT: usize = 64;

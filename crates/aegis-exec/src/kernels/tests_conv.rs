@@ -1432,6 +1432,8 @@ fn channel_vectorised_residual_matches_the_definition_on_every_instruction_set()
 #[case([1, 32, 27, 27], 64, [1, 1, 1, 1], Some(UnaryOp::Relu))]
 // One chunk, 70 channels (a last block of 4), odd extents, a batch of 2.
 #[case([2, 48, 27, 29], 70, [1, 1, 1, 1], None)]
+// SqueezeNet's 16->64 on 55x55: four chunks of 196 tiles, each ending in a short vector.
+#[case([1, 16, 55, 55], 64, [1, 1, 1, 1], Some(UnaryOp::Relu))]
 // Several chunks of tile rows, LeakyRelu applied afterwards.
 #[case([1, 64, 56, 56], 64, [1, 1, 1, 1], Some(UnaryOp::LeakyRelu { alpha: 0.25 }))]
 // No padding, Clip.
@@ -1518,10 +1520,11 @@ fn winograd_is_chosen_by_shape() {
     };
     assert!(wino([256, 256, 3, 3], a3.clone(), [1, 256, 56, 56]));
     assert!(wino([128, 128, 3, 3], a3.clone(), [1, 128, 28, 28]));
-    // With tiles in lanes from 32 input channels, 64 output channels and 27x27.
+    // With tiles in lanes from 16 input channels, 64 output channels and 27x27.
     assert!(wino([64, 64, 3, 3], a3.clone(), [1, 64, 56, 56]));
     assert!(wino([256, 64, 3, 3], a3.clone(), [1, 64, 27, 27]));
-    assert!(!wino([64, 16, 3, 3], a3.clone(), [1, 16, 55, 55]));
+    assert!(wino([64, 16, 3, 3], a3.clone(), [1, 16, 55, 55]));
+    assert!(!wino([64, 8, 3, 3], a3.clone(), [1, 8, 55, 55]));
     assert!(!wino([32, 64, 3, 3], a3.clone(), [1, 64, 56, 56]));
     assert!(!wino([256, 64, 3, 3], a3.clone(), [1, 64, 26, 26]));
     // Too few input or output channels, too small a plane, too large a filter, stride 2.

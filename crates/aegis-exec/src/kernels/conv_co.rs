@@ -159,7 +159,9 @@ impl pulp::WithSimd for CoRows<'_, '_> {
     }
 }
 
-/// What every step of one block and pass shares (see [`CoRows::steps`]).
+/// What every step of one block and pass shares (see [`CoRows::steps`]). The prefetch's
+/// fields are read on x86-64 only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Pass<'w> {
     /// The pass's filter rows (taps `k0..k1` of the block) and tap offsets.
     w: &'w [f32],

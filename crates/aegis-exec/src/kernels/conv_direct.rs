@@ -101,15 +101,15 @@ impl DirectRows<'_, '_> {
         let chunks = kdim.div_ceil(KC).max(1);
         let kc = kdim.div_ceil(chunks);
         let mut stage = [0.0f32; GROUP_ROWS * MAX_TILE];
+        // Relu and Clip on the registers as they are stored; any other activation in a pass
+        // over the block's rows while they are in L1.
+        let (vact, rest) = DwAct::split(self.act);
         // With a short reduction the tile's input stays in L1 anyway, so each group of
         // `ROWS` channels walks the whole plane: 6 output rows written at a time instead of 48
         // (VGG's 3->64 stem on 224x224, 12.8 MB out: 4.0-5.1 -> 3.0-4.2 ms in the model;
         // `kernel_bench --cold` 16->64 on 55x55 0.67 -> 0.61 ms). Longer reductions keep the
         // large groups, which read each tile's input once per 48 channels (6-row groups:
         // 64->64 on 224x224 2x slower).
-        // Relu and Clip on the registers as they are stored; any other activation in a pass
-        // over the block's rows while they are in L1.
-        let (vact, rest) = DwAct::split(self.act);
         let group_rows = if kdim <= FEW_ROWS_MAX_K {
             ROWS
         } else {

@@ -163,7 +163,7 @@ impl WinoGeo {
     }
 
     /// Most tiles in a chunk, rounded up to whole product blocks: the stride of `V` and `M`
-    /// rows (the tile-lane products compute whole blocks; lanes past the chunk's tiles hold
+    /// rows (the tile-lane products compute whole vectors; lanes past the chunk's tiles hold
     /// values no output reads).
     pub(super) fn chunk_tiles(&self) -> usize {
         (self.rows_per_chunk() * self.tw + LOAD_SLACK).next_multiple_of(TILE_BLOCK)
@@ -348,7 +348,7 @@ struct TileProducts<'a> {
     /// `V`; input channel `k` of `V[ξ]` starts at `offs[k]`.
     v: &'a [f32],
     offs: &'a [usize],
-    /// Tiles in the chunk (whole blocks are computed; `stride` holds them).
+    /// Tiles in the chunk (computed in whole vectors; `stride` holds them).
     tc: usize,
     stride: usize,
     /// `M[ξ]`, `[c_out][stride]`.

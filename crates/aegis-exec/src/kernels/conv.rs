@@ -36,7 +36,9 @@
 //!   512 x 512, above 256 x 256 on 28x28 and wider) the products run with channels in lanes
 //!   (`kernel_bench` 256->256 on 56x56, 1 thread: 36-39 -> 26-33 ms); from 16 input and 64
 //!   output channels on planes of 27x27 and wider, with tiles in lanes (short products, no
-//!   transposes: 64->64 on 56x56 2.23 -> 1.70 ms, VGG's 64->64 on 224x224 37.9 -> 24.4);
+//!   transposes: 64->64 on 56x56 2.23 -> 1.70 ms, VGG's 64->64 on 224x224 37.9 -> 24.4), as
+//!   do 128 or more input channels with 32 to 63 output channels on 56x56 and wider
+//!   (DenseNet's growth convs);
 //! - **channel-vectorised** (one group, planes of 28x28 and smaller, 1x1 from 14x14 with
 //!   K < 256 unless the direct pointwise kernel below takes it, strided
 //!   convs with K >= 128 such as a 7x7/2 stem on any plane, channels filling >= 90 % of
@@ -161,9 +163,21 @@ const WINO_MAX_FILTER: usize = 512 * 512;
 /// -> 0.606 (0.382 -> 0.360); in SqueezeNet 1.1 (per-node minima over 6 alternating
 /// profiles) its two such convs 1.174 -> 1.038 ms at 1 thread, 0.612 -> 0.538 at 2.
 const WINO_TILES_MIN_C_IN: usize = 16;
-/// Fewest output channels a Winograd conv with tiles in lanes takes (fewer were not
-/// measured).
+/// Fewest output channels a Winograd conv with tiles in lanes takes (below
+/// `WINO_MIN_C_IN` input channels; fewer were not measured).
 const WINO_TILES_MIN_C_OUT: usize = 64;
+/// Fewest output channels a Winograd conv with at least `WINO_MIN_C_IN` input channels but
+/// fewer than `WINO_MIN_C_OUT` output channels takes: its products run with tiles in lanes
+/// (the channel-vectorised products are what lost on DenseNet's 128->32, see
+/// `WINO_MIN_C_OUT`), on planes of at least `WINO_NARROW_MIN_PLANE`.
+const WINO_NARROW_MIN_C_OUT: usize = 32;
+/// See `WINO_NARROW_MIN_C_OUT`. DenseNet-121's growth convs (128->32, 3x3), direct or
+/// channel-vectorised -> Winograd, per-node minima over 4 alternating profiles, 1 thread,
+/// ms: six on 56x56 15.00 -> 13.34 (`kernel_bench` hot 2.35 -> 1.99, with the caches
+/// evicted 2.42 -> 2.13; 2 threads per node 9.03 -> 8.47); twelve on 28x28 6.88 -> 7.35,
+/// slower (`kernel_bench` hot 0.53 -> 0.43 but evicted 0.57 -> 0.66: the transforms'
+/// traffic is not hidden there).
+const WINO_NARROW_MIN_PLANE: usize = 56 * 56;
 /// Smallest output plane a Winograd conv with tiles in lanes takes. On 13x13 (49 tiles, one
 /// block of 64) `kernel_bench` gained (64->256 0.474 -> 0.426 ms) but SqueezeNet's 13x13
 /// layers lost in the model (0.49 -> 0.55, 0.29 -> 0.36 ms): the transformed filter, 16/9 of
@@ -1632,9 +1646,16 @@ impl PreparedConv {
             && geo.d == [1, 1, 1]
             && if self.wino_tiles() {
                 // Tiles in lanes (see `conv_wino::TileProducts`).
-                self.c_in_g >= WINO_TILES_MIN_C_IN
-                    && self.c_out >= WINO_TILES_MIN_C_OUT
-                    && geo.out_plane() >= WINO_TILES_MIN_PLANE
+                if self.c_out >= WINO_MIN_C_OUT {
+                    self.c_in_g >= WINO_TILES_MIN_C_IN
+                        && self.c_out >= WINO_TILES_MIN_C_OUT
+                        && geo.out_plane() >= WINO_TILES_MIN_PLANE
+                } else {
+                    // Too few outputs for the channel-vectorised products.
+                    self.c_in_g >= WINO_MIN_C_IN
+                        && self.c_out >= WINO_NARROW_MIN_C_OUT
+                        && geo.out_plane() >= WINO_NARROW_MIN_PLANE
+                }
             } else {
                 self.c_out >= WINO_MIN_C_OUT
                     && self.c_out * 10 >= self.c_out.div_ceil(CO_BLOCK) * CO_BLOCK * 9
@@ -1656,9 +1677,10 @@ impl PreparedConv {
     }
 
     /// Whether a Winograd conv runs its products with tiles in lanes (fewer than
-    /// `WINO_MIN_C_IN` input channels: short products, see `conv_wino::TileProducts`).
+    /// `WINO_MIN_C_IN` input channels: short products, see `conv_wino::TileProducts`; or
+    /// fewer than `WINO_MIN_C_OUT` output channels, too few for the channel-vectorised ones).
     fn wino_tiles(&self) -> bool {
-        self.c_in_g < WINO_MIN_C_IN
+        self.c_in_g < WINO_MIN_C_IN || self.c_out < WINO_MIN_C_OUT
     }
 
     /// A conv through [`WinoChunks`]: the input padded once into `scratch` (to whole

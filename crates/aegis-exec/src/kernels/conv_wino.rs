@@ -8,8 +8,10 @@
 //! 2016). With `U = G g Gᵀ` (each 3x3 filter `g` transformed once, at prepare time),
 //! `V = Bᵀ d B` (each 4x4 input tile `d`) and `Y = Aᵀ M A`, the conv is 16 independent
 //! products `M[ξ] = U[ξ] · V[ξ]` (`C_out x C_in` by `C_in x tiles`). From 128 input
-//! channels the channel-vectorised kernel ([`CoRows`]) runs them with `U[ξ]` packed for it;
-//! with fewer, a product is too short to pay for that kernel's per-step transposes, so
+//! channels (and 64 output channels) the channel-vectorised kernel ([`CoRows`]) runs them
+//! with `U[ξ]` packed for it; with fewer, a product is too short to pay for that kernel's
+//! per-step transposes (and with fewer output channels, DenseNet's 128->32, it measured
+//! slower than the conv without Winograd), so
 //! [`TileProducts`] runs them with tiles in lanes (the direct kernel's [`sum_taps`]: each
 //! `U[ξ]` value broadcast against vectors of `V[ξ]`), writing `M`'s rows as they are. The
 //! transforms' constants are 0, ±1 and ±1/2, so the results differ from direct summation by

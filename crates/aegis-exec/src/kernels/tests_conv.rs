@@ -1434,6 +1434,9 @@ fn channel_vectorised_residual_matches_the_definition_on_every_instruction_set()
 #[case([2, 48, 27, 29], 70, [1, 1, 1, 1], None)]
 // SqueezeNet's 16->64 on 55x55: four chunks of 196 tiles, each ending in a short vector.
 #[case([1, 16, 55, 55], 64, [1, 1, 1, 1], Some(UnaryOp::Relu))]
+// DenseNet's 128->32 on 56x56: 128 input channels, but too few outputs for the
+// channel-vectorised products.
+#[case([1, 128, 56, 56], 32, [1, 1, 1, 1], None)]
 // Several chunks of tile rows, LeakyRelu applied afterwards.
 #[case([1, 64, 56, 56], 64, [1, 1, 1, 1], Some(UnaryOp::LeakyRelu { alpha: 0.25 }))]
 // No padding, Clip.
@@ -1529,8 +1532,11 @@ fn winograd_is_chosen_by_shape() {
     assert!(!wino([256, 64, 3, 3], a3.clone(), [1, 64, 26, 26]));
     // Too few input or output channels, too small a plane, too large a filter, stride 2.
     assert!(!wino([16, 128, 3, 3], a3.clone(), [1, 128, 56, 56]));
-    // One block of 32 output channels (DenseNet's growth convs): not even on 56x56.
-    assert!(!wino([32, 128, 3, 3], a3.clone(), [1, 128, 56, 56]));
+    // One block of 32 output channels (DenseNet's growth convs): with tiles in lanes, and
+    // only from 56x56.
+    assert!(wino([32, 128, 3, 3], a3.clone(), [1, 128, 56, 56]));
+    assert!(!wino([32, 128, 3, 3], a3.clone(), [1, 128, 28, 28]));
+    assert!(!wino([16, 128, 3, 3], a3.clone(), [1, 128, 56, 56]));
     assert!(wino([256, 128, 3, 3], a3.clone(), [1, 128, 14, 14]));
     assert!(!wino([256, 128, 3, 3], a3.clone(), [1, 128, 13, 13]));
     assert!(!wino([512, 512, 3, 3], a3.clone(), [1, 512, 14, 14]));

@@ -313,6 +313,11 @@ fn main() -> KernelResult<()> {
     conv_case("1x1/2 512->1024 28x28", 512, 1024, 28, 1, 2, 0, 1)?;
     conv_case("1x1/2 1024->2048 14x14", 1024, 2048, 14, 1, 2, 0, 1)?;
     conv_case("7x7/2 3->64 224x224 pad 3 (stem)", 3, 64, 224, 7, 2, 3, 1)?;
+    // SqueezeNet 1.1's, MobileNetV2's, ShuffleNet's and SqueezeNet 1.0's stems.
+    conv_case("3x3/2 3->64 224x224 (stem)", 3, 64, 224, 3, 2, 0, 1)?;
+    conv_case("3x3/2 3->32 224x224 pad 1 (stem)", 3, 32, 224, 3, 2, 1, 1)?;
+    conv_case("3x3/2 3->24 224x224 pad 1 (stem)", 3, 24, 224, 3, 2, 1, 1)?;
+    conv_case("7x7/2 3->96 224x224 (stem)", 3, 96, 224, 7, 2, 0, 1)?;
     // AlexNet's stem.
     conv_case("11x11/4 3->96 227x227 (stem)", 3, 96, 227, 11, 4, 0, 1)?;
     conv_case("3x3 dw 256 56x56 pad 1", 256, 256, 56, 3, 1, 1, 256)?;

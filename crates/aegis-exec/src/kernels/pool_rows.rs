@@ -132,6 +132,17 @@ impl PoolRows {
             let rows = (r1 - r0 - 1) * self.w + L;
             if let Some(xs) = x.get(first..first + rows) {
                 let mut acc = load::<V4>(xs);
+                // Whole 2- and 3-row windows (almost every row) as straight-line code: hot,
+                // 1 thread, 3x3/2 max on 64x111x111 0.129 -> 0.117 ms, padded 64x112x112
+                // 0.147 -> 0.137 (a loop with a run-time count before).
+                match r1 - r0 {
+                    2 => return C::comb(simd, acc, load::<V4>(&xs[self.w..])),
+                    3 => {
+                        acc = C::comb(simd, acc, load::<V4>(&xs[self.w..]));
+                        return C::comb(simd, acc, load::<V4>(&xs[2 * self.w..]));
+                    }
+                    _ => {}
+                }
                 for r in 1..r1 - r0 {
                     acc = C::comb(simd, acc, load::<V4>(&xs[r * self.w..]));
                 }

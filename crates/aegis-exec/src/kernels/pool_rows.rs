@@ -158,8 +158,19 @@ impl PoolRows {
         let mut acc;
         if base + (r1 - 1) * self.w + c0 + L <= x.len() {
             acc = load::<V4>(&x[first..]);
-            for r in r0 + 1..r1 {
-                acc = C::comb(simd, acc, load::<V4>(&x[base + r * self.w + c0..]));
+            let w = self.w;
+            // As in the whole-vector case above.
+            match r1 - r0 {
+                2 => acc = C::comb(simd, acc, load::<V4>(&x[first + w..])),
+                3 => {
+                    acc = C::comb(simd, acc, load::<V4>(&x[first + w..]));
+                    acc = C::comb(simd, acc, load::<V4>(&x[first + 2 * w..]));
+                }
+                _ => {
+                    for r in r0 + 1..r1 {
+                        acc = C::comb(simd, acc, load::<V4>(&x[base + r * w + c0..]));
+                    }
+                }
             }
         } else {
             // The tensor's last row is copied out (kept off the loop above, whose

@@ -131,22 +131,7 @@ impl PoolRows {
             let first = base + r0 * self.w + c as usize;
             let rows = (r1 - r0 - 1) * self.w + L;
             if let Some(xs) = x.get(first..first + rows) {
-                let mut acc = load::<V4>(xs);
-                // Whole 2- and 3-row windows (almost every row) as straight-line code: hot,
-                // 1 thread, 3x3/2 max on 64x111x111 0.129 -> 0.117 ms, padded 64x112x112
-                // 0.147 -> 0.137 (a loop with a run-time count before).
-                match r1 - r0 {
-                    2 => return C::comb(simd, acc, load::<V4>(&xs[self.w..])),
-                    3 => {
-                        acc = C::comb(simd, acc, load::<V4>(&xs[self.w..]));
-                        return C::comb(simd, acc, load::<V4>(&xs[2 * self.w..]));
-                    }
-                    _ => {}
-                }
-                for r in 1..r1 - r0 {
-                    acc = C::comb(simd, acc, load::<V4>(&xs[r * self.w..]));
-                }
-                return acc;
+                return down_rows::<C>(simd, xs, self.w, r1 - r0);
             }
         }
         let init = simd.splat_f32s(C::INIT);
@@ -157,21 +142,7 @@ impl PoolRows {
         let first = base + r0 * self.w + c0;
         let mut acc;
         if base + (r1 - 1) * self.w + c0 + L <= x.len() {
-            acc = load::<V4>(&x[first..]);
-            let w = self.w;
-            // As in the whole-vector case above.
-            match r1 - r0 {
-                2 => acc = C::comb(simd, acc, load::<V4>(&x[first + w..])),
-                3 => {
-                    acc = C::comb(simd, acc, load::<V4>(&x[first + w..]));
-                    acc = C::comb(simd, acc, load::<V4>(&x[first + 2 * w..]));
-                }
-                _ => {
-                    for r in r0 + 1..r1 {
-                        acc = C::comb(simd, acc, load::<V4>(&x[base + r * w + c0..]));
-                    }
-                }
-            }
+            acc = down_rows::<C>(simd, &x[first..], self.w, r1 - r0);
         } else {
             // The tensor's last row is copied out (kept off the loop above, whose
             // accumulator would otherwise be spilled around the copy).
@@ -196,6 +167,28 @@ impl PoolRows {
             -1 => f32s(f._mm512_castsi512_ps(f._mm512_alignr_epi32::<15>(a, z))),
             -2 => f32s(f._mm512_castsi512_ps(f._mm512_alignr_epi32::<14>(a, z))),
             _ => acc,
+        }
+    }
+}
+
+/// The 16 columns at `xs` reduced over `n` rows `w` apart, in row order. Windows of 2 and 3
+/// whole rows (almost every row) as straight-line code: hot, 1 thread, 3x3/2 max on
+/// 64x111x111 0.129 -> 0.117 ms, padded 64x112x112 0.147 -> 0.137, 256x27x27 0.042 -> 0.039
+/// (a loop with a run-time count before).
+#[inline(always)]
+fn down_rows<C: Reduce4>(simd: V4, xs: &[f32], w: usize, n: usize) -> pulp::f32x16 {
+    let mut acc = load::<V4>(xs);
+    match n {
+        2 => C::comb(simd, acc, load::<V4>(&xs[w..])),
+        3 => {
+            acc = C::comb(simd, acc, load::<V4>(&xs[w..]));
+            C::comb(simd, acc, load::<V4>(&xs[2 * w..]))
+        }
+        _ => {
+            for r in 1..n {
+                acc = C::comb(simd, acc, load::<V4>(&xs[r * w..]));
+            }
+            acc
         }
     }
 }

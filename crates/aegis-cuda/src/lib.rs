@@ -31,7 +31,8 @@
 //! the caller included, claims pieces from one counter, so the caller never waits for a
 //! piece nobody started (a parked or preempted helper just takes none); helpers poll for
 //! [`HOST_TEAM_LINGER`] after a job, then park, and a caller pays a wake-up only for a
-//! parked helper. A job borrows its caller's stack; the caller retracts it and waits for the
+//! parked helper; a hold ([`host_team_hold`]) keeps them polling for the span of an
+//! inference. A job borrows its caller's stack; the caller retracts it and waits for the
 //! helpers registered on it before returning (`raw::team`, checked by a loom model).
 //!
 //! ## What this crate must never do
@@ -71,7 +72,9 @@ pub use host::Label;
 pub use memory::{DeviceMemory, DeviceSlice, HostBuffer, HostRead, HostWrite, ALLOCATION_ALIGN};
 pub use raw::gemm::{host_sgemm, HostMat, HostMatMut};
 pub use stream::{Event, Stream, StreamPriority};
-pub use team::{host_parallel_for, host_team_threads, HostTeam, HOST_TEAM_LINGER};
+pub use team::{
+    host_parallel_for, host_team_hold, host_team_threads, HostTeam, TeamHold, HOST_TEAM_LINGER,
+};
 
 #[cfg(feature = "cuda")]
 pub use cuda::{CapturedGraph, Dim3, GraphExec, Kernel, KernelArgs, Module};

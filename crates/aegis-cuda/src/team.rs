@@ -8,7 +8,12 @@
 //! for pieces a helper has already claimed and is running. A helper that finishes polls for
 //! the next job for a short linger window ([`HOST_TEAM_LINGER`]) before it parks, so
 //! back-to-back kernels are picked up without a wake-up, and a caller pays for a wake-up
-//! syscall only when a helper is actually parked. Why not a work-stealing pool entered from
+//! syscall only when a helper is actually parked. Work that publishes jobs with serial
+//! stretches between them (an inference: pads, small ops, the stream's hand-offs) takes a
+//! hold ([`HostTeam::hold`], [`host_team_hold`]) for its span: held helpers keep polling
+//! instead of parking, and the hold wakes parked ones at once, so no job of the inference
+//! waits for a wake-up (on this VM 30-50 us, which the caller spent running the piece
+//! alone). Between inferences the helpers park as before. Why not a work-stealing pool entered from
 //! the stream thread: that costs a cross-thread hand-off and two wake-ups per kernel, and a
 //! static split stalls on one preempted worker.
 //!
@@ -59,6 +64,21 @@ impl HostTeam {
         self.inner.threads()
     }
 
+    /// Keeps the helpers awake (polling for jobs, yielding) until the returned guard is
+    /// dropped, and wakes the parked ones now. Taken for the span of work that will publish
+    /// jobs with serial stretches between them (an inference), so no job waits for a
+    /// helper's wake-up; holds nest. Without one, a helper parks after
+    /// [`HOST_TEAM_LINGER`] without a job.
+    pub fn hold(&self) -> TeamHold<'_> {
+        self.inner.hold();
+        TeamHold { team: self }
+    }
+
+    /// Helpers parked (asleep until a job or a hold wakes them) at this moment.
+    pub fn parked_helpers(&self) -> usize {
+        self.inner.parked()
+    }
+
     /// Runs `f(piece, slot)` for every `piece` in `0..pieces` exactly once, on up to
     /// `threads` threads including the caller, and returns when all have finished. `slot` is
     /// below `threads` and unique among the threads working on this call (the caller's is 0),
@@ -67,6 +87,35 @@ impl HostTeam {
     pub fn parallel_for(&self, pieces: usize, threads: usize, f: &(dyn Fn(usize, usize) + Sync)) {
         self.inner.parallel_for(pieces, threads, f);
     }
+}
+
+/// A hold on a team's helpers ([`HostTeam::hold`]), released when dropped.
+#[derive(Debug)]
+#[must_use = "the hold ends when this guard is dropped"]
+pub struct TeamHold<'t> {
+    team: &'t HostTeam,
+}
+
+impl Drop for TeamHold<'_> {
+    fn drop(&mut self) {
+        self.team.inner.release();
+    }
+}
+
+/// A hold on the process-wide team ([`HostTeam::global`]) for `threads`-thread work:
+/// `None` when `threads <= 1` (the team is then neither started nor held) and under
+/// `--cfg loom`. The guard is `Send`, so it can be released by the stream that runs the
+/// work's last step.
+pub fn host_team_hold(threads: usize) -> Option<TeamHold<'static>> {
+    #[cfg(not(loom))]
+    if threads > 1 {
+        let team = HostTeam::global();
+        if team.threads() > 1 {
+            return Some(team.hold());
+        }
+    }
+    let _ = threads;
+    None
 }
 
 /// [`HostTeam::parallel_for`] on the process-wide team ([`HostTeam::global`]). Under

@@ -1,6 +1,6 @@
 //! The host compute team: every piece runs exactly once, slots are unique among the threads of
-//! one call, concurrent and nested callers finish, panics reach the caller, and idle helpers
-//! park.
+//! one call, concurrent and nested callers finish, panics reach the caller, idle helpers
+//! park, and a hold keeps them from parking until it is dropped.
 
 use aegis_cuda::{host_parallel_for, host_team_threads, HostTeam};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -237,4 +237,46 @@ fn idle_helpers_park_after_their_linger_window() {
         burned < Duration::from_millis(10),
         "idle helper used {burned:?} of CPU in 100 ms"
     );
+}
+
+/// Waits (up to 5 s) until exactly `want` of `team`'s helpers are parked.
+fn wait_parked(team: &HostTeam, want: usize) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while team.parked_helpers() != want {
+        assert!(
+            Instant::now() < until,
+            "{} helpers parked, expected {want}",
+            team.parked_helpers()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A hold wakes parked helpers and keeps them from parking through many linger windows
+/// (jobs still run under it, holds nest); once every hold is dropped they park again.
+#[test]
+fn a_hold_keeps_helpers_awake_until_it_is_dropped() {
+    let linger = Duration::from_micros(100);
+    let team = HostTeam::new(2, linger);
+    wait_parked(&team, 2);
+    {
+        let _hold = team.hold();
+        wait_parked(&team, 0);
+        let _nested = team.hold();
+        for _ in 0..20 {
+            std::thread::sleep(linger * 2);
+            assert_eq!(team.parked_helpers(), 0, "a helper parked under a hold");
+        }
+        check_call(&|p, t, f| team.parallel_for(p, t, f), 64, 3);
+    }
+    wait_parked(&team, 2);
+}
+
+/// The process-wide hold is only taken for more than one thread.
+#[test]
+fn the_global_hold_is_taken_only_for_several_threads() {
+    assert!(aegis_cuda::host_team_hold(1).is_none());
+    assert!(aegis_cuda::host_team_hold(0).is_none());
+    let held = aegis_cuda::host_team_hold(2);
+    assert_eq!(held.is_some(), host_team_threads() > 1);
 }

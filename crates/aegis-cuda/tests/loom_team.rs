@@ -74,3 +74,18 @@ fn two_callers_share_one_helper() {
         other.join().unwrap();
     });
 }
+
+#[test]
+fn a_hold_around_a_call_wakes_the_helper_and_ends() {
+    model(|| {
+        // The hold's wake-up of a parked helper races the job's publication and the
+        // helper's own parking; the call must still finish and the team still stop.
+        let team = HostTeam::new(1, Duration::ZERO);
+        let hold = team.hold();
+        let returned = AtomicBool::new(false);
+        one_call(&team, 2, &returned);
+        returned.store(true, Ordering::Relaxed);
+        drop(hold);
+        drop(team);
+    });
+}

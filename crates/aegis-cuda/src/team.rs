@@ -13,9 +13,9 @@
 //! hold ([`HostTeam::hold`], [`host_team_hold`]) for its span: held helpers keep polling
 //! instead of parking, and the hold wakes parked ones at once, so no job of the inference
 //! waits for a wake-up (on this VM 30-50 us, which the caller spent running the piece
-//! alone). Between inferences the helpers park as before. Why not a work-stealing pool entered from
-//! the stream thread: that costs a cross-thread hand-off and two wake-ups per kernel, and a
-//! static split stalls on one preempted worker.
+//! alone). Between inferences the helpers park as before. Why not a work-stealing pool
+//! entered from the stream thread: that costs a cross-thread hand-off and two wake-ups per
+//! kernel, and a static split stalls on one preempted worker.
 //!
 //! Several callers (streams) may run jobs at once; helpers take any published job with
 //! pieces left. A call made from inside `f` (nesting) cannot deadlock: its caller can always

@@ -75,7 +75,7 @@
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
 use super::conv_co::{co_partial_len, CoPacked, CoRows, CO_BLOCK};
-use super::conv_direct::{pad_planes, sum_taps, tap_offsets, DirectRows, Flat, Taps};
+use super::conv_direct::{pad_planes_par, sum_taps, tap_offsets, DirectRows, Flat, Taps};
 use super::conv_dw_same::{DwSame, DwStride2, Plane2, PlaneDw, PlaneDwChannels};
 #[cfg(target_arch = "x86_64")]
 use super::conv_dw_t::DwT;
@@ -712,7 +712,7 @@ impl PreparedConv {
         } = self.padded_input(geo);
         let (pad_buf, scratch) = scratch.split_at_mut(padded_len);
         let src: &[f32] = if padded_len > 0 {
-            pad_planes(x, self.c_in_g, h, w, pads, pad_buf);
+            pad_planes_par(x, self.c_in_g, h, w, pads, pad_buf, threads);
             pad_buf
         } else {
             x
@@ -1700,13 +1700,14 @@ impl PreparedConv {
         let (pt, pl) = (geo.pb[1], geo.pb[2]);
         let padded_len = wg.c_in * wg.hp * wg.wp;
         let (pad_buf, rest) = scratch.split_at_mut(padded_len);
-        pad_planes(
+        pad_planes_par(
             x,
             wg.c_in,
             h,
             w,
             [pt, pl, wg.hp - h - pt, wg.wp - w - pl],
             pad_buf,
+            threads,
         );
         let (vact, act_rest) = DwAct::split(self.activation);
         let (p, rpc, chunks) = (wg.ho * wg.wo, wg.rows_per_chunk(), wg.chunks());
@@ -1755,7 +1756,7 @@ impl PreparedConv {
         let [_, h, w] = geo.input;
         let src: &[f32] = if d.padded_len > 0 {
             let buf = &mut scratch[..d.padded_len];
-            pad_planes(x, self.c_in_g, h, w, d.pads, buf);
+            pad_planes_par(x, self.c_in_g, h, w, d.pads, buf, threads);
             buf
         } else {
             x

@@ -1677,3 +1677,32 @@ fn residual_of_the_wrong_length_or_on_a_path_without_the_epilogue_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("residual epilogue"), "{err}");
 }
+
+/// The input pad of the direct, channel-vectorised and Winograd paths split between threads
+/// by whole planes: the same bytes as the serial pad at any thread count, for pieces that
+/// cut a plane count unevenly, one large plane, and padding on some sides only. A
+/// pre-filled destination shows every element (borders included) is written.
+#[rstest]
+#[case(64, 56, 56, [1, 1, 1, 1])]
+#[case(130, 20, 20, [1, 0, 2, 1])]
+#[case(3, 200, 190, [0, 2, 1, 3])]
+#[case(1, 300, 300, [2, 2, 2, 2])]
+#[case(5, 7, 7, [1, 1, 1, 1])]
+fn parallel_pad_writes_what_the_serial_pad_writes(
+    #[case] c: usize,
+    #[case] h: usize,
+    #[case] w: usize,
+    #[case] pads: [usize; 4],
+) {
+    use super::conv_direct::{pad_planes, pad_planes_par};
+    let x = rand_vec(c * h * w, 71);
+    let len = c * (h + pads[0] + pads[2]) * (w + pads[1] + pads[3]);
+    let mut want = vec![f32::NAN; len];
+    pad_planes(&x, c, h, w, pads, &mut want);
+    assert!(want.iter().all(|v| !v.is_nan()));
+    for threads in [1, 2, 3, 4] {
+        let mut got = vec![f32::NAN; len];
+        pad_planes_par(&x, c, h, w, pads, &mut got, threads);
+        assert_bits_eq(&got, &want);
+    }
+}

@@ -135,6 +135,19 @@ impl DwT {
     fn grid_len(&self) -> usize {
         self.hp * self.wp + RP * self.sw
     }
+
+    /// Zeroes the grid's positions outside the input (`grid_len() * L` elements): the rows
+    /// above and below it, the columns left and right of it, and the slack.
+    fn clear_border(&self, grid: &mut [f32]) {
+        let (top, rows) = (self.pt * self.wp, self.pt + self.h);
+        grid[..top * L].fill(0.0);
+        for y in self.pt..rows {
+            let row = &mut grid[y * self.wp * L..(y + 1) * self.wp * L];
+            row[..self.pl * L].fill(0.0);
+            row[(self.pl + self.w) * L..].fill(0.0);
+        }
+        grid[rows * self.wp * L..self.grid_len() * L].fill(0.0);
+    }
 }
 
 impl PlaneDwChannels<'_, DwT> {
@@ -158,8 +171,10 @@ impl pulp::WithSimd for PlaneDwChannels<'_, DwT> {
         let (grid, more) = self.scratch[skew..].split_at_mut(p.grid_len() * L);
         let band = p.band_rows();
         let (obuf, wbuf) = more.split_at_mut(band * p.wo * L);
-        // The border stays zero: blocks only write the input's positions.
-        grid.fill(0.0);
+        // The border stays zero: blocks only write the input's positions, every one of
+        // them (lanes past a last block's channels as zeros), so only the border is cleared
+        // (clearing the whole 215 KiB grid of a 56x56 plane was 2 % of the kernel).
+        p.clear_border(grid);
         for (bi, planes) in self.out.chunks_mut(L * op).enumerate() {
             let c0 = self.first + bi * L;
             let nc = planes.len() / op;

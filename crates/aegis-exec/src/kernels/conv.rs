@@ -98,6 +98,18 @@ const CO_MAX_PLANE: usize = 28 * 28;
 /// The same for a 1x1 conv, whose other paths lose no lanes down to 28x28 planes (even at
 /// 14x14, 7x7 wins 10 %; a strided 1x1 onto 28x28 loses 7 %).
 const CO_MAX_PLANE_POINTWISE: usize = 14 * 14;
+/// On a CPU with [`wide_fma`], the most output elements a 1x1 conv takes the
+/// channel-vectorised kernel for (else the GEMM, whose 6x64 tiles keep both FMA units busy).
+/// `kernel_bench` on an Intel Xeon (AVX-512, AMX), 1 thread, minima of 3 alternating rounds,
+/// channel-vectorised -> GEMM, ms: 1024->256 on 14x14 0.833 -> 0.670, 512->1000 on 13x13
+/// 1.428 -> 1.168, 512->2048 on 7x7 0.997 -> 0.789, 160->960 on 7x7 0.150 -> 0.132, 512->64
+/// on 13x13 (10816 outputs) 0.089 -> 0.077; but 1024->128 on 7x7 (6272) 0.108 -> 0.123 and
+/// 1024->352 on 7x7 (17248) 0.286 both. Whole models there (`aegisrt bench`, paired runs,
+/// median ratio new/old, 1 / 2 threads): every such conv on the GEMM gave DenseNet-121 1.027
+/// at 1 thread (its 7x7 bottlenecks to 128 channels); with this bound ResNet-50 0.953 /
+/// 0.939, SqueezeNet 1.1 0.939 / 0.920, MobileNetV2 0.983 / 0.881, Inception-v2 0.962,
+/// DenseNet-121 0.975.
+const CO_WIDE_FMA_MAX_OUT: usize = 8 * 1024;
 /// Reductions from which a small-plane 1x1 conv runs in passes of `CO_POINTWISE_PASS_TAPS`
 /// input channels (see [`PreparedConv::co_taps_per_pass`]).
 const CO_POINTWISE_MAX_K: usize = 256;
@@ -529,6 +541,31 @@ pub struct PreparedConv {
     /// The Winograd-transformed filter for wide 3x3 stride-1 planes (see
     /// [`PreparedConv::prepare_input`]).
     wino: Option<WinoPacked>,
+    /// The CPU runs 512-bit FMAs on two full-width units ([`wide_fma`]): small-plane 1x1
+    /// convs keep the GEMM unless their output is tiny (see [`PreparedConv::co_eligible`]).
+    wide_fma: bool,
+}
+
+/// Whether this CPU runs 512-bit FMAs at full width on two units: Intel's AVX-512 cores
+/// (AMD's Zen 4 splits each into two 256-bit halves). Read once from `cpuid`, so a machine
+/// always makes the same choice and results stay the same from run to run.
+fn wide_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *WIDE.get_or_init(|| {
+            let id = std::arch::x86_64::__cpuid(0);
+            let intel = [id.ebx, id.edx, id.ecx]
+                .iter()
+                .flat_map(|r| r.to_le_bytes())
+                .eq(*b"GenuineIntel");
+            intel && std::arch::is_x86_feature_detected!("avx512f")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 impl PreparedConv {
@@ -609,7 +646,16 @@ impl PreparedConv {
             path,
             co: None,
             wino: None,
+            wide_fma: wide_fma(),
         })
+    }
+
+    /// As if on a CPU with (or without) [`wide_fma`]: tests of both path choices on any
+    /// machine.
+    #[cfg(test)]
+    pub(crate) fn with_wide_fma(mut self, wide: bool) -> Self {
+        self.wide_fma = wide;
+        self
     }
 
     /// Prepares for inputs of shape `x_shape` (shapes are static once a model is loaded):
@@ -655,7 +701,9 @@ impl PreparedConv {
     /// thread, this kernel -> that one) 64->384 on 14x14 0.155 -> 0.11, 96->576 on 14x14
     /// 0.296 -> 0.248; any other 1x1 conv on a plane of at most `CO_MAX_PLANE_POINTWISE`
     /// comes here (160->960 on 7x7 0.245 vs 0.26-0.27 on the GEMM), long reductions too
-    /// while the packed filter stays within `CO_POINTWISE_MAX_PACKED`. Shape-determined.
+    /// while the packed filter stays within `CO_POINTWISE_MAX_PACKED`; on a CPU with
+    /// [`wide_fma`], only those of at most `CO_WIDE_FMA_MAX_OUT` outputs. Shape- and
+    /// CPU-determined.
     fn co_eligible(&self, geo: &Geo) -> bool {
         let two_d = geo.k[0] == 1 && geo.input[0] == 1 && geo.out[0] == 1;
         let kdim = self.c_in_g * geo.kprod();
@@ -667,6 +715,7 @@ impl PreparedConv {
             && (if geo.kprod() == 1 {
                 geo.out_plane() <= CO_MAX_PLANE_POINTWISE
                     && self.c_out * kdim <= CO_POINTWISE_MAX_PACKED
+                    && (!self.wide_fma || self.c_out * geo.out_plane() <= CO_WIDE_FMA_MAX_OUT)
             } else {
                 geo.out_plane() <= CO_MAX_PLANE
             } || (geo.s[1] > 1 && geo.kprod() > 1 && kdim >= CO_STRIDED_MIN_K))

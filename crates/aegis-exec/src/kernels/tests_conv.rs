@@ -241,7 +241,9 @@ fn direct_kernel_is_chosen_for_wide_stride_1_planes_only() {
 fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
     let a3 = attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1);
     let w = vec![0.0; 64 * 8 * 9];
-    let pc = PreparedConv::new(&w, &[64, 8, 3, 3], None, a3.clone()).unwrap();
+    let pc = PreparedConv::new(&w, &[64, 8, 3, 3], None, a3.clone())
+        .unwrap()
+        .with_wide_fma(false);
     // Not packed yet: the other paths run.
     assert!(!pc.uses_co(&[1, 8, 14, 14]).unwrap());
     assert_eq!(pc.packed_len(), 0);
@@ -256,7 +258,7 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
     // A strided conv with a long reduction takes it on any plane (a stem).
     let stem = attrs(&[7, 7], &[2, 2], &[1, 1], &[3, 3], &[3, 3], 1);
     assert!(co_once_prepared([64, 3, 7, 7], stem, [1, 3, 96, 96]));
-    assert!(!co_once_prepared([64, 2, 3, 3], a3, [1, 2, 14, 14]));
+    assert!(!co_once_prepared([64, 2, 3, 3], a3.clone(), [1, 2, 14, 14]));
     // 1x1 on 14x14: a short reduction and small filter (MobileNetV2's 96->576) stay on the
     // direct pointwise kernel (and pack nothing); a middle one (MobileNetV2's 160->960 on
     // 7x7) takes this one, and so does a long one (DenseNet's 512->128).
@@ -266,7 +268,9 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
         pw.clone(),
         [1, 96, 14, 14]
     ));
-    let pc = PreparedConv::new(&vec![0.0; 576 * 96], &[576, 96, 1, 1], None, pw.clone()).unwrap();
+    let pc = PreparedConv::new(&vec![0.0; 576 * 96], &[576, 96, 1, 1], None, pw.clone())
+        .unwrap()
+        .with_wide_fma(false);
     assert_eq!(pc.prepare_input(&[1, 96, 14, 14]).unwrap().packed_len(), 0);
     assert!(co_once_prepared(
         [960, 160, 1, 1],
@@ -290,7 +294,57 @@ fn channel_vectorised_kernel_is_chosen_for_small_planes_once_prepared() {
         pw.clone(),
         [1, 2048, 7, 7]
     ));
-    assert!(!co_once_prepared([2049, 1024, 1, 1], pw, [1, 1024, 7, 7]));
+    assert!(!co_once_prepared(
+        [2049, 1024, 1, 1],
+        pw.clone(),
+        [1, 1024, 7, 7]
+    ));
+    // With two full-width FMA units (Intel's AVX-512 cores) the GEMM keeps those 1x1 convs
+    // unless their output is at most 8 Ki elements (DenseNet's 1024->128 on 7x7); 3x3 convs
+    // choose as before.
+    assert!(!co_once_prepared_on(
+        true,
+        [960, 160, 1, 1],
+        pw.clone(),
+        [1, 160, 7, 7]
+    ));
+    assert!(!co_once_prepared_on(
+        true,
+        [128, 512, 1, 1],
+        pw.clone(),
+        [1, 512, 14, 14]
+    ));
+    assert!(co_once_prepared_on(
+        true,
+        [128, 1024, 1, 1],
+        pw.clone(),
+        [1, 1024, 7, 7]
+    ));
+    assert!(co_once_prepared_on(
+        false,
+        [128, 1024, 1, 1],
+        pw,
+        [1, 1024, 7, 7]
+    ));
+    assert!(co_once_prepared_on(true, [64, 8, 3, 3], a3, [1, 8, 14, 14]));
+}
+
+/// Both choices for a small-plane 1x1 conv (the GEMM with full-width FMA units, the
+/// channel-vectorised kernel without) give the definition's values, each bit-identical at
+/// 1, 2 and 4 threads.
+#[test]
+fn small_plane_pointwise_runs_right_on_either_choice() {
+    let (xs, ws) = ([1, 512, 14, 14], [128, 512, 1, 1]);
+    let PointwiseCase { x, w, b, a, want } = pointwise_case(xs, ws, 21);
+    for wide in [true, false] {
+        let pc = PreparedConv::new(&w, &ws, Some(&b), a.clone())
+            .unwrap()
+            .with_wide_fma(wide)
+            .prepare_input(&xs)
+            .unwrap();
+        assert_eq!(pc.uses_co(&xs).unwrap(), !wide);
+        assert_runs_match(&pc, &x, &xs, &want, 1e-4, &[1, 2, 4]);
+    }
 }
 
 /// A 1x1 conv's random input, filter and bias (seeds `seed..seed + 3`) and its reference
@@ -331,11 +385,17 @@ fn long_pointwise_reduction_on_a_small_plane_runs_in_passes() {
 }
 
 /// Whether a conv of filter shape `ws` (zero weights) takes the channel-vectorised kernel on
-/// input `xs` once prepared for it.
+/// input `xs` once prepared for it, on a CPU without two full-width FMA units (AMD's Zen 4).
 fn co_once_prepared(ws: [usize; 4], a: ConvAttrs, xs: [usize; 4]) -> bool {
+    co_once_prepared_on(false, ws, a, xs)
+}
+
+/// [`co_once_prepared`] on a CPU with (`wide`) or without two full-width FMA units.
+fn co_once_prepared_on(wide: bool, ws: [usize; 4], a: ConvAttrs, xs: [usize; 4]) -> bool {
     let w = vec![0.0; ws.iter().product()];
     PreparedConv::new(&w, &ws, None, a)
         .unwrap()
+        .with_wide_fma(wide)
         .prepare_input(&xs)
         .unwrap()
         .uses_co(&xs)
@@ -1577,11 +1637,16 @@ fn residual_epilogue_matches_conv_then_add(
     let (ws, x, w, b) = case_tensors(xs, c_out, &a, 41);
     let bias = with_bias.then_some(&b[..]);
     for act in [None, Some(UnaryOp::Relu), Some(UnaryOp::HardSwish)] {
+        // Paths chosen as without full-width FMA units, so every machine runs the
+        // channel-vectorised epilogue here.
         let plain = PreparedConv::new(&w, &ws, bias, a.clone())
             .unwrap()
+            .with_wide_fma(false)
             .prepare_input(xs)
             .unwrap();
-        let mut fused = PreparedConv::new(&w, &ws, bias, a.clone()).unwrap();
+        let mut fused = PreparedConv::new(&w, &ws, bias, a.clone())
+            .unwrap()
+            .with_wide_fma(false);
         if let Some(act) = act {
             fused = fused.with_activation(act);
         }

@@ -75,7 +75,7 @@
 use aegis_cuda::{host_sgemm, HostMat, HostMatMut};
 
 use super::conv_co::{co_partial_len, CoPacked, CoRows, CO_BLOCK};
-use super::conv_direct::{pad_planes_par, sum_taps, tap_offsets, DirectRows, Flat, Taps};
+use super::conv_direct::{pad_planes, sum_taps, tap_offsets, DirectRows, Flat, Taps};
 use super::conv_dw_same::{DwSame, DwStride2, Plane2, PlaneDw, PlaneDwChannels};
 #[cfg(target_arch = "x86_64")]
 use super::conv_dw_t::DwT;
@@ -761,7 +761,7 @@ impl PreparedConv {
         } = self.padded_input(geo);
         let (pad_buf, scratch) = scratch.split_at_mut(padded_len);
         let src: &[f32] = if padded_len > 0 {
-            pad_planes_par(x, self.c_in_g, h, w, pads, pad_buf, threads);
+            pad_planes(x, self.c_in_g, h, w, pads, pad_buf, threads);
             pad_buf
         } else {
             x
@@ -1749,7 +1749,7 @@ impl PreparedConv {
         let (pt, pl) = (geo.pb[1], geo.pb[2]);
         let padded_len = wg.c_in * wg.hp * wg.wp;
         let (pad_buf, rest) = scratch.split_at_mut(padded_len);
-        pad_planes_par(
+        pad_planes(
             x,
             wg.c_in,
             h,
@@ -1805,7 +1805,7 @@ impl PreparedConv {
         let [_, h, w] = geo.input;
         let src: &[f32] = if d.padded_len > 0 {
             let buf = &mut scratch[..d.padded_len];
-            pad_planes_par(x, self.c_in_g, h, w, d.pads, buf, threads);
+            pad_planes(x, self.c_in_g, h, w, d.pads, buf, threads);
             buf
         } else {
             x

@@ -383,16 +383,17 @@ pub(super) fn tap_offsets(
     offs
 }
 
-/// Padded elements below which [`pad_planes_par`] stays on the caller (per piece): fewer
+/// Padded elements below which [`pad_planes`] stays on the caller (per piece): fewer
 /// copy in less time than the team's hand-off is worth.
 const PAD_PAR_MIN: usize = 32 * 1024;
 
-/// [`pad_planes`] on up to `threads` threads, whole padded planes per piece. The direct,
-/// channel-vectorised and Winograd paths pad their whole input before they split, so a
-/// serial pad left the helper idle: `kernel_bench` at 2 threads (minima of 6-8 rounds, the
-/// binaries alternating) had 3x3 64->64 on 56x56 at 0.81 -> 0.74-0.77 ms, 256->256 on 14x14
-/// 1.09 -> 0.99-1.06, 128->32 on 56x56 1.30-1.44 -> 1.19-1.32.
-pub(super) fn pad_planes_par(
+/// Copies `x` (`[c, h, w]`) into `dst` (`[c, h + pt + pb, w + pl + pr]`) with zero borders,
+/// on up to `threads` threads, whole padded planes per piece. The direct, channel-vectorised
+/// and Winograd paths pad their whole input before they split, so a serial pad left the
+/// helper idle: `kernel_bench` at 2 threads (minima of 6-8 rounds, the binaries alternating)
+/// had 3x3 64->64 on 56x56 at 0.81 -> 0.74-0.77 ms, 256->256 on 14x14 1.09 -> 0.99-1.06,
+/// 128->32 on 56x56 1.30-1.44 -> 1.19-1.32.
+pub(super) fn pad_planes(
     x: &[f32],
     c: usize,
     h: usize,
@@ -402,36 +403,22 @@ pub(super) fn pad_planes_par(
     threads: usize,
 ) {
     let [pt, pl, pb, pr] = pads;
-    let plane = (h + pt + pb) * (w + pl + pr);
-    if threads <= 1 || c < 2 || plane == 0 || c * plane < 2 * PAD_PAR_MIN {
-        pad_planes(x, c, h, w, pads, dst);
+    let (hp, wp) = (h + pt + pb, w + pl + pr);
+    let plane = hp * wp;
+    if threads > 1 && c >= 2 && plane > 0 && c * plane >= 2 * PAD_PAR_MIN {
+        let min_planes = PAD_PAR_MIN.div_ceil(plane);
+        par_chunks(
+            &mut dst[..c * plane],
+            plane,
+            threads,
+            min_planes,
+            |first, piece| {
+                let src = &x[(first * h * w).min(x.len())..];
+                pad_planes(src, piece.len() / plane, h, w, pads, piece, 1);
+            },
+        );
         return;
     }
-    let min_planes = PAD_PAR_MIN.div_ceil(plane);
-    par_chunks(
-        &mut dst[..c * plane],
-        plane,
-        threads,
-        min_planes,
-        |first, piece| {
-            let n = piece.len() / plane;
-            let src = &x[(first * h * w).min(x.len())..];
-            pad_planes(src, n, h, w, pads, piece);
-        },
-    );
-}
-
-/// Copies `x` (`[c, h, w]`) into `dst` (`[c, h + pt + pb, w + pl + pr]`) with zero borders.
-pub(super) fn pad_planes(
-    x: &[f32],
-    c: usize,
-    h: usize,
-    w: usize,
-    pads: [usize; 4],
-    dst: &mut [f32],
-) {
-    let [pt, pl, pb, pr] = pads;
-    let (hp, wp) = (h + pt + pb, w + pl + pr);
     if h == 0 || w == 0 {
         // An empty input padded to a non-empty plane: all padding.
         dst[..c * hp * wp].fill(0.0);

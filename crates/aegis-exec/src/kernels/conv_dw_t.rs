@@ -233,13 +233,33 @@ impl DwT {
                 for (c, rc) in r.iter_mut().enumerate() {
                     *rc = m512(load::<V4>(&xs[c * ip..]));
                 }
-                for vj in transpose16(self.simd, r) {
-                    let g = ((y + self.pt) * self.wp + xx + self.pl) * L;
-                    store::<V4>(&mut grid[g..], f32s(vj));
-                    xx += 1;
-                    if xx == self.w {
-                        xx = 0;
+                let v = transpose16(self.simd, r);
+                if self.w >= L {
+                    // The 16 positions run to the row's end and on into the next row at
+                    // most once: straight-line stores at two bases (a loop stepping row and
+                    // column per position kept the vectors on the stack and reloaded them
+                    // one by one).
+                    let k = self.w - xx;
+                    let g0 = ((y + self.pt) * self.wp + xx + self.pl) * L;
+                    let g1 = ((y + 1 + self.pt) * self.wp + self.pl) * L;
+                    for (j, vj) in v.into_iter().enumerate() {
+                        let g = if j < k { g0 + j * L } else { g1 + (j - k) * L };
+                        store::<V4>(&mut grid[g..], f32s(vj));
+                    }
+                    xx += L;
+                    if xx >= self.w {
+                        xx -= self.w;
                         y += 1;
+                    }
+                } else {
+                    for vj in v {
+                        let g = ((y + self.pt) * self.wp + xx + self.pl) * L;
+                        store::<V4>(&mut grid[g..], f32s(vj));
+                        xx += 1;
+                        if xx == self.w {
+                            xx = 0;
+                            y += 1;
+                        }
                     }
                 }
                 i += L;

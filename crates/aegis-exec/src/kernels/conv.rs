@@ -1098,7 +1098,7 @@ impl PreparedConv {
         let threads = self.useful_threads(&geo, threads);
         if self.path == ConvPath::Depthwise {
             #[cfg(target_arch = "x86_64")]
-            if let Some(p) = dw_t(&geo) {
+            if let Some(p) = dw_t(&geo, self.c_out) {
                 return workers(self.c_out.div_ceil(DW_T_BLOCK), threads) * p.scratch_len();
             }
             let per_worker = match (dw_same(&geo), dw_stride2(&geo)) {
@@ -1252,7 +1252,7 @@ impl PreparedConv {
         let (ip, op) = (geo.in_plane(), geo.out_plane());
         let kp = geo.kprod();
         #[cfg(target_arch = "x86_64")]
-        if let Some(plan) = dw_t(geo) {
+        if let Some(plan) = dw_t(geo, self.c_out) {
             if let Some(act) = self.activation {
                 check_unary(act)?;
             }
@@ -1600,7 +1600,9 @@ impl PreparedConv {
     #[cfg(test)]
     pub(crate) fn uses_dw_same(&self, x_shape: &[usize]) -> KernelResult<bool> {
         let geo = self.geo(x_shape)?;
-        Ok(self.path == ConvPath::Depthwise && !dw_t_taken(&geo) && dw_same(&geo).is_some())
+        Ok(self.path == ConvPath::Depthwise
+            && !dw_t_taken(&geo, self.c_out)
+            && dw_same(&geo).is_some())
     }
 
     /// Whether an input of shape `x_shape` runs the stride-2 even-width depthwise kernel
@@ -1609,7 +1611,7 @@ impl PreparedConv {
     pub(crate) fn uses_dw_stride2(&self, x_shape: &[usize]) -> KernelResult<bool> {
         let geo = self.geo(x_shape)?;
         Ok(self.path == ConvPath::Depthwise
-            && !dw_t_taken(&geo)
+            && !dw_t_taken(&geo, self.c_out)
             && dw_same(&geo).is_none()
             && !dw_rows(&geo)
             && dw_stride2(&geo).is_some())
@@ -1620,7 +1622,7 @@ impl PreparedConv {
     #[cfg(test)]
     pub(crate) fn uses_dw_t(&self, x_shape: &[usize]) -> KernelResult<bool> {
         let geo = self.geo(x_shape)?;
-        Ok(self.path == ConvPath::Depthwise && dw_t_taken(&geo))
+        Ok(self.path == ConvPath::Depthwise && dw_t_taken(&geo, self.c_out))
     }
 
     /// Whether an input of shape `x_shape` runs the AVX-512 stride-2 row kernel (tests check
@@ -1629,7 +1631,7 @@ impl PreparedConv {
     pub(crate) fn uses_dw_rows(&self, x_shape: &[usize]) -> KernelResult<bool> {
         let geo = self.geo(x_shape)?;
         Ok(self.path == ConvPath::Depthwise
-            && !dw_t_taken(&geo)
+            && !dw_t_taken(&geo, self.c_out)
             && dw_same(&geo).is_none()
             && dw_rows(&geo))
     }
@@ -2204,15 +2206,15 @@ const DW_T_BLOCK: usize = 16;
 /// 0.79-0.84 / 0.49-0.74, 464x7x7 0.75 / 0.69; and 3x3/2 onto 28x28 and 14x14: 144x56x56
 /// 0.83-0.86 / 0.84-0.87, 192x28x28 0.79-0.81 / 0.79-0.86.
 #[cfg(target_arch = "x86_64")]
-fn dw_t(g: &Geo) -> Option<DwT> {
-    plane2(g).and_then(DwT::new)
+fn dw_t(g: &Geo, channels: usize) -> Option<DwT> {
+    plane2(g).and_then(|p| DwT::new(p, channels))
 }
 
 /// Whether [`DwT`] takes this depthwise geometry (before every other kernel).
 #[cfg(test)]
-fn dw_t_taken(g: &Geo) -> bool {
+fn dw_t_taken(g: &Geo, channels: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return dw_t(g).is_some();
+    return dw_t(g, channels).is_some();
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }

@@ -66,12 +66,22 @@ const MAX_OUT_PLANE: usize = 28 * 28;
 const MAX_OUT_PLANE_3X3: usize = 56 * 56;
 /// Largest padded input plane taken (positions; 256 KiB of grid per worker).
 const MAX_GRID: usize = 64 * 64;
+/// With at least `LARGE_MIN_CHANNELS` channels, the limits for a plain 3x3 on planes up to
+/// 112x112 (an 832 KiB grid per worker). Since the grid stores went straight-line (session
+/// 39): 32x112x112 0.21 -> 0.15 ms, 96x112x112 at stride 2 0.30-0.33 -> 0.22-0.25 against
+/// the kernels along positions (`kernel_bench`, 1 thread; 2 threads alike). Fewer channels
+/// keep those kernels: one block of 16 runs on one thread, and a partial block costs about
+/// a whole one (8x112x112 at stride 2: 0.033 against 0.027 ms at 1 thread, 0.015 at 2).
+const LARGE_MAX_OUT_PLANE_3X3: usize = 112 * 112;
+const LARGE_MAX_GRID: usize = 114 * 114;
+const LARGE_MIN_CHANNELS: usize = 2 * L;
 
 impl DwT {
-    /// `Some` on a CPU with AVX-512 for a 2-D depthwise geometry with an output plane of at
-    /// most `MAX_OUT_PLANE` positions (`MAX_OUT_PLANE_3X3` for a plain 3x3) and a padded
-    /// input of at most `MAX_GRID`.
-    pub(super) fn new(g: Plane2) -> Option<Self> {
+    /// `Some` on a CPU with AVX-512 for a 2-D depthwise geometry of `channels` planes with
+    /// an output plane of at most `MAX_OUT_PLANE` positions (`MAX_OUT_PLANE_3X3` for a
+    /// plain 3x3) and a padded input of at most `MAX_GRID` (the `LARGE_` limits for a plain
+    /// 3x3 with at least `LARGE_MIN_CHANNELS` channels).
+    pub(super) fn new(g: Plane2, channels: usize) -> Option<Self> {
         let Plane2 {
             input: [h, w],
             out: [ho, wo],
@@ -81,10 +91,10 @@ impl DwT {
             pads_begin: [pt, pl],
         } = g;
         let plain3x3 = fast_3x3(kh, kw, dh, dw, sw);
-        let max_out = if plain3x3 {
-            MAX_OUT_PLANE_3X3
-        } else {
-            MAX_OUT_PLANE
+        let (max_out, max_grid) = match (plain3x3, channels >= LARGE_MIN_CHANNELS) {
+            (true, true) => (LARGE_MAX_OUT_PLANE_3X3, LARGE_MAX_GRID),
+            (true, false) => (MAX_OUT_PLANE_3X3, MAX_GRID),
+            (false, _) => (MAX_OUT_PLANE, MAX_GRID),
         };
         if ho * wo == 0 || ho * wo > max_out || h * w == 0 || kh * kw == 0 {
             return None;
@@ -92,7 +102,7 @@ impl DwT {
         // Every window inside the grid; the grid holds the whole input.
         let hp = (h + pt).max((ho - 1) * sh + (kh - 1) * dh + 1);
         let wp = (w + pl).max((wo - 1) * sw + (kw - 1) * dw + 1);
-        if hp * wp > MAX_GRID {
+        if hp * wp > max_grid {
             // A large input for a small output (long strides, wide dilations): the grid
             // would be mostly unread.
             return None;
@@ -227,11 +237,15 @@ impl DwT {
             // vectors stay in registers (the general loop below spilled them: 0.86-0.99 of
             // its time on 576x14x14). Each path has its own array: one shared with the
             // general path lived on the stack, zeroed and stored to every step.
-            if nc == L && i + L <= ip && (c0 + L - 1) * ip + i + L <= x.len() {
+            // A partial block too: its missing channels are zero vectors (through the
+            // general loop a block of 8 channels of 112x112 took 1.8x a whole block).
+            if i + L <= ip && (c0 + nc - 1) * ip + i + L <= x.len() {
                 let mut r = [zero; L];
                 let xs = &x[c0 * ip + i..];
                 for (c, rc) in r.iter_mut().enumerate() {
-                    *rc = m512(load::<V4>(&xs[c * ip..]));
+                    if c < nc {
+                        *rc = m512(load::<V4>(&xs[c * ip..]));
+                    }
                 }
                 let v = transpose16(self.simd, r);
                 if self.w >= L {
@@ -393,7 +407,7 @@ impl DwT {
         let mut i = 0;
         while i < np {
             let n = L.min(np - i);
-            if n == L && nc == L {
+            if n == L {
                 // Constant trip counts (registers, no spills), as in `transpose_in`.
                 let mut r = [zero; L];
                 for (j, rj) in r.iter_mut().enumerate() {
@@ -401,7 +415,9 @@ impl DwT {
                 }
                 let ps = &mut planes[p0 + i..];
                 for (c, vc) in transpose16(self.simd, r).into_iter().enumerate() {
-                    store::<V4>(&mut ps[c * op..], f32s(vc));
+                    if c < nc {
+                        store::<V4>(&mut ps[c * op..], f32s(vc));
+                    }
                 }
                 i += L;
                 continue;

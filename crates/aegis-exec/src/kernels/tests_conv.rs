@@ -791,6 +791,27 @@ fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
     // channels-in-lanes grid would not fit.
     assert_eq!(s2.uses_dw_rows(&[1, 8, 112, 112]).unwrap(), avx512);
     assert!(!s2.uses_dw_t(&[1, 8, 112, 112]).unwrap());
+    // With at least 32 channels a plain 3x3 takes it up to 112x112 (stride 1 and 2), not
+    // beyond; with 16 (one block, one thread) not past 56x56.
+    let dw3 = |c: usize, s: usize| {
+        let a = attrs(&[3, 3], &[s, s], &[1, 1], &[1, 1], &[1, 1], c);
+        PreparedConv::new(&vec![0.5; c * 9], &[c, 1, 3, 3], None, a).unwrap()
+    };
+    for (c, s, hw, taken) in [
+        (32, 1, 112, avx512),
+        (96, 2, 112, avx512),
+        (32, 1, 113, false),
+        (16, 1, 112, false),
+        (16, 2, 112, false),
+        (16, 1, 56, avx512),
+    ] {
+        let xs = [1, c, hw, hw];
+        assert_eq!(
+            dw3(c, s).uses_dw_t(&xs).unwrap(),
+            taken,
+            "{xs:?} stride {s}"
+        );
+    }
     assert!(!s2.uses_dw_rows(&[1, 8, 56, 56]).unwrap());
     // A grouped (not depthwise) conv never does.
     let w = vec![0.5; 8 * 2 * 9];
@@ -829,6 +850,10 @@ fn small_plane_and_stride_2_depthwise_kernels_are_chosen_by_shape() {
 #[case(&[1, 33, 56, 56], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 33), true)]
 #[case(&[1, 19, 29, 27], attrs(&[3, 3], &[2, 1], &[1, 1], &[0, 1], &[1, 1], 19), true)]
 #[case(&[1, 16, 14, 14], attrs(&[3, 3], &[1, 2], &[1, 1], &[1, 1], &[1, 1], 16), false)]
+// 3x3 on planes up to 112x112 with at least 32 channels: a partial block, stride 1 and 2,
+// odd sizes
+#[case(&[1, 35, 112, 112], attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 35), true)]
+#[case(&[1, 40, 111, 113], attrs(&[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], 40), false)]
 fn channels_in_lanes_depthwise_matches_naive(
     #[case] xs: &[usize],
     #[case] a: ConvAttrs,

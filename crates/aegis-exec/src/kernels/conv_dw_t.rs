@@ -252,12 +252,12 @@ impl DwT {
         let (mut y, mut xx) = (0, 0);
         let mut i = 0;
         while i < ip {
-            // 16 channels by 16 positions inside the tensor: constant trip counts, so the
-            // vectors stay in registers (the general loop below spilled them: 0.86-0.99 of
-            // its time on 576x14x14). Each path has its own array: one shared with the
-            // general path lived on the stack, zeroed and stored to every step.
-            // A partial block too: its missing channels are zero vectors (through the
-            // general loop a block of 8 channels of 112x112 took 1.8x a whole block).
+            // 16 positions inside the tensor (a partial block's missing channels as zero
+            // vectors): constant trip counts, so the vectors stay in registers (the general
+            // loop below spilled them: 0.86-0.99 of its time on 576x14x14; a block of 8
+            // channels of 112x112 through it took 1.8x a whole block). Each path has its own
+            // array: one shared with the general path lived on the stack, zeroed and stored
+            // to every step.
             if i + L <= ip && (c0 + nc - 1) * ip + i + L <= x.len() {
                 let mut r = [zero; L];
                 let xs = &x[c0 * ip + i..];
